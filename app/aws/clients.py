@@ -1,0 +1,45 @@
+"""aioboto3 clients, built once per process in the app's lifespan.
+
+The only place (with the adapters beside it) that imports aioboto3. With an endpoint
+URL every service is sent there: the embedded AWS, LocalStack, or nothing (real AWS).
+"""
+
+from __future__ import annotations
+
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from typing import Any
+
+import aioboto3
+from botocore.config import Config
+
+# One pool big enough for SSE readers, pollers and request handlers sharing a client.
+_CONFIG = Config(max_pool_connections=64, retries={"mode": "standard", "max_attempts": 3})
+
+
+@dataclass
+class AWSClients:
+    dynamodb: Any
+    s3: Any
+    sfn: Any
+    ssm: Any
+
+
+async def open_clients(stack: AsyncExitStack, region: str, endpoint_url: str | None) -> AWSClients:
+    session = aioboto3.Session()
+    kwargs: dict[str, Any] = {"region_name": region, "config": _CONFIG}
+    if endpoint_url:
+        kwargs["endpoint_url"] = endpoint_url
+        # The embedded AWS accepts any credentials; don't require a profile on a laptop.
+        kwargs.setdefault("aws_access_key_id", "local")
+        kwargs.setdefault("aws_secret_access_key", "local")
+
+    async def client(service: str) -> Any:
+        return await stack.enter_async_context(session.client(service, **kwargs))
+
+    return AWSClients(
+        dynamodb=await client("dynamodb"),
+        s3=await client("s3"),
+        sfn=await client("stepfunctions"),
+        ssm=await client("ssm"),
+    )

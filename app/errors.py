@@ -1,0 +1,108 @@
+"""Domain errors and their one rendering: RFC 9457 `application/problem+json`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+PROBLEM_JSON = "application/problem+json"
+PROBLEM_BASE = "https://validation-service.dev/problems/"
+
+
+class AppError(Exception):
+    """Base of every error the API answers with on purpose."""
+
+    status: int = 500
+    type: str = "internal"
+    title: str = "Internal error"
+
+    def __init__(self, detail: str, *, headers: dict[str, str] | None = None, **extra: Any) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.headers = headers or {}
+        self.extra = extra  # members naming the field, file or limit at fault
+
+    def body(self, instance: str | None = None) -> dict[str, Any]:
+        body = {"type": PROBLEM_BASE + self.type, "title": self.title, "status": self.status, "detail": self.detail}
+        if instance:
+            body["instance"] = instance
+        return {**body, **self.extra}
+
+
+class BadRequest(AppError):
+    status, type, title = 400, "bad-request", "Malformed request"
+
+
+class Unauthorized(AppError):
+    status, type, title = 401, "unauthorized", "Authentication required"
+
+
+class Forbidden(AppError):
+    status, type, title = 403, "forbidden", "Not allowed"
+
+
+class NotFound(AppError):
+    status, type, title = 404, "not-found", "Not found"
+
+
+class Conflict(AppError):
+    status, type, title = 409, "conflict", "Conflict with the resource's state"
+
+
+class PayloadTooLarge(AppError):
+    status, type, title = 413, "payload-too-large", "Payload too large"
+
+
+class UnsupportedMediaType(AppError):
+    status, type, title = 415, "unsupported-media-type", "Unsupported media type"
+
+
+class Unprocessable(AppError):
+    status, type, title = 422, "unprocessable", "Request cannot be processed"
+
+
+class TooManyRequests(AppError):
+    status, type, title = 429, "rate-limited", "Too many requests"
+
+
+class ServiceUnavailable(AppError):
+    status, type, title = 503, "unavailable", "Service unavailable"
+
+
+class UpstreamError(AppError):
+    """An AWS call failed for a reason that is not the caller's fault."""
+
+    status, type, title = 502, "upstream", "A backing service failed"
+
+
+def problem(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(AppError)
+    async def on_app_error(request: Request, exc: AppError) -> JSONResponse:
+        return problem(exc.status, exc.body(request.url.path), exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def on_validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [
+            {"field": ".".join(str(p) for p in e["loc"]), "message": e["msg"]} for e in exc.errors()
+        ]
+        first = errors[0]["field"] if errors else "request"
+        error = Unprocessable(f"Invalid value for {first}: {errors[0]['message'] if errors else ''}", errors=errors)
+        return problem(error.status, error.body(request.url.path))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def on_http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        body = {
+            "type": PROBLEM_BASE + "http-" + str(exc.status_code),
+            "title": str(exc.detail),
+            "status": exc.status_code,
+            "detail": str(exc.detail),
+        }
+        return problem(exc.status_code, body, dict(exc.headers or {}))

@@ -1,0 +1,131 @@
+"""Fixes for defects of moto 5.2.5's Step Functions interpreter.
+
+moto is pinned exactly (pyproject.toml) because these reach into its internals. Each
+fix is small, says which defect it mends, and is guarded by a test in
+tests/local_aws/test_moto_patches.py that fails if the defect comes back or the
+internals move.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import threading
+import uuid
+from typing import Any
+
+_applied = False
+_lock = threading.Lock()
+
+# Modules of the interpreter that did `from ...boto_client import boto_client_for`.
+_BOTO_CLIENT_USERS = (
+    "moto.stepfunctions.parser.asl.component.state.exec.state_map.result_writer.resource_eval.resource_eval_s3",
+    "moto.stepfunctions.parser.asl.component.state.exec.state_map.item_reader.eval.resource_eval_s3",
+    "moto.stepfunctions.parser.asl.component.state.exec.state_task.lambda_eval_utils",
+    "moto.stepfunctions.parser.asl.component.state.exec.state_task.service.state_task_service_unsupported",
+    "moto.stepfunctions.parser.asl.component.state.exec.state_task.service.state_task_service_glue",
+    "moto.stepfunctions.parser.asl.component.state.exec.state_task.service.state_task_service_events",
+    "moto.stepfunctions.parser.asl.component.state.exec.state_task.service.state_task_service_ecs",
+    "moto.stepfunctions.parser.asl.component.state.exec.state_task.service.state_task_service_sqs",
+    "moto.stepfunctions.parser.asl.component.state.exec.state_task.service.state_task_service_sfn",
+    "moto.stepfunctions.parser.asl.component.state.exec.state_task.service.state_task_service_dynamodb",
+    "moto.stepfunctions.parser.asl.component.state.exec.state_task.service.state_task_service_batch",
+    "moto.stepfunctions.parser.asl.component.state.exec.state_task.service.state_task_service_sns",
+    "moto.stepfunctions.parser.asl.component.state.exec.state_task.service.state_task_service_aws_sdk",
+)
+
+
+def _keep_stopped_executions_aborted() -> None:
+    """StopExecution during a Map ends the execution FAILED (States.Runtime) instead of ABORTED.
+
+    Defect: when the execution is stopped, each Map iteration raises a failure whose
+    details are a plain string; the Map state's error handling calls `.get()` on it,
+    the resulting AttributeError reaches the program loop, and `Environment.set_error`
+    overwrites the `ProgramStopped` state with an error. On AWS a stopped execution is
+    ABORTED whatever its states do afterwards, so once stopped, later errors are ignored.
+    """
+    from moto.stepfunctions.parser.asl.component.state.exec.execute_state import ExecutionState
+    from moto.stepfunctions.parser.asl.eval.environment import Environment
+    from moto.stepfunctions.parser.asl.eval.program_state import ProgramStopped
+
+    original = Environment.set_error
+    original_error_output = ExecutionState._construct_error_output_value
+
+    def construct_error_output_value(failure_event: Any) -> Any:
+        # The aborted iteration's details are a str, not a dict: read them as empty.
+        details = failure_event.event_details or {}
+        if any(not isinstance(spec, dict) for spec in details.values()):
+            return {"Error": "", "Cause": ""}
+        return original_error_output(failure_event)
+
+    ExecutionState._construct_error_output_value = staticmethod(construct_error_output_value)  # type: ignore[method-assign]
+
+    @functools.wraps(original)
+    def set_error(self: Environment, error: Any) -> None:
+        if isinstance(self._program_state, ProgramStopped):
+            return
+        original(self, error)
+
+    Environment.set_error = set_error  # type: ignore[method-assign]
+
+
+def _name_executions_like_aws() -> None:
+    """StartExecution without a name gives an ARN ending in `:None`.
+
+    Defect: moto formats the missing name into the ARN, so every unnamed execution of a
+    state machine gets the same ARN and silently collides with the previous one. AWS
+    generates a UUID name; so do we.
+    """
+    from moto.stepfunctions.parser.models import StepFunctionsParserBackend
+
+    original = StepFunctionsParserBackend.start_execution
+
+    @functools.wraps(original)
+    def start_execution(self: Any, state_machine_arn: str, name: str | None = None, *args: Any, **kwargs: Any) -> Any:
+        return original(self, state_machine_arn, name or str(uuid.uuid4()), *args, **kwargs)
+
+    StepFunctionsParserBackend.start_execution = start_execution  # type: ignore[method-assign]
+
+
+def _reuse_boto_clients() -> None:
+    """The interpreter builds a new boto3 client for every Task state (5-10 ms of CPU each).
+
+    Defect: `boto_client_for` is called per task; creating a botocore client loads and
+    parses service models each time. Clients are thread-safe, so keep one per
+    (region, service) for tasks without their own credentials.
+    """
+    boto_client = importlib.import_module("moto.stepfunctions.parser.asl.utils.boto_client")
+    original = boto_client.boto_client_for
+    cache: dict[tuple[str, str, str], Any] = {}
+    cache_lock = threading.Lock()
+
+    @functools.wraps(original)
+    def boto_client_for(region: str, service: str, state_credentials: Any = None) -> Any:
+        if state_credentials is not None:
+            return original(region, service, state_credentials)
+        from moto.settings import moto_server_port
+
+        key = (region, service, moto_server_port())  # a restarted server may use a new port
+        with cache_lock:
+            if key not in cache:
+                cache[key] = original(region, service)
+            return cache[key]
+
+    boto_client_for.cache = cache  # type: ignore[attr-defined]  # for the guard test
+    boto_client.boto_client_for = boto_client_for
+    for module_name in _BOTO_CLIENT_USERS:
+        module = importlib.import_module(module_name)
+        if hasattr(module, "boto_client_for"):
+            module.boto_client_for = boto_client_for
+
+
+def apply() -> None:
+    """Apply every fix once per process."""
+    global _applied
+    with _lock:
+        if _applied:
+            return
+        _keep_stopped_executions_aborted()
+        _name_executions_like_aws()
+        _reuse_boto_clients()
+        _applied = True

@@ -1,0 +1,40 @@
+"""create_app(settings): routers, error handlers, and the lifespan that builds clients once."""
+
+from __future__ import annotations
+
+import logging
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import AsyncIterator
+
+from fastapi import FastAPI
+
+from app import errors
+from app.aws.clients import open_clients
+from app.health.router import router as health_router
+from app.local_aws.runtime import local_runtime
+from app.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with AsyncExitStack() as stack:
+            effective = await stack.enter_async_context(local_runtime(settings))
+            app.state.settings = effective
+            app.state.clients = await open_clients(stack, effective.aws_region, effective.aws_endpoint_url)
+            yield
+
+    app = FastAPI(
+        title="Validation service",
+        version="0.1.0",
+        description="Validate batches of text files against rules with an LLM, orchestrated by AWS Step Functions.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    errors.install(app)
+    app.include_router(health_router)
+    return app

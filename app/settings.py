@@ -1,0 +1,75 @@
+"""The one settings class. Nothing else in `app/` reads `os.environ`."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Mode(StrEnum):
+    LOCAL = "local"  # embedded AWS (moto) in-process, or at `aws_endpoint_url`
+    AWS = "aws"  # real AWS (or any endpoint), resources provisioned by Terraform
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+
+    mode: Mode = Mode.LOCAL
+    host: str = "127.0.0.1"
+    port: int = 8000
+
+    # AWS access. In local mode without an endpoint the embedded AWS is started in-process.
+    aws_region: str = "us-east-1"
+    aws_endpoint_url: str | None = Field(
+        default=None,
+        description="Send every AWS call here (a separately running embedded AWS, LocalStack).",
+    )
+    embedded_aws_port: int = Field(default=0, description="0 picks a free loopback port.")
+
+    # Resource names. Defaults follow `name_prefix`; in aws mode take them from `terraform output`.
+    name_prefix: str = "validation"
+    validations_table: str | None = None
+    chunks_table: str | None = None
+    idempotency_table: str | None = None
+    uploads_bucket: str | None = None
+    state_machine_arn: str | None = None
+    ssm_prefix: str = "/app"
+
+    admin_api_key: SecretStr | None = None
+
+    # The LLM. Without a key, local mode starts the OpenAI-compatible simulator.
+    openai_base_url: str | None = None
+    openai_api_key: SecretStr | None = None
+    openai_model: str = "gpt-4o-mini"
+    openai_timeout_seconds: float = 60.0
+    completion_max_tokens: int = 512
+
+    # Step Functions retry timing, templated into the ASL. Tests use short intervals.
+    sfn_retry_interval_seconds: int = Field(default=2, ge=1)
+    sfn_retry_max_attempts: int = Field(default=6, ge=0)
+    sfn_retry_max_delay_seconds: int = Field(default=30, ge=1)
+
+    # Health checks must not hang a load balancer's probe.
+    readiness_timeout_seconds: float = 3.0
+
+    def table(self, logical: str) -> str:
+        explicit = getattr(self, f"{logical}_table", None)
+        return explicit or f"{self.name_prefix}-{logical}"
+
+    @property
+    def bucket(self) -> str:
+        return self.uploads_bucket or f"{self.name_prefix}-uploads"
+
+    @property
+    def state_machine_name(self) -> str:
+        return f"{self.name_prefix}-validation"
+
+    @property
+    def embedded(self) -> bool:
+        """True when this process must start the embedded AWS itself."""
+        return self.mode is Mode.LOCAL and self.aws_endpoint_url is None

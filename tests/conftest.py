@@ -1,0 +1,113 @@
+"""Fixtures that build on each other: embedded_aws -> aws (boto3 factory) -> settings -> api."""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+import uuid
+import zipfile
+from typing import Any, Callable, Iterator
+
+import boto3
+import pytest
+
+from app.local_aws.server import EmbeddedAWS
+from app.settings import Settings
+
+REGION = "us-east-1"
+
+
+@pytest.fixture(scope="session")
+def embedded_aws() -> Iterator[EmbeddedAWS]:
+    """One embedded AWS per test process (moto keeps its state in module globals)."""
+    with EmbeddedAWS(region=REGION) as server:
+        yield server
+
+
+class Aws:
+    """boto3 clients against the embedded AWS, and helpers to make test resources."""
+
+    def __init__(self, endpoint_url: str) -> None:
+        self.endpoint_url = endpoint_url
+        self._clients: dict[str, Any] = {}
+
+    def client(self, service: str) -> Any:
+        if service not in self._clients:
+            self._clients[service] = boto3.client(
+                service,
+                endpoint_url=self.endpoint_url,
+                region_name=REGION,
+                aws_access_key_id="test",
+                aws_secret_access_key="test",
+            )
+        return self._clients[service]
+
+    def role(self) -> str:
+        iam = self.client("iam")
+        try:
+            return iam.get_role(RoleName="tests")["Role"]["Arn"]
+        except iam.exceptions.NoSuchEntityException:
+            return iam.create_role(RoleName="tests", AssumeRolePolicyDocument="{}")["Role"]["Arn"]
+
+    def function(self, handler: str, environment: dict[str, str] | None = None) -> str:
+        """Register a Lambda function whose handler runs in-process; returns its ARN."""
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w") as archive:
+            archive.writestr("placeholder.txt", "")
+        return self.client("lambda").create_function(
+            FunctionName=f"fn-{uuid.uuid4().hex[:10]}",
+            Runtime="python3.11",
+            Role=self.role(),
+            Handler=handler,
+            Code={"ZipFile": buffer.getvalue()},
+            Environment={"Variables": environment or {}},
+        )["FunctionArn"]
+
+    def state_machine(self, definition: dict[str, Any]) -> str:
+        return self.client("stepfunctions").create_state_machine(
+            name=f"sm-{uuid.uuid4().hex[:10]}", definition=json.dumps(definition), roleArn=self.role()
+        )["stateMachineArn"]
+
+    def start(self, machine_arn: str, payload: dict[str, Any]) -> str:
+        return self.client("stepfunctions").start_execution(
+            stateMachineArn=machine_arn, name=uuid.uuid4().hex, input=json.dumps(payload)
+        )["executionArn"]
+
+    def wait_until(self, execution_arn: str, statuses: tuple[str, ...] = ("SUCCEEDED", "FAILED", "ABORTED", "TIMED_OUT"), timeout: float = 60) -> dict[str, Any]:
+        return wait_for(
+            lambda: (d := self.client("stepfunctions").describe_execution(executionArn=execution_arn))["status"] in statuses and d,
+            timeout=timeout,
+            what=f"execution {execution_arn} in {statuses}",
+        )
+
+
+def wait_for(condition: Callable[[], Any], *, timeout: float = 30, interval: float = 0.05, what: str = "condition") -> Any:
+    """Poll until `condition()` is truthy; a generous timeout bounds the test, never asserts speed."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+@pytest.fixture(scope="session")
+def aws(embedded_aws: EmbeddedAWS) -> Aws:
+    return Aws(embedded_aws.endpoint_url)
+
+
+@pytest.fixture
+def settings(embedded_aws: EmbeddedAWS) -> Settings:
+    """Local-mode settings against the shared embedded AWS, with names unique to the test."""
+    return Settings(
+        _env_file=None,
+        aws_endpoint_url=embedded_aws.endpoint_url,
+        name_prefix=f"t{uuid.uuid4().hex[:8]}",
+        ssm_prefix=f"/t{uuid.uuid4().hex[:8]}",
+        admin_api_key="admin-test-key",
+        sfn_retry_interval_seconds=1,
+        sfn_retry_max_attempts=4,
+        sfn_retry_max_delay_seconds=2,
+    )
