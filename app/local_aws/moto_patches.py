@@ -92,7 +92,8 @@ def _reuse_boto_clients() -> None:
 
     Defect: `boto_client_for` is called per task; creating a botocore client loads and
     parses service models each time. Clients are thread-safe, so keep one per
-    (region, service) for tasks without their own credentials.
+    (region, service). The original ignores `state_credentials` (it always signs with
+    fixed keys), so the cache does too.
     """
     boto_client = importlib.import_module("moto.stepfunctions.parser.asl.utils.boto_client")
     original = boto_client.boto_client_for
@@ -101,8 +102,6 @@ def _reuse_boto_clients() -> None:
 
     @functools.wraps(original)
     def boto_client_for(region: str, service: str, state_credentials: Any = None) -> Any:
-        if state_credentials is not None:
-            return original(region, service, state_credentials)
         from moto.settings import moto_server_port
 
         key = (region, service, moto_server_port())  # a restarted server may use a new port

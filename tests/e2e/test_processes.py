@@ -1,0 +1,36 @@
+"""The embedded AWS as its own process; the API as `python -m app` (what `make run` runs)."""
+
+from __future__ import annotations
+
+import boto3
+import httpx
+from fastapi.testclient import TestClient
+
+from app.main import create_app
+from app.settings import Settings
+from tests.servers import embedded_aws_process, free_port, process
+
+
+def test_api_restart_keeps_the_state_of_a_separate_embedded_aws():
+    with embedded_aws_process() as endpoint:
+        settings = Settings(_env_file=None, aws_endpoint_url=endpoint, name_prefix="restart", admin_api_key="k")
+        with TestClient(create_app(settings)) as client:
+            assert client.get("/readyz").status_code == 200
+        s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x")
+        s3.put_object(Bucket=settings.bucket, Key="kept", Body=b"still here")
+
+        with TestClient(create_app(settings)) as client:  # the API restarted; AWS kept running
+            assert client.get("/readyz").status_code == 200
+
+        assert s3.get_object(Bucket=settings.bucket, Key="kept")["Body"].read() == b"still here"
+        sfn = boto3.client("stepfunctions", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x")
+        assert [m["name"] for m in sfn.list_state_machines()["stateMachines"]] == [settings.state_machine_name]
+
+
+def test_python_m_app_serves_health_readiness_and_docs_in_local_mode():
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    with process(["-m", "app"], f"{base}/healthz", env={"PORT": str(port), "ADMIN_API_KEY": "k"}):
+        assert httpx.get(f"{base}/healthz").status_code == 200
+        assert httpx.get(f"{base}/readyz").status_code == 200
+        assert httpx.get(f"{base}/docs").status_code == 200

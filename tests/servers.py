@@ -1,0 +1,62 @@
+"""Start and stop our own processes for tests (the embedded AWS alone, the API)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from contextlib import contextmanager
+from typing import Iterator
+
+import httpx
+
+from app.settings import PROJECT_ROOT
+from tests.conftest import wait_for
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=1).status_code < 500
+    except httpx.HTTPError:
+        return False
+
+
+@contextmanager
+def process(args: list[str], ready_url: str, env: dict[str, str] | None = None, timeout: float = 60) -> Iterator[subprocess.Popen]:
+    """Run `python <args>` from the project root until the block ends; always reaped."""
+    proc = subprocess.Popen(
+        [sys.executable, *args],
+        cwd=PROJECT_ROOT,
+        env={**os.environ, **(env or {})},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        wait_for(lambda: proc.poll() is not None or _answers(ready_url), timeout=timeout, interval=0.2, what=ready_url)
+        if proc.poll() is not None:
+            raise AssertionError(f"{args} exited: {proc.stderr.read().decode()[-2000:]}")
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        proc.stderr.close()
+
+
+@contextmanager
+def embedded_aws_process() -> Iterator[str]:
+    """`python -m app.local_aws` on a free port; yields its endpoint URL."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    with process(["-m", "app.local_aws", "--port", str(port)], f"{url}/moto-api/"):
+        yield url
