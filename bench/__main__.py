@@ -1,0 +1,16 @@
+"""`make bench`: run every benchmark and print its table."""
+
+import importlib
+import sys
+
+BENCHMARKS = ["bench.engine"]
+
+
+def main() -> None:
+    selected = sys.argv[1:] or BENCHMARKS
+    for name in selected:
+        importlib.import_module(name).main()
+
+
+if __name__ == "__main__":
+    main()
