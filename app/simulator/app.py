@@ -1,0 +1,163 @@
+"""An OpenAI-compatible chat completions server for local mode, tests and benchmarks.
+
+`POST /v1/chat/completions` honours `response_format` (the answer is JSON following
+core/prompt.py's schema, with verdicts from verdicts.py), enforces RPM/TPM like OpenAI
+(limits.py), and can add latency and inject errors. `GET /_simulator/stats` reports
+what it saw: requests, 429s, admitted tokens, calls in flight and their peak.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from app.simulator.limits import RateLimits
+from app.simulator.verdicts import answer
+from core.tokens import count_message_tokens, count_tokens
+
+MODEL_NAME = "simulator"
+
+
+@dataclass
+class SimulatorConfig:
+    rpm: int = 10_000
+    tpm: int = 2_000_000
+    window_seconds: float = 60.0  # the "minute"; shorter in benchmarks
+    latency_seconds: float = 0.02
+    rate_limit_rate: float = 0.0  # share of admitted calls answered 429 anyway (upstream overload)
+    error_rate: float = 0.0  # share answered 500
+    send_retry_after: bool = True
+    seed: int | None = None
+
+
+@dataclass
+class Stats:
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    requests: int = 0
+    rate_limited: int = 0
+    errors: int = 0
+    in_flight: int = 0
+    peak_in_flight: int = 0
+    admitted: list[tuple[float, int]] = field(default_factory=list)  # (monotonic time, tokens charged)
+    started: list[float] = field(default_factory=list)
+
+    def snapshot(self) -> dict[str, Any]:
+        with self.lock:
+            return {
+                "requests": self.requests,
+                "rate_limited": self.rate_limited,
+                "errors": self.errors,
+                "in_flight": self.in_flight,
+                "peak_in_flight": self.peak_in_flight,
+                "admitted_tokens": sum(t for _, t in self.admitted),
+            }
+
+
+class Simulator:
+    def __init__(self, config: SimulatorConfig | None = None) -> None:
+        self.config = config or SimulatorConfig()
+        self.limits = RateLimits(self.config.rpm, self.config.tpm, self.config.window_seconds)
+        self.stats = Stats()
+        self._random = random.Random(self.config.seed)
+
+    def reconfigure(self, **changes: Any) -> None:
+        for name, value in changes.items():
+            setattr(self.config, name, value)
+        self.limits = RateLimits(self.config.rpm, self.config.tpm, self.config.window_seconds)
+
+    def reset_peak(self) -> None:
+        with self.stats.lock:
+            self.stats.peak_in_flight = self.stats.in_flight
+
+    async def complete(self, body: dict[str, Any]) -> JSONResponse:
+        messages = body.get("messages") or []
+        max_tokens = int(body.get("max_completion_tokens") or body.get("max_tokens") or 4096)
+        prompt_tokens = count_message_tokens([{"content": str(m.get("content", ""))} for m in messages])
+        decision = self.limits.admit(prompt_tokens + max_tokens)
+        with self.stats.lock:
+            self.stats.requests += 1
+            if not decision.admitted:
+                self.stats.rate_limited += 1
+        if not decision.admitted:
+            return self._rate_limited(decision.limited_by or "tokens", decision.retry_after, decision.headers, prompt_tokens + max_tokens)
+        with self.stats.lock:
+            now = time.monotonic()
+            self.stats.admitted.append((now, prompt_tokens + max_tokens))
+            self.stats.started.append(now)
+            self.stats.in_flight += 1
+            self.stats.peak_in_flight = max(self.stats.peak_in_flight, self.stats.in_flight)
+        try:
+            await asyncio.sleep(self.config.latency_seconds)
+            draw = self._random.random()
+            if draw < self.config.rate_limit_rate:
+                with self.stats.lock:
+                    self.stats.rate_limited += 1
+                return self._rate_limited("tokens", 1.0, decision.headers, prompt_tokens + max_tokens)
+            if draw < self.config.rate_limit_rate + self.config.error_rate:
+                with self.stats.lock:
+                    self.stats.errors += 1
+                return JSONResponse({"error": {"message": "injected server error", "type": "server_error"}}, 500)
+            user = next((m["content"] for m in messages if m.get("role") == "user"), "")
+            content = answer(user)
+            completion_tokens = min(count_tokens(content), max_tokens)
+            return JSONResponse(
+                {
+                    "id": f"chatcmpl-{uuid.uuid4().hex}",
+                    "object": "chat.completion",
+                    "created": int(time.time()),
+                    "model": MODEL_NAME,
+                    "choices": [
+                        {"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}
+                    ],
+                    "usage": {
+                        "prompt_tokens": prompt_tokens,
+                        "completion_tokens": completion_tokens,
+                        "total_tokens": prompt_tokens + completion_tokens,
+                    },
+                },
+                headers=decision.headers,
+            )
+        finally:
+            with self.stats.lock:
+                self.stats.in_flight -= 1
+
+    def _rate_limited(self, limited_by: str, retry_after: float, headers: dict[str, str], requested: int) -> JSONResponse:
+        limit = self.config.tpm if limited_by == "tokens" else self.config.rpm
+        unit = "tokens per min (TPM)" if limited_by == "tokens" else "requests per min (RPM)"
+        if self.config.send_retry_after:
+            headers = {**headers, "retry-after": f"{max(retry_after, 0.001):.3f}"}
+        message = (
+            f"Rate limit reached for {MODEL_NAME} on {unit}: Limit {limit}, Requested {requested}. "
+            f"Please try again in {retry_after:.3f}s."
+        )
+        return JSONResponse(
+            {"error": {"message": message, "type": limited_by, "param": None, "code": "rate_limit_exceeded"}},
+            status_code=429,
+            headers=headers,
+        )
+
+
+def create_simulator_app(simulator: Simulator) -> FastAPI:
+    app = FastAPI(title="OpenAI-compatible simulator", docs_url=None, redoc_url=None)
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(request: Request) -> JSONResponse:
+        return await simulator.complete(await request.json())
+
+    @app.get("/v1/models")
+    async def models() -> dict[str, Any]:
+        return {"object": "list", "data": [{"id": MODEL_NAME, "object": "model", "owned_by": "simulator"}]}
+
+    @app.get("/_simulator/stats")
+    async def stats() -> dict[str, Any]:
+        return simulator.stats.snapshot()
+
+    return app

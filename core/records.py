@@ -1,0 +1,52 @@
+"""Names and keys shared by the API and the Lambdas: statuses, chunk ids, batch ranges."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class ValidationStatus(StrEnum):
+    QUEUED = "QUEUED"
+    RUNNING = "RUNNING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    CANCELLING = "CANCELLING"
+    CANCELLED = "CANCELLED"
+
+
+TERMINAL = frozenset({ValidationStatus.SUCCEEDED, ValidationStatus.FAILED, ValidationStatus.CANCELLED})
+
+
+class ChunkStatus(StrEnum):
+    PENDING = "PENDING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+
+
+def chunk_id(file_index: int, chunk_index: int) -> str:
+    """Sortable by file then position, so one file's chunks are one key range."""
+    return f"{file_index:05d}-{chunk_index:06d}"
+
+
+def file_range(first_file: int, last_file: int) -> tuple[str, str]:
+    """The chunk-id range (inclusive) covering files first..last."""
+    return f"{first_file:05d}-", f"{last_file:05d}-~"
+
+
+def file_index_of(chunk: str) -> int:
+    return int(chunk.split("-", 1)[0])
+
+
+# Step Functions: an inline Map writes ~7 history events per iteration and the limit is
+# 25,000 per execution, so a validation never has more than this many Map items; chunks
+# are grouped into contiguous id ranges when there are more.
+MAX_MAP_ITEMS = 1000
+
+
+def batches(chunk_ids: list[str], max_items: int = MAX_MAP_ITEMS) -> list[dict[str, str]]:
+    """Contiguous ranges {first, last} of sorted chunk ids, at most `max_items` of them."""
+    ordered = sorted(chunk_ids)
+    if not ordered:
+        return []
+    size = -(-len(ordered) // max_items)
+    return [{"first": group[0], "last": group[-1]} for group in (ordered[i : i + size] for i in range(0, len(ordered), size))]
