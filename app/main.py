@@ -13,6 +13,7 @@ from app.aws.clients import open_clients
 from app.health.router import router as health_router
 from app.local_aws.runtime import local_runtime
 from app.settings import Settings
+from app.validations.router import router as validations_router
 
 log = logging.getLogger(__name__)
 
@@ -37,4 +38,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     errors.install(app)
     app.include_router(health_router)
+    app.include_router(validations_router)
     return app

@@ -49,6 +49,15 @@ class Settings(BaseSettings):
     openai_timeout_seconds: float = 60.0
     completion_max_tokens: int = 512
 
+    # Submission limits (RFC 9457 errors name the one exceeded).
+    max_files: int = Field(default=100, ge=1)
+    max_file_bytes: int = Field(default=5 * 1024 * 1024, ge=1)
+    max_request_bytes: int = Field(default=50 * 1024 * 1024, ge=1)
+    max_rules: int = Field(default=20, ge=1)
+    max_rule_chars: int = Field(default=2000, ge=1)
+    chunk_max_tokens: int = Field(default=1500, ge=50, description="Token budget of one chunk's text.")
+    idempotency_ttl_hours: int = Field(default=24, ge=24)
+
     # Step Functions retry timing, templated into the ASL. Tests use short intervals.
     sfn_retry_interval_seconds: int = Field(default=2, ge=1)
     sfn_retry_max_attempts: int = Field(default=6, ge=0)

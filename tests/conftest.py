@@ -14,6 +14,8 @@ import pytest
 
 from app.local_aws.server import EmbeddedAWS
 from app.settings import Settings
+from app.simulator.app import SimulatorConfig
+from app.simulator.server import SimulatorServer
 
 REGION = "us-east-1"
 
@@ -99,7 +101,14 @@ def aws(embedded_aws: EmbeddedAWS) -> Aws:
 
 
 @pytest.fixture
-def settings(embedded_aws: EmbeddedAWS) -> Settings:
+def simulator() -> Iterator[SimulatorServer]:
+    """A fresh OpenAI-compatible simulator per test, so its counts are the test's own."""
+    with SimulatorServer(SimulatorConfig(latency_seconds=0.01)) as server:
+        yield server
+
+
+@pytest.fixture
+def settings(embedded_aws: EmbeddedAWS, simulator: SimulatorServer) -> Settings:
     """Local-mode settings against the shared embedded AWS, with names unique to the test."""
     return Settings(
         _env_file=None,
@@ -107,6 +116,8 @@ def settings(embedded_aws: EmbeddedAWS) -> Settings:
         name_prefix=f"t{uuid.uuid4().hex[:8]}",
         ssm_prefix=f"/t{uuid.uuid4().hex[:8]}",
         admin_api_key="admin-test-key",
+        openai_base_url=simulator.base_url,
+        openai_model="simulator",
         sfn_retry_interval_seconds=1,
         sfn_retry_max_attempts=4,
         sfn_retry_max_delay_seconds=2,

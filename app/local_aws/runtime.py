@@ -1,16 +1,22 @@
-"""What local mode adds around the API: the embedded AWS (unless an endpoint is given)
-and provisioning from the Terraform definitions."""
+"""What local mode adds around the API: the embedded AWS (unless an endpoint is given),
+the OpenAI-compatible simulator (unless a key or base URL is given), a generated admin
+key (unless one is set), and provisioning from the Terraform definitions."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 from contextlib import asynccontextmanager
 from typing import AsyncIterator
+
+from pydantic import SecretStr
 
 from app.local_aws.provision import Provisioner
 from app.local_aws.server import EmbeddedAWS
 from app.settings import Mode, Settings
+from app.simulator.app import MODEL_NAME
+from app.simulator.server import SimulatorServer
 
 log = logging.getLogger(__name__)
 
@@ -21,6 +27,16 @@ async def local_runtime(settings: Settings) -> AsyncIterator[Settings]:
     if settings.mode is not Mode.LOCAL:
         yield settings
         return
+    if settings.admin_api_key is None:
+        key = secrets.token_urlsafe(32)
+        settings = settings.model_copy(update={"admin_api_key": SecretStr(key)})
+        # Printed once, on purpose: local mode has no other way to hand out the first key.
+        print(f"Local mode: no ADMIN_API_KEY set; generated admin key: {key}", flush=True)
+    simulator: SimulatorServer | None = None
+    if settings.openai_api_key is None and settings.openai_base_url is None:
+        simulator = await asyncio.to_thread(SimulatorServer().start)
+        settings = settings.model_copy(update={"openai_base_url": simulator.base_url, "openai_model": MODEL_NAME})
+        log.info("no OPENAI_API_KEY: validating with the simulator at %s", simulator.base_url)
     embedded: EmbeddedAWS | None = None
     endpoint = settings.aws_endpoint_url
     if endpoint is None:
@@ -34,3 +50,5 @@ async def local_runtime(settings: Settings) -> AsyncIterator[Settings]:
     finally:
         if embedded is not None:
             await asyncio.to_thread(embedded.stop)
+        if simulator is not None:
+            await asyncio.to_thread(simulator.stop)

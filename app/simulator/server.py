@@ -8,7 +8,7 @@ import time
 
 import uvicorn
 
-from app.simulator.app import Simulator, SimulatorConfig, create_simulator_app
+from app.simulator.app import Simulator, SimulatorConfig, Stats, create_simulator_app
 
 
 class SimulatorServer:
@@ -23,6 +23,13 @@ class SimulatorServer:
             uvicorn.Config(create_simulator_app(self.simulator), log_level="warning", access_log=False, lifespan="off")
         )
         self._thread: threading.Thread | None = None
+
+    @property
+    def stats(self) -> Stats:
+        return self.simulator.stats
+
+    def reconfigure(self, **changes: object) -> None:
+        self.simulator.reconfigure(**changes)
 
     @property
     def base_url(self) -> str:

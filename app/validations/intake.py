@@ -1,0 +1,265 @@
+"""Read a submission (multipart or JSON), enforce every limit, and decide what is text.
+
+Everything here runs before anything is stored: a rejected request leaves no trace.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+from typing import Any
+
+from fastapi import Request
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.datastructures import UploadFile
+from starlette.formparsers import MultiPartException
+
+from app.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType, Unprocessable
+from app.settings import Settings
+
+TEXT_SUFFIXES = frozenset(
+    ".txt .text .md .markdown .rst .csv .tsv .json .jsonl .ndjson .xml .yaml .yml .html .htm .log .ini .cfg .conf "
+    ".toml .sql .py .js .ts .java .go .rs .c .h .cpp .sh .properties .env .tex .srt .vtt".split()
+)
+BINARY_SUFFIXES = frozenset(
+    ".png .jpg .jpeg .gif .bmp .webp .ico .pdf .zip .gz .tgz .bz2 .xz .7z .rar .tar .exe .dll .so .dylib .bin "
+    ".doc .docx .xls .xlsx .ppt .pptx .odt .mp3 .mp4 .wav .avi .mov .class .jar .pyc .parquet .avro .sqlite".split()
+)
+# Control characters other than tab, newline, carriage return, form feed: a sign of binary.
+_CONTROL = frozenset(range(0, 32)) - {9, 10, 12, 13}
+
+
+@dataclass(frozen=True)
+class Document:
+    name: str
+    content: bytes
+    text: str
+
+
+@dataclass(frozen=True)
+class Rule:
+    id: str
+    text: str
+
+
+@dataclass(frozen=True)
+class Submission:
+    documents: list[Document]
+    rules: list[Rule]
+
+    def fingerprint(self) -> str:
+        """Same files and rules → same hash (for Idempotency-Key)."""
+        canonical = {
+            "documents": [[d.name, hashlib.sha256(d.content).hexdigest()] for d in self.documents],
+            "rules": [[r.id, r.text] for r in self.rules],
+        }
+        return hashlib.sha256(json.dumps(canonical, separators=(",", ":")).encode()).hexdigest()
+
+
+class RuleIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    id: str | None = Field(default=None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")
+    text: str
+
+
+class DocumentIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, max_length=255)
+    content: str
+
+
+class JsonSubmission(BaseModel):
+    """`application/json` form of `POST /validations`."""
+
+    model_config = ConfigDict(extra="forbid")
+    documents: list[DocumentIn]
+    rules: list[str | RuleIn]
+
+
+def _check_name(name: str, field: str) -> str:
+    clean = name.strip()
+    if not clean or len(clean) > 255 or "/" in clean or "\\" in clean or clean in {".", ".."} or any(ord(c) < 32 for c in clean):
+        raise Unprocessable(f"Invalid file name {name!r}: 1-255 characters, no path separators.", field=field, file=name)
+    return clean
+
+
+def _as_text(name: str, content: bytes, content_type: str | None) -> str:
+    suffix = PurePosixPath(name).suffix.lower()
+    if suffix in BINARY_SUFFIXES or (content_type or "").split("/")[0] in {"image", "audio", "video"}:
+        raise UnsupportedMediaType(f"File {name!r} is not a text file ({suffix or content_type}).", file=name)
+    try:
+        text = content.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UnsupportedMediaType(
+            f"File {name!r} is not UTF-8 text (invalid byte at offset {exc.start}).", file=name
+        ) from exc
+    sample = content[:65536]
+    if b"\x00" in sample or sum(b in _CONTROL for b in sample) > max(8, len(sample) // 100):
+        raise UnsupportedMediaType(f"File {name!r} looks binary (control characters), not text.", file=name)
+    return text.removeprefix("\ufeff")
+
+
+def _document(settings: Settings, name: str, content: bytes, content_type: str | None, index: int) -> Document:
+    field = f"files[{index}]"
+    name = _check_name(name, field)
+    if len(content) > settings.max_file_bytes:
+        raise PayloadTooLarge(
+            f"File {name!r} is {len(content)} bytes; the limit is {settings.max_file_bytes} bytes per file.",
+            file=name,
+            limit="max_file_bytes",
+            limit_value=settings.max_file_bytes,
+        )
+    text = _as_text(name, content, content_type)
+    if not text.strip():
+        raise Unprocessable(f"File {name!r} is empty: nothing to validate.", file=name, field=field)
+    return Document(name, content, text)
+
+
+def _rules(settings: Settings, raw: list[Any]) -> list[Rule]:
+    if not raw:
+        raise Unprocessable("At least one rule is required.", field="rules")
+    if len(raw) > settings.max_rules:
+        raise Unprocessable(
+            f"{len(raw)} rules; the limit is {settings.max_rules}.", field="rules", limit="max_rules", limit_value=settings.max_rules
+        )
+    parsed: list[RuleIn] = []
+    for i, item in enumerate(raw):
+        try:
+            rule = RuleIn(text=item) if isinstance(item, str) else RuleIn.model_validate(item)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            raise Unprocessable(f"Rule {i}: {where}: {first['msg']}.", field=f"rules[{i}].{where}") from exc
+        if not rule.text.strip():
+            raise Unprocessable(f"Rule {i} has no text.", field=f"rules[{i}].text")
+        if len(rule.text) > settings.max_rule_chars:
+            raise Unprocessable(
+                f"Rule {i} has {len(rule.text)} characters; the limit is {settings.max_rule_chars}.",
+                field=f"rules[{i}].text",
+                limit="max_rule_chars",
+                limit_value=settings.max_rule_chars,
+            )
+        parsed.append(rule)
+    given = [r.id for r in parsed if r.id]
+    duplicates = sorted({i for i in given if given.count(i) > 1})
+    if duplicates:
+        raise Unprocessable(f"Rule ids must be unique; repeated: {', '.join(duplicates)}.", field="rules")
+    taken, counter, rules = set(given), 0, []
+    for rule in parsed:
+        rule_id = rule.id
+        while rule_id is None or (rule.id is None and rule_id in taken):
+            counter += 1
+            rule_id = f"r{counter}"
+        taken.add(rule_id)
+        rules.append(Rule(rule_id, rule.text.strip()))
+    return rules
+
+
+def _finish(settings: Settings, documents: list[Document], rules: list[Rule]) -> Submission:
+    if not documents:
+        raise Unprocessable("The batch is empty: send at least one file.", field="files")
+    if len(documents) > settings.max_files:
+        raise PayloadTooLarge(
+            f"{len(documents)} files; the limit is {settings.max_files} per validation.",
+            limit="max_files",
+            limit_value=settings.max_files,
+        )
+    names = [d.name for d in documents]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise Unprocessable(f"File names must be unique; repeated: {', '.join(repeated)}.", field="files", file=repeated[0])
+    total = sum(len(d.content) for d in documents)
+    if total > settings.max_request_bytes:
+        raise PayloadTooLarge(
+            f"The files add up to {total} bytes; the limit is {settings.max_request_bytes} bytes per request.",
+            limit="max_request_bytes",
+            limit_value=settings.max_request_bytes,
+        )
+    return Submission(documents, rules)
+
+
+def _check_declared_length(request: Request, settings: Settings) -> None:
+    declared = request.headers.get("content-length")
+    # Multipart framing adds a little; allow 1 MiB over the files' limit before refusing unread.
+    if declared and declared.isdigit() and int(declared) > settings.max_request_bytes + 1024 * 1024:
+        raise PayloadTooLarge(
+            f"The request is {declared} bytes; the limit is {settings.max_request_bytes} bytes.",
+            limit="max_request_bytes",
+            limit_value=settings.max_request_bytes,
+        )
+
+
+async def read_submission(request: Request, settings: Settings) -> Submission:
+    _check_declared_length(request, settings)
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type == "application/json":
+        return await _read_json(request, settings)
+    if content_type == "multipart/form-data":
+        return await _read_multipart(request, settings)
+    raise UnsupportedMediaType(
+        f"Send multipart/form-data (files + rules) or application/json, not {content_type or 'no content type'}.",
+        field="Content-Type",
+    )
+
+
+async def _read_json(request: Request, settings: Settings) -> Submission:
+    body = await request.body()
+    try:
+        raw = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadRequest(f"The body is not valid JSON: {exc}.") from exc
+    try:
+        parsed = JsonSubmission.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "body"
+        raise Unprocessable(f"{where}: {first['msg']}.", field=where) from exc
+    if len(parsed.documents) > settings.max_files:
+        raise PayloadTooLarge(
+            f"{len(parsed.documents)} files; the limit is {settings.max_files} per validation.",
+            limit="max_files",
+            limit_value=settings.max_files,
+        )
+    rules = _rules(settings, list(parsed.rules))
+    documents = [
+        _document(settings, d.name, d.content.encode("utf-8"), None, i) for i, d in enumerate(parsed.documents)
+    ]
+    return _finish(settings, documents, rules)
+
+
+async def _read_multipart(request: Request, settings: Settings) -> Submission:
+    try:
+        form = await request.form(max_files=settings.max_files + 1, max_fields=10, max_part_size=settings.max_rules * settings.max_rule_chars * 4 + 65536)
+    except MultiPartException as exc:
+        if "Too many files" in str(exc):
+            raise PayloadTooLarge(
+                f"More than {settings.max_files} files; the limit is {settings.max_files} per validation.",
+                limit="max_files",
+                limit_value=settings.max_files,
+            ) from exc
+        raise BadRequest(f"Malformed multipart body: {exc}.") from exc
+    try:
+        unexpected = sorted(set(form.keys()) - {"files", "rules"})
+        if unexpected:
+            raise Unprocessable(f"Unexpected form fields: {', '.join(unexpected)}; send `files` and `rules`.", field=unexpected[0])
+        raw_rules = form.getlist("rules")
+        if len(raw_rules) != 1 or not isinstance(raw_rules[0], str):
+            raise Unprocessable("Send exactly one `rules` part holding a JSON array of rules.", field="rules")
+        try:
+            rules_value = json.loads(raw_rules[0])
+        except ValueError as exc:
+            raise BadRequest(f"The `rules` part is not valid JSON: {exc}.", field="rules") from exc
+        if not isinstance(rules_value, list):
+            raise Unprocessable("`rules` must be a JSON array of strings or {id, text} objects.", field="rules")
+        rules = _rules(settings, rules_value)
+        documents = []
+        for index, upload in enumerate(form.getlist("files")):
+            if not isinstance(upload, UploadFile):
+                raise Unprocessable(f"files[{index}] is not a file part.", field=f"files[{index}]")
+            content = await upload.read(settings.max_file_bytes + 1)
+            documents.append(_document(settings, upload.filename or f"file-{index}", content, upload.content_type, index))
+        return _finish(settings, documents, rules)
+    finally:
+        await form.close()

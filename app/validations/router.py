@@ -1,0 +1,114 @@
+"""HTTP surface of validations. Thin: parse, call the service, shape the answer."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
+
+from app.auth.dependencies import CurrentAdmin, CurrentUser
+from app.aws.stepfunctions import Executions
+from app.deps import ClientsDep, SettingsDep
+from app.errors import PROBLEM_JSON
+from app.pagination import encode_cursor
+from app.validations.intake import JsonSubmission, read_submission
+from app.validations.schemas import HistoryPage, Problem, ResultPage, ValidationOut, ValidationPage
+from app.validations.service import ValidationService
+from app.validations.store import ValidationStore
+
+
+def get_service(settings: SettingsDep, clients: ClientsDep) -> ValidationService:
+    return ValidationService(ValidationStore(clients, settings), Executions(clients.sfn, settings.state_machine_arn or ""), settings)
+
+
+Service = Annotated[ValidationService, Depends(get_service)]
+ValidationId = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9-]+$")]
+Limit = Annotated[int, Query(ge=1, le=100)]
+Cursor = Annotated[str | None, Query(max_length=2048)]
+
+
+def _problems(*codes: int) -> dict[int | str, dict[str, Any]]:
+    return {code: {"model": Problem, "content": {PROBLEM_JSON: {}}, "description": "Problem details (RFC 9457)"} for code in codes}
+
+
+router = APIRouter(prefix="/validations", tags=["validations"], responses=_problems(401, 422))
+
+_SUBMISSION_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["files", "rules"],
+                    "properties": {
+                        "files": {"type": "array", "items": {"type": "string", "format": "binary"}},
+                        "rules": {"type": "string", "description": "JSON array of rules: strings or {id, text}"},
+                    },
+                }
+            },
+            "application/json": {"schema": JsonSubmission.model_json_schema(ref_template="#/components/schemas/{model}")},
+        },
+    }
+}
+
+
+@router.post(
+    "",
+    status_code=202,
+    response_model=ValidationOut,
+    openapi_extra=_SUBMISSION_BODY,
+    responses=_problems(400, 409, 413, 415, 502),
+)
+async def create_validation(
+    request: Request,
+    response: Response,
+    principal: CurrentUser,
+    service: Service,
+    settings: SettingsDep,
+    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+) -> ValidationOut:
+    """Submit files and rules; the validation starts at once (202, Location)."""
+    submission = await read_submission(request, settings)
+    validation, _ = await service.create(principal, submission, idempotency_key)
+    response.headers["Location"] = f"/validations/{validation['id']}"
+    return ValidationOut.of(validation)
+
+
+@router.get("", response_model=ValidationPage, responses=_problems(400))
+async def list_validations(principal: CurrentUser, service: Service, limit: Limit = 20, cursor: Cursor = None) -> ValidationPage:
+    """The caller's validations, newest first."""
+    items, next_cursor = await service.list(principal, limit, cursor)
+    return ValidationPage(items=[ValidationOut.of(i) for i in items], next_cursor=next_cursor)
+
+
+@router.get("/{validation_id}", response_model=ValidationOut, responses=_problems(404))
+async def get_validation(validation_id: ValidationId, principal: CurrentUser, service: Service) -> ValidationOut:
+    """Status, progress and token usage of one validation."""
+    return ValidationOut.of(await service.get(principal, validation_id))
+
+
+@router.get("/{validation_id}/results", response_model=ResultPage, responses=_problems(400, 404))
+async def get_results(validation_id: ValidationId, principal: CurrentUser, service: Service, limit: Limit = 20, cursor: Cursor = None) -> ResultPage:
+    """Per-file results, readable while the validation runs (partial results)."""
+    items, next_cursor = await service.results(principal, validation_id, limit, cursor)
+    return ResultPage(items=items, next_cursor=next_cursor)
+
+
+@router.post("/{validation_id}/retry", status_code=202, response_model=ValidationOut, responses=_problems(404, 409, 502))
+async def retry_validation(validation_id: ValidationId, principal: CurrentUser, service: Service) -> ValidationOut:
+    """Rerun only the chunks without a result, as a new execution of the same validation."""
+    return ValidationOut.of(await service.retry(principal, validation_id))
+
+
+@router.delete("/{validation_id}", status_code=202, response_model=ValidationOut, responses=_problems(404, 409, 502))
+async def cancel_validation(validation_id: ValidationId, principal: CurrentUser, service: Service) -> ValidationOut:
+    """Cancel (StopExecution): CANCELLED, or CANCELLING until the stop is confirmed."""
+    return ValidationOut.of(await service.cancel(principal, validation_id))
+
+
+@router.get("/{validation_id}/history", response_model=HistoryPage, responses=_problems(400, 403, 404, 502))
+async def get_history(validation_id: ValidationId, principal: CurrentAdmin, service: Service, limit: Limit = 100, cursor: Cursor = None) -> HistoryPage:
+    """Step Functions history events of the current execution (admins, for debugging)."""
+    events, token = await service.history(principal, validation_id, limit, cursor)
+    return HistoryPage(events=events, next_cursor=encode_cursor(token) if token else None)

@@ -1,0 +1,125 @@
+"""Response shapes of the validations API (the contract: fields may grow, not change)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+Status = Literal["QUEUED", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLING", "CANCELLED"]
+
+
+class Progress(BaseModel):
+    total: int
+    succeeded: int
+    failed: int
+    pending: int
+
+
+class Usage(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+
+
+class Links(BaseModel):
+    self: str
+    results: str
+    events: str
+
+
+class ErrorInfo(BaseModel):
+    type: str
+    detail: str
+
+
+class FileInfo(BaseModel):
+    name: str
+    size: int
+    chunks: int
+
+
+class ValidationOut(BaseModel):
+    id: str
+    status: Status
+    progress: Progress
+    created_at: str
+    started_at: str | None = None
+    finished_at: str | None = None
+    usage: Usage
+    estimated_tokens: int
+    run: int = Field(description="1 for the first execution, +1 per retry")
+    files: list[FileInfo]
+    rules: list[dict[str, str]]
+    error: ErrorInfo | None = None
+    links: Links
+
+    @classmethod
+    def of(cls, record: dict[str, Any]) -> "ValidationOut":
+        vid = record["id"]
+        total, succeeded, failed = record["total_chunks"], record.get("succeeded", 0), record.get("failed", 0)
+        return cls(
+            id=vid,
+            status=record["status"],
+            progress=Progress(total=total, succeeded=succeeded, failed=failed, pending=max(0, total - succeeded - failed)),
+            created_at=record["created_at"],
+            started_at=record.get("started_at"),
+            finished_at=record.get("finished_at"),
+            usage=Usage(prompt_tokens=record.get("prompt_tokens", 0), completion_tokens=record.get("completion_tokens", 0)),
+            estimated_tokens=record.get("estimated_tokens", 0),
+            run=record.get("run", 1),
+            files=[FileInfo(name=f["name"], size=f["size"], chunks=f["chunks"]) for f in record["files"]],
+            rules=record["rules"],
+            error=ErrorInfo(**record["error"]) if record.get("error") else None,
+            links=Links(self=f"/validations/{vid}", results=f"/validations/{vid}/results", events=f"/validations/{vid}/events"),
+        )
+
+
+class ValidationPage(BaseModel):
+    items: list[ValidationOut]
+    next_cursor: str | None
+
+
+class Finding(BaseModel):
+    location: str
+    message: str
+
+
+class RuleVerdict(BaseModel):
+    id: str
+    passed: bool
+    findings: list[Finding]
+
+
+class ChunkCounts(BaseModel):
+    total: int
+    succeeded: int
+    failed: int
+
+
+class FileResult(BaseModel):
+    file: str
+    status: Literal["PENDING", "RUNNING", "SUCCEEDED", "FAILED"]
+    rules: list[RuleVerdict]
+    chunks: ChunkCounts
+    error: dict[str, str] | None = None
+
+
+class ResultPage(BaseModel):
+    items: list[FileResult]
+    next_cursor: str | None
+
+
+class HistoryPage(BaseModel):
+    events: list[dict[str, Any]]
+    next_cursor: str | None
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details; extra members name the field, file or limit at fault."""
+
+    model_config = {"extra": "allow"}
+    type: str
+    title: str
+    status: int
+    detail: str
+    instance: str | None = None

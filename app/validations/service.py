@@ -1,0 +1,275 @@
+"""Validations: create, read, list, results, retry, cancel, history."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from typing import Any
+
+from app.auth.dependencies import Principal
+from app.aws.stepfunctions import Executions
+from app.errors import AppError, BadRequest, Conflict, NotFound, UpstreamError, Unprocessable
+from app.pagination import decode_cursor, encode_cursor
+from app.settings import Settings
+from app.validations.intake import Submission
+from app.validations.store import ValidationStore, now_iso
+from core import prompt
+from core.chunking import chunk_text
+from core.records import MAX_MAP_ITEMS, TERMINAL, ChunkStatus, ValidationStatus, batches, chunk_id
+
+log = logging.getLogger(__name__)
+
+
+def _plan(submission: Submission, validation_id: str, budget: int, completion_tokens: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]], int]:
+    """Files, chunk records and estimated tokens (prompt of every chunk + completion allowance)."""
+    rules = [{"id": r.id, "text": r.text} for r in submission.rules]
+    files, chunks, estimate = [], [], 0
+    for index, document in enumerate(submission.documents):
+        key = f"validations/{validation_id}/{index:05d}"
+        spans = chunk_text(document.text, budget)
+        overhead = prompt.overhead_tokens(document.name, rules)
+        files.append({"name": document.name, "key": key, "size": len(document.content), "chunks": len(spans)})
+        for position, span in enumerate(spans):
+            chunks.append(
+                {
+                    "validation_id": validation_id,
+                    "chunk_id": chunk_id(index, position),
+                    "file_index": index,
+                    "key": key,
+                    "start_byte": span.start_byte,
+                    "end_byte": span.end_byte,
+                    "first_line": span.first_line,
+                    "last_line": span.last_line,
+                    "tokens": span.tokens,
+                    "status": ChunkStatus.PENDING.value,
+                }
+            )
+            estimate += overhead + span.tokens + completion_tokens
+    return files, chunks, estimate
+
+
+class ValidationService:
+    def __init__(self, store: ValidationStore, executions: Executions, settings: Settings) -> None:
+        self.store = store
+        self.executions = executions
+        self.settings = settings
+
+    # --- create -------------------------------------------------------------------------
+    async def create(self, principal: Principal, submission: Submission, idempotency_key: str | None) -> tuple[dict[str, Any], bool]:
+        """(validation, created). With a repeated Idempotency-Key, the first validation and False."""
+        validation_id = uuid.uuid4().hex
+        claim_key = None
+        if idempotency_key is not None:
+            if not 1 <= len(idempotency_key) <= 255:
+                raise BadRequest("Idempotency-Key must be 1-255 characters.", field="Idempotency-Key")
+            claim_key = f"{principal.user_id}#{idempotency_key}"
+            fingerprint = submission.fingerprint()
+            held = await self.store.claim_idempotency_key(claim_key, fingerprint, validation_id)
+            if held is not None:
+                return await self._replay(held, fingerprint), False
+        try:
+            validation = await self._start_new(principal, submission, validation_id)
+        except BaseException:
+            if claim_key:
+                await self.store.release_idempotency_key(claim_key)
+            raise
+        if claim_key:
+            await self.store.complete_idempotency_key(claim_key)
+        return validation, True
+
+    async def _replay(self, held: dict[str, Any], fingerprint: str) -> dict[str, Any]:
+        if held["request_hash"] != fingerprint:
+            raise Unprocessable(
+                "This Idempotency-Key was used with a different request body.", field="Idempotency-Key"
+            )
+        if held.get("state") != "done":
+            raise Conflict("A request with this Idempotency-Key is still being processed; retry shortly.", headers={"Retry-After": "1"})
+        validation = await self.store.get(held["validation_id"])
+        if validation is None:
+            raise Conflict("The validation of this Idempotency-Key no longer exists.")
+        return validation
+
+    async def _start_new(self, principal: Principal, submission: Submission, validation_id: str) -> dict[str, Any]:
+        files, chunks, estimate = await asyncio.to_thread(
+            _plan, submission, validation_id, self.settings.chunk_max_tokens, self.settings.completion_max_tokens
+        )
+        created = now_iso()
+        record = {
+            "id": validation_id,
+            "owner": principal.user_id,
+            "status": ValidationStatus.RUNNING.value,
+            "run": 1,
+            "created_at": created,
+            "started_at": created,
+            "total_chunks": len(chunks),
+            "succeeded": 0,
+            "failed": 0,
+            "prompt_tokens": 0,
+            "completion_tokens": 0,
+            "estimated_tokens": estimate,
+            "files": files,
+            "rules": [{"id": r.id, "text": r.text} for r in submission.rules],
+            "execution_arn": None,
+        }
+        keys = [f["key"] for f in files]
+        try:
+            await self.store.put_files({f["key"]: d.content for f, d in zip(files, submission.documents)})
+            await self.store.put_chunks(chunks)
+            await self.store.put_new(record)
+            arn = await self.executions.start(
+                self._execution_name(validation_id, 1),
+                {"validation_id": validation_id, "run": 1, "batches": batches([c["chunk_id"] for c in chunks], MAX_MAP_ITEMS)},
+            )
+        except Exception as exc:
+            # Nothing half-written: undo in reverse order, then report.
+            await self._undo(validation_id, keys, [c["chunk_id"] for c in chunks])
+            if isinstance(exc, AppError):
+                raise
+            raise UpstreamError(f"Could not store or start the validation: {type(exc).__name__}") from exc
+        await self.store.update(validation_id, {"execution_arn": arn})
+        record["execution_arn"] = arn
+        return record
+
+    async def _undo(self, validation_id: str, keys: list[str], chunk_ids: list[str]) -> None:
+        for step in (
+            self.store.delete(validation_id),
+            self.store.delete_chunks(validation_id, chunk_ids),
+            self.store.delete_files(keys),
+        ):
+            try:
+                await step
+            except Exception:  # noqa: BLE001 - keep undoing the rest; log what is left
+                log.exception("cleanup of validation %s incomplete", validation_id)
+
+    @staticmethod
+    def _execution_name(validation_id: str, run: int) -> str:
+        return validation_id if run == 1 else f"{validation_id}-r{run}"
+
+    # --- read ---------------------------------------------------------------------------
+    async def get(self, principal: Principal, validation_id: str) -> dict[str, Any]:
+        validation = await self.store.get(validation_id)
+        if validation is None or not (principal.is_admin or validation["owner"] == principal.user_id):
+            raise NotFound(f"No validation {validation_id}.", field="id")
+        if validation["status"] == ValidationStatus.CANCELLING:
+            validation = await self._settle_cancel(validation)
+        return validation
+
+    async def list(self, principal: Principal, limit: int, cursor: str | None) -> tuple[list[dict[str, Any]], str | None]:
+        start = decode_cursor(cursor) if cursor else None
+        if start is not None and (not isinstance(start, dict) or start.get("owner") != principal.user_id):
+            raise BadRequest("The cursor is not valid; use `next_cursor` from a previous page.", field="cursor")
+        items, last = await self.store.list_for_owner(principal.user_id, limit, start)
+        return items, encode_cursor(last) if last else None
+
+    async def results(self, principal: Principal, validation_id: str, limit: int, cursor: str | None) -> tuple[list[dict[str, Any]], str | None]:
+        validation = await self.get(principal, validation_id)
+        start = decode_cursor(cursor) if cursor else 0
+        if not isinstance(start, int) or start < 0:
+            raise BadRequest("The cursor is not valid; use `next_cursor` from a previous page.", field="cursor")
+        files = validation["files"][start : start + limit]
+        if not files:
+            return [], None
+        chunks = await self.store.chunks_of_files(validation_id, start, start + len(files) - 1)
+        by_file: dict[int, list[dict[str, Any]]] = {}
+        for chunk in chunks:
+            by_file.setdefault(chunk["file_index"], []).append(chunk)
+        rule_ids = [r["id"] for r in validation["rules"]]
+        page = [file_result(f["name"], by_file.get(start + i, []), rule_ids) for i, f in enumerate(files)]
+        following = start + len(files)
+        return page, encode_cursor(following) if following < len(validation["files"]) else None
+
+    async def history(self, principal: Principal, validation_id: str, limit: int, cursor: str | None) -> tuple[list[dict[str, Any]], str | None]:
+        validation = await self.get(principal, validation_id)
+        if not validation.get("execution_arn"):
+            return [], None
+        token = decode_cursor(cursor) if cursor else None
+        return await self.executions.history(validation["execution_arn"], limit, token)
+
+    # --- change -------------------------------------------------------------------------
+    async def cancel(self, principal: Principal, validation_id: str) -> dict[str, Any]:
+        validation = await self.get(principal, validation_id)
+        status = validation["status"]
+        if status in (ValidationStatus.SUCCEEDED, ValidationStatus.FAILED):
+            raise Conflict(f"Validation {validation_id} already ended ({status}); nothing to cancel.", status_value=status)
+        if status == ValidationStatus.CANCELLED:
+            return validation
+        if status in (ValidationStatus.RUNNING, ValidationStatus.QUEUED):
+            # CANCELLING first: validators check it before every chunk, so none starts after this.
+            if not await self.store.update(validation_id, {"status": ValidationStatus.CANCELLING.value}, expect={"status": status, "run": validation["run"]}):
+                return await self.cancel(principal, validation_id)  # it moved on meanwhile: answer for its new state
+        validation["status"] = ValidationStatus.CANCELLING.value
+        if validation.get("execution_arn"):
+            await self.executions.stop(validation["execution_arn"], cause=f"cancelled by {principal.user_id}")
+        return await self._settle_cancel(validation)
+
+    async def _settle_cancel(self, validation: dict[str, Any]) -> dict[str, Any]:
+        """CANCELLING → CANCELLED once Step Functions confirms the execution stopped."""
+        arn = validation.get("execution_arn")
+        if arn and await self.executions.status(arn) == "RUNNING":
+            return validation
+        finished = now_iso()
+        if await self.store.update(
+            validation["id"],
+            {"status": ValidationStatus.CANCELLED.value, "finished_at": finished},
+            expect={"status": ValidationStatus.CANCELLING.value},
+        ):
+            validation.update(status=ValidationStatus.CANCELLED.value, finished_at=finished)
+            return validation
+        return await self.store.get(validation["id"]) or validation
+
+    async def retry(self, principal: Principal, validation_id: str) -> dict[str, Any]:
+        """Rerun chunks without a result (failed, or never run after a cancel) as a new execution."""
+        validation = await self.get(principal, validation_id)
+        status = validation["status"]
+        if status not in TERMINAL:
+            raise Conflict(f"Validation {validation_id} is {status}; retry once it has ended.", status_value=status)
+        chunks = await self.store.chunks_of_files(validation_id, 0, len(validation["files"]) - 1)
+        todo = [c["chunk_id"] for c in chunks if c.get("status") != ChunkStatus.SUCCEEDED]
+        if not todo:
+            raise Conflict(f"Nothing to retry: every chunk of {validation_id} succeeded.")
+        run = validation["run"] + 1
+        claimed = await self.store.update(
+            validation_id,
+            {"status": ValidationStatus.RUNNING.value, "run": run, "failed": 0, "started_at": now_iso()},
+            expect={"status": status, "run": validation["run"]},
+            remove=("error", "finished_at"),
+        )
+        if not claimed:
+            raise Conflict(f"Validation {validation_id} changed meanwhile; read it and try again.")
+        await asyncio.gather(*(self.store.reset_failed_chunk(validation_id, c) for c in todo))
+        arn = await self.executions.start(
+            self._execution_name(validation_id, run),
+            {"validation_id": validation_id, "run": run, "batches": batches(todo, MAX_MAP_ITEMS)},
+        )
+        await self.store.update(validation_id, {"execution_arn": arn})
+        return await self.get(principal, validation_id)
+
+
+def file_result(name: str, chunks: list[dict[str, Any]], rule_ids: list[str]) -> dict[str, Any]:
+    """One file's verdicts: a rule passes when it passes in every chunk; findings are joined."""
+    statuses = {c["status"] for c in chunks}
+    if ChunkStatus.FAILED in statuses:
+        status = "FAILED"
+    elif statuses == {ChunkStatus.SUCCEEDED}:
+        status = "SUCCEEDED"
+    elif ChunkStatus.SUCCEEDED in statuses:
+        status = "RUNNING"
+    else:
+        status = "PENDING"
+    verdicts: dict[str, dict[str, Any]] = {}
+    for chunk in chunks:
+        for verdict in chunk.get("rules") or []:
+            merged = verdicts.setdefault(verdict["id"], {"id": verdict["id"], "passed": True, "findings": []})
+            merged["passed"] = merged["passed"] and verdict["passed"]
+            merged["findings"].extend(verdict["findings"])
+    result: dict[str, Any] = {
+        "file": name,
+        "status": status,
+        "rules": [verdicts[r] for r in rule_ids if r in verdicts] if status == "SUCCEEDED" or verdicts else [],
+        "chunks": {"total": len(chunks), "succeeded": sum(c["status"] == ChunkStatus.SUCCEEDED for c in chunks), "failed": sum(c["status"] == ChunkStatus.FAILED for c in chunks)},
+    }
+    errors = [c["error"] for c in chunks if c.get("error")]
+    if errors:
+        result["error"] = errors[0]
+    return result

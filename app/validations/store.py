@@ -1,0 +1,222 @@
+"""DynamoDB and S3 records of validations, for the API (async, aioboto3 clients)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import datetime, timezone
+from decimal import Decimal
+from typing import Any
+
+from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+from botocore.exceptions import ClientError
+
+from app.aws.clients import AWSClients
+from app.settings import Settings
+from core.records import ChunkStatus, file_range
+
+_serializer, _deserializer = TypeSerializer(), TypeDeserializer()
+_WRITE_CONCURRENCY = 8
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def to_item(values: dict[str, Any]) -> dict[str, Any]:
+    return {k: _serializer.serialize(v) for k, v in values.items() if v is not None}
+
+
+def from_item(item: dict[str, Any]) -> dict[str, Any]:
+    def plain(value: Any) -> Any:
+        if isinstance(value, Decimal):
+            return int(value) if value == value.to_integral_value() else float(value)
+        if isinstance(value, list):
+            return [plain(v) for v in value]
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
+        return value
+
+    return {k: plain(_deserializer.deserialize(v)) for k, v in item.items()}
+
+
+def condition_failed(exc: ClientError) -> bool:
+    return exc.response["Error"]["Code"] in {"ConditionalCheckFailedException", "TransactionCanceledException"}
+
+
+class ValidationStore:
+    def __init__(self, clients: AWSClients, settings: Settings) -> None:
+        self._db = clients.dynamodb
+        self._s3 = clients.s3
+        self._validations = settings.table("validations")
+        self._chunks = settings.table("chunks")
+        self._idempotency = settings.table("idempotency")
+        self._bucket = settings.bucket
+        self._idempotency_ttl = settings.idempotency_ttl_hours * 3600
+
+    # --- validations -----------------------------------------------------------------
+    async def get(self, validation_id: str) -> dict[str, Any] | None:
+        answer = await self._db.get_item(TableName=self._validations, Key=to_item({"id": validation_id}), ConsistentRead=True)
+        return from_item(answer["Item"]) if "Item" in answer else None
+
+    async def put_new(self, record: dict[str, Any]) -> None:
+        await self._db.put_item(
+            TableName=self._validations, Item=to_item(record), ConditionExpression="attribute_not_exists(id)"
+        )
+
+    async def delete(self, validation_id: str) -> None:
+        await self._db.delete_item(TableName=self._validations, Key=to_item({"id": validation_id}))
+
+    async def update(self, validation_id: str, sets: dict[str, Any], *, expect: dict[str, Any] | None = None, remove: tuple[str, ...] = ()) -> bool:
+        """SET the fields; only if every `expect` field has that value (False otherwise)."""
+        names = {f"#{k}": k for k in [*sets, *(expect or {}), *remove]}
+        values = {f":s_{k}": v for k, v in sets.items()} | {f":e_{k}": v for k, v in (expect or {}).items()}
+        expression = "SET " + ", ".join(f"#{k} = :s_{k}" for k in sets)
+        if remove:
+            expression += " REMOVE " + ", ".join(f"#{k}" for k in remove)
+        kwargs: dict[str, Any] = {
+            "TableName": self._validations,
+            "Key": to_item({"id": validation_id}),
+            "UpdateExpression": expression,
+            "ExpressionAttributeNames": names,
+            "ExpressionAttributeValues": to_item(values),
+        }
+        if expect:
+            kwargs["ConditionExpression"] = " AND ".join(f"#{k} = :e_{k}" for k in expect)
+        try:
+            await self._db.update_item(**kwargs)
+        except ClientError as exc:
+            if condition_failed(exc):
+                return False
+            raise
+        return True
+
+    async def list_for_owner(self, owner: str, limit: int, start_key: dict[str, Any] | None) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+        kwargs: dict[str, Any] = {
+            "TableName": self._validations,
+            "IndexName": "by_owner",
+            "KeyConditionExpression": "#owner = :owner",
+            "ExpressionAttributeNames": {"#owner": "owner"},
+            "ExpressionAttributeValues": to_item({":owner": owner}),
+            "ScanIndexForward": False,
+            "Limit": limit,
+        }
+        if start_key:
+            kwargs["ExclusiveStartKey"] = to_item(start_key)
+        page = await self._db.query(**kwargs)
+        last = from_item(page["LastEvaluatedKey"]) if "LastEvaluatedKey" in page else None
+        return [from_item(i) for i in page["Items"]], last
+
+    # --- chunks ------------------------------------------------------------------------
+    async def put_chunks(self, chunks: list[dict[str, Any]]) -> None:
+        semaphore = asyncio.Semaphore(_WRITE_CONCURRENCY)
+
+        async def write(batch: list[dict[str, Any]]) -> None:
+            requests = [{"PutRequest": {"Item": to_item(c)}} for c in batch]
+            async with semaphore:
+                for attempt in range(8):
+                    answer = await self._db.batch_write_item(RequestItems={self._chunks: requests})
+                    requests = answer.get("UnprocessedItems", {}).get(self._chunks, [])
+                    if not requests:
+                        return
+                    await asyncio.sleep(min(1.0, 0.05 * 2**attempt))
+                raise RuntimeError(f"{len(requests)} chunk records left unprocessed")
+
+        # BatchWriteItem takes at most 25 items.
+        await asyncio.gather(*(write(chunks[i : i + 25]) for i in range(0, len(chunks), 25)))
+
+    async def chunks(self, validation_id: str, first: str, last: str) -> list[dict[str, Any]]:
+        kwargs: dict[str, Any] = {
+            "TableName": self._chunks,
+            "KeyConditionExpression": "validation_id = :v AND chunk_id BETWEEN :first AND :last",
+            "ExpressionAttributeValues": to_item({":v": validation_id, ":first": first, ":last": last}),
+            "ConsistentRead": True,
+        }
+        items: list[dict[str, Any]] = []
+        while True:
+            page = await self._db.query(**kwargs)
+            items.extend(from_item(i) for i in page["Items"])
+            if "LastEvaluatedKey" not in page:
+                return items
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    async def chunks_of_files(self, validation_id: str, first_file: int, last_file: int) -> list[dict[str, Any]]:
+        first, last = file_range(first_file, last_file)
+        return await self.chunks(validation_id, first, last)
+
+    async def reset_failed_chunk(self, validation_id: str, chunk_id: str) -> bool:
+        try:
+            await self._db.update_item(
+                TableName=self._chunks,
+                Key=to_item({"validation_id": validation_id, "chunk_id": chunk_id}),
+                UpdateExpression="SET #status = :pending REMOVE #error, finished_at",
+                ConditionExpression="#status = :failed",
+                ExpressionAttributeNames={"#status": "status", "#error": "error"},
+                ExpressionAttributeValues=to_item({":pending": ChunkStatus.PENDING.value, ":failed": ChunkStatus.FAILED.value}),
+            )
+        except ClientError as exc:
+            if condition_failed(exc):
+                return False
+            raise
+        return True
+
+    async def delete_chunks(self, validation_id: str, chunk_ids: list[str]) -> None:
+        for i in range(0, len(chunk_ids), 25):
+            requests = [
+                {"DeleteRequest": {"Key": to_item({"validation_id": validation_id, "chunk_id": c})}} for c in chunk_ids[i : i + 25]
+            ]
+            while requests:
+                answer = await self._db.batch_write_item(RequestItems={self._chunks: requests})
+                requests = answer.get("UnprocessedItems", {}).get(self._chunks, [])
+
+    # --- files -------------------------------------------------------------------------
+    async def put_files(self, objects: dict[str, bytes]) -> None:
+        semaphore = asyncio.Semaphore(_WRITE_CONCURRENCY)
+
+        async def put(key: str, body: bytes) -> None:
+            async with semaphore:
+                await self._s3.put_object(Bucket=self._bucket, Key=key, Body=body, ContentType="text/plain; charset=utf-8")
+
+        await asyncio.gather(*(put(k, b) for k, b in objects.items()))
+
+    async def delete_files(self, keys: list[str]) -> None:
+        for i in range(0, len(keys), 1000):
+            await self._s3.delete_objects(Bucket=self._bucket, Delete={"Objects": [{"Key": k} for k in keys[i : i + 1000]], "Quiet": True})
+
+    # --- idempotency -------------------------------------------------------------------
+    async def claim_idempotency_key(self, key: str, request_hash: str, validation_id: str) -> dict[str, Any] | None:
+        """Claim `key` for this request; None when claimed, else the record that holds it."""
+        record = {
+            "key": key,
+            "request_hash": request_hash,
+            "validation_id": validation_id,
+            "state": "pending",
+            "expires_at": int(time.time()) + self._idempotency_ttl,
+        }
+        try:
+            await self._db.put_item(
+                TableName=self._idempotency,
+                Item=to_item(record),
+                # An expired record may linger until DynamoDB's TTL sweeper removes it.
+                ConditionExpression="attribute_not_exists(#key) OR expires_at < :now",
+                ExpressionAttributeNames={"#key": "key"},
+                ExpressionAttributeValues=to_item({":now": int(time.time())}),
+            )
+        except ClientError as exc:
+            if not condition_failed(exc):
+                raise
+            answer = await self._db.get_item(TableName=self._idempotency, Key=to_item({"key": key}), ConsistentRead=True)
+            return from_item(answer["Item"]) if "Item" in answer else {"state": "pending", "request_hash": request_hash}
+        return None
+
+    async def complete_idempotency_key(self, key: str) -> None:
+        await self._db.update_item(
+            TableName=self._idempotency,
+            Key=to_item({"key": key}),
+            UpdateExpression="SET #state = :done",
+            ExpressionAttributeNames={"#state": "state"},
+            ExpressionAttributeValues=to_item({":done": "done"}),
+        )
+
+    async def release_idempotency_key(self, key: str) -> None:
+        await self._db.delete_item(TableName=self._idempotency, Key=to_item({"key": key}))

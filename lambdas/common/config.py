@@ -1,0 +1,41 @@
+"""The Lambdas' settings, validated once per environment at load time."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from pydantic import BaseModel
+
+from core import lambda_env
+
+
+class LambdaConfig(BaseModel, frozen=True):
+    validations_table: str
+    chunks_table: str
+    uploads_bucket: str
+    ssm_prefix: str = "/app"
+    aws_region: str = "us-east-1"
+    aws_endpoint_url: str | None = None  # the embedded AWS; unset on AWS
+    openai_base_url: str | None = None
+    openai_api_key: str = ""
+    openai_model: str = "gpt-4o-mini"
+    openai_timeout_seconds: float = 60.0
+    completion_max_tokens: int = 512
+    # Leave this much of the invocation's time unused: a batch stops early and is retried.
+    reserve_millis: int = 15_000
+
+
+@lru_cache(maxsize=32)
+def _load(items: tuple[tuple[str, str], ...]) -> LambdaConfig:
+    environ = dict(items)
+    fields = {name: environ[name.upper()] for name in LambdaConfig.model_fields if environ.get(name.upper())}
+    if "aws_region" not in fields and environ.get("AWS_DEFAULT_REGION"):
+        fields["aws_region"] = environ["AWS_DEFAULT_REGION"]
+    return LambdaConfig(**fields)
+
+
+def load_config() -> LambdaConfig:
+    """From the function's environment (core.lambda_env); cached per distinct environment."""
+    environ = lambda_env.current()
+    wanted = {k: v for k, v in environ.items() if k.lower() in LambdaConfig.model_fields or k == "AWS_DEFAULT_REGION"}
+    return _load(tuple(sorted(wanted.items())))

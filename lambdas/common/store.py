@@ -1,0 +1,163 @@
+"""DynamoDB and S3 access for the Lambdas (boto3). Every write is safe to run twice."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from decimal import Decimal
+from functools import lru_cache
+from typing import Any
+
+import boto3
+from boto3.dynamodb.conditions import Key
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+from core.records import ChunkStatus, ValidationStatus
+from lambdas.common.config import LambdaConfig
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _plain(value: Any) -> Any:
+    """DynamoDB numbers come back as Decimal; hand plain ints/floats to the rest of the code."""
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+@dataclass
+class Store:
+    config: LambdaConfig
+    dynamodb: Any
+    s3: Any
+
+    @property
+    def _validations(self) -> Any:
+        return self.dynamodb.Table(self.config.validations_table)
+
+    @property
+    def _chunks(self) -> Any:
+        return self.dynamodb.Table(self.config.chunks_table)
+
+    def validation(self, validation_id: str, *attributes: str) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {"Key": {"id": validation_id}, "ConsistentRead": True}
+        if attributes:
+            kwargs["ProjectionExpression"] = ", ".join(f"#{a}" for a in attributes)
+            kwargs["ExpressionAttributeNames"] = {f"#{a}": a for a in attributes}
+        item = self._validations.get_item(**kwargs).get("Item")
+        if item is None:
+            raise LookupError(f"validation {validation_id} does not exist")
+        return _plain(item)
+
+    def chunks(self, validation_id: str, first: str, last: str) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = []
+        kwargs: dict[str, Any] = {
+            "KeyConditionExpression": Key("validation_id").eq(validation_id) & Key("chunk_id").between(first, last),
+            "ConsistentRead": True,
+        }
+        while True:
+            page = self._chunks.query(**kwargs)
+            items.extend(_plain(i) for i in page["Items"])
+            if "LastEvaluatedKey" not in page:
+                return items
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    def chunk_text(self, chunk: dict[str, Any]) -> str:
+        if chunk["end_byte"] <= chunk["start_byte"]:
+            return ""
+        body = self.s3.get_object(
+            Bucket=self.config.uploads_bucket,
+            Key=chunk["key"],
+            Range=f"bytes={chunk['start_byte']}-{chunk['end_byte'] - 1}",
+        )["Body"].read()
+        return body.decode("utf-8")
+
+    def _settle_chunk(self, validation_id: str, chunk_id: str, status: ChunkStatus, fields: dict[str, Any], counters: dict[str, int]) -> bool:
+        """Move a PENDING chunk to its final status and bump the validation's counters, atomically.
+
+        False when the chunk had already settled (a retried or duplicated invocation).
+        """
+        names = {"#status": "status", **{f"#{k}": k for k in fields}}
+        values = {":pending": ChunkStatus.PENDING.value, ":status": status.value, **{f":{k}": v for k, v in fields.items()}}
+        sets = ", ".join(["#status = :status", *(f"#{k} = :{k}" for k in fields)])
+        try:
+            # The resource's client serializes Python values itself (boto3's transformation injector).
+            self.dynamodb.meta.client.transact_write_items(
+                TransactItems=[
+                    {
+                        "Update": {
+                            "TableName": self.config.chunks_table,
+                            "Key": {"validation_id": validation_id, "chunk_id": chunk_id},
+                            "UpdateExpression": f"SET {sets}",
+                            "ConditionExpression": "#status = :pending",
+                            "ExpressionAttributeNames": names,
+                            "ExpressionAttributeValues": values,
+                        }
+                    },
+                    {
+                        "Update": {
+                            "TableName": self.config.validations_table,
+                            "Key": {"id": validation_id},
+                            "UpdateExpression": "ADD " + ", ".join(f"{k} :{k}" for k in counters),
+                            "ExpressionAttributeValues": {f":{k}": v for k, v in counters.items()},
+                        }
+                    },
+                ]
+            )
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "TransactionCanceledException":
+                return False
+            raise
+        return True
+
+    def record_success(self, validation_id: str, chunk_id: str, rules: list[dict[str, Any]], usage: dict[str, int], model: str) -> bool:
+        return self._settle_chunk(
+            validation_id,
+            chunk_id,
+            ChunkStatus.SUCCEEDED,
+            {"rules": rules, "usage": usage, "model": model, "finished_at": now_iso()},
+            {"succeeded": 1, "prompt_tokens": usage["prompt_tokens"], "completion_tokens": usage["completion_tokens"]},
+        )
+
+    def record_failure(self, validation_id: str, chunk_id: str, error: dict[str, str]) -> bool:
+        return self._settle_chunk(
+            validation_id, chunk_id, ChunkStatus.FAILED, {"error": error, "finished_at": now_iso()}, {"failed": 1}
+        )
+
+    def finish(self, validation_id: str, run: int, status: ValidationStatus, error: dict[str, str] | None) -> bool:
+        """Terminal status for this run, unless the validation moved on (cancelled, or rerun)."""
+        values: dict[str, Any] = {":status": status.value, ":now": now_iso(), ":running": ValidationStatus.RUNNING.value, ":run": run}
+        expression = "SET #status = :status, finished_at = :now"
+        if error is not None:
+            expression += ", #error = :error"
+            values[":error"] = error
+        else:
+            expression += " REMOVE #error"
+        try:
+            self._validations.update_item(
+                Key={"id": validation_id},
+                UpdateExpression=expression,
+                ConditionExpression="#status = :running AND run = :run",
+                ExpressionAttributeNames={"#status": "status", "#error": "error"},
+                ExpressionAttributeValues=values,
+            )
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
+
+
+@lru_cache(maxsize=32)
+def store_for(config: LambdaConfig) -> Store:
+    """One set of clients per configuration, reused across warm invocations."""
+    kwargs: dict[str, Any] = {"region_name": config.aws_region, "config": Config(retries={"mode": "standard"})}
+    if config.aws_endpoint_url:
+        kwargs.update(endpoint_url=config.aws_endpoint_url, aws_access_key_id="local", aws_secret_access_key="local")
+    return Store(config, boto3.resource("dynamodb", **kwargs), boto3.client("s3", **kwargs))

@@ -1,0 +1,35 @@
+"""States `Finalize` and `MarkFailed`: write the validation's terminal status.
+
+SUCCEEDED when every chunk succeeded; FAILED naming how many chunks failed (their
+results stay readable and `POST /validations/{id}/retry` reruns them), or naming the
+execution's error when the catch-all routed here.
+"""
+
+from typing import Any
+
+from core.records import ValidationStatus
+from lambdas.common.config import load_config
+from lambdas.common.store import store_for
+from lambdas.validate_chunk.validator import failure_reason
+
+
+def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    store = store_for(load_config())
+    validation_id, run = event["validation_id"], int(event["run"])
+    if event.get("error"):
+        reason = failure_reason(event["error"])
+        error = {"type": "execution_failed", "detail": f"{reason['type']}: {reason['message']}"}
+        status = ValidationStatus.FAILED
+    else:
+        counts = store.validation(validation_id, "total_chunks", "succeeded", "failed")
+        total, succeeded = counts["total_chunks"], counts.get("succeeded", 0)
+        if succeeded >= total:
+            status, error = ValidationStatus.SUCCEEDED, None
+        else:
+            status = ValidationStatus.FAILED
+            error = {
+                "type": "chunks_failed",
+                "detail": f"{total - succeeded} of {total} chunks have no result; retry reruns only those",
+            }
+    written = store.finish(validation_id, run, status, error)
+    return {"status": status.value, "written": written}

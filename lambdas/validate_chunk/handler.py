@@ -1,0 +1,19 @@
+"""State `ValidateChunk`: validate one batch (a range of chunk ids) of a validation."""
+
+from typing import Any
+
+from lambdas.common.config import load_config
+from lambdas.common.store import store_for
+from lambdas.validate_chunk.validator import validate_batch
+
+
+def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    config = load_config()
+    return validate_batch(
+        store_for(config),
+        config,
+        event["validation_id"],
+        int(event["run"]),
+        event["chunks"],
+        context.get_remaining_time_in_millis,
+    )
