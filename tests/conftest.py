@@ -122,3 +122,71 @@ def settings(embedded_aws: EmbeddedAWS, simulator: SimulatorServer) -> Settings:
         sfn_retry_max_attempts=4,
         sfn_retry_max_delay_seconds=2,
     )
+
+
+ADMIN = {"Authorization": "Bearer admin-test-key"}
+
+
+@pytest.fixture
+def make_api(settings: Settings) -> Iterator[Callable[..., Any]]:
+    """Start the API with settings overrides (chunk size, retry timing); stopped after the test."""
+    from contextlib import ExitStack
+
+    from fastapi.testclient import TestClient
+
+    from app.main import create_app
+
+    with ExitStack() as stack:
+
+        def start(**overrides: Any) -> Any:
+            client = stack.enter_context(TestClient(create_app(settings.model_copy(update=overrides))))
+            client.headers.update(ADMIN)
+            return client
+
+        yield start
+
+
+@pytest.fixture
+def api(make_api: Callable[..., Any]) -> Any:
+    """The API in local mode against the shared embedded AWS, provisioned for this test."""
+    return make_api()
+
+
+def set_parallelism(aws: Aws, settings: Settings, value: int) -> None:
+    aws.client("ssm").put_parameter(Name=f"{settings.ssm_prefix}/max-parallelism", Value=str(value), Type="String", Overwrite=True)
+
+
+def submit(api: Any, documents: dict[str, str], rules: list[Any], **kwargs: Any) -> dict[str, Any]:
+    answer = api.post(
+        "/validations",
+        json={"documents": [{"name": n, "content": c} for n, c in documents.items()], "rules": rules},
+        **kwargs,
+    )
+    assert answer.status_code == 202, answer.text
+    return answer.json()
+
+
+def wait_for_status(api: Any, validation_id: str, statuses: tuple[str, ...] = ("SUCCEEDED", "FAILED", "CANCELLED"), timeout: float = 120) -> dict[str, Any]:
+    return wait_for(
+        lambda: (v := api.get(f"/validations/{validation_id}").json())["status"] in statuses and v,
+        timeout=timeout,
+        interval=0.2,
+        what=f"validation {validation_id} in {statuses}",
+    )
+
+
+def all_results(api: Any, validation_id: str) -> list[dict[str, Any]]:
+    items, cursor = [], None
+    while True:
+        page = api.get(f"/validations/{validation_id}/results", params={"limit": 100, **({"cursor": cursor} if cursor else {})}).json()
+        items.extend(page["items"])
+        cursor = page["next_cursor"]
+        if not cursor:
+            return items
+
+
+def lines_document(lines: int, marker_every: int = 0, marker: str = "secret") -> str:
+    """A text of numbered lines; every `marker_every`-th line holds `marker`."""
+    return "".join(
+        f"row {i}: {marker if marker_every and i % marker_every == 0 else 'plain'} value {i * 7}\n" for i in range(1, lines + 1)
+    )

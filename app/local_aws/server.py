@@ -120,6 +120,9 @@ class EmbeddedAWS:
         moto_patches.apply()
         # One access-log line per AWS call drowns everything else; errors still show.
         logging.getLogger("werkzeug").setLevel(logging.WARNING)
+        # The interpreter logs every caught state error (retries, aborted Map iterations) at
+        # ERROR with a repr of the whole state tree; the execution history has the same facts.
+        logging.getLogger("moto.stepfunctions.parser.asl.component.eval_component").setLevel(logging.CRITICAL)
         # The interpreter runs ASL for real only with this switch.
         default_user_config["stepfunctions"] = {"execute_state_machine": True}
         app = EmbeddedApp(DomainDispatcherApplication(create_backend_app), self._region)
