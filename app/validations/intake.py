@@ -14,6 +14,7 @@ from typing import Any
 from fastapi import Request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
 
 from app.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType, Unprocessable
@@ -240,6 +241,8 @@ async def _read_multipart(request: Request, settings: Settings) -> Submission:
                 limit_value=settings.max_files,
             ) from exc
         raise BadRequest(f"Malformed multipart body: {exc}.") from exc
+    except HTTPException as exc:  # Starlette's own 400s (e.g. no boundary)
+        raise BadRequest(f"Malformed multipart body: {exc.detail}.") from exc
     try:
         unexpected = sorted(set(form.keys()) - {"files", "rules"})
         if unexpected:

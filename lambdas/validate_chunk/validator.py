@@ -68,14 +68,15 @@ def validate_batch(
     chunks: dict[str, str],
     remaining_millis: Callable[[], int],
 ) -> dict[str, Any]:
-    validation = store.validation(validation_id, "rules", "files")
-    rules, files = validation["rules"], validation["files"]
+    current = store.validation(validation_id, "rules", "files", "status", "run")
+    rules, files = current["rules"], current["files"]
     validated = skipped = 0
-    for chunk in store.chunks(validation_id, chunks["first"], chunks["last"]):
+    for position, chunk in enumerate(store.chunks(validation_id, chunks["first"], chunks["last"])):
         if chunk["status"] != ChunkStatus.PENDING:
             skipped += 1
             continue
-        current = store.validation(validation_id, "status", "run")
+        if position:  # the first chunk uses the read above
+            current = store.validation(validation_id, "status", "run")
         if current["status"] in _STOPPED or current["run"] != run:
             return {"validated": validated, "skipped": skipped, "stopped": True}
         if remaining_millis() < config.reserve_millis:

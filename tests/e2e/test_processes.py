@@ -34,3 +34,35 @@ def test_python_m_app_serves_health_readiness_and_docs_in_local_mode():
         assert httpx.get(f"{base}/healthz").status_code == 200
         assert httpx.get(f"{base}/readyz").status_code == 200
         assert httpx.get(f"{base}/docs").status_code == 200
+
+
+def test_api_restarted_mid_run_the_validation_completes_and_nothing_is_lost(simulator):
+    from tests.conftest import ADMIN, all_results, lines_document, wait_for, wait_for_status
+
+    simulator.reconfigure(latency_seconds=0.1)
+    with embedded_aws_process() as endpoint:
+        settings = Settings(
+            _env_file=None,
+            aws_endpoint_url=endpoint,
+            name_prefix="midrun",
+            admin_api_key="admin-test-key",
+            openai_base_url=simulator.base_url,
+            chunk_max_tokens=100,
+            sfn_retry_interval_seconds=1,
+        )
+        with TestClient(create_app(settings), headers=ADMIN) as first:
+            created = first.post(
+                "/validations",
+                json={"documents": [{"name": "a.txt", "content": lines_document(200)}], "rules": ['must not contain "secret"']},
+            ).json()
+            vid = created["id"]
+            wait_for(lambda: first.get(f"/validations/{vid}").json()["progress"]["succeeded"] >= 2, what="progress")
+        # The first API is gone; the execution goes on in the embedded AWS process.
+        with TestClient(create_app(settings), headers=ADMIN) as second:
+            done = wait_for_status(second, vid, timeout=240)
+            results = all_results(second, vid)
+
+    assert done["status"] == "SUCCEEDED"
+    assert done["progress"]["succeeded"] == done["progress"]["total"] == results[0]["chunks"]["total"]
+    assert simulator.stats.requests == done["progress"]["total"]  # no chunk was validated twice
+    assert results[0]["rules"][0]["passed"] is True

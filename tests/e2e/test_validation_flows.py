@@ -147,3 +147,27 @@ def test_retry_after_partial_failure_redoes_nothing_that_succeeded(make_api, sim
     assert done["progress"] == {"total": total, "succeeded": total, "failed": 0, "pending": 0}
     assert simulator.stats.requests - calls_before == first["progress"]["failed"]  # only the failed ones
     assert api.post(f"/validations/{vid}/retry").status_code == 409  # nothing failed any more
+
+
+def test_five_hundred_chunk_validation_stays_inside_step_functions_limits(make_api, aws, settings, simulator):
+    api = make_api(chunk_max_tokens=100)
+    set_parallelism(aws, settings, 10)
+    documents = {f"part-{i}.log": lines_document(800, marker_every=97) for i in range(5)}
+
+    created = submit(api, documents, [NO_SECRET])
+    done = wait_for_status(api, created["id"], timeout=400)
+
+    assert done["status"] == "SUCCEEDED"
+    assert done["progress"]["total"] >= 500
+    assert simulator.stats.requests == done["progress"]["total"]
+    sfn = aws.client("stepfunctions")
+    execution = sfn.describe_execution(executionArn=f"{sfn.list_state_machines()['stateMachines'][0]['stateMachineArn'].rsplit(':', 2)[0]}:execution:{settings.state_machine_name}:{created['id']}")
+    assert len(execution["input"].encode()) < 256 * 1024
+    events = sfn.get_execution_history(executionArn=execution["executionArn"], maxResults=1000)
+    count = len(events["events"])
+    while "nextToken" in events:
+        events = sfn.get_execution_history(executionArn=execution["executionArn"], maxResults=1000, nextToken=events["nextToken"])
+        count += len(events["events"])
+    assert count < 25_000
+    flagged = [r for r in all_results(api, created["id"]) if not r["rules"][0]["passed"]]
+    assert len(flagged) == 5  # every file has marker lines

@@ -43,8 +43,9 @@ def test_stop_during_map_is_aborted_not_failed_with_runtime_error(aws):
     assert result["status"] == "ABORTED"
     assert result.get("error") != "States.Runtime"
     events = aws.client("stepfunctions").get_execution_history(executionArn=execution, maxResults=1000)["events"]
-    assert events[-1]["type"] == "ExecutionAborted"
-    assert not [e for e in events if e["type"] == "ExecutionFailed"]
+    types = [e["type"] for e in events]
+    assert "ExecutionAborted" in types  # iterations may still log their own abort after it
+    assert "ExecutionFailed" not in types
 
 
 def test_start_execution_without_a_name_gets_a_unique_arn(aws):
@@ -72,3 +73,55 @@ def test_task_states_reuse_one_boto_client_per_service(aws):
     lambda_clients = [client for key, client in cache.items() if key[1] == "lambda"]
     assert probe.calls[name] == 6
     assert len(lambda_clients) == 1  # six tasks, one client
+
+
+def test_failed_transaction_rolls_back_per_item_without_copying_tables(aws):
+    import pytest
+    from botocore.exceptions import ClientError
+    from moto.dynamodb.models import DynamoDBBackend
+
+    db = aws.client("dynamodb")
+    table = f"tx-{uuid.uuid4().hex[:8]}"
+    db.create_table(
+        TableName=table,
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
+        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}, {"AttributeName": "sk", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    for i in range(50):
+        db.put_item(TableName=table, Item={"pk": {"S": "p"}, "sk": {"S": f"{i:03d}"}, "n": {"N": "0"}})
+
+    with pytest.raises(ClientError) as caught:
+        db.transact_write_items(
+            TransactItems=[
+                {"Put": {"TableName": table, "Item": {"pk": {"S": "p"}, "sk": {"S": "new"}}}},
+                {"Update": {"TableName": table, "Key": {"pk": {"S": "p"}, "sk": {"S": "000"}}, "UpdateExpression": "SET n = :one", "ExpressionAttributeValues": {":one": {"N": "1"}}}},
+                {"Update": {"TableName": table, "Key": {"pk": {"S": "p"}, "sk": {"S": "001"}}, "UpdateExpression": "SET n = :one", "ConditionExpression": "n = :one", "ExpressionAttributeValues": {":one": {"N": "1"}}}},
+            ]
+        )
+
+    assert caught.value.response["Error"]["Code"] == "TransactionCanceledException"
+    assert "Item" not in db.get_item(TableName=table, Key={"pk": {"S": "p"}, "sk": {"S": "new"}})  # put undone
+    assert db.get_item(TableName=table, Key={"pk": {"S": "p"}, "sk": {"S": "000"}})["Item"]["n"] == {"N": "0"}  # update undone
+    assert db.scan(TableName=table, Select="COUNT")["Count"] == 50
+    assert DynamoDBBackend.transact_write_items.snapshotted[-1] == 3  # the three named items, not the table
+
+
+def test_moto_service_modules_are_listed_once_not_per_request(aws, monkeypatch):
+    import os
+
+    from moto import backends
+
+    import moto
+
+    ssm, dynamodb = aws.client("ssm"), aws.client("dynamodb")  # clients built before counting
+    moto_dir = os.path.dirname(moto.__file__)
+    listings = []
+    real_listdir = os.listdir
+    monkeypatch.setattr(os, "listdir", lambda path=".": listings.append(str(path)) or real_listdir(path))
+
+    ssm.describe_parameters()
+    dynamodb.list_tables()
+
+    assert [p for p in listings if os.path.normpath(p) == moto_dir] == []
+    assert {"dynamodb", "stepfunctions", "ssm"} <= set(backends.list_of_moto_modules())
