@@ -193,6 +193,28 @@ def _list_service_modules_once() -> None:
     backends.list_of_moto_modules = lambda: listed
 
 
+def _serialize_dynamodb_writes() -> None:
+    """Concurrent writes to one DynamoDB item lose updates.
+
+    Defect: moto's server handles each request on its own thread, and `update_item`
+    reads, modifies and stores the item without a lock; two concurrent
+    `ADD succeeded :one` on a validation record can both read the old value (seen: 219
+    of 220 increments kept). DynamoDB applies each write to an item atomically. One lock
+    around moto's write operations restores that.
+    """
+    models = importlib.import_module("moto.dynamodb.models")
+    lock = threading.RLock()
+    for name in ("put_item", "update_item", "delete_item", "transact_write_items", "execute_statement", "batch_execute_statement"):
+        original = getattr(models.DynamoDBBackend, name)
+
+        def locked(self: Any, *args: Any, __original: Any = original, **kwargs: Any) -> Any:
+            with lock:
+                return __original(self, *args, **kwargs)
+
+        functools.update_wrapper(locked, original)
+        setattr(models.DynamoDBBackend, name, locked)
+
+
 def apply() -> None:
     """Apply every fix once per process."""
     global _applied
@@ -204,4 +226,5 @@ def apply() -> None:
         _reuse_boto_clients()
         _roll_back_transactions_per_item()
         _list_service_modules_once()
+        _serialize_dynamodb_writes()
         _applied = True

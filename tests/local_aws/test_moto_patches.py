@@ -127,3 +127,28 @@ def test_moto_service_modules_are_listed_once_not_per_request(aws, monkeypatch):
 
     assert [p for p in listings if os.path.normpath(p) == moto_dir] == []
     assert {"dynamodb", "stepfunctions", "ssm"} <= set(backends.list_of_moto_modules())
+
+
+def test_concurrent_increments_of_one_item_are_all_kept(aws):
+    from concurrent.futures import ThreadPoolExecutor
+
+    import boto3
+
+    table = f"counter-{uuid.uuid4().hex[:8]}"
+    aws.client("dynamodb").create_table(
+        TableName=table,
+        KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+
+    def add(_: int) -> None:
+        client = boto3.client("dynamodb", endpoint_url=aws.endpoint_url, region_name="us-east-1", aws_access_key_id="t", aws_secret_access_key="t")
+        for _ in range(40):
+            client.update_item(TableName=table, Key={"id": {"S": "c"}}, UpdateExpression="ADD n :one", ExpressionAttributeValues={":one": {"N": "1"}})
+
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(add, range(16)))
+
+    item = aws.client("dynamodb").get_item(TableName=table, Key={"id": {"S": "c"}})["Item"]
+    assert item["n"] == {"N": "640"}
