@@ -3,7 +3,7 @@
 import importlib
 import sys
 
-BENCHMARKS = ["bench.engine"]
+BENCHMARKS = ["bench.engine", "bench.api"]
 
 
 def main() -> None:

@@ -15,6 +15,10 @@ class Executions:
         self._sfn = sfn
         self._machine = state_machine_arn
 
+    def arn_of(self, name: str) -> str:
+        """The ARN StartExecution will give an execution of this name (arn:...:execution:<machine>:<name>)."""
+        return f"{self._machine.replace(':stateMachine:', ':execution:', 1)}:{name}"
+
     async def start(self, name: str, payload: dict[str, Any]) -> str:
         try:
             answer = await self._sfn.start_execution(stateMachineArn=self._machine, name=name, input=json.dumps(payload))

@@ -110,7 +110,7 @@ class ValidationService:
             "estimated_tokens": estimate,
             "files": files,
             "rules": [{"id": r.id, "text": r.text} for r in submission.rules],
-            "execution_arn": None,
+            "execution_arn": self.executions.arn_of(self._execution_name(validation_id, 1)),
         }
         keys = [f["key"] for f in files]
         try:
@@ -127,8 +127,9 @@ class ValidationService:
             if isinstance(exc, AppError):
                 raise
             raise UpstreamError(f"Could not store or start the validation: {type(exc).__name__}") from exc
-        await self.store.update(validation_id, {"execution_arn": arn})
-        record["execution_arn"] = arn
+        if arn != record["execution_arn"]:  # AWS documents the format; trust what it answered
+            await self.store.update(validation_id, {"execution_arn": arn})
+            record["execution_arn"] = arn
         return record
 
     async def _undo(self, validation_id: str, keys: list[str], chunk_ids: list[str]) -> None:
