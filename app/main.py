@@ -10,6 +10,7 @@ from fastapi import FastAPI
 
 from app import errors
 from app.aws.clients import open_clients
+from app.admin.router import router as admin_router
 from app.health.router import router as health_router
 from app.local_aws.runtime import local_runtime
 from app.settings import Settings
@@ -39,4 +40,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     errors.install(app)
     app.include_router(health_router)
     app.include_router(validations_router)
+    app.include_router(admin_router)
     return app

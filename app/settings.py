@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Literal
 from pathlib import Path
 
 from pydantic import Field, SecretStr
@@ -36,6 +37,10 @@ class Settings(BaseSettings):
     validations_table: str | None = None
     chunks_table: str | None = None
     idempotency_table: str | None = None
+    users_table: str | None = None
+    api_keys_table: str | None = None
+    buckets_table: str | None = None
+    audit_table: str | None = None
     uploads_bucket: str | None = None
     state_machine_arn: str | None = None
     ssm_prefix: str = "/app"
@@ -57,6 +62,15 @@ class Settings(BaseSettings):
     max_rule_chars: int = Field(default=2000, ge=1)
     chunk_max_tokens: int = Field(default=1500, ge=50, description="Token budget of one chunk's text.")
     idempotency_ttl_hours: int = Field(default=24, ge=24)
+
+    # Quotas: defaults for users created without their own (POST /admin/users).
+    default_capacity_tokens: int = Field(default=1_000_000, ge=1)
+    default_refill_tokens_per_minute: int = Field(default=200_000, ge=1)
+    default_max_running: int = Field(default=5, ge=1)
+    default_on_limit: Literal["queue", "reject"] = "queue"
+    # The queue's Wait loop in the state machine (tests use 1 s).
+    queue_min_wait_seconds: int = Field(default=2, ge=1)
+    queue_max_wait_seconds: int = Field(default=60, ge=1)
 
     # Step Functions retry timing, templated into the ASL. Tests use short intervals.
     sfn_retry_interval_seconds: int = Field(default=2, ge=1)

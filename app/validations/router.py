@@ -11,6 +11,7 @@ from app.aws.stepfunctions import Executions
 from app.deps import ClientsDep, SettingsDep
 from app.errors import PROBLEM_JSON
 from app.pagination import encode_cursor
+from app.quotas.service import QuotaService
 from app.validations.intake import JsonSubmission, read_submission
 from app.validations.schemas import HistoryPage, Problem, ResultPage, ValidationOut, ValidationPage
 from app.validations.service import ValidationService
@@ -18,7 +19,9 @@ from app.validations.store import ValidationStore
 
 
 def get_service(settings: SettingsDep, clients: ClientsDep) -> ValidationService:
-    return ValidationService(ValidationStore(clients, settings), Executions(clients.sfn, settings.state_machine_arn or ""), settings)
+    return ValidationService(
+        ValidationStore(clients, settings), Executions(clients.sfn, settings.state_machine_arn or ""), QuotaService(clients, settings), settings
+    )
 
 
 Service = Annotated[ValidationService, Depends(get_service)]
@@ -58,7 +61,7 @@ _SUBMISSION_BODY = {
     status_code=202,
     response_model=ValidationOut,
     openapi_extra=_SUBMISSION_BODY,
-    responses=_problems(400, 409, 413, 415, 502),
+    responses=_problems(400, 409, 413, 415, 429, 502),
 )
 async def create_validation(
     request: Request,
@@ -95,7 +98,7 @@ async def get_results(validation_id: ValidationId, principal: CurrentUser, servi
     return ResultPage(items=items, next_cursor=next_cursor)
 
 
-@router.post("/{validation_id}/retry", status_code=202, response_model=ValidationOut, responses=_problems(404, 409, 502))
+@router.post("/{validation_id}/retry", status_code=202, response_model=ValidationOut, responses=_problems(404, 409, 429, 502))
 async def retry_validation(validation_id: ValidationId, principal: CurrentUser, service: Service) -> ValidationOut:
     """Rerun only the chunks without a result, as a new execution of the same validation."""
     return ValidationOut.of(await service.retry(principal, validation_id))

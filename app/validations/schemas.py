@@ -38,6 +38,11 @@ class FileInfo(BaseModel):
     chunks: int
 
 
+class QueuePlace(BaseModel):
+    position: int = Field(description="1 = next of your validations to start")
+    estimated_start: str | None = Field(description="When your token bucket will hold enough for it and those ahead")
+
+
 class ValidationOut(BaseModel):
     id: str
     status: Status
@@ -51,6 +56,7 @@ class ValidationOut(BaseModel):
     files: list[FileInfo]
     rules: list[dict[str, str]]
     error: ErrorInfo | None = None
+    queue: QueuePlace | None = None
     links: Links
 
     @classmethod
@@ -70,6 +76,7 @@ class ValidationOut(BaseModel):
             files=[FileInfo(name=f["name"], size=f["size"], chunks=f["chunks"]) for f in record["files"]],
             rules=record["rules"],
             error=ErrorInfo(**record["error"]) if record.get("error") else None,
+            queue=QueuePlace(**record["queue"]) if record.get("queue") else None,
             links=Links(self=f"/validations/{vid}", results=f"/validations/{vid}/results", events=f"/validations/{vid}/events"),
         )
 

@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
+from datetime import datetime, timezone
 from typing import Any
 
 from app.auth.dependencies import Principal
 from app.aws.stepfunctions import Executions
-from app.errors import AppError, BadRequest, Conflict, NotFound, UpstreamError, Unprocessable
+from app.errors import AppError, BadRequest, Conflict, NotFound, TooManyRequests, UpstreamError, Unprocessable
+from app.quotas.service import QuotaService
 from app.pagination import decode_cursor, encode_cursor
 from app.settings import Settings
 from app.validations.intake import Submission
 from app.validations.store import ValidationStore, now_iso
 from core import prompt
+from core.quota import Quota, Refusal, rate_limit_headers
 from core.chunking import chunk_text
 from core.records import MAX_MAP_ITEMS, TERMINAL, ChunkStatus, ValidationStatus, batches, chunk_id
 
@@ -42,6 +46,7 @@ def _plan(submission: Submission, validation_id: str, budget: int, completion_to
                     "first_line": span.first_line,
                     "last_line": span.last_line,
                     "tokens": span.tokens,
+                    "estimate": overhead + span.tokens + completion_tokens,
                     "status": ChunkStatus.PENDING.value,
                 }
             )
@@ -50,9 +55,10 @@ def _plan(submission: Submission, validation_id: str, budget: int, completion_to
 
 
 class ValidationService:
-    def __init__(self, store: ValidationStore, executions: Executions, settings: Settings) -> None:
+    def __init__(self, store: ValidationStore, executions: Executions, quotas: QuotaService, settings: Settings) -> None:
         self.store = store
         self.executions = executions
+        self.quotas = quotas
         self.settings = settings
 
     # --- create -------------------------------------------------------------------------
@@ -94,14 +100,24 @@ class ValidationService:
         files, chunks, estimate = await asyncio.to_thread(
             _plan, submission, validation_id, self.settings.chunk_max_tokens, self.settings.completion_max_tokens
         )
+        quota = principal.quota
+        if quota is not None and estimate > quota.capacity_tokens:
+            raise Unprocessable(
+                f"This validation needs about {estimate} tokens; your quota's capacity is {quota.capacity_tokens}. "
+                "Split the batch or ask an admin for a larger quota.",
+                limit="capacity_tokens",
+                limit_value=quota.capacity_tokens,
+                cost=estimate,
+            )
         created = now_iso()
         record = {
             "id": validation_id,
             "owner": principal.user_id,
-            "status": ValidationStatus.RUNNING.value,
+            "status": ValidationStatus.QUEUED.value,
+            "queue_key": f"{created}#{validation_id}",
             "run": 1,
+            "run_cost": estimate,
             "created_at": created,
-            "started_at": created,
             "total_chunks": len(chunks),
             "succeeded": 0,
             "failed": 0,
@@ -117,6 +133,7 @@ class ValidationService:
             await self.store.put_files({f["key"]: d.content for f, d in zip(files, submission.documents)})
             await self.store.put_chunks(chunks)
             await self.store.put_new(record)
+            await self._admit_or_refuse(principal, record)
             arn = await self.executions.start(
                 self._execution_name(validation_id, 1),
                 {"validation_id": validation_id, "run": 1, "batches": batches([c["chunk_id"] for c in chunks], MAX_MAP_ITEMS)},
@@ -129,8 +146,44 @@ class ValidationService:
             raise UpstreamError(f"Could not store or start the validation: {type(exc).__name__}") from exc
         if arn != record["execution_arn"]:  # AWS documents the format; trust what it answered
             await self.store.update(validation_id, {"execution_arn": arn})
-            record["execution_arn"] = arn
-        return record
+        return await self._with_queue(await self.store.get(validation_id) or record, quota)
+
+    async def _admit_or_refuse(self, principal: Principal, record: dict[str, Any]) -> None:
+        """Admit now when the user's bucket and running limit allow; else stay QUEUED (policy
+        `queue`) or raise 429 (policy `reject`). The admit step of the execution retries queued ones."""
+        # Under `reject` there is no queue to respect: first come, first served at the bucket.
+        outcome = await self.quotas.admit(record, principal.quota, fifo=principal.on_limit == "queue")
+        if outcome.admitted or outcome.gone or principal.on_limit == "queue" or principal.quota is None:
+            return
+        quota, refusal = principal.quota, outcome.refusal
+        if refusal is None:  # an earlier validation of this user is queued
+            refusal = Refusal("queue", 5.0, 0.0, 0.0)
+        reason = {
+            "tokens": f"Token quota exceeded: this validation needs {record['run_cost']} tokens and "
+            f"{int(refusal.available_tokens)} are available (capacity {quota.capacity_tokens}, "
+            f"refill {quota.refill_tokens_per_minute}/min).",
+            "max_running": f"Concurrent validations limit reached: at most {quota.max_running} may run at once.",
+            "queue": "Earlier validations of yours are still queued.",
+        }[refusal.limit]
+        limit_name = {"tokens": "capacity_tokens", "max_running": "max_running", "queue": "queue"}[refusal.limit]
+        if refusal.limit == "max_running":
+            refusal = Refusal("max_running", 5.0, refusal.available_tokens, refusal.tat)
+        raise TooManyRequests(reason, headers=rate_limit_headers(quota, refusal), limit=limit_name, cost=record["run_cost"], retry_after=int(refusal.retry_after_header))
+
+    async def _with_queue(self, validation: dict[str, Any], quota: Quota | None) -> dict[str, Any]:
+        """For a QUEUED validation: its place in the user's queue and an estimated start."""
+        if validation["status"] != ValidationStatus.QUEUED or not validation.get("queue_key"):
+            return validation
+        ahead = await self.quotas.queue_ahead(validation["owner"], validation["queue_key"])
+        position = len(ahead) + 1
+        estimate = None
+        if quota is not None:
+            bucket = await self.quotas.bucket(validation["owner"])
+            now = time.time()
+            needed = sum(v.get("run_cost", 0) for v in ahead) + validation.get("run_cost", 0)
+            wait = max(0.0, needed - quota.available(float(bucket.get("tat", 0)), now)) / quota.rate
+            estimate = datetime.fromtimestamp(now + wait, timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+        return {**validation, "queue": {"position": position, "estimated_start": estimate}}
 
     async def _undo(self, validation_id: str, keys: list[str], chunk_ids: list[str]) -> None:
         for step in (
@@ -154,6 +207,8 @@ class ValidationService:
             raise NotFound(f"No validation {validation_id}.", field="id")
         if validation["status"] == ValidationStatus.CANCELLING:
             validation = await self._settle_cancel(validation)
+        if validation["status"] == ValidationStatus.QUEUED:
+            validation = await self._with_queue(validation, await self.quotas.quota_of(validation["owner"]))
         return validation
 
     async def list(self, principal: Principal, limit: int, cursor: str | None) -> tuple[list[dict[str, Any]], str | None]:
@@ -214,10 +269,14 @@ class ValidationService:
             validation["id"],
             {"status": ValidationStatus.CANCELLED.value, "finished_at": finished},
             expect={"status": ValidationStatus.CANCELLING.value},
+            remove=("queue_key",),
         ):
             validation.update(status=ValidationStatus.CANCELLED.value, finished_at=finished)
-            return validation
-        return await self.store.get(validation["id"]) or validation
+        current = await self.store.get(validation["id"]) or validation
+        if current["status"] == ValidationStatus.CANCELLED:
+            # Unused tokens back to the owner's bucket, once (a run cancelled while queued reserved none).
+            await self.quotas.settle(current, await self.quotas.quota_of(current["owner"]))
+        return current
 
     async def retry(self, principal: Principal, validation_id: str) -> dict[str, Any]:
         """Rerun chunks without a result (failed, or never run after a cancel) as a new execution."""
@@ -226,25 +285,44 @@ class ValidationService:
         if status not in TERMINAL:
             raise Conflict(f"Validation {validation_id} is {status}; retry once it has ended.", status_value=status)
         chunks = await self.store.chunks_of_files(validation_id, 0, len(validation["files"]) - 1)
-        todo = [c["chunk_id"] for c in chunks if c.get("status") != ChunkStatus.SUCCEEDED]
+        todo = [c for c in chunks if c.get("status") != ChunkStatus.SUCCEEDED]
         if not todo:
             raise Conflict(f"Nothing to retry: every chunk of {validation_id} succeeded.")
+        cost = sum(c.get("estimate", 0) for c in todo)
         run = validation["run"] + 1
+        queued_at = now_iso()
         claimed = await self.store.update(
             validation_id,
-            {"status": ValidationStatus.RUNNING.value, "run": run, "failed": 0, "started_at": now_iso()},
+            {"status": ValidationStatus.QUEUED.value, "run": run, "run_cost": cost, "queue_key": f"{queued_at}#{validation_id}", "failed": 0},
             expect={"status": status, "run": validation["run"]},
             remove=("error", "finished_at"),
         )
         if not claimed:
             raise Conflict(f"Validation {validation_id} changed meanwhile; read it and try again.")
-        await asyncio.gather(*(self.store.reset_failed_chunk(validation_id, c) for c in todo))
+        try:
+            await self._admit_or_refuse(principal if principal.user_id == validation["owner"] else await self._owner(validation), {**validation, "run": run, "run_cost": cost, "queue_key": f"{queued_at}#{validation_id}"})
+        except TooManyRequests:
+            await self.store.update(
+                validation_id,
+                {"status": status, "run": validation["run"], "failed": validation.get("failed", 0), **({"error": validation["error"]} if validation.get("error") else {}), **({"finished_at": validation["finished_at"]} if validation.get("finished_at") else {})},
+                expect={"status": ValidationStatus.QUEUED.value, "run": run},
+                remove=("queue_key",),
+            )
+            raise
+        await asyncio.gather(*(self.store.reset_failed_chunk(validation_id, c["chunk_id"]) for c in todo))
         arn = await self.executions.start(
             self._execution_name(validation_id, run),
-            {"validation_id": validation_id, "run": run, "batches": batches(todo, MAX_MAP_ITEMS)},
+            {"validation_id": validation_id, "run": run, "batches": batches([c["chunk_id"] for c in todo], MAX_MAP_ITEMS)},
         )
         await self.store.update(validation_id, {"execution_arn": arn})
         return await self.get(principal, validation_id)
+
+
+    async def _owner(self, validation: dict[str, Any]) -> Principal:
+        """The owner as a principal (an admin acting on someone's validation spends their quota)."""
+        quota = await self.quotas.quota_of(validation["owner"])
+        policy = await self.quotas.policy_of(validation["owner"])
+        return Principal(user_id=validation["owner"], role="user", quota=quota, on_limit=policy)
 
 
 def file_result(name: str, chunks: list[dict[str, Any]], rule_ids: list[str]) -> dict[str, Any]:

@@ -13,6 +13,11 @@ class LambdaConfig(BaseModel, frozen=True):
     validations_table: str
     chunks_table: str
     uploads_bucket: str
+    users_table: str = ""
+    buckets_table: str = ""
+    # The queue's Wait loop: how long a queued validation waits between admission attempts.
+    queue_min_wait_seconds: int = 1
+    queue_max_wait_seconds: int = 60
     ssm_prefix: str = "/app"
     aws_region: str = "us-east-1"
     aws_endpoint_url: str | None = None  # the embedded AWS; unset on AWS

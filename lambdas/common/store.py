@@ -13,6 +13,7 @@ from boto3.dynamodb.conditions import Key
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
+from core.quota import Quota, settle_items
 from core.records import ChunkStatus, ValidationStatus
 from lambdas.common.config import LambdaConfig
 
@@ -36,6 +37,7 @@ class Store:
     config: LambdaConfig
     dynamodb: Any
     s3: Any
+    client: Any  # low-level DynamoDB client, for the typed requests built in core/quota.py
 
     @property
     def _validations(self) -> Any:
@@ -154,10 +156,56 @@ class Store:
         return True
 
 
+    # --- quotas (core/quota.py builds the requests) -------------------------------------
+    def quota_of(self, user_id: str) -> Quota | None:
+        """The user's quota; None for principals without a user record (the bootstrap admin)."""
+        item = self.dynamodb.Table(self.config.users_table).get_item(Key={"user_id": user_id}, ConsistentRead=True).get("Item")
+        return Quota.of(_plain(item["quota"])) if item else None
+
+    def drive(self, steps: Any) -> Any:
+        """Run a core.quota sans-IO generator against DynamoDB; return its result."""
+        answer: Any = None
+        while True:
+            try:
+                kind, request = steps.send(answer)
+            except StopIteration as done:
+                return done.value
+            if kind == "query":
+                answer = self.client.query(**request)["Items"]
+                continue
+            try:
+                self.client.transact_write_items(TransactItems=request)
+                answer = None
+            except ClientError as exc:
+                if exc.response["Error"]["Code"] != "TransactionCanceledException":
+                    raise
+                answer = exc.response.get("CancellationReasons") or [{"Code": "ConditionalCheckFailed"}] * len(request)
+
+    def settle(self, validation_id: str) -> bool:
+        """Refund what the current run reserved and did not use; once per run (False if nothing to do)."""
+        v = self.validation(validation_id, "owner", "reserved", "reserved_run", "settled_run", "usage_at_start", "prompt_tokens", "completion_tokens")
+        if "reserved_run" not in v or v.get("settled_run", 0) >= v["reserved_run"]:
+            return False
+        quota = self.quota_of(v["owner"])
+        if quota is None:
+            return False
+        used = v.get("prompt_tokens", 0) + v.get("completion_tokens", 0) - v.get("usage_at_start", 0)
+        items = settle_items(
+            self.config.validations_table, self.config.buckets_table, validation_id, v["owner"], v["reserved_run"], quota, v.get("reserved", 0) - used
+        )
+        try:
+            self.client.transact_write_items(TransactItems=items)
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "TransactionCanceledException":
+                return False
+            raise
+        return True
+
+
 @lru_cache(maxsize=32)
 def store_for(config: LambdaConfig) -> Store:
     """One set of clients per configuration, reused across warm invocations."""
     kwargs: dict[str, Any] = {"region_name": config.aws_region, "config": Config(retries={"mode": "standard"})}
     if config.aws_endpoint_url:
         kwargs.update(endpoint_url=config.aws_endpoint_url, aws_access_key_id="local", aws_secret_access_key="local")
-    return Store(config, boto3.resource("dynamodb", **kwargs), boto3.client("s3", **kwargs))
+    return Store(config, boto3.resource("dynamodb", **kwargs), boto3.client("s3", **kwargs), boto3.client("dynamodb", **kwargs))

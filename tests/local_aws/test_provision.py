@@ -23,7 +23,7 @@ def test_asl_file_renders_to_a_definition_the_engine_accepts(settings, embedded_
     verdict = aws.client("stepfunctions").validate_state_machine_definition(definition=definition)
 
     assert "${" not in definition
-    assert parsed["StartAt"] == "ReadParallelism"
+    assert parsed["StartAt"] == "Admit"  # the per-user queue comes first
     assert verdict["result"] == "OK", verdict["diagnostics"]
     assert "${ssm_prefix}" in ASL_FILE.read_text()  # the shared file stays a template
 

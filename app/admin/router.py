@@ -1,0 +1,83 @@
+"""Admin endpoints: users and keys, parallelism (SSM), the audit trail."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Path, Query
+
+from app.admin.parallelism import ParallelismSettings
+from app.auth.dependencies import CurrentAdmin
+from app.deps import ClientsDep, SettingsDep
+from app.pagination import decode_cursor, encode_cursor
+from app.quotas.service import QuotaService
+from app.users.schemas import AuditPage, ParallelismOut, ParallelismPatch, UserCreate, UserOut, UserPatch, UserWithKey
+from app.users.service import UserService
+from app.users.store import UserStore
+from app.validations.router import _problems
+
+
+def get_user_service(settings: SettingsDep, clients: ClientsDep) -> UserService:
+    return UserService(UserStore(clients, settings), QuotaService(clients, settings), settings)
+
+
+Users = Annotated[UserService, Depends(get_user_service)]
+UserId = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.@-]+$")]
+router = APIRouter(prefix="/admin", tags=["admin"], responses=_problems(401, 403, 422))
+
+
+@router.post("/users", status_code=201, response_model=UserWithKey, responses=_problems(409))
+async def create_user(body: UserCreate, admin: CurrentAdmin, users: Users) -> dict:
+    """Create a user; the API key is in this answer only."""
+    return await users.create(admin, body)
+
+
+@router.get("/users/{user_id}", response_model=UserOut, responses=_problems(404))
+async def get_user(user_id: UserId, admin: CurrentAdmin, users: Users) -> dict:
+    """A user's role, quota, policy and state."""
+    return await users.get(user_id)
+
+
+@router.patch("/users/{user_id}", response_model=UserOut, responses=_problems(404))
+async def patch_user(user_id: UserId, body: UserPatch, admin: CurrentAdmin, users: Users) -> dict:
+    """Change quota, policy, role, or disable."""
+    return await users.patch(admin, user_id, body)
+
+
+@router.post("/users/{user_id}/keys", status_code=201, response_model=UserWithKey, responses=_problems(404, 409))
+async def rotate_key(user_id: UserId, admin: CurrentAdmin, users: Users) -> dict:
+    """Issue a new key; the old one stops working."""
+    return await users.rotate_key(admin, user_id)
+
+
+@router.get("/parallelism", response_model=ParallelismOut, responses=_problems(502))
+async def get_parallelism(admin: CurrentAdmin, settings: SettingsDep, clients: ClientsDep) -> dict:
+    """The SSM values new executions start with."""
+    return await ParallelismSettings(clients, settings).read()
+
+
+@router.patch("/parallelism", response_model=ParallelismOut, responses=_problems(502))
+async def patch_parallelism(body: ParallelismPatch, admin: CurrentAdmin, settings: SettingsDep, clients: ClientsDep, users: Users) -> dict:
+    """Change parallelism settings live (no redeploy); range-checked, audited."""
+    parameters = ParallelismSettings(clients, settings)
+    before = await parameters.read()
+    changes = body.model_dump(exclude_none=True)
+    await parameters.write(changes)
+    after = await parameters.read()
+    if changes:
+        await users.store.audit(admin.user_id, "parallelism.update", settings.ssm_prefix, {k: before[k] for k in changes}, {k: after[k] for k in changes})
+    return after
+
+
+@router.get("/audit", response_model=AuditPage, responses=_problems(400))
+async def get_audit(
+    admin: CurrentAdmin, users: Users, limit: Annotated[int, Query(ge=1, le=100)] = 50, cursor: Annotated[str | None, Query(max_length=2048)] = None
+) -> AuditPage:
+    """Admin changes, newest first: who, when, what, old → new."""
+    start = decode_cursor(cursor) if cursor else None
+    if start is not None and not isinstance(start, dict):
+        from app.errors import BadRequest
+
+        raise BadRequest("The cursor is not valid; use `next_cursor` from a previous page.", field="cursor")
+    items, last = await users.store.audit_page(limit, start)
+    return AuditPage(items=items, next_cursor=encode_cursor(last) if last else None)

@@ -1,0 +1,110 @@
+"""Token-bucket quotas for the API: admit a validation now, or say why not; settle a run."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from app.aws.clients import AWSClients
+from app.settings import Settings
+from app.validations.store import now_iso
+from core.quota import Admission, Outcome, Quota, admission_steps, settle_items, typed, untyped
+
+
+class QuotaService:
+    def __init__(self, clients: AWSClients, settings: Settings) -> None:
+        self._db = clients.dynamodb
+        self._validations = settings.table("validations")
+        self._buckets = settings.table("buckets")
+        self._users = settings.table("users")
+
+    async def _user(self, user_id: str) -> dict[str, Any] | None:
+        answer = await self._db.get_item(TableName=self._users, Key=typed({"user_id": user_id}), ConsistentRead=True)
+        return untyped(answer["Item"]) if "Item" in answer else None
+
+    async def quota_of(self, user_id: str) -> Quota | None:
+        """None for principals without a user record (the bootstrap admin): not rate limited."""
+        user = await self._user(user_id)
+        return Quota.of(user["quota"]) if user else None
+
+    async def policy_of(self, user_id: str) -> str:
+        user = await self._user(user_id)
+        return str(user["on_limit"]) if user else "queue"
+
+    async def create_bucket(self, user_id: str) -> None:
+        """A full bucket, no validation running. Idempotent (kept if it exists)."""
+        try:
+            await self._db.put_item(
+                TableName=self._buckets,
+                Item=typed({"user_id": user_id, "tat": 0, "running": 0}),
+                ConditionExpression="attribute_not_exists(user_id)",
+            )
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
+                raise
+
+    async def bucket(self, user_id: str) -> dict[str, Any]:
+        answer = await self._db.get_item(TableName=self._buckets, Key=typed({"user_id": user_id}), ConsistentRead=True)
+        return untyped(answer.get("Item") or {"tat": 0, "running": 0})
+
+    async def _drive(self, steps: Any) -> Any:
+        answer: Any = None
+        while True:
+            try:
+                kind, request = steps.send(answer)
+            except StopIteration as done:
+                return done.value
+            if kind == "query":
+                answer = (await self._db.query(**request))["Items"]
+                continue
+            try:
+                await self._db.transact_write_items(TransactItems=request)
+                answer = None
+            except ClientError as exc:
+                if exc.response["Error"]["Code"] != "TransactionCanceledException":
+                    raise
+                answer = exc.response.get("CancellationReasons") or [{"Code": "ConditionalCheckFailed"}] * len(request)
+
+    async def admit(self, validation: dict[str, Any], quota: Quota | None, fifo: bool = True) -> Outcome:
+        admission = Admission(
+            validations_table=self._validations,
+            buckets_table=self._buckets,
+            validation_id=validation["id"],
+            owner=validation["owner"],
+            queue_key=validation["queue_key"],
+            run=validation["run"],
+            cost=validation["run_cost"],
+            usage_at_start=validation.get("prompt_tokens", 0) + validation.get("completion_tokens", 0),
+            quota=quota,
+            fifo=fifo,
+        )
+        return await self._drive(admission_steps(admission, time.time(), now_iso()))
+
+    async def queue_ahead(self, owner: str, queue_key: str) -> list[dict[str, Any]]:
+        """Queued validations of `owner` submitted before `queue_key`, oldest first."""
+        answer = await self._db.query(
+            TableName=self._validations,
+            IndexName="queue_by_owner",
+            KeyConditionExpression="#owner = :owner AND queue_key < :key",
+            ExpressionAttributeNames={"#owner": "owner"},
+            ExpressionAttributeValues=typed({":owner": owner, ":key": queue_key}),
+        )
+        return [untyped(i) for i in answer["Items"]]
+
+    async def settle(self, validation: dict[str, Any], quota: Quota | None) -> bool:
+        """Refund the current run's unused reservation, once (False when nothing to do)."""
+        if quota is None or "reserved_run" not in validation or validation.get("settled_run", 0) >= validation["reserved_run"]:
+            return False
+        used = validation.get("prompt_tokens", 0) + validation.get("completion_tokens", 0) - validation.get("usage_at_start", 0)
+        items = settle_items(
+            self._validations, self._buckets, validation["id"], validation["owner"], validation["reserved_run"], quota, validation.get("reserved", 0) - used
+        )
+        try:
+            await self._db.transact_write_items(TransactItems=items)
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "TransactionCanceledException":
+                return False
+            raise
+        return True

@@ -1,0 +1,71 @@
+"""Admin API shapes: users, keys, parallelism, audit."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class QuotaIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    capacity_tokens: int = Field(ge=1, le=10**12)
+    refill_tokens_per_minute: int = Field(ge=1, le=10**12)
+    max_running: int = Field(ge=1, le=10_000)
+
+
+class UserCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    user_id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.@-]+$")
+    role: Literal["user", "admin"] = "user"
+    quota: QuotaIn | None = None
+    on_limit: Literal["queue", "reject"] | None = None
+
+
+class UserPatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    quota: QuotaIn | None = None
+    on_limit: Literal["queue", "reject"] | None = None
+    disabled: bool | None = None
+    role: Literal["user", "admin"] | None = None
+
+
+class UserOut(BaseModel):
+    user_id: str
+    role: Literal["user", "admin"]
+    quota: QuotaIn
+    on_limit: Literal["queue", "reject"]
+    disabled: bool
+    created_at: str
+    updated_at: str | None = None
+
+
+class UserWithKey(UserOut):
+    api_key: str = Field(description="Shown once; only its hash is stored.")
+
+
+class ParallelismOut(BaseModel):
+    max_parallelism: int
+    target_tpm: int
+    throttle_threshold: float
+
+
+class ParallelismPatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    max_parallelism: int | None = Field(default=None, ge=1, le=40, description="Inline Map limit: at most 40")
+    target_tpm: int | None = Field(default=None, ge=1_000, le=100_000_000)
+    throttle_threshold: float | None = Field(default=None, gt=0.0, le=1.0)
+
+
+class AuditEntry(BaseModel):
+    at: str
+    actor: str
+    action: str
+    target: str
+    old: Any = None
+    new: Any = None
+
+
+class AuditPage(BaseModel):
+    items: list[AuditEntry]
+    next_cursor: str | None

@@ -1,0 +1,78 @@
+"""Users and keys: create, read, change, rotate; every change audited."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+from app.auth.dependencies import Principal, hash_key
+from app.errors import Conflict, NotFound
+from app.quotas.service import QuotaService
+from app.settings import Settings
+from app.users.schemas import UserCreate, UserPatch
+from app.users.store import UserStore
+from app.validations.store import now_iso
+
+
+def new_api_key() -> str:
+    return "vk_" + secrets.token_urlsafe(32)
+
+
+def public(user: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in user.items() if k != "key_hash"}
+
+
+class UserService:
+    def __init__(self, store: UserStore, quotas: QuotaService, settings: Settings) -> None:
+        self.store = store
+        self.quotas = quotas
+        self.settings = settings
+
+    async def create(self, actor: Principal, request: UserCreate) -> dict[str, Any]:
+        s = self.settings
+        key = new_api_key()
+        user = {
+            "user_id": request.user_id,
+            "role": request.role,
+            "quota": request.quota.model_dump() if request.quota else {
+                "capacity_tokens": s.default_capacity_tokens,
+                "refill_tokens_per_minute": s.default_refill_tokens_per_minute,
+                "max_running": s.default_max_running,
+            },
+            "on_limit": request.on_limit or s.default_on_limit,
+            "disabled": False,
+            "key_hash": hash_key(key),
+            "created_at": now_iso(),
+        }
+        await self.quotas.create_bucket(request.user_id)
+        if not await self.store.create(user):
+            raise Conflict(f"User {request.user_id!r} already exists.", field="user_id")
+        await self.store.audit(actor.user_id, "user.create", request.user_id, None, public(user))
+        return {**public(user), "api_key": key}
+
+    async def get(self, user_id: str) -> dict[str, Any]:
+        user = await self.store.get(user_id)
+        if user is None:
+            raise NotFound(f"No user {user_id!r}.", field="user_id")
+        return public(user)
+
+    async def patch(self, actor: Principal, user_id: str, request: UserPatch) -> dict[str, Any]:
+        before = await self.get(user_id)
+        changes = {k: v for k, v in request.model_dump(exclude_none=True).items()}
+        if not changes:
+            return before
+        changes["updated_at"] = now_iso()
+        await self.store.update(user_id, changes)
+        after = await self.get(user_id)
+        await self.store.audit(actor.user_id, "user.update", user_id, {k: before.get(k) for k in changes}, {k: after.get(k) for k in changes})
+        return after
+
+    async def rotate_key(self, actor: Principal, user_id: str) -> dict[str, Any]:
+        user = await self.store.get(user_id)
+        if user is None:
+            raise NotFound(f"No user {user_id!r}.", field="user_id")
+        key = new_api_key()
+        if not await self.store.replace_key(user_id, user["key_hash"], hash_key(key)):
+            raise Conflict("The key changed meanwhile; try again.")
+        await self.store.audit(actor.user_id, "user.rotate_key", user_id, {"key_hash": user["key_hash"][:12] + "…"}, {"key_hash": hash_key(key)[:12] + "…"})
+        return {**(await self.get(user_id)), "api_key": key}

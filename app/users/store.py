@@ -1,0 +1,99 @@
+"""Users, API keys (stored as hashes) and the admin audit trail, in DynamoDB."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from app.aws.clients import AWSClients
+from app.settings import Settings
+from app.validations.store import condition_failed, from_item, now_iso, to_item
+
+
+class UserStore:
+    def __init__(self, clients: AWSClients, settings: Settings) -> None:
+        self._db = clients.dynamodb
+        self._users = settings.table("users")
+        self._keys = settings.table("api_keys")
+        self._audit = settings.table("audit")
+
+    async def get(self, user_id: str) -> dict[str, Any] | None:
+        answer = await self._db.get_item(TableName=self._users, Key=to_item({"user_id": user_id}), ConsistentRead=True)
+        return from_item(answer["Item"]) if "Item" in answer else None
+
+    async def user_of_key(self, key_hash: str) -> str | None:
+        answer = await self._db.get_item(TableName=self._keys, Key=to_item({"key_hash": key_hash}), ConsistentRead=True)
+        return from_item(answer["Item"])["user_id"] if "Item" in answer else None
+
+    async def create(self, user: dict[str, Any]) -> bool:
+        """User and key together; False when the user id is taken."""
+        try:
+            await self._db.transact_write_items(
+                TransactItems=[
+                    {"Put": {"TableName": self._users, "Item": to_item(user), "ConditionExpression": "attribute_not_exists(user_id)"}},
+                    {"Put": {"TableName": self._keys, "Item": to_item({"key_hash": user["key_hash"], "user_id": user["user_id"], "created_at": user["created_at"]})}},
+                ]
+            )
+        except ClientError as exc:
+            if condition_failed(exc):
+                return False
+            raise
+        return True
+
+    async def update(self, user_id: str, changes: dict[str, Any]) -> None:
+        names = {f"#{k}": k for k in changes}
+        await self._db.update_item(
+            TableName=self._users,
+            Key=to_item({"user_id": user_id}),
+            UpdateExpression="SET " + ", ".join(f"#{k} = :{k}" for k in changes),
+            ConditionExpression="attribute_exists(user_id)",
+            ExpressionAttributeNames=names,
+            ExpressionAttributeValues=to_item({f":{k}": v for k, v in changes.items()}),
+        )
+
+    async def replace_key(self, user_id: str, old_hash: str, new_hash: str) -> bool:
+        """Rotate: the new key works and the old one stops, atomically."""
+        try:
+            await self._db.transact_write_items(
+                TransactItems=[
+                    {
+                        "Update": {
+                            "TableName": self._users,
+                            "Key": to_item({"user_id": user_id}),
+                            "UpdateExpression": "SET key_hash = :new, updated_at = :now",
+                            "ConditionExpression": "key_hash = :old",
+                            "ExpressionAttributeValues": to_item({":new": new_hash, ":old": old_hash, ":now": now_iso()}),
+                        }
+                    },
+                    {"Delete": {"TableName": self._keys, "Key": to_item({"key_hash": old_hash})}},
+                    {"Put": {"TableName": self._keys, "Item": to_item({"key_hash": new_hash, "user_id": user_id, "created_at": now_iso()})}},
+                ]
+            )
+        except ClientError as exc:
+            if condition_failed(exc):
+                return False
+            raise
+        return True
+
+    async def audit(self, actor: str, action: str, target: str, old: Any, new: Any) -> None:
+        at = f"{now_iso()}#{uuid.uuid4().hex[:8]}"
+        await self._db.put_item(
+            TableName=self._audit,
+            Item=to_item({"stream": "admin", "at": at, "actor": actor, "action": action, "target": target, "old": old, "new": new}),
+        )
+
+    async def audit_page(self, limit: int, start: dict[str, Any] | None) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+        kwargs: dict[str, Any] = {
+            "TableName": self._audit,
+            "KeyConditionExpression": "#stream = :admin",
+            "ExpressionAttributeNames": {"#stream": "stream"},
+            "ExpressionAttributeValues": to_item({":admin": "admin"}),
+            "ScanIndexForward": False,
+            "Limit": limit,
+        }
+        if start:
+            kwargs["ExclusiveStartKey"] = to_item(start)
+        page = await self._db.query(**kwargs)
+        return [from_item(i) for i in page["Items"]], (from_item(page["LastEvaluatedKey"]) if "LastEvaluatedKey" in page else None)

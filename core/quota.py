@@ -1,0 +1,255 @@
+"""Per-user token buckets in DynamoDB, kept as GCRA (the generic cell rate algorithm).
+
+A bucket of capacity C tokens refilling R tokens per second is stored as one number,
+`tat` (theoretical arrival time, epoch seconds): the bucket holds
+`min(C, (now - tat) * R + C)` tokens... more simply, it is full when `tat <= now`, and
+each grant of c tokens moves `tat` forward by c / R. A grant is allowed when
+`max(tat, now) + c/R - now <= C/R`. That test and the update fit one conditional
+UpdateItem with no read first (lazy refill is implicit in comparing with `now`), in two
+shapes: bucket full (`tat <= now`: set `tat = now + c/R`) or not (`tat` within reach:
+add c/R). The caller tries the shape its last known `tat` suggests and, on a failed
+condition, learns the stored `tat` from `ReturnValuesOnConditionCheckFailure`.
+
+The same request builders serve the API (aioboto3) and the Lambdas (boto3): both send
+low-level, typed DynamoDB requests.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+
+_serializer, _deserializer = TypeSerializer(), TypeDeserializer()
+
+
+def typed(values: dict[str, Any]) -> dict[str, Any]:
+    return {k: _serializer.serialize(v) for k, v in values.items()}
+
+
+def untyped(item: dict[str, Any]) -> dict[str, Any]:
+    return {k: _deserializer.deserialize(v) for k, v in item.items()}
+
+
+@dataclass(frozen=True)
+class Quota:
+    capacity_tokens: int
+    refill_tokens_per_minute: int
+    max_running: int
+
+    @property
+    def rate(self) -> float:
+        """Tokens per second."""
+        return self.refill_tokens_per_minute / 60.0
+
+    @property
+    def window_seconds(self) -> float:
+        """Time to refill an empty bucket (the IETF RateLimit-Policy `w`)."""
+        return self.capacity_tokens / self.rate
+
+    def available(self, tat: float, now: float) -> float:
+        return min(self.capacity_tokens, max(0.0, (now - tat) * self.rate + self.capacity_tokens))
+
+    def wait_for(self, cost: int, tat: float, now: float) -> float:
+        """Seconds until `cost` tokens can be granted (0 when they can now)."""
+        return max(0.0, max(tat, now) + cost / self.rate - now - self.window_seconds)
+
+    @classmethod
+    def of(cls, values: dict[str, Any]) -> "Quota":
+        return cls(int(values["capacity_tokens"]), int(values["refill_tokens_per_minute"]), int(values["max_running"]))
+
+    def as_dict(self) -> dict[str, int]:
+        return {
+            "capacity_tokens": self.capacity_tokens,
+            "refill_tokens_per_minute": self.refill_tokens_per_minute,
+            "max_running": self.max_running,
+        }
+
+
+def _decimal(x: float) -> Any:
+    from decimal import Decimal
+
+    return Decimal(repr(round(x, 6)))
+
+
+def acquire_update(table: str, user_id: str, quota: Quota, cost: int, now: float, bucket_full: bool, *, count_running: bool = True) -> dict[str, Any]:
+    """The conditional UpdateItem that grants `cost` tokens (and a running slot), or fails."""
+    increment = cost / quota.rate
+    values: dict[str, Any] = {":now": _decimal(now), ":inc": _decimal(increment)}
+    if bucket_full:
+        condition = "tat <= :now"
+        update = "SET tat = :now + :inc"
+    else:
+        values[":limit"] = _decimal(now + quota.window_seconds - increment)
+        condition = "tat > :now AND tat <= :limit"
+        update = "SET tat = tat + :inc"
+    if count_running:
+        condition += " AND running < :max"
+        update += ", running = running + :one"
+        values.update({":max": quota.max_running, ":one": 1})
+    return {
+        "TableName": table,
+        "Key": typed({"user_id": user_id}),
+        "UpdateExpression": update,
+        "ConditionExpression": condition,
+        "ExpressionAttributeValues": typed(values),
+        "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+    }
+
+
+def refund_update(table: str, user_id: str, quota: Quota, refund_tokens: int) -> dict[str, Any]:
+    """Give back unused tokens and the running slot. Over-refunding cannot overfill: tat <= now is full."""
+    return {
+        "TableName": table,
+        "Key": typed({"user_id": user_id}),
+        "UpdateExpression": "SET tat = tat - :dec, running = running - :one",
+        "ConditionExpression": "running > :zero",
+        "ExpressionAttributeValues": typed({":dec": _decimal(max(0, refund_tokens) / quota.rate), ":one": 1, ":zero": 0}),
+    }
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Why a grant failed: which limit, and how long until it may succeed."""
+
+    limit: str  # "tokens" or "max_running"
+    retry_after: float
+    available_tokens: float
+    tat: float
+
+    @property
+    def retry_after_header(self) -> str:
+        return str(max(1, math.ceil(self.retry_after)))
+
+
+def refusal(old_bucket: dict[str, Any], quota: Quota, cost: int, now: float) -> Refusal | None:
+    """Read a failed condition's old item: the refusal, or None when the other shape should be tried."""
+    tat = float(old_bucket.get("tat", 0))
+    running = int(old_bucket.get("running", 0))
+    wait = quota.wait_for(cost, tat, now)
+    if wait > 0:
+        return Refusal("tokens", wait, quota.available(tat, now), tat)
+    if running >= quota.max_running:
+        return Refusal("max_running", 0.0, quota.available(tat, now), tat)
+    return None  # tokens and a slot are there: the shape guessed was wrong, or the clock moved
+
+
+def rate_limit_headers(quota: Quota, refusal_: Refusal) -> dict[str, str]:
+    """IETF draft-ietf-httpapi-ratelimit-headers: the policy and what is left."""
+    return {
+        "Retry-After": refusal_.retry_after_header,
+        "RateLimit-Policy": f'"tokens";q={quota.capacity_tokens};w={math.ceil(quota.window_seconds)}',
+        "RateLimit": f'"tokens";r={int(refusal_.available_tokens)};t={refusal_.retry_after_header}',
+    }
+
+
+# --- admission: shared by the API (at submit) and the admit Lambda (the queue's Wait loop) ----
+
+
+@dataclass(frozen=True)
+class Admission:
+    """What to admit: one validation run, costing `cost` tokens, for a user with `quota`."""
+
+    validations_table: str
+    buckets_table: str
+    validation_id: str
+    owner: str
+    queue_key: str
+    run: int
+    cost: int
+    usage_at_start: int
+    quota: Quota | None  # None: exempt (the bootstrap admin)
+    fifo: bool = True  # policy `queue`: only the user's oldest queued validation may start
+
+
+@dataclass(frozen=True)
+class Outcome:
+    admitted: bool
+    refusal: Refusal | None = None  # set when refused by the bucket
+    behind: str | None = None  # set when an earlier validation of the user is queued
+    gone: bool = False  # the validation is no longer QUEUED (cancelled, or admitted elsewhere)
+
+
+def queue_head_query(admission: Admission) -> dict[str, Any]:
+    return {
+        "TableName": admission.validations_table,
+        "IndexName": "queue_by_owner",
+        "KeyConditionExpression": "#owner = :owner",
+        "ExpressionAttributeNames": {"#owner": "owner"},
+        "ExpressionAttributeValues": typed({":owner": admission.owner}),
+        "Limit": 1,
+    }
+
+
+def _start_running(admission: Admission, started_at: str, now: float) -> dict[str, Any]:
+    return {
+        "TableName": admission.validations_table,
+        "Key": typed({"id": admission.validation_id}),
+        "UpdateExpression": (
+            "SET #status = :running, started_at = :started, admitted_at = :now, reserved = :cost, "
+            "reserved_run = :run, usage_at_start = :usage REMOVE queue_key"
+        ),
+        "ConditionExpression": "#status = :queued AND run = :run",
+        "ExpressionAttributeNames": {"#status": "status"},
+        "ExpressionAttributeValues": typed(
+            {
+                ":running": "RUNNING",
+                ":queued": "QUEUED",
+                ":started": started_at,
+                ":cost": admission.cost if admission.quota else 0,
+                ":run": admission.run,
+                ":usage": admission.usage_at_start,
+                ":now": _decimal(now),  # the clock the bucket was judged by: grants can be audited
+            }
+        ),
+    }
+
+
+def admission_steps(admission: Admission, now: float, started_at: str):  # type: ignore[no-untyped-def]
+    """A sans-IO admission: yields ("query"|"transact", request), receives the answer
+    (a query's items, or for a transaction None on success / its cancellation reasons),
+    and returns an Outcome. The API drives it with aioboto3, the admit Lambda with boto3.
+    """
+    if admission.fifo:
+        items = yield ("query", queue_head_query(admission))
+        if items and untyped(items[0]).get("id") != admission.validation_id:
+            head = untyped(items[0])
+            return Outcome(False, behind=str(head["id"]))
+    if admission.quota is None:
+        reasons = yield ("transact", [{"Update": _start_running(admission, started_at, now)}])
+        return Outcome(True) if reasons is None else Outcome(False, gone=True)
+    bucket_full = True
+    for _ in range(3):  # at most one wrong guess of the bucket's shape, plus a clock move
+        acquire = acquire_update(admission.buckets_table, admission.owner, admission.quota, admission.cost, now, bucket_full)
+        reasons = yield ("transact", [{"Update": acquire}, {"Update": _start_running(admission, started_at, now)}])
+        if reasons is None:
+            return Outcome(True)
+        bucket_reason, validation_reason = reasons[0], reasons[1]
+        if validation_reason.get("Code") == "ConditionalCheckFailed":
+            return Outcome(False, gone=True)
+        old = untyped(bucket_reason.get("Item") or {})
+        refused = refusal(old, admission.quota, admission.cost, now)
+        if refused is not None:
+            return Outcome(False, refusal=refused)
+        bucket_full = float(old.get("tat", 0)) <= now
+    return Outcome(False, refusal=Refusal("tokens", 1.0, 0.0, now))
+
+
+def settle_items(
+    validations_table: str, buckets_table: str, validation_id: str, owner: str, run: int, quota: Quota, refund_tokens: int
+) -> list[dict[str, Any]]:
+    """Return unused tokens and the running slot, exactly once per admitted run."""
+    return [
+        {
+            "Update": {
+                "TableName": validations_table,
+                "Key": typed({"id": validation_id}),
+                "UpdateExpression": "SET settled_run = :run, refunded = if_not_exists(refunded, :zero) + :refund",
+                "ConditionExpression": "reserved_run = :run AND (attribute_not_exists(settled_run) OR settled_run < :run)",
+                "ExpressionAttributeValues": typed({":run": run, ":zero": 0, ":refund": max(0, refund_tokens)}),
+            }
+        },
+        {"Update": refund_update(buckets_table, owner, quota, refund_tokens)},
+    ]
