@@ -190,3 +190,11 @@ def lines_document(lines: int, marker_every: int = 0, marker: str = "secret") ->
     return "".join(
         f"row {i}: {marker if marker_every and i % marker_every == 0 else 'plain'} value {i * 7}\n" for i in range(1, lines + 1)
     )
+
+
+def make_user(api: Any, user_id: str | None = None, **fields: Any) -> tuple[str, dict[str, str]]:
+    """Create a user through the admin API; returns (user_id, its Authorization header)."""
+    user_id = user_id or f"u{uuid.uuid4().hex[:8]}"
+    answer = api.post("/admin/users", json={"user_id": user_id, **fields})
+    assert answer.status_code == 201, answer.text
+    return user_id, {"Authorization": f"Bearer {answer.json()['api_key']}"}

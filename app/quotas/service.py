@@ -9,8 +9,8 @@ from botocore.exceptions import ClientError
 
 from app.aws.clients import AWSClients
 from app.settings import Settings
-from app.validations.store import now_iso
-from core.quota import Admission, Outcome, Quota, admission_steps, settle_items, typed, untyped
+from app.validations.store import from_item, now_iso
+from core.quota import Admission, Outcome, Quota, admission_steps, settle_items, typed
 
 
 class QuotaService:
@@ -22,7 +22,7 @@ class QuotaService:
 
     async def _user(self, user_id: str) -> dict[str, Any] | None:
         answer = await self._db.get_item(TableName=self._users, Key=typed({"user_id": user_id}), ConsistentRead=True)
-        return untyped(answer["Item"]) if "Item" in answer else None
+        return from_item(answer["Item"]) if "Item" in answer else None
 
     async def quota_of(self, user_id: str) -> Quota | None:
         """None for principals without a user record (the bootstrap admin): not rate limited."""
@@ -47,7 +47,7 @@ class QuotaService:
 
     async def bucket(self, user_id: str) -> dict[str, Any]:
         answer = await self._db.get_item(TableName=self._buckets, Key=typed({"user_id": user_id}), ConsistentRead=True)
-        return untyped(answer.get("Item") or {"tat": 0, "running": 0})
+        return from_item(answer["Item"]) if "Item" in answer else {"tat": 0, "running": 0}
 
     async def _drive(self, steps: Any) -> Any:
         answer: Any = None
@@ -91,7 +91,7 @@ class QuotaService:
             ExpressionAttributeNames={"#owner": "owner"},
             ExpressionAttributeValues=typed({":owner": owner, ":key": queue_key}),
         )
-        return [untyped(i) for i in answer["Items"]]
+        return [from_item(i) for i in answer["Items"]]
 
     async def settle(self, validation: dict[str, Any], quota: Quota | None) -> bool:
         """Refund the current run's unused reservation, once (False when nothing to do)."""
