@@ -3,7 +3,7 @@
 import importlib
 import sys
 
-BENCHMARKS = ["bench.engine", "bench.api"]
+BENCHMARKS = ["bench.engine", "bench.api", "bench.quotas"]
 
 
 def main() -> None:

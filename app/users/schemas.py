@@ -54,7 +54,7 @@ class ParallelismPatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
     max_parallelism: int | None = Field(default=None, ge=1, le=40, description="Inline Map limit: at most 40")
     target_tpm: int | None = Field(default=None, ge=1_000, le=100_000_000)
-    throttle_threshold: float | None = Field(default=None, gt=0.0, le=1.0)
+    throttle_threshold: float | None = Field(default=None, ge=0.05, le=1.0, description="Share of target_tpm to use: 0.05-1.0")
 
 
 class AuditEntry(BaseModel):

@@ -119,8 +119,8 @@ def test_a_validation_larger_than_the_whole_capacity_is_422(api):
 
 def test_queued_validations_start_later_in_submission_order_and_a_cancelled_one_consumes_nothing(make_api, simulator):
     api = make_api(queue_min_wait_seconds=1)
-    # Capacity for one validation at a time; ~4 s of refill for the next.
-    user, auth = make_user(api, quota={"capacity_tokens": 1_000, "refill_tokens_per_minute": 12_000, "max_running": 10}, on_limit="queue")
+    # Capacity for one validation (~680 tokens) at a time; ~3.6 s of refill before the next.
+    user, auth = make_user(api, quota={"capacity_tokens": 1_000, "refill_tokens_per_minute": 6_000, "max_running": 10}, on_limit="queue")
     ids, answers = [], []
     for _ in range(4):
         answer = api.post("/validations", json=DOC, headers=auth)
