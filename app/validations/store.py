@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import time
 from datetime import datetime, timezone
-from decimal import Decimal
 from typing import Any
 
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
@@ -13,6 +12,7 @@ from botocore.exceptions import ClientError
 
 from app.aws.clients import AWSClients
 from app.settings import Settings
+from core.dynamo import decimals, plain
 from core.records import ChunkStatus, file_range
 
 _serializer, _deserializer = TypeSerializer(), TypeDeserializer()
@@ -23,31 +23,11 @@ def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def _decimals(value: Any) -> Any:
-    """DynamoDB numbers are Decimals; floats (e.g. throttle_threshold) become exact decimal strings."""
-    if isinstance(value, float):
-        return Decimal(repr(value))
-    if isinstance(value, list):
-        return [_decimals(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _decimals(v) for k, v in value.items()}
-    return value
-
-
 def to_item(values: dict[str, Any]) -> dict[str, Any]:
-    return {k: _serializer.serialize(_decimals(v)) for k, v in values.items() if v is not None}
+    return {k: _serializer.serialize(decimals(v)) for k, v in values.items() if v is not None}
 
 
 def from_item(item: dict[str, Any]) -> dict[str, Any]:
-    def plain(value: Any) -> Any:
-        if isinstance(value, Decimal):
-            return int(value) if value == value.to_integral_value() else float(value)
-        if isinstance(value, list):
-            return [plain(v) for v in value]
-        if isinstance(value, dict):
-            return {k: plain(v) for k, v in value.items()}
-        return value
-
     return {k: plain(_deserializer.deserialize(v)) for k, v in item.items()}
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from decimal import Decimal
 from functools import lru_cache
 from typing import Any
 
@@ -13,23 +12,13 @@ from boto3.dynamodb.conditions import Key
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
+from core.dynamo import plain
 from core.quota import Quota, settle_items
 from core.records import ChunkStatus, ValidationStatus
 from lambdas.common.config import LambdaConfig
 
 def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def _plain(value: Any) -> Any:
-    """DynamoDB numbers come back as Decimal; hand plain ints/floats to the rest of the code."""
-    if isinstance(value, Decimal):
-        return int(value) if value == value.to_integral_value() else float(value)
-    if isinstance(value, list):
-        return [_plain(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    return value
 
 
 @dataclass
@@ -55,7 +44,7 @@ class Store:
         item = self._validations.get_item(**kwargs).get("Item")
         if item is None:
             raise LookupError(f"validation {validation_id} does not exist")
-        return _plain(item)
+        return plain(item)
 
     def chunks(self, validation_id: str, first: str, last: str) -> list[dict[str, Any]]:
         items: list[dict[str, Any]] = []
@@ -65,7 +54,7 @@ class Store:
         }
         while True:
             page = self._chunks.query(**kwargs)
-            items.extend(_plain(i) for i in page["Items"])
+            items.extend(plain(i) for i in page["Items"])
             if "LastEvaluatedKey" not in page:
                 return items
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
@@ -160,7 +149,7 @@ class Store:
     def quota_of(self, user_id: str) -> Quota | None:
         """The user's quota; None for principals without a user record (the bootstrap admin)."""
         item = self.dynamodb.Table(self.config.users_table).get_item(Key={"user_id": user_id}, ConsistentRead=True).get("Item")
-        return Quota.of(_plain(item["quota"])) if item else None
+        return Quota.of(plain(item["quota"])) if item else None
 
     def drive(self, steps: Any) -> Any:
         """Run a core.quota sans-IO generator against DynamoDB; return its result."""
