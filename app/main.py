@@ -11,6 +11,9 @@ from fastapi import FastAPI
 from app import errors
 from app.aws.clients import open_clients
 from app.admin.router import router as admin_router
+from app.events.hub import EventHub
+from app.events.router import router as events_router
+from app.events.store import EventStore
 from app.health.router import router as health_router
 from app.local_aws.runtime import local_runtime
 from app.settings import Settings
@@ -28,7 +31,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             effective = await stack.enter_async_context(local_runtime(settings))
             app.state.settings = effective
             app.state.clients = await open_clients(stack, effective.aws_region, effective.aws_endpoint_url)
-            yield
+            app.state.hub = EventHub(EventStore(app.state.clients, effective), effective.sse_poll_seconds, effective.sse_gap_wait_seconds)
+            try:
+                yield
+            finally:
+                await app.state.hub.close()
 
     app = FastAPI(
         title="Validation service",
@@ -41,4 +48,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health_router)
     app.include_router(validations_router)
     app.include_router(admin_router)
+    app.include_router(events_router)
     return app

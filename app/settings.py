@@ -41,6 +41,7 @@ class Settings(BaseSettings):
     api_keys_table: str | None = None
     buckets_table: str | None = None
     audit_table: str | None = None
+    events_table: str | None = None
     uploads_bucket: str | None = None
     state_machine_arn: str | None = None
     ssm_prefix: str = "/app"
@@ -71,6 +72,15 @@ class Settings(BaseSettings):
     # The queue's Wait loop in the state machine (tests use 1 s).
     queue_min_wait_seconds: int = Field(default=2, ge=1)
     queue_max_wait_seconds: int = Field(default=60, ge=1)
+
+    # DELETE waits this long for Step Functions to confirm the stop before answering CANCELLING.
+    cancel_settle_seconds: float = Field(default=5.0, ge=0)
+
+    # Server-sent events.
+    sse_heartbeat_seconds: float = Field(default=15.0, gt=0)
+    sse_poll_seconds: float = Field(default=0.5, gt=0, description="How often one feed reads a validation's event log.")
+    sse_gap_wait_seconds: float = Field(default=5.0, ge=0)
+    sse_retry_millis: int = Field(default=2000, ge=0)
 
     # Step Functions retry timing, templated into the ASL. Tests use short intervals.
     sfn_retry_interval_seconds: int = Field(default=2, ge=1)

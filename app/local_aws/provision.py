@@ -82,7 +82,7 @@ class Provisioner:
 
     def create_tables(self) -> None:
         dynamodb = self._client("dynamodb")
-        existing = set(dynamodb.list_tables()["TableNames"])
+        existing = {name for page in dynamodb.get_paginator("list_tables").paginate() for name in page["TableNames"]}
         for logical, spec in self.resources["tables"].items():
             name = self.settings.table(logical)
             if name in existing:
@@ -149,6 +149,7 @@ class Provisioner:
             "VALIDATIONS_TABLE": s.table("validations"),
             "CHUNKS_TABLE": s.table("chunks"),
             "USERS_TABLE": s.table("users"),
+            "EVENTS_TABLE": s.table("events"),
             "BUCKETS_TABLE": s.table("buckets"),
             "QUEUE_MIN_WAIT_SECONDS": str(s.queue_min_wait_seconds),
             "QUEUE_MAX_WAIT_SECONDS": str(s.queue_max_wait_seconds),
@@ -201,7 +202,8 @@ class Provisioner:
     def create_state_machine(self, role_arn: str, function_arns: Mapping[str, str]) -> str:
         sfn = self._client("stepfunctions")
         definition = self.definition(function_arns)
-        for machine in sfn.list_state_machines()["stateMachines"]:
+        machines = [m for page in sfn.get_paginator("list_state_machines").paginate() for m in page["stateMachines"]]
+        for machine in machines:
             if machine["name"] == self.settings.state_machine_name:
                 arn = machine["stateMachineArn"]
                 if sfn.describe_state_machine(stateMachineArn=arn)["definition"] != definition:

@@ -11,6 +11,7 @@ from app.aws.stepfunctions import Executions
 from app.deps import ClientsDep, SettingsDep
 from app.errors import PROBLEM_JSON
 from app.pagination import encode_cursor
+from app.events.store import EventStore
 from app.quotas.service import QuotaService
 from app.validations.intake import JsonSubmission, read_submission
 from app.validations.schemas import HistoryPage, Problem, ResultPage, ValidationOut, ValidationPage
@@ -20,7 +21,11 @@ from app.validations.store import ValidationStore
 
 def get_service(settings: SettingsDep, clients: ClientsDep) -> ValidationService:
     return ValidationService(
-        ValidationStore(clients, settings), Executions(clients.sfn, settings.state_machine_arn or ""), QuotaService(clients, settings), settings
+        ValidationStore(clients, settings),
+        Executions(clients.sfn, settings.state_machine_arn or ""),
+        QuotaService(clients, settings),
+        EventStore(clients, settings),
+        settings,
     )
 
 

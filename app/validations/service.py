@@ -11,6 +11,7 @@ from typing import Any
 
 from app.auth.dependencies import Principal
 from app.aws.stepfunctions import Executions
+from app.events.store import EventStore
 from app.errors import AppError, BadRequest, Conflict, NotFound, TooManyRequests, UpstreamError, Unprocessable
 from app.quotas.service import QuotaService
 from app.pagination import decode_cursor, encode_cursor
@@ -20,6 +21,7 @@ from app.validations.store import ValidationStore, now_iso
 from core import prompt
 from core.quota import Quota, Refusal, rate_limit_headers
 from core.chunking import chunk_text
+from core.results import file_result
 from core.records import MAX_MAP_ITEMS, TERMINAL, ChunkStatus, ValidationStatus, batches, chunk_id
 
 log = logging.getLogger(__name__)
@@ -55,8 +57,9 @@ def _plan(submission: Submission, validation_id: str, budget: int, completion_to
 
 
 class ValidationService:
-    def __init__(self, store: ValidationStore, executions: Executions, quotas: QuotaService, settings: Settings) -> None:
+    def __init__(self, store: ValidationStore, executions: Executions, quotas: QuotaService, events: EventStore, settings: Settings) -> None:
         self.store = store
+        self.events = events
         self.executions = executions
         self.quotas = quotas
         self.settings = settings
@@ -146,6 +149,7 @@ class ValidationService:
             raise UpstreamError(f"Could not store or start the validation: {type(exc).__name__}") from exc
         if arn != record["execution_arn"]:  # AWS documents the format; trust what it answered
             await self.store.update(validation_id, {"execution_arn": arn})
+        await self.events.append_status(validation_id)
         return await self._with_queue(await self.store.get(validation_id) or record, quota)
 
     async def _admit_or_refuse(self, principal: Principal, record: dict[str, Any]) -> None:
@@ -257,21 +261,28 @@ class ValidationService:
         validation["status"] = ValidationStatus.CANCELLING.value
         if validation.get("execution_arn"):
             await self.executions.stop(validation["execution_arn"], cause=f"cancelled by {principal.user_id}")
-        return await self._settle_cancel(validation)
+        # A stop usually settles within a moment: wait for it briefly, so the answer (and the
+        # event stream) says CANCELLED; past that, the next read settles it.
+        deadline = time.monotonic() + self.settings.cancel_settle_seconds
+        while True:
+            validation = await self._settle_cancel(validation)
+            if validation["status"] != ValidationStatus.CANCELLING or time.monotonic() > deadline:
+                return validation
+            await asyncio.sleep(0.1)
 
     async def _settle_cancel(self, validation: dict[str, Any]) -> dict[str, Any]:
         """CANCELLING → CANCELLED once Step Functions confirms the execution stopped."""
         arn = validation.get("execution_arn")
         if arn and await self.executions.status(arn) == "RUNNING":
             return validation
-        finished = now_iso()
-        if await self.store.update(
+        won = await self.store.update(
             validation["id"],
-            {"status": ValidationStatus.CANCELLED.value, "finished_at": finished},
+            {"status": ValidationStatus.CANCELLED.value, "finished_at": now_iso()},
             expect={"status": ValidationStatus.CANCELLING.value},
             remove=("queue_key",),
-        ):
-            validation.update(status=ValidationStatus.CANCELLED.value, finished_at=finished)
+        )
+        if won:  # the one request that settled the cancel tells the viewers
+            await self.events.append_status(validation["id"])
         current = await self.store.get(validation["id"]) or validation
         if current["status"] == ValidationStatus.CANCELLED:
             # Unused tokens back to the owner's bucket, once (a run cancelled while queued reserved none).
@@ -310,6 +321,7 @@ class ValidationService:
             )
             raise
         await asyncio.gather(*(self.store.reset_failed_chunk(validation_id, c["chunk_id"]) for c in todo))
+        await self.events.append_status(validation_id)
         arn = await self.executions.start(
             self._execution_name(validation_id, run),
             {"validation_id": validation_id, "run": run, "batches": batches([c["chunk_id"] for c in todo], MAX_MAP_ITEMS)},
@@ -323,32 +335,3 @@ class ValidationService:
         quota = await self.quotas.quota_of(validation["owner"])
         policy = await self.quotas.policy_of(validation["owner"])
         return Principal(user_id=validation["owner"], role="user", quota=quota, on_limit=policy)
-
-
-def file_result(name: str, chunks: list[dict[str, Any]], rule_ids: list[str]) -> dict[str, Any]:
-    """One file's verdicts: a rule passes when it passes in every chunk; findings are joined."""
-    statuses = {c["status"] for c in chunks}
-    if ChunkStatus.FAILED in statuses:
-        status = "FAILED"
-    elif statuses == {ChunkStatus.SUCCEEDED}:
-        status = "SUCCEEDED"
-    elif ChunkStatus.SUCCEEDED in statuses:
-        status = "RUNNING"
-    else:
-        status = "PENDING"
-    verdicts: dict[str, dict[str, Any]] = {}
-    for chunk in chunks:
-        for verdict in chunk.get("rules") or []:
-            merged = verdicts.setdefault(verdict["id"], {"id": verdict["id"], "passed": True, "findings": []})
-            merged["passed"] = merged["passed"] and verdict["passed"]
-            merged["findings"].extend(verdict["findings"])
-    result: dict[str, Any] = {
-        "file": name,
-        "status": status,
-        "rules": [verdicts[r] for r in rule_ids if r in verdicts] if status == "SUCCEEDED" or verdicts else [],
-        "chunks": {"total": len(chunks), "succeeded": sum(c["status"] == ChunkStatus.SUCCEEDED for c in chunks), "failed": sum(c["status"] == ChunkStatus.FAILED for c in chunks)},
-    }
-    errors = [c["error"] for c in chunks if c.get("error")]
-    if errors:
-        result["error"] = errors[0]
-    return result

@@ -32,6 +32,8 @@ def admit(store: Store, config: LambdaConfig, validation_id: str, run: int) -> d
         quota=store.quota_of(v["owner"]),
     )
     outcome = store.drive(admission_steps(admission, time.time(), now_iso()))
+    if outcome.admitted:
+        store.emit_status(validation_id)
     if outcome.admitted or outcome.gone:
         return {"admitted": outcome.admitted, "gone": outcome.gone, "wait_seconds": 0}
     wanted = outcome.refusal.retry_after if outcome.refusal and outcome.refusal.limit == "tokens" else config.queue_min_wait_seconds

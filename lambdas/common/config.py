@@ -14,6 +14,7 @@ class LambdaConfig(BaseModel, frozen=True):
     chunks_table: str
     uploads_bucket: str
     users_table: str = ""
+    events_table: str = ""
     buckets_table: str = ""
     # The queue's Wait loop: how long a queued validation waits between admission attempts.
     queue_min_wait_seconds: int = 1

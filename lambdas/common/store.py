@@ -5,16 +5,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from functools import lru_cache
-from typing import Any
+from typing import Any, Callable
 
 import boto3
 from boto3.dynamodb.conditions import Key
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
+from core import events
 from core.dynamo import plain
-from core.quota import Quota, settle_items
-from core.records import ChunkStatus, ValidationStatus
+from core.results import file_result
+from core.quota import Quota, settle_items, untyped
+from core.records import ChunkStatus, ValidationStatus, file_range
 from lambdas.common.config import LambdaConfig
 
 def now_iso() -> str:
@@ -189,6 +191,36 @@ class Store:
                 return False
             raise
         return True
+
+
+    # --- the event log behind SSE (core/events.py builds the requests) ---------------------
+    def emit(self, validation_id: str, kind: str, data: Callable[[dict[str, Any]], dict[str, Any]]) -> int:
+        """Append an event; `data` builds it from the validation record as of this event."""
+        record = plain(untyped(self.client.update_item(**events.allocate(self.config.validations_table, validation_id))["Attributes"]))
+        seq = int(record["event_seq"])
+        self.client.put_item(**events.event_put(self.config.events_table, validation_id, seq, kind, data(record)))
+        return seq
+
+    def emit_status(self, validation_id: str) -> int:
+        return self.emit(validation_id, events.STATUS, lambda r: {"status": r["status"], "run": r["run"], "error": r.get("error")})
+
+    def after_chunk(self, validation_id: str, run: int, chunk: dict[str, Any]) -> None:
+        """Progress, and the file's result once its last chunk settled (written once per file and run)."""
+        self.emit(validation_id, events.PROGRESS, events.progress_of)
+        first, last = file_range(chunk["file_index"], chunk["file_index"])
+        chunks = self.chunks(validation_id, first, last)
+        if any(c["status"] == ChunkStatus.PENDING for c in chunks):
+            return
+        try:
+            self.client.update_item(**events.claim_file_report(self.config.validations_table, validation_id, run, chunk["file_index"]))
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                return  # another invocation reports this file
+            raise
+        validation = self.validation(validation_id, "files", "rules")
+        name = validation["files"][chunk["file_index"]]["name"]
+        result = file_result(name, chunks, [r["id"] for r in validation["rules"]])
+        self.emit(validation_id, events.RESULT, lambda _: result)
 
 
 @lru_cache(maxsize=32)

@@ -17,4 +17,5 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     for chunk in store.chunks(event["validation_id"], chunks["first"], chunks["last"]):
         if chunk["status"] == ChunkStatus.PENDING and store.record_failure(event["validation_id"], chunk["chunk_id"], reason):
             failed += 1
+            store.after_chunk(event["validation_id"], int(event["run"]), chunk)
     return {"failed": failed, "reason": reason}

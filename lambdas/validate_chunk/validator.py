@@ -90,6 +90,7 @@ def validate_batch(
             raise UpstreamError(str(exc)) from exc
         if store.record_success(validation_id, chunk["chunk_id"], verdicts, usage, model):
             validated += 1
+            store.after_chunk(validation_id, run, chunk)
         else:  # a duplicate invocation settled it first
             skipped += 1
     return {"validated": validated, "skipped": skipped, "stopped": False}

@@ -1,0 +1,72 @@
+"""`GET /validations/{id}/events`: progress and results as server-sent events (sse-starlette)."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, AsyncIterator
+
+from fastapi import APIRouter, Depends, Header, Request
+from sse_starlette import EventSourceResponse, ServerSentEvent
+
+from app.auth.dependencies import CurrentUser
+from app.deps import SettingsDep
+from app.errors import BadRequest
+from app.events.hub import EventHub
+from app.validations.router import Service, ValidationId, _problems
+from core.events import END
+
+router = APIRouter(prefix="/validations", tags=["events"])
+
+
+def get_hub(request: Request) -> EventHub:
+    return request.app.state.hub
+
+
+def _last_event_id(header: str | None, query: str | None) -> int:
+    raw = header if header is not None else query
+    if raw is None or raw == "":
+        return 0
+    if not raw.isdigit() or len(raw) > 18:
+        raise BadRequest("Last-Event-ID must be an event id this stream sent (a non-negative integer).", field="Last-Event-ID")
+    return int(raw)
+
+
+@router.get(
+    "/{validation_id}/events",
+    response_class=EventSourceResponse,
+    responses={200: {"content": {"text/event-stream": {}}, "description": "status, progress, result events; then end"}, **_problems(400, 401, 404)},
+)
+async def stream_events(
+    validation_id: ValidationId,
+    principal: CurrentUser,
+    service: Service,
+    settings: SettingsDep,
+    hub: Annotated[EventHub, Depends(get_hub)],
+    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
+    after: str | None = None,
+) -> EventSourceResponse:
+    """Server-sent events of one validation; resumes after `Last-Event-ID`; ends with `end`."""
+    start = _last_event_id(last_event_id, after)
+    await service.get(principal, validation_id)  # same authorization as GET /validations/{id}
+
+    async def events() -> AsyncIterator[ServerSentEvent]:
+        feed = hub.join(validation_id)
+        try:
+            first, last_id = True, start
+            async for event in feed.follow(start):
+                retry = settings.sse_retry_millis if first else None
+                first = False
+                if event is None:
+                    status = next((e.data for e in reversed(feed.events) if e.type == "status"), {})
+                    yield ServerSentEvent(data=json.dumps({"status": status.get("status")}), event=END, id=str(last_id), retry=retry)
+                    return
+                last_id = event.seq
+                yield ServerSentEvent(data=json.dumps(event.data), event=event.type, id=str(event.seq), retry=retry)
+        finally:
+            await hub.leave(feed)
+
+    return EventSourceResponse(
+        events(),
+        ping=settings.sse_heartbeat_seconds,
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )

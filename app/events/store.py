@@ -1,0 +1,56 @@
+"""The event log in DynamoDB, for the API: append (status changes) and read (feeds)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from app.aws.clients import AWSClients
+from app.settings import Settings
+from app.validations.store import from_item, to_item
+from core import events
+
+
+@dataclass(frozen=True)
+class Event:
+    seq: int
+    type: str
+    data: dict[str, Any]
+
+
+class EventStore:
+    def __init__(self, clients: AWSClients, settings: Settings) -> None:
+        self._db = clients.dynamodb
+        self._validations = settings.table("validations")
+        self._events = settings.table("events")
+        self.reads = 0  # Query calls made, for the viewers-do-not-multiply-reads guarantee
+
+    async def append(self, validation_id: str, kind: str, data: Callable[[dict[str, Any]], dict[str, Any]]) -> int:
+        answer = await self._db.update_item(**events.allocate(self._validations, validation_id))
+        record = from_item(answer["Attributes"])
+        seq = int(record["event_seq"])
+        await self._db.put_item(**events.event_put(self._events, validation_id, seq, kind, data(record)))
+        return seq
+
+    async def append_status(self, validation_id: str) -> int:
+        return await self.append(validation_id, events.STATUS, lambda r: {"status": r["status"], "run": r["run"], "error": r.get("error")})
+
+    async def after(self, validation_id: str, seq: int) -> list[Event]:
+        """Every stored event with a number above `seq`, in order."""
+        kwargs: dict[str, Any] = {
+            "TableName": self._events,
+            "KeyConditionExpression": "validation_id = :v AND seq > :seq",
+            "ExpressionAttributeValues": to_item({":v": validation_id, ":seq": seq}),
+            "ConsistentRead": True,
+        }
+        found: list[Event] = []
+        while True:
+            self.reads += 1
+            page = await self._db.query(**kwargs)
+            for item in page["Items"]:
+                row = from_item(item)
+                found.append(Event(int(row["seq"]), row["type"], json.loads(row["data"])))
+            if "LastEvaluatedKey" not in page:
+                return found
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]

@@ -1,0 +1,57 @@
+"""The per-validation event log behind server-sent events.
+
+Every event gets the next number of the validation's own sequence (`event_seq` on the
+validation record, incremented atomically), then is stored under (validation_id, seq) in
+the events table. Ids come from storage, not process memory, so `Last-Event-ID` resumes
+across reconnects, API restarts and API instances. Allocation and write are two calls:
+a writer that dies between them leaves a gap, which readers wait out briefly, then skip.
+
+The request builders are shared by the API (aioboto3) and the Lambdas (boto3).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from core.quota import typed
+
+STATUS, PROGRESS, RESULT, END = "status", "progress", "result", "end"
+
+
+def allocate(validations_table: str, validation_id: str) -> dict[str, Any]:
+    """UpdateItem that takes the next sequence number; ALL_NEW also returns the counters."""
+    return {
+        "TableName": validations_table,
+        "Key": typed({"id": validation_id}),
+        "UpdateExpression": "ADD event_seq :one",
+        "ConditionExpression": "attribute_exists(id)",
+        "ExpressionAttributeValues": typed({":one": 1}),
+        "ReturnValues": "ALL_NEW",
+    }
+
+
+def event_put(events_table: str, validation_id: str, seq: int, kind: str, data: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "TableName": events_table,
+        "Item": typed({"validation_id": validation_id, "seq": seq, "type": kind, "data": json.dumps(data), "at": time.time().__round__(3).__str__()}),
+        "ConditionExpression": "attribute_not_exists(seq)",
+    }
+
+
+def claim_file_report(validations_table: str, validation_id: str, run: int, file_index: int) -> dict[str, Any]:
+    """UpdateItem that succeeds for one writer only: the result event of file N in run R is written once."""
+    mark = f"{run}:{file_index}"
+    return {
+        "TableName": validations_table,
+        "Key": typed({"id": validation_id}),
+        "UpdateExpression": "ADD reported :mark",
+        "ConditionExpression": "attribute_not_exists(reported) OR NOT contains(reported, :one)",
+        "ExpressionAttributeValues": typed({":mark": {mark}, ":one": mark}),
+    }
+
+
+def progress_of(record: dict[str, Any]) -> dict[str, int]:
+    total, succeeded, failed = int(record.get("total_chunks", 0)), int(record.get("succeeded", 0)), int(record.get("failed", 0))
+    return {"total": total, "succeeded": succeeded, "failed": failed, "pending": max(0, total - succeeded - failed)}
