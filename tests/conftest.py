@@ -45,6 +45,15 @@ class Aws:
             )
         return self._clients[service]
 
+    def machine_arn(self, name: str) -> str:
+        """A state machine's ARN by name (paginated: the shared embedded AWS holds many)."""
+        pages = self.client("stepfunctions").get_paginator("list_state_machines").paginate()
+        return next(m["stateMachineArn"] for page in pages for m in page["stateMachines"] if m["name"] == name)
+
+    def table_names(self, prefix: str) -> list[str]:
+        pages = self.client("dynamodb").get_paginator("list_tables").paginate()
+        return [t for page in pages for t in page["TableNames"] if t.startswith(prefix)]
+
     def role(self) -> str:
         iam = self.client("iam")
         try:

@@ -128,6 +128,7 @@ class ValidationService:
             "completion_tokens": 0,
             "estimated_tokens": estimate,
             "files": files,
+            "file_settled": {str(i): 0 for i in range(len(files))},  # chunks with a result or failure, per file
             "rules": [{"id": r.id, "text": r.text} for r in submission.rules],
             "execution_arn": self.executions.arn_of(self._execution_name(validation_id, 1)),
         }
@@ -320,7 +321,12 @@ class ValidationService:
                 remove=("queue_key",),
             )
             raise
-        await asyncio.gather(*(self.store.reset_failed_chunk(validation_id, c["chunk_id"]) for c in todo))
+        reset = await asyncio.gather(*(self.store.reset_failed_chunk(validation_id, c["chunk_id"]) for c in todo))
+        per_file: dict[int, int] = {}
+        for chunk, was_reset in zip(todo, reset):
+            if was_reset:
+                per_file[chunk["file_index"]] = per_file.get(chunk["file_index"], 0) + 1
+        await self.store.unsettle_files(validation_id, per_file)
         await self.events.append_status(validation_id)
         arn = await self.executions.start(
             self._execution_name(validation_id, run),

@@ -82,6 +82,20 @@ class ValidationStore:
             raise
         return True
 
+    async def unsettle_files(self, validation_id: str, reset_per_file: dict[int, int]) -> None:
+        """After failed chunks are reset for a retry, their files count them as unsettled again."""
+        if not reset_per_file:
+            return
+        names = {f"#f{i}": str(i) for i in reset_per_file}
+        values = {f":n{i}": n for i, n in reset_per_file.items()}
+        await self._db.update_item(
+            TableName=self._validations,
+            Key=to_item({"id": validation_id}),
+            UpdateExpression="SET " + ", ".join(f"file_settled.#f{i} = file_settled.#f{i} - :n{i}" for i in reset_per_file),
+            ExpressionAttributeNames=names,
+            ExpressionAttributeValues=to_item(values),
+        )
+
     async def list_for_owner(self, owner: str, limit: int, start_key: dict[str, Any] | None) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
         kwargs: dict[str, Any] = {
             "TableName": self._validations,

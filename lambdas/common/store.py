@@ -71,7 +71,7 @@ class Store:
         )["Body"].read()
         return body.decode("utf-8")
 
-    def _settle_chunk(self, validation_id: str, chunk_id: str, status: ChunkStatus, fields: dict[str, Any], counters: dict[str, int]) -> bool:
+    def _settle_chunk(self, validation_id: str, chunk: dict[str, Any], status: ChunkStatus, fields: dict[str, Any], counters: dict[str, int]) -> bool:
         """Move a PENDING chunk to its final status and bump the validation's counters, atomically.
 
         False when the chunk had already settled (a retried or duplicated invocation).
@@ -86,7 +86,7 @@ class Store:
                     {
                         "Update": {
                             "TableName": self.config.chunks_table,
-                            "Key": {"validation_id": validation_id, "chunk_id": chunk_id},
+                            "Key": {"validation_id": validation_id, "chunk_id": chunk["chunk_id"]},
                             "UpdateExpression": f"SET {sets}",
                             "ConditionExpression": "#status = :pending",
                             "ExpressionAttributeNames": names,
@@ -97,8 +97,12 @@ class Store:
                         "Update": {
                             "TableName": self.config.validations_table,
                             "Key": {"id": validation_id},
-                            "UpdateExpression": "ADD " + ", ".join(f"{k} :{k}" for k in counters),
-                            "ExpressionAttributeValues": {f":{k}": v for k, v in counters.items()},
+                            # Per-file settled counts tell the event writer when a file is complete
+                            # without reading the file's chunks after every chunk.
+                            "UpdateExpression": "ADD " + ", ".join(f"{k} :{k}" for k in counters)
+                            + " SET file_settled.#file = file_settled.#file + :one",
+                            "ExpressionAttributeNames": {"#file": str(chunk["file_index"])},
+                            "ExpressionAttributeValues": {**{f":{k}": v for k, v in counters.items()}, ":one": 1},
                         }
                     },
                 ]
@@ -109,18 +113,18 @@ class Store:
             raise
         return True
 
-    def record_success(self, validation_id: str, chunk_id: str, rules: list[dict[str, Any]], usage: dict[str, int], model: str) -> bool:
+    def record_success(self, validation_id: str, chunk: dict[str, Any], rules: list[dict[str, Any]], usage: dict[str, int], model: str) -> bool:
         return self._settle_chunk(
             validation_id,
-            chunk_id,
+            chunk,
             ChunkStatus.SUCCEEDED,
             {"rules": rules, "usage": usage, "model": model, "finished_at": now_iso()},
             {"succeeded": 1, "prompt_tokens": usage["prompt_tokens"], "completion_tokens": usage["completion_tokens"]},
         )
 
-    def record_failure(self, validation_id: str, chunk_id: str, error: dict[str, str]) -> bool:
+    def record_failure(self, validation_id: str, chunk: dict[str, Any], error: dict[str, str]) -> bool:
         return self._settle_chunk(
-            validation_id, chunk_id, ChunkStatus.FAILED, {"error": error, "finished_at": now_iso()}, {"failed": 1}
+            validation_id, chunk, ChunkStatus.FAILED, {"error": error, "finished_at": now_iso()}, {"failed": 1}
         )
 
     def finish(self, validation_id: str, run: int, status: ValidationStatus, error: dict[str, str] | None) -> bool:
@@ -194,32 +198,31 @@ class Store:
 
 
     # --- the event log behind SSE (core/events.py builds the requests) ---------------------
-    def emit(self, validation_id: str, kind: str, data: Callable[[dict[str, Any]], dict[str, Any]]) -> int:
-        """Append an event; `data` builds it from the validation record as of this event."""
+    def emit(self, validation_id: str, kind: str, data: Callable[[dict[str, Any]], dict[str, Any]]) -> dict[str, Any]:
+        """Append an event; `data` builds it from the validation record as of this event (returned)."""
         record = plain(untyped(self.client.update_item(**events.allocate(self.config.validations_table, validation_id))["Attributes"]))
-        seq = int(record["event_seq"])
-        self.client.put_item(**events.event_put(self.config.events_table, validation_id, seq, kind, data(record)))
-        return seq
+        self.client.put_item(**events.event_put(self.config.events_table, validation_id, int(record["event_seq"]), kind, data(record)))
+        return record
 
-    def emit_status(self, validation_id: str) -> int:
-        return self.emit(validation_id, events.STATUS, lambda r: {"status": r["status"], "run": r["run"], "error": r.get("error")})
+    def emit_status(self, validation_id: str) -> None:
+        self.emit(validation_id, events.STATUS, lambda r: {"status": r["status"], "run": r["run"], "error": r.get("error")})
 
     def after_chunk(self, validation_id: str, run: int, chunk: dict[str, Any]) -> None:
         """Progress, and the file's result once its last chunk settled (written once per file and run)."""
-        self.emit(validation_id, events.PROGRESS, events.progress_of)
-        first, last = file_range(chunk["file_index"], chunk["file_index"])
-        chunks = self.chunks(validation_id, first, last)
-        if any(c["status"] == ChunkStatus.PENDING for c in chunks):
+        record = self.emit(validation_id, events.PROGRESS, events.progress_of)
+        index = chunk["file_index"]
+        if record.get("file_settled", {}).get(str(index), 0) < record["files"][index]["chunks"]:
             return
+        first, last = file_range(index, index)
+        chunks = self.chunks(validation_id, first, last)
         try:
             self.client.update_item(**events.claim_file_report(self.config.validations_table, validation_id, run, chunk["file_index"]))
         except ClientError as exc:
             if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
                 return  # another invocation reports this file
             raise
-        validation = self.validation(validation_id, "files", "rules")
-        name = validation["files"][chunk["file_index"]]["name"]
-        result = file_result(name, chunks, [r["id"] for r in validation["rules"]])
+        name = record["files"][index]["name"]
+        result = file_result(name, chunks, [r["id"] for r in record["rules"]])
         self.emit(validation_id, events.RESULT, lambda _: result)
 
 

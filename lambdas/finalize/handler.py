@@ -31,8 +31,9 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
                 "type": "chunks_failed",
                 "detail": f"{total - succeeded} of {total} chunks have no result; retry reruns only those",
             }
+    # Settle first: whoever sees the terminal status can count on the refund being done.
+    settled = store.settle(validation_id)  # unused tokens back to the user's bucket, once
     written = store.finish(validation_id, run, status, error)
     if written:
         store.emit_status(validation_id)
-    settled = store.settle(validation_id)  # unused tokens back to the user's bucket, once
     return {"status": status.value, "written": written, "settled": settled}

@@ -15,7 +15,7 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     chunks = event["chunks"]
     failed = 0
     for chunk in store.chunks(event["validation_id"], chunks["first"], chunks["last"]):
-        if chunk["status"] == ChunkStatus.PENDING and store.record_failure(event["validation_id"], chunk["chunk_id"], reason):
+        if chunk["status"] == ChunkStatus.PENDING and store.record_failure(event["validation_id"], chunk, reason):
             failed += 1
             store.after_chunk(event["validation_id"], int(event["run"]), chunk)
     return {"failed": failed, "reason": reason}

@@ -88,7 +88,7 @@ def validate_batch(
             verdicts = prompt.parse_answer(content, rules)
         except prompt.InvalidAnswer as exc:
             raise UpstreamError(str(exc)) from exc
-        if store.record_success(validation_id, chunk["chunk_id"], verdicts, usage, model):
+        if store.record_success(validation_id, chunk, verdicts, usage, model):
             validated += 1
             store.after_chunk(validation_id, run, chunk)
         else:  # a duplicate invocation settled it first

@@ -161,7 +161,8 @@ def test_five_hundred_chunk_validation_stays_inside_step_functions_limits(make_a
     assert done["progress"]["total"] >= 500
     assert simulator.stats.requests == done["progress"]["total"]
     sfn = aws.client("stepfunctions")
-    execution = sfn.describe_execution(executionArn=f"{sfn.list_state_machines()['stateMachines'][0]['stateMachineArn'].rsplit(':', 2)[0]}:execution:{settings.state_machine_name}:{created['id']}")
+    machine = aws.machine_arn(settings.state_machine_name)
+    execution = sfn.describe_execution(executionArn=f"{machine.replace(':stateMachine:', ':execution:')}:{created['id']}")
     assert len(execution["input"].encode()) < 256 * 1024
     events = sfn.get_execution_history(executionArn=execution["executionArn"], maxResults=1000)
     count = len(events["events"])

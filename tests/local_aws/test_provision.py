@@ -35,8 +35,9 @@ def test_provisioning_twice_creates_nothing_twice_and_keeps_changed_parameters(s
     second = Provisioner(settings, embedded_aws.endpoint_url).run()
 
     assert second == first
-    machines = [m for m in aws.client("stepfunctions").list_state_machines()["stateMachines"] if m["name"] == settings.state_machine_name]
+    pages = aws.client("stepfunctions").get_paginator("list_state_machines").paginate()
+    machines = [m for page in pages for m in page["stateMachines"] if m["name"] == settings.state_machine_name]
     assert len(machines) == 1
-    tables = [t for t in aws.client("dynamodb").list_tables()["TableNames"] if t.startswith(settings.name_prefix + "-")]
+    tables = aws.table_names(settings.name_prefix + "-")
     assert sorted(tables) == sorted(settings.table(t) for t in load_resources()["tables"])
     assert aws.client("ssm").get_parameter(Name=f"{settings.ssm_prefix}/max-parallelism")["Parameter"]["Value"] == "9"

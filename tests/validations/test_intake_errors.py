@@ -13,7 +13,7 @@ from tests.conftest import ADMIN
 def stored(aws, settings) -> dict[str, int]:
     """What exists for this deployment: S3 objects, records, executions, idempotency keys."""
     db = aws.client("dynamodb")
-    machine = [m for m in aws.client("stepfunctions").list_state_machines()["stateMachines"] if m["name"] == settings.state_machine_name][0]
+    machine = {"stateMachineArn": aws.machine_arn(settings.state_machine_name)}
     return {
         "objects": aws.client("s3").list_objects_v2(Bucket=settings.bucket).get("KeyCount", 0),
         "validations": db.scan(TableName=settings.table("validations"), Select="COUNT")["Count"],
