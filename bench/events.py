@@ -91,7 +91,7 @@ def main() -> None:
             latencies = sorted(received[int(i["seq"]["N"])] - float(i["at"]["S"]) for i in stored if int(i["seq"]["N"]) in received)
 
             # Memory: 1,000 idle streams on a validation whose model calls take minutes.
-            simulator.reconfigure(latency_seconds=600)
+            simulator.reconfigure(latency_seconds=120)
             idle = httpx.post(f"{base}/validations", headers=HEADERS, json={"documents": [{"name": "b.txt", "content": "row\n"}], "rules": ["t"]}).json()["id"]
             time.sleep(1)
             before = rss_kib(api.pid)
@@ -106,7 +106,7 @@ def main() -> None:
                 await task
 
             asyncio.run(measure())
-            httpx.delete(f"{base}/validations/{idle}", headers=HEADERS)
+            httpx.delete(f"{base}/validations/{idle}", headers=HEADERS, timeout=30)
         finally:
             api.terminate()
             api.wait(timeout=15)
