@@ -8,7 +8,6 @@ directly (no Step Functions, no HTTP), which is what the machine can do at best.
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor

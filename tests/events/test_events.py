@@ -11,8 +11,8 @@ import pytest
 from app.main import create_app
 from app.serving import ThreadedServer
 from app.settings import Settings
-from tests.conftest import ADMIN, lines_document, make_user, set_parallelism, wait_for, wait_for_status
-from tests.events.sse import Message, parse, read
+from tests.conftest import ADMIN, lines_document, set_parallelism, wait_for
+from tests.events.sse import read
 from tests.servers import embedded_aws_process
 
 RULES = ['must not contain "secret"']

@@ -11,7 +11,6 @@ import time
 import uuid
 
 import aioboto3
-import pytest
 
 from tests.conftest import REGION, wait_for
 from tests.local_aws.handlers import probe

@@ -7,7 +7,6 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import ADMIN
 
 
 def stored(aws, settings) -> dict[str, int]:
