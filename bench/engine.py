@@ -24,26 +24,7 @@ HANDLER_SECONDS = 0.05
 
 def run_map(aws: Aws) -> float:
     function = aws.function("tests.local_aws.handlers.sleepy")
-    machine = aws.state_machine(
-        {
-            "StartAt": "Fan",
-            "States": {
-                "Fan": {
-                    "Type": "Map",
-                    "ItemsPath": "$.items",
-                    "MaxConcurrency": CONCURRENCY,
-                    "ItemSelector": {"probe.$": "$.probe", "sleep": HANDLER_SECONDS},
-                    "ItemProcessor": {
-                        "ProcessorConfig": {"Mode": "INLINE"},
-                        "StartAt": "Work",
-                        "States": {"Work": {"Type": "Task", "Resource": function, "End": True}},
-                    },
-                    "ResultPath": None,
-                    "End": True,
-                }
-            },
-        }
-    )
+    machine = aws.map_machine(function, max_concurrency=CONCURRENCY, sleep=HANDLER_SECONDS, ResultPath=None)
     name = uuid.uuid4().hex
     started = time.perf_counter()
     execution = aws.start(machine, {"probe": name, "items": list(range(ITEMS))})

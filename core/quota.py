@@ -237,6 +237,23 @@ def admission_steps(admission: Admission, now: float, started_at: str):  # type:
     return Outcome(False, refusal=Refusal("tokens", 1.0, 0.0, now))
 
 
+def settlement(validations_table: str, buckets_table: str, validation: dict[str, Any], quota: Quota | None) -> list[dict[str, Any]] | None:
+    """The settle transaction for the validation's current run, or None when there is nothing to settle."""
+    if quota is None or "reserved_run" not in validation or validation.get("settled_run", 0) >= validation["reserved_run"]:
+        return None
+    used = validation.get("prompt_tokens", 0) + validation.get("completion_tokens", 0) - validation.get("usage_at_start", 0)
+    return settle_items(
+        validations_table, buckets_table, validation["id"], validation["owner"], validation["reserved_run"], quota, validation.get("reserved", 0) - used
+    )
+
+
+def cancellation_reasons(error_response: dict[str, Any], request: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
+    """A cancelled transaction's reasons, for admission_steps; None when the error is something else."""
+    if error_response["Error"]["Code"] != "TransactionCanceledException":
+        return None
+    return error_response.get("CancellationReasons") or [{"Code": "ConditionalCheckFailed"}] * len(request)
+
+
 def settle_items(
     validations_table: str, buckets_table: str, validation_id: str, owner: str, run: int, quota: Quota, refund_tokens: int
 ) -> list[dict[str, Any]]:

@@ -80,6 +80,23 @@ class Aws:
             name=f"sm-{uuid.uuid4().hex[:10]}", definition=json.dumps(definition), roleArn=self.role()
         )["stateMachineArn"]
 
+    def map_machine(self, function_arn: str, *, max_concurrency: int, sleep: float, **map_fields: Any) -> str:
+        """A state machine of one inline Map over `$.items`, each item a Task calling `function_arn`."""
+        fan = {
+            "Type": "Map",
+            "ItemsPath": "$.items",
+            "MaxConcurrency": max_concurrency,
+            "ItemSelector": {"probe.$": "$.probe", "item.$": "$$.Map.Item.Value", "sleep": sleep},
+            "ItemProcessor": {
+                "ProcessorConfig": {"Mode": "INLINE"},
+                "StartAt": "Work",
+                "States": {"Work": {"Type": "Task", "Resource": function_arn, "End": True}},
+            },
+            "End": True,
+            **map_fields,
+        }
+        return self.state_machine({"StartAt": "Fan", "States": {"Fan": fan}})
+
     def start(self, machine_arn: str, payload: dict[str, Any]) -> str:
         return self.client("stepfunctions").start_execution(
             stateMachineArn=machine_arn, name=uuid.uuid4().hex, input=json.dumps(payload)

@@ -10,7 +10,7 @@ from botocore.exceptions import ClientError
 from app.aws.clients import AWSClients
 from app.settings import Settings
 from app.validations.store import from_item, now_iso
-from core.quota import Admission, Outcome, Quota, admission_steps, settle_items, typed
+from core.quota import Admission, Outcome, Quota, admission_steps, cancellation_reasons, settlement, typed
 
 
 class QuotaService:
@@ -26,12 +26,12 @@ class QuotaService:
 
     async def quota_of(self, user_id: str) -> Quota | None:
         """None for principals without a user record (the bootstrap admin): not rate limited."""
-        user = await self._user(user_id)
-        return Quota.of(user["quota"]) if user else None
+        return (await self.limits_of(user_id))[0]
 
-    async def policy_of(self, user_id: str) -> str:
+    async def limits_of(self, user_id: str) -> tuple[Quota | None, str]:
+        """(quota, on_limit policy) from one read of the user record."""
         user = await self._user(user_id)
-        return str(user["on_limit"]) if user else "queue"
+        return (Quota.of(user["quota"]), str(user["on_limit"])) if user else (None, "queue")
 
     async def create_bucket(self, user_id: str) -> None:
         """A full bucket, no validation running. Idempotent (kept if it exists)."""
@@ -63,9 +63,9 @@ class QuotaService:
                 await self._db.transact_write_items(TransactItems=request)
                 answer = None
             except ClientError as exc:
-                if exc.response["Error"]["Code"] != "TransactionCanceledException":
+                answer = cancellation_reasons(exc.response, request)
+                if answer is None:
                     raise
-                answer = exc.response.get("CancellationReasons") or [{"Code": "ConditionalCheckFailed"}] * len(request)
 
     async def admit(self, validation: dict[str, Any], quota: Quota | None, fifo: bool = True) -> Outcome:
         admission = Admission(
@@ -95,12 +95,9 @@ class QuotaService:
 
     async def settle(self, validation: dict[str, Any], quota: Quota | None) -> bool:
         """Refund the current run's unused reservation, once (False when nothing to do)."""
-        if quota is None or "reserved_run" not in validation or validation.get("settled_run", 0) >= validation["reserved_run"]:
+        items = settlement(self._validations, self._buckets, validation, quota)
+        if items is None:
             return False
-        used = validation.get("prompt_tokens", 0) + validation.get("completion_tokens", 0) - validation.get("usage_at_start", 0)
-        items = settle_items(
-            self._validations, self._buckets, validation["id"], validation["owner"], validation["reserved_run"], quota, validation.get("reserved", 0) - used
-        )
         try:
             await self._db.transact_write_items(TransactItems=items)
         except ClientError as exc:

@@ -338,6 +338,5 @@ class ValidationService:
 
     async def _owner(self, validation: dict[str, Any]) -> Principal:
         """The owner as a principal (an admin acting on someone's validation spends their quota)."""
-        quota = await self.quotas.quota_of(validation["owner"])
-        policy = await self.quotas.policy_of(validation["owner"])
+        quota, policy = await self.quotas.limits_of(validation["owner"])
         return Principal(user_id=validation["owner"], role="user", quota=quota, on_limit=policy)

@@ -15,7 +15,7 @@ from botocore.exceptions import ClientError
 from core import events
 from core.dynamo import plain
 from core.results import file_result
-from core.quota import Quota, settle_items, untyped
+from core.quota import Quota, cancellation_reasons, settlement, untyped
 from core.records import ChunkStatus, ValidationStatus, file_range
 from lambdas.common.config import LambdaConfig
 
@@ -172,22 +172,17 @@ class Store:
                 self.client.transact_write_items(TransactItems=request)
                 answer = None
             except ClientError as exc:
-                if exc.response["Error"]["Code"] != "TransactionCanceledException":
+                answer = cancellation_reasons(exc.response, request)
+                if answer is None:
                     raise
-                answer = exc.response.get("CancellationReasons") or [{"Code": "ConditionalCheckFailed"}] * len(request)
 
     def settle(self, validation_id: str) -> bool:
         """Refund what the current run reserved and did not use; once per run (False if nothing to do)."""
-        v = self.validation(validation_id, "owner", "reserved", "reserved_run", "settled_run", "usage_at_start", "prompt_tokens", "completion_tokens")
-        if "reserved_run" not in v or v.get("settled_run", 0) >= v["reserved_run"]:
+        fields = ("id", "owner", "reserved", "reserved_run", "settled_run", "usage_at_start", "prompt_tokens", "completion_tokens")
+        v = self.validation(validation_id, *fields)
+        items = settlement(self.config.validations_table, self.config.buckets_table, v, self.quota_of(v["owner"]))
+        if items is None:
             return False
-        quota = self.quota_of(v["owner"])
-        if quota is None:
-            return False
-        used = v.get("prompt_tokens", 0) + v.get("completion_tokens", 0) - v.get("usage_at_start", 0)
-        items = settle_items(
-            self.config.validations_table, self.config.buckets_table, validation_id, v["owner"], v["reserved_run"], quota, v.get("reserved", 0) - used
-        )
         try:
             self.client.transact_write_items(TransactItems=items)
         except ClientError as exc:

@@ -161,26 +161,7 @@ def test_choice_and_wait_seconds_path_loop_with_dynamodb_update_item(aws):
 
 
 def test_stop_mid_map_aborts_and_no_handler_starts_after_the_stop_settles(aws):
-    sleepy = aws.function("tests.local_aws.handlers.sleepy")
-    machine = aws.state_machine(
-        {
-            "StartAt": "Fan",
-            "States": {
-                "Fan": {
-                    "Type": "Map",
-                    "ItemsPath": "$.items",
-                    "MaxConcurrency": 2,
-                    "ItemSelector": {"probe.$": "$.probe", "item.$": "$$.Map.Item.Value", "sleep": 0.3},
-                    "ItemProcessor": {
-                        "ProcessorConfig": {"Mode": "INLINE"},
-                        "StartAt": "Work",
-                        "States": {"Work": _task(sleepy, End=True)},
-                    },
-                    "End": True,
-                }
-            },
-        }
-    )
+    machine = aws.map_machine(aws.function("tests.local_aws.handlers.sleepy"), max_concurrency=2, sleep=0.3)
     name = uuid.uuid4().hex
     execution = aws.start(machine, {"probe": name, "items": list(range(40))})
     wait_for(lambda: probe.calls[name] >= 3, what="the map to be under way")

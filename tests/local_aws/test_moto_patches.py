@@ -9,25 +9,7 @@ from tests.local_aws.handlers import probe
 
 
 def _map_machine(aws, function_arn: str) -> str:
-    return aws.state_machine(
-        {
-            "StartAt": "Fan",
-            "States": {
-                "Fan": {
-                    "Type": "Map",
-                    "ItemsPath": "$.items",
-                    "MaxConcurrency": 2,
-                    "ItemSelector": {"probe.$": "$.probe", "sleep": 0.3},
-                    "ItemProcessor": {
-                        "ProcessorConfig": {"Mode": "INLINE"},
-                        "StartAt": "Work",
-                        "States": {"Work": {"Type": "Task", "Resource": function_arn, "End": True}},
-                    },
-                    "End": True,
-                }
-            },
-        }
-    )
+    return aws.map_machine(function_arn, max_concurrency=2, sleep=0.3)
 
 
 def test_stop_during_map_is_aborted_not_failed_with_runtime_error(aws):
