@@ -42,6 +42,7 @@ class Settings(BaseSettings):
     buckets_table: str | None = None
     audit_table: str | None = None
     events_table: str | None = None
+    governor_table: str | None = None
     uploads_bucket: str | None = None
     state_machine_arn: str | None = None
     ssm_prefix: str = "/app"
@@ -86,6 +87,12 @@ class Settings(BaseSettings):
     sfn_retry_interval_seconds: int = Field(default=2, ge=1)
     sfn_retry_max_attempts: int = Field(default=6, ge=0)
     sfn_retry_max_delay_seconds: int = Field(default=30, ge=1)
+
+    # The TPM governor (issue 6). The "minute" is scaled down in benchmarks, like the simulator's.
+    governor_window_seconds: float = Field(default=60.0, gt=0, description="The window target_tpm is per.")
+    lease_seconds: float = Field(default=30.0, gt=0, description="A dead validator's slot and unused tokens come back after this.")
+    config_cache_seconds: float = Field(default=5.0, ge=0, description="How long Lambdas and the API keep SSM values.")
+    map_concurrency_ceiling: int = Field(default=10, ge=1, le=40, description="Raising max-parallelism live reaches up to this on running validations.")
 
     # Health checks must not hang a load balancer's probe.
     readiness_timeout_seconds: float = 3.0
