@@ -52,6 +52,9 @@ def claim_file_report(validations_table: str, validation_id: str, run: int, file
     }
 
 
-def progress_of(record: dict[str, Any]) -> dict[str, int]:
+def progress_of(record: dict[str, Any]) -> dict[str, Any]:
     total, succeeded, failed = int(record.get("total_chunks", 0)), int(record.get("succeeded", 0)), int(record.get("failed", 0))
-    return {"total": total, "succeeded": succeeded, "failed": failed, "pending": max(0, total - succeeded - failed)}
+    progress: dict[str, Any] = {"total": total, "succeeded": succeeded, "failed": failed, "pending": max(0, total - succeeded - failed)}
+    if record.get("parallelism") is not None:
+        progress["parallelism"] = int(record["parallelism"])  # the validation's effective parallelism
+    return progress

@@ -135,8 +135,12 @@ def simulator() -> Iterator[SimulatorServer]:
 
 @pytest.fixture
 def settings(embedded_aws: EmbeddedAWS, simulator: SimulatorServer) -> Settings:
-    """Local-mode settings against the shared embedded AWS, with names unique to the test."""
-    return Settings(
+    """Local-mode settings against the shared embedded AWS, with names unique to the test.
+
+    The governor's target is the simulator's limit (provisioning keeps a parameter that
+    exists), so tests not about the TPM budget are not slowed by the 50,000 TPM default.
+    """
+    settings = Settings(
         _env_file=None,
         aws_endpoint_url=embedded_aws.endpoint_url,
         name_prefix=f"t{uuid.uuid4().hex[:8]}",
@@ -148,6 +152,9 @@ def settings(embedded_aws: EmbeddedAWS, simulator: SimulatorServer) -> Settings:
         sfn_retry_max_attempts=4,
         sfn_retry_max_delay_seconds=2,
     )
+    ssm = Aws(embedded_aws.endpoint_url).client("ssm")
+    ssm.put_parameter(Name=f"{settings.ssm_prefix}/target-tpm", Value=str(simulator.simulator.config.tpm), Type="String")
+    return settings
 
 
 ADMIN = {"Authorization": "Bearer admin-test-key"}

@@ -1,10 +1,16 @@
-"""Parallelism settings in SSM Parameter Store, read by every execution at its start."""
+"""Parallelism settings in SSM Parameter Store (read live by the controller and the
+validators, cached a few seconds), and the governor's state beside them."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from botocore.exceptions import ClientError
+
+from core import governor as g
+from core.dynamo import plain
+from core.quota import typed, untyped
 
 from app.aws.clients import AWSClients
 from app.errors import UpstreamError
@@ -36,3 +42,48 @@ class ParallelismSettings:
     async def write(self, changes: dict[str, Any]) -> None:
         for field, value in changes.items():
             await self._ssm.put_parameter(Name=self._name(field), Value=str(value), Type="String", Overwrite=True)
+
+
+class GovernorView:
+    """What the TPM governor is doing (core/governor.py), read from its table."""
+
+    def __init__(self, clients: AWSClients, settings: Settings) -> None:
+        self._dynamodb = clients.dynamodb
+        self._table = settings.table("governor")
+        self._window = settings.governor_window_seconds
+
+    async def read(self, configured: dict[str, Any]) -> dict[str, Any]:
+        now = time.time()
+        try:
+            item = (await self._dynamodb.get_item(TableName=self._table, Key=typed(g.BUDGET_KEY), ConsistentRead=True)).get("Item")
+            usage = await self._dynamodb.batch_get_item(
+                RequestItems={self._table: {"Keys": [typed(k) for k in g.usage_keys(now, self._window)], "ConsistentRead": True}}
+            )
+            in_flight = 0
+            for shard in range(g.OPEN_SHARDS):
+                answer = await self._dynamodb.query(
+                    TableName=self._table,
+                    IndexName="open_leases",
+                    KeyConditionExpression="open_shard = :s AND open_until >= :now",
+                    ExpressionAttributeValues=typed({":s": f"s{shard}", ":now": g._num(now)}),
+                    Select="COUNT",
+                )
+                in_flight += answer["Count"]
+        except ClientError as exc:
+            raise UpstreamError(f"DynamoDB read of the governor failed: {exc.response['Error']['Code']}") from exc
+        limits = g.Limits(configured["max_parallelism"], configured["target_tpm"], configured["throttle_threshold"])
+        budget = g.Budget(limits, g.BudgetState.of(plain(untyped(item)) if item else None), self._window)
+        return {
+            **configured,
+            "effective": {
+                "tokens_per_window": int(budget.tokens_per_window(now)),
+                "window_seconds": self._window,
+                "factor": round(budget.factor(now), 3),
+                "upstream_limit_tokens": budget.state.upstream_tpm,
+                "burst_tokens": int(budget.capacity(0)),
+            },
+            "usage": {
+                "tokens_last_window": sum(int(plain(untyped(i)).get("tokens", 0)) for i in usage["Responses"].get(self._table, [])),
+                "calls_in_flight": in_flight,
+            },
+        }

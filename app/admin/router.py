@@ -6,12 +6,12 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query
 
-from app.admin.parallelism import ParallelismSettings
+from app.admin.parallelism import GovernorView, ParallelismSettings
 from app.auth.dependencies import CurrentAdmin
 from app.deps import ClientsDep, SettingsDep
 from app.pagination import decode_cursor, encode_cursor
 from app.quotas.service import QuotaService
-from app.users.schemas import AuditPage, ParallelismOut, ParallelismPatch, UserCreate, UserOut, UserPatch, UserWithKey
+from app.users.schemas import AuditPage, ParallelismPatch, ParallelismView, UserCreate, UserOut, UserPatch, UserWithKey
 from app.users.service import UserService
 from app.users.store import UserStore
 from app.validations.router import _problems
@@ -50,15 +50,16 @@ async def rotate_key(user_id: UserId, admin: CurrentAdmin, users: Users) -> dict
     return await users.rotate_key(admin, user_id)
 
 
-@router.get("/parallelism", response_model=ParallelismOut, responses=_problems(502))
+@router.get("/parallelism", response_model=ParallelismView, responses=_problems(502))
 async def get_parallelism(admin: CurrentAdmin, settings: SettingsDep, clients: ClientsDep) -> dict:
-    """The SSM values new executions start with."""
-    return await ParallelismSettings(clients, settings).read()
+    """The SSM values (configured), the governor's effective budget, and the tokens used in the last window."""
+    return await GovernorView(clients, settings).read(await ParallelismSettings(clients, settings).read())
 
 
-@router.patch("/parallelism", response_model=ParallelismOut, responses=_problems(502))
+@router.patch("/parallelism", response_model=ParallelismView, responses=_problems(502))
 async def patch_parallelism(body: ParallelismPatch, admin: CurrentAdmin, settings: SettingsDep, clients: ClientsDep, users: Users) -> dict:
-    """Change parallelism settings live (no redeploy); range-checked, audited."""
+    """Change parallelism settings live (no redeploy): running validations follow within CONFIG_CACHE_SECONDS
+    plus one call; range-checked, audited."""
     parameters = ParallelismSettings(clients, settings)
     before = await parameters.read()
     changes = body.model_dump(exclude_none=True)
@@ -66,7 +67,7 @@ async def patch_parallelism(body: ParallelismPatch, admin: CurrentAdmin, setting
     after = await parameters.read()
     if changes:
         await users.store.audit(admin.user_id, "parallelism.update", settings.ssm_prefix, {k: before[k] for k in changes}, {k: after[k] for k in changes})
-    return after
+    return await GovernorView(clients, settings).read(after)
 
 
 @router.get("/audit", response_model=AuditPage, responses=_problems(400))

@@ -98,7 +98,7 @@ def invoke(function: Function, payload: bytes) -> tuple[int, dict[str, str], byt
             "errorMessage": str(exc),
             "stackTrace": traceback.format_exception(exc)[-5:],
         }
-        log.info("lambda %s raised %s: %s", function.name, type(exc).__name__, exc)
+        log.info("lambda %s raised %s: %s\n%s", function.name, type(exc).__name__, exc, "".join(traceback.format_exception(exc)[-4:]))
         return 200, {"X-Amz-Function-Error": "Unhandled"}, json.dumps(body).encode()
     finally:
         lambda_env.reset(token)

@@ -201,10 +201,18 @@ def _serialize_dynamodb_writes() -> None:
     `ADD succeeded :one` on a validation record can both read the old value (seen: 219
     of 220 increments kept). DynamoDB applies each write to an item atomically. One lock
     around moto's write operations restores that.
+
+    Second defect, same cause: an UpdateItem that creates an item stores it with its keys
+    first and applies the SET clauses after, so a concurrent GetItem/Query can see a
+    half-built item (seen: a lease item without its `expires_at`). DynamoDB reads never
+    see a partial write, so reads take the same lock.
     """
     models = importlib.import_module("moto.dynamodb.models")
     lock = threading.RLock()
-    for name in ("put_item", "update_item", "delete_item", "transact_write_items", "execute_statement", "batch_execute_statement"):
+    for name in (
+        "put_item", "update_item", "delete_item", "transact_write_items", "execute_statement", "batch_execute_statement",
+        "get_item", "query", "scan",
+    ):
         original = getattr(models.DynamoDBBackend, name)
 
         def locked(self: Any, *args: Any, __original: Any = original, **kwargs: Any) -> Any:

@@ -50,6 +50,26 @@ class ParallelismOut(BaseModel):
     throttle_threshold: float
 
 
+class GovernorEffective(BaseModel):
+    tokens_per_window: int = Field(description="The global budget now: target_tpm (or a lower upstream limit) × throttle_threshold × factor")
+    window_seconds: float = Field(description="The window the TPM figures are per (60 outside benchmarks)")
+    factor: float = Field(description="1.0, lowered after upstream 429s, recovering over time")
+    upstream_limit_tokens: int | None = Field(description="The limit OpenAI's headers reported, when below target_tpm")
+    burst_tokens: int = Field(description="Tokens the budget may grant at once")
+
+
+class GovernorUsage(BaseModel):
+    tokens_last_window: int = Field(description="Tokens charged to model calls in the last window (prompt + max_tokens)")
+    calls_in_flight: int = Field(description="Call slots held by validators now, across all validations")
+
+
+class ParallelismView(ParallelismOut):
+    """The configured values (SSM) and what the governor is doing with them."""
+
+    effective: GovernorEffective
+    usage: GovernorUsage
+
+
 class ParallelismPatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
     max_parallelism: int | None = Field(default=None, ge=1, le=40, description="Inline Map limit: at most 40")

@@ -43,6 +43,13 @@ class QueuePlace(BaseModel):
     estimated_start: str | None = Field(description="When your token bucket will hold enough for it and those ahead")
 
 
+class ParallelismInfo(BaseModel):
+    effective: int = Field(description="Model calls this validation may have in flight now (max-parallelism applies live)")
+    planned: int = Field(description="What the controller gave it at the start, from the SSM values and token consumption")
+    map_concurrency: int = Field(description="The Map's concurrency: raising max-parallelism reaches up to this")
+    reason: str = Field(description="What bounded the plan: max_parallelism, batches or token_budget")
+
+
 class ValidationOut(BaseModel):
     id: str
     status: Status
@@ -57,6 +64,7 @@ class ValidationOut(BaseModel):
     rules: list[dict[str, str]]
     error: ErrorInfo | None = None
     queue: QueuePlace | None = None
+    parallelism: ParallelismInfo | None = Field(default=None, description="Set once the execution planned it")
     links: Links
 
     @classmethod
@@ -77,8 +85,21 @@ class ValidationOut(BaseModel):
             rules=record["rules"],
             error=ErrorInfo(**record["error"]) if record.get("error") else None,
             queue=QueuePlace(**record["queue"]) if record.get("queue") else None,
+            parallelism=_parallelism(record),
             links=Links(self=f"/validations/{vid}", results=f"/validations/{vid}/results", events=f"/validations/{vid}/events"),
         )
+
+
+def _parallelism(record: dict[str, Any]) -> ParallelismInfo | None:
+    plan = record.get("plan")
+    if not plan:
+        return None
+    return ParallelismInfo(
+        effective=int(record.get("parallelism", plan["parallelism"])),
+        planned=int(plan["parallelism"]),
+        map_concurrency=int(plan["map_concurrency"]),
+        reason=str(plan.get("reason", "")),
+    )
 
 
 class ValidationPage(BaseModel):

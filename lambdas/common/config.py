@@ -16,6 +16,13 @@ class LambdaConfig(BaseModel, frozen=True):
     users_table: str = ""
     events_table: str = ""
     buckets_table: str = ""
+    governor_table: str = ""
+    # The TPM governor (core/governor.py).
+    governor_window_seconds: float = 60.0
+    lease_seconds: float = 90.0  # must exceed openai_timeout_seconds: a lease is renewed before each call
+    config_cache_seconds: float = 5.0
+    map_concurrency_ceiling: int = 10
+    capacity_wait_seconds: float = 30.0  # wait this long for a slot or tokens, then let Step Functions retry
     # The queue's Wait loop: how long a queued validation waits between admission attempts.
     queue_min_wait_seconds: int = 1
     queue_max_wait_seconds: int = 60

@@ -4,6 +4,10 @@
 class RateLimited(Exception):
     """The model API answered 429. Retried with backoff and jitter."""
 
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
 
 class UpstreamTimeout(Exception):
     """The model API did not answer in time. Retried."""
@@ -19,3 +23,7 @@ class BatchIncomplete(Exception):
 
 class ModelRejected(Exception):
     """The model API refused the request (4xx other than 429). Not retried: the chunk fails."""
+
+
+class CapacityUnavailable(Exception):
+    """No call slot or no tokens in the global budget within the wait. Retried with backoff."""

@@ -151,6 +151,23 @@ class Store:
         return True
 
 
+    # --- parallelism (core/governor.py) ------------------------------------------------
+    def save_plan(self, validation_id: str, plan: dict[str, Any]) -> None:
+        self._validations.update_item(
+            Key={"id": validation_id},
+            UpdateExpression="SET #plan = :plan, parallelism = :p",
+            ExpressionAttributeNames={"#plan": "plan"},
+            ExpressionAttributeValues={":plan": plan, ":p": plan["parallelism"]},
+            ConditionExpression="attribute_exists(id)",
+        )
+
+    def show_parallelism(self, validation_id: str, value: int) -> int:
+        """Record the validation's effective parallelism when it changes (read by GET and progress)."""
+        self._validations.update_item(
+            Key={"id": validation_id}, UpdateExpression="SET parallelism = :p", ExpressionAttributeValues={":p": value}
+        )
+        return value
+
     # --- quotas (core/quota.py builds the requests) -------------------------------------
     def quota_of(self, user_id: str) -> Quota | None:
         """The user's quota; None for principals without a user record (the bootstrap admin)."""

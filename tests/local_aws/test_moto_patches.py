@@ -133,3 +133,48 @@ def test_concurrent_increments_of_one_item_are_all_kept(aws):
 
     item = aws.client("dynamodb").get_item(TableName=table, Key={"id": {"S": "c"}})["Item"]
     assert item["n"] == {"N": "640"}
+
+
+def test_reads_never_see_an_item_half_created_by_an_update(aws):
+    import threading
+
+    import boto3
+
+    table = f"halves-{uuid.uuid4().hex[:8]}"
+    aws.client("dynamodb").create_table(
+        TableName=table,
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
+        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}, {"AttributeName": "sk", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+
+    def client() -> object:
+        return boto3.client("dynamodb", endpoint_url=aws.endpoint_url, region_name="us-east-1", aws_access_key_id="t", aws_secret_access_key="t")
+
+    done, partial, seen = threading.Event(), [], [0]
+
+    def read() -> None:
+        reader = client()
+        while not done.is_set():
+            for item in reader.query(TableName=table, KeyConditionExpression="pk = :p", ExpressionAttributeValues={":p": {"S": "p"}})["Items"]:
+                seen[0] += 1
+                if set(item) != {"pk", "sk", "a", "b", "c", "d"}:
+                    partial.append(item)
+
+    readers = [threading.Thread(target=read) for _ in range(3)]
+    for thread in readers:
+        thread.start()
+    writer = client()
+    try:
+        for i in range(150):  # create with an update (as a lease claim does), then delete
+            key = {"pk": {"S": "p"}, "sk": {"S": f"{i % 3}"}}
+            writer.update_item(
+                TableName=table, Key=key, UpdateExpression="SET a = :v, b = :v, c = :v, d = :v", ExpressionAttributeValues={":v": {"N": "1"}}
+            )
+            writer.delete_item(TableName=table, Key=key)
+    finally:
+        done.set()
+        for thread in readers:
+            thread.join()
+    assert seen[0] > 0
+    assert partial == []

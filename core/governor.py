@@ -1,0 +1,421 @@
+"""The TPM governor: one token budget and per-validation call slots, in DynamoDB.
+
+Everything here is pure (numbers and request builders); the Lambdas drive it with boto3
+(lambdas/common/governor.py) and the API reads its state with aioboto3.
+
+The budget. `target_tpm × throttle_threshold` tokens per window (a minute; scaled down in
+benchmarks) for the whole deployment, kept as GCRA on one item (`pk=budget`): `tat` moves
+forward by cost / rate per grant. Its burst capacity is half the headroom the threshold
+leaves, `target_tpm × (1 − threshold) / 2` (at least one call), so in any window the
+grants stay below `target_tpm`: rate × window + capacity ≤ target_tpm. A call is charged
+what OpenAI's limiter charges: prompt tokens plus `max_tokens`, and a request that fails
+still counts.
+
+Leases. Validators do not hit the budget per call: an invocation takes tokens in chunks
+(a lease of up to `LEASE_CALLS` calls' worth, never more than the burst capacity) and
+spends them locally. Its lease item (`pk=lease#<validation>`, `sk=<slot>`) is also its
+concurrency slot: it holds the slot index, the tokens `leased` from the budget and the
+tokens `committed` to calls (including the call in flight), and `expires_at`, renewed
+before each call. A clean close returns `leased − committed` to the budget. A holder that
+dies leaves an expired lease: the next validator that wants that slot, or any validator
+that sweeps the `open_leases` index, returns the same `leased − committed` and frees the
+slot — within one lease period.
+
+Feedback. A 429 lowers the budget's `factor` (×0.8, at most once per tenth of a window,
+never below 0.25) and pauses grants for the `retry-after`; the factor recovers linearly
+(+0.25 per window). `x-ratelimit-limit-tokens` below target_tpm lowers the target, and
+`x-ratelimit-remaining-tokens` close to empty pauses grants until `x-ratelimit-reset-tokens`.
+Headers only ever slow the governor down: a wrong or missing header cannot make it
+exceed the configured target.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any, Mapping
+
+from core.quota import typed
+
+BUDGET_KEY = {"pk": "budget", "sk": "tokens"}
+USAGE_PK = "usage"
+USAGE_SLICES = 6  # usage is counted in sixths of a window
+LEASE_CALLS = 4  # a lease covers up to this many calls
+OPEN_SHARDS = 8  # the open_leases index is spread over this many partitions
+MIN_FACTOR, DECREASE, RECOVERY_PER_WINDOW = 0.25, 0.8, 0.25
+PENALTY_SPACING = 0.1  # of a window: concurrent 429s lower the factor once
+LOW_WATER_CALLS = 2  # upstream remaining below this many calls' tokens → pause until its reset
+
+
+def _num(x: float) -> Decimal:
+    return Decimal(repr(round(float(x), 6)))
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The live settings, from SSM Parameter Store."""
+
+    max_parallelism: int
+    target_tpm: int
+    throttle_threshold: float
+
+    @classmethod
+    def parse(cls, values: Mapping[str, str]) -> "Limits":
+        return cls(int(values["max-parallelism"]), int(values["target-tpm"]), float(values["throttle-threshold"]))
+
+
+@dataclass(frozen=True)
+class BudgetState:
+    tat: float = 0.0
+    factor: float = 1.0
+    penalized_at: float = 0.0
+    upstream_tpm: int | None = None
+
+    @classmethod
+    def of(cls, item: Mapping[str, Any] | None) -> "BudgetState":
+        item = item or {}
+        upstream = item.get("upstream_tpm")
+        return cls(
+            float(item.get("tat", 0)),
+            float(item.get("factor", 1)),
+            float(item.get("penalized_at", 0)),
+            int(upstream) if upstream is not None else None,
+        )
+
+
+@dataclass(frozen=True)
+class Budget:
+    """The budget's numbers at one moment, from the live limits and the stored state."""
+
+    limits: Limits
+    state: BudgetState
+    window_seconds: float
+
+    def factor(self, now: float) -> float:
+        recovered = max(0.0, now - self.state.penalized_at) / self.window_seconds * RECOVERY_PER_WINDOW
+        return min(1.0, self.state.factor + recovered)
+
+    @property
+    def limit_tpm(self) -> float:
+        """The upstream limit we believe in: the configured one, lowered by what OpenAI says."""
+        if self.state.upstream_tpm:
+            return min(self.limits.target_tpm, self.state.upstream_tpm)
+        return float(self.limits.target_tpm)
+
+    def tokens_per_window(self, now: float) -> float:
+        return self.limit_tpm * self.limits.throttle_threshold * self.factor(now)
+
+    def rate(self, now: float) -> float:
+        """Tokens per second."""
+        return max(self.tokens_per_window(now), 1.0) / self.window_seconds
+
+    def capacity(self, cost: float) -> float:
+        return max(float(cost), self.limit_tpm * (1.0 - self.limits.throttle_threshold) / 2.0)
+
+    def latest_tat(self, cost: float, now: float) -> float:
+        """A grant of `cost` is allowed while the stored `tat` is at most this."""
+        rate = self.rate(now)
+        return now + (self.capacity(cost) - cost) / rate
+
+    def wait_for(self, cost: float, now: float, tat: float | None = None) -> float:
+        return max(0.0, (self.state.tat if tat is None else tat) - self.latest_tat(cost, now))
+
+    def lease_size(self, estimate: int, needed: int) -> int:
+        """Tokens to take for the next calls: up to LEASE_CALLS calls' worth, within one burst."""
+        return int(max(needed, min(LEASE_CALLS * estimate, self.capacity(estimate))))
+
+
+# --- request builders (low-level, typed: the same for boto3 and aioboto3) -------------------
+
+
+def grant(table: str, budget: Budget, cost: int, now: float, full: bool) -> dict[str, Any]:
+    """The conditional Update that takes `cost` tokens from the budget, or fails.
+
+    Two shapes, as for the per-user buckets: budget full (`tat <= now`: set `tat` from now)
+    or within reach (add to `tat`). The caller picks by the last `tat` it saw.
+    """
+    increment = cost / budget.rate(now)
+    if full:
+        return {
+            "TableName": table,
+            "Key": typed(BUDGET_KEY),
+            "UpdateExpression": "SET tat = :tat ADD granted :c",
+            "ConditionExpression": "attribute_not_exists(tat) OR tat <= :now",
+            "ExpressionAttributeValues": typed({":tat": _num(now + increment), ":now": _num(now), ":c": int(cost)}),
+        }
+    return {
+        "TableName": table,
+        "Key": typed(BUDGET_KEY),
+        "UpdateExpression": "SET tat = tat + :inc ADD granted :c",
+        "ConditionExpression": "tat BETWEEN :now AND :latest",
+        "ExpressionAttributeValues": typed(
+            {":inc": _num(increment), ":now": _num(now), ":latest": _num(budget.latest_tat(cost, now)), ":c": int(cost)}
+        ),
+    }
+
+
+def refund(table: str, budget: Budget, tokens: float, now: float) -> dict[str, Any]:
+    """Give unused tokens back: `tat` moves back by tokens / rate. `granted − returned`
+    is what was spent (the counters make that checkable)."""
+    return {
+        "TableName": table,
+        "Key": typed(BUDGET_KEY),
+        "UpdateExpression": "ADD tat :back, returned :t",
+        "ConditionExpression": "attribute_exists(tat)",
+        "ExpressionAttributeValues": typed({":back": _num(-tokens / budget.rate(now)), ":t": int(tokens)}),
+    }
+
+
+def usage_slice(now: float, window_seconds: float) -> int:
+    width = window_seconds / USAGE_SLICES
+    return int(now // width)
+
+
+def add_usage(table: str, tokens: float, now: float, window_seconds: float) -> dict[str, Any]:
+    """Count tokens sent to the model in the current sixth of a window."""
+    return {
+        "TableName": table,
+        "Key": typed({"pk": USAGE_PK, "sk": f"{usage_slice(now, window_seconds):012d}"}),
+        "UpdateExpression": "ADD tokens :t SET expires_at = :exp",
+        "ExpressionAttributeValues": typed({":t": int(round(tokens)), ":exp": int(now + 10 * window_seconds)}),
+    }
+
+
+def usage_keys(now: float, window_seconds: float) -> list[dict[str, str]]:
+    """The slices of the last window (the current one included)."""
+    current = usage_slice(now, window_seconds)
+    return [{"pk": USAGE_PK, "sk": f"{s:012d}"} for s in range(current - USAGE_SLICES + 1, current + 1)]
+
+
+def lease_key(validation_id: str, slot: int) -> dict[str, str]:
+    return {"pk": f"lease#{validation_id}", "sk": f"{slot:02d}"}
+
+
+def claim(table: str, validation_id: str, slot: int, holder: str, now: float, lease_seconds: float) -> dict[str, Any]:
+    """Take a free slot (no lease item: it was closed or reclaimed)."""
+    expires = now + lease_seconds
+    return {
+        "TableName": table,
+        "Key": typed(lease_key(validation_id, slot)),
+        "UpdateExpression": "SET holder = :me, expires_at = :exp, open_until = :exp, open_shard = :shard, "
+        "leased = :zero, committed = :zero, reported = :zero, since = :now",
+        "ConditionExpression": "attribute_not_exists(holder)",
+        "ExpressionAttributeValues": typed(
+            {
+                ":me": holder,
+                ":exp": _num(expires),
+                ":shard": f"s{hash((validation_id, slot)) % OPEN_SHARDS}",
+                ":zero": 0,
+                ":now": _num(now),
+            }
+        ),
+    }
+
+
+def renew(
+    table: str, validation_id: str, slot: int, holder: str, now: float, lease_seconds: float, *, leased: int, committed: int, reported: int
+) -> dict[str, Any]:
+    """Before a call: extend the lease and add what was taken, committed and counted as used."""
+    expires = now + lease_seconds
+    return {
+        "TableName": table,
+        "Key": typed(lease_key(validation_id, slot)),
+        "UpdateExpression": "SET expires_at = :exp, open_until = :exp ADD leased :l, committed :c, reported :r",
+        "ConditionExpression": "holder = :me",
+        "ExpressionAttributeValues": typed(
+            {":me": holder, ":exp": _num(expires), ":l": int(leased), ":c": int(committed), ":r": int(reported)}
+        ),
+    }
+
+
+def release(table: str, validation_id: str, slot: int, holder: str) -> dict[str, Any]:
+    return {
+        "TableName": table,
+        "Key": typed(lease_key(validation_id, slot)),
+        "ConditionExpression": "holder = :me",
+        "ExpressionAttributeValues": typed({":me": holder}),
+    }
+
+
+def reclaim(table: str, lease: Mapping[str, Any]) -> dict[str, Any]:
+    """Delete an expired lease, only if nobody renewed or reclaimed it since it was read."""
+    return {
+        "TableName": table,
+        "Key": typed({"pk": lease["pk"], "sk": lease["sk"]}),
+        "ConditionExpression": "holder = :holder AND expires_at = :exp",
+        "ExpressionAttributeValues": typed({":holder": lease["holder"], ":exp": _num(float(lease["expires_at"]))}),
+    }
+
+
+def leftover(lease: Mapping[str, Any]) -> tuple[int, int]:
+    """(tokens to give back, tokens to count as used) of a lease being closed or reclaimed."""
+    leased, committed, reported = (int(lease.get(k, 0)) for k in ("leased", "committed", "reported"))
+    return max(0, leased - committed), max(0, committed - reported)
+
+
+STATS_KEY = {"pk": "stats", "sk": "calls"}
+
+
+def record_calls(table: str, calls: int, seconds: float, tokens: float, now: float) -> dict[str, Any]:
+    """A closing lease's average call (duration, tokens charged): the controller plans with it."""
+    return {
+        "TableName": table,
+        "Key": typed(STATS_KEY),
+        "UpdateExpression": "SET call_seconds = :s, call_tokens = :t, updated_at = :now",
+        "ExpressionAttributeValues": typed({":s": _num(seconds / calls), ":t": _num(tokens / calls), ":now": _num(now)}),
+    }
+
+
+def penalize(table: str, budget: Budget, now: float, pause_seconds: float) -> dict[str, Any]:
+    """After a 429: lower the factor (once per PENALTY_SPACING of a window)."""
+    lowered = max(MIN_FACTOR, budget.factor(now) * DECREASE)
+    return {
+        "TableName": table,
+        "Key": typed(BUDGET_KEY),
+        "UpdateExpression": "SET factor = :f, penalized_at = :now",
+        "ConditionExpression": "attribute_not_exists(penalized_at) OR penalized_at < :recent",
+        "ExpressionAttributeValues": typed(
+            {":f": _num(lowered), ":now": _num(now), ":recent": _num(now - PENALTY_SPACING * budget.window_seconds)}
+        ),
+    }
+
+
+def pause(table: str, budget: Budget, until: float) -> dict[str, Any]:
+    """No grants before `until`: `tat` moves forward, never back."""
+    at = until + budget.capacity(0) / budget.rate(until)  # the burst is not kept either
+    return {
+        "TableName": table,
+        "Key": typed(BUDGET_KEY),
+        "UpdateExpression": "SET tat = :until",
+        "ConditionExpression": "attribute_not_exists(tat) OR tat < :until",
+        "ExpressionAttributeValues": typed({":until": _num(at)}),
+    }
+
+
+def lower_upstream(table: str, tpm: int) -> dict[str, Any]:
+    """Remember a lower upstream limit than the configured target (headers never raise it)."""
+    return {
+        "TableName": table,
+        "Key": typed(BUDGET_KEY),
+        "UpdateExpression": "SET upstream_tpm = :t",
+        "ConditionExpression": "attribute_not_exists(upstream_tpm) OR upstream_tpm <> :t",
+        "ExpressionAttributeValues": typed({":t": int(tpm)}),
+    }
+
+
+# --- upstream headers --------------------------------------------------------------------------
+
+_DURATION = re.compile(r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m(?!s))?(?:(\d+(?:\.\d+)?)s)?(?:(\d+(?:\.\d+)?)ms)?$")
+
+
+def parse_duration(text: str | None) -> float | None:
+    """OpenAI's reset durations (`20ms`, `1.5s`, `6m0s`, `1h2m`); None when unreadable."""
+    if not text:
+        return None
+    text = text.strip()
+    match = _DURATION.match(text)
+    if not match or not any(match.groups()):
+        try:
+            return max(0.0, float(text))  # plain seconds, as `retry-after` sends
+        except ValueError:
+            return None
+    h, m, s, ms = (float(g) if g else 0.0 for g in match.groups())
+    return h * 3600 + m * 60 + s + ms / 1000
+
+
+def _int(text: str | None) -> int | None:
+    try:
+        value = int(float(text)) if text is not None else None
+    except ValueError:
+        return None
+    return value if value is not None and value >= 0 else None
+
+
+@dataclass(frozen=True)
+class Feedback:
+    """What the upstream headers ask of the budget; every field only slows it down."""
+
+    upstream_tpm: int | None = None  # a limit below the configured target
+    pause_until: float | None = None
+
+
+def read_headers(headers: Mapping[str, str], budget: Budget, estimate: int, now: float) -> Feedback:
+    limit = _int(headers.get("x-ratelimit-limit-tokens"))
+    remaining = _int(headers.get("x-ratelimit-remaining-tokens"))
+    reset = parse_duration(headers.get("x-ratelimit-reset-tokens"))
+    upstream = limit if limit and limit < budget.limits.target_tpm and limit != budget.state.upstream_tpm else None
+    pause_until = None
+    if remaining is not None and reset is not None and remaining < LOW_WATER_CALLS * estimate:
+        # Upstream is nearly empty (someone else shares the key, or our estimate is off):
+        # wait until it has refilled what we need, at most a quarter of a window.
+        limit_tokens = limit or budget.limit_tpm
+        refill = (LOW_WATER_CALLS * estimate - remaining) / max(limit_tokens / budget.window_seconds, 1.0)
+        pause_until = now + min(reset, refill, budget.window_seconds / 4)
+    return Feedback(upstream, pause_until)
+
+
+# --- the controller's plan and the validators' cap --------------------------------------------
+
+
+@dataclass(frozen=True)
+class Plan:
+    parallelism: int  # the validation's starting parallelism
+    map_concurrency: int  # the Map's MaxConcurrency: live raises reach up to this
+    max_parallelism: int  # the SSM value the plan was made from
+    reason: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "parallelism": self.parallelism,
+            "map_concurrency": self.map_concurrency,
+            "max_parallelism": self.max_parallelism,
+            "reason": self.reason,
+        }
+
+
+MAP_LIMIT = 40  # an inline Map runs at most 40 iterations at once
+
+
+def plan(
+    limits: Limits,
+    budget: Budget,
+    *,
+    batches: int,
+    tokens_last_window: float,
+    call_tokens: float,
+    call_seconds: float,
+    ceiling: int,
+    now: float,
+) -> Plan:
+    """The execution's parallelism from the SSM values and the current consumption.
+
+    As many concurrent calls as the budget's free share can feed (calls of `call_tokens`
+    lasting `call_seconds`, with a 25% margin), never more than max-parallelism or the
+    number of batches, at least one. The Map's concurrency is higher (up to `ceiling`),
+    so an admin who raises max-parallelism later reaches running validations too.
+    """
+    target = budget.tokens_per_window(now)
+    free_share = min(1.0, max(0.25, 1.0 - tokens_last_window / target)) if target > 0 else 0.25
+    per_slot_tokens_per_second = max(call_tokens, 1.0) / max(call_seconds, 0.05)
+    fed = math.ceil(1.25 * budget.rate(now) * free_share / per_slot_tokens_per_second)
+    parallelism = max(1, min(limits.max_parallelism, batches, MAP_LIMIT, fed))
+    reason = "max_parallelism" if parallelism == limits.max_parallelism else "batches" if parallelism == batches else "token_budget"
+    map_concurrency = max(1, min(MAP_LIMIT, batches, max(parallelism, ceiling, limits.max_parallelism)))
+    return Plan(parallelism, map_concurrency, limits.max_parallelism, reason)
+
+
+def effective_parallelism(max_parallelism_now: int, record: Mapping[str, Any]) -> int:
+    """How many calls one validation may have in flight now.
+
+    The plan stands until an admin changes max-parallelism; from then on the live value
+    applies, within the Map's concurrency fixed at the start.
+    """
+    planned = record.get("plan")
+    if not planned:
+        return max_parallelism_now
+    map_concurrency = int(planned["map_concurrency"])
+    if int(planned["max_parallelism"]) == max_parallelism_now:
+        return min(int(planned["parallelism"]), map_concurrency)
+    return max(1, min(max_parallelism_now, map_concurrency))

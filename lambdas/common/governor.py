@@ -1,0 +1,359 @@
+"""The TPM governor as the validators use it: a slot and a token lease per invocation.
+
+core/governor.py has the design and the numbers; this module runs it against DynamoDB
+with boto3. One `Lease` per validator invocation:
+
+    lease = governor.lease(validation_id, cap)
+    try:
+        for chunk in chunks:
+            lease.reserve(estimate, deadline)   # a slot below the live cap, and the tokens
+            ... call the model ...
+            lease.settle(estimate, charged)     # what the limiter really charged
+    finally:
+        lease.close()                          # slot freed, unused tokens back
+
+`reserve` writes once per call (the lease item: renewal plus what is committed) and
+touches the budget item only when the lease runs out of tokens.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from botocore.exceptions import ClientError
+
+from core import governor as g
+from core.dynamo import plain
+from core.quota import typed, untyped
+from lambdas.common.errors import CapacityUnavailable
+
+log = logging.getLogger(__name__)
+
+
+def _canceled(exc: ClientError) -> list[dict[str, Any]] | None:
+    if exc.response["Error"]["Code"] != "TransactionCanceledException":
+        return None
+    return exc.response.get("CancellationReasons") or []
+
+
+def _failed(reason: dict[str, Any]) -> bool:
+    return reason.get("Code") not in (None, "None")
+
+
+class LeaseLost(Exception):
+    """Our lease expired and was reclaimed (a call outlived LEASE_SECONDS)."""
+
+
+@dataclass
+class Governor:
+    client: Any  # boto3 DynamoDB client
+    table: str
+    limits: Callable[[], g.Limits]  # live, cached (lambdas/common/live_config.py)
+    window_seconds: float
+    lease_seconds: float
+    clock: Callable[[], float] = time.time
+    sleep: Callable[[float], None] = time.sleep
+    state: g.BudgetState = field(default_factory=g.BudgetState)  # last known; refreshed by failures
+    _swept_at: float = 0.0
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def budget(self) -> g.Budget:
+        return g.Budget(self.limits(), self.state, self.window_seconds)
+
+    def read_budget(self) -> g.Budget:
+        item = self.client.get_item(TableName=self.table, Key=typed(g.BUDGET_KEY), ConsistentRead=True).get("Item")
+        self.state = g.BudgetState.of(plain(untyped(item)) if item else None)
+        return self.budget()
+
+    def learn(self, item: dict[str, Any] | None) -> None:
+        if item:
+            self.state = g.BudgetState.of(plain(untyped(item)))
+
+    def lease(self, validation_id: str, cap: Callable[[], int]) -> "Lease":
+        return Lease(self, validation_id, f"{uuid.uuid4().hex[:12]}", cap)
+
+    # --- feedback from upstream ---------------------------------------------------------------
+    def rate_limited(self, retry_after: float | None) -> None:
+        """A 429: lower the factor and pause everyone for `retry-after` (1 s if absent)."""
+        now, budget = self.clock(), self.read_budget()
+        self._update_quietly(g.penalize(self.table, budget, now, retry_after or 1.0))
+        self._update_quietly(g.pause(self.table, budget, now + min(retry_after or 1.0, self.window_seconds / 4)))
+
+    def observed(self, headers: dict[str, str], estimate: int) -> None:
+        feedback = g.read_headers(headers, self.budget(), estimate, self.clock())
+        if feedback.upstream_tpm:
+            log.warning("upstream TPM limit %s is below the configured target", feedback.upstream_tpm)
+            self._update_quietly(g.lower_upstream(self.table, feedback.upstream_tpm))
+        if feedback.pause_until:
+            self._update_quietly(g.pause(self.table, self.budget(), feedback.pause_until))
+
+    def _update_quietly(self, request: dict[str, Any]) -> None:
+        try:
+            self.client.update_item(**request)
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
+                raise
+
+    # --- dead leases --------------------------------------------------------------------------
+    def reclaim(self, lease: dict[str, Any]) -> bool:
+        """Free an expired lease's slot, give back its unused tokens, count its used ones."""
+        back, used = g.leftover(lease)
+        now, budget = self.clock(), self.budget()
+        items: list[dict[str, Any]] = [{"Delete": g.reclaim(self.table, lease)}]
+        if back:
+            items.append({"Update": g.refund(self.table, budget, back, now)})
+        if used:
+            items.append({"Update": g.add_usage(self.table, used, now, self.window_seconds)})
+        try:
+            self.client.transact_write_items(TransactItems=items)
+        except ClientError as exc:
+            if _canceled(exc) is None:
+                raise
+            return False  # someone renewed or reclaimed it first
+        log.info("reclaimed lease %s/%s: %s tokens back, %s counted", lease["pk"], lease["sk"], back, used)
+        return True
+
+    def sweep(self, *, force: bool = False) -> int:
+        """Reclaim expired leases anywhere (the open_leases index), at most every tenth of a lease."""
+        now = self.clock()
+        with self._lock:
+            if not force and now - self._swept_at < self.lease_seconds / 10:
+                return 0
+            self._swept_at = now
+        reclaimed = 0
+        for shard in range(g.OPEN_SHARDS):
+            answer = self.client.query(
+                TableName=self.table,
+                IndexName="open_leases",
+                KeyConditionExpression="open_shard = :s AND open_until < :now",
+                ExpressionAttributeValues=typed({":s": f"s{shard}", ":now": g._num(now)}),
+                Limit=25,
+            )
+            for entry in answer["Items"]:  # the index is eventually consistent: read the lease itself
+                key = {"pk": entry["pk"], "sk": entry["sk"]}
+                item = self.client.get_item(TableName=self.table, Key=key, ConsistentRead=True).get("Item")
+                lease = plain(untyped(item)) if item else None
+                if lease and "holder" in lease and float(lease["expires_at"]) < now:
+                    reclaimed += self.reclaim(lease)
+        return reclaimed
+
+    def tokens_last_window(self) -> int:
+        keys = g.usage_keys(self.clock(), self.window_seconds)
+        answer = self.client.batch_get_item(RequestItems={self.table: {"Keys": [typed(k) for k in keys], "ConsistentRead": True}})
+        return sum(int(plain(untyped(item)).get("tokens", 0)) for item in answer["Responses"].get(self.table, []))
+
+    def call_stats(self) -> dict[str, float]:
+        item = self.client.get_item(TableName=self.table, Key=typed(g.STATS_KEY)).get("Item")
+        return plain(untyped(item)) if item else {}
+
+    def slots(self, validation_id: str) -> dict[int, dict[str, Any]]:
+        answer = self.client.query(
+            TableName=self.table,
+            KeyConditionExpression="pk = :pk",
+            ExpressionAttributeValues=typed({":pk": g.lease_key(validation_id, 0)["pk"]}),
+            ConsistentRead=True,
+        )
+        return {int(item["sk"]["S"]): plain(untyped(item)) for item in answer["Items"]}
+
+
+def governor_for(config: Any, client: Any) -> Governor:
+    """One Governor per configuration and process: warm invocations share its budget view."""
+    key = (config, id(client))
+    with _governors_lock:
+        found = _governors.get(key)
+        if found is None:
+            from lambdas.common import live_config
+
+            found = _governors[key] = Governor(
+                client,
+                config.governor_table,
+                lambda: live_config.limits(config),
+                config.governor_window_seconds,
+                config.lease_seconds,
+            )
+        return found
+
+
+_governors: dict[Any, Governor] = {}
+_governors_lock = threading.Lock()
+
+
+@dataclass
+class Lease:
+    governor: Governor
+    validation_id: str
+    holder: str
+    cap: Callable[[], int]
+    slot: int | None = None
+    leased: int = 0  # tokens taken from the budget (as written + unwritten)
+    committed: int = 0
+    reported: int = 0
+    written: tuple[int, int, int] = (0, 0, 0)  # leased, committed, reported as stored
+    calls: int = 0  # calls made under this lease, their time and tokens (for the controller's plan)
+    call_seconds: float = 0.0
+    charged: int = 0
+
+    @property
+    def available(self) -> int:
+        return self.leased - self.committed
+
+    def reserve(self, estimate: int, deadline: float) -> None:
+        """Hold a slot below the live cap and commit `estimate` tokens to the next call.
+
+        Waits (slot busy, budget empty) until `deadline`, then raises CapacityUnavailable,
+        which Step Functions retries with backoff; the lease is closed first.
+        """
+        gov = self.governor
+        while True:
+            cap = self.cap()
+            if self.slot is not None and self.slot >= cap:
+                self.close()  # max-parallelism went down: give this slot up
+            if self.slot is None:
+                self._acquire_slot(cap, deadline)
+            try:
+                if self.available >= estimate:
+                    self._write(estimate, take=0, budget=None)
+                    return
+                budget = gov.budget()
+                take = budget.lease_size(estimate, estimate - self.available)
+                wait = self._take(budget, take, estimate)
+            except LeaseLost:
+                self._forget()
+                continue
+            if wait == 0:
+                return
+            if gov.clock() + wait > deadline:
+                self.close()
+                raise CapacityUnavailable(f"token budget exhausted: {take} tokens wanted, next in {wait:.1f}s")
+            gov.sleep(wait + random.uniform(0, min(wait, 0.05)))
+
+    def _take(self, budget: g.Budget, take: int, estimate: int) -> float:
+        """Take `take` tokens from the budget and commit `estimate`: 0, or seconds to wait.
+
+        The grant's shape follows the last `tat` seen; a refusal returns the stored `tat`
+        (ReturnValuesOnConditionCheckFailure), so a wrong guess costs one more attempt, not a read.
+        """
+        gov = self.governor
+        for _ in range(2):
+            now = gov.clock()
+            full = gov.state.tat <= now
+            try:
+                self._write(estimate, take=take, budget=g.grant(gov.table, budget, take, now, full))
+            except ClientError as exc:
+                reasons = _canceled(exc)
+                if reasons is None:
+                    raise
+                if len(reasons) > 1 and _failed(reasons[1]):
+                    raise LeaseLost() from exc
+                gov.learn(reasons[0].get("Item") if reasons else None)
+                budget = gov.budget()
+                wait = budget.wait_for(take, now, gov.state.tat)
+                if wait > 0:
+                    return wait
+                continue  # the other shape fits now
+            gov.state = g.BudgetState(max(gov.state.tat, now) + take / budget.rate(now), *_rest(gov.state))
+            gov.sweep()
+            return 0.0
+        return 0.01
+
+    def _write(self, estimate: int, *, take: int, budget: dict[str, Any] | None) -> None:
+        gov, slot = self.governor, self.slot
+        assert slot is not None
+        now = gov.clock()
+        leased, committed = self.leased + take, self.committed + estimate
+        report = committed - self.reported if budget is not None else 0  # usage is counted with budget writes
+        renew = g.renew(
+            gov.table,
+            self.validation_id,
+            slot,
+            self.holder,
+            now,
+            gov.lease_seconds,
+            leased=leased - self.written[0],
+            committed=committed - self.written[1],
+            reported=report,
+        )
+        if budget is None:
+            try:
+                gov.client.update_item(**renew)
+            except ClientError as exc:
+                if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                    raise LeaseLost() from exc
+                raise
+        else:
+            items = [{"Update": budget}, {"Update": renew}]
+            if report:
+                items.append({"Update": g.add_usage(gov.table, report, now, gov.window_seconds)})
+            gov.client.transact_write_items(
+                TransactItems=[{**items[0], "Update": {**items[0]["Update"], "ReturnValuesOnConditionCheckFailure": "ALL_OLD"}}, *items[1:]]
+            )
+        self.leased, self.committed, self.reported = leased, committed, self.reported + report
+        self.written = (self.leased, self.committed, self.reported)
+
+    def settle(self, estimate: int, charged: int, seconds: float) -> None:
+        """After a call: what the limiter really charged replaces the estimate (written later)."""
+        self.committed += charged - estimate
+        self.calls += 1
+        self.call_seconds += seconds
+        self.charged += charged
+
+    def _acquire_slot(self, cap: int, deadline: float) -> None:
+        gov = self.governor
+        while True:
+            now = gov.clock()
+            held = gov.slots(self.validation_id)
+            for index, lease in sorted(held.items()):
+                if index < cap and float(lease["expires_at"]) < now and gov.reclaim(lease):
+                    del held[index]
+            free = [i for i in range(cap) if i not in held]
+            random.shuffle(free)
+            for index in free:
+                try:
+                    gov.client.update_item(**g.claim(gov.table, self.validation_id, index, self.holder, now, gov.lease_seconds))
+                except ClientError as exc:
+                    if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                        continue
+                    raise
+                self.slot, self.leased, self.committed, self.reported, self.written = index, 0, 0, 0, (0, 0, 0)
+                return
+            expiries = [float(v["expires_at"]) for i, v in held.items() if i < cap]
+            wait = min([0.25 + random.uniform(0, 0.25), *[max(0.05, e - now) for e in expiries]])
+            if now + wait > deadline:
+                raise CapacityUnavailable(f"all {cap} call slots of this validation are busy")
+            gov.sleep(wait)
+
+    def close(self) -> None:
+        """Free the slot, give back unused tokens, count the used ones. Safe to call twice."""
+        if self.slot is None:
+            return
+        gov = self.governor
+        now = gov.clock()
+        back, used = max(0, self.leased - self.committed), max(0, self.committed - self.reported)
+        items: list[dict[str, Any]] = [{"Delete": g.release(gov.table, self.validation_id, self.slot, self.holder)}]
+        if back:
+            items.append({"Update": g.refund(gov.table, gov.budget(), back, now)})
+        if used:
+            items.append({"Update": g.add_usage(gov.table, used, now, gov.window_seconds)})
+        if self.calls:
+            items.append({"Update": g.record_calls(gov.table, self.calls, self.call_seconds, self.charged, now)})
+        try:
+            gov.client.transact_write_items(TransactItems=items)
+        except ClientError as exc:
+            if _canceled(exc) is None:
+                raise
+            log.warning("lease %s/%s was reclaimed before it was closed", self.validation_id, self.slot)
+        self._forget()
+
+    def _forget(self) -> None:
+        self.slot, self.leased, self.committed, self.reported, self.written = None, 0, 0, 0, (0, 0, 0)
+        self.calls, self.call_seconds, self.charged = 0, 0.0, 0
+
+
+def _rest(state: g.BudgetState) -> tuple[float, float, int | None]:
+    return state.factor, state.penalized_at, state.upstream_tpm

@@ -1,0 +1,50 @@
+"""State `Plan`: the controller that sets a validation's parallelism before its Map starts.
+
+From the SSM values (max-parallelism, target-tpm, throttle-threshold) and the current
+consumption (tokens sent in the last window, the average call seen lately), it computes
+how many concurrent calls this validation gets at first, and the Map's concurrency —
+higher, so that raising max-parallelism later reaches this validation too
+(core/governor.py `plan`). It also sweeps expired leases, so tokens held by dead
+validators are back before the plan counts them.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from core import governor as g
+from lambdas.common import live_config
+from lambdas.common.config import LambdaConfig, load_config
+from lambdas.common.governor import governor_for
+from lambdas.common.store import Store, store_for
+
+DEFAULT_CALL_SECONDS = 3.0  # before any call was measured
+
+
+def control(store: Store, config: LambdaConfig, validation_id: str, batches: int) -> dict[str, Any]:
+    limits = live_config.limits(config)
+    governor = governor_for(config, store.client)
+    governor.sweep(force=True)
+    budget = governor.read_budget()
+    v = store.validation(validation_id, "run_cost", "total_chunks", "succeeded")
+    pending = max(1, int(v.get("total_chunks", 1)) - int(v.get("succeeded", 0)))
+    stats = governor.call_stats()
+    call_tokens = float(stats.get("call_tokens") or (int(v.get("run_cost", 0)) / pending) or config.completion_max_tokens)
+    plan = g.plan(
+        limits,
+        budget,
+        batches=max(1, batches),
+        tokens_last_window=governor.tokens_last_window(),
+        call_tokens=call_tokens,
+        call_seconds=float(stats.get("call_seconds") or DEFAULT_CALL_SECONDS),
+        ceiling=config.map_concurrency_ceiling,
+        now=time.time(),
+    )
+    store.save_plan(validation_id, plan.as_dict())
+    return {"map_concurrency": plan.map_concurrency, "parallelism": plan.parallelism, "reason": plan.reason}
+
+
+def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    config = load_config()
+    return control(store_for(config), config, event["validation_id"], len(event.get("batches") or []))
