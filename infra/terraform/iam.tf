@@ -1,0 +1,172 @@
+# Least privilege from resources.json: each function gets exactly the tables ("r"/"rw"),
+# bucket and SSM access its `uses` entry names; the state machine may invoke the functions
+# and, when the ASL reads SSM itself, read the parameters.
+
+locals {
+  table_actions = {
+    r  = ["dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:Query", "dynamodb:ConditionCheckItem"]
+    rw = ["dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:Query", "dynamodb:ConditionCheckItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem", "dynamodb:BatchWriteItem"]
+  }
+  bucket_actions = {
+    r  = ["s3:GetObject"]
+    rw = ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"]
+  }
+  ssm_actions = {
+    r  = ["ssm:GetParameter", "ssm:GetParameters"]
+    rw = ["ssm:GetParameter", "ssm:GetParameters", "ssm:PutParameter"]
+  }
+  parameter_arns = [for p in aws_ssm_parameter.this : p.arn]
+
+  # One statement per (function, mode): the tables it uses that way, with their indexes.
+  function_table_statements = {
+    for name, f in local.functions : name => {
+      for mode in distinct(values(f.uses.tables)) : mode => flatten([
+        for table, m in f.uses.tables : concat(
+          [aws_dynamodb_table.this[table].arn],
+          length(local.tables[table].indexes) > 0 ? ["${aws_dynamodb_table.this[table].arn}/index/*"] : [],
+        ) if m == mode
+      ])
+    }
+  }
+}
+
+data "aws_iam_policy_document" "lambda_assume" {
+  statement {
+    actions = ["sts:AssumeRole"]
+    principals {
+      type        = "Service"
+      identifiers = ["lambda.amazonaws.com"]
+    }
+  }
+}
+
+resource "aws_iam_role" "function" {
+  for_each = local.functions
+
+  name               = "${local.function_names[each.key]}-lambda"
+  assume_role_policy = data.aws_iam_policy_document.lambda_assume.json
+}
+
+data "aws_iam_policy_document" "function" {
+  for_each = local.functions
+
+  statement {
+    sid       = "OwnLogs"
+    actions   = ["logs:CreateLogStream", "logs:PutLogEvents"]
+    resources = ["${aws_cloudwatch_log_group.function[each.key].arn}:*"]
+  }
+
+  dynamic "statement" {
+    for_each = local.function_table_statements[each.key]
+    content {
+      sid       = "Tables${upper(statement.key)}"
+      actions   = local.table_actions[statement.key]
+      resources = statement.value
+    }
+  }
+
+  dynamic "statement" {
+    for_each = each.value.uses.bucket == "none" ? [] : [each.value.uses.bucket]
+    content {
+      sid       = "Uploads${upper(statement.value)}"
+      actions   = local.bucket_actions[statement.value]
+      resources = ["${aws_s3_bucket.uploads.arn}/*"]
+    }
+  }
+
+  dynamic "statement" {
+    for_each = each.value.uses.ssm == "none" ? [] : [each.value.uses.ssm]
+    content {
+      sid       = "Parameters${upper(statement.value)}"
+      actions   = local.ssm_actions[statement.value]
+      resources = local.parameter_arns
+    }
+  }
+
+  dynamic "statement" {
+    for_each = var.kms_key_arn == null ? [] : [var.kms_key_arn]
+    content {
+      sid       = "CustomerKey"
+      actions   = ["kms:Decrypt", "kms:GenerateDataKey"]
+      resources = [statement.value]
+    }
+  }
+
+  dynamic "statement" {
+    for_each = var.xray_tracing ? [1] : []
+    content {
+      sid = "XRay"
+      # X-Ray's write actions support no resource-level permissions.
+      actions   = ["xray:PutTraceSegments", "xray:PutTelemetryRecords"]
+      resources = ["*"]
+    }
+  }
+}
+
+resource "aws_iam_role_policy" "function" {
+  for_each = local.functions
+
+  name   = "least-privilege"
+  role   = aws_iam_role.function[each.key].id
+  policy = data.aws_iam_policy_document.function[each.key].json
+}
+
+# ---- state machine ---------------------------------------------------------------------
+
+data "aws_iam_policy_document" "states_assume" {
+  statement {
+    actions = ["sts:AssumeRole"]
+    principals {
+      type        = "Service"
+      identifiers = ["states.amazonaws.com"]
+    }
+  }
+}
+
+resource "aws_iam_role" "state_machine" {
+  name               = "${var.name_prefix}-state-machine"
+  assume_role_policy = data.aws_iam_policy_document.states_assume.json
+}
+
+data "aws_iam_policy_document" "state_machine" {
+  statement {
+    sid       = "InvokeFunctions"
+    actions   = ["lambda:InvokeFunction"]
+    resources = flatten([for f in aws_lambda_function.this : [f.arn, "${f.arn}:*"]])
+  }
+
+  dynamic "statement" {
+    for_each = local.asl_reads_ssm ? [1] : []
+    content {
+      sid       = "ReadParameters"
+      actions   = ["ssm:GetParameter"]
+      resources = local.parameter_arns
+    }
+  }
+
+  statement {
+    sid = "LogDelivery"
+    # CloudWatch Logs delivery for Step Functions supports no resource-level permissions
+    # (AWS docs, "IAM policies for logging to CloudWatch Logs").
+    actions = [
+      "logs:CreateLogDelivery", "logs:GetLogDelivery", "logs:UpdateLogDelivery", "logs:DeleteLogDelivery",
+      "logs:ListLogDeliveries", "logs:PutResourcePolicy", "logs:DescribeResourcePolicies", "logs:DescribeLogGroups",
+    ]
+    resources = ["*"]
+  }
+
+  dynamic "statement" {
+    for_each = var.xray_tracing ? [1] : []
+    content {
+      sid       = "XRay"
+      actions   = ["xray:PutTraceSegments", "xray:PutTelemetryRecords", "xray:GetSamplingRules", "xray:GetSamplingTargets"]
+      resources = ["*"]
+    }
+  }
+}
+
+resource "aws_iam_role_policy" "state_machine" {
+  name   = "least-privilege"
+  role   = aws_iam_role.state_machine.id
+  policy = data.aws_iam_policy_document.state_machine.json
+}

@@ -1,0 +1,99 @@
+# One function per entry of resources.json "functions", all from the same two zips of
+# `make lambdas`: code.zip (lambdas/ + core/) and a layer with the pinned dependencies.
+
+locals {
+  build_dir = coalesce(var.lambda_build_dir, "${path.module}/../../build/lambda")
+
+  function_names = { for name, _ in local.functions : name => "${var.name_prefix}-${replace(name, "_", "-")}" }
+
+  # Settings the Lambdas and the API share, under the environment names both read
+  # (lambdas/common/config.py, app/settings.py).
+  shared_settings = merge(
+    { for table, _ in local.tables : "${upper(table)}_TABLE" => aws_dynamodb_table.this[table].name },
+    {
+      UPLOADS_BUCKET          = aws_s3_bucket.uploads.id
+      SSM_PREFIX              = var.ssm_prefix
+      AWS_ENDPOINT_URL        = var.aws_endpoint_url
+      OPENAI_MODEL            = var.openai_model
+      COMPLETION_MAX_TOKENS   = tostring(var.completion_max_tokens)
+      QUEUE_MIN_WAIT_SECONDS  = tostring(var.queue_min_wait_seconds)
+      QUEUE_MAX_WAIT_SECONDS  = tostring(var.queue_max_wait_seconds)
+      GOVERNOR_WINDOW_SECONDS = tostring(var.governor_window_seconds)
+      LEASE_SECONDS           = tostring(var.lease_seconds)
+      CONFIG_CACHE_SECONDS    = tostring(var.config_cache_seconds)
+      MAP_CONCURRENCY_CEILING = tostring(var.map_concurrency_ceiling)
+    },
+  )
+
+  # What every handler reads; local provisioning sets the same names
+  # (Provisioner.function_environment). Empty values are left out.
+  lambda_environment = { for key, value in merge(local.shared_settings, {
+    OPENAI_BASE_URL        = var.openai_base_url
+    OPENAI_API_KEY         = var.openai_api_key
+    OPENAI_TIMEOUT_SECONDS = tostring(var.openai_timeout_seconds)
+  }) : key => value if value != "" }
+
+  # The API's whole environment in aws mode (output api_environment); ADMIN_API_KEY is a
+  # secret and set apart.
+  api_environment = { for key, value in merge(local.shared_settings, {
+    MODE                        = "aws"
+    AWS_REGION                  = var.region
+    NAME_PREFIX                 = var.name_prefix
+    STATE_MACHINE_ARN           = aws_sfn_state_machine.validation.arn
+    SFN_RETRY_INTERVAL_SECONDS  = tostring(var.retry_interval_seconds)
+    SFN_RETRY_MAX_ATTEMPTS      = tostring(var.retry_max_attempts)
+    SFN_RETRY_MAX_DELAY_SECONDS = tostring(var.retry_max_delay_seconds)
+  }) : key => value if value != "" }
+}
+
+resource "aws_lambda_layer_version" "dependencies" {
+  layer_name               = "${var.name_prefix}-dependencies"
+  description              = "Third-party packages of the validation Lambdas, pinned by requirements.lock"
+  filename                 = "${local.build_dir}/dependencies.zip"
+  source_code_hash         = filebase64sha256("${local.build_dir}/dependencies.zip")
+  compatible_runtimes      = [var.lambda_runtime]
+  compatible_architectures = ["x86_64"]
+}
+
+resource "aws_cloudwatch_log_group" "function" {
+  #checkov:skip=CKV_AWS_158:Logs hold ids and error messages, no file content; CloudWatch encrypts them with its own key.
+  #checkov:skip=CKV_AWS_338:Operational logs; retention is a variable (log_retention_days), 30 days by default to bound cost.
+  for_each = local.function_names
+
+  name              = "/aws/lambda/${each.value}"
+  retention_in_days = var.log_retention_days
+}
+
+resource "aws_lambda_function" "this" {
+  #checkov:skip=CKV_AWS_116:Invoked synchronously by Step Functions, whose Retry/Catch handle failures (RecordChunkFailure); a DLQ only applies to asynchronous invocations.
+  #checkov:skip=CKV_AWS_117:The functions reach only public AWS APIs and the model server; a VPC would add NAT cost and nothing to protect.
+  #checkov:skip=CKV_AWS_272:Code comes from this repository's reproducible build; code signing needs an AWS Signer profile per deployment.
+  #checkov:skip=CKV_AWS_173:Environment variables are encrypted at rest with the Lambda-managed key; set kms_key_arn for a customer-managed key.
+  #checkov:skip=CKV_AWS_115:Concurrency is bounded by the state machine's Map (max-parallelism); reserved concurrency is per function in lambda_reserved_concurrency.
+  for_each = local.functions
+
+  function_name    = local.function_names[each.key]
+  description      = "Step Functions task ${each.key}"
+  role             = aws_iam_role.function[each.key].arn
+  runtime          = var.lambda_runtime
+  architectures    = ["x86_64"]
+  handler          = each.value.handler
+  filename         = "${local.build_dir}/code.zip"
+  source_code_hash = filebase64sha256("${local.build_dir}/code.zip")
+  layers           = [aws_lambda_layer_version.dependencies.arn]
+  timeout          = lookup(var.lambda_timeouts, each.key, each.value.timeout)
+  memory_size      = lookup(var.lambda_memory, each.key, each.value.memory)
+  kms_key_arn      = var.kms_key_arn
+
+  reserved_concurrent_executions = lookup(var.lambda_reserved_concurrency, each.key, -1)
+
+  environment {
+    variables = local.lambda_environment
+  }
+
+  tracing_config {
+    mode = var.xray_tracing ? "Active" : "PassThrough"
+  }
+
+  depends_on = [aws_cloudwatch_log_group.function, aws_iam_role_policy.function]
+}

@@ -1,0 +1,44 @@
+# The shared ASL (also rendered by app/local_aws/provision.py). Every function in
+# resources.json becomes a `${<function>_arn}` template variable.
+
+locals {
+  asl_template  = file("${path.module}/statemachine/validation.asl.json")
+  asl_reads_ssm = strcontains(local.asl_template, "aws-sdk:ssm:")
+
+  definition = templatefile("${path.module}/statemachine/validation.asl.json", merge(
+    { for name, f in aws_lambda_function.this : "${name}_arn" => f.arn },
+    {
+      ssm_prefix              = var.ssm_prefix
+      retry_interval_seconds  = var.retry_interval_seconds
+      retry_max_attempts      = var.retry_max_attempts
+      retry_max_delay_seconds = var.retry_max_delay_seconds
+    },
+  ))
+}
+
+resource "aws_cloudwatch_log_group" "state_machine" {
+  #checkov:skip=CKV_AWS_158:Execution logs hold ids and errors, no file content; CloudWatch encrypts them with its own key.
+  #checkov:skip=CKV_AWS_338:Operational logs; retention is a variable (log_retention_days), 30 days by default to bound cost.
+  name              = "/aws/vendedlogs/states/${var.name_prefix}-validation"
+  retention_in_days = var.log_retention_days
+}
+
+resource "aws_sfn_state_machine" "validation" {
+  name     = "${var.name_prefix}-validation"
+  type     = "STANDARD"
+  role_arn = aws_iam_role.state_machine.arn
+
+  definition = local.definition
+
+  logging_configuration {
+    log_destination        = "${aws_cloudwatch_log_group.state_machine.arn}:*"
+    include_execution_data = var.sfn_log_execution_data
+    level                  = var.sfn_log_level
+  }
+
+  tracing_configuration {
+    enabled = var.xray_tracing
+  }
+
+  depends_on = [aws_iam_role_policy.state_machine]
+}

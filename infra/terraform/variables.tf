@@ -1,0 +1,286 @@
+# Defaults of the settings shared with the API follow app/settings.py; the proof test
+# (tests/infra/test_terraform.py) checks that they agree.
+
+variable "region" {
+  description = "AWS region for every resource."
+  type        = string
+  default     = "us-east-1"
+}
+
+variable "name_prefix" {
+  description = "Prefix of every resource name: tables are <prefix>-<table>, functions <prefix>-<function>."
+  type        = string
+  default     = "validation"
+}
+
+variable "tags" {
+  description = "Extra tags on every resource."
+  type        = map(string)
+  default     = {}
+}
+
+variable "aws_endpoint_url" {
+  description = "Send every AWS call to this endpoint (the embedded AWS, LocalStack) and pass it to the Lambdas and the API. Empty on AWS."
+  type        = string
+  default     = ""
+}
+
+# ---- data -------------------------------------------------------------------------------
+
+variable "ssm_prefix" {
+  description = "Path under which the run-time parameters (max-parallelism, target-tpm, ...) live."
+  type        = string
+  default     = "/app"
+
+  validation {
+    condition     = startswith(var.ssm_prefix, "/") && !endswith(var.ssm_prefix, "/")
+    error_message = "ssm_prefix starts with / and does not end with /, e.g. /app."
+  }
+}
+
+variable "uploads_bucket_name" {
+  description = "Name of the uploads bucket; null lets AWS make a unique name from <prefix>-uploads-."
+  type        = string
+  default     = null
+}
+
+variable "upload_expiration_days" {
+  description = "Uploaded files are deleted this many days after upload (results stay in DynamoDB)."
+  type        = number
+  default     = 30
+}
+
+variable "point_in_time_recovery" {
+  description = "Point-in-time recovery on every DynamoDB table (35 days of restores)."
+  type        = bool
+  default     = true
+}
+
+variable "kms_key_arn" {
+  description = "Customer-managed KMS key for the DynamoDB tables and the uploads bucket; null uses the AWS-managed keys (aws/dynamodb, aws/s3)."
+  type        = string
+  default     = null
+}
+
+variable "deletion_protection" {
+  description = "Refuse to delete the DynamoDB tables (turn off before terraform destroy)."
+  type        = bool
+  default     = false
+}
+
+# ---- functions and state machine ----------------------------------------------------------
+
+variable "lambda_build_dir" {
+  description = "Directory holding code.zip and dependencies.zip from `make lambdas`; null means <repo>/build/lambda."
+  type        = string
+  default     = null
+}
+
+variable "lambda_runtime" {
+  description = "Lambda runtime of every function and the dependency layer (the wheels in the layer are built for CPython 3.11)."
+  type        = string
+  default     = "python3.11"
+}
+
+variable "lambda_timeouts" {
+  description = "Timeout in seconds per function name, overriding resources.json."
+  type        = map(number)
+  default     = {}
+}
+
+variable "lambda_memory" {
+  description = "Memory in MB per function name, overriding resources.json."
+  type        = map(number)
+  default     = {}
+}
+
+variable "lambda_reserved_concurrency" {
+  description = "Reserved concurrency per function name; absent or -1 means unreserved."
+  type        = map(number)
+  default     = {}
+}
+
+variable "log_retention_days" {
+  description = "Retention of the Lambda and state machine log groups."
+  type        = number
+  default     = 30
+}
+
+variable "xray_tracing" {
+  description = "X-Ray tracing on the state machine and the functions."
+  type        = bool
+  default     = false
+}
+
+variable "sfn_log_level" {
+  description = "Step Functions logging level: ALL, ERROR, FATAL or OFF (ALL logs every state transition, billed per GB)."
+  type        = string
+  default     = "ERROR"
+
+  validation {
+    condition     = contains(["ALL", "ERROR", "FATAL", "OFF"], var.sfn_log_level)
+    error_message = "sfn_log_level is one of ALL, ERROR, FATAL, OFF."
+  }
+}
+
+variable "sfn_log_execution_data" {
+  description = "Include execution input and output in the state machine's logs (ids only: no file content travels through the workflow)."
+  type        = bool
+  default     = true
+}
+
+variable "retry_interval_seconds" {
+  description = "First retry interval of the validator Task (templated into the ASL; SFN_RETRY_INTERVAL_SECONDS)."
+  type        = number
+  default     = 2
+}
+
+variable "retry_max_attempts" {
+  description = "Retries of the validator Task (SFN_RETRY_MAX_ATTEMPTS)."
+  type        = number
+  default     = 6
+}
+
+variable "retry_max_delay_seconds" {
+  description = "Ceiling of the validator Task's backoff (SFN_RETRY_MAX_DELAY_SECONDS)."
+  type        = number
+  default     = 30
+}
+
+# ---- settings the Lambdas read (the API gets the same values through api_environment) ----
+
+variable "openai_base_url" {
+  description = "OpenAI-compatible server; empty means api.openai.com."
+  type        = string
+  default     = ""
+}
+
+variable "openai_api_key" {
+  description = "Key for the model server, passed to the Lambdas' environment (encrypted at rest by Lambda)."
+  type        = string
+  default     = ""
+  sensitive   = true
+}
+
+variable "openai_model" {
+  description = "Model name sent with every chat completion."
+  type        = string
+  default     = "gpt-4o-mini"
+}
+
+variable "openai_timeout_seconds" {
+  description = "Timeout of one model call."
+  type        = number
+  default     = 60
+}
+
+variable "completion_max_tokens" {
+  description = "Completion allowance per chunk (what rate limits charge); the API estimates with the same value."
+  type        = number
+  default     = 512
+}
+
+variable "queue_min_wait_seconds" {
+  description = "Shortest Wait of the per-user queue between admission attempts."
+  type        = number
+  default     = 2
+}
+
+variable "queue_max_wait_seconds" {
+  description = "Longest Wait of the per-user queue between admission attempts."
+  type        = number
+  default     = 60
+}
+
+variable "governor_window_seconds" {
+  description = "The window target-tpm is per (60 = per minute)."
+  type        = number
+  default     = 60
+}
+
+variable "lease_seconds" {
+  description = "A dead validator's slot and unused tokens come back after this."
+  type        = number
+  default     = 30
+}
+
+variable "config_cache_seconds" {
+  description = "How long Lambdas and the API keep SSM values."
+  type        = number
+  default     = 5
+}
+
+variable "map_concurrency_ceiling" {
+  description = "Raising max-parallelism live reaches up to this on running validations (at most 40, the inline Map limit)."
+  type        = number
+  default     = 10
+}
+
+# ---- the API on ECS Fargate (optional) -----------------------------------------------------
+
+variable "deploy_api" {
+  description = "Run the API on ECS Fargate behind an HTTPS application load balancer."
+  type        = bool
+  default     = false
+}
+
+variable "api_image" {
+  description = "Image of the Dockerfile, pushed to a registry the tasks can pull from (e.g. <account>.dkr.ecr.<region>.amazonaws.com/validation:1)."
+  type        = string
+  default     = ""
+}
+
+variable "vpc_id" {
+  description = "VPC of the load balancer and the tasks (deploy_api)."
+  type        = string
+  default     = ""
+}
+
+variable "public_subnet_ids" {
+  description = "Subnets of the internet-facing load balancer, in two or more zones (deploy_api)."
+  type        = list(string)
+  default     = []
+}
+
+variable "private_subnet_ids" {
+  description = "Subnets of the tasks, with a NAT or VPC endpoints to reach AWS APIs (deploy_api)."
+  type        = list(string)
+  default     = []
+}
+
+variable "certificate_arn" {
+  description = "ACM certificate of the HTTPS listener (deploy_api)."
+  type        = string
+  default     = ""
+}
+
+variable "api_ingress_cidrs" {
+  description = "Who may reach the load balancer."
+  type        = list(string)
+  default     = ["0.0.0.0/0"]
+}
+
+variable "api_desired_count" {
+  description = "Number of API tasks; the API is stateless, so any number works."
+  type        = number
+  default     = 2
+}
+
+variable "api_cpu" {
+  description = "CPU units per API task (1024 = 1 vCPU)."
+  type        = number
+  default     = 512
+}
+
+variable "api_memory" {
+  description = "Memory in MiB per API task."
+  type        = number
+  default     = 1024
+}
+
+variable "admin_api_key" {
+  description = "Bootstrap admin key of the API on ECS, stored as an SSM SecureString (deploy_api)."
+  type        = string
+  default     = ""
+  sensitive   = true
+}
