@@ -1,0 +1,133 @@
+"""Dockerfile and docker-compose.yml agree with the app (no Docker engine here: the files
+are parsed, and the health-check commands are run against a real API process)."""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import subprocess
+import sys
+from typing import Any
+
+import pytest
+import yaml
+
+from app.local_aws.provision import ASL_FILE, RESOURCES_FILE
+from app.main import create_app
+from app.settings import PROJECT_ROOT, Mode, Settings
+from tests.servers import free_port, process
+
+DOCKERFILE = (PROJECT_ROOT / "Dockerfile").read_text()
+COMPOSE = yaml.safe_load((PROJECT_ROOT / "docker-compose.yml").read_text())
+SERVICES = COMPOSE["services"]
+
+
+def _instructions(text: str) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) with line continuations joined and comments dropped."""
+    joined = re.sub(r"\\\n", " ", text)
+    lines = [line.strip() for line in joined.splitlines() if line.strip() and not line.strip().startswith("#")]
+    return [(line.split(None, 1)[0].upper(), line.split(None, 1)[1] if " " in line else "") for line in lines]
+
+
+def _final_stage() -> list[tuple[str, str]]:
+    instructions = _instructions(DOCKERFILE)
+    last_from = max(i for i, (op, _) in enumerate(instructions) if op == "FROM")
+    return instructions[last_from:]
+
+
+def _exec_form(arguments: str) -> list[str]:
+    return json.loads(arguments)
+
+
+def _healthcheck_command() -> list[str]:
+    (arguments,) = [args for op, args in _final_stage() if op == "HEALTHCHECK"]
+    command = arguments.split("CMD", 1)[1].strip()
+    return _exec_form(command)
+
+
+def _env(service: str) -> dict[str, str]:
+    """A service's environment as compose would resolve it with no variables set (defaults)."""
+    resolved = {}
+    for name, value in (SERVICES[service].get("environment") or {}).items():
+        text = str(value)
+        resolved[name] = re.sub(r"\$\{[A-Z_]+:?-([^}]*)\}", r"\1", text)
+    return resolved
+
+
+def _route_paths() -> set[str]:
+    return set(create_app(Settings(_env_file=None)).openapi()["paths"])
+
+
+def test_dockerfile_is_multi_stage_slim_non_root_and_serves_the_app() -> None:
+    instructions = _instructions(DOCKERFILE)
+    stages = [args for op, args in instructions if op == "FROM"]
+    assert len(stages) >= 2 and all("-slim" in s for s in stages)
+    final = dict((op, args) for op, args in _final_stage())  # the last of each instruction wins
+    assert final["USER"].split(":")[0] not in {"root", "0"}
+    assert _exec_form(final["CMD"]) == ["python", "-m", "app"]  # uvicorn via app/__main__.py
+    env = dict(re.findall(r"(\w+)=(\S+)", final["ENV"]))
+    assert env["HOST"] == "0.0.0.0"  # reachable from outside the container
+    assert final["EXPOSE"] == env["PORT"] == str(Settings.model_fields["port"].default)
+    assert set(env) - {"PATH", "PYTHONDONTWRITEBYTECODE", "PYTHONUNBUFFERED"} <= {n.upper() for n in Settings.model_fields}
+
+
+def test_dockerfile_copies_what_the_app_reads_at_run_time() -> None:
+    copied = {args.split()[-2].rstrip("/") for op, args in _final_stage() if op == "COPY" and "--from" not in args}
+    needed = {"app", "core", "lambdas", str(RESOURCES_FILE.relative_to(PROJECT_ROOT)), str(ASL_FILE.parent.relative_to(PROJECT_ROOT))}
+    assert needed <= copied
+    ignored = (PROJECT_ROOT / ".dockerignore").read_text().split()
+    assert {".git", ".venv", ".env", "build"} <= set(ignored)
+
+
+def test_compose_runs_api_and_embedded_aws_from_the_same_image() -> None:
+    images = {(SERVICES[s]["image"], SERVICES[s]["build"]) for s in ("api", "aws")}
+    assert len(images) == 1
+    assert SERVICES["api"]["command"] == _exec_form(dict(_final_stage())["CMD"])
+    aws_command = SERVICES["aws"]["command"]
+    assert aws_command[:3] == ["python", "-m", "app.local_aws"]
+    aws_port = aws_command[aws_command.index("--port") + 1]
+    assert f"{aws_port}:{aws_port}" in SERVICES["aws"]["ports"]
+
+    env = _env("api")
+    assert {name.lower() for name in env} <= set(Settings.model_fields)
+    settings = Settings(_env_file=None, **{k.lower(): v for k, v in env.items()})
+    assert settings.mode is Mode.LOCAL and not settings.embedded
+    assert settings.aws_endpoint_url == f"http://aws:{aws_port}"
+    assert settings.host == "0.0.0.0"
+    assert f"{settings.port}:{settings.port}" in SERVICES["api"]["ports"]
+    simulator_port = SERVICES["simulator"]["expose"][0]
+    assert settings.openai_base_url == f"http://simulator:{simulator_port}/v1"
+    assert "ADMIN_API_KEY" in env  # required: no key is generated and lost in a container log
+
+
+def test_compose_health_checks_probe_real_routes_and_gate_the_api() -> None:
+    api_check = " ".join(SERVICES["api"]["healthcheck"]["test"])
+    port = _env("api")["PORT"]
+    assert f"127.0.0.1:{port}/healthz" in api_check and "/healthz" in _route_paths()
+    assert "/moto-api/" in " ".join(SERVICES["aws"]["healthcheck"]["test"])
+    assert {name: d["condition"] for name, d in SERVICES["api"]["depends_on"].items()} == {
+        "aws": "service_healthy",
+        "simulator": "service_healthy",
+    }
+
+
+def test_the_health_check_commands_pass_against_a_live_api_and_fail_without_one() -> None:
+    port = free_port()
+    checks: dict[str, Any] = {
+        "Dockerfile": [sys.executable, *_healthcheck_command()[1:]],
+        "compose": [sys.executable, *[a.replace("8000", str(port)) for a in SERVICES["api"]["healthcheck"]["test"][2:]]],
+    }
+    env = {"PORT": str(port), "ADMIN_API_KEY": "k"}
+    with process(["-m", "app"], f"http://127.0.0.1:{port}/healthz", env=env):
+        for name, command in checks.items():
+            result = subprocess.run(command, env={"PORT": str(port)}, capture_output=True, text=True, timeout=10)
+            assert result.returncode == 0, (name, shlex.join(command), result.stderr)
+    for name, command in checks.items():  # the API is gone: the probe must fail
+        assert subprocess.run(command, env={"PORT": str(port)}, capture_output=True, timeout=10).returncode != 0, name
+
+
+@pytest.mark.parametrize("service", ["aws", "simulator"])
+def test_the_other_services_listen_on_all_interfaces(service: str) -> None:
+    command = " ".join(SERVICES[service]["command"])
+    assert "0.0.0.0" in command
