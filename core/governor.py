@@ -124,7 +124,7 @@ class Budget:
 
     def lease_size(self, estimate: int, needed: int) -> int:
         """Tokens to take for the next calls: up to LEASE_CALLS calls' worth, within one burst."""
-        return int(max(needed, min(LEASE_CALLS * estimate, self.capacity(estimate))))
+        return int(round(max(needed, min(LEASE_CALLS * estimate, self.capacity(estimate)))))
 
 
 # --- request builders (low-level, typed: the same for boto3 and aioboto3) -------------------

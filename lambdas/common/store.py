@@ -241,7 +241,8 @@ class Store:
 @lru_cache(maxsize=32)
 def store_for(config: LambdaConfig) -> Store:
     """One set of clients per configuration, reused across warm invocations."""
-    kwargs: dict[str, Any] = {"region_name": config.aws_region, "config": Config(retries={"mode": "standard"})}
+    # Many invocations share these clients in the embedded AWS (one per thread): a bigger pool.
+    kwargs: dict[str, Any] = {"region_name": config.aws_region, "config": Config(retries={"mode": "standard"}, max_pool_connections=50)}
     if config.aws_endpoint_url:
         kwargs.update(endpoint_url=config.aws_endpoint_url, aws_access_key_id="local", aws_secret_access_key="local")
     return Store(config, boto3.resource("dynamodb", **kwargs), boto3.client("s3", **kwargs), boto3.client("dynamodb", **kwargs))

@@ -70,12 +70,17 @@ def test_user_admin_role_and_audit_trail(api):
 
 
 def test_parallelism_is_read_and_changed_in_ssm_range_checked_and_audited(api, aws, settings):
-    assert api.get("/admin/parallelism").json() == {"max_parallelism": 5, "target_tpm": 50000, "throttle_threshold": 0.9}
+    configured = ("max_parallelism", "target_tpm", "throttle_threshold")
+    target = int(aws.client("ssm").get_parameter(Name=f"{settings.ssm_prefix}/target-tpm")["Parameter"]["Value"])
+    shown = api.get("/admin/parallelism").json()
+    assert {k: shown[k] for k in configured} == {"max_parallelism": 5, "target_tpm": target, "throttle_threshold": 0.9}
+    assert shown["effective"]["tokens_per_window"] == int(target * 0.9)
 
     changed = api.patch("/admin/parallelism", json={"max_parallelism": 8, "throttle_threshold": 0.75})
     too_many = api.patch("/admin/parallelism", json={"max_parallelism": 41})
 
-    assert changed.json() == {"max_parallelism": 8, "target_tpm": 50000, "throttle_threshold": 0.75}
+    assert {k: changed.json()[k] for k in configured} == {"max_parallelism": 8, "target_tpm": target, "throttle_threshold": 0.75}
+    assert changed.json()["effective"]["tokens_per_window"] == int(target * 0.75)
     assert aws.client("ssm").get_parameter(Name=f"{settings.ssm_prefix}/max-parallelism")["Parameter"]["Value"] == "8"
     assert too_many.status_code == 422
     assert "max_parallelism" in too_many.json()["detail"]
@@ -83,9 +88,10 @@ def test_parallelism_is_read_and_changed_in_ssm_range_checked_and_audited(api, a
     assert entry["action"] == "parallelism.update"
     assert entry["old"] == {"max_parallelism": 5, "throttle_threshold": 0.9}
     assert entry["new"] == {"max_parallelism": 8, "throttle_threshold": 0.75}
-    # Validations started after the PATCH read the new value.
-    vid = submit(api, {"a.txt": "row\n"}, ["t"])["id"]
+    # The controller of a validation started after the PATCH planned with the new value.
+    vid = submit(api, {f"f{i}.txt": "row\n" for i in range(12)}, ["t"])["id"]
     wait_for_status(api, vid)
     history = api.get(f"/validations/{vid}/history", params={"limit": 100}).json()["events"]
-    read = next(e for e in history if e["type"] == "TaskStateExited" and e["stateExitedEventDetails"]["name"] == "ReadParallelism")
-    assert json.loads(read["stateExitedEventDetails"]["output"])["config"] == {"max_parallelism": 8}
+    planned = next(e for e in history if e["type"] == "TaskStateExited" and e["stateExitedEventDetails"]["name"] == "Plan")
+    assert json.loads(planned["stateExitedEventDetails"]["output"])["plan"] == {"map_concurrency": 10, "parallelism": 8}
+    assert api.get(f"/validations/{vid}").json()["parallelism"] == {"effective": 8, "planned": 8, "map_concurrency": 10, "reason": "max_parallelism"}
