@@ -23,6 +23,17 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m bench
 
+# checkov (policy checks over infra/terraform) in its own venv: it pins packages the app's lock does not allow.
+CHECKOV_VERSION := 3.3.30
+CHECKOV_VENV    := build/checkov-venv
+$(CHECKOV_VENV)/.installed-$(CHECKOV_VERSION):
+	@test -x $(CHECKOV_VENV)/bin/python || $(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/pip install --quiet --disable-pip-version-check checkov==$(CHECKOV_VERSION)
+	@touch $@
+
+checkov: $(CHECKOV_VENV)/.installed-$(CHECKOV_VERSION)
+	$(CHECKOV_VENV)/bin/checkov --directory infra/terraform --framework terraform --skip-download --compact --quiet
+
 # build/lambda/code.zip and dependencies.zip (a layer) for infra/terraform; same source, same bytes.
 lambdas: $(STAMP)
 	$(PY) infra/build_lambdas.py --out build/lambda

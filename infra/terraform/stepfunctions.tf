@@ -24,6 +24,7 @@ resource "aws_cloudwatch_log_group" "state_machine" {
 }
 
 resource "aws_sfn_state_machine" "validation" {
+  #checkov:skip=CKV_AWS_284:X-Ray is a switch (xray_tracing, off by default): traces cost per execution and the execution history already records every state.
   name     = "${var.name_prefix}-validation"
   type     = "STANDARD"
   role_arn = aws_iam_role.state_machine.arn
