@@ -90,7 +90,9 @@ class Settings(BaseSettings):
 
     # The TPM governor (issue 6). The "minute" is scaled down in benchmarks, like the simulator's.
     governor_window_seconds: float = Field(default=60.0, gt=0, description="The window target_tpm is per.")
-    lease_seconds: float = Field(default=30.0, gt=0, description="A dead validator's slot and unused tokens come back after this.")
+    lease_seconds: float = Field(
+        default=90.0, gt=0, description="A dead validator's slot and unused tokens come back after this; must exceed openai_timeout_seconds."
+    )
     config_cache_seconds: float = Field(default=5.0, ge=0, description="How long Lambdas and the API keep SSM values.")
     map_concurrency_ceiling: int = Field(default=10, ge=1, le=40, description="Raising max-parallelism live reaches up to this on running validations.")
 

@@ -1,0 +1,206 @@
+"""The TPM governor against an OpenAI-style limit, beside the well-known client throttler.
+
+The simulator enforces a fixed TPM and RPM limit over a time-scaled window (WINDOW
+seconds stand for a minute), charging prompt + max_tokens at admission like OpenAI.
+Workload: three validations from two users at once, documents of mixed line lengths
+and sizes (so chunk sizes vary), run twice on fresh simulators in the same process:
+
+- service: the whole stack (API, Step Functions, validator Lambdas, the governor) with
+  target-tpm = the limit, throttle-threshold 0.95, max-parallelism 8;
+- baseline: the openai-cookbook `api_request_parallel_processor.py` kind: the same
+  requests from 8 workers, request and token buckets refilling continuously at 75% of
+  the limit, prompt + max_tokens reserved per request, a pause of 15 s (scaled: a
+  quarter of the window) after a 429, then the request is retried.
+
+Reported per row: U = tokens admitted per window ÷ limit, over the full windows after
+the first (warm-up) and before the last (drain); r429 = 429 answers ÷ requests; peak =
+the most tokens admitted in any sliding window ÷ limit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from typing import Any
+
+import boto3
+import openai
+
+from app.local_aws.server import EmbeddedAWS
+from app.settings import Settings
+from app.simulator.app import SimulatorConfig
+from app.simulator.server import SimulatorServer
+from core import prompt
+from core.chunking import chunk_text
+from core.tokens import count_message_tokens
+
+WINDOW = 10.0
+# Sized under the embedded engine's ceiling: every call costs ~0.3 s of CPU in this one
+# process (Step Functions interpreter, moto, boto3 on both sides), so ~3 calls/s at most.
+LIMIT_TOKENS = 20_000  # per window
+LIMIT_REQUESTS = 300
+LATENCY = 1.0
+PARALLELISM = 8
+CHUNK_TOKENS = 300
+MAX_TOKENS = 512
+BASELINE_SHARE = 0.75
+RULES = [{"id": "no-secret", "text": "No line may contain the word secret."}, {"id": "numbers", "text": "Every value must be a number."}]
+
+
+def documents() -> list[tuple[str, dict[str, str]]]:
+    """(user, {name: text}) for three validations: mixed line lengths and file sizes."""
+
+    def text(lines: int, width: int) -> str:
+        return "".join(f"row {i}: value {i * 7} " + "x" * ((i * 13) % width) + "\n" for i in range(1, lines + 1))
+
+    return [
+        ("alice", {"short-lines.txt": text(1_800, 8), "tiny.txt": text(12, 4)}),
+        ("alice", {"long-lines.csv": text(1_000, 120)}),
+        ("bob", {"medium.txt": text(1_500, 40), "small.txt": text(90, 60)}),
+    ]
+
+
+def measure(admitted: list[tuple[float, int]], requests: int, limited: int) -> dict[str, float]:
+    times = sorted(admitted)
+    start, end = times[0][0], times[-1][0]
+    full = int((end - start) // WINDOW)
+    per_window = [sum(c for t, c in times if start + k * WINDOW <= t < start + (k + 1) * WINDOW) for k in range(full)]
+    steady = per_window[1:-1] or per_window
+    peak = max(sum(c for t, c in times if s <= t < s + WINDOW) for s, _ in times)
+    return {
+        "U": sum(steady) / len(steady) / LIMIT_TOKENS,
+        "r429": limited / max(requests, 1),
+        "peak": peak / LIMIT_TOKENS,
+        "windows": len(steady),
+        "tokens": sum(c for _, c in times),
+        "seconds": end - start,
+    }
+
+
+def simulator() -> SimulatorServer:
+    return SimulatorServer(
+        SimulatorConfig(rpm=LIMIT_REQUESTS, tpm=LIMIT_TOKENS, window_seconds=WINDOW, latency_seconds=LATENCY, send_retry_after=True)
+    )
+
+
+def run_service() -> dict[str, float]:
+    from fastapi.testclient import TestClient
+
+    from app.main import create_app
+
+    with EmbeddedAWS() as aws, simulator() as sim:
+        prefix = f"bg{uuid.uuid4().hex[:6]}"
+        settings = Settings(
+            _env_file=None,
+            aws_endpoint_url=aws.endpoint_url,
+            name_prefix=prefix,
+            ssm_prefix=f"/{prefix}",
+            admin_api_key="bench",
+            openai_base_url=sim.base_url,
+            openai_model="simulator",
+            chunk_max_tokens=CHUNK_TOKENS,
+            completion_max_tokens=MAX_TOKENS,
+            governor_window_seconds=WINDOW,
+            lease_seconds=30,
+            sfn_retry_interval_seconds=1,
+            sfn_retry_max_delay_seconds=4,
+        )
+        ssm = boto3.client("ssm", endpoint_url=aws.endpoint_url, region_name="us-east-1", aws_access_key_id="b", aws_secret_access_key="b")
+        for name, value in {"target-tpm": LIMIT_TOKENS, "throttle-threshold": 0.95, "max-parallelism": PARALLELISM}.items():
+            ssm.put_parameter(Name=f"/{prefix}/{name}", Value=str(value), Type="String", Overwrite=True)
+        with TestClient(create_app(settings)) as api:
+            api.headers.update({"Authorization": "Bearer bench"})
+            keys = {}
+            for user in ("alice", "bob"):
+                made = api.post("/admin/users", json={"user_id": user, "quota": {"capacity_tokens": 10_000_000, "refill_tokens_per_minute": 10_000_000, "max_running": 5}})
+                keys[user] = {"Authorization": f"Bearer {made.json()['api_key']}"}
+            ids = []
+            for user, docs in documents():
+                answer = api.post(
+                    "/validations",
+                    json={"documents": [{"name": n, "content": c} for n, c in docs.items()], "rules": RULES},
+                    headers=keys[user],
+                )
+                assert answer.status_code == 202, answer.text
+                ids.append(answer.json()["id"])
+            deadline = time.monotonic() + 600
+            while time.monotonic() < deadline:
+                states = [api.get(f"/validations/{v}").json()["status"] for v in ids]
+                if all(s in ("SUCCEEDED", "FAILED", "CANCELLED") for s in states):
+                    break
+                time.sleep(1)
+            assert states == ["SUCCEEDED"] * len(ids), states
+        stats = sim.stats
+        return measure(list(stats.admitted), stats.requests, stats.rate_limited)
+
+
+def workload() -> list[list[dict[str, str]]]:
+    requests = []
+    for _, docs in documents():
+        for name, text in docs.items():
+            encoded = text.encode()
+            for span in chunk_text(text, CHUNK_TOKENS):
+                part = encoded[span.start_byte : span.end_byte].decode()
+                requests.append(prompt.messages(name, span.first_line, span.last_line, part, RULES))
+    return requests
+
+
+async def run_baseline() -> dict[str, float]:
+    """The cookbook's throttler: continuous refill, reserve prompt + max_tokens, pause after a 429."""
+    with simulator() as sim:
+        client = openai.AsyncOpenAI(base_url=sim.base_url, api_key="bench", max_retries=0)
+        tokens_per_second = BASELINE_SHARE * LIMIT_TOKENS / WINDOW
+        requests_per_second = BASELINE_SHARE * LIMIT_REQUESTS / WINDOW
+        buckets = {"tokens": BASELINE_SHARE * LIMIT_TOKENS, "requests": BASELINE_SHARE * LIMIT_REQUESTS}
+        state = {"updated": time.monotonic(), "paused_until": 0.0}
+        lock = asyncio.Lock()
+        queue: asyncio.Queue[list[dict[str, str]]] = asyncio.Queue()
+        for messages in workload():
+            queue.put_nowait(messages)
+
+        async def reserve(cost: int) -> None:
+            while True:
+                async with lock:
+                    now = time.monotonic()
+                    elapsed, state["updated"] = now - state["updated"], now
+                    buckets["tokens"] = min(BASELINE_SHARE * LIMIT_TOKENS, buckets["tokens"] + elapsed * tokens_per_second)
+                    buckets["requests"] = min(BASELINE_SHARE * LIMIT_REQUESTS, buckets["requests"] + elapsed * requests_per_second)
+                    if now >= state["paused_until"] and buckets["tokens"] >= cost and buckets["requests"] >= 1:
+                        buckets["tokens"] -= cost
+                        buckets["requests"] -= 1
+                        return
+                await asyncio.sleep(0.001)  # the cookbook's loop sleeps 1 ms between checks
+
+        async def worker() -> None:
+            while not queue.empty():
+                messages = queue.get_nowait()
+                cost = count_message_tokens(messages) + MAX_TOKENS
+                while True:
+                    await reserve(cost)
+                    try:
+                        await client.chat.completions.create(
+                            model="simulator", messages=messages, max_tokens=MAX_TOKENS, response_format=prompt.RESPONSE_FORMAT  # type: ignore[arg-type]
+                        )
+                        break
+                    except openai.RateLimitError:
+                        state["paused_until"] = time.monotonic() + WINDOW / 4  # "15 s" of a scaled minute
+
+        await asyncio.gather(*(worker() for _ in range(PARALLELISM)))
+        stats = sim.stats
+        return measure(list(stats.admitted), stats.requests, stats.rate_limited)
+
+
+def main() -> None:
+    print(f"\n## TPM governor (limit {LIMIT_TOKENS:,} tokens and {LIMIT_REQUESTS} requests per {WINDOW:.0f} s window, 3 validations, 2 users)")
+    baseline = asyncio.run(run_baseline())
+    service = run_service()
+    print("| client | U (used ÷ limit) | r429 | peak window ÷ limit | full windows | tokens | seconds |")
+    print("|---|---|---|---|---|---|---|")
+    for name, row in (("service (governor, threshold 0.95)", service), (f"baseline (cookbook throttler at {BASELINE_SHARE:.0%})", baseline)):
+        print(f"| {name} | {row['U']:.3f} | {row['r429']:.2%} | {row['peak']:.3f} | {row['windows']} | {row['tokens']:,} | {row['seconds']:.0f} |")
+    print(f"| service ÷ baseline | {service['U'] / baseline['U']:.2f}× | | {service['peak'] / baseline['peak']:.2f}× | | | |")
+
+
+if __name__ == "__main__":
+    main()
