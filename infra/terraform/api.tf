@@ -51,23 +51,37 @@ resource "aws_iam_role" "api_execution" {
   assume_role_policy = data.aws_iam_policy_document.ecs_tasks_assume.json
 }
 
-resource "aws_iam_role_policy_attachment" "api_execution" {
-  count      = local.api_count
-  role       = aws_iam_role.api_execution[0].name
-  policy_arn = "arn:aws:iam::aws:policy/service-role/AmazonECSTaskExecutionRolePolicy"
-}
-
 data "aws_iam_policy_document" "api_execution" {
   count = local.api_count
   statement {
+    sid = "PullImage"
+    # The image may live in any ECR repository; GetAuthorizationToken has no resource-level permissions.
+    actions   = ["ecr:GetAuthorizationToken", "ecr:BatchCheckLayerAvailability", "ecr:GetDownloadUrlForLayer", "ecr:BatchGetImage"]
+    resources = ["*"]
+  }
+  statement {
+    sid       = "ContainerLogs"
+    actions   = ["logs:CreateLogStream", "logs:PutLogEvents"]
+    resources = ["${aws_cloudwatch_log_group.api[0].arn}:*"]
+  }
+  statement {
+    sid       = "AdminKey"
     actions   = ["ssm:GetParameters"]
     resources = [aws_ssm_parameter.admin_api_key[0].arn]
+  }
+  dynamic "statement" {
+    for_each = var.kms_key_arn == null ? [] : [var.kms_key_arn]
+    content {
+      sid       = "CustomerKey"
+      actions   = ["kms:Decrypt"]
+      resources = [statement.value]
+    }
   }
 }
 
 resource "aws_iam_role_policy" "api_execution" {
   count  = local.api_count
-  name   = "admin-key"
+  name   = "least-privilege"
   role   = aws_iam_role.api_execution[0].id
   policy = data.aws_iam_policy_document.api_execution[0].json
 }

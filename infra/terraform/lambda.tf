@@ -96,4 +96,12 @@ resource "aws_lambda_function" "this" {
   }
 
   depends_on = [aws_cloudwatch_log_group.function, aws_iam_role_policy.function]
+
+  lifecycle {
+    precondition {
+      # A lease shorter than one model call would hand a live validator's slot to another.
+      condition     = var.lease_seconds > var.openai_timeout_seconds
+      error_message = "lease_seconds must exceed openai_timeout_seconds."
+    }
+  }
 }

@@ -199,9 +199,9 @@ variable "governor_window_seconds" {
 }
 
 variable "lease_seconds" {
-  description = "A dead validator's slot and unused tokens come back after this."
+  description = "A dead validator's slot and unused tokens come back after this; must exceed openai_timeout_seconds."
   type        = number
-  default     = 30
+  default     = 90
 }
 
 variable "config_cache_seconds" {

@@ -69,7 +69,7 @@ def test_dockerfile_is_multi_stage_slim_non_root_and_serves_the_app() -> None:
     env = dict(re.findall(r"(\w+)=(\S+)", final["ENV"]))
     assert env["HOST"] == "0.0.0.0"  # reachable from outside the container
     assert final["EXPOSE"] == env["PORT"] == str(Settings.model_fields["port"].default)
-    assert set(env) - {"PATH", "PYTHONDONTWRITEBYTECODE", "PYTHONUNBUFFERED"} <= {n.upper() for n in Settings.model_fields}
+    assert set(env) - {"PATH", "PYTHONDONTWRITEBYTECODE", "PYTHONUNBUFFERED", "TIKTOKEN_CACHE_DIR"} <= {n.upper() for n in Settings.model_fields}
 
 
 def test_dockerfile_copies_what_the_app_reads_at_run_time() -> None:

@@ -5,12 +5,14 @@ Offline `terraform init` from a local provider directory, `fmt -check`, `validat
 configured only from `terraform output` (plus its admin key, a secret Terraform does not
 hold), runs a whole validation through the resources Terraform made; an admin changes
 max-parallelism at run time; `plan -detailed-exitcode` must then report no changes;
-`destroy` removes everything.
+switching on the optional API on ECS Fargate plans only additions; `destroy` removes
+everything.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 from typing import Any, Iterator
@@ -99,6 +101,8 @@ def test_terraform_apply_runs_a_validation_then_plans_clean_and_destroys(tmp_pat
             plan = tf.run("plan", "-detailed-exitcode", "-parallelism=20", ok_codes=(0, 2))
             assert plan.returncode == 0, f"plan after apply is not clean:\n{plan.stdout[-4000:]}"
             log("plan -detailed-exitcode: no changes (exit 0)")
+
+            _plan_the_api_on_fargate(tf, log)
         finally:
             tf.run("destroy", "-auto-approve", "-parallelism=20")
         assert client("dynamodb").list_tables()["TableNames"] == []
@@ -185,3 +189,25 @@ def _run_a_validation_through_the_api(environment: dict[str, str], log: Any) -> 
         assert results["clean.csv"]["rules"][0]["passed"] is True
         leaky = results["leaky.md"]["rules"][0]
         assert leaky["passed"] is False and len(leaky["findings"]) == 1
+
+
+def _plan_the_api_on_fargate(tf: Terraform, log: Any) -> None:
+    """deploy_api=true adds the Fargate service, its load balancer and roles, and touches nothing else.
+
+    (Applying it against the embedded AWS works too, but adds a minute to this test.)"""
+    api_vars = {
+        "deploy_api": True,
+        "api_image": "123456789012.dkr.ecr.us-east-1.amazonaws.com/validation:1",
+        "vpc_id": "vpc-0123456789abcdef0",
+        "public_subnet_ids": ["subnet-0123456789abcdef0", "subnet-0123456789abcdef1"],
+        "private_subnet_ids": ["subnet-0123456789abcdef2"],
+        "certificate_arn": "arn:aws:acm:us-east-1:123456789012:certificate/00000000-0000-0000-0000-000000000000",
+        "admin_api_key": ADMIN_KEY,
+    }
+    (tf.workdir / "api.tfvars.json").write_text(json.dumps(api_vars))
+    plan = tf.run("plan", "-detailed-exitcode", "-parallelism=20", "-var-file=api.tfvars.json", ok_codes=(2,))
+    summary = re.search(r"Plan: (\d+) to add, (\d+) to change, (\d+) to destroy", plan.stdout)
+    assert summary and summary.group(2, 3) == ("0", "0"), plan.stdout[-3000:]
+    for address in ("aws_ecs_service.api[0]", "aws_lb.api[0]", "aws_lb_listener.api_https[0]", "aws_iam_role.api_task[0]"):
+        assert f"# {address} will be created" in plan.stdout
+    log(f"plan with deploy_api=true: {summary.group(1)} to add, nothing else changes")
