@@ -12,8 +12,8 @@ what OpenAI's limiter charges: prompt tokens plus `max_tokens`, and a request th
 still counts.
 
 Leases. Validators do not hit the budget per call: an invocation takes tokens in chunks
-(a lease of up to `LEASE_CALLS` calls' worth, never more than the burst capacity) and
-spends them locally. Its lease item (`pk=lease#<validation>`, `sk=<slot>`) is also its
+(a lease of up to `LEASE_CALLS` calls' worth, at most an eighth of the burst, when the
+burst holds 32 calls or more; a single call's worth below that) and spends them locally. Its lease item (`pk=lease#<validation>`, `sk=<slot>`) is also its
 concurrency slot: it holds the slot index, the tokens `leased` from the budget and the
 tokens `committed` to calls (including the call in flight), and `expires_at`, renewed
 before each call. A clean close returns `leased − committed` to the budget. A holder that
@@ -42,7 +42,8 @@ from core.quota import typed
 BUDGET_KEY = {"pk": "budget", "sk": "tokens"}
 USAGE_PK = "usage"
 USAGE_SLICES = 6  # usage is counted in sixths of a window
-LEASE_CALLS = 4  # a lease covers up to this many calls
+LEASE_CALLS = 4  # a lease covers up to this many calls...
+LEASE_MIN_BURST_CALLS = 32  # ...when the burst capacity holds this many
 OPEN_SHARDS = 8  # the open_leases index is spread over this many partitions
 MIN_FACTOR, DECREASE, RECOVERY_PER_WINDOW = 0.25, 0.8, 0.25
 PENALTY_SPACING = 0.1  # of a window: concurrent 429s lower the factor once
@@ -72,16 +73,19 @@ class BudgetState:
     factor: float = 1.0
     penalized_at: float = 0.0
     upstream_tpm: int | None = None
+    tat_exact: str | None = None  # the stored number as DynamoDB returned it, for compare-and-set
 
     @classmethod
     def of(cls, item: Mapping[str, Any] | None) -> "BudgetState":
         item = item or {}
         upstream = item.get("upstream_tpm")
+        tat = item.get("tat")
         return cls(
-            float(item.get("tat", 0)),
+            float(tat or 0),
             float(item.get("factor", 1)),
             float(item.get("penalized_at", 0)),
             int(upstream) if upstream is not None else None,
+            str(tat) if tat is not None else None,
         )
 
 
@@ -114,46 +118,74 @@ class Budget:
     def capacity(self, cost: float) -> float:
         return max(float(cost), self.limit_tpm * (1.0 - self.limits.throttle_threshold) / 2.0)
 
-    def latest_tat(self, cost: float, now: float) -> float:
-        """A grant of `cost` is allowed while the stored `tat` is at most this."""
-        rate = self.rate(now)
-        return now + (self.capacity(cost) - cost) / rate
+    def schedule(self, cost: float, now: float, tat: float) -> tuple[float, float]:
+        """(new `tat`, when the call may start) for a grant of `cost` reserved now.
 
-    def wait_for(self, cost: float, now: float, tat: float | None = None) -> float:
-        return max(0.0, (self.state.tat if tat is None else tat) - self.latest_tat(cost, now))
+        GCRA as virtual scheduling: a grant moves `tat` forward by cost / rate and may be
+        used once `tat` is within one burst of the clock. A validator reserves its place
+        at once and sleeps until then, so waiting validators form a queue in time instead
+        of polling: no herd, and no capacity lost to a late wake-up.
+        """
+        rate = self.rate(now)
+        new = max(tat, now) + cost / rate
+        return new, max(now, new - self.capacity(cost) / rate)
 
     def lease_size(self, estimate: int, needed: int) -> int:
-        """Tokens to take for the next calls: up to LEASE_CALLS calls' worth, within one burst."""
-        return int(round(max(needed, min(LEASE_CALLS * estimate, self.capacity(estimate)))))
+        """Tokens to take for the next calls.
+
+        Tokens a validator holds unspent can be spent in a later window than they were
+        granted in, on top of that window's grants. So leases cover several calls
+        (LEASE_CALLS) only when the burst holds at least LEASE_MIN_BURST_CALLS calls, and
+        then at most an eighth of the burst; below that a lease is just the call. A small
+        limit means few calls per second, where a write per call costs nothing.
+        """
+        burst = self.capacity(estimate)
+        if burst < LEASE_MIN_BURST_CALLS * estimate:
+            return int(needed)
+        return int(round(max(needed, min(LEASE_CALLS * estimate, burst / 8))))
 
 
 # --- request builders (low-level, typed: the same for boto3 and aioboto3) -------------------
 
 
-def grant(table: str, budget: Budget, cost: int, now: float, full: bool) -> dict[str, Any]:
-    """The conditional Update that takes `cost` tokens from the budget, or fails.
+@dataclass(frozen=True)
+class Grant:
+    request: dict[str, Any]  # the Update for TransactWriteItems
+    tat: float
+    stored: str  # `tat` exactly as it will be stored
+    starts_at: float
 
-    Two shapes, as for the per-user buckets: budget full (`tat <= now`: set `tat` from now)
-    or within reach (add to `tat`). The caller picks by the last `tat` it saw.
+
+def grant(table: str, budget: Budget, cost: int, now: float) -> Grant:
+    """The conditional Update that reserves `cost` tokens, or fails if the budget moved.
+
+    Two shapes: the budget is full (`tat <= now`, as far as we know): set `tat` from now;
+    or it is not: compare-and-set from the exact `tat` we last saw. A failure returns the
+    stored item (ReturnValuesOnConditionCheckFailure), so the next attempt needs no read.
     """
-    increment = cost / budget.rate(now)
+    state = budget.state
+    full = state.tat_exact is None or state.tat <= now
+    new, starts_at = budget.schedule(cost, now, state.tat)
     if full:
-        return {
+        stored = _num(new)
+        request = {
             "TableName": table,
             "Key": typed(BUDGET_KEY),
             "UpdateExpression": "SET tat = :tat ADD granted :c",
             "ConditionExpression": "attribute_not_exists(tat) OR tat <= :now",
-            "ExpressionAttributeValues": typed({":tat": _num(now + increment), ":now": _num(now), ":c": int(cost)}),
+            "ExpressionAttributeValues": typed({":tat": stored, ":now": _num(now), ":c": int(cost)}),
         }
-    return {
-        "TableName": table,
-        "Key": typed(BUDGET_KEY),
-        "UpdateExpression": "SET tat = tat + :inc ADD granted :c",
-        "ConditionExpression": "tat BETWEEN :now AND :latest",
-        "ExpressionAttributeValues": typed(
-            {":inc": _num(increment), ":now": _num(now), ":latest": _num(budget.latest_tat(cost, now)), ":c": int(cost)}
-        ),
-    }
+    else:
+        exact = Decimal(str(state.tat_exact))
+        stored = exact + Decimal(repr(round(cost / budget.rate(now), 6)))
+        request = {
+            "TableName": table,
+            "Key": typed(BUDGET_KEY),
+            "UpdateExpression": "SET tat = :tat ADD granted :c",
+            "ConditionExpression": "tat = :seen",
+            "ExpressionAttributeValues": typed({":tat": stored, ":seen": exact, ":c": int(cost)}),
+        }
+    return Grant({**request, "ReturnValuesOnConditionCheckFailure": "ALL_OLD"}, float(stored), str(stored), starts_at)
 
 
 def refund(table: str, budget: Budget, tokens: float, now: float) -> dict[str, Any]:

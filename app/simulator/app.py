@@ -72,6 +72,8 @@ class Simulator:
         for name, value in changes.items():
             setattr(self.config, name, value)
         self.limits = RateLimits(self.config.rpm, self.config.tpm, self.config.window_seconds)
+        if "seed" in changes:
+            self._random = random.Random(self.config.seed)
 
     def reset_peak(self) -> None:
         with self.stats.lock:

@@ -18,6 +18,7 @@ touches the budget item only when the lease runs out of tokens.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 import threading
@@ -46,6 +47,9 @@ def _failed(reason: dict[str, Any]) -> bool:
     return reason.get("Code") not in (None, "None")
 
 
+_ATTEMPTS = 25
+
+
 class LeaseLost(Exception):
     """Our lease expired and was reclaimed (a call outlived LEASE_SECONDS)."""
 
@@ -68,12 +72,14 @@ class Governor:
 
     def read_budget(self) -> g.Budget:
         item = self.client.get_item(TableName=self.table, Key=typed(g.BUDGET_KEY), ConsistentRead=True).get("Item")
-        self.state = g.BudgetState.of(plain(untyped(item)) if item else None)
+        self.learn(item)
         return self.budget()
 
     def learn(self, item: dict[str, Any] | None) -> None:
+        """The stored budget (typed, as DynamoDB returned it); `tat` kept exact for compare-and-set."""
         if item:
-            self.state = g.BudgetState.of(plain(untyped(item)))
+            state = g.BudgetState.of(plain(untyped(item)))
+            self.state = dataclasses.replace(state, tat_exact=item["tat"]["N"] if "tat" in item else None)
 
     def lease(self, validation_id: str, cap: Callable[[], int]) -> "Lease":
         return Lease(self, validation_id, f"{uuid.uuid4().hex[:12]}", cap)
@@ -220,31 +226,33 @@ class Lease:
                 if self.available >= estimate:
                     self._write(estimate, take=0, budget=None)
                     return
-                budget = gov.budget()
-                take = budget.lease_size(estimate, estimate - self.available)
-                wait = self._take(budget, take, estimate)
+                take = gov.budget().lease_size(estimate, estimate - self.available)
+                starts_at = self._take(take, estimate, deadline)
             except LeaseLost:
                 self._forget()
                 continue
-            if wait == 0:
-                return
-            if gov.clock() + wait > deadline:
-                self.close()
-                raise CapacityUnavailable(f"token budget exhausted: {take} tokens wanted, next in {wait:.1f}s")
-            gov.sleep(wait + random.uniform(0, min(wait, 0.05)))
+            wait = starts_at - gov.clock()
+            if wait > 0:
+                gov.sleep(wait)  # our place in the budget's schedule
+            return
 
-    def _take(self, budget: g.Budget, take: int, estimate: int) -> float:
-        """Take `take` tokens from the budget and commit `estimate`: 0, or seconds to wait.
+    def _take(self, take: int, estimate: int, deadline: float) -> float:
+        """Reserve `take` tokens in the budget's schedule and commit `estimate`; when the call may start.
 
-        The grant's shape follows the last `tat` seen; a refusal returns the stored `tat`
-        (ReturnValuesOnConditionCheckFailure), so a wrong guess costs one more attempt, not a read.
+        A refused compare-and-set returns the stored budget (ReturnValuesOnConditionCheckFailure),
+        so the next attempt needs no read. Raises CapacityUnavailable (lease closed) when the
+        next free place is beyond `deadline`.
         """
         gov = self.governor
-        for _ in range(2):
+        for attempt in range(_ATTEMPTS):
             now = gov.clock()
-            full = gov.state.tat <= now
+            budget = gov.budget()
+            grant = g.grant(gov.table, budget, take, now)
+            if grant.starts_at > deadline:
+                self.close()
+                raise CapacityUnavailable(f"token budget: {take} tokens are free in {grant.starts_at - now:.1f}s, past this invocation's wait")
             try:
-                self._write(estimate, take=take, budget=g.grant(gov.table, budget, take, now, full))
+                self._write(estimate, take=take, budget=grant.request)
             except ClientError as exc:
                 reasons = _canceled(exc)
                 if reasons is None:
@@ -252,15 +260,13 @@ class Lease:
                 if len(reasons) > 1 and _failed(reasons[1]):
                     raise LeaseLost() from exc
                 gov.learn(reasons[0].get("Item") if reasons else None)
-                budget = gov.budget()
-                wait = budget.wait_for(take, now, gov.state.tat)
-                if wait > 0:
-                    return wait
-                continue  # the other shape fits now
-            gov.state = g.BudgetState(max(gov.state.tat, now) + take / budget.rate(now), *_rest(gov.state))
+                gov.sleep(random.uniform(0, 0.002 * attempt))  # others reserve at this moment too
+                continue
+            gov.state = dataclasses.replace(gov.state, tat=grant.tat, tat_exact=grant.stored)
             gov.sweep()
-            return 0.0
-        return 0.01
+            return grant.starts_at
+        self.close()
+        raise CapacityUnavailable(f"token budget: {_ATTEMPTS} reservations in a row lost the race")
 
     def _write(self, estimate: int, *, take: int, budget: dict[str, Any] | None) -> None:
         gov, slot = self.governor, self.slot
@@ -355,5 +361,3 @@ class Lease:
         self.calls, self.call_seconds, self.charged = 0, 0.0, 0
 
 
-def _rest(state: g.BudgetState) -> tuple[float, float, int | None]:
-    return state.factor, state.penalized_at, state.upstream_tpm

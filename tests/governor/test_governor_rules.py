@@ -22,30 +22,44 @@ def _budget(state: g.BudgetState = g.BudgetState(), limits: g.Limits = LIMITS, w
     threshold=st.floats(min_value=0.5, max_value=0.98),
 )
 def test_grants_in_any_window_stay_within_the_target(costs, gaps, threshold):
-    """Replay the GCRA rule as DynamoDB applies it: no window of grants exceeds target_tpm."""
+    """Replay the schedule as the validators follow it: no window of calls exceeds target_tpm."""
     limits = g.Limits(8, 60_000, threshold)
-    window, now, tat, granted = 60.0, 1_000.0, 0.0, []
+    window, now, tat, calls = 60.0, 1_000.0, 0.0, []
     for cost, gap in zip(costs, gaps):
         now += gap
         budget = _budget(g.BudgetState(tat=tat), limits, window)
-        wait = budget.wait_for(cost, now)
-        now += wait  # a validator waits exactly as long as it is told
-        assert tat <= budget.latest_tat(cost, now) + 1e-9
-        tat = max(tat, now) + cost / budget.rate(now)
-        granted.append((now, cost))
-    for start, _ in granted:
-        in_window = sum(c for t, c in granted if start <= t < start + window)
-        assert in_window <= threshold * limits.target_tpm + max(max(costs), limits.target_tpm * (1 - threshold) / 2) + 1
-        if max(costs) <= limits.target_tpm * (1 - threshold) / 2:
+        tat, starts_at = budget.schedule(cost, now, tat)
+        assert starts_at >= now
+        calls.append((starts_at, cost))  # the validator sleeps until its place, then calls
+    headroom = limits.target_tpm * (1 - threshold) / 2
+    for start, _ in calls:
+        in_window = sum(c for t, c in calls if start <= t < start + window)
+        assert in_window <= threshold * limits.target_tpm + max(max(costs), headroom) + 1
+        if max(costs) <= headroom:
             assert in_window <= limits.target_tpm
+
+
+def test_a_grant_is_a_compare_and_set_on_the_exact_stored_number():
+    budget = _budget(g.BudgetState(tat=1_700_000_100.123456, tat_exact="1700000100.123456"))
+    reserved = g.grant("governor", budget, 900, now=1_700_000_000.0)
+    values = reserved.request["ExpressionAttributeValues"]
+    assert reserved.request["ConditionExpression"] == "tat = :seen"
+    assert values[":seen"] == {"N": "1700000100.123456"}
+    assert values[":tat"] == {"N": reserved.stored} and reserved.stored == "1700000101.123456"
+    assert reserved.starts_at == pytest.approx(reserved.tat - budget.capacity(900) / budget.rate(0))
+    idle = g.grant("governor", _budget(), 900, now=1_700_000_000.0)
+    assert idle.request["ConditionExpression"] == "attribute_not_exists(tat) OR tat <= :now"
+    assert idle.starts_at == 1_700_000_000.0
 
 
 def test_the_burst_is_half_the_headroom_and_never_below_one_call():
     budget = _budget()
     assert budget.capacity(100) == pytest.approx(60_000 * 0.1 / 2)
     assert budget.capacity(50_000) == 50_000
-    assert budget.lease_size(1_000, 1_000) == 3_000  # capped by the burst, not 4 calls
-    assert _budget(limits=g.Limits(8, 2_000_000, 0.9)).lease_size(1_000, 1_000) == 4_000
+    assert budget.lease_size(1_000, 1_000) == 1_000  # a 3-call burst: leases of one call
+    big = _budget(limits=g.Limits(8, 2_000_000, 0.9))  # a 100-call burst
+    assert big.lease_size(1_000, 1_000) == 4_000
+    assert big.lease_size(1_000, 300) == 4_000
 
 
 def test_a_429_lowers_the_rate_which_recovers_over_windows():
