@@ -54,6 +54,7 @@ def test_task_states_reuse_one_boto_client_per_service(aws):
     lambda_clients = [client for key, client in cache.items() if key[1] == "lambda"]
     assert probe.calls[name] == 6
     assert len(lambda_clients) == 1  # six tasks, one client
+    assert lambda_clients[0].meta.config.max_pool_connections >= 40  # an inline Map's 40 tasks share its pool
 
 
 def test_failed_transaction_rolls_back_per_item_without_copying_tables(aws):
@@ -178,3 +179,27 @@ def test_reads_never_see_an_item_half_created_by_an_update(aws):
             thread.join()
     assert seen[0] > 0
     assert partial == []
+
+
+def test_known_accounts_are_served_without_the_global_backend_lock(aws, monkeypatch):
+    import threading
+
+    from moto.core import base_backend
+
+    class CountingLock:
+        def __init__(self) -> None:
+            self.inner, self.taken = threading.RLock(), 0
+
+        def __enter__(self) -> None:
+            self.taken += 1
+            self.inner.acquire()
+
+        def __exit__(self, *exc: object) -> None:
+            self.inner.release()
+
+    aws.client("dynamodb").list_tables()  # the account's backend exists from here on
+    lock = CountingLock()
+    monkeypatch.setattr(base_backend, "backend_lock", lock)
+    for _ in range(5):
+        aws.client("dynamodb").list_tables()
+    assert lock.taken == 0
