@@ -36,7 +36,7 @@ checkov: $(CHECKOV_VENV)/.installed-$(CHECKOV_VERSION)
 
 # build/lambda/code.zip and dependencies.zip (a layer) for infra/terraform; same source, same bytes.
 lambdas: $(STAMP)
-	$(PY) infra/build_lambdas.py --out build/lambda
+	$(PY) infra/build_lambdas.py --strict --out build/lambda
 
 clean:
 	rm -rf $(VENV) build .pytest_cache

@@ -59,9 +59,3 @@ def chunk_text(text: str, budget: int) -> list[ChunkSpan]:
     if tokens or not spans:
         spans.append(ChunkSpan(start, offset, first, last, tokens))
     return spans
-
-
-def numbered(text: str, first_line: int) -> str:
-    """The chunk as the model sees it: every line prefixed with its number in the file."""
-    lines = text.splitlines() or [""]
-    return "\n".join(f"{first_line + i}| {line}" for i, line in enumerate(lines))

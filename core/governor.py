@@ -200,6 +200,16 @@ def refund(table: str, budget: Budget, tokens: float, now: float) -> dict[str, A
     }
 
 
+def overdraw(table: str, budget: Budget, tokens: float, now: float) -> dict[str, Any]:
+    """Charge what calls used beyond the lease (a real prompt count above the estimate)."""
+    return {
+        "TableName": table,
+        "Key": typed(BUDGET_KEY),
+        "UpdateExpression": "ADD tat :more, granted :t",
+        "ExpressionAttributeValues": typed({":more": _num(tokens / budget.rate(now)), ":t": int(tokens)}),
+    }
+
+
 def usage_slice(now: float, window_seconds: float) -> int:
     width = window_seconds / USAGE_SLICES
     return int(now // width)

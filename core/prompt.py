@@ -9,8 +9,12 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from core.chunking import numbered
-from core.tokens import count_message_tokens
+
+def numbered(text: str, first_line: int) -> str:
+    """The chunk as the model sees it: every line prefixed with its number in the file."""
+    lines = text.splitlines() or [""]
+    return "\n".join(f"{first_line + i}| {line}" for i, line in enumerate(lines))
+
 
 SYSTEM = (
     "You check one part of a file against rules. For every rule, decide whether this part "
@@ -68,6 +72,8 @@ def messages(file_name: str, first_line: int, last_line: int, text: str, rules: 
 
 def overhead_tokens(file_name: str, rules: list[dict[str, str]]) -> int:
     """Prompt tokens of everything but the chunk's text, for estimates."""
+    from core.tokens import count_message_tokens  # here: the Lambdas import this module without a tokenizer
+
     return count_message_tokens(messages(file_name, 1, 1, "", rules))
 
 

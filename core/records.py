@@ -43,10 +43,18 @@ def file_index_of(chunk: str) -> int:
 MAX_MAP_ITEMS = 1000
 
 
+# Below that, chunks are still grouped a few per item once there are more than 4 items per
+# possible Map iteration (an inline Map runs at most 40 at once): one invocation, call slot
+# and token lease then serve several chunks, and Step Functions records (and bills) fewer
+# state transitions, while 40 iterations still have work.
+GROUP_UP_TO = 4
+ITEMS_FOR_FULL_MAP = 40 * GROUP_UP_TO
+
+
 def batches(chunk_ids: list[str], max_items: int = MAX_MAP_ITEMS) -> list[dict[str, str]]:
     """Contiguous ranges {first, last} of sorted chunk ids, at most `max_items` of them."""
     ordered = sorted(chunk_ids)
     if not ordered:
         return []
-    size = -(-len(ordered) // max_items)
+    size = max(-(-len(ordered) // max_items), min(GROUP_UP_TO, -(-len(ordered) // ITEMS_FOR_FULL_MAP)))
     return [{"first": group[0], "last": group[-1]} for group in (ordered[i : i + size] for i in range(0, len(ordered), size))]

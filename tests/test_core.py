@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from core.chunking import chunk_text, numbered
+from core.chunking import chunk_text
+from core.prompt import numbered
 from core.prompt import InvalidAnswer, messages, parse_answer
 from core.records import MAX_MAP_ITEMS, batches, chunk_id, file_index_of, file_range
 from core.tokens import count_tokens
@@ -59,6 +60,9 @@ def test_batches_stay_under_the_map_item_limit_and_cover_every_chunk():
     assert items[0]["first"] == ids[0] and items[-1]["last"] == ids[-1]
     assert all(a["last"] < b["first"] for a, b in zip(items, items[1:]))
     assert batches(ids[:3]) == [{"first": i, "last": i} for i in ids[:3]]
+    assert len(batches(ids[:160])) == 160  # one chunk per item while 40 iterations have 4 items each
+    assert len(batches(ids[:500])) == 125  # then a few chunks per item (fewer invocations, leases, transitions)
+    assert len(batches(ids[:1200])) == 300
 
 
 def test_file_ranges_select_one_files_chunks():

@@ -341,9 +341,12 @@ class Lease:
         gov = self.governor
         now = gov.clock()
         back, used = max(0, self.leased - self.committed), max(0, self.committed - self.reported)
+        owed = max(0, self.committed - self.leased)
         items: list[dict[str, Any]] = [{"Delete": g.release(gov.table, self.validation_id, self.slot, self.holder)}]
         if back:
             items.append({"Update": g.refund(gov.table, gov.budget(), back, now)})
+        if owed:
+            items.append({"Update": g.overdraw(gov.table, gov.budget(), owed, now)})
         if used:
             items.append({"Update": g.add_usage(gov.table, used, now, gov.window_seconds)})
         if self.calls:

@@ -22,7 +22,6 @@ from core import governor as g
 from core import prompt
 from core.governor import parse_duration
 from core.records import ChunkStatus, ValidationStatus
-from core.tokens import count_message_tokens
 from lambdas.common import live_config
 from lambdas.common.config import LambdaConfig
 from lambdas.common.errors import BatchIncomplete, ModelRejected, RateLimited, UpstreamError, UpstreamTimeout
@@ -108,7 +107,7 @@ def validate_batch(
                 raise BatchIncomplete(f"{validated} chunks validated, time running out")
             text = store.chunk_text(chunk)
             messages = prompt.messages(files[chunk["file_index"]]["name"], chunk["first_line"], chunk["last_line"], text, rules)
-            estimate = count_message_tokens(messages) + config.completion_max_tokens
+            estimate = charge_estimate(chunk, messages, config)
             wait = min(config.capacity_wait_seconds, max(0.0, (remaining_millis() - config.reserve_millis) / 1000))
             lease.reserve(estimate, time.time() + wait)
             # Checked after the wait for a slot and tokens, right before the call: no call starts after a stop.
@@ -130,6 +129,17 @@ def validate_batch(
     finally:
         lease.close()
     return {"validated": validated, "skipped": skipped, "stopped": False}
+
+
+def charge_estimate(chunk: dict[str, Any], messages: list[dict[str, str]], config: LambdaConfig) -> int:
+    """What the rate limiter will charge: prompt + max_tokens. The API counted the prompt at
+    intake (chunk `estimate`), so the Lambdas need no tokenizer; the call's real prompt count
+    replaces it afterwards."""
+    if chunk.get("estimate"):
+        return int(chunk["estimate"])
+    from core.tokens import count_message_tokens  # records written before estimates were kept
+
+    return count_message_tokens(messages) + config.completion_max_tokens
 
 
 def _call(config: LambdaConfig, messages: list[dict[str, str]], lease: Any, governor: Governor, estimate: int) -> Answer:

@@ -118,7 +118,10 @@ def test_upstream_429s_and_a_lower_upstream_limit_slow_the_governor_down(make_ap
     assert view["effective"]["upstream_limit_tokens"] == 400_000  # x-ratelimit-limit-tokens
     assert view["effective"]["factor"] < 1.0
     assert view["effective"]["tokens_per_window"] < 400_000 * 0.9
-    assert view["usage"]["tokens_last_window"] == sum(c for _, c in simulator.stats.admitted)
+    # Usage counts refused requests as spent (OpenAI counts them); the simulator charges only
+    # those its limit admitted, so the two differ by at most the refused calls' estimates.
+    admitted = sum(c for _, c in simulator.stats.admitted)
+    assert admitted <= view["usage"]["tokens_last_window"] <= admitted + simulator.stats.rate_limited * 2_000
     assert view["usage"]["calls_in_flight"] == 0
 
 
@@ -206,9 +209,11 @@ def test_a_killed_validators_slot_and_unused_tokens_come_back_within_one_lease(m
     # The slot stayed the dead holder's until its lease expired, then came back.
     assert expires_at <= killed_at + lease_seconds
     assert expires_at - 0.05 <= first_new_call_wall <= expires_at + lease_seconds
-    # Tokens: everything granted was sent or given back; the killed call counts as sent.
+    # Tokens: everything granted was sent or given back; the killed call counts as sent, at
+    # the estimate it committed (its real charge was never reported back).
     budget = _budget_item(aws, settings)
-    assert _spent(budget) == sum(c for _, c in simulator.stats.admitted)
+    victim_charge = min(simulator.stats.admitted)[1]
+    assert _spent(budget) == sum(c for _, c in simulator.stats.admitted) - victim_charge + committed
     lease_items = aws.client("dynamodb").query(
         TableName=settings.table("governor"), KeyConditionExpression="pk = :p", ExpressionAttributeValues={":p": {"S": f"lease#{vid}"}}
     )["Items"]

@@ -66,7 +66,7 @@ def _clients(endpoint: str) -> Any:
 def test_terraform_apply_runs_a_validation_then_plans_clean_and_destroys(tmp_path: Path, log: Any) -> None:
     plugin_dir = find_plugin_dir()
     assert plugin_dir is not None
-    hashes = build_lambdas.build(tmp_path / "lambda")
+    hashes = build_lambdas.build(tmp_path / "lambda", strict=True)
     log(f"make lambdas: code.zip {hashes['code.zip'][:12]}…, dependencies.zip {hashes['dependencies.zip'][:12]}…")
 
     tf = Terraform.copy_module(tmp_path, plugin_dir, log)

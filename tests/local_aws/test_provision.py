@@ -25,7 +25,7 @@ def test_asl_file_renders_to_a_definition_the_engine_accepts(settings, embedded_
     assert "${" not in definition
     assert parsed["StartAt"] == "Admit"  # the per-user queue comes first
     assert verdict["result"] == "OK", verdict["diagnostics"]
-    assert "${ssm_prefix}" in ASL_FILE.read_text()  # the shared file stays a template
+    assert "${control_arn}" in ASL_FILE.read_text()  # the shared file stays a template
 
 
 def test_provisioning_twice_creates_nothing_twice_and_keeps_changed_parameters(settings, embedded_aws, aws):
