@@ -27,3 +27,7 @@ class ModelRejected(Exception):
 
 class CapacityUnavailable(Exception):
     """No call slot or no tokens in the global budget within the wait. Retried with backoff."""
+
+
+class StoreUnavailable(Exception):
+    """DynamoDB/S3 throttled, timed out or failed on their side. Retried with backoff."""
