@@ -226,7 +226,22 @@ def _serialize_dynamodb_writes() -> None:
     see a partial write, so reads take the same lock.
     """
     models = importlib.import_module("moto.dynamodb.models")
+    responses = importlib.import_module("moto.dynamodb.responses")
     lock = threading.RLock()
+    # Third defect: UpdateItem's response handler reads the item before the update and
+    # serializes it after, outside the backend call, so `ReturnValues` (ALL_NEW: how the
+    # events' `event_seq` is allocated) could include a concurrent update's increment and two
+    # writers got the same number (seen: a PutItem of an event failing its condition). The
+    # handlers of UpdateItem and GetItem run whole under the lock.
+    for name in ("update_item", "get_item"):
+        original_handler = getattr(responses.DynamoHandler, name)
+
+        def locked_handler(self: Any, *args: Any, __original: Any = original_handler, **kwargs: Any) -> Any:
+            with lock:
+                return __original(self, *args, **kwargs)
+
+        functools.update_wrapper(locked_handler, original_handler)
+        setattr(responses.DynamoHandler, name, locked_handler)
     for name in (
         "put_item", "update_item", "delete_item", "transact_write_items", "execute_statement", "batch_execute_statement",
         "get_item", "query", "scan",

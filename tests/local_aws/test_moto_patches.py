@@ -136,6 +136,46 @@ def test_concurrent_increments_of_one_item_are_all_kept(aws):
     assert item["n"] == {"N": "640"}
 
 
+def test_concurrent_increments_each_return_their_own_new_value(aws, monkeypatch):
+    """ReturnValues comes from the same atomic step: how event numbers are allocated."""
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    import boto3
+    from moto.dynamodb.models.dynamo_type import Item
+
+    slow_json = Item.to_json
+
+    def to_json(self):  # widen the window between the update and its serialization
+        time.sleep(0.002)
+        return slow_json(self)
+
+    monkeypatch.setattr(Item, "to_json", to_json)
+
+    table = f"seq-{uuid.uuid4().hex[:8]}"
+    aws.client("dynamodb").create_table(
+        TableName=table,
+        KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+
+    def take(_: int) -> list[int]:
+        client = boto3.client("dynamodb", endpoint_url=aws.endpoint_url, region_name="us-east-1", aws_access_key_id="t", aws_secret_access_key="t")
+        return [
+            int(client.update_item(
+                TableName=table, Key={"id": {"S": "c"}}, UpdateExpression="ADD n :one",
+                ExpressionAttributeValues={":one": {"N": "1"}}, ReturnValues="ALL_NEW",
+            )["Attributes"]["n"]["N"])
+            for _ in range(20)
+        ]
+
+    with ThreadPoolExecutor(8) as pool:
+        numbers = [n for taken in pool.map(take, range(8)) for n in taken]
+
+    assert sorted(numbers) == list(range(1, 161))  # no number handed out twice
+
+
 def test_reads_never_see_an_item_half_created_by_an_update(aws):
     import threading
 
