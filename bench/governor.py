@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from typing import Any
 
 import boto3
 import openai
