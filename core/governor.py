@@ -231,6 +231,11 @@ def usage_keys(now: float, window_seconds: float) -> list[dict[str, str]]:
     return [{"pk": USAGE_PK, "sk": f"{s:012d}"} for s in range(current - USAGE_SLICES + 1, current + 1)]
 
 
+def usage_tokens(items: list[dict[str, Any]]) -> int:
+    """The tokens counted in usage slices, as BatchGetItem returns them (typed)."""
+    return sum(int(item["tokens"]["N"]) for item in items if "tokens" in item)
+
+
 def lease_key(validation_id: str, slot: int) -> dict[str, str]:
     return {"pk": f"lease#{validation_id}", "sk": f"{slot:02d}"}
 

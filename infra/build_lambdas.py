@@ -152,8 +152,7 @@ def imported_distributions(root: Path = ROOT) -> set[str]:
             continue
         for name, level in _top_level_imports(ast.parse(path.read_text(), str(path))):
             if level:
-                base = module.split(".")[: -level] if not path.name == "__init__.py" else module.split(".")[: len(module.split(".")) - level + 1]
-                name = ".".join([*base, name] if name else base)
+                raise SystemExit(f"{path}: relative import; the graph walk expects absolute imports (as the code uses)")
             top = name.split(".")[0]
             if top in SOURCE_PACKAGES:
                 parts = name.split(".")

@@ -36,14 +36,24 @@ class Aws:
 
     def client(self, service: str) -> Any:
         if service not in self._clients:
-            self._clients[service] = boto3.client(
-                service,
-                endpoint_url=self.endpoint_url,
-                region_name=REGION,
-                aws_access_key_id="test",
-                aws_secret_access_key="test",
-            )
+            self._clients[service] = self.new_client(service)
         return self._clients[service]
+
+    def new_client(self, service: str) -> Any:
+        """A client of its own (one per thread in concurrency tests)."""
+        return boto3.client(service, endpoint_url=self.endpoint_url, region_name=REGION, aws_access_key_id="test", aws_secret_access_key="test")
+
+    def table(self, prefix: str, *, range_key: bool = False) -> str:
+        """A fresh pay-per-request table keyed `pk` (and `sk`), for tests of DynamoDB itself."""
+        name = f"{prefix}-{uuid.uuid4().hex[:8]}"
+        keys = ["pk", "sk"] if range_key else ["pk"]
+        self.client("dynamodb").create_table(
+            TableName=name,
+            KeySchema=[{"AttributeName": k, "KeyType": t} for k, t in zip(keys, ["HASH", "RANGE"])],
+            AttributeDefinitions=[{"AttributeName": k, "AttributeType": "S"} for k in keys],
+            BillingMode="PAY_PER_REQUEST",
+        )
+        return name
 
     def machine_arn(self, name: str) -> str:
         """A state machine's ARN by name (paginated: the shared embedded AWS holds many)."""

@@ -83,7 +83,7 @@ class GovernorView:
                 "burst_tokens": int(budget.capacity(0)),
             },
             "usage": {
-                "tokens_last_window": sum(int(plain(untyped(i)).get("tokens", 0)) for i in usage["Responses"].get(self._table, [])),
+                "tokens_last_window": g.usage_tokens(usage["Responses"].get(self._table, [])),
                 "calls_in_flight": in_flight,
             },
         }

@@ -31,16 +31,10 @@ from botocore.exceptions import ClientError
 
 from core import governor as g
 from core.dynamo import plain
-from core.quota import typed, untyped
+from core.quota import cancellation_reasons, typed, untyped
 from lambdas.common.errors import CapacityUnavailable
 
 log = logging.getLogger(__name__)
-
-
-def _canceled(exc: ClientError) -> list[dict[str, Any]] | None:
-    if exc.response["Error"]["Code"] != "TransactionCanceledException":
-        return None
-    return exc.response.get("CancellationReasons") or []
 
 
 def _failed(reason: dict[str, Any]) -> bool:
@@ -119,7 +113,7 @@ class Governor:
         try:
             self.client.transact_write_items(TransactItems=items)
         except ClientError as exc:
-            if _canceled(exc) is None:
+            if cancellation_reasons(exc.response, items) is None:
                 raise
             return False  # someone renewed or reclaimed it first
         log.info("reclaimed lease %s/%s: %s tokens back, %s counted", lease["pk"], lease["sk"], back, used)
@@ -152,7 +146,7 @@ class Governor:
     def tokens_last_window(self) -> int:
         keys = g.usage_keys(self.clock(), self.window_seconds)
         answer = self.client.batch_get_item(RequestItems={self.table: {"Keys": [typed(k) for k in keys], "ConsistentRead": True}})
-        return sum(int(plain(untyped(item)).get("tokens", 0)) for item in answer["Responses"].get(self.table, []))
+        return g.usage_tokens(answer["Responses"].get(self.table, []))
 
     def call_stats(self) -> dict[str, float]:
         item = self.client.get_item(TableName=self.table, Key=typed(g.STATS_KEY)).get("Item")
@@ -254,12 +248,12 @@ class Lease:
             try:
                 self._write(estimate, take=take, budget=grant.request)
             except ClientError as exc:
-                reasons = _canceled(exc)
+                reasons = cancellation_reasons(exc.response, [grant.request])
                 if reasons is None:
                     raise
                 if len(reasons) > 1 and _failed(reasons[1]):
                     raise LeaseLost() from exc
-                gov.learn(reasons[0].get("Item") if reasons else None)
+                gov.learn(reasons[0].get("Item"))
                 gov.sleep(random.uniform(0, 0.002 * attempt))  # others reserve at this moment too
                 continue
             gov.state = dataclasses.replace(gov.state, tat=grant.tat, tat_exact=grant.stored)
@@ -296,9 +290,7 @@ class Lease:
             items = [{"Update": budget}, {"Update": renew}]
             if report:
                 items.append({"Update": g.add_usage(gov.table, report, now, gov.window_seconds)})
-            gov.client.transact_write_items(
-                TransactItems=[{**items[0], "Update": {**items[0]["Update"], "ReturnValuesOnConditionCheckFailure": "ALL_OLD"}}, *items[1:]]
-            )
+            gov.client.transact_write_items(TransactItems=items)
         self.leased, self.committed, self.reported = leased, committed, self.reported + report
         self.written = (self.leased, self.committed, self.reported)
 
@@ -354,7 +346,7 @@ class Lease:
         try:
             gov.client.transact_write_items(TransactItems=items)
         except ClientError as exc:
-            if _canceled(exc) is None:
+            if cancellation_reasons(exc.response, items) is None:
                 raise
             log.warning("lease %s/%s was reclaimed before it was closed", self.validation_id, self.slot)
         self._forget()

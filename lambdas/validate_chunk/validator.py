@@ -114,8 +114,8 @@ def validate_batch(
             current = store.validation(validation_id, "status", "run")
             if current["status"] in _STOPPED or current["run"] != run:
                 return {"validated": validated, "skipped": skipped, "stopped": True}
-            if cap() != shown:  # visible in GET /validations/{id} and the progress events
-                shown = store.show_parallelism(validation_id, cap())
+            if (now := cap()) != shown:  # visible in GET /validations/{id} and the progress events
+                shown = store.show_parallelism(validation_id, now)
             answer = _call(config, messages, lease, governor, estimate)
             try:
                 verdicts = prompt.parse_answer(answer.content, rules)

@@ -114,25 +114,17 @@ def test_moto_service_modules_are_listed_once_not_per_request(aws, monkeypatch):
 def test_concurrent_increments_of_one_item_are_all_kept(aws):
     from concurrent.futures import ThreadPoolExecutor
 
-    import boto3
-
-    table = f"counter-{uuid.uuid4().hex[:8]}"
-    aws.client("dynamodb").create_table(
-        TableName=table,
-        KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
-        AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
-        BillingMode="PAY_PER_REQUEST",
-    )
+    table = aws.table("counter")
 
     def add(_: int) -> None:
-        client = boto3.client("dynamodb", endpoint_url=aws.endpoint_url, region_name="us-east-1", aws_access_key_id="t", aws_secret_access_key="t")
+        client = aws.new_client("dynamodb")
         for _ in range(40):
-            client.update_item(TableName=table, Key={"id": {"S": "c"}}, UpdateExpression="ADD n :one", ExpressionAttributeValues={":one": {"N": "1"}})
+            client.update_item(TableName=table, Key={"pk": {"S": "c"}}, UpdateExpression="ADD n :one", ExpressionAttributeValues={":one": {"N": "1"}})
 
     with ThreadPoolExecutor(16) as pool:
         list(pool.map(add, range(16)))
 
-    item = aws.client("dynamodb").get_item(TableName=table, Key={"id": {"S": "c"}})["Item"]
+    item = aws.client("dynamodb").get_item(TableName=table, Key={"pk": {"S": "c"}})["Item"]
     assert item["n"] == {"N": "640"}
 
 
@@ -141,7 +133,6 @@ def test_concurrent_increments_each_return_their_own_new_value(aws, monkeypatch)
     import time
     from concurrent.futures import ThreadPoolExecutor
 
-    import boto3
     from moto.dynamodb.models.dynamo_type import Item
 
     slow_json = Item.to_json
@@ -152,19 +143,13 @@ def test_concurrent_increments_each_return_their_own_new_value(aws, monkeypatch)
 
     monkeypatch.setattr(Item, "to_json", to_json)
 
-    table = f"seq-{uuid.uuid4().hex[:8]}"
-    aws.client("dynamodb").create_table(
-        TableName=table,
-        KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
-        AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
-        BillingMode="PAY_PER_REQUEST",
-    )
+    table = aws.table("seq")
 
     def take(_: int) -> list[int]:
-        client = boto3.client("dynamodb", endpoint_url=aws.endpoint_url, region_name="us-east-1", aws_access_key_id="t", aws_secret_access_key="t")
+        client = aws.new_client("dynamodb")
         return [
             int(client.update_item(
-                TableName=table, Key={"id": {"S": "c"}}, UpdateExpression="ADD n :one",
+                TableName=table, Key={"pk": {"S": "c"}}, UpdateExpression="ADD n :one",
                 ExpressionAttributeValues={":one": {"N": "1"}}, ReturnValues="ALL_NEW",
             )["Attributes"]["n"]["N"])
             for _ in range(20)
@@ -179,23 +164,11 @@ def test_concurrent_increments_each_return_their_own_new_value(aws, monkeypatch)
 def test_reads_never_see_an_item_half_created_by_an_update(aws):
     import threading
 
-    import boto3
-
-    table = f"halves-{uuid.uuid4().hex[:8]}"
-    aws.client("dynamodb").create_table(
-        TableName=table,
-        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
-        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}, {"AttributeName": "sk", "AttributeType": "S"}],
-        BillingMode="PAY_PER_REQUEST",
-    )
-
-    def client() -> object:
-        return boto3.client("dynamodb", endpoint_url=aws.endpoint_url, region_name="us-east-1", aws_access_key_id="t", aws_secret_access_key="t")
-
+    table = aws.table("halves", range_key=True)
     done, partial, seen = threading.Event(), [], [0]
 
     def read() -> None:
-        reader = client()
+        reader = aws.new_client("dynamodb")
         while not done.is_set():
             for item in reader.query(TableName=table, KeyConditionExpression="pk = :p", ExpressionAttributeValues={":p": {"S": "p"}})["Items"]:
                 seen[0] += 1
@@ -205,7 +178,7 @@ def test_reads_never_see_an_item_half_created_by_an_update(aws):
     readers = [threading.Thread(target=read) for _ in range(3)]
     for thread in readers:
         thread.start()
-    writer = client()
+    writer = aws.new_client("dynamodb")
     try:
         for i in range(150):  # create with an update (as a lease claim does), then delete
             key = {"pk": {"S": "p"}, "sk": {"S": f"{i % 3}"}}
