@@ -54,7 +54,10 @@ class Settings(BaseSettings):
     openai_api_key: SecretStr | None = None
     openai_model: str = "gpt-4o-mini"
     openai_timeout_seconds: float = 60.0
-    completion_max_tokens: int = 512
+    completion_max_tokens: int = Field(default=512, ge=16, description="Completion allowance of a model call (what rate limits charge).")
+    completion_max_tokens_cap: int = Field(
+        default=4096, ge=16, description="A cut answer (finish_reason length) is asked again with twice the allowance, up to this."
+    )
 
     # Submission limits (RFC 9457 errors name the one exceeded).
     max_files: int = Field(default=100, ge=1)
@@ -62,7 +65,7 @@ class Settings(BaseSettings):
     max_request_bytes: int = Field(default=50 * 1024 * 1024, ge=1)
     max_rules: int = Field(default=20, ge=1)
     max_rule_chars: int = Field(default=2000, ge=1)
-    chunk_max_tokens: int = Field(default=1500, ge=50, description="Token budget of one chunk's text.")
+    chunk_max_tokens: int = Field(default=1500, ge=50, description="Token budget of one part's text, and of a combine call's reports.")
     idempotency_ttl_hours: int = Field(default=24, ge=24)
 
     # Quotas: defaults for users created without their own (POST /admin/users).

@@ -31,7 +31,8 @@ from app.settings import Settings
 from app.simulator.app import SimulatorConfig
 from app.simulator.server import SimulatorServer
 from core import prompt
-from core.chunking import chunk_text
+from core.lines import decode_part
+from core.parts import split_file
 from core.tokens import count_message_tokens
 
 WINDOW = 20.0
@@ -141,9 +142,11 @@ def workload() -> list[list[dict[str, str]]]:
     for _, docs in documents():
         for name, text in docs.items():
             encoded = text.encode()
-            for span in chunk_text(text, CHUNK_TOKENS):
-                part = encoded[span.start_byte : span.end_byte].decode()
-                requests.append(prompt.messages(name, span.first_line, span.last_line, part, RULES))
+            spans = split_file(name, encoded, CHUNK_TOKENS)
+            for i, span in enumerate(spans):
+                part = decode_part(encoded[span.start_byte : span.end_byte], span.start_byte)
+                view = prompt.PartView(name, span.first_line, span.last_line, i + 1, len(spans))
+                requests.append(prompt.part_messages(view, part, RULES, prompt.new_nonce()))
     return requests
 
 
@@ -181,7 +184,7 @@ async def run_baseline() -> dict[str, float]:
                     await reserve(cost)
                     try:
                         await client.chat.completions.create(
-                            model="simulator", messages=messages, max_tokens=MAX_TOKENS, response_format=prompt.RESPONSE_FORMAT  # type: ignore[arg-type]
+                            model="simulator", messages=messages, max_tokens=MAX_TOKENS, response_format=prompt.PART_RESPONSE_FORMAT  # type: ignore[arg-type]
                         )
                         break
                     except openai.RateLimitError:

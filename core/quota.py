@@ -100,13 +100,17 @@ def acquire_update(table: str, user_id: str, quota: Quota, cost: int, now: float
 
 
 def refund_update(table: str, user_id: str, quota: Quota, refund_tokens: int) -> dict[str, Any]:
-    """Give back unused tokens and the running slot. Over-refunding cannot overfill: tat <= now is full."""
+    """Give back unused tokens and the running slot. Over-refunding cannot overfill: tat <= now is full.
+
+    A negative refund charges what a run used beyond its reservation (retries, cut answers):
+    `tat` moves forward by it. (When the bucket has refilled meanwhile, `tat` lies in the past
+    and part of the charge lands on refill the user had not taken yet.)"""
     return {
         "TableName": table,
         "Key": typed({"user_id": user_id}),
         "UpdateExpression": "SET tat = tat - :dec, running = running - :one",
         "ConditionExpression": "running > :zero",
-        "ExpressionAttributeValues": typed({":dec": _decimal(max(0, refund_tokens) / quota.rate), ":one": 1, ":zero": 0}),
+        "ExpressionAttributeValues": typed({":dec": _decimal(refund_tokens / quota.rate), ":one": 1, ":zero": 0}),
     }
 
 
@@ -243,7 +247,7 @@ def settlement(validations_table: str, buckets_table: str, validation: dict[str,
         return None
     used = validation.get("prompt_tokens", 0) + validation.get("completion_tokens", 0) - validation.get("usage_at_start", 0)
     return settle_items(
-        validations_table, buckets_table, validation["id"], validation["owner"], validation["reserved_run"], quota, validation.get("reserved", 0) - used
+        validations_table, buckets_table, validation["id"], validation["owner"], validation["reserved_run"], quota, validation.get("reserved", 0) - used, used
     )
 
 
@@ -255,17 +259,23 @@ def cancellation_reasons(error_response: dict[str, Any], request: list[dict[str,
 
 
 def settle_items(
-    validations_table: str, buckets_table: str, validation_id: str, owner: str, run: int, quota: Quota, refund_tokens: int
+    validations_table: str, buckets_table: str, validation_id: str, owner: str, run: int, quota: Quota, refund_tokens: int, used_tokens: int
 ) -> list[dict[str, Any]]:
-    """Return unused tokens and the running slot, exactly once per admitted run."""
+    """Return unused tokens (or charge an overrun) and the running slot, exactly once per admitted run.
+
+    The owner ends up charged exactly what the run used (every model attempt's tokens):
+    `charged_tokens` adds it up over runs, `refunded` what came back."""
     return [
         {
             "Update": {
                 "TableName": validations_table,
                 "Key": typed({"id": validation_id}),
-                "UpdateExpression": "SET settled_run = :run, refunded = if_not_exists(refunded, :zero) + :refund",
+                "UpdateExpression": (
+                    "SET settled_run = :run, refunded = if_not_exists(refunded, :zero) + :refund, "
+                    "charged_tokens = if_not_exists(charged_tokens, :zero) + :used"
+                ),
                 "ConditionExpression": "reserved_run = :run AND (attribute_not_exists(settled_run) OR settled_run < :run)",
-                "ExpressionAttributeValues": typed({":run": run, ":zero": 0, ":refund": max(0, refund_tokens)}),
+                "ExpressionAttributeValues": typed({":run": run, ":zero": 0, ":refund": max(0, refund_tokens), ":used": used_tokens}),
             }
         },
         {"Update": refund_update(buckets_table, owner, quota, refund_tokens)},

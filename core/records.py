@@ -58,3 +58,37 @@ def batches(chunk_ids: list[str], max_items: int = MAX_MAP_ITEMS) -> list[dict[s
         return []
     size = max(-(-len(ordered) // max_items), min(GROUP_UP_TO, -(-len(ordered) // ITEMS_FOR_FULL_MAP)))
     return [{"first": group[0], "last": group[-1]} for group in (ordered[i : i + size] for i in range(0, len(ordered), size))]
+
+
+# --- whole-file verdicts ------------------------------------------------------------------------
+# A multi-part file's verdict and the intermediate reports of its combine tree live in the
+# chunks table beside its parts, under keys that sort after every part id (digits < "c" < "v"),
+# so the file-range queries of parts never see them.
+
+
+def verdict_id(file_index: int) -> str:
+    return f"verdict#{file_index:05d}"
+
+
+def verdict_range(first_file: int, last_file: int) -> tuple[str, str]:
+    return verdict_id(first_file), verdict_id(last_file)
+
+
+def combine_node_id(file_index: int, level: int, index: int) -> str:
+    """An intermediate report of a file's combine tree (level 1 combines parts, level 2 those, ...)."""
+    return f"combine#{file_index:05d}#{level:02d}#{index:05d}"
+
+
+def part_index_of(chunk: str) -> int:
+    return int(chunk.split("-", 1)[1])
+
+
+def file_batches(file_indexes: list[int], max_items: int = MAX_MAP_ITEMS) -> list[dict[str, int]]:
+    """Contiguous ranges {first, last} of the files to combine, at most `max_items` of them.
+
+    Ranges may include single-part files between multi-part ones: the combine step skips them."""
+    ordered = sorted(file_indexes)
+    if not ordered:
+        return []
+    size = -(-len(ordered) // max_items)
+    return [{"first": group[0], "last": group[-1]} for group in (ordered[i : i + size] for i in range(0, len(ordered), size))]

@@ -1,4 +1,10 @@
-"""A file's verdicts, merged from its chunks (the results API and the `result` events)."""
+"""A file's result (the results API and the `result` events), from its parts and its verdict.
+
+A rule's verdict is about the file. A single-part file's verdict is its part's answer. A
+multi-part file's verdict is its combine step's (the `verdict#` record); until that exists
+the file is not decided: its rules show `passed: null` with the violations its parts have
+found so far, so partial results are useful without claiming a whole-file answer.
+"""
 
 from __future__ import annotations
 
@@ -7,30 +13,62 @@ from typing import Any
 from core.records import ChunkStatus
 
 
-def file_result(name: str, chunks: list[dict[str, Any]], rule_ids: list[str]) -> dict[str, Any]:
-    """One file's verdicts: a rule passes when it passes in every chunk; findings are joined."""
-    statuses = {c["status"] for c in chunks}
-    if ChunkStatus.FAILED in statuses:
-        status = "FAILED"
-    elif statuses == {ChunkStatus.SUCCEEDED}:
-        status = "SUCCEEDED"
-    elif ChunkStatus.SUCCEEDED in statuses:
-        status = "RUNNING"
+def _status(parts: list[dict[str, Any]], verdict: dict[str, Any] | None) -> str:
+    statuses = {p["status"] for p in parts}
+    if ChunkStatus.FAILED in statuses or (verdict is not None and verdict.get("status") == ChunkStatus.FAILED):
+        return "FAILED"
+    decided = len(parts) == 1 or (verdict is not None and verdict.get("status") == ChunkStatus.SUCCEEDED)
+    if statuses == {ChunkStatus.SUCCEEDED} and decided:
+        return "SUCCEEDED"
+    return "RUNNING" if ChunkStatus.SUCCEEDED in statuses else "PENDING"
+
+
+def _sorted_unique(findings: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """By line; the same finding twice (pieces of one long line in two parts) once."""
+    seen, out = set(), []
+    for f in sorted(findings, key=lambda f: (f.get("line") or 0, f.get("end_line") or 0)):
+        key = (f.get("line"), f.get("end_line"), f.get("location"), f.get("message"))
+        if key not in seen:
+            seen.add(key)
+            out.append({k: v for k, v in f.items() if k in ("line", "end_line", "location", "message")})
+    return out
+
+
+def _verdict_rules(verdicts: list[dict[str, Any]], rule_ids: list[str]) -> list[dict[str, Any]]:
+    by_id = {v["id"]: v for v in verdicts}
+    return [
+        {"id": r, "passed": bool(by_id[r]["passed"]), "findings": _sorted_unique(by_id[r]["findings"])} for r in rule_ids if r in by_id
+    ]
+
+
+def _provisional(parts: list[dict[str, Any]], rule_ids: list[str]) -> list[dict[str, Any]]:
+    found: dict[str, list[dict[str, Any]]] = {}
+    for part in parts:
+        for verdict in part.get("rules") or []:
+            found.setdefault(verdict["id"], []).extend(verdict["findings"])
+    return [{"id": r, "passed": None, "findings": _sorted_unique(found[r])} for r in rule_ids if r in found]
+
+
+def file_result(name: str, parts: list[dict[str, Any]], rule_ids: list[str], verdict: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One file's result: status, per-rule verdicts with findings at the file's lines, part counts."""
+    status = _status(parts, verdict)
+    if len(parts) == 1 and parts[0]["status"] == ChunkStatus.SUCCEEDED:
+        rules = _verdict_rules(parts[0].get("rules") or [], rule_ids)
+    elif verdict is not None and verdict.get("status") == ChunkStatus.SUCCEEDED:
+        rules = _verdict_rules(verdict.get("rules") or [], rule_ids)
     else:
-        status = "PENDING"
-    verdicts: dict[str, dict[str, Any]] = {}
-    for chunk in chunks:
-        for verdict in chunk.get("rules") or []:
-            merged = verdicts.setdefault(verdict["id"], {"id": verdict["id"], "passed": True, "findings": []})
-            merged["passed"] = merged["passed"] and verdict["passed"]
-            merged["findings"].extend(verdict["findings"])
+        rules = _provisional(parts, rule_ids)
     result: dict[str, Any] = {
         "file": name,
         "status": status,
-        "rules": [verdicts[r] for r in rule_ids if r in verdicts] if status == "SUCCEEDED" or verdicts else [],
-        "chunks": {"total": len(chunks), "succeeded": sum(c["status"] == ChunkStatus.SUCCEEDED for c in chunks), "failed": sum(c["status"] == ChunkStatus.FAILED for c in chunks)},
+        "rules": rules,
+        "chunks": {
+            "total": len(parts),
+            "succeeded": sum(p["status"] == ChunkStatus.SUCCEEDED for p in parts),
+            "failed": sum(p["status"] == ChunkStatus.FAILED for p in parts),
+        },
     }
-    errors = [c["error"] for c in chunks if c.get("error")]
+    errors = [p["error"] for p in parts if p.get("error")] + ([verdict["error"]] if verdict and verdict.get("error") else [])
     if errors:
         result["error"] = errors[0]
     return result

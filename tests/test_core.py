@@ -1,48 +1,11 @@
-"""Pure logic shared by the API and the Lambdas: chunking, batches, prompts, token counts."""
+"""Pure logic shared by the API and the Lambdas: batches, record keys, token counts."""
 
 from __future__ import annotations
 
 import json
 
-import pytest
-
-from core.chunking import chunk_text
-from core.prompt import numbered
-from core.prompt import InvalidAnswer, messages, parse_answer
-from core.records import MAX_MAP_ITEMS, batches, chunk_id, file_index_of, file_range
+from core.records import MAX_MAP_ITEMS, batches, chunk_id, combine_node_id, file_batches, file_index_of, file_range, verdict_id
 from core.tokens import count_tokens
-
-
-@pytest.mark.parametrize(
-    "text",
-    [
-        "".join(f"line {i} of some text\n" for i in range(500)),
-        "no newline at the end",
-        "é" * 3000 + "\nshort\n",  # one line longer than the budget, multi-byte
-        "a\r\nb\r\n\r\nc",
-    ],
-)
-def test_chunks_cover_the_text_exactly_in_order_within_budget(text):
-    spans = chunk_text(text, 60)
-    raw = text.encode()
-
-    assert b"".join(raw[s.start_byte : s.end_byte] for s in spans) == raw
-    assert all(s.tokens <= 60 for s in spans)
-    assert all(a.end_byte == b.start_byte for a, b in zip(spans, spans[1:]))
-    assert [s.first_line for s in spans] == sorted(s.first_line for s in spans)
-    for span in spans:  # every chunk's bytes decode: no cut inside a character
-        raw[span.start_byte : span.end_byte].decode("utf-8")
-
-
-def test_chunk_line_numbers_match_the_file():
-    text = "".join(f"line {i}\n" for i in range(1, 101))
-    spans = chunk_text(text, 30)
-    raw = text.encode()
-    for span in spans:
-        lines = raw[span.start_byte : span.end_byte].decode().splitlines()
-        assert lines[0] == f"line {span.first_line}"
-        assert lines[-1] == f"line {span.last_line}"
-    assert numbered("a\nb", 7) == "7| a\n8| b"
 
 
 def test_token_counts_are_exact_cl100k_counts_offline():
@@ -72,18 +35,17 @@ def test_file_ranges_select_one_files_chunks():
     assert file_index_of(chunk_id(42, 7)) == 42
 
 
-def test_parse_answer_orders_by_rules_and_rejects_missing_rules():
-    rules = [{"id": "a", "text": "x"}, {"id": "b", "text": "y"}]
-    content = json.dumps({"results": [{"rule_id": "b", "passed": False, "findings": [{"location": "line 1", "message": "m"}]}, {"rule_id": "a", "passed": True, "findings": []}]})
-
-    assert [r["id"] for r in parse_answer(content, rules)] == ["a", "b"]
-    with pytest.raises(InvalidAnswer):
-        parse_answer(json.dumps({"results": [{"rule_id": "a", "passed": True, "findings": []}]}), rules)
-    with pytest.raises(InvalidAnswer):
-        parse_answer("not json", rules)
+def test_verdict_and_combine_keys_sort_after_every_part_so_part_queries_never_see_them():
+    first, last = file_range(0, 99_999)
+    for key in (verdict_id(3), combine_node_id(3, 1, 0)):
+        assert not first <= key <= last
+    assert verdict_id(2) < verdict_id(10)
 
 
-def test_prompt_carries_rules_and_numbered_lines():
-    user = messages("f.txt", 10, 11, "x\ny", [{"id": "a", "text": "t"}])[1]["content"]
-    assert '[{"id": "a", "text": "t"}]' in user
-    assert "10| x\n11| y" in user
+def test_file_batches_cover_every_file_to_combine_within_the_map_limit():
+    files = list(range(0, 5000, 2))
+    items = file_batches(files)
+    assert len(items) <= MAX_MAP_ITEMS
+    assert items[0]["first"] == 0 and items[-1]["last"] == files[-1]
+    assert file_batches([3, 7]) == [{"first": 3, "last": 3}, {"first": 7, "last": 7}]
+    assert file_batches([]) == []

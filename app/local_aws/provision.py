@@ -142,7 +142,7 @@ class Provisioner:
             return iam.create_role(RoleName=name, AssumeRolePolicyDocument=_ASSUME_ROLE)["Role"]["Arn"]
 
     def function_environment(self) -> dict[str, str]:
-        """What each handler reads (core/lambda_config.py); on AWS Terraform sets the same names."""
+        """What each handler reads (lambdas/common/config.py); on AWS Terraform sets the same names."""
         s = self.settings
         return {
             "AWS_ENDPOINT_URL": self.endpoint_url,
@@ -165,6 +165,8 @@ class Provisioner:
             "OPENAI_MODEL": s.openai_model,
             "OPENAI_TIMEOUT_SECONDS": str(s.openai_timeout_seconds),
             "COMPLETION_MAX_TOKENS": str(s.completion_max_tokens),
+            "COMPLETION_MAX_TOKENS_CAP": str(s.completion_max_tokens_cap),
+            "CHUNK_MAX_TOKENS": str(s.chunk_max_tokens),
         }
 
     def create_functions(self, role_arn: str) -> dict[str, str]:

@@ -1,14 +1,20 @@
 """An OpenAI-compatible chat completions server for local mode, tests and benchmarks.
 
-`POST /v1/chat/completions` honours `response_format` (the answer is JSON following
-core/prompt.py's schema, with verdicts from verdicts.py), enforces RPM/TPM like OpenAI
-(limits.py), and can add latency and inject errors. `GET /_simulator/stats` reports
-what it saw: requests, 429s, admitted tokens, calls in flight and their peak.
+`POST /v1/chat/completions` answers core/prompt.py's part and combine calls with JSON
+following their `response_format`, with verdicts from verdicts.py; enforces RPM/TPM like
+OpenAI (limits.py); can add latency and inject errors at random, and scripted faults in
+order (faults.py). Like a model, it stops at `max_tokens` (or `max_completion_tokens`):
+a longer answer comes back cut to its first `max_tokens` tokens, with finish_reason
+"length" and `completion_tokens` = `max_tokens`. `GET /_simulator/stats` reports what it
+saw: requests, 429s, admitted tokens, calls in flight and their peak, calls of each kind,
+cut answers, faults injected, and the tokens OpenAI would bill (prompt + completion of
+every answered call; a 429 or an injected 500 bills nothing).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import threading
 import time
@@ -16,12 +22,14 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+import tiktoken
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
+from app.simulator import faults
 from app.simulator.limits import RateLimits
-from app.simulator.verdicts import answer
-from core.tokens import count_message_tokens, count_tokens
+from app.simulator.verdicts import COMBINE, Call, read_call, verdicts
+from core.tokens import ENCODING, count_message_tokens
 
 MODEL_NAME = "simulator"
 
@@ -36,6 +44,7 @@ class SimulatorConfig:
     error_rate: float = 0.0  # share answered 500
     send_retry_after: bool = True
     seed: int | None = None
+    faults: list[str] = field(default_factory=list)  # scripted faults, in order (faults.py)
 
 
 @dataclass
@@ -48,6 +57,11 @@ class Stats:
     peak_in_flight: int = 0
     admitted: list[tuple[float, int]] = field(default_factory=list)  # (monotonic time, tokens charged)
     started: list[float] = field(default_factory=list)
+    part_calls: int = 0  # answered calls of each kind
+    combine_calls: int = 0
+    cut_answers: int = 0  # finish_reason "length"
+    faults_injected: int = 0
+    billed_tokens: int = 0  # prompt + completion tokens of answered calls
 
     def snapshot(self) -> dict[str, Any]:
         with self.lock:
@@ -58,6 +72,11 @@ class Stats:
                 "in_flight": self.in_flight,
                 "peak_in_flight": self.peak_in_flight,
                 "admitted_tokens": sum(t for _, t in self.admitted),
+                "part_calls": self.part_calls,
+                "combine_calls": self.combine_calls,
+                "cut_answers": self.cut_answers,
+                "faults_injected": self.faults_injected,
+                "billed_tokens": self.billed_tokens,
             }
 
 
@@ -66,12 +85,17 @@ class Simulator:
         self.config = config or SimulatorConfig()
         self.limits = RateLimits(self.config.rpm, self.config.tpm, self.config.window_seconds)
         self.stats = Stats()
+        self.faults = faults.FaultQueue(self.config.faults)
         self._random = random.Random(self.config.seed)
 
     def reconfigure(self, **changes: Any) -> None:
+        if "faults" in changes:  # replaces the queue; a bad entry raises before anything changes
+            self.faults.replace(changes["faults"])
+            changes["faults"] = list(changes["faults"])
         for name, value in changes.items():
             setattr(self.config, name, value)
-        self.limits = RateLimits(self.config.rpm, self.config.tpm, self.config.window_seconds)
+        if changes.keys() & {"rpm", "tpm", "window_seconds"}:  # fresh (full) buckets only when a limit changes
+            self.limits = RateLimits(self.config.rpm, self.config.tpm, self.config.window_seconds)
         if "seed" in changes:
             self._random = random.Random(self.config.seed)
 
@@ -107,29 +131,37 @@ class Simulator:
                 with self.stats.lock:
                     self.stats.errors += 1
                 return JSONResponse({"error": {"message": "injected server error", "type": "server_error"}}, 500)
-            user = next((m["content"] for m in messages if m.get("role") == "user"), "")
-            content = answer(user)
-            completion_tokens = min(count_tokens(content), max_tokens)
-            return JSONResponse(
-                {
-                    "id": f"chatcmpl-{uuid.uuid4().hex}",
-                    "object": "chat.completion",
-                    "created": int(time.time()),
-                    "model": MODEL_NAME,
-                    "choices": [
-                        {"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}
-                    ],
-                    "usage": {
-                        "prompt_tokens": prompt_tokens,
-                        "completion_tokens": completion_tokens,
-                        "total_tokens": prompt_tokens + completion_tokens,
-                    },
-                },
-                headers=decision.headers,
-            )
+            return self._answer(read_call(body), prompt_tokens, max_tokens, decision.headers)
         finally:
             with self.stats.lock:
                 self.stats.in_flight -= 1
+
+    def _answer(self, call: Call, prompt_tokens: int, max_tokens: int, headers: dict[str, str]) -> JSONResponse:
+        fault = self.faults.take(call.kind)
+        content, completion_tokens, finish_reason = answer(call, fault, max_tokens)
+        with self.stats.lock:
+            if call.kind == COMBINE:
+                self.stats.combine_calls += 1
+            else:
+                self.stats.part_calls += 1
+            self.stats.cut_answers += finish_reason == "length"
+            self.stats.faults_injected += fault is not None
+            self.stats.billed_tokens += prompt_tokens + completion_tokens
+        return JSONResponse(
+            {
+                "id": f"chatcmpl-{uuid.uuid4().hex}",
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": MODEL_NAME,
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": finish_reason}],
+                "usage": {
+                    "prompt_tokens": prompt_tokens,
+                    "completion_tokens": completion_tokens,
+                    "total_tokens": prompt_tokens + completion_tokens,
+                },
+            },
+            headers=headers,
+        )
 
     def _rate_limited(self, limited_by: str, retry_after: float, headers: dict[str, str], requested: int) -> JSONResponse:
         limit = self.config.tpm if limited_by == "tokens" else self.config.rpm
@@ -145,6 +177,19 @@ class Simulator:
             status_code=429,
             headers=headers,
         )
+
+
+def answer(call: Call, fault: str | None, max_tokens: int) -> tuple[str, int, str]:
+    """(content, completion_tokens, finish_reason) of the answer to a call, with its scripted fault."""
+    content = json.dumps({"results": faults.apply(fault, call, verdicts(call))})
+    if fault == faults.MALFORMED:
+        content = faults.MALFORMED_PREFIX + content
+    encoding = tiktoken.get_encoding(ENCODING)  # core.tokens' encoding, cached by tiktoken
+    tokens = encoding.encode(content, disallowed_special=())
+    limit = min(max_tokens, faults.cut_point(len(tokens))) if fault == faults.CUT else max_tokens
+    if len(tokens) > limit:  # a model stops at max_tokens, mid-answer
+        return encoding.decode(tokens[:limit]), limit, "length"
+    return content, len(tokens), "stop"
 
 
 def create_simulator_app(simulator: Simulator) -> FastAPI:

@@ -1,56 +1,198 @@
-"""The simulator's deterministic verdicts.
+"""The simulator's deterministic verdicts: the model's side of core/prompt.py's format.
 
-A rule whose text contains `must not contain "WORD"` fails on every line holding WORD
-(case-insensitive), with one finding per line. A rule with `must contain "WORD"` fails
-when no line of the chunk holds WORD. Every other rule passes. Same input, same answer.
+The simulator reads the prompt the way a careful model would, with its own parser (never
+the product's), so a product bug in the format shows up as a wrong verdict:
+
+- the call is a **combine** call when `response_format.json_schema.name` is
+  "file_verdicts", a **part** call when it is "part_verdicts"; without that name, a
+  combine call when the user message declares a REPORTS block, else a part call;
+- the rules come only from the user message's first line, when it starts with
+  `Rules (JSON): `;
+- the nonce comes only from the declaration line, a whole line of the form
+  `The text to check is between the lines TEXT-<nonce> and END-TEXT-<nonce>.` (part) or
+  `The reports are between the lines REPORTS-<nonce> and END-REPORTS-<nonce>, one JSON
+  object per line.` (combine); the first such line counts;
+- only the lines strictly between the exact delimiter lines that follow the declaration
+  are read: in a part call, lines of the form `<number>| <content>` (others are ignored);
+  in a combine call, one JSON object per line (others are ignored). The CONTEXT block
+  (a CSV header row) is never judged and its lines are never cited.
+
+Part calls, per rule (WORD matches case-insensitively; messages quote WORD as the rule
+writes it):
+- a rule whose text contains `must not contain "WORD"` gets one finding per shown line
+  holding WORD (`line` = `end_line` = that line, message `contains "WORD"`); it passes
+  iff there is none; evidence "";
+- a rule with `must contain "WORD"` passes when a shown line holds WORD, with evidence
+  `holds "WORD" at line N` (the first such line); otherwise it fails with one finding
+  spanning the shown lines (`line` = first shown, `end_line` = last shown, message
+  `does not contain "WORD"`) and evidence "";
+- any other rule passes, with no findings and evidence "".
+
+Combine calls, per rule:
+- `must contain "WORD"` passes with keep [] when any report passed that rule (evidence:
+  the first passing report's evidence); otherwise it fails with keep [] and one new
+  finding spanning the reports' lines (the first report's first line to the last
+  report's last line), message `the file does not contain "WORD"`, evidence "";
+- any other rule (`must not contain` included) keeps every report whose `findings` count
+  for that rule is above 0, adds no finding, and passes iff it keeps none; evidence "".
+
+When a prompt shows no text line (or no report), a span that needs one cites line 1.
+Same input, same answer.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
-from core.prompt import RULES_MARKER, TEXT_CLOSE, TEXT_OPEN
+PART: Literal["part"] = "part"
+COMBINE: Literal["combine"] = "combine"
+CallKind = Literal["part", "combine"]
 
+_RULES_MARKER = "Rules (JSON): "  # written here, not imported: the model reads what it is shown
+_SCHEMA_KINDS: dict[str, CallKind] = {"part_verdicts": PART, "file_verdicts": COMBINE}
+_TEXT_DECLARATION = re.compile(r"The text to check is between the lines TEXT-(\w+) and END-TEXT-\1\.")
+_REPORTS_DECLARATION = re.compile(
+    r"The reports are between the lines REPORTS-(\w+) and END-REPORTS-\1, one JSON object per line\."
+)
+_NUMBERED = re.compile(r"(\d+)\| ?(.*)")
 _MUST_NOT = re.compile(r'must not contain\s+"([^"]+)"', re.IGNORECASE)
 _MUST = re.compile(r'must contain\s+"([^"]+)"', re.IGNORECASE)
-_NUMBERED = re.compile(r"^(\d+)\| ?(.*)$")
 
 
-def read_prompt(user_message: str) -> tuple[list[dict[str, str]], list[tuple[int, str]]]:
-    """The rules and the numbered lines of the prompt core/prompt.py builds."""
-    rules: list[dict[str, str]] = []
-    lines: list[tuple[int, str]] = []
-    inside = False
-    for raw in user_message.splitlines():
-        if raw.startswith(RULES_MARKER):
-            rules = json.loads(raw[len(RULES_MARKER) :])
-        elif raw == TEXT_OPEN:
-            inside = True
-        elif raw == TEXT_CLOSE:
-            inside = False
-        elif inside and (m := _NUMBERED.match(raw)):
-            lines.append((int(m.group(1)), m.group(2)))
-    return rules, lines
+@dataclass(frozen=True)
+class Call:
+    """What a chat completion request shows the model."""
+
+    kind: CallKind
+    rules: list[dict[str, str]]
+    lines: list[tuple[int, str]] = field(default_factory=list)  # part: the text lines shown
+    reports: list[dict[str, Any]] = field(default_factory=list)  # combine: the reports, in order
+
+    @property
+    def span(self) -> tuple[int, int]:
+        """First and last line shown (part) or covered by the reports (combine)."""
+        if self.kind == PART and self.lines:
+            return self.lines[0][0], self.lines[-1][0]
+        if self.kind == COMBINE and self.reports:
+            return self.reports[0]["lines"][0], self.reports[-1]["lines"][1]
+        return 1, 1
 
 
-def judge(rule: dict[str, str], lines: list[tuple[int, str]]) -> dict[str, Any]:
-    text = rule.get("text", "")
-    findings: list[dict[str, str]] = []
+def read_call(body: dict[str, Any]) -> Call:
+    """The call a chat completion request makes, read from its first user message."""
+    messages = body.get("messages") or []
+    user = next((str(m.get("content", "")) for m in messages if m.get("role") == "user"), "")
+    lines = user.split("\n")  # the builders join with "\n"; other separators are part of a line
+    rules = _read_rules(lines[0])
+    schema = str(((body.get("response_format") or {}).get("json_schema") or {}).get("name", ""))
+    reports = _block(lines, _REPORTS_DECLARATION, "REPORTS")
+    kind = _SCHEMA_KINDS.get(schema) or (PART if reports is None else COMBINE)
+    if kind == COMBINE:
+        return Call(kind, rules, reports=_read_reports(reports or []))
+    return Call(kind, rules, lines=_read_numbered(_block(lines, _TEXT_DECLARATION, "TEXT") or []))
+
+
+def _read_rules(first_line: str) -> list[dict[str, str]]:
+    if not first_line.startswith(_RULES_MARKER):
+        return []
+    try:
+        rules = json.loads(first_line[len(_RULES_MARKER) :])
+    except ValueError:
+        return []
+    if not isinstance(rules, list):
+        return []
+    return [r for r in rules if isinstance(r, dict) and isinstance(r.get("id"), str)]
+
+
+def _block(lines: list[str], declaration: re.Pattern[str], name: str) -> list[str] | None:
+    """The lines strictly between the delimiters the first declaration line names."""
+    for i, line in enumerate(lines):
+        if m := declaration.fullmatch(line):
+            opening, closing = f"{name}-{m.group(1)}", f"END-{name}-{m.group(1)}"
+            try:
+                start = lines.index(opening, i + 1) + 1
+                return lines[start : lines.index(closing, start)]
+            except ValueError:  # a delimiter is missing: nothing is shown
+                return []
+    return None
+
+
+def _read_numbered(block: list[str]) -> list[tuple[int, str]]:
+    return [(int(m.group(1)), m.group(2)) for line in block if (m := _NUMBERED.fullmatch(line))]
+
+
+def _read_reports(block: list[str]) -> list[dict[str, Any]]:
+    reports = []
+    for line in block:
+        try:
+            report = json.loads(line)
+        except ValueError:
+            continue
+        if (
+            isinstance(report, dict)
+            and isinstance(report.get("report"), int)
+            and isinstance(report.get("lines"), list)
+            and len(report["lines"]) == 2
+            and all(isinstance(n, int) for n in report["lines"])
+            and isinstance(report.get("results"), list)
+        ):
+            reports.append(report)
+    return reports
+
+
+# --- judging ----------------------------------------------------------------------------------------
+
+
+def verdicts(call: Call) -> list[dict[str, Any]]:
+    """The answer's `results`, one verdict per rule asked, in the rules' order."""
+    judge = _judge_part if call.kind == PART else _judge_combine
+    return [judge(rule, call) for rule in call.rules]
+
+
+def _finding(line: int, end_line: int, message: str) -> dict[str, Any]:
+    return {"line": line, "end_line": end_line, "message": message}
+
+
+def _judge_part(rule: dict[str, str], call: Call) -> dict[str, Any]:
+    text = str(rule.get("text", ""))
+    findings: list[dict[str, Any]] = []
+    evidence = ""
     if m := _MUST_NOT.search(text):
-        word = m.group(1).lower()
-        findings = [
-            {"location": f"line {n}", "message": f'contains "{m.group(1)}"'} for n, line in lines if word in line.lower()
-        ]
+        word = m.group(1)
+        findings = [_finding(n, n, f'contains "{word}"') for n, line in call.lines if word.lower() in line.lower()]
     elif m := _MUST.search(text):
-        word = m.group(1).lower()
-        if not any(word in line.lower() for _, line in lines):
-            span = f"lines {lines[0][0]}-{lines[-1][0]}" if lines else "line 1"
-            findings = [{"location": span, "message": f'does not contain "{m.group(1)}"'}]
-    return {"rule_id": rule["id"], "passed": not findings, "findings": findings}
+        word = m.group(1)
+        holding = next((n for n, line in call.lines if word.lower() in line.lower()), None)
+        if holding is None:
+            findings = [_finding(*call.span, f'does not contain "{word}"')]
+        else:
+            evidence = f'holds "{word}" at line {holding}'
+    return {"rule_id": rule["id"], "passed": not findings, "findings": findings, "evidence": evidence}
 
 
-def answer(user_message: str) -> str:
-    rules, lines = read_prompt(user_message)
-    return json.dumps({"results": [judge(rule, lines) for rule in rules]})
+def _result(report: dict[str, Any], rule_id: str) -> dict[str, Any]:
+    return next((r for r in report["results"] if isinstance(r, dict) and r.get("rule_id") == rule_id), {})
+
+
+def _judge_combine(rule: dict[str, str], call: Call) -> dict[str, Any]:
+    text = str(rule.get("text", ""))
+    rule_id = rule["id"]
+    if (m := _MUST.search(text)) and not _MUST_NOT.search(text):
+        passing = next((r for r in call.reports if _result(r, rule_id).get("passed") is True), None)
+        if passing is not None:
+            evidence = _result(passing, rule_id).get("evidence")
+            return _combined(rule_id, True, [], [], evidence if isinstance(evidence, str) else "")
+        return _combined(rule_id, False, [], [_finding(*call.span, f'the file does not contain "{m.group(1)}"')], "")
+    keep = [r["report"] for r in call.reports if _count(_result(r, rule_id).get("findings")) > 0]
+    return _combined(rule_id, not keep, keep, [], "")
+
+
+def _count(findings: Any) -> int:
+    return findings if isinstance(findings, int) and not isinstance(findings, bool) else 0
+
+
+def _combined(rule_id: str, passed: bool, keep: list[int], findings: list[dict[str, Any]], evidence: str) -> dict[str, Any]:
+    return {"rule_id": rule_id, "passed": passed, "keep": keep, "findings": findings, "evidence": evidence}

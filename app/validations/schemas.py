@@ -17,8 +17,13 @@ class Progress(BaseModel):
 
 
 class Usage(BaseModel):
-    prompt_tokens: int
-    completion_tokens: int
+    prompt_tokens: int = Field(description="Prompt tokens of every model attempt that was answered (cut and invalid answers too)")
+    completion_tokens: int = Field(description="Completion tokens of those answers")
+    model_calls: int = Field(default=0, description="Answered model calls: parts, combine calls, retries")
+    attempts: int = Field(default=0, description="Every request sent, answered or not (429, timeout, error)")
+    charged_tokens: int | None = Field(
+        default=None, description="What the owner's token bucket was charged (prompt + completion of every answered call); set once the run settled"
+    )
 
 
 class Links(BaseModel):
@@ -35,7 +40,9 @@ class ErrorInfo(BaseModel):
 class FileInfo(BaseModel):
     name: str
     size: int
-    chunks: int
+    chunks: int = Field(description="Parts the file was split into (each judged by one model call)")
+    kind: str | None = Field(default=None, description="How it was split: csv, tsv, jsonl, json, markdown or text")
+    lines: int | None = Field(default=None, description="Lines in the file (CRLF, CR and LF each end a line)")
 
 
 class QueuePlace(BaseModel):
@@ -78,10 +85,16 @@ class ValidationOut(BaseModel):
             created_at=record["created_at"],
             started_at=record.get("started_at"),
             finished_at=record.get("finished_at"),
-            usage=Usage(prompt_tokens=record.get("prompt_tokens", 0), completion_tokens=record.get("completion_tokens", 0)),
+            usage=Usage(
+                prompt_tokens=record.get("prompt_tokens", 0),
+                completion_tokens=record.get("completion_tokens", 0),
+                model_calls=record.get("model_calls", 0),
+                attempts=record.get("attempts", 0),
+                charged_tokens=record.get("charged_tokens"),
+            ),
             estimated_tokens=record.get("estimated_tokens", 0),
             run=record.get("run", 1),
-            files=[FileInfo(name=f["name"], size=f["size"], chunks=f["chunks"]) for f in record["files"]],
+            files=[FileInfo(name=f["name"], size=f["size"], chunks=f["chunks"], kind=f.get("kind"), lines=f.get("last_line")) for f in record["files"]],
             rules=record["rules"],
             error=ErrorInfo(**record["error"]) if record.get("error") else None,
             queue=QueuePlace(**record["queue"]) if record.get("queue") else None,
@@ -108,13 +121,15 @@ class ValidationPage(BaseModel):
 
 
 class Finding(BaseModel):
-    location: str
+    line: int | None = Field(default=None, description="First line of the finding in the file (1-based)")
+    end_line: int | None = Field(default=None, description="Last line (equal to line for one line)")
+    location: str = Field(description='"line N" or "lines N-M"')
     message: str
 
 
 class RuleVerdict(BaseModel):
     id: str
-    passed: bool
+    passed: bool | None = Field(description="The rule's verdict for the file; null until decided (a multi-part file is decided by its combine step)")
     findings: list[Finding]
 
 

@@ -20,40 +20,91 @@ from app.validations.intake import Submission
 from app.validations.store import ValidationStore, now_iso
 from core import prompt
 from core.quota import Quota, Refusal, rate_limit_headers
-from core.chunking import chunk_text
+from core.lines import split_lines
+from core.parts import split_file
+from core.tokens import count_tokens
 from core.results import file_result
-from core.records import MAX_MAP_ITEMS, TERMINAL, ChunkStatus, ValidationStatus, batches, chunk_id
+from core.records import MAX_MAP_ITEMS, TERMINAL, ChunkStatus, ValidationStatus, batches, chunk_id, file_batches
 
 log = logging.getLogger(__name__)
 
 
+# A combine prompt's report per part, for estimates only (the Lambda measures the real ones):
+# a few dozen tokens per rule, more with example findings.
+_REPORT_TOKENS_PER_RULE = 60
+_REPORT_TOKENS_BASE = 40
+
+
+def combine_calls(parts: int, fan_in: int) -> int:
+    """Calls of a bounded combine tree over `parts` reports, `fan_in` reports per call."""
+    calls, level = 0, parts
+    while level > 1:
+        level = -(-level // fan_in)
+        calls += level
+    return calls
+
+
+def _combine_estimate(name: str, parts: int, rules: list[dict[str, str]], budget: int, completion_tokens: int) -> int:
+    if parts <= 1:
+        return 0
+    report = _REPORT_TOKENS_BASE + _REPORT_TOKENS_PER_RULE * len(rules)
+    fan_in = max(2, budget // report)
+    per_call = prompt.combine_overhead_tokens(name, rules) + min(budget, fan_in * report, parts * report) + completion_tokens
+    return combine_calls(parts, fan_in) * per_call
+
+
 def _plan(submission: Submission, validation_id: str, budget: int, completion_tokens: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]], int]:
-    """Files, chunk records and estimated tokens (prompt of every chunk + completion allowance)."""
+    """Files, part records and estimated tokens (every part call and combine call: prompt + completion allowance)."""
     rules = [{"id": r.id, "text": r.text} for r in submission.rules]
     files, chunks, estimate = [], [], 0
     for index, document in enumerate(submission.documents):
         key = f"validations/{validation_id}/{index:05d}"
-        spans = chunk_text(document.text, budget)
-        overhead = prompt.overhead_tokens(document.name, rules)
-        files.append({"name": document.name, "key": key, "size": len(document.content), "chunks": len(spans)})
+        spans = split_file(document.name, document.content, budget)
+        multi = len(spans) > 1
+        overhead = prompt.part_overhead_tokens(document.name, rules, multi=multi)
+        with_header = prompt.part_overhead_tokens(document.name, rules, multi=multi, header=True) if multi else overhead
+        combine = _combine_estimate(document.name, len(spans), rules, budget, completion_tokens)
+        files.append(
+            {
+                "name": document.name,
+                "key": key,
+                "size": len(document.content),
+                "chunks": len(spans),
+                "kind": spans[0].kind,
+                "last_line": max(1, len(split_lines(document.text))),
+                "combine_estimate": combine,
+            }
+        )
+        estimate += combine
         for position, span in enumerate(spans):
-            chunks.append(
-                {
-                    "validation_id": validation_id,
-                    "chunk_id": chunk_id(index, position),
-                    "file_index": index,
-                    "key": key,
-                    "start_byte": span.start_byte,
-                    "end_byte": span.end_byte,
-                    "first_line": span.first_line,
-                    "last_line": span.last_line,
-                    "tokens": span.tokens,
-                    "estimate": overhead + span.tokens + completion_tokens,
-                    "status": ChunkStatus.PENDING.value,
-                }
-            )
-            estimate += overhead + span.tokens + completion_tokens
+            context = (span.header.tokens if span.header else 0) + (count_tokens(span.json_path) + 8 if span.json_path else 0)
+            cost = (with_header if span.header else overhead) + context + span.tokens + completion_tokens
+            record: dict[str, Any] = {
+                "validation_id": validation_id,
+                "chunk_id": chunk_id(index, position),
+                "file_index": index,
+                "key": key,
+                "start_byte": span.start_byte,
+                "end_byte": span.end_byte,
+                "first_line": span.first_line,
+                "last_line": span.last_line,
+                "tokens": span.tokens,
+                "estimate": cost,
+                "status": ChunkStatus.PENDING.value,
+            }
+            if span.header is not None:
+                h = span.header
+                record["header"] = {"start_byte": h.start_byte, "end_byte": h.end_byte, "first_line": h.first_line, "last_line": h.last_line}
+            if span.json_path:
+                record["json_path"] = span.json_path
+            chunks.append(record)
+            estimate += cost
     return files, chunks, estimate
+
+
+def _execution_input(validation_id: str, run: int, chunk_ids: list[str], combine_files: list[int]) -> dict[str, Any]:
+    """Only ids travel through the workflow: part-id ranges for the Map, file ranges for the combine step."""
+    return {"validation_id": validation_id, "run": run, "batches": batches(chunk_ids, MAX_MAP_ITEMS), "combine": file_batches(combine_files)}
 
 
 class ValidationService:
@@ -124,8 +175,13 @@ class ValidationService:
             "total_chunks": len(chunks),
             "succeeded": 0,
             "failed": 0,
+            "total_combines": sum(f["chunks"] > 1 for f in files),  # multi-part files: one verdict each
+            "combined": 0,
+            "combine_failed": 0,
             "prompt_tokens": 0,
             "completion_tokens": 0,
+            "model_calls": 0,
+            "attempts": 0,
             "estimated_tokens": estimate,
             "files": files,
             "file_settled": {str(i): 0 for i in range(len(files))},  # chunks with a result or failure, per file
@@ -140,7 +196,7 @@ class ValidationService:
             await self._admit_or_refuse(principal, record)
             arn = await self.executions.start(
                 self._execution_name(validation_id, 1),
-                {"validation_id": validation_id, "run": 1, "batches": batches([c["chunk_id"] for c in chunks], MAX_MAP_ITEMS)},
+                _execution_input(validation_id, 1, [c["chunk_id"] for c in chunks], [i for i, f in enumerate(files) if f["chunks"] > 1]),
             )
         except Exception as exc:
             # Nothing half-written: undo in reverse order, then report.
@@ -232,11 +288,12 @@ class ValidationService:
         if not files:
             return [], None
         chunks = await self.store.chunks_of_files(validation_id, start, start + len(files) - 1)
+        verdicts = await self.store.verdicts_of_files(validation_id, start, start + len(files) - 1)
         by_file: dict[int, list[dict[str, Any]]] = {}
         for chunk in chunks:
             by_file.setdefault(chunk["file_index"], []).append(chunk)
         rule_ids = [r["id"] for r in validation["rules"]]
-        page = [file_result(f["name"], by_file.get(start + i, []), rule_ids) for i, f in enumerate(files)]
+        page = [file_result(f["name"], by_file.get(start + i, []), rule_ids, verdicts.get(start + i)) for i, f in enumerate(files)]
         following = start + len(files)
         return page, encode_cursor(following) if following < len(validation["files"]) else None
 
@@ -296,16 +353,21 @@ class ValidationService:
         status = validation["status"]
         if status not in TERMINAL:
             raise Conflict(f"Validation {validation_id} is {status}; retry once it has ended.", status_value=status)
-        chunks = await self.store.chunks_of_files(validation_id, 0, len(validation["files"]) - 1)
+        files = validation["files"]
+        chunks = await self.store.chunks_of_files(validation_id, 0, len(files) - 1)
+        verdicts = await self.store.verdicts_of_files(validation_id, 0, len(files) - 1)
         todo = [c for c in chunks if c.get("status") != ChunkStatus.SUCCEEDED]
-        if not todo:
-            raise Conflict(f"Nothing to retry: every chunk of {validation_id} succeeded.")
-        cost = sum(c.get("estimate", 0) for c in todo)
+        combine = [
+            i for i, f in enumerate(files) if f["chunks"] > 1 and (verdicts.get(i) or {}).get("status") != ChunkStatus.SUCCEEDED
+        ]
+        if not todo and not combine:
+            raise Conflict(f"Nothing to retry: every part and file of {validation_id} has a result.")
+        cost = sum(c.get("estimate", 0) for c in todo) + sum(files[i].get("combine_estimate", 0) for i in combine)
         run = validation["run"] + 1
         queued_at = now_iso()
         claimed = await self.store.update(
             validation_id,
-            {"status": ValidationStatus.QUEUED.value, "run": run, "run_cost": cost, "queue_key": f"{queued_at}#{validation_id}", "failed": 0},
+            {"status": ValidationStatus.QUEUED.value, "run": run, "run_cost": cost, "queue_key": f"{queued_at}#{validation_id}", "failed": 0, "combine_failed": 0},
             expect={"status": status, "run": validation["run"]},
             remove=("error", "finished_at"),
         )
@@ -316,7 +378,7 @@ class ValidationService:
         except TooManyRequests:
             await self.store.update(
                 validation_id,
-                {"status": status, "run": validation["run"], "failed": validation.get("failed", 0), **({"error": validation["error"]} if validation.get("error") else {}), **({"finished_at": validation["finished_at"]} if validation.get("finished_at") else {})},
+                {"status": status, "run": validation["run"], "failed": validation.get("failed", 0), "combine_failed": validation.get("combine_failed", 0), **({"error": validation["error"]} if validation.get("error") else {}), **({"finished_at": validation["finished_at"]} if validation.get("finished_at") else {})},
                 expect={"status": ValidationStatus.QUEUED.value, "run": run},
                 remove=("queue_key",),
             )
@@ -326,11 +388,12 @@ class ValidationService:
         for chunk, was_reset in zip(todo, reset):
             if was_reset:
                 per_file[chunk["file_index"]] = per_file.get(chunk["file_index"], 0) + 1
+        await asyncio.gather(*(self.store.reset_failed_verdict(validation_id, i) for i in combine))
         await self.store.unsettle_files(validation_id, per_file)
         await self.events.append_status(validation_id)
         arn = await self.executions.start(
             self._execution_name(validation_id, run),
-            {"validation_id": validation_id, "run": run, "batches": batches([c["chunk_id"] for c in todo], MAX_MAP_ITEMS)},
+            _execution_input(validation_id, run, [c["chunk_id"] for c in todo], combine),
         )
         await self.store.update(validation_id, {"execution_arn": arn})
         return await self.get(principal, validation_id)

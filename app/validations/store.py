@@ -13,7 +13,7 @@ from botocore.exceptions import ClientError
 from app.aws.clients import AWSClients
 from app.settings import Settings
 from core.dynamo import decimals, plain
-from core.records import ChunkStatus, file_range
+from core.records import ChunkStatus, file_range, verdict_id, verdict_range
 
 _serializer, _deserializer = TypeSerializer(), TypeDeserializer()
 _WRITE_CONCURRENCY = 8
@@ -148,6 +148,27 @@ class ValidationStore:
     async def chunks_of_files(self, validation_id: str, first_file: int, last_file: int) -> list[dict[str, Any]]:
         first, last = file_range(first_file, last_file)
         return await self.chunks(validation_id, first, last)
+
+    async def verdicts_of_files(self, validation_id: str, first_file: int, last_file: int) -> dict[int, dict[str, Any]]:
+        """Multi-part files' verdicts (core/records.verdict_id), by file index."""
+        first, last = verdict_range(first_file, last_file)
+        return {int(v["file_index"]): v for v in await self.chunks(validation_id, first, last)}
+
+    async def reset_failed_verdict(self, validation_id: str, file_index: int) -> bool:
+        """A file whose combine step failed is combined again by the next run."""
+        try:
+            await self._db.delete_item(
+                TableName=self._chunks,
+                Key=to_item({"validation_id": validation_id, "chunk_id": verdict_id(file_index)}),
+                ConditionExpression="#status = :failed",
+                ExpressionAttributeNames={"#status": "status"},
+                ExpressionAttributeValues=to_item({":failed": ChunkStatus.FAILED.value}),
+            )
+        except ClientError as exc:
+            if condition_failed(exc):
+                return False
+            raise
+        return True
 
     async def reset_failed_chunk(self, validation_id: str, chunk_id: str) -> bool:
         try:

@@ -11,17 +11,19 @@ locals {
   shared_settings = merge(
     { for table, _ in local.tables : "${upper(table)}_TABLE" => aws_dynamodb_table.this[table].name },
     {
-      UPLOADS_BUCKET          = aws_s3_bucket.uploads.id
-      SSM_PREFIX              = var.ssm_prefix
-      AWS_ENDPOINT_URL        = var.aws_endpoint_url
-      OPENAI_MODEL            = var.openai_model
-      COMPLETION_MAX_TOKENS   = tostring(var.completion_max_tokens)
-      QUEUE_MIN_WAIT_SECONDS  = tostring(var.queue_min_wait_seconds)
-      QUEUE_MAX_WAIT_SECONDS  = tostring(var.queue_max_wait_seconds)
-      GOVERNOR_WINDOW_SECONDS = tostring(var.governor_window_seconds)
-      LEASE_SECONDS           = tostring(var.lease_seconds)
-      CONFIG_CACHE_SECONDS    = tostring(var.config_cache_seconds)
-      MAP_CONCURRENCY_CEILING = tostring(var.map_concurrency_ceiling)
+      UPLOADS_BUCKET            = aws_s3_bucket.uploads.id
+      SSM_PREFIX                = var.ssm_prefix
+      AWS_ENDPOINT_URL          = var.aws_endpoint_url
+      OPENAI_MODEL              = var.openai_model
+      COMPLETION_MAX_TOKENS     = tostring(var.completion_max_tokens)
+      COMPLETION_MAX_TOKENS_CAP = tostring(var.completion_max_tokens_cap)
+      CHUNK_MAX_TOKENS          = tostring(var.chunk_max_tokens)
+      QUEUE_MIN_WAIT_SECONDS    = tostring(var.queue_min_wait_seconds)
+      QUEUE_MAX_WAIT_SECONDS    = tostring(var.queue_max_wait_seconds)
+      GOVERNOR_WINDOW_SECONDS   = tostring(var.governor_window_seconds)
+      LEASE_SECONDS             = tostring(var.lease_seconds)
+      CONFIG_CACHE_SECONDS      = tostring(var.config_cache_seconds)
+      MAP_CONCURRENCY_CEILING   = tostring(var.map_concurrency_ceiling)
     },
   )
 

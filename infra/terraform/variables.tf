@@ -180,6 +180,18 @@ variable "completion_max_tokens" {
   default     = 512
 }
 
+variable "completion_max_tokens_cap" {
+  description = "A cut answer (finish_reason length) is asked again with twice the allowance, up to this."
+  type        = number
+  default     = 4096
+}
+
+variable "chunk_max_tokens" {
+  description = "Token budget of one part's text and of a combine call's reports; the API splits files with it."
+  type        = number
+  default     = 1500
+}
+
 variable "queue_min_wait_seconds" {
   description = "Shortest Wait of the per-user queue between admission attempts."
   type        = number

@@ -34,6 +34,8 @@ class LambdaConfig(BaseModel, frozen=True):
     openai_model: str = "gpt-4o-mini"
     openai_timeout_seconds: float = 60.0
     completion_max_tokens: int = 512
+    completion_max_tokens_cap: int = 4096  # a cut answer is asked again with twice the allowance, up to this
+    chunk_max_tokens: int = 1500  # a combine call's reports stay within this, as a part's text does
     # Leave this much of the invocation's time unused: a batch stops early and is retried.
     reserve_millis: int = 15_000
 

@@ -1,5 +1,13 @@
 """Errors the state machine tells apart by class name (ASL Retry/Catch `ErrorEquals`)."""
 
+from __future__ import annotations
+
+import json
+from contextlib import contextmanager
+from typing import Any, Iterator
+
+from botocore.exceptions import BotoCoreError, ClientError
+
 
 class RateLimited(Exception):
     """The model API answered 429. Retried with backoff and jitter."""
@@ -31,3 +39,49 @@ class CapacityUnavailable(Exception):
 
 class StoreUnavailable(Exception):
     """DynamoDB/S3 throttled, timed out or failed on their side. Retried with backoff."""
+
+
+class InvalidAnswer(Exception):
+    """The model's answer broke the schema or its rules (core/prompt.py). Retried; then the part fails with the reason."""
+
+
+class AnswerTooLong(Exception):
+    """The answer was cut (finish_reason length) even at completion_max_tokens_cap. Not retried: the part fails."""
+
+
+def failure_reason(error: dict[str, Any]) -> dict[str, str]:
+    """Step Functions' caught error ({Error, Cause}) as a short reason for a part or a file."""
+    kind = str(error.get("Error") or "Error")
+    cause = error.get("Cause") or ""
+    try:
+        message = json.loads(cause).get("errorMessage", cause)
+    except (ValueError, AttributeError):
+        message = cause
+    return {"type": kind, "message": str(message)[:1000]}
+
+
+# AWS error codes that say "try again later", not "your request is wrong".
+TRANSIENT_AWS_CODES = frozenset(
+    {
+        "ThrottlingException",
+        "ProvisionedThroughputExceededException",
+        "RequestLimitExceeded",
+        "InternalServerError",
+        "ServiceUnavailable",
+        "TransactionConflictException",
+        "SlowDown",
+    }
+)
+
+
+@contextmanager
+def transient_aws_errors_retried() -> Iterator[None]:
+    """Throttled, timed-out or failing AWS calls become StoreUnavailable, which the state machine retries."""
+    try:
+        yield
+    except ClientError as exc:
+        if exc.response["Error"]["Code"] in TRANSIENT_AWS_CODES:
+            raise StoreUnavailable(str(exc)[:500]) from exc
+        raise
+    except BotoCoreError as exc:  # connection and read timeouts to AWS
+        raise StoreUnavailable(f"{type(exc).__name__}: {exc}"[:500]) from exc

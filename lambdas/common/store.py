@@ -15,8 +15,9 @@ from botocore.exceptions import ClientError
 from core import events
 from core.dynamo import plain
 from core.results import file_result
+from core.lines import decode_part
 from core.quota import Quota, cancellation_reasons, settlement, untyped
-from core.records import ChunkStatus, ValidationStatus, file_range
+from core.records import ChunkStatus, ValidationStatus, file_range, verdict_id
 from lambdas.common.config import LambdaConfig
 
 def now_iso() -> str:
@@ -61,15 +62,32 @@ class Store:
                 return items
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
-    def chunk_text(self, chunk: dict[str, Any]) -> str:
-        if chunk["end_byte"] <= chunk["start_byte"]:
+    def _text(self, key: str, start: int, end: int) -> str:
+        """Bytes start..end-1 of a stored file as text (core/lines.decode_part: a leading BOM is not text)."""
+        if end <= start:
             return ""
-        body = self.s3.get_object(
-            Bucket=self.config.uploads_bucket,
-            Key=chunk["key"],
-            Range=f"bytes={chunk['start_byte']}-{chunk['end_byte'] - 1}",
-        )["Body"].read()
-        return body.decode("utf-8")
+        body = self.s3.get_object(Bucket=self.config.uploads_bucket, Key=key, Range=f"bytes={start}-{end - 1}")["Body"].read()
+        return decode_part(body, start)
+
+    def chunk_text(self, chunk: dict[str, Any]) -> str:
+        return self._text(chunk["key"], int(chunk["start_byte"]), int(chunk["end_byte"]))
+
+    def part_header(self, chunk: dict[str, Any]) -> str | None:
+        """The CSV/TSV header row given to a later part as context (core/parts.py), or None."""
+        header = chunk.get("header")
+        return self._text(chunk["key"], int(header["start_byte"]), int(header["end_byte"])) if header else None
+
+    def count_attempt(self, validation_id: str, usage: dict[str, int] | None) -> None:
+        """Every model attempt on the validation's usage, as soon as it returns: answered ones with
+        their tokens (what the owner is charged at settlement), refused or failed ones as attempts."""
+        counters = {"attempts": 1}
+        if usage is not None:
+            counters.update(model_calls=1, prompt_tokens=usage["prompt_tokens"], completion_tokens=usage["completion_tokens"])
+        self._validations.update_item(
+            Key={"id": validation_id},
+            UpdateExpression="ADD " + ", ".join(f"{k} :{k}" for k in counters),
+            ExpressionAttributeValues={f":{k}": v for k, v in counters.items()},
+        )
 
     def _settle_chunk(self, validation_id: str, chunk: dict[str, Any], status: ChunkStatus, fields: dict[str, Any], counters: dict[str, int]) -> bool:
         """Move a PENDING chunk to its final status and bump the validation's counters, atomically.
@@ -119,7 +137,7 @@ class Store:
             chunk,
             ChunkStatus.SUCCEEDED,
             {"rules": rules, "usage": usage, "model": model, "finished_at": now_iso()},
-            {"succeeded": 1, "prompt_tokens": usage["prompt_tokens"], "completion_tokens": usage["completion_tokens"]},
+            {"succeeded": 1},  # the tokens were counted per attempt (count_attempt)
         )
 
     def record_failure(self, validation_id: str, chunk: dict[str, Any], error: dict[str, str]) -> bool:
@@ -220,22 +238,84 @@ class Store:
         self.emit(validation_id, events.STATUS, lambda r: {"status": r["status"], "run": r["run"], "error": r.get("error")})
 
     def after_chunk(self, validation_id: str, run: int, chunk: dict[str, Any]) -> None:
-        """Progress, and the file's result once its last chunk settled (written once per file and run)."""
+        """Progress, and a single-part file's result once its part settled. A multi-part file's
+        result comes from the combine step, which decides its verdict."""
         record = self.emit(validation_id, events.PROGRESS, events.progress_of)
         index = chunk["file_index"]
-        if record.get("file_settled", {}).get(str(index), 0) < record["files"][index]["chunks"]:
-            return
-        first, last = file_range(index, index)
-        chunks = self.chunks(validation_id, first, last)
+        if record["files"][index]["chunks"] == 1:
+            self.report_file(validation_id, run, index, record)
+
+    def report_file(self, validation_id: str, run: int, index: int, record: dict[str, Any] | None = None) -> None:
+        """The file's `result` event, written once per file and run."""
         try:
-            self.client.update_item(**events.claim_file_report(self.config.validations_table, validation_id, run, chunk["file_index"]))
+            self.client.update_item(**events.claim_file_report(self.config.validations_table, validation_id, run, index))
         except ClientError as exc:
             if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
                 return  # another invocation reports this file
             raise
-        name = record["files"][index]["name"]
-        result = file_result(name, chunks, [r["id"] for r in record["rules"]])
+        record = record or self.validation(validation_id, "files", "rules")
+        parts = self.file_parts(validation_id, index)
+        verdict = self.verdict(validation_id, index) if len(parts) > 1 else None
+        result = file_result(record["files"][index]["name"], parts, [r["id"] for r in record["rules"]], verdict)
         self.emit(validation_id, events.RESULT, lambda _: result)
+
+    # --- whole-file verdicts (the combine step) ----------------------------------------------
+    def file_parts(self, validation_id: str, index: int) -> list[dict[str, Any]]:
+        first, last = file_range(index, index)
+        return self.chunks(validation_id, first, last)
+
+    def _item(self, validation_id: str, key: str) -> dict[str, Any] | None:
+        item = self._chunks.get_item(Key={"validation_id": validation_id, "chunk_id": key}, ConsistentRead=True).get("Item")
+        return plain(item) if item else None
+
+    def verdict(self, validation_id: str, index: int) -> dict[str, Any] | None:
+        return self._item(validation_id, verdict_id(index))
+
+    def combine_node(self, validation_id: str, node: str) -> dict[str, Any] | None:
+        return self._item(validation_id, node)
+
+    def put_combine_node(self, validation_id: str, node: str, index: int, report: dict[str, Any]) -> dict[str, Any]:
+        """Store an intermediate report once; a duplicate invocation gets the stored one back."""
+        item = {"validation_id": validation_id, "chunk_id": node, "file_index": index, **report}
+        try:
+            self._chunks.put_item(Item=item, ConditionExpression="attribute_not_exists(chunk_id)")
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                return self.combine_node(validation_id, node) or item
+            raise
+        return item
+
+    def record_verdict(self, validation_id: str, index: int, run: int, fields: dict[str, Any], failed: bool) -> bool:
+        """The file's verdict (or the combine step's failure) and the validation's counter, once."""
+        item = {
+            "validation_id": validation_id,
+            "chunk_id": verdict_id(index),
+            "file_index": index,
+            "run": run,
+            "status": (ChunkStatus.FAILED if failed else ChunkStatus.SUCCEEDED).value,
+            "finished_at": now_iso(),
+            **fields,
+        }
+        try:
+            self.dynamodb.meta.client.transact_write_items(
+                TransactItems=[
+                    {"Put": {"TableName": self.config.chunks_table, "Item": item, "ConditionExpression": "attribute_not_exists(chunk_id)"}},
+                    {
+                        "Update": {
+                            "TableName": self.config.validations_table,
+                            "Key": {"id": validation_id},
+                            "UpdateExpression": "ADD #counter :one",
+                            "ExpressionAttributeNames": {"#counter": "combine_failed" if failed else "combined"},
+                            "ExpressionAttributeValues": {":one": 1},
+                        }
+                    },
+                ]
+            )
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "TransactionCanceledException":
+                return False
+            raise
+        return True
 
 
 @lru_cache(maxsize=32)

@@ -47,4 +47,6 @@ def control(store: Store, config: LambdaConfig, validation_id: str, batches: int
 
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     config = load_config()
-    return control(store_for(config), config, event["validation_id"], len(event.get("batches") or []))
+    # The same plan serves the parts' Map and the combine step's Map, whichever has more items.
+    items = max(len(event.get("batches") or []), len(event.get("combine") or []))
+    return control(store_for(config), config, event["validation_id"], items)

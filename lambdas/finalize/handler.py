@@ -1,6 +1,7 @@
 """States `Finalize` and `MarkFailed`: write the validation's terminal status.
 
-SUCCEEDED when every chunk succeeded; FAILED naming how many chunks failed (their
+SUCCEEDED when every part has a result and every multi-part file a verdict; FAILED
+naming how many parts (or files) have none (their
 results stay readable and `POST /validations/{id}/retry` reruns them), or naming the
 execution's error when the catch-all routed here.
 """
@@ -10,7 +11,7 @@ from typing import Any
 from core.records import ValidationStatus
 from lambdas.common.config import load_config
 from lambdas.common.store import store_for
-from lambdas.validate_chunk.validator import failure_reason
+from lambdas.common.errors import failure_reason
 
 
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
@@ -21,15 +22,22 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         error = {"type": "execution_failed", "detail": f"{reason['type']}: {reason['message']}"}
         status = ValidationStatus.FAILED
     else:
-        counts = store.validation(validation_id, "total_chunks", "succeeded", "failed")
+        counts = store.validation(validation_id, "total_chunks", "succeeded", "total_combines", "combined")
         total, succeeded = counts["total_chunks"], counts.get("succeeded", 0)
-        if succeeded >= total:
+        files, combined = counts.get("total_combines", 0), counts.get("combined", 0)
+        if succeeded >= total and combined >= files:
             status, error = ValidationStatus.SUCCEEDED, None
-        else:
+        elif succeeded < total:
             status = ValidationStatus.FAILED
             error = {
                 "type": "chunks_failed",
-                "detail": f"{total - succeeded} of {total} chunks have no result; retry reruns only those",
+                "detail": f"{total - succeeded} of {total} parts have no result; retry reruns only those",
+            }
+        else:
+            status = ValidationStatus.FAILED
+            error = {
+                "type": "combine_failed",
+                "detail": f"{files - combined} of {files} multi-part files have no verdict; retry combines only those",
             }
     # Settle first: whoever sees the terminal status can count on the refund being done.
     settled = store.settle(validation_id)  # unused tokens back to the user's bucket, once

@@ -1,21 +1,44 @@
-"""State `RecordChunkFailure`: after retries ran out, mark the batch's unsettled chunks FAILED
-with the reason, so the validation goes on and the chunks can be retried later."""
+"""State `RecordChunkFailure` (and `RecordCombineFailure`): once retries ran out, record why.
+
+For a batch of parts (`chunks`): its unsettled parts become FAILED with the reason. For a
+range of files (`files`, from the combine step): each multi-part file still without a
+verdict gets a FAILED verdict with the reason. Either way the validation goes on, ends
+FAILED, and `retry` reruns just those.
+"""
 
 from typing import Any
 
 from core.records import ChunkStatus
 from lambdas.common.config import load_config
-from lambdas.common.store import store_for
-from lambdas.validate_chunk.validator import failure_reason
+from lambdas.common.errors import failure_reason
+from lambdas.common.store import Store, store_for
+
+
+def record_part_failures(store: Store, validation_id: str, run: int, chunks: dict[str, str], reason: dict[str, str]) -> int:
+    failed = 0
+    for chunk in store.chunks(validation_id, chunks["first"], chunks["last"]):
+        if chunk["status"] == ChunkStatus.PENDING and store.record_failure(validation_id, chunk, reason):
+            failed += 1
+            store.after_chunk(validation_id, run, chunk)
+    return failed
+
+
+def record_combine_failures(store: Store, validation_id: str, run: int, files: dict[str, int], reason: dict[str, str]) -> int:
+    record = store.validation(validation_id, "files", "rules")
+    failed = 0
+    for index in range(int(files["first"]), int(files["last"]) + 1):
+        if int(record["files"][index]["chunks"]) <= 1 or store.verdict(validation_id, index) is not None:
+            continue
+        if store.record_verdict(validation_id, index, run, {"error": reason}, failed=True):
+            failed += 1
+        store.report_file(validation_id, run, index, record)
+    return failed
 
 
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     store = store_for(load_config())
     reason = failure_reason(event.get("error") or {})
-    chunks = event["chunks"]
-    failed = 0
-    for chunk in store.chunks(event["validation_id"], chunks["first"], chunks["last"]):
-        if chunk["status"] == ChunkStatus.PENDING and store.record_failure(event["validation_id"], chunk, reason):
-            failed += 1
-            store.after_chunk(event["validation_id"], int(event["run"]), chunk)
-    return {"failed": failed, "reason": reason}
+    validation_id, run = event["validation_id"], int(event["run"])
+    if "files" in event:
+        return {"failed": record_combine_failures(store, validation_id, run, event["files"], reason), "reason": reason}
+    return {"failed": record_part_failures(store, validation_id, run, event["chunks"], reason), "reason": reason}

@@ -1,29 +1,16 @@
-"""State `ValidateChunk`: validate one batch (a range of chunk ids) of a validation."""
+"""State `ValidateChunk`: validate one batch (a range of part ids) of a validation."""
 
 from typing import Any
 
-from botocore.exceptions import BotoCoreError, ClientError
-
 from lambdas.common.config import load_config
-from lambdas.common.errors import StoreUnavailable
+from lambdas.common.errors import transient_aws_errors_retried
 from lambdas.common.store import store_for
 from lambdas.validate_chunk.validator import validate_batch
-
-# AWS error codes that say "try again later", not "your request is wrong".
-TRANSIENT = {
-    "ThrottlingException",
-    "ProvisionedThroughputExceededException",
-    "RequestLimitExceeded",
-    "InternalServerError",
-    "ServiceUnavailable",
-    "TransactionConflictException",
-    "SlowDown",
-}
 
 
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     config = load_config()
-    try:
+    with transient_aws_errors_retried():
         return validate_batch(
             store_for(config),
             config,
@@ -32,9 +19,3 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
             event["chunks"],
             context.get_remaining_time_in_millis,
         )
-    except ClientError as exc:
-        if exc.response["Error"]["Code"] in TRANSIENT:
-            raise StoreUnavailable(str(exc)[:500]) from exc
-        raise
-    except BotoCoreError as exc:  # connection and read timeouts to AWS
-        raise StoreUnavailable(f"{type(exc).__name__}: {exc}"[:500]) from exc

@@ -64,5 +64,5 @@ def test_api_restarted_mid_run_the_validation_completes_and_nothing_is_lost(simu
 
     assert done["status"] == "SUCCEEDED"
     assert done["progress"]["succeeded"] == done["progress"]["total"] == results[0]["chunks"]["total"]
-    assert simulator.stats.requests == done["progress"]["total"]  # no chunk was validated twice
+    assert simulator.stats.part_calls == done["progress"]["total"]  # no chunk was validated twice
     assert results[0]["rules"][0]["passed"] is True

@@ -32,7 +32,7 @@ def test_three_files_two_rules_succeed_with_per_file_per_rule_results(api, simul
     assert [f["location"] for f in leaky["no-secret"]["findings"]] == ["line 3", "line 6"]
     assert leaky["has-row"] == {"id": "has-row", "passed": True, "findings": []}
     assert {v["id"]: v["passed"] for v in results["clean.txt"]["rules"]} == {"no-secret": True, "has-row": True}
-    assert simulator.stats.requests == 3
+    assert simulator.stats.part_calls == 3
 
 
 def test_two_hundred_chunks_at_parallelism_five_never_exceed_five_calls_in_flight(make_api, aws, settings, simulator):
@@ -46,7 +46,7 @@ def test_two_hundred_chunks_at_parallelism_five_never_exceed_five_calls_in_fligh
 
     assert done["progress"]["total"] >= 200
     assert done["status"] == "SUCCEEDED", (done, [r.get("error") for r in all_results(api, created["id"])])
-    assert simulator.stats.requests == done["progress"]["total"]
+    assert simulator.stats.part_calls == done["progress"]["total"]
     assert simulator.stats.peak_in_flight <= 5
     assert simulator.stats.peak_in_flight == 5  # the limit was reached: it is what held calls back
 
@@ -62,7 +62,8 @@ def test_every_chunk_finishes_when_thirty_percent_of_calls_get_429(make_api, sim
     assert done["status"] == "SUCCEEDED", done
     assert done["progress"]["succeeded"] == done["progress"]["total"] >= 10
     assert simulator.stats.rate_limited > 0  # retries did the work
-    assert simulator.stats.requests == done["progress"]["total"] + simulator.stats.rate_limited
+    assert simulator.stats.part_calls == done["progress"]["total"]  # each part answered once
+    assert simulator.stats.requests == simulator.stats.part_calls + simulator.stats.combine_calls + simulator.stats.rate_limited
 
 
 def test_cancel_mid_run_keeps_partial_results_and_starts_no_call_after_the_stop(make_api, aws, settings, simulator):
@@ -86,7 +87,7 @@ def test_cancel_mid_run_keeps_partial_results_and_starts_no_call_after_the_stop(
     after = api.get(f"/validations/{vid}").json()  # calls in flight at the stop may have stored results
     assert after["status"] == "CANCELLED"
     assert 3 <= after["progress"]["succeeded"] < after["progress"]["total"]
-    assert after["progress"]["succeeded"] == simulator.stats.requests
+    assert after["progress"]["succeeded"] == simulator.stats.part_calls
     results = all_results(api, vid)
     assert results[0]["chunks"]["succeeded"] == after["progress"]["succeeded"]
     assert results[0]["rules"] and results[0]["rules"][0]["id"] == "no-secret"
@@ -134,7 +135,7 @@ def test_retry_after_partial_failure_redoes_nothing_that_succeeded(make_api, sim
     first = wait_for_status(api, vid, timeout=240)
     assert first["status"] == "FAILED"
     assert 0 < first["progress"]["failed"] < first["progress"]["total"]
-    calls_before = simulator.stats.requests
+    calls_before = simulator.stats.part_calls
     simulator.reconfigure(error_rate=0.0)
 
     retried = api.post(f"/validations/{vid}/retry")
@@ -145,7 +146,7 @@ def test_retry_after_partial_failure_redoes_nothing_that_succeeded(make_api, sim
     total = first["progress"]["total"]
     assert done["status"] == "SUCCEEDED"
     assert done["progress"] == {"total": total, "succeeded": total, "failed": 0, "pending": 0}
-    assert simulator.stats.requests - calls_before == first["progress"]["failed"]  # only the failed ones
+    assert simulator.stats.part_calls - calls_before == first["progress"]["failed"]  # only the failed ones
     assert api.post(f"/validations/{vid}/retry").status_code == 409  # nothing failed any more
 
 
@@ -160,7 +161,7 @@ def test_five_hundred_chunk_validation_stays_inside_step_functions_limits(make_a
     failures = {} if done["status"] == "SUCCEEDED" else {"error": done.get("error"), "chunks": [r.get("error") for r in all_results(api, created["id"]) if r.get("error")][:5]}
     assert done["status"] == "SUCCEEDED", failures
     assert done["progress"]["total"] >= 500
-    assert simulator.stats.requests == done["progress"]["total"]
+    assert simulator.stats.part_calls == done["progress"]["total"]
     sfn = aws.client("stepfunctions")
     machine = aws.machine_arn(settings.state_machine_name)
     execution = sfn.describe_execution(executionArn=f"{machine.replace(':stateMachine:', ':execution:')}:{created['id']}")

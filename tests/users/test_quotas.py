@@ -142,7 +142,7 @@ def test_queued_validations_start_later_in_submission_order_and_a_cancelled_one_
     assert started == sorted(started)  # submission order
     cancelled_record = api.get(f"/validations/{ids[2]}").json()
     assert cancelled_record["started_at"] is None
-    assert cancelled_record["usage"] == {"prompt_tokens": 0, "completion_tokens": 0}
+    assert cancelled_record["usage"] == {"prompt_tokens": 0, "completion_tokens": 0, "model_calls": 0, "attempts": 0, "charged_tokens": None}
 
 
 def test_refunds_happen_exactly_once_after_finish_cancel_and_retry(make_api, aws, settings, simulator):

@@ -1,0 +1,154 @@
+"""Decide each rule for a whole multi-part file from its parts' reports.
+
+A rule's verdict is about the file: "must contain X" passes when any part holds X, while
+a line-level rule keeps every part's violations. The parts' answers alone cannot say
+which, so one combine call per file decides: it sees each part's per-rule report
+(passed, how many findings, a few examples, evidence) and answers per rule whether the
+file passes, which reports' findings stand (kept by number, so their lines are the ones
+the parts stored) and any whole-file finding.
+
+Bounded tree: reports are grouped so that no combine prompt's reports exceed the part
+budget (`chunk_max_tokens`, estimated from bytes: the Lambdas have no tokenizer); when a
+file's reports need more than one call, each group's answer is a report of its own
+(stored as an intermediate node) and the next level combines those, until one remains:
+the file's verdict. Every node is stored once, so a retried invocation resumes where the
+last stopped; every call goes through the TPM governor like a part call.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from core import governor as g
+from core import prompt
+from core.records import ChunkStatus, ValidationStatus, combine_node_id
+from lambdas.common import live_config
+from lambdas.common.config import LambdaConfig
+from lambdas.common.errors import BatchIncomplete, InvalidAnswer
+from lambdas.common.governor import Governor, governor_for
+from lambdas.common.model import Asker, Stopped, prompt_estimate_without_tokenizer
+from lambdas.common.store import Store
+
+_STOPPED = {ValidationStatus.CANCELLING.value, ValidationStatus.CANCELLED.value}
+BYTES_PER_TOKEN = 3  # cl100k runs 3-4 bytes a token on JSON; a third errs high
+
+
+def report_tokens(number: int, report: prompt.Report) -> int:
+    return 1 + len(prompt.report_line(number, report).encode("utf-8")) // BYTES_PER_TOKEN
+
+
+def groups(reports: list[prompt.Report], budget: int) -> list[list[prompt.Report]]:
+    """Consecutive reports, each group's lines within `budget` tokens, at least two per group
+    (so every level shrinks); everything in one group when it fits."""
+    out: list[list[prompt.Report]] = []
+    current: list[prompt.Report] = []
+    used = 0
+    for report in reports:
+        cost = report_tokens(len(current) + 1, report)
+        if len(current) >= 2 and used + cost > budget:
+            out.append(current)
+            current, used = [], 0
+            cost = report_tokens(1, report)
+        current.append(report)
+        used += cost
+    if current:
+        if len(current) == 1 and out:
+            out[-1].append(current[0])  # a lone last report joins the group before it
+        else:
+            out.append(current)
+    return out
+
+
+def _report(item: dict[str, Any]) -> prompt.Report:
+    return prompt.Report(int(item["first_line"]), int(item["last_line"]), list(item.get("rules") or []))
+
+
+def combine_files(
+    store: Store,
+    config: LambdaConfig,
+    validation_id: str,
+    run: int,
+    files: dict[str, int],
+    remaining_millis: Callable[[], int],
+    governor: Governor | None = None,
+) -> dict[str, Any]:
+    current = store.validation(validation_id, "rules", "files", "plan")
+    rules, file_records, plan = current["rules"], current["files"], current.get("plan") or {}
+    governor = governor or governor_for(config, store.client)
+
+    def cap() -> int:
+        return g.effective_parallelism(live_config.limits(config).max_parallelism, {"plan": plan})
+
+    def before_call() -> None:
+        state = store.validation(validation_id, "status", "run")
+        if state["status"] in _STOPPED or state["run"] != run:
+            raise Stopped()
+
+    lease = governor.lease(validation_id, cap)
+    asker = Asker(config, store, governor, lease, validation_id, remaining_millis, before_call)
+    combined = skipped = calls = 0
+    try:
+        for index in range(int(files["first"]), int(files["last"]) + 1):
+            file = file_records[index]
+            if int(file["chunks"]) <= 1:
+                continue
+            if store.verdict(validation_id, index) is not None:
+                skipped += 1
+                store.report_file(validation_id, run, index)
+                continue
+            parts = store.file_parts(validation_id, index)
+            if any(p["status"] != ChunkStatus.SUCCEEDED for p in parts):
+                store.report_file(validation_id, run, index)  # FAILED: some part has no result; retry reruns it
+                continue
+            try:
+                verdict, made = _combine_file(store, config, asker, validation_id, index, file, parts, rules, remaining_millis)
+            except Stopped:
+                return {"combined": combined, "skipped": skipped, "calls": calls, "stopped": True}
+            calls += made
+            fields = {"rules": verdict.verdicts, "first_line": verdict.first_line, "last_line": verdict.last_line, "combine_calls": made}
+            if store.record_verdict(validation_id, index, run, fields, failed=False):
+                combined += 1
+            store.report_file(validation_id, run, index)
+    finally:
+        lease.close()
+    return {"combined": combined, "skipped": skipped, "calls": calls, "stopped": False}
+
+
+def _combine_file(
+    store: Store,
+    config: LambdaConfig,
+    asker: Asker,
+    validation_id: str,
+    index: int,
+    file: dict[str, Any],
+    parts: list[dict[str, Any]],
+    rules: list[dict[str, str]],
+    remaining_millis: Callable[[], int],
+) -> tuple[prompt.Report, int]:
+    """The file's verdict through the tree; (verdict, calls made by this invocation)."""
+    last_line = int(file.get("last_line") or parts[-1]["last_line"])
+    reports = [_report(p) for p in parts]
+    level, calls = 1, 0
+    while True:
+        grouped = groups(reports, config.chunk_max_tokens)
+        next_level: list[prompt.Report] = []
+        for position, group in enumerate(grouped):
+            node = combine_node_id(index, level, position)
+            stored = store.combine_node(validation_id, node) if len(grouped) > 1 else None
+            if stored is not None:
+                next_level.append(_report(stored))
+                continue
+            if remaining_millis() < config.reserve_millis:
+                raise BatchIncomplete(f"file {index}: time running out during the combine step")
+            messages = prompt.combine_messages(file["name"], last_line, group, rules, prompt.new_nonce())
+            answer = asker.ask(messages, prompt.COMBINE_RESPONSE_FORMAT, prompt_estimate_without_tokenizer(messages))
+            calls += 1
+            try:
+                report = prompt.parse_combine_answer(answer.content, rules, group)
+            except prompt.InvalidAnswer as exc:
+                raise InvalidAnswer(f"file {file['name']!r}, combine level {level}: {exc}") from exc
+            if len(grouped) == 1:
+                return report, calls
+            item = {"rules": report.verdicts, "first_line": report.first_line, "last_line": report.last_line}
+            next_level.append(_report(store.put_combine_node(validation_id, node, index, item)))
+        reports, level = next_level, level + 1

@@ -1,0 +1,147 @@
+"""One model answer under the TPM governor, with honest accounting.
+
+Shared by the part validator and the combine step. Every attempt is counted on the
+validation (`attempts`; `model_calls`, prompt and completion tokens for the answered
+ones) as soon as it returns, whatever became of it: answered, refused with 429, cut,
+malformed or timed out; settlement charges the owner what was counted. A cut answer
+(`finish_reason == "length"`) is never parsed: it is asked again with twice the
+completion allowance, up to `completion_max_tokens_cap`, then the part fails with
+`AnswerTooLong`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any, Callable
+
+import openai
+
+from core.governor import parse_duration
+from lambdas.common.config import LambdaConfig
+from lambdas.common.errors import AnswerTooLong, ModelRejected, RateLimited, UpstreamError, UpstreamTimeout
+from lambdas.common.governor import Governor, Lease
+from lambdas.common.store import Store
+
+log = logging.getLogger(__name__)
+
+
+@lru_cache(maxsize=8)
+def model_client(base_url: str | None, api_key: str, timeout: float) -> openai.OpenAI:
+    # No SDK retries: Step Functions retries the task with backoff and jitter, and
+    # retrying in both places would multiply attempts against the rate limit.
+    return openai.OpenAI(base_url=base_url or None, api_key=api_key or "unset", timeout=timeout, max_retries=0)
+
+
+@dataclass(frozen=True)
+class Answer:
+    content: str
+    usage: dict[str, int]
+    model: str
+    headers: dict[str, str]
+    finish_reason: str
+
+
+def call_model(config: LambdaConfig, messages: list[dict[str, str]], response_format: dict[str, Any], max_tokens: int) -> Answer:
+    """One chat completion with its rate-limit headers; errors mapped to the state machine's names."""
+    client = model_client(config.openai_base_url, config.openai_api_key, config.openai_timeout_seconds)
+    try:
+        raw = client.chat.completions.with_raw_response.create(
+            model=config.openai_model,
+            messages=messages,  # type: ignore[arg-type]
+            response_format=response_format,  # type: ignore[arg-type]
+            max_tokens=max_tokens,
+            temperature=0,
+        )
+        completion = raw.parse()
+    except openai.RateLimitError as exc:
+        headers = exc.response.headers
+        wait = parse_duration(headers.get("retry-after")) or parse_duration(headers.get("x-ratelimit-reset-tokens"))
+        raise RateLimited(str(exc)[:500], retry_after=wait) from exc
+    except openai.APITimeoutError as exc:
+        raise UpstreamTimeout(str(exc)[:500]) from exc
+    except openai.APIConnectionError as exc:
+        raise UpstreamError(f"connection failed: {exc}"[:500]) from exc
+    except openai.InternalServerError as exc:
+        raise UpstreamError(str(exc)[:500]) from exc
+    except openai.APIStatusError as exc:
+        raise ModelRejected(str(exc)[:500]) from exc
+    usage = completion.usage
+    counts = {
+        "prompt_tokens": usage.prompt_tokens if usage else 0,
+        "completion_tokens": usage.completion_tokens if usage else 0,
+    }
+    choice = completion.choices[0] if completion.choices else None
+    return Answer(
+        choice.message.content or "" if choice else "",
+        counts,
+        completion.model,
+        dict(raw.headers.items()),
+        str(choice.finish_reason) if choice else "stop",
+    )
+
+
+class Stopped(Exception):
+    """The validation was cancelled or rerun: the invocation ends quietly, asking nothing more."""
+
+
+@dataclass
+class Asker:
+    """Asks the model for one validation, inside one lease (a call slot and tokens)."""
+
+    config: LambdaConfig
+    store: Store
+    governor: Governor
+    lease: Lease
+    validation_id: str
+    remaining_millis: Callable[[], int]
+    before_call: Callable[[], None]  # raises to stop (cancelled, or a newer run); checked after the wait, right before the call
+
+    def ask(self, messages: list[dict[str, str]], response_format: dict[str, Any], prompt_estimate: int) -> Answer:
+        """An answer that was not cut; raises the mapped error of a failed attempt, or AnswerTooLong."""
+        allowance = self.config.completion_max_tokens
+        while True:
+            estimate = prompt_estimate + allowance  # what the rate limiter charges: prompt + max_tokens
+            wait = min(self.config.capacity_wait_seconds, max(0.0, (self.remaining_millis() - self.config.reserve_millis) / 1000))
+            self.lease.reserve(estimate, time.time() + wait)
+            self.before_call()
+            answer = self._call(messages, response_format, allowance, estimate)
+            if answer.finish_reason != "length":
+                return answer
+            if allowance >= self.config.completion_max_tokens_cap:
+                raise AnswerTooLong(
+                    f"the model's answer did not fit {allowance} completion tokens (completion_max_tokens_cap); "
+                    "split the file or use fewer rules"
+                )
+            log.info("answer cut at %d tokens; asking again with %d", allowance, min(2 * allowance, self.config.completion_max_tokens_cap))
+            allowance = min(2 * allowance, self.config.completion_max_tokens_cap)
+
+    def _call(self, messages: list[dict[str, str]], response_format: dict[str, Any], allowance: int, estimate: int) -> Answer:
+        """The call inside the lease: settle what the limiter charged, count the attempt, feed back what upstream said."""
+        started = time.monotonic()
+        try:
+            answer = call_model(self.config, messages, response_format, allowance)
+        except RateLimited as exc:
+            self.lease.settle(estimate, estimate, time.monotonic() - started)  # a refused request counts too
+            self.store.count_attempt(self.validation_id, None)
+            self.governor.rate_limited(exc.retry_after)
+            raise
+        except Exception:
+            self.lease.settle(estimate, estimate, time.monotonic() - started)
+            self.store.count_attempt(self.validation_id, None)
+            raise
+        self.store.count_attempt(self.validation_id, answer.usage)
+        prompt_tokens = answer.usage["prompt_tokens"]
+        charged = prompt_tokens + allowance if prompt_tokens else estimate
+        self.lease.settle(estimate, charged, time.monotonic() - started)
+        self.governor.observed(answer.headers, estimate)
+        return answer
+
+
+def prompt_estimate_without_tokenizer(messages: list[dict[str, str]]) -> int:
+    """An upper estimate of a prompt's tokens where no tokenizer loads (the Lambdas): JSON and
+    text run 3-4 bytes a token in cl100k; a third of the bytes errs high. The real count
+    replaces it once the call answers."""
+    return 8 + sum(4 + len(m["content"].encode("utf-8")) // 3 for m in messages)
