@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from typing import AsyncIterator
 
 from fastapi import FastAPI
@@ -15,11 +15,23 @@ from app.events.hub import EventHub
 from app.events.router import router as events_router
 from app.events.store import EventStore
 from app.health.router import router as health_router
-from app.local_aws.runtime import local_runtime
-from app.settings import Settings
+from app.settings import Mode, Settings
 from app.validations.router import router as validations_router
 
 log = logging.getLogger(__name__)
+
+
+def _local_runtime(settings: Settings) -> AbstractAsyncContextManager[Settings]:
+    """The embedded AWS and the simulator around the API (local mode only: in aws mode
+    nothing of the `local` package, moto or werkzeug is imported)."""
+    try:
+        from local.runtime import local_runtime
+    except ImportError as exc:  # the production image carries the API only
+        raise RuntimeError(
+            "MODE=local needs the `local` dependency group (moto): install requirements.lock, "
+            "or set MODE=aws with the resources from `terraform output api_environment`."
+        ) from exc
+    return local_runtime(settings)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -28,7 +40,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
-            effective = await stack.enter_async_context(local_runtime(settings))
+            effective = await stack.enter_async_context(_local_runtime(settings)) if settings.mode is Mode.LOCAL else settings
             app.state.settings = effective
             app.state.clients = await open_clients(stack, effective.aws_region, effective.aws_endpoint_url)
             app.state.hub = EventHub(EventStore(app.state.clients, effective), effective.sse_poll_seconds, effective.sse_gap_wait_seconds)

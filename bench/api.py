@@ -17,12 +17,12 @@ from starlette.applications import Starlette
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from app.local_aws.server import EmbeddedAWS
+from local.aws.server import EmbeddedAWS
 from app.main import create_app
-from app.serving import ThreadedServer
+from local.serving import ThreadedServer
 from app.settings import Settings
-from app.simulator.app import SimulatorConfig
-from app.simulator.server import SimulatorServer
+from local.simulator.app import SimulatorConfig
+from local.simulator.server import SimulatorServer
 
 CONCURRENCY = 8
 POSTS = 120

@@ -15,7 +15,7 @@ from types import SimpleNamespace
 
 from tests.conftest import Aws
 from tests.local_aws.handlers import probe, sleepy
-from app.local_aws.server import EmbeddedAWS
+from local.aws.server import EmbeddedAWS
 
 ITEMS = 400
 CONCURRENCY = 10

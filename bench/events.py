@@ -22,10 +22,10 @@ import uuid
 import boto3
 import httpx
 
-from app.local_aws.server import EmbeddedAWS
+from local.aws.server import EmbeddedAWS
 from app.settings import PROJECT_ROOT
-from app.simulator.app import SimulatorConfig
-from app.simulator.server import SimulatorServer
+from local.simulator.app import SimulatorConfig
+from local.simulator.server import SimulatorServer
 from tests.servers import free_port
 
 STREAMS = 1000

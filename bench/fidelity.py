@@ -576,11 +576,11 @@ def main() -> None:
     import boto3
     from fastapi.testclient import TestClient
 
-    from app.local_aws.server import EmbeddedAWS
+    from local.aws.server import EmbeddedAWS
     from app.main import create_app
     from app.settings import Settings
-    from app.simulator.app import SimulatorConfig
-    from app.simulator.server import SimulatorServer
+    from local.simulator.app import SimulatorConfig
+    from local.simulator.server import SimulatorServer
 
     files = corpus(SEED, FILES, max_lines=MAX_LINES)
     print(f"\n## Fidelity ({len(files)} files, seed {SEED}, part budget {PART_TOKENS} tokens, rules: {', '.join(r['id'] for r in RULES)})")

@@ -26,10 +26,10 @@ import uuid
 import boto3
 import openai
 
-from app.local_aws.server import EmbeddedAWS
+from local.aws.server import EmbeddedAWS
 from app.settings import Settings
-from app.simulator.app import SimulatorConfig
-from app.simulator.server import SimulatorServer
+from local.simulator.app import SimulatorConfig
+from local.simulator.server import SimulatorServer
 from core import prompt
 from core.lines import decode_part
 from core.parts import split_file

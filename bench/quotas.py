@@ -17,8 +17,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import boto3
 
-from app.local_aws.provision import Provisioner
-from app.local_aws.server import EmbeddedAWS
+from local.aws.provision import Provisioner
+from local.aws.server import EmbeddedAWS
 from app.settings import Settings
 from core.quota import Admission, Quota, admission_steps
 from lambdas.common.config import LambdaConfig

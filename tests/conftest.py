@@ -12,10 +12,10 @@ from typing import Any, Callable, Iterator
 import boto3
 import pytest
 
-from app.local_aws.server import EmbeddedAWS
+from local.aws.server import EmbeddedAWS
 from app.settings import Settings
-from app.simulator.app import SimulatorConfig
-from app.simulator.server import SimulatorServer
+from local.simulator.app import SimulatorConfig
+from local.simulator.server import SimulatorServer
 
 REGION = "us-east-1"
 

@@ -55,8 +55,8 @@ def process(args: list[str], ready_url: str, env: dict[str, str] | None = None, 
 
 @contextmanager
 def embedded_aws_process() -> Iterator[str]:
-    """`python -m app.local_aws` on a free port; yields its endpoint URL."""
+    """`python -m local.aws` on a free port; yields its endpoint URL."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    with process(["-m", "app.local_aws", "--port", str(port)], f"{url}/moto-api/"):
+    with process(["-m", "local.aws", "--port", str(port)], f"{url}/moto-api/"):
         yield url

@@ -48,7 +48,7 @@ def test_the_state_machine_retries_every_retryable_name():
     import json
     import re
 
-    from app.local_aws.provision import ASL_FILE
+    from local.aws.provision import ASL_FILE
 
     text = re.sub(r"\$\{\w+\}", "1", ASL_FILE.read_text())
     retry = json.loads(text)["States"]["ValidateChunks"]["ItemProcessor"]["States"]["ValidateChunk"]["Retry"]

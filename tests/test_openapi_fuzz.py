@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 
 from app.main import create_app
-from app.serving import ThreadedServer
+from local.serving import ThreadedServer
 
 EXAMPLES_PER_OPERATION = 15
 # What the contract promises: no 5xx; statuses, content types, headers and bodies as documented.

@@ -10,9 +10,9 @@ import httpx
 import openai
 import pytest
 
-from app.simulator.app import Simulator, SimulatorConfig
-from app.simulator.limits import RateLimits, duration
-from app.simulator.server import SimulatorServer
+from local.simulator.app import Simulator, SimulatorConfig
+from local.simulator.limits import RateLimits, duration
+from local.simulator.server import SimulatorServer
 from core.prompt import (
     COMBINE_RESPONSE_FORMAT,
     PART_RESPONSE_FORMAT,

@@ -1,5 +1,5 @@
 # Tables, bucket and run-time parameters, all from resources.json (shared with
-# app/local_aws/provision.py): an entry added there is deployed without editing this file.
+# local/aws/provision.py): an entry added there is deployed without editing this file.
 
 locals {
   resources = jsondecode(file("${path.module}/resources.json"))

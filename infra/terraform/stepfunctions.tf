@@ -1,4 +1,4 @@
-# The shared ASL (also rendered by app/local_aws/provision.py). Every function in
+# The shared ASL (also rendered by local/aws/provision.py). Every function in
 # resources.json becomes a `${<function>_arn}` template variable.
 
 locals {

@@ -1,7 +1,7 @@
 """Verdicts on ordinary files, through the whole system: exact lines, whole-file rules,
 structure-aware parts, answers held to the schema, and every attempt accounted for.
 
-The simulator is deterministic (app/simulator/verdicts.py) and can be told to cut,
+The simulator is deterministic (local/simulator/verdicts.py) and can be told to cut,
 break or repeat its answers (`faults`), so each path here is reached on purpose.
 """
 

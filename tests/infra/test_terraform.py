@@ -21,10 +21,10 @@ import boto3
 import httpx
 import pytest
 
-from app.local_aws.provision import Provisioner, load_resources
+from local.aws.provision import Provisioner, load_resources
 from app.settings import Settings
-from app.simulator.app import SimulatorConfig
-from app.simulator.server import SimulatorServer
+from local.simulator.app import SimulatorConfig
+from local.simulator.server import SimulatorServer
 from infra import build_lambdas
 from tests.conftest import wait_for
 from tests.infra.terraform import Terraform, find_plugin_dir, missing_tools

@@ -1,4 +1,4 @@
-"""Guards for app/local_aws/moto_patches.py: each fails if its moto defect comes back."""
+"""Guards for local/aws/moto_patches.py: each fails if its moto defect comes back."""
 
 from __future__ import annotations
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from app.local_aws.provision import ASL_FILE, Provisioner, load_resources, render_template
+from local.aws.provision import ASL_FILE, Provisioner, load_resources, render_template
 
 
 def test_render_template_fills_placeholders_and_refuses_missing_ones():

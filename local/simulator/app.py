@@ -26,9 +26,9 @@ import tiktoken
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from app.simulator import faults
-from app.simulator.limits import RateLimits
-from app.simulator.verdicts import COMBINE, Call, read_call, verdicts
+from local.simulator import faults
+from local.simulator.limits import RateLimits
+from local.simulator.verdicts import COMBINE, Call, read_call, verdicts
 from core.tokens import ENCODING, count_message_tokens
 
 MODEL_NAME = "simulator"

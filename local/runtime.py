@@ -12,11 +12,11 @@ from typing import AsyncIterator
 
 from pydantic import SecretStr
 
-from app.local_aws.provision import Provisioner
-from app.local_aws.server import EmbeddedAWS
+from local.aws.provision import Provisioner
+from local.aws.server import EmbeddedAWS
 from app.settings import Mode, Settings
-from app.simulator.app import MODEL_NAME
-from app.simulator.server import SimulatorServer
+from local.simulator.app import MODEL_NAME
+from local.simulator.server import SimulatorServer
 
 log = logging.getLogger(__name__)
 

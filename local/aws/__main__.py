@@ -1,4 +1,4 @@
-"""`python -m app.local_aws --port 4566`: the embedded AWS as its own process.
+"""`python -m local.aws --port 4566`: the embedded AWS as its own process.
 
 Point the API at it with `AWS_ENDPOINT_URL=http://127.0.0.1:4566`; the API can then
 restart while the AWS side keeps its state (in memory: lost when this process ends).
@@ -7,7 +7,7 @@ restart while the AWS side keeps its state (in memory: lost when this process en
 import argparse
 import logging
 
-from app.local_aws.server import EmbeddedAWS
+from local.aws.server import EmbeddedAWS
 
 
 def main() -> None:

@@ -30,7 +30,7 @@ import threading
 from collections.abc import Iterable
 from typing import Any
 
-from app.simulator.verdicts import COMBINE, PART, Call, CallKind
+from local.simulator.verdicts import COMBINE, PART, Call, CallKind
 
 MALFORMED, CUT = "malformed", "cut"
 FAULTS = frozenset({MALFORMED, CUT, "repeat_rule", "drop_rule", "unknown_rule", "string_passed", "line_outside", "no_finding"})

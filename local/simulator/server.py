@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from app.serving import ThreadedServer
-from app.simulator.app import Simulator, SimulatorConfig, Stats, create_simulator_app
+from local.serving import ThreadedServer
+from local.simulator.app import Simulator, SimulatorConfig, Stats, create_simulator_app
 
 
 class SimulatorServer:

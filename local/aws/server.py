@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterable
 
 from werkzeug.serving import BaseWSGIServer, make_server
 
-from app.local_aws import lambda_router, moto_patches, sfn_extras
+from local.aws import lambda_router, moto_patches, sfn_extras
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +135,7 @@ class EmbeddedAWS:
         return self
 
     def serve_forever(self) -> None:
-        """Run in the foreground (the `python -m app.local_aws` process)."""
+        """Run in the foreground (the `python -m local.aws` process)."""
         if self._server is None:
             self.start()
         assert self._thread is not None
