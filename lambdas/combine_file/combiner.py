@@ -3,7 +3,7 @@
 A rule's verdict is about the file: "must contain X" passes when any part holds X, while
 a line-level rule keeps every part's violations. The parts' answers alone cannot say
 which, so one combine call per file decides: it sees each part's per-rule report
-(passed, how many findings, a few examples, evidence) and answers per rule whether the
+(passed, how many findings, one example, evidence) and answers per rule whether the
 file passes, which reports' findings stand (kept by number, so their lines are the ones
 the parts stored) and any whole-file finding.
 

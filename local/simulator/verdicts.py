@@ -137,7 +137,7 @@ def _read_reports(block: list[str]) -> list[dict[str, Any]]:
             and isinstance(report.get("lines"), list)
             and len(report["lines"]) == 2
             and all(isinstance(n, int) for n in report["lines"])
-            and isinstance(report.get("results"), list)
+            and isinstance(report.get("rules"), dict)
         ):
             reports.append(report)
     return reports
@@ -174,7 +174,8 @@ def _judge_part(rule: dict[str, str], call: Call) -> dict[str, Any]:
 
 
 def _result(report: dict[str, Any], rule_id: str) -> dict[str, Any]:
-    return next((r for r in report["results"] if isinstance(r, dict) and r.get("rule_id") == rule_id), {})
+    result = report["rules"].get(rule_id)
+    return result if isinstance(result, dict) else {}
 
 
 def _judge_combine(rule: dict[str, str], call: Call) -> dict[str, Any]:
