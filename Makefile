@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cat requirements.lock | cksum | cut -d' ' -f1)
 
-.PHONY: run test bench install lambdas checkov clean
+.PHONY: run test lint typecheck bench install lambdas checkov clean
 
 $(STAMP): requirements.lock
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -17,8 +17,16 @@ install: $(STAMP)
 run: $(STAMP)
 	$(PY) -m app
 
-test: $(STAMP)
+# The gates first (seconds), then the suite.
+test: lint typecheck
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+typecheck: $(STAMP)
+	$(PY) -m mypy
 
 bench: $(STAMP)
 	$(PY) -m bench

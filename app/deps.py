@@ -11,11 +11,13 @@ from app.settings import Settings
 
 
 def get_settings(request: Request) -> Settings:
-    return request.app.state.settings
+    settings: Settings = request.app.state.settings
+    return settings
 
 
 def get_clients(request: Request) -> AWSClients:
-    return request.app.state.clients
+    clients: AWSClients = request.app.state.clients
+    return clients
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]

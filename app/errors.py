@@ -7,10 +7,30 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 PROBLEM_JSON = "application/problem+json"
 PROBLEM_BASE = "https://validation-service.dev/problems/"
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details; extra members name the field, file or limit at fault."""
+
+    model_config = {"extra": "allow"}
+    type: str
+    title: str
+    status: int
+    detail: str
+    instance: str | None = None
+
+
+def problem_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` for these status codes: each a problem+json body."""
+    return {
+        code: {"model": Problem, "content": {PROBLEM_JSON: {}}, "description": "Problem details (RFC 9457)"}
+        for code in codes
+    }
 
 
 class AppError(Exception):
@@ -90,9 +110,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def on_validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = [
-            {"field": ".".join(str(p) for p in e["loc"]), "message": e["msg"]} for e in exc.errors()
-        ]
+        errors = [{"field": ".".join(str(p) for p in e["loc"]), "message": e["msg"]} for e in exc.errors()]
         first = errors[0]["field"] if errors else "request"
         error = Unprocessable(f"Invalid value for {first}: {errors[0]['message'] if errors else ''}", errors=errors)
         return problem(error.status, error.body(request.url.path))

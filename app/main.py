@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
-from typing import AsyncIterator
 
 from fastapi import FastAPI
 
 from app import errors
-from app.aws.clients import open_clients
 from app.admin.router import router as admin_router
+from app.aws.clients import open_clients
 from app.events.hub import EventHub
 from app.events.router import router as events_router
 from app.events.store import EventStore
@@ -40,10 +40,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
-            effective = await stack.enter_async_context(_local_runtime(settings)) if settings.mode is Mode.LOCAL else settings
+            effective = (
+                await stack.enter_async_context(_local_runtime(settings)) if settings.mode is Mode.LOCAL else settings
+            )
             app.state.settings = effective
             app.state.clients = await open_clients(stack, effective.aws_region, effective.aws_endpoint_url)
-            app.state.hub = EventHub(EventStore(app.state.clients, effective), effective.sse_poll_seconds, effective.sse_gap_wait_seconds)
+            app.state.hub = EventHub(
+                EventStore(app.state.clients, effective), effective.sse_poll_seconds, effective.sse_gap_wait_seconds
+            )
             try:
                 yield
             finally:

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Literal
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -49,14 +49,19 @@ class Settings(BaseSettings):
 
     admin_api_key: SecretStr | None = None
 
-    # The LLM. Without a key, local mode starts the OpenAI-compatible simulator.
+    # The LLM. In local mode, with neither OPENAI_API_KEY nor OPENAI_BASE_URL set, the
+    # OpenAI-compatible simulator is started (local/runtime.py); either one turns it off.
     openai_base_url: str | None = None
     openai_api_key: SecretStr | None = None
     openai_model: str = "gpt-4o-mini"
     openai_timeout_seconds: float = 60.0
-    completion_max_tokens: int = Field(default=512, ge=16, description="Completion allowance of a model call (what rate limits charge).")
+    completion_max_tokens: int = Field(
+        default=512, ge=16, description="Completion allowance of a model call (what rate limits charge)."
+    )
     completion_max_tokens_cap: int = Field(
-        default=4096, ge=16, description="A cut answer (finish_reason length) is asked again with twice the allowance, up to this."
+        default=4096,
+        ge=16,
+        description="A cut answer (finish_reason length) is asked again with twice the allowance, up to this.",
     )
 
     # Submission limits (RFC 9457 errors name the one exceeded).
@@ -65,7 +70,9 @@ class Settings(BaseSettings):
     max_request_bytes: int = Field(default=50 * 1024 * 1024, ge=1)
     max_rules: int = Field(default=20, ge=1)
     max_rule_chars: int = Field(default=2000, ge=1)
-    chunk_max_tokens: int = Field(default=1500, ge=50, description="Token budget of one part's text, and of a combine call's reports.")
+    chunk_max_tokens: int = Field(
+        default=1500, ge=50, description="Token budget of one part's text, and of a combine call's reports."
+    )
     idempotency_ttl_hours: int = Field(default=24, ge=24)
 
     # Quotas: defaults for users created without their own (POST /admin/users).
@@ -94,13 +101,40 @@ class Settings(BaseSettings):
     # The TPM governor (issue 6). The "minute" is scaled down in benchmarks, like the simulator's.
     governor_window_seconds: float = Field(default=60.0, gt=0, description="The window target_tpm is per.")
     lease_seconds: float = Field(
-        default=90.0, gt=0, description="A dead validator's slot and unused tokens come back after this; must exceed openai_timeout_seconds."
+        default=90.0,
+        gt=0,
+        description="A dead validator's slot and unused tokens come back after this; "
+        "must exceed openai_timeout_seconds.",
     )
     config_cache_seconds: float = Field(default=5.0, ge=0, description="How long Lambdas and the API keep SSM values.")
-    map_concurrency_ceiling: int = Field(default=10, ge=1, le=40, description="Raising max-parallelism live reaches up to this on running validations.")
+    map_concurrency_ceiling: int = Field(
+        default=10, ge=1, le=40, description="Raising max-parallelism live reaches up to this on running validations."
+    )
 
     # Health checks must not hang a load balancer's probe.
     readiness_timeout_seconds: float = 3.0
+
+    @model_validator(mode="after")
+    def _cross_check(self) -> Settings:
+        """Settings that are only valid together, checked once at load (not at the first call)."""
+        problems = []
+        if self.mode is Mode.AWS and not self.state_machine_arn:
+            problems.append("MODE=aws requires STATE_MACHINE_ARN (see `terraform output api_environment`)")
+        # A lease shorter than one model call would hand a live validator's slot to another
+        # (infra/terraform/lambda.tf checks the same).
+        if self.lease_seconds <= self.openai_timeout_seconds:
+            problems.append(
+                f"LEASE_SECONDS ({self.lease_seconds:g}) must exceed "
+                f"OPENAI_TIMEOUT_SECONDS ({self.openai_timeout_seconds:g})"
+            )
+        if self.completion_max_tokens_cap < self.completion_max_tokens:
+            problems.append(
+                f"COMPLETION_MAX_TOKENS_CAP ({self.completion_max_tokens_cap}) must be at least "
+                f"COMPLETION_MAX_TOKENS ({self.completion_max_tokens})"
+            )
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
 
     def table(self, logical: str) -> str:
         explicit = getattr(self, f"{logical}_table", None)

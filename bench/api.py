@@ -17,10 +17,10 @@ from starlette.applications import Starlette
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from local.aws.server import EmbeddedAWS
 from app.main import create_app
+from bench import local_settings
+from local.aws.server import EmbeddedAWS
 from local.serving import ThreadedServer
-from app.settings import Settings
 from local.simulator.app import SimulatorConfig
 from local.simulator.server import SimulatorServer
 
@@ -69,8 +69,7 @@ def bare_app(post_json: dict[str, Any], get_json: dict[str, Any]) -> Starlette:
 
 def main() -> None:
     with EmbeddedAWS() as aws, SimulatorServer(SimulatorConfig(latency_seconds=0.0)) as simulator:
-        settings = Settings(
-            _env_file=None,
+        settings = local_settings(
             aws_endpoint_url=aws.endpoint_url,
             name_prefix=f"bench{uuid.uuid4().hex[:6]}",
             admin_api_key="bench",

@@ -13,9 +13,9 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from types import SimpleNamespace
 
+from local.aws.server import EmbeddedAWS
 from tests.conftest import Aws
 from tests.local_aws.handlers import probe, sleepy
-from local.aws.server import EmbeddedAWS
 
 ITEMS = 400
 CONCURRENCY = 10
@@ -37,7 +37,14 @@ def run_map(aws: Aws) -> float:
 def run_threads() -> float:
     started = time.perf_counter()
     with ThreadPoolExecutor(CONCURRENCY) as pool:
-        list(pool.map(lambda i: sleepy({"probe": "baseline", "sleep": HANDLER_SECONDS}, SimpleNamespace(function_name="baseline")), range(ITEMS)))
+        list(
+            pool.map(
+                lambda i: sleepy(
+                    {"probe": "baseline", "sleep": HANDLER_SECONDS}, SimpleNamespace(function_name="baseline")
+                ),
+                range(ITEMS),
+            )
+        )
     return ITEMS / (time.perf_counter() - started)
 
 
@@ -47,7 +54,8 @@ def main() -> None:
         baseline = run_threads()
         engine = run_map(aws)
     ideal = CONCURRENCY / HANDLER_SECONDS
-    print(f"\n## Embedded engine: Map of {ITEMS} items, {HANDLER_SECONDS * 1000:.0f} ms handler, concurrency {CONCURRENCY}")
+    handler_ms = HANDLER_SECONDS * 1000
+    print(f"\n## Embedded engine: Map of {ITEMS} items, {handler_ms:.0f} ms handler, concurrency {CONCURRENCY}")
     print("| runner | items/s | ÷ ideal | ÷ threads baseline |")
     print("|---|---:|---:|---:|")
     print(f"| threads calling the handler (baseline) | {baseline:.0f} | {baseline / ideal:.2f} | 1.00 |")

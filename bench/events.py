@@ -22,8 +22,8 @@ import uuid
 import boto3
 import httpx
 
-from local.aws.server import EmbeddedAWS
 from app.settings import PROJECT_ROOT
+from local.aws.server import EmbeddedAWS
 from local.simulator.app import SimulatorConfig
 from local.simulator.server import SimulatorServer
 from tests.servers import free_port
@@ -65,9 +65,23 @@ def main() -> None:
         port = free_port()
         base = f"http://127.0.0.1:{port}"
         prefix = f"ev{uuid.uuid4().hex[:6]}"
-        env = {**os.environ, "PORT": str(port), "AWS_ENDPOINT_URL": aws.endpoint_url, "ADMIN_API_KEY": "bench", "NAME_PREFIX": prefix,
-               "OPENAI_BASE_URL": simulator.base_url, "SSE_POLL_SECONDS": str(POLL_SECONDS), "CHUNK_MAX_TOKENS": "100"}
-        api = subprocess.Popen([sys.executable, "-m", "app"], cwd=PROJECT_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        env = {
+            **os.environ,
+            "PORT": str(port),
+            "AWS_ENDPOINT_URL": aws.endpoint_url,
+            "ADMIN_API_KEY": "bench",
+            "NAME_PREFIX": prefix,
+            "OPENAI_BASE_URL": simulator.base_url,
+            "SSE_POLL_SECONDS": str(POLL_SECONDS),
+            "CHUNK_MAX_TOKENS": "100",
+        }
+        api = subprocess.Popen(
+            [sys.executable, "-m", "app"],
+            cwd=PROJECT_ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         try:
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline:
@@ -78,7 +92,11 @@ def main() -> None:
                     time.sleep(0.2)
             # Latency: a 60-chunk validation at parallelism 2.
             rows = "".join(f"row {i}: plain value\n" for i in range(600))
-            vid = httpx.post(f"{base}/validations", headers=HEADERS, json={"documents": [{"name": "a.txt", "content": rows}], "rules": ["t"]}).json()["id"]
+            vid = httpx.post(
+                f"{base}/validations",
+                headers=HEADERS,
+                json={"documents": [{"name": "a.txt", "content": rows}], "rules": ["t"]},
+            ).json()["id"]
             received: dict[int, float] = {}
             with httpx.stream("GET", f"{base}/validations/{vid}/events", headers=HEADERS, timeout=300) as answer:
                 for line in answer.iter_lines():
@@ -86,17 +104,33 @@ def main() -> None:
                         received[int(line[3:].strip())] = time.time()
                     if line.startswith("event: end"):
                         break
-            db = boto3.client("dynamodb", endpoint_url=aws.endpoint_url, region_name="us-east-1", aws_access_key_id="b", aws_secret_access_key="b")
-            stored = db.query(TableName=f"{prefix}-events", KeyConditionExpression="validation_id = :v", ExpressionAttributeValues={":v": {"S": vid}})["Items"]
-            latencies = sorted(received[int(i["seq"]["N"])] - float(i["at"]["S"]) for i in stored if int(i["seq"]["N"]) in received)
+            db = boto3.client(
+                "dynamodb",
+                endpoint_url=aws.endpoint_url,
+                region_name="us-east-1",
+                aws_access_key_id="b",
+                aws_secret_access_key="b",
+            )
+            stored = db.query(
+                TableName=f"{prefix}-events",
+                KeyConditionExpression="validation_id = :v",
+                ExpressionAttributeValues={":v": {"S": vid}},
+            )["Items"]
+            latencies = sorted(
+                received[int(i["seq"]["N"])] - float(i["at"]["S"]) for i in stored if int(i["seq"]["N"]) in received
+            )
 
             # Memory: 1,000 idle streams on a validation whose model calls take minutes.
             simulator.reconfigure(latency_seconds=120)
-            idle = httpx.post(f"{base}/validations", headers=HEADERS, json={"documents": [{"name": "b.txt", "content": "row\n"}], "rules": ["t"]}).json()["id"]
+            idle = httpx.post(
+                f"{base}/validations",
+                headers=HEADERS,
+                json={"documents": [{"name": "b.txt", "content": "row\n"}], "rules": ["t"]},
+            ).json()["id"]
             time.sleep(1)
             before = rss_kib(api.pid)
             hold = asyncio.Event()
-            peak = {}
+            peak: dict[str, int] = {}
 
             async def measure() -> None:
                 task = asyncio.create_task(open_idle_streams(base, idle, STREAMS, hold))
@@ -111,12 +145,16 @@ def main() -> None:
             api.terminate()
             api.wait(timeout=15)
 
-    p50, p99 = statistics.median(latencies), latencies[int(len(latencies) * 0.99) - 1] if len(latencies) > 1 else latencies[0]
+    p50, p99 = (
+        statistics.median(latencies),
+        latencies[int(len(latencies) * 0.99) - 1] if len(latencies) > 1 else latencies[0],
+    )
     print("\n## Server-sent events (`bench/events.py`)")
     print("| measure | value | ratio |")
     print("|---|---:|---:|")
     print(f"| RSS per idle open stream ({STREAMS} streams) | {(peak['rss'] - before) / STREAMS:.1f} KiB | — |")
-    print(f"| delivery latency p50 (event stored → received), {len(latencies)} events | {p50 * 1000:.0f} ms | {p50 / POLL_SECONDS:.2f} × poll interval |")
+    latency = f"delivery latency p50 (event stored → received), {len(latencies)} events"
+    print(f"| {latency} | {p50 * 1000:.0f} ms | {p50 / POLL_SECONDS:.2f} × poll interval |")
     print(f"| delivery latency p99 | {p99 * 1000:.0f} ms | {p99 / POLL_SECONDS:.2f} × poll interval |")
 
 

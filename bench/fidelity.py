@@ -48,7 +48,15 @@ RULES: list[dict[str, str]] = [
 FORBIDDEN = {"no-secret": "secret", "no-password": "password"}  # rule id -> word; one finding per line
 REQUIRED = {"copyright": "copyright"}  # rule id -> word; one whole-file finding when absent
 KINDS = ("csv", "tsv", "jsonl", "json_array", "json_data", "markdown", "log")
-SUFFIX = {"csv": "csv", "tsv": "tsv", "jsonl": "jsonl", "json_array": "json", "json_data": "json", "markdown": "md", "log": "log"}
+SUFFIX = {
+    "csv": "csv",
+    "tsv": "tsv",
+    "jsonl": "jsonl",
+    "json_array": "json",
+    "json_data": "json",
+    "markdown": "md",
+    "log": "log",
+}
 VARIANTS = ("bom", "crlf", "cr", "mixed", "unicode", "long", "no_final_newline", "separators", "missing_copyright")
 BATCH_FILES = 100  # the API's max_files per validation
 TERMINAL = ("SUCCEEDED", "FAILED", "CANCELLED")
@@ -61,10 +69,51 @@ SLOT = "@@SLOT@@"  # where a line may take a planted phrase; never left in the o
 MAX_SLOT_LINE = 150  # a planted word never sits in a longer line
 MIN_GAP = 5  # lines between planted violations: a few findings per part, well inside the completion allowance
 WORDS = (
-    "alpha", "bravo", "delta", "echo", "foxtrot", "harbor", "island", "jungle", "kernel", "lemon", "matrix", "nectar",
-    "orbit", "pepper", "quartz", "river", "summit", "timber", "umbra", "velvet", "walnut", "yonder", "zephyr",
-    "amber", "basalt", "cobalt", "dune", "ember", "fjord", "glacier", "hazel", "indigo", "juniper", "kelp", "lagoon",
-    "meadow", "nimbus", "opal", "prairie", "quill", "ridge", "sable", "tundra", "vapor", "willow",
+    "alpha",
+    "bravo",
+    "delta",
+    "echo",
+    "foxtrot",
+    "harbor",
+    "island",
+    "jungle",
+    "kernel",
+    "lemon",
+    "matrix",
+    "nectar",
+    "orbit",
+    "pepper",
+    "quartz",
+    "river",
+    "summit",
+    "timber",
+    "umbra",
+    "velvet",
+    "walnut",
+    "yonder",
+    "zephyr",
+    "amber",
+    "basalt",
+    "cobalt",
+    "dune",
+    "ember",
+    "fjord",
+    "glacier",
+    "hazel",
+    "indigo",
+    "juniper",
+    "kelp",
+    "lagoon",
+    "meadow",
+    "nimbus",
+    "opal",
+    "prairie",
+    "quill",
+    "ridge",
+    "sable",
+    "tundra",
+    "vapor",
+    "willow",
 )
 UNICODE_WORDS = ("café", "naïve", "Zürich", "résumé", "漢字", "東京", "данные", "ñandú", "😀", "🚀", "🌍", "Ελλάδα")
 NAMES = ("Ada", "Grace", "Linus", "Margaret", "Alan", "Barbara", "Ken", "Dennis", "Frances", "Edsger", "Radia", "Guido")
@@ -76,12 +125,18 @@ SECRET_FORMS = ("secret", "Secret", "SECRET", "sEcReT")
 PASSWORD_FORMS = ("password", "Password", "PASSWORD")
 SECRET_PHRASES = ("the {w} was rotated", "{w}_key=ab12cd", "leaked {w} token", "{w}s kept in vault")
 PASSWORD_PHRASES = ("{w} reset requested", "user {w}=hunter2", "weak {w} rejected")
-COPYRIGHT_PHRASES = ("Copyright (c) 2024 Acme Ltd.", "copyright 2023 Example GmbH", "COPYRIGHT Zeta Inc. all rights reserved")
+COPYRIGHT_PHRASES = (
+    "Copyright (c) 2024 Acme Ltd.",
+    "copyright 2023 Example GmbH",
+    "COPYRIGHT Zeta Inc. all rights reserved",
+)
 
 
 JSON_KINDS = ("jsonl", "json_array", "json_data")
 LONGEST_PHRASE = max(
-    max(len(p.format(w="secret")) for p in SECRET_PHRASES) + len(" and ") + max(len(p.format(w="password")) for p in PASSWORD_PHRASES),
+    max(len(p.format(w="secret")) for p in SECRET_PHRASES)
+    + len(" and ")
+    + max(len(p.format(w="password")) for p in PASSWORD_PHRASES),
     max(map(len, COPYRIGHT_PHRASES)),
 )
 
@@ -130,7 +185,18 @@ COVERAGE = (
 
 
 def _random_spec(rng: random.Random) -> Spec:
-    variants = {name for name, p in (("bom", 0.1), ("unicode", 0.3), ("long", 0.2), ("no_final_newline", 0.15), ("separators", 0.1), ("missing_copyright", 0.1)) if rng.random() < p}
+    variants = {
+        name
+        for name, p in (
+            ("bom", 0.1),
+            ("unicode", 0.3),
+            ("long", 0.2),
+            ("no_final_newline", 0.15),
+            ("separators", 0.1),
+            ("missing_copyright", 0.1),
+        )
+        if rng.random() < p
+    }
     ending = rng.random()
     if ending < 0.15:
         variants.add("crlf")
@@ -233,10 +299,16 @@ def _markdown(text: _Text, spec: Spec, lines: int) -> list[str]:
             out += [f"- {SLOT}" for _ in range(text.rng.randint(2, 5))] + [""]
         elif block < 0.65:
             language = text.rng.choice(("python", "sh", ""))
-            code = [f"value_{k} = '{SLOT}'" if language == "python" else f"echo {SLOT}" for k in range(text.rng.randint(2, 6))]
+            code = [
+                f"value_{k} = '{SLOT}'" if language == "python" else f"echo {SLOT}"
+                for k in range(text.rng.randint(2, 6))
+            ]
             out += [f"```{language}", *code, "```", ""]
         else:
-            paragraph = [text.long() if _long_line(text, spec) else f"{text.words(2, 6)} {SLOT}" for _ in range(text.rng.randint(1, 4))]
+            paragraph = [
+                text.long() if _long_line(text, spec) else f"{text.words(2, 6)} {SLOT}"
+                for _ in range(text.rng.randint(1, 4))
+            ]
             out += [*paragraph, ""]
     out.append(f"{text.words(2, 4)} {SLOT}")  # ends on a line of text, never a blank one
     return out
@@ -286,7 +358,9 @@ def _plant(rng: random.Random, slots: list[int], copyright: bool, clean: bool) -
     for index in free:
         if index - last >= MIN_GAP and rng.random() < 0.12:
             draw = rng.random()
-            plan[index] = ("no-secret", "no-password") if draw < 0.15 else ("no-secret",) if draw < 0.6 else ("no-password",)
+            plan[index] = (
+                ("no-secret", "no-password") if draw < 0.15 else ("no-secret",) if draw < 0.6 else ("no-password",)
+            )
             last = index
     return plan
 
@@ -323,17 +397,27 @@ def _file(rng: random.Random, index: int, spec: Spec, max_lines: int) -> CorpusF
     text = _Text(rng, spec)
     covering = index < len(COVERAGE)
     lines = _lines(text, spec, _length(rng, spec, max_lines, covering))
-    slots = [i for i, line in enumerate(lines) if SLOT in line and len(line) - len(SLOT) + LONGEST_PHRASE <= MAX_SLOT_LINE]
-    plan = _plant(rng, slots, copyright="missing_copyright" not in spec.variants, clean=not covering and rng.random() < 0.2)
+    slots = [
+        i for i, line in enumerate(lines) if SLOT in line and len(line) - len(SLOT) + LONGEST_PHRASE <= MAX_SLOT_LINE
+    ]
+    plan = _plant(
+        rng, slots, copyright="missing_copyright" not in spec.variants, clean=not covering and rng.random() < 0.2
+    )
     endings = _endings(rng, spec, lines)
     if "no_final_newline" in spec.variants:
         endings[-1] = ""
     content = BOM if "bom" in spec.variants else ""
     planted: list[tuple[str, int]] = []  # (rule id, offset of its word in content)
-    for i, (line, ending) in enumerate(zip(lines, endings)):
+    for i, (line, ending) in enumerate(zip(lines, endings, strict=True)):
         if SLOT in line:
             rules = plan.get(i, ())
-            phrase = rng.choice(COPYRIGHT_PHRASES) if rules == ("copyright",) else _violation(rng, rules) if rules else text.filler()
+            phrase = (
+                rng.choice(COPYRIGHT_PHRASES)
+                if rules == ("copyright",)
+                else _violation(rng, rules)
+                if rules
+                else text.filler()
+            )
             if spec.kind in JSON_KINDS:  # the slot is inside a JSON string (planted phrases need no escapes)
                 phrase = json.dumps(phrase, ensure_ascii=False)[1:-1]
             head, _, tail = line.partition(SLOT)
@@ -343,7 +427,11 @@ def _file(rng: random.Random, index: int, spec: Spec, max_lines: int) -> CorpusF
             line = head + phrase + tail
         content += line + ending
     last = last_line(content)
-    found = [Finding(rule, line_of(content, offset), line_of(content, offset)) for rule, offset in planted if rule in FORBIDDEN]
+    found = [
+        Finding(rule, line_of(content, offset), line_of(content, offset))
+        for rule, offset in planted
+        if rule in FORBIDDEN
+    ]
     verdicts = {rule["id"]: True for rule in RULES}
     for f in found:
         verdicts[f.rule] = False
@@ -393,7 +481,9 @@ class Score:
 def reported_findings(item: dict[str, Any]) -> Counter[Finding]:
     """The findings of one result item (`GET /validations/{id}/results`), as a multiset."""
     return Counter(
-        Finding(verdict["id"], int(f["line"]), int(f["end_line"])) for verdict in item.get("rules", []) for f in verdict.get("findings", [])
+        Finding(verdict["id"], int(f["line"]), int(f["end_line"]))
+        for verdict in item.get("rules", [])
+        for f in verdict.get("findings", [])
     )
 
 
@@ -423,7 +513,9 @@ def score(expected: list[CorpusFile], results: list[dict[str, Any]]) -> Score:
             else:
                 out.wrong_verdicts.append((file.name, rule))
     known = {f.name for f in expected}
-    out.extra += [(item["file"], f) for item in results if item["file"] not in known for f in reported_findings(item).elements()]
+    out.extra += [
+        (item["file"], f) for item in results if item["file"] not in known for f in reported_findings(item).elements()
+    ]
     return out
 
 
@@ -439,7 +531,9 @@ def _results(api: Any, validation_id: str) -> list[dict[str, Any]]:
     items: list[dict[str, Any]] = []
     cursor = None
     while True:
-        page = api.get(f"/validations/{validation_id}/results", params={"limit": 100, **({"cursor": cursor} if cursor else {})})
+        page = api.get(
+            f"/validations/{validation_id}/results", params={"limit": 100, **({"cursor": cursor} if cursor else {})}
+        )
         assert page.status_code == 200, page.text
         items.extend(page.json()["items"])
         cursor = page.json()["next_cursor"]
@@ -459,7 +553,9 @@ def _wait(api: Any, ids: list[str], timeout: float, settle: float, poll: float) 
             view = api.get(f"/validations/{vid}").json()
             if view["status"] in TERMINAL:
                 ended_at.setdefault(vid, time.monotonic())
-                if (view.get("usage") or {}).get("charged_tokens") is not None or time.monotonic() - ended_at[vid] > settle:
+                if (view.get("usage") or {}).get("charged_tokens") is not None or time.monotonic() - ended_at[
+                    vid
+                ] > settle:
                     done[vid] = view
         if len(done) < len(ids):
             if time.monotonic() > deadline:
@@ -488,7 +584,10 @@ def run(
     """
     made = api.post(
         "/admin/users",
-        json={"user_id": f"fidelity-{uuid.uuid4().hex[:8]}", "quota": {"capacity_tokens": 1_000_000_000, "refill_tokens_per_minute": 1_000_000_000, "max_running": 10}},
+        json={
+            "user_id": f"fidelity-{uuid.uuid4().hex[:8]}",
+            "quota": {"capacity_tokens": 1_000_000_000, "refill_tokens_per_minute": 1_000_000_000, "max_running": 10},
+        },
     )
     assert made.status_code == 201, made.text
     user = {"Authorization": f"Bearer {made.json()['api_key']}"}
@@ -552,11 +651,28 @@ def table(report: dict[str, Any]) -> str:
         ("precision (line-exact)", f"{report['precision']:.3f}", "1.00"),
         ("recall (line-exact)", f"{report['recall']:.3f}", "1.00"),
         ("verdict accuracy (file, rule)", f"{report['accuracy']:.3f}", "1.00"),
-        ("combine calls ÷ multi-part files", f"{report['combine_per_multi_part_file']:.3f} ({report['combine_calls']} ÷ {report['multi_part_files']})", "≤ 1.1"),
-        ("charged ÷ billed tokens", f"{report['charged_per_billed']:.4f} ({report['charged_tokens']:,} ÷ {report['billed_tokens']:,})", "1.00"),
-        ("model calls (part + combine) / requests / 429s", f"{report['model_calls']} ({report['part_calls']} + {report['combine_calls']}) / {report['requests']} / {report['rate_limited']}", ""),
+        (
+            "combine calls ÷ multi-part files",
+            f"{report['combine_per_multi_part_file']:.3f} ({report['combine_calls']} ÷ {report['multi_part_files']})",
+            "≤ 1.1",
+        ),
+        (
+            "charged ÷ billed tokens",
+            f"{report['charged_per_billed']:.4f} ({report['charged_tokens']:,} ÷ {report['billed_tokens']:,})",
+            "1.00",
+        ),
+        (
+            "model calls (part + combine) / requests / 429s",
+            f"{report['model_calls']} ({report['part_calls']} + {report['combine_calls']})"
+            f" / {report['requests']} / {report['rate_limited']}",
+            "",
+        ),
         ("files not succeeded / validations", f"{report['files_not_succeeded']} / {report['statuses']}", "0"),
-        ("wall time (noisy, shared machine)", f"{report['seconds']:.0f} s, {report['parts'] / max(report['seconds'], 1e-9):.2f} parts/s", ""),
+        (
+            "wall time (noisy, shared machine)",
+            f"{report['seconds']:.0f} s, {report['parts'] / max(report['seconds'], 1e-9):.2f} parts/s",
+            "",
+        ),
     ]
     out = ["| measure | value | goal |", "|---|---|---|", *(f"| {a} | {b} | {c} |" for a, b, c in rows)]
     for label in ("missing", "extra", "wrong_verdicts"):
@@ -576,18 +692,18 @@ def main() -> None:
     import boto3
     from fastapi.testclient import TestClient
 
-    from local.aws.server import EmbeddedAWS
     from app.main import create_app
-    from app.settings import Settings
+    from bench import local_settings
+    from local.aws.server import EmbeddedAWS
     from local.simulator.app import SimulatorConfig
     from local.simulator.server import SimulatorServer
 
     files = corpus(SEED, FILES, max_lines=MAX_LINES)
-    print(f"\n## Fidelity ({len(files)} files, seed {SEED}, part budget {PART_TOKENS} tokens, rules: {', '.join(r['id'] for r in RULES)})")
+    rules = ", ".join(r["id"] for r in RULES)
+    print(f"\n## Fidelity ({len(files)} files, seed {SEED}, part budget {PART_TOKENS} tokens, rules: {rules})")
     with EmbeddedAWS() as aws, SimulatorServer(SimulatorConfig(latency_seconds=0.02)) as sim:
         prefix = f"fd{uuid.uuid4().hex[:6]}"
-        settings = Settings(
-            _env_file=None,
+        settings = local_settings(
             aws_endpoint_url=aws.endpoint_url,
             name_prefix=prefix,
             ssm_prefix=f"/{prefix}",
@@ -599,8 +715,16 @@ def main() -> None:
             sfn_retry_interval_seconds=1,
             sfn_retry_max_delay_seconds=2,
         )
-        ssm = boto3.client("ssm", endpoint_url=aws.endpoint_url, region_name="us-east-1", aws_access_key_id="b", aws_secret_access_key="b")
-        ssm.put_parameter(Name=f"/{prefix}/target-tpm", Value=str(sim.simulator.config.tpm), Type="String", Overwrite=True)
+        ssm = boto3.client(
+            "ssm",
+            endpoint_url=aws.endpoint_url,
+            region_name="us-east-1",
+            aws_access_key_id="b",
+            aws_secret_access_key="b",
+        )
+        ssm.put_parameter(
+            Name=f"/{prefix}/target-tpm", Value=str(sim.simulator.config.tpm), Type="String", Overwrite=True
+        )
         with TestClient(create_app(settings)) as api:
             api.headers.update({"Authorization": "Bearer bench"})
             report = run(api, sim, files)

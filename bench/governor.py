@@ -22,18 +22,21 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from typing import cast
 
 import boto3
 import openai
+from openai.types.chat import ChatCompletionMessageParam
+from openai.types.shared_params import ResponseFormatJSONSchema
 
-from local.aws.server import EmbeddedAWS
-from app.settings import Settings
-from local.simulator.app import SimulatorConfig
-from local.simulator.server import SimulatorServer
+from bench import local_settings
 from core import prompt
 from core.lines import decode_part
 from core.parts import split_file
 from core.tokens import count_message_tokens
+from local.aws.server import EmbeddedAWS
+from local.simulator.app import SimulatorConfig
+from local.simulator.server import SimulatorServer
 
 WINDOW = 20.0
 # Sized under the embedded engine's ceiling: every call costs ~0.3 s of CPU in this one
@@ -47,7 +50,10 @@ PARALLELISM = 8
 CHUNK_TOKENS = 300
 MAX_TOKENS = 512
 BASELINE_SHARE = 0.75
-RULES = [{"id": "no-secret", "text": "No line may contain the word secret."}, {"id": "numbers", "text": "Every value must be a number."}]
+RULES = [
+    {"id": "no-secret", "text": "No line may contain the word secret."},
+    {"id": "numbers", "text": "Every value must be a number."},
+]
 
 
 def documents() -> list[tuple[str, dict[str, str]]]:
@@ -82,7 +88,9 @@ def measure(admitted: list[tuple[float, int]], requests: int, limited: int) -> d
 
 def simulator() -> SimulatorServer:
     return SimulatorServer(
-        SimulatorConfig(rpm=LIMIT_REQUESTS, tpm=LIMIT_TOKENS, window_seconds=WINDOW, latency_seconds=LATENCY, send_retry_after=True)
+        SimulatorConfig(
+            rpm=LIMIT_REQUESTS, tpm=LIMIT_TOKENS, window_seconds=WINDOW, latency_seconds=LATENCY, send_retry_after=True
+        )
     )
 
 
@@ -93,8 +101,7 @@ def run_service() -> dict[str, float]:
 
     with EmbeddedAWS() as aws, simulator() as sim:
         prefix = f"bg{uuid.uuid4().hex[:6]}"
-        settings = Settings(
-            _env_file=None,
+        settings = local_settings(
             aws_endpoint_url=aws.endpoint_url,
             name_prefix=prefix,
             ssm_prefix=f"/{prefix}",
@@ -105,17 +112,38 @@ def run_service() -> dict[str, float]:
             completion_max_tokens=MAX_TOKENS,
             governor_window_seconds=WINDOW,
             lease_seconds=30,
+            openai_timeout_seconds=20,  # a lease must outlive a call
             sfn_retry_interval_seconds=1,
             sfn_retry_max_delay_seconds=4,
         )
-        ssm = boto3.client("ssm", endpoint_url=aws.endpoint_url, region_name="us-east-1", aws_access_key_id="b", aws_secret_access_key="b")
-        for name, value in {"target-tpm": LIMIT_TOKENS, "throttle-threshold": 0.95, "max-parallelism": PARALLELISM}.items():
+        ssm = boto3.client(
+            "ssm",
+            endpoint_url=aws.endpoint_url,
+            region_name="us-east-1",
+            aws_access_key_id="b",
+            aws_secret_access_key="b",
+        )
+        for name, value in {
+            "target-tpm": LIMIT_TOKENS,
+            "throttle-threshold": 0.95,
+            "max-parallelism": PARALLELISM,
+        }.items():
             ssm.put_parameter(Name=f"/{prefix}/{name}", Value=str(value), Type="String", Overwrite=True)
         with TestClient(create_app(settings)) as api:
             api.headers.update({"Authorization": "Bearer bench"})
             keys = {}
             for user in ("alice", "bob"):
-                made = api.post("/admin/users", json={"user_id": user, "quota": {"capacity_tokens": 10_000_000, "refill_tokens_per_minute": 10_000_000, "max_running": 5}})
+                made = api.post(
+                    "/admin/users",
+                    json={
+                        "user_id": user,
+                        "quota": {
+                            "capacity_tokens": 10_000_000,
+                            "refill_tokens_per_minute": 10_000_000,
+                            "max_running": 5,
+                        },
+                    },
+                )
                 keys[user] = {"Authorization": f"Bearer {made.json()['api_key']}"}
             ids = []
             for user, docs in documents():
@@ -168,8 +196,12 @@ async def run_baseline() -> dict[str, float]:
                 async with lock:
                     now = time.monotonic()
                     elapsed, state["updated"] = now - state["updated"], now
-                    buckets["tokens"] = min(BASELINE_SHARE * LIMIT_TOKENS, buckets["tokens"] + elapsed * tokens_per_second)
-                    buckets["requests"] = min(BASELINE_SHARE * LIMIT_REQUESTS, buckets["requests"] + elapsed * requests_per_second)
+                    buckets["tokens"] = min(
+                        BASELINE_SHARE * LIMIT_TOKENS, buckets["tokens"] + elapsed * tokens_per_second
+                    )
+                    buckets["requests"] = min(
+                        BASELINE_SHARE * LIMIT_REQUESTS, buckets["requests"] + elapsed * requests_per_second
+                    )
                     if now >= state["paused_until"] and buckets["tokens"] >= cost and buckets["requests"] >= 1:
                         buckets["tokens"] -= cost
                         buckets["requests"] -= 1
@@ -183,8 +215,12 @@ async def run_baseline() -> dict[str, float]:
                 while True:
                     await reserve(cost)
                     try:
+                        # The prompt's plain dicts, typed as the SDK's (as lambdas/common/model.py does).
                         await client.chat.completions.create(
-                            model="simulator", messages=messages, max_tokens=MAX_TOKENS, response_format=prompt.PART_RESPONSE_FORMAT  # type: ignore[arg-type]
+                            model="simulator",
+                            messages=cast("list[ChatCompletionMessageParam]", messages),
+                            max_tokens=MAX_TOKENS,
+                            response_format=cast(ResponseFormatJSONSchema, prompt.PART_RESPONSE_FORMAT),
                         )
                         break
                     except openai.RateLimitError:
@@ -196,14 +232,27 @@ async def run_baseline() -> dict[str, float]:
 
 
 def main() -> None:
-    print(f"\n## TPM governor (limit {LIMIT_TOKENS:,} tokens and {LIMIT_REQUESTS} requests per {WINDOW:.0f} s window, 3 validations, 2 users)")
+    limit = f"limit {LIMIT_TOKENS:,} tokens and {LIMIT_REQUESTS} requests per {WINDOW:.0f} s window"
+    print(f"\n## TPM governor ({limit}, 3 validations, 2 users)")
     baseline = asyncio.run(run_baseline())
     service = run_service()
     print("| client | U (used ÷ limit) | r429 | peak window ÷ limit | windows averaged | tokens | seconds |")
     print("|---|---|---|---|---|---|---|")
-    for name, row in (("service (governor, threshold 0.95)", service), (f"baseline (cookbook throttler at {BASELINE_SHARE:.0%})", baseline)):
-        print(f"| {name} | {row['U']:.3f} | {row['r429']:.2%} | {row['peak']:.3f} | {row['windows']} | {row['tokens']:,} | {row['seconds']:.0f} |")
-    print(f"| service ÷ baseline | {service['U'] / baseline['U']:.2f}× | | {service['peak'] / baseline['peak']:.2f}× | | | |")
+    for name, row in (
+        ("service (governor, threshold 0.95)", service),
+        (f"baseline (cookbook throttler at {BASELINE_SHARE:.0%})", baseline),
+    ):
+        cells = [
+            f"{row['U']:.3f}",
+            f"{row['r429']:.2%}",
+            f"{row['peak']:.3f}",
+            str(row["windows"]),
+            f"{row['tokens']:,}",
+            f"{row['seconds']:.0f}",
+        ]
+        print(f"| {name} | {' | '.join(cells)} |")
+    utilization, peak = service["U"] / baseline["U"], service["peak"] / baseline["peak"]
+    print(f"| service ÷ baseline | {utilization:.2f}× | | {peak:.2f}× | | | |")
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ import json
 import time
 from typing import Any
 
-from core.quota import typed
+from core.dynamo import typed
 
 STATUS, PROGRESS, RESULT, END = "status", "progress", "result", "end"
 
@@ -35,7 +35,15 @@ def allocate(validations_table: str, validation_id: str) -> dict[str, Any]:
 def event_put(events_table: str, validation_id: str, seq: int, kind: str, data: dict[str, Any]) -> dict[str, Any]:
     return {
         "TableName": events_table,
-        "Item": typed({"validation_id": validation_id, "seq": seq, "type": kind, "data": json.dumps(data), "at": time.time().__round__(3).__str__()}),
+        "Item": typed(
+            {
+                "validation_id": validation_id,
+                "seq": seq,
+                "type": kind,
+                "data": json.dumps(data),
+                "at": time.time().__round__(3).__str__(),
+            }
+        ),
         "ConditionExpression": "attribute_not_exists(seq)",
     }
 
@@ -53,8 +61,17 @@ def claim_file_report(validations_table: str, validation_id: str, run: int, file
 
 
 def progress_of(record: dict[str, Any]) -> dict[str, Any]:
-    total, succeeded, failed = int(record.get("total_chunks", 0)), int(record.get("succeeded", 0)), int(record.get("failed", 0))
-    progress: dict[str, Any] = {"total": total, "succeeded": succeeded, "failed": failed, "pending": max(0, total - succeeded - failed)}
+    total, succeeded, failed = (
+        int(record.get("total_chunks", 0)),
+        int(record.get("succeeded", 0)),
+        int(record.get("failed", 0)),
+    )
+    progress: dict[str, Any] = {
+        "total": total,
+        "succeeded": succeeded,
+        "failed": failed,
+        "pending": max(0, total - succeeded - failed),
+    }
     if record.get("parallelism") is not None:
         progress["parallelism"] = int(record["parallelism"])  # the validation's effective parallelism
     return progress

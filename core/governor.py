@@ -13,13 +13,14 @@ still counts.
 
 Leases. Validators do not hit the budget per call: an invocation takes tokens in chunks
 (a lease of up to `LEASE_CALLS` calls' worth, at most an eighth of the burst, when the
-burst holds 32 calls or more; a single call's worth below that) and spends them locally. Its lease item (`pk=lease#<validation>`, `sk=<slot>`) is also its
-concurrency slot: it holds the slot index, the tokens `leased` from the budget and the
-tokens `committed` to calls (including the call in flight), and `expires_at`, renewed
-before each call. A clean close returns `leased − committed` to the budget. A holder that
-dies leaves an expired lease: the next validator that wants that slot, or any validator
-that sweeps the `open_leases` index, returns the same `leased − committed` and frees the
-slot — within one lease period.
+burst holds 32 calls or more; a single call's worth below that) and spends them locally.
+Its lease item (`pk=lease#<validation>`, `sk=<slot>`) is also its concurrency slot: it
+holds the slot index, the tokens `leased` from the budget and the tokens `committed` to
+calls (including the call in flight), and `expires_at`, renewed before each call. A clean
+close returns `leased − committed` to the budget. A holder that dies leaves an expired
+lease: the next validator that wants that slot, or any validator that sweeps the
+`open_leases` index, returns the same `leased − committed` and frees the slot — within one
+lease period.
 
 Feedback. A 429 lowers the budget's `factor` (×0.8, at most once per tenth of a window,
 never below 0.25) and pauses grants for the `retry-after`; the factor recovers linearly
@@ -33,11 +34,12 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, Mapping
+from typing import Any
 
-from core.quota import typed
+from core.dynamo import decimal, typed
 
 BUDGET_KEY = {"pk": "budget", "sk": "tokens"}
 USAGE_PK = "usage"
@@ -50,10 +52,6 @@ PENALTY_SPACING = 0.1  # of a window: concurrent 429s lower the factor once
 LOW_WATER_CALLS = 2  # upstream remaining below this many calls' tokens → pause until its reset
 
 
-def _num(x: float) -> Decimal:
-    return Decimal(repr(round(float(x), 6)))
-
-
 @dataclass(frozen=True)
 class Limits:
     """The live settings, from SSM Parameter Store."""
@@ -63,7 +61,7 @@ class Limits:
     throttle_threshold: float
 
     @classmethod
-    def parse(cls, values: Mapping[str, str]) -> "Limits":
+    def parse(cls, values: Mapping[str, str]) -> Limits:
         return cls(int(values["max-parallelism"]), int(values["target-tpm"]), float(values["throttle-threshold"]))
 
 
@@ -76,7 +74,7 @@ class BudgetState:
     tat_exact: str | None = None  # the stored number as DynamoDB returned it, for compare-and-set
 
     @classmethod
-    def of(cls, item: Mapping[str, Any] | None) -> "BudgetState":
+    def of(cls, item: Mapping[str, Any] | None) -> BudgetState:
         item = item or {}
         upstream = item.get("upstream_tpm")
         tat = item.get("tat")
@@ -167,17 +165,17 @@ def grant(table: str, budget: Budget, cost: int, now: float) -> Grant:
     full = state.tat_exact is None or state.tat <= now
     new, starts_at = budget.schedule(cost, now, state.tat)
     if full:
-        stored = _num(new)
+        stored = decimal(new)
         request = {
             "TableName": table,
             "Key": typed(BUDGET_KEY),
             "UpdateExpression": "SET tat = :tat ADD granted :c",
             "ConditionExpression": "attribute_not_exists(tat) OR tat <= :now",
-            "ExpressionAttributeValues": typed({":tat": stored, ":now": _num(now), ":c": int(cost)}),
+            "ExpressionAttributeValues": typed({":tat": stored, ":now": decimal(now), ":c": int(cost)}),
         }
     else:
         exact = Decimal(str(state.tat_exact))
-        stored = exact + Decimal(repr(round(cost / budget.rate(now), 6)))
+        stored = exact + decimal(cost / budget.rate(now))
         request = {
             "TableName": table,
             "Key": typed(BUDGET_KEY),
@@ -196,7 +194,7 @@ def refund(table: str, budget: Budget, tokens: float, now: float) -> dict[str, A
         "Key": typed(BUDGET_KEY),
         "UpdateExpression": "ADD tat :back, returned :t",
         "ConditionExpression": "attribute_exists(tat)",
-        "ExpressionAttributeValues": typed({":back": _num(-tokens / budget.rate(now)), ":t": int(tokens)}),
+        "ExpressionAttributeValues": typed({":back": decimal(-tokens / budget.rate(now)), ":t": int(tokens)}),
     }
 
 
@@ -206,7 +204,7 @@ def overdraw(table: str, budget: Budget, tokens: float, now: float) -> dict[str,
         "TableName": table,
         "Key": typed(BUDGET_KEY),
         "UpdateExpression": "ADD tat :more, granted :t",
-        "ExpressionAttributeValues": typed({":more": _num(tokens / budget.rate(now)), ":t": int(tokens)}),
+        "ExpressionAttributeValues": typed({":more": decimal(tokens / budget.rate(now)), ":t": int(tokens)}),
     }
 
 
@@ -252,17 +250,26 @@ def claim(table: str, validation_id: str, slot: int, holder: str, now: float, le
         "ExpressionAttributeValues": typed(
             {
                 ":me": holder,
-                ":exp": _num(expires),
+                ":exp": decimal(expires),
                 ":shard": f"s{hash((validation_id, slot)) % OPEN_SHARDS}",
                 ":zero": 0,
-                ":now": _num(now),
+                ":now": decimal(now),
             }
         ),
     }
 
 
 def renew(
-    table: str, validation_id: str, slot: int, holder: str, now: float, lease_seconds: float, *, leased: int, committed: int, reported: int
+    table: str,
+    validation_id: str,
+    slot: int,
+    holder: str,
+    now: float,
+    lease_seconds: float,
+    *,
+    leased: int,
+    committed: int,
+    reported: int,
 ) -> dict[str, Any]:
     """Before a call: extend the lease and add what was taken, committed and counted as used."""
     expires = now + lease_seconds
@@ -272,7 +279,7 @@ def renew(
         "UpdateExpression": "SET expires_at = :exp, open_until = :exp ADD leased :l, committed :c, reported :r",
         "ConditionExpression": "holder = :me",
         "ExpressionAttributeValues": typed(
-            {":me": holder, ":exp": _num(expires), ":l": int(leased), ":c": int(committed), ":r": int(reported)}
+            {":me": holder, ":exp": decimal(expires), ":l": int(leased), ":c": int(committed), ":r": int(reported)}
         ),
     }
 
@@ -292,7 +299,7 @@ def reclaim(table: str, lease: Mapping[str, Any]) -> dict[str, Any]:
         "TableName": table,
         "Key": typed({"pk": lease["pk"], "sk": lease["sk"]}),
         "ConditionExpression": "holder = :holder AND expires_at = :exp",
-        "ExpressionAttributeValues": typed({":holder": lease["holder"], ":exp": _num(float(lease["expires_at"]))}),
+        "ExpressionAttributeValues": typed({":holder": lease["holder"], ":exp": decimal(float(lease["expires_at"]))}),
     }
 
 
@@ -311,7 +318,9 @@ def record_calls(table: str, calls: int, seconds: float, tokens: float, now: flo
         "TableName": table,
         "Key": typed(STATS_KEY),
         "UpdateExpression": "SET call_seconds = :s, call_tokens = :t, updated_at = :now",
-        "ExpressionAttributeValues": typed({":s": _num(seconds / calls), ":t": _num(tokens / calls), ":now": _num(now)}),
+        "ExpressionAttributeValues": typed(
+            {":s": decimal(seconds / calls), ":t": decimal(tokens / calls), ":now": decimal(now)}
+        ),
     }
 
 
@@ -324,7 +333,11 @@ def penalize(table: str, budget: Budget, now: float, pause_seconds: float) -> di
         "UpdateExpression": "SET factor = :f, penalized_at = :now",
         "ConditionExpression": "attribute_not_exists(penalized_at) OR penalized_at < :recent",
         "ExpressionAttributeValues": typed(
-            {":f": _num(lowered), ":now": _num(now), ":recent": _num(now - PENALTY_SPACING * budget.window_seconds)}
+            {
+                ":f": decimal(lowered),
+                ":now": decimal(now),
+                ":recent": decimal(now - PENALTY_SPACING * budget.window_seconds),
+            }
         ),
     }
 
@@ -337,7 +350,7 @@ def pause(table: str, budget: Budget, until: float) -> dict[str, Any]:
         "Key": typed(BUDGET_KEY),
         "UpdateExpression": "SET tat = :until",
         "ConditionExpression": "attribute_not_exists(tat) OR tat < :until",
-        "ExpressionAttributeValues": typed({":until": _num(at)}),
+        "ExpressionAttributeValues": typed({":until": decimal(at)}),
     }
 
 
@@ -365,9 +378,10 @@ def parse_duration(text: str | None) -> float | None:
     match = _DURATION.match(text)
     if not match or not any(match.groups()):
         try:
-            return max(0.0, float(text))  # plain seconds, as `retry-after` sends
+            seconds = float(text)  # plain seconds, as `retry-after` sends
         except ValueError:
             return None
+        return max(0.0, seconds) if math.isfinite(seconds) else None  # "inf" and "nan" say nothing
     h, m, s, ms = (float(g) if g else 0.0 for g in match.groups())
     return h * 3600 + m * 60 + s + ms / 1000
 
@@ -375,7 +389,7 @@ def parse_duration(text: str | None) -> float | None:
 def _int(text: str | None) -> int | None:
     try:
         value = int(float(text)) if text is not None else None
-    except ValueError:
+    except (ValueError, OverflowError):  # garbage, or "inf" (OverflowError; "nan" is a ValueError)
         return None
     return value if value is not None and value >= 0 else None
 
@@ -448,7 +462,13 @@ def plan(
     per_slot_tokens_per_second = max(call_tokens, 1.0) / max(call_seconds, 0.05)
     fed = math.ceil(1.25 * budget.rate(now) * free_share / per_slot_tokens_per_second)
     parallelism = max(1, min(limits.max_parallelism, batches, MAP_LIMIT, fed))
-    reason = "max_parallelism" if parallelism == limits.max_parallelism else "batches" if parallelism == batches else "token_budget"
+    reason = (
+        "max_parallelism"
+        if parallelism == limits.max_parallelism
+        else "batches"
+        if parallelism == batches
+        else "token_budget"
+    )
     map_concurrency = max(1, min(MAP_LIMIT, batches, max(parallelism, ceiling, limits.max_parallelism)))
     return Plan(parallelism, map_concurrency, limits.max_parallelism, reason)
 

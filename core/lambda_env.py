@@ -10,7 +10,8 @@ from __future__ import annotations
 import os
 from contextvars import ContextVar, Token
 
-_overlay: ContextVar[dict[str, str]] = ContextVar("lambda_environment", default={})
+# The default is never mutated: use() sets a new dict per invocation.
+_overlay: ContextVar[dict[str, str]] = ContextVar("lambda_environment", default={})  # noqa: B039
 
 
 def use(environment: dict[str, str]) -> Token[dict[str, str]]:

@@ -301,7 +301,7 @@ def _container_units(index: _Index, start: int, end: int, value_start: int, path
         return index.line_units(start, end, budget, path)
     bounds = [start, *(_gap_end(text, a.end, b.start) for a, b in pairwise(members)), end]
     units: list[_Unit] = []
-    for member, (a, b) in zip(members, pairwise(bounds)):
+    for member, (a, b) in zip(members, pairwise(bounds), strict=True):
         unit = index.unit(a, b, member.path)
         if unit.tokens <= budget:
             units.append(unit)
@@ -462,7 +462,7 @@ def _spans(drafts: list[_Draft], content: bytes, text: str, kind: str, header: _
             json_path=_path_range(draft) if split_json else None,
             kind=kind,
         )
-        for i, (draft, start, end) in enumerate(zip(drafts, starts, ends))
+        for i, (draft, start, end) in enumerate(zip(drafts, starts, ends, strict=True))
     ]
 
 

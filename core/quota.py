@@ -17,20 +17,11 @@ low-level, typed DynamoDB requests.
 from __future__ import annotations
 
 import math
+from collections.abc import Generator
 from dataclasses import dataclass
 from typing import Any
 
-from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
-
-_serializer, _deserializer = TypeSerializer(), TypeDeserializer()
-
-
-def typed(values: dict[str, Any]) -> dict[str, Any]:
-    return {k: _serializer.serialize(v) for k, v in values.items()}
-
-
-def untyped(item: dict[str, Any]) -> dict[str, Any]:
-    return {k: _deserializer.deserialize(v) for k, v in item.items()}
+from core.dynamo import decimal, typed, untyped
 
 
 @dataclass(frozen=True)
@@ -57,7 +48,7 @@ class Quota:
         return max(0.0, max(tat, now) + cost / self.rate - now - self.window_seconds)
 
     @classmethod
-    def of(cls, values: dict[str, Any]) -> "Quota":
+    def of(cls, values: dict[str, Any]) -> Quota:
         return cls(int(values["capacity_tokens"]), int(values["refill_tokens_per_minute"]), int(values["max_running"]))
 
     def as_dict(self) -> dict[str, int]:
@@ -68,21 +59,17 @@ class Quota:
         }
 
 
-def _decimal(x: float) -> Any:
-    from decimal import Decimal
-
-    return Decimal(repr(round(x, 6)))
-
-
-def acquire_update(table: str, user_id: str, quota: Quota, cost: int, now: float, bucket_full: bool, *, count_running: bool = True) -> dict[str, Any]:
+def acquire_update(
+    table: str, user_id: str, quota: Quota, cost: int, now: float, bucket_full: bool, *, count_running: bool = True
+) -> dict[str, Any]:
     """The conditional UpdateItem that grants `cost` tokens (and a running slot), or fails."""
     increment = cost / quota.rate
-    values: dict[str, Any] = {":now": _decimal(now), ":inc": _decimal(increment)}
+    values: dict[str, Any] = {":now": decimal(now), ":inc": decimal(increment)}
     if bucket_full:
         condition = "tat <= :now"
         update = "SET tat = :now + :inc"
     else:
-        values[":limit"] = _decimal(now + quota.window_seconds - increment)
+        values[":limit"] = decimal(now + quota.window_seconds - increment)
         condition = "tat > :now AND tat <= :limit"
         update = "SET tat = tat + :inc"
     if count_running:
@@ -110,7 +97,7 @@ def refund_update(table: str, user_id: str, quota: Quota, refund_tokens: int) ->
         "Key": typed({"user_id": user_id}),
         "UpdateExpression": "SET tat = tat - :dec, running = running - :one",
         "ConditionExpression": "running > :zero",
-        "ExpressionAttributeValues": typed({":dec": _decimal(refund_tokens / quota.rate), ":one": 1, ":zero": 0}),
+        "ExpressionAttributeValues": typed({":dec": decimal(refund_tokens / quota.rate), ":one": 1, ":zero": 0}),
     }
 
 
@@ -205,13 +192,19 @@ def _start_running(admission: Admission, started_at: str, now: float) -> dict[st
                 ":cost": admission.cost if admission.quota else 0,
                 ":run": admission.run,
                 ":usage": admission.usage_at_start,
-                ":now": _decimal(now),  # the clock the bucket was judged by: grants can be audited
+                ":now": decimal(now),  # the clock the bucket was judged by: grants can be audited
             }
         ),
     }
 
 
-def admission_steps(admission: Admission, now: float, started_at: str):  # type: ignore[no-untyped-def]
+# What admission_steps yields: ("query", Query request) or ("transact", TransactItems list).
+Step = tuple[str, Any]
+# What it is sent back: a query's items, or for a transaction None (success) / its cancellation reasons.
+StepAnswer = Any
+
+
+def admission_steps(admission: Admission, now: float, started_at: str) -> Generator[Step, StepAnswer, Outcome]:
     """A sans-IO admission: yields ("query"|"transact", request), receives the answer
     (a query's items, or for a transaction None on success / its cancellation reasons),
     and returns an Outcome. The API drives it with aioboto3, the admit Lambda with boto3.
@@ -226,7 +219,9 @@ def admission_steps(admission: Admission, now: float, started_at: str):  # type:
         return Outcome(True) if reasons is None else Outcome(False, gone=True)
     bucket_full = True
     for _ in range(3):  # at most one wrong guess of the bucket's shape, plus a clock move
-        acquire = acquire_update(admission.buckets_table, admission.owner, admission.quota, admission.cost, now, bucket_full)
+        acquire = acquire_update(
+            admission.buckets_table, admission.owner, admission.quota, admission.cost, now, bucket_full
+        )
         reasons = yield ("transact", [{"Update": acquire}, {"Update": _start_running(admission, started_at, now)}])
         if reasons is None:
             return Outcome(True)
@@ -241,13 +236,30 @@ def admission_steps(admission: Admission, now: float, started_at: str):  # type:
     return Outcome(False, refusal=Refusal("tokens", 1.0, 0.0, now))
 
 
-def settlement(validations_table: str, buckets_table: str, validation: dict[str, Any], quota: Quota | None) -> list[dict[str, Any]] | None:
+def settlement(
+    validations_table: str, buckets_table: str, validation: dict[str, Any], quota: Quota | None
+) -> list[dict[str, Any]] | None:
     """The settle transaction for the validation's current run, or None when there is nothing to settle."""
-    if quota is None or "reserved_run" not in validation or validation.get("settled_run", 0) >= validation["reserved_run"]:
+    if (
+        quota is None
+        or "reserved_run" not in validation
+        or validation.get("settled_run", 0) >= validation["reserved_run"]
+    ):
         return None
-    used = validation.get("prompt_tokens", 0) + validation.get("completion_tokens", 0) - validation.get("usage_at_start", 0)
+    used = (
+        validation.get("prompt_tokens", 0)
+        + validation.get("completion_tokens", 0)
+        - validation.get("usage_at_start", 0)
+    )
     return settle_items(
-        validations_table, buckets_table, validation["id"], validation["owner"], validation["reserved_run"], quota, validation.get("reserved", 0) - used, used
+        validations_table,
+        buckets_table,
+        validation["id"],
+        validation["owner"],
+        validation["reserved_run"],
+        quota,
+        validation.get("reserved", 0) - used,
+        used,
     )
 
 
@@ -259,7 +271,14 @@ def cancellation_reasons(error_response: dict[str, Any], request: list[dict[str,
 
 
 def settle_items(
-    validations_table: str, buckets_table: str, validation_id: str, owner: str, run: int, quota: Quota, refund_tokens: int, used_tokens: int
+    validations_table: str,
+    buckets_table: str,
+    validation_id: str,
+    owner: str,
+    run: int,
+    quota: Quota,
+    refund_tokens: int,
+    used_tokens: int,
 ) -> list[dict[str, Any]]:
     """Return unused tokens (or charge an overrun) and the running slot, exactly once per admitted run.
 
@@ -274,8 +293,12 @@ def settle_items(
                     "SET settled_run = :run, refunded = if_not_exists(refunded, :zero) + :refund, "
                     "charged_tokens = if_not_exists(charged_tokens, :zero) + :used"
                 ),
-                "ConditionExpression": "reserved_run = :run AND (attribute_not_exists(settled_run) OR settled_run < :run)",
-                "ExpressionAttributeValues": typed({":run": run, ":zero": 0, ":refund": max(0, refund_tokens), ":used": used_tokens}),
+                "ConditionExpression": (
+                    "reserved_run = :run AND (attribute_not_exists(settled_run) OR settled_run < :run)"
+                ),
+                "ExpressionAttributeValues": typed(
+                    {":run": run, ":zero": 0, ":refund": max(0, refund_tokens), ":used": used_tokens}
+                ),
             }
         },
         {"Update": refund_update(buckets_table, owner, quota, refund_tokens)},

@@ -57,7 +57,10 @@ def batches(chunk_ids: list[str], max_items: int = MAX_MAP_ITEMS) -> list[dict[s
     if not ordered:
         return []
     size = max(-(-len(ordered) // max_items), min(GROUP_UP_TO, -(-len(ordered) // ITEMS_FOR_FULL_MAP)))
-    return [{"first": group[0], "last": group[-1]} for group in (ordered[i : i + size] for i in range(0, len(ordered), size))]
+    return [
+        {"first": group[0], "last": group[-1]}
+        for group in (ordered[i : i + size] for i in range(0, len(ordered), size))
+    ]
 
 
 # --- whole-file verdicts ------------------------------------------------------------------------
@@ -91,4 +94,7 @@ def file_batches(file_indexes: list[int], max_items: int = MAX_MAP_ITEMS) -> lis
     if not ordered:
         return []
     size = -(-len(ordered) // max_items)
-    return [{"first": group[0], "last": group[-1]} for group in (ordered[i : i + size] for i in range(0, len(ordered), size))]
+    return [
+        {"first": group[0], "last": group[-1]}
+        for group in (ordered[i : i + size] for i in range(0, len(ordered), size))
+    ]

@@ -37,7 +37,9 @@ def _sorted_unique(findings: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def _verdict_rules(verdicts: list[dict[str, Any]], rule_ids: list[str]) -> list[dict[str, Any]]:
     by_id = {v["id"]: v for v in verdicts}
     return [
-        {"id": r, "passed": bool(by_id[r]["passed"]), "findings": _sorted_unique(by_id[r]["findings"])} for r in rule_ids if r in by_id
+        {"id": r, "passed": bool(by_id[r]["passed"]), "findings": _sorted_unique(by_id[r]["findings"])}
+        for r in rule_ids
+        if r in by_id
     ]
 
 
@@ -49,7 +51,9 @@ def _provisional(parts: list[dict[str, Any]], rule_ids: list[str]) -> list[dict[
     return [{"id": r, "passed": None, "findings": _sorted_unique(found[r])} for r in rule_ids if r in found]
 
 
-def file_result(name: str, parts: list[dict[str, Any]], rule_ids: list[str], verdict: dict[str, Any] | None = None) -> dict[str, Any]:
+def file_result(
+    name: str, parts: list[dict[str, Any]], rule_ids: list[str], verdict: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """One file's result: status, per-rule verdicts with findings at the file's lines, part counts."""
     status = _status(parts, verdict)
     if len(parts) == 1 and parts[0]["status"] == ChunkStatus.SUCCEEDED:
@@ -68,7 +72,9 @@ def file_result(name: str, parts: list[dict[str, Any]], rule_ids: list[str], ver
             "failed": sum(p["status"] == ChunkStatus.FAILED for p in parts),
         },
     }
-    errors = [p["error"] for p in parts if p.get("error")] + ([verdict["error"]] if verdict and verdict.get("error") else [])
+    errors = [p["error"] for p in parts if p.get("error")] + (
+        [verdict["error"]] if verdict and verdict.get("error") else []
+    )
     if errors:
         result["error"] = errors[0]
     return result

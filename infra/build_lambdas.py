@@ -31,8 +31,8 @@ import re
 import subprocess
 import sys
 import zipfile
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Iterable, Iterator
 
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name, parse_wheel_filename
@@ -58,7 +58,20 @@ TARGET_ENVIRONMENT = {
     "extra": "",
 }
 # Every manylinux tag pip may pick (it does not derive the older ones itself); the glibc check below is stricter.
-PIP_PLATFORM = ["--platform", "manylinux_2_28_x86_64", "--platform", "manylinux2014_x86_64", "--platform", "manylinux_2_17_x86_64", "--implementation", "cp", "--python-version", "3.11", "--abi", "cp311"]
+PIP_PLATFORM = [
+    "--platform",
+    "manylinux_2_28_x86_64",
+    "--platform",
+    "manylinux2014_x86_64",
+    "--platform",
+    "manylinux_2_17_x86_64",
+    "--implementation",
+    "cp",
+    "--python-version",
+    "3.11",
+    "--abi",
+    "cp311",
+]
 # glibc of the Lambda runtime (AWS docs, "Lambda runtimes": python3.11 is Amazon Linux 2).
 RUNTIME_GLIBC = (2, 26)
 _LEGACY_MANYLINUX = {"manylinux1": (2, 5), "manylinux2010": (2, 12), "manylinux2014": (2, 17)}
@@ -120,7 +133,9 @@ def _top_level_imports(tree: ast.Module) -> Iterator[tuple[str, int]]:
         elif isinstance(node, ast.ImportFrom):
             yield (node.module or "", node.level)
             # `from core import governor`: the name may be a module of ours (missing paths are skipped)
-            yield from ((f"{node.module}.{alias.name}" if node.module else alias.name, node.level) for alias in node.names)
+            yield from (
+                (f"{node.module}.{alias.name}" if node.module else alias.name, node.level) for alias in node.names
+            )
         else:
             todo.extend(ast.iter_child_nodes(node))
 
@@ -174,7 +189,7 @@ def locked_versions(lock_file: Path = LOCK_FILE) -> dict[str, str]:
         line = line.split("#", 1)[0].strip()
         if line:
             name, _, version = line.partition("==")
-            pins[canonicalize_name(name)] = version.strip()
+            pins[str(canonicalize_name(name))] = version.strip()
     return pins
 
 
@@ -219,8 +234,20 @@ def fetch_wheels(pins: dict[str, str], cache: Path) -> list[Path]:
     if missing:
         print(f"downloading {len(missing)} wheels into {cache}", flush=True)
         subprocess.run(
-            [sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check", "--no-deps",
-             "--only-binary=:all:", *PIP_PLATFORM, "--dest", str(cache), *missing],
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--quiet",
+                "--disable-pip-version-check",
+                "--no-deps",
+                "--only-binary=:all:",
+                *PIP_PLATFORM,
+                "--dest",
+                str(cache),
+                *missing,
+            ],
             check=True,
         )
     wheels = []
@@ -297,7 +324,9 @@ def build(out_dir: Path = DEFAULT_OUT, cache: Path | None = None, strict: bool =
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="where to write the zips (default build/lambda)")
-    parser.add_argument("--strict", action="store_true", help="fail when a wheel needs a newer glibc than the runtime's")
+    parser.add_argument(
+        "--strict", action="store_true", help="fail when a wheel needs a newer glibc than the runtime's"
+    )
     args = parser.parse_args()
     for name, digest in build(args.out, strict=args.strict).items():
         path = args.out / name

@@ -7,14 +7,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import AsyncIterator
 
 from pydantic import SecretStr
 
+from app.settings import Mode, Settings
 from local.aws.provision import Provisioner
 from local.aws.server import EmbeddedAWS
-from app.settings import Mode, Settings
 from local.simulator.app import MODEL_NAME
 from local.simulator.server import SimulatorServer
 
@@ -40,7 +40,9 @@ async def local_runtime(settings: Settings) -> AsyncIterator[Settings]:
     embedded: EmbeddedAWS | None = None
     endpoint = settings.aws_endpoint_url
     if endpoint is None:
-        embedded = await asyncio.to_thread(EmbeddedAWS(port=settings.embedded_aws_port, region=settings.aws_region).start)
+        embedded = await asyncio.to_thread(
+            EmbeddedAWS(port=settings.embedded_aws_port, region=settings.aws_region).start
+        )
         endpoint = embedded.endpoint_url
     try:
         provisioned = await asyncio.to_thread(Provisioner(settings, endpoint).run)

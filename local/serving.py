@@ -5,11 +5,13 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from typing import Any
+from typing import Any, Literal
 
 
 class ThreadedServer:
-    def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 0, lifespan: str = "off") -> None:
+    def __init__(
+        self, app: Any, host: str = "127.0.0.1", port: int = 0, lifespan: Literal["auto", "on", "off"] = "off"
+    ) -> None:
         import uvicorn
 
         self.host = host
@@ -24,8 +26,10 @@ class ThreadedServer:
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
-    def start(self, timeout: float = 60) -> "ThreadedServer":
-        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [self._socket]}, daemon=True, name="uvicorn")
+    def start(self, timeout: float = 60) -> ThreadedServer:
+        self._thread = threading.Thread(
+            target=self._server.run, kwargs={"sockets": [self._socket]}, daemon=True, name="uvicorn"
+        )
         self._thread.start()
         deadline = time.monotonic() + timeout
         while not self._server.started:

@@ -1,23 +1,81 @@
-"""Fixtures that build on each other: embedded_aws -> aws (boto3 factory) -> settings -> api."""
+"""Fixtures that build on each other: embedded_aws -> aws (boto3 factory) -> settings -> api.
+
+The suite runs on pytest-xdist workers (pyproject.toml): each worker is one process with
+its own embedded AWS; what workers share (the Lambda wheel cache) is taken under `exclusive`.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import fcntl
 import io
 import json
+import os
+import threading
 import time
 import uuid
 import zipfile
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
 
 import boto3
 import pytest
+from pydantic import SecretStr
 
-from local.aws.server import EmbeddedAWS
 from app.settings import Settings
+from local.aws.server import EmbeddedAWS
 from local.simulator.app import SimulatorConfig
 from local.simulator.server import SimulatorServer
 
 REGION = "us-east-1"
+
+
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """`-n auto`: two workers per core. A test spends most of its time waiting (model latency,
+    polling, Step Functions' waits), so one core serves two; on 2 cores, 2 workers took 295 s,
+    3 took 190 s and 4 took 172 s (the Terraform proof alone is ~145 s of that)."""
+    return 2 * (os.cpu_count() or 1)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under xdist, the longest tests start first, one per worker, so none starts last.
+
+    `--dist loadgroup` hands each worker one test, then one more queued behind it, then
+    one per finished test: the N longest go first (one each), then N short ones (queued
+    behind them), then the other long ones, then the rest in collection order.
+    """
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
+    if workers < 2:
+        return
+
+    def seconds(item: pytest.Item) -> float:
+        marker = item.get_closest_marker("slow")
+        return float(marker.args[0]) if marker and marker.args else 0.0
+
+    slow = sorted((i for i in items if seconds(i) > 0), key=seconds, reverse=True)
+    rest = [i for i in items if seconds(i) == 0]
+    items[:] = slow[:workers] + rest[:workers] + slow[workers:] + rest[workers:]
+
+
+@pytest.fixture(scope="session")
+def exclusive(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Any]:
+    """`with exclusive(name):` holds a lock shared by every xdist worker of this run."""
+    # Under xdist each worker's basetemp is <run dir>/popen-gwN: the run dir is shared.
+    shared = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        shared = shared.parent
+
+    @contextmanager
+    def hold(name: str) -> Iterator[None]:
+        with open(shared / f"{name}.lock", "w") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    return hold
 
 
 @pytest.fixture(scope="session")
@@ -41,7 +99,13 @@ class Aws:
 
     def new_client(self, service: str) -> Any:
         """A client of its own (one per thread in concurrency tests)."""
-        return boto3.client(service, endpoint_url=self.endpoint_url, region_name=REGION, aws_access_key_id="test", aws_secret_access_key="test")
+        return boto3.client(
+            service,
+            endpoint_url=self.endpoint_url,
+            region_name=REGION,
+            aws_access_key_id="test",
+            aws_secret_access_key="test",
+        )
 
     def table(self, prefix: str, *, range_key: bool = False) -> str:
         """A fresh pay-per-request table keyed `pk` (and `sk`), for tests of DynamoDB itself."""
@@ -49,7 +113,7 @@ class Aws:
         keys = ["pk", "sk"] if range_key else ["pk"]
         self.client("dynamodb").create_table(
             TableName=name,
-            KeySchema=[{"AttributeName": k, "KeyType": t} for k, t in zip(keys, ["HASH", "RANGE"])],
+            KeySchema=[{"AttributeName": k, "KeyType": t} for k, t in zip(keys, ["HASH", "RANGE"], strict=False)],
             AttributeDefinitions=[{"AttributeName": k, "AttributeType": "S"} for k in keys],
             BillingMode="PAY_PER_REQUEST",
         )
@@ -58,7 +122,8 @@ class Aws:
     def machine_arn(self, name: str) -> str:
         """A state machine's ARN by name (paginated: the shared embedded AWS holds many)."""
         pages = self.client("stepfunctions").get_paginator("list_state_machines").paginate()
-        return next(m["stateMachineArn"] for page in pages for m in page["stateMachines"] if m["name"] == name)
+        arn: str = next(m["stateMachineArn"] for page in pages for m in page["stateMachines"] if m["name"] == name)
+        return arn
 
     def table_names(self, prefix: str) -> list[str]:
         pages = self.client("dynamodb").get_paginator("list_tables").paginate()
@@ -67,28 +132,31 @@ class Aws:
     def role(self) -> str:
         iam = self.client("iam")
         try:
-            return iam.get_role(RoleName="tests")["Role"]["Arn"]
+            role = iam.get_role(RoleName="tests")["Role"]
         except iam.exceptions.NoSuchEntityException:
-            return iam.create_role(RoleName="tests", AssumeRolePolicyDocument="{}")["Role"]["Arn"]
+            role = iam.create_role(RoleName="tests", AssumeRolePolicyDocument="{}")["Role"]
+        return str(role["Arn"])
 
     def function(self, handler: str, environment: dict[str, str] | None = None) -> str:
         """Register a Lambda function whose handler runs in-process; returns its ARN."""
         buffer = io.BytesIO()
         with zipfile.ZipFile(buffer, "w") as archive:
             archive.writestr("placeholder.txt", "")
-        return self.client("lambda").create_function(
+        created = self.client("lambda").create_function(
             FunctionName=f"fn-{uuid.uuid4().hex[:10]}",
             Runtime="python3.11",
             Role=self.role(),
             Handler=handler,
             Code={"ZipFile": buffer.getvalue()},
             Environment={"Variables": environment or {}},
-        )["FunctionArn"]
+        )
+        return str(created["FunctionArn"])
 
     def state_machine(self, definition: dict[str, Any]) -> str:
-        return self.client("stepfunctions").create_state_machine(
+        created = self.client("stepfunctions").create_state_machine(
             name=f"sm-{uuid.uuid4().hex[:10]}", definition=json.dumps(definition), roleArn=self.role()
-        )["stateMachineArn"]
+        )
+        return str(created["stateMachineArn"])
 
     def map_machine(self, function_arn: str, *, max_concurrency: int, sleep: float, **map_fields: Any) -> str:
         """A state machine of one inline Map over `$.items`, each item a Task calling `function_arn`."""
@@ -108,19 +176,31 @@ class Aws:
         return self.state_machine({"StartAt": "Fan", "States": {"Fan": fan}})
 
     def start(self, machine_arn: str, payload: dict[str, Any]) -> str:
-        return self.client("stepfunctions").start_execution(
+        started = self.client("stepfunctions").start_execution(
             stateMachineArn=machine_arn, name=uuid.uuid4().hex, input=json.dumps(payload)
-        )["executionArn"]
+        )
+        return str(started["executionArn"])
 
-    def wait_until(self, execution_arn: str, statuses: tuple[str, ...] = ("SUCCEEDED", "FAILED", "ABORTED", "TIMED_OUT"), timeout: float = 60) -> dict[str, Any]:
-        return wait_for(
-            lambda: (d := self.client("stepfunctions").describe_execution(executionArn=execution_arn))["status"] in statuses and d,
+    def wait_until(
+        self,
+        execution_arn: str,
+        statuses: tuple[str, ...] = ("SUCCEEDED", "FAILED", "ABORTED", "TIMED_OUT"),
+        timeout: float = 60,
+    ) -> dict[str, Any]:
+        described: dict[str, Any] = wait_for(
+            lambda: (
+                (d := self.client("stepfunctions").describe_execution(executionArn=execution_arn))["status"] in statuses
+                and d
+            ),
             timeout=timeout,
             what=f"execution {execution_arn} in {statuses}",
         )
+        return described
 
 
-def wait_for(condition: Callable[[], Any], *, timeout: float = 30, interval: float = 0.05, what: str = "condition") -> Any:
+def wait_for(
+    condition: Callable[[], Any], *, timeout: float = 30, interval: float = 0.05, what: str = "condition"
+) -> Any:
     """Poll until `condition()` is truthy; a generous timeout bounds the test, never asserts speed."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -143,6 +223,63 @@ def simulator() -> Iterator[SimulatorServer]:
         yield server
 
 
+class HeldCalls:
+    """Model calls after the first `passing` wait at the simulator until `release()`.
+
+    The test, not the clock, decides when they answer: while calls are held, the validators
+    that made them are known to be mid-call. `arrived` counts every call that reached the
+    simulator, held or not (the simulator's own stats count a held call once it is released).
+    """
+
+    def __init__(self, simulator: SimulatorServer, passing: int) -> None:
+        self._complete = simulator.simulator.complete
+        self._passing = passing
+        self._released = threading.Event()
+        self._lock = threading.Lock()
+        self.arrived = 0
+        self.waiting = 0
+
+    async def complete(self, body: dict[str, Any]) -> Any:
+        with self._lock:
+            self.arrived += 1
+            hold = self.arrived > self._passing and not self._released.is_set()
+            self.waiting += hold
+        if hold:
+            while not self._released.is_set():
+                await asyncio.sleep(0.01)
+            with self._lock:
+                self.waiting -= 1
+        return await self._complete(body)
+
+    def release(self) -> None:
+        self._released.set()
+
+
+@pytest.fixture
+def hold_calls(simulator: SimulatorServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[int], HeldCalls]]:
+    """`hold_calls(passing)`: hold the simulator's calls after the first `passing`; released at teardown."""
+    held: list[HeldCalls] = []
+
+    def hold(passing: int) -> HeldCalls:
+        calls = HeldCalls(simulator, passing)
+        monkeypatch.setattr(simulator.simulator, "complete", calls.complete)
+        held.append(calls)
+        return calls
+
+    yield hold
+    for calls in held:  # before the simulator stops: no request is left hanging
+        calls.release()
+
+
+ADMIN_KEY = "admin-test-key"
+ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
+
+
+def settings_of(**values: Any) -> Settings:
+    """Settings from these values (then the environment, then the defaults), never from a .env file."""
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg]  # pydantic-settings' __init__ takes _env_file; mypy sees only the fields
+
+
 @pytest.fixture
 def settings(embedded_aws: EmbeddedAWS, simulator: SimulatorServer) -> Settings:
     """Local-mode settings against the shared embedded AWS, with names unique to the test.
@@ -150,28 +287,37 @@ def settings(embedded_aws: EmbeddedAWS, simulator: SimulatorServer) -> Settings:
     The governor's target is the simulator's limit (provisioning keeps a parameter that
     exists), so tests not about the TPM budget are not slowed by the 50,000 TPM default.
     """
-    settings = Settings(
-        _env_file=None,
+    settings = settings_of(
         aws_endpoint_url=embedded_aws.endpoint_url,
         name_prefix=f"t{uuid.uuid4().hex[:8]}",
         ssm_prefix=f"/t{uuid.uuid4().hex[:8]}",
-        admin_api_key="admin-test-key",
+        admin_api_key=SecretStr(ADMIN_KEY),
         openai_base_url=simulator.base_url,
         openai_model="simulator",
         sfn_retry_interval_seconds=1,
         sfn_retry_max_attempts=4,
         sfn_retry_max_delay_seconds=2,
     )
-    ssm = Aws(embedded_aws.endpoint_url).client("ssm")
-    ssm.put_parameter(Name=f"{settings.ssm_prefix}/target-tpm", Value=str(simulator.simulator.config.tpm), Type="String")
+    target_the_simulators_limit(embedded_aws.endpoint_url, settings, simulator)
     return settings
 
 
-ADMIN = {"Authorization": "Bearer admin-test-key"}
+def target_the_simulators_limit(endpoint_url: str, settings: Settings, simulator: SimulatorServer) -> None:
+    """The governor's target-tpm parameter at the simulator's limit (provisioning keeps a parameter that exists)."""
+    ssm = Aws(endpoint_url).client("ssm")
+    ssm.put_parameter(
+        Name=f"{settings.ssm_prefix}/target-tpm",
+        Value=str(simulator.simulator.config.tpm),
+        Type="String",
+        Overwrite=True,
+    )
+
+
+MakeApi = Callable[..., Any]  # make_api(**overrides) -> the API's TestClient
 
 
 @pytest.fixture
-def make_api(settings: Settings) -> Iterator[Callable[..., Any]]:
+def make_api(settings: Settings) -> Iterator[MakeApi]:
     """Start the API with settings overrides (chunk size, retry timing); stopped after the test."""
     from contextlib import ExitStack
 
@@ -190,13 +336,15 @@ def make_api(settings: Settings) -> Iterator[Callable[..., Any]]:
 
 
 @pytest.fixture
-def api(make_api: Callable[..., Any]) -> Any:
+def api(make_api: MakeApi) -> Any:
     """The API in local mode against the shared embedded AWS, provisioned for this test."""
     return make_api()
 
 
 def set_parallelism(aws: Aws, settings: Settings, value: int) -> None:
-    aws.client("ssm").put_parameter(Name=f"{settings.ssm_prefix}/max-parallelism", Value=str(value), Type="String", Overwrite=True)
+    aws.client("ssm").put_parameter(
+        Name=f"{settings.ssm_prefix}/max-parallelism", Value=str(value), Type="String", Overwrite=True
+    )
 
 
 def submit(api: Any, documents: dict[str, str], rules: list[Any], **kwargs: Any) -> dict[str, Any]:
@@ -206,22 +354,28 @@ def submit(api: Any, documents: dict[str, str], rules: list[Any], **kwargs: Any)
         **kwargs,
     )
     assert answer.status_code == 202, answer.text
-    return answer.json()
+    created: dict[str, Any] = answer.json()
+    return created
 
 
-def wait_for_status(api: Any, validation_id: str, statuses: tuple[str, ...] = ("SUCCEEDED", "FAILED", "CANCELLED"), timeout: float = 120) -> dict[str, Any]:
-    return wait_for(
+def wait_for_status(
+    api: Any, validation_id: str, statuses: tuple[str, ...] = ("SUCCEEDED", "FAILED", "CANCELLED"), timeout: float = 120
+) -> dict[str, Any]:
+    ended: dict[str, Any] = wait_for(
         lambda: (v := api.get(f"/validations/{validation_id}").json())["status"] in statuses and v,
         timeout=timeout,
         interval=0.2,
         what=f"validation {validation_id} in {statuses}",
     )
+    return ended
 
 
 def all_results(api: Any, validation_id: str) -> list[dict[str, Any]]:
     items, cursor = [], None
     while True:
-        page = api.get(f"/validations/{validation_id}/results", params={"limit": 100, **({"cursor": cursor} if cursor else {})}).json()
+        page = api.get(
+            f"/validations/{validation_id}/results", params={"limit": 100, **({"cursor": cursor} if cursor else {})}
+        ).json()
         items.extend(page["items"])
         cursor = page["next_cursor"]
         if not cursor:
@@ -231,7 +385,8 @@ def all_results(api: Any, validation_id: str) -> list[dict[str, Any]]:
 def lines_document(lines: int, marker_every: int = 0, marker: str = "secret") -> str:
     """A text of numbered lines; every `marker_every`-th line holds `marker`."""
     return "".join(
-        f"row {i}: {marker if marker_every and i % marker_every == 0 else 'plain'} value {i * 7}\n" for i in range(1, lines + 1)
+        f"row {i}: {marker if marker_every and i % marker_every == 0 else 'plain'} value {i * 7}\n"
+        for i in range(1, lines + 1)
     )
 
 

@@ -6,8 +6,10 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Any
 
 import httpx
 
@@ -18,7 +20,7 @@ from tests.conftest import wait_for
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        return int(sock.getsockname()[1])
 
 
 def _answers(url: str) -> bool:
@@ -29,28 +31,34 @@ def _answers(url: str) -> bool:
 
 
 @contextmanager
-def process(args: list[str], ready_url: str, env: dict[str, str] | None = None, timeout: float = 60) -> Iterator[subprocess.Popen]:
+def process(
+    args: list[str], ready_url: str, env: dict[str, str] | None = None, timeout: float = 60
+) -> Iterator[subprocess.Popen[Any]]:
     """Run `python <args>` from the project root until the block ends; always reaped."""
-    proc = subprocess.Popen(
-        [sys.executable, *args],
-        cwd=PROJECT_ROOT,
-        env={**os.environ, **(env or {})},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        wait_for(lambda: proc.poll() is not None or _answers(ready_url), timeout=timeout, interval=0.2, what=ready_url)
-        if proc.poll() is not None:
-            raise AssertionError(f"{args} exited: {proc.stderr.read().decode()[-2000:]}")
-        yield proc
-    finally:
-        proc.terminate()
+    # stderr to a file, not a pipe: a pipe nobody reads blocks a chatty process once its buffer fills.
+    with tempfile.TemporaryFile() as stderr:
+        proc = subprocess.Popen(
+            [sys.executable, *args],
+            cwd=PROJECT_ROOT,
+            env={**os.environ, **(env or {})},
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
         try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        proc.stderr.close()
+            wait_for(
+                lambda: proc.poll() is not None or _answers(ready_url), timeout=timeout, interval=0.2, what=ready_url
+            )
+            if proc.poll() is not None:
+                stderr.seek(0)
+                raise AssertionError(f"{args} exited: {stderr.read().decode(errors='replace')[-2000:]}")
+            yield proc
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
 
 
 @contextmanager

@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
+from app.validations.service import combine_calls
 from core import prompt
 from core.tokens import count_tokens
 from lambdas.combine_file.combiner import groups, report_tokens
-from app.validations.service import combine_calls
 
 
 def _report(i: int, findings: int) -> prompt.Report:
     verdicts = [
-        {"id": "no-secret", "passed": not findings, "findings": [prompt.finding(i * 10 + k, i * 10 + k, 'contains "secret"') for k in range(findings)], "evidence": ""},
-        {"id": "copyright", "passed": i == 0, "findings": [] if i == 0 else [prompt.finding(i * 10, i * 10 + 9, "does not contain")], "evidence": "holds it at line 1" if i == 0 else ""},
+        {
+            "id": "no-secret",
+            "passed": not findings,
+            "findings": [prompt.finding(i * 10 + k, i * 10 + k, 'contains "secret"') for k in range(findings)],
+            "evidence": "",
+        },
+        {
+            "id": "copyright",
+            "passed": i == 0,
+            "findings": [] if i == 0 else [prompt.finding(i * 10, i * 10 + 9, "does not contain")],
+            "evidence": "holds it at line 1" if i == 0 else "",
+        },
         {"id": "polite", "passed": True, "findings": [], "evidence": ""},
     ]
     return prompt.Report(i * 10, i * 10 + 9, verdicts)
@@ -28,7 +38,7 @@ def _tree(reports: list[prompt.Report], budget: int) -> tuple[int, list[list[lis
         reports = [prompt.Report(g[0].first_line, g[-1].last_line, g[0].verdicts) for g in grouped]
 
 
-def test_groups_keep_order_hold_two_or_more_and_fit_the_budget_in_real_tokens():
+def test_groups_keep_order_hold_two_or_more_and_fit_the_budget_in_real_tokens() -> None:
     reports = [_report(i, i % 4) for i in range(60)]
     for budget in (300, 1500):
         grouped = groups(reports, budget)
@@ -41,7 +51,7 @@ def test_groups_keep_order_hold_two_or_more_and_fit_the_budget_in_real_tokens():
             assert sum(report_tokens(n, r) for n, r in enumerate(g, start=1)) >= count_tokens(lines) * 0.95
 
 
-def test_a_file_of_hundreds_of_parts_combines_in_a_bounded_tree():
+def test_a_file_of_hundreds_of_parts_combines_in_a_bounded_tree() -> None:
     calls, levels = _tree([_report(i, 1) for i in range(300)], 1500)
 
     assert len(levels[-1]) == 1
@@ -49,12 +59,12 @@ def test_a_file_of_hundreds_of_parts_combines_in_a_bounded_tree():
     assert [len(level) for level in levels] == sorted((len(level) for level in levels), reverse=True)
 
 
-def test_one_call_combines_the_few_parts_of_an_ordinary_file():
+def test_one_call_combines_the_few_parts_of_an_ordinary_file() -> None:
     calls, _ = _tree([_report(i, 2) for i in range(8)], 1500)
     assert calls == 1
 
 
-def test_the_intake_estimate_counts_the_tree_s_calls():
+def test_the_intake_estimate_counts_the_tree_s_calls() -> None:
     assert combine_calls(1, 10) == 0
     assert combine_calls(8, 10) == 1
     assert combine_calls(11, 10) == 3

@@ -5,9 +5,11 @@ from __future__ import annotations
 from fastapi.testclient import TestClient
 
 from app.main import create_app
+from app.settings import Settings
+from tests.conftest import Aws
 
 
-def test_healthz_readyz_and_docs_answer(settings):
+def test_healthz_readyz_and_docs_answer(settings: Settings) -> None:
     with TestClient(create_app(settings)) as client:
         assert client.get("/healthz").json() == {"status": "ok"}
         ready = client.get("/readyz")
@@ -17,7 +19,7 @@ def test_healthz_readyz_and_docs_answer(settings):
         assert client.get("/openapi.json").json()["info"]["title"] == "Validation service"
 
 
-def test_readyz_is_503_naming_what_is_unreachable(settings, aws):
+def test_readyz_is_503_naming_what_is_unreachable(settings: Settings, aws: Aws) -> None:
     with TestClient(create_app(settings)) as client:
         aws.client("s3").delete_bucket(Bucket=settings.bucket)
         aws.client("ssm").delete_parameter(Name=f"{settings.ssm_prefix}/max-parallelism")

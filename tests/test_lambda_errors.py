@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 from botocore.exceptions import ClientError, ReadTimeoutError
 
@@ -15,9 +17,9 @@ class _Context:
 
 
 @pytest.fixture
-def failing(monkeypatch):
+def failing(monkeypatch: pytest.MonkeyPatch) -> Callable[[Exception], None]:
     def use(error: Exception) -> None:
-        def raise_it(*args, **kwargs):
+        def raise_it(*args: object, **kwargs: object) -> None:
             raise error
 
         monkeypatch.setattr(handler, "validate_batch", raise_it)
@@ -31,20 +33,29 @@ def _client_error(code: str) -> ClientError:
     return ClientError({"Error": {"Code": code, "Message": "m"}}, "TransactWriteItems")
 
 
-@pytest.mark.parametrize("error", [_client_error("ThrottlingException"), _client_error("TransactionConflictException"), ReadTimeoutError(endpoint_url="http://x")])
-def test_transient_aws_errors_become_store_unavailable_which_is_retried(failing, error):
+@pytest.mark.parametrize(
+    "error",
+    [
+        _client_error("ThrottlingException"),
+        _client_error("TransactionConflictException"),
+        ReadTimeoutError(endpoint_url="http://x"),
+    ],
+)
+def test_transient_aws_errors_become_store_unavailable_which_is_retried(
+    failing: Callable[[Exception], None], error: Exception
+) -> None:
     failing(error)
     with pytest.raises(StoreUnavailable):
         handler.lambda_handler({"validation_id": "v", "run": 1, "chunks": {}}, _Context())
 
 
-def test_a_request_error_is_not_disguised(failing):
+def test_a_request_error_is_not_disguised(failing: Callable[[Exception], None]) -> None:
     failing(_client_error("ValidationException"))
     with pytest.raises(ClientError):
         handler.lambda_handler({"validation_id": "v", "run": 1, "chunks": {}}, _Context())
 
 
-def test_the_state_machine_retries_every_retryable_name():
+def test_the_state_machine_retries_every_retryable_name() -> None:
     import json
     import re
 
@@ -53,5 +64,12 @@ def test_the_state_machine_retries_every_retryable_name():
     text = re.sub(r"\$\{\w+\}", "1", ASL_FILE.read_text())
     retry = json.loads(text)["States"]["ValidateChunks"]["ItemProcessor"]["States"]["ValidateChunk"]["Retry"]
     retried = {name for entry in retry for name in entry["ErrorEquals"]}
-    assert {"StoreUnavailable", "CapacityUnavailable", "RateLimited", "UpstreamTimeout", "UpstreamError", "BatchIncomplete"} <= retried
+    assert {
+        "StoreUnavailable",
+        "CapacityUnavailable",
+        "RateLimited",
+        "UpstreamTimeout",
+        "UpstreamError",
+        "BatchIncomplete",
+    } <= retried
     assert "ModelRejected" not in retried

@@ -8,15 +8,17 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from core import governor as g
-from core.dynamo import plain
-from core.quota import typed, untyped
-
 from app.aws.clients import AWSClients
 from app.errors import UpstreamError
 from app.settings import Settings
+from core import governor as g
+from core.dynamo import decimal, from_item, typed
 
-PARAMETERS = {"max_parallelism": "max-parallelism", "target_tpm": "target-tpm", "throttle_threshold": "throttle-threshold"}
+PARAMETERS = {
+    "max_parallelism": "max-parallelism",
+    "target_tpm": "target-tpm",
+    "throttle_threshold": "throttle-threshold",
+}
 _TYPES = {"max_parallelism": int, "target_tpm": int, "throttle_threshold": float}
 
 
@@ -55,9 +57,13 @@ class GovernorView:
     async def read(self, configured: dict[str, Any]) -> dict[str, Any]:
         now = time.time()
         try:
-            item = (await self._dynamodb.get_item(TableName=self._table, Key=typed(g.BUDGET_KEY), ConsistentRead=True)).get("Item")
+            item = (
+                await self._dynamodb.get_item(TableName=self._table, Key=typed(g.BUDGET_KEY), ConsistentRead=True)
+            ).get("Item")
             usage = await self._dynamodb.batch_get_item(
-                RequestItems={self._table: {"Keys": [typed(k) for k in g.usage_keys(now, self._window)], "ConsistentRead": True}}
+                RequestItems={
+                    self._table: {"Keys": [typed(k) for k in g.usage_keys(now, self._window)], "ConsistentRead": True}
+                }
             )
             in_flight = 0
             for shard in range(g.OPEN_SHARDS):
@@ -65,14 +71,14 @@ class GovernorView:
                     TableName=self._table,
                     IndexName="open_leases",
                     KeyConditionExpression="open_shard = :s AND open_until >= :now",
-                    ExpressionAttributeValues=typed({":s": f"s{shard}", ":now": g._num(now)}),
+                    ExpressionAttributeValues=typed({":s": f"s{shard}", ":now": decimal(now)}),
                     Select="COUNT",
                 )
                 in_flight += answer["Count"]
         except ClientError as exc:
             raise UpstreamError(f"DynamoDB read of the governor failed: {exc.response['Error']['Code']}") from exc
         limits = g.Limits(configured["max_parallelism"], configured["target_tpm"], configured["throttle_threshold"])
-        budget = g.Budget(limits, g.BudgetState.of(plain(untyped(item)) if item else None), self._window)
+        budget = g.Budget(limits, g.BudgetState.of(from_item(item) if item else None), self._window)
         return {
             **configured,
             "effective": {

@@ -2,62 +2,67 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Query
+from fastapi import APIRouter, Path, Query
 
 from app.admin.parallelism import GovernorView, ParallelismSettings
 from app.auth.dependencies import CurrentAdmin
 from app.deps import ClientsDep, SettingsDep
+from app.errors import BadRequest, problem_responses
 from app.pagination import decode_cursor, encode_cursor
-from app.quotas.service import QuotaService
-from app.users.schemas import AuditPage, ParallelismPatch, ParallelismView, UserCreate, UserOut, UserPatch, UserWithKey
-from app.users.service import UserService
-from app.users.store import UserStore
-from app.validations.router import _problems
+from app.users.dependencies import Users
+from app.users.schemas import (
+    AuditEntry,
+    AuditPage,
+    ParallelismPatch,
+    ParallelismView,
+    UserCreate,
+    UserOut,
+    UserPatch,
+    UserWithKey,
+)
 
-
-def get_user_service(settings: SettingsDep, clients: ClientsDep) -> UserService:
-    return UserService(UserStore(clients, settings), QuotaService(clients, settings), settings)
-
-
-Users = Annotated[UserService, Depends(get_user_service)]
 UserId = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.@-]+$")]
-router = APIRouter(prefix="/admin", tags=["admin"], responses=_problems(401, 403, 422))
+router = APIRouter(prefix="/admin", tags=["admin"], responses=problem_responses(401, 403, 422))
 
 
-@router.post("/users", status_code=201, response_model=UserWithKey, responses=_problems(409))
-async def create_user(body: UserCreate, admin: CurrentAdmin, users: Users) -> dict:
+@router.post("/users", status_code=201, response_model=UserWithKey, responses=problem_responses(409))
+async def create_user(body: UserCreate, admin: CurrentAdmin, users: Users) -> dict[str, Any]:
     """Create a user; the API key is in this answer only."""
     return await users.create(admin, body)
 
 
-@router.get("/users/{user_id}", response_model=UserOut, responses=_problems(404))
-async def get_user(user_id: UserId, admin: CurrentAdmin, users: Users) -> dict:
+@router.get("/users/{user_id}", response_model=UserOut, responses=problem_responses(404))
+async def get_user(user_id: UserId, admin: CurrentAdmin, users: Users) -> dict[str, Any]:
     """A user's role, quota, policy and state."""
     return await users.get(user_id)
 
 
-@router.patch("/users/{user_id}", response_model=UserOut, responses=_problems(404))
-async def patch_user(user_id: UserId, body: UserPatch, admin: CurrentAdmin, users: Users) -> dict:
+@router.patch("/users/{user_id}", response_model=UserOut, responses=problem_responses(404))
+async def patch_user(user_id: UserId, body: UserPatch, admin: CurrentAdmin, users: Users) -> dict[str, Any]:
     """Change quota, policy, role, or disable."""
     return await users.patch(admin, user_id, body)
 
 
-@router.post("/users/{user_id}/keys", status_code=201, response_model=UserWithKey, responses=_problems(404, 409))
-async def rotate_key(user_id: UserId, admin: CurrentAdmin, users: Users) -> dict:
+@router.post(
+    "/users/{user_id}/keys", status_code=201, response_model=UserWithKey, responses=problem_responses(404, 409)
+)
+async def rotate_key(user_id: UserId, admin: CurrentAdmin, users: Users) -> dict[str, Any]:
     """Issue a new key; the old one stops working."""
     return await users.rotate_key(admin, user_id)
 
 
-@router.get("/parallelism", response_model=ParallelismView, responses=_problems(502))
-async def get_parallelism(admin: CurrentAdmin, settings: SettingsDep, clients: ClientsDep) -> dict:
+@router.get("/parallelism", response_model=ParallelismView, responses=problem_responses(502))
+async def get_parallelism(admin: CurrentAdmin, settings: SettingsDep, clients: ClientsDep) -> dict[str, Any]:
     """The SSM values (configured), the governor's effective budget, and the tokens used in the last window."""
     return await GovernorView(clients, settings).read(await ParallelismSettings(clients, settings).read())
 
 
-@router.patch("/parallelism", response_model=ParallelismView, responses=_problems(502))
-async def patch_parallelism(body: ParallelismPatch, admin: CurrentAdmin, settings: SettingsDep, clients: ClientsDep, users: Users) -> dict:
+@router.patch("/parallelism", response_model=ParallelismView, responses=problem_responses(502))
+async def patch_parallelism(
+    body: ParallelismPatch, admin: CurrentAdmin, settings: SettingsDep, clients: ClientsDep, users: Users
+) -> dict[str, Any]:
     """Change parallelism settings live (no redeploy): running validations follow within CONFIG_CACHE_SECONDS
     plus one call; range-checked, audited."""
     parameters = ParallelismSettings(clients, settings)
@@ -66,19 +71,28 @@ async def patch_parallelism(body: ParallelismPatch, admin: CurrentAdmin, setting
     await parameters.write(changes)
     after = await parameters.read()
     if changes:
-        await users.store.audit(admin.user_id, "parallelism.update", settings.ssm_prefix, {k: before[k] for k in changes}, {k: after[k] for k in changes})
+        await users.audit(
+            admin.user_id,
+            "parallelism.update",
+            settings.ssm_prefix,
+            {k: before[k] for k in changes},
+            {k: after[k] for k in changes},
+        )
     return await GovernorView(clients, settings).read(after)
 
 
-@router.get("/audit", response_model=AuditPage, responses=_problems(400))
+@router.get("/audit", response_model=AuditPage, responses=problem_responses(400))
 async def get_audit(
-    admin: CurrentAdmin, users: Users, limit: Annotated[int, Query(ge=1, le=100)] = 50, cursor: Annotated[str | None, Query(max_length=2048)] = None
+    admin: CurrentAdmin,
+    users: Users,
+    limit: Annotated[int, Query(ge=1, le=100)] = 50,
+    cursor: Annotated[str | None, Query(max_length=2048)] = None,
 ) -> AuditPage:
     """Admin changes, newest first: who, when, what, old → new."""
     start = decode_cursor(cursor) if cursor else None
     if start is not None and not isinstance(start, dict):
-        from app.errors import BadRequest
-
         raise BadRequest("The cursor is not valid; use `next_cursor` from a previous page.", field="cursor")
-    items, last = await users.store.audit_page(limit, start)
-    return AuditPage(items=items, next_cursor=encode_cursor(last) if last else None)
+    items, last = await users.audit_page(limit, start)
+    return AuditPage(
+        items=[AuditEntry.model_validate(i) for i in items], next_cursor=encode_cursor(last) if last else None
+    )

@@ -8,42 +8,27 @@ and the user not disabled.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
-from dataclasses import dataclass
-from typing import Annotated, Literal
+from typing import Annotated
 
 from fastapi import Depends
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from app.deps import ClientsDep, SettingsDep
 from app.errors import Forbidden, Unauthorized
+from app.identity.keys import hash_key
+from app.identity.principal import BOOTSTRAP_ADMIN, Principal
 from app.users.store import UserStore
 from core.quota import Quota
 
 _bearer = HTTPBearer(auto_error=False, description="`Authorization: Bearer <API key>`")
 _CHALLENGE = 'Bearer realm="validation-service"'
-BOOTSTRAP_ADMIN = "admin"
-
-
-@dataclass(frozen=True)
-class Principal:
-    user_id: str
-    role: Literal["admin", "user"]
-    quota: Quota | None = None  # None: not rate limited (the bootstrap admin)
-    on_limit: Literal["queue", "reject"] = "queue"
-
-    @property
-    def is_admin(self) -> bool:
-        return self.role == "admin"
-
-
-def hash_key(key: str) -> str:
-    return hashlib.sha256(key.encode()).hexdigest()
 
 
 def _invalid() -> Unauthorized:
-    return Unauthorized("The API key is not valid.", headers={"WWW-Authenticate": _CHALLENGE + ', error="invalid_token"'})
+    return Unauthorized(
+        "The API key is not valid.", headers={"WWW-Authenticate": _CHALLENGE + ', error="invalid_token"'}
+    )
 
 
 async def current_principal(
@@ -52,7 +37,9 @@ async def current_principal(
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
     if credentials is None or credentials.scheme.lower() != "bearer" or not credentials.credentials:
-        raise Unauthorized("Send an API key as `Authorization: Bearer <key>`.", headers={"WWW-Authenticate": _CHALLENGE})
+        raise Unauthorized(
+            "Send an API key as `Authorization: Bearer <key>`.", headers={"WWW-Authenticate": _CHALLENGE}
+        )
     key = credentials.credentials
     admin_key = settings.admin_api_key.get_secret_value() if settings.admin_api_key else None
     if admin_key and hmac.compare_digest(key.encode(), admin_key.encode()):
@@ -63,7 +50,9 @@ async def current_principal(
     user = await store.get(user_id) if user_id else None
     if user is None or user.get("disabled") or user.get("key_hash") != digest:
         raise _invalid()
-    return Principal(user_id=user["user_id"], role=user["role"], quota=Quota.of(user["quota"]), on_limit=user["on_limit"])
+    return Principal(
+        user_id=user["user_id"], role=user["role"], quota=Quota.of(user["quota"]), on_limit=user["on_limit"]
+    )
 
 
 async def admin_principal(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:

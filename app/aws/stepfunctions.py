@@ -7,6 +7,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from app.aws.errors import error_code
 from app.errors import NotFound, UpstreamError
 
 
@@ -21,32 +22,36 @@ class Executions:
 
     async def start(self, name: str, payload: dict[str, Any]) -> str:
         try:
-            answer = await self._sfn.start_execution(stateMachineArn=self._machine, name=name, input=json.dumps(payload))
+            answer = await self._sfn.start_execution(
+                stateMachineArn=self._machine, name=name, input=json.dumps(payload)
+            )
         except ClientError as exc:
-            raise UpstreamError(f"Step Functions refused to start execution {name}: {exc.response['Error']['Code']}") from exc
-        return answer["executionArn"]
+            raise UpstreamError(f"Step Functions refused to start execution {name}: {error_code(exc)}") from exc
+        return str(answer["executionArn"])
 
     async def stop(self, execution_arn: str, cause: str) -> None:
         try:
             await self._sfn.stop_execution(executionArn=execution_arn, error="Cancelled", cause=cause)
         except ClientError as exc:
-            if exc.response["Error"]["Code"] != "ExecutionDoesNotExist":
-                raise UpstreamError(f"StopExecution failed: {exc.response['Error']['Code']}") from exc
+            if error_code(exc) != "ExecutionDoesNotExist":
+                raise UpstreamError(f"StopExecution failed: {error_code(exc)}") from exc
 
     async def status(self, execution_arn: str) -> str:
         try:
-            return (await self._sfn.describe_execution(executionArn=execution_arn))["status"]
+            return str((await self._sfn.describe_execution(executionArn=execution_arn))["status"])
         except ClientError as exc:
-            raise UpstreamError(f"DescribeExecution failed: {exc.response['Error']['Code']}") from exc
+            raise UpstreamError(f"DescribeExecution failed: {error_code(exc)}") from exc
 
-    async def history(self, execution_arn: str, limit: int, token: str | None) -> tuple[list[dict[str, Any]], str | None]:
+    async def history(
+        self, execution_arn: str, limit: int, token: str | None
+    ) -> tuple[list[dict[str, Any]], str | None]:
         kwargs: dict[str, Any] = {"executionArn": execution_arn, "maxResults": limit}
         if token:
             kwargs["nextToken"] = token
         try:
             page = await self._sfn.get_execution_history(**kwargs)
         except ClientError as exc:
-            code = exc.response["Error"]["Code"]
+            code = error_code(exc)
             if code == "ExecutionDoesNotExist":
                 raise NotFound("The execution's history is no longer available.") from exc
             if code in {"InvalidToken", "ValidationException"}:

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import contextlib
 import logging
 import time
-from typing import AsyncIterator
+from collections.abc import AsyncIterator
 
 from app.events.store import Event, EventStore
 from core.events import STATUS
@@ -45,10 +46,8 @@ class Feed:
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-            except asyncio.CancelledError:
-                pass
 
     async def _run(self) -> None:
         gap_since: float | None = None
@@ -66,7 +65,9 @@ class Feed:
                     gap_since = gap_since or time.monotonic()
                     if time.monotonic() - gap_since < self._gap_wait:
                         break  # wait for the missing number to be written
-                    log.warning("event feed %s: skipping missing events %d-%d", self.validation_id, expected, event.seq - 1)
+                    log.warning(
+                        "event feed %s: skipping missing events %d-%d", self.validation_id, expected, event.seq - 1
+                    )
                 fresh.append(event)
                 expected = event.seq + 1
                 gap_since = None
@@ -85,7 +86,8 @@ class Feed:
         index = bisect.bisect_right([e.seq for e in self.events], after_seq)
         while True:
             async with self._changed:
-                await self._changed.wait_for(lambda: len(self.events) > index or self.ended)
+                # wait_for returns before `index` changes again: the predicate sees this iteration's value.
+                await self._changed.wait_for(lambda: len(self.events) > index or self.ended)  # noqa: B023
                 batch, ended = self.events[index:], self.ended
             for event in batch:
                 index += 1

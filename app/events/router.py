@@ -3,23 +3,25 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Request
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from app.auth.dependencies import CurrentUser
 from app.deps import SettingsDep
-from app.errors import BadRequest
+from app.errors import BadRequest, problem_responses
 from app.events.hub import EventHub
-from app.validations.router import Service, ValidationId, _problems
+from app.validations.dependencies import Service, ValidationId
 from core.events import END
 
 router = APIRouter(prefix="/validations", tags=["events"])
 
 
 def get_hub(request: Request) -> EventHub:
-    return request.app.state.hub
+    hub: EventHub = request.app.state.hub
+    return hub
 
 
 def _last_event_id(header: str | None, query: str | None) -> int:
@@ -27,14 +29,19 @@ def _last_event_id(header: str | None, query: str | None) -> int:
     if raw is None or raw == "":
         return 0
     if not raw.isdigit() or len(raw) > 18:
-        raise BadRequest("Last-Event-ID must be an event id this stream sent (a non-negative integer).", field="Last-Event-ID")
+        raise BadRequest(
+            "Last-Event-ID must be an event id this stream sent (a non-negative integer).", field="Last-Event-ID"
+        )
     return int(raw)
 
 
 @router.get(
     "/{validation_id}/events",
     response_class=EventSourceResponse,
-    responses={200: {"content": {"text/event-stream": {}}, "description": "status, progress, result events; then end"}, **_problems(400, 401, 404)},
+    responses={
+        200: {"content": {"text/event-stream": {}}, "description": "status, progress, result events; then end"},
+        **problem_responses(400, 401, 404),
+    },
 )
 async def stream_events(
     validation_id: ValidationId,
@@ -58,7 +65,9 @@ async def stream_events(
                 first = False
                 if event is None:
                     status = next((e.data for e in reversed(feed.events) if e.type == "status"), {})
-                    yield ServerSentEvent(data=json.dumps({"status": status.get("status")}), event=END, id=str(last_id), retry=retry)
+                    yield ServerSentEvent(
+                        data=json.dumps({"status": status.get("status")}), event=END, id=str(last_id), retry=retry
+                    )
                     return
                 last_id = event.seq
                 yield ServerSentEvent(data=json.dumps(event.data), event=event.type, id=str(event.seq), retry=retry)

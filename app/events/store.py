@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from app.aws.clients import AWSClients
 from app.settings import Settings
-from app.validations.store import from_item, to_item
 from core import events
+from core.dynamo import from_item, to_item
 
 
 @dataclass(frozen=True)
@@ -34,7 +35,9 @@ class EventStore:
         return seq
 
     async def append_status(self, validation_id: str) -> int:
-        return await self.append(validation_id, events.STATUS, lambda r: {"status": r["status"], "run": r["run"], "error": r.get("error")})
+        return await self.append(
+            validation_id, events.STATUS, lambda r: {"status": r["status"], "run": r["run"], "error": r.get("error")}
+        )
 
     async def after(self, validation_id: str, seq: int) -> list[Event]:
         """Every stored event with a number above `seq`, in order."""

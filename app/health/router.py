@@ -37,7 +37,7 @@ async def readyz(settings: SettingsDep, clients: ClientsDep) -> Any:
             return f"{type(exc).__name__}: {exc}"[:300]
         return None
 
-    results = dict(zip(checks, await asyncio.gather(*(probe(c) for c in checks.values()))))
+    results = dict(zip(checks, await asyncio.gather(*(probe(c) for c in checks.values())), strict=True))
     failed = {name: reason for name, reason in results.items() if reason}
     if failed:
         body = {
@@ -48,4 +48,4 @@ async def readyz(settings: SettingsDep, clients: ClientsDep) -> Any:
             "failed": failed,
         }
         return JSONResponse(body, status_code=503, media_type=PROBLEM_JSON)
-    return {"status": "ready", "checks": {name: "ok" for name in checks}}
+    return {"status": "ready", "checks": dict.fromkeys(checks, "ok")}

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Generator
 from typing import Any
 
 from botocore.exceptions import ClientError
 
 from app.aws.clients import AWSClients
+from app.aws.errors import error_code
+from app.identity.principal import OnLimit
 from app.settings import Settings
-from app.validations.store import from_item, now_iso
-from core.quota import Admission, Outcome, Quota, admission_steps, cancellation_reasons, settlement, typed
+from app.validations.records import Validation
+from core.clock import now_iso
+from core.dynamo import from_item, typed
+from core.quota import Admission, Outcome, Quota, Step, StepAnswer, admission_steps, cancellation_reasons, settlement
 
 
 class QuotaService:
@@ -28,10 +33,12 @@ class QuotaService:
         """None for principals without a user record (the bootstrap admin): not rate limited."""
         return (await self.limits_of(user_id))[0]
 
-    async def limits_of(self, user_id: str) -> tuple[Quota | None, str]:
+    async def limits_of(self, user_id: str) -> tuple[Quota | None, OnLimit]:
         """(quota, on_limit policy) from one read of the user record."""
         user = await self._user(user_id)
-        return (Quota.of(user["quota"]), str(user["on_limit"])) if user else (None, "queue")
+        if user is None:
+            return None, "queue"
+        return Quota.of(user["quota"]), "reject" if user["on_limit"] == "reject" else "queue"
 
     async def create_bucket(self, user_id: str) -> None:
         """A full bucket, no validation running. Idempotent (kept if it exists)."""
@@ -42,20 +49,21 @@ class QuotaService:
                 ConditionExpression="attribute_not_exists(user_id)",
             )
         except ClientError as exc:
-            if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
+            if error_code(exc) != "ConditionalCheckFailedException":
                 raise
 
     async def bucket(self, user_id: str) -> dict[str, Any]:
         answer = await self._db.get_item(TableName=self._buckets, Key=typed({"user_id": user_id}), ConsistentRead=True)
         return from_item(answer["Item"]) if "Item" in answer else {"tat": 0, "running": 0}
 
-    async def _drive(self, steps: Any) -> Any:
-        answer: Any = None
+    async def _drive(self, steps: Generator[Step, StepAnswer, Outcome]) -> Outcome:
+        answer: StepAnswer = None
         while True:
             try:
                 kind, request = steps.send(answer)
             except StopIteration as done:
-                return done.value
+                outcome: Outcome = done.value
+                return outcome
             if kind == "query":
                 answer = (await self._db.query(**request))["Items"]
                 continue
@@ -67,16 +75,18 @@ class QuotaService:
                 if answer is None:
                     raise
 
-    async def admit(self, validation: dict[str, Any], quota: Quota | None, fifo: bool = True) -> Outcome:
+    async def admit(self, validation: Validation, quota: Quota | None, fifo: bool = True) -> Outcome:
+        if validation.queue_key is None:
+            raise ValueError(f"validation {validation.id} is not queued")
         admission = Admission(
             validations_table=self._validations,
             buckets_table=self._buckets,
-            validation_id=validation["id"],
-            owner=validation["owner"],
-            queue_key=validation["queue_key"],
-            run=validation["run"],
-            cost=validation["run_cost"],
-            usage_at_start=validation.get("prompt_tokens", 0) + validation.get("completion_tokens", 0),
+            validation_id=validation.id,
+            owner=validation.owner,
+            queue_key=validation.queue_key,
+            run=validation.run,
+            cost=validation.run_cost,
+            usage_at_start=validation.used_tokens,
             quota=quota,
             fifo=fifo,
         )
@@ -93,15 +103,15 @@ class QuotaService:
         )
         return [from_item(i) for i in answer["Items"]]
 
-    async def settle(self, validation: dict[str, Any], quota: Quota | None) -> bool:
+    async def settle(self, validation: Validation, quota: Quota | None) -> bool:
         """Refund the current run's unused reservation, once (False when nothing to do)."""
-        items = settlement(self._validations, self._buckets, validation, quota)
+        items = settlement(self._validations, self._buckets, validation.usage_record(), quota)
         if items is None:
             return False
         try:
             await self._db.transact_write_items(TransactItems=items)
         except ClientError as exc:
-            if exc.response["Error"]["Code"] == "TransactionCanceledException":
+            if error_code(exc) == "TransactionCanceledException":
                 return False
             raise
         return True

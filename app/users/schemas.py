@@ -51,7 +51,9 @@ class ParallelismOut(BaseModel):
 
 
 class GovernorEffective(BaseModel):
-    tokens_per_window: int = Field(description="The global budget now: target_tpm (or a lower upstream limit) × throttle_threshold × factor")
+    tokens_per_window: int = Field(
+        description="The global budget now: target_tpm (or a lower upstream limit) × throttle_threshold × factor"
+    )
     window_seconds: float = Field(description="The window the TPM figures are per (60 outside benchmarks)")
     factor: float = Field(description="1.0, lowered after upstream 429s, recovering over time")
     upstream_limit_tokens: int | None = Field(description="The limit OpenAI's headers reported, when below target_tpm")
@@ -59,7 +61,9 @@ class GovernorEffective(BaseModel):
 
 
 class GovernorUsage(BaseModel):
-    tokens_last_window: int = Field(description="Tokens charged to model calls in the last window (prompt + max_tokens)")
+    tokens_last_window: int = Field(
+        description="Tokens charged to model calls in the last window (prompt + max_tokens)"
+    )
     calls_in_flight: int = Field(description="Call slots held by validators now, across all validations")
 
 
@@ -74,7 +78,9 @@ class ParallelismPatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
     max_parallelism: int | None = Field(default=None, ge=1, le=40, description="Inline Map limit: at most 40")
     target_tpm: int | None = Field(default=None, ge=1_000, le=100_000_000)
-    throttle_threshold: float | None = Field(default=None, ge=0.05, le=1.0, description="Share of target_tpm to use: 0.05-1.0")
+    throttle_threshold: float | None = Field(
+        default=None, ge=0.05, le=1.0, description="Share of target_tpm to use: 0.05-1.0"
+    )
 
 
 class AuditEntry(BaseModel):

@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-import secrets
 from typing import Any
 
-from app.auth.dependencies import Principal, hash_key
 from app.errors import Conflict, NotFound
+from app.identity.keys import hash_key, new_api_key
+from app.identity.principal import Principal
 from app.quotas.service import QuotaService
 from app.settings import Settings
 from app.users.schemas import UserCreate, UserPatch
 from app.users.store import UserStore
-from app.validations.store import now_iso
-
-
-def new_api_key() -> str:
-    return "vk_" + secrets.token_urlsafe(32)
+from core.clock import now_iso
 
 
 def public(user: dict[str, Any]) -> dict[str, Any]:
@@ -34,7 +30,9 @@ class UserService:
         user = {
             "user_id": request.user_id,
             "role": request.role,
-            "quota": request.quota.model_dump() if request.quota else {
+            "quota": request.quota.model_dump()
+            if request.quota
+            else {
                 "capacity_tokens": s.default_capacity_tokens,
                 "refill_tokens_per_minute": s.default_refill_tokens_per_minute,
                 "max_running": s.default_max_running,
@@ -58,14 +56,29 @@ class UserService:
 
     async def patch(self, actor: Principal, user_id: str, request: UserPatch) -> dict[str, Any]:
         before = await self.get(user_id)
-        changes = {k: v for k, v in request.model_dump(exclude_none=True).items()}
+        changes = dict(request.model_dump(exclude_none=True))
         if not changes:
             return before
         changes["updated_at"] = now_iso()
         await self.store.update(user_id, changes)
         after = await self.get(user_id)
-        await self.store.audit(actor.user_id, "user.update", user_id, {k: before.get(k) for k in changes}, {k: after.get(k) for k in changes})
+        await self.store.audit(
+            actor.user_id,
+            "user.update",
+            user_id,
+            {k: before.get(k) for k in changes},
+            {k: after.get(k) for k in changes},
+        )
         return after
+
+    async def audit(self, actor: str, action: str, target: str, old: Any, new: Any) -> None:
+        """One entry in the admin audit trail (user changes here, other admin changes from their endpoints)."""
+        await self.store.audit(actor, action, target, old, new)
+
+    async def audit_page(
+        self, limit: int, start: dict[str, Any] | None
+    ) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+        return await self.store.audit_page(limit, start)
 
     async def rotate_key(self, actor: Principal, user_id: str) -> dict[str, Any]:
         user = await self.store.get(user_id)
@@ -74,5 +87,11 @@ class UserService:
         key = new_api_key()
         if not await self.store.replace_key(user_id, user["key_hash"], hash_key(key)):
             raise Conflict("The key changed meanwhile; try again.")
-        await self.store.audit(actor.user_id, "user.rotate_key", user_id, {"key_hash": user["key_hash"][:12] + "…"}, {"key_hash": hash_key(key)[:12] + "…"})
+        await self.store.audit(
+            actor.user_id,
+            "user.rotate_key",
+            user_id,
+            {"key_hash": user["key_hash"][:12] + "…"},
+            {"key_hash": hash_key(key)[:12] + "…"},
+        )
         return {**(await self.get(user_id)), "api_key": key}

@@ -8,8 +8,10 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from app.aws.clients import AWSClients
+from app.aws.errors import condition_failed
 from app.settings import Settings
-from app.validations.store import condition_failed, from_item, now_iso, to_item
+from core.clock import now_iso
+from core.dynamo import from_item, to_item
 
 
 class UserStore:
@@ -32,8 +34,25 @@ class UserStore:
         try:
             await self._db.transact_write_items(
                 TransactItems=[
-                    {"Put": {"TableName": self._users, "Item": to_item(user), "ConditionExpression": "attribute_not_exists(user_id)"}},
-                    {"Put": {"TableName": self._keys, "Item": to_item({"key_hash": user["key_hash"], "user_id": user["user_id"], "created_at": user["created_at"]})}},
+                    {
+                        "Put": {
+                            "TableName": self._users,
+                            "Item": to_item(user),
+                            "ConditionExpression": "attribute_not_exists(user_id)",
+                        }
+                    },
+                    {
+                        "Put": {
+                            "TableName": self._keys,
+                            "Item": to_item(
+                                {
+                                    "key_hash": user["key_hash"],
+                                    "user_id": user["user_id"],
+                                    "created_at": user["created_at"],
+                                }
+                            ),
+                        }
+                    },
                 ]
             )
         except ClientError as exc:
@@ -64,11 +83,18 @@ class UserStore:
                             "Key": to_item({"user_id": user_id}),
                             "UpdateExpression": "SET key_hash = :new, updated_at = :now",
                             "ConditionExpression": "key_hash = :old",
-                            "ExpressionAttributeValues": to_item({":new": new_hash, ":old": old_hash, ":now": now_iso()}),
+                            "ExpressionAttributeValues": to_item(
+                                {":new": new_hash, ":old": old_hash, ":now": now_iso()}
+                            ),
                         }
                     },
                     {"Delete": {"TableName": self._keys, "Key": to_item({"key_hash": old_hash})}},
-                    {"Put": {"TableName": self._keys, "Item": to_item({"key_hash": new_hash, "user_id": user_id, "created_at": now_iso()})}},
+                    {
+                        "Put": {
+                            "TableName": self._keys,
+                            "Item": to_item({"key_hash": new_hash, "user_id": user_id, "created_at": now_iso()}),
+                        }
+                    },
                 ]
             )
         except ClientError as exc:
@@ -81,10 +107,22 @@ class UserStore:
         at = f"{now_iso()}#{uuid.uuid4().hex[:8]}"
         await self._db.put_item(
             TableName=self._audit,
-            Item=to_item({"stream": "admin", "at": at, "actor": actor, "action": action, "target": target, "old": old, "new": new}),
+            Item=to_item(
+                {
+                    "stream": "admin",
+                    "at": at,
+                    "actor": actor,
+                    "action": action,
+                    "target": target,
+                    "old": old,
+                    "new": new,
+                }
+            ),
         )
 
-    async def audit_page(self, limit: int, start: dict[str, Any] | None) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    async def audit_page(
+        self, limit: int, start: dict[str, Any] | None
+    ) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
         kwargs: dict[str, Any] = {
             "TableName": self._audit,
             "KeyConditionExpression": "#stream = :admin",
@@ -96,4 +134,6 @@ class UserStore:
         if start:
             kwargs["ExclusiveStartKey"] = to_item(start)
         page = await self._db.query(**kwargs)
-        return [from_item(i) for i in page["Items"]], (from_item(page["LastEvaluatedKey"]) if "LastEvaluatedKey" in page else None)
+        return [from_item(i) for i in page["Items"]], (
+            from_item(page["LastEvaluatedKey"]) if "LastEvaluatedKey" in page else None
+        )

@@ -17,16 +17,91 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
 
-from app.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType, Unprocessable
+from app.errors import BadRequest, PayloadTooLarge, Unprocessable, UnsupportedMediaType
 from app.settings import Settings
 
 TEXT_SUFFIXES = frozenset(
-    ".txt .text .md .markdown .rst .csv .tsv .json .jsonl .ndjson .xml .yaml .yml .html .htm .log .ini .cfg .conf "
-    ".toml .sql .py .js .ts .java .go .rs .c .h .cpp .sh .properties .env .tex .srt .vtt".split()
+    [
+        ".txt",
+        ".text",
+        ".md",
+        ".markdown",
+        ".rst",
+        ".csv",
+        ".tsv",
+        ".json",
+        ".jsonl",
+        ".ndjson",
+        ".xml",
+        ".yaml",
+        ".yml",
+        ".html",
+        ".htm",
+        ".log",
+        ".ini",
+        ".cfg",
+        ".conf",
+        ".toml",
+        ".sql",
+        ".py",
+        ".js",
+        ".ts",
+        ".java",
+        ".go",
+        ".rs",
+        ".c",
+        ".h",
+        ".cpp",
+        ".sh",
+        ".properties",
+        ".env",
+        ".tex",
+        ".srt",
+        ".vtt",
+    ]
 )
 BINARY_SUFFIXES = frozenset(
-    ".png .jpg .jpeg .gif .bmp .webp .ico .pdf .zip .gz .tgz .bz2 .xz .7z .rar .tar .exe .dll .so .dylib .bin "
-    ".doc .docx .xls .xlsx .ppt .pptx .odt .mp3 .mp4 .wav .avi .mov .class .jar .pyc .parquet .avro .sqlite".split()
+    [
+        ".png",
+        ".jpg",
+        ".jpeg",
+        ".gif",
+        ".bmp",
+        ".webp",
+        ".ico",
+        ".pdf",
+        ".zip",
+        ".gz",
+        ".tgz",
+        ".bz2",
+        ".xz",
+        ".7z",
+        ".rar",
+        ".tar",
+        ".exe",
+        ".dll",
+        ".so",
+        ".dylib",
+        ".bin",
+        ".doc",
+        ".docx",
+        ".xls",
+        ".xlsx",
+        ".ppt",
+        ".pptx",
+        ".odt",
+        ".mp3",
+        ".mp4",
+        ".wav",
+        ".avi",
+        ".mov",
+        ".class",
+        ".jar",
+        ".pyc",
+        ".parquet",
+        ".avro",
+        ".sqlite",
+    ]
 )
 # Control characters other than tab, newline, carriage return, form feed: a sign of binary.
 _CONTROL = frozenset(range(0, 32)) - {9, 10, 12, 13}
@@ -81,8 +156,17 @@ class JsonSubmission(BaseModel):
 
 def _check_name(name: str, field: str) -> str:
     clean = name.strip()
-    if not clean or len(clean) > 255 or "/" in clean or "\\" in clean or clean in {".", ".."} or any(ord(c) < 32 for c in clean):
-        raise Unprocessable(f"Invalid file name {name!r}: 1-255 characters, no path separators.", field=field, file=name)
+    if (
+        not clean
+        or len(clean) > 255
+        or "/" in clean
+        or "\\" in clean
+        or clean in {".", ".."}
+        or any(ord(c) < 32 for c in clean)
+    ):
+        raise Unprocessable(
+            f"Invalid file name {name!r}: 1-255 characters, no path separators.", field=field, file=name
+        )
     return clean
 
 
@@ -123,7 +207,10 @@ def _rules(settings: Settings, raw: list[Any]) -> list[Rule]:
         raise Unprocessable("At least one rule is required.", field="rules")
     if len(raw) > settings.max_rules:
         raise Unprocessable(
-            f"{len(raw)} rules; the limit is {settings.max_rules}.", field="rules", limit="max_rules", limit_value=settings.max_rules
+            f"{len(raw)} rules; the limit is {settings.max_rules}.",
+            field="rules",
+            limit="max_rules",
+            limit_value=settings.max_rules,
         )
     parsed: list[RuleIn] = []
     for i, item in enumerate(raw):
@@ -170,7 +257,9 @@ def _finish(settings: Settings, documents: list[Document], rules: list[Rule]) ->
     names = [d.name for d in documents]
     repeated = sorted({n for n in names if names.count(n) > 1})
     if repeated:
-        raise Unprocessable(f"File names must be unique; repeated: {', '.join(repeated)}.", field="files", file=repeated[0])
+        raise Unprocessable(
+            f"File names must be unique; repeated: {', '.join(repeated)}.", field="files", file=repeated[0]
+        )
     total = sum(len(d.content) for d in documents)
     if total > settings.max_request_bytes:
         raise PayloadTooLarge(
@@ -232,7 +321,11 @@ async def _read_json(request: Request, settings: Settings) -> Submission:
 
 async def _read_multipart(request: Request, settings: Settings) -> Submission:
     try:
-        form = await request.form(max_files=settings.max_files + 1, max_fields=10, max_part_size=settings.max_rules * settings.max_rule_chars * 4 + 65536)
+        form = await request.form(
+            max_files=settings.max_files + 1,
+            max_fields=10,
+            max_part_size=settings.max_rules * settings.max_rule_chars * 4 + 65536,
+        )
     except MultiPartException as exc:
         if "Too many files" in str(exc):
             raise PayloadTooLarge(
@@ -246,7 +339,9 @@ async def _read_multipart(request: Request, settings: Settings) -> Submission:
     try:
         unexpected = sorted(set(form.keys()) - {"files", "rules"})
         if unexpected:
-            raise Unprocessable(f"Unexpected form fields: {', '.join(unexpected)}; send `files` and `rules`.", field=unexpected[0])
+            raise Unprocessable(
+                f"Unexpected form fields: {', '.join(unexpected)}; send `files` and `rules`.", field=unexpected[0]
+            )
         raw_rules = form.getlist("rules")
         if len(raw_rules) != 1 or not isinstance(raw_rules[0], str):
             raise Unprocessable("Send exactly one `rules` part holding a JSON array of rules.", field="rules")
@@ -262,7 +357,9 @@ async def _read_multipart(request: Request, settings: Settings) -> Submission:
             if not isinstance(upload, UploadFile):
                 raise Unprocessable(f"files[{index}] is not a file part.", field=f"files[{index}]")
             content = await upload.read(settings.max_file_bytes + 1)
-            documents.append(_document(settings, upload.filename or f"file-{index}", content, upload.content_type, index))
+            documents.append(
+                _document(settings, upload.filename or f"file-{index}", content, upload.content_type, index)
+            )
         return _finish(settings, documents, rules)
     finally:
         await form.close()

@@ -2,44 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
+from fastapi import APIRouter, Header, Query, Request, Response
 
 from app.auth.dependencies import CurrentAdmin, CurrentUser
-from app.aws.stepfunctions import Executions
-from app.deps import ClientsDep, SettingsDep
-from app.errors import PROBLEM_JSON
+from app.deps import SettingsDep
+from app.errors import problem_responses
 from app.pagination import encode_cursor
-from app.events.store import EventStore
-from app.quotas.service import QuotaService
+from app.validations.dependencies import Service, ValidationId
 from app.validations.intake import JsonSubmission, read_submission
-from app.validations.schemas import HistoryPage, Problem, ResultPage, ValidationOut, ValidationPage
-from app.validations.service import ValidationService
-from app.validations.store import ValidationStore
+from app.validations.schemas import FileResult, HistoryPage, ResultPage, ValidationOut, ValidationPage
 
-
-def get_service(settings: SettingsDep, clients: ClientsDep) -> ValidationService:
-    return ValidationService(
-        ValidationStore(clients, settings),
-        Executions(clients.sfn, settings.state_machine_arn or ""),
-        QuotaService(clients, settings),
-        EventStore(clients, settings),
-        settings,
-    )
-
-
-Service = Annotated[ValidationService, Depends(get_service)]
-ValidationId = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9-]+$")]
 Limit = Annotated[int, Query(ge=1, le=100)]
 Cursor = Annotated[str | None, Query(max_length=2048)]
 
-
-def _problems(*codes: int) -> dict[int | str, dict[str, Any]]:
-    return {code: {"model": Problem, "content": {PROBLEM_JSON: {}}, "description": "Problem details (RFC 9457)"} for code in codes}
-
-
-router = APIRouter(prefix="/validations", tags=["validations"], responses=_problems(401, 422))
+router = APIRouter(prefix="/validations", tags=["validations"], responses=problem_responses(401, 422))
 
 _SUBMISSION_BODY = {
     "requestBody": {
@@ -55,7 +33,9 @@ _SUBMISSION_BODY = {
                     },
                 }
             },
-            "application/json": {"schema": JsonSubmission.model_json_schema(ref_template="#/components/schemas/{model}")},
+            "application/json": {
+                "schema": JsonSubmission.model_json_schema(ref_template="#/components/schemas/{model}")
+            },
         },
     }
 }
@@ -66,7 +46,7 @@ _SUBMISSION_BODY = {
     status_code=202,
     response_model=ValidationOut,
     openapi_extra=_SUBMISSION_BODY,
-    responses=_problems(400, 409, 413, 415, 429, 502),
+    responses=problem_responses(400, 409, 413, 415, 429, 502),
 )
 async def create_validation(
     request: Request,
@@ -79,44 +59,57 @@ async def create_validation(
     """Submit files and rules; the validation starts at once (202, Location)."""
     submission = await read_submission(request, settings)
     validation, _ = await service.create(principal, submission, idempotency_key)
-    response.headers["Location"] = f"/validations/{validation['id']}"
+    response.headers["Location"] = f"/validations/{validation.id}"
     return ValidationOut.of(validation)
 
 
-@router.get("", response_model=ValidationPage, responses=_problems(400))
-async def list_validations(principal: CurrentUser, service: Service, limit: Limit = 20, cursor: Cursor = None) -> ValidationPage:
+@router.get("", response_model=ValidationPage, responses=problem_responses(400))
+async def list_validations(
+    principal: CurrentUser, service: Service, limit: Limit = 20, cursor: Cursor = None
+) -> ValidationPage:
     """The caller's validations, newest first."""
-    items, next_cursor = await service.list(principal, limit, cursor)
+    items, next_cursor = await service.list_page(principal, limit, cursor)
     return ValidationPage(items=[ValidationOut.of(i) for i in items], next_cursor=next_cursor)
 
 
-@router.get("/{validation_id}", response_model=ValidationOut, responses=_problems(404))
+@router.get("/{validation_id}", response_model=ValidationOut, responses=problem_responses(404))
 async def get_validation(validation_id: ValidationId, principal: CurrentUser, service: Service) -> ValidationOut:
     """Status, progress and token usage of one validation."""
     return ValidationOut.of(await service.get(principal, validation_id))
 
 
-@router.get("/{validation_id}/results", response_model=ResultPage, responses=_problems(400, 404))
-async def get_results(validation_id: ValidationId, principal: CurrentUser, service: Service, limit: Limit = 20, cursor: Cursor = None) -> ResultPage:
+@router.get("/{validation_id}/results", response_model=ResultPage, responses=problem_responses(400, 404))
+async def get_results(
+    validation_id: ValidationId, principal: CurrentUser, service: Service, limit: Limit = 20, cursor: Cursor = None
+) -> ResultPage:
     """Per-file results, readable while the validation runs (partial results)."""
     items, next_cursor = await service.results(principal, validation_id, limit, cursor)
-    return ResultPage(items=items, next_cursor=next_cursor)
+    return ResultPage(items=[FileResult.model_validate(i) for i in items], next_cursor=next_cursor)
 
 
-@router.post("/{validation_id}/retry", status_code=202, response_model=ValidationOut, responses=_problems(404, 409, 429, 502))
+@router.post(
+    "/{validation_id}/retry",
+    status_code=202,
+    response_model=ValidationOut,
+    responses=problem_responses(404, 409, 429, 502),
+)
 async def retry_validation(validation_id: ValidationId, principal: CurrentUser, service: Service) -> ValidationOut:
     """Rerun only the chunks without a result, as a new execution of the same validation."""
     return ValidationOut.of(await service.retry(principal, validation_id))
 
 
-@router.delete("/{validation_id}", status_code=202, response_model=ValidationOut, responses=_problems(404, 409, 502))
+@router.delete(
+    "/{validation_id}", status_code=202, response_model=ValidationOut, responses=problem_responses(404, 409, 502)
+)
 async def cancel_validation(validation_id: ValidationId, principal: CurrentUser, service: Service) -> ValidationOut:
     """Cancel (StopExecution): CANCELLED, or CANCELLING until the stop is confirmed."""
     return ValidationOut.of(await service.cancel(principal, validation_id))
 
 
-@router.get("/{validation_id}/history", response_model=HistoryPage, responses=_problems(400, 403, 404, 502))
-async def get_history(validation_id: ValidationId, principal: CurrentAdmin, service: Service, limit: Limit = 100, cursor: Cursor = None) -> HistoryPage:
+@router.get("/{validation_id}/history", response_model=HistoryPage, responses=problem_responses(400, 403, 404, 502))
+async def get_history(
+    validation_id: ValidationId, principal: CurrentAdmin, service: Service, limit: Limit = 100, cursor: Cursor = None
+) -> HistoryPage:
     """Step Functions history events of the current execution (admins, for debugging)."""
     events, token = await service.history(principal, validation_id, limit, cursor)
     return HistoryPage(events=events, next_cursor=encode_cursor(token) if token else None)

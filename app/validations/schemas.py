@@ -6,6 +6,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from app.validations.records import Validation
+
 Status = Literal["QUEUED", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLING", "CANCELLED"]
 
 
@@ -17,12 +19,16 @@ class Progress(BaseModel):
 
 
 class Usage(BaseModel):
-    prompt_tokens: int = Field(description="Prompt tokens of every model attempt that was answered (cut and invalid answers too)")
+    prompt_tokens: int = Field(
+        description="Prompt tokens of every model attempt that was answered (cut and invalid answers too)"
+    )
     completion_tokens: int = Field(description="Completion tokens of those answers")
     model_calls: int = Field(default=0, description="Answered model calls: parts, combine calls, retries")
     attempts: int = Field(default=0, description="Every request sent, answered or not (429, timeout, error)")
     charged_tokens: int | None = Field(
-        default=None, description="What the owner's token bucket was charged (prompt + completion of every answered call); set once the run settled"
+        default=None,
+        description="What the owner's token bucket was charged (prompt + completion of every answered call); "
+        "set once the run settled",
     )
 
 
@@ -51,8 +57,12 @@ class QueuePlace(BaseModel):
 
 
 class ParallelismInfo(BaseModel):
-    effective: int = Field(description="Model calls this validation may have in flight now (max-parallelism applies live)")
-    planned: int = Field(description="What the controller gave it at the start, from the SSM values and token consumption")
+    effective: int = Field(
+        description="Model calls this validation may have in flight now (max-parallelism applies live)"
+    )
+    planned: int = Field(
+        description="What the controller gave it at the start, from the SSM values and token consumption"
+    )
     map_concurrency: int = Field(description="The Map's concurrency: raising max-parallelism reaches up to this")
     reason: str = Field(description="What bounded the plan: max_parallelism, batches or token_budget")
 
@@ -75,40 +85,49 @@ class ValidationOut(BaseModel):
     links: Links
 
     @classmethod
-    def of(cls, record: dict[str, Any]) -> "ValidationOut":
-        vid = record["id"]
-        total, succeeded, failed = record["total_chunks"], record.get("succeeded", 0), record.get("failed", 0)
+    def of(cls, record: Validation) -> ValidationOut:
+        vid = record.id
+        total, succeeded, failed = record.total_chunks, record.succeeded, record.failed
         return cls(
             id=vid,
-            status=record["status"],
-            progress=Progress(total=total, succeeded=succeeded, failed=failed, pending=max(0, total - succeeded - failed)),
-            created_at=record["created_at"],
-            started_at=record.get("started_at"),
-            finished_at=record.get("finished_at"),
-            usage=Usage(
-                prompt_tokens=record.get("prompt_tokens", 0),
-                completion_tokens=record.get("completion_tokens", 0),
-                model_calls=record.get("model_calls", 0),
-                attempts=record.get("attempts", 0),
-                charged_tokens=record.get("charged_tokens"),
+            status=record.status,  # type: ignore[arg-type]  # stored statuses are the Status literals; pydantic checks
+            progress=Progress(
+                total=total, succeeded=succeeded, failed=failed, pending=max(0, total - succeeded - failed)
             ),
-            estimated_tokens=record.get("estimated_tokens", 0),
-            run=record.get("run", 1),
-            files=[FileInfo(name=f["name"], size=f["size"], chunks=f["chunks"], kind=f.get("kind"), lines=f.get("last_line")) for f in record["files"]],
-            rules=record["rules"],
-            error=ErrorInfo(**record["error"]) if record.get("error") else None,
-            queue=QueuePlace(**record["queue"]) if record.get("queue") else None,
+            created_at=record.created_at,
+            started_at=record.started_at,
+            finished_at=record.finished_at,
+            usage=Usage(
+                prompt_tokens=record.prompt_tokens,
+                completion_tokens=record.completion_tokens,
+                model_calls=record.model_calls,
+                attempts=record.attempts,
+                charged_tokens=record.charged_tokens,
+            ),
+            estimated_tokens=record.estimated_tokens,
+            run=record.run,
+            files=[
+                FileInfo(name=f.name, size=f.size, chunks=f.chunks, kind=f.kind, lines=f.last_line)
+                for f in record.files
+            ],
+            rules=record.rules,
+            error=ErrorInfo(**record.error) if record.error else None,
+            queue=QueuePlace(position=record.queue.position, estimated_start=record.queue.estimated_start)
+            if record.queue
+            else None,
             parallelism=_parallelism(record),
-            links=Links(self=f"/validations/{vid}", results=f"/validations/{vid}/results", events=f"/validations/{vid}/events"),
+            links=Links(
+                self=f"/validations/{vid}", results=f"/validations/{vid}/results", events=f"/validations/{vid}/events"
+            ),
         )
 
 
-def _parallelism(record: dict[str, Any]) -> ParallelismInfo | None:
-    plan = record.get("plan")
+def _parallelism(record: Validation) -> ParallelismInfo | None:
+    plan = record.plan
     if not plan:
         return None
     return ParallelismInfo(
-        effective=int(record.get("parallelism", plan["parallelism"])),
+        effective=int(record.parallelism if record.parallelism is not None else plan["parallelism"]),
         planned=int(plan["parallelism"]),
         map_concurrency=int(plan["map_concurrency"]),
         reason=str(plan.get("reason", "")),
@@ -129,7 +148,10 @@ class Finding(BaseModel):
 
 class RuleVerdict(BaseModel):
     id: str
-    passed: bool | None = Field(description="The rule's verdict for the file; null until decided (a multi-part file is decided by its combine step)")
+    passed: bool | None = Field(
+        description="The rule's verdict for the file; null until decided "
+        "(a multi-part file is decided by its combine step)"
+    )
     findings: list[Finding]
 
 
@@ -155,14 +177,3 @@ class ResultPage(BaseModel):
 class HistoryPage(BaseModel):
     events: list[dict[str, Any]]
     next_cursor: str | None
-
-
-class Problem(BaseModel):
-    """RFC 9457 problem details; extra members name the field, file or limit at fault."""
-
-    model_config = {"extra": "allow"}
-    type: str
-    title: str
-    status: int
-    detail: str
-    instance: str | None = None

@@ -6,25 +6,28 @@ import asyncio
 import logging
 import time
 import uuid
-from datetime import datetime, timezone
+from dataclasses import replace
+from datetime import UTC, datetime
 from typing import Any
 
-from app.auth.dependencies import Principal
 from app.aws.stepfunctions import Executions
-from app.events.store import EventStore
-from app.errors import AppError, BadRequest, Conflict, NotFound, TooManyRequests, UpstreamError, Unprocessable
-from app.quotas.service import QuotaService
+from app.errors import AppError, BadRequest, Conflict, NotFound, TooManyRequests, Unprocessable, UpstreamError
+from app.events.service import EventLog
+from app.identity.principal import Principal
 from app.pagination import decode_cursor, encode_cursor
+from app.quotas.service import QuotaService
 from app.settings import Settings
 from app.validations.intake import Submission
-from app.validations.store import ValidationStore, now_iso
+from app.validations.records import QueuePosition, Validation
+from app.validations.store import ValidationStore
 from core import prompt
-from core.quota import Quota, Refusal, rate_limit_headers
+from core.clock import now_iso
 from core.lines import split_lines
 from core.parts import split_file
-from core.tokens import count_tokens
-from core.results import file_result
+from core.quota import Quota, Refusal, rate_limit_headers
 from core.records import MAX_MAP_ITEMS, TERMINAL, ChunkStatus, ValidationStatus, batches, chunk_id, file_batches
+from core.results import file_result
+from core.tokens import count_tokens
 
 log = logging.getLogger(__name__)
 
@@ -49,11 +52,15 @@ def _combine_estimate(name: str, parts: int, rules: list[dict[str, str]], budget
         return 0
     report = _REPORT_TOKENS_BASE + _REPORT_TOKENS_PER_RULE * len(rules)
     fan_in = max(2, budget // report)
-    per_call = prompt.combine_overhead_tokens(name, rules) + min(budget, fan_in * report, parts * report) + completion_tokens
+    per_call = (
+        prompt.combine_overhead_tokens(name, rules) + min(budget, fan_in * report, parts * report) + completion_tokens
+    )
     return combine_calls(parts, fan_in) * per_call
 
 
-def _plan(submission: Submission, validation_id: str, budget: int, completion_tokens: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]], int]:
+def _plan(
+    submission: Submission, validation_id: str, budget: int, completion_tokens: int
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], int]:
     """Files, part records and estimated tokens (every part call and combine call: prompt + completion allowance)."""
     rules = [{"id": r.id, "text": r.text} for r in submission.rules]
     files, chunks, estimate = [], [], 0
@@ -77,7 +84,9 @@ def _plan(submission: Submission, validation_id: str, budget: int, completion_to
         )
         estimate += combine
         for position, span in enumerate(spans):
-            context = (span.header.tokens if span.header else 0) + (count_tokens(span.json_path) + 8 if span.json_path else 0)
+            context = (span.header.tokens if span.header else 0) + (
+                count_tokens(span.json_path) + 8 if span.json_path else 0
+            )
             cost = (with_header if span.header else overhead) + context + span.tokens + completion_tokens
             record: dict[str, Any] = {
                 "validation_id": validation_id,
@@ -94,7 +103,12 @@ def _plan(submission: Submission, validation_id: str, budget: int, completion_to
             }
             if span.header is not None:
                 h = span.header
-                record["header"] = {"start_byte": h.start_byte, "end_byte": h.end_byte, "first_line": h.first_line, "last_line": h.last_line}
+                record["header"] = {
+                    "start_byte": h.start_byte,
+                    "end_byte": h.end_byte,
+                    "first_line": h.first_line,
+                    "last_line": h.last_line,
+                }
             if span.json_path:
                 record["json_path"] = span.json_path
             chunks.append(record)
@@ -104,11 +118,18 @@ def _plan(submission: Submission, validation_id: str, budget: int, completion_to
 
 def _execution_input(validation_id: str, run: int, chunk_ids: list[str], combine_files: list[int]) -> dict[str, Any]:
     """Only ids travel through the workflow: part-id ranges for the Map, file ranges for the combine step."""
-    return {"validation_id": validation_id, "run": run, "batches": batches(chunk_ids, MAX_MAP_ITEMS), "combine": file_batches(combine_files)}
+    return {
+        "validation_id": validation_id,
+        "run": run,
+        "batches": batches(chunk_ids, MAX_MAP_ITEMS),
+        "combine": file_batches(combine_files),
+    }
 
 
 class ValidationService:
-    def __init__(self, store: ValidationStore, executions: Executions, quotas: QuotaService, events: EventStore, settings: Settings) -> None:
+    def __init__(
+        self, store: ValidationStore, executions: Executions, quotas: QuotaService, events: EventLog, settings: Settings
+    ) -> None:
         self.store = store
         self.events = events
         self.executions = executions
@@ -116,7 +137,9 @@ class ValidationService:
         self.settings = settings
 
     # --- create -------------------------------------------------------------------------
-    async def create(self, principal: Principal, submission: Submission, idempotency_key: str | None) -> tuple[dict[str, Any], bool]:
+    async def create(
+        self, principal: Principal, submission: Submission, idempotency_key: str | None
+    ) -> tuple[Validation, bool]:
         """(validation, created). With a repeated Idempotency-Key, the first validation and False."""
         validation_id = uuid.uuid4().hex
         claim_key = None
@@ -138,19 +161,20 @@ class ValidationService:
             await self.store.complete_idempotency_key(claim_key)
         return validation, True
 
-    async def _replay(self, held: dict[str, Any], fingerprint: str) -> dict[str, Any]:
+    async def _replay(self, held: dict[str, Any], fingerprint: str) -> Validation:
         if held["request_hash"] != fingerprint:
-            raise Unprocessable(
-                "This Idempotency-Key was used with a different request body.", field="Idempotency-Key"
-            )
+            raise Unprocessable("This Idempotency-Key was used with a different request body.", field="Idempotency-Key")
         if held.get("state") != "done":
-            raise Conflict("A request with this Idempotency-Key is still being processed; retry shortly.", headers={"Retry-After": "1"})
+            raise Conflict(
+                "A request with this Idempotency-Key is still being processed; retry shortly.",
+                headers={"Retry-After": "1"},
+            )
         validation = await self.store.get(held["validation_id"])
         if validation is None:
             raise Conflict("The validation of this Idempotency-Key no longer exists.")
         return validation
 
-    async def _start_new(self, principal: Principal, submission: Submission, validation_id: str) -> dict[str, Any]:
+    async def _start_new(self, principal: Principal, submission: Submission, validation_id: str) -> Validation:
         files, chunks, estimate = await asyncio.to_thread(
             _plan, submission, validation_id, self.settings.chunk_max_tokens, self.settings.completion_max_tokens
         )
@@ -189,14 +213,20 @@ class ValidationService:
             "execution_arn": self.executions.arn_of(self._execution_name(validation_id, 1)),
         }
         keys = [f["key"] for f in files]
+        validation = Validation.of(record)
         try:
-            await self.store.put_files({f["key"]: d.content for f, d in zip(files, submission.documents)})
+            await self.store.put_files({f["key"]: d.content for f, d in zip(files, submission.documents, strict=True)})
             await self.store.put_chunks(chunks)
             await self.store.put_new(record)
-            await self._admit_or_refuse(principal, record)
+            await self._admit_or_refuse(principal, validation)
             arn = await self.executions.start(
                 self._execution_name(validation_id, 1),
-                _execution_input(validation_id, 1, [c["chunk_id"] for c in chunks], [i for i, f in enumerate(files) if f["chunks"] > 1]),
+                _execution_input(
+                    validation_id,
+                    1,
+                    [c["chunk_id"] for c in chunks],
+                    [i for i, f in enumerate(files) if f["chunks"] > 1],
+                ),
             )
         except Exception as exc:
             # Nothing half-written: undo in reverse order, then report.
@@ -207,20 +237,20 @@ class ValidationService:
         if arn != record["execution_arn"]:  # AWS documents the format; trust what it answered
             await self.store.update(validation_id, {"execution_arn": arn})
         await self.events.append_status(validation_id)
-        return await self._with_queue(await self.store.get(validation_id) or record, quota)
+        return await self._with_queue(await self.store.get(validation_id) or validation, quota)
 
-    async def _admit_or_refuse(self, principal: Principal, record: dict[str, Any]) -> None:
+    async def _admit_or_refuse(self, principal: Principal, validation: Validation) -> None:
         """Admit now when the user's bucket and running limit allow; else stay QUEUED (policy
         `queue`) or raise 429 (policy `reject`). The admit step of the execution retries queued ones."""
         # Under `reject` there is no queue to respect: first come, first served at the bucket.
-        outcome = await self.quotas.admit(record, principal.quota, fifo=principal.on_limit == "queue")
+        outcome = await self.quotas.admit(validation, principal.quota, fifo=principal.on_limit == "queue")
         if outcome.admitted or outcome.gone or principal.on_limit == "queue" or principal.quota is None:
             return
         quota, refusal = principal.quota, outcome.refusal
         if refusal is None:  # an earlier validation of this user is queued
             refusal = Refusal("queue", 5.0, 0.0, 0.0)
         reason = {
-            "tokens": f"Token quota exceeded: this validation needs {record['run_cost']} tokens and "
+            "tokens": f"Token quota exceeded: this validation needs {validation.run_cost} tokens and "
             f"{int(refusal.available_tokens)} are available (capacity {quota.capacity_tokens}, "
             f"refill {quota.refill_tokens_per_minute}/min).",
             "max_running": f"Concurrent validations limit reached: at most {quota.max_running} may run at once.",
@@ -229,22 +259,28 @@ class ValidationService:
         limit_name = {"tokens": "capacity_tokens", "max_running": "max_running", "queue": "queue"}[refusal.limit]
         if refusal.limit == "max_running":
             refusal = Refusal("max_running", 5.0, refusal.available_tokens, refusal.tat)
-        raise TooManyRequests(reason, headers=rate_limit_headers(quota, refusal), limit=limit_name, cost=record["run_cost"], retry_after=int(refusal.retry_after_header))
+        raise TooManyRequests(
+            reason,
+            headers=rate_limit_headers(quota, refusal),
+            limit=limit_name,
+            cost=validation.run_cost,
+            retry_after=int(refusal.retry_after_header),
+        )
 
-    async def _with_queue(self, validation: dict[str, Any], quota: Quota | None) -> dict[str, Any]:
+    async def _with_queue(self, validation: Validation, quota: Quota | None) -> Validation:
         """For a QUEUED validation: its place in the user's queue and an estimated start."""
-        if validation["status"] != ValidationStatus.QUEUED or not validation.get("queue_key"):
+        if validation.status != ValidationStatus.QUEUED or not validation.queue_key:
             return validation
-        ahead = await self.quotas.queue_ahead(validation["owner"], validation["queue_key"])
+        ahead = await self.quotas.queue_ahead(validation.owner, validation.queue_key)
         position = len(ahead) + 1
         estimate = None
         if quota is not None:
-            bucket = await self.quotas.bucket(validation["owner"])
+            bucket = await self.quotas.bucket(validation.owner)
             now = time.time()
-            needed = sum(v.get("run_cost", 0) for v in ahead) + validation.get("run_cost", 0)
+            needed = sum(v.get("run_cost", 0) for v in ahead) + validation.run_cost
             wait = max(0.0, needed - quota.available(float(bucket.get("tat", 0)), now)) / quota.rate
-            estimate = datetime.fromtimestamp(now + wait, timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
-        return {**validation, "queue": {"position": position, "estimated_start": estimate}}
+            estimate = datetime.fromtimestamp(now + wait, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+        return replace(validation, queue=QueuePosition(position, estimate))
 
     async def _undo(self, validation_id: str, keys: list[str], chunk_ids: list[str]) -> None:
         for step in (
@@ -262,29 +298,33 @@ class ValidationService:
         return validation_id if run == 1 else f"{validation_id}-r{run}"
 
     # --- read ---------------------------------------------------------------------------
-    async def get(self, principal: Principal, validation_id: str) -> dict[str, Any]:
+    async def get(self, principal: Principal, validation_id: str) -> Validation:
         validation = await self.store.get(validation_id)
-        if validation is None or not (principal.is_admin or validation["owner"] == principal.user_id):
+        if validation is None or not (principal.is_admin or validation.owner == principal.user_id):
             raise NotFound(f"No validation {validation_id}.", field="id")
-        if validation["status"] == ValidationStatus.CANCELLING:
+        if validation.status == ValidationStatus.CANCELLING:
             validation = await self._settle_cancel(validation)
-        if validation["status"] == ValidationStatus.QUEUED:
-            validation = await self._with_queue(validation, await self.quotas.quota_of(validation["owner"]))
+        if validation.status == ValidationStatus.QUEUED:
+            validation = await self._with_queue(validation, await self.quotas.quota_of(validation.owner))
         return validation
 
-    async def list(self, principal: Principal, limit: int, cursor: str | None) -> tuple[list[dict[str, Any]], str | None]:
+    async def list_page(
+        self, principal: Principal, limit: int, cursor: str | None
+    ) -> tuple[list[Validation], str | None]:
         start = decode_cursor(cursor) if cursor else None
         if start is not None and (not isinstance(start, dict) or start.get("owner") != principal.user_id):
             raise BadRequest("The cursor is not valid; use `next_cursor` from a previous page.", field="cursor")
         items, last = await self.store.list_for_owner(principal.user_id, limit, start)
         return items, encode_cursor(last) if last else None
 
-    async def results(self, principal: Principal, validation_id: str, limit: int, cursor: str | None) -> tuple[list[dict[str, Any]], str | None]:
+    async def results(
+        self, principal: Principal, validation_id: str, limit: int, cursor: str | None
+    ) -> tuple[list[dict[str, Any]], str | None]:
         validation = await self.get(principal, validation_id)
         start = decode_cursor(cursor) if cursor else 0
         if not isinstance(start, int) or start < 0:
             raise BadRequest("The cursor is not valid; use `next_cursor` from a previous page.", field="cursor")
-        files = validation["files"][start : start + limit]
+        files = validation.files[start : start + limit]
         if not files:
             return [], None
         chunks = await self.store.chunks_of_files(validation_id, start, start + len(files) - 1)
@@ -292,100 +332,129 @@ class ValidationService:
         by_file: dict[int, list[dict[str, Any]]] = {}
         for chunk in chunks:
             by_file.setdefault(chunk["file_index"], []).append(chunk)
-        rule_ids = [r["id"] for r in validation["rules"]]
-        page = [file_result(f["name"], by_file.get(start + i, []), rule_ids, verdicts.get(start + i)) for i, f in enumerate(files)]
+        rule_ids = [r["id"] for r in validation.rules]
+        page = [
+            file_result(f.name, by_file.get(start + i, []), rule_ids, verdicts.get(start + i))
+            for i, f in enumerate(files)
+        ]
         following = start + len(files)
-        return page, encode_cursor(following) if following < len(validation["files"]) else None
+        return page, encode_cursor(following) if following < len(validation.files) else None
 
-    async def history(self, principal: Principal, validation_id: str, limit: int, cursor: str | None) -> tuple[list[dict[str, Any]], str | None]:
+    async def history(
+        self, principal: Principal, validation_id: str, limit: int, cursor: str | None
+    ) -> tuple[list[dict[str, Any]], str | None]:
         validation = await self.get(principal, validation_id)
-        if not validation.get("execution_arn"):
+        if not validation.execution_arn:
             return [], None
         token = decode_cursor(cursor) if cursor else None
-        return await self.executions.history(validation["execution_arn"], limit, token)
+        return await self.executions.history(validation.execution_arn, limit, token)
 
     # --- change -------------------------------------------------------------------------
-    async def cancel(self, principal: Principal, validation_id: str) -> dict[str, Any]:
+    async def cancel(self, principal: Principal, validation_id: str) -> Validation:
         validation = await self.get(principal, validation_id)
-        status = validation["status"]
+        status = validation.status
         if status in (ValidationStatus.SUCCEEDED, ValidationStatus.FAILED):
-            raise Conflict(f"Validation {validation_id} already ended ({status}); nothing to cancel.", status_value=status)
+            raise Conflict(
+                f"Validation {validation_id} already ended ({status}); nothing to cancel.", status_value=status
+            )
         if status == ValidationStatus.CANCELLED:
             return validation
-        if status in (ValidationStatus.RUNNING, ValidationStatus.QUEUED):
-            # CANCELLING first: validators check it before every chunk, so none starts after this.
-            if not await self.store.update(validation_id, {"status": ValidationStatus.CANCELLING.value}, expect={"status": status, "run": validation["run"]}):
-                return await self.cancel(principal, validation_id)  # it moved on meanwhile: answer for its new state
-        validation["status"] = ValidationStatus.CANCELLING.value
-        if validation.get("execution_arn"):
-            await self.executions.stop(validation["execution_arn"], cause=f"cancelled by {principal.user_id}")
+        # CANCELLING first: validators check it before every chunk, so none starts after this.
+        if status in (ValidationStatus.RUNNING, ValidationStatus.QUEUED) and not await self.store.update(
+            validation_id,
+            {"status": ValidationStatus.CANCELLING.value},
+            expect={"status": status, "run": validation.run},
+        ):
+            return await self.cancel(principal, validation_id)  # it moved on meanwhile: answer for its new state
+        validation = replace(validation, status=ValidationStatus.CANCELLING.value)
+        if validation.execution_arn:
+            await self.executions.stop(validation.execution_arn, cause=f"cancelled by {principal.user_id}")
         # A stop usually settles within a moment: wait for it briefly, so the answer (and the
         # event stream) says CANCELLED; past that, the next read settles it.
         deadline = time.monotonic() + self.settings.cancel_settle_seconds
         while True:
             validation = await self._settle_cancel(validation)
-            if validation["status"] != ValidationStatus.CANCELLING or time.monotonic() > deadline:
+            if validation.status != ValidationStatus.CANCELLING or time.monotonic() > deadline:
                 return validation
             await asyncio.sleep(0.1)
 
-    async def _settle_cancel(self, validation: dict[str, Any]) -> dict[str, Any]:
+    async def _settle_cancel(self, validation: Validation) -> Validation:
         """CANCELLING → CANCELLED once Step Functions confirms the execution stopped."""
-        arn = validation.get("execution_arn")
+        arn = validation.execution_arn
         if arn and await self.executions.status(arn) == "RUNNING":
             return validation
         won = await self.store.update(
-            validation["id"],
+            validation.id,
             {"status": ValidationStatus.CANCELLED.value, "finished_at": now_iso()},
             expect={"status": ValidationStatus.CANCELLING.value},
             remove=("queue_key",),
         )
         if won:  # the one request that settled the cancel tells the viewers
-            await self.events.append_status(validation["id"])
-        current = await self.store.get(validation["id"]) or validation
-        if current["status"] == ValidationStatus.CANCELLED:
+            await self.events.append_status(validation.id)
+        current = await self.store.get(validation.id) or validation
+        if current.status == ValidationStatus.CANCELLED:
             # Unused tokens back to the owner's bucket, once (a run cancelled while queued reserved none).
-            await self.quotas.settle(current, await self.quotas.quota_of(current["owner"]))
+            await self.quotas.settle(current, await self.quotas.quota_of(current.owner))
         return current
 
-    async def retry(self, principal: Principal, validation_id: str) -> dict[str, Any]:
+    async def retry(self, principal: Principal, validation_id: str) -> Validation:
         """Rerun chunks without a result (failed, or never run after a cancel) as a new execution."""
         validation = await self.get(principal, validation_id)
-        status = validation["status"]
+        status = validation.status
         if status not in TERMINAL:
             raise Conflict(f"Validation {validation_id} is {status}; retry once it has ended.", status_value=status)
-        files = validation["files"]
+        files = validation.files
         chunks = await self.store.chunks_of_files(validation_id, 0, len(files) - 1)
         verdicts = await self.store.verdicts_of_files(validation_id, 0, len(files) - 1)
         todo = [c for c in chunks if c.get("status") != ChunkStatus.SUCCEEDED]
         combine = [
-            i for i, f in enumerate(files) if f["chunks"] > 1 and (verdicts.get(i) or {}).get("status") != ChunkStatus.SUCCEEDED
+            i
+            for i, f in enumerate(files)
+            if f.chunks > 1 and (verdicts.get(i) or {}).get("status") != ChunkStatus.SUCCEEDED
         ]
         if not todo and not combine:
             raise Conflict(f"Nothing to retry: every part and file of {validation_id} has a result.")
-        cost = sum(c.get("estimate", 0) for c in todo) + sum(files[i].get("combine_estimate", 0) for i in combine)
-        run = validation["run"] + 1
+        cost = sum(c.get("estimate", 0) for c in todo) + sum(files[i].combine_estimate for i in combine)
+        run = validation.run + 1
         queued_at = now_iso()
         claimed = await self.store.update(
             validation_id,
-            {"status": ValidationStatus.QUEUED.value, "run": run, "run_cost": cost, "queue_key": f"{queued_at}#{validation_id}", "failed": 0, "combine_failed": 0},
-            expect={"status": status, "run": validation["run"]},
+            {
+                "status": ValidationStatus.QUEUED.value,
+                "run": run,
+                "run_cost": cost,
+                "queue_key": f"{queued_at}#{validation_id}",
+                "failed": 0,
+                "combine_failed": 0,
+            },
+            expect={"status": status, "run": validation.run},
             remove=("error", "finished_at"),
         )
         if not claimed:
             raise Conflict(f"Validation {validation_id} changed meanwhile; read it and try again.")
         try:
-            await self._admit_or_refuse(principal if principal.user_id == validation["owner"] else await self._owner(validation), {**validation, "run": run, "run_cost": cost, "queue_key": f"{queued_at}#{validation_id}"})
+            await self._admit_or_refuse(
+                principal if principal.user_id == validation.owner else await self._owner(validation),
+                replace(validation, run=run, run_cost=cost, queue_key=f"{queued_at}#{validation_id}"),
+            )
         except TooManyRequests:
             await self.store.update(
                 validation_id,
-                {"status": status, "run": validation["run"], "failed": validation.get("failed", 0), "combine_failed": validation.get("combine_failed", 0), **({"error": validation["error"]} if validation.get("error") else {}), **({"finished_at": validation["finished_at"]} if validation.get("finished_at") else {})},
+                {
+                    "status": status,
+                    "run": validation.run,
+                    "failed": validation.failed,
+                    "combine_failed": validation.combine_failed,
+                    **({"error": validation.error} if validation.error else {}),
+                    **({"finished_at": validation.finished_at} if validation.finished_at else {}),
+                },
                 expect={"status": ValidationStatus.QUEUED.value, "run": run},
                 remove=("queue_key",),
             )
             raise
         reset = await asyncio.gather(*(self.store.reset_failed_chunk(validation_id, c["chunk_id"]) for c in todo))
         per_file: dict[int, int] = {}
-        for chunk, was_reset in zip(todo, reset):
+        for chunk, was_reset in zip(todo, reset, strict=True):
             if was_reset:
                 per_file[chunk["file_index"]] = per_file.get(chunk["file_index"], 0) + 1
         await asyncio.gather(*(self.store.reset_failed_verdict(validation_id, i) for i in combine))
@@ -398,8 +467,7 @@ class ValidationService:
         await self.store.update(validation_id, {"execution_arn": arn})
         return await self.get(principal, validation_id)
 
-
-    async def _owner(self, validation: dict[str, Any]) -> Principal:
+    async def _owner(self, validation: Validation) -> Principal:
         """The owner as a principal (an admin acting on someone's validation spends their quota)."""
-        quota, policy = await self.quotas.limits_of(validation["owner"])
-        return Principal(user_id=validation["owner"], role="user", quota=quota, on_limit=policy)
+        quota, policy = await self.quotas.limits_of(validation.owner)
+        return Principal(user_id=validation.owner, role="user", quota=quota, on_limit=policy)

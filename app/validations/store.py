@@ -4,35 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import time
-from datetime import datetime, timezone
 from typing import Any
 
-from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
 
 from app.aws.clients import AWSClients
+from app.aws.errors import condition_failed
 from app.settings import Settings
-from core.dynamo import decimals, plain
+from app.validations.records import Validation
+from core.dynamo import from_item, to_item
 from core.records import ChunkStatus, file_range, verdict_id, verdict_range
 
-_serializer, _deserializer = TypeSerializer(), TypeDeserializer()
 _WRITE_CONCURRENCY = 8
-
-
-def now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def to_item(values: dict[str, Any]) -> dict[str, Any]:
-    return {k: _serializer.serialize(decimals(v)) for k, v in values.items() if v is not None}
-
-
-def from_item(item: dict[str, Any]) -> dict[str, Any]:
-    return {k: plain(_deserializer.deserialize(v)) for k, v in item.items()}
-
-
-def condition_failed(exc: ClientError) -> bool:
-    return exc.response["Error"]["Code"] in {"ConditionalCheckFailedException", "TransactionCanceledException"}
 
 
 class ValidationStore:
@@ -46,9 +29,11 @@ class ValidationStore:
         self._idempotency_ttl = settings.idempotency_ttl_hours * 3600
 
     # --- validations -----------------------------------------------------------------
-    async def get(self, validation_id: str) -> dict[str, Any] | None:
-        answer = await self._db.get_item(TableName=self._validations, Key=to_item({"id": validation_id}), ConsistentRead=True)
-        return from_item(answer["Item"]) if "Item" in answer else None
+    async def get(self, validation_id: str) -> Validation | None:
+        answer = await self._db.get_item(
+            TableName=self._validations, Key=to_item({"id": validation_id}), ConsistentRead=True
+        )
+        return Validation.of(from_item(answer["Item"])) if "Item" in answer else None
 
     async def put_new(self, record: dict[str, Any]) -> None:
         await self._db.put_item(
@@ -58,7 +43,14 @@ class ValidationStore:
     async def delete(self, validation_id: str) -> None:
         await self._db.delete_item(TableName=self._validations, Key=to_item({"id": validation_id}))
 
-    async def update(self, validation_id: str, sets: dict[str, Any], *, expect: dict[str, Any] | None = None, remove: tuple[str, ...] = ()) -> bool:
+    async def update(
+        self,
+        validation_id: str,
+        sets: dict[str, Any],
+        *,
+        expect: dict[str, Any] | None = None,
+        remove: tuple[str, ...] = (),
+    ) -> bool:
         """SET the fields; only if every `expect` field has that value (False otherwise)."""
         names = {f"#{k}": k for k in [*sets, *(expect or {}), *remove]}
         values = {f":s_{k}": v for k, v in sets.items()} | {f":e_{k}": v for k, v in (expect or {}).items()}
@@ -91,12 +83,15 @@ class ValidationStore:
         await self._db.update_item(
             TableName=self._validations,
             Key=to_item({"id": validation_id}),
-            UpdateExpression="SET " + ", ".join(f"file_settled.#f{i} = file_settled.#f{i} - :n{i}" for i in reset_per_file),
+            UpdateExpression="SET "
+            + ", ".join(f"file_settled.#f{i} = file_settled.#f{i} - :n{i}" for i in reset_per_file),
             ExpressionAttributeNames=names,
             ExpressionAttributeValues=to_item(values),
         )
 
-    async def list_for_owner(self, owner: str, limit: int, start_key: dict[str, Any] | None) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    async def list_for_owner(
+        self, owner: str, limit: int, start_key: dict[str, Any] | None
+    ) -> tuple[list[Validation], dict[str, Any] | None]:
         kwargs: dict[str, Any] = {
             "TableName": self._validations,
             "IndexName": "by_owner",
@@ -110,7 +105,7 @@ class ValidationStore:
             kwargs["ExclusiveStartKey"] = to_item(start_key)
         page = await self._db.query(**kwargs)
         last = from_item(page["LastEvaluatedKey"]) if "LastEvaluatedKey" in page else None
-        return [from_item(i) for i in page["Items"]], last
+        return [Validation.of(from_item(i)) for i in page["Items"]], last
 
     # --- chunks ------------------------------------------------------------------------
     async def put_chunks(self, chunks: list[dict[str, Any]]) -> None:
@@ -178,7 +173,9 @@ class ValidationStore:
                 UpdateExpression="SET #status = :pending REMOVE #error, finished_at",
                 ConditionExpression="#status = :failed",
                 ExpressionAttributeNames={"#status": "status", "#error": "error"},
-                ExpressionAttributeValues=to_item({":pending": ChunkStatus.PENDING.value, ":failed": ChunkStatus.FAILED.value}),
+                ExpressionAttributeValues=to_item(
+                    {":pending": ChunkStatus.PENDING.value, ":failed": ChunkStatus.FAILED.value}
+                ),
             )
         except ClientError as exc:
             if condition_failed(exc):
@@ -189,7 +186,8 @@ class ValidationStore:
     async def delete_chunks(self, validation_id: str, chunk_ids: list[str]) -> None:
         for i in range(0, len(chunk_ids), 25):
             requests = [
-                {"DeleteRequest": {"Key": to_item({"validation_id": validation_id, "chunk_id": c})}} for c in chunk_ids[i : i + 25]
+                {"DeleteRequest": {"Key": to_item({"validation_id": validation_id, "chunk_id": c})}}
+                for c in chunk_ids[i : i + 25]
             ]
             while requests:
                 answer = await self._db.batch_write_item(RequestItems={self._chunks: requests})
@@ -201,13 +199,17 @@ class ValidationStore:
 
         async def put(key: str, body: bytes) -> None:
             async with semaphore:
-                await self._s3.put_object(Bucket=self._bucket, Key=key, Body=body, ContentType="text/plain; charset=utf-8")
+                await self._s3.put_object(
+                    Bucket=self._bucket, Key=key, Body=body, ContentType="text/plain; charset=utf-8"
+                )
 
         await asyncio.gather(*(put(k, b) for k, b in objects.items()))
 
     async def delete_files(self, keys: list[str]) -> None:
         for i in range(0, len(keys), 1000):
-            await self._s3.delete_objects(Bucket=self._bucket, Delete={"Objects": [{"Key": k} for k in keys[i : i + 1000]], "Quiet": True})
+            await self._s3.delete_objects(
+                Bucket=self._bucket, Delete={"Objects": [{"Key": k} for k in keys[i : i + 1000]], "Quiet": True}
+            )
 
     # --- idempotency -------------------------------------------------------------------
     async def claim_idempotency_key(self, key: str, request_hash: str, validation_id: str) -> dict[str, Any] | None:
@@ -231,7 +233,9 @@ class ValidationStore:
         except ClientError as exc:
             if not condition_failed(exc):
                 raise
-            answer = await self._db.get_item(TableName=self._idempotency, Key=to_item({"key": key}), ConsistentRead=True)
+            answer = await self._db.get_item(
+                TableName=self._idempotency, Key=to_item({"key": key}), ConsistentRead=True
+            )
             return from_item(answer["Item"]) if "Item" in answer else {"state": "pending", "request_hash": request_hash}
         return None
 

@@ -9,13 +9,16 @@ attempt. The queue needs no process of ours: it is this loop, in Step Functions.
 import time
 from typing import Any
 
+from core.clock import now_iso
 from core.quota import Admission, admission_steps
 from lambdas.common.config import LambdaConfig, load_config
-from lambdas.common.store import Store, now_iso, store_for
+from lambdas.common.store import Store, store_for
 
 
 def admit(store: Store, config: LambdaConfig, validation_id: str, run: int) -> dict[str, Any]:
-    v = store.validation(validation_id, "status", "run", "owner", "queue_key", "run_cost", "prompt_tokens", "completion_tokens")
+    v = store.validation(
+        validation_id, "status", "run", "owner", "queue_key", "run_cost", "prompt_tokens", "completion_tokens"
+    )
     if v["run"] != run or v["status"] not in ("QUEUED", "RUNNING"):
         return {"admitted": False, "gone": True, "wait_seconds": 0}
     if v["status"] == "RUNNING":  # admitted by the API at submission
@@ -36,9 +39,18 @@ def admit(store: Store, config: LambdaConfig, validation_id: str, run: int) -> d
         store.emit_status(validation_id)
     if outcome.admitted or outcome.gone:
         return {"admitted": outcome.admitted, "gone": outcome.gone, "wait_seconds": 0}
-    wanted = outcome.refusal.retry_after if outcome.refusal and outcome.refusal.limit == "tokens" else config.queue_min_wait_seconds
+    wanted = (
+        outcome.refusal.retry_after
+        if outcome.refusal and outcome.refusal.limit == "tokens"
+        else config.queue_min_wait_seconds
+    )
     wait = int(min(config.queue_max_wait_seconds, max(config.queue_min_wait_seconds, round(wanted + 0.5))))
-    return {"admitted": False, "gone": False, "wait_seconds": wait, "reason": outcome.refusal.limit if outcome.refusal else "behind"}
+    return {
+        "admitted": False,
+        "gone": False,
+        "wait_seconds": wait,
+        "reason": outcome.refusal.limit if outcome.refusal else "behind",
+    }
 
 
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:

@@ -17,7 +17,8 @@ last stopped; every call goes through the TPM governor like a part call.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from core import governor as g
 from core import prompt
@@ -30,6 +31,8 @@ from lambdas.common.model import Asker, Stopped, prompt_estimate_without_tokeniz
 from lambdas.common.store import Store
 
 _STOPPED = {ValidationStatus.CANCELLING.value, ValidationStatus.CANCELLED.value}
+
+
 def report_tokens(number: int, report: prompt.Report) -> int:
     """A report line's tokens from its bytes (the Lambdas have no tokenizer): cl100k runs
     3.2-3.8 bytes a token on these JSON lines, fewer where line numbers are dense; a third of
@@ -101,11 +104,18 @@ def combine_files(
                 store.report_file(validation_id, run, index)  # FAILED: some part has no result; retry reruns it
                 continue
             try:
-                verdict, made = _combine_file(store, config, asker, validation_id, index, file, parts, rules, remaining_millis)
+                verdict, made = _combine_file(
+                    store, config, asker, validation_id, index, file, parts, rules, remaining_millis
+                )
             except Stopped:
                 return {"combined": combined, "skipped": skipped, "calls": calls, "stopped": True}
             calls += made
-            fields = {"rules": verdict.verdicts, "first_line": verdict.first_line, "last_line": verdict.last_line, "combine_calls": made}
+            fields = {
+                "rules": verdict.verdicts,
+                "first_line": verdict.first_line,
+                "last_line": verdict.last_line,
+                "combine_calls": made,
+            }
             if store.record_verdict(validation_id, index, run, fields, failed=False):
                 combined += 1
             store.report_file(validation_id, run, index)

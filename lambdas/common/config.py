@@ -46,7 +46,7 @@ def _load(items: tuple[tuple[str, str], ...]) -> LambdaConfig:
     fields = {name: environ[name.upper()] for name in LambdaConfig.model_fields if environ.get(name.upper())}
     if "aws_region" not in fields and environ.get("AWS_DEFAULT_REGION"):
         fields["aws_region"] = environ["AWS_DEFAULT_REGION"]
-    return LambdaConfig(**fields)
+    return LambdaConfig.model_validate(fields)  # strings from the environment, coerced by pydantic
 
 
 def load_config() -> LambdaConfig:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -42,7 +43,9 @@ class StoreUnavailable(Exception):
 
 
 class InvalidAnswer(Exception):
-    """The model's answer broke the schema or its rules (core/prompt.py). Retried; then the part fails with the reason."""
+    """The model's answer broke the schema or its rules (core/prompt.py).
+
+    Retried; after the retries the part fails with the reason."""
 
 
 class AnswerTooLong(Exception):

@@ -24,14 +24,15 @@ import random
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from botocore.exceptions import ClientError
 
 from core import governor as g
-from core.dynamo import plain
-from core.quota import cancellation_reasons, typed, untyped
+from core.dynamo import decimal, from_item, typed
+from core.quota import cancellation_reasons
 from lambdas.common.errors import CapacityUnavailable
 
 log = logging.getLogger(__name__)
@@ -72,10 +73,10 @@ class Governor:
     def learn(self, item: dict[str, Any] | None) -> None:
         """The stored budget (typed, as DynamoDB returned it); `tat` kept exact for compare-and-set."""
         if item:
-            state = g.BudgetState.of(plain(untyped(item)))
+            state = g.BudgetState.of(from_item(item))
             self.state = dataclasses.replace(state, tat_exact=item["tat"]["N"] if "tat" in item else None)
 
-    def lease(self, validation_id: str, cap: Callable[[], int]) -> "Lease":
+    def lease(self, validation_id: str, cap: Callable[[], int]) -> Lease:
         return Lease(self, validation_id, f"{uuid.uuid4().hex[:12]}", cap)
 
     # --- feedback from upstream ---------------------------------------------------------------
@@ -132,25 +133,27 @@ class Governor:
                 TableName=self.table,
                 IndexName="open_leases",
                 KeyConditionExpression="open_shard = :s AND open_until < :now",
-                ExpressionAttributeValues=typed({":s": f"s{shard}", ":now": g._num(now)}),
+                ExpressionAttributeValues=typed({":s": f"s{shard}", ":now": decimal(now)}),
                 Limit=25,
             )
             for entry in answer["Items"]:  # the index is eventually consistent: read the lease itself
                 key = {"pk": entry["pk"], "sk": entry["sk"]}
                 item = self.client.get_item(TableName=self.table, Key=key, ConsistentRead=True).get("Item")
-                lease = plain(untyped(item)) if item else None
+                lease = from_item(item) if item else None
                 if lease and "holder" in lease and float(lease["expires_at"]) < now:
                     reclaimed += self.reclaim(lease)
         return reclaimed
 
     def tokens_last_window(self) -> int:
         keys = g.usage_keys(self.clock(), self.window_seconds)
-        answer = self.client.batch_get_item(RequestItems={self.table: {"Keys": [typed(k) for k in keys], "ConsistentRead": True}})
+        answer = self.client.batch_get_item(
+            RequestItems={self.table: {"Keys": [typed(k) for k in keys], "ConsistentRead": True}}
+        )
         return g.usage_tokens(answer["Responses"].get(self.table, []))
 
     def call_stats(self) -> dict[str, float]:
         item = self.client.get_item(TableName=self.table, Key=typed(g.STATS_KEY)).get("Item")
-        return plain(untyped(item)) if item else {}
+        return from_item(item) if item else {}
 
     def slots(self, validation_id: str) -> dict[int, dict[str, Any]]:
         answer = self.client.query(
@@ -159,7 +162,7 @@ class Governor:
             ExpressionAttributeValues=typed({":pk": g.lease_key(validation_id, 0)["pk"]}),
             ConsistentRead=True,
         )
-        return {int(item["sk"]["S"]): plain(untyped(item)) for item in answer["Items"]}
+        return {int(item["sk"]["S"]): from_item(item) for item in answer["Items"]}
 
 
 def governor_for(config: Any, client: Any) -> Governor:
@@ -244,7 +247,9 @@ class Lease:
             grant = g.grant(gov.table, budget, take, now)
             if grant.starts_at > deadline:
                 self.close()
-                raise CapacityUnavailable(f"token budget: {take} tokens are free in {grant.starts_at - now:.1f}s, past this invocation's wait")
+                raise CapacityUnavailable(
+                    f"token budget: {take} tokens are free in {grant.starts_at - now:.1f}s, past this invocation's wait"
+                )
             try:
                 self._write(estimate, take=take, budget=grant.request)
             except ClientError as exc:
@@ -313,7 +318,9 @@ class Lease:
             random.shuffle(free)
             for index in free:
                 try:
-                    gov.client.update_item(**g.claim(gov.table, self.validation_id, index, self.holder, now, gov.lease_seconds))
+                    gov.client.update_item(
+                        **g.claim(gov.table, self.validation_id, index, self.holder, now, gov.lease_seconds)
+                    )
                 except ClientError as exc:
                     if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
                         continue
@@ -354,5 +361,3 @@ class Lease:
     def _forget(self) -> None:
         self.slot, self.leased, self.committed, self.reported, self.written = None, 0, 0, 0, (0, 0, 0)
         self.calls, self.call_seconds, self.charged = 0, 0.0, 0
-
-

@@ -38,7 +38,9 @@ def limits(config: LambdaConfig, clock: Any = time.monotonic) -> Limits:
     if hit and clock() - hit[0] < config.config_cache_seconds:
         return hit[1]
     try:
-        answer = _ssm(config.aws_endpoint_url, config.aws_region).get_parameters(Names=[f"{config.ssm_prefix}/{n}" for n in NAMES])
+        answer = _ssm(config.aws_endpoint_url, config.aws_region).get_parameters(
+            Names=[f"{config.ssm_prefix}/{n}" for n in NAMES]
+        )
         values = {p["Name"].rsplit("/", 1)[-1]: p["Value"] for p in answer["Parameters"]}
         fresh = Limits.parse(values)
     except Exception:

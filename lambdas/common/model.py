@@ -13,11 +13,14 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Callable
+from typing import Any, cast
 
 import openai
+from openai.types.chat import ChatCompletionMessageParam
+from openai.types.shared_params import ResponseFormatJSONSchema
 
 from core.governor import parse_duration
 from lambdas.common.config import LambdaConfig
@@ -44,14 +47,17 @@ class Answer:
     finish_reason: str
 
 
-def call_model(config: LambdaConfig, messages: list[dict[str, str]], response_format: dict[str, Any], max_tokens: int) -> Answer:
+def call_model(
+    config: LambdaConfig, messages: list[dict[str, str]], response_format: dict[str, Any], max_tokens: int
+) -> Answer:
     """One chat completion with its rate-limit headers; errors mapped to the state machine's names."""
     client = model_client(config.openai_base_url, config.openai_api_key, config.openai_timeout_seconds)
     try:
         raw = client.chat.completions.with_raw_response.create(
             model=config.openai_model,
-            messages=messages,  # type: ignore[arg-type]
-            response_format=response_format,  # type: ignore[arg-type]
+            # core/prompt builds these shapes (role/content messages, a json_schema format) as plain dicts.
+            messages=cast("list[ChatCompletionMessageParam]", messages),
+            response_format=cast(ResponseFormatJSONSchema, response_format),
             max_tokens=max_tokens,
             temperature=0,
         )
@@ -97,14 +103,19 @@ class Asker:
     lease: Lease
     validation_id: str
     remaining_millis: Callable[[], int]
-    before_call: Callable[[], None]  # raises to stop (cancelled, or a newer run); checked after the wait, right before the call
+    before_call: Callable[
+        [], None
+    ]  # raises to stop (cancelled, or a newer run); checked after the wait, right before the call
 
     def ask(self, messages: list[dict[str, str]], response_format: dict[str, Any], prompt_estimate: int) -> Answer:
         """An answer that was not cut; raises the mapped error of a failed attempt, or AnswerTooLong."""
         allowance = self.config.completion_max_tokens
         while True:
             estimate = prompt_estimate + allowance  # what the rate limiter charges: prompt + max_tokens
-            wait = min(self.config.capacity_wait_seconds, max(0.0, (self.remaining_millis() - self.config.reserve_millis) / 1000))
+            wait = min(
+                self.config.capacity_wait_seconds,
+                max(0.0, (self.remaining_millis() - self.config.reserve_millis) / 1000),
+            )
             self.lease.reserve(estimate, time.time() + wait)
             self.before_call()
             answer = self._call(messages, response_format, allowance, estimate)
@@ -115,11 +126,18 @@ class Asker:
                     f"the model's answer did not fit {allowance} completion tokens (completion_max_tokens_cap); "
                     "split the file or use fewer rules"
                 )
-            log.info("answer cut at %d tokens; asking again with %d", allowance, min(2 * allowance, self.config.completion_max_tokens_cap))
+            log.info(
+                "answer cut at %d tokens; asking again with %d",
+                allowance,
+                min(2 * allowance, self.config.completion_max_tokens_cap),
+            )
             allowance = min(2 * allowance, self.config.completion_max_tokens_cap)
 
-    def _call(self, messages: list[dict[str, str]], response_format: dict[str, Any], allowance: int, estimate: int) -> Answer:
-        """The call inside the lease: settle what the limiter charged, count the attempt, feed back what upstream said."""
+    def _call(
+        self, messages: list[dict[str, str]], response_format: dict[str, Any], allowance: int, estimate: int
+    ) -> Answer:
+        """The call inside the lease: settle what the limiter charged, count the attempt,
+        feed back what upstream said."""
         started = time.monotonic()
         try:
             answer = call_model(self.config, messages, response_format, allowance)

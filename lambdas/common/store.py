@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from functools import lru_cache
-from typing import Any, Callable
+from typing import Any
 
 import boto3
 from boto3.dynamodb.conditions import Key
@@ -13,15 +13,13 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from core import events
-from core.dynamo import plain
-from core.results import file_result
+from core.clock import now_iso
+from core.dynamo import from_item, plain
 from core.lines import decode_part
-from core.quota import Quota, cancellation_reasons, settlement, untyped
+from core.quota import Outcome, Quota, Step, StepAnswer, cancellation_reasons, settlement
 from core.records import ChunkStatus, ValidationStatus, file_range, verdict_id
+from core.results import file_result
 from lambdas.common.config import LambdaConfig
-
-def now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 @dataclass
@@ -47,7 +45,8 @@ class Store:
         item = self._validations.get_item(**kwargs).get("Item")
         if item is None:
             raise LookupError(f"validation {validation_id} does not exist")
-        return plain(item)
+        record: dict[str, Any] = plain(item)
+        return record
 
     def chunks(self, validation_id: str, first: str, last: str) -> list[dict[str, Any]]:
         items: list[dict[str, Any]] = []
@@ -66,7 +65,9 @@ class Store:
         """Bytes start..end-1 of a stored file as text (core/lines.decode_part: a leading BOM is not text)."""
         if end <= start:
             return ""
-        body = self.s3.get_object(Bucket=self.config.uploads_bucket, Key=key, Range=f"bytes={start}-{end - 1}")["Body"].read()
+        body = self.s3.get_object(Bucket=self.config.uploads_bucket, Key=key, Range=f"bytes={start}-{end - 1}")[
+            "Body"
+        ].read()
         return decode_part(body, start)
 
     def chunk_text(self, chunk: dict[str, Any]) -> str:
@@ -82,20 +83,33 @@ class Store:
         their tokens (what the owner is charged at settlement), refused or failed ones as attempts."""
         counters = {"attempts": 1}
         if usage is not None:
-            counters.update(model_calls=1, prompt_tokens=usage["prompt_tokens"], completion_tokens=usage["completion_tokens"])
+            counters.update(
+                model_calls=1, prompt_tokens=usage["prompt_tokens"], completion_tokens=usage["completion_tokens"]
+            )
         self._validations.update_item(
             Key={"id": validation_id},
             UpdateExpression="ADD " + ", ".join(f"{k} :{k}" for k in counters),
             ExpressionAttributeValues={f":{k}": v for k, v in counters.items()},
         )
 
-    def _settle_chunk(self, validation_id: str, chunk: dict[str, Any], status: ChunkStatus, fields: dict[str, Any], counters: dict[str, int]) -> bool:
+    def _settle_chunk(
+        self,
+        validation_id: str,
+        chunk: dict[str, Any],
+        status: ChunkStatus,
+        fields: dict[str, Any],
+        counters: dict[str, int],
+    ) -> bool:
         """Move a PENDING chunk to its final status and bump the validation's counters, atomically.
 
         False when the chunk had already settled (a retried or duplicated invocation).
         """
         names = {"#status": "status", **{f"#{k}": k for k in fields}}
-        values = {":pending": ChunkStatus.PENDING.value, ":status": status.value, **{f":{k}": v for k, v in fields.items()}}
+        values = {
+            ":pending": ChunkStatus.PENDING.value,
+            ":status": status.value,
+            **{f":{k}": v for k, v in fields.items()},
+        }
         sets = ", ".join(["#status = :status", *(f"#{k} = :{k}" for k in fields)])
         try:
             # The resource's client serializes Python values itself (boto3's transformation injector).
@@ -117,7 +131,8 @@ class Store:
                             "Key": {"id": validation_id},
                             # Per-file settled counts tell the event writer when a file is complete
                             # without reading the file's chunks after every chunk.
-                            "UpdateExpression": "ADD " + ", ".join(f"{k} :{k}" for k in counters)
+                            "UpdateExpression": "ADD "
+                            + ", ".join(f"{k} :{k}" for k in counters)
                             + " SET file_settled.#file = file_settled.#file + :one",
                             "ExpressionAttributeNames": {"#file": str(chunk["file_index"])},
                             "ExpressionAttributeValues": {**{f":{k}": v for k, v in counters.items()}, ":one": 1},
@@ -131,7 +146,9 @@ class Store:
             raise
         return True
 
-    def record_success(self, validation_id: str, chunk: dict[str, Any], rules: list[dict[str, Any]], usage: dict[str, int], model: str) -> bool:
+    def record_success(
+        self, validation_id: str, chunk: dict[str, Any], rules: list[dict[str, Any]], usage: dict[str, int], model: str
+    ) -> bool:
         return self._settle_chunk(
             validation_id,
             chunk,
@@ -147,7 +164,12 @@ class Store:
 
     def finish(self, validation_id: str, run: int, status: ValidationStatus, error: dict[str, str] | None) -> bool:
         """Terminal status for this run, unless the validation moved on (cancelled, or rerun)."""
-        values: dict[str, Any] = {":status": status.value, ":now": now_iso(), ":running": ValidationStatus.RUNNING.value, ":run": run}
+        values: dict[str, Any] = {
+            ":status": status.value,
+            ":now": now_iso(),
+            ":running": ValidationStatus.RUNNING.value,
+            ":run": run,
+        }
         expression = "SET #status = :status, finished_at = :now"
         if error is not None:
             expression += ", #error = :error"
@@ -167,7 +189,6 @@ class Store:
                 return False
             raise
         return True
-
 
     # --- parallelism (core/governor.py) ------------------------------------------------
     def save_plan(self, validation_id: str, plan: dict[str, Any]) -> None:
@@ -189,17 +210,22 @@ class Store:
     # --- quotas (core/quota.py builds the requests) -------------------------------------
     def quota_of(self, user_id: str) -> Quota | None:
         """The user's quota; None for principals without a user record (the bootstrap admin)."""
-        item = self.dynamodb.Table(self.config.users_table).get_item(Key={"user_id": user_id}, ConsistentRead=True).get("Item")
+        item = (
+            self.dynamodb.Table(self.config.users_table)
+            .get_item(Key={"user_id": user_id}, ConsistentRead=True)
+            .get("Item")
+        )
         return Quota.of(plain(item["quota"])) if item else None
 
-    def drive(self, steps: Any) -> Any:
+    def drive(self, steps: Generator[Step, StepAnswer, Outcome]) -> Outcome:
         """Run a core.quota sans-IO generator against DynamoDB; return its result."""
         answer: Any = None
         while True:
             try:
                 kind, request = steps.send(answer)
             except StopIteration as done:
-                return done.value
+                outcome: Outcome = done.value
+                return outcome
             if kind == "query":
                 answer = self.client.query(**request)["Items"]
                 continue
@@ -213,7 +239,16 @@ class Store:
 
     def settle(self, validation_id: str) -> bool:
         """Refund what the current run reserved and did not use; once per run (False if nothing to do)."""
-        fields = ("id", "owner", "reserved", "reserved_run", "settled_run", "usage_at_start", "prompt_tokens", "completion_tokens")
+        fields = (
+            "id",
+            "owner",
+            "reserved",
+            "reserved_run",
+            "settled_run",
+            "usage_at_start",
+            "prompt_tokens",
+            "completion_tokens",
+        )
         v = self.validation(validation_id, *fields)
         items = settlement(self.config.validations_table, self.config.buckets_table, v, self.quota_of(v["owner"]))
         if items is None:
@@ -226,16 +261,21 @@ class Store:
             raise
         return True
 
-
     # --- the event log behind SSE (core/events.py builds the requests) ---------------------
     def emit(self, validation_id: str, kind: str, data: Callable[[dict[str, Any]], dict[str, Any]]) -> dict[str, Any]:
         """Append an event; `data` builds it from the validation record as of this event (returned)."""
-        record = plain(untyped(self.client.update_item(**events.allocate(self.config.validations_table, validation_id))["Attributes"]))
-        self.client.put_item(**events.event_put(self.config.events_table, validation_id, int(record["event_seq"]), kind, data(record)))
+        record = from_item(
+            self.client.update_item(**events.allocate(self.config.validations_table, validation_id))["Attributes"]
+        )
+        self.client.put_item(
+            **events.event_put(self.config.events_table, validation_id, int(record["event_seq"]), kind, data(record))
+        )
         return record
 
     def emit_status(self, validation_id: str) -> None:
-        self.emit(validation_id, events.STATUS, lambda r: {"status": r["status"], "run": r["run"], "error": r.get("error")})
+        self.emit(
+            validation_id, events.STATUS, lambda r: {"status": r["status"], "run": r["run"], "error": r.get("error")}
+        )
 
     def after_chunk(self, validation_id: str, run: int, chunk: dict[str, Any]) -> None:
         """Progress, and a single-part file's result once its part settled. A multi-part file's
@@ -248,7 +288,9 @@ class Store:
     def report_file(self, validation_id: str, run: int, index: int, record: dict[str, Any] | None = None) -> None:
         """The file's `result` event, written once per file and run."""
         try:
-            self.client.update_item(**events.claim_file_report(self.config.validations_table, validation_id, run, index))
+            self.client.update_item(
+                **events.claim_file_report(self.config.validations_table, validation_id, run, index)
+            )
         except ClientError as exc:
             if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
                 return  # another invocation reports this file
@@ -265,7 +307,9 @@ class Store:
         return self.chunks(validation_id, first, last)
 
     def _item(self, validation_id: str, key: str) -> dict[str, Any] | None:
-        item = self._chunks.get_item(Key={"validation_id": validation_id, "chunk_id": key}, ConsistentRead=True).get("Item")
+        item = self._chunks.get_item(Key={"validation_id": validation_id, "chunk_id": key}, ConsistentRead=True).get(
+            "Item"
+        )
         return plain(item) if item else None
 
     def verdict(self, validation_id: str, index: int) -> dict[str, Any] | None:
@@ -299,7 +343,13 @@ class Store:
         try:
             self.dynamodb.meta.client.transact_write_items(
                 TransactItems=[
-                    {"Put": {"TableName": self.config.chunks_table, "Item": item, "ConditionExpression": "attribute_not_exists(chunk_id)"}},
+                    {
+                        "Put": {
+                            "TableName": self.config.chunks_table,
+                            "Item": item,
+                            "ConditionExpression": "attribute_not_exists(chunk_id)",
+                        }
+                    },
                     {
                         "Update": {
                             "TableName": self.config.validations_table,
@@ -322,7 +372,12 @@ class Store:
 def store_for(config: LambdaConfig) -> Store:
     """One set of clients per configuration, reused across warm invocations."""
     # Many invocations share these clients in the embedded AWS (one per thread): a bigger pool.
-    kwargs: dict[str, Any] = {"region_name": config.aws_region, "config": Config(retries={"mode": "standard"}, max_pool_connections=50)}
+    kwargs: dict[str, Any] = {
+        "region_name": config.aws_region,
+        "config": Config(retries={"mode": "standard"}, max_pool_connections=50),
+    }
     if config.aws_endpoint_url:
         kwargs.update(endpoint_url=config.aws_endpoint_url, aws_access_key_id="local", aws_secret_access_key="local")
-    return Store(config, boto3.resource("dynamodb", **kwargs), boto3.client("s3", **kwargs), boto3.client("dynamodb", **kwargs))
+    return Store(
+        config, boto3.resource("dynamodb", **kwargs), boto3.client("s3", **kwargs), boto3.client("dynamodb", **kwargs)
+    )

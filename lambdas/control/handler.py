@@ -30,7 +30,9 @@ def control(store: Store, config: LambdaConfig, validation_id: str, batches: int
     v = store.validation(validation_id, "run_cost", "total_chunks", "succeeded")
     pending = max(1, int(v.get("total_chunks", 1)) - int(v.get("succeeded", 0)))
     stats = governor.call_stats()
-    call_tokens = float(stats.get("call_tokens") or (int(v.get("run_cost", 0)) / pending) or config.completion_max_tokens)
+    call_tokens = float(
+        stats.get("call_tokens") or (int(v.get("run_cost", 0)) / pending) or config.completion_max_tokens
+    )
     plan = g.plan(
         limits,
         budget,

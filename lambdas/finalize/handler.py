@@ -10,8 +10,8 @@ from typing import Any
 
 from core.records import ValidationStatus
 from lambdas.common.config import load_config
-from lambdas.common.store import store_for
 from lambdas.common.errors import failure_reason
+from lambdas.common.store import store_for
 
 
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:

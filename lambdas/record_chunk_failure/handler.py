@@ -14,7 +14,9 @@ from lambdas.common.errors import failure_reason
 from lambdas.common.store import Store, store_for
 
 
-def record_part_failures(store: Store, validation_id: str, run: int, chunks: dict[str, str], reason: dict[str, str]) -> int:
+def record_part_failures(
+    store: Store, validation_id: str, run: int, chunks: dict[str, str], reason: dict[str, str]
+) -> int:
     failed = 0
     for chunk in store.chunks(validation_id, chunks["first"], chunks["last"]):
         if chunk["status"] == ChunkStatus.PENDING and store.record_failure(validation_id, chunk, reason):
@@ -23,7 +25,9 @@ def record_part_failures(store: Store, validation_id: str, run: int, chunks: dic
     return failed
 
 
-def record_combine_failures(store: Store, validation_id: str, run: int, files: dict[str, int], reason: dict[str, str]) -> int:
+def record_combine_failures(
+    store: Store, validation_id: str, run: int, files: dict[str, int], reason: dict[str, str]
+) -> int:
     record = store.validation(validation_id, "files", "rules")
     failed = 0
     for index in range(int(files["first"]), int(files["last"]) + 1):

@@ -12,7 +12,8 @@ which Step Functions retries; after the retries the part ends FAILED with that r
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from core import governor as g
 from core import prompt
@@ -79,14 +80,18 @@ def validate_batch(
             if remaining_millis() < config.reserve_millis:
                 raise BatchIncomplete(f"{validated} parts validated, time running out")
             header = store.part_header(chunk)
-            messages = prompt.part_messages(part_view(files, chunk, header), store.chunk_text(chunk), rules, prompt.new_nonce())
+            messages = prompt.part_messages(
+                part_view(files, chunk, header), store.chunk_text(chunk), rules, prompt.new_nonce()
+            )
             prompt_estimate = prompt_tokens_estimate(chunk, messages, config)
             try:
                 answer = asker.ask(messages, prompt.PART_RESPONSE_FORMAT, prompt_estimate)
             except Stopped:
                 return {"validated": validated, "skipped": skipped, "stopped": True}
             try:
-                verdicts = prompt.parse_part_answer(answer.content, rules, int(chunk["first_line"]), int(chunk["last_line"]))
+                verdicts = prompt.parse_part_answer(
+                    answer.content, rules, int(chunk["first_line"]), int(chunk["last_line"])
+                )
             except prompt.InvalidAnswer as exc:
                 raise InvalidAnswer(f"part {chunk['chunk_id']}: {exc}") from exc
             if store.record_success(validation_id, chunk, verdicts, answer.usage, answer.model):

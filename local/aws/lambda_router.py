@@ -3,7 +3,7 @@
 moto's own `Invoke` either runs the function in Docker (we have none) or echoes the
 payload back. Here the function is looked up in moto's Lambda backend (created by
 local provisioning or by `terraform apply`), and its `Handler` setting
-(`lambdas.validator.handler.lambda_handler`) is imported and run in this process,
+(e.g. `lambdas.validate_chunk.handler.lambda_handler`) is imported and run in this process,
 with the function's environment variables visible through `core.lambda_env`.
 The answer has Lambda's shape: the handler's JSON result, or for an exception
 `X-Amz-Function-Error: Unhandled` and `{"errorType": <class name>, ...}`, which is
@@ -19,8 +19,9 @@ import re
 import threading
 import traceback
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import unquote
 
 from core import lambda_env
@@ -29,7 +30,9 @@ log = logging.getLogger(__name__)
 
 INVOKE_PATH = re.compile(r"^/2015-03-31/functions/(?P<name>[^/]+)/invocations/?$")
 # Function names may come as name, name:qualifier, partial or full ARN.
-_ARN = re.compile(r"^(?:arn:[^:]+:lambda:[^:]+:\d{12}:function:|\d{12}:function:)?(?P<name>[^:]+)(?::(?P<qualifier>[^:]+))?$")
+_ARN = re.compile(
+    r"^(?:arn:[^:]+:lambda:[^:]+:\d{12}:function:|\d{12}:function:)?(?P<name>[^:]+)(?::(?P<qualifier>[^:]+))?$"
+)
 
 
 @dataclass(frozen=True)
@@ -73,7 +76,7 @@ def lookup(name: str, account_id: str, region: str) -> Function:
         stored = lambda_backends[account_id][region].get_function(name)
     except Exception as exc:  # moto raises its own UnknownFunctionException
         raise LookupError(name) from exc
-    handler_path = stored.handler
+    handler_path = str(stored.handler)
     try:
         handler = _import_handler(handler_path)
     except (ImportError, AttributeError, ValueError) as exc:
@@ -98,7 +101,13 @@ def invoke(function: Function, payload: bytes) -> tuple[int, dict[str, str], byt
             "errorMessage": str(exc),
             "stackTrace": traceback.format_exception(exc)[-5:],
         }
-        log.info("lambda %s raised %s: %s\n%s", function.name, type(exc).__name__, exc, "".join(traceback.format_exception(exc)[-4:]))
+        log.info(
+            "lambda %s raised %s: %s\n%s",
+            function.name,
+            type(exc).__name__,
+            exc,
+            "".join(traceback.format_exception(exc)[-4:]),
+        )
         return 200, {"X-Amz-Function-Error": "Unhandled"}, json.dumps(body).encode()
     finally:
         lambda_env.reset(token)

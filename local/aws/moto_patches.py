@@ -130,11 +130,11 @@ def _reuse_boto_clients() -> None:
             return cache[key]
 
     boto_client_for.cache = cache  # type: ignore[attr-defined]  # for the guard test
-    boto_client.boto_client_for = boto_client_for
+    boto_client.boto_client_for = boto_client_for  # type: ignore[attr-defined]  # moto's module attribute, patched
     for module_name in _BOTO_CLIENT_USERS:
         module = importlib.import_module(module_name)
         if hasattr(module, "boto_client_for"):
-            module.boto_client_for = boto_client_for
+            module.boto_client_for = boto_client_for  # type: ignore[attr-defined]  # as above, where it was imported
 
 
 def _roll_back_transactions_per_item() -> None:
@@ -159,7 +159,7 @@ def _roll_back_transactions_per_item() -> None:
         def deepcopy(value: Any, memo: Any = None) -> Any:
             return value if isinstance(value, Table) else real_copy.deepcopy(value, memo)
 
-    models.copy = _CopyLeavingTables
+    models.copy = _CopyLeavingTables  # type: ignore[attr-defined]  # the `copy` module moto's models imported
     original = models.DynamoDBBackend.transact_write_items
 
     def item_keys(backend: Any, transact_items: list[dict[str, Any]]) -> list[tuple[Any, Any, Any]]:
@@ -208,7 +208,7 @@ def _list_service_modules_once() -> None:
     """
     backends = importlib.import_module("moto.backends")
     listed = tuple(backends.list_of_moto_modules())
-    backends.list_of_moto_modules = lambda: listed
+    backends.list_of_moto_modules = lambda: listed  # type: ignore[attr-defined]  # replaced by its cached answer
 
 
 def _serialize_dynamodb_writes() -> None:
@@ -243,8 +243,15 @@ def _serialize_dynamodb_writes() -> None:
         functools.update_wrapper(locked_handler, original_handler)
         setattr(responses.DynamoHandler, name, locked_handler)
     for name in (
-        "put_item", "update_item", "delete_item", "transact_write_items", "execute_statement", "batch_execute_statement",
-        "get_item", "query", "scan",
+        "put_item",
+        "update_item",
+        "delete_item",
+        "transact_write_items",
+        "execute_statement",
+        "batch_execute_statement",
+        "get_item",
+        "query",
+        "scan",
     ):
         original = getattr(models.DynamoDBBackend, name)
 

@@ -13,9 +13,10 @@ import json
 import logging
 import re
 import zipfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import boto3
 from botocore.exceptions import ClientError
@@ -31,7 +32,13 @@ _PLACEHOLDER = re.compile(r"\$\{(\w+)\}")
 _ASSUME_ROLE = json.dumps(
     {
         "Version": "2012-10-17",
-        "Statement": [{"Effect": "Allow", "Principal": {"Service": ["lambda.amazonaws.com", "states.amazonaws.com"]}, "Action": "sts:AssumeRole"}],
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Principal": {"Service": ["lambda.amazonaws.com", "states.amazonaws.com"]},
+                "Action": "sts:AssumeRole",
+            }
+        ],
     }
 )
 
@@ -93,7 +100,9 @@ class Provisioner:
             request: dict[str, Any] = {
                 "TableName": name,
                 "KeySchema": keys,
-                "AttributeDefinitions": [{"AttributeName": a, "AttributeType": t} for a, t in spec["attributes"].items()],
+                "AttributeDefinitions": [
+                    {"AttributeName": a, "AttributeType": t} for a, t in spec["attributes"].items()
+                ],
                 "BillingMode": "PAY_PER_REQUEST",
             }
             if spec["indexes"]:
@@ -178,7 +187,9 @@ class Provisioner:
             try:
                 current = lam.get_function_configuration(FunctionName=name)
                 if current.get("Environment") != environment or current["Handler"] != spec["handler"]:
-                    lam.update_function_configuration(FunctionName=name, Environment=environment, Handler=spec["handler"])
+                    lam.update_function_configuration(
+                        FunctionName=name, Environment=environment, Handler=spec["handler"]
+                    )
                 arns[logical] = current["FunctionArn"]
             except ClientError:
                 created = lam.create_function(
@@ -216,9 +227,9 @@ class Provisioner:
                 if sfn.describe_state_machine(stateMachineArn=arn)["definition"] != definition:
                     sfn.update_state_machine(stateMachineArn=arn, definition=definition)
                 return arn
-        return sfn.create_state_machine(
-            name=self.settings.state_machine_name, definition=definition, roleArn=role_arn
-        )["stateMachineArn"]
+        return sfn.create_state_machine(name=self.settings.state_machine_name, definition=definition, roleArn=role_arn)[
+            "stateMachineArn"
+        ]
 
 
 def _placeholder_zip() -> bytes:

@@ -12,7 +12,8 @@ import logging
 import os
 import re
 import threading
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from werkzeug.serving import BaseWSGIServer, make_server
 
@@ -109,7 +110,7 @@ class EmbeddedAWS:
     def endpoint_url(self) -> str:
         return f"http://{self._host}:{self.port}"
 
-    def start(self) -> "EmbeddedAWS":
+    def start(self) -> EmbeddedAWS:
         from moto.core.config import default_user_config
         from moto.moto_server.werkzeug_app import (
             DomainDispatcherApplication,
@@ -126,7 +127,9 @@ class EmbeddedAWS:
         # The interpreter runs ASL for real only with this switch.
         default_user_config["stepfunctions"] = {"execute_state_machine": True}
         app = EmbeddedApp(DomainDispatcherApplication(create_backend_app), self._region)
-        self._server = make_server(self._host, self._requested_port, app, threaded=True, request_handler=MotoRequestHandler)
+        self._server = make_server(
+            self._host, self._requested_port, app, threaded=True, request_handler=MotoRequestHandler
+        )
         # The interpreter calls other services at http://localhost:$MOTO_PORT.
         os.environ["MOTO_PORT"] = str(self.port)
         self._thread = threading.Thread(target=self._server.serve_forever, name="embedded-aws", daemon=True)
@@ -152,7 +155,7 @@ class EmbeddedAWS:
             self._thread.join(timeout=10)
         self._server = self._thread = None
 
-    def __enter__(self) -> "EmbeddedAWS":
+    def __enter__(self) -> EmbeddedAWS:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

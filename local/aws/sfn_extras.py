@@ -44,9 +44,7 @@ def list_versions(request: dict[str, Any], account_id: str, region: str) -> dict
     machine = get_backend(account_id, region).describe_state_machine(request["stateMachineArn"])
     versions = sorted(machine.versions.values(), key=lambda v: v.version, reverse=True)
     return {
-        "stateMachineVersions": [
-            {"stateMachineVersionArn": v.arn, "creationDate": v.creation_date} for v in versions
-        ]
+        "stateMachineVersions": [{"stateMachineVersionArn": v.arn, "creationDate": v.creation_date} for v in versions]
     }
 
 

@@ -26,10 +26,10 @@ import tiktoken
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
+from core.tokens import ENCODING, count_message_tokens
 from local.simulator import faults
 from local.simulator.limits import RateLimits
 from local.simulator.verdicts import COMBINE, Call, read_call, verdicts
-from core.tokens import ENCODING, count_message_tokens
 
 MODEL_NAME = "simulator"
 
@@ -113,7 +113,9 @@ class Simulator:
             if not decision.admitted:
                 self.stats.rate_limited += 1
         if not decision.admitted:
-            return self._rate_limited(decision.limited_by or "tokens", decision.retry_after, decision.headers, prompt_tokens + max_tokens)
+            return self._rate_limited(
+                decision.limited_by or "tokens", decision.retry_after, decision.headers, prompt_tokens + max_tokens
+            )
         with self.stats.lock:
             now = time.monotonic()
             self.stats.admitted.append((now, prompt_tokens + max_tokens))
@@ -153,7 +155,9 @@ class Simulator:
                 "object": "chat.completion",
                 "created": int(time.time()),
                 "model": MODEL_NAME,
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": finish_reason}],
+                "choices": [
+                    {"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": finish_reason}
+                ],
                 "usage": {
                     "prompt_tokens": prompt_tokens,
                     "completion_tokens": completion_tokens,
@@ -163,7 +167,9 @@ class Simulator:
             headers=headers,
         )
 
-    def _rate_limited(self, limited_by: str, retry_after: float, headers: dict[str, str], requested: int) -> JSONResponse:
+    def _rate_limited(
+        self, limited_by: str, retry_after: float, headers: dict[str, str], requested: int
+    ) -> JSONResponse:
         limit = self.config.tpm if limited_by == "tokens" else self.config.rpm
         unit = "tokens per min (TPM)" if limited_by == "tokens" else "requests per min (RPM)"
         if self.config.send_retry_after:

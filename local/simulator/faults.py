@@ -33,7 +33,9 @@ from typing import Any
 from local.simulator.verdicts import COMBINE, PART, Call, CallKind
 
 MALFORMED, CUT = "malformed", "cut"
-FAULTS = frozenset({MALFORMED, CUT, "repeat_rule", "drop_rule", "unknown_rule", "string_passed", "line_outside", "no_finding"})
+FAULTS = frozenset(
+    {MALFORMED, CUT, "repeat_rule", "drop_rule", "unknown_rule", "string_passed", "line_outside", "no_finding"}
+)
 _PREFIXES: dict[str, CallKind | None] = {"": None, PART: PART, COMBINE: COMBINE}
 MALFORMED_PREFIX = "Here are the verdicts you asked for:\n"
 
@@ -42,7 +44,9 @@ def parse_entry(entry: str) -> tuple[CallKind | None, str]:
     """("part" | "combine" | None, fault) of a queue entry; ValueError for an unknown one."""
     prefix, _, fault = entry.rpartition(":")
     if fault not in FAULTS or prefix not in _PREFIXES:
-        raise ValueError(f"unknown simulator fault {entry!r}: use one of {sorted(FAULTS)}, optionally after 'part:' or 'combine:'")
+        raise ValueError(
+            f"unknown simulator fault {entry!r}: use one of {sorted(FAULTS)}, optionally after 'part:' or 'combine:'"
+        )
     return _PREFIXES[prefix], fault
 
 
@@ -92,7 +96,9 @@ def apply(fault: str | None, call: Call, results: list[dict[str, Any]]) -> list[
         outside = call.span[1] + 1
         holder = next((v for v in results if v["findings"]), None)
         if holder is None:
-            results[0].update(passed=False, findings=[{"line": outside, "end_line": outside, "message": "out of range"}])
+            results[0].update(
+                passed=False, findings=[{"line": outside, "end_line": outside, "message": "out of range"}]
+            )
         else:
             holder["findings"][0].update(line=outside, end_line=outside)
     return results

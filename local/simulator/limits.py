@@ -70,7 +70,7 @@ class RateLimits:
             self.requests.refill(now)
             self.tokens.refill(now)
             waits = {"requests": self.requests.wait_for(1), "tokens": self.tokens.wait_for(tokens)}
-            limited_by = max(waits, key=waits.get) if max(waits.values()) > 0 else None
+            limited_by = max(waits, key=lambda name: waits[name]) if max(waits.values()) > 0 else None
             if limited_by is None:
                 self.requests.level -= 1
                 self.tokens.level -= tokens

@@ -22,14 +22,14 @@ class SimulatorServer:
     def base_url(self) -> str:
         return f"{self._server.url}/v1"
 
-    def start(self) -> "SimulatorServer":
+    def start(self) -> SimulatorServer:
         self._server.start()
         return self
 
     def stop(self) -> None:
         self._server.stop()
 
-    def __enter__(self) -> "SimulatorServer":
+    def __enter__(self) -> SimulatorServer:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -195,5 +195,7 @@ def _count(findings: Any) -> int:
     return findings if isinstance(findings, int) and not isinstance(findings, bool) else 0
 
 
-def _combined(rule_id: str, passed: bool, keep: list[int], findings: list[dict[str, Any]], evidence: str) -> dict[str, Any]:
+def _combined(
+    rule_id: str, passed: bool, keep: list[int], findings: list[dict[str, Any]], evidence: str
+) -> dict[str, Any]:
     return {"rule_id": rule_id, "passed": passed, "keep": keep, "findings": findings, "evidence": evidence}

@@ -10,6 +10,8 @@ import pytest
 
 from bench import fidelity
 from bench.fidelity import BOM, KINDS, RULES, VARIANTS, CorpusFile, Finding, corpus, run, score
+from local.simulator.server import SimulatorServer
+from tests.conftest import MakeApi
 
 SEED = 7
 SMALL = 20  # files in the end-to-end test
@@ -41,7 +43,12 @@ def physical_lines(content: str) -> list[str]:
 def recount(file: CorpusFile) -> tuple[dict[str, bool], list[Finding]]:
     """What the simulator's rules say of the file, found again from its text."""
     lines = [line.lower() for line in physical_lines(file.content)]
-    findings = [Finding(rule, n, n) for rule in ("no-secret", "no-password") for n, line in enumerate(lines, 1) if MARKERS[rule] in line]
+    findings = [
+        Finding(rule, n, n)
+        for rule in ("no-secret", "no-password")
+        for n, line in enumerate(lines, 1)
+        if MARKERS[rule] in line
+    ]
     if not any(MARKERS["copyright"] in line for line in lines):
         findings.append(Finding("copyright", 1, len(lines)))
     verdicts = {rule["id"]: not any(f.rule == rule["id"] for f in findings) for rule in RULES}
@@ -58,7 +65,11 @@ def perfect(files: list[CorpusFile]) -> list[dict[str, Any]]:
                 {
                     "id": rule["id"],
                     "passed": f.verdicts[rule["id"]],
-                    "findings": [{"line": x.line, "end_line": x.end_line, "location": "", "message": ""} for x in f.findings if x.rule == rule["id"]],
+                    "findings": [
+                        {"line": x.line, "end_line": x.end_line, "location": "", "message": ""}
+                        for x in f.findings
+                        if x.rule == rule["id"]
+                    ],
                 }
                 for rule in RULES
             ],
@@ -71,7 +82,7 @@ def perfect(files: list[CorpusFile]) -> list[dict[str, Any]]:
 
 
 @pytest.mark.parametrize("seed, files, max_lines", [(SEED, SMALL, SMALL_LINES), BENCH])
-def test_ground_truth_matches_an_independent_recount_of_the_text(seed, files, max_lines):
+def test_ground_truth_matches_an_independent_recount_of_the_text(seed: int, files: int, max_lines: int) -> None:
     for file in corpus(seed, files, max_lines=max_lines):
         verdicts, findings = recount(file)
         assert (file.verdicts, list(file.findings)) == (verdicts, findings), file.name
@@ -79,7 +90,7 @@ def test_ground_truth_matches_an_independent_recount_of_the_text(seed, files, ma
 
 
 @pytest.mark.parametrize("seed, files, max_lines", [(SEED, SMALL, SMALL_LINES), BENCH])
-def test_every_kind_and_variant_appears(seed, files, max_lines):
+def test_every_kind_and_variant_appears(seed: int, files: int, max_lines: int) -> None:
     generated = corpus(seed, files, max_lines=max_lines)
     lengths = [f.lines for f in generated]
 
@@ -96,16 +107,18 @@ def test_every_kind_and_variant_appears(seed, files, max_lines):
     assert all(set(f.verdicts) == {r["id"] for r in RULES} for f in generated)
 
 
-def test_about_a_tenth_of_files_lack_copyright_and_the_rest_hold_it_on_exactly_one_line():
+def test_about_a_tenth_of_files_lack_copyright_and_the_rest_hold_it_on_exactly_one_line() -> None:
     generated = corpus(*BENCH[:2], max_lines=BENCH[2])
-    holders = [[n for n, line in enumerate(physical_lines(f.content), 1) if "copyright" in line.lower()] for f in generated]
+    holders = [
+        [n for n, line in enumerate(physical_lines(f.content), 1) if "copyright" in line.lower()] for f in generated
+    ]
 
     assert 0.05 <= sum(not h for h in holders) / len(generated) <= 0.15
     assert all(len(h) <= 1 for h in holders)
-    assert all(f.verdicts["copyright"] == bool(h) for f, h in zip(generated, holders))
+    assert all(f.verdicts["copyright"] == bool(h) for f, h in zip(generated, holders, strict=True))
 
 
-def test_markers_sit_in_short_lines_never_in_a_header_row():
+def test_markers_sit_in_short_lines_never_in_a_header_row() -> None:
     for file in corpus(*BENCH[:2], max_lines=BENCH[2]):
         lines = physical_lines(file.content)
         if file.kind in ("csv", "tsv"):
@@ -115,7 +128,7 @@ def test_markers_sit_in_short_lines_never_in_a_header_row():
                 assert len(line) <= 150, (file.name, line)
 
 
-def test_the_same_seed_gives_the_same_bytes():
+def test_the_same_seed_gives_the_same_bytes() -> None:
     assert corpus(3, 30) == corpus(3, 30)
     assert [f.content for f in corpus(3, 30)] != [f.content for f in corpus(4, 30)]
 
@@ -137,7 +150,7 @@ def first_finding(results: list[dict[str, Any]], rule: str = "no-secret") -> tup
     raise AssertionError(f"no finding of {rule} in the corpus")
 
 
-def test_a_perfect_result_scores_one(truth):
+def test_a_perfect_result_scores_one(truth: list[CorpusFile]) -> None:
     measured = score(truth, perfect(truth))
 
     assert measured.expected == measured.reported == measured.matched == sum(len(f.findings) for f in truth) > 0
@@ -145,7 +158,7 @@ def test_a_perfect_result_scores_one(truth):
     assert measured.pairs == len(truth) * len(RULES)
 
 
-def test_a_shifted_line_is_one_missing_and_one_extra_finding(truth):
+def test_a_shifted_line_is_one_missing_and_one_extra_finding(truth: list[CorpusFile]) -> None:
     results = perfect(truth)
     item, verdict = first_finding(results)
     verdict["findings"][0]["line"] += 1
@@ -155,10 +168,13 @@ def test_a_shifted_line_is_one_missing_and_one_extra_finding(truth):
     measured = score(truth, results)
 
     assert (measured.precision, measured.recall, measured.accuracy) == ((n - 1) / n, (n - 1) / n, 1.0)
-    assert len(measured.missing) == len(measured.extra) == 1 and measured.missing[0][0] == measured.extra[0][0] == item["file"]
+    assert (
+        len(measured.missing) == len(measured.extra) == 1
+        and measured.missing[0][0] == measured.extra[0][0] == item["file"]
+    )
 
 
-def test_a_missing_finding_lowers_recall_only_and_an_extra_one_precision_only(truth):
+def test_a_missing_finding_lowers_recall_only_and_an_extra_one_precision_only(truth: list[CorpusFile]) -> None:
     n = sum(len(f.findings) for f in truth)
     missing = perfect(truth)
     first_finding(missing)[1]["findings"].pop(0)
@@ -170,7 +186,7 @@ def test_a_missing_finding_lowers_recall_only_and_an_extra_one_precision_only(tr
     assert (score(truth, extra).precision, score(truth, extra).recall) == (n / (n + 1), 1.0)
 
 
-def test_wrong_verdicts_and_a_missing_file_lower_accuracy(truth):
+def test_wrong_verdicts_and_a_missing_file_lower_accuracy(truth: list[CorpusFile]) -> None:
     results = perfect(truth)
     results[0]["rules"][2]["passed"] = not results[0]["rules"][2]["passed"]
     dropped = results.pop()
@@ -180,21 +196,28 @@ def test_wrong_verdicts_and_a_missing_file_lower_accuracy(truth):
 
     assert measured.accuracy == (pairs - 1 - len(RULES)) / pairs
     assert Counter(f for f, _ in measured.wrong_verdicts) == {truth[0].name: 1, dropped["file"]: len(RULES)}
-    assert measured.recall == (measured.expected - sum(len(r["findings"]) for r in dropped["rules"])) / measured.expected
+    assert (
+        measured.recall == (measured.expected - sum(len(r["findings"]) for r in dropped["rules"])) / measured.expected
+    )
 
 
-def test_findings_of_a_file_not_in_the_corpus_are_extra(truth):
+def test_findings_of_a_file_not_in_the_corpus_are_extra(truth: list[CorpusFile]) -> None:
     stray = dataclasses.replace(next(f for f in truth if f.findings), name="stray.txt")
     measured = score(truth, perfect(truth) + perfect([stray]))
 
-    assert measured.recall == 1.0 and measured.precision == measured.expected / (measured.expected + len(stray.findings))
+    assert measured.recall == 1.0 and measured.precision == measured.expected / (
+        measured.expected + len(stray.findings)
+    )
     assert {name for name, _ in measured.extra} == {"stray.txt"}
 
 
 # --- through the whole system ---------------------------------------------------------------------------
 
 
-def test_small_corpus_findings_are_line_exact_and_charges_match_the_bill(make_api, simulator):
+@pytest.mark.slow(25)
+def test_small_corpus_findings_are_line_exact_and_charges_match_the_bill(
+    make_api: MakeApi, simulator: SimulatorServer
+) -> None:
     # 1,024 completion tokens: the simulator cuts an answer longer than max_tokens.
     api = make_api(completion_max_tokens=1024)
     files = corpus(SEED, SMALL, max_lines=SMALL_LINES)
@@ -207,6 +230,9 @@ def test_small_corpus_findings_are_line_exact_and_charges_match_the_bill(make_ap
     assert (report["precision"], report["recall"], report["accuracy"]) == (1.0, 1.0, 1.0), misses
     assert report["combine_calls"] >= report["multi_part_files"]  # every multi-part file was combined
     assert report["uncharged_validations"] == 0
-    assert report["charged_per_billed"] == pytest.approx(1.0, abs=1e-9), (report["charged_tokens"], report["billed_tokens"])
+    assert report["charged_per_billed"] == pytest.approx(1.0, abs=1e-9), (
+        report["charged_tokens"],
+        report["billed_tokens"],
+    )
     combine = {k: report[k] for k in ("combine_calls", "multi_part_files", "parts", "part_calls")}
     assert report["combine_per_multi_part_file"] <= 1.1, combine

@@ -7,7 +7,10 @@ break or repeat its answers (`faults`), so each path here is reached on purpose.
 
 from __future__ import annotations
 
-from tests.conftest import all_results, make_user, submit, wait_for_status
+from typing import Any
+
+from local.simulator.server import SimulatorServer
+from tests.conftest import MakeApi, all_results, make_user, submit, wait_for_status
 
 NO_SECRET = {"id": "no-secret", "text": 'The file must not contain "secret".'}
 COPYRIGHT = {"id": "copyright", "text": 'The file must contain "Copyright".'}
@@ -17,21 +20,30 @@ def _lines(count: int, planted: dict[int, str], newline: str = "\n") -> str:
     return "".join(f"{planted.get(i, f'row {i}: plain value {i * 7}')}{newline}" for i in range(1, count + 1))
 
 
-def _verdicts(result: dict) -> dict[str, dict]:
+def _verdicts(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {v["id"]: v for v in result["rules"]}
 
 
-def _history_states(api, vid: str) -> list[str]:
-    names, cursor = [], None
+def _history_states(api: Any, vid: str) -> list[str]:
+    names: list[str] = []
+    cursor = None
     while True:
-        page = api.get(f"/validations/{vid}/history", params={"limit": 100, **({"cursor": cursor} if cursor else {})}).json()
-        names += [e.get("stateEnteredEventDetails", {}).get("name") for e in page["events"] if e["type"].endswith("StateEntered")]
+        page = api.get(
+            f"/validations/{vid}/history", params={"limit": 100, **({"cursor": cursor} if cursor else {})}
+        ).json()
+        names += [
+            e.get("stateEnteredEventDetails", {}).get("name")
+            for e in page["events"]
+            if e["type"].endswith("StateEntered")
+        ]
         cursor = page["next_cursor"]
         if not cursor:
             return names
 
 
-def test_a_bom_file_of_many_parts_reports_exact_lines_and_decides_whole_file_rules_once(api, simulator):
+def test_a_bom_file_of_many_parts_reports_exact_lines_and_decides_whole_file_rules_once(
+    api: Any, simulator: SimulatorServer
+) -> None:
     planted = {1: "Copyright 2026 Example Corp", 5: "the secret one", 300: "a SECRET two", 799: "secret three"}
     text = "\ufeff" + _lines(800, planted)
 
@@ -51,7 +63,7 @@ def test_a_bom_file_of_many_parts_reports_exact_lines_and_decides_whole_file_rul
     assert "CombineFile" in _history_states(api, vid)
 
 
-def test_a_whole_file_rule_no_part_satisfies_fails_once_for_the_file(api, simulator):
+def test_a_whole_file_rule_no_part_satisfies_fails_once_for_the_file(api: Any, simulator: SimulatorServer) -> None:
     vid = submit(api, {"crlf.log": _lines(600, {}, newline="\r\n")}, [COPYRIGHT])["id"]
     done = wait_for_status(api, vid)
 
@@ -62,7 +74,7 @@ def test_a_whole_file_rule_no_part_satisfies_fails_once_for_the_file(api, simula
     assert done["files"][0]["lines"] == 600
 
 
-def test_single_part_files_need_no_combine_call(api, simulator):
+def test_single_part_files_need_no_combine_call(api: Any, simulator: SimulatorServer) -> None:
     vid = submit(api, {"a.txt": "Copyright\nsecret\n", "b.txt": "nothing here\n"}, [NO_SECRET, COPYRIGHT])["id"]
     done = wait_for_status(api, vid)
 
@@ -74,7 +86,9 @@ def test_single_part_files_need_no_combine_call(api, simulator):
     assert "CombineFile" not in _history_states(api, vid)
 
 
-def test_a_csv_header_is_context_for_every_part_and_never_a_later_parts_finding(api, simulator):
+def test_a_csv_header_is_context_for_every_part_and_never_a_later_parts_finding(
+    api: Any, simulator: SimulatorServer
+) -> None:
     header = "id,name,secret_flag"
     rows = "".join(f'{i},"Name {i}, Jr.",{"yes" if i % 97 == 0 else "no"}\n' for i in range(1, 500))
     vid = submit(api, {"people.csv": f"{header}\n{rows}"}, [NO_SECRET])["id"]
@@ -86,10 +100,14 @@ def test_a_csv_header_is_context_for_every_part_and_never_a_later_parts_finding(
     assert [f["line"] for f in verdict["findings"]] == [1]  # the header's own part only
 
 
-def test_invalid_answers_are_retried_and_every_attempt_is_charged(make_api, simulator):
+def test_invalid_answers_are_retried_and_every_attempt_is_charged(
+    make_api: MakeApi, simulator: SimulatorServer
+) -> None:
     api = make_api(sfn_retry_max_attempts=6)
     _, user = make_user(api, quota={"capacity_tokens": 1_000_000, "refill_tokens_per_minute": 1_000, "max_running": 5})
-    simulator.reconfigure(faults=["part:malformed", "part:repeat_rule", "part:string_passed", "part:line_outside", "part:no_finding"])
+    simulator.reconfigure(
+        faults=["part:malformed", "part:repeat_rule", "part:string_passed", "part:line_outside", "part:no_finding"]
+    )
 
     vid = submit(api, {"a.txt": _lines(20, {3: "secret"})}, [NO_SECRET, COPYRIGHT], headers=user)["id"]
     done = wait_for_status(api, vid)
@@ -97,12 +115,16 @@ def test_invalid_answers_are_retried_and_every_attempt_is_charged(make_api, simu
     assert done["status"] == "SUCCEEDED", done
     assert [f["line"] for f in _verdicts(all_results(api, vid)[0])["no-secret"]["findings"]] == [3]
     usage = done["usage"]
-    assert usage["model_calls"] == usage["attempts"] == 6 == simulator.stats.requests  # five refused answers, then a good one
+    assert (
+        usage["model_calls"] == usage["attempts"] == 6 == simulator.stats.requests
+    )  # five refused answers, then a good one
     assert usage["prompt_tokens"] + usage["completion_tokens"] == simulator.stats.billed_tokens
     assert usage["charged_tokens"] == simulator.stats.billed_tokens
 
 
-def test_a_part_whose_answers_stay_invalid_ends_failed_with_the_reason(make_api, simulator):
+def test_a_part_whose_answers_stay_invalid_ends_failed_with_the_reason(
+    make_api: MakeApi, simulator: SimulatorServer
+) -> None:
     api = make_api(sfn_retry_max_attempts=1)
     simulator.reconfigure(faults=["drop_rule", "drop_rule"])
 
@@ -117,7 +139,9 @@ def test_a_part_whose_answers_stay_invalid_ends_failed_with_the_reason(make_api,
     assert done["usage"]["attempts"] == 2
 
 
-def test_a_cut_answer_is_asked_again_with_a_larger_allowance_and_never_parsed(make_api, simulator):
+def test_a_cut_answer_is_asked_again_with_a_larger_allowance_and_never_parsed(
+    make_api: MakeApi, simulator: SimulatorServer
+) -> None:
     api = make_api(completion_max_tokens=128, chunk_max_tokens=3000)
     text = _lines(120, {i: f"secret {i}" for i in range(1, 121)})
 
@@ -132,9 +156,11 @@ def test_a_cut_answer_is_asked_again_with_a_larger_allowance_and_never_parsed(ma
     assert done["usage"]["prompt_tokens"] + done["usage"]["completion_tokens"] == simulator.stats.billed_tokens
 
 
-def test_an_answer_cut_even_at_the_cap_fails_the_part_without_retrying(make_api, simulator):
+def test_an_answer_cut_even_at_the_cap_fails_the_part_without_retrying(
+    make_api: MakeApi, simulator: SimulatorServer
+) -> None:
     api = make_api(completion_max_tokens=64, completion_max_tokens_cap=64, chunk_max_tokens=3000)
-    vid = submit(api, {"many.txt": _lines(60, {i: "secret" for i in range(1, 61)})}, [NO_SECRET])["id"]
+    vid = submit(api, {"many.txt": _lines(60, dict.fromkeys(range(1, 61), "secret"))}, [NO_SECRET])["id"]
     done = wait_for_status(api, vid)
 
     result = all_results(api, vid)[0]
@@ -143,10 +169,16 @@ def test_an_answer_cut_even_at_the_cap_fails_the_part_without_retrying(make_api,
     assert simulator.stats.requests == 1  # deterministic: not retried
 
 
-def test_a_failed_combine_step_fails_the_file_and_retry_combines_only_it(make_api, simulator):
+def test_a_failed_combine_step_fails_the_file_and_retry_combines_only_it(
+    make_api: MakeApi, simulator: SimulatorServer
+) -> None:
     api = make_api(sfn_retry_max_attempts=1)
     simulator.reconfigure(faults=["combine:malformed", "combine:malformed"])
-    vid = submit(api, {"big.txt": _lines(600, {2: "Copyright", 400: "secret"}), "small.txt": "Copyright\n"}, [NO_SECRET, COPYRIGHT])["id"]
+    vid = submit(
+        api,
+        {"big.txt": _lines(600, {2: "Copyright", 400: "secret"}), "small.txt": "Copyright\n"},
+        [NO_SECRET, COPYRIGHT],
+    )["id"]
 
     failed = wait_for_status(api, vid)
     results = {r["file"]: r for r in all_results(api, vid)}

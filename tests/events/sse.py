@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 import httpx
 
@@ -23,7 +24,12 @@ def parse(lines: Iterator[str]) -> Iterator[Message | str]:
     for line in lines:
         if line == "":
             if "data" in fields or "event" in fields:
-                yield Message(fields.get("event", "message"), fields.get("id"), json.loads(fields.get("data", "null")), int(fields["retry"]) if "retry" in fields else None)
+                yield Message(
+                    fields.get("event", "message"),
+                    fields.get("id"),
+                    json.loads(fields.get("data", "null")),
+                    int(fields["retry"]) if "retry" in fields else None,
+                )
             fields = {}
         elif line.startswith(":"):
             yield line
@@ -32,7 +38,9 @@ def parse(lines: Iterator[str]) -> Iterator[Message | str]:
             fields[name] = value[1:] if value.startswith(" ") else value
 
 
-def read(base: str, path: str, headers: dict[str, str], limit: int | None = None, timeout: float = 120) -> list[Message]:
+def read(
+    base: str, path: str, headers: dict[str, str], limit: int | None = None, timeout: float = 120
+) -> list[Message]:
     """Read messages until `end` (or `limit` messages, then hang up)."""
     got: list[Message] = []
     with httpx.stream("GET", base + path, headers=headers, timeout=timeout) as answer:

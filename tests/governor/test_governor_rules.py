@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -11,8 +13,8 @@ from core import governor as g
 LIMITS = g.Limits(max_parallelism=8, target_tpm=60_000, throttle_threshold=0.9)
 
 
-def _budget(state: g.BudgetState = g.BudgetState(), limits: g.Limits = LIMITS, window: float = 60.0) -> g.Budget:
-    return g.Budget(limits, state, window)
+def _budget(state: g.BudgetState | None = None, limits: g.Limits = LIMITS, window: float = 60.0) -> g.Budget:
+    return g.Budget(limits, state or g.BudgetState(), window)
 
 
 @settings(max_examples=60, deadline=None)
@@ -21,11 +23,11 @@ def _budget(state: g.BudgetState = g.BudgetState(), limits: g.Limits = LIMITS, w
     gaps=st.lists(st.floats(min_value=0.0, max_value=3.0), min_size=120, max_size=120),
     threshold=st.floats(min_value=0.5, max_value=0.98),
 )
-def test_grants_in_any_window_stay_within_the_target(costs, gaps, threshold):
+def test_grants_in_any_window_stay_within_the_target(costs: list[int], gaps: list[float], threshold: float) -> None:
     """Replay the schedule as the validators follow it: no window of calls exceeds target_tpm."""
     limits = g.Limits(8, 60_000, threshold)
     window, now, tat, calls = 60.0, 1_000.0, 0.0, []
-    for cost, gap in zip(costs, gaps):
+    for cost, gap in zip(costs, gaps, strict=False):  # more gaps than costs
         now += gap
         budget = _budget(g.BudgetState(tat=tat), limits, window)
         tat, starts_at = budget.schedule(cost, now, tat)
@@ -39,7 +41,7 @@ def test_grants_in_any_window_stay_within_the_target(costs, gaps, threshold):
             assert in_window <= limits.target_tpm
 
 
-def test_a_grant_is_a_compare_and_set_on_the_exact_stored_number():
+def test_a_grant_is_a_compare_and_set_on_the_exact_stored_number() -> None:
     budget = _budget(g.BudgetState(tat=1_700_000_100.123456, tat_exact="1700000100.123456"))
     reserved = g.grant("governor", budget, 900, now=1_700_000_000.0)
     values = reserved.request["ExpressionAttributeValues"]
@@ -52,7 +54,7 @@ def test_a_grant_is_a_compare_and_set_on_the_exact_stored_number():
     assert idle.starts_at == 1_700_000_000.0
 
 
-def test_the_burst_is_half_the_headroom_and_never_below_one_call():
+def test_the_burst_is_half_the_headroom_and_never_below_one_call() -> None:
     budget = _budget()
     assert budget.capacity(100) == pytest.approx(60_000 * 0.1 / 2)
     assert budget.capacity(50_000) == 50_000
@@ -62,7 +64,7 @@ def test_the_burst_is_half_the_headroom_and_never_below_one_call():
     assert big.lease_size(1_000, 300) == 4_000
 
 
-def test_a_429_lowers_the_rate_which_recovers_over_windows():
+def test_a_429_lowers_the_rate_which_recovers_over_windows() -> None:
     penalized = _budget(g.BudgetState(factor=0.5, penalized_at=100.0))
     assert penalized.tokens_per_window(100.0) == 60_000 * 0.9 * 0.5
     assert penalized.factor(100.0 + 60.0) == 0.75
@@ -76,9 +78,17 @@ def test_a_429_lowers_the_rate_which_recovers_over_windows():
     remaining=st.one_of(st.none(), st.text(max_size=8), st.integers(min_value=-5, max_value=10**9).map(str)),
     reset=st.one_of(st.none(), st.sampled_from(["", "1s", "6m0s", "20ms", "garbage", "-3", "1.5s", "2h"])),
 )
-def test_headers_only_ever_slow_the_budget_down(limit, remaining, reset):
+def test_headers_only_ever_slow_the_budget_down(limit: str | None, remaining: str | None, reset: str | None) -> None:
     budget, now = _budget(), 500.0
-    headers = {k: v for k, v in {"x-ratelimit-limit-tokens": limit, "x-ratelimit-remaining-tokens": remaining, "x-ratelimit-reset-tokens": reset}.items() if v is not None}
+    headers = {
+        k: v
+        for k, v in {
+            "x-ratelimit-limit-tokens": limit,
+            "x-ratelimit-remaining-tokens": remaining,
+            "x-ratelimit-reset-tokens": reset,
+        }.items()
+        if v is not None
+    }
     feedback = g.read_headers(headers, budget, 1_000, now)
     if feedback.upstream_tpm is not None:
         assert 0 < feedback.upstream_tpm < LIMITS.target_tpm
@@ -88,7 +98,7 @@ def test_headers_only_ever_slow_the_budget_down(limit, remaining, reset):
         assert now <= feedback.pause_until <= now + budget.window_seconds / 4
 
 
-def test_durations_in_openai_format():
+def test_durations_in_openai_format() -> None:
     assert g.parse_duration("20ms") == 0.02
     assert g.parse_duration("1.5s") == 1.5
     assert g.parse_duration("6m0s") == 360
@@ -98,9 +108,9 @@ def test_durations_in_openai_format():
     assert g.parse_duration(None) is None
 
 
-def test_the_plan_follows_max_parallelism_batches_and_the_free_budget():
+def test_the_plan_follows_max_parallelism_batches_and_the_free_budget() -> None:
     budget = _budget(limits=g.Limits(8, 2_000_000, 0.9))
-    common = dict(call_tokens=1_000, call_seconds=1.0, ceiling=10, now=0.0)
+    common: dict[str, Any] = {"call_tokens": 1_000, "call_seconds": 1.0, "ceiling": 10, "now": 0.0}
     roomy = g.plan(budget.limits, budget, batches=100, tokens_last_window=0, **common)
     assert (roomy.parallelism, roomy.map_concurrency, roomy.reason) == (8, 10, "max_parallelism")
     few = g.plan(budget.limits, budget, batches=3, tokens_last_window=0, **common)
@@ -112,7 +122,7 @@ def test_the_plan_follows_max_parallelism_batches_and_the_free_budget():
     assert busy.parallelism == 1 and busy.map_concurrency == 10
 
 
-def test_effective_parallelism_is_the_plan_until_an_admin_changes_max_parallelism():
+def test_effective_parallelism_is_the_plan_until_an_admin_changes_max_parallelism() -> None:
     record = {"plan": {"parallelism": 3, "map_concurrency": 10, "max_parallelism": 8}}
     assert g.effective_parallelism(8, record) == 3
     assert g.effective_parallelism(2, record) == 2  # lowered live

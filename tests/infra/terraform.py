@@ -71,7 +71,7 @@ class Terraform:
     log: Any  # callable(str)
 
     @classmethod
-    def copy_module(cls, scratch: Path, plugin_dir: Path, log: Any) -> "Terraform":
+    def copy_module(cls, scratch: Path, plugin_dir: Path, log: Any) -> Terraform:
         workdir = scratch / "terraform"
         shutil.copytree(TERRAFORM_DIR, workdir, ignore=shutil.ignore_patterns(".terraform*", "*.tfstate*", "*.tfvars*"))
         (scratch / "terraformrc").write_text("")  # no user CLI config: no network installs
@@ -90,11 +90,19 @@ class Terraform:
     def run(self, *args: str, ok_codes: tuple[int, ...] = (0,)) -> subprocess.CompletedProcess[str]:
         started = time.monotonic()
         result = subprocess.run(
-            ["terraform", *args, "-no-color"], cwd=self.workdir, env=self.env, capture_output=True, text=True, timeout=600
+            ["terraform", *args, "-no-color"],
+            cwd=self.workdir,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=600,
         )
         self.log(f"terraform {args[0]}: exit {result.returncode} in {time.monotonic() - started:.1f} s")
         if result.returncode not in ok_codes:
-            raise AssertionError(f"terraform {' '.join(args)} exited {result.returncode}:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
+            command = " ".join(args)
+            raise AssertionError(
+                f"terraform {command} exited {result.returncode}:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
+            )
         return result
 
     def init(self) -> None:

@@ -13,9 +13,10 @@ from typing import Any
 import pytest
 import yaml
 
-from local.aws.provision import ASL_FILE, RESOURCES_FILE
 from app.main import create_app
 from app.settings import PROJECT_ROOT, Mode, Settings
+from local.aws.provision import ASL_FILE, RESOURCES_FILE
+from tests.conftest import settings_of
 from tests.servers import free_port, process
 
 DOCKERFILE = (PROJECT_ROOT / "Dockerfile").read_text()
@@ -56,7 +57,7 @@ def _final_stage() -> list[tuple[str, str]]:
 
 
 def _exec_form(arguments: str) -> list[str]:
-    return json.loads(arguments)
+    return [str(word) for word in json.loads(arguments)]
 
 
 def _healthcheck_command() -> list[str]:
@@ -75,7 +76,7 @@ def _env(service: str) -> dict[str, str]:
 
 
 def _route_paths() -> set[str]:
-    return set(create_app(Settings(_env_file=None)).openapi()["paths"])
+    return set(create_app(settings_of()).openapi()["paths"])
 
 
 def test_dockerfile_is_multi_stage_slim_non_root_and_serves_the_app() -> None:
@@ -83,13 +84,15 @@ def test_dockerfile_is_multi_stage_slim_non_root_and_serves_the_app() -> None:
     stages = [args.split()[0] for op, args in instructions if op == "FROM"]
     names = set(_stages())
     assert len(stages) >= 2 and all("-slim" in s or s in names for s in stages)  # images, or earlier stages
-    final = dict((op, args) for op, args in _final_stage())  # the last of each instruction wins
+    final = dict(_final_stage())  # the last of each instruction wins
     assert final["USER"].split(":")[0] not in {"root", "0"}
     assert _exec_form(final["CMD"]) == ["python", "-m", "app"]  # uvicorn via app/__main__.py
     env = {k: v for op, args in _final_stage() if op == "ENV" for k, v in re.findall(r"(\w+)=(\S+)", args)}
     assert env["HOST"] == "0.0.0.0"  # reachable from outside the container
     assert final["EXPOSE"] == env["PORT"] == str(Settings.model_fields["port"].default)
-    assert set(env) - {"PATH", "PYTHONDONTWRITEBYTECODE", "PYTHONUNBUFFERED", "TIKTOKEN_CACHE_DIR"} <= {n.upper() for n in Settings.model_fields}
+    assert set(env) - {"PATH", "PYTHONDONTWRITEBYTECODE", "PYTHONUNBUFFERED", "TIKTOKEN_CACHE_DIR"} <= {
+        n.upper() for n in Settings.model_fields
+    }
 
 
 def _copied(stage: str) -> set[str]:
@@ -111,7 +114,9 @@ def test_the_api_image_carries_the_api_only_and_the_local_image_what_local_mode_
 
 
 def test_compose_runs_api_and_embedded_aws_from_the_local_image() -> None:
-    images = {(SERVICES[s]["image"], json.dumps(SERVICES[s]["build"], sort_keys=True)) for s in ("api", "aws", "simulator")}
+    images = {
+        (SERVICES[s]["image"], json.dumps(SERVICES[s]["build"], sort_keys=True)) for s in ("api", "aws", "simulator")
+    }
     assert len(images) == 1
     assert SERVICES["api"]["build"]["target"] == "local"
     assert SERVICES["api"]["command"] == _exec_form(dict(_stage("local"))["CMD"])
@@ -122,7 +127,7 @@ def test_compose_runs_api_and_embedded_aws_from_the_local_image() -> None:
 
     env = _env("api")
     assert {name.lower() for name in env} <= set(Settings.model_fields)
-    settings = Settings(_env_file=None, **{k.lower(): v for k, v in env.items()})
+    settings = settings_of(**{k.lower(): v for k, v in env.items()})
     assert settings.mode is Mode.LOCAL and not settings.embedded
     assert settings.aws_endpoint_url == f"http://aws:{aws_port}"
     assert settings.host == "0.0.0.0"
@@ -147,7 +152,10 @@ def test_the_health_check_commands_pass_against_a_live_api_and_fail_without_one(
     port = free_port()
     checks: dict[str, Any] = {
         "Dockerfile": [sys.executable, *_healthcheck_command()[1:]],
-        "compose": [sys.executable, *[a.replace("8000", str(port)) for a in SERVICES["api"]["healthcheck"]["test"][2:]]],
+        "compose": [
+            sys.executable,
+            *[a.replace("8000", str(port)) for a in SERVICES["api"]["healthcheck"]["test"][2:]],
+        ],
     }
     env = {"PORT": str(port), "ADMIN_API_KEY": "k"}
     with process(["-m", "app"], f"http://127.0.0.1:{port}/healthz", env=env):

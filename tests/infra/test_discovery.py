@@ -22,7 +22,9 @@ def test_tf_plugin_dir_wins_when_it_holds_the_provider(tmp_path: Path, monkeypat
     assert terraform.find_plugin_dir() == tmp_path / "mirror"
 
 
-def test_tf_plugin_dir_without_a_5x_provider_is_reported_missing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_tf_plugin_dir_without_a_5x_provider_is_reported_missing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("TF_PLUGIN_DIR", str(_provider_dir(tmp_path / "old", version="4.67.0")))
 
     assert terraform.find_plugin_dir() is None

@@ -6,18 +6,25 @@ import hashlib
 import subprocess
 import sys
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from local.aws.provision import load_resources
 from infra import build_lambdas
+from local.aws.provision import load_resources
+
+# One worker runs this module, so `built` is built once; the build itself is taken under a
+# lock shared with the Terraform proof (both fill and read the one wheel cache).
+pytestmark = pytest.mark.xdist_group("lambda-build")
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def built(tmp_path_factory: pytest.TempPathFactory, exclusive: Callable[[str], Any]) -> Path:
     out = tmp_path_factory.mktemp("lambda")
-    build_lambdas.build(out, strict=True)  # a wheel the Lambda runtime cannot load fails the build
+    with exclusive("lambda-build"):
+        build_lambdas.build(out, strict=True)  # a wheel the Lambda runtime cannot load fails the build
     return out
 
 
@@ -25,8 +32,9 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def test_the_same_source_gives_the_same_bytes(built: Path, tmp_path: Path) -> None:
-    again = build_lambdas.build(tmp_path / "again")
+def test_the_same_source_gives_the_same_bytes(built: Path, tmp_path: Path, exclusive: Callable[[str], Any]) -> None:
+    with exclusive("lambda-build"):
+        again = build_lambdas.build(tmp_path / "again")
 
     assert again == {name: _sha256(built / name) for name in ("code.zip", "dependencies.zip")}
 
@@ -55,7 +63,9 @@ def test_layer_holds_pinned_dependencies_without_scripts_or_install_records(buil
     with zipfile.ZipFile(built / "dependencies.zip") as archive:
         names = archive.namelist()
     assert all(n.startswith("python/") for n in names)
-    assert not [n for n in names if n.startswith("python/bin/") or n.endswith(("/RECORD", "/INSTALLER", "/direct_url.json"))]
+    assert not [
+        n for n in names if n.startswith("python/bin/") or n.endswith(("/RECORD", "/INSTALLER", "/direct_url.json"))
+    ]
     pins = build_lambdas.locked_versions()
     listed = dict(line.split("==") for line in (built / "dependencies.txt").read_text().split())
     assert listed == {name: pins[name] for name in listed}, "a layer version differs from requirements.lock"
@@ -82,7 +92,9 @@ def test_every_handler_imports_from_the_zips_alone(built: Path, tmp_path: Path) 
         "assert all(not p.endswith('site-packages') for p in sys.path)\n"
         "print('ok')\n"
     )
-    result = subprocess.run([sys.executable, "-I", "-S", "-c", script], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-I", "-S", "-c", script], capture_output=True, text=True, cwd=tmp_path, timeout=120
+    )
 
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-3000:]
 

@@ -14,19 +14,20 @@ from __future__ import annotations
 import json
 import re
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import boto3
 import httpx
 import pytest
 
-from local.aws.provision import Provisioner, load_resources
 from app.settings import Settings
+from infra import build_lambdas
+from local.aws.provision import Provisioner, load_resources
 from local.simulator.app import SimulatorConfig
 from local.simulator.server import SimulatorServer
-from infra import build_lambdas
-from tests.conftest import wait_for
+from tests.conftest import settings_of, wait_for
 from tests.infra.terraform import Terraform, find_plugin_dir, missing_tools
 from tests.servers import embedded_aws_process, free_port, process
 
@@ -58,15 +59,21 @@ def log(capsys: pytest.CaptureFixture[str]) -> Iterator[Any]:
 
 def _clients(endpoint: str) -> Any:
     def client(service: str) -> Any:
-        return boto3.client(service, endpoint_url=endpoint, region_name=REGION, aws_access_key_id="x", aws_secret_access_key="x")
+        return boto3.client(
+            service, endpoint_url=endpoint, region_name=REGION, aws_access_key_id="x", aws_secret_access_key="x"
+        )
 
     return client
 
 
-def test_terraform_apply_runs_a_validation_then_plans_clean_and_destroys(tmp_path: Path, log: Any) -> None:
+@pytest.mark.slow(145)
+def test_terraform_apply_runs_a_validation_then_plans_clean_and_destroys(
+    tmp_path: Path, log: Any, exclusive: Callable[[str], Any]
+) -> None:
     plugin_dir = find_plugin_dir()
     assert plugin_dir is not None
-    hashes = build_lambdas.build(tmp_path / "lambda", strict=True)
+    with exclusive("lambda-build"):  # the wheel cache is shared with tests/infra/test_lambda_build.py
+        hashes = build_lambdas.build(tmp_path / "lambda", strict=True)
     log(f"make lambdas: code.zip {hashes['code.zip'][:12]}…, dependencies.zip {hashes['dependencies.zip'][:12]}…")
 
     tf = Terraform.copy_module(tmp_path, plugin_dir, log)
@@ -87,7 +94,8 @@ def test_terraform_apply_runs_a_validation_then_plans_clean_and_destroys(tmp_pat
             tf.run("apply", "-auto-approve", "-parallelism=20")
             outputs = tf.outputs()
             environment = outputs["api_environment"]
-            log(f"apply done: {len(outputs['table_names'])} tables, {len(outputs['function_arns'])} functions, {outputs['state_machine_arn']}")
+            tables, functions = len(outputs["table_names"]), len(outputs["function_arns"])
+            log(f"apply done: {tables} tables, {functions} functions, {outputs['state_machine_arn']}")
 
             _check_api_environment_matches_settings(environment, tfvars)
             _check_lambda_environment_covers_local_provisioning(client, outputs, environment)
@@ -97,7 +105,9 @@ def test_terraform_apply_runs_a_validation_then_plans_clean_and_destroys(tmp_pat
 
             # An admin's run-time change (PATCH /admin/parallelism writes SSM) is not drift.
             ssm = client("ssm")
-            ssm.put_parameter(Name=f"{environment['SSM_PREFIX']}/max-parallelism", Value="7", Type="String", Overwrite=True)
+            ssm.put_parameter(
+                Name=f"{environment['SSM_PREFIX']}/max-parallelism", Value="7", Type="String", Overwrite=True
+            )
             plan = tf.run("plan", "-detailed-exitcode", "-parallelism=20", ok_codes=(0, 2))
             assert plan.returncode == 0, f"plan after apply is not clean:\n{plan.stdout[-4000:]}"
             log("plan -detailed-exitcode: no changes (exit 0)")
@@ -115,21 +125,36 @@ def _check_api_environment_matches_settings(environment: dict[str, str], tfvars:
     """Every name is a Settings field; every value Terraform defaults is the app's default."""
     fields = set(Settings.model_fields)
     assert {name.lower() for name in environment} <= fields, "api_environment names a variable Settings does not read"
-    parsed = Settings(_env_file=None, **{name.lower(): value for name, value in environment.items()})
-    defaults = Settings(_env_file=None)
+    parsed = settings_of(**{name.lower(): value for name, value in environment.items()})
+    defaults = settings_of()
     overridden = {f"sfn_{k}" if k.startswith("retry_") else k for k in tfvars}
-    resource_names = {n for n in fields if n.endswith("_table")} | {"uploads_bucket", "state_machine_arn", "mode", "aws_endpoint_url"}
+    resource_names = {n for n in fields if n.endswith("_table")} | {
+        "uploads_bucket",
+        "state_machine_arn",
+        "mode",
+        "aws_endpoint_url",
+    }
     for name in {n.lower() for n in environment} - overridden - resource_names:
-        assert getattr(parsed, name) == getattr(defaults, name), f"Terraform's default for {name.upper()} differs from app/settings.py"
+        assert getattr(parsed, name) == getattr(defaults, name), (
+            f"Terraform's default for {name.upper()} differs from app/settings.py"
+        )
     assert parsed.mode.value == "aws"
     # Every table of resources.json is named for the API.
     assert {f"{t.upper()}_TABLE" for t in load_resources()["tables"]} <= set(environment)
 
 
-def _check_lambda_environment_covers_local_provisioning(client: Any, outputs: dict[str, Any], environment: dict[str, str]) -> None:
+def _check_lambda_environment_covers_local_provisioning(
+    client: Any, outputs: dict[str, Any], environment: dict[str, str]
+) -> None:
     """Terraform gives each function every variable local provisioning gives it."""
-    settings = Settings(_env_file=None, **{name.lower(): value for name, value in environment.items()}, openai_base_url="http://simulator")
-    expected = {name for name, value in Provisioner(settings, environment["AWS_ENDPOINT_URL"]).function_environment().items() if value}
+    settings = settings_of(
+        **{name.lower(): value for name, value in environment.items()}, openai_base_url="http://simulator"
+    )
+    expected = {
+        name
+        for name, value in Provisioner(settings, environment["AWS_ENDPOINT_URL"]).function_environment().items()
+        if value
+    }
     for name, arn in outputs["function_arns"].items():
         variables = client("lambda").get_function_configuration(FunctionName=arn)["Environment"]["Variables"]
         assert expected <= set(variables), f"{name} lacks {sorted(expected - set(variables))}"
@@ -144,17 +169,29 @@ def _check_least_privilege(client: Any, outputs: dict[str, Any]) -> None:
         role = role_arn.rsplit("/", 1)[1]
         policy = iam.get_role_policy(RoleName=role, PolicyName="least-privilege")["PolicyDocument"]
         document = json.loads(policy) if isinstance(policy, str) else policy
-        resources = {r for s in document["Statement"] for r in ([s["Resource"]] if isinstance(s["Resource"], str) else s["Resource"])}
-        actions = {a for s in document["Statement"] for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])}
+        resources = {
+            r
+            for s in document["Statement"]
+            for r in ([s["Resource"]] if isinstance(s["Resource"], str) else s["Resource"])
+        }
+        actions = {
+            a for s in document["Statement"] for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])
+        }
         tables = {r.split(":table/")[1].split("/")[0] for r in resources if ":table/" in r}
         assert tables == {outputs["table_names"][t] for t in functions[name]["uses"]["tables"]}, name
         assert any(a.startswith("s3:") for a in actions) == (functions[name]["uses"]["bucket"] != "none"), name
         assert any(a.startswith("ssm:") for a in actions) == (functions[name]["uses"]["ssm"] != "none"), name
         read_only = {t for t, mode in functions[name]["uses"]["tables"].items() if mode == "r"}
         for statement in document["Statement"]:
-            named = {r.split(":table/")[1].split("/")[0] for r in statement["Resource"] if ":table/" in r} if isinstance(statement["Resource"], list) else set()
+            named = (
+                {r.split(":table/")[1].split("/")[0] for r in statement["Resource"] if ":table/" in r}
+                if isinstance(statement["Resource"], list)
+                else set()
+            )
             if named & {outputs["table_names"][t] for t in read_only}:
-                assert not {"dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"} & set(statement["Action"]), name
+                assert not {"dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"} & set(
+                    statement["Action"]
+                ), name
 
 
 def _run_a_validation_through_the_api(environment: dict[str, str], log: Any) -> None:
@@ -163,7 +200,10 @@ def _run_a_validation_through_the_api(environment: dict[str, str], log: Any) -> 
     env = {**environment, "ADMIN_API_KEY": ADMIN_KEY, "HOST": "127.0.0.1", "PORT": str(port)}
     headers = {"Authorization": f"Bearer {ADMIN_KEY}"}
     # /readyz answers 200 only when the table, bucket, state machine and parameter it names exist.
-    with process(["-m", "app"], f"{base}/readyz", env=env), httpx.Client(base_url=base, headers=headers, timeout=30) as api:
+    with (
+        process(["-m", "app"], f"{base}/readyz", env=env),
+        httpx.Client(base_url=base, headers=headers, timeout=30) as api,
+    ):
         log("API (MODE=aws, configured from terraform output) is ready")
         answer = api.post(
             "/validations",
@@ -178,7 +218,10 @@ def _run_a_validation_through_the_api(environment: dict[str, str], log: Any) -> 
         assert answer.status_code == 202, answer.text
         validation_id = answer.json()["id"]
         final = wait_for(
-            lambda: (v := api.get(f"/validations/{validation_id}").json())["status"] in {"SUCCEEDED", "FAILED", "CANCELLED"} and v,
+            lambda: (
+                (v := api.get(f"/validations/{validation_id}").json())["status"] in {"SUCCEEDED", "FAILED", "CANCELLED"}
+                and v
+            ),
             timeout=120,
             interval=0.3,
             what=f"validation {validation_id} to end",
@@ -208,6 +251,11 @@ def _plan_the_api_on_fargate(tf: Terraform, log: Any) -> None:
     plan = tf.run("plan", "-detailed-exitcode", "-parallelism=20", "-var-file=api.tfvars.json", ok_codes=(2,))
     summary = re.search(r"Plan: (\d+) to add, (\d+) to change, (\d+) to destroy", plan.stdout)
     assert summary and summary.group(2, 3) == ("0", "0"), plan.stdout[-3000:]
-    for address in ("aws_ecs_service.api[0]", "aws_lb.api[0]", "aws_lb_listener.api_https[0]", "aws_iam_role.api_task[0]"):
+    for address in (
+        "aws_ecs_service.api[0]",
+        "aws_lb.api[0]",
+        "aws_lb_listener.api_https[0]",
+        "aws_iam_role.api_task[0]",
+    ):
         assert f"# {address} will be created" in plan.stdout
     log(f"plan with deploy_api=true: {summary.group(1)} to add, nothing else changes")

@@ -9,32 +9,38 @@ from typing import Any
 
 
 class Probe:
-    """Counts calls, in-flight calls and the peak of in-flight calls, per probe name."""
+    """Per probe name: calls, calls in flight and their peak; `held` calls wait until released."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.calls: dict[str, int] = defaultdict(int)
         self.in_flight: dict[str, int] = defaultdict(int)
         self.peak: dict[str, int] = defaultdict(int)
-        self.started_at: dict[str, list[float]] = defaultdict(list)
+        self._released: dict[str, threading.Event] = defaultdict(threading.Event)
 
     def enter(self, name: str) -> None:
         with self.lock:
             self.calls[name] += 1
             self.in_flight[name] += 1
             self.peak[name] = max(self.peak[name], self.in_flight[name])
-            self.started_at[name].append(time.monotonic())
 
     def leave(self, name: str) -> None:
         with self.lock:
             self.in_flight[name] -= 1
 
+    def release(self, name: str) -> None:
+        with self.lock:
+            released = self._released[name]
+        released.set()
+
+    def wait_for_release(self, name: str, timeout: float = 120) -> None:
+        with self.lock:
+            released = self._released[name]
+        if not released.wait(timeout):
+            raise TimeoutError(f"probe {name} was never released")
+
 
 probe = Probe()
-
-
-class RateLimited(Exception):
-    """Named like the error the state machine retries on."""
 
 
 class Fatal(Exception):
@@ -51,14 +57,15 @@ def sleepy(event: dict[str, Any], context: Any) -> dict[str, Any]:
     return {"item": event.get("item"), "function": context.function_name}
 
 
-def flaky(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    """Fails with RateLimited `fail_times` times per probe, then succeeds."""
+def held(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """Runs until the test calls `probe.release(event["probe"])`."""
     name = event["probe"]
     probe.enter(name)
-    probe.leave(name)
-    if probe.calls[name] <= event.get("fail_times", 0):
-        raise RateLimited(f"attempt {probe.calls[name]}")
-    return {"attempts": probe.calls[name]}
+    try:
+        probe.wait_for_release(name)
+    finally:
+        probe.leave(name)
+    return {"item": event.get("item")}
 
 
 def always_fails(event: dict[str, Any], context: Any) -> dict[str, Any]:

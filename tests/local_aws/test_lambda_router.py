@@ -8,11 +8,11 @@ import uuid
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.conftest import wait_for
+from tests.conftest import Aws, wait_for
 from tests.local_aws.handlers import probe
 
 
-def test_invoke_returns_the_handlers_json_result(aws):
+def test_invoke_returns_the_handlers_json_result(aws: Aws) -> None:
     arn = aws.function("tests.local_aws.handlers.sleepy")
     name = arn.rsplit(":", 1)[1]
 
@@ -23,7 +23,7 @@ def test_invoke_returns_the_handlers_json_result(aws):
         assert json.loads(answer["Payload"].read()) == {"item": 7, "function": name}
 
 
-def test_an_exception_is_an_unhandled_function_error_named_by_its_class(aws):
+def test_an_exception_is_an_unhandled_function_error_named_by_its_class(aws: Aws) -> None:
     arn = aws.function("tests.local_aws.handlers.always_fails")
 
     answer = aws.client("lambda").invoke(FunctionName=arn, Payload=json.dumps({"probe": uuid.uuid4().hex}))
@@ -34,13 +34,13 @@ def test_an_exception_is_an_unhandled_function_error_named_by_its_class(aws):
     assert body["errorMessage"] == "this handler always fails"
 
 
-def test_unknown_function_is_resource_not_found_not_an_echo(aws):
+def test_unknown_function_is_resource_not_found_not_an_echo(aws: Aws) -> None:
     with pytest.raises(ClientError) as caught:
         aws.client("lambda").invoke(FunctionName="no-such-function", Payload=b'{"echo": true}')
     assert caught.value.response["Error"]["Code"] == "ResourceNotFoundException"
 
 
-def test_event_invocation_runs_in_the_background(aws):
+def test_event_invocation_runs_in_the_background(aws: Aws) -> None:
     arn = aws.function("tests.local_aws.handlers.sleepy")
     name = uuid.uuid4().hex
 
@@ -52,7 +52,7 @@ def test_event_invocation_runs_in_the_background(aws):
     wait_for(lambda: probe.calls[name] == 1 and probe.in_flight[name] == 0, what="background invocation")
 
 
-def test_handler_sees_its_functions_environment(aws):
+def test_handler_sees_its_functions_environment(aws: Aws) -> None:
     arn = aws.function("tests.local_aws.handlers.echo_environment", {"TABLE": "mine"})
 
     answer = aws.client("lambda").invoke(FunctionName=arn, Payload=json.dumps({"names": ["TABLE"]}))

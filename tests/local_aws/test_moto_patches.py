@@ -3,33 +3,43 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
-from tests.conftest import wait_for
+import pytest
+
+from tests.conftest import Aws, wait_for
 from tests.local_aws.handlers import probe
 
 
-def _map_machine(aws, function_arn: str) -> str:
+def _map_machine(aws: Aws, function_arn: str) -> str:
     return aws.map_machine(function_arn, max_concurrency=2, sleep=0.3)
 
 
-def test_stop_during_map_is_aborted_not_failed_with_runtime_error(aws):
-    machine = _map_machine(aws, aws.function("tests.local_aws.handlers.sleepy"))
+def test_stop_during_map_is_aborted_not_failed_and_starts_no_iteration_after_it(aws: Aws) -> None:
+    from moto.stepfunctions.parser.utils import TMP_THREADS  # every thread the interpreter starts (never pruned)
+
+    machine = _map_machine(aws, aws.function("tests.local_aws.handlers.held"))
     name = uuid.uuid4().hex
+    first_thread = len(TMP_THREADS)
     execution = aws.start(machine, {"probe": name, "items": list(range(10))})
-    wait_for(lambda: probe.calls[name] >= 1, what="first iteration")
+    wait_for(lambda: probe.in_flight[name] == 2, what="two iterations in their handlers")
 
     aws.client("stepfunctions").stop_execution(executionArn=execution)
+    probe.release(name)  # the two iterations running at the stop return now
     result = aws.wait_until(execution)
+    # Once the threads it started have ended, the execution can start nothing more.
+    wait_for(lambda: not any(t.is_alive() for t in TMP_THREADS[first_thread:]), what="the interpreter's threads to end")
 
     assert result["status"] == "ABORTED"
     assert result.get("error") != "States.Runtime"
+    assert probe.calls[name] == 2  # the two running at the stop; no iteration started after it
     events = aws.client("stepfunctions").get_execution_history(executionArn=execution, maxResults=1000)["events"]
     types = [e["type"] for e in events]
     assert "ExecutionAborted" in types  # iterations may still log their own abort after it
     assert "ExecutionFailed" not in types
 
 
-def test_start_execution_without_a_name_gets_a_unique_arn(aws):
+def test_start_execution_without_a_name_gets_a_unique_arn(aws: Aws) -> None:
     machine = aws.state_machine({"StartAt": "Done", "States": {"Done": {"Type": "Succeed"}}})
     sfn = aws.client("stepfunctions")
 
@@ -41,24 +51,23 @@ def test_start_execution_without_a_name_gets_a_unique_arn(aws):
     uuid.UUID(first.rsplit(":", 1)[1])  # named like AWS names it
 
 
-def test_task_states_reuse_one_boto_client_per_service(aws):
+def test_task_states_reuse_one_boto_client_per_service(aws: Aws) -> None:
     from moto.stepfunctions.parser.asl.component.state.exec.state_task import lambda_eval_utils
     from moto.stepfunctions.parser.asl.utils import boto_client
 
-    assert lambda_eval_utils.boto_client_for is boto_client.boto_client_for  # every user rebound
+    assert vars(lambda_eval_utils)["boto_client_for"] is boto_client.boto_client_for  # every user rebound
     machine = _map_machine(aws, aws.function("tests.local_aws.handlers.sleepy"))
     name = uuid.uuid4().hex
     aws.wait_until(aws.start(machine, {"probe": name, "items": list(range(6))}))
 
-    cache = boto_client.boto_client_for.cache
+    cache = vars(boto_client)["boto_client_for"].cache  # kept on the function by local/aws/moto_patches.py
     lambda_clients = [client for key, client in cache.items() if key[1] == "lambda"]
     assert probe.calls[name] == 6
     assert len(lambda_clients) == 1  # six tasks, one client
     assert lambda_clients[0].meta.config.max_pool_connections >= 40  # an inline Map's 40 tasks share its pool
 
 
-def test_failed_transaction_rolls_back_per_item_without_copying_tables(aws):
-    import pytest
+def test_failed_transaction_rolls_back_per_item_without_copying_tables(aws: Aws) -> None:
     from botocore.exceptions import ClientError
     from moto.dynamodb.models import DynamoDBBackend
 
@@ -67,7 +76,10 @@ def test_failed_transaction_rolls_back_per_item_without_copying_tables(aws):
     db.create_table(
         TableName=table,
         KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
-        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}, {"AttributeName": "sk", "AttributeType": "S"}],
+        AttributeDefinitions=[
+            {"AttributeName": "pk", "AttributeType": "S"},
+            {"AttributeName": "sk", "AttributeType": "S"},
+        ],
         BillingMode="PAY_PER_REQUEST",
     )
     for i in range(50):
@@ -77,32 +89,54 @@ def test_failed_transaction_rolls_back_per_item_without_copying_tables(aws):
         db.transact_write_items(
             TransactItems=[
                 {"Put": {"TableName": table, "Item": {"pk": {"S": "p"}, "sk": {"S": "new"}}}},
-                {"Update": {"TableName": table, "Key": {"pk": {"S": "p"}, "sk": {"S": "000"}}, "UpdateExpression": "SET n = :one", "ExpressionAttributeValues": {":one": {"N": "1"}}}},
-                {"Update": {"TableName": table, "Key": {"pk": {"S": "p"}, "sk": {"S": "001"}}, "UpdateExpression": "SET n = :one", "ConditionExpression": "n = :one", "ExpressionAttributeValues": {":one": {"N": "1"}}}},
+                {
+                    "Update": {
+                        "TableName": table,
+                        "Key": {"pk": {"S": "p"}, "sk": {"S": "000"}},
+                        "UpdateExpression": "SET n = :one",
+                        "ExpressionAttributeValues": {":one": {"N": "1"}},
+                    }
+                },
+                {
+                    "Update": {
+                        "TableName": table,
+                        "Key": {"pk": {"S": "p"}, "sk": {"S": "001"}},
+                        "UpdateExpression": "SET n = :one",
+                        "ConditionExpression": "n = :one",
+                        "ExpressionAttributeValues": {":one": {"N": "1"}},
+                    }
+                },
             ]
         )
 
     assert caught.value.response["Error"]["Code"] == "TransactionCanceledException"
     assert "Item" not in db.get_item(TableName=table, Key={"pk": {"S": "p"}, "sk": {"S": "new"}})  # put undone
-    assert db.get_item(TableName=table, Key={"pk": {"S": "p"}, "sk": {"S": "000"}})["Item"]["n"] == {"N": "0"}  # update undone
+    assert db.get_item(TableName=table, Key={"pk": {"S": "p"}, "sk": {"S": "000"}})["Item"]["n"] == {
+        "N": "0"
+    }  # update undone
     assert db.scan(TableName=table, Select="COUNT")["Count"] == 50
-    assert DynamoDBBackend.transact_write_items.snapshotted[-1] == 3  # the three named items, not the table
+    snapshotted = DynamoDBBackend.transact_write_items.snapshotted  # type: ignore[attr-defined]  # kept by local/aws/moto_patches.py
+    assert snapshotted[-1] == 3  # the three named items, not the table
 
 
-def test_moto_service_modules_are_listed_once_not_per_request(aws, monkeypatch):
+def test_moto_service_modules_are_listed_once_not_per_request(aws: Aws, monkeypatch: pytest.MonkeyPatch) -> None:
     import os
 
-    from moto import backends
-
     import moto
+    from moto import backends
 
     ssm, dynamodb = aws.client("ssm"), aws.client("dynamodb")
     ssm.describe_parameters()  # first use imports the service's modules (imports list directories)
     dynamodb.list_tables()
     moto_dir = os.path.dirname(moto.__file__)
-    listings = []
+    listings: list[str] = []
     real_listdir = os.listdir
-    monkeypatch.setattr(os, "listdir", lambda path=".": listings.append(str(path)) or real_listdir(path))
+
+    def listdir(path: str = ".") -> list[str]:
+        listings.append(str(path))
+        return real_listdir(path)
+
+    monkeypatch.setattr(os, "listdir", listdir)
 
     ssm.describe_parameters()
     dynamodb.list_tables()
@@ -111,7 +145,7 @@ def test_moto_service_modules_are_listed_once_not_per_request(aws, monkeypatch):
     assert {"dynamodb", "stepfunctions", "ssm"} <= set(backends.list_of_moto_modules())
 
 
-def test_concurrent_increments_of_one_item_are_all_kept(aws):
+def test_concurrent_increments_of_one_item_are_all_kept(aws: Aws) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
     table = aws.table("counter")
@@ -119,7 +153,12 @@ def test_concurrent_increments_of_one_item_are_all_kept(aws):
     def add(_: int) -> None:
         client = aws.new_client("dynamodb")
         for _ in range(40):
-            client.update_item(TableName=table, Key={"pk": {"S": "c"}}, UpdateExpression="ADD n :one", ExpressionAttributeValues={":one": {"N": "1"}})
+            client.update_item(
+                TableName=table,
+                Key={"pk": {"S": "c"}},
+                UpdateExpression="ADD n :one",
+                ExpressionAttributeValues={":one": {"N": "1"}},
+            )
 
     with ThreadPoolExecutor(16) as pool:
         list(pool.map(add, range(16)))
@@ -128,7 +167,7 @@ def test_concurrent_increments_of_one_item_are_all_kept(aws):
     assert item["n"] == {"N": "640"}
 
 
-def test_concurrent_increments_each_return_their_own_new_value(aws, monkeypatch):
+def test_concurrent_increments_each_return_their_own_new_value(aws: Aws, monkeypatch: pytest.MonkeyPatch) -> None:
     """ReturnValues comes from the same atomic step: how event numbers are allocated."""
     import time
     from concurrent.futures import ThreadPoolExecutor
@@ -137,7 +176,7 @@ def test_concurrent_increments_each_return_their_own_new_value(aws, monkeypatch)
 
     slow_json = Item.to_json
 
-    def to_json(self):  # widen the window between the update and its serialization
+    def to_json(self: Item) -> Any:  # widen the window between the update and its serialization
         time.sleep(0.002)
         return slow_json(self)
 
@@ -148,10 +187,15 @@ def test_concurrent_increments_each_return_their_own_new_value(aws, monkeypatch)
     def take(_: int) -> list[int]:
         client = aws.new_client("dynamodb")
         return [
-            int(client.update_item(
-                TableName=table, Key={"pk": {"S": "c"}}, UpdateExpression="ADD n :one",
-                ExpressionAttributeValues={":one": {"N": "1"}}, ReturnValues="ALL_NEW",
-            )["Attributes"]["n"]["N"])
+            int(
+                client.update_item(
+                    TableName=table,
+                    Key={"pk": {"S": "c"}},
+                    UpdateExpression="ADD n :one",
+                    ExpressionAttributeValues={":one": {"N": "1"}},
+                    ReturnValues="ALL_NEW",
+                )["Attributes"]["n"]["N"]
+            )
             for _ in range(20)
         ]
 
@@ -161,16 +205,18 @@ def test_concurrent_increments_each_return_their_own_new_value(aws, monkeypatch)
     assert sorted(numbers) == list(range(1, 161))  # no number handed out twice
 
 
-def test_reads_never_see_an_item_half_created_by_an_update(aws):
+def test_reads_never_see_an_item_half_created_by_an_update(aws: Aws) -> None:
     import threading
 
     table = aws.table("halves", range_key=True)
-    done, partial, seen = threading.Event(), [], [0]
+    done, partial, seen = threading.Event(), list[dict[str, Any]](), [0]
 
     def read() -> None:
         reader = aws.new_client("dynamodb")
         while not done.is_set():
-            for item in reader.query(TableName=table, KeyConditionExpression="pk = :p", ExpressionAttributeValues={":p": {"S": "p"}})["Items"]:
+            for item in reader.query(
+                TableName=table, KeyConditionExpression="pk = :p", ExpressionAttributeValues={":p": {"S": "p"}}
+            )["Items"]:
                 seen[0] += 1
                 if set(item) != {"pk", "sk", "a", "b", "c", "d"}:
                     partial.append(item)
@@ -183,7 +229,10 @@ def test_reads_never_see_an_item_half_created_by_an_update(aws):
         for i in range(150):  # create with an update (as a lease claim does), then delete
             key = {"pk": {"S": "p"}, "sk": {"S": f"{i % 3}"}}
             writer.update_item(
-                TableName=table, Key=key, UpdateExpression="SET a = :v, b = :v, c = :v, d = :v", ExpressionAttributeValues={":v": {"N": "1"}}
+                TableName=table,
+                Key=key,
+                UpdateExpression="SET a = :v, b = :v, c = :v, d = :v",
+                ExpressionAttributeValues={":v": {"N": "1"}},
             )
             writer.delete_item(TableName=table, Key=key)
     finally:
@@ -194,7 +243,7 @@ def test_reads_never_see_an_item_half_created_by_an_update(aws):
     assert partial == []
 
 
-def test_known_accounts_are_served_without_the_global_backend_lock(aws, monkeypatch):
+def test_known_accounts_are_served_without_the_global_backend_lock(aws: Aws, monkeypatch: pytest.MonkeyPatch) -> None:
     import threading
 
     from moto.core import base_backend

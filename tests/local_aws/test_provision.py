@@ -6,18 +6,28 @@ import json
 
 import pytest
 
+from app.settings import Settings
 from local.aws.provision import ASL_FILE, Provisioner, load_resources, render_template
+from local.aws.server import EmbeddedAWS
+from tests.conftest import Aws
 
 
-def test_render_template_fills_placeholders_and_refuses_missing_ones():
-    assert render_template('{"a": "${x}", "b": ${n}, "p": "$.path"}', {"x": "arn", "n": 2}) == '{"a": "arn", "b": 2, "p": "$.path"}'
+def test_render_template_fills_placeholders_and_refuses_missing_ones() -> None:
+    assert (
+        render_template('{"a": "${x}", "b": ${n}, "p": "$.path"}', {"x": "arn", "n": 2})
+        == '{"a": "arn", "b": 2, "p": "$.path"}'
+    )
     with pytest.raises(KeyError, match="missing"):
         render_template("${missing}", {})
 
 
-def test_asl_file_renders_to_a_definition_the_engine_accepts(settings, embedded_aws, aws):
+def test_asl_file_renders_to_a_definition_the_engine_accepts(
+    settings: Settings, embedded_aws: EmbeddedAWS, aws: Aws
+) -> None:
     provisioner = Provisioner(settings, embedded_aws.endpoint_url)
-    definition = provisioner.definition({name: f"arn:aws:lambda:us-east-1:123456789012:function:{name}" for name in load_resources()["functions"]})
+    definition = provisioner.definition(
+        {name: f"arn:aws:lambda:us-east-1:123456789012:function:{name}" for name in load_resources()["functions"]}
+    )
 
     parsed = json.loads(definition)
     verdict = aws.client("stepfunctions").validate_state_machine_definition(definition=definition)
@@ -28,9 +38,13 @@ def test_asl_file_renders_to_a_definition_the_engine_accepts(settings, embedded_
     assert "${control_arn}" in ASL_FILE.read_text()  # the shared file stays a template
 
 
-def test_provisioning_twice_creates_nothing_twice_and_keeps_changed_parameters(settings, embedded_aws, aws):
+def test_provisioning_twice_creates_nothing_twice_and_keeps_changed_parameters(
+    settings: Settings, embedded_aws: EmbeddedAWS, aws: Aws
+) -> None:
     first = Provisioner(settings, embedded_aws.endpoint_url).run()
-    aws.client("ssm").put_parameter(Name=f"{settings.ssm_prefix}/max-parallelism", Value="9", Overwrite=True, Type="String")
+    aws.client("ssm").put_parameter(
+        Name=f"{settings.ssm_prefix}/max-parallelism", Value="9", Overwrite=True, Type="String"
+    )
 
     second = Provisioner(settings, embedded_aws.endpoint_url).run()
 

@@ -4,20 +4,27 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
+from typing import Any
 
 import boto3
+import pytest
 
+from app.settings import Settings
+from core.clock import now_iso
 from core.quota import Admission, Quota, admission_steps
 from lambdas.common.config import LambdaConfig
-from lambdas.common.store import Store, now_iso
-from tests.conftest import lines_document, make_user, wait_for, wait_for_status
+from lambdas.common.store import Store
+from local.aws.server import EmbeddedAWS
+from local.simulator.server import SimulatorServer
+from tests.conftest import Aws, HeldCalls, MakeApi, lines_document, make_user, wait_for, wait_for_status
 
 DOC = {"documents": [{"name": "a.txt", "content": "row 1\nrow 2\n"}], "rules": ["be tidy"]}
 
 
-def _store(settings, endpoint: str) -> Store:
+def _store(settings: Settings, endpoint: str) -> Store:
     config = LambdaConfig(
         validations_table=settings.table("validations"),
         chunks_table=settings.table("chunks"),
@@ -26,25 +33,43 @@ def _store(settings, endpoint: str) -> Store:
         buckets_table=settings.table("buckets"),
         aws_endpoint_url=endpoint,
     )
-    kwargs = {"endpoint_url": endpoint, "region_name": "us-east-1", "aws_access_key_id": "t", "aws_secret_access_key": "t"}
+    kwargs = {
+        "endpoint_url": endpoint,
+        "region_name": "us-east-1",
+        "aws_access_key_id": "t",
+        "aws_secret_access_key": "t",
+    }
     return Store(config, boto3.resource("dynamodb", **kwargs), None, boto3.client("dynamodb", **kwargs))
 
 
-def test_sixty_four_concurrent_submitters_never_get_more_than_capacity_plus_refill(api, settings, embedded_aws):
+def test_sixty_four_concurrent_submitters_never_get_more_than_capacity_plus_refill(
+    api: Any, settings: Settings, embedded_aws: EmbeddedAWS
+) -> None:
     quota = Quota(capacity_tokens=10_000, refill_tokens_per_minute=6_000, max_running=10_000)
     user, _ = make_user(api, quota=quota.as_dict(), on_limit="reject")
-    cost, burst_seconds = 500, 3.0
+    cost, attempts = 500, 4  # 256 requests of 500 tokens: far more than capacity plus any refill meanwhile
 
     def submitter(_: int) -> tuple[int, int]:
         store = _store(settings, embedded_aws.endpoint_url)  # boto3 resources are not thread-safe
         table = store.dynamodb.Table(settings.table("validations"))
         granted = refused = 0
-        deadline = time.monotonic() + burst_seconds
-        while time.monotonic() < deadline:
+        for _ in range(attempts):
             vid = uuid.uuid4().hex
             key = f"{now_iso()}#{vid}"
-            table.put_item(Item={"id": vid, "owner": user, "status": "QUEUED", "run": 1, "queue_key": key, "run_cost": cost, "created_at": key})
-            admission = Admission(settings.table("validations"), settings.table("buckets"), vid, user, key, 1, cost, 0, quota, fifo=False)
+            table.put_item(
+                Item={
+                    "id": vid,
+                    "owner": user,
+                    "status": "QUEUED",
+                    "run": 1,
+                    "queue_key": key,
+                    "run_cost": cost,
+                    "created_at": key,
+                }
+            )
+            admission = Admission(
+                settings.table("validations"), settings.table("buckets"), vid, user, key, 1, cost, 0, quota, fifo=False
+            )
             outcome = store.drive(admission_steps(admission, time.time(), now_iso()))
             granted += outcome.admitted
             refused += not outcome.admitted
@@ -53,10 +78,21 @@ def test_sixty_four_concurrent_submitters_never_get_more_than_capacity_plus_refi
     with ThreadPoolExecutor(64) as pool:
         counts = list(pool.map(submitter, range(64)))
 
-    items = boto3.client("dynamodb", endpoint_url=embedded_aws.endpoint_url, region_name="us-east-1", aws_access_key_id="t", aws_secret_access_key="t")
-    grants = []
+    items = boto3.client(
+        "dynamodb",
+        endpoint_url=embedded_aws.endpoint_url,
+        region_name="us-east-1",
+        aws_access_key_id="t",
+        aws_secret_access_key="t",
+    )
+    grants: list[tuple[Decimal, int]] = []
     paginator = items.get_paginator("scan")
-    for page in paginator.paginate(TableName=settings.table("validations"), FilterExpression="attribute_exists(admitted_at) AND #o = :u", ExpressionAttributeNames={"#o": "owner"}, ExpressionAttributeValues={":u": {"S": user}}):
+    for page in paginator.paginate(
+        TableName=settings.table("validations"),
+        FilterExpression="attribute_exists(admitted_at) AND #o = :u",
+        ExpressionAttributeNames={"#o": "owner"},
+        ExpressionAttributeValues={":u": {"S": user}},
+    ):
         grants.extend((Decimal(i["admitted_at"]["N"]), int(i["reserved"]["N"])) for i in page["Items"])
     grants.sort()
     rate = Decimal(quota.refill_tokens_per_minute) / 60
@@ -71,7 +107,9 @@ def test_sixty_four_concurrent_submitters_never_get_more_than_capacity_plus_refi
             assert total <= quota.capacity_tokens + rate * (end - start) + Decimal("0.001"), (start, end, total)
 
 
-def test_over_the_limit_reject_answers_429_with_retry_after_and_ratelimit_fields(api, simulator):
+def test_over_the_limit_reject_answers_429_with_retry_after_and_ratelimit_fields(
+    api: Any, simulator: SimulatorServer
+) -> None:
     # One small validation costs ~850 tokens (prompt + 512 completion allowance): capacity 1,000 holds one.
     quota = {"capacity_tokens": 1_000, "refill_tokens_per_minute": 6_000, "max_running": 10}
     user, auth = make_user(api, quota=quota, on_limit="reject")
@@ -96,9 +134,13 @@ def test_over_the_limit_reject_answers_429_with_retry_after_and_ratelimit_fields
     assert again.status_code == 202, again.text
 
 
-def test_max_running_refusal_names_the_concurrency_limit(api, simulator):
-    simulator.reconfigure(latency_seconds=2.0)  # keep the first one running
-    user, auth = make_user(api, quota={"capacity_tokens": 100_000, "refill_tokens_per_minute": 100_000, "max_running": 1}, on_limit="reject")
+def test_max_running_refusal_names_the_concurrency_limit(api: Any, hold_calls: Callable[[int], HeldCalls]) -> None:
+    hold_calls(0)  # the first one stays running: its call waits at the simulator
+    user, auth = make_user(
+        api,
+        quota={"capacity_tokens": 100_000, "refill_tokens_per_minute": 100_000, "max_running": 1},
+        on_limit="reject",
+    )
     assert api.post("/validations", json=DOC, headers=auth).status_code == 202
 
     refused = api.post("/validations", json=DOC, headers=auth)
@@ -109,7 +151,7 @@ def test_max_running_refusal_names_the_concurrency_limit(api, simulator):
     assert "retry-after" in refused.headers
 
 
-def test_a_validation_larger_than_the_whole_capacity_is_422(api):
+def test_a_validation_larger_than_the_whole_capacity_is_422(api: Any) -> None:
     user, auth = make_user(api, quota={"capacity_tokens": 100, "refill_tokens_per_minute": 100, "max_running": 1})
     answer = api.post("/validations", json=DOC, headers=auth)
     assert answer.status_code == 422
@@ -117,10 +159,15 @@ def test_a_validation_larger_than_the_whole_capacity_is_422(api):
     assert answer.json()["cost"] > 100
 
 
-def test_queued_validations_start_later_in_submission_order_and_a_cancelled_one_consumes_nothing(make_api, simulator):
+@pytest.mark.slow(12)
+def test_queued_validations_start_later_in_submission_order_and_a_cancelled_one_consumes_nothing(
+    make_api: MakeApi, simulator: SimulatorServer
+) -> None:
     api = make_api(queue_min_wait_seconds=1)
     # Capacity for one validation (~680 tokens) at a time; ~3.6 s of refill before the next.
-    user, auth = make_user(api, quota={"capacity_tokens": 1_000, "refill_tokens_per_minute": 6_000, "max_running": 10}, on_limit="queue")
+    user, auth = make_user(
+        api, quota={"capacity_tokens": 1_000, "refill_tokens_per_minute": 6_000, "max_running": 10}, on_limit="queue"
+    )
     ids, answers = [], []
     for _ in range(4):
         answer = api.post("/validations", json=DOC, headers=auth)
@@ -142,23 +189,44 @@ def test_queued_validations_start_later_in_submission_order_and_a_cancelled_one_
     assert started == sorted(started)  # submission order
     cancelled_record = api.get(f"/validations/{ids[2]}").json()
     assert cancelled_record["started_at"] is None
-    assert cancelled_record["usage"] == {"prompt_tokens": 0, "completion_tokens": 0, "model_calls": 0, "attempts": 0, "charged_tokens": None}
+    assert cancelled_record["usage"] == {
+        "prompt_tokens": 0,
+        "completion_tokens": 0,
+        "model_calls": 0,
+        "attempts": 0,
+        "charged_tokens": None,
+    }
 
 
-def test_refunds_happen_exactly_once_after_finish_cancel_and_retry(make_api, aws, settings, simulator):
-    api = make_api(chunk_max_tokens=100, sfn_retry_max_attempts=0)
-    user, auth = make_user(api, quota={"capacity_tokens": 1_000_000, "refill_tokens_per_minute": 60, "max_running": 10}, on_limit="reject")
+def test_refunds_happen_exactly_once_after_finish_cancel_and_retry(
+    make_api: MakeApi, aws: Aws, settings: Settings, simulator: SimulatorServer, hold_calls: Callable[[int], HeldCalls]
+) -> None:
+    api = make_api(chunk_max_tokens=100, sfn_retry_max_attempts=0, cancel_settle_seconds=0)
+    user, auth = make_user(
+        api, quota={"capacity_tokens": 1_000_000, "refill_tokens_per_minute": 60, "max_running": 10}, on_limit="reject"
+    )
     db = aws.client("dynamodb")
 
-    def record(vid: str) -> dict:
-        return db.get_item(TableName=settings.table("validations"), Key={"id": {"S": vid}}, ConsistentRead=True)["Item"]
+    def record(vid: str) -> dict[str, Any]:
+        item: dict[str, Any] = db.get_item(
+            TableName=settings.table("validations"), Key={"id": {"S": vid}}, ConsistentRead=True
+        )["Item"]
+        return item
 
     def bucket_tat() -> Decimal:
-        return Decimal(db.get_item(TableName=settings.table("buckets"), Key={"user_id": {"S": user}}, ConsistentRead=True)["Item"]["tat"]["N"])
+        return Decimal(
+            db.get_item(TableName=settings.table("buckets"), Key={"user_id": {"S": user}}, ConsistentRead=True)["Item"][
+                "tat"
+            ]["N"]
+        )
 
     # Finished: refunded = reserved - used, once.
     simulator.reconfigure(error_rate=0.5, seed=11)
-    vid = api.post("/validations", json={"documents": [{"name": "a.txt", "content": lines_document(40)}], "rules": ["t"]}, headers=auth).json()["id"]
+    vid = api.post(
+        "/validations",
+        json={"documents": [{"name": "a.txt", "content": lines_document(40)}], "rules": ["t"]},
+        headers=auth,
+    ).json()["id"]
     first = wait_for_status(api, vid, timeout=120)
     item = record(vid)
     used = first["usage"]["prompt_tokens"] + first["usage"]["completion_tokens"]
@@ -167,8 +235,14 @@ def test_refunds_happen_exactly_once_after_finish_cancel_and_retry(make_api, aws
     tat_after_finish = bucket_tat()
 
     # Settling again (a duplicated finalize, a DELETE) changes nothing.
-    finalize = [f for f in aws.client("lambda").list_functions()["Functions"] if f["FunctionName"] == f"{settings.name_prefix}-finalize"][0]
-    aws.client("lambda").invoke(FunctionName=finalize["FunctionArn"], Payload=f'{{"validation_id": "{vid}", "run": 1}}'.encode())
+    finalize = [
+        f
+        for f in aws.client("lambda").list_functions()["Functions"]
+        if f["FunctionName"] == f"{settings.name_prefix}-finalize"
+    ][0]
+    aws.client("lambda").invoke(
+        FunctionName=finalize["FunctionArn"], Payload=f'{{"validation_id": "{vid}", "run": 1}}'.encode()
+    )
     assert bucket_tat() == tat_after_finish
     assert record(vid)["refunded"] == item["refunded"]
 
@@ -184,10 +258,19 @@ def test_refunds_happen_exactly_once_after_finish_cancel_and_retry(make_api, aws
     assert int(item2["refunded"]["N"]) == int(item["refunded"]["N"]) + int(item2["reserved"]["N"]) - used2
 
     # Cancelled while running: settled when CANCELLED, and a repeated DELETE refunds nothing more.
-    simulator.reconfigure(latency_seconds=1.0)
-    running = api.post("/validations", json={"documents": [{"name": "b.txt", "content": lines_document(60)}], "rules": ["t"]}, headers=auth).json()["id"]
-    wait_for(lambda: api.get(f"/validations/{running}", headers=auth).json()["progress"]["succeeded"] >= 1, timeout=60, what="progress")
-    api.delete(f"/validations/{running}", headers=auth)
+    held = hold_calls(1)  # one part answers; the others wait at the simulator until the DELETE
+    running = api.post(
+        "/validations",
+        json={"documents": [{"name": "b.txt", "content": lines_document(60)}], "rules": ["t"]},
+        headers=auth,
+    ).json()["id"]
+    wait_for(
+        lambda: api.get(f"/validations/{running}", headers=auth).json()["progress"]["succeeded"] >= 1,
+        timeout=60,
+        what="progress",
+    )
+    assert api.delete(f"/validations/{running}", headers=auth).status_code == 202
+    held.release()
     wait_for_status(api, running, statuses=("CANCELLED",))
     api.get(f"/validations/{running}", headers=auth)
     wait_for(lambda: "settled_run" in record(running), what="settlement")

@@ -7,9 +7,11 @@ from typing import Any
 
 import pytest
 
+from app.settings import Settings
+from tests.conftest import Aws, MakeApi
 
 
-def stored(aws, settings) -> dict[str, int]:
+def stored(aws: Aws, settings: Settings) -> dict[str, int]:
     """What exists for this deployment: S3 objects, records, executions, idempotency keys."""
     db = aws.client("dynamodb")
     machine = {"stateMachineArn": aws.machine_arn(settings.state_machine_name)}
@@ -18,11 +20,15 @@ def stored(aws, settings) -> dict[str, int]:
         "validations": db.scan(TableName=settings.table("validations"), Select="COUNT")["Count"],
         "chunks": db.scan(TableName=settings.table("chunks"), Select="COUNT")["Count"],
         "idempotency": db.scan(TableName=settings.table("idempotency"), Select="COUNT")["Count"],
-        "executions": len(aws.client("stepfunctions").list_executions(stateMachineArn=machine["stateMachineArn"])["executions"]),
+        "executions": len(
+            aws.client("stepfunctions").list_executions(stateMachineArn=machine["stateMachineArn"])["executions"]
+        ),
     }
 
 
-def multipart(files: list[tuple[str, bytes, str]], rules: Any = ("be tidy",), raw_rules: str | None = None) -> dict[str, Any]:
+def multipart(
+    files: list[tuple[str, bytes, str]], rules: Any = ("be tidy",), raw_rules: str | None = None
+) -> dict[str, Any]:
     data = {"rules": raw_rules if raw_rules is not None else json.dumps(list(rules))}
     return {"files": [("files", f) for f in files], "data": data}
 
@@ -36,16 +42,70 @@ SMALL_LIMITS = {"max_files": 3, "max_file_bytes": 1000, "max_request_bytes": 250
 
 CASES = [
     # (id, request kwargs, status, problem type suffix, member that names the fault)
-    ("malformed-json", {"content": b"{not json", "headers": {"Content-Type": "application/json"}}, 400, "bad-request", None),
-    ("malformed-multipart", {"content": b"--x\r\ngarbage", "headers": {"Content-Type": "multipart/form-data"}}, 400, "bad-request", None),
+    (
+        "malformed-json",
+        {"content": b"{not json", "headers": {"Content-Type": "application/json"}},
+        400,
+        "bad-request",
+        None,
+    ),
+    (
+        "malformed-multipart",
+        {"content": b"--x\r\ngarbage", "headers": {"Content-Type": "multipart/form-data"}},
+        400,
+        "bad-request",
+        None,
+    ),
     ("rules-part-not-json", multipart([OK_FILE], raw_rules="[oops"), 400, "bad-request", ("field", "rules")),
-    ("file-too-large", multipart([("big.txt", b"a" * 1001, "text/plain")]), 413, "payload-too-large", ("file", "big.txt")),
-    ("too-many-files", multipart([(f"f{i}.txt", b"row\n", "text/plain") for i in range(4)]), 413, "payload-too-large", ("limit", "max_files")),
-    ("request-too-large", multipart([(f"f{i}.txt", b"a" * 900, "text/plain") for i in range(3)]), 413, "payload-too-large", ("limit", "max_request_bytes")),
-    ("binary-by-name", multipart([("photo.png", b"\x89PNG\r\n", "image/png")]), 415, "unsupported-media-type", ("file", "photo.png")),
-    ("binary-by-content", multipart([("data.txt", b"ab\x00\x01\x02cd", "text/plain")]), 415, "unsupported-media-type", ("file", "data.txt")),
-    ("not-utf8", multipart([("latin.csv", "café".encode("latin-1"), "text/csv")]), 415, "unsupported-media-type", ("file", "latin.csv")),
-    ("wrong-content-type", {"content": b"hello", "headers": {"Content-Type": "text/plain"}}, 415, "unsupported-media-type", ("field", "Content-Type")),
+    (
+        "file-too-large",
+        multipart([("big.txt", b"a" * 1001, "text/plain")]),
+        413,
+        "payload-too-large",
+        ("file", "big.txt"),
+    ),
+    (
+        "too-many-files",
+        multipart([(f"f{i}.txt", b"row\n", "text/plain") for i in range(4)]),
+        413,
+        "payload-too-large",
+        ("limit", "max_files"),
+    ),
+    (
+        "request-too-large",
+        multipart([(f"f{i}.txt", b"a" * 900, "text/plain") for i in range(3)]),
+        413,
+        "payload-too-large",
+        ("limit", "max_request_bytes"),
+    ),
+    (
+        "binary-by-name",
+        multipart([("photo.png", b"\x89PNG\r\n", "image/png")]),
+        415,
+        "unsupported-media-type",
+        ("file", "photo.png"),
+    ),
+    (
+        "binary-by-content",
+        multipart([("data.txt", b"ab\x00\x01\x02cd", "text/plain")]),
+        415,
+        "unsupported-media-type",
+        ("file", "data.txt"),
+    ),
+    (
+        "not-utf8",
+        multipart([("latin.csv", "café".encode("latin-1"), "text/csv")]),
+        415,
+        "unsupported-media-type",
+        ("file", "latin.csv"),
+    ),
+    (
+        "wrong-content-type",
+        {"content": b"hello", "headers": {"Content-Type": "text/plain"}},
+        415,
+        "unsupported-media-type",
+        ("field", "Content-Type"),
+    ),
     ("empty-batch-json", as_json([]), 422, "unprocessable", ("field", "files")),
     (
         "empty-batch-multipart",
@@ -63,16 +123,36 @@ CASES = [
     ("rule-too-long", multipart([OK_FILE], rules=["x" * 51]), 422, "unprocessable", ("limit", "max_rule_chars")),
     ("rule-blank", multipart([OK_FILE], rules=["   "]), 422, "unprocessable", ("field", "rules[0].text")),
     ("rule-bad-shape", multipart([OK_FILE], rules=[{"id": "a", "text": "t", "extra": 1}]), 422, "unprocessable", None),
-    ("rule-ids-repeated", as_json([{"name": "a.txt", "content": "x"}], rules=[{"id": "a", "text": "t"}, {"id": "a", "text": "u"}]), 422, "unprocessable", ("field", "rules")),
+    (
+        "rule-ids-repeated",
+        as_json([{"name": "a.txt", "content": "x"}], rules=[{"id": "a", "text": "t"}, {"id": "a", "text": "u"}]),
+        422,
+        "unprocessable",
+        ("field", "rules"),
+    ),
     ("rules-not-array", multipart([OK_FILE], raw_rules='{"text": "t"}'), 422, "unprocessable", ("field", "rules")),
     ("empty-file", multipart([("empty.txt", b"", "text/plain")]), 422, "unprocessable", ("file", "empty.txt")),
-    ("path-in-name", as_json([{"name": "../etc/passwd", "content": "x"}]), 422, "unprocessable", ("file", "../etc/passwd")),
+    (
+        "path-in-name",
+        as_json([{"name": "../etc/passwd", "content": "x"}]),
+        422,
+        "unprocessable",
+        ("file", "../etc/passwd"),
+    ),
     ("json-missing-documents", {"json": {"rules": ["t"]}}, 422, "unprocessable", ("field", "documents")),
 ]
 
 
 @pytest.mark.parametrize("request_kwargs,status,problem,member", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
-def test_bad_input_is_a_problem_and_stores_nothing(make_api, aws, settings, request_kwargs, status, problem, member):
+def test_bad_input_is_a_problem_and_stores_nothing(
+    make_api: MakeApi,
+    aws: Aws,
+    settings: Settings,
+    request_kwargs: dict[str, Any],
+    status: int,
+    problem: str,
+    member: tuple[str, str] | None,
+) -> None:
     api = make_api(**SMALL_LIMITS)
     before = stored(aws, settings)
 
@@ -88,7 +168,7 @@ def test_bad_input_is_a_problem_and_stores_nothing(make_api, aws, settings, requ
     assert stored(aws, settings) == before
 
 
-def test_no_api_key_is_401_with_a_bearer_challenge(make_api):
+def test_no_api_key_is_401_with_a_bearer_challenge(make_api: MakeApi) -> None:
     api = make_api()
     answer = api.post("/validations", headers={"Authorization": ""}, json={"documents": [], "rules": []})
     assert answer.status_code == 401
@@ -97,13 +177,15 @@ def test_no_api_key_is_401_with_a_bearer_challenge(make_api):
     assert api.get("/validations", headers={"Authorization": "Bearer wrong"}).status_code == 401
 
 
-def test_unknown_validation_is_404(api):
+def test_unknown_validation_is_404(api: Any) -> None:
     answer = api.get("/validations/doesnotexist")
     assert answer.status_code == 404
     assert answer.json()["type"].endswith("/not-found")
 
 
-def test_idempotency_key_replays_the_first_validation_and_refuses_a_different_body(api, aws, settings):
+def test_idempotency_key_replays_the_first_validation_and_refuses_a_different_body(
+    api: Any, aws: Aws, settings: Settings
+) -> None:
     body = {"documents": [{"name": "a.txt", "content": "row 1\n"}], "rules": ["be tidy"]}
     first = api.post("/validations", json=body, headers={"Idempotency-Key": "k-1"})
     again = api.post("/validations", json=body, headers={"Idempotency-Key": "k-1"})
@@ -118,13 +200,19 @@ def test_idempotency_key_replays_the_first_validation_and_refuses_a_different_bo
     assert before["executions"] == 1  # one execution for the two identical requests
 
 
-def test_a_failure_after_storing_starts_leaves_nothing_behind(make_api, aws, settings):
+def test_a_failure_after_storing_starts_leaves_nothing_behind(make_api: MakeApi, aws: Aws, settings: Settings) -> None:
     api = make_api()
     # StartExecution will fail: S3 objects and records written before it must be undone.
-    api.app.state.settings = api.app.state.settings.model_copy(update={"state_machine_arn": "arn:aws:states:us-east-1:123456789012:stateMachine:missing"})
+    api.app.state.settings = api.app.state.settings.model_copy(
+        update={"state_machine_arn": "arn:aws:states:us-east-1:123456789012:stateMachine:missing"}
+    )
     before = stored(aws, settings)
 
-    answer = api.post("/validations", json={"documents": [{"name": "a.txt", "content": "row\n"}], "rules": ["t"]}, headers={"Idempotency-Key": "k-2"})
+    answer = api.post(
+        "/validations",
+        json={"documents": [{"name": "a.txt", "content": "row\n"}], "rules": ["t"]},
+        headers={"Idempotency-Key": "k-2"},
+    )
 
     assert answer.status_code == 502
     assert answer.headers["content-type"] == "application/problem+json"

@@ -1,0 +1,14 @@
+"""What other domains may do with the event log: tell viewers a validation's status changed."""
+
+from __future__ import annotations
+
+from app.events.store import EventStore
+
+
+class EventLog:
+    def __init__(self, store: EventStore) -> None:
+        self._store = store
+
+    async def append_status(self, validation_id: str) -> int:
+        """A `status` event with the validation's current status, run and error; its number."""
+        return await self._store.append_status(validation_id)

@@ -1,0 +1,29 @@
+"""What endpoints of validations (and of their event streams) ask for."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Path
+
+from app.aws.stepfunctions import Executions
+from app.deps import ClientsDep, SettingsDep
+from app.events.service import EventLog
+from app.events.store import EventStore
+from app.quotas.service import QuotaService
+from app.validations.service import ValidationService
+from app.validations.store import ValidationStore
+
+
+def get_service(settings: SettingsDep, clients: ClientsDep) -> ValidationService:
+    return ValidationService(
+        ValidationStore(clients, settings),
+        Executions(clients.sfn, settings.state_machine_arn or ""),
+        QuotaService(clients, settings),
+        EventLog(EventStore(clients, settings)),
+        settings,
+    )
+
+
+Service = Annotated[ValidationService, Depends(get_service)]
+ValidationId = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9-]+$")]

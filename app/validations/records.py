@@ -1,0 +1,117 @@
+"""A validation as the API reads it from DynamoDB: typed at the store boundary.
+
+Field names are the stored attribute names. The Lambdas write more (counters per file,
+event numbers, reported results); what the API does not read is left out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    """One uploaded file of a validation (`files` on the record)."""
+
+    name: str
+    key: str
+    size: int
+    chunks: int  # parts the file was split into
+    kind: str | None = None
+    last_line: int | None = None
+    combine_estimate: int = 0
+
+    @classmethod
+    def of(cls, values: dict[str, Any]) -> StoredFile:
+        return cls(
+            name=values["name"],
+            key=values["key"],
+            size=values["size"],
+            chunks=values["chunks"],
+            kind=values.get("kind"),
+            last_line=values.get("last_line"),
+            combine_estimate=values.get("combine_estimate", 0),
+        )
+
+
+@dataclass(frozen=True)
+class QueuePosition:
+    """Where a QUEUED validation stands in its owner's queue (computed on read, not stored)."""
+
+    position: int
+    estimated_start: str | None
+
+
+@dataclass(frozen=True)
+class Validation:
+    id: str
+    owner: str
+    status: str
+    created_at: str
+    total_chunks: int
+    files: tuple[StoredFile, ...]
+    rules: list[dict[str, str]]
+    run: int = 1
+    run_cost: int = 0
+    queue_key: str | None = None
+    execution_arn: str | None = None
+    started_at: str | None = None
+    finished_at: str | None = None
+    error: dict[str, str] | None = None
+    succeeded: int = 0
+    failed: int = 0
+    combine_failed: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    model_calls: int = 0
+    attempts: int = 0
+    estimated_tokens: int = 0
+    charged_tokens: int | None = None
+    plan: dict[str, Any] | None = None  # the controller's plan (lambdas/control)
+    parallelism: int | None = None  # the effective parallelism, once planned
+    # The quota reservation of the current run (core/quota.py: admission and settlement).
+    reserved: int | None = None
+    reserved_run: int | None = None
+    settled_run: int | None = None
+    usage_at_start: int | None = None
+    queue: QueuePosition | None = None
+
+    @classmethod
+    def of(cls, item: dict[str, Any]) -> Validation:
+        """From a stored record (core/dynamo.from_item's plain values)."""
+        optional = (
+            "run", "run_cost", "queue_key", "execution_arn", "started_at", "finished_at", "error", "succeeded",
+            "failed", "combine_failed", "prompt_tokens", "completion_tokens", "model_calls", "attempts",
+            "estimated_tokens", "charged_tokens", "plan", "parallelism", "reserved", "reserved_run", "settled_run",
+            "usage_at_start",
+        )  # fmt: skip
+        return cls(
+            id=item["id"],
+            owner=item["owner"],
+            status=item["status"],
+            created_at=item["created_at"],
+            total_chunks=item["total_chunks"],
+            files=tuple(StoredFile.of(f) for f in item["files"]),
+            rules=item["rules"],
+            **{k: item[k] for k in optional if item.get(k) is not None},
+        )
+
+    @property
+    def used_tokens(self) -> int:
+        """Every answered model attempt's tokens, over all runs."""
+        return self.prompt_tokens + self.completion_tokens
+
+    def usage_record(self) -> dict[str, Any]:
+        """The fields core/quota.settlement reads, as the stored record has them."""
+        values = {
+            "id": self.id,
+            "owner": self.owner,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "reserved": self.reserved,
+            "reserved_run": self.reserved_run,
+            "settled_run": self.settled_run,
+            "usage_at_start": self.usage_at_start,
+        }
+        return {k: v for k, v in values.items() if v is not None}
