@@ -125,6 +125,11 @@ def test_every_chunk_finishes_when_thirty_percent_of_calls_get_429(
         simulator.stats.requests
         == simulator.stats.part_calls + simulator.stats.combine_calls + simulator.stats.rate_limited
     )
+    # Every attempt is on the validation's usage: refused ones as attempts, answered ones as calls with tokens.
+    usage = done["usage"]
+    assert usage["attempts"] == simulator.stats.requests
+    assert usage["model_calls"] == simulator.stats.part_calls + simulator.stats.combine_calls
+    assert usage["prompt_tokens"] + usage["completion_tokens"] == simulator.stats.billed_tokens
 
 
 def test_cancel_mid_run_keeps_partial_results_and_starts_no_call_after_the_stop(
