@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable, Generator
 from typing import Any
 
-from core.dynamo import typed
+from core.dynamo import from_item, typed
+from core.steps import PUT, UPDATE, Step, StepAnswer, response
 
 STATUS, PROGRESS, RESULT, END = "status", "progress", "result", "end"
 
@@ -46,6 +48,24 @@ def event_put(events_table: str, validation_id: str, seq: int, kind: str, data: 
         ),
         "ConditionExpression": "attribute_not_exists(seq)",
     }
+
+
+def append_steps(
+    validations_table: str,
+    events_table: str,
+    validation_id: str,
+    kind: str,
+    data: Callable[[dict[str, Any]], dict[str, Any]],
+) -> Generator[Step, StepAnswer, dict[str, Any]]:
+    """A sans-IO append (core/steps.py): take the next number, store the event that `data`
+    builds from the validation record as of this number; returns that record."""
+    record = from_item(response((yield (UPDATE, allocate(validations_table, validation_id))))["Attributes"])
+    yield (PUT, event_put(events_table, validation_id, int(record["event_seq"]), kind, data(record)))
+    return record
+
+
+def status_of(record: dict[str, Any]) -> dict[str, Any]:
+    return {"status": record["status"], "run": record["run"], "error": record.get("error")}
 
 
 def claim_file_report(validations_table: str, validation_id: str, run: int, file_index: int) -> dict[str, Any]:

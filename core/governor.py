@@ -293,20 +293,49 @@ def release(table: str, validation_id: str, slot: int, holder: str) -> dict[str,
     }
 
 
-def reclaim(table: str, lease: Mapping[str, Any]) -> dict[str, Any]:
+@dataclass(frozen=True)
+class LeaseRecord:
+    """A lease item as stored (`claim`, `renew`): whose slot it is, until when, and its tokens."""
+
+    pk: str
+    sk: str
+    holder: str
+    expires_at: float
+    leased: int = 0
+    committed: int = 0
+    reported: int = 0
+
+    @property
+    def slot(self) -> int:
+        return int(self.sk)
+
+    @classmethod
+    def of(cls, item: Mapping[str, Any]) -> LeaseRecord | None:
+        """From a plain item (core/dynamo.from_item); None for an item that holds no lease."""
+        if "holder" not in item or "expires_at" not in item:
+            return None
+        return cls(
+            str(item["pk"]),
+            str(item["sk"]),
+            str(item["holder"]),
+            float(item["expires_at"]),
+            *(int(item.get(k, 0)) for k in ("leased", "committed", "reported")),
+        )
+
+
+def reclaim(table: str, lease: LeaseRecord) -> dict[str, Any]:
     """Delete an expired lease, only if nobody renewed or reclaimed it since it was read."""
     return {
         "TableName": table,
-        "Key": typed({"pk": lease["pk"], "sk": lease["sk"]}),
+        "Key": typed({"pk": lease.pk, "sk": lease.sk}),
         "ConditionExpression": "holder = :holder AND expires_at = :exp",
-        "ExpressionAttributeValues": typed({":holder": lease["holder"], ":exp": decimal(float(lease["expires_at"]))}),
+        "ExpressionAttributeValues": typed({":holder": lease.holder, ":exp": decimal(lease.expires_at)}),
     }
 
 
-def leftover(lease: Mapping[str, Any]) -> tuple[int, int]:
+def leftover(lease: LeaseRecord) -> tuple[int, int]:
     """(tokens to give back, tokens to count as used) of a lease being closed or reclaimed."""
-    leased, committed, reported = (int(lease.get(k, 0)) for k in ("leased", "committed", "reported"))
-    return max(0, leased - committed), max(0, committed - reported)
+    return max(0, lease.leased - lease.committed), max(0, lease.committed - lease.reported)
 
 
 STATS_KEY = {"pk": "stats", "sk": "calls"}

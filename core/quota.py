@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from core.dynamo import decimal, typed, untyped
+from core.steps import QUERY, Cancelled, Step, StepAnswer, response, transact
 
 
 @dataclass(frozen=True)
@@ -198,34 +199,28 @@ def _start_running(admission: Admission, started_at: str, now: float) -> dict[st
     }
 
 
-# What admission_steps yields: ("query", Query request) or ("transact", TransactItems list).
-Step = tuple[str, Any]
-# What it is sent back: a query's items, or for a transaction None (success) / its cancellation reasons.
-StepAnswer = Any
-
-
 def admission_steps(admission: Admission, now: float, started_at: str) -> Generator[Step, StepAnswer, Outcome]:
-    """A sans-IO admission: yields ("query"|"transact", request), receives the answer
-    (a query's items, or for a transaction None on success / its cancellation reasons),
-    and returns an Outcome. The API drives it with aioboto3, the admit Lambda with boto3.
+    """A sans-IO admission (core/steps.py): a Query of the queue's head, then the grant
+    transaction; returns an Outcome. The API drives it at submission, the admit Lambda in
+    the queue's Wait loop.
     """
     if admission.fifo:
-        items = yield ("query", queue_head_query(admission))
+        items = response((yield (QUERY, queue_head_query(admission))))["Items"]
         if items and untyped(items[0]).get("id") != admission.validation_id:
             head = untyped(items[0])
             return Outcome(False, behind=str(head["id"]))
     if admission.quota is None:
-        reasons = yield ("transact", [{"Update": _start_running(admission, started_at, now)}])
-        return Outcome(True) if reasons is None else Outcome(False, gone=True)
+        answer = yield transact([{"Update": _start_running(admission, started_at, now)}])
+        return Outcome(False, gone=True) if isinstance(answer, Cancelled) else Outcome(True)
     bucket_full = True
     for _ in range(3):  # at most one wrong guess of the bucket's shape, plus a clock move
         acquire = acquire_update(
             admission.buckets_table, admission.owner, admission.quota, admission.cost, now, bucket_full
         )
-        reasons = yield ("transact", [{"Update": acquire}, {"Update": _start_running(admission, started_at, now)}])
-        if reasons is None:
+        answer = yield transact([{"Update": acquire}, {"Update": _start_running(admission, started_at, now)}])
+        if not isinstance(answer, Cancelled):
             return Outcome(True)
-        bucket_reason, validation_reason = reasons[0], reasons[1]
+        bucket_reason, validation_reason = answer.reasons[0], answer.reasons[1]
         if validation_reason.get("Code") == "ConditionalCheckFailed":
             return Outcome(False, gone=True)
         old = untyped(bucket_reason.get("Item") or {})
@@ -263,11 +258,18 @@ def settlement(
     )
 
 
-def cancellation_reasons(error_response: dict[str, Any], request: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
-    """A cancelled transaction's reasons, for admission_steps; None when the error is something else."""
-    if error_response["Error"]["Code"] != "TransactionCanceledException":
-        return None
-    return error_response.get("CancellationReasons") or [{"Code": "ConditionalCheckFailed"}] * len(request)
+def settle_steps(
+    validations_table: str, buckets_table: str, validation: dict[str, Any], quota: Quota | None
+) -> Generator[Step, StepAnswer, bool]:
+    """A sans-IO settlement (core/steps.py) of the validation's current run: True when this
+    call settled it, False when there was nothing to settle or another caller won the race
+    (the transaction's condition makes it once). The API drives it on cancel, the Finalize
+    Lambda at the end of a run."""
+    items = settlement(validations_table, buckets_table, validation, quota)
+    if items is None:
+        return False
+    answer = yield transact(items)
+    return not isinstance(answer, Cancelled)
 
 
 def settle_items(

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Any
+
+from core.dynamo import typed
 
 
 class ValidationStatus(StrEnum):
@@ -31,6 +34,16 @@ def chunk_id(file_index: int, chunk_index: int) -> str:
 def file_range(first_file: int, last_file: int) -> tuple[str, str]:
     """The chunk-id range (inclusive) covering files first..last."""
     return f"{first_file:05d}-", f"{last_file:05d}-~"
+
+
+def parts_query(chunks_table: str, validation_id: str, first: str, last: str) -> dict[str, Any]:
+    """The Query of a validation's parts with ids first..last (core/steps.query_all pages it)."""
+    return {
+        "TableName": chunks_table,
+        "KeyConditionExpression": "validation_id = :v AND chunk_id BETWEEN :first AND :last",
+        "ExpressionAttributeValues": typed({":v": validation_id, ":first": first, ":last": last}),
+        "ConsistentRead": True,
+    }
 
 
 def file_index_of(chunk: str) -> int:

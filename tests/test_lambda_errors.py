@@ -7,7 +7,7 @@ from collections.abc import Callable
 import pytest
 from botocore.exceptions import ClientError, ReadTimeoutError
 
-from lambdas.common.errors import StoreUnavailable
+from lambdas.common.errors import StoreUnavailable, is_condition_failure
 from lambdas.validate_chunk import handler
 
 
@@ -73,3 +73,12 @@ def test_the_state_machine_retries_every_retryable_name() -> None:
         "BatchIncomplete",
     } <= retried
     assert "ModelRejected" not in retried
+
+
+def test_a_lost_condition_is_told_apart_from_other_aws_errors() -> None:
+    def error(code: str) -> ClientError:
+        return ClientError({"Error": {"Code": code, "Message": ""}}, "UpdateItem")
+
+    assert is_condition_failure(error("ConditionalCheckFailedException"))
+    assert is_condition_failure(error("TransactionCanceledException"))
+    assert not is_condition_failure(error("ThrottlingException"))

@@ -28,29 +28,29 @@ router = APIRouter(prefix="/admin", tags=["admin"], responses=problem_responses(
 
 
 @router.post("/users", status_code=201, response_model=UserWithKey, responses=problem_responses(409))
-async def create_user(body: UserCreate, admin: CurrentAdmin, users: Users) -> dict[str, Any]:
+async def create_user(body: UserCreate, admin: CurrentAdmin, users: Users) -> UserWithKey:
     """Create a user; the API key is in this answer only."""
-    return await users.create(admin, body)
+    return UserWithKey.issued(*await users.create(admin, body))
 
 
 @router.get("/users/{user_id}", response_model=UserOut, responses=problem_responses(404))
-async def get_user(user_id: UserId, admin: CurrentAdmin, users: Users) -> dict[str, Any]:
+async def get_user(user_id: UserId, admin: CurrentAdmin, users: Users) -> UserOut:
     """A user's role, quota, policy and state."""
-    return await users.get(user_id)
+    return UserOut.of(await users.get(user_id))
 
 
 @router.patch("/users/{user_id}", response_model=UserOut, responses=problem_responses(404))
-async def patch_user(user_id: UserId, body: UserPatch, admin: CurrentAdmin, users: Users) -> dict[str, Any]:
+async def patch_user(user_id: UserId, body: UserPatch, admin: CurrentAdmin, users: Users) -> UserOut:
     """Change quota, policy, role, or disable."""
-    return await users.patch(admin, user_id, body)
+    return UserOut.of(await users.patch(admin, user_id, body))
 
 
 @router.post(
     "/users/{user_id}/keys", status_code=201, response_model=UserWithKey, responses=problem_responses(404, 409)
 )
-async def rotate_key(user_id: UserId, admin: CurrentAdmin, users: Users) -> dict[str, Any]:
+async def rotate_key(user_id: UserId, admin: CurrentAdmin, users: Users) -> UserWithKey:
     """Issue a new key; the old one stops working."""
-    return await users.rotate_key(admin, user_id)
+    return UserWithKey.issued(*await users.rotate_key(admin, user_id))
 
 
 @router.get("/parallelism", response_model=ParallelismView, responses=problem_responses(502))

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from app.aws.clients import AWSClients
+from app.aws.steps import drive
 from app.settings import Settings
 from core import events
 from core.dynamo import from_item, to_item
@@ -28,16 +29,12 @@ class EventStore:
         self.reads = 0  # Query calls made, for the viewers-do-not-multiply-reads guarantee
 
     async def append(self, validation_id: str, kind: str, data: Callable[[dict[str, Any]], dict[str, Any]]) -> int:
-        answer = await self._db.update_item(**events.allocate(self._validations, validation_id))
-        record = from_item(answer["Attributes"])
-        seq = int(record["event_seq"])
-        await self._db.put_item(**events.event_put(self._events, validation_id, seq, kind, data(record)))
-        return seq
+        """Append an event (core/events.append_steps); its number."""
+        steps = events.append_steps(self._validations, self._events, validation_id, kind, data)
+        return int((await drive(self._db, steps))["event_seq"])
 
     async def append_status(self, validation_id: str) -> int:
-        return await self.append(
-            validation_id, events.STATUS, lambda r: {"status": r["status"], "run": r["run"], "error": r.get("error")}
-        )
+        return await self.append(validation_id, events.STATUS, events.status_of)
 
     async def after(self, validation_id: str, seq: int) -> list[Event]:
         """Every stored event with a number above `seq`, in order."""

@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Generator
 from typing import Any
 
 from botocore.exceptions import ClientError
 
 from app.aws.clients import AWSClients
 from app.aws.errors import error_code
+from app.aws.steps import drive
 from app.identity.principal import OnLimit
 from app.settings import Settings
 from app.validations.records import Validation
 from core.clock import now_iso
 from core.dynamo import from_item, typed
-from core.quota import Admission, Outcome, Quota, Step, StepAnswer, admission_steps, cancellation_reasons, settlement
+from core.quota import Admission, Outcome, Quota, admission_steps, settle_steps
 
 
 class QuotaService:
@@ -56,25 +56,6 @@ class QuotaService:
         answer = await self._db.get_item(TableName=self._buckets, Key=typed({"user_id": user_id}), ConsistentRead=True)
         return from_item(answer["Item"]) if "Item" in answer else {"tat": 0, "running": 0}
 
-    async def _drive(self, steps: Generator[Step, StepAnswer, Outcome]) -> Outcome:
-        answer: StepAnswer = None
-        while True:
-            try:
-                kind, request = steps.send(answer)
-            except StopIteration as done:
-                outcome: Outcome = done.value
-                return outcome
-            if kind == "query":
-                answer = (await self._db.query(**request))["Items"]
-                continue
-            try:
-                await self._db.transact_write_items(TransactItems=request)
-                answer = None
-            except ClientError as exc:
-                answer = cancellation_reasons(exc.response, request)
-                if answer is None:
-                    raise
-
     async def admit(self, validation: Validation, quota: Quota | None, fifo: bool = True) -> Outcome:
         if validation.queue_key is None:
             raise ValueError(f"validation {validation.id} is not queued")
@@ -90,7 +71,7 @@ class QuotaService:
             quota=quota,
             fifo=fifo,
         )
-        return await self._drive(admission_steps(admission, time.time(), now_iso()))
+        return await drive(self._db, admission_steps(admission, time.time(), now_iso()))
 
     async def queue_ahead(self, owner: str, queue_key: str) -> list[dict[str, Any]]:
         """Queued validations of `owner` submitted before `queue_key`, oldest first."""
@@ -105,13 +86,4 @@ class QuotaService:
 
     async def settle(self, validation: Validation, quota: Quota | None) -> bool:
         """Refund the current run's unused reservation, once (False when nothing to do)."""
-        items = settlement(self._validations, self._buckets, validation.usage_record(), quota)
-        if items is None:
-            return False
-        try:
-            await self._db.transact_write_items(TransactItems=items)
-        except ClientError as exc:
-            if error_code(exc) == "TransactionCanceledException":
-                return False
-            raise
-        return True
+        return await drive(self._db, settle_steps(self._validations, self._buckets, validation.usage_record(), quota))

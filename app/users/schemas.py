@@ -6,6 +6,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from app.users.records import User
+
 
 class QuotaIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -39,9 +41,29 @@ class UserOut(BaseModel):
     created_at: str
     updated_at: str | None = None
 
+    @classmethod
+    def of(cls, user: User) -> UserOut:
+        return cls(**_shown(user))
+
 
 class UserWithKey(UserOut):
     api_key: str = Field(description="Shown once; only its hash is stored.")
+
+    @classmethod
+    def issued(cls, user: User, api_key: str) -> UserWithKey:
+        return cls(**_shown(user), api_key=api_key)
+
+
+def _shown(user: User) -> dict[str, Any]:
+    return {
+        "user_id": user.user_id,
+        "role": user.role,
+        "quota": QuotaIn(**user.quota.as_dict()),
+        "on_limit": user.on_limit,
+        "disabled": user.disabled,
+        "created_at": user.created_at,
+        "updated_at": user.updated_at,
+    }
 
 
 class ParallelismOut(BaseModel):

@@ -1,4 +1,4 @@
-"""Users and keys: create, read, change, rotate; every change audited."""
+"""Users and keys: create, read, change, rotate; every change audited; keys resolved to principals."""
 
 from __future__ import annotations
 
@@ -9,13 +9,11 @@ from app.identity.keys import hash_key, new_api_key
 from app.identity.principal import Principal
 from app.quotas.service import QuotaService
 from app.settings import Settings
+from app.users.records import User
 from app.users.schemas import UserCreate, UserPatch
 from app.users.store import UserStore
 from core.clock import now_iso
-
-
-def public(user: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in user.items() if k != "key_hash"}
+from core.quota import Quota
 
 
 class UserService:
@@ -24,37 +22,44 @@ class UserService:
         self.quotas = quotas
         self.settings = settings
 
-    async def create(self, actor: Principal, request: UserCreate) -> dict[str, Any]:
+    async def principal_of_key(self, key: str) -> Principal | None:
+        """Who holds this API key: None unless it is a user's current key and the user is not disabled."""
+        digest = hash_key(key)
+        user_id = await self.store.user_of_key(digest)
+        user = await self.store.get(user_id) if user_id else None
+        # The user record holds the current key and the state: rotation and disabling count at the next request.
+        if user is None or user.disabled or user.key_hash != digest:
+            return None
+        return user.principal()
+
+    async def create(self, actor: Principal, request: UserCreate) -> tuple[User, str]:
+        """The new user and its API key (the key is stored only as its hash)."""
         s = self.settings
         key = new_api_key()
-        user = {
-            "user_id": request.user_id,
-            "role": request.role,
-            "quota": request.quota.model_dump()
+        user = User(
+            user_id=request.user_id,
+            role=request.role,
+            quota=Quota.of(request.quota.model_dump())
             if request.quota
-            else {
-                "capacity_tokens": s.default_capacity_tokens,
-                "refill_tokens_per_minute": s.default_refill_tokens_per_minute,
-                "max_running": s.default_max_running,
-            },
-            "on_limit": request.on_limit or s.default_on_limit,
-            "disabled": False,
-            "key_hash": hash_key(key),
-            "created_at": now_iso(),
-        }
+            else Quota(s.default_capacity_tokens, s.default_refill_tokens_per_minute, s.default_max_running),
+            on_limit=request.on_limit or s.default_on_limit,
+            disabled=False,
+            key_hash=hash_key(key),
+            created_at=now_iso(),
+        )
         await self.quotas.create_bucket(request.user_id)
         if not await self.store.create(user):
             raise Conflict(f"User {request.user_id!r} already exists.", field="user_id")
-        await self.store.audit(actor.user_id, "user.create", request.user_id, None, public(user))
-        return {**public(user), "api_key": key}
+        await self.store.audit(actor.user_id, "user.create", request.user_id, None, user.public())
+        return user, key
 
-    async def get(self, user_id: str) -> dict[str, Any]:
+    async def get(self, user_id: str) -> User:
         user = await self.store.get(user_id)
         if user is None:
             raise NotFound(f"No user {user_id!r}.", field="user_id")
-        return public(user)
+        return user
 
-    async def patch(self, actor: Principal, user_id: str, request: UserPatch) -> dict[str, Any]:
+    async def patch(self, actor: Principal, user_id: str, request: UserPatch) -> User:
         before = await self.get(user_id)
         changes = dict(request.model_dump(exclude_none=True))
         if not changes:
@@ -62,12 +67,9 @@ class UserService:
         changes["updated_at"] = now_iso()
         await self.store.update(user_id, changes)
         after = await self.get(user_id)
+        old, new = before.public(), after.public()
         await self.store.audit(
-            actor.user_id,
-            "user.update",
-            user_id,
-            {k: before.get(k) for k in changes},
-            {k: after.get(k) for k in changes},
+            actor.user_id, "user.update", user_id, {k: old.get(k) for k in changes}, {k: new.get(k) for k in changes}
         )
         return after
 
@@ -80,18 +82,17 @@ class UserService:
     ) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
         return await self.store.audit_page(limit, start)
 
-    async def rotate_key(self, actor: Principal, user_id: str) -> dict[str, Any]:
-        user = await self.store.get(user_id)
-        if user is None:
-            raise NotFound(f"No user {user_id!r}.", field="user_id")
+    async def rotate_key(self, actor: Principal, user_id: str) -> tuple[User, str]:
+        """The user with a new API key; the old key stops working."""
+        user = await self.get(user_id)
         key = new_api_key()
-        if not await self.store.replace_key(user_id, user["key_hash"], hash_key(key)):
+        if not await self.store.replace_key(user_id, user.key_hash, hash_key(key)):
             raise Conflict("The key changed meanwhile; try again.")
         await self.store.audit(
             actor.user_id,
             "user.rotate_key",
             user_id,
-            {"key_hash": user["key_hash"][:12] + "…"},
+            {"key_hash": user.key_hash[:12] + "…"},
             {"key_hash": hash_key(key)[:12] + "…"},
         )
-        return {**(await self.get(user_id)), "api_key": key}
+        return await self.get(user_id), key

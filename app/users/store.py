@@ -10,6 +10,7 @@ from botocore.exceptions import ClientError
 from app.aws.clients import AWSClients
 from app.aws.errors import condition_failed
 from app.settings import Settings
+from app.users.records import User
 from core.clock import now_iso
 from core.dynamo import from_item, to_item
 
@@ -21,15 +22,15 @@ class UserStore:
         self._keys = settings.table("api_keys")
         self._audit = settings.table("audit")
 
-    async def get(self, user_id: str) -> dict[str, Any] | None:
+    async def get(self, user_id: str) -> User | None:
         answer = await self._db.get_item(TableName=self._users, Key=to_item({"user_id": user_id}), ConsistentRead=True)
-        return from_item(answer["Item"]) if "Item" in answer else None
+        return User.of(from_item(answer["Item"])) if "Item" in answer else None
 
     async def user_of_key(self, key_hash: str) -> str | None:
         answer = await self._db.get_item(TableName=self._keys, Key=to_item({"key_hash": key_hash}), ConsistentRead=True)
         return from_item(answer["Item"])["user_id"] if "Item" in answer else None
 
-    async def create(self, user: dict[str, Any]) -> bool:
+    async def create(self, user: User) -> bool:
         """User and key together; False when the user id is taken."""
         try:
             await self._db.transact_write_items(
@@ -37,7 +38,7 @@ class UserStore:
                     {
                         "Put": {
                             "TableName": self._users,
-                            "Item": to_item(user),
+                            "Item": to_item(user.item()),
                             "ConditionExpression": "attribute_not_exists(user_id)",
                         }
                     },
@@ -46,9 +47,9 @@ class UserStore:
                             "TableName": self._keys,
                             "Item": to_item(
                                 {
-                                    "key_hash": user["key_hash"],
-                                    "user_id": user["user_id"],
-                                    "created_at": user["created_at"],
+                                    "key_hash": user.key_hash,
+                                    "user_id": user.user_id,
+                                    "created_at": user.created_at,
                                 }
                             ),
                         }
@@ -62,6 +63,7 @@ class UserStore:
         return True
 
     async def update(self, user_id: str, changes: dict[str, Any]) -> None:
+        """Set these stored attributes (names as on `User`) of an existing user."""
         names = {f"#{k}": k for k in changes}
         await self._db.update_item(
             TableName=self._users,

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from core.records import ChunkStatus
+
 
 @dataclass(frozen=True)
 class StoredFile:
@@ -33,6 +35,38 @@ class StoredFile:
             last_line=values.get("last_line"),
             combine_estimate=values.get("combine_estimate", 0),
         )
+
+
+@dataclass(frozen=True)
+class Part:
+    """A part's record in `chunks`, or a multi-part file's verdict (`verdict#<file>`, core/records.verdict_id).
+
+    The Lambdas write more (byte and line ranges, token counts, attempts); what the API
+    does not read is left out.
+    """
+
+    chunk_id: str
+    file_index: int
+    status: ChunkStatus
+    estimate: int = 0  # tokens a call of this part is reserved for (prompt + completion allowance)
+    rules: list[dict[str, Any]] | None = None  # the per-rule answer, once SUCCEEDED
+    error: dict[str, str] | None = None  # why it FAILED
+
+    @classmethod
+    def of(cls, item: dict[str, Any]) -> Part:
+        return cls(
+            chunk_id=item["chunk_id"],
+            file_index=int(item["file_index"]),
+            status=ChunkStatus(item["status"]),
+            estimate=int(item.get("estimate", 0)),
+            rules=item.get("rules"),
+            error=item.get("error"),
+        )
+
+    def result_input(self) -> dict[str, Any]:
+        """The stored fields core/results.file_result reads (core takes the Lambdas' plain items too)."""
+        values = {"status": self.status, "rules": self.rules, "error": self.error}
+        return {k: v for k, v in values.items() if v is not None}
 
 
 @dataclass(frozen=True)

@@ -327,14 +327,16 @@ class ValidationService:
         files = validation.files[start : start + limit]
         if not files:
             return [], None
-        chunks = await self.store.chunks_of_files(validation_id, start, start + len(files) - 1)
+        parts = await self.store.parts_of_files(validation_id, start, start + len(files) - 1)
         verdicts = await self.store.verdicts_of_files(validation_id, start, start + len(files) - 1)
+        # core/results takes the stored shape (plain dicts), as the Lambdas have it.
         by_file: dict[int, list[dict[str, Any]]] = {}
-        for chunk in chunks:
-            by_file.setdefault(chunk["file_index"], []).append(chunk)
+        for part in parts:
+            by_file.setdefault(part.file_index, []).append(part.result_input())
+        verdict_of = {i: v.result_input() for i, v in verdicts.items()}
         rule_ids = [r["id"] for r in validation.rules]
         page = [
-            file_result(f.name, by_file.get(start + i, []), rule_ids, verdicts.get(start + i))
+            file_result(f.name, by_file.get(start + i, []), rule_ids, verdict_of.get(start + i))
             for i, f in enumerate(files)
         ]
         following = start + len(files)
@@ -404,17 +406,17 @@ class ValidationService:
         if status not in TERMINAL:
             raise Conflict(f"Validation {validation_id} is {status}; retry once it has ended.", status_value=status)
         files = validation.files
-        chunks = await self.store.chunks_of_files(validation_id, 0, len(files) - 1)
+        parts = await self.store.parts_of_files(validation_id, 0, len(files) - 1)
         verdicts = await self.store.verdicts_of_files(validation_id, 0, len(files) - 1)
-        todo = [c for c in chunks if c.get("status") != ChunkStatus.SUCCEEDED]
+        todo = [p for p in parts if p.status != ChunkStatus.SUCCEEDED]
         combine = [
             i
             for i, f in enumerate(files)
-            if f.chunks > 1 and (verdicts.get(i) or {}).get("status") != ChunkStatus.SUCCEEDED
+            if f.chunks > 1 and ((v := verdicts.get(i)) is None or v.status != ChunkStatus.SUCCEEDED)
         ]
         if not todo and not combine:
             raise Conflict(f"Nothing to retry: every part and file of {validation_id} has a result.")
-        cost = sum(c.get("estimate", 0) for c in todo) + sum(files[i].combine_estimate for i in combine)
+        cost = sum(p.estimate for p in todo) + sum(files[i].combine_estimate for i in combine)
         run = validation.run + 1
         queued_at = now_iso()
         claimed = await self.store.update(
@@ -452,17 +454,17 @@ class ValidationService:
                 remove=("queue_key",),
             )
             raise
-        reset = await asyncio.gather(*(self.store.reset_failed_chunk(validation_id, c["chunk_id"]) for c in todo))
+        reset = await asyncio.gather(*(self.store.reset_failed_chunk(validation_id, p.chunk_id) for p in todo))
         per_file: dict[int, int] = {}
-        for chunk, was_reset in zip(todo, reset, strict=True):
+        for part, was_reset in zip(todo, reset, strict=True):
             if was_reset:
-                per_file[chunk["file_index"]] = per_file.get(chunk["file_index"], 0) + 1
+                per_file[part.file_index] = per_file.get(part.file_index, 0) + 1
         await asyncio.gather(*(self.store.reset_failed_verdict(validation_id, i) for i in combine))
         await self.store.unsettle_files(validation_id, per_file)
         await self.events.append_status(validation_id)
         arn = await self.executions.start(
             self._execution_name(validation_id, run),
-            _execution_input(validation_id, run, [c["chunk_id"] for c in todo], combine),
+            _execution_input(validation_id, run, [p.chunk_id for p in todo], combine),
         )
         await self.store.update(validation_id, {"execution_arn": arn})
         return await self.get(principal, validation_id)

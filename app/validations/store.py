@@ -10,10 +10,12 @@ from botocore.exceptions import ClientError
 
 from app.aws.clients import AWSClients
 from app.aws.errors import condition_failed
+from app.aws.steps import drive
 from app.settings import Settings
-from app.validations.records import Validation
+from app.validations.records import Part, Validation
 from core.dynamo import from_item, to_item
-from core.records import ChunkStatus, file_range, verdict_id, verdict_range
+from core.records import ChunkStatus, file_range, parts_query, verdict_id, verdict_range
+from core.steps import query_all
 
 _WRITE_CONCURRENCY = 8
 
@@ -125,29 +127,19 @@ class ValidationStore:
         # BatchWriteItem takes at most 25 items.
         await asyncio.gather(*(write(chunks[i : i + 25]) for i in range(0, len(chunks), 25)))
 
-    async def chunks(self, validation_id: str, first: str, last: str) -> list[dict[str, Any]]:
-        kwargs: dict[str, Any] = {
-            "TableName": self._chunks,
-            "KeyConditionExpression": "validation_id = :v AND chunk_id BETWEEN :first AND :last",
-            "ExpressionAttributeValues": to_item({":v": validation_id, ":first": first, ":last": last}),
-            "ConsistentRead": True,
-        }
-        items: list[dict[str, Any]] = []
-        while True:
-            page = await self._db.query(**kwargs)
-            items.extend(from_item(i) for i in page["Items"])
-            if "LastEvaluatedKey" not in page:
-                return items
-            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+    async def _parts(self, validation_id: str, first: str, last: str) -> list[Part]:
+        records = await drive(self._db, query_all(parts_query(self._chunks, validation_id, first, last)))
+        return [Part.of(r) for r in records]
 
-    async def chunks_of_files(self, validation_id: str, first_file: int, last_file: int) -> list[dict[str, Any]]:
+    async def parts_of_files(self, validation_id: str, first_file: int, last_file: int) -> list[Part]:
+        """The parts of files first..last, in file then position order."""
         first, last = file_range(first_file, last_file)
-        return await self.chunks(validation_id, first, last)
+        return await self._parts(validation_id, first, last)
 
-    async def verdicts_of_files(self, validation_id: str, first_file: int, last_file: int) -> dict[int, dict[str, Any]]:
+    async def verdicts_of_files(self, validation_id: str, first_file: int, last_file: int) -> dict[int, Part]:
         """Multi-part files' verdicts (core/records.verdict_id), by file index."""
         first, last = verdict_range(first_file, last_file)
-        return {int(v["file_index"]): v for v in await self.chunks(validation_id, first, last)}
+        return {v.file_index: v for v in await self._parts(validation_id, first, last)}
 
     async def reset_failed_verdict(self, validation_id: str, file_index: int) -> bool:
         """A file whose combine step failed is combined again by the next run."""

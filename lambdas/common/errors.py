@@ -63,6 +63,19 @@ def failure_reason(error: dict[str, Any]) -> dict[str, str]:
     return {"type": kind, "message": str(message)[:1000]}
 
 
+def aws_error_code(exc: ClientError) -> str:
+    return str(exc.response["Error"]["Code"])
+
+
+# A conditional write (or a transaction) that lost: an expected outcome, not a failure.
+_CONDITION_CODES = frozenset({"ConditionalCheckFailedException", "TransactionCanceledException"})
+
+
+def is_condition_failure(exc: ClientError) -> bool:
+    """The write's condition (or one of a transaction's) did not hold."""
+    return aws_error_code(exc) in _CONDITION_CODES
+
+
 # AWS error codes that say "try again later", not "your request is wrong".
 TRANSIENT_AWS_CODES = frozenset(
     {
@@ -83,7 +96,7 @@ def transient_aws_errors_retried() -> Iterator[None]:
     try:
         yield
     except ClientError as exc:
-        if exc.response["Error"]["Code"] in TRANSIENT_AWS_CODES:
+        if aws_error_code(exc) in TRANSIENT_AWS_CODES:
             raise StoreUnavailable(str(exc)[:500]) from exc
         raise
     except BotoCoreError as exc:  # connection and read timeouts to AWS

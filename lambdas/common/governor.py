@@ -32,8 +32,8 @@ from botocore.exceptions import ClientError
 
 from core import governor as g
 from core.dynamo import decimal, from_item, typed
-from core.quota import cancellation_reasons
-from lambdas.common.errors import CapacityUnavailable
+from core.steps import cancellation_reasons
+from lambdas.common.errors import CapacityUnavailable, is_condition_failure
 
 log = logging.getLogger(__name__)
 
@@ -98,11 +98,11 @@ class Governor:
         try:
             self.client.update_item(**request)
         except ClientError as exc:
-            if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
+            if not is_condition_failure(exc):
                 raise
 
     # --- dead leases --------------------------------------------------------------------------
-    def reclaim(self, lease: dict[str, Any]) -> bool:
+    def reclaim(self, lease: g.LeaseRecord) -> bool:
         """Free an expired lease's slot, give back its unused tokens, count its used ones."""
         back, used = g.leftover(lease)
         now, budget = self.clock(), self.budget()
@@ -114,10 +114,10 @@ class Governor:
         try:
             self.client.transact_write_items(TransactItems=items)
         except ClientError as exc:
-            if cancellation_reasons(exc.response, items) is None:
+            if not is_condition_failure(exc):
                 raise
             return False  # someone renewed or reclaimed it first
-        log.info("reclaimed lease %s/%s: %s tokens back, %s counted", lease["pk"], lease["sk"], back, used)
+        log.info("reclaimed lease %s/%s: %s tokens back, %s counted", lease.pk, lease.sk, back, used)
         return True
 
     def sweep(self, *, force: bool = False) -> int:
@@ -139,8 +139,8 @@ class Governor:
             for entry in answer["Items"]:  # the index is eventually consistent: read the lease itself
                 key = {"pk": entry["pk"], "sk": entry["sk"]}
                 item = self.client.get_item(TableName=self.table, Key=key, ConsistentRead=True).get("Item")
-                lease = from_item(item) if item else None
-                if lease and "holder" in lease and float(lease["expires_at"]) < now:
+                lease = g.LeaseRecord.of(from_item(item)) if item else None
+                if lease is not None and lease.expires_at < now:
                     reclaimed += self.reclaim(lease)
         return reclaimed
 
@@ -155,14 +155,16 @@ class Governor:
         item = self.client.get_item(TableName=self.table, Key=typed(g.STATS_KEY)).get("Item")
         return from_item(item) if item else {}
 
-    def slots(self, validation_id: str) -> dict[int, dict[str, Any]]:
+    def slots(self, validation_id: str) -> dict[int, g.LeaseRecord]:
+        """The validation's leases by slot (an item that holds no lease leaves its slot free)."""
         answer = self.client.query(
             TableName=self.table,
             KeyConditionExpression="pk = :pk",
             ExpressionAttributeValues=typed({":pk": g.lease_key(validation_id, 0)["pk"]}),
             ConsistentRead=True,
         )
-        return {int(item["sk"]["S"]): from_item(item) for item in answer["Items"]}
+        leases = (g.LeaseRecord.of(from_item(item)) for item in answer["Items"])
+        return {lease.slot: lease for lease in leases if lease is not None}
 
 
 def governor_for(config: Any, client: Any) -> Governor:
@@ -288,7 +290,7 @@ class Lease:
             try:
                 gov.client.update_item(**renew)
             except ClientError as exc:
-                if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                if is_condition_failure(exc):
                     raise LeaseLost() from exc
                 raise
         else:
@@ -298,6 +300,15 @@ class Lease:
             gov.client.transact_write_items(TransactItems=items)
         self.leased, self.committed, self.reported = leased, committed, self.reported + report
         self.written = (self.leased, self.committed, self.reported)
+
+    def holds_slot_below_cap(self) -> bool:
+        """Right before a call: the slot is still below the live cap (it may have gone down
+        while this holder waited for its place in the budget's schedule)."""
+        return self.slot is not None and self.slot < self.cap()
+
+    def release(self, estimate: int) -> None:
+        """A reservation not spent (no call was made): its tokens stay leased for the next one."""
+        self.committed -= estimate
 
     def settle(self, estimate: int, charged: int, seconds: float) -> None:
         """After a call: what the limiter really charged replaces the estimate (written later)."""
@@ -312,7 +323,7 @@ class Lease:
             now = gov.clock()
             held = gov.slots(self.validation_id)
             for index, lease in sorted(held.items()):
-                if index < cap and float(lease["expires_at"]) < now and gov.reclaim(lease):
+                if index < cap and lease.expires_at < now and gov.reclaim(lease):
                     del held[index]
             free = [i for i in range(cap) if i not in held]
             random.shuffle(free)
@@ -322,12 +333,12 @@ class Lease:
                         **g.claim(gov.table, self.validation_id, index, self.holder, now, gov.lease_seconds)
                     )
                 except ClientError as exc:
-                    if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                    if is_condition_failure(exc):
                         continue
                     raise
                 self.slot, self.leased, self.committed, self.reported, self.written = index, 0, 0, 0, (0, 0, 0)
                 return
-            expiries = [float(v["expires_at"]) for i, v in held.items() if i < cap]
+            expiries = [lease.expires_at for i, lease in held.items() if i < cap]
             wait = min([0.25 + random.uniform(0, 0.25), *[max(0.05, e - now) for e in expiries]])
             if now + wait > deadline:
                 raise CapacityUnavailable(f"all {cap} call slots of this validation are busy")
@@ -353,7 +364,7 @@ class Lease:
         try:
             gov.client.transact_write_items(TransactItems=items)
         except ClientError as exc:
-            if cancellation_reasons(exc.response, items) is None:
+            if not is_condition_failure(exc):
                 raise
             log.warning("lease %s/%s was reclaimed before it was closed", self.validation_id, self.slot)
         self._forget()

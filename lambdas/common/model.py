@@ -118,6 +118,9 @@ class Asker:
             )
             self.lease.reserve(estimate, time.time() + wait)
             self.before_call()
+            if not self.lease.holds_slot_below_cap():  # max-parallelism went down meanwhile
+                self.lease.release(estimate)
+                continue  # reserve again: gives this slot up and waits for one below the cap
             answer = self._call(messages, response_format, allowance, estimate)
             if answer.finish_reason != "length":
                 return answer

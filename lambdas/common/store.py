@@ -5,21 +5,24 @@ from __future__ import annotations
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import Any, TypeVar
 
 import boto3
-from boto3.dynamodb.conditions import Key
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from core import events
 from core.clock import now_iso
-from core.dynamo import from_item, plain
+from core.dynamo import plain
 from core.lines import decode_part
-from core.quota import Outcome, Quota, Step, StepAnswer, cancellation_reasons, settlement
-from core.records import ChunkStatus, ValidationStatus, file_range, verdict_id
+from core.quota import Quota, settle_steps
+from core.records import ChunkStatus, ValidationStatus, file_range, parts_query, verdict_id
 from core.results import file_result
+from core.steps import Driven, Step, StepAnswer, answer_to_error, query_all
 from lambdas.common.config import LambdaConfig
+from lambdas.common.errors import is_condition_failure
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -49,17 +52,7 @@ class Store:
         return record
 
     def chunks(self, validation_id: str, first: str, last: str) -> list[dict[str, Any]]:
-        items: list[dict[str, Any]] = []
-        kwargs: dict[str, Any] = {
-            "KeyConditionExpression": Key("validation_id").eq(validation_id) & Key("chunk_id").between(first, last),
-            "ConsistentRead": True,
-        }
-        while True:
-            page = self._chunks.query(**kwargs)
-            items.extend(plain(i) for i in page["Items"])
-            if "LastEvaluatedKey" not in page:
-                return items
-            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        return self.drive(query_all(parts_query(self.config.chunks_table, validation_id, first, last)))
 
     def _text(self, key: str, start: int, end: int) -> str:
         """Bytes start..end-1 of a stored file as text (core/lines.decode_part: a leading BOM is not text)."""
@@ -141,7 +134,7 @@ class Store:
                 ]
             )
         except ClientError as exc:
-            if exc.response["Error"]["Code"] == "TransactionCanceledException":
+            if is_condition_failure(exc):
                 return False
             raise
         return True
@@ -185,7 +178,7 @@ class Store:
                 ExpressionAttributeValues=values,
             )
         except ClientError as exc:
-            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+            if is_condition_failure(exc):
                 return False
             raise
         return True
@@ -217,25 +210,18 @@ class Store:
         )
         return Quota.of(plain(item["quota"])) if item else None
 
-    def drive(self, steps: Generator[Step, StepAnswer, Outcome]) -> Outcome:
-        """Run a core.quota sans-IO generator against DynamoDB; return its result."""
-        answer: Any = None
-        while True:
+    def drive(self, steps: Generator[Step, StepAnswer, T]) -> T:
+        """Run a core sans-IO rule (core/steps.py) against DynamoDB; return its result."""
+        rule = Driven(steps)
+        step = rule.start()
+        while step is not None:
+            operation, request = step
             try:
-                kind, request = steps.send(answer)
-            except StopIteration as done:
-                outcome: Outcome = done.value
-                return outcome
-            if kind == "query":
-                answer = self.client.query(**request)["Items"]
-                continue
-            try:
-                self.client.transact_write_items(TransactItems=request)
-                answer = None
+                answer: StepAnswer = getattr(self.client, operation)(**request)
             except ClientError as exc:
-                answer = cancellation_reasons(exc.response, request)
-                if answer is None:
-                    raise
+                answer = answer_to_error(exc, step)
+            step = rule.send(answer)
+        return rule.result
 
     def settle(self, validation_id: str) -> bool:
         """Refund what the current run reserved and did not use; once per run (False if nothing to do)."""
@@ -250,32 +236,18 @@ class Store:
             "completion_tokens",
         )
         v = self.validation(validation_id, *fields)
-        items = settlement(self.config.validations_table, self.config.buckets_table, v, self.quota_of(v["owner"]))
-        if items is None:
-            return False
-        try:
-            self.client.transact_write_items(TransactItems=items)
-        except ClientError as exc:
-            if exc.response["Error"]["Code"] == "TransactionCanceledException":
-                return False
-            raise
-        return True
+        quota = self.quota_of(v["owner"])
+        return self.drive(settle_steps(self.config.validations_table, self.config.buckets_table, v, quota))
 
     # --- the event log behind SSE (core/events.py builds the requests) ---------------------
     def emit(self, validation_id: str, kind: str, data: Callable[[dict[str, Any]], dict[str, Any]]) -> dict[str, Any]:
         """Append an event; `data` builds it from the validation record as of this event (returned)."""
-        record = from_item(
-            self.client.update_item(**events.allocate(self.config.validations_table, validation_id))["Attributes"]
+        return self.drive(
+            events.append_steps(self.config.validations_table, self.config.events_table, validation_id, kind, data)
         )
-        self.client.put_item(
-            **events.event_put(self.config.events_table, validation_id, int(record["event_seq"]), kind, data(record))
-        )
-        return record
 
     def emit_status(self, validation_id: str) -> None:
-        self.emit(
-            validation_id, events.STATUS, lambda r: {"status": r["status"], "run": r["run"], "error": r.get("error")}
-        )
+        self.emit(validation_id, events.STATUS, events.status_of)
 
     def after_chunk(self, validation_id: str, run: int, chunk: dict[str, Any]) -> None:
         """Progress, and a single-part file's result once its part settled. A multi-part file's
@@ -292,7 +264,7 @@ class Store:
                 **events.claim_file_report(self.config.validations_table, validation_id, run, index)
             )
         except ClientError as exc:
-            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+            if is_condition_failure(exc):
                 return  # another invocation reports this file
             raise
         record = record or self.validation(validation_id, "files", "rules")
@@ -324,7 +296,7 @@ class Store:
         try:
             self._chunks.put_item(Item=item, ConditionExpression="attribute_not_exists(chunk_id)")
         except ClientError as exc:
-            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+            if is_condition_failure(exc):
                 return self.combine_node(validation_id, node) or item
             raise
         return item
@@ -362,7 +334,7 @@ class Store:
                 ]
             )
         except ClientError as exc:
-            if exc.response["Error"]["Code"] == "TransactionCanceledException":
+            if is_condition_failure(exc):
                 return False
             raise
         return True

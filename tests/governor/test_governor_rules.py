@@ -128,3 +128,22 @@ def test_effective_parallelism_is_the_plan_until_an_admin_changes_max_parallelis
     assert g.effective_parallelism(2, record) == 2  # lowered live
     assert g.effective_parallelism(20, record) == 10  # raised live, up to the Map's concurrency
     assert g.effective_parallelism(5, {}) == 5
+
+
+def test_a_lease_item_is_typed_at_the_boundary_and_an_item_without_a_holder_is_no_lease() -> None:
+    item = {
+        "pk": "lease#v1",
+        "sk": "03",
+        "holder": "h",
+        "expires_at": 12.5,
+        "leased": 40,
+        "committed": 25,
+        "reported": 10,
+    }
+
+    lease = g.LeaseRecord.of(item)
+
+    assert lease == g.LeaseRecord("lease#v1", "03", "h", 12.5, 40, 25, 10) and lease.slot == 3
+    assert g.leftover(lease) == (15, 15)  # unspent back to the budget, committed but unreported counted as used
+    assert g.LeaseRecord.of({"pk": "lease#v1", "sk": "03", "expires_at": 12.5}) is None
+    assert g.reclaim("governor", lease)["ExpressionAttributeValues"][":exp"] == {"N": "12.5"}

@@ -1,0 +1,60 @@
+"""A user as the API reads it from DynamoDB: typed at the store boundary.
+
+Field names are the stored attribute names of the `users` table.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from app.identity.principal import OnLimit, Principal, Role
+from core.quota import Quota
+
+
+@dataclass(frozen=True)
+class User:
+    user_id: str
+    role: Role
+    quota: Quota
+    on_limit: OnLimit
+    disabled: bool
+    key_hash: str  # SHA-256 of the current API key (app/identity/keys.py); never shown
+    created_at: str
+    updated_at: str | None = None
+
+    @classmethod
+    def of(cls, item: dict[str, Any]) -> User:
+        """From a stored record (core/dynamo.from_item's plain values)."""
+        return cls(
+            user_id=item["user_id"],
+            role="admin" if item["role"] == "admin" else "user",
+            quota=Quota.of(item["quota"]),
+            on_limit="reject" if item["on_limit"] == "reject" else "queue",
+            disabled=bool(item.get("disabled", False)),
+            key_hash=item["key_hash"],
+            created_at=item["created_at"],
+            updated_at=item.get("updated_at"),
+        )
+
+    def item(self) -> dict[str, Any]:
+        """The record to store (core/dynamo.to_item's plain values)."""
+        return {**self.public(), "key_hash": self.key_hash}
+
+    def public(self) -> dict[str, Any]:
+        """What may be shown (the audit trail's old and new values): all but the key hash."""
+        values: dict[str, Any] = {
+            "user_id": self.user_id,
+            "role": self.role,
+            "quota": self.quota.as_dict(),
+            "on_limit": self.on_limit,
+            "disabled": self.disabled,
+            "created_at": self.created_at,
+        }
+        if self.updated_at is not None:
+            values["updated_at"] = self.updated_at
+        return values
+
+    def principal(self) -> Principal:
+        """Who the holder of this user's key acts as."""
+        return Principal(user_id=self.user_id, role=self.role, quota=self.quota, on_limit=self.on_limit)
