@@ -19,10 +19,10 @@ import sys
 import time
 import uuid
 
-import boto3
 import httpx
 
 from app.settings import PROJECT_ROOT
+from bench import aws_client
 from local.aws.server import EmbeddedAWS
 from local.simulator.app import SimulatorConfig
 from local.simulator.server import SimulatorServer
@@ -104,13 +104,7 @@ def main() -> None:
                         received[int(line[3:].strip())] = time.time()
                     if line.startswith("event: end"):
                         break
-            db = boto3.client(
-                "dynamodb",
-                endpoint_url=aws.endpoint_url,
-                region_name="us-east-1",
-                aws_access_key_id="b",
-                aws_secret_access_key="b",
-            )
+            db = aws_client("dynamodb", aws.endpoint_url)
             stored = db.query(
                 TableName=f"{prefix}-events",
                 KeyConditionExpression="validation_id = :v",

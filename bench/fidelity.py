@@ -689,11 +689,10 @@ COMPLETION_TOKENS = 1024  # room for a part's findings: the simulator cuts an an
 
 
 def main() -> None:
-    import boto3
     from fastapi.testclient import TestClient
 
     from app.main import create_app
-    from bench import local_settings
+    from bench import set_parameters, stack_settings
     from local.aws.server import EmbeddedAWS
     from local.simulator.app import SimulatorConfig
     from local.simulator.server import SimulatorServer
@@ -702,29 +701,15 @@ def main() -> None:
     rules = ", ".join(r["id"] for r in RULES)
     print(f"\n## Fidelity ({len(files)} files, seed {SEED}, part budget {PART_TOKENS} tokens, rules: {rules})")
     with EmbeddedAWS() as aws, SimulatorServer(SimulatorConfig(latency_seconds=0.02)) as sim:
-        prefix = f"fd{uuid.uuid4().hex[:6]}"
-        settings = local_settings(
-            aws_endpoint_url=aws.endpoint_url,
-            name_prefix=prefix,
-            ssm_prefix=f"/{prefix}",
-            admin_api_key="bench",
-            openai_base_url=sim.base_url,
-            openai_model="simulator",
+        settings = stack_settings(
+            aws.endpoint_url,
+            sim.base_url,
+            "fd",
             chunk_max_tokens=PART_TOKENS,
             completion_max_tokens=COMPLETION_TOKENS,
-            sfn_retry_interval_seconds=1,
             sfn_retry_max_delay_seconds=2,
         )
-        ssm = boto3.client(
-            "ssm",
-            endpoint_url=aws.endpoint_url,
-            region_name="us-east-1",
-            aws_access_key_id="b",
-            aws_secret_access_key="b",
-        )
-        ssm.put_parameter(
-            Name=f"/{prefix}/target-tpm", Value=str(sim.simulator.config.tpm), Type="String", Overwrite=True
-        )
+        set_parameters(settings, {"target-tpm": sim.simulator.config.tpm})
         with TestClient(create_app(settings)) as api:
             api.headers.update({"Authorization": "Bearer bench"})
             report = run(api, sim, files)

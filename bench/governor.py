@@ -21,15 +21,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from typing import cast
 
-import boto3
 import openai
 from openai.types.chat import ChatCompletionMessageParam
 from openai.types.shared_params import ResponseFormatJSONSchema
 
-from bench import local_settings
+from bench import set_parameters, stack_settings
 from core import prompt
 from core.lines import decode_part
 from core.parts import split_file
@@ -100,35 +98,20 @@ def run_service() -> dict[str, float]:
     from app.main import create_app
 
     with EmbeddedAWS() as aws, simulator() as sim:
-        prefix = f"bg{uuid.uuid4().hex[:6]}"
-        settings = local_settings(
-            aws_endpoint_url=aws.endpoint_url,
-            name_prefix=prefix,
-            ssm_prefix=f"/{prefix}",
-            admin_api_key="bench",
-            openai_base_url=sim.base_url,
-            openai_model="simulator",
+        settings = stack_settings(
+            aws.endpoint_url,
+            sim.base_url,
+            "bg",
             chunk_max_tokens=CHUNK_TOKENS,
             completion_max_tokens=MAX_TOKENS,
             governor_window_seconds=WINDOW,
             lease_seconds=30,
             openai_timeout_seconds=20,  # a lease must outlive a call
-            sfn_retry_interval_seconds=1,
             sfn_retry_max_delay_seconds=4,
         )
-        ssm = boto3.client(
-            "ssm",
-            endpoint_url=aws.endpoint_url,
-            region_name="us-east-1",
-            aws_access_key_id="b",
-            aws_secret_access_key="b",
+        set_parameters(
+            settings, {"target-tpm": LIMIT_TOKENS, "throttle-threshold": 0.95, "max-parallelism": PARALLELISM}
         )
-        for name, value in {
-            "target-tpm": LIMIT_TOKENS,
-            "throttle-threshold": 0.95,
-            "max-parallelism": PARALLELISM,
-        }.items():
-            ssm.put_parameter(Name=f"/{prefix}/{name}", Value=str(value), Type="String", Overwrite=True)
         with TestClient(create_app(settings)) as api:
             api.headers.update({"Authorization": "Bearer bench"})
             keys = {}
