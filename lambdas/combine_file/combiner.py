@@ -20,17 +20,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from core import governor as g
 from core import prompt
-from core.records import ChunkStatus, ValidationStatus, combine_node_id
-from lambdas.common import live_config
+from core.records import ChunkStatus, combine_node_id
 from lambdas.common.config import LambdaConfig
 from lambdas.common.errors import BatchIncomplete, InvalidAnswer
-from lambdas.common.governor import Governor, governor_for
-from lambdas.common.model import Asker, Stopped, prompt_estimate_without_tokenizer
+from lambdas.common.governor import Governor
+from lambdas.common.model import Asker, Stopped, asker_for, prompt_estimate_without_tokenizer
 from lambdas.common.store import Store
-
-_STOPPED = {ValidationStatus.CANCELLING.value, ValidationStatus.CANCELLED.value}
 
 
 def report_tokens(number: int, report: prompt.Report) -> int:
@@ -75,20 +71,9 @@ def combine_files(
     remaining_millis: Callable[[], int],
     governor: Governor | None = None,
 ) -> dict[str, Any]:
-    current = store.validation(validation_id, "rules", "files", "plan")
-    rules, file_records, plan = current["rules"], current["files"], current.get("plan") or {}
-    governor = governor or governor_for(config, store.client)
-
-    def cap() -> int:
-        return g.effective_parallelism(live_config.limits(config).max_parallelism, {"plan": plan})
-
-    def before_call() -> None:
-        state = store.validation(validation_id, "status", "run")
-        if state["status"] in _STOPPED or state["run"] != run:
-            raise Stopped()
-
-    lease = governor.lease(validation_id, cap)
-    asker = Asker(config, store, governor, lease, validation_id, remaining_millis, before_call)
+    current = store.validation(validation_id, "rules", "files")
+    rules, file_records = current["rules"], current["files"]
+    asker = asker_for(store, config, validation_id, run, remaining_millis, governor)
     combined = skipped = calls = 0
     try:
         for index in range(int(files["first"]), int(files["last"]) + 1):
@@ -120,7 +105,7 @@ def combine_files(
                 combined += 1
             store.report_file(validation_id, run, index)
     finally:
-        lease.close()
+        asker.lease.close()
     return {"combined": combined, "skipped": skipped, "calls": calls, "stopped": False}
 
 

@@ -22,10 +22,13 @@ import openai
 from openai.types.chat import ChatCompletionMessageParam
 from openai.types.shared_params import ResponseFormatJSONSchema
 
+from core import governor as g
 from core.governor import parse_duration
+from core.records import ValidationStatus
+from lambdas.common import live_config
 from lambdas.common.config import LambdaConfig
 from lambdas.common.errors import AnswerTooLong, ModelRejected, RateLimited, UpstreamError, UpstreamTimeout
-from lambdas.common.governor import Governor, Lease
+from lambdas.common.governor import Governor, Lease, governor_for
 from lambdas.common.store import Store
 
 log = logging.getLogger(__name__)
@@ -166,3 +169,38 @@ def prompt_estimate_without_tokenizer(messages: list[dict[str, str]]) -> int:
     text run 3-4 bytes a token in cl100k; a third of the bytes errs high. The real count
     replaces it once the call answers."""
     return 8 + sum(4 + len(m["content"].encode("utf-8")) // 3 for m in messages)
+
+
+_STOPPED = {ValidationStatus.CANCELLING.value, ValidationStatus.CANCELLED.value}
+
+
+def asker_for(
+    store: Store,
+    config: LambdaConfig,
+    validation_id: str,
+    run: int,
+    remaining_millis: Callable[[], int],
+    governor: Governor | None = None,
+) -> Asker:
+    """An Asker for one invocation of a validation's run: its lease (call slot below the live
+    parallelism), and the check before every call that the run is neither cancelled nor
+    superseded; the effective parallelism is shown on the validation when it changes.
+    The caller closes `asker.lease` when done."""
+    current = store.validation(validation_id, "plan", "parallelism")
+    plan, shown = current.get("plan") or {}, current.get("parallelism")
+    governor = governor or governor_for(config, store.client)
+
+    def cap() -> int:
+        return g.effective_parallelism(live_config.limits(config).max_parallelism, {"plan": plan})
+
+    def before_call() -> None:
+        nonlocal shown
+        state = store.validation(validation_id, "status", "run")
+        if state["status"] in _STOPPED or state["run"] != run:
+            raise Stopped()
+        if (now := cap()) != shown:  # visible in GET /validations/{id} and the progress events
+            shown = store.show_parallelism(validation_id, now)
+
+    return Asker(
+        config, store, governor, governor.lease(validation_id, cap), validation_id, remaining_millis, before_call
+    )

@@ -15,18 +15,15 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from core import governor as g
 from core import prompt
-from core.records import ChunkStatus, ValidationStatus, part_index_of
-from lambdas.common import live_config
+from core.records import ChunkStatus, part_index_of
 from lambdas.common.config import LambdaConfig
 from lambdas.common.errors import BatchIncomplete, InvalidAnswer
-from lambdas.common.governor import Governor, governor_for
-from lambdas.common.model import Asker, Stopped, prompt_estimate_without_tokenizer
+from lambdas.common.governor import Governor
+from lambdas.common.model import Stopped, asker_for, prompt_estimate_without_tokenizer
 from lambdas.common.store import Store
 
 log = logging.getLogger(__name__)
-_STOPPED = {ValidationStatus.CANCELLING.value, ValidationStatus.CANCELLED.value}
 
 
 def part_view(files: list[dict[str, Any]], chunk: dict[str, Any], header_text: str | None) -> prompt.PartView:
@@ -53,24 +50,9 @@ def validate_batch(
     remaining_millis: Callable[[], int],
     governor: Governor | None = None,
 ) -> dict[str, Any]:
-    current = store.validation(validation_id, "rules", "files", "plan", "parallelism")
-    rules, files, plan = current["rules"], current["files"], current.get("plan") or {}
-    governor = governor or governor_for(config, store.client)
-    shown = current.get("parallelism")
-
-    def cap() -> int:
-        return g.effective_parallelism(live_config.limits(config).max_parallelism, {"plan": plan})
-
-    def before_call() -> None:
-        nonlocal shown
-        state = store.validation(validation_id, "status", "run")
-        if state["status"] in _STOPPED or state["run"] != run:
-            raise Stopped()
-        if (now := cap()) != shown:  # visible in GET /validations/{id} and the progress events
-            shown = store.show_parallelism(validation_id, now)
-
-    lease = governor.lease(validation_id, cap)
-    asker = Asker(config, store, governor, lease, validation_id, remaining_millis, before_call)
+    current = store.validation(validation_id, "rules", "files")
+    rules, files = current["rules"], current["files"]
+    asker = asker_for(store, config, validation_id, run, remaining_millis, governor)
     validated = skipped = 0
     try:
         for chunk in store.chunks(validation_id, chunks["first"], chunks["last"]):
@@ -100,7 +82,7 @@ def validate_batch(
             else:  # a duplicate invocation settled it first
                 skipped += 1
     finally:
-        lease.close()
+        asker.lease.close()
     return {"validated": validated, "skipped": skipped, "stopped": False}
 
 
