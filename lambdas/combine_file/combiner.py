@@ -82,11 +82,13 @@ def combine_files(
                 continue
             if store.verdict(validation_id, index) is not None:
                 skipped += 1
-                store.report_file(validation_id, run, index)
+                store.report_file(validation_id, run, index, current)
                 continue
             parts = store.file_parts(validation_id, index)
             if any(p["status"] != ChunkStatus.SUCCEEDED for p in parts):
-                store.report_file(validation_id, run, index)  # FAILED: some part has no result; retry reruns it
+                store.report_file(
+                    validation_id, run, index, current
+                )  # FAILED: some part has no result; retry reruns it
                 continue
             try:
                 verdict, made = _combine_file(
@@ -103,7 +105,7 @@ def combine_files(
             }
             if store.record_verdict(validation_id, index, run, fields, failed=False):
                 combined += 1
-            store.report_file(validation_id, run, index)
+            store.report_file(validation_id, run, index, current)
     finally:
         asker.lease.close()
     return {"combined": combined, "skipped": skipped, "calls": calls, "stopped": False}

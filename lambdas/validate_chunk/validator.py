@@ -53,6 +53,7 @@ def validate_batch(
     current = store.validation(validation_id, "rules", "files")
     rules, files = current["rules"], current["files"]
     asker = asker_for(store, config, validation_id, run, remaining_millis, governor)
+    headers: dict[int, str | None] = {}  # a file's later parts share one header row
     validated = skipped = 0
     try:
         for chunk in store.chunks(validation_id, chunks["first"], chunks["last"]):
@@ -61,7 +62,9 @@ def validate_batch(
                 continue
             if remaining_millis() < config.reserve_millis:
                 raise BatchIncomplete(f"{validated} parts validated, time running out")
-            header = store.part_header(chunk)
+            if chunk.get("header") and chunk["file_index"] not in headers:  # one S3 read per file and batch
+                headers[chunk["file_index"]] = store.part_header(chunk)
+            header = headers.get(chunk["file_index"]) if chunk.get("header") else None
             messages = prompt.part_messages(
                 part_view(files, chunk, header), store.chunk_text(chunk), rules, prompt.new_nonce()
             )
