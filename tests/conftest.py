@@ -238,12 +238,14 @@ class HeldCalls:
         self._lock = threading.Lock()
         self.arrived = 0
         self.waiting = 0
+        self.peak_waiting = 0  # the most calls held at once: that many validators were mid-call together
 
     async def complete(self, body: dict[str, Any]) -> Any:
         with self._lock:
             self.arrived += 1
             hold = self.arrived > self._passing and not self._released.is_set()
             self.waiting += hold
+            self.peak_waiting = max(self.peak_waiting, self.waiting)
         if hold:
             while not self._released.is_set():
                 await asyncio.sleep(0.01)
