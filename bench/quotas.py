@@ -21,7 +21,7 @@ import boto3
 from bench import local_settings
 from core.clock import now_iso
 from core.quota import Admission, Quota, admission_steps
-from lambdas.common.config import LambdaConfig
+from lambdas.common.config import config_from_environ
 from lambdas.common.store import Store
 from local.aws.provision import Provisioner
 from local.aws.server import EmbeddedAWS
@@ -46,14 +46,7 @@ def main() -> None:
             name_prefix=f"qb{uuid.uuid4().hex[:6]}", admin_api_key="b", openai_base_url="http://unused/v1"
         )
         Provisioner(settings, aws.endpoint_url).run()
-        config = LambdaConfig(
-            validations_table=settings.table("validations"),
-            chunks_table=settings.table("chunks"),
-            uploads_bucket=settings.bucket,
-            users_table=settings.table("users"),
-            buckets_table=settings.table("buckets"),
-            aws_endpoint_url=aws.endpoint_url,
-        )
+        config = config_from_environ(Provisioner(settings, aws.endpoint_url).function_environment())
         resource, client = clients(aws.endpoint_url)
         client.put_item(
             TableName=settings.table("buckets"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query
@@ -94,5 +95,5 @@ async def get_audit(
         raise BadRequest("The cursor is not valid; use `next_cursor` from a previous page.", field="cursor")
     items, last = await users.audit_page(limit, start)
     return AuditPage(
-        items=[AuditEntry.model_validate(i) for i in items], next_cursor=encode_cursor(last) if last else None
+        items=[AuditEntry.model_validate(asdict(i)) for i in items], next_cursor=encode_cursor(last) if last else None
     )

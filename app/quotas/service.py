@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -10,7 +11,6 @@ from botocore.exceptions import ClientError
 from app.aws.clients import AWSClients
 from app.aws.errors import error_code
 from app.aws.steps import drive
-from app.identity.principal import OnLimit
 from app.settings import Settings
 from app.validations.records import Validation
 from core.clock import now_iso
@@ -18,27 +18,23 @@ from core.dynamo import from_item, typed
 from core.quota import Admission, Outcome, Quota, admission_steps, settle_steps
 
 
+@dataclass(frozen=True)
+class Bucket:
+    """A user's token bucket as stored: `tat` (core/quota.py) and how many validations run."""
+
+    tat: float
+    running: int
+
+    @classmethod
+    def of(cls, item: dict[str, Any]) -> Bucket:
+        return cls(float(item.get("tat", 0)), int(item.get("running", 0)))
+
+
 class QuotaService:
     def __init__(self, clients: AWSClients, settings: Settings) -> None:
         self._db = clients.dynamodb
         self._validations = settings.table("validations")
         self._buckets = settings.table("buckets")
-        self._users = settings.table("users")
-
-    async def _user(self, user_id: str) -> dict[str, Any] | None:
-        answer = await self._db.get_item(TableName=self._users, Key=typed({"user_id": user_id}), ConsistentRead=True)
-        return from_item(answer["Item"]) if "Item" in answer else None
-
-    async def quota_of(self, user_id: str) -> Quota | None:
-        """None for principals without a user record (the bootstrap admin): not rate limited."""
-        return (await self.limits_of(user_id))[0]
-
-    async def limits_of(self, user_id: str) -> tuple[Quota | None, OnLimit]:
-        """(quota, on_limit policy) from one read of the user record."""
-        user = await self._user(user_id)
-        if user is None:
-            return None, "queue"
-        return Quota.of(user["quota"]), "reject" if user["on_limit"] == "reject" else "queue"
 
     async def create_bucket(self, user_id: str) -> None:
         """A full bucket, no validation running. Idempotent (kept if it exists)."""
@@ -52,9 +48,9 @@ class QuotaService:
             if error_code(exc) != "ConditionalCheckFailedException":
                 raise
 
-    async def bucket(self, user_id: str) -> dict[str, Any]:
+    async def bucket(self, user_id: str) -> Bucket:
         answer = await self._db.get_item(TableName=self._buckets, Key=typed({"user_id": user_id}), ConsistentRead=True)
-        return from_item(answer["Item"]) if "Item" in answer else {"tat": 0, "running": 0}
+        return Bucket.of(from_item(answer["Item"])) if "Item" in answer else Bucket(0.0, 0)
 
     async def admit(self, validation: Validation, quota: Quota | None, fifo: bool = True) -> Outcome:
         if validation.queue_key is None:
@@ -73,8 +69,8 @@ class QuotaService:
         )
         return await drive(self._db, admission_steps(admission, time.time(), now_iso()))
 
-    async def queue_ahead(self, owner: str, queue_key: str) -> list[dict[str, Any]]:
-        """Queued validations of `owner` submitted before `queue_key`, oldest first."""
+    async def queue_ahead(self, owner: str, queue_key: str) -> list[int]:
+        """The costs of `owner`'s queued validations submitted before `queue_key`, oldest first."""
         answer = await self._db.query(
             TableName=self._validations,
             IndexName="queue_by_owner",
@@ -82,7 +78,7 @@ class QuotaService:
             ExpressionAttributeNames={"#owner": "owner"},
             ExpressionAttributeValues=typed({":owner": owner, ":key": queue_key}),
         )
-        return [from_item(i) for i in answer["Items"]]
+        return [int(from_item(i).get("run_cost", 0)) for i in answer["Items"]]
 
     async def settle(self, validation: Validation, quota: Quota | None) -> bool:
         """Refund the current run's unused reservation, once (False when nothing to do)."""

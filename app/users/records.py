@@ -58,3 +58,38 @@ class User:
     def principal(self) -> Principal:
         """Who the holder of this user's key acts as."""
         return Principal(user_id=self.user_id, role=self.role, quota=self.quota, on_limit=self.on_limit)
+
+
+@dataclass(frozen=True)
+class AuditRecord:
+    """One admin change in the `audit` table: who, when, what, old → new (public values only)."""
+
+    at: str  # ISO time + "#" + a random suffix: unique, and sorts newest last
+    actor: str
+    action: str
+    target: str
+    old: Any = None
+    new: Any = None
+
+    @classmethod
+    def of(cls, item: dict[str, Any]) -> AuditRecord:
+        return cls(
+            at=item["at"],
+            actor=item["actor"],
+            action=item["action"],
+            target=item["target"],
+            old=item.get("old"),
+            new=item.get("new"),
+        )
+
+    def item(self) -> dict[str, Any]:
+        """The stored record: every entry lives in the one `admin` stream, newest first on read."""
+        return {
+            "stream": "admin",
+            "at": self.at,
+            "actor": self.actor,
+            "action": self.action,
+            "target": self.target,
+            "old": self.old,
+            "new": self.new,
+        }

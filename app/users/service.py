@@ -6,10 +6,10 @@ from typing import Any
 
 from app.errors import Conflict, NotFound
 from app.identity.keys import hash_key, new_api_key
-from app.identity.principal import Principal
+from app.identity.principal import OnLimit, Principal
 from app.quotas.service import QuotaService
 from app.settings import Settings
-from app.users.records import User
+from app.users.records import AuditRecord, User
 from app.users.schemas import UserCreate, UserPatch
 from app.users.store import UserStore
 from core.clock import now_iso
@@ -31,6 +31,12 @@ class UserService:
         if user is None or user.disabled or user.key_hash != digest:
             return None
         return user.principal()
+
+    async def limits_of(self, user_id: str) -> tuple[Quota | None, OnLimit]:
+        """(quota, on_limit policy) from one read of the user record; (None, "queue") for principals
+        without one (the bootstrap admin): not rate limited."""
+        user = await self.store.get(user_id)
+        return (None, "queue") if user is None else (user.quota, user.on_limit)
 
     async def create(self, actor: Principal, request: UserCreate) -> tuple[User, str]:
         """The new user and its API key (the key is stored only as its hash)."""
@@ -79,7 +85,7 @@ class UserService:
 
     async def audit_page(
         self, limit: int, start: dict[str, Any] | None
-    ) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    ) -> tuple[list[AuditRecord], dict[str, Any] | None]:
         return await self.store.audit_page(limit, start)
 
     async def rotate_key(self, actor: Principal, user_id: str) -> tuple[User, str]:

@@ -10,7 +10,7 @@ from botocore.exceptions import ClientError
 from app.aws.clients import AWSClients
 from app.aws.errors import condition_failed
 from app.settings import Settings
-from app.users.records import User
+from app.users.records import AuditRecord, User
 from core.clock import now_iso
 from core.dynamo import from_item, to_item
 
@@ -106,25 +106,12 @@ class UserStore:
         return True
 
     async def audit(self, actor: str, action: str, target: str, old: Any, new: Any) -> None:
-        at = f"{now_iso()}#{uuid.uuid4().hex[:8]}"
-        await self._db.put_item(
-            TableName=self._audit,
-            Item=to_item(
-                {
-                    "stream": "admin",
-                    "at": at,
-                    "actor": actor,
-                    "action": action,
-                    "target": target,
-                    "old": old,
-                    "new": new,
-                }
-            ),
-        )
+        record = AuditRecord(f"{now_iso()}#{uuid.uuid4().hex[:8]}", actor, action, target, old, new)
+        await self._db.put_item(TableName=self._audit, Item=to_item(record.item()))
 
     async def audit_page(
         self, limit: int, start: dict[str, Any] | None
-    ) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    ) -> tuple[list[AuditRecord], dict[str, Any] | None]:
         kwargs: dict[str, Any] = {
             "TableName": self._audit,
             "KeyConditionExpression": "#stream = :admin",
@@ -136,6 +123,6 @@ class UserStore:
         if start:
             kwargs["ExclusiveStartKey"] = to_item(start)
         page = await self._db.query(**kwargs)
-        return [from_item(i) for i in page["Items"]], (
+        return [AuditRecord.of(from_item(i)) for i in page["Items"]], (
             from_item(page["LastEvaluatedKey"]) if "LastEvaluatedKey" in page else None
         )

@@ -11,15 +11,17 @@ from app.deps import ClientsDep, SettingsDep
 from app.events.service import EventLog
 from app.events.store import EventStore
 from app.quotas.service import QuotaService
+from app.users.dependencies import Users
 from app.validations.service import ValidationService
 from app.validations.store import ValidationStore
 
 
-def get_service(settings: SettingsDep, clients: ClientsDep) -> ValidationService:
+def get_service(settings: SettingsDep, clients: ClientsDep, users: Users) -> ValidationService:
     return ValidationService(
         ValidationStore(clients, settings),
         Executions(clients.sfn, settings.state_machine_arn or ""),
         QuotaService(clients, settings),
+        users,
         EventLog(EventStore(clients, settings)),
         settings,
     )

@@ -17,6 +17,7 @@ from app.identity.principal import Principal
 from app.pagination import decode_cursor, encode_cursor
 from app.quotas.service import QuotaService
 from app.settings import Settings
+from app.users.service import UserService
 from app.validations.intake import Submission
 from app.validations.records import QueuePosition, Validation
 from app.validations.store import ValidationStore
@@ -128,9 +129,16 @@ def _execution_input(validation_id: str, run: int, chunk_ids: list[str], combine
 
 class ValidationService:
     def __init__(
-        self, store: ValidationStore, executions: Executions, quotas: QuotaService, events: EventLog, settings: Settings
+        self,
+        store: ValidationStore,
+        executions: Executions,
+        quotas: QuotaService,
+        users: UserService,
+        events: EventLog,
+        settings: Settings,
     ) -> None:
         self.store = store
+        self.users = users
         self.events = events
         self.executions = executions
         self.quotas = quotas
@@ -277,8 +285,8 @@ class ValidationService:
         if quota is not None:
             bucket = await self.quotas.bucket(validation.owner)
             now = time.time()
-            needed = sum(v.get("run_cost", 0) for v in ahead) + validation.run_cost
-            wait = max(0.0, needed - quota.available(float(bucket.get("tat", 0)), now)) / quota.rate
+            needed = sum(ahead) + validation.run_cost
+            wait = max(0.0, needed - quota.available(bucket.tat, now)) / quota.rate
             estimate = datetime.fromtimestamp(now + wait, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
         return replace(validation, queue=QueuePosition(position, estimate))
 
@@ -305,7 +313,7 @@ class ValidationService:
         if validation.status == ValidationStatus.CANCELLING:
             validation = await self._settle_cancel(validation)
         if validation.status == ValidationStatus.QUEUED:
-            validation = await self._with_queue(validation, await self.quotas.quota_of(validation.owner))
+            validation = await self._with_queue(validation, (await self.users.limits_of(validation.owner))[0])
         return validation
 
     async def list_page(
@@ -396,7 +404,7 @@ class ValidationService:
         current = await self.store.get(validation.id) or validation
         if current.status == ValidationStatus.CANCELLED:
             # Unused tokens back to the owner's bucket, once (a run cancelled while queued reserved none).
-            await self.quotas.settle(current, await self.quotas.quota_of(current.owner))
+            await self.quotas.settle(current, (await self.users.limits_of(current.owner))[0])
         return current
 
     async def retry(self, principal: Principal, validation_id: str) -> Validation:
@@ -471,5 +479,5 @@ class ValidationService:
 
     async def _owner(self, validation: Validation) -> Principal:
         """The owner as a principal (an admin acting on someone's validation spends their quota)."""
-        quota, policy = await self.quotas.limits_of(validation.owner)
+        quota, policy = await self.users.limits_of(validation.owner)
         return Principal(user_id=validation.owner, role="user", quota=quota, on_limit=policy)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from functools import lru_cache
 
 from pydantic import BaseModel
@@ -49,8 +50,13 @@ def _load(items: tuple[tuple[str, str], ...]) -> LambdaConfig:
     return LambdaConfig.model_validate(fields)  # strings from the environment, coerced by pydantic
 
 
-def load_config() -> LambdaConfig:
-    """From the function's environment (core.lambda_env); cached per distinct environment."""
-    environ = lambda_env.current()
+def config_from_environ(environ: Mapping[str, str]) -> LambdaConfig:
+    """From environment variables (upper-case field names; AWS_DEFAULT_REGION for the region);
+    cached per distinct environment."""
     wanted = {k: v for k, v in environ.items() if k.lower() in LambdaConfig.model_fields or k == "AWS_DEFAULT_REGION"}
     return _load(tuple(sorted(wanted.items())))
+
+
+def load_config() -> LambdaConfig:
+    """From the function's environment (core.lambda_env)."""
+    return config_from_environ(lambda_env.current())

@@ -15,8 +15,9 @@ import pytest
 from app.settings import Settings
 from core.clock import now_iso
 from core.quota import Admission, Quota, admission_steps
-from lambdas.common.config import LambdaConfig
+from lambdas.common.config import config_from_environ
 from lambdas.common.store import Store
+from local.aws.provision import Provisioner
 from local.aws.server import EmbeddedAWS
 from local.simulator.server import SimulatorServer
 from tests.conftest import Aws, HeldCalls, MakeApi, lines_document, make_user, wait_for, wait_for_status
@@ -25,14 +26,9 @@ DOC = {"documents": [{"name": "a.txt", "content": "row 1\nrow 2\n"}], "rules": [
 
 
 def _store(settings: Settings, endpoint: str) -> Store:
-    config = LambdaConfig(
-        validations_table=settings.table("validations"),
-        chunks_table=settings.table("chunks"),
-        uploads_bucket=settings.bucket,
-        users_table=settings.table("users"),
-        buckets_table=settings.table("buckets"),
-        aws_endpoint_url=endpoint,
-    )
+    """The Lambdas' store, configured from the environment the embedded AWS gives them; its own
+    clients (boto3 resources are not thread-safe, and `store_for` shares them)."""
+    config = config_from_environ(Provisioner(settings, endpoint).function_environment())
     kwargs = {
         "endpoint_url": endpoint,
         "region_name": "us-east-1",
