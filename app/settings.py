@@ -74,6 +74,9 @@ class Settings(BaseSettings):
         default=1500, ge=50, description="Token budget of one part's text, and of a combine call's reports."
     )
     idempotency_ttl_hours: int = Field(default=24, ge=24)
+    # A request's claim on its Idempotency-Key lasts this long before a retry may take it over
+    # (a crashed request's claim then expires quickly instead of answering 409 for a day).
+    idempotency_claim_seconds: float = Field(default=60.0, gt=0)
 
     # Quotas: defaults for users created without their own (POST /admin/users).
     default_capacity_tokens: int = Field(default=1_000_000, ge=1)
@@ -83,6 +86,11 @@ class Settings(BaseSettings):
     # The queue's Wait loop in the state machine (tests use 1 s).
     queue_min_wait_seconds: int = Field(default=2, ge=1)
     queue_max_wait_seconds: int = Field(default=60, ge=1)
+
+    # The reconciler (lambdas/reconcile): a validation without a live execution is ended once its
+    # run was queued this long ago; locally the embedded runtime runs it every interval (0 = never).
+    reconcile_grace_seconds: float = Field(default=120.0, ge=0)
+    reconcile_interval_seconds: float = Field(default=60.0, ge=0)
 
     # DELETE waits this long for Step Functions to confirm the stop before answering CANCELLING.
     cancel_settle_seconds: float = Field(default=5.0, ge=0)
@@ -143,6 +151,11 @@ class Settings(BaseSettings):
     @property
     def bucket(self) -> str:
         return self.uploads_bucket or f"{self.name_prefix}-uploads"
+
+    @property
+    def reconcile_function(self) -> str:
+        """The reconciler's Lambda (`POST /admin/reconcile` invokes it)."""
+        return f"{self.name_prefix}-reconcile"
 
     @property
     def state_machine_name(self) -> str:

@@ -5,11 +5,14 @@ key (unless one is set), and provisioning from the Terraform definitions."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import logging
 import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import boto3
 from pydantic import SecretStr
 
 from app.settings import Mode, Settings
@@ -44,13 +47,43 @@ async def local_runtime(settings: Settings) -> AsyncIterator[Settings]:
             EmbeddedAWS(port=settings.embedded_aws_port, region=settings.aws_region).start
         )
         endpoint = embedded.endpoint_url
+    timer: asyncio.Task[None] | None = None
     try:
         provisioned = await asyncio.to_thread(Provisioner(settings, endpoint).run)
+        if settings.reconcile_interval_seconds > 0:
+            timer = asyncio.create_task(_reconcile_every(settings, endpoint))
         yield settings.model_copy(
             update={"aws_endpoint_url": endpoint, "state_machine_arn": provisioned.state_machine_arn}
         )
     finally:
+        if timer is not None:
+            timer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await timer
         if embedded is not None:
             await asyncio.to_thread(embedded.stop)
         if simulator is not None:
             await asyncio.to_thread(simulator.stop)
+
+
+async def _reconcile_every(settings: Settings, endpoint: str) -> None:
+    """What EventBridge Scheduler does on AWS (infra/terraform/reconcile.tf): invoke the
+    reconciler's Lambda every `reconcile_interval_seconds`, through the embedded AWS."""
+    client = boto3.client(
+        "lambda",
+        endpoint_url=endpoint,
+        region_name=settings.aws_region,
+        aws_access_key_id="local",
+        aws_secret_access_key="local",
+    )
+    while True:
+        await asyncio.sleep(settings.reconcile_interval_seconds)
+        try:
+            answer = await asyncio.to_thread(
+                client.invoke, FunctionName=settings.reconcile_function, Payload=b'{"source": "timer"}'
+            )
+            report = json.loads(answer["Payload"].read() or b"null")
+            if answer.get("FunctionError") or (isinstance(report, dict) and report.get("ended")):
+                log.info("reconciler: %s", report)
+        except Exception:  # noqa: BLE001 - a failed pass is retried at the next tick
+            log.exception("reconciler pass failed")

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Path, Query
 
 from app.admin.parallelism import GovernorView, ParallelismSettings
 from app.auth.dependencies import CurrentAdmin
+from app.aws.functions import Functions
 from app.deps import ClientsDep, SettingsDep
 from app.errors import BadRequest, problem_responses
 from app.pagination import decode_cursor, encode_cursor
@@ -52,6 +53,16 @@ async def patch_user(user_id: UserId, body: UserPatch, admin: CurrentAdmin, user
 async def rotate_key(user_id: UserId, admin: CurrentAdmin, users: Users) -> UserWithKey:
     """Issue a new key; the old one stops working."""
     return UserWithKey.issued(*await users.rotate_key(admin, user_id))
+
+
+@router.post("/reconcile", responses=problem_responses(502))
+async def reconcile(admin: CurrentAdmin, settings: SettingsDep, clients: ClientsDep, users: Users) -> dict[str, Any]:
+    """Run one reconciler pass now (it also runs on a schedule) and answer what it fixed: validations
+    ended because their execution was gone or had ended (`ended`), runs refunded (`refunded`), cancels
+    stopped again (`stopped`), dead governor leases reclaimed. Audited."""
+    report = await Functions(clients.lambda_).invoke(settings.reconcile_function, {"source": "admin"})
+    await users.audit(admin.user_id, "reconcile", "validations", None, report)
+    return report
 
 
 @router.get("/parallelism", response_model=ParallelismView, responses=problem_responses(502))

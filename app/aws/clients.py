@@ -23,6 +23,7 @@ class AWSClients:
     s3: Any
     sfn: Any
     ssm: Any
+    lambda_: Any  # invokes the reconciler (POST /admin/reconcile)
 
 
 async def open_clients(stack: AsyncExitStack, region: str, endpoint_url: str | None) -> AWSClients:
@@ -42,4 +43,5 @@ async def open_clients(stack: AsyncExitStack, region: str, endpoint_url: str | N
         s3=await client("s3"),
         sfn=await client("stepfunctions"),
         ssm=await client("ssm"),
+        lambda_=await client("lambda"),
     )

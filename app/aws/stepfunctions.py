@@ -36,10 +36,13 @@ class Executions:
             if error_code(exc) != "ExecutionDoesNotExist":
                 raise UpstreamError(f"StopExecution failed: {error_code(exc)}") from exc
 
-    async def status(self, execution_arn: str) -> str:
+    async def status(self, execution_arn: str) -> str | None:
+        """The execution's status; None when it does not exist (never started, or expired)."""
         try:
             return str((await self._sfn.describe_execution(executionArn=execution_arn))["status"])
         except ClientError as exc:
+            if error_code(exc) == "ExecutionDoesNotExist":
+                return None
             raise UpstreamError(f"DescribeExecution failed: {error_code(exc)}") from exc
 
     async def history(

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import time
 import uuid
+from collections.abc import Awaitable
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
@@ -127,6 +128,22 @@ def _execution_input(validation_id: str, run: int, chunk_ids: list[str], combine
     }
 
 
+async def _quietly(step: Awaitable[Any], what: str) -> None:
+    """A write whose failure loses nothing (the next event or read carries it): log, go on."""
+    try:
+        await step
+    except Exception:  # noqa: BLE001
+        log.exception("%s failed", what)
+
+
+class _NotStarted(Exception):
+    """Creating a validation failed before its execution started; what was stored is undone."""
+
+    def __init__(self, error: AppError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
 class ValidationService:
     def __init__(
         self,
@@ -158,16 +175,39 @@ class ValidationService:
             fingerprint = submission.fingerprint()
             held = await self.store.claim_idempotency_key(claim_key, fingerprint, validation_id)
             if held is not None:
-                return await self._replay(held, fingerprint), False
+                replayed = await self._claimed_elsewhere(claim_key, held, fingerprint, validation_id)
+                if replayed is not None:
+                    return replayed, False
         try:
             validation = await self._start_new(principal, submission, validation_id)
-        except BaseException:
+        except _NotStarted as failed:
+            # Nothing was started (and what was stored is undone): the key may be used again.
             if claim_key:
                 await self.store.release_idempotency_key(claim_key)
-            raise
+            raise failed.error from failed.error.__cause__
+        # From here the execution runs: the key answers with this validation, whatever fails next.
         if claim_key:
-            await self.store.complete_idempotency_key(claim_key)
-        return validation, True
+            await self.store.complete_idempotency_key(claim_key, validation_id)
+        return await self._announce(validation, principal.quota), True
+
+    async def _claimed_elsewhere(
+        self, claim_key: str, held: dict[str, Any], fingerprint: str, validation_id: str
+    ) -> Validation | None:
+        """The validation a held key answers with; None when this request took over a crashed
+        request's claim (pending past its lease, and its validation never stored)."""
+        if held.get("state") != "done" and held.get("lease_until", 0) < time.time():
+            if held["request_hash"] != fingerprint:
+                raise Unprocessable(
+                    "This Idempotency-Key was used with a different request body.", field="Idempotency-Key"
+                )
+            stored = await self.store.get(held["validation_id"])
+            if stored is not None:  # it got as far as storing: that request's validation it is
+                await self.store.complete_idempotency_key(claim_key, stored.id)
+                return stored
+            if await self.store.take_over_idempotency_key(claim_key, held, fingerprint, validation_id):
+                return None
+            held = {**held, "state": "pending"}  # another request took it over first: it is in progress
+        return await self._replay(held, fingerprint)
 
     async def _replay(self, held: dict[str, Any], fingerprint: str) -> Validation:
         if held["request_hash"] != fingerprint:
@@ -222,13 +262,14 @@ class ValidationService:
         }
         keys = [f["key"] for f in files]
         validation = Validation.of(record)
+        name = self._execution_name(validation_id, 1)
         try:
             await self.store.put_files({f["key"]: d.content for f, d in zip(files, submission.documents, strict=True)})
             await self.store.put_chunks(chunks)
             await self.store.put_new(record)
             await self._admit_or_refuse(principal, validation)
-            arn = await self.executions.start(
-                self._execution_name(validation_id, 1),
+            arn = await self._start_execution(
+                name,
                 _execution_input(
                     validation_id,
                     1,
@@ -237,15 +278,43 @@ class ValidationService:
                 ),
             )
         except Exception as exc:
-            # Nothing half-written: undo in reverse order, then report.
+            # Nothing half-written: undo in reverse order (the reservation and running slot
+            # first, while the record that holds them exists), then report.
             await self._undo(validation_id, keys, [c["chunk_id"] for c in chunks])
             if isinstance(exc, AppError):
-                raise
-            raise UpstreamError(f"Could not store or start the validation: {type(exc).__name__}") from exc
+                raise _NotStarted(exc) from None
+            error = UpstreamError(f"Could not store or start the validation: {type(exc).__name__}")
+            error.__cause__ = exc
+            raise _NotStarted(error) from exc
         if arn != record["execution_arn"]:  # AWS documents the format; trust what it answered
             await self.store.update(validation_id, {"execution_arn": arn})
-        await self.events.append_status(validation_id)
-        return await self._with_queue(await self.store.get(validation_id) or validation, quota)
+        return validation
+
+    async def _announce(self, validation: Validation, quota: Quota | None) -> Validation:
+        """After the start: tell the viewers, answer with the stored state. A failure here loses
+        nothing (the Lambdas' next event and the next read carry the state)."""
+        try:
+            await self.events.append_status(validation.id)
+            return await self._with_queue(await self.store.get(validation.id) or validation, quota)
+        except Exception:  # noqa: BLE001 - the validation runs; its first event or read may lag
+            log.exception("validation %s started; announcing it failed", validation.id)
+            return validation
+
+    async def _start_execution(self, name: str, payload: dict[str, Any]) -> str:
+        """StartExecution; when its answer is lost but the execution exists, it started."""
+        try:
+            return await self.executions.start(name, payload)
+        except Exception:
+            arn = self.executions.arn_of(name)
+            if await self._exists(arn):
+                return arn
+            raise
+
+    async def _exists(self, arn: str) -> bool:
+        try:
+            return await self.executions.status(arn) is not None
+        except Exception:  # noqa: BLE001 - cannot tell: treat as not started (the reconciler settles it)
+            return False
 
     async def _admit_or_refuse(self, principal: Principal, validation: Validation) -> None:
         """Admit now when the user's bucket and running limit allow; else stay QUEUED (policy
@@ -291,6 +360,13 @@ class ValidationService:
         return replace(validation, queue=QueuePosition(position, estimate))
 
     async def _undo(self, validation_id: str, keys: list[str], chunk_ids: list[str]) -> None:
+        try:
+            stored = await self.store.get(validation_id)
+            if stored is not None and stored.reserved_run:  # admitted: reservation and running slot back
+                await self.quotas.settle(stored, (await self.users.limits_of(stored.owner))[0])
+        except Exception:  # noqa: BLE001 - keep the record: the reconciler ends it and refunds once
+            log.exception("could not refund validation %s; left for the reconciler", validation_id)
+            return
         for step in (
             self.store.delete(validation_id),
             self.store.delete_chunks(validation_id, chunk_ids),
@@ -391,20 +467,22 @@ class ValidationService:
     async def _settle_cancel(self, validation: Validation) -> Validation:
         """CANCELLING → CANCELLED once Step Functions confirms the execution stopped."""
         arn = validation.execution_arn
-        if arn and await self.executions.status(arn) == "RUNNING":
+        if arn and await self.executions.status(arn) == "RUNNING":  # None: it never started, or is gone
             return validation
-        won = await self.store.update(
-            validation.id,
-            {"status": ValidationStatus.CANCELLED.value, "finished_at": now_iso()},
-            expect={"status": ValidationStatus.CANCELLING.value},
-            remove=("queue_key",),
-        )
-        if won:  # the one request that settled the cancel tells the viewers
-            await self.events.append_status(validation.id)
         current = await self.store.get(validation.id) or validation
-        if current.status == ValidationStatus.CANCELLED:
-            # Unused tokens back to the owner's bucket, once (a run cancelled while queued reserved none).
+        if current.status == ValidationStatus.CANCELLING:
+            # Settle first (unused tokens and the running slot back, once; a run cancelled while
+            # queued reserved none), then the terminal status: whoever sees CANCELLED can count on
+            # the refund, and a crash between the two leaves CANCELLING for the next read or the reconciler.
             await self.quotas.settle(current, (await self.users.limits_of(current.owner))[0])
+            if await self.store.update(
+                validation.id,
+                {"status": ValidationStatus.CANCELLED.value, "finished_at": now_iso()},
+                expect={"status": ValidationStatus.CANCELLING.value, "run": current.run},
+                remove=("queue_key",),
+            ):  # the one request that settled the cancel tells the viewers
+                await self.events.append_status(validation.id)
+            current = await self.store.get(validation.id) or current
         return current
 
     async def retry(self, principal: Principal, validation_id: str) -> Validation:
@@ -434,6 +512,9 @@ class ValidationService:
                 "run": run,
                 "run_cost": cost,
                 "queue_key": f"{queued_at}#{validation_id}",
+                "run_queued_at": queued_at,
+                # The execution this run will have: from here on, the reconciler can tell it never started.
+                "execution_arn": self.executions.arn_of(self._execution_name(validation_id, run)),
                 "failed": 0,
                 "combine_failed": 0,
             },
@@ -455,6 +536,7 @@ class ValidationService:
                     "run": validation.run,
                     "failed": validation.failed,
                     "combine_failed": validation.combine_failed,
+                    "execution_arn": validation.execution_arn,
                     **({"error": validation.error} if validation.error else {}),
                     **({"finished_at": validation.finished_at} if validation.finished_at else {}),
                 },
@@ -462,20 +544,53 @@ class ValidationService:
                 remove=("queue_key",),
             )
             raise
-        reset = await asyncio.gather(*(self.store.reset_failed_chunk(validation_id, p.chunk_id) for p in todo))
-        per_file: dict[int, int] = {}
-        for part, was_reset in zip(todo, reset, strict=True):
-            if was_reset:
-                per_file[part.file_index] = per_file.get(part.file_index, 0) + 1
-        await asyncio.gather(*(self.store.reset_failed_verdict(validation_id, i) for i in combine))
-        await self.store.unsettle_files(validation_id, per_file)
-        await self.events.append_status(validation_id)
-        arn = await self.executions.start(
-            self._execution_name(validation_id, run),
-            _execution_input(validation_id, run, [p.chunk_id for p in todo], combine),
-        )
-        await self.store.update(validation_id, {"execution_arn": arn})
+        except Exception as exc:
+            await self._abandon_run(validation_id, run, f"the retry could not be admitted: {type(exc).__name__}")
+            raise
+        name = self._execution_name(validation_id, run)
+        try:
+            reset = await asyncio.gather(*(self.store.reset_failed_chunk(validation_id, p.chunk_id) for p in todo))
+            per_file: dict[int, int] = {}
+            for part, was_reset in zip(todo, reset, strict=True):
+                if was_reset:
+                    per_file[part.file_index] = per_file.get(part.file_index, 0) + 1
+            await asyncio.gather(*(self.store.reset_failed_verdict(validation_id, i) for i in combine))
+            await self.store.unsettle_files(validation_id, per_file)
+            arn = await self._start_execution(
+                name, _execution_input(validation_id, run, [p.chunk_id for p in todo], combine)
+            )
+        except Exception as exc:
+            # Not started: end this run (reservation back first), so nothing waits on an execution
+            # that does not exist; what was reset reruns at the next retry.
+            await self._abandon_run(validation_id, run, f"the retry could not start: {type(exc).__name__}")
+            if isinstance(exc, AppError):
+                raise
+            raise UpstreamError(f"Could not start the retry: {type(exc).__name__}") from exc
+        if arn != self.executions.arn_of(name):
+            await self.store.update(validation_id, {"execution_arn": arn})
+        await _quietly(self.events.append_status(validation_id), f"announcing the retry of {validation_id}")
         return await self.get(principal, validation_id)
+
+    async def _abandon_run(self, validation_id: str, run: int, reason: str) -> None:
+        """End run `run` as FAILED after settling it; if this fails too, the reconciler does it."""
+        try:
+            current = await self.store.get(validation_id)
+            if current is None or current.run != run or current.status not in ("QUEUED", "RUNNING"):
+                return
+            await self.quotas.settle(current, (await self.users.limits_of(current.owner))[0])
+            if await self.store.update(
+                validation_id,
+                {
+                    "status": ValidationStatus.FAILED.value,
+                    "finished_at": now_iso(),
+                    "error": {"type": "not_started", "detail": reason},
+                },
+                expect={"status": current.status, "run": run},
+                remove=("queue_key",),
+            ):
+                await self.events.append_status(validation_id)
+        except Exception:  # noqa: BLE001 - the reconciler ends it (no execution) and settles once
+            log.exception("could not end run %s of %s; left for the reconciler", run, validation_id)
 
     async def _owner(self, validation: Validation) -> Principal:
         """The owner as a principal (an admin acting on someone's validation spends their quota)."""

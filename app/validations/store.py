@@ -29,6 +29,7 @@ class ValidationStore:
         self._idempotency = settings.table("idempotency")
         self._bucket = settings.bucket
         self._idempotency_ttl = settings.idempotency_ttl_hours * 3600
+        self._claim_seconds = int(settings.idempotency_claim_seconds)
 
     # --- validations -----------------------------------------------------------------
     async def get(self, validation_id: str) -> Validation | None:
@@ -205,13 +206,16 @@ class ValidationStore:
 
     # --- idempotency -------------------------------------------------------------------
     async def claim_idempotency_key(self, key: str, request_hash: str, validation_id: str) -> dict[str, Any] | None:
-        """Claim `key` for this request; None when claimed, else the record that holds it."""
+        """Claim `key` for this request; None when claimed, else the record that holds it. A claim
+        is `pending` (with `lease_until`) until the execution started, then `done`."""
+        now = int(time.time())
         record = {
             "key": key,
             "request_hash": request_hash,
             "validation_id": validation_id,
             "state": "pending",
-            "expires_at": int(time.time()) + self._idempotency_ttl,
+            "lease_until": now + self._claim_seconds,
+            "expires_at": now + self._idempotency_ttl,
         }
         try:
             await self._db.put_item(
@@ -220,7 +224,7 @@ class ValidationStore:
                 # An expired record may linger until DynamoDB's TTL sweeper removes it.
                 ConditionExpression="attribute_not_exists(#key) OR expires_at < :now",
                 ExpressionAttributeNames={"#key": "key"},
-                ExpressionAttributeValues=to_item({":now": int(time.time())}),
+                ExpressionAttributeValues=to_item({":now": now}),
             )
         except ClientError as exc:
             if not condition_failed(exc):
@@ -231,14 +235,48 @@ class ValidationStore:
             return from_item(answer["Item"]) if "Item" in answer else {"state": "pending", "request_hash": request_hash}
         return None
 
-    async def complete_idempotency_key(self, key: str) -> None:
-        await self._db.update_item(
-            TableName=self._idempotency,
-            Key=to_item({"key": key}),
-            UpdateExpression="SET #state = :done",
-            ExpressionAttributeNames={"#state": "state"},
-            ExpressionAttributeValues=to_item({":done": "done"}),
-        )
+    async def take_over_idempotency_key(
+        self, key: str, held: dict[str, Any], request_hash: str, validation_id: str
+    ) -> bool:
+        """Take a crashed request's claim (pending, lease expired, the lease we read): once."""
+        now = int(time.time())
+        try:
+            await self._db.update_item(
+                TableName=self._idempotency,
+                Key=to_item({"key": key}),
+                UpdateExpression="SET validation_id = :vid, request_hash = :hash, lease_until = :lease",
+                ConditionExpression="#state = :pending AND lease_until = :seen",
+                ExpressionAttributeNames={"#state": "state"},
+                ExpressionAttributeValues=to_item(
+                    {
+                        ":vid": validation_id,
+                        ":hash": request_hash,
+                        ":lease": now + self._claim_seconds,
+                        ":pending": "pending",
+                        ":seen": held.get("lease_until", 0),
+                    }
+                ),
+            )
+        except ClientError as exc:
+            if condition_failed(exc):
+                return False
+            raise
+        return True
+
+    async def complete_idempotency_key(self, key: str, validation_id: str) -> None:
+        """The claim now answers with `validation_id` (unless another request took it over)."""
+        try:
+            await self._db.update_item(
+                TableName=self._idempotency,
+                Key=to_item({"key": key}),
+                UpdateExpression="SET #state = :done REMOVE lease_until",
+                ConditionExpression="validation_id = :vid",
+                ExpressionAttributeNames={"#state": "state"},
+                ExpressionAttributeValues=to_item({":done": "done", ":vid": validation_id}),
+            )
+        except ClientError as exc:
+            if not condition_failed(exc):
+                raise
 
     async def release_idempotency_key(self, key: str) -> None:
         await self._db.delete_item(TableName=self._idempotency, Key=to_item({"key": key}))

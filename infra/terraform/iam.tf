@@ -83,6 +83,16 @@ data "aws_iam_policy_document" "function" {
     }
   }
 
+  # The reconciler reads and stops executions of this state machine (resources.json `executions`).
+  dynamic "statement" {
+    for_each = try(each.value.uses.executions, "none") == "none" ? [] : [each.value.uses.executions]
+    content {
+      sid       = "Executions"
+      actions   = ["states:DescribeExecution", "states:StopExecution"]
+      resources = [local.execution_arns]
+    }
+  }
+
   dynamic "statement" {
     for_each = var.kms_key_arn == null ? [] : [var.kms_key_arn]
     content {
@@ -169,4 +179,13 @@ resource "aws_iam_role_policy" "state_machine" {
   name   = "least-privilege"
   role   = aws_iam_role.state_machine.id
   policy = data.aws_iam_policy_document.state_machine.json
+}
+
+# Executions of the state machine, spelled out: the functions' policies cannot refer to the
+# state machine itself (it refers to the functions, which wait for their policies).
+data "aws_caller_identity" "current" {}
+data "aws_partition" "current" {}
+
+locals {
+  execution_arns = "arn:${data.aws_partition.current.partition}:states:${var.region}:${data.aws_caller_identity.current.account_id}:execution:${var.name_prefix}-validation:*"
 }

@@ -24,6 +24,7 @@ locals {
       LEASE_SECONDS             = tostring(var.lease_seconds)
       CONFIG_CACHE_SECONDS      = tostring(var.config_cache_seconds)
       MAP_CONCURRENCY_CEILING   = tostring(var.map_concurrency_ceiling)
+      RECONCILE_GRACE_SECONDS   = tostring(var.reconcile_grace_seconds)
     },
   )
 

@@ -204,6 +204,18 @@ variable "queue_max_wait_seconds" {
   default     = 60
 }
 
+variable "reconcile_grace_seconds" {
+  description = "The reconciler ends a validation without a live execution once its run was queued this long ago."
+  type        = number
+  default     = 120
+}
+
+variable "reconcile_schedule" {
+  description = "How often EventBridge Scheduler runs the reconciler (a schedule expression)."
+  type        = string
+  default     = "rate(5 minutes)"
+}
+
 variable "governor_window_seconds" {
   description = "The window target-tpm is per (60 = per minute)."
   type        = number

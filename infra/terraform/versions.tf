@@ -36,6 +36,7 @@ provider "aws" {
       iam            = endpoints.value
       lambda         = endpoints.value
       s3             = endpoints.value
+      scheduler      = endpoints.value
       sfn            = endpoints.value
       ssm            = endpoints.value
       sts            = endpoints.value

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, TypeVar
@@ -155,26 +155,81 @@ class Store:
             validation_id, chunk, ChunkStatus.FAILED, {"error": error, "finished_at": now_iso()}, {"failed": 1}
         )
 
-    def finish(self, validation_id: str, run: int, status: ValidationStatus, error: dict[str, str] | None) -> bool:
-        """Terminal status for this run, unless the validation moved on (cancelled, or rerun)."""
+    def finish(
+        self,
+        validation_id: str,
+        run: int,
+        status: ValidationStatus,
+        error: dict[str, str] | None,
+        *,
+        from_queued: bool = False,
+    ) -> bool:
+        """Terminal status for this run, unless the validation moved on (cancelled, or rerun).
+        `from_queued`: also end a run still QUEUED (MarkFailed after Admit gave up)."""
         values: dict[str, Any] = {
             ":status": status.value,
             ":now": now_iso(),
             ":running": ValidationStatus.RUNNING.value,
+            ":queued": ValidationStatus.QUEUED.value if from_queued else ValidationStatus.RUNNING.value,
             ":run": run,
         }
         expression = "SET #status = :status, finished_at = :now"
         if error is not None:
-            expression += ", #error = :error"
+            expression += ", #error = :error REMOVE queue_key"  # a run ended while QUEUED leaves the queue
             values[":error"] = error
         else:
-            expression += " REMOVE #error"
+            expression += " REMOVE #error, queue_key"
         try:
             self._validations.update_item(
                 Key={"id": validation_id},
                 UpdateExpression=expression,
-                ConditionExpression="#status = :running AND run = :run",
+                ConditionExpression="#status IN (:running, :queued) AND run = :run",
                 ExpressionAttributeNames={"#status": "status", "#error": "error"},
+                ExpressionAttributeValues=values,
+            )
+        except ClientError as exc:
+            if is_condition_failure(exc):
+                return False
+            raise
+        return True
+
+    def open_validations(self, status: str) -> Iterator[dict[str, Any]]:
+        """Every validation with this status (the `by_status` index), oldest first; the index is
+        eventually consistent, so callers re-check with conditional writes."""
+        kwargs: dict[str, Any] = {
+            "IndexName": "by_status",
+            "KeyConditionExpression": "#status = :status",
+            "ExpressionAttributeNames": {"#status": "status"},
+            "ExpressionAttributeValues": {":status": status},
+        }
+        while True:
+            page = self._validations.query(**kwargs)
+            for item in page["Items"]:
+                record: dict[str, Any] = plain(item)
+                yield record
+            if "LastEvaluatedKey" not in page:
+                return
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    def end_open(
+        self,
+        validation_id: str,
+        run: int,
+        status: ValidationStatus,
+        to: ValidationStatus,
+        error: dict[str, str] | None,
+    ) -> bool:
+        """`status` → terminal `to` for this run, unless the validation moved on meanwhile."""
+        sets = "SET #status = :to, finished_at = :now" + (", #error = :error" if error else "")
+        values: dict[str, Any] = {":to": to.value, ":now": now_iso(), ":from": status.value, ":run": run}
+        if error:
+            values[":error"] = error
+        try:
+            self._validations.update_item(
+                Key={"id": validation_id},
+                UpdateExpression=sets + " REMOVE queue_key",
+                ConditionExpression="#status = :from AND run = :run",
+                ExpressionAttributeNames={"#status": "status", **({"#error": "error"} if error else {})},
                 ExpressionAttributeValues=values,
             )
         except ClientError as exc:
@@ -340,9 +395,7 @@ class Store:
         return True
 
 
-@lru_cache(maxsize=32)
-def store_for(config: LambdaConfig) -> Store:
-    """One set of clients per configuration, reused across warm invocations."""
+def _client_kwargs(config: LambdaConfig) -> dict[str, Any]:
     # Many invocations share these clients in the embedded AWS (one per thread): a bigger pool.
     kwargs: dict[str, Any] = {
         "region_name": config.aws_region,
@@ -350,6 +403,19 @@ def store_for(config: LambdaConfig) -> Store:
     }
     if config.aws_endpoint_url:
         kwargs.update(endpoint_url=config.aws_endpoint_url, aws_access_key_id="local", aws_secret_access_key="local")
+    return kwargs
+
+
+@lru_cache(maxsize=32)
+def store_for(config: LambdaConfig) -> Store:
+    """One set of clients per configuration, reused across warm invocations."""
+    kwargs = _client_kwargs(config)
     return Store(
         config, boto3.resource("dynamodb", **kwargs), boto3.client("s3", **kwargs), boto3.client("dynamodb", **kwargs)
     )
+
+
+@lru_cache(maxsize=32)
+def client_for(config: LambdaConfig, service: str) -> Any:
+    """A boto3 client of another service (Step Functions for the reconciler), as `store_for` builds its own."""
+    return boto3.client(service, **_client_kwargs(config))

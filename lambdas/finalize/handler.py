@@ -41,7 +41,8 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
             }
     # Settle first: whoever sees the terminal status can count on the refund being done.
     settled = store.settle(validation_id)  # unused tokens back to the user's bucket, once
-    written = store.finish(validation_id, run, status, error)
+    # MarkFailed may come from Admit giving up: the run is then still QUEUED, and must leave the queue.
+    written = store.finish(validation_id, run, status, error, from_queued=bool(event.get("error")))
     if written:
         store.emit_status(validation_id)
     return {"status": status.value, "written": written, "settled": settled}

@@ -1,0 +1,25 @@
+"""The reconciler's Lambda (lambdas/reconcile/reconciler.py): invoked by EventBridge
+Scheduler on AWS, by a timer of the embedded runtime locally, and by `POST /admin/reconcile`
+(which answers what this returns)."""
+
+import time
+from typing import Any
+
+from lambdas.common.config import load_config
+from lambdas.common.governor import governor_for
+from lambdas.common.store import client_for, store_for
+from lambdas.reconcile.reconciler import reconcile
+
+
+def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    config = load_config()
+    store = store_for(config)
+    governor = governor_for(config, store.client) if config.governor_table else None
+    report = reconcile(
+        store,
+        client_for(config, "stepfunctions"),
+        time.time(),
+        config.reconcile_grace_seconds,
+        (lambda: governor.sweep(force=True)) if governor is not None else None,
+    )
+    return report.as_dict()

@@ -1,0 +1,120 @@
+"""The reconciler: one pass that closes every crash window the writers leave open.
+
+A validation that is QUEUED, RUNNING or CANCELLING must have a live execution of its
+current run (`execution_arn`). When it has none — the API crashed between storing and
+StartExecution, a retry failed half-way, the execution timed out, hit the history limit
+or died in a bug before Finalize — this pass ends it: settlement first (the unused
+reservation and the running slot back to the owner, exactly once: `settled_run`), then
+the terminal status (CANCELLED for a CANCELLING record, else FAILED naming why), then a
+status event. A CANCELLING record whose execution still runs is stopped again (the API's
+StopExecution may have been lost). Records younger than `grace_seconds` are left alone:
+their writer may still be between two writes. Expired governor leases (a validator that
+died holding a call slot) are reclaimed through the governor's own sweep.
+
+Each fix is a conditional write, so two passes at once (the schedule and
+`POST /admin/reconcile`) fix each thing once. Run on a schedule (EventBridge Scheduler on
+AWS, a timer of the embedded runtime locally) and on demand.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from core.records import ValidationStatus
+from lambdas.common.store import Store
+
+log = logging.getLogger(__name__)
+
+OPEN = (ValidationStatus.QUEUED, ValidationStatus.RUNNING, ValidationStatus.CANCELLING)
+
+
+@dataclass
+class Report:
+    """What one pass looked at and fixed (the JSON `POST /admin/reconcile` answers)."""
+
+    checked: int = 0
+    ended: list[dict[str, str]] = field(default_factory=list)  # {"id", "from", "to", "reason"}
+    refunded: list[str] = field(default_factory=list)  # validation ids whose run this pass settled
+    stopped: list[str] = field(default_factory=list)  # CANCELLING with a live execution: stopped again
+    leases_reclaimed: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "checked": self.checked,
+            "ended": self.ended,
+            "refunded": self.refunded,
+            "stopped": self.stopped,
+            "leases_reclaimed": self.leases_reclaimed,
+        }
+
+
+def execution_status(sfn: Any, arn: str | None) -> str | None:
+    """The execution's status, or None when there is no such execution."""
+    if not arn:
+        return None
+    try:
+        return str(sfn.describe_execution(executionArn=arn)["status"])
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") == "ExecutionDoesNotExist":
+            return None
+        raise
+
+
+def _age_seconds(record: dict[str, Any], now: float) -> float:
+    """Seconds since the current run was queued (`queue_key` starts with that time) or, failing
+    that, since the validation was created."""
+    stamp = str(record.get("run_queued_at") or record.get("created_at") or "")
+    try:
+        return now - datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return float("inf")  # no readable time: old enough
+
+
+def reconcile(
+    store: Store,
+    sfn: Any,
+    now: float,
+    grace_seconds: float,
+    sweep_leases: Callable[[], int] | None = None,
+) -> Report:
+    report = Report()
+    for status in OPEN:
+        for record in store.open_validations(status.value):
+            report.checked += 1
+            _reconcile_one(store, sfn, record, now, grace_seconds, report)
+    if sweep_leases is not None:
+        report.leases_reclaimed = sweep_leases()
+    return report
+
+
+def _reconcile_one(
+    store: Store, sfn: Any, record: dict[str, Any], now: float, grace_seconds: float, report: Report
+) -> None:
+    validation_id, status, run = record["id"], record["status"], int(record["run"])
+    execution = execution_status(sfn, record.get("execution_arn"))
+    if execution == "RUNNING":
+        if status == ValidationStatus.CANCELLING:
+            sfn.stop_execution(executionArn=record["execution_arn"], error="Cancelled", cause="reconciler")
+            report.stopped.append(validation_id)
+        return
+    if execution is None and _age_seconds(record, now) < grace_seconds:
+        return  # its writer may be between storing and StartExecution
+    reason = (
+        "the execution of this run was never started or no longer exists"
+        if execution is None
+        else f"the execution ended ({execution}) without recording a final status"
+    )
+    if store.settle(validation_id):  # settle first: a terminal status means the refund is done
+        report.refunded.append(validation_id)
+    target = ValidationStatus.CANCELLED if status == ValidationStatus.CANCELLING else ValidationStatus.FAILED
+    error = None if target == ValidationStatus.CANCELLED else {"type": "execution_lost", "detail": reason}
+    if store.end_open(validation_id, run, ValidationStatus(status), target, error):
+        store.emit_status(validation_id)
+        report.ended.append({"id": validation_id, "from": status, "to": target.value, "reason": reason})
+        log.info("reconciler: %s %s → %s (%s)", validation_id, status, target.value, reason)
