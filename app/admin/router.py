@@ -24,6 +24,7 @@ from app.users.schemas import (
     UserPatch,
     UserWithKey,
 )
+from app.validations.dependencies import Service
 
 UserId = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.@-]+$")]
 router = APIRouter(prefix="/admin", tags=["admin"], responses=problem_responses(401, 403, 422))
@@ -42,9 +43,17 @@ async def get_user(user_id: UserId, admin: CurrentAdmin, users: Users) -> UserOu
 
 
 @router.patch("/users/{user_id}", response_model=UserOut, responses=problem_responses(404))
-async def patch_user(user_id: UserId, body: UserPatch, admin: CurrentAdmin, users: Users) -> UserOut:
-    """Change quota, policy, role, or disable."""
-    return UserOut.of(await users.patch(admin, user_id, body))
+async def patch_user(
+    user_id: UserId, body: UserPatch, admin: CurrentAdmin, users: Users, validations: Service
+) -> UserOut:
+    """Change quota, policy, role, or disable. Disabling also cancels the user's queued validations
+    (nothing of theirs is admitted after it; running ones finish, or an admin cancels them)."""
+    user = await users.patch(admin, user_id, body)
+    if body.disabled:
+        cancelled = await validations.cancel_queued_of(admin, user_id)
+        if cancelled:
+            await users.audit(admin.user_id, "user.disable.cancel_queued", user_id, None, {"cancelled": cancelled})
+    return UserOut.of(user)
 
 
 @router.post(

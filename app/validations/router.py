@@ -63,12 +63,16 @@ async def create_validation(
     return ValidationOut.of(validation)
 
 
-@router.get("", response_model=ValidationPage, responses=problem_responses(400))
+@router.get("", response_model=ValidationPage, responses=problem_responses(400, 403))
 async def list_validations(
-    principal: CurrentUser, service: Service, limit: Limit = 20, cursor: Cursor = None
+    principal: CurrentUser,
+    service: Service,
+    limit: Limit = 20,
+    cursor: Cursor = None,
+    owner: Annotated[str | None, Query(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.@-]+$")] = None,
 ) -> ValidationPage:
-    """The caller's validations, newest first."""
-    items, next_cursor = await service.list_page(principal, limit, cursor)
+    """The caller's validations, newest first; admins may name another user with `owner`."""
+    items, next_cursor = await service.list_page(principal, limit, cursor, owner)
     return ValidationPage(items=[ValidationOut.of(i) for i in items], next_cursor=next_cursor)
 
 

@@ -12,7 +12,16 @@ from datetime import UTC, datetime
 from typing import Any
 
 from app.aws.stepfunctions import Executions
-from app.errors import AppError, BadRequest, Conflict, NotFound, TooManyRequests, Unprocessable, UpstreamError
+from app.errors import (
+    AppError,
+    BadRequest,
+    Conflict,
+    Forbidden,
+    NotFound,
+    TooManyRequests,
+    Unprocessable,
+    UpstreamError,
+)
 from app.events.service import EventLog
 from app.identity.principal import Principal
 from app.pagination import decode_cursor, encode_cursor
@@ -393,12 +402,16 @@ class ValidationService:
         return validation
 
     async def list_page(
-        self, principal: Principal, limit: int, cursor: str | None
+        self, principal: Principal, limit: int, cursor: str | None, owner: str | None = None
     ) -> tuple[list[Validation], str | None]:
+        """The validations of `owner` (admins only; default: the caller's own), newest first."""
+        if owner is not None and owner != principal.user_id and not principal.is_admin:
+            raise Forbidden("Only admins may list another user's validations.", field="owner")
+        owner = owner or principal.user_id
         start = decode_cursor(cursor) if cursor else None
-        if start is not None and (not isinstance(start, dict) or start.get("owner") != principal.user_id):
+        if start is not None and (not isinstance(start, dict) or start.get("owner") != owner):
             raise BadRequest("The cursor is not valid; use `next_cursor` from a previous page.", field="cursor")
-        items, last = await self.store.list_for_owner(principal.user_id, limit, start)
+        items, last = await self.store.list_for_owner(owner, limit, start)
         return items, encode_cursor(last) if last else None
 
     async def results(
@@ -463,6 +476,17 @@ class ValidationService:
             if validation.status != ValidationStatus.CANCELLING or time.monotonic() > deadline:
                 return validation
             await asyncio.sleep(0.1)
+
+    async def cancel_queued_of(self, actor: Principal, owner: str) -> list[str]:
+        """Cancel every validation `owner` still has in the queue (a disabled user's); their ids."""
+        cancelled = []
+        for validation_id in await self.store.queued_of(owner):
+            try:
+                validation = await self.cancel(actor, validation_id)
+            except (NotFound, Conflict):  # ended or gone meanwhile
+                continue
+            cancelled.append(validation.id)
+        return cancelled
 
     async def _settle_cancel(self, validation: Validation) -> Validation:
         """CANCELLING → CANCELLED once Step Functions confirms the execution stopped."""

@@ -110,6 +110,23 @@ class ValidationStore:
         last = from_item(page["LastEvaluatedKey"]) if "LastEvaluatedKey" in page else None
         return [Validation.of(from_item(i)) for i in page["Items"]], last
 
+    async def queued_of(self, owner: str) -> list[str]:
+        """Ids of `owner`'s validations still in the queue (the `queue_by_owner` index), oldest first."""
+        kwargs: dict[str, Any] = {
+            "TableName": self._validations,
+            "IndexName": "queue_by_owner",
+            "KeyConditionExpression": "#owner = :owner",
+            "ExpressionAttributeNames": {"#owner": "owner"},
+            "ExpressionAttributeValues": to_item({":owner": owner}),
+        }
+        ids: list[str] = []
+        while True:
+            page = await self._db.query(**kwargs)
+            ids.extend(from_item(i)["id"] for i in page["Items"])
+            if "LastEvaluatedKey" not in page:
+                return ids
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
     # --- chunks ------------------------------------------------------------------------
     async def put_chunks(self, chunks: list[dict[str, Any]]) -> None:
         semaphore = asyncio.Semaphore(_WRITE_CONCURRENCY)

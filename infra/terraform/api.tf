@@ -127,6 +127,11 @@ data "aws_iam_policy_document" "api_task" {
     actions   = ["states:StopExecution", "states:DescribeExecution", "states:GetExecutionHistory"]
     resources = ["${replace(aws_sfn_state_machine.validation.arn, ":stateMachine:", ":execution:")}:*"]
   }
+  statement {
+    sid       = "Reconciler" # POST /admin/reconcile runs one pass now
+    actions   = ["lambda:InvokeFunction"]
+    resources = [aws_lambda_function.this["reconcile"].arn]
+  }
   dynamic "statement" {
     for_each = var.kms_key_arn == null ? [] : [var.kms_key_arn]
     content {

@@ -102,6 +102,9 @@ def test_terraform_apply_runs_a_validation_then_plans_clean_and_destroys(
             _check_least_privilege(client, outputs)
 
             _run_a_validation_through_the_api(environment, log)
+            schedule = client("scheduler").get_schedule(Name=f"{tfvars.get('name_prefix', 'validation')}-reconcile")
+            assert schedule["Target"]["Arn"] == outputs["function_arns"]["reconcile"], schedule
+            assert schedule["State"] == "ENABLED"
 
             # An admin's run-time change (PATCH /admin/parallelism writes SSM) is not drift.
             ssm = client("ssm")
@@ -232,6 +235,11 @@ def _run_a_validation_through_the_api(environment: dict[str, str], log: Any) -> 
         assert results["clean.csv"]["rules"][0]["passed"] is True
         leaky = results["leaky.md"]["rules"][0]
         assert leaky["passed"] is False and len(leaky["findings"]) == 1
+        # The reconciler Terraform made (function, its IAM, the API's way to it): one pass, nothing to fix.
+        report = api.post("/admin/reconcile")
+        assert report.status_code == 200, report.text
+        assert report.json()["checked"] == 0 and report.json()["ended"] == [], report.json()
+        log(f"POST /admin/reconcile: {report.json()}")
 
 
 def _plan_the_api_on_fargate(tf: Terraform, log: Any) -> None:

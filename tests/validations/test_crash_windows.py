@@ -187,3 +187,30 @@ def test_the_reconciler_ends_runs_without_a_live_execution_and_refunds_each_once
     assert second["ended"] == [] and second["refunded"] == []
     audit = api.get("/admin/audit").json()["items"]
     assert [e["action"] for e in audit].count("reconcile") == 2
+
+
+def test_disabling_a_user_cancels_their_queue_and_admins_list_any_users_validations(
+    make_api: MakeApi, aws: Aws, settings: Settings, hold_calls: Any
+) -> None:
+    api = make_api()
+    user, auth = make_user(api, quota=QUOTA)  # max_running=1: the second waits in the queue
+    other, other_auth = make_user(api)
+    held: HeldCalls = hold_calls(0)
+    running = api.post("/validations", json=DOC, headers=auth).json()
+    wait_for(lambda: held.waiting >= 1, timeout=60, what="the first validation mid-call")
+    queued = api.post("/validations", json=DOC, headers=auth).json()
+    assert queued["status"] == "QUEUED"
+
+    listed = api.get("/validations", params={"owner": user})  # the admin's key
+    assert listed.status_code == 200 and {v["id"] for v in listed.json()["items"]} == {running["id"], queued["id"]}
+    refused = api.get("/validations", params={"owner": user}, headers=other_auth)
+    assert refused.status_code == 403 and refused.json()["field"] == "owner"
+    assert api.get("/validations", params={"owner": other}, headers=other_auth).json()["items"] == []
+
+    assert api.patch(f"/admin/users/{user}", json={"disabled": True}).status_code == 200
+    assert api.get(f"/validations/{queued['id']}").json()["status"] == "CANCELLED"
+    held.release()
+    assert wait_for_status(api, running["id"])["status"] == "SUCCEEDED"  # running ones finish
+    assert _running(aws, settings, user) == 0
+    actions = [e["action"] for e in api.get("/admin/audit").json()["items"]]
+    assert "user.disable.cancel_queued" in actions
