@@ -73,6 +73,12 @@ class Conflict(AppError):
     status, type, title = 409, "conflict", "Conflict with the resource's state"
 
 
+class Gone(AppError):
+    """The resource's data was deleted (purged, or expired with its retention)."""
+
+    status, type, title = 410, "gone", "No longer available"
+
+
 class PayloadTooLarge(AppError):
     status, type, title = 413, "payload-too-large", "Payload too large"
 

@@ -87,6 +87,11 @@ class Settings(BaseSettings):
     queue_min_wait_seconds: int = Field(default=2, ge=1)
     queue_max_wait_seconds: int = Field(default=60, ge=1)
 
+    # Retention: every record expires this long after its validation was created (DynamoDB TTL),
+    # as the uploads do (S3 lifecycle, Terraform's upload_expiration_days); the audit trail longer.
+    retention_days: float = Field(default=30, gt=0)
+    audit_retention_days: float = Field(default=365, gt=0)
+
     # The reconciler (lambdas/reconcile): a validation without a live execution is ended once its
     # run was queued this long ago; locally the embedded runtime runs it every interval (0 = never).
     reconcile_grace_seconds: float = Field(default=120.0, ge=0)

@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
+
+DAY_SECONDS = 86_400
 
 
 def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def expiry(days: float, now: float | None = None) -> int:
+    """The `expires_at` of a record kept `days` (epoch seconds: DynamoDB's TTL attribute)."""
+    return int((time.time() if now is None else now) + days * DAY_SECONDS)

@@ -34,18 +34,22 @@ def allocate(validations_table: str, validation_id: str) -> dict[str, Any]:
     }
 
 
-def event_put(events_table: str, validation_id: str, seq: int, kind: str, data: dict[str, Any]) -> dict[str, Any]:
+def event_put(
+    events_table: str, validation_id: str, seq: int, kind: str, data: dict[str, Any], expires_at: int | None = None
+) -> dict[str, Any]:
+    """The event item; it expires with its validation (`expires_at`, DynamoDB's TTL)."""
+    item: dict[str, Any] = {
+        "validation_id": validation_id,
+        "seq": seq,
+        "type": kind,
+        "data": json.dumps(data),
+        "at": time.time().__round__(3).__str__(),
+    }
+    if expires_at is not None:
+        item["expires_at"] = expires_at
     return {
         "TableName": events_table,
-        "Item": typed(
-            {
-                "validation_id": validation_id,
-                "seq": seq,
-                "type": kind,
-                "data": json.dumps(data),
-                "at": time.time().__round__(3).__str__(),
-            }
-        ),
+        "Item": typed(item),
         "ConditionExpression": "attribute_not_exists(seq)",
     }
 
@@ -60,7 +64,8 @@ def append_steps(
     """A sans-IO append (core/steps.py): take the next number, store the event that `data`
     builds from the validation record as of this number; returns that record."""
     record = from_item(response((yield (UPDATE, allocate(validations_table, validation_id))))["Attributes"])
-    yield (PUT, event_put(events_table, validation_id, int(record["event_seq"]), kind, data(record)))
+    expires_at = int(record["expires_at"]) if "expires_at" in record else None
+    yield (PUT, event_put(events_table, validation_id, int(record["event_seq"]), kind, data(record), expires_at))
     return record
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -53,4 +54,22 @@ class EventStore:
                 found.append(Event(int(row["seq"]), row["type"], json.loads(row["data"])))
             if "LastEvaluatedKey" not in page:
                 return found
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    async def delete_all(self, validation_id: str) -> int:
+        """Remove every stored event of the validation (its data was purged); how many there were."""
+        kwargs: dict[str, Any] = {
+            "TableName": self._events,
+            "KeyConditionExpression": "validation_id = :v",
+            "ExpressionAttributeValues": to_item({":v": validation_id}),
+            "ProjectionExpression": "seq",
+        }
+        deleted = 0
+        while True:
+            page = await self._db.query(**kwargs)
+            keys = [{"validation_id": validation_id, "seq": from_item(i)["seq"]} for i in page["Items"]]
+            await asyncio.gather(*(self._db.delete_item(TableName=self._events, Key=to_item(k)) for k in keys))
+            deleted += len(keys)
+            if "LastEvaluatedKey" not in page:
+                return deleted
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]

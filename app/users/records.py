@@ -70,6 +70,7 @@ class AuditRecord:
     target: str
     old: Any = None
     new: Any = None
+    expires_at: int | None = None  # DynamoDB TTL (AUDIT_RETENTION_DAYS)
 
     @classmethod
     def of(cls, item: dict[str, Any]) -> AuditRecord:
@@ -80,6 +81,7 @@ class AuditRecord:
             target=item["target"],
             old=item.get("old"),
             new=item.get("new"),
+            expires_at=int(item["expires_at"]) if "expires_at" in item else None,
         )
 
     def item(self) -> dict[str, Any]:
@@ -92,4 +94,5 @@ class AuditRecord:
             "target": self.target,
             "old": self.old,
             "new": self.new,
+            **({"expires_at": self.expires_at} if self.expires_at is not None else {}),
         }

@@ -11,7 +11,7 @@ from app.aws.clients import AWSClients
 from app.aws.errors import condition_failed
 from app.settings import Settings
 from app.users.records import AuditRecord, User
-from core.clock import now_iso
+from core.clock import expiry, now_iso
 from core.dynamo import from_item, to_item
 
 
@@ -21,6 +21,7 @@ class UserStore:
         self._users = settings.table("users")
         self._keys = settings.table("api_keys")
         self._audit = settings.table("audit")
+        self._audit_days = settings.audit_retention_days
 
     async def get(self, user_id: str) -> User | None:
         answer = await self._db.get_item(TableName=self._users, Key=to_item({"user_id": user_id}), ConsistentRead=True)
@@ -106,7 +107,9 @@ class UserStore:
         return True
 
     async def audit(self, actor: str, action: str, target: str, old: Any, new: Any) -> None:
-        record = AuditRecord(f"{now_iso()}#{uuid.uuid4().hex[:8]}", actor, action, target, old, new)
+        record = AuditRecord(
+            f"{now_iso()}#{uuid.uuid4().hex[:8]}", actor, action, target, old, new, expiry(self._audit_days)
+        )
         await self._db.put_item(TableName=self._audit, Item=to_item(record.item()))
 
     async def audit_page(

@@ -109,6 +109,7 @@ class Validation:
     reserved_run: int | None = None
     settled_run: int | None = None
     usage_at_start: int | None = None
+    purged_at: str | None = None  # DELETE /validations/{id}/data: files, parts, results and events removed
     queue: QueuePosition | None = None
 
     @classmethod
@@ -118,7 +119,7 @@ class Validation:
             "run", "run_cost", "queue_key", "execution_arn", "started_at", "finished_at", "error", "succeeded",
             "failed", "combine_failed", "prompt_tokens", "completion_tokens", "model_calls", "attempts",
             "estimated_tokens", "charged_tokens", "plan", "parallelism", "reserved", "reserved_run", "settled_run",
-            "usage_at_start",
+            "usage_at_start", "purged_at",
         )  # fmt: skip
         return cls(
             id=item["id"],

@@ -82,7 +82,7 @@ async def get_validation(validation_id: ValidationId, principal: CurrentUser, se
     return ValidationOut.of(await service.get(principal, validation_id))
 
 
-@router.get("/{validation_id}/results", response_model=ResultPage, responses=problem_responses(400, 404))
+@router.get("/{validation_id}/results", response_model=ResultPage, responses=problem_responses(400, 404, 410))
 async def get_results(
     validation_id: ValidationId, principal: CurrentUser, service: Service, limit: Limit = 20, cursor: Cursor = None
 ) -> ResultPage:
@@ -95,11 +95,20 @@ async def get_results(
     "/{validation_id}/retry",
     status_code=202,
     response_model=ValidationOut,
-    responses=problem_responses(404, 409, 429, 502),
+    responses=problem_responses(404, 409, 410, 429, 502),
 )
 async def retry_validation(validation_id: ValidationId, principal: CurrentUser, service: Service) -> ValidationOut:
     """Rerun only the chunks without a result, as a new execution of the same validation."""
     return ValidationOut.of(await service.retry(principal, validation_id))
+
+
+@router.delete("/{validation_id}/data", response_model=ValidationOut, responses=problem_responses(404, 409, 502))
+async def delete_validation_data(
+    validation_id: ValidationId, principal: CurrentUser, service: Service
+) -> ValidationOut:
+    """Delete an ended validation's files, parts, results and events (owner or admin; 409 while it
+    runs). What stays is a tombstone: status, counts, usage and `purged_at`. Audited."""
+    return ValidationOut.of(await service.purge(principal, validation_id))
 
 
 @router.delete(

@@ -82,6 +82,9 @@ class ValidationOut(BaseModel):
     error: ErrorInfo | None = None
     queue: QueuePlace | None = None
     parallelism: ParallelismInfo | None = Field(default=None, description="Set once the execution planned it")
+    purged_at: str | None = Field(
+        default=None, description="When its files, parts, results and events were deleted (the record stays)"
+    )
     links: Links
 
     @classmethod
@@ -111,6 +114,7 @@ class ValidationOut(BaseModel):
                 for f in record.files
             ],
             rules=record.rules,
+            purged_at=record.purged_at,
             error=ErrorInfo(**record.error) if record.error else None,
             queue=QueuePlace(position=record.queue.position, estimated_start=record.queue.estimated_start)
             if record.queue

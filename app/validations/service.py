@@ -17,6 +17,7 @@ from app.errors import (
     BadRequest,
     Conflict,
     Forbidden,
+    Gone,
     NotFound,
     TooManyRequests,
     Unprocessable,
@@ -32,7 +33,7 @@ from app.validations.intake import Submission
 from app.validations.records import QueuePosition, Validation
 from app.validations.store import ValidationStore
 from core import prompt
-from core.clock import now_iso
+from core.clock import expiry, now_iso
 from core.lines import split_lines
 from core.parts import split_file
 from core.quota import Quota, Refusal, rate_limit_headers
@@ -253,6 +254,7 @@ class ValidationService:
             "run": 1,
             "run_cost": estimate,
             "created_at": created,
+            "expires_at": expiry(self.settings.retention_days),  # DynamoDB TTL: parts and events expire with it
             "total_chunks": len(chunks),
             "succeeded": 0,
             "failed": 0,
@@ -274,7 +276,7 @@ class ValidationService:
         name = self._execution_name(validation_id, 1)
         try:
             await self.store.put_files({f["key"]: d.content for f, d in zip(files, submission.documents, strict=True)})
-            await self.store.put_chunks(chunks)
+            await self.store.put_chunks([{**c, "expires_at": record["expires_at"]} for c in chunks])
             await self.store.put_new(record)
             await self._admit_or_refuse(principal, validation)
             arn = await self._start_execution(
@@ -418,6 +420,7 @@ class ValidationService:
         self, principal: Principal, validation_id: str, limit: int, cursor: str | None
     ) -> tuple[list[dict[str, Any]], str | None]:
         validation = await self.get(principal, validation_id)
+        self._gone_if_purged(validation)
         start = decode_cursor(cursor) if cursor else 0
         if not isinstance(start, int) or start < 0:
             raise BadRequest("The cursor is not valid; use `next_cursor` from a previous page.", field="cursor")
@@ -477,6 +480,40 @@ class ValidationService:
                 return validation
             await asyncio.sleep(0.1)
 
+    async def purge(self, principal: Principal, validation_id: str) -> Validation:
+        """Delete an ended validation's files, parts, results and events; keep a tombstone (status,
+        counts, usage, `purged_at`). Safe to repeat: a purge cut short is finished by the next."""
+        validation = await self.get(principal, validation_id)
+        if validation.status not in TERMINAL:
+            raise Conflict(
+                f"Validation {validation_id} is {validation.status}; cancel it or wait for it to end first.",
+                status_value=validation.status,
+            )
+        purged_at = validation.purged_at or now_iso()
+        # First the mark (results and retry answer 410 from here), then the data, then the names.
+        if not await self.store.update(
+            validation_id, {"purged_at": purged_at}, expect={"status": validation.status, "run": validation.run}
+        ):
+            raise Conflict(f"Validation {validation_id} changed meanwhile; read it and try again.")
+        keys = [f.key for f in validation.files]
+        chunk_ids = await self.store.chunk_ids(validation_id)
+        await self.store.delete_files(keys)
+        await self.store.delete_chunks(validation_id, chunk_ids)
+        events = await self.events.purge(validation_id)
+        await self.store.update(validation_id, {"files": [], "rules": []})
+        await self.users.audit(
+            principal.user_id,
+            "validation.purge",
+            validation_id,
+            None,
+            {"owner": validation.owner, "files": len(keys), "records": len(chunk_ids), "events": events},
+        )
+        return await self.store.get(validation_id) or validation
+
+    def _gone_if_purged(self, validation: Validation) -> None:
+        if validation.purged_at:
+            raise Gone(f"The data of validation {validation.id} was deleted at {validation.purged_at}.", field="id")
+
     async def cancel_queued_of(self, actor: Principal, owner: str) -> list[str]:
         """Cancel every validation `owner` still has in the queue (a disabled user's); their ids."""
         cancelled = []
@@ -515,6 +552,14 @@ class ValidationService:
         status = validation.status
         if status not in TERMINAL:
             raise Conflict(f"Validation {validation_id} is {status}; retry once it has ended.", status_value=status)
+        self._gone_if_purged(validation)
+        if not await self.store.files_exist([f.key for f in validation.files]):
+            raise Gone(
+                f"The files of validation {validation_id} have expired (kept {self.settings.retention_days:g} days); "
+                "submit them again.",
+                field="files",
+                limit="retention_days",
+            )
         files = validation.files
         parts = await self.store.parts_of_files(validation_id, 0, len(files) - 1)
         verdicts = await self.store.verdicts_of_files(validation_id, 0, len(files) - 1)

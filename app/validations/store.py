@@ -9,7 +9,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from app.aws.clients import AWSClients
-from app.aws.errors import condition_failed
+from app.aws.errors import condition_failed, error_code
 from app.aws.steps import drive
 from app.settings import Settings
 from app.validations.records import Part, Validation
@@ -203,7 +203,37 @@ class ValidationStore:
                 answer = await self._db.batch_write_item(RequestItems={self._chunks: requests})
                 requests = answer.get("UnprocessedItems", {}).get(self._chunks, [])
 
+    async def chunk_ids(self, validation_id: str) -> list[str]:
+        """Every item of the validation in the chunks table: parts, combine nodes, file verdicts."""
+        kwargs: dict[str, Any] = {
+            "TableName": self._chunks,
+            "KeyConditionExpression": "validation_id = :v",
+            "ExpressionAttributeValues": to_item({":v": validation_id}),
+            "ProjectionExpression": "chunk_id",
+        }
+        ids: list[str] = []
+        while True:
+            page = await self._db.query(**kwargs)
+            ids.extend(from_item(i)["chunk_id"] for i in page["Items"])
+            if "LastEvaluatedKey" not in page:
+                return ids
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
     # --- files -------------------------------------------------------------------------
+    async def files_exist(self, keys: list[str]) -> bool:
+        """Whether every upload is still stored (the bucket's lifecycle expires them)."""
+
+        async def exists(key: str) -> bool:
+            try:
+                await self._s3.head_object(Bucket=self._bucket, Key=key)
+            except ClientError as exc:
+                if error_code(exc) in ("404", "NoSuchKey", "NotFound"):
+                    return False
+                raise
+            return True
+
+        return all(await asyncio.gather(*(exists(k) for k in keys)))
+
     async def put_files(self, objects: dict[str, bytes]) -> None:
         semaphore = asyncio.Semaphore(_WRITE_CONCURRENCY)
 

@@ -25,6 +25,7 @@ locals {
       CONFIG_CACHE_SECONDS      = tostring(var.config_cache_seconds)
       MAP_CONCURRENCY_CEILING   = tostring(var.map_concurrency_ceiling)
       RECONCILE_GRACE_SECONDS   = tostring(var.reconcile_grace_seconds)
+      RETENTION_DAYS            = tostring(var.upload_expiration_days) # records expire with their uploads
     },
   )
 

@@ -37,6 +37,8 @@ class LambdaConfig(BaseModel, frozen=True):
     completion_max_tokens: int = 512
     completion_max_tokens_cap: int = 4096  # a cut answer is asked again with twice the allowance, up to this
     chunk_max_tokens: int = 1500  # a combine call's reports stay within this, as a part's text does
+    # Records the Lambdas create (combine nodes, file verdicts) expire this long after (DynamoDB TTL).
+    retention_days: float = 30.0
     # The reconciler leaves a validation without an execution alone this long after its run was
     # queued: its writer may still be between storing it and StartExecution.
     reconcile_grace_seconds: float = 120.0

@@ -12,7 +12,7 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from core import events
-from core.clock import now_iso
+from core.clock import expiry, now_iso
 from core.dynamo import plain
 from core.lines import decode_part
 from core.quota import Quota, settle_steps
@@ -347,7 +347,13 @@ class Store:
 
     def put_combine_node(self, validation_id: str, node: str, index: int, report: dict[str, Any]) -> dict[str, Any]:
         """Store an intermediate report once; a duplicate invocation gets the stored one back."""
-        item = {"validation_id": validation_id, "chunk_id": node, "file_index": index, **report}
+        item = {
+            "validation_id": validation_id,
+            "chunk_id": node,
+            "file_index": index,
+            "expires_at": expiry(self.config.retention_days),
+            **report,
+        }
         try:
             self._chunks.put_item(Item=item, ConditionExpression="attribute_not_exists(chunk_id)")
         except ClientError as exc:
@@ -365,6 +371,7 @@ class Store:
             "run": run,
             "status": (ChunkStatus.FAILED if failed else ChunkStatus.SUCCEEDED).value,
             "finished_at": now_iso(),
+            "expires_at": expiry(self.config.retention_days),
             **fields,
         }
         try:

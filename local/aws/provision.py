@@ -166,6 +166,7 @@ class Provisioner:
             "CONFIG_CACHE_SECONDS": str(s.config_cache_seconds),
             "MAP_CONCURRENCY_CEILING": str(s.map_concurrency_ceiling),
             "RECONCILE_GRACE_SECONDS": str(s.reconcile_grace_seconds),
+            "RETENTION_DAYS": str(s.retention_days),
             "QUEUE_MIN_WAIT_SECONDS": str(s.queue_min_wait_seconds),
             "QUEUE_MAX_WAIT_SECONDS": str(s.queue_max_wait_seconds),
             "UPLOADS_BUCKET": s.bucket,
