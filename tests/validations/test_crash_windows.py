@@ -18,7 +18,16 @@ from app.events.service import EventLog
 from app.settings import Settings
 from app.validations.service import ValidationService
 from core.quota import Quota
-from tests.conftest import Aws, HeldCalls, MakeApi, make_user, wait_for, wait_for_status
+from tests.conftest import (
+    Aws,
+    HeldCalls,
+    MakeApi,
+    lines_document,
+    make_user,
+    set_parallelism,
+    wait_for,
+    wait_for_status,
+)
 
 DOC = {"documents": [{"name": "a.txt", "content": "row 1\nrow 2\n"}], "rules": ["be tidy"]}
 QUOTA = Quota(capacity_tokens=100_000, refill_tokens_per_minute=100_000, max_running=1).as_dict()
@@ -33,13 +42,21 @@ def _running(aws: Aws, settings: Settings, user_id: str) -> int:
     return int(_item(aws, settings.table("buckets"), {"user_id": user_id})["running"])
 
 
-def _settled_once(aws: Aws, settings: Settings, validation_id: str) -> dict[str, Any]:
-    """The run's settlement: everything reserved and not used came back (refunded + charged = reserved)."""
+def _settled_once(
+    aws: Aws, settings: Settings, validation_id: str, before: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The current run's settlement: what it reserved and did not use came back, what it used was
+    charged (`refunded` and `charged_tokens` add up over runs: compared with `before` this run)."""
     record = _item(aws, settings.table("validations"), {"id": validation_id})
-    assert record["settled_run"] == record["reserved_run"], record
-    used = int(record.get("prompt_tokens", 0)) + int(record.get("completion_tokens", 0))
-    assert int(record["refunded"]) == int(record["reserved"]) - used
-    assert int(record["charged_tokens"]) == used
+    assert record["settled_run"] == record["reserved_run"] == record["run"], record
+    earlier = before or {}
+    used = (
+        int(record.get("prompt_tokens", 0))
+        + int(record.get("completion_tokens", 0))
+        - int(record.get("usage_at_start", 0))
+    )
+    assert int(record["refunded"]) - int(earlier.get("refunded", 0)) == int(record["reserved"]) - used
+    assert int(record["charged_tokens"]) - int(earlier.get("charged_tokens", 0)) == used
     return record
 
 
@@ -214,3 +231,33 @@ def test_disabling_a_user_cancels_their_queue_and_admins_list_any_users_validati
     assert _running(aws, settings, user) == 0
     actions = [e["action"] for e in api.get("/admin/audit").json()["items"]]
     assert "user.disable.cancel_queued" in actions
+
+
+def test_a_retry_that_cannot_start_ends_its_run_and_refunds_it(
+    make_api: MakeApi, aws: Aws, settings: Settings, monkeypatch: pytest.MonkeyPatch, hold_calls: Any
+) -> None:
+    api = make_api()
+    set_parallelism(aws, settings, 1)  # one part at a time: the cancel leaves parts never run
+    user, auth = make_user(api, quota=QUOTA)
+    held: HeldCalls = hold_calls(0)
+    doc = {"documents": [{"name": "long.txt", "content": lines_document(600)}], "rules": ["be tidy"]}
+    validation_id = api.post("/validations", json=doc, headers=auth).json()["id"]
+    wait_for(lambda: held.waiting >= 1, timeout=60, what="the validation mid-call")
+    api.delete(f"/validations/{validation_id}", headers=auth)
+    held.release()
+    assert wait_for_status(api, validation_id, ("CANCELLED",))["progress"]["pending"] >= 1
+
+    async def refuse(self: Executions, name: str, payload: dict[str, Any]) -> str:
+        raise UpstreamError("Step Functions refused to start execution: ServiceUnavailable")
+
+    monkeypatch.setattr(Executions, "start", refuse)
+    first_run = _item(aws, settings.table("validations"), {"id": validation_id})
+    answer = api.post(f"/validations/{validation_id}/retry", headers=auth)
+    assert answer.status_code == 502 and answer.headers["content-type"] == "application/problem+json"
+    shown = api.get(f"/validations/{validation_id}", headers=auth).json()
+    assert (shown["status"], shown["run"], shown["error"]["type"]) == ("FAILED", 2, "not_started")
+    assert _running(aws, settings, user) == 0
+    _settled_once(aws, settings, validation_id, before=first_run)
+    monkeypatch.undo()
+    assert api.post(f"/validations/{validation_id}/retry", headers=auth).status_code == 202  # and it can run again
+    assert wait_for_status(api, validation_id)["status"] == "SUCCEEDED"
