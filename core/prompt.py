@@ -23,6 +23,7 @@ finding lines inside the part); anything else is an `InvalidAnswer`.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import secrets
 from dataclasses import dataclass, field
@@ -32,6 +33,9 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from core.lines import numbered
 
+# Change it whenever a prompt or the answer schema changes: stored verdicts of the old
+# prompt are then no longer reused (part_digest).
+PROMPT_VERSION = "2026-11-25.1"
 NONCE_BYTES = 8  # 16 hex characters
 ESTIMATE_NONCE = "0" * (2 * NONCE_BYTES)
 RULES_MARKER = "Rules (JSON): "
@@ -138,6 +142,18 @@ class PartView:
     file_last_line: int | None = None
     header: tuple[int, str] | None = None  # (first line, text) of a CSV/TSV header row
     json_path: str | None = None
+
+
+def question_digest(messages: list[dict[str, str]], model: str) -> str:
+    """What decides an answer, hashed: a call's prompt built with ESTIMATE_NONCE (not its random
+    nonce), the model and the prompt version. Equal digests, equal questions: a stored answer
+    may answer the second (the service's reuse cache)."""
+    canonical = {"version": PROMPT_VERSION, "model": model, "messages": messages}
+    return hashlib.sha256(json.dumps(canonical, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+
+
+def part_digest(view: PartView, text: str, rules: list[dict[str, str]], model: str) -> str:
+    return question_digest(part_messages(view, text, rules, ESTIMATE_NONCE), model)
 
 
 def part_messages(view: PartView, text: str, rules: list[dict[str, str]], nonce: str) -> list[dict[str, str]]:

@@ -124,13 +124,16 @@ class Rule:
 class Submission:
     documents: list[Document]
     rules: list[Rule]
+    reuse: bool = True  # a part judged before (same text, rules, model, prompt) takes the stored verdict
 
     def fingerprint(self) -> str:
-        """Same files and rules → same hash (for Idempotency-Key)."""
-        canonical = {
+        """Same files, rules and options → same hash (for Idempotency-Key)."""
+        canonical: dict[str, Any] = {
             "documents": [[d.name, hashlib.sha256(d.content).hexdigest()] for d in self.documents],
             "rules": [[r.id, r.text] for r in self.rules],
         }
+        if not self.reuse:
+            canonical["reuse"] = False
         return hashlib.sha256(json.dumps(canonical, separators=(",", ":")).encode()).hexdigest()
 
 
@@ -152,6 +155,7 @@ class JsonSubmission(BaseModel):
     model_config = ConfigDict(extra="forbid")
     documents: list[DocumentIn]
     rules: list[str | RuleIn]
+    reuse: bool = Field(default=True, description="false: ask the model again even for parts judged before")
 
 
 def _check_name(name: str, field: str) -> str:
@@ -245,7 +249,7 @@ def _rules(settings: Settings, raw: list[Any]) -> list[Rule]:
     return rules
 
 
-def _finish(settings: Settings, documents: list[Document], rules: list[Rule]) -> Submission:
+def _finish(settings: Settings, documents: list[Document], rules: list[Rule], reuse: bool = True) -> Submission:
     if not documents:
         raise Unprocessable("The batch is empty: send at least one file.", field="files")
     if len(documents) > settings.max_files:
@@ -267,7 +271,7 @@ def _finish(settings: Settings, documents: list[Document], rules: list[Rule]) ->
             limit="max_request_bytes",
             limit_value=settings.max_request_bytes,
         )
-    return Submission(documents, rules)
+    return Submission(documents, rules, reuse)
 
 
 def _check_declared_length(request: Request, settings: Settings) -> None:
@@ -316,7 +320,7 @@ async def _read_json(request: Request, settings: Settings) -> Submission:
     documents = [
         _document(settings, d.name, d.content.encode("utf-8"), None, i) for i, d in enumerate(parsed.documents)
     ]
-    return _finish(settings, documents, rules)
+    return _finish(settings, documents, rules, parsed.reuse)
 
 
 async def _read_multipart(request: Request, settings: Settings) -> Submission:
@@ -337,11 +341,15 @@ async def _read_multipart(request: Request, settings: Settings) -> Submission:
     except HTTPException as exc:  # Starlette's own 400s (e.g. no boundary)
         raise BadRequest(f"Malformed multipart body: {exc.detail}.") from exc
     try:
-        unexpected = sorted(set(form.keys()) - {"files", "rules"})
+        unexpected = sorted(set(form.keys()) - {"files", "rules", "reuse"})
         if unexpected:
             raise Unprocessable(
-                f"Unexpected form fields: {', '.join(unexpected)}; send `files` and `rules`.", field=unexpected[0]
+                f"Unexpected form fields: {', '.join(unexpected)}; send `files` and `rules` (and `reuse`).",
+                field=unexpected[0],
             )
+        raw_reuse = form.get("reuse", "true")
+        if raw_reuse not in ("true", "false"):
+            raise Unprocessable("`reuse` is `true` or `false`.", field="reuse")
         raw_rules = form.getlist("rules")
         if len(raw_rules) != 1 or not isinstance(raw_rules[0], str):
             raise Unprocessable("Send exactly one `rules` part holding a JSON array of rules.", field="rules")
@@ -360,6 +368,6 @@ async def _read_multipart(request: Request, settings: Settings) -> Submission:
             documents.append(
                 _document(settings, upload.filename or f"file-{index}", content, upload.content_type, index)
             )
-        return _finish(settings, documents, rules)
+        return _finish(settings, documents, rules, raw_reuse == "true")
     finally:
         await form.close()

@@ -99,6 +99,7 @@ class Validation:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     model_calls: int = 0
+    reused_parts: int = 0
     attempts: int = 0
     estimated_tokens: int = 0
     charged_tokens: int | None = None
@@ -117,7 +118,7 @@ class Validation:
         """From a stored record (core/dynamo.from_item's plain values)."""
         optional = (
             "run", "run_cost", "queue_key", "execution_arn", "started_at", "finished_at", "error", "succeeded",
-            "failed", "combine_failed", "prompt_tokens", "completion_tokens", "model_calls", "attempts",
+            "failed", "combine_failed", "prompt_tokens", "completion_tokens", "model_calls", "reused_parts", "attempts",
             "estimated_tokens", "charged_tokens", "plan", "parallelism", "reserved", "reserved_run", "settled_run",
             "usage_at_start", "purged_at",
         )  # fmt: skip

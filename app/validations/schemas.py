@@ -24,6 +24,9 @@ class Usage(BaseModel):
     )
     completion_tokens: int = Field(description="Completion tokens of those answers")
     model_calls: int = Field(default=0, description="Answered model calls: parts, combine calls, retries")
+    reused_parts: int = Field(
+        default=0, description="Parts judged before (same text, rules, model, prompt): their stored verdict, no call"
+    )
     attempts: int = Field(default=0, description="Every request sent, answered or not (429, timeout, error)")
     charged_tokens: int | None = Field(
         default=None,
@@ -104,6 +107,7 @@ class ValidationOut(BaseModel):
                 prompt_tokens=record.prompt_tokens,
                 completion_tokens=record.completion_tokens,
                 model_calls=record.model_calls,
+                reused_parts=record.reused_parts,
                 attempts=record.attempts,
                 charged_tokens=record.charged_tokens,
             ),

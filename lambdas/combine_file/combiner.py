@@ -71,8 +71,9 @@ def combine_files(
     remaining_millis: Callable[[], int],
     governor: Governor | None = None,
 ) -> dict[str, Any]:
-    current = store.validation(validation_id, "rules", "files")
+    current = store.validation(validation_id, "rules", "files", "reuse")
     rules, file_records = current["rules"], current["files"]
+    reuse = bool(current.get("reuse", True)) and bool(config.reuse_table)
     asker = asker_for(store, config, validation_id, run, remaining_millis, governor)
     combined = skipped = calls = 0
     try:
@@ -92,7 +93,7 @@ def combine_files(
                 continue
             try:
                 verdict, made = _combine_file(
-                    store, config, asker, validation_id, index, file, parts, rules, remaining_millis
+                    store, config, asker, validation_id, index, file, parts, rules, remaining_millis, reuse
                 )
             except Stopped:
                 return {"combined": combined, "skipped": skipped, "calls": calls, "stopped": True}
@@ -121,6 +122,7 @@ def _combine_file(
     parts: list[dict[str, Any]],
     rules: list[dict[str, str]],
     remaining_millis: Callable[[], int],
+    reuse: bool = False,
 ) -> tuple[prompt.Report, int]:
     """The file's verdict through the tree; (verdict, calls made by this invocation)."""
     last_line = int(file.get("last_line") or parts[-1]["last_line"])
@@ -137,13 +139,31 @@ def _combine_file(
                 continue
             if remaining_millis() < config.reserve_millis:
                 raise BatchIncomplete(f"file {index}: time running out during the combine step")
-            messages = prompt.combine_messages(file["name"], last_line, group, rules, prompt.new_nonce())
-            answer = asker.ask(messages, prompt.COMBINE_RESPONSE_FORMAT, prompt_estimate_without_tokenizer(messages))
-            calls += 1
-            try:
-                report = prompt.parse_combine_answer(answer.content, rules, group)
-            except prompt.InvalidAnswer as exc:
-                raise InvalidAnswer(f"file {file['name']!r}, combine level {level}: {exc}") from exc
+            digest = (
+                prompt.question_digest(
+                    prompt.combine_messages(file["name"], last_line, group, rules, prompt.ESTIMATE_NONCE),
+                    config.openai_model,
+                )
+                if reuse
+                else None
+            )
+            kept = store.stored_answer(digest) if digest else None
+            if kept is not None:  # the same reports were combined before: that answer, no call
+                report = prompt.Report(int(kept["first_line"]), int(kept["last_line"]), list(kept["rules"]))
+            else:
+                messages = prompt.combine_messages(file["name"], last_line, group, rules, prompt.new_nonce())
+                estimate = prompt_estimate_without_tokenizer(messages)
+                answer = asker.ask(messages, prompt.COMBINE_RESPONSE_FORMAT, estimate)
+                calls += 1
+                try:
+                    report = prompt.parse_combine_answer(answer.content, rules, group)
+                except prompt.InvalidAnswer as exc:
+                    raise InvalidAnswer(f"file {file['name']!r}, combine level {level}: {exc}") from exc
+                if digest:
+                    store.store_answer(
+                        digest,
+                        {"rules": report.verdicts, "first_line": report.first_line, "last_line": report.last_line},
+                    )
             if len(grouped) == 1:
                 return report, calls
             item = {"rules": report.verdicts, "first_line": report.first_line, "last_line": report.last_line}

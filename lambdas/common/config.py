@@ -18,6 +18,7 @@ class LambdaConfig(BaseModel, frozen=True):
     events_table: str = ""
     buckets_table: str = ""
     governor_table: str = ""
+    reuse_table: str = ""  # part digest → verdict (core/prompt.part_digest); empty: no reuse
     # The TPM governor (core/governor.py).
     governor_window_seconds: float = 60.0
     lease_seconds: float = 90.0  # must exceed openai_timeout_seconds: a lease is renewed before each call

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
@@ -149,6 +150,40 @@ class Store:
             {"rules": rules, "usage": usage, "model": model, "finished_at": now_iso()},
             {"succeeded": 1},  # the tokens were counted per attempt (count_attempt)
         )
+
+    def record_reused(
+        self, validation_id: str, chunk: dict[str, Any], rules: list[dict[str, Any]], model: str, digest: str
+    ) -> bool:
+        """A part answered by a stored verdict: no call, no tokens; counted in `reused_parts`."""
+        return self._settle_chunk(
+            validation_id,
+            chunk,
+            ChunkStatus.SUCCEEDED,
+            {"rules": rules, "model": model, "reused": digest, "finished_at": now_iso()},
+            {"succeeded": 1, "reused_parts": 1},
+        )
+
+    # --- reuse: question digest → answer (core/prompt.question_digest) -------------------
+    def stored_answer(self, digest: str) -> dict[str, Any] | None:
+        """The parsed answer (a part's or a combine call's) stored for this digest, unless expired."""
+        if not self.config.reuse_table:
+            return None
+        item = (
+            self.dynamodb.Table(self.config.reuse_table)
+            .get_item(Key={"digest": digest}, ConsistentRead=True)
+            .get("Item")
+        )
+        if item is None or int(item.get("expires_at", 0)) < time.time():  # TTL deletes lazily
+            return None
+        found: dict[str, Any] = plain(item)
+        return found
+
+    def store_answer(self, digest: str, answer: dict[str, Any]) -> None:
+        """Keep a parsed answer for reuse (`retention_days`); the latest answer wins."""
+        if self.config.reuse_table:
+            self.dynamodb.Table(self.config.reuse_table).put_item(
+                Item={**answer, "digest": digest, "expires_at": expiry(self.config.retention_days)}
+            )
 
     def record_failure(self, validation_id: str, chunk: dict[str, Any], error: dict[str, str]) -> bool:
         return self._settle_chunk(

@@ -50,8 +50,9 @@ def validate_batch(
     remaining_millis: Callable[[], int],
     governor: Governor | None = None,
 ) -> dict[str, Any]:
-    current = store.validation(validation_id, "rules", "files")
+    current = store.validation(validation_id, "rules", "files", "reuse")
     rules, files = current["rules"], current["files"]
+    reuse = bool(current.get("reuse", True)) and bool(config.reuse_table)
     asker = asker_for(store, config, validation_id, run, remaining_millis, governor)
     headers: dict[int, str | None] = {}  # a file's later parts share one header row
     validated = skipped = 0
@@ -65,9 +66,17 @@ def validate_batch(
             if chunk.get("header") and chunk["file_index"] not in headers:  # one S3 read per file and batch
                 headers[chunk["file_index"]] = store.part_header(chunk)
             header = headers.get(chunk["file_index"]) if chunk.get("header") else None
-            messages = prompt.part_messages(
-                part_view(files, chunk, header), store.chunk_text(chunk), rules, prompt.new_nonce()
-            )
+            view, text = part_view(files, chunk, header), store.chunk_text(chunk)
+            digest = prompt.part_digest(view, text, rules, config.openai_model) if reuse else None
+            stored = store.stored_answer(digest) if digest else None
+            if digest and stored is not None:  # judged before: the stored verdict, no call, no tokens
+                if store.record_reused(validation_id, chunk, stored["rules"], stored["model"], digest):
+                    validated += 1
+                    store.after_chunk(validation_id, run, chunk)
+                else:
+                    skipped += 1
+                continue
+            messages = prompt.part_messages(view, text, rules, prompt.new_nonce())
             prompt_estimate = prompt_tokens_estimate(chunk, messages, config)
             try:
                 answer = asker.ask(messages, prompt.PART_RESPONSE_FORMAT, prompt_estimate)
@@ -79,6 +88,8 @@ def validate_batch(
                 )
             except prompt.InvalidAnswer as exc:
                 raise InvalidAnswer(f"part {chunk['chunk_id']}: {exc}") from exc
+            if digest:
+                store.store_answer(digest, {"rules": verdicts, "model": answer.model})
             if store.record_success(validation_id, chunk, verdicts, answer.usage, answer.model):
                 validated += 1
                 store.after_chunk(validation_id, run, chunk)

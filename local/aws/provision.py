@@ -161,6 +161,7 @@ class Provisioner:
             "EVENTS_TABLE": s.table("events"),
             "BUCKETS_TABLE": s.table("buckets"),
             "GOVERNOR_TABLE": s.table("governor"),
+            "REUSE_TABLE": s.table("reuse"),
             "GOVERNOR_WINDOW_SECONDS": str(s.governor_window_seconds),
             "LEASE_SECONDS": str(s.lease_seconds),
             "CONFIG_CACHE_SECONDS": str(s.config_cache_seconds),
