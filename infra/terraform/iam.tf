@@ -1,4 +1,4 @@
-# Least privilege from resources.json: each function gets exactly the tables ("r"/"rw"),
+# Least privilege from resources.json: each function gets exactly the tables (in their modes),
 # bucket and SSM access its `uses` entry names; the state machine may invoke the functions
 # and, when the ASL reads SSM itself, read the parameters.
 
@@ -13,9 +13,12 @@ locals {
     d = ["dynamodb:DeleteItem"]
     b = ["dynamodb:BatchWriteItem"]
   }
-  # split("", mode) is the mode's letters.
-  table_actions = { for mode in distinct(flatten([for uses in concat([for f in local.functions : f.uses], [local.resources.api.uses]) : values(uses.tables)])) :
-    mode => distinct(flatten([for letter in split("", mode) : local.table_access[letter]]))
+  # Every mode resources.json gives, to a function or to the API; split("", mode) is its letters.
+  table_modes = distinct(flatten([
+    for uses in concat([for f in local.functions : f.uses], [local.resources.api.uses]) : values(uses.tables)
+  ]))
+  table_actions = {
+    for mode in local.table_modes : mode => distinct(flatten([for letter in split("", mode) : local.table_access[letter]]))
   }
   bucket_actions = {
     r  = ["s3:GetObject"]

@@ -34,7 +34,7 @@ PREFIX = "leakcheck"
 SSM_PREFIX = "/leakcheck"
 
 
-@pytest.mark.slow(12)
+@pytest.mark.slow(15)
 def test_a_whole_run_logs_no_key_reads_the_model_key_from_ssm_and_stays_within_its_grants(tmp_path: Path) -> None:
     openai_key = f"sk-test-{secrets.token_hex(16)}"
     admin_key = f"admin-{secrets.token_hex(16)}"
