@@ -9,7 +9,7 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import IO, Any
 
 import httpx
 
@@ -32,16 +32,22 @@ def _answers(url: str) -> bool:
 
 @contextmanager
 def process(
-    args: list[str], ready_url: str, env: dict[str, str] | None = None, timeout: float = 60
+    args: list[str],
+    ready_url: str,
+    env: dict[str, str] | None = None,
+    timeout: float = 60,
+    output: IO[bytes] | None = None,
 ) -> Iterator[subprocess.Popen[Any]]:
-    """Run `python <args>` from the project root until the block ends; always reaped."""
+    """Run `python <args>` from the project root until the block ends; always reaped.
+    With `output`, the process's stdout and stderr both go there (its whole log)."""
     # stderr to a file, not a pipe: a pipe nobody reads blocks a chatty process once its buffer fills.
-    with tempfile.TemporaryFile() as stderr:
+    with tempfile.TemporaryFile() as own_stderr:
+        stderr = output or own_stderr
         proc = subprocess.Popen(
             [sys.executable, *args],
             cwd=PROJECT_ROOT,
             env={**os.environ, **(env or {})},
-            stdout=subprocess.DEVNULL,
+            stdout=output or subprocess.DEVNULL,
             stderr=stderr,
         )
         try:

@@ -136,6 +136,22 @@ def test_over_the_limit_the_sdk_sees_429_with_retry_after_and_headers() -> None:
     assert server.stats.rate_limited == 1 and server.stats.requests == 2
 
 
+def test_with_a_key_configured_a_call_without_it_is_401_like_openais_and_counted() -> None:
+    key = "sk-simulated-0123456789"
+    prompt = sdk_messages(part_call("row", rules=[{"id": "a", "text": "t"}]))
+    with SimulatorServer(SimulatorConfig(latency_seconds=0, api_key=key)) as server:
+        right = openai.OpenAI(base_url=server.base_url, api_key=key, max_retries=0)
+        wrong = openai.OpenAI(base_url=server.base_url, api_key="sk-wrong-9876543210", max_retries=0)
+        answered = right.chat.completions.create(model="m", messages=prompt, max_tokens=50)
+        with pytest.raises(openai.AuthenticationError) as caught:
+            wrong.chat.completions.create(model="m", messages=prompt, max_tokens=50)
+
+    assert answered.model == "simulator"
+    assert caught.value.code == "invalid_api_key"
+    assert "sk-*****3210" in caught.value.message and "sk-wrong-9876543210" not in caught.value.message
+    assert server.stats.unauthorized == 1 and server.stats.requests == 1  # the refused call never reached the model
+
+
 # --- verdicts -----------------------------------------------------------------------------------------
 
 

@@ -6,6 +6,16 @@ locals {
   api_count = var.deploy_api ? 1 : 0
   api_port  = 8000
   api_name  = "${var.name_prefix}-api"
+
+  # One statement per mode, as for the functions (iam.tf): the tables the API uses that way.
+  api_table_statements = {
+    for mode in distinct(values(local.resources.api.uses.tables)) : mode => flatten([
+      for table, m in local.resources.api.uses.tables : concat(
+        [aws_dynamodb_table.this[table].arn],
+        length(local.tables[table].indexes) > 0 ? ["${aws_dynamodb_table.this[table].arn}/index/*"] : [],
+      ) if m == mode
+    ])
+  }
 }
 
 resource "aws_ecs_cluster" "api" {
@@ -97,10 +107,20 @@ resource "aws_iam_role" "api_task" {
 data "aws_iam_policy_document" "api_task" {
   count = local.api_count
 
+  # Each table as resources.json "api" says: DeleteItem only where the API deletes, none on
+  # the audit trail (append only), BatchWriteItem only on chunks.
+  dynamic "statement" {
+    for_each = local.api_table_statements
+    content {
+      sid       = "Tables${upper(statement.key)}"
+      actions   = local.table_actions[statement.key]
+      resources = statement.value
+    }
+  }
   statement {
-    sid       = "Tables"
-    actions   = concat(local.table_actions.rw, ["dynamodb:DescribeTable"])
-    resources = flatten([for name, t in aws_dynamodb_table.this : [t.arn, "${t.arn}/index/*"]])
+    sid       = "DescribeTables" # /readyz
+    actions   = ["dynamodb:DescribeTable"]
+    resources = [for name, t in aws_dynamodb_table.this : t.arn]
   }
   statement {
     sid       = "Uploads"
@@ -274,15 +294,25 @@ resource "aws_ecs_task_definition" "api" {
   execution_role_arn       = aws_iam_role.api_execution[0].arn
   task_role_arn            = aws_iam_role.api_task[0].arn
 
+  # /tmp of the container (mountPoints below): task ephemeral storage.
+  volume {
+    name = "tmp"
+  }
+
   container_definitions = jsonencode([{
     name                   = "api"
     image                  = var.api_image
     essential              = true
     readonlyRootFilesystem = true
-    portMappings           = [{ containerPort = local.api_port, protocol = "tcp" }]
+    # The one writable place: multipart parts over 1 MiB spill to /tmp (Starlette's
+    # SpooledTemporaryFile). Fargate has no tmpfs (linuxParameters.tmpfs is EC2 only), so
+    # /tmp is a volume on the task's ephemeral storage, gone with the task.
+    mountPoints  = [{ sourceVolume = "tmp", containerPath = "/tmp", readOnly = false }]
+    portMappings = [{ containerPort = local.api_port, protocol = "tcp" }]
     environment = [for key, value in merge(local.api_environment, { HOST = "0.0.0.0", PORT = tostring(local.api_port) }) :
     { name = key, value = value }]
-    secrets = [{ name = "ADMIN_API_KEY", valueFrom = aws_ssm_parameter.admin_api_key[0].arn }]
+    # By name (same region): known at plan time, so the plan shows the whole definition.
+    secrets = [{ name = "ADMIN_API_KEY", valueFrom = aws_ssm_parameter.admin_api_key[0].name }]
     logConfiguration = {
       logDriver = "awslogs"
       options = {

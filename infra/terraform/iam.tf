@@ -1,11 +1,24 @@
-# Least privilege from resources.json: each function gets exactly the tables ("r"/"rw"),
+# Least privilege from resources.json: each function gets exactly the tables (in their modes),
 # bucket and SSM access its `uses` entry names; the state machine may invoke the functions
 # and, when the ASL reads SSM itself, read the parameters.
 
 locals {
+  # A table's mode in resources.json is a string of these letters ("_modes" there). DeleteItem
+  # and BatchWriteItem come only with d and b, given where the code deletes or batch-writes:
+  # TransactWriteItems needs the action of each of its items (Put, Update, Delete, ConditionCheck).
+  table_access = {
+    r = ["dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:Query", "dynamodb:ConditionCheckItem"]
+    a = ["dynamodb:PutItem"]
+    w = ["dynamodb:PutItem", "dynamodb:UpdateItem"]
+    d = ["dynamodb:DeleteItem"]
+    b = ["dynamodb:BatchWriteItem"]
+  }
+  # Every mode resources.json gives, to a function or to the API; split("", mode) is its letters.
+  table_modes = distinct(flatten([
+    for uses in concat([for f in local.functions : f.uses], [local.resources.api.uses]) : values(uses.tables)
+  ]))
   table_actions = {
-    r  = ["dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:Query", "dynamodb:ConditionCheckItem"]
-    rw = ["dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:Query", "dynamodb:ConditionCheckItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem", "dynamodb:BatchWriteItem"]
+    for mode in local.table_modes : mode => distinct(flatten([for letter in split("", mode) : local.table_access[letter]]))
   }
   bucket_actions = {
     r  = ["s3:GetObject"]
@@ -85,11 +98,41 @@ data "aws_iam_policy_document" "function" {
 
   # The reconciler reads and stops executions of this state machine (resources.json `executions`).
   dynamic "statement" {
-    for_each = try(each.value.uses.executions, "none") == "none" ? [] : [each.value.uses.executions]
+    for_each = lookup(each.value.uses, "executions", "none") == "none" ? [] : [each.value.uses.executions]
     content {
       sid       = "Executions"
       actions   = ["states:DescribeExecution", "states:StopExecution"]
       resources = [local.execution_arns]
+    }
+  }
+
+  # The model key (secrets.tf): only the functions that call the model.
+  dynamic "statement" {
+    for_each = lookup(each.value.uses, "model", false) ? aws_ssm_parameter.openai_api_key : []
+    content {
+      sid       = "OpenAIKey"
+      actions   = ["ssm:GetParameter"]
+      resources = [statement.value.arn]
+    }
+  }
+
+  dynamic "statement" {
+    for_each = lookup(each.value.uses, "model", false) ? aws_ssm_parameter.openai_api_key : []
+    content {
+      sid       = "OpenAIKeyDecrypt"
+      actions   = ["kms:Decrypt"]
+      resources = local.openai_key_kms_keys
+      # Only to decrypt this parameter, through SSM (SSM's encryption context names the parameter).
+      condition {
+        test     = "StringEquals"
+        variable = "kms:ViaService"
+        values   = ["ssm.${var.region}.amazonaws.com"]
+      }
+      condition {
+        test     = "StringEquals"
+        variable = "kms:EncryptionContext:PARAMETER_ARN"
+        values   = [statement.value.arn]
+      }
     }
   }
 

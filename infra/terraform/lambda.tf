@@ -33,8 +33,9 @@ locals {
   # (Provisioner.function_environment). Empty values are left out.
   lambda_environment = { for key, value in merge(local.shared_settings, {
     OPENAI_BASE_URL        = var.openai_base_url
-    OPENAI_API_KEY         = var.openai_api_key
     OPENAI_TIMEOUT_SECONDS = tostring(var.openai_timeout_seconds)
+    # The key's parameter, never the key (secrets.tf).
+    OPENAI_API_KEY_PARAMETER = local.openai_key_count == 1 ? local.openai_key_parameter_name : ""
   }) : key => value if value != "" }
 
   # The API's whole environment in aws mode (output api_environment); ADMIN_API_KEY is a

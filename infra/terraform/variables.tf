@@ -156,7 +156,7 @@ variable "openai_base_url" {
 }
 
 variable "openai_api_key" {
-  description = "Key for the model server, passed to the Lambdas' environment (encrypted at rest by Lambda)."
+  description = "Key for the model server, stored as an SSM SecureString that only the model-calling Lambdas may read (secrets.tf); empty means no key and no parameter."
   type        = string
   default     = ""
   sensitive   = true

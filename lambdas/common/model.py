@@ -25,7 +25,7 @@ from openai.types.shared_params import ResponseFormatJSONSchema
 from core import governor as g
 from core.governor import parse_duration
 from core.records import ValidationStatus
-from lambdas.common import live_config
+from lambdas.common import live_config, model_key
 from lambdas.common.config import LambdaConfig
 from lambdas.common.errors import AnswerTooLong, ModelRejected, RateLimited, UpstreamError, UpstreamTimeout
 from lambdas.common.governor import Governor, Lease, governor_for
@@ -51,10 +51,20 @@ class Answer:
 
 
 def call_model(
-    config: LambdaConfig, messages: list[dict[str, str]], response_format: dict[str, Any], max_tokens: int
+    config: LambdaConfig,
+    messages: list[dict[str, str]],
+    response_format: dict[str, Any],
+    max_tokens: int,
+    *,
+    api_key: str,
 ) -> Answer:
-    """One chat completion with its rate-limit headers; errors mapped to the state machine's names."""
-    client = model_client(config.openai_base_url, config.openai_api_key, config.openai_timeout_seconds)
+    """One chat completion with its rate-limit headers; errors mapped to the state machine's names,
+    their messages without the key (they end up in results and logs)."""
+    client = model_client(config.openai_base_url, api_key, config.openai_timeout_seconds)
+
+    def message(text: str) -> str:
+        return model_key.redact(text, api_key)[:500]
+
     try:
         raw = client.chat.completions.with_raw_response.create(
             model=config.openai_model,
@@ -68,15 +78,18 @@ def call_model(
     except openai.RateLimitError as exc:
         headers = exc.response.headers
         wait = parse_duration(headers.get("retry-after")) or parse_duration(headers.get("x-ratelimit-reset-tokens"))
-        raise RateLimited(str(exc)[:500], retry_after=wait) from exc
+        raise RateLimited(message(str(exc)), retry_after=wait) from exc
     except openai.APITimeoutError as exc:
-        raise UpstreamTimeout(str(exc)[:500]) from exc
+        raise UpstreamTimeout(message(str(exc))) from exc
     except openai.APIConnectionError as exc:
-        raise UpstreamError(f"connection failed: {exc}"[:500]) from exc
+        raise UpstreamError(message(f"connection failed: {exc}")) from exc
     except openai.InternalServerError as exc:
-        raise UpstreamError(str(exc)[:500]) from exc
+        raise UpstreamError(message(str(exc))) from exc
+    except openai.AuthenticationError as exc:
+        model_key.forget()  # rotated: the next call reads the parameter again
+        raise ModelRejected(message(str(exc))) from exc
     except openai.APIStatusError as exc:
-        raise ModelRejected(str(exc)[:500]) from exc
+        raise ModelRejected(message(str(exc))) from exc
     usage = completion.usage
     counts = {
         "prompt_tokens": usage.prompt_tokens if usage else 0,
@@ -114,6 +127,7 @@ class Asker:
         """An answer that was not cut; raises the mapped error of a failed attempt, or AnswerTooLong."""
         allowance = self.config.completion_max_tokens
         while True:
+            api_key = model_key.api_key(self.config)  # cached; read before the lease so a failed read costs no attempt
             estimate = prompt_estimate + allowance  # what the rate limiter charges: prompt + max_tokens
             wait = min(
                 self.config.capacity_wait_seconds,
@@ -124,7 +138,7 @@ class Asker:
             if not self.lease.holds_slot_below_cap():  # max-parallelism went down meanwhile
                 self.lease.release(estimate)
                 continue  # reserve again: gives this slot up and waits for one below the cap
-            answer = self._call(messages, response_format, allowance, estimate)
+            answer = self._call(messages, response_format, allowance, estimate, api_key)
             if answer.finish_reason != "length":
                 return answer
             if allowance >= self.config.completion_max_tokens_cap:
@@ -140,13 +154,18 @@ class Asker:
             allowance = min(2 * allowance, self.config.completion_max_tokens_cap)
 
     def _call(
-        self, messages: list[dict[str, str]], response_format: dict[str, Any], allowance: int, estimate: int
+        self,
+        messages: list[dict[str, str]],
+        response_format: dict[str, Any],
+        allowance: int,
+        estimate: int,
+        api_key: str,
     ) -> Answer:
         """The call inside the lease: settle what the limiter charged, count the attempt,
         feed back what upstream said."""
         started = time.monotonic()
         try:
-            answer = call_model(self.config, messages, response_format, allowance)
+            answer = call_model(self.config, messages, response_format, allowance, api_key=api_key)
         except RateLimited as exc:
             self.lease.settle(estimate, estimate, time.monotonic() - started)  # a refused request counts too
             self.store.count_attempt(self.validation_id, None)

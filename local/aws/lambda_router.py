@@ -92,7 +92,8 @@ def lookup(name: str, account_id: str, region: str) -> Function:
 def invoke(function: Function, payload: bytes) -> tuple[int, dict[str, str], bytes]:
     """Run the handler; answer as Lambda's Invoke does (status, headers, body)."""
     event = json.loads(payload) if payload else {}
-    token = lambda_env.use(function.environment)
+    # As Lambda's runtime does, the function's own name beside its variables.
+    token = lambda_env.use({**function.environment, "AWS_LAMBDA_FUNCTION_NAME": function.name})
     try:
         result = function.handler(event, LambdaContext(function))
     except Exception as exc:  # noqa: BLE001 - every handler error becomes a function error, like Lambda

@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 TERRAFORM_DIR = PROJECT_ROOT / "infra" / "terraform"
 RESOURCES_FILE = TERRAFORM_DIR / "resources.json"
 ASL_FILE = TERRAFORM_DIR / "statemachine" / "validation.asl.json"
+# Where the model key lives under SSM_PREFIX, as in infra/terraform/secrets.tf.
+OPENAI_KEY_PARAMETER = "secrets/openai-api-key"
 _PLACEHOLDER = re.compile(r"\$\{(\w+)\}")
 _ASSUME_ROLE = json.dumps(
     {
@@ -82,6 +84,7 @@ class Provisioner:
         self.create_tables()
         self.create_bucket()
         self.create_parameters()
+        self.put_openai_key()
         role_arn = self.create_role()
         functions = self.create_functions(role_arn)
         machine = self.create_state_machine(role_arn, functions)
@@ -142,6 +145,25 @@ class Provisioner:
                 if exc.response["Error"]["Code"] != "ParameterAlreadyExists":
                     raise
 
+    @property
+    def openai_key_parameter(self) -> str:
+        """The SecureString holding the model key; "" when no key is set (the simulator needs none)."""
+        key = self.settings.openai_api_key
+        return f"{self.settings.ssm_prefix}/{OPENAI_KEY_PARAMETER}" if key and key.get_secret_value() else ""
+
+    def put_openai_key(self) -> None:
+        """The key as a SecureString (KMS default key alias/aws/ssm), for the Lambdas to read at run
+        time: the functions' environment holds only its name. Overwritten: the setting is the truth."""
+        if not self.openai_key_parameter:
+            return
+        assert self.settings.openai_api_key is not None
+        self._client("ssm").put_parameter(
+            Name=self.openai_key_parameter,
+            Value=self.settings.openai_api_key.get_secret_value(),
+            Type="SecureString",
+            Overwrite=True,
+        )
+
     def create_role(self) -> str:
         iam = self._client("iam")
         name = f"{self.settings.name_prefix}-local"
@@ -173,7 +195,7 @@ class Provisioner:
             "UPLOADS_BUCKET": s.bucket,
             "SSM_PREFIX": s.ssm_prefix,
             "OPENAI_BASE_URL": s.openai_base_url or "",
-            "OPENAI_API_KEY": s.openai_api_key.get_secret_value() if s.openai_api_key else "",
+            "OPENAI_API_KEY_PARAMETER": self.openai_key_parameter,  # the key's name, never the key
             "OPENAI_MODEL": s.openai_model,
             "OPENAI_TIMEOUT_SECONDS": str(s.openai_timeout_seconds),
             "COMPLETION_MAX_TOKENS": str(s.completion_max_tokens),

@@ -45,6 +45,7 @@ class SimulatorConfig:
     send_retry_after: bool = True
     seed: int | None = None
     faults: list[str] = field(default_factory=list)  # scripted faults, in order (faults.py)
+    api_key: str | None = None  # when set, a call without `Authorization: Bearer <api_key>` is 401, as OpenAI answers
 
 
 @dataclass
@@ -62,6 +63,7 @@ class Stats:
     cut_answers: int = 0  # finish_reason "length"
     faults_injected: int = 0
     billed_tokens: int = 0  # prompt + completion tokens of answered calls
+    unauthorized: int = 0  # calls refused for a missing or wrong key (401)
 
     def snapshot(self) -> dict[str, Any]:
         with self.lock:
@@ -77,6 +79,7 @@ class Stats:
                 "cut_answers": self.cut_answers,
                 "faults_injected": self.faults_injected,
                 "billed_tokens": self.billed_tokens,
+                "unauthorized": self.unauthorized,
             }
 
 
@@ -98,6 +101,20 @@ class Simulator:
             self.limits = RateLimits(self.config.rpm, self.config.tpm, self.config.window_seconds)
         if "seed" in changes:
             self._random = random.Random(self.config.seed)
+
+    def refuse_key(self, authorization: str | None) -> JSONResponse | None:
+        """OpenAI's 401 for a missing or wrong key (echoed masked, as OpenAI does); None when accepted."""
+        if self.config.api_key is None or authorization == f"Bearer {self.config.api_key}":
+            return None
+        with self.stats.lock:
+            self.stats.unauthorized += 1
+        given = (authorization or "").removeprefix("Bearer ")
+        masked = f"{given[:3]}*****{given[-4:]}" if len(given) > 8 else "*****"
+        message = f"Incorrect API key provided: {masked}. You can find your API key at https://platform.openai.com/account/api-keys."
+        return JSONResponse(
+            {"error": {"message": message, "type": "invalid_request_error", "param": None, "code": "invalid_api_key"}},
+            status_code=401,
+        )
 
     def reset_peak(self) -> None:
         with self.stats.lock:
@@ -203,7 +220,8 @@ def create_simulator_app(simulator: Simulator) -> FastAPI:
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request) -> JSONResponse:
-        return await simulator.complete(await request.json())
+        refused = simulator.refuse_key(request.headers.get("authorization"))
+        return refused or await simulator.complete(await request.json())
 
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:

@@ -123,7 +123,6 @@ def test_compose_runs_api_and_embedded_aws_from_the_local_image() -> None:
     aws_command = SERVICES["aws"]["command"]
     assert aws_command[:3] == ["python", "-m", "local.aws"]
     aws_port = aws_command[aws_command.index("--port") + 1]
-    assert f"{aws_port}:{aws_port}" in SERVICES["aws"]["ports"]
 
     env = _env("api")
     assert {name.lower() for name in env} <= set(Settings.model_fields)
@@ -164,6 +163,25 @@ def test_the_health_check_commands_pass_against_a_live_api_and_fail_without_one(
             assert result.returncode == 0, (name, shlex.join(command), result.stderr)
     for name, command in checks.items():  # the API is gone: the probe must fail
         assert subprocess.run(command, env={"PORT": str(port)}, capture_output=True, timeout=10).returncode != 0, name
+
+
+def _networks(service: str) -> set[str]:
+    networks = SERVICES[service].get("networks") or ["default"]
+    return set(networks if isinstance(networks, list) else networks.keys())
+
+
+def test_only_the_api_is_published_and_the_embedded_aws_sits_on_an_internal_network() -> None:
+    """The embedded AWS has no authentication and holds users, key hashes and files."""
+    published = {name for name, service in SERVICES.items() if service.get("ports")}
+    assert published == {"api"}
+    internal = {name for name, network in COMPOSE["networks"].items() if (network or {}).get("internal")}
+    # The API reaches the embedded AWS and the simulator over an internal network...
+    shared = _networks("api") & _networks("aws") & _networks("simulator")
+    assert shared and shared <= internal
+    # ...and no network of the embedded AWS has a service that publishes a port.
+    for network in _networks("aws") - internal:
+        assert {name for name in SERVICES if network in _networks(name)} == {"aws"}, network
+    assert not _networks("simulator") - internal  # the simulator needs no way out
 
 
 @pytest.mark.parametrize("service", ["aws", "simulator"])

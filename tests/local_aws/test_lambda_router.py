@@ -55,6 +55,9 @@ def test_event_invocation_runs_in_the_background(aws: Aws) -> None:
 def test_handler_sees_its_functions_environment(aws: Aws) -> None:
     arn = aws.function("tests.local_aws.handlers.echo_environment", {"TABLE": "mine"})
 
-    answer = aws.client("lambda").invoke(FunctionName=arn, Payload=json.dumps({"names": ["TABLE"]}))
+    answer = aws.client("lambda").invoke(
+        FunctionName=arn, Payload=json.dumps({"names": ["TABLE", "AWS_LAMBDA_FUNCTION_NAME"]})
+    )
 
-    assert json.loads(answer["Payload"].read()) == {"TABLE": "mine"}
+    # and, as Lambda's runtime sets it, its own name
+    assert json.loads(answer["Payload"].read()) == {"TABLE": "mine", "AWS_LAMBDA_FUNCTION_NAME": arn.rsplit(":", 1)[1]}

@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
+from pydantic import SecretStr
 
 from app.settings import Settings
-from local.aws.provision import ASL_FILE, Provisioner, load_resources, render_template
+from local.aws.provision import ASL_FILE, OPENAI_KEY_PARAMETER, Provisioner, load_resources, render_template
 from local.aws.server import EmbeddedAWS
 from tests.conftest import Aws
 
@@ -55,3 +56,19 @@ def test_provisioning_twice_creates_nothing_twice_and_keeps_changed_parameters(
     tables = aws.table_names(settings.name_prefix + "-")
     assert sorted(tables) == sorted(settings.table(t) for t in load_resources()["tables"])
     assert aws.client("ssm").get_parameter(Name=f"{settings.ssm_prefix}/max-parallelism")["Parameter"]["Value"] == "9"
+
+
+def test_the_model_key_becomes_a_securestring_and_the_functions_get_only_its_name(
+    settings: Settings, embedded_aws: EmbeddedAWS, aws: Aws
+) -> None:
+    with_key = settings.model_copy(update={"openai_api_key": SecretStr("sk-local-0123456789")})
+    Provisioner(with_key, embedded_aws.endpoint_url).run()
+
+    name = f"{settings.ssm_prefix}/{OPENAI_KEY_PARAMETER}"
+    stored = aws.client("ssm").get_parameter(Name=name, WithDecryption=True)["Parameter"]
+    assert (stored["Type"], stored["Value"]) == ("SecureString", "sk-local-0123456789")
+    for logical in load_resources()["functions"]:
+        function = f"{settings.name_prefix}-{logical.replace('_', '-')}"
+        variables = aws.client("lambda").get_function_configuration(FunctionName=function)["Environment"]["Variables"]
+        assert variables["OPENAI_API_KEY_PARAMETER"] == name and "OPENAI_API_KEY" not in variables
+        assert not [v for v in variables.values() if "sk-local-0123456789" in v]
