@@ -120,6 +120,10 @@ def test_a_whole_run_logs_no_key_reads_the_model_key_from_ssm_and_stays_within_i
                 assert rotated.status_code == 201, rotated.text
                 new_key = rotated.json()["api_key"]
                 assert api.get("/validations", headers={"Authorization": f"Bearer {new_key}"}).status_code == 200
+                # The reconciler's grants too (one pass; the purge of the API's deletes on events).
+                assert api.post("/admin/reconcile", headers=admin).status_code == 200
+                purged = api.delete(f"/validations/{validation_id}/data", headers=admin)
+                assert purged.status_code == 200, purged.text
             environments = {
                 f["FunctionName"]: f.get("Environment", {}).get("Variables", {})
                 for f in aws("lambda").list_functions()["Functions"]
