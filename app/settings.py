@@ -43,6 +43,7 @@ class Settings(BaseSettings):
     audit_table: str | None = None
     events_table: str | None = None
     governor_table: str | None = None
+    reuse_table: str | None = None  # the validators' reuse cache (local provisioning names it for them)
     uploads_bucket: str | None = None
     state_machine_arn: str | None = None
     ssm_prefix: str = "/app"
