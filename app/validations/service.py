@@ -14,6 +14,7 @@ from app.aws.stepfunctions import Executions
 from app.errors import AppError, BadRequest, Conflict, NotFound, TooManyRequests, Unprocessable, UpstreamError
 from app.events.service import EventLog
 from app.identity.principal import Principal
+from app.observability.logs import bind
 from app.pagination import decode_cursor, encode_cursor
 from app.quotas.service import QuotaService
 from app.settings import Settings
@@ -151,6 +152,7 @@ class ValidationService:
             held = await self.store.claim_idempotency_key(claim_key, fingerprint, validation_id)
             if held is not None:
                 return await self._replay(held, fingerprint), False
+        bind(validation_id=validation_id)  # every later log line of this request names it
         try:
             validation = await self._start_new(principal, submission, validation_id)
         except BaseException:
@@ -169,6 +171,7 @@ class ValidationService:
                 "A request with this Idempotency-Key is still being processed; retry shortly.",
                 headers={"Retry-After": "1"},
             )
+        bind(validation_id=held["validation_id"])
         validation = await self.store.get(held["validation_id"])
         if validation is None:
             raise Conflict("The validation of this Idempotency-Key no longer exists.")

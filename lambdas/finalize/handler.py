@@ -11,9 +11,11 @@ from typing import Any
 from core.records import ValidationStatus
 from lambdas.common.config import load_config
 from lambdas.common.errors import failure_reason
+from lambdas.common.observability import count, observed
 from lambdas.common.store import store_for
 
 
+@observed
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     store = store_for(load_config())
     validation_id, run = event["validation_id"], int(event["run"])
@@ -43,5 +45,6 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     settled = store.settle(validation_id)  # unused tokens back to the user's bucket, once
     written = store.finish(validation_id, run, status, error)
     if written:
+        count("ValidationsSucceeded" if status is ValidationStatus.SUCCEEDED else "ValidationsFailed")
         store.emit_status(validation_id)
     return {"status": status.value, "written": written, "settled": settled}
