@@ -14,6 +14,7 @@ def main() -> None:
     # JSON lines (or text on a terminal) for our loggers and uvicorn's, access log included.
     config = logging_config(settings.log_format)
     logging.config.dictConfig(config)
+    logging.captureWarnings(True)  # a library's warning is a log line too, not raw text on stderr
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_config=config, log_level="info")
 
 

@@ -8,8 +8,8 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import Any
+from contextlib import contextmanager, nullcontext
+from typing import IO, Any
 
 import httpx
 
@@ -32,11 +32,16 @@ def _answers(url: str) -> bool:
 
 @contextmanager
 def process(
-    args: list[str], ready_url: str, env: dict[str, str] | None = None, timeout: float = 60
+    args: list[str],
+    ready_url: str,
+    env: dict[str, str] | None = None,
+    timeout: float = 60,
+    stderr_to: IO[bytes] | None = None,
 ) -> Iterator[subprocess.Popen[Any]]:
-    """Run `python <args>` from the project root until the block ends; always reaped."""
+    """Run `python <args>` from the project root until the block ends; always reaped.
+    Its stderr (the logs) goes to `stderr_to` when given."""
     # stderr to a file, not a pipe: a pipe nobody reads blocks a chatty process once its buffer fills.
-    with tempfile.TemporaryFile() as stderr:
+    with nullcontext(stderr_to) if stderr_to is not None else tempfile.TemporaryFile() as stderr:
         proc = subprocess.Popen(
             [sys.executable, *args],
             cwd=PROJECT_ROOT,
