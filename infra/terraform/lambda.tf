@@ -33,6 +33,9 @@ locals {
     OPENAI_BASE_URL        = var.openai_base_url
     OPENAI_API_KEY         = var.openai_api_key
     OPENAI_TIMEOUT_SECONDS = tostring(var.openai_timeout_seconds)
+    # Powertools (lambdas/common/observability.py): log `service` and the metrics' dimension, and their namespace.
+    POWERTOOLS_SERVICE_NAME      = var.name_prefix
+    POWERTOOLS_METRICS_NAMESPACE = var.metrics_namespace
   }) : key => value if value != "" }
 
   # The API's whole environment in aws mode (output api_environment); ADMIN_API_KEY is a

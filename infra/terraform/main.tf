@@ -32,8 +32,9 @@ resource "aws_dynamodb_table" "this" {
       name            = global_secondary_index.key
       hash_key        = global_secondary_index.value.hash_key
       range_key       = global_secondary_index.value.range_key
+      projection_type = length(try(global_secondary_index.value.include, [])) > 0 ? "INCLUDE" : "ALL"
+
       # Every attribute, unless resources.json names the few the index includes.
-      projection_type    = length(try(global_secondary_index.value.include, [])) > 0 ? "INCLUDE" : "ALL"
       non_key_attributes = try(global_secondary_index.value.include, null)
     }
   }
