@@ -177,8 +177,8 @@ _current: ContextVar[Invocation | None] = ContextVar("lambda_invocation", defaul
 
 def count(name: str, value: float = 1.0) -> None:
     """Add to a counter of the running invocation (nothing happens outside one)."""
-    spec = METRICS[name]  # a misspelt name fails here, in tests too
-    assert spec.kind is Kind.COUNTER, name
+    if METRICS[name].kind is not Kind.COUNTER:  # a misspelt name fails here too (KeyError), in tests as well
+        raise ValueError(f"{name} is a gauge")
     invocation = _current.get()
     if invocation is not None:
         invocation.values[name] += value
@@ -186,8 +186,8 @@ def count(name: str, value: float = 1.0) -> None:
 
 def gauge(name: str, value: float) -> None:
     """Set a gauge of the running invocation (its last value is written)."""
-    spec = METRICS[name]
-    assert spec.kind is Kind.GAUGE, name
+    if METRICS[name].kind is not Kind.GAUGE:
+        raise ValueError(f"{name} is a counter")
     invocation = _current.get()
     if invocation is not None:
         invocation.values[name] = value
@@ -251,9 +251,12 @@ def invocation(event: Any, context: Any) -> Iterator[Invocation]:
         yield current
     finally:
         _current.reset(token)
-        document = current.document()
-        if document is not None:
-            emit(document)
+        try:
+            document = current.document()
+            if document is not None:
+                emit(document)
+        except Exception as exc:  # noqa: BLE001 - metrics never fail (or mask the error of) an invocation
+            log.warning("metrics not written: %s: %s", type(exc).__name__, exc)
         logger.thread_safe_clear_keys()
 
 
@@ -273,14 +276,15 @@ def report_failure(exc: Exception) -> None:
         log.exception("%s: %s", name, exc, extra={"error": name})
 
 
-Handler = TypeVar("Handler", bound=Callable[[Any, Any], Any])
+Event = TypeVar("Event")
+Result = TypeVar("Result")
 
 
-def observed(handler: Handler) -> Handler:
+def observed(handler: Callable[[Event, Any], Result]) -> Callable[[Event, Any], Result]:
     """Wrap a Lambda handler: correlated JSON logs, one EMF document, one line per failure."""
 
     @functools.wraps(handler)
-    def wrapper(event: Any, context: Any) -> Any:
+    def wrapper(event: Event, context: Any) -> Result:
         with invocation(event, context):
             try:
                 return handler(event, context)
@@ -288,4 +292,4 @@ def observed(handler: Handler) -> Handler:
                 report_failure(exc)
                 raise
 
-    return wrapper  # type: ignore[return-value]  # same signature as `handler`
+    return wrapper
