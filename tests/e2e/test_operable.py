@@ -116,7 +116,7 @@ def test_a_contended_run_logs_json_lines_without_tracebacks_and_metrics_count_wh
     assert {(r["level"], r["validation_id"], r["run"], r["function_name"]) for r in capacity} == {
         ("INFO", vid, 1, "validation-validate-chunk")
     }
-    assert all(r["part_range"] for r in capacity) and {r["cold_start"] for r in capacity} <= {True, False}
+    assert all(r["part_range"] and isinstance(r["cold_start"], bool) for r in capacity)
     # Every Lambda line names the validation; every access line of it, its request.
     lambda_lines = [r for r in records if "function_name" in r]
     assert lambda_lines and all(r["validation_id"] == vid for r in lambda_lines)
