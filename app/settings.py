@@ -128,6 +128,17 @@ class Settings(BaseSettings):
     # Health checks must not hang a load balancer's probe.
     readiness_timeout_seconds: float = 3.0
 
+    # Operating it (issue 17): logs, and Prometheus metrics on their own listener.
+    log_format: Literal["auto", "json", "text"] = Field(
+        default="auto", description="auto: JSON lines, or text when stderr is a terminal."
+    )
+    metrics_port: int = Field(
+        default=9464, ge=0, le=65535, description="The /metrics listener (never the API's port); 0 picks a free port."
+    )
+    metrics_cache_seconds: float = Field(
+        default=10.0, ge=0, description="How long /metrics reuses the DynamoDB reads behind its state gauges."
+    )
+
     @model_validator(mode="after")
     def _cross_check(self) -> Settings:
         """Settings that are only valid together, checked once at load (not at the first call)."""

@@ -11,8 +11,9 @@ from app.settings import Settings
 
 
 def local_settings(**values: Any) -> Settings:
-    """Settings from these values (then the environment, then the defaults), never from a .env file."""
-    return Settings(_env_file=None, **values)  # type: ignore[call-arg]  # pydantic-settings' __init__ takes _env_file; mypy sees only the fields
+    """Settings from these values (then the environment, then the defaults), never from a .env file;
+    /metrics on a free port unless `metrics_port` is given (a `make run` may hold 9464)."""
+    return Settings(_env_file=None, **{"metrics_port": 0, **values})  # type: ignore[call-arg]  # pydantic-settings' __init__ takes _env_file; mypy sees only the fields
 
 
 def stack_settings(endpoint_url: str, simulator_url: str, tag: str, **values: Any) -> Settings:

@@ -3,7 +3,15 @@
 import importlib
 import sys
 
-BENCHMARKS = ["bench.engine", "bench.api", "bench.quotas", "bench.events", "bench.fidelity", "bench.reuse"]
+BENCHMARKS = [
+    "bench.engine",
+    "bench.api",
+    "bench.quotas",
+    "bench.events",
+    "bench.fidelity",
+    "bench.reuse",
+    "bench.observability",
+]
 
 
 def main() -> None:

@@ -74,6 +74,7 @@ def main() -> None:
             "OPENAI_BASE_URL": simulator.base_url,
             "SSE_POLL_SECONDS": str(POLL_SECONDS),
             "CHUNK_MAX_TOKENS": "100",
+            "METRICS_PORT": "0",  # not 9464: a `make run` may be listening there
         }
         api = subprocess.Popen(
             [sys.executable, "-m", "app"],

@@ -15,3 +15,8 @@ def now_iso() -> str:
 def expiry(days: float, now: float | None = None) -> int:
     """The `expires_at` of a record kept `days` (epoch seconds: DynamoDB's TTL attribute)."""
     return int((time.time() if now is None else now) + days * DAY_SECONDS)
+
+
+def epoch_of(iso: str) -> float:
+    """Seconds since the epoch of a timestamp as `now_iso` writes it."""
+    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()

@@ -21,6 +21,7 @@ from collections.abc import Generator
 from dataclasses import dataclass
 from typing import Any
 
+from core.clock import epoch_of
 from core.dynamo import decimal, typed, untyped
 from core.steps import QUERY, Cancelled, Step, StepAnswer, response, transact
 
@@ -162,6 +163,11 @@ class Outcome:
     refusal: Refusal | None = None  # set when refused by the bucket
     behind: str | None = None  # set when an earlier validation of the user is queued
     gone: bool = False  # the validation is no longer QUEUED (cancelled, or admitted elsewhere)
+
+
+def queued_since(queue_key: str) -> float:
+    """When a validation entered the queue: its `queue_key` is `<ISO time>#<id>` (epoch seconds)."""
+    return epoch_of(queue_key.split("#", 1)[0])
 
 
 def queue_head_query(admission: Admission) -> dict[str, Any]:

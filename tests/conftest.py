@@ -29,6 +29,9 @@ from local.simulator.app import SimulatorConfig
 from local.simulator.server import SimulatorServer
 
 REGION = "us-east-1"
+# Every API a test starts (in-process or `python -m app`) serves /metrics on a free port, not
+# on the default 9464 that parallel workers would fight over.
+os.environ.setdefault("METRICS_PORT", "0")
 
 
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:

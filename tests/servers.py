@@ -8,7 +8,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import IO, Any
 
 import httpx
@@ -37,12 +37,14 @@ def process(
     env: dict[str, str] | None = None,
     timeout: float = 60,
     output: IO[bytes] | None = None,
+    stderr_to: IO[bytes] | None = None,
 ) -> Iterator[subprocess.Popen[Any]]:
     """Run `python <args>` from the project root until the block ends; always reaped.
-    With `output`, the process's stdout and stderr both go there (its whole log)."""
+    With `output`, the process's stdout and stderr both go there (its whole log); with
+    `stderr_to`, its stderr (the logs) only."""
     # stderr to a file, not a pipe: a pipe nobody reads blocks a chatty process once its buffer fills.
-    with tempfile.TemporaryFile() as own_stderr:
-        stderr = output or own_stderr
+    chosen = output or stderr_to
+    with nullcontext(chosen) if chosen is not None else tempfile.TemporaryFile() as stderr:
         proc = subprocess.Popen(
             [sys.executable, *args],
             cwd=PROJECT_ROOT,

@@ -25,6 +25,7 @@ from app.errors import (
 )
 from app.events.service import EventLog
 from app.identity.principal import Principal
+from app.observability.logs import bind
 from app.pagination import decode_cursor, encode_cursor
 from app.quotas.service import QuotaService
 from app.settings import Settings
@@ -188,6 +189,7 @@ class ValidationService:
                 replayed = await self._claimed_elsewhere(claim_key, held, fingerprint, validation_id)
                 if replayed is not None:
                     return replayed, False
+        bind(validation_id=validation_id)  # every later log line of this request names it
         try:
             validation = await self._start_new(principal, submission, validation_id)
         except _NotStarted as failed:
@@ -227,6 +229,7 @@ class ValidationService:
                 "A request with this Idempotency-Key is still being processed; retry shortly.",
                 headers={"Retry-After": "1"},
             )
+        bind(validation_id=held["validation_id"])
         validation = await self.store.get(held["validation_id"])
         if validation is None:
             raise Conflict("The validation of this Idempotency-Key no longer exists.")

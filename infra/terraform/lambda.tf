@@ -36,6 +36,9 @@ locals {
     OPENAI_TIMEOUT_SECONDS = tostring(var.openai_timeout_seconds)
     # The key's parameter, never the key (secrets.tf).
     OPENAI_API_KEY_PARAMETER = local.openai_key_count == 1 ? local.openai_key_parameter_name : ""
+    # Powertools (lambdas/common/observability.py): log `service` and the metrics' dimension, and their namespace.
+    POWERTOOLS_SERVICE_NAME      = var.name_prefix
+    POWERTOOLS_METRICS_NAMESPACE = var.metrics_namespace
   }) : key => value if value != "" }
 
   # The API's whole environment in aws mode (output api_environment); ADMIN_API_KEY is a

@@ -32,7 +32,10 @@ resource "aws_dynamodb_table" "this" {
       name            = global_secondary_index.key
       hash_key        = global_secondary_index.value.hash_key
       range_key       = global_secondary_index.value.range_key
-      projection_type = "ALL"
+      projection_type = length(try(global_secondary_index.value.include, [])) > 0 ? "INCLUDE" : "ALL"
+
+      # Every attribute, unless resources.json names the few the index includes.
+      non_key_attributes = try(global_secondary_index.value.include, null)
     }
   }
 

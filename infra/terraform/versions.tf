@@ -28,6 +28,7 @@ provider "aws" {
   dynamic "endpoints" {
     for_each = local.local_endpoint ? [var.aws_endpoint_url] : []
     content {
+      cloudwatch     = endpoints.value
       cloudwatchlogs = endpoints.value
       dynamodb       = endpoints.value
       ec2            = endpoints.value
@@ -38,6 +39,7 @@ provider "aws" {
       s3             = endpoints.value
       scheduler      = endpoints.value
       sfn            = endpoints.value
+      sns            = endpoints.value
       ssm            = endpoints.value
       sts            = endpoints.value
     }

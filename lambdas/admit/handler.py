@@ -10,8 +10,9 @@ import time
 from typing import Any
 
 from core.clock import now_iso
-from core.quota import Admission, admission_steps
+from core.quota import Admission, admission_steps, queued_since
 from lambdas.common.config import LambdaConfig, load_config
+from lambdas.common.observability import gauge, observed
 from lambdas.common.store import Store, store_for
 
 
@@ -23,6 +24,7 @@ def admit(store: Store, config: LambdaConfig, validation_id: str, run: int) -> d
         return {"admitted": False, "gone": True, "wait_seconds": 0}
     if v["status"] == "RUNNING":  # admitted by the API at submission
         return {"admitted": True, "gone": False, "wait_seconds": 0}
+    gauge("QueuedSeconds", time.time() - queued_since(v["queue_key"]))
     admission = Admission(
         validations_table=config.validations_table,
         buckets_table=config.buckets_table,
@@ -53,6 +55,7 @@ def admit(store: Store, config: LambdaConfig, validation_id: str, run: int) -> d
     }
 
 
+@observed
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     config = load_config()
     return admit(store_for(config), config, event["validation_id"], int(event["run"]))

@@ -5,9 +5,11 @@ from typing import Any
 from lambdas.combine_file.combiner import combine_files
 from lambdas.common.config import load_config
 from lambdas.common.errors import transient_aws_errors_retried
+from lambdas.common.observability import observed
 from lambdas.common.store import store_for
 
 
+@observed
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     config = load_config()
     with transient_aws_errors_retried():

@@ -34,6 +34,7 @@ from core import governor as g
 from core.dynamo import decimal, from_item, typed
 from core.steps import cancellation_reasons
 from lambdas.common.errors import CapacityUnavailable, is_condition_failure
+from lambdas.common.observability import count
 
 log = logging.getLogger(__name__)
 
@@ -167,6 +168,12 @@ class Governor:
         return {lease.slot: lease for lease in leases if lease is not None}
 
 
+def waited(seconds: float) -> None:
+    """A validator waits for a call slot or for its place in the budget's schedule (metrics)."""
+    count("LeaseWaits")
+    count("LeaseWaitSeconds", seconds)
+
+
 def governor_for(config: Any, client: Any) -> Governor:
     """One Governor per configuration and process: warm invocations share its budget view."""
     key = (config, id(client))
@@ -232,6 +239,7 @@ class Lease:
                 continue
             wait = starts_at - gov.clock()
             if wait > 0:
+                waited(wait)
                 gov.sleep(wait)  # our place in the budget's schedule
             return
 
@@ -342,6 +350,7 @@ class Lease:
             wait = min([0.25 + random.uniform(0, 0.25), *[max(0.05, e - now) for e in expiries]])
             if now + wait > deadline:
                 raise CapacityUnavailable(f"all {cap} call slots of this validation are busy")
+            waited(wait)
             gov.sleep(wait)
 
     def close(self) -> None:

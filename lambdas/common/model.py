@@ -29,6 +29,7 @@ from lambdas.common import live_config, model_key
 from lambdas.common.config import LambdaConfig
 from lambdas.common.errors import AnswerTooLong, ModelRejected, RateLimited, UpstreamError, UpstreamTimeout
 from lambdas.common.governor import Governor, Lease, governor_for
+from lambdas.common.observability import count
 from lambdas.common.store import Store
 
 log = logging.getLogger(__name__)
@@ -146,6 +147,7 @@ class Asker:
                     f"the model's answer did not fit {allowance} completion tokens (completion_max_tokens_cap); "
                     "split the file or use fewer rules"
                 )
+            count("AnswersCut")
             log.info(
                 "answer cut at %d tokens; asking again with %d",
                 allowance,
@@ -167,18 +169,25 @@ class Asker:
         try:
             answer = call_model(self.config, messages, response_format, allowance, api_key=api_key)
         except RateLimited as exc:
+            count("RateLimited")
             self.lease.settle(estimate, estimate, time.monotonic() - started)  # a refused request counts too
             self.store.count_attempt(self.validation_id, None)
             self.governor.rate_limited(exc.retry_after)
             raise
         except Exception:
+            count("UpstreamFailures")
             self.lease.settle(estimate, estimate, time.monotonic() - started)
             self.store.count_attempt(self.validation_id, None)
             raise
+        seconds = time.monotonic() - started
+        count("ModelCalls")
+        count("ModelCallSeconds", seconds)
+        count("PromptTokens", answer.usage["prompt_tokens"])
+        count("CompletionTokens", answer.usage["completion_tokens"])
         self.store.count_attempt(self.validation_id, answer.usage)
         prompt_tokens = answer.usage["prompt_tokens"]
         charged = prompt_tokens + allowance if prompt_tokens else estimate
-        self.lease.settle(estimate, charged, time.monotonic() - started)
+        self.lease.settle(estimate, charged, seconds)
         self.governor.observed(answer.headers, estimate)
         return answer
 

@@ -17,6 +17,7 @@ from core import governor as g
 from lambdas.common import live_config
 from lambdas.common.config import LambdaConfig, load_config
 from lambdas.common.governor import governor_for
+from lambdas.common.observability import gauge, observed
 from lambdas.common.store import Store, store_for
 
 DEFAULT_CALL_SECONDS = 3.0  # before any call was measured
@@ -33,20 +34,24 @@ def control(store: Store, config: LambdaConfig, validation_id: str, batches: int
     call_tokens = float(
         stats.get("call_tokens") or (int(v.get("run_cost", 0)) / pending) or config.completion_max_tokens
     )
+    now, used = time.time(), governor.tokens_last_window()
+    gauge("BudgetTokensPerWindow", budget.tokens_per_window(now))
+    gauge("TokensUsedLastWindow", used)
     plan = g.plan(
         limits,
         budget,
         batches=max(1, batches),
-        tokens_last_window=governor.tokens_last_window(),
+        tokens_last_window=used,
         call_tokens=call_tokens,
         call_seconds=float(stats.get("call_seconds") or DEFAULT_CALL_SECONDS),
         ceiling=config.map_concurrency_ceiling,
-        now=time.time(),
+        now=now,
     )
     store.save_plan(validation_id, plan.as_dict())
     return {"map_concurrency": plan.map_concurrency, "parallelism": plan.parallelism, "reason": plan.reason}
 
 
+@observed
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     config = load_config()
     # The same plan serves the parts' Map and the combine step's Map, whichever has more items.

@@ -11,9 +11,11 @@ from typing import Any
 from core.records import ValidationStatus
 from lambdas.common.config import load_config
 from lambdas.common.errors import failure_reason
+from lambdas.common.observability import count, observed
 from lambdas.common.store import store_for
 
 
+@observed
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     store = store_for(load_config())
     validation_id, run = event["validation_id"], int(event["run"])
@@ -44,5 +46,6 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     # MarkFailed may come from Admit giving up: the run is then still QUEUED, and must leave the queue.
     written = store.finish(validation_id, run, status, error, from_queued=bool(event.get("error")))
     if written:
+        count("ValidationsSucceeded" if status is ValidationStatus.SUCCEEDED else "ValidationsFailed")
         store.emit_status(validation_id)
     return {"status": status.value, "written": written, "settled": settled}

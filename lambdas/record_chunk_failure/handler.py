@@ -11,6 +11,7 @@ from typing import Any
 from core.records import ChunkStatus
 from lambdas.common.config import load_config
 from lambdas.common.errors import failure_reason
+from lambdas.common.observability import observed
 from lambdas.common.store import Store, store_for
 
 
@@ -39,6 +40,7 @@ def record_combine_failures(
     return failed
 
 
+@observed
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     store = store_for(load_config())
     reason = failure_reason(event.get("error") or {})

@@ -102,13 +102,9 @@ def invoke(function: Function, payload: bytes) -> tuple[int, dict[str, str], byt
             "errorMessage": str(exc),
             "stackTrace": traceback.format_exception(exc)[-5:],
         }
-        log.info(
-            "lambda %s raised %s: %s\n%s",
-            function.name,
-            type(exc).__name__,
-            exc,
-            "".join(traceback.format_exception(exc)[-4:]),
-        )
+        # The handler logged it (lambdas/common/observability.py: one line, a traceback only
+        # for an unexpected error); here only for debugging the embedded AWS itself.
+        log.debug("lambda %s raised %s: %s", function.name, type(exc).__name__, exc, exc_info=exc)
         return 200, {"X-Amz-Function-Error": "Unhandled"}, json.dumps(body).encode()
     finally:
         lambda_env.reset(token)

@@ -116,7 +116,7 @@ class Provisioner:
                             {"AttributeName": ix["hash_key"], "KeyType": "HASH"},
                             {"AttributeName": ix["range_key"], "KeyType": "RANGE"},
                         ],
-                        "Projection": {"ProjectionType": "ALL"},
+                        "Projection": _projection(ix),
                     }
                     for index, ix in spec["indexes"].items()
                 ]
@@ -201,6 +201,8 @@ class Provisioner:
             "COMPLETION_MAX_TOKENS": str(s.completion_max_tokens),
             "COMPLETION_MAX_TOKENS_CAP": str(s.completion_max_tokens_cap),
             "CHUNK_MAX_TOKENS": str(s.chunk_max_tokens),
+            # Powertools: the `service` of log lines and the metrics' dimension (the deployment).
+            "POWERTOOLS_SERVICE_NAME": s.name_prefix,
         }
 
     def create_functions(self, role_arn: str) -> dict[str, str]:
@@ -255,6 +257,13 @@ class Provisioner:
         return sfn.create_state_machine(name=self.settings.state_machine_name, definition=definition, roleArn=role_arn)[
             "stateMachineArn"
         ]
+
+
+def _projection(index: dict[str, Any]) -> dict[str, Any]:
+    """An index keeps every attribute unless it names the few it includes (as main.tf reads it)."""
+    if index.get("include"):
+        return {"ProjectionType": "INCLUDE", "NonKeyAttributes": list(index["include"])}
+    return {"ProjectionType": "ALL"}
 
 
 def _placeholder_zip() -> bytes:

@@ -27,6 +27,7 @@ from typing import Any
 import boto3
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from app.settings import Settings
 from infra import build_lambdas
@@ -116,6 +117,7 @@ def test_terraform_apply_runs_a_validation_then_plans_clean_and_destroys(
             _check_lambda_environment_covers_local_provisioning(client, outputs, environment)
             _check_least_privilege(client, outputs)
             key_parameter = _check_the_model_key_is_a_securestring_only_model_callers_read(client, outputs, environment)
+            _check_dashboard_and_alarms(client, outputs)
 
             _run_a_validation_through_the_api(environment, log)
             schedule = client("scheduler").get_schedule(Name=f"{tfvars.get('name_prefix', 'validation')}-reconcile")
@@ -141,7 +143,9 @@ def test_terraform_apply_runs_a_validation_then_plans_clean_and_destroys(
         assert not client("ssm").describe_parameters(
             ParameterFilters=[{"Key": "Name", "Option": "Equals", "Values": [key_parameter]}]
         )["Parameters"]
-        log("destroy done: no tables, functions, state machines or model key left")
+        assert client("cloudwatch").describe_alarms()["MetricAlarms"] == []
+        assert client("cloudwatch").list_dashboards()["DashboardEntries"] == []
+        log("destroy done: no tables, functions, state machines, model key, alarms or dashboards left")
 
 
 def _check_api_environment_matches_settings(environment: dict[str, str], tfvars: dict[str, Any]) -> None:
@@ -253,10 +257,47 @@ def _check_the_model_key_is_a_securestring_only_model_callers_read(
     return name
 
 
+def _check_dashboard_and_alarms(client: Any, outputs: dict[str, Any]) -> None:
+    """observability.tf: every alarm notifies the topic; the dashboard shows the state machine, functions and tables."""
+    cloudwatch, prefix = client("cloudwatch"), outputs["dashboard_name"]  # the dashboard is named after name_prefix
+    alarms = {a["AlarmName"]: a for a in cloudwatch.describe_alarms()["MetricAlarms"]}
+    functions = [arn.rsplit(":", 1)[1] for arn in outputs["function_arns"].values()]
+    names = (
+        "executions-failed",
+        "executions-timed-out",
+        "model-429-rate",
+        "queue-age",
+        "lambda-errors",
+        "lambda-throttles",
+    )
+    assert set(alarms) == {f"{prefix}-{name}" for name in names}
+    throttled = {
+        d["Value"]
+        for q in alarms[f"{prefix}-lambda-throttles"]["Metrics"]
+        if "MetricStat" in q
+        for d in q["MetricStat"]["Metric"]["Dimensions"]
+    }
+    assert throttled == set(functions)
+    assert all(a["AlarmActions"] == a["OKActions"] == [outputs["alarm_topic_arn"]] for a in alarms.values())
+    assert client("sns").get_topic_attributes(TopicArn=outputs["alarm_topic_arn"])["Attributes"]
+    body = cloudwatch.get_dashboard(DashboardName=outputs["dashboard_name"])["DashboardBody"]
+    named = {
+        value for widget in json.loads(body)["widgets"] for row in widget["properties"]["metrics"] for value in row
+    }
+    assert {outputs["state_machine_arn"], *functions, *outputs["table_names"].values()} <= named
+
+
 def _run_a_validation_through_the_api(environment: dict[str, str], log: Any) -> None:
-    port = free_port()
+    port, metrics_port = free_port(), free_port()
     base = f"http://127.0.0.1:{port}"
-    env = {**environment, "ADMIN_API_KEY": ADMIN_KEY, "HOST": "127.0.0.1", "PORT": str(port)}
+    env = {
+        **environment,
+        "ADMIN_API_KEY": ADMIN_KEY,
+        "HOST": "127.0.0.1",
+        "PORT": str(port),
+        "METRICS_PORT": str(metrics_port),
+        "METRICS_CACHE_SECONDS": "0",
+    }
     headers = {"Authorization": f"Bearer {ADMIN_KEY}"}
     # /readyz answers 200 only when the table, bucket, state machine and parameter it names exist.
     with (
@@ -296,6 +337,17 @@ def _run_a_validation_through_the_api(environment: dict[str, str], log: Any) -> 
         assert report.status_code == 200, report.text
         assert report.json()["checked"] == 0 and report.json()["ended"] == [], report.json()
         log(f"POST /admin/reconcile: {report.json()}")
+        # /metrics reads the state from what Terraform made (the validations table's by_status index).
+        samples = {
+            (s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(httpx.get(f"http://127.0.0.1:{metrics_port}/metrics").text)
+            for s in family.samples
+        }
+        assert samples[("validations", (("status", "RUNNING"),))] == 0
+        assert samples[("validation_queue_depth", ())] == 0
+        assert samples[("governor_tokens_per_window", ())] > 0
+        assert samples[("http_requests_total", (("method", "POST"), ("route", "/validations"), ("status", "202")))] == 1
+        assert not [key for key in samples if key[0] == "metrics_state_read_errors_total"]
 
 
 def _plan_the_api_on_fargate(tf: Terraform, log: Any, table_names: dict[str, str]) -> None:

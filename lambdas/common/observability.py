@@ -1,0 +1,295 @@
+"""Logs and metrics of the Lambdas: Powertools Logger (JSON lines) and Powertools' CloudWatch
+embedded metric format (EMF), one metric document per invocation.
+
+    @observed
+    def lambda_handler(event, context): ...
+
+Every log line written during an invocation (by any `lambdas.*` logger) carries the
+deployment (`service`), `function_name`, `function_request_id`, `cold_start`, and from the
+event `validation_id`, `run` and the part (`part_range`) or file range (`file_range`).
+Metrics are counted while the invocation runs (`count("ModelCalls")`) and written once at
+its end as one EMF document: printed on AWS, where CloudWatch turns it into metrics with
+no API call. In local mode the embedded AWS runs the handlers inside the API's process,
+and a sink (`add_sink`, used by local/lambda_metrics.py) receives the same document
+instead and feeds the API's Prometheus registry: one counting path for both.
+
+An invocation that ends with an error the state machine retries (CapacityUnavailable, a
+429, ...) or that fails a part on purpose (ModelRejected, AnswerTooLong) logs one line
+without a traceback; any other error logs one line with its traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import sys
+import threading
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, TypeVar
+
+from aws_lambda_powertools import Logger
+from aws_lambda_powertools.metrics.provider.cloudwatch_emf.cloudwatch import AmazonCloudWatchEMFProvider
+
+from core import lambda_env
+from lambdas.common.errors import (
+    AnswerTooLong,
+    BatchIncomplete,
+    CapacityUnavailable,
+    InvalidAnswer,
+    ModelRejected,
+    RateLimited,
+    StoreUnavailable,
+    UpstreamError,
+    UpstreamTimeout,
+)
+
+DEFAULT_SERVICE = "validation"  # POWERTOOLS_SERVICE_NAME: the deployment's name prefix
+DEFAULT_NAMESPACE = "ValidationService"  # POWERTOOLS_METRICS_NAMESPACE
+
+# Conditions the design expects: Step Functions retries them (the ASL's Retry entries), the
+# first group being the governor's and the batch's own signals (INFO), the second failures
+# of something outside (WARNING). Neither has a traceback worth reading.
+SIGNALS: tuple[type[Exception], ...] = (CapacityUnavailable, RateLimited, BatchIncomplete)
+RETRIED_FAILURES: tuple[type[Exception], ...] = (UpstreamTimeout, UpstreamError, StoreUnavailable, InvalidAnswer)
+# Not retried: the part (or file) ends FAILED with the reason, by design.
+PART_FAILURES: tuple[type[Exception], ...] = (ModelRejected, AnswerTooLong)
+
+
+class Kind(StrEnum):
+    COUNTER = "counter"  # summed over an invocation
+    GAUGE = "gauge"  # the last value of an invocation
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    name: str  # CloudWatch metric name (EMF)
+    unit: str  # CloudWatch unit
+    kind: Kind
+    prometheus: str  # the family in local mode (counters get `_total` from prometheus-client)
+    help: str
+
+
+def _counter(name: str, prometheus: str, help: str, unit: str = "Count") -> MetricSpec:
+    return MetricSpec(name, unit, Kind.COUNTER, prometheus, help)
+
+
+def _gauge(name: str, prometheus: str, help: str, unit: str = "Count") -> MetricSpec:
+    return MetricSpec(name, unit, Kind.GAUGE, prometheus, help)
+
+
+# Every metric the Lambdas write; README "Operating it" lists them with what to do.
+METRICS: dict[str, MetricSpec] = {
+    spec.name: spec
+    for spec in (
+        _counter("ModelCalls", "validation_model_calls", "Model calls answered"),
+        _counter("ModelCallSeconds", "validation_model_call_seconds", "Time spent in model calls", "Seconds"),
+        _counter("PromptTokens", "validation_prompt_tokens", "Prompt tokens of answered calls"),
+        _counter("CompletionTokens", "validation_completion_tokens", "Completion tokens of answered calls"),
+        _counter("RateLimited", "validation_model_rate_limited", "Model calls refused with 429"),
+        _counter(
+            "UpstreamFailures",
+            "validation_model_failures",
+            "Model calls that timed out, failed (5xx, connection) or were refused (4xx other than 429)",
+        ),
+        _counter("AnswersCut", "validation_answers_cut", "Answers cut by max_tokens and asked again"),
+        _counter(
+            "LeaseWaits",
+            "validation_lease_waits",
+            "Waits of a validator for a call slot or for its place in the token budget",
+        ),
+        _counter("LeaseWaitSeconds", "validation_lease_wait_seconds", "Time spent in those waits", "Seconds"),
+        _counter(
+            "CapacityUnavailable",
+            "validation_capacity_unavailable",
+            "Invocations that found no call slot or no tokens within their wait (retried by Step Functions)",
+        ),
+        _counter(
+            "Retries",
+            "validation_task_retries",
+            "Invocations that ended with an error Step Functions retries (CapacityUnavailable included)",
+        ),
+        _counter(
+            "UnexpectedErrors",
+            "validation_lambda_errors",
+            "Invocations that ended with an unexpected error (logged with its traceback)",
+        ),
+        _counter("ValidationsSucceeded", "validation_succeeded", "Validations that ended SUCCEEDED"),
+        _counter("ValidationsFailed", "validation_failed", "Validations that ended FAILED"),
+        _gauge(
+            "BudgetTokensPerWindow",
+            "validation_plan_budget_tokens_per_window",
+            "The governor's effective tokens per window, as the last plan saw it",
+        ),
+        _gauge(
+            "TokensUsedLastWindow",
+            "validation_plan_tokens_used_last_window",
+            "Tokens sent in the last window, as the last plan saw it",
+        ),
+        _gauge(
+            "QueuedSeconds",
+            "validation_admission_queued_seconds",
+            "How long the validation the Admit step last looked at had been queued",
+            "Seconds",
+        ),
+    )
+}
+
+Document = dict[str, Any]  # one EMF document, as Powertools serializes it
+Sink = Callable[[Document], None]
+
+logger = Logger(service="lambdas", stream=sys.stderr, use_rfc3339=True, utc=True, serialize_stacktrace=False)
+# Records of `lambdas.*` go to this logger's handler only, not also to a root handler
+# (in local mode the API's own handler sits there).
+logging.getLogger("lambdas").propagate = False
+log = logging.getLogger(__name__)
+
+_sinks: dict[str, list[Sink]] = {}
+_sinks_lock = threading.Lock()
+_warm: set[str] = set()  # functions that already ran in this process (cold_start)
+
+
+@dataclass
+class Invocation:
+    """The metrics of one invocation, written once at its end."""
+
+    service: str
+    namespace: str
+    values: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+
+    def document(self) -> Document | None:
+        if not self.values:
+            return None
+        emf = AmazonCloudWatchEMFProvider(namespace=self.namespace, service=self.service)
+        for name, value in self.values.items():
+            emf.add_metric(name=name, unit=METRICS[name].unit, value=value)
+        document: Document = dict(emf.serialize_metric_set())
+        return document
+
+
+_current: ContextVar[Invocation | None] = ContextVar("lambda_invocation", default=None)
+
+
+def count(name: str, value: float = 1.0) -> None:
+    """Add to a counter of the running invocation (nothing happens outside one)."""
+    if METRICS[name].kind is not Kind.COUNTER:  # a misspelt name fails here too (KeyError), in tests as well
+        raise ValueError(f"{name} is a gauge")
+    invocation = _current.get()
+    if invocation is not None:
+        invocation.values[name] += value
+
+
+def gauge(name: str, value: float) -> None:
+    """Set a gauge of the running invocation (its last value is written)."""
+    if METRICS[name].kind is not Kind.GAUGE:
+        raise ValueError(f"{name} is a counter")
+    invocation = _current.get()
+    if invocation is not None:
+        invocation.values[name] = value
+
+
+def add_sink(service: str, sink: Sink) -> Callable[[], None]:
+    """Send this deployment's metric documents to `sink` instead of stdout; returns the undo."""
+    with _sinks_lock:
+        _sinks.setdefault(service, []).append(sink)
+
+    def remove() -> None:
+        with _sinks_lock:
+            _sinks[service].remove(sink)
+
+    return remove
+
+
+def emit(document: Document) -> None:
+    """An EMF document to the sinks of its deployment, else to stdout (what CloudWatch reads)."""
+    with _sinks_lock:
+        sinks = list(_sinks.get(str(document.get("service")), ()))
+    if not sinks:
+        print(json.dumps(document, separators=(",", ":")), flush=True)
+    for sink in sinks:
+        sink(document)
+
+
+def correlation(event: Any) -> dict[str, Any]:
+    """The ids in a state's input that tie its log lines to a validation."""
+    if not isinstance(event, dict):
+        return {}
+    keys: dict[str, Any] = {}
+    if event.get("validation_id"):
+        keys["validation_id"] = event["validation_id"]
+    if event.get("run") is not None:
+        keys["run"] = event["run"]
+    for name, key in (("chunks", "part_range"), ("files", "file_range")):
+        span = event.get(name)
+        if isinstance(span, dict) and "first" in span:
+            keys[key] = f"{span['first']}..{span.get('last', span['first'])}"
+    return keys
+
+
+@contextmanager
+def invocation(event: Any, context: Any) -> Iterator[Invocation]:
+    environment = lambda_env.current()
+    service = environment.get("POWERTOOLS_SERVICE_NAME") or DEFAULT_SERVICE
+    function = str(getattr(context, "function_name", "") or environment.get("AWS_LAMBDA_FUNCTION_NAME", ""))
+    cold = function not in _warm
+    _warm.add(function)
+    current = Invocation(service, environment.get("POWERTOOLS_METRICS_NAMESPACE") or DEFAULT_NAMESPACE)
+    token = _current.set(current)
+    logger.thread_safe_append_keys(
+        service=service,
+        function_name=function,
+        function_request_id=getattr(context, "aws_request_id", None),
+        cold_start=cold,
+        **correlation(event),
+    )
+    try:
+        yield current
+    finally:
+        _current.reset(token)
+        try:
+            document = current.document()
+            if document is not None:
+                emit(document)
+        except Exception as exc:  # noqa: BLE001 - metrics never fail (or mask the error of) an invocation
+            log.warning("metrics not written: %s: %s", type(exc).__name__, exc)
+        logger.thread_safe_clear_keys()
+
+
+def report_failure(exc: Exception) -> None:
+    """One log line for the error an invocation ends with, and its count."""
+    name = type(exc).__name__
+    if isinstance(exc, SIGNALS + RETRIED_FAILURES):
+        count("Retries")
+        if isinstance(exc, CapacityUnavailable):
+            count("CapacityUnavailable")
+        level = logging.INFO if isinstance(exc, SIGNALS) else logging.WARNING
+        log.log(level, "%s: %s; Step Functions retries", name, exc, extra={"error": name})
+    elif isinstance(exc, PART_FAILURES):
+        log.warning("%s: %s; not retried, recorded as the reason", name, exc, extra={"error": name})
+    else:
+        count("UnexpectedErrors")
+        log.exception("%s: %s", name, exc, extra={"error": name})
+
+
+Event = TypeVar("Event")
+Result = TypeVar("Result")
+
+
+def observed(handler: Callable[[Event, Any], Result]) -> Callable[[Event, Any], Result]:
+    """Wrap a Lambda handler: correlated JSON logs, one EMF document, one line per failure."""
+
+    @functools.wraps(handler)
+    def wrapper(event: Event, context: Any) -> Result:
+        with invocation(event, context):
+            try:
+                return handler(event, context)
+            except Exception as exc:
+                report_failure(exc)
+                raise
+
+    return wrapper
