@@ -239,6 +239,23 @@ resource "aws_cloudwatch_metric_alarm" "queue_age" {
   ok_actions          = [local.alarm_topic_arn]
 }
 
+# The reconciler (lambdas/reconcile) fixed something: a crash or a lost write happened somewhere.
+resource "aws_cloudwatch_metric_alarm" "reconciler_fixes" {
+  alarm_name          = "${var.name_prefix}-reconciler-fixes"
+  alarm_description   = "The reconciler ended or stopped validations whose execution was gone or ended without a final status. See README, Operating it."
+  namespace           = var.metrics_namespace
+  metric_name         = "ReconcilerFixes"
+  dimensions          = local.emf_dimension
+  statistic           = "Sum"
+  period              = 3600
+  evaluation_periods  = 1
+  comparison_operator = "GreaterThanThreshold"
+  threshold           = 0
+  treat_missing_data  = "notBreaching"
+  alarm_actions       = [local.alarm_topic_arn]
+  ok_actions          = [local.alarm_topic_arn]
+}
+
 # Not AWS/Lambda Errors: that counts every error a handler raises, CapacityUnavailable and
 # the other retried signals included. UnexpectedErrors counts only what is logged with a traceback.
 resource "aws_cloudwatch_metric_alarm" "lambda_errors" {

@@ -119,6 +119,11 @@ METRICS: dict[str, MetricSpec] = {
             "validation_lambda_errors",
             "Invocations that ended with an unexpected error (logged with its traceback)",
         ),
+        _counter(
+            "ReconcilerFixes",
+            "validation_reconciler_fixes",
+            "Validations the reconciler ended (execution gone or ended without a final status) or stopped again",
+        ),
         _counter("ValidationsSucceeded", "validation_succeeded", "Validations that ended SUCCEEDED"),
         _counter("ValidationsFailed", "validation_failed", "Validations that ended FAILED"),
         _gauge(

@@ -7,10 +7,12 @@ from typing import Any
 
 from lambdas.common.config import load_config
 from lambdas.common.governor import governor_for
+from lambdas.common.observability import count, observed
 from lambdas.common.store import client_for, store_for
 from lambdas.reconcile.reconciler import reconcile
 
 
+@observed
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     config = load_config()
     store = store_for(config)
@@ -22,4 +24,7 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         config.reconcile_grace_seconds,
         (lambda: governor.sweep(force=True)) if governor is not None else None,
     )
+    fixes = len(report.ended) + len(report.stopped)
+    if fixes:
+        count("ReconcilerFixes", fixes)  # the <prefix>-reconciler-fixes alarm: something crashed or was lost
     return report.as_dict()

@@ -269,6 +269,7 @@ def _check_dashboard_and_alarms(client: Any, outputs: dict[str, Any]) -> None:
         "queue-age",
         "lambda-errors",
         "lambda-throttles",
+        "reconciler-fixes",
     )
     assert set(alarms) == {f"{prefix}-{name}" for name in names}
     throttled = {

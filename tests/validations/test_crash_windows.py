@@ -200,6 +200,8 @@ def test_the_reconciler_ends_runs_without_a_live_execution_and_refunds_each_once
         shown = api.get(f"/validations/{validation_id}", headers=auth).json()
         assert shown["status"] == "FAILED" and shown["error"]["type"] == "execution_lost"
         _settled_once(aws, settings, validation_id)
+    fixes = api.app.state.metrics.registry.get_sample_value  # what the reconciler's EMF document fed locally
+    assert fixes("validation_reconciler_fixes_total") == 2
     second = api.post("/admin/reconcile").json()  # once: a second pass finds nothing to fix
     assert second["ended"] == [] and second["refunded"] == []
     audit = api.get("/admin/audit").json()["items"]
