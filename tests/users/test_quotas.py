@@ -189,6 +189,7 @@ def test_queued_validations_start_later_in_submission_order_and_a_cancelled_one_
         "prompt_tokens": 0,
         "completion_tokens": 0,
         "model_calls": 0,
+        "reused_parts": 0,
         "attempts": 0,
         "charged_tokens": None,
     }
