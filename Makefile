@@ -6,9 +6,11 @@ STAMP  := $(VENV)/.installed-$(shell cat requirements.lock | cksum | cut -d' ' -
 
 .PHONY: run test lint typecheck bench install lambdas checkov clean
 
-$(STAMP): requirements.lock
+# Then the project itself, editable and without dependencies (the lock has them): the `validate` console script.
+$(STAMP): requirements.lock pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.lock
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e .
 	@rm -f $(VENV)/.installed-*
 	@touch $(STAMP)
 
