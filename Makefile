@@ -49,4 +49,4 @@ lambdas: $(STAMP)
 	$(PY) infra/build_lambdas.py --strict --out build/lambda
 
 clean:
-	rm -rf $(VENV) build .pytest_cache
+	rm -rf $(VENV) build .pytest_cache *.egg-info

@@ -118,20 +118,24 @@ def test_the_example_make_run_prints_gates_on_the_verdict_and_results_export_in_
         for r in document["runs"][0]["results"]
     ] == [("no-passwords", "accounts.csv", 3)]  # fmt: skip
 
-    rows = list(csv.DictReader(io.StringIO(run_cli("results", vid, "-f", "csv", env=env).stdout)))
-    assert len(rows) == 8 and [(r["file"], r["line"]) for r in rows if r["verdict"] == "failed"] == [
-        ("accounts.csv", "3")
-    ]
-    records = [json.loads(line) for line in run_cli("results", vid, "-f", "jsonl", env=env).stdout.splitlines()]
-    assert (
-        sorted((r["file"], r["rule"], r["passed"]) for r in records if not r["passed"])
-        == [("accounts.csv", "no-passwords", False)]
-        and len(records) == 8
-    )
+    # The other exports straight from the route (the CLI streams them the same way as SARIF).
+    with httpx.Client(base_url=make_run.url, headers={"Authorization": f"Bearer {make_run.key}"}) as api:
+        csv_report = api.get(f"/validations/{vid}/report", params={"format": "csv"})
+        assert csv_report.headers["content-type"] == "text/csv; charset=utf-8"
+        rows = list(csv.DictReader(io.StringIO(csv_report.text)))
+        assert len(rows) == 8 and [(r["file"], r["line"]) for r in rows if r["verdict"] == "failed"] == [
+            ("accounts.csv", "3")
+        ]
+        records = [json.loads(line) for line in api.get(f"/validations/{vid}/report?format=jsonl").text.splitlines()]
+        assert len(records) == 8 and [(r["file"], r["rule"]) for r in records if r["passed"] is False] == [
+            ("accounts.csv", "no-passwords")
+        ]
+        unknown = api.get(f"/validations/{vid}/report", params={"format": "xml"})
+        assert unknown.status_code == 422 and unknown.headers["content-type"] == "application/problem+json"
+        assert unknown.json()["errors"][0]["field"] == "query.format"
 
-    # The governor aims at the simulator's own limit in local mode (not the production default).
-    shown = httpx.get(f"{make_run.url}/admin/parallelism", headers={"Authorization": f"Bearer {make_run.key}"})
-    assert shown.json()["target_tpm"] == SimulatorConfig().tpm
+        # The governor aims at the simulator's own limit in local mode (not the production default).
+        assert api.get("/admin/parallelism").json()["target_tpm"] == SimulatorConfig().tpm
 
 
 Invoke = Callable[..., tuple[int, str, str]]
