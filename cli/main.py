@@ -172,16 +172,17 @@ def submit(
         ),
     ] = None,
 ) -> int:
-    """Submit files and rules. Prints the validation's id; with --wait, follows it and prints the results."""
+    """Submit files and rules. Prints the validation's id; with --wait, follows it and prints only the results."""
     uploads = inputs.read_uploads(inputs.expand(paths))
     rule_list = inputs.load_rules(rules)
     with _config(ctx).api() as api:
         created = api.submit(uploads, rule_list, idempotency_key or inputs.idempotency_key(uploads, rule_list))
         vid = str(created["id"])
-        print(vid, flush=True)
-        if not wait:
+        if not wait:  # the id alone on stdout, for `ID=$(validate submit ...)`
+            print(vid, flush=True)
             stderr.print(f"Submitted: {created['status']}. Follow it with `validate watch {vid}`.", highlight=False)
             return PASSED
+        # With --wait stdout carries the results only (a SARIF or CSV redirected to a file stays valid).
         return _follow_and_report(api, created, report_format, output)
 
 
@@ -257,9 +258,11 @@ def retry(ctx: typer.Context, validation_id: ValidationIdArg,
     """Rerun only the parts and files without a result, as a new run of the same validation."""
     with _config(ctx).api() as api:
         validation = api.retry(validation_id)
-        print(f"{validation['id']} {validation['status']} (run {validation['run']})", flush=True)
+        started = f"{validation['id']} {validation['status']} (run {validation['run']})"
         if not wait:
+            print(started, flush=True)
             return PASSED
+        stderr.print(started, highlight=False)
         return _follow_and_report(api, validation, report_format, output, quiet_before_run=int(validation["run"]))
 
 
