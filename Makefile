@@ -6,7 +6,8 @@ STAMP  := $(VENV)/.installed-$(shell cat requirements.lock | cksum | cut -d' ' -
 
 .PHONY: run test lint typecheck bench install lambdas checkov clean
 
-# Then the project itself, editable and without dependencies (the lock has them): the `validate` console script.
+# .venv from requirements.lock, then the project itself (editable, no dependencies: the lock has them),
+# which installs the `validate` console script (pyproject [project.scripts]).
 $(STAMP): requirements.lock pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.lock
