@@ -35,8 +35,9 @@ class Terminal:
 
     def start(self, command: str, env: dict[str, str]) -> None:
         # The server takes its environment from the client that starts it: this one's.
+        # -u: UTF-8 whatever the locale (a CI's may be C), so the bars are drawn as in a user's terminal.
         subprocess.run(
-            ["tmux", "-L", self.socket, "new-session", "-d", "-x", str(WIDTH), "-y", str(HEIGHT), command],
+            ["tmux", "-u", "-L", self.socket, "new-session", "-d", "-x", str(WIDTH), "-y", str(HEIGHT), command],
             env={**env, "TERM": "xterm-256color"},
             check=True,
             timeout=30,
