@@ -216,8 +216,8 @@ def test_wait_resumes_a_dropped_stream_after_its_last_event_then_cancel_and_retr
     rules = tmp_path / "rules.json"
     rules.write_text(json.dumps(['The file must not contain "secret".']))
     batch = write_files(tmp_path / "batch", {"a.txt": "row 1\n", "b.txt": "the secret\n", "c.txt": "row 3\n"})
-    set_parallelism(aws, settings, 1)  # one call at a time: at most one call is held
-    held = hold_calls(1)  # one file's call answers; the others wait for release()
+    set_parallelism(aws, settings, 2)  # two call slots: the calls held below never wait for a slot
+    held = hold_calls(1)  # one file's call answers; the other two are held until release()
 
     with CuttingProxy(int(served.rsplit(":", 1)[1]), cut_after=b"event: result") as proxy:
         waiting = subprocess.Popen(
@@ -243,28 +243,28 @@ def test_wait_resumes_a_dropped_stream_after_its_last_event_then_cancel_and_retr
     # Every file's result once: nothing lost at the cut, nothing repeated after it.
     assert result_lines(err) == [("PASS", "a.txt"), ("FAIL", "b.txt"), ("PASS", "c.txt")]
 
-    # Cancel a validation while its one call in flight is held: the other file never starts.
+    # Cancel a validation while both its calls in flight are held: the third file never gets a call.
     held_again = hold_calls(0)
     env = cli_env(served)
-    other = write_files(tmp_path / "other", {"d.txt": "row 4\n", "e.txt": "row 5\n"})
+    other = write_files(tmp_path / "other", {"d.txt": "row 4\n", "e.txt": "row 5\n", "f.txt": "row 6\n"})
     vid = run_cli("submit", str(other), "--rules", str(rules), env=env).stdout.strip()
-    wait_for(lambda: held_again.waiting == 1, timeout=60, what="the second validation's call in flight")
+    wait_for(lambda: held_again.waiting == 2, timeout=60, what="the second validation's calls in flight")
 
     cancelled = run_cli("cancel", vid, env=env)
     assert cancelled.returncode == 0 and cancelled.stdout.split()[0] == vid
     assert cancelled.stdout.split()[1] in ("CANCELLING", "CANCELLED")
-    held_again.release()  # the call in flight keeps its result; the execution stops
+    held_again.release()  # the calls in flight keep their results; the execution stops
     wait_for(
         lambda: (
             (v := httpx.get(f"{served}/validations/{vid}", headers=ADMIN).json())["status"] == "CANCELLED"
-            and v["progress"]["succeeded"] == 1
+            and v["progress"]["succeeded"] == 2
         ),
         timeout=60,
-        what="the cancel to settle with one part done",
+        what="the cancel to settle with two parts done",
     )
     assert run_cli("status", vid, env=env).returncode == 2
 
     retried = run_cli("retry", vid, "--wait", env=env)  # reruns only the file that never ran
     assert retried.returncode == 0, retried.stderr
     assert retried.stderr.splitlines()[0] in (f"{vid} QUEUED (run 2)", f"{vid} RUNNING (run 2)")
-    assert len(result_lines(retried.stderr)) == 1 and "2 files × 1 rule: 2 passed" in retried.stdout
+    assert len(result_lines(retried.stderr)) == 1 and "3 files × 1 rule: 3 passed" in retried.stdout
