@@ -52,6 +52,16 @@ class Format(StrEnum):
     SARIF = "sarif"
 
 
+class Role(StrEnum):
+    USER = "user"
+    ADMIN = "admin"
+
+
+class OnLimit(StrEnum):
+    QUEUE = "queue"
+    REJECT = "reject"
+
+
 @dataclass(frozen=True)
 class Config:
     url: str
@@ -83,7 +93,7 @@ ValidationIdArg = Annotated[
 ]
 UserIdArg = Annotated[str, typer.Argument(help="The user's id.", callback=_user_id, show_default=False)]
 FormatOpt = Annotated[
-    Format, typer.Option("--format", "-f", help="table or json here; jsonl, csv, sarif are the service's exports.")
+    Format, typer.Option("--format", "-f", help="table, json, or the service's exports jsonl, csv, sarif.")
 ]
 OutputOpt = Annotated[
     Path | None, typer.Option("--output", "-o", help="Write the results here instead of stdout.", show_default=False)
@@ -285,15 +295,18 @@ def _show_user(user: dict[str, Any], as_json: bool) -> None:
 def users_create(
     ctx: typer.Context,
     user_id: UserIdArg,
-    role: Annotated[str, typer.Option(help="user or admin.")] = "user",
+    role: Annotated[Role, typer.Option(help="What the user may do.")] = Role.USER,
     capacity_tokens: Annotated[int | None, typer.Option(help="Token bucket size.", show_default=False)] = None,
     refill_tokens_per_minute: Annotated[int | None, typer.Option(help="Bucket refill.", show_default=False)] = None,
     max_running: Annotated[int | None, typer.Option(help="Validations at once.", show_default=False)] = None,
-    on_limit: Annotated[str | None, typer.Option(help="queue or reject.", show_default=False)] = None,
+    on_limit: Annotated[
+        OnLimit | None,
+        typer.Option(help="Over the quota: queue the validation or refuse it (429).", show_default=False),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> int:
     """Create a user; prints its API key (shown once)."""
-    body: dict[str, Any] = {"user_id": user_id, "role": role}
+    body: dict[str, Any] = {"user_id": user_id, "role": role.value}
     quota = {
         "capacity_tokens": capacity_tokens,
         "refill_tokens_per_minute": refill_tokens_per_minute,
@@ -305,7 +318,7 @@ def users_create(
     if given:
         body["quota"] = given
     if on_limit is not None:
-        body["on_limit"] = on_limit
+        body["on_limit"] = on_limit.value
     with _config(ctx).api() as api:
         _show_user(api.create_user(body), as_json)
     return PASSED
