@@ -26,7 +26,7 @@ from cli.main import main
 from local.simulator.app import SimulatorConfig
 from tests.cli.conftest import VALIDATE, cli_env, run_cli
 from tests.cli.proxy import CuttingProxy
-from tests.conftest import ADMIN, Aws, HeldCalls, set_parallelism, wait_for
+from tests.conftest import ADMIN, ADMIN_KEY, Aws, HeldCalls, set_parallelism, wait_for
 from tests.servers import free_port
 
 SARIF_SCHEMA = json.loads((PROJECT_ROOT / "tests" / "validations" / "sarif-schema-2.1.0.json").read_text())
@@ -81,15 +81,36 @@ def make_run() -> Iterator[FirstRun]:
                 api.wait()
 
 
+Invoke = Callable[..., tuple[int, str, str]]
+
+
+@pytest.fixture
+def invoke(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Invoke:
+    """`validate ARGS` in this process (cli.main.main: the console script's entry point): (code, out, err).
+    The cheap way to run short commands; the flows themselves run the installed script (`run_cli`)."""
+    for name in ("VALIDATE_URL", "VALIDATE_API_KEY"):
+        monkeypatch.delenv(name, raising=False)
+
+    def run(*args: str) -> tuple[int, str, str]:
+        with pytest.raises(SystemExit) as ended:
+            main(list(args))
+        captured = capsys.readouterr()
+        return int(ended.value.code or 0), captured.out, captured.err
+
+    return run
+
+
 @pytest.mark.slow(12)
 @pytest.mark.xdist_group("cli_make_run")
 def test_the_example_make_run_prints_gates_on_the_verdict_and_results_export_in_every_format(
-    make_run: FirstRun, tmp_path: Path
+    make_run: FirstRun, invoke: Invoke, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     exported = re.search(r"export VALIDATE_URL=(\S+) VALIDATE_API_KEY=(\S+)", make_run.banner)
     example = next(line.strip() for line in make_run.banner.splitlines() if " submit " in line)
     assert exported and (exported[1], exported[2]) == (make_run.url, make_run.key)
     env = cli_env(make_run.url, make_run.key)
+    monkeypatch.setenv("VALIDATE_URL", make_run.url)
+    monkeypatch.setenv("VALIDATE_API_KEY", make_run.key)
 
     done = subprocess.run(shlex.split(example), cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=120)
 
@@ -110,7 +131,7 @@ def test_the_example_make_run_prints_gates_on_the_verdict_and_results_export_in_
     )
     replayed = [json.loads(line) for line in again.stdout.splitlines()]
     assert again.returncode == 1 and len(replayed) == 8 and {r["validation_id"] for r in replayed} == {vid}
-    assert run_cli("status", vid, env=env).returncode == 1
+    assert invoke("status", vid)[0] == 1  # the verdict's exit code (in this process: see `invoke`)
 
     sarif = run_cli("results", vid, "--format", "sarif", "--output", str(tmp_path / "r.sarif"), env=env)
     document = json.loads((tmp_path / "r.sarif").read_text())
@@ -136,25 +157,6 @@ def test_the_example_make_run_prints_gates_on_the_verdict_and_results_export_in_
 
         # The governor aims at the simulator's own limit in local mode (not the production default).
         assert api.get("/admin/parallelism").json()["target_tpm"] == SimulatorConfig().tpm
-
-
-Invoke = Callable[..., tuple[int, str, str]]
-
-
-@pytest.fixture
-def invoke(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Invoke:
-    """`validate ARGS` in this process (cli.main.main: the console script's entry point): (code, out, err).
-    The cheap way to run many short commands; the flows above run the installed script."""
-    for name in ("VALIDATE_URL", "VALIDATE_API_KEY"):
-        monkeypatch.delenv(name, raising=False)
-
-    def run(*args: str) -> tuple[int, str, str]:
-        with pytest.raises(SystemExit) as ended:
-            main(list(args))
-        captured = capsys.readouterr()
-        return int(ended.value.code or 0), captured.out, captured.err
-
-    return run
 
 
 @pytest.mark.xdist_group("cli_make_run")
@@ -211,7 +213,13 @@ def write_files(directory: Path, files: dict[str, str]) -> Path:
 
 @pytest.mark.slow(10)
 def test_wait_resumes_a_dropped_stream_after_its_last_event_then_cancel_and_retry(
-    served: str, hold_calls: Callable[[int], HeldCalls], aws: Aws, settings: Settings, tmp_path: Path
+    served: str,
+    hold_calls: Callable[[int], HeldCalls],
+    aws: Aws,
+    settings: Settings,
+    invoke: Invoke,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
 ) -> None:
     rules = tmp_path / "rules.json"
     rules.write_text(json.dumps(['The file must not contain "secret".']))
@@ -247,12 +255,15 @@ def test_wait_resumes_a_dropped_stream_after_its_last_event_then_cancel_and_retr
     held_again = hold_calls(0)
     env = cli_env(served)
     other = write_files(tmp_path / "other", {"d.txt": "row 4\n", "e.txt": "row 5\n", "f.txt": "row 6\n"})
-    vid = run_cli("submit", str(other), "--rules", str(rules), env=env).stdout.strip()
+    monkeypatch.setenv("VALIDATE_URL", served)
+    monkeypatch.setenv("VALIDATE_API_KEY", ADMIN_KEY)
+    code, out, _ = invoke("submit", str(other), "--rules", str(rules))  # without --wait: the id alone on stdout
+    vid = out.strip()
+    assert code == 0 and re.fullmatch(r"[0-9a-f]{32}", vid)
     wait_for(lambda: held_again.waiting == 2, timeout=60, what="the second validation's calls in flight")
 
-    cancelled = run_cli("cancel", vid, env=env)
-    assert cancelled.returncode == 0 and cancelled.stdout.split()[0] == vid
-    assert cancelled.stdout.split()[1] in ("CANCELLING", "CANCELLED")
+    code, out, _ = invoke("cancel", vid)
+    assert code == 0 and out.split()[0] == vid and out.split()[1] in ("CANCELLING", "CANCELLED")
     held_again.release()  # the calls in flight keep their results; the execution stops
     wait_for(
         lambda: (
@@ -262,7 +273,7 @@ def test_wait_resumes_a_dropped_stream_after_its_last_event_then_cancel_and_retr
         timeout=60,
         what="the cancel to settle with two parts done",
     )
-    assert run_cli("status", vid, env=env).returncode == 2
+    assert invoke("status", vid)[0] == 2
 
     retried = run_cli("retry", vid, "--wait", env=env)  # reruns only the file that never ran
     assert retried.returncode == 0, retried.stderr
