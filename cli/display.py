@@ -125,9 +125,7 @@ class LiveView:
         for index, settled in (data.get("file_parts_settled") or {}).items():
             task = self.file_tasks.get(int(index))
             if task is not None:
-                parts = self.parts[int(index)]
-                # A file of several parts is decided by its combine step once they all settled.
-                state = "combining" if int(settled) >= parts > 1 else "running" if int(settled) else "waiting"
+                state = _file_state(int(settled), self.parts[int(index)])
                 self.progress.update(task, completed=int(settled), state=state)
 
     def _finish_file(self, result: dict[str, Any]) -> None:
@@ -138,6 +136,15 @@ class LiveView:
                 self.progress.update(task, visible=False)
         if self._loud():
             self.line(file_summary(result))
+
+
+def _file_state(settled: int, parts: int) -> str:
+    if not settled:
+        return "waiting"
+    if settled < parts:
+        return "running"
+    # All parts in: a file of several is decided by its combine step; a one-part file's result is next.
+    return "combining" if parts > 1 else "settled"
 
 
 def _findings_text(findings: list[dict[str, Any]]) -> str:

@@ -83,7 +83,8 @@ def test_submit_wait_draws_a_bar_per_validation_and_per_running_file_in_a_termin
     command = f"{shlex.quote(str(VALIDATE))} submit {batch} --rules {rules} --wait; echo EXIT=$?; sleep 600"
 
     terminal.start(command, cli_env(served))
-    during = terminal.wait_for_screen(r"validation \w{8} .* 1/3 RUNNING")
+    # The first file's line (its result event) above the validation's bar at 1/3 (its progress event).
+    during = terminal.wait_for_screen(r"(?ms)^(PASS|FAIL) .*^validation \w{8} .* 1/3 RUNNING")
     held.release()
     after = terminal.wait_for_screen(r"EXIT=\d")
     (tmp_path / "during.txt").write_text(during)  # the captures, for a reader of a failed run
