@@ -123,6 +123,13 @@ def configure(
 
 
 # --- showing results ------------------------------------------------------------------------------
+def _open(path: Path, mode: str) -> IO[Any]:
+    try:
+        return path.open(mode, encoding=None if "b" in mode else "utf-8")
+    except OSError as exc:
+        raise CliError(f"Cannot write {path}: {exc.strerror or exc}.") from exc
+
+
 def _write_results(api: Api, validation: dict[str, Any], report_format: Format, output: Path | None) -> int:
     """Results in `report_format` to stdout or `output`; the validation's exit code."""
     vid = str(validation["id"])
@@ -130,7 +137,7 @@ def _write_results(api: Api, validation: dict[str, Any], report_format: Format, 
     code = verdict_code(str(validation["status"]), results)
     with ExitStack() as stack:
         if report_format in (Format.TABLE, Format.JSON):
-            text: IO[str] = stack.enter_context(output.open("w", encoding="utf-8")) if output else sys.stdout
+            text: IO[str] = stack.enter_context(_open(output, "w")) if output else sys.stdout
             if report_format is Format.TABLE:
                 console = Console(file=text) if output else Console()
                 console.print(results_table(validation, results))
@@ -139,7 +146,7 @@ def _write_results(api: Api, validation: dict[str, Any], report_format: Format, 
                 json.dump({"validation": validation, "results": results}, text, indent=2, ensure_ascii=False)
                 text.write("\n")
         else:
-            binary: IO[bytes] = stack.enter_context(output.open("wb")) if output else sys.stdout.buffer
+            binary: IO[bytes] = stack.enter_context(_open(output, "wb")) if output else sys.stdout.buffer
             api.report(vid, report_format.value, binary)
             binary.flush()
     if validation["status"] not in TERMINAL:
