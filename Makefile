@@ -6,9 +6,12 @@ STAMP  := $(VENV)/.installed-$(shell cat requirements.lock | cksum | cut -d' ' -
 
 .PHONY: run test lint typecheck bench install lambdas checkov clean
 
-$(STAMP): requirements.lock
+# .venv from requirements.lock, then the project itself (editable, no dependencies: the lock has them),
+# which installs the `validate` console script (pyproject [project.scripts]).
+$(STAMP): requirements.lock pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.lock
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e .
 	@rm -f $(VENV)/.installed-*
 	@touch $(STAMP)
 
@@ -47,4 +50,4 @@ lambdas: $(STAMP)
 	$(PY) infra/build_lambdas.py --strict --out build/lambda
 
 clean:
-	rm -rf $(VENV) build .pytest_cache
+	rm -rf $(VENV) build .pytest_cache *.egg-info

@@ -11,6 +11,7 @@ BENCHMARKS = [
     "bench.fidelity",
     "bench.reuse",
     "bench.observability",
+    "bench.first_run",
 ]
 
 

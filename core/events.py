@@ -99,4 +99,8 @@ def progress_of(record: dict[str, Any]) -> dict[str, Any]:
     }
     if record.get("parallelism") is not None:
         progress["parallelism"] = int(record["parallelism"])  # the validation's effective parallelism
+    settled = record.get("file_settled")
+    if isinstance(settled, dict) and settled:
+        # Parts settled (result or failure) per file index: a client's per-file progress.
+        progress["file_parts_settled"] = {str(k): int(v) for k, v in settled.items()}
     return progress

@@ -5,11 +5,13 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi.responses import StreamingResponse
 
 from app.auth.dependencies import CurrentAdmin, CurrentUser
 from app.deps import SettingsDep
 from app.errors import problem_responses
 from app.pagination import encode_cursor
+from app.validations import report
 from app.validations.dependencies import Service, ValidationId
 from app.validations.intake import JsonSubmission, read_submission
 from app.validations.schemas import FileResult, HistoryPage, ResultPage, ValidationOut, ValidationPage
@@ -89,6 +91,30 @@ async def get_results(
     """Per-file results, readable while the validation runs (partial results)."""
     items, next_cursor = await service.results(principal, validation_id, limit, cursor)
     return ResultPage(items=[FileResult.model_validate(i) for i in items], next_cursor=next_cursor)
+
+
+@router.get(
+    "/{validation_id}/report",
+    response_class=StreamingResponse,
+    responses={
+        200: {"content": {t: {} for t in report.MEDIA_TYPES.values()}, "description": "The report, streamed"},
+        **problem_responses(400, 404),
+    },
+)
+async def get_report(
+    validation_id: ValidationId,
+    principal: CurrentUser,
+    service: Service,
+    report_format: Annotated[report.ReportFormat, Query(alias="format", description="jsonl, csv or sarif (2.1.0)")],
+) -> StreamingResponse:
+    """Results as a download for CI or a spreadsheet: JSON Lines, CSV or SARIF 2.1.0, streamed."""
+    validation = await service.get(principal, validation_id)  # same authorization as GET /validations/{id}
+    rendered = report.report_for(report_format, validation.id, validation.status, validation.rules)
+    return StreamingResponse(
+        report.stream(rendered, service.result_pages(principal, validation_id)),
+        media_type=report.MEDIA_TYPES[report_format],
+        headers={"Content-Disposition": f'attachment; filename="{validation.id}.{report.SUFFIXES[report_format]}"'},
+    )
 
 
 @router.post(

@@ -6,7 +6,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Awaitable
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
@@ -445,6 +445,18 @@ class ValidationService:
         ]
         following = start + len(files)
         return page, encode_cursor(following) if following < len(validation.files) else None
+
+    async def result_pages(
+        self, principal: Principal, validation_id: str, page_size: int = 100
+    ) -> AsyncIterator[list[dict[str, Any]]]:
+        """Every file's result, a page at a time (the exports stream these)."""
+        cursor: str | None = None
+        while True:
+            items, cursor = await self.results(principal, validation_id, page_size, cursor)
+            if items:
+                yield items
+            if not cursor:
+                return
 
     async def history(
         self, principal: Principal, validation_id: str, limit: int, cursor: str | None

@@ -68,10 +68,12 @@ class Provisioned:
 
 
 class Provisioner:
-    def __init__(self, settings: Settings, endpoint_url: str) -> None:
+    def __init__(self, settings: Settings, endpoint_url: str, parameters: Mapping[str, str] | None = None) -> None:
         self.settings = settings
         self.endpoint_url = endpoint_url
         self.resources = load_resources()
+        # Initial SSM values other than resources.json's (local mode: target-tpm at the simulator's limit).
+        self.parameters = {**self.resources["parameters"], **(parameters or {})}
         kwargs = {
             "endpoint_url": endpoint_url,
             "region_name": settings.aws_region,
@@ -137,7 +139,7 @@ class Provisioner:
 
     def create_parameters(self) -> None:
         ssm = self._client("ssm")
-        for name, default in self.resources["parameters"].items():
+        for name, default in self.parameters.items():
             full = f"{self.settings.ssm_prefix}/{name}"
             try:
                 ssm.put_parameter(Name=full, Value=default, Type="String", Overwrite=False)

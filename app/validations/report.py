@@ -1,0 +1,237 @@
+"""Exports of a validation's results: JSON Lines, CSV and SARIF 2.1.0.
+
+Pure rendering, one file's result at a time (the shape of `GET /validations/{id}/results`
+items), so the route streams a report page by page and never holds it whole. Each format
+is a `Report`: `head()`, then `file(result)` per file in order, then `tail()`; the pieces
+joined are the document.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import AsyncIterable, AsyncIterator, Callable
+from enum import StrEnum
+from typing import Any, Protocol
+from urllib.parse import quote
+
+SARIF_SCHEMA = "https://docs.oasis-open.org/sarif/sarif/v2.1.0/errata01/os/schemas/sarif-schema-2.1.0.json"
+TOOL_NAME = "validation-service"
+CSV_COLUMNS = ("file", "file_status", "rule", "verdict", "line", "end_line", "location", "message")
+# OWASP "CSV injection": a spreadsheet runs a cell starting with one of these as a formula.
+# Messages come from a model that read untrusted files, so such cells get a leading quote.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+class ReportFormat(StrEnum):
+    JSONL = "jsonl"
+    CSV = "csv"
+    SARIF = "sarif"
+
+
+MEDIA_TYPES = {
+    ReportFormat.JSONL: "application/x-ndjson",
+    ReportFormat.CSV: "text/csv; charset=utf-8",
+    ReportFormat.SARIF: "application/sarif+json",
+}
+SUFFIXES = {ReportFormat.JSONL: "jsonl", ReportFormat.CSV: "csv", ReportFormat.SARIF: "sarif"}
+
+
+class Report(Protocol):
+    def head(self) -> str: ...
+    def file(self, result: dict[str, Any]) -> str: ...
+    def tail(self) -> str: ...
+
+
+def _pairs(result: dict[str, Any], rule_ids: list[str]) -> list[tuple[str, dict[str, Any] | None]]:
+    """(rule id, its verdict for this file or None when there is none yet), every rule in the validation's order."""
+    by_id = {v["id"]: v for v in result.get("rules") or []}
+    return [(rule, by_id.get(rule)) for rule in rule_ids]
+
+
+def verdict_word(result: dict[str, Any], verdict: dict[str, Any] | None) -> str:
+    """passed, failed, undecided (no verdict yet), or error (the file failed before this rule was decided)."""
+    if verdict is not None and verdict.get("passed") is not None:
+        return "passed" if verdict["passed"] else "failed"
+    return "error" if result.get("status") == "FAILED" else "undecided"
+
+
+def _error_text(result: dict[str, Any]) -> str:
+    error = result.get("error") or {}
+    return f"{error.get('type', 'Error')}: {error.get('message', '')}".strip() if error else ""
+
+
+class JsonLinesReport:
+    """One object per (file, rule): the verdict, its findings, and the file's status and error."""
+
+    def __init__(self, validation_id: str, rules: list[dict[str, str]]) -> None:
+        self.validation_id = validation_id
+        self.rule_ids = [r["id"] for r in rules]
+
+    def head(self) -> str:
+        return ""
+
+    def file(self, result: dict[str, Any]) -> str:
+        lines = []
+        for rule, verdict in _pairs(result, self.rule_ids):
+            record = {
+                "validation_id": self.validation_id,
+                "file": result["file"],
+                "file_status": result["status"],
+                "rule": rule,
+                "verdict": verdict_word(result, verdict),
+                "passed": verdict["passed"] if verdict is not None else None,
+                "findings": verdict["findings"] if verdict is not None else [],
+                "error": result.get("error"),
+            }
+            lines.append(json.dumps(record, ensure_ascii=False) + "\n")
+        return "".join(lines)
+
+    def tail(self) -> str:
+        return ""
+
+
+def _cell(value: Any) -> Any:
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        return "'" + value
+    return "" if value is None else value
+
+
+class CsvReport:
+    """One row per (file, rule, finding); a (file, rule) without findings (passed, undecided, error) gets one row."""
+
+    def __init__(self, rules: list[dict[str, str]]) -> None:
+        self.rule_ids = [r["id"] for r in rules]
+
+    @staticmethod
+    def _rows(rows: list[tuple[Any, ...]]) -> str:
+        buffer = io.StringIO()
+        csv.writer(buffer, lineterminator="\r\n").writerows([[_cell(v) for v in row] for row in rows])  # RFC 4180
+        return buffer.getvalue()
+
+    def head(self) -> str:
+        return self._rows([CSV_COLUMNS])
+
+    def file(self, result: dict[str, Any]) -> str:
+        rows: list[tuple[Any, ...]] = []
+        name, status = result["file"], result["status"]
+        for rule, verdict in _pairs(result, self.rule_ids):
+            word = verdict_word(result, verdict)
+            findings = verdict["findings"] if verdict is not None else []
+            for f in findings:
+                rows.append(
+                    (name, status, rule, word, f.get("line"), f.get("end_line"), f.get("location"), f["message"])
+                )
+            if not findings:
+                rows.append(
+                    (name, status, rule, word, None, None, None, _error_text(result) if word == "error" else "")
+                )
+        return self._rows(rows)
+
+    def tail(self) -> str:
+        return ""
+
+
+def _short(text: str, limit: int = 120) -> str:
+    first = text.strip().splitlines()[0] if text.strip() else text
+    return first if len(first) <= limit else first[: limit - 1] + "…"
+
+
+class SarifReport:
+    """SARIF 2.1.0: the rules under tool.driver.rules; one result per finding, at the file and its lines.
+
+    A failed rule's findings are `error`s; findings of a rule not decided yet (a multi-part file
+    still running) are `warning`s with `properties.provisional`. Files that failed to be judged are
+    tool execution notifications of the run's invocation, so a report never passes them silently.
+    """
+
+    def __init__(self, validation_id: str, status: str, rules: list[dict[str, str]]) -> None:
+        self.validation_id = validation_id
+        self.status = status
+        self.rules = rules
+        self.rule_index = {r["id"]: i for i, r in enumerate(rules)}
+        self.written = 0
+        self.notifications: list[dict[str, Any]] = []  # one per failed file: few, kept to the end
+
+    def head(self) -> str:
+        driver = {
+            "name": TOOL_NAME,
+            "rules": [
+                {"id": r["id"], "shortDescription": {"text": _short(r["text"])}, "fullDescription": {"text": r["text"]}}
+                for r in self.rules
+            ],
+        }
+        opening = json.dumps({"$schema": SARIF_SCHEMA, "version": "2.1.0"}, ensure_ascii=False)[:-1]
+        return opening + ', "runs": [{"tool": ' + json.dumps({"driver": driver}, ensure_ascii=False) + ', "results": ['
+
+    @staticmethod
+    def _location(name: str, finding: dict[str, Any] | None = None) -> dict[str, Any]:
+        physical: dict[str, Any] = {"artifactLocation": {"uri": quote(name)}}
+        line = (finding or {}).get("line")
+        if isinstance(line, int) and line >= 1:
+            end = finding.get("end_line") if finding else None
+            physical["region"] = {"startLine": line, "endLine": end if isinstance(end, int) and end >= line else line}
+        return {"physicalLocation": physical}
+
+    def file(self, result: dict[str, Any]) -> str:
+        name = result["file"]
+        pieces = []
+        for rule, verdict in _pairs(result, list(self.rule_index)):
+            if verdict is None or verdict.get("passed") is True:
+                continue
+            decided = verdict.get("passed") is False
+            for finding in verdict["findings"]:
+                item: dict[str, Any] = {
+                    "ruleId": rule,
+                    "ruleIndex": self.rule_index[rule],
+                    "level": "error" if decided else "warning",
+                    "message": {"text": finding.get("message") or f"Rule {rule} is not met."},
+                    "locations": [self._location(name, finding)],
+                }
+                if not decided:
+                    item["properties"] = {"provisional": True}
+                pieces.append(("," if self.written else "") + "\n" + json.dumps(item, ensure_ascii=False))
+                self.written += 1
+        if result.get("status") == "FAILED":
+            self.notifications.append(
+                {
+                    "level": "error",
+                    "message": {"text": f"{name} was not fully judged: {_error_text(result) or 'failed'}"},
+                    "locations": [self._location(name)],
+                }
+            )
+        return "".join(pieces)
+
+    def tail(self) -> str:
+        invocation = {
+            "executionSuccessful": self.status == "SUCCEEDED",
+            "toolExecutionNotifications": self.notifications,
+        }
+        properties = {"validation_id": self.validation_id, "status": self.status}
+        return "\n], " + json.dumps({"invocations": [invocation], "properties": properties})[1:] + "]}\n"
+
+
+def report_for(report_format: ReportFormat, validation_id: str, status: str, rules: list[dict[str, str]]) -> Report:
+    makers: dict[ReportFormat, Callable[[], Report]] = {
+        ReportFormat.JSONL: lambda: JsonLinesReport(validation_id, rules),
+        ReportFormat.CSV: lambda: CsvReport(rules),
+        ReportFormat.SARIF: lambda: SarifReport(validation_id, status, rules),
+    }
+    return makers[report_format]()
+
+
+def render(report: Report, results: list[dict[str, Any]]) -> str:
+    """The whole document at once (tests, small reports)."""
+    return report.head() + "".join(report.file(r) for r in results) + report.tail()
+
+
+async def stream(report: Report, pages: AsyncIterable[list[dict[str, Any]]]) -> AsyncIterator[str]:
+    """The document piece by piece, one page of results in memory at a time."""
+    yield report.head()
+    async for page in pages:
+        for result in page:
+            piece = report.file(result)
+            if piece:
+                yield piece
+    yield report.tail()

@@ -1,0 +1,156 @@
+"""The service's HTTP API as the CLI uses it (httpx). Every failure becomes one CliError line:
+the problem+json `detail` for an answer the API refused, the reason for a connection that failed."""
+
+from __future__ import annotations
+
+import json
+import mimetypes
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import IO, Any
+
+import httpx
+from httpx_sse import EventSource, connect_sse
+
+from cli.inputs import Upload
+from cli.outcome import CliError
+
+# The server sends a heartbeat comment every 15 s (SSE_HEARTBEAT_SECONDS): a stream silent for
+# longer than this is dead, and is resumed.
+STREAM_READ_TIMEOUT = 60.0
+
+
+def problem_message(answer: httpx.Response) -> str:
+    """`<status> <title>: <detail>` from an RFC 9457 answer (or the status line and a little body)."""
+    try:
+        body = answer.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        body = None
+    if isinstance(body, dict) and "detail" in body:
+        title = body.get("title") or answer.reason_phrase
+        return f"{answer.status_code} {title}: {body['detail']}"
+    text = answer.text.strip().replace("\n", " ")[:200]
+    return f"{answer.status_code} {answer.reason_phrase}" + (f": {text}" if text else "")
+
+
+class ApiError(CliError):
+    def __init__(self, answer: httpx.Response) -> None:
+        super().__init__(problem_message(answer))
+        self.status = answer.status_code
+
+
+class Api:
+    def __init__(self, base_url: str, api_key: str, timeout: float = 60.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.http = httpx.Client(
+            base_url=self.base_url,
+            headers={"Authorization": f"Bearer {api_key}", "User-Agent": "validate-cli"},
+            timeout=timeout,
+        )
+
+    def close(self) -> None:
+        self.http.close()
+
+    def __enter__(self) -> Api:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def unreachable(self, exc: httpx.TransportError) -> CliError:
+        reason = str(exc) or type(exc).__name__
+        return CliError(f"Cannot reach the service at {self.base_url}: {reason}.")
+
+    def call(self, method: str, path: str, **kwargs: Any) -> Any:
+        """The JSON answer of a request; an error answer or a failed connection raises CliError."""
+        try:
+            answer = self.http.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            raise self.unreachable(exc) from exc
+        if answer.status_code >= 400:
+            raise ApiError(answer)
+        return answer.json()
+
+    # --- validations ------------------------------------------------------------------------
+    def submit(self, uploads: list[Upload], rules: list[str | dict[str, str]], key: str | None) -> dict[str, Any]:
+        files = [
+            ("files", (u.name, u.content, mimetypes.guess_type(u.name)[0] or "application/octet-stream"))
+            for u in uploads
+        ]
+        headers = {"Idempotency-Key": key} if key else {}
+        created: dict[str, Any] = self.call(
+            "POST", "/validations", files=files, data={"rules": json.dumps(rules)}, headers=headers
+        )
+        return created
+
+    def validation(self, validation_id: str) -> dict[str, Any]:
+        found: dict[str, Any] = self.call("GET", f"/validations/{validation_id}")
+        return found
+
+    def results(self, validation_id: str) -> Iterator[dict[str, Any]]:
+        """Every file's result, page by page."""
+        cursor: str | None = None
+        while True:
+            params: dict[str, Any] = {"limit": 100, **({"cursor": cursor} if cursor else {})}
+            page = self.call("GET", f"/validations/{validation_id}/results", params=params)
+            yield from page["items"]
+            cursor = page.get("next_cursor")
+            if not cursor:
+                return
+
+    def report(self, validation_id: str, report_format: str, out: IO[bytes]) -> None:
+        """Stream the export (jsonl, csv, sarif) into `out` as it arrives."""
+        try:
+            with self.http.stream(
+                "GET", f"/validations/{validation_id}/report", params={"format": report_format}
+            ) as answer:
+                if answer.status_code >= 400:
+                    answer.read()
+                    raise ApiError(answer)
+                for chunk in answer.iter_bytes():
+                    out.write(chunk)
+        except httpx.TransportError as exc:
+            raise self.unreachable(exc) from exc
+
+    def cancel(self, validation_id: str) -> dict[str, Any]:
+        answered: dict[str, Any] = self.call("DELETE", f"/validations/{validation_id}")
+        return answered
+
+    def retry(self, validation_id: str) -> dict[str, Any]:
+        answered: dict[str, Any] = self.call("POST", f"/validations/{validation_id}/retry")
+        return answered
+
+    @contextmanager
+    def events(self, validation_id: str, last_event_id: str | None) -> Iterator[EventSource]:
+        """The validation's event stream, after `last_event_id` (the SSE resume header) when given.
+        A refused request raises ApiError; a failed connection raises httpx.TransportError (resumable)."""
+        headers = {"Last-Event-ID": last_event_id} if last_event_id else {}
+        timeout = httpx.Timeout(self.http.timeout.connect, read=STREAM_READ_TIMEOUT)
+        with connect_sse(
+            self.http, "GET", f"/validations/{validation_id}/events", headers=headers, timeout=timeout
+        ) as source:
+            if source.response.status_code >= 400:
+                source.response.read()
+                raise ApiError(source.response)
+            yield source
+
+    # --- admin ------------------------------------------------------------------------------
+    def create_user(self, body: dict[str, Any]) -> dict[str, Any]:
+        created: dict[str, Any] = self.call("POST", "/admin/users", json=body)
+        return created
+
+    def patch_user(self, user_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        patched: dict[str, Any] = self.call("PATCH", f"/admin/users/{user_id}", json=body)
+        return patched
+
+    def rotate_key(self, user_id: str) -> dict[str, Any]:
+        rotated: dict[str, Any] = self.call("POST", f"/admin/users/{user_id}/keys")
+        return rotated
+
+    def parallelism(self) -> dict[str, Any]:
+        shown: dict[str, Any] = self.call("GET", "/admin/parallelism")
+        return shown
+
+    def set_parallelism(self, changes: dict[str, Any]) -> dict[str, Any]:
+        shown: dict[str, Any] = self.call("PATCH", "/admin/parallelism", json=changes)
+        return shown

@@ -1,0 +1,418 @@
+"""The `validate` commands (typer). Thin: parse, call the API, show the answer, return the exit code."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from contextlib import ExitStack
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import IO, Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from cli import inputs
+from cli.api import Api
+from cli.display import LiveView, results_table, verdict_line
+from cli.follow import follow
+from cli.outcome import PASSED, TERMINAL, USAGE, CliError, verdict_code
+
+try:  # typer >= 0.2x carries its own copy of click; its exceptions are these
+    from typer._click.exceptions import ClickException
+except ImportError:  # pragma: no cover - older typer on the real click
+    from click import ClickException  # type: ignore[assignment]  # the same class, from where older typer has it
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+_VALIDATION_ID = re.compile(r"^[A-Za-z0-9-]{1,64}$")
+_USER_ID = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
+
+app = typer.Typer(
+    name="validate",
+    help="Validate files against rules with the validation service. Exit codes: 0 every rule passed in every "
+    "file, 1 some rule failed, 2 the validation failed or was cancelled, 3 usage, auth or connection errors.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+users_app = typer.Typer(help="Admin: users and their API keys.", no_args_is_help=True)
+parallelism_app = typer.Typer(help="Admin: model-call parallelism and the TPM target (live, no redeploy).")
+app.add_typer(users_app, name="users")
+app.add_typer(parallelism_app, name="parallelism", no_args_is_help=True)
+
+
+class Format(StrEnum):
+    TABLE = "table"
+    JSON = "json"
+    JSONL = "jsonl"
+    CSV = "csv"
+    SARIF = "sarif"
+
+
+class Role(StrEnum):
+    USER = "user"
+    ADMIN = "admin"
+
+
+class OnLimit(StrEnum):
+    QUEUE = "queue"
+    REJECT = "reject"
+
+
+@dataclass(frozen=True)
+class Config:
+    url: str
+    api_key: str | None
+    timeout: float
+
+    def api(self) -> Api:
+        if not self.api_key:
+            raise CliError("No API key: set VALIDATE_API_KEY or pass --api-key.")
+        if not self.url.startswith(("http://", "https://")):
+            raise CliError(f"The service URL must start with http:// or https://, not {self.url!r}.")
+        return Api(self.url, self.api_key, self.timeout)
+
+
+def _validation_id(value: str) -> str:
+    if not _VALIDATION_ID.match(value):
+        raise typer.BadParameter("a validation id is 1-64 letters, digits and dashes")
+    return value
+
+
+def _user_id(value: str) -> str:
+    if not _USER_ID.match(value):
+        raise typer.BadParameter("a user id is 1-64 letters, digits and _ . @ -")
+    return value
+
+
+ValidationIdArg = Annotated[
+    str, typer.Argument(help="The validation's id.", callback=_validation_id, show_default=False)
+]
+UserIdArg = Annotated[str, typer.Argument(help="The user's id.", callback=_user_id, show_default=False)]
+FormatOpt = Annotated[
+    Format, typer.Option("--format", "-f", help="table, json, or the service's exports jsonl, csv, sarif.")
+]
+OutputOpt = Annotated[
+    Path | None, typer.Option("--output", "-o", help="Write the results here instead of stdout.", show_default=False)
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="The API's answer as JSON.")]
+
+stderr = Console(stderr=True, soft_wrap=True)  # messages stay one line each in a CI log
+
+
+def _config(ctx: typer.Context) -> Config:
+    config: Config = ctx.obj
+    return config
+
+
+@app.callback()
+def configure(
+    ctx: typer.Context,
+    url: Annotated[str, typer.Option("--url", envvar="VALIDATE_URL", help="The service's base URL.")] = DEFAULT_URL,
+    api_key: Annotated[
+        str | None,
+        typer.Option("--api-key", envvar="VALIDATE_API_KEY", help="Your API key.", show_default=False),
+    ] = None,
+    timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait for an answer.", min=1)] = 60.0,
+) -> None:
+    """Configuration comes from VALIDATE_URL and VALIDATE_API_KEY, or these options (before the command)."""
+    ctx.obj = Config(url, api_key, timeout)
+
+
+# --- showing results ------------------------------------------------------------------------------
+def _open(path: Path, mode: str) -> IO[Any]:
+    try:
+        return path.open(mode, encoding=None if "b" in mode else "utf-8")
+    except OSError as exc:
+        raise CliError(f"Cannot write {path}: {exc.strerror or exc}.") from exc
+
+
+def _write_results(api: Api, validation: dict[str, Any], report_format: Format, output: Path | None) -> int:
+    """Results in `report_format` to stdout or `output`; the validation's exit code."""
+    vid = str(validation["id"])
+    results = list(api.results(vid))
+    code = verdict_code(str(validation["status"]), results)
+    with ExitStack() as stack:
+        if report_format in (Format.TABLE, Format.JSON):
+            text: IO[str] = stack.enter_context(_open(output, "w")) if output else sys.stdout
+            if report_format is Format.TABLE:
+                console = Console(file=text) if output else Console()
+                console.print(results_table(validation, results))
+                console.print(verdict_line(validation, results), highlight=False)
+            else:
+                json.dump({"validation": validation, "results": results}, text, indent=2, ensure_ascii=False)
+                text.write("\n")
+        else:
+            binary: IO[bytes] = stack.enter_context(_open(output, "wb")) if output else sys.stdout.buffer
+            api.report(vid, report_format.value, binary)
+            binary.flush()
+    if validation["status"] not in TERMINAL:
+        stderr.print(
+            f"Validation {vid} is {validation['status']}: these results are partial. "
+            f"`validate watch {vid}` waits for the verdict.",
+            highlight=False,
+        )
+    return code
+
+
+def _follow_and_report(
+    api: Api, validation: dict[str, Any], report_format: Format, output: Path | None, quiet_before_run: int = 1
+) -> int:
+    vid = str(validation["id"])
+    with LiveView(stderr, validation, quiet_before_run) as view:
+        follow(api, vid, view.handle, lambda message: view.line(f"[yellow]{escape(message)}[/]"))
+    return _write_results(api, api.validation(vid), report_format, output)
+
+
+# --- validations ----------------------------------------------------------------------------------
+@app.command()
+def submit(
+    ctx: typer.Context,
+    paths: Annotated[list[str], typer.Argument(help="Files, directories or globs.", show_default=False)],
+    rules: Annotated[
+        str, typer.Option("--rules", "-r", help="Rules file, YAML or JSON.", show_default=False, metavar="FILE")
+    ],
+    wait: Annotated[
+        bool, typer.Option("--wait", "-w", help="Show live progress until it ends; exit by verdict.")
+    ] = False,
+    report_format: FormatOpt = Format.TABLE,
+    output: OutputOpt = None,
+    idempotency_key: Annotated[
+        str | None,
+        typer.Option(
+            "--idempotency-key",
+            help="Default: a hash of the files and rules, so the same submission is one validation for 24 h.",
+            show_default=False,
+        ),
+    ] = None,
+) -> int:
+    """Submit files and rules. Prints the validation's id; with --wait, follows it and prints only the results."""
+    uploads = inputs.read_uploads(inputs.expand(paths))
+    rule_list = inputs.load_rules(rules)
+    with _config(ctx).api() as api:
+        created = api.submit(uploads, rule_list, idempotency_key or inputs.idempotency_key(uploads, rule_list))
+        vid = str(created["id"])
+        if not wait:  # the id alone on stdout, for `ID=$(validate submit ...)`
+            print(vid, flush=True)
+            stderr.print(f"Submitted: {created['status']}. Follow it with `validate watch {vid}`.", highlight=False)
+            return PASSED
+        # With --wait stdout carries the results only (a SARIF or CSV redirected to a file stays valid).
+        return _follow_and_report(api, created, report_format, output)
+
+
+@app.command()
+def watch(ctx: typer.Context, validation_id: ValidationIdArg, report_format: FormatOpt = Format.TABLE,
+          output: OutputOpt = None) -> int:  # fmt: skip
+    """Live progress of a validation until it ends, then its results; exit by verdict."""
+    with _config(ctx).api() as api:
+        return _follow_and_report(api, api.validation(validation_id), report_format, output)
+
+
+@app.command()
+def status(ctx: typer.Context, validation_id: ValidationIdArg, as_json: JsonOpt = False) -> int:
+    """Status, progress and token usage; once ended, the exit code says the verdict."""
+    with _config(ctx).api() as api:
+        validation = api.validation(validation_id)
+        if as_json:
+            print(json.dumps(validation, indent=2, ensure_ascii=False))
+        else:
+            Console().print(_status_table(validation))
+        if validation["status"] != "SUCCEEDED":
+            return verdict_code(str(validation["status"]), [])
+        return verdict_code("SUCCEEDED", api.results(validation_id))
+
+
+def _status_table(v: dict[str, Any]) -> Table:
+    table = Table.grid(padding=(0, 2))
+    table.add_column(style="bold")
+    table.add_column()
+    progress, usage = v["progress"], v["usage"]
+    rows = [
+        ("id", v["id"]),
+        ("status", f"{v['status']}" + (f" (run {v['run']})" if v.get("run", 1) > 1 else "")),
+        ("parts", f"{progress['succeeded']} succeeded, {progress['failed']} failed, {progress['pending']} pending "
+                  f"of {progress['total']}"),
+        ("files", ", ".join(f["name"] for f in v["files"][:10]) + (" …" if len(v["files"]) > 10 else "")),
+        ("rules", ", ".join(r["id"] for r in v["rules"])),
+        ("tokens", f"{usage['prompt_tokens'] + usage['completion_tokens']} used of ~{v['estimated_tokens']} estimated"),
+        ("created", v["created_at"]),
+    ]  # fmt: skip
+    if v.get("finished_at"):
+        rows.append(("finished", v["finished_at"]))
+    if v.get("queue"):
+        rows.append(("queue", f"position {v['queue']['position']}, start ~{v['queue'].get('estimated_start')}"))
+    if v.get("error"):
+        rows.append(("error", f"{v['error']['type']}: {v['error']['detail']}"))
+    for name, value in rows:
+        table.add_row(name, escape(str(value)))
+    return table
+
+
+@app.command()
+def results(ctx: typer.Context, validation_id: ValidationIdArg, report_format: FormatOpt = Format.TABLE,
+            output: OutputOpt = None) -> int:  # fmt: skip
+    """Per-file, per-rule verdicts with findings: a table, JSON, or the service's JSON Lines, CSV and SARIF."""
+    with _config(ctx).api() as api:
+        return _write_results(api, api.validation(validation_id), report_format, output)
+
+
+@app.command()
+def cancel(ctx: typer.Context, validation_id: ValidationIdArg) -> int:
+    """Cancel a queued or running validation (results already stored are kept)."""
+    with _config(ctx).api() as api:
+        validation = api.cancel(validation_id)
+    print(f"{validation['id']} {validation['status']}")
+    return PASSED
+
+
+@app.command()
+def retry(ctx: typer.Context, validation_id: ValidationIdArg,
+          wait: Annotated[bool, typer.Option("--wait", "-w", help="Follow the new run; exit by verdict.")] = False,
+          report_format: FormatOpt = Format.TABLE, output: OutputOpt = None) -> int:  # fmt: skip
+    """Rerun only the parts and files without a result, as a new run of the same validation."""
+    with _config(ctx).api() as api:
+        validation = api.retry(validation_id)
+        started = f"{validation['id']} {validation['status']} (run {validation['run']})"
+        if not wait:
+            print(started, flush=True)
+            return PASSED
+        stderr.print(started, highlight=False)
+        return _follow_and_report(api, validation, report_format, output, quiet_before_run=int(validation["run"]))
+
+
+# --- admin: users -----------------------------------------------------------------------------------
+def _show_user(user: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(user, indent=2))
+        return
+    quota = user["quota"]
+    print(
+        f"{user['user_id']}: role {user['role']}, {'disabled' if user['disabled'] else 'enabled'}, "
+        f"quota {quota['capacity_tokens']} tokens (refill {quota['refill_tokens_per_minute']}/min, "
+        f"{quota['max_running']} running), on limit {user['on_limit']}"
+    )
+    if "api_key" in user:
+        print(f"API key (shown once): {user['api_key']}")
+
+
+@users_app.command("create")
+def users_create(
+    ctx: typer.Context,
+    user_id: UserIdArg,
+    role: Annotated[Role, typer.Option(help="What the user may do.")] = Role.USER,
+    capacity_tokens: Annotated[int | None, typer.Option(help="Token bucket size.", show_default=False)] = None,
+    refill_tokens_per_minute: Annotated[int | None, typer.Option(help="Bucket refill.", show_default=False)] = None,
+    max_running: Annotated[int | None, typer.Option(help="Validations at once.", show_default=False)] = None,
+    on_limit: Annotated[
+        OnLimit | None,
+        typer.Option(help="Over the quota: queue the validation or refuse it (429).", show_default=False),
+    ] = None,
+    as_json: JsonOpt = False,
+) -> int:
+    """Create a user; prints its API key (shown once)."""
+    body: dict[str, Any] = {"user_id": user_id, "role": role.value}
+    quota = {
+        "capacity_tokens": capacity_tokens,
+        "refill_tokens_per_minute": refill_tokens_per_minute,
+        "max_running": max_running,
+    }
+    given = {k: v for k, v in quota.items() if v is not None}
+    if given and len(given) != len(quota):
+        raise CliError("--capacity-tokens, --refill-tokens-per-minute and --max-running go together.")
+    if given:
+        body["quota"] = given
+    if on_limit is not None:
+        body["on_limit"] = on_limit.value
+    with _config(ctx).api() as api:
+        _show_user(api.create_user(body), as_json)
+    return PASSED
+
+
+@users_app.command("disable")
+def users_disable(ctx: typer.Context, user_id: UserIdArg, as_json: JsonOpt = False) -> int:
+    """Disable a user: their key stops working."""
+    with _config(ctx).api() as api:
+        _show_user(api.patch_user(user_id, {"disabled": True}), as_json)
+    return PASSED
+
+
+@users_app.command("enable")
+def users_enable(ctx: typer.Context, user_id: UserIdArg, as_json: JsonOpt = False) -> int:
+    """Enable a disabled user again."""
+    with _config(ctx).api() as api:
+        _show_user(api.patch_user(user_id, {"disabled": False}), as_json)
+    return PASSED
+
+
+@users_app.command("rotate")
+def users_rotate(ctx: typer.Context, user_id: UserIdArg, as_json: JsonOpt = False) -> int:
+    """Issue a new API key for a user; the old one stops working."""
+    with _config(ctx).api() as api:
+        _show_user(api.rotate_key(user_id), as_json)
+    return PASSED
+
+
+# --- admin: parallelism -----------------------------------------------------------------------------
+def _show_parallelism(view: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(view, indent=2))
+        return
+    effective, usage = view["effective"], view["usage"]
+    print(
+        f"max-parallelism {view['max_parallelism']}, target-tpm {view['target_tpm']}, "
+        f"throttle-threshold {view['throttle_threshold']}\n"
+        f"budget {effective['tokens_per_window']} tokens per {effective['window_seconds']:g} s "
+        f"(factor {effective['factor']:g}); used {usage['tokens_last_window']} in the last window, "
+        f"{usage['calls_in_flight']} calls in flight"
+    )
+
+
+@parallelism_app.command("show")
+def parallelism_show(ctx: typer.Context, as_json: JsonOpt = False) -> int:
+    """The SSM values and what the TPM governor is doing with them."""
+    with _config(ctx).api() as api:
+        _show_parallelism(api.parallelism(), as_json)
+    return PASSED
+
+
+@parallelism_app.command("set")
+def parallelism_set(
+    ctx: typer.Context,
+    max_parallelism: Annotated[int | None, typer.Option(help="Model calls per validation, 1-40.")] = None,
+    target_tpm: Annotated[int | None, typer.Option(help="Tokens per minute for the whole deployment.")] = None,
+    throttle_threshold: Annotated[float | None, typer.Option(help="Share of target-tpm to use, 0.05-1.")] = None,
+    as_json: JsonOpt = False,
+) -> int:
+    """Change them live: running validations follow within seconds."""
+    changes = {
+        k: v
+        for k, v in {
+            "max_parallelism": max_parallelism,
+            "target_tpm": target_tpm,
+            "throttle_threshold": throttle_threshold,
+        }.items()
+        if v is not None
+    }
+    if not changes:
+        raise CliError("Nothing to set: give --max-parallelism, --target-tpm or --throttle-threshold.")
+    with _config(ctx).api() as api:
+        _show_parallelism(api.set_parallelism(changes), as_json)
+    return PASSED
+
+
+# --- the entry point --------------------------------------------------------------------------------
+def main(argv: list[str] | None = None) -> None:
+    """`validate`: run a command and exit with its code; usage errors exit 3 (click's own is 2)."""
+    command = typer.main.get_command(app)
+    try:
+        code = command.main(args=argv, prog_name="validate", standalone_mode=False)
+    except ClickException as exc:
+        exc.show()
+        code = USAGE
+    except CliError as exc:
+        stderr.print(f"validate: {exc.message}", markup=False, highlight=False, soft_wrap=True)
+        code = exc.code
+    sys.exit(code if isinstance(code, int) else PASSED)

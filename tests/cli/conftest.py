@@ -1,0 +1,50 @@
+"""The installed `validate` console script, run as a subprocess, and the API served over HTTP for it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from app.main import create_app
+from app.settings import Settings
+from local.serving import ThreadedServer
+from tests.conftest import ADMIN_KEY
+
+# `make install` puts it beside the venv's python (pyproject's [project.scripts]).
+VALIDATE = Path(sys.executable).with_name("validate")
+
+
+def cli_env(url: str, key: str = ADMIN_KEY) -> dict[str, str]:
+    """The environment of a `validate` run: the test's own, the service's URL and key, a wide terminal."""
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith("VALIDATE_")}
+    return {**inherited, "VALIDATE_URL": url, "VALIDATE_API_KEY": key, "COLUMNS": "160"}
+
+
+def run_cli(*args: str, env: dict[str, str], cwd: Path | None = None, timeout: float = 120) -> Any:
+    """`validate ARGS` to its end: the CompletedProcess (text stdout and stderr)."""
+    assert VALIDATE.exists(), f"{VALIDATE} is missing: `make install` installs the project's console script"
+    return subprocess.run(
+        [str(VALIDATE), *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+@pytest.fixture
+def served(settings: Settings) -> Iterator[str]:
+    """The API over real HTTP (the CLI is another process); its URL until the test ends.
+
+    Streams poll every 0.2 s and ask clients to reconnect after 0.1 s, so a resumed stream
+    costs the test no two-second pause; a DELETE answers at once (CANCELLING while calls are held).
+    """
+    overrides = {"sse_poll_seconds": 0.2, "sse_retry_millis": 100, "cancel_settle_seconds": 0}
+    app = create_app(settings.model_copy(update=overrides))
+    server = ThreadedServer(app, lifespan="on").start()
+    try:
+        yield server.url
+    finally:
+        server.stop()
