@@ -93,6 +93,16 @@ data "aws_iam_policy_document" "function" {
     }
   }
 
+  # Finalize and the reconciler start webhook notifications (resources.json `notify`).
+  dynamic "statement" {
+    for_each = try(each.value.uses.notify, "none") == "none" ? [] : [each.value.uses.notify]
+    content {
+      sid       = "StartNotifications"
+      actions   = ["states:StartExecution"]
+      resources = [local.notify_machine_arn]
+    }
+  }
+
   dynamic "statement" {
     for_each = var.kms_key_arn == null ? [] : [var.kms_key_arn]
     content {

@@ -3,7 +3,9 @@
 SUCCEEDED when every part has a result and every multi-part file a verdict; FAILED
 naming how many parts (or files) have none (their
 results stay readable and `POST /validations/{id}/retry` reruns them), or naming the
-execution's error when the catch-all routed here.
+execution's error when the catch-all routed here. Then the owner's webhook is notified
+(lambdas/common/webhooks.notify_ended), also when an earlier attempt of this state wrote the
+status and died before starting the notification.
 """
 
 from typing import Any
@@ -12,10 +14,12 @@ from core.records import ValidationStatus
 from lambdas.common.config import load_config
 from lambdas.common.errors import failure_reason
 from lambdas.common.store import store_for
+from lambdas.common.webhooks import notify_ended
 
 
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    store = store_for(load_config())
+    config = load_config()
+    store = store_for(config)
     validation_id, run = event["validation_id"], int(event["run"])
     if event.get("error"):
         reason = failure_reason(event["error"])
@@ -45,4 +49,6 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     written = store.finish(validation_id, run, status, error, from_queued=bool(event.get("error")))
     if written:
         store.emit_status(validation_id)
+    # Whatever wrote this run's terminal status; a failure here is retried with the state.
+    notify_ended(config, store, validation_id, run)
     return {"status": status.value, "written": written, "settled": settled}

@@ -8,6 +8,7 @@ from typing import Any
 from lambdas.common.config import load_config
 from lambdas.common.governor import governor_for
 from lambdas.common.store import client_for, store_for
+from lambdas.common.webhooks import notify_ended
 from lambdas.reconcile.reconciler import reconcile
 
 
@@ -21,5 +22,6 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         time.time(),
         config.reconcile_grace_seconds,
         (lambda: governor.sweep(force=True)) if governor is not None else None,
+        lambda validation_id, run: notify_ended(config, store, validation_id, run),
     )
     return report.as_dict()
