@@ -17,7 +17,7 @@ from tests.webhooks.receiver import receiver
 from tests.webhooks.verify import verify
 
 SECRET = webhooks.new_secret()
-NOTIFICATION = {
+NOTIFICATION: dict[str, Any] = {
     "owner": "alice",
     "validation_id": "v1",
     "run": 1,
@@ -59,7 +59,12 @@ def test_a_2xx_delivers_a_signed_event_to_the_checked_address_under_its_own_host
         # A name no DNS knows: the request can reach the receiver only through the address checked.
         tables = Tables(f"http://hooks.invalid:{port}/hooks/validation")
         resolved: list[str] = []
-        answer = attempt(tables, config(), resolver=lambda host, p: resolved.append(host) or ["127.0.0.1"])
+
+        def resolve(host: str, port: int) -> list[str]:
+            resolved.append(host)
+            return ["127.0.0.1"]
+
+        answer = attempt(tables, config(), resolver=resolve)
 
     assert answer == {"delivered": True, "status_code": 200, "attempt": 1}
     assert resolved == ["hooks.invalid"]
