@@ -30,11 +30,16 @@ log = logging.getLogger(__name__)
 Resolve = Callable[[str, int], Awaitable[list[str]]]
 
 
+RESOLVE_TIMEOUT_SECONDS = 5.0
+
+
 async def resolve(host: str, port: int) -> list[str]:
-    """Every address `host` resolves to; [] when it does not resolve."""
+    """Every address `host` resolves to; [] when it does not resolve (within a few seconds)."""
     try:
-        infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except socket.gaierror:
+        infos = await asyncio.wait_for(
+            asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM), RESOLVE_TIMEOUT_SECONDS
+        )
+    except (socket.gaierror, TimeoutError, UnicodeError):
         return []
     return list(dict.fromkeys(str(info[4][0]) for info in infos))
 

@@ -6,11 +6,13 @@ from __future__ import annotations
 import base64
 import json
 import time
+from typing import Any
 
 import pytest
 
-from app.settings import Settings
+from app.settings import PROJECT_ROOT, Settings
 from core import webhooks
+from local.aws.provision import load_resources
 from tests.conftest import settings_of
 from tests.webhooks.verify import verify
 
@@ -176,3 +178,26 @@ def test_private_targets_and_plain_http_are_allowed_by_default_in_local_mode_onl
     assert not aws.webhooks_private_allowed and not aws.webhooks_http_allowed
     assert aws.notify_machine_arn == "arn:aws:states:r:1:stateMachine:validation-notify"
     assert Settings.model_fields["webhook_allow_private"].default is None
+
+
+def test_the_readme_recipe_verifies_a_signed_delivery() -> None:
+    """The verification snippet in README.md ("Webhooks") works as printed."""
+    readme = (PROJECT_ROOT / "README.md").read_text()
+    section = readme.split("### Webhooks", 1)[1]
+    recipe = section.split("```python\n", 1)[1].split("```", 1)[0]
+    namespace: dict[str, Any] = {}
+    exec(recipe, namespace)  # noqa: S102 - our own README's code
+    secret, body = webhooks.new_secret(), webhooks.body_of({"type": "validation.failed", "data": {}})
+    headers = webhooks.headers(secret, "msg_x_r1_failed", int(time.time()), body)
+
+    assert namespace["verify"](secret, headers, body) is True
+    assert namespace["verify"](secret, headers, body[:-1]) is False
+
+
+def test_only_the_notify_lambda_may_read_webhook_secrets() -> None:
+    functions = load_resources()["functions"]
+    readers = {name for name, f in functions.items() if "webhook_secrets" in f["uses"]["tables"]}
+    assert readers == {"notify"}
+    assert functions["notify"]["uses"]["tables"]["webhook_secrets"] == "r"
+    starters = {name for name, f in functions.items() if f["uses"].get("notify", "none") != "none"}
+    assert starters == {"finalize", "reconcile"}  # the writers of terminal statuses on the Lambda side
