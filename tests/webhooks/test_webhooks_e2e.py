@@ -38,6 +38,12 @@ def notify_executions(aws: Aws, settings: Settings, count: int) -> list[dict[str
     return found
 
 
+def _arn(aws: Aws, settings: Settings, validation: dict[str, Any]) -> str:
+    """The execution of a validation's first run (named after the validation)."""
+    machine = aws.machine_arn(settings.state_machine_name)
+    return f"{machine.replace(':stateMachine:', ':execution:', 1)}:{validation['id']}"
+
+
 def events_by_type(hook: Receiver, secret: str) -> dict[str, list[dict[str, Any]]]:
     """What the receiver got, each request verified as a receiver would (tests/webhooks/verify.py)."""
     found: dict[str, list[dict[str, Any]]] = {}
@@ -48,13 +54,16 @@ def events_by_type(hook: Receiver, secret: str) -> dict[str, list[dict[str, Any]
     return found
 
 
-@pytest.mark.slow(10)
-def test_a_succeeded_and_a_cancelled_validation_each_deliver_exactly_one_signed_event(
+@pytest.mark.slow(14)
+def test_every_writer_of_an_end_delivers_exactly_one_signed_event(
     make_api: MakeApi, aws: Aws, settings: Settings, hold_calls: Any
 ) -> None:
-    api = make_api(cancel_settle_seconds=0, **QUICK_RETRIES)  # the stop settles once the held call answers
+    """Finalize (succeeded), the API's cancel (its execution stopped: no Finalize runs) and the
+    reconciler (an execution stopped from outside) each start one notification."""
+    # The stop settles once the held call answers; the reconciler runs when the test says (no timer).
+    api = make_api(cancel_settle_seconds=0, reconcile_interval_seconds=0, **QUICK_RETRIES)
     user, headers = make_user(api)
-    held: HeldCalls = hold_calls(1)  # the first validation's call answers; the second's waits
+    held: HeldCalls = hold_calls(1)  # the first validation's call answers; the others wait
     with receiver() as hook:
         registered = api.put("/me/webhook", json={"url": hook.url}, headers=headers)
         assert registered.status_code == 201, registered.text
@@ -67,14 +76,24 @@ def test_a_succeeded_and_a_cancelled_validation_each_deliver_exactly_one_signed_
         stopped = submit(api, {"later.csv": "id,note\n1,fine\n"}, [NO_SECRET], headers=headers)
         wait_for(lambda: held.waiting == 1, what="the second validation's call in flight")
         assert api.delete(f"/validations/{stopped['id']}", headers=headers).status_code == 202
+        lost = submit(api, {"lost.csv": "id,note\n1,fine\n"}, [NO_SECRET], headers=headers)
+        wait_for(lambda: held.waiting == 2, what="the third validation's call in flight")
+        sfn = aws.client("stepfunctions")
+        sfn.stop_execution(executionArn=_arn(aws, settings, lost), error="Operator", cause="stopped outside the API")
         held.release()
         cancelled = wait_for_status(api, stopped["id"], ("CANCELLED",))
+        wait_for(
+            lambda: sfn.describe_execution(executionArn=_arn(aws, settings, lost))["status"] != "RUNNING",
+            what="the stopped execution to end",
+        )
+        report = api.post("/admin/reconcile").json()  # its record still says RUNNING: the reconciler ends it
 
-        executions = notify_executions(aws, settings, 2)
+        executions = notify_executions(aws, settings, 3)
         events = events_by_type(hook, secret)
 
-    assert sorted(e["status"] for e in executions) == ["SUCCEEDED", "SUCCEEDED"]
-    assert hook.count() == 2
+    assert report["notified"] == [lost["id"]] and report["ended"][0]["to"] == "FAILED"
+    assert sorted(e["status"] for e in executions) == ["SUCCEEDED"] * 3
+    assert hook.count() == 3
     (succeeded,) = events["validation.succeeded"]
     (stopped_event,) = events["validation.cancelled"]
     assert succeeded["data"]["id"] == done["id"] and succeeded["data"]["status"] == "SUCCEEDED"
@@ -83,9 +102,12 @@ def test_a_succeeded_and_a_cancelled_validation_each_deliver_exactly_one_signed_
     assert succeeded["webhook-id"] == f"msg_{done['id']}_r1_succeeded"
     assert stopped_event["data"]["id"] == stopped["id"] and stopped_event["data"]["status"] == "CANCELLED"
     assert stopped_event["timestamp"] == cancelled["finished_at"]
+    (failed,) = events["validation.failed"]
+    assert failed["data"]["id"] == lost["id"] and failed["data"]["error"]["type"] == "execution_lost"
     deliveries = api.get("/me/webhook/deliveries", headers=headers).json()["items"]
-    assert [(d["event_type"], d["attempt"], d["status_code"]) for d in deliveries] == [
+    assert sorted((d["event_type"], d["attempt"], d["status_code"]) for d in deliveries) == [
         ("validation.cancelled", 1, 200),
+        ("validation.failed", 1, 200),
         ("validation.succeeded", 1, 200),
     ]
 
