@@ -110,6 +110,7 @@ def test_terraform_apply_runs_a_validation_then_plans_clean_and_destroys(
             _check_api_environment_matches_settings(environment, tfvars)
             # The notify machine's ARN is spelled out for the functions that start it: it must be the real one.
             assert environment["NOTIFY_STATE_MACHINE_ARN"] == outputs["notify_state_machine_arn"]
+            _check_who_starts_notifications(client, outputs)
             _check_lambda_environment_covers_local_provisioning(client, outputs, environment)
             _check_least_privilege(client, outputs)
 
@@ -159,6 +160,22 @@ def _check_api_environment_matches_settings(environment: dict[str, str], tfvars:
     assert {f"{t.upper()}_TABLE" for t in load_resources()["tables"]} <= set(environment)
 
 
+def _check_who_starts_notifications(client: Any, outputs: dict[str, Any]) -> None:
+    """Only the Lambdas that write terminal statuses (resources.json `notify`) may start webhook
+    notifications, and only of the notify state machine."""
+    iam, functions = client("iam"), load_resources()["functions"]
+    for name, role_arn in outputs["function_role_arns"].items():
+        policy = iam.get_role_policy(RoleName=role_arn.rsplit("/", 1)[1], PolicyName="least-privilege")
+        document = policy["PolicyDocument"]
+        statements = (json.loads(document) if isinstance(document, str) else document)["Statement"]
+        starting = [s for s in statements if "states:StartExecution" in s["Action"]]
+        if functions[name]["uses"].get("notify", "none") == "none":
+            assert starting == [], name
+        else:
+            (statement,) = starting
+            assert statement["Resource"] in (outputs["notify_state_machine_arn"], [outputs["notify_state_machine_arn"]])
+
+
 def _check_lambda_environment_covers_local_provisioning(
     client: Any, outputs: dict[str, Any], environment: dict[str, str]
 ) -> None:
@@ -197,9 +214,6 @@ def _check_least_privilege(client: Any, outputs: dict[str, Any]) -> None:
         assert tables == {outputs["table_names"][t] for t in functions[name]["uses"]["tables"]}, name
         assert any(a.startswith("s3:") for a in actions) == (functions[name]["uses"]["bucket"] != "none"), name
         assert any(a.startswith("ssm:") for a in actions) == (functions[name]["uses"]["ssm"] != "none"), name
-        # Who may start webhook notifications: the writers of terminal statuses (resources.json `notify`).
-        starts = "states:StartExecution" in actions
-        assert starts == (functions[name]["uses"].get("notify", "none") != "none"), name
         read_only = {t for t, mode in functions[name]["uses"]["tables"].items() if mode == "r"}
         for statement in document["Statement"]:
             named = (
