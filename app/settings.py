@@ -43,10 +43,7 @@ class Settings(BaseSettings):
     audit_table: str | None = None
     events_table: str | None = None
     governor_table: str | None = None
-    reuse_table: str | None = None
-    webhooks_table: str | None = None
-    webhook_secrets_table: str | None = None
-    webhook_deliveries_table: str | None = None
+    reuse_table: str | None = None  # the validators' reuse cache (local provisioning names it for them)
     uploads_bucket: str | None = None
     state_machine_arn: str | None = None
     notify_state_machine_arn: str | None = None  # webhook notifications; default: `<prefix>-notify` beside it
@@ -132,6 +129,9 @@ class Settings(BaseSettings):
     # Webhooks (app/webhooks, lambdas/notify, statemachine/notify.asl.json). Targets on loopback,
     # private, link-local, multicast or reserved addresses, and plain http://, are refused unless
     # allowed; unset, both are allowed in local mode and refused in aws mode.
+    webhooks_table: str | None = None
+    webhook_secrets_table: str | None = None
+    webhook_deliveries_table: str | None = None
     webhook_allow_private: bool | None = None
     webhook_allow_http: bool | None = None
     webhook_timeout_seconds: float = Field(default=10.0, gt=0, description="One delivery attempt's HTTP timeout.")

@@ -27,8 +27,8 @@ log = logging.getLogger(__name__)
 
 TERRAFORM_DIR = PROJECT_ROOT / "infra" / "terraform"
 RESOURCES_FILE = TERRAFORM_DIR / "resources.json"
-ASL_FILE = TERRAFORM_DIR / "statemachine" / "validation.asl.json"
 NOTIFY_ASL_FILE = TERRAFORM_DIR / "statemachine" / "notify.asl.json"  # webhook notifications
+ASL_FILE = TERRAFORM_DIR / "statemachine" / "validation.asl.json"
 _PLACEHOLDER = re.compile(r"\$\{(\w+)\}")
 _ASSUME_ROLE = json.dumps(
     {
@@ -168,6 +168,14 @@ class Provisioner:
             "BUCKETS_TABLE": s.table("buckets"),
             "GOVERNOR_TABLE": s.table("governor"),
             "REUSE_TABLE": s.table("reuse"),
+            # Webhooks: Finalize and the reconciler start notifications, the notify Lambda delivers them.
+            "WEBHOOKS_TABLE": s.table("webhooks"),
+            "WEBHOOK_SECRETS_TABLE": s.table("webhook_secrets"),
+            "WEBHOOK_DELIVERIES_TABLE": s.table("webhook_deliveries"),
+            "NOTIFY_STATE_MACHINE_ARN": self.notify_state_machine_arn(),
+            "WEBHOOK_ALLOW_PRIVATE": "true" if s.webhooks_private_allowed else "",
+            "WEBHOOK_ALLOW_HTTP": "true" if s.webhooks_http_allowed else "",
+            "WEBHOOK_TIMEOUT_SECONDS": str(s.webhook_timeout_seconds),
             "GOVERNOR_WINDOW_SECONDS": str(s.governor_window_seconds),
             "LEASE_SECONDS": str(s.lease_seconds),
             "CONFIG_CACHE_SECONDS": str(s.config_cache_seconds),
@@ -185,14 +193,6 @@ class Provisioner:
             "COMPLETION_MAX_TOKENS": str(s.completion_max_tokens),
             "COMPLETION_MAX_TOKENS_CAP": str(s.completion_max_tokens_cap),
             "CHUNK_MAX_TOKENS": str(s.chunk_max_tokens),
-            # Webhooks: Finalize and the reconciler start notifications, the notify Lambda delivers them.
-            "WEBHOOKS_TABLE": s.table("webhooks"),
-            "WEBHOOK_SECRETS_TABLE": s.table("webhook_secrets"),
-            "WEBHOOK_DELIVERIES_TABLE": s.table("webhook_deliveries"),
-            "NOTIFY_STATE_MACHINE_ARN": self.notify_state_machine_arn(),
-            "WEBHOOK_ALLOW_PRIVATE": "true" if s.webhooks_private_allowed else "",
-            "WEBHOOK_ALLOW_HTTP": "true" if s.webhooks_http_allowed else "",
-            "WEBHOOK_TIMEOUT_SECONDS": str(s.webhook_timeout_seconds),
         }
 
     def notify_state_machine_arn(self) -> str:
