@@ -63,6 +63,9 @@ def resolve(host: str, port: int) -> list[str]:
 
 
 def http_client(config: LambdaConfig) -> httpx.Client:
+    """`webhook_timeout_seconds` bounds each phase (connect, send, first byte of the answer); the
+    function's timeout (resources.json: 60 s) stays above the three together, so a slow receiver's
+    attempt is still recorded."""
     return httpx.Client(
         timeout=config.webhook_timeout_seconds,
         follow_redirects=False,  # a 3xx is a failed attempt (Standard Webhooks): the owner fixes the URL
