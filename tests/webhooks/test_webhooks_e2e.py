@@ -123,6 +123,14 @@ def test_a_receiver_failing_twice_gets_three_attempts_of_one_event_then_private_
         done = submit(api, {"leaky.md": "# notes\nthe secret\n"}, [NO_SECRET], headers=headers)
         assert wait_for_status(api, done["id"])["status"] == "SUCCEEDED"
         (execution,) = notify_executions(aws, settings, 1)
+        # Finalize run again (as its Retry would after dying past the status write): it finds the run
+        # ended and starts the notification again under the same name, which Step Functions refuses.
+        again = aws.client("lambda").invoke(
+            FunctionName=f"{settings.name_prefix}-finalize",
+            Payload=json.dumps({"validation_id": done["id"], "run": 1}).encode(),
+        )
+        assert json.loads(again["Payload"].read())["written"] is False and "FunctionError" not in again
+        assert notify_executions(aws, settings, 1) == [execution]
         events = events_by_type(hook, secret)
 
     assert execution["status"] == "SUCCEEDED"
