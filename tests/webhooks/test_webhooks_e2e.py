@@ -54,7 +54,7 @@ def events_by_type(hook: Receiver, secret: str) -> dict[str, list[dict[str, Any]
     return found
 
 
-@pytest.mark.slow(14)
+@pytest.mark.slow(10)
 def test_every_writer_of_an_end_delivers_exactly_one_signed_event(
     make_api: MakeApi, aws: Aws, settings: Settings, hold_calls: Any
 ) -> None:
@@ -112,7 +112,7 @@ def test_every_writer_of_an_end_delivers_exactly_one_signed_event(
     ]
 
 
-@pytest.mark.slow(8)
+@pytest.mark.slow(7)
 def test_a_receiver_failing_twice_gets_three_attempts_of_one_event_then_private_targets_are_refused(
     make_api: MakeApi, aws: Aws, settings: Settings
 ) -> None:
