@@ -17,6 +17,7 @@ from app.events.store import EventStore
 from app.health.router import router as health_router
 from app.settings import Mode, Settings
 from app.validations.router import router as validations_router
+from app.webhooks.router import router as webhooks_router
 
 log = logging.getLogger(__name__)
 
@@ -67,4 +68,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(validations_router)
     app.include_router(admin_router)
     app.include_router(events_router)
+    app.include_router(webhooks_router)
     return app

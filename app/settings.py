@@ -46,6 +46,7 @@ class Settings(BaseSettings):
     reuse_table: str | None = None  # the validators' reuse cache (local provisioning names it for them)
     uploads_bucket: str | None = None
     state_machine_arn: str | None = None
+    notify_state_machine_arn: str | None = None  # webhook notifications; default: `<prefix>-notify` beside it
     ssm_prefix: str = "/app"
 
     admin_api_key: SecretStr | None = None
@@ -125,6 +126,21 @@ class Settings(BaseSettings):
         default=10, ge=1, le=40, description="Raising max-parallelism live reaches up to this on running validations."
     )
 
+    # Webhooks (app/webhooks, lambdas/notify, statemachine/notify.asl.json). Targets on loopback,
+    # private, link-local, multicast or reserved addresses, and plain http://, are refused unless
+    # allowed; unset, both are allowed in local mode and refused in aws mode.
+    webhooks_table: str | None = None
+    webhook_secrets_table: str | None = None
+    webhook_deliveries_table: str | None = None
+    webhook_allow_private: bool | None = None
+    webhook_allow_http: bool | None = None
+    webhook_timeout_seconds: float = Field(default=10.0, gt=0, description="One delivery attempt's HTTP timeout.")
+    # The notify state machine's Retry (templated into its ASL): 60 s doubling up to 3 h, 15 retries:
+    # 16 attempts over about 25 h. Tests use 1 s.
+    webhook_retry_interval_seconds: int = Field(default=60, ge=1)
+    webhook_retry_max_attempts: int = Field(default=15, ge=0)
+    webhook_retry_max_delay_seconds: int = Field(default=10_800, ge=1)
+
     # Health checks must not hang a load balancer's probe.
     readiness_timeout_seconds: float = 3.0
 
@@ -177,6 +193,25 @@ class Settings(BaseSettings):
     @property
     def state_machine_name(self) -> str:
         return f"{self.name_prefix}-validation"
+
+    @property
+    def notify_state_machine_name(self) -> str:
+        return f"{self.name_prefix}-notify"
+
+    @property
+    def notify_machine_arn(self) -> str | None:
+        """The notify state machine: as configured, else named `<prefix>-notify` beside the validation one."""
+        if self.notify_state_machine_arn or not self.state_machine_arn:
+            return self.notify_state_machine_arn
+        return f"{self.state_machine_arn.rsplit(':', 1)[0]}:{self.notify_state_machine_name}"
+
+    @property
+    def webhooks_private_allowed(self) -> bool:
+        return self.mode is Mode.LOCAL if self.webhook_allow_private is None else self.webhook_allow_private
+
+    @property
+    def webhooks_http_allowed(self) -> bool:
+        return self.mode is Mode.LOCAL if self.webhook_allow_http is None else self.webhook_allow_http
 
     @property
     def embedded(self) -> bool:

@@ -60,7 +60,11 @@ async def local_runtime(settings: Settings) -> AsyncIterator[Settings]:
         if settings.reconcile_interval_seconds > 0:
             timer = asyncio.create_task(_reconcile_every(settings, endpoint))
         yield settings.model_copy(
-            update={"aws_endpoint_url": endpoint, "state_machine_arn": provisioned.state_machine_arn}
+            update={
+                "aws_endpoint_url": endpoint,
+                "state_machine_arn": provisioned.state_machine_arn,
+                "notify_state_machine_arn": provisioned.notify_state_machine_arn,
+            }
         )
     finally:
         if timer is not None:

@@ -29,6 +29,17 @@ class Executions:
             raise UpstreamError(f"Step Functions refused to start execution {name}: {error_code(exc)}") from exc
         return str(answer["executionArn"])
 
+    async def start_once(self, name: str, payload: dict[str, Any]) -> bool:
+        """StartExecution under a name that stands for one event: False when it was started before
+        (ExecutionAlreadyExists, or the same running execution answered again)."""
+        try:
+            await self._sfn.start_execution(stateMachineArn=self._machine, name=name, input=json.dumps(payload))
+        except ClientError as exc:
+            if error_code(exc) == "ExecutionAlreadyExists":
+                return False
+            raise UpstreamError(f"Step Functions refused to start execution {name}: {error_code(exc)}") from exc
+        return True
+
     async def stop(self, execution_arn: str, cause: str) -> None:
         try:
             await self._sfn.stop_execution(executionArn=execution_arn, error="Cancelled", cause=cause)

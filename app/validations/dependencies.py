@@ -14,9 +14,12 @@ from app.quotas.service import QuotaService
 from app.users.dependencies import Users
 from app.validations.service import ValidationService
 from app.validations.store import ValidationStore
+from app.webhooks.dependencies import NotificationsDep
 
 
-def get_service(settings: SettingsDep, clients: ClientsDep, users: Users) -> ValidationService:
+def get_service(
+    settings: SettingsDep, clients: ClientsDep, users: Users, notifications: NotificationsDep
+) -> ValidationService:
     return ValidationService(
         ValidationStore(clients, settings),
         Executions(clients.sfn, settings.state_machine_arn or ""),
@@ -24,6 +27,7 @@ def get_service(settings: SettingsDep, clients: ClientsDep, users: Users) -> Val
         users,
         EventLog(EventStore(clients, settings)),
         settings,
+        notifications,
     )
 
 

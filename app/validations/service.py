@@ -33,7 +33,8 @@ from app.users.service import UserService
 from app.validations.intake import Submission
 from app.validations.records import QueuePosition, Validation
 from app.validations.store import ValidationStore
-from core import prompt
+from app.webhooks.service import Notifications
+from core import prompt, webhooks
 from core.clock import expiry, now_iso
 from core.lines import split_lines
 from core.parts import split_file
@@ -164,6 +165,7 @@ class ValidationService:
         users: UserService,
         events: EventLog,
         settings: Settings,
+        notifications: Notifications | None = None,
     ) -> None:
         self.store = store
         self.users = users
@@ -171,6 +173,7 @@ class ValidationService:
         self.executions = executions
         self.quotas = quotas
         self.settings = settings
+        self.notifications = notifications  # the owner's webhook, for the ends this service writes
 
     # --- create -------------------------------------------------------------------------
     async def create(
@@ -557,8 +560,9 @@ class ValidationService:
                 {"status": ValidationStatus.CANCELLED.value, "finished_at": now_iso()},
                 expect={"status": ValidationStatus.CANCELLING.value, "run": current.run},
                 remove=("queue_key",),
-            ):  # the one request that settled the cancel tells the viewers
+            ):  # the one request that settled the cancel tells the viewers, and the owner's webhook
                 await self.events.append_status(validation.id)
+                await self._notify_ended(validation.id, current.run)
             current = await self.store.get(validation.id) or current
         return current
 
@@ -674,8 +678,24 @@ class ValidationService:
                 remove=("queue_key",),
             ):
                 await self.events.append_status(validation_id)
+                await self._notify_ended(validation_id, run)
         except Exception:  # noqa: BLE001 - the reconciler ends it (no execution) and settles once
             log.exception("could not end run %s of %s; left for the reconciler", run, validation_id)
+
+    async def _notify_ended(self, validation_id: str, run: int) -> None:
+        """Start the webhook notification of run `run`, which this service just ended (its
+        execution was stopped or never started: no Finalize will). A failure loses that
+        notification: logged (ARCHITECTURE.md, crash windows)."""
+        if self.notifications is None:
+            return
+        notifications = self.notifications
+
+        async def start() -> None:
+            stored = await self.store.get(validation_id)
+            if stored is not None:
+                await notifications.validation_ended({f: getattr(stored, f) for f in webhooks.RECORD_FIELDS}, run)
+
+        await _quietly(start(), f"the webhook notification of {validation_id}")
 
     async def _owner(self, validation: Validation) -> Principal:
         """The owner as a principal (an admin acting on someone's validation spends their quota)."""

@@ -140,7 +140,7 @@ data "aws_iam_policy_document" "api_task" {
   statement {
     sid       = "StateMachine"
     actions   = ["states:StartExecution", "states:DescribeStateMachine"]
-    resources = [aws_sfn_state_machine.validation.arn]
+    resources = [aws_sfn_state_machine.validation.arn, aws_sfn_state_machine.notify.arn] # notify: cancelled validations
   }
   statement {
     sid       = "Executions"

@@ -96,6 +96,16 @@ data "aws_iam_policy_document" "function" {
     }
   }
 
+  # Finalize and the reconciler start webhook notifications (resources.json `notify`).
+  dynamic "statement" {
+    for_each = lookup(each.value.uses, "notify", "none") == "none" ? [] : [each.value.uses.notify]
+    content {
+      sid       = "StartNotifications"
+      actions   = ["states:StartExecution"]
+      resources = [local.notify_machine_arn]
+    }
+  }
+
   # The reconciler reads and stops executions of this state machine (resources.json `executions`).
   dynamic "statement" {
     for_each = lookup(each.value.uses, "executions", "none") == "none" ? [] : [each.value.uses.executions]

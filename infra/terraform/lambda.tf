@@ -26,6 +26,10 @@ locals {
       MAP_CONCURRENCY_CEILING   = tostring(var.map_concurrency_ceiling)
       RECONCILE_GRACE_SECONDS   = tostring(var.reconcile_grace_seconds)
       RETENTION_DAYS            = tostring(var.upload_expiration_days) # records expire with their uploads
+      NOTIFY_STATE_MACHINE_ARN  = local.notify_machine_arn
+      WEBHOOK_ALLOW_PRIVATE     = var.webhook_allow_private ? "true" : "" # unset: refused (aws mode)
+      WEBHOOK_ALLOW_HTTP        = var.webhook_allow_http ? "true" : ""
+      WEBHOOK_TIMEOUT_SECONDS   = tostring(var.webhook_timeout_seconds)
     },
   )
 

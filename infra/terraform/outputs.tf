@@ -8,6 +8,11 @@ output "state_machine_arn" {
   value       = aws_sfn_state_machine.validation.arn
 }
 
+output "notify_state_machine_arn" {
+  description = "The webhook notification state machine (NOTIFY_STATE_MACHINE_ARN)."
+  value       = aws_sfn_state_machine.notify.arn
+}
+
 output "uploads_bucket" {
   description = "The uploads bucket (UPLOADS_BUCKET)."
   value       = aws_s3_bucket.uploads.id

@@ -308,3 +308,41 @@ variable "admin_api_key" {
   default     = ""
   sensitive   = true
 }
+
+# ---- webhooks (statemachine/notify.asl.json, lambdas/notify) ----
+
+variable "webhook_allow_private" {
+  description = "Let webhooks target loopback, private, link-local, multicast and reserved addresses (WEBHOOK_ALLOW_PRIVATE). Off: SSRF protection."
+  type        = bool
+  default     = false
+}
+
+variable "webhook_allow_http" {
+  description = "Let webhooks target plain http:// URLs (WEBHOOK_ALLOW_HTTP). Off: https only."
+  type        = bool
+  default     = false
+}
+
+variable "webhook_timeout_seconds" {
+  description = "HTTP timeout of one delivery attempt (WEBHOOK_TIMEOUT_SECONDS)."
+  type        = number
+  default     = 10
+}
+
+variable "webhook_retry_interval_seconds" {
+  description = "First wait of the notify Task's Retry; it doubles up to webhook_retry_max_delay_seconds."
+  type        = number
+  default     = 60
+}
+
+variable "webhook_retry_max_attempts" {
+  description = "Retries after the first delivery attempt (15 with the defaults: 16 attempts over about 25 hours)."
+  type        = number
+  default     = 15
+}
+
+variable "webhook_retry_max_delay_seconds" {
+  description = "Ceiling of the notify Task's backoff."
+  type        = number
+  default     = 10800
+}

@@ -45,6 +45,15 @@ class LambdaConfig(BaseModel, frozen=True):
     reconcile_grace_seconds: float = 120.0
     # Leave this much of the invocation's time unused: a batch stops early and is retried.
     reserve_millis: int = 15_000
+    # Webhooks (core/webhooks.py): who may start a notification (Finalize, the reconciler) and
+    # what the notify Lambda may call. Empty names: no webhooks in this deployment.
+    webhooks_table: str = ""
+    webhook_secrets_table: str = ""  # read by the notify Lambda only (resources.json `uses`)
+    webhook_deliveries_table: str = ""
+    notify_state_machine_arn: str = ""
+    webhook_allow_private: bool = False  # loopback, private, link-local, ... targets (local mode: on)
+    webhook_allow_http: bool = False  # plain http:// targets (local mode: on); else https only
+    webhook_timeout_seconds: float = 10.0
 
 
 @lru_cache(maxsize=32)

@@ -3,7 +3,9 @@
 SUCCEEDED when every part has a result and every multi-part file a verdict; FAILED
 naming how many parts (or files) have none (their
 results stay readable and `POST /validations/{id}/retry` reruns them), or naming the
-execution's error when the catch-all routed here.
+execution's error when the catch-all routed here. Then the owner's webhook is notified
+(lambdas/common/webhooks.notify_ended), also when an earlier attempt of this state wrote the
+status and died before starting the notification.
 """
 
 from typing import Any
@@ -13,11 +15,13 @@ from lambdas.common.config import load_config
 from lambdas.common.errors import failure_reason
 from lambdas.common.observability import count, observed
 from lambdas.common.store import store_for
+from lambdas.common.webhooks import notify_ended
 
 
 @observed
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    store = store_for(load_config())
+    config = load_config()
+    store = store_for(config)
     validation_id, run = event["validation_id"], int(event["run"])
     if event.get("error"):
         reason = failure_reason(event["error"])
@@ -48,4 +52,6 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     if written:
         count("ValidationsSucceeded" if status is ValidationStatus.SUCCEEDED else "ValidationsFailed")
         store.emit_status(validation_id)
+    # Whatever wrote this run's terminal status; a failure here is retried with the state.
+    notify_ended(config, store, validation_id, run)
     return {"status": status.value, "written": written, "settled": settled}

@@ -9,6 +9,7 @@ from lambdas.common.config import load_config
 from lambdas.common.governor import governor_for
 from lambdas.common.observability import count, observed
 from lambdas.common.store import client_for, store_for
+from lambdas.common.webhooks import notify_ended
 from lambdas.reconcile.reconciler import reconcile
 
 
@@ -23,6 +24,7 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         time.time(),
         config.reconcile_grace_seconds,
         (lambda: governor.sweep(force=True)) if governor is not None else None,
+        lambda validation_id, run: notify_ended(config, store, validation_id, run),
     )
     fixes = len(report.ended) + len(report.stopped)
     if fixes:

@@ -43,6 +43,7 @@ class Report:
     refunded: list[str] = field(default_factory=list)  # validation ids whose run this pass settled
     stopped: list[str] = field(default_factory=list)  # CANCELLING with a live execution: stopped again
     leases_reclaimed: int = 0
+    notified: list[str] = field(default_factory=list)  # webhook notifications started for the ended ones
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -51,6 +52,7 @@ class Report:
             "refunded": self.refunded,
             "stopped": self.stopped,
             "leases_reclaimed": self.leases_reclaimed,
+            "notified": self.notified,
         }
 
 
@@ -82,19 +84,27 @@ def reconcile(
     now: float,
     grace_seconds: float,
     sweep_leases: Callable[[], int] | None = None,
+    notify: Callable[[str, int], str | None] | None = None,
 ) -> Report:
+    """`notify(validation_id, run)` starts the webhook notification of a run this pass ended."""
     report = Report()
     for status in OPEN:
         for record in store.open_validations(status.value):
             report.checked += 1
-            _reconcile_one(store, sfn, record, now, grace_seconds, report)
+            _reconcile_one(store, sfn, record, now, grace_seconds, report, notify)
     if sweep_leases is not None:
         report.leases_reclaimed = sweep_leases()
     return report
 
 
 def _reconcile_one(
-    store: Store, sfn: Any, record: dict[str, Any], now: float, grace_seconds: float, report: Report
+    store: Store,
+    sfn: Any,
+    record: dict[str, Any],
+    now: float,
+    grace_seconds: float,
+    report: Report,
+    notify: Callable[[str, int], str | None] | None = None,
 ) -> None:
     validation_id, status, run = record["id"], record["status"], int(record["run"])
     execution = execution_status(sfn, record.get("execution_arn"))
@@ -118,3 +128,10 @@ def _reconcile_one(
         store.emit_status(validation_id)
         report.ended.append({"id": validation_id, "from": status, "to": target.value, "reason": reason})
         log.info("reconciler: %s %s → %s (%s)", validation_id, status, target.value, reason)
+        if notify is not None:
+            try:
+                if notify(validation_id, run):
+                    report.notified.append(validation_id)
+            except Exception:  # noqa: BLE001 - the next validations still get their pass; this one's
+                # notification is lost (ARCHITECTURE.md, crash windows)
+                log.exception("reconciler: the webhook notification of %s could not start", validation_id)

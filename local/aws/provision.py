@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 
 TERRAFORM_DIR = PROJECT_ROOT / "infra" / "terraform"
 RESOURCES_FILE = TERRAFORM_DIR / "resources.json"
+NOTIFY_ASL_FILE = TERRAFORM_DIR / "statemachine" / "notify.asl.json"  # webhook notifications
 ASL_FILE = TERRAFORM_DIR / "statemachine" / "validation.asl.json"
 # Where the model key lives under SSM_PREFIX, as in infra/terraform/secrets.tf.
 OPENAI_KEY_PARAMETER = "secrets/openai-api-key"
@@ -65,6 +66,7 @@ def render_template(text: str, variables: Mapping[str, Any]) -> str:
 class Provisioned:
     state_machine_arn: str
     function_arns: dict[str, str]
+    notify_state_machine_arn: str = ""
 
 
 class Provisioner:
@@ -81,6 +83,7 @@ class Provisioner:
             "aws_secret_access_key": "local",
         }
         self._client = lambda service: boto3.client(service, **kwargs)
+        self._account_id: str | None = None
 
     def run(self) -> Provisioned:
         self.create_tables()
@@ -90,7 +93,10 @@ class Provisioner:
         role_arn = self.create_role()
         functions = self.create_functions(role_arn)
         machine = self.create_state_machine(role_arn, functions)
-        return Provisioned(state_machine_arn=machine, function_arns=functions)
+        notify = self._ensure_state_machine(
+            self.settings.notify_state_machine_name, self.notify_definition(functions), role_arn
+        )
+        return Provisioned(state_machine_arn=machine, function_arns=functions, notify_state_machine_arn=notify)
 
     def create_tables(self) -> None:
         dynamodb = self._client("dynamodb")
@@ -186,6 +192,14 @@ class Provisioner:
             "BUCKETS_TABLE": s.table("buckets"),
             "GOVERNOR_TABLE": s.table("governor"),
             "REUSE_TABLE": s.table("reuse"),
+            # Webhooks: Finalize and the reconciler start notifications, the notify Lambda delivers them.
+            "WEBHOOKS_TABLE": s.table("webhooks"),
+            "WEBHOOK_SECRETS_TABLE": s.table("webhook_secrets"),
+            "WEBHOOK_DELIVERIES_TABLE": s.table("webhook_deliveries"),
+            "NOTIFY_STATE_MACHINE_ARN": self.notify_state_machine_arn(),
+            "WEBHOOK_ALLOW_PRIVATE": "true" if s.webhooks_private_allowed else "",
+            "WEBHOOK_ALLOW_HTTP": "true" if s.webhooks_http_allowed else "",
+            "WEBHOOK_TIMEOUT_SECONDS": str(s.webhook_timeout_seconds),
             "GOVERNOR_WINDOW_SECONDS": str(s.governor_window_seconds),
             "LEASE_SECONDS": str(s.lease_seconds),
             "CONFIG_CACHE_SECONDS": str(s.config_cache_seconds),
@@ -206,6 +220,15 @@ class Provisioner:
             # Powertools: the `service` of log lines and the metrics' dimension (the deployment).
             "POWERTOOLS_SERVICE_NAME": s.name_prefix,
         }
+
+    def notify_state_machine_arn(self) -> str:
+        """Known before the machine exists (the functions that start it are created first)."""
+        if self.settings.notify_machine_arn:
+            return self.settings.notify_machine_arn
+        if self._account_id is None:
+            self._account_id = str(self._client("sts").get_caller_identity()["Account"])
+        region, name = self.settings.aws_region, self.settings.notify_state_machine_name
+        return f"arn:aws:states:{region}:{self._account_id}:stateMachine:{name}"
 
     def create_functions(self, role_arn: str) -> dict[str, str]:
         lam = self._client("lambda")
@@ -235,30 +258,40 @@ class Provisioner:
                 arns[logical] = created["FunctionArn"]
         return arns
 
-    def definition(self, function_arns: Mapping[str, str]) -> str:
+    def _variables(self, function_arns: Mapping[str, str]) -> dict[str, Any]:
+        """The template variables of both ASL files (Terraform passes the same: stepfunctions.tf)."""
         s = self.settings
-        variables = {
+        return {
             "ssm_prefix": s.ssm_prefix,
             "retry_interval_seconds": s.sfn_retry_interval_seconds,
             "retry_max_attempts": s.sfn_retry_max_attempts,
             "retry_max_delay_seconds": s.sfn_retry_max_delay_seconds,
+            "webhook_retry_interval_seconds": s.webhook_retry_interval_seconds,
+            "webhook_retry_max_attempts": s.webhook_retry_max_attempts,
+            "webhook_retry_max_delay_seconds": s.webhook_retry_max_delay_seconds,
             **{f"{logical}_arn": arn for logical, arn in function_arns.items()},
         }
-        return render_template(ASL_FILE.read_text(), variables)
+
+    def definition(self, function_arns: Mapping[str, str]) -> str:
+        return render_template(ASL_FILE.read_text(), self._variables(function_arns))
+
+    def notify_definition(self, function_arns: Mapping[str, str]) -> str:
+        return render_template(NOTIFY_ASL_FILE.read_text(), self._variables(function_arns))
 
     def create_state_machine(self, role_arn: str, function_arns: Mapping[str, str]) -> str:
+        return self._ensure_state_machine(self.settings.state_machine_name, self.definition(function_arns), role_arn)
+
+    def _ensure_state_machine(self, name: str, definition: str, role_arn: str) -> str:
         sfn = self._client("stepfunctions")
-        definition = self.definition(function_arns)
         machines = [m for page in sfn.get_paginator("list_state_machines").paginate() for m in page["stateMachines"]]
         for machine in machines:
-            if machine["name"] == self.settings.state_machine_name:
-                arn = machine["stateMachineArn"]
+            if machine["name"] == name:
+                arn: str = machine["stateMachineArn"]
                 if sfn.describe_state_machine(stateMachineArn=arn)["definition"] != definition:
                     sfn.update_state_machine(stateMachineArn=arn, definition=definition)
                 return arn
-        return sfn.create_state_machine(name=self.settings.state_machine_name, definition=definition, roleArn=role_arn)[
-            "stateMachineArn"
-        ]
+        created: str = sfn.create_state_machine(name=name, definition=definition, roleArn=role_arn)["stateMachineArn"]
+        return created
 
 
 def _projection(index: dict[str, Any]) -> dict[str, Any]:

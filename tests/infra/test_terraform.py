@@ -3,7 +3,8 @@
 Offline `terraform init` from a local provider directory, `fmt -check`, `validate`, then
 `apply` against the embedded AWS running as its own process; the API in aws mode,
 configured only from `terraform output` (plus its admin key, a secret Terraform does not
-hold), runs a whole validation through the resources Terraform made; an admin changes
+hold), runs a whole validation through the resources Terraform made, and its webhook
+notification through the notify state machine to a receiver on loopback; an admin changes
 max-parallelism at run time; `plan -detailed-exitcode` must then report no changes;
 switching on the optional API on ECS Fargate plans only additions; `destroy` removes
 everything.
@@ -21,6 +22,7 @@ import json
 import re
 import time
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +40,8 @@ from tests.conftest import settings_of, wait_for
 from tests.infra import grants
 from tests.infra.terraform import Terraform, find_plugin_dir, missing_tools
 from tests.servers import embedded_aws_process, free_port, process
+from tests.webhooks.receiver import receiver
+from tests.webhooks.verify import verify
 
 pytestmark = pytest.mark.skipif(missing_tools() is not None, reason=str(missing_tools()))
 
@@ -51,6 +55,12 @@ OVERRIDES = {
     "retry_max_attempts": 4,
     "retry_max_delay_seconds": 2,
     "queue_min_wait_seconds": 1,
+    # The webhook receiver of the proof listens on loopback, over plain http.
+    "webhook_allow_private": True,
+    "webhook_allow_http": True,
+    "webhook_retry_interval_seconds": 1,
+    "webhook_retry_max_attempts": 2,
+    "webhook_retry_max_delay_seconds": 1,
 }
 
 
@@ -114,6 +124,9 @@ def test_terraform_apply_runs_a_validation_then_plans_clean_and_destroys(
             log(f"apply done: {tables} tables, {functions} functions, {outputs['state_machine_arn']}")
 
             _check_api_environment_matches_settings(environment, tfvars)
+            # The notify machine's ARN is spelled out for the functions that start it: it must be the real one.
+            assert environment["NOTIFY_STATE_MACHINE_ARN"] == outputs["notify_state_machine_arn"]
+            _check_who_starts_notifications(client, outputs)
             _check_lambda_environment_covers_local_provisioning(client, outputs, environment)
             _check_least_privilege(client, outputs)
             key_parameter = _check_the_model_key_is_a_securestring_only_model_callers_read(client, outputs, environment)
@@ -158,6 +171,7 @@ def _check_api_environment_matches_settings(environment: dict[str, str], tfvars:
     resource_names = {n for n in fields if n.endswith("_table")} | {
         "uploads_bucket",
         "state_machine_arn",
+        "notify_state_machine_arn",
         "mode",
         "aws_endpoint_url",
     }
@@ -168,6 +182,22 @@ def _check_api_environment_matches_settings(environment: dict[str, str], tfvars:
     assert parsed.mode.value == "aws"
     # Every table of resources.json is named for the API.
     assert {f"{t.upper()}_TABLE" for t in load_resources()["tables"]} <= set(environment)
+
+
+def _check_who_starts_notifications(client: Any, outputs: dict[str, Any]) -> None:
+    """Only the Lambdas that write terminal statuses (resources.json `notify`) may start webhook
+    notifications, and only of the notify state machine."""
+    iam, functions = client("iam"), load_resources()["functions"]
+    for name, role_arn in outputs["function_role_arns"].items():
+        policy = iam.get_role_policy(RoleName=role_arn.rsplit("/", 1)[1], PolicyName="least-privilege")
+        document = policy["PolicyDocument"]
+        statements = (json.loads(document) if isinstance(document, str) else document)["Statement"]
+        starting = [s for s in statements if "states:StartExecution" in s["Action"]]
+        if functions[name]["uses"].get("notify", "none") == "none":
+            assert starting == [], name
+        else:
+            (statement,) = starting
+            assert statement["Resource"] in (outputs["notify_state_machine_arn"], [outputs["notify_state_machine_arn"]])
 
 
 def _check_lambda_environment_covers_local_provisioning(
@@ -304,8 +334,12 @@ def _run_a_validation_through_the_api(environment: dict[str, str], log: Any) -> 
     with (
         process(["-m", "app"], f"{base}/readyz", env=env),
         httpx.Client(base_url=base, headers=headers, timeout=30) as api,
+        ExitStack() as stack,
     ):
         log("API (MODE=aws, configured from terraform output) is ready")
+        hook = stack.enter_context(receiver())
+        registered = api.put("/me/webhook", json={"url": hook.url})
+        assert registered.status_code == 201, registered.text
         answer = api.post(
             "/validations",
             json={
@@ -333,6 +367,24 @@ def _run_a_validation_through_the_api(environment: dict[str, str], log: Any) -> 
         assert results["clean.csv"]["rules"][0]["passed"] is True
         leaky = results["leaky.md"]["rules"][0]
         assert leaky["passed"] is False and len(leaky["findings"]) == 1
+        # Finalize started the notification; the notify state machine Terraform made delivered it.
+        sfn = _clients(environment["AWS_ENDPOINT_URL"])("stepfunctions")
+        notify_machine = environment["NOTIFY_STATE_MACHINE_ARN"]
+        (notified,) = wait_for(
+            lambda: (
+                (runs := sfn.list_executions(stateMachineArn=notify_machine)["executions"])
+                and all(r["status"] != "RUNNING" for r in runs)
+                and runs
+            ),
+            timeout=60,
+            interval=0.3,
+            what="the webhook notification to end",
+        )
+        assert notified["status"] == "SUCCEEDED", notified
+        (request,) = hook.requests
+        assert verify(registered.json()["secret"], request.headers, request.body)
+        assert json.loads(request.body)["data"]["id"] == validation_id
+        log(f"webhook delivered: {request.headers['webhook-id']}")
         # The reconciler Terraform made (function, its IAM, the API's way to it): one pass, nothing to fix.
         report = api.post("/admin/reconcile")
         assert report.status_code == 200, report.text

@@ -1,0 +1,103 @@
+"""Webhooks as the Lambdas use them: start a validation's notification once its run ended
+(Finalize, MarkFailed, the reconciler), and the tables the notify Lambda reads and writes.
+
+A notification is one execution of the `<prefix>-notify` state machine, named after the
+event's message id (core/webhooks.message_id: one per validation, run and terminal status),
+so starting it twice starts it once: Step Functions answers the second start with
+ExecutionAlreadyExists (or, while the first runs with the same input, with the first).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import boto3
+from botocore.exceptions import ClientError
+
+from core import webhooks
+from core.clock import expiry
+from lambdas.common.config import LambdaConfig
+from lambdas.common.store import Store, _client_kwargs, client_for
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    url: str
+    secret: str
+
+
+@dataclass
+class WebhookTables:
+    """The owner's webhook (`webhooks`), its secret (`webhook_secrets`, which only the notify
+    Lambda may read) and the log of delivery attempts (`webhook_deliveries`)."""
+
+    config: LambdaConfig
+    dynamodb: Any
+
+    def registered(self, owner: str) -> bool:
+        """Whether `owner` has a webhook (reads the URL table only, never the secret)."""
+        if not self.config.webhooks_table:
+            return False
+        item = (
+            self.dynamodb.Table(self.config.webhooks_table)
+            .get_item(
+                Key={"owner": owner},
+                ConsistentRead=True,
+                ProjectionExpression="#o",
+                ExpressionAttributeNames={"#o": "owner"},
+            )
+            .get("Item")
+        )
+        return item is not None
+
+    def endpoint(self, owner: str) -> Endpoint | None:
+        """The URL and secret to deliver with now (a PUT since the event replaced both)."""
+        hook = self.dynamodb.Table(self.config.webhooks_table).get_item(Key={"owner": owner}, ConsistentRead=True)
+        secret = self.dynamodb.Table(self.config.webhook_secrets_table).get_item(
+            Key={"owner": owner}, ConsistentRead=True
+        )
+        if "Item" not in hook or "Item" not in secret:
+            return None
+        return Endpoint(url=str(hook["Item"]["url"]), secret=str(secret["Item"]["secret"]))
+
+    def record(self, owner: str, attempt: dict[str, Any]) -> None:
+        """One delivery attempt, listed newest first by `GET /me/webhook/deliveries`."""
+        sort_key = f"{attempt['attempted_at']}#{attempt['event_id']}#{int(attempt['attempt']):04d}"
+        item = {k: v for k, v in attempt.items() if v is not None}
+        self.dynamodb.Table(self.config.webhook_deliveries_table).put_item(
+            Item={**item, "owner": owner, "sk": sort_key, "expires_at": expiry(self.config.retention_days)}
+        )
+
+
+@lru_cache(maxsize=32)
+def webhook_tables_for(config: LambdaConfig) -> WebhookTables:
+    return WebhookTables(config, boto3.resource("dynamodb", **_client_kwargs(config)))
+
+
+def notify_ended(config: LambdaConfig, store: Store, validation_id: str, run: int) -> str | None:
+    """Start the notification of run `run` if it has a terminal status and the owner a webhook;
+    the message id, or None. Safe to repeat: whoever sees the run ended may call it (a Finalize
+    retried after writing the status starts it then, at the latest)."""
+    if not config.notify_state_machine_arn or not config.webhooks_table:
+        return None  # a deployment (or a test's hand-made function) without webhooks
+    record = store.validation(validation_id, *webhooks.RECORD_FIELDS)
+    payload = webhooks.notification(record, run)
+    if payload is None or not webhook_tables_for(config).registered(str(record["owner"])):
+        return None
+    name = str(payload["message_id"])
+    try:
+        client_for(config, "stepfunctions").start_execution(
+            stateMachineArn=config.notify_state_machine_arn, name=name, input=json.dumps(payload)
+        )
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") != "ExecutionAlreadyExists":
+            raise
+        return name  # started before: at least once, not twice
+    log.info("notification %s started", name)
+    return name
