@@ -101,3 +101,16 @@ def transient_aws_errors_retried() -> Iterator[None]:
         raise
     except BotoCoreError as exc:  # connection and read timeouts to AWS
         raise StoreUnavailable(f"{type(exc).__name__}: {exc}"[:500]) from exc
+
+
+class DeliveryFailed(Exception):
+    """A webhook delivery got no 2xx answer (an HTTP status, a timeout, a connection error).
+    The notify state's Retry tries again with backoff."""
+
+
+class TargetRefused(Exception):
+    """The webhook's URL may not be called (scheme, or an address that is not public). Not retried."""
+
+
+class WebhookGone(Exception):
+    """The webhook's receiver answered 410 Gone: it wants no more deliveries. Not retried."""

@@ -41,12 +41,15 @@ from lambdas.common.errors import (
     AnswerTooLong,
     BatchIncomplete,
     CapacityUnavailable,
+    DeliveryFailed,
     InvalidAnswer,
     ModelRejected,
     RateLimited,
     StoreUnavailable,
+    TargetRefused,
     UpstreamError,
     UpstreamTimeout,
+    WebhookGone,
 )
 
 DEFAULT_SERVICE = "validation"  # POWERTOOLS_SERVICE_NAME: the deployment's name prefix
@@ -56,9 +59,16 @@ DEFAULT_NAMESPACE = "ValidationService"  # POWERTOOLS_METRICS_NAMESPACE
 # first group being the governor's and the batch's own signals (INFO), the second failures
 # of something outside (WARNING). Neither has a traceback worth reading.
 SIGNALS: tuple[type[Exception], ...] = (CapacityUnavailable, RateLimited, BatchIncomplete)
-RETRIED_FAILURES: tuple[type[Exception], ...] = (UpstreamTimeout, UpstreamError, StoreUnavailable, InvalidAnswer)
-# Not retried: the part (or file) ends FAILED with the reason, by design.
-PART_FAILURES: tuple[type[Exception], ...] = (ModelRejected, AnswerTooLong)
+RETRIED_FAILURES: tuple[type[Exception], ...] = (
+    UpstreamTimeout,
+    UpstreamError,
+    StoreUnavailable,
+    InvalidAnswer,
+    DeliveryFailed,  # a webhook receiver's non-2xx: the notify machine retries over ~24 h
+)
+# Not retried: the part (or file) ends FAILED with the reason, as does a webhook delivery
+# to a refused target or one that answered 410 Gone.
+PART_FAILURES: tuple[type[Exception], ...] = (ModelRejected, AnswerTooLong, TargetRefused, WebhookGone)
 
 
 class Kind(StrEnum):

@@ -26,6 +26,7 @@ import httpx
 from core import webhooks
 from core.clock import now_iso
 from lambdas.common.config import LambdaConfig
+from lambdas.common.errors import DeliveryFailed, TargetRefused, WebhookGone
 from lambdas.common.webhooks import Endpoint
 
 log = logging.getLogger(__name__)
@@ -39,18 +40,6 @@ class Tables(Protocol):
     def endpoint(self, owner: str) -> Endpoint | None: ...
 
     def record(self, owner: str, attempt: dict[str, Any]) -> None: ...
-
-
-class DeliveryFailed(Exception):
-    """No 2xx answer (an HTTP status, a timeout, a connection error). Retried with backoff."""
-
-
-class TargetRefused(Exception):
-    """The webhook's URL may not be called (scheme, or an address that is not public). Not retried."""
-
-
-class WebhookGone(Exception):
-    """The receiver answered 410 Gone: it wants no more deliveries. Not retried."""
 
 
 def resolve(host: str, port: int) -> list[str]:

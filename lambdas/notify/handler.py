@@ -8,6 +8,7 @@ from typing import Any
 import httpx
 
 from lambdas.common.config import LambdaConfig, load_config
+from lambdas.common.observability import observed
 from lambdas.common.webhooks import webhook_tables_for
 from lambdas.notify.delivery import deliver, http_client
 
@@ -18,6 +19,7 @@ def _client(config: LambdaConfig) -> httpx.Client:
     return http_client(config)
 
 
+@observed
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     config = load_config()
     return deliver(

@@ -29,6 +29,7 @@ from local.simulator.server import SimulatorServer
 from tests.conftest import lines_document, wait_for
 from tests.infra import grants
 from tests.servers import free_port, process
+from tests.webhooks.receiver import receiver
 
 PREFIX = "leakcheck"
 SSM_PREFIX = "/leakcheck"
@@ -50,6 +51,7 @@ def test_a_whole_run_logs_no_key_reads_the_model_key_from_ssm_and_stays_within_i
             SimulatorConfig(latency_seconds=0.01, api_key=openai_key, faults=["combine:malformed"] * 2)
         ) as simulator,
         tempfile.TemporaryFile() as log,
+        receiver() as hook,  # alice's webhook: the notify machine and its Lambda run too
     ):
         env = {
             "PORT": str(port),
@@ -80,6 +82,7 @@ def test_a_whole_run_logs_no_key_reads_the_model_key_from_ssm_and_stays_within_i
                 assert created.status_code == 201, created.text
                 user_key = created.json()["api_key"]
                 user = {"Authorization": f"Bearer {user_key}"}
+                assert api.put("/me/webhook", json={"url": hook.url}, headers=user).status_code in (200, 201)
                 assert api.get("/validations", headers={"Authorization": f"Bearer {wrong_key}"}).status_code == 401
 
                 submitted = api.post(

@@ -10,8 +10,9 @@ import pytest
 
 from core import webhooks
 from lambdas.common.config import LambdaConfig
+from lambdas.common.errors import DeliveryFailed, TargetRefused, WebhookGone
 from lambdas.common.webhooks import Endpoint
-from lambdas.notify.delivery import DeliveryFailed, TargetRefused, WebhookGone, deliver, http_client
+from lambdas.notify.delivery import deliver, http_client
 from tests.servers import free_port
 from tests.webhooks.receiver import receiver
 from tests.webhooks.verify import verify
