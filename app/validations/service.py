@@ -225,7 +225,7 @@ class ValidationService:
         try:
             await self.store.put_files({f["key"]: d.content for f, d in zip(files, submission.documents, strict=True)})
             await self.store.put_chunks(chunks)
-            await self.store.put_new(record)
+            await self.quotas.enqueue(record, quota)  # counted in the owner's queue: 429 past max_queued
             await self._admit_or_refuse(principal, validation)
             arn = await self.executions.start(
                 self._execution_name(validation_id, 1),
@@ -238,7 +238,7 @@ class ValidationService:
             )
         except Exception as exc:
             # Nothing half-written: undo in reverse order, then report.
-            await self._undo(validation_id, keys, [c["chunk_id"] for c in chunks])
+            await self._undo(validation_id, keys, [c["chunk_id"] for c in chunks], principal)
             if isinstance(exc, AppError):
                 raise
             raise UpstreamError(f"Could not store or start the validation: {type(exc).__name__}") from exc
@@ -290,8 +290,9 @@ class ValidationService:
             estimate = datetime.fromtimestamp(now + wait, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
         return replace(validation, queue=QueuePosition(position, estimate))
 
-    async def _undo(self, validation_id: str, keys: list[str], chunk_ids: list[str]) -> None:
+    async def _undo(self, validation_id: str, keys: list[str], chunk_ids: list[str], owner: Principal) -> None:
         for step in (
+            self.quotas.leave_queue(validation_id, owner.user_id, owner.quota),  # counted off, if it was queued
             self.store.delete(validation_id),
             self.store.delete_chunks(validation_id, chunk_ids),
             self.store.delete_files(keys),
@@ -393,6 +394,9 @@ class ValidationService:
         arn = validation.execution_arn
         if arn and await self.executions.status(arn) == "RUNNING":
             return validation
+        quota = (await self.users.limits_of(validation.owner))[0]
+        if validation.queue_key:  # cancelled while queued: out of the owner's queue, counted off once
+            await self.quotas.leave_queue(validation.id, validation.owner, quota)
         won = await self.store.update(
             validation.id,
             {"status": ValidationStatus.CANCELLED.value, "finished_at": now_iso()},
@@ -404,7 +408,9 @@ class ValidationService:
         current = await self.store.get(validation.id) or validation
         if current.status == ValidationStatus.CANCELLED:
             # Unused tokens back to the owner's bucket, once (a run cancelled while queued reserved none).
-            await self.quotas.settle(current, (await self.users.limits_of(current.owner))[0])
+            await self.quotas.settle(current, quota)
+            # Its slot, or its place at the head of the queue, goes to the next queued one (core/queue.py).
+            await self.quotas.release_head(current.owner)
         return current
 
     async def retry(self, principal: Principal, validation_id: str) -> Validation:
@@ -426,14 +432,14 @@ class ValidationService:
             raise Conflict(f"Nothing to retry: every part and file of {validation_id} has a result.")
         cost = sum(p.estimate for p in todo) + sum(files[i].combine_estimate for i in combine)
         run = validation.run + 1
-        queued_at = now_iso()
+        queue_key = f"{now_iso()}#{validation_id}"
+        owner = principal if principal.user_id == validation.owner else await self._owner(validation)
         claimed = await self.store.update(
             validation_id,
             {
                 "status": ValidationStatus.QUEUED.value,
                 "run": run,
                 "run_cost": cost,
-                "queue_key": f"{queued_at}#{validation_id}",
                 "failed": 0,
                 "combine_failed": 0,
             },
@@ -442,12 +448,12 @@ class ValidationService:
         )
         if not claimed:
             raise Conflict(f"Validation {validation_id} changed meanwhile; read it and try again.")
+        rerun = replace(validation, status=ValidationStatus.QUEUED.value, run=run, run_cost=cost, queue_key=queue_key)
         try:
-            await self._admit_or_refuse(
-                principal if principal.user_id == validation.owner else await self._owner(validation),
-                replace(validation, run=run, run_cost=cost, queue_key=f"{queued_at}#{validation_id}"),
-            )
+            await self.quotas.join_queue(rerun, queue_key, owner.quota)  # counted: 429 past max_queued
+            await self._admit_or_refuse(owner, rerun)
         except TooManyRequests:
+            await self.quotas.leave_queue(validation_id, validation.owner, owner.quota)
             await self.store.update(
                 validation_id,
                 {

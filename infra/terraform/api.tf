@@ -119,7 +119,7 @@ data "aws_iam_policy_document" "api_task" {
   }
   statement {
     sid       = "StateMachine"
-    actions   = ["states:StartExecution", "states:DescribeStateMachine"]
+    actions   = ["states:StartExecution", "states:DescribeStateMachine", "states:SendTaskSuccess"]
     resources = [aws_sfn_state_machine.validation.arn]
   }
   statement {

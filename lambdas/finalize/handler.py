@@ -3,7 +3,8 @@
 SUCCEEDED when every part has a result and every multi-part file a verdict; FAILED
 naming how many parts (or files) have none (their
 results stay readable and `POST /validations/{id}/retry` reruns them), or naming the
-execution's error when the catch-all routed here.
+execution's error when the catch-all routed here. Then the owner's queue moves on: a
+parked queued validation is woken (core/queue.py).
 """
 
 from typing import Any
@@ -44,4 +45,7 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     written = store.finish(validation_id, run, status, error)
     if written:
         store.emit_status(validation_id)
-    return {"status": status.value, "written": written, "settled": settled}
+    # The run's slot is free: wake the owner's queue head if it is parked (core/queue.py).
+    # Every time, not only when this call settled: a retried Finalize must not skip it.
+    woken = store.release_queue_head(store.validation(validation_id, "owner")["owner"])
+    return {"status": status.value, "written": written, "settled": settled, "woken": woken}

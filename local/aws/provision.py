@@ -166,7 +166,6 @@ class Provisioner:
             "CONFIG_CACHE_SECONDS": str(s.config_cache_seconds),
             "MAP_CONCURRENCY_CEILING": str(s.map_concurrency_ceiling),
             "QUEUE_MIN_WAIT_SECONDS": str(s.queue_min_wait_seconds),
-            "QUEUE_MAX_WAIT_SECONDS": str(s.queue_max_wait_seconds),
             "UPLOADS_BUCKET": s.bucket,
             "SSM_PREFIX": s.ssm_prefix,
             "OPENAI_BASE_URL": s.openai_base_url or "",
