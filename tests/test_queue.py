@@ -29,7 +29,7 @@ from tests.test_steps import scripted
 ASL = Path(__file__).resolve().parents[1] / "infra" / "terraform" / "statemachine" / "validation.asl.json"
 
 
-def _index(*ids: str) -> StepAnswer:
+def _index(*ids: str) -> dict[str, Any]:
     """A page of the queue_by_owner index, oldest first."""
     return {"Items": [typed({"id": i, "owner": "u1", "queue_key": f"k-{i}", "run": 1}) for i in ids]}
 
