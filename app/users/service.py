@@ -83,6 +83,8 @@ class UserService:
             return before
         changes["updated_at"] = now_iso()
         await self.store.update(user_id, changes)
+        if "quota" in changes:  # a higher max_running may let the parked head of the user's queue start
+            await self.quotas.release_head(user_id)
         after = await self.get(user_id)
         old, new = before.public(), after.public()
         await self.store.audit(

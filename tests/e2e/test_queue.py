@@ -84,7 +84,7 @@ def test_a_validation_queued_behind_max_running_parks_with_a_flat_history_and_no
 
 
 @pytest.mark.slow(8)
-def test_past_max_queued_a_submission_is_429_naming_the_limit_and_a_cancel_makes_room(
+def test_past_max_queued_a_submission_is_429_and_a_cancel_or_a_higher_max_running_moves_the_queue(
     api: Any, aws: Aws, settings: Settings, hold_calls: Callable[[int], HeldCalls]
 ) -> None:
     held = hold_calls(0)
@@ -113,10 +113,17 @@ def test_past_max_queued_a_submission_is_429_naming_the_limit_and_a_cancel_makes
     assert again.status_code == 202 and again.json()["status"] == "QUEUED"
     assert _bucket(aws, settings, user) == {"running": 1, "queued": 2}
 
-    for vid in (queued[1]["id"], again.json()["id"]):  # leave nothing queued or running
-        assert api.delete(f"/validations/{vid}", headers=auth).json()["status"] == "CANCELLED"
-    held.release()
-    assert wait_for_status(api, running["id"])["status"] == "SUCCEEDED"
+    # An admin raising max_running wakes the parked head: it starts beside the running one.
+    head = queued[1]["id"]
+    wait_for(lambda: "park_token" in _record(aws, settings, head), what="the new head to park")
+    patched = api.patch(f"/admin/users/{user}", json={"quota": {**quota, "max_running": 2}})
+    assert patched.status_code == 200 and patched.json()["quota"]["max_queued"] == 2
+    assert wait_for_status(api, head, statuses=("RUNNING",))["status"] == "RUNNING"
+    assert _bucket(aws, settings, user) == {"running": 2, "queued": 1}
+
+    assert api.delete(f"/validations/{again.json()['id']}", headers=auth).json()["status"] == "CANCELLED"
+    held.release()  # leave nothing queued or running
+    assert [wait_for_status(api, vid)["status"] for vid in (running["id"], head)] == ["SUCCEEDED"] * 2
     assert _bucket(aws, settings, user) == {"running": 0, "queued": 0}
 
 

@@ -181,6 +181,12 @@ def _check_least_privilege(client: Any, outputs: dict[str, Any]) -> None:
         assert tables == {outputs["table_names"][t] for t in functions[name]["uses"]["tables"]}, name
         assert any(a.startswith("s3:") for a in actions) == (functions[name]["uses"]["bucket"] != "none"), name
         assert any(a.startswith("ssm:") for a in actions) == (functions[name]["uses"]["ssm"] != "none"), name
+        # Only the functions that wake parked queued validations may send task tokens (core/queue.py).
+        wakes = functions[name]["uses"].get("task_tokens") == "send"
+        assert ("states:SendTaskSuccess" in actions) == wakes, name
+        assert not wakes or any(
+            r.endswith(f":stateMachine:{outputs['state_machine_arn'].split(':')[-1]}") for r in resources
+        )
         read_only = {t for t, mode in functions[name]["uses"]["tables"].items() if mode == "r"}
         for statement in document["Statement"]:
             named = (
