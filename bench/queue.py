@@ -20,9 +20,11 @@ and history events when the wait ended (Step Functions fails an execution at 25,
 from __future__ import annotations
 
 import asyncio
+import io
 import os
 import threading
 import time
+import zipfile
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,7 +34,7 @@ from app.main import create_app
 from bench import aws_client, stack_settings
 from bench.queue_baseline import ASL_FILE
 from local.aws import lambda_router
-from local.aws.provision import Provisioner, _placeholder_zip, render_template
+from local.aws.provision import Provisioner, render_template
 from local.aws.server import EmbeddedAWS
 from local.serving import ThreadedServer
 from local.simulator.app import SimulatorConfig
@@ -91,6 +93,13 @@ class Stack:
         return item
 
 
+def _empty_zip() -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("README.txt", "bench/queue_baseline.py runs in-process in the embedded AWS.")
+    return buffer.getvalue()
+
+
 def _use_the_old_queue(settings: Any, endpoint: str) -> str:
     """Point the stack's state machine at the old definition and the old admit handler; its name."""
     provisioner = Provisioner(settings, endpoint)
@@ -101,7 +110,7 @@ def _use_the_old_queue(settings: Any, endpoint: str) -> str:
         Runtime="python3.11",
         Role=provisioner.create_role(),
         Handler="bench.queue_baseline.lambda_handler",
-        Code={"ZipFile": _placeholder_zip()},  # the embedded AWS runs handlers from this checkout
+        Code={"ZipFile": _empty_zip()},  # the embedded AWS runs handlers from this checkout
         Timeout=30,
         Environment={"Variables": provisioner.function_environment()},
     )
