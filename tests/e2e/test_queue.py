@@ -83,7 +83,7 @@ def test_a_validation_queued_behind_max_running_parks_with_a_flat_history_and_no
     assert _bucket(aws, settings, user) == {"running": 0, "queued": 0}
 
 
-@pytest.mark.slow(8)
+@pytest.mark.slow(12)
 def test_past_max_queued_a_submission_is_429_and_a_cancel_or_a_higher_max_running_moves_the_queue(
     api: Any, aws: Aws, settings: Settings, hold_calls: Callable[[int], HeldCalls]
 ) -> None:
