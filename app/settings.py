@@ -85,9 +85,9 @@ class Settings(BaseSettings):
     default_refill_tokens_per_minute: int = Field(default=200_000, ge=1)
     default_max_running: int = Field(default=5, ge=1)
     default_on_limit: Literal["queue", "reject"] = "queue"
-    # The queue's Wait loop in the state machine (tests use 1 s).
+    default_max_queued: int = Field(default=100, ge=1, description="Validations a user may have queued at once.")
+    # The queue's shortest timed wait for a user's token bucket to refill (core/queue.py; tests use 1 s).
     queue_min_wait_seconds: int = Field(default=2, ge=1)
-    queue_max_wait_seconds: int = Field(default=60, ge=1)
 
     # Retention: every record expires this long after its validation was created (DynamoDB TTL),
     # as the uploads do (S3 lifecycle, Terraform's upload_expiration_days); the audit trail longer.

@@ -12,6 +12,7 @@ BENCHMARKS = [
     "bench.reuse",
     "bench.observability",
     "bench.first_run",
+    "bench.queue",
 ]
 
 

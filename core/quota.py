@@ -23,7 +23,12 @@ from typing import Any
 
 from core.clock import epoch_of
 from core.dynamo import decimal, typed, untyped
-from core.steps import QUERY, Cancelled, Step, StepAnswer, response, transact
+from core.queue import head_steps
+from core.steps import Cancelled, Step, StepAnswer, transact
+
+# Validations a user may have queued at once when their quota does not say (app/settings.py
+# DEFAULT_MAX_QUEUED is what users are created with).
+DEFAULT_MAX_QUEUED = 100
 
 
 @dataclass(frozen=True)
@@ -31,6 +36,7 @@ class Quota:
     capacity_tokens: int
     refill_tokens_per_minute: int
     max_running: int
+    max_queued: int = DEFAULT_MAX_QUEUED
 
     @property
     def rate(self) -> float:
@@ -51,20 +57,35 @@ class Quota:
 
     @classmethod
     def of(cls, values: dict[str, Any]) -> Quota:
-        return cls(int(values["capacity_tokens"]), int(values["refill_tokens_per_minute"]), int(values["max_running"]))
+        return cls(
+            int(values["capacity_tokens"]),
+            int(values["refill_tokens_per_minute"]),
+            int(values["max_running"]),
+            int(values.get("max_queued") or DEFAULT_MAX_QUEUED),
+        )
 
     def as_dict(self) -> dict[str, int]:
         return {
             "capacity_tokens": self.capacity_tokens,
             "refill_tokens_per_minute": self.refill_tokens_per_minute,
             "max_running": self.max_running,
+            "max_queued": self.max_queued,
         }
 
 
 def acquire_update(
-    table: str, user_id: str, quota: Quota, cost: int, now: float, bucket_full: bool, *, count_running: bool = True
+    table: str,
+    user_id: str,
+    quota: Quota,
+    cost: int,
+    now: float,
+    bucket_full: bool,
+    *,
+    count_running: bool = True,
+    leave_queue: bool = False,
 ) -> dict[str, Any]:
-    """The conditional UpdateItem that grants `cost` tokens (and a running slot), or fails."""
+    """The conditional UpdateItem that grants `cost` tokens (and a running slot), or fails.
+    `leave_queue`: the grant admits a queued validation, one fewer is queued (core/queue.py)."""
     increment = cost / quota.rate
     values: dict[str, Any] = {":now": decimal(now), ":inc": decimal(increment)}
     if bucket_full:
@@ -78,6 +99,9 @@ def acquire_update(
         condition += " AND running < :max"
         update += ", running = running + :one"
         values.update({":max": quota.max_running, ":one": 1})
+    if leave_queue:
+        update += ", queued = if_not_exists(queued, :one) - :one"
+        values[":one"] = 1
     return {
         "TableName": table,
         "Key": typed({"user_id": user_id}),
@@ -138,7 +162,7 @@ def rate_limit_headers(quota: Quota, refusal_: Refusal) -> dict[str, str]:
     }
 
 
-# --- admission: shared by the API (at submit) and the admit Lambda (the queue's Wait loop) ----
+# --- admission: shared by the API (at submit) and the admit Lambda (the queue, core/queue.py) ---
 
 
 @dataclass(frozen=True)
@@ -170,26 +194,16 @@ def queued_since(queue_key: str) -> float:
     return epoch_of(queue_key.split("#", 1)[0])
 
 
-def queue_head_query(admission: Admission) -> dict[str, Any]:
-    return {
-        "TableName": admission.validations_table,
-        "IndexName": "queue_by_owner",
-        "KeyConditionExpression": "#owner = :owner",
-        "ExpressionAttributeNames": {"#owner": "owner"},
-        "ExpressionAttributeValues": typed({":owner": admission.owner}),
-        "Limit": 1,
-    }
-
-
 def _start_running(admission: Admission, started_at: str, now: float) -> dict[str, Any]:
     return {
         "TableName": admission.validations_table,
         "Key": typed({"id": admission.validation_id}),
         "UpdateExpression": (
             "SET #status = :running, started_at = :started, admitted_at = :now, reserved = :cost, "
-            "reserved_run = :run, usage_at_start = :usage REMOVE queue_key"
+            "reserved_run = :run, usage_at_start = :usage REMOVE queue_key, park_token"
         ),
-        "ConditionExpression": "#status = :queued AND run = :run",
+        # Holding a queue_key: it is counted on the bucket's `queued`, which the grant lowers.
+        "ConditionExpression": "#status = :queued AND run = :run AND attribute_exists(queue_key)",
         "ExpressionAttributeNames": {"#status": "status"},
         "ExpressionAttributeValues": typed(
             {
@@ -206,22 +220,27 @@ def _start_running(admission: Admission, started_at: str, now: float) -> dict[st
 
 
 def admission_steps(admission: Admission, now: float, started_at: str) -> Generator[Step, StepAnswer, Outcome]:
-    """A sans-IO admission (core/steps.py): a Query of the queue's head, then the grant
-    transaction; returns an Outcome. The API drives it at submission, the admit Lambda in
-    the queue's Wait loop.
+    """A sans-IO admission (core/steps.py): the queue's head (core/queue.head_steps), then the
+    grant transaction; returns an Outcome. The API drives it at submission, the admit Lambda
+    when the execution starts and each time it is woken or its timed wait ends.
     """
     if admission.fifo:
-        items = response((yield (QUERY, queue_head_query(admission))))["Items"]
-        if items and untyped(items[0]).get("id") != admission.validation_id:
-            head = untyped(items[0])
-            return Outcome(False, behind=str(head["id"]))
+        head = yield from head_steps(admission.validations_table, admission.owner, me=admission.validation_id)
+        if head is not None and head.id != admission.validation_id:
+            return Outcome(False, behind=head.id)
     if admission.quota is None:
         answer = yield transact([{"Update": _start_running(admission, started_at, now)}])
         return Outcome(False, gone=True) if isinstance(answer, Cancelled) else Outcome(True)
     bucket_full = True
     for _ in range(3):  # at most one wrong guess of the bucket's shape, plus a clock move
         acquire = acquire_update(
-            admission.buckets_table, admission.owner, admission.quota, admission.cost, now, bucket_full
+            admission.buckets_table,
+            admission.owner,
+            admission.quota,
+            admission.cost,
+            now,
+            bucket_full,
+            leave_queue=True,
         )
         answer = yield transact([{"Update": acquire}, {"Update": _start_running(admission, started_at, now)}])
         if not isinstance(answer, Cancelled):

@@ -2,9 +2,12 @@
 written once, as a generator that yields steps and receives their answers.
 
 A step is `(operation, request)`: the low-level DynamoDB client method (`query`,
-`update_item`, `put_item`, `transact_write_items`) and its keyword arguments. The answer
-is the client's response, or `Cancelled` when a transaction lost its conditions (an
-expected outcome the rule decides on); any other error is raised by the driver. Each side
+`get_item`, `update_item`, `put_item`, `transact_write_items`) and its keyword arguments,
+or the one Step Functions call a rule makes (`send_task_success`, waking a queued
+validation: drivers send it to their Step Functions client). The answer is the client's
+response, or `Cancelled` when a transaction lost its conditions or a task token was no
+longer waiting (expected outcomes the rule decides on); any other error is raised by the
+driver. Each side
 drives every rule with one small loop (`app/aws/steps.py`, `lambdas/common/store.py`).
 """
 
@@ -19,6 +22,12 @@ from botocore.exceptions import ClientError
 from core.dynamo import from_item
 
 QUERY, UPDATE, PUT, TRANSACT = "query", "update_item", "put_item", "transact_write_items"
+GET = "get_item"
+# A Step Functions step (core/queue.py): drivers send it to Step Functions, not DynamoDB.
+SEND_TASK_SUCCESS = "send_task_success"
+STEP_FUNCTIONS_OPERATIONS = frozenset({SEND_TASK_SUCCESS})
+# The token's task is not waiting any more (woken already, timed out, execution ended).
+_SPENT_TOKEN_CODES = frozenset({"InvalidToken", "TaskTimedOut", "TaskDoesNotExist"})
 
 
 @dataclass(frozen=True)
@@ -99,8 +108,12 @@ def cancellation_reasons(error_response: dict[str, Any], items: list[dict[str, A
 
 
 def cancelled(error_response: dict[str, Any], step: Step) -> Cancelled | None:
-    """The answer to a step that failed: Cancelled for a lost transaction, None (raise) otherwise."""
+    """The answer to a step that failed: Cancelled for a lost transaction or a spent task
+    token, None (raise) otherwise."""
     operation, request = step
+    if operation == SEND_TASK_SUCCESS:
+        code = error_response["Error"]["Code"]
+        return Cancelled([{"Code": code}]) if code in _SPENT_TOKEN_CODES else None
     if operation != TRANSACT:
         return None
     reasons = cancellation_reasons(error_response, request["TransactItems"])

@@ -1,7 +1,9 @@
-"""Token-bucket quotas for the API: admit a validation now, or say why not; settle a run."""
+"""Token-bucket quotas for the API: admit a validation now, or say why not; settle a run;
+count the user's queued validations (max_queued) and hand the queue on (core/queue.py)."""
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -11,10 +13,12 @@ from botocore.exceptions import ClientError
 from app.aws.clients import AWSClients
 from app.aws.errors import error_code
 from app.aws.steps import drive
+from app.errors import TooManyRequests
 from app.settings import Settings
 from app.validations.records import Validation
 from core.clock import now_iso
 from core.dynamo import from_item, typed
+from core.queue import QueueFull, enqueue_steps, join_queue_steps, leave_queue_steps, release_steps
 from core.quota import Admission, Outcome, Quota, admission_steps, settle_steps
 
 
@@ -24,15 +28,17 @@ class Bucket:
 
     tat: float
     running: int
+    queued: int = 0  # the user's validations holding a queue_key (core/queue.py)
 
     @classmethod
     def of(cls, item: dict[str, Any]) -> Bucket:
-        return cls(float(item.get("tat", 0)), int(item.get("running", 0)))
+        return cls(float(item.get("tat", 0)), int(item.get("running", 0)), int(item.get("queued", 0)))
 
 
 class QuotaService:
     def __init__(self, clients: AWSClients, settings: Settings) -> None:
         self._db = clients.dynamodb
+        self._sfn = clients.sfn
         self._validations = settings.table("validations")
         self._buckets = settings.table("buckets")
 
@@ -41,7 +47,7 @@ class QuotaService:
         try:
             await self._db.put_item(
                 TableName=self._buckets,
-                Item=typed({"user_id": user_id, "tat": 0, "running": 0}),
+                Item=typed({"user_id": user_id, "tat": 0, "running": 0, "queued": 0}),
                 ConditionExpression="attribute_not_exists(user_id)",
             )
         except ClientError as exc:
@@ -50,7 +56,7 @@ class QuotaService:
 
     async def bucket(self, user_id: str) -> Bucket:
         answer = await self._db.get_item(TableName=self._buckets, Key=typed({"user_id": user_id}), ConsistentRead=True)
-        return Bucket.of(from_item(answer["Item"])) if "Item" in answer else Bucket(0.0, 0)
+        return Bucket.of(from_item(answer["Item"])) if "Item" in answer else Bucket(0.0, 0, 0)
 
     async def admit(self, validation: Validation, quota: Quota | None, fifo: bool = True) -> Outcome:
         if validation.queue_key is None:
@@ -83,3 +89,58 @@ class QuotaService:
     async def settle(self, validation: Validation, quota: Quota | None) -> bool:
         """Refund the current run's unused reservation, once (False when nothing to do)."""
         return await drive(self._db, settle_steps(self._validations, self._buckets, validation.usage_record(), quota))
+
+    # --- the queue (core/queue.py) --------------------------------------------------------
+    async def enqueue(self, record: dict[str, Any], quota: Quota | None) -> None:
+        """Store a new QUEUED validation and count it on its owner's bucket, in one transaction;
+        429 naming `max_queued` (nothing stored) when the owner has that many queued already."""
+        full = await drive(
+            self._db,
+            enqueue_steps(self._validations, self._buckets, record, quota.max_queued if quota else None),
+        )
+        if full is not None and quota is not None:
+            raise self._queue_full(quota, full, int(record["run_cost"]))
+
+    async def join_queue(self, validation: Validation, queue_key: str, quota: Quota | None) -> bool:
+        """Put a rerun (QUEUED, its new run) at the end of its owner's queue; 429 naming
+        `max_queued` when it is full. False when the validation is not that QUEUED run any more."""
+        joined = await drive(
+            self._db,
+            join_queue_steps(
+                self._validations,
+                self._buckets,
+                validation.id,
+                validation.owner,
+                validation.run,
+                queue_key,
+                quota.max_queued if quota else None,
+            ),
+        )
+        if isinstance(joined, QueueFull):
+            assert quota is not None  # only a counted queue is ever full
+            raise self._queue_full(quota, joined, validation.run_cost)
+        return joined
+
+    async def leave_queue(self, validation_id: str, owner: str, quota: Quota | None) -> bool:
+        """Take a validation out of its owner's queue and count it off, once (False: it was not queued)."""
+        return await drive(
+            self._db, leave_queue_steps(self._validations, self._buckets, validation_id, owner, quota is not None)
+        )
+
+    async def release_head(self, owner: str) -> str | None:
+        """Wake the owner's queue head if it is parked (the id woken, or None). Safe to repeat."""
+        return await drive(self._db, release_steps(self._validations, owner), sfn=self._sfn)
+
+    @staticmethod
+    def _queue_full(quota: Quota, full: QueueFull, cost: int) -> TooManyRequests:
+        # A place frees when the head starts: at the soonest when the bucket holds this much again.
+        wait = max(5, math.ceil(quota.wait_for(cost, full.tat, time.time())))
+        return TooManyRequests(
+            f"Queue limit reached: you have {full.queued} validations queued, at most {quota.max_queued} may wait. "
+            "Retry once some have started, or cancel queued ones.",
+            headers={"Retry-After": str(wait)},
+            limit="max_queued",
+            limit_value=quota.max_queued,
+            queued=full.queued,
+            retry_after=wait,
+        )

@@ -14,6 +14,12 @@ class QuotaIn(BaseModel):
     capacity_tokens: int = Field(ge=1, le=10**12)
     refill_tokens_per_minute: int = Field(ge=1, le=10**12)
     max_running: int = Field(ge=1, le=10_000)
+    max_queued: int | None = Field(
+        default=None,
+        ge=1,
+        le=10_000,
+        description="Validations that may wait queued at once (default DEFAULT_MAX_QUEUED)",
+    )
 
 
 class UserCreate(BaseModel):

@@ -10,7 +10,7 @@ from app.identity.principal import OnLimit, Principal
 from app.quotas.service import QuotaService
 from app.settings import Settings
 from app.users.records import AuditRecord, User
-from app.users.schemas import UserCreate, UserPatch
+from app.users.schemas import QuotaIn, UserCreate, UserPatch
 from app.users.store import UserStore
 from core.clock import now_iso
 from core.quota import Quota
@@ -45,9 +45,14 @@ class UserService:
         user = User(
             user_id=request.user_id,
             role=request.role,
-            quota=Quota.of(request.quota.model_dump())
+            quota=self._quota_of(request.quota)
             if request.quota
-            else Quota(s.default_capacity_tokens, s.default_refill_tokens_per_minute, s.default_max_running),
+            else Quota(
+                s.default_capacity_tokens,
+                s.default_refill_tokens_per_minute,
+                s.default_max_running,
+                s.default_max_queued,
+            ),
             on_limit=request.on_limit or s.default_on_limit,
             disabled=False,
             key_hash=hash_key(key),
@@ -59,6 +64,10 @@ class UserService:
         await self.store.audit(actor.user_id, "user.create", request.user_id, None, user.public())
         return user, key
 
+    def _quota_of(self, given: QuotaIn) -> Quota:
+        """A quota as an admin gave it; `max_queued` left out is the default."""
+        return Quota.of({**given.model_dump(), "max_queued": given.max_queued or self.settings.default_max_queued})
+
     async def get(self, user_id: str) -> User:
         user = await self.store.get(user_id)
         if user is None:
@@ -68,10 +77,14 @@ class UserService:
     async def patch(self, actor: Principal, user_id: str, request: UserPatch) -> User:
         before = await self.get(user_id)
         changes = dict(request.model_dump(exclude_none=True))
+        if request.quota:
+            changes["quota"] = self._quota_of(request.quota).as_dict()
         if not changes:
             return before
         changes["updated_at"] = now_iso()
         await self.store.update(user_id, changes)
+        if "quota" in changes:  # a higher max_running may let the parked head of the user's queue start
+            await self.quotas.release_head(user_id)
         after = await self.get(user_id)
         old, new = before.public(), after.public()
         await self.store.audit(

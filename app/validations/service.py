@@ -284,7 +284,7 @@ class ValidationService:
         try:
             await self.store.put_files({f["key"]: d.content for f, d in zip(files, submission.documents, strict=True)})
             await self.store.put_chunks([{**c, "expires_at": record["expires_at"]} for c in chunks])
-            await self.store.put_new(record)
+            await self.quotas.enqueue(record, quota)  # counted in the owner's queue: 429 past max_queued
             await self._admit_or_refuse(principal, validation)
             arn = await self._start_execution(
                 name,
@@ -298,7 +298,7 @@ class ValidationService:
         except Exception as exc:
             # Nothing half-written: undo in reverse order (the reservation and running slot
             # first, while the record that holds them exists), then report.
-            await self._undo(validation_id, keys, [c["chunk_id"] for c in chunks])
+            await self._undo(validation_id, keys, [c["chunk_id"] for c in chunks], principal)
             if isinstance(exc, AppError):
                 raise _NotStarted(exc) from None
             error = UpstreamError(f"Could not store or start the validation: {type(exc).__name__}")
@@ -377,15 +377,17 @@ class ValidationService:
             estimate = datetime.fromtimestamp(now + wait, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
         return replace(validation, queue=QueuePosition(position, estimate))
 
-    async def _undo(self, validation_id: str, keys: list[str], chunk_ids: list[str]) -> None:
+    async def _undo(self, validation_id: str, keys: list[str], chunk_ids: list[str], owner: Principal) -> None:
         try:
             stored = await self.store.get(validation_id)
             if stored is not None and stored.reserved_run:  # admitted: reservation and running slot back
                 await self.quotas.settle(stored, (await self.users.limits_of(stored.owner))[0])
+                await self.quotas.release_head(stored.owner)  # the slot may wake a parked one
         except Exception:  # noqa: BLE001 - keep the record: the reconciler ends it and refunds once
             log.exception("could not refund validation %s; left for the reconciler", validation_id)
             return
         for step in (
+            self.quotas.leave_queue(validation_id, owner.user_id, owner.quota),  # counted off, if it was queued
             self.store.delete(validation_id),
             self.store.delete_chunks(validation_id, chunk_ids),
             self.store.delete_files(keys),
@@ -551,10 +553,13 @@ class ValidationService:
             return validation
         current = await self.store.get(validation.id) or validation
         if current.status == ValidationStatus.CANCELLING:
+            quota = (await self.users.limits_of(current.owner))[0]
+            if current.queue_key:  # cancelled while queued: out of the owner's queue, counted off once
+                await self.quotas.leave_queue(current.id, current.owner, quota)
             # Settle first (unused tokens and the running slot back, once; a run cancelled while
             # queued reserved none), then the terminal status: whoever sees CANCELLED can count on
             # the refund, and a crash between the two leaves CANCELLING for the next read or the reconciler.
-            await self.quotas.settle(current, (await self.users.limits_of(current.owner))[0])
+            await self.quotas.settle(current, quota)
             if await self.store.update(
                 validation.id,
                 {"status": ValidationStatus.CANCELLED.value, "finished_at": now_iso()},
@@ -563,6 +568,8 @@ class ValidationService:
             ):  # the one request that settled the cancel tells the viewers, and the owner's webhook
                 await self.events.append_status(validation.id)
                 await self._notify_ended(validation.id, current.run)
+            # Its slot, or its place at the head of the queue, goes to the next queued one (core/queue.py).
+            await self.quotas.release_head(current.owner)
             current = await self.store.get(validation.id) or current
         return current
 
@@ -593,15 +600,15 @@ class ValidationService:
             raise Conflict(f"Nothing to retry: every part and file of {validation_id} has a result.")
         cost = sum(p.estimate for p in todo) + sum(files[i].combine_estimate for i in combine)
         run = validation.run + 1
-        queued_at = now_iso()
+        queue_key = f"{now_iso()}#{validation_id}"
+        owner = principal if principal.user_id == validation.owner else await self._owner(validation)
         claimed = await self.store.update(
             validation_id,
             {
                 "status": ValidationStatus.QUEUED.value,
                 "run": run,
                 "run_cost": cost,
-                "queue_key": f"{queued_at}#{validation_id}",
-                "run_queued_at": queued_at,
+                "run_queued_at": queue_key.split("#", 1)[0],
                 # The execution this run will have: from here on, the reconciler can tell it never started.
                 "execution_arn": self.executions.arn_of(self._execution_name(validation_id, run)),
                 "failed": 0,
@@ -612,12 +619,12 @@ class ValidationService:
         )
         if not claimed:
             raise Conflict(f"Validation {validation_id} changed meanwhile; read it and try again.")
+        rerun = replace(validation, status=ValidationStatus.QUEUED.value, run=run, run_cost=cost, queue_key=queue_key)
         try:
-            await self._admit_or_refuse(
-                principal if principal.user_id == validation.owner else await self._owner(validation),
-                replace(validation, run=run, run_cost=cost, queue_key=f"{queued_at}#{validation_id}"),
-            )
+            await self.quotas.join_queue(rerun, queue_key, owner.quota)  # counted: 429 past max_queued
+            await self._admit_or_refuse(owner, rerun)
         except TooManyRequests:
+            await self.quotas.leave_queue(validation_id, validation.owner, owner.quota)
             await self.store.update(
                 validation_id,
                 {
@@ -666,7 +673,10 @@ class ValidationService:
             current = await self.store.get(validation_id)
             if current is None or current.run != run or current.status not in ("QUEUED", "RUNNING"):
                 return
-            await self.quotas.settle(current, (await self.users.limits_of(current.owner))[0])
+            quota = (await self.users.limits_of(current.owner))[0]
+            if current.queue_key:  # still queued: out of the owner's queue, counted off once
+                await self.quotas.leave_queue(current.id, current.owner, quota)
+            await self.quotas.settle(current, quota)
             if await self.store.update(
                 validation_id,
                 {
@@ -679,6 +689,7 @@ class ValidationService:
             ):
                 await self.events.append_status(validation_id)
                 await self._notify_ended(validation_id, run)
+            await self.quotas.release_head(current.owner)
         except Exception:  # noqa: BLE001 - the reconciler ends it (no execution) and settles once
             log.exception("could not end run %s of %s; left for the reconciler", run, validation_id)
 

@@ -38,11 +38,6 @@ class ValidationStore:
         )
         return Validation.of(from_item(answer["Item"])) if "Item" in answer else None
 
-    async def put_new(self, record: dict[str, Any]) -> None:
-        await self._db.put_item(
-            TableName=self._validations, Item=to_item(record), ConditionExpression="attribute_not_exists(id)"
-        )
-
     async def delete(self, validation_id: str) -> None:
         await self._db.delete_item(TableName=self._validations, Key=to_item({"id": validation_id}))
 

@@ -143,6 +143,11 @@ data "aws_iam_policy_document" "api_task" {
     resources = [aws_sfn_state_machine.validation.arn, aws_sfn_state_machine.notify.arn] # notify: cancelled validations
   }
   statement {
+    sid       = "WakeQueuedValidations" # a cancel or a quota change hands the queue on (core/queue.py)
+    actions   = ["states:SendTaskSuccess"]
+    resources = [aws_sfn_state_machine.validation.arn]
+  }
+  statement {
     sid       = "Executions"
     actions   = ["states:StopExecution", "states:DescribeExecution", "states:GetExecutionHistory"]
     resources = ["${replace(aws_sfn_state_machine.validation.arn, ":stateMachine:", ":execution:")}:*"]

@@ -30,6 +30,10 @@ locals {
   }
   parameter_arns = [for p in aws_ssm_parameter.this : p.arn]
 
+  # Built from its name: the functions' policies cannot refer to the state machine itself,
+  # whose definition refers to the functions.
+  state_machine_arn = "arn:${data.aws_partition.current.partition}:states:${var.region}:${data.aws_caller_identity.current.account_id}:stateMachine:${var.name_prefix}-validation"
+
   # One statement per (function, mode): the tables it uses that way, with their indexes.
   function_table_statements = {
     for name, f in local.functions : name => {
@@ -42,6 +46,10 @@ locals {
     }
   }
 }
+
+data "aws_caller_identity" "current" {}
+
+data "aws_partition" "current" {}
 
 data "aws_iam_policy_document" "lambda_assume" {
   statement {
@@ -143,6 +151,16 @@ data "aws_iam_policy_document" "function" {
         variable = "kms:EncryptionContext:PARAMETER_ARN"
         values   = [statement.value.arn]
       }
+    }
+  }
+
+  # The queue (core/queue.py): functions with "task_tokens": "send" wake parked executions.
+  dynamic "statement" {
+    for_each = try(each.value.uses.task_tokens, "none") == "send" ? [1] : []
+    content {
+      sid       = "WakeQueuedValidations"
+      actions   = ["states:SendTaskSuccess"]
+      resources = [local.state_machine_arn]
     }
   }
 

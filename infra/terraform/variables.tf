@@ -193,15 +193,9 @@ variable "chunk_max_tokens" {
 }
 
 variable "queue_min_wait_seconds" {
-  description = "Shortest Wait of the per-user queue between admission attempts."
+  description = "Shortest timed wait of a queued validation for its user's token bucket to refill."
   type        = number
   default     = 2
-}
-
-variable "queue_max_wait_seconds" {
-  description = "Longest Wait of the per-user queue between admission attempts."
-  type        = number
-  default     = 60
 }
 
 variable "reconcile_grace_seconds" {

@@ -25,9 +25,8 @@ class LambdaConfig(BaseModel, frozen=True):
     config_cache_seconds: float = 5.0
     map_concurrency_ceiling: int = 10
     capacity_wait_seconds: float = 30.0  # wait this long for a slot or tokens, then let Step Functions retry
-    # The queue's Wait loop: how long a queued validation waits between admission attempts.
+    # The queue (core/queue.py): the shortest timed wait for the token bucket's refill.
     queue_min_wait_seconds: int = 1
-    queue_max_wait_seconds: int = 60
     ssm_prefix: str = "/app"
     aws_region: str = "us-east-1"
     aws_endpoint_url: str | None = None  # the embedded AWS; unset on AWS

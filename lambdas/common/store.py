@@ -16,10 +16,11 @@ from core import events
 from core.clock import expiry, now_iso
 from core.dynamo import plain
 from core.lines import decode_part
+from core.queue import leave_queue_steps, park_steps, release_steps, wake_steps
 from core.quota import Quota, settle_steps
 from core.records import ChunkStatus, ValidationStatus, file_range, parts_query, verdict_id
 from core.results import file_result
-from core.steps import Driven, Step, StepAnswer, answer_to_error, query_all
+from core.steps import STEP_FUNCTIONS_OPERATIONS, Driven, Step, StepAnswer, answer_to_error, query_all
 from lambdas.common.config import LambdaConfig
 from lambdas.common.errors import is_condition_failure
 
@@ -32,6 +33,7 @@ class Store:
     dynamodb: Any
     s3: Any
     client: Any  # low-level DynamoDB client, for the typed requests built in core/quota.py
+    sfn: Any = None  # Step Functions, for the queue's wake-ups (core/queue.py)
 
     @property
     def _validations(self) -> Any:
@@ -306,8 +308,11 @@ class Store:
         step = rule.start()
         while step is not None:
             operation, request = step
+            client = self.sfn if operation in STEP_FUNCTIONS_OPERATIONS else self.client
+            if client is None:
+                raise TypeError(f"{operation} needs a Step Functions client")
             try:
-                answer: StepAnswer = getattr(self.client, operation)(**request)
+                answer: StepAnswer = getattr(client, operation)(**request)
             except ClientError as exc:
                 answer = answer_to_error(exc, step)
             step = rule.send(answer)
@@ -328,6 +333,26 @@ class Store:
         v = self.validation(validation_id, *fields)
         quota = self.quota_of(v["owner"])
         return self.drive(settle_steps(self.config.validations_table, self.config.buckets_table, v, quota))
+
+    # --- the queue (core/queue.py) ----------------------------------------------------------
+    def leave_queue(self, validation_id: str, owner: str) -> bool:
+        """Take a run that ends while QUEUED out of its owner's queue and count it off, once."""
+        counted = self.quota_of(owner) is not None
+        return self.drive(
+            leave_queue_steps(self.config.validations_table, self.config.buckets_table, validation_id, owner, counted)
+        )
+
+    def release_queue_head(self, owner: str) -> str | None:
+        """Wake the owner's queue head if it is parked (the id woken, or None)."""
+        return self.drive(release_steps(self.config.validations_table, owner))
+
+    def park(self, validation_id: str, run: int, token: str) -> bool:
+        """Store a parked task's token on the validation while it is this QUEUED run."""
+        return self.drive(park_steps(self.config.validations_table, validation_id, run, token, now_iso()))
+
+    def wake(self, token: str) -> bool:
+        """Send a parked task its token (False when it was spent already)."""
+        return self.drive(wake_steps(token))
 
     # --- the event log behind SSE (core/events.py builds the requests) ---------------------
     def emit(self, validation_id: str, kind: str, data: Callable[[dict[str, Any]], dict[str, Any]]) -> dict[str, Any]:
@@ -453,7 +478,11 @@ def store_for(config: LambdaConfig) -> Store:
     """One set of clients per configuration, reused across warm invocations."""
     kwargs = _client_kwargs(config)
     return Store(
-        config, boto3.resource("dynamodb", **kwargs), boto3.client("s3", **kwargs), boto3.client("dynamodb", **kwargs)
+        config,
+        boto3.resource("dynamodb", **kwargs),
+        boto3.client("s3", **kwargs),
+        boto3.client("dynamodb", **kwargs),
+        boto3.client("stepfunctions", **kwargs),
     )
 
 

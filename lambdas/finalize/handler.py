@@ -3,7 +3,8 @@
 SUCCEEDED when every part has a result and every multi-part file a verdict; FAILED
 naming how many parts (or files) have none (their
 results stay readable and `POST /validations/{id}/retry` reruns them), or naming the
-execution's error when the catch-all routed here. Then the owner's webhook is notified
+execution's error when the catch-all routed here. Then the owner's queue moves on (a
+parked queued validation is woken: core/queue.py) and the owner's webhook is notified
 (lambdas/common/webhooks.notify_ended), also when an earlier attempt of this state wrote the
 status and died before starting the notification.
 """
@@ -47,11 +48,18 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
             }
     # Settle first: whoever sees the terminal status can count on the refund being done.
     settled = store.settle(validation_id)  # unused tokens back to the user's bucket, once
-    # MarkFailed may come from Admit giving up: the run is then still QUEUED, and must leave the queue.
+    # MarkFailed may come from Admit giving up (or the 7-day park timing out): the run is then
+    # still QUEUED, and leaves the owner's queue (counted off once) before it ends.
+    owner = store.validation(validation_id, "owner")["owner"]
+    if event.get("error"):
+        store.leave_queue(validation_id, owner)
     written = store.finish(validation_id, run, status, error, from_queued=bool(event.get("error")))
     if written:
         count("ValidationsSucceeded" if status is ValidationStatus.SUCCEEDED else "ValidationsFailed")
         store.emit_status(validation_id)
+    # The run's slot is free: wake the owner's queue head if it is parked (core/queue.py).
+    # Every time, not only when this call settled: a retried Finalize must not skip it.
+    woken = store.release_queue_head(owner)
     # Whatever wrote this run's terminal status; a failure here is retried with the state.
     notify_ended(config, store, validation_id, run)
-    return {"status": status.value, "written": written, "settled": settled}
+    return {"status": status.value, "written": written, "settled": settled, "woken": woken}

@@ -42,6 +42,7 @@ class Report:
     ended: list[dict[str, str]] = field(default_factory=list)  # {"id", "from", "to", "reason"}
     refunded: list[str] = field(default_factory=list)  # validation ids whose run this pass settled
     stopped: list[str] = field(default_factory=list)  # CANCELLING with a live execution: stopped again
+    woken: int = 0  # parked queue heads handed their token again
     leases_reclaimed: int = 0
     notified: list[str] = field(default_factory=list)  # webhook notifications started for the ended ones
 
@@ -51,6 +52,7 @@ class Report:
             "ended": self.ended,
             "refunded": self.refunded,
             "stopped": self.stopped,
+            "woken": self.woken,
             "leases_reclaimed": self.leases_reclaimed,
             "notified": self.notified,
         }
@@ -88,10 +90,18 @@ def reconcile(
 ) -> Report:
     """`notify(validation_id, run)` starts the webhook notification of a run this pass ended."""
     report = Report()
+    owners: set[str] = set()  # whose queue to hand on: every owner with something queued or just ended
     for status in OPEN:
         for record in store.open_validations(status.value):
             report.checked += 1
-            _reconcile_one(store, sfn, record, now, grace_seconds, report, notify)
+            ended = _reconcile_one(store, sfn, record, now, grace_seconds, report, notify)
+            if ended or status is ValidationStatus.QUEUED:
+                owners.add(record["owner"])
+    # Re-release queue heads: a wake lost in a crash (core/queue.py) leaves a parked head waiting
+    # for a slot that is free; waking a head that cannot be admitted just parks it again.
+    for owner in sorted(owners):
+        if store.release_queue_head(owner):
+            report.woken += 1
     if sweep_leases is not None:
         report.leases_reclaimed = sweep_leases()
     return report
@@ -105,21 +115,24 @@ def _reconcile_one(
     grace_seconds: float,
     report: Report,
     notify: Callable[[str, int], str | None] | None = None,
-) -> None:
+) -> bool:
+    """Fix one open validation if its execution is gone or ended; True when this pass ended it."""
     validation_id, status, run = record["id"], record["status"], int(record["run"])
     execution = execution_status(sfn, record.get("execution_arn"))
     if execution == "RUNNING":
         if status == ValidationStatus.CANCELLING:
             sfn.stop_execution(executionArn=record["execution_arn"], error="Cancelled", cause="reconciler")
             report.stopped.append(validation_id)
-        return
+        return False
     if execution is None and _age_seconds(record, now) < grace_seconds:
-        return  # its writer may be between storing and StartExecution
+        return False  # its writer may be between storing and StartExecution
     reason = (
         "the execution of this run was never started or no longer exists"
         if execution is None
         else f"the execution ended ({execution}) without recording a final status"
     )
+    if record.get("queue_key"):  # ending while QUEUED: out of the owner's queue, counted off once
+        store.leave_queue(validation_id, record["owner"])
     if store.settle(validation_id):  # settle first: a terminal status means the refund is done
         report.refunded.append(validation_id)
     target = ValidationStatus.CANCELLED if status == ValidationStatus.CANCELLING else ValidationStatus.FAILED
@@ -135,3 +148,5 @@ def _reconcile_one(
             except Exception:  # noqa: BLE001 - the next validations still get their pass; this one's
                 # notification is lost (ARCHITECTURE.md, crash windows)
                 log.exception("reconciler: the webhook notification of %s could not start", validation_id)
+        return True
+    return False

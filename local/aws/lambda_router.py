@@ -19,6 +19,7 @@ import re
 import threading
 import traceback
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -56,6 +57,18 @@ class LambdaContext:
         return 900_000
 
 
+_invocations: Counter[str] = Counter()
+_invocations_lock = threading.Lock()
+
+
+def invocations() -> dict[str, int]:
+    """How many times each function has been invoked through this route (by function name),
+    since the process started: tests and benchmarks count Lambda calls with it, as Lambda's
+    `Invocations` metric would."""
+    with _invocations_lock:
+        return dict(_invocations)
+
+
 def function_name_from(raw: str) -> str:
     match = _ARN.match(unquote(raw))
     if not match:
@@ -91,6 +104,8 @@ def lookup(name: str, account_id: str, region: str) -> Function:
 
 def invoke(function: Function, payload: bytes) -> tuple[int, dict[str, str], bytes]:
     """Run the handler; answer as Lambda's Invoke does (status, headers, body)."""
+    with _invocations_lock:
+        _invocations[function.name] += 1
     event = json.loads(payload) if payload else {}
     # As Lambda's runtime does, the function's own name beside its variables.
     token = lambda_env.use({**function.environment, "AWS_LAMBDA_FUNCTION_NAME": function.name})

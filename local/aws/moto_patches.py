@@ -284,6 +284,31 @@ def _skip_backend_lock_for_known_accounts() -> None:
     base_backend.BackendDict.__getitem__ = getitem
 
 
+def _abort_executions_parked_on_a_task_token() -> None:
+    """StopExecution leaves an execution parked in a `.waitForTaskToken` task RUNNING.
+
+    Defect: stopping wakes Wait states (they sleep on the program's state event) but not a
+    task waiting for its callback: that thread sleeps on its callback endpoint until
+    SendTaskSuccess/Failure or the task's TimeoutSeconds (a queued validation: 7 days), so
+    the execution never reaches ABORTED and a cancel never settles. On AWS, StopExecution
+    aborts at once. After a stop, every callback endpoint of the execution is interrupted:
+    the wait returns without an outcome and the program, seeing it was stopped, ends
+    ABORTED (the task logs a TaskTimedOut before ExecutionAborted; AWS logs none).
+    """
+    from moto.stepfunctions.parser.asl.eval.environment import Environment
+
+    original = Environment.set_stop
+
+    @functools.wraps(original)
+    def set_stop(self: Environment, stop_date: Any, cause: str | None, error: str | None) -> None:
+        original(self, stop_date, cause, error)
+        pool = self.callback_pool_manager._pool  # moto keeps the endpoints only here
+        for endpoint in list(pool.values()):
+            endpoint.interrupt_all()
+
+    Environment.set_stop = set_stop  # type: ignore[method-assign]
+
+
 def apply() -> None:
     """Apply every fix once per process."""
     global _applied
@@ -297,4 +322,5 @@ def apply() -> None:
         _list_service_modules_once()
         _serialize_dynamodb_writes()
         _skip_backend_lock_for_known_accounts()
+        _abort_executions_parked_on_a_task_token()
         _applied = True

@@ -207,7 +207,6 @@ class Provisioner:
             "RECONCILE_GRACE_SECONDS": str(s.reconcile_grace_seconds),
             "RETENTION_DAYS": str(s.retention_days),
             "QUEUE_MIN_WAIT_SECONDS": str(s.queue_min_wait_seconds),
-            "QUEUE_MAX_WAIT_SECONDS": str(s.queue_max_wait_seconds),
             "UPLOADS_BUCKET": s.bucket,
             "SSM_PREFIX": s.ssm_prefix,
             "OPENAI_BASE_URL": s.openai_base_url or "",

@@ -255,6 +255,13 @@ def _check_least_privilege(client: Any, outputs: dict[str, Any]) -> None:
         actions = {a for s in document["Statement"] for a in _listed(s["Action"])}
         assert any(a.startswith("s3:") for a in actions) == (functions[name]["uses"]["bucket"] != "none"), name
         assert any(a.startswith("ssm:") for a in actions) == (functions[name]["uses"]["ssm"] != "none"), name
+        # Only the functions that wake parked queued validations may send task tokens (core/queue.py).
+        wakes = functions[name]["uses"].get("task_tokens") == "send"
+        assert ("states:SendTaskSuccess" in actions) == wakes, name
+        resources = {r for s in document["Statement"] for r in _listed(s["Resource"])}
+        assert not wakes or any(
+            r.endswith(f":stateMachine:{outputs['state_machine_arn'].split(':')[-1]}") for r in resources
+        )
     # The narrowing issue 14 asked for, spelled out.
     assert "governor" not in functions["finalize"]["uses"]["tables"]
     assert not any("b" in mode for f in functions.values() for mode in f["uses"]["tables"].values())

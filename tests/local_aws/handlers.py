@@ -78,3 +78,15 @@ def echo_environment(event: dict[str, Any], context: Any) -> dict[str, Any]:
     from core import lambda_env
 
     return {name: lambda_env.current().get(name) for name in event["names"]}
+
+
+parked_tokens: dict[str, list[str]] = defaultdict(list)
+
+
+def park(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """The Lambda of a `.waitForTaskToken` task: keeps the token (by probe name) and returns;
+    the task waits until someone sends the token back."""
+    probe.enter(event["probe"])
+    probe.leave(event["probe"])
+    parked_tokens[event["probe"]].append(event["token"])
+    return {"parked": True}

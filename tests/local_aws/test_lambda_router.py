@@ -61,3 +61,17 @@ def test_handler_sees_its_functions_environment(aws: Aws) -> None:
 
     # and, as Lambda's runtime sets it, its own name
     assert json.loads(answer["Payload"].read()) == {"TABLE": "mine", "AWS_LAMBDA_FUNCTION_NAME": arn.rsplit(":", 1)[1]}
+
+
+def test_the_route_counts_invocations_per_function(aws: Aws) -> None:
+    from local.aws import lambda_router
+
+    arn = aws.function("tests.local_aws.handlers.sleepy")
+    name = arn.rsplit(":", 1)[1]
+    before = lambda_router.invocations().get(name, 0)
+
+    for _ in range(3):
+        aws.client("lambda").invoke(FunctionName=arn, Payload=json.dumps({"probe": "counted", "sleep": 0}))
+
+    assert before == 0
+    assert lambda_router.invocations()[name] == 3

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from typing import Any
 
 import pytest
+from botocore.exceptions import ClientError
 
 from tests.conftest import Aws, wait_for
 from tests.local_aws.handlers import probe
@@ -265,3 +267,74 @@ def test_known_accounts_are_served_without_the_global_backend_lock(aws: Aws, mon
     for _ in range(5):
         aws.client("dynamodb").list_tables()
     assert lock.taken == 0
+
+
+def _parking_machine(aws: Aws) -> str:
+    """One `.waitForTaskToken` task (7-day timeout, as the queue's WaitForSlot) whose Lambda keeps its token."""
+    function_arn = aws.function("tests.local_aws.handlers.park")
+    return aws.state_machine(
+        {
+            "StartAt": "Park",
+            "States": {
+                "Park": {
+                    "Type": "Task",
+                    "Resource": "arn:aws:states:::lambda:invoke.waitForTaskToken",
+                    "Parameters": {
+                        "FunctionName": function_arn,
+                        "Payload": {"probe.$": "$.probe", "token.$": "$$.Task.Token"},
+                    },
+                    "TimeoutSeconds": 604800,
+                    "ResultPath": "$.woken",
+                    "End": True,
+                }
+            },
+        }
+    )
+
+
+def test_a_parked_task_resumes_on_send_task_success_and_adds_no_history_while_waiting(aws: Aws) -> None:
+    from tests.local_aws.handlers import parked_tokens
+
+    sfn = aws.client("stepfunctions")
+    name = uuid.uuid4().hex
+    execution = aws.start(_parking_machine(aws), {"probe": name})
+    wait_for(lambda: parked_tokens[name], what="the task's Lambda to get its token")
+    wait_for(
+        lambda: sfn.get_execution_history(executionArn=execution)["events"][-1]["type"] == "TaskSubmitted",
+        what="the task to be parked",
+    )
+    parked = len(sfn.get_execution_history(executionArn=execution)["events"])
+    assert sfn.describe_execution(executionArn=execution)["status"] == "RUNNING"
+
+    sfn.send_task_success(taskToken=parked_tokens[name][0], output=json.dumps({"slot": "free"}))
+    result = aws.wait_until(execution)
+
+    assert result["status"] == "SUCCEEDED"
+    assert json.loads(result["output"])["woken"] == {"slot": "free"}
+    assert probe.calls[name] == 1  # the Lambda ran once; the wait itself ran nothing
+    types = [e["type"] for e in sfn.get_execution_history(executionArn=execution)["events"]]
+    assert parked == 5 and types[parked] == "TaskSucceeded"  # nothing was added while parked
+    with pytest.raises(ClientError) as caught:  # the task is over: its token is spent
+        sfn.send_task_success(taskToken=parked_tokens[name][0], output="{}")
+    assert caught.value.response["Error"]["Code"] in {"InvalidToken", "TaskTimedOut", "TaskDoesNotExist"}
+
+
+def test_stop_execution_aborts_an_execution_parked_on_a_task_token(aws: Aws) -> None:
+    from moto.stepfunctions.parser.utils import TMP_THREADS
+
+    from tests.local_aws.handlers import parked_tokens
+
+    sfn = aws.client("stepfunctions")
+    name = uuid.uuid4().hex
+    first_thread = len(TMP_THREADS)
+    execution = aws.start(_parking_machine(aws), {"probe": name})
+    wait_for(lambda: parked_tokens[name], what="the task's Lambda to get its token")
+
+    sfn.stop_execution(executionArn=execution, error="Cancelled", cause="test")
+    # Without the fix the execution stays RUNNING until the task's 7-day timeout.
+    result = aws.wait_until(execution, timeout=30)
+
+    assert result["status"] == "ABORTED"
+    types = [e["type"] for e in sfn.get_execution_history(executionArn=execution)["events"]]
+    assert types[-1] == "ExecutionAborted"
+    wait_for(lambda: not any(t.is_alive() for t in TMP_THREADS[first_thread:]), what="the parked thread to end")
