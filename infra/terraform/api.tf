@@ -44,21 +44,11 @@ resource "aws_ssm_parameter" "admin_api_key" {
   value  = var.admin_api_key
 }
 
-data "aws_iam_policy_document" "ecs_tasks_assume" {
-  statement {
-    actions = ["sts:AssumeRole"]
-    principals {
-      type        = "Service"
-      identifiers = ["ecs-tasks.amazonaws.com"]
-    }
-  }
-}
-
 # Pulls the image, writes the container's logs, reads the admin key for the container.
 resource "aws_iam_role" "api_execution" {
   count              = local.api_count
   name               = "${local.api_name}-execution"
-  assume_role_policy = data.aws_iam_policy_document.ecs_tasks_assume.json
+  assume_role_policy = data.aws_iam_policy_document.assume["ecs-tasks"].json
 }
 
 data "aws_iam_policy_document" "api_execution" {
@@ -101,7 +91,7 @@ resource "aws_iam_role_policy" "api_execution" {
 resource "aws_iam_role" "api_task" {
   count              = local.api_count
   name               = "${local.api_name}-task"
-  assume_role_policy = data.aws_iam_policy_document.ecs_tasks_assume.json
+  assume_role_policy = data.aws_iam_policy_document.assume["ecs-tasks"].json
 }
 
 data "aws_iam_policy_document" "api_task" {

@@ -51,12 +51,15 @@ data "aws_caller_identity" "current" {}
 
 data "aws_partition" "current" {}
 
-data "aws_iam_policy_document" "lambda_assume" {
+# Who may assume each kind of role: one trust policy per AWS service that runs our code.
+data "aws_iam_policy_document" "assume" {
+  for_each = toset(["lambda", "states", "ecs-tasks", "scheduler"])
+
   statement {
     actions = ["sts:AssumeRole"]
     principals {
       type        = "Service"
-      identifiers = ["lambda.amazonaws.com"]
+      identifiers = ["${each.key}.amazonaws.com"]
     }
   }
 }
@@ -65,7 +68,7 @@ resource "aws_iam_role" "function" {
   for_each = local.functions
 
   name               = "${local.function_names[each.key]}-lambda"
-  assume_role_policy = data.aws_iam_policy_document.lambda_assume.json
+  assume_role_policy = data.aws_iam_policy_document.assume["lambda"].json
 }
 
 data "aws_iam_policy_document" "function" {
@@ -194,19 +197,9 @@ resource "aws_iam_role_policy" "function" {
 
 # ---- state machine ---------------------------------------------------------------------
 
-data "aws_iam_policy_document" "states_assume" {
-  statement {
-    actions = ["sts:AssumeRole"]
-    principals {
-      type        = "Service"
-      identifiers = ["states.amazonaws.com"]
-    }
-  }
-}
-
 resource "aws_iam_role" "state_machine" {
   name               = "${var.name_prefix}-state-machine"
-  assume_role_policy = data.aws_iam_policy_document.states_assume.json
+  assume_role_policy = data.aws_iam_policy_document.assume["states"].json
 }
 
 data "aws_iam_policy_document" "state_machine" {
@@ -254,8 +247,6 @@ resource "aws_iam_role_policy" "state_machine" {
 
 # Executions of the state machine, spelled out: the functions' policies cannot refer to the
 # state machine itself (it refers to the functions, which wait for their policies).
-data "aws_caller_identity" "current" {}
-data "aws_partition" "current" {}
 
 locals {
   execution_arns = "arn:${data.aws_partition.current.partition}:states:${var.region}:${data.aws_caller_identity.current.account_id}:execution:${var.name_prefix}-validation:*"

@@ -1,19 +1,9 @@
 # The reconciler (lambdas/reconcile) on a schedule: EventBridge Scheduler invokes its Lambda
 # (a function of resources.json like the others) every `reconcile_schedule`.
 
-data "aws_iam_policy_document" "scheduler_assume" {
-  statement {
-    actions = ["sts:AssumeRole"]
-    principals {
-      type        = "Service"
-      identifiers = ["scheduler.amazonaws.com"]
-    }
-  }
-}
-
 resource "aws_iam_role" "reconcile_schedule" {
   name               = "${var.name_prefix}-reconcile-schedule"
-  assume_role_policy = data.aws_iam_policy_document.scheduler_assume.json
+  assume_role_policy = data.aws_iam_policy_document.assume["scheduler"].json
 }
 
 data "aws_iam_policy_document" "reconcile_schedule" {
