@@ -9,6 +9,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Message, Scope, Send
 
 PROBLEM_JSON = "application/problem+json"
 PROBLEM_BASE = "https://validation-service.dev/problems/"
@@ -101,6 +102,24 @@ class UpstreamError(AppError):
 
 def problem(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
+
+
+async def send_problem(scope: Scope, send: Send, error: AppError, *, close: bool = False) -> None:
+    """Answer `error` as problem+json from an ASGI middleware (outside FastAPI's handlers);
+    `close` ends the connection instead of letting the server drain a body nobody will read."""
+    headers = {**error.headers, **({"Connection": "close"} if close else {})}
+    response = problem(error.status, error.body(scope.get("path")), headers)
+
+    async def nothing() -> Message:
+        return {"type": "http.disconnect"}
+
+    await response(scope, nothing, send)
+
+
+class InternalError(AppError):
+    """An error nobody anticipated: the body carries an id that the log line carries too."""
+
+    status, type, title = 500, "internal", "Internal error"
 
 
 def install(app: FastAPI) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Path
+from fastapi import Depends, Path, Request
 
 from app.aws.stepfunctions import Executions
 from app.deps import ClientsDep, SettingsDep
@@ -15,13 +15,14 @@ from app.validations.service import ValidationService
 from app.validations.store import ValidationStore
 
 
-def get_service(settings: SettingsDep, clients: ClientsDep) -> ValidationService:
+def get_service(request: Request, settings: SettingsDep, clients: ClientsDep) -> ValidationService:
     return ValidationService(
         ValidationStore(clients, settings),
         Executions(clients.sfn, settings.state_machine_arn or ""),
         QuotaService(clients, settings),
         EventLog(EventStore(clients, settings)),
         settings,
+        plan_limiter=getattr(request.app.state, "plan_limiter", None),
     )
 
 

@@ -1,0 +1,140 @@
+"""Bounded request bodies and bounded JSON (issue 14: bounded memory whatever the framing).
+
+`BodyLimit` is a pure ASGI middleware: it counts the `http.request` body bytes as the app
+receives them, chunked or not, and answers 413 problem+json naming the limit as soon as
+the count passes it (a declared Content-Length above it is refused before any byte is
+read). Starlette 1.10 has a `RequestBodyLimitMiddleware`, but it answers text/plain and
+checks a declared length only when the response starts, after the endpoint has run.
+
+Only `POST /validations` may carry a large body (`max_request_bytes` plus the multipart
+framing); every other route is held to `max_body_bytes`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.errors import BadRequest, PayloadTooLarge, send_problem
+from app.settings import Settings
+
+# Multipart boundaries, part headers and the rules part ride on top of the files' bytes.
+FRAMING_BYTES = 1024 * 1024
+LARGE_BODY_ROUTES = frozenset({("POST", "/validations")})
+
+
+class BodyTooLarge(PayloadTooLarge):
+    """The body passed its limit while streaming (or declared a length above it)."""
+
+
+def body_limit(settings: Settings, method: str, path: str) -> tuple[int, str, int]:
+    """(bytes a body may have on this route, the setting's name, its value)."""
+    if (method.upper(), path.rstrip("/") or "/") in LARGE_BODY_ROUTES:
+        return settings.max_request_bytes + FRAMING_BYTES, "max_request_bytes", settings.max_request_bytes
+    return settings.max_body_bytes, "max_body_bytes", settings.max_body_bytes
+
+
+def declared_length(scope: Scope) -> int | None:
+    for name, value in scope.get("headers", []):
+        if name == b"content-length":
+            return int(value) if value.isdigit() else None
+    return None
+
+
+class BodyLimit:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        settings: Settings = scope["app"].state.settings
+        allowed, name, value = body_limit(settings, scope["method"], scope["path"])
+
+        def too_large(size: str) -> BodyTooLarge:
+            return BodyTooLarge(
+                f"The request body is {size}; the limit is {value} bytes.", limit=name, limit_value=value
+            )
+
+        declared = declared_length(scope)
+        if declared is not None and declared > allowed:
+            await send_problem(scope, send, too_large(f"{declared} bytes"), close=True)
+            return
+
+        received = 0
+        exceeded: BodyTooLarge | None = None
+        started = replaced = False
+
+        async def counted() -> Message:
+            nonlocal received, exceeded
+            if exceeded is not None:
+                raise exceeded
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > allowed:
+                    exceeded = too_large(f"more than {allowed} bytes")
+                    raise exceeded
+            return message
+
+        async def guarded(message: Message) -> None:
+            # Whatever the app made of the exception (FastAPI turns a failed body read into a
+            # 400), a body over the limit is answered 413.
+            nonlocal started, replaced
+            if replaced:
+                return
+            if message["type"] == "http.response.start":
+                if exceeded is not None:
+                    replaced = True
+                    await send_problem(scope, send, exceeded, close=True)
+                    return
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, counted, guarded)
+        except Exception:
+            if exceeded is None or started or replaced:
+                raise
+            await send_problem(scope, send, exceeded, close=True)
+
+
+# One JSON token outside strings: a string (skipped whole), an opening or closing bracket,
+# or a scalar (number, literal, garbage). Commas, colons and whitespace are not counted.
+_JSON_TOKEN = re.compile(rb'"(?:[^"\\]++|\\.)*+"|[\[{]|[\]}]|[^\s"\[\]{},:]++', re.DOTALL)
+_OPEN, _CLOSE = frozenset(b"[{"), frozenset(b"]}")
+
+
+def loads_bounded(data: bytes | bytearray, *, max_depth: int, max_values: int, field: str | None = None) -> Any:
+    """`json.loads` after a scan that refuses (400) nesting deeper than `max_depth` or more than
+    `max_values` values: 50 MB of `[],` would otherwise become a gigabyte of lists."""
+    where: dict[str, Any] = {"field": field} if field else {}
+    what = f"The `{field}` part" if field else "The body"
+    depth = values = 0
+    for match in _JSON_TOKEN.finditer(data):
+        first = data[match.start()]
+        if first in _CLOSE:
+            depth -= 1
+            continue
+        values += 1
+        if first in _OPEN:
+            depth += 1
+            if depth > max_depth:
+                raise BadRequest(
+                    f"{what} is JSON nested deeper than {max_depth} levels.",
+                    limit="max_json_depth",
+                    limit_value=max_depth,
+                    **where,
+                )
+        if values > max_values:
+            raise BadRequest(f"{what} holds more than {max_values} JSON values.", limit_value=max_values, **where)
+    try:
+        return json.loads(data)
+    except RecursionError as exc:  # unreachable after the scan; kept so no input can make it a 500
+        raise BadRequest(f"{what} is JSON nested too deeply.", limit="max_json_depth", **where) from exc
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadRequest(f"{what} is not valid JSON: {exc}.", **where) from exc
