@@ -98,9 +98,11 @@ class BodyLimit:
         try:
             await self.app(scope, counted, guarded)
         except Exception:
-            if exceeded is None or started or replaced:
+            if exceeded is None or started:
                 raise
-            await send_problem(scope, send, exceeded, close=True)
+            if not replaced:  # the refusal itself escaped the app: answer it here
+                await send_problem(scope, send, exceeded, close=True)
+            # else: the 413 is sent; what failed after it is the body's refusal playing out
 
 
 # One JSON token outside strings: a string (skipped whole), an opening or closing bracket,

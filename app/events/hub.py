@@ -121,6 +121,10 @@ class EventHub:
     def open_feeds(self) -> int:
         return len(self._feeds)
 
+    def feed(self, validation_id: str) -> Feed | None:
+        """The open feed of a validation, if it has viewers."""
+        return self._feeds.get(validation_id)
+
     def join(self, validation_id: str) -> Feed:
         feed = self._feeds.get(validation_id)
         if feed is None:
