@@ -3,7 +3,7 @@
 Middleware, outermost first: `LastResort` (problem+json for whatever escapes), `BodyLimit`
 (bodies counted as they stream), `Authenticate` (the caller before any body byte). State:
 the authenticator (and its stream re-check cache), the stream caps, the readiness cache,
-and the limiter of submissions tokenized at once. All of it is per API process.
+the limiter of submissions tokenized at once and the gate of submission bytes in memory. All of it is per API process.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from app.aws.clients import AWSClients
 from app.events.streams import StreamSlots
 from app.failures import LastResort
 from app.health.readiness import Readiness
-from app.limits import BodyLimit
+from app.limits import FRAMING_BYTES, BodyLimit, ByteGate
 from app.settings import Settings
 from app.users.dependencies import get_user_service
 
@@ -45,3 +45,5 @@ def start(app: FastAPI, settings: Settings, clients: AWSClients) -> None:
     app.state.streams = StreamSlots(settings.max_streams, settings.max_streams_total)
     app.state.readiness = Readiness(clients, settings)
     app.state.plan_limiter = anyio.CapacityLimiter(settings.plan_concurrency)
+    # One maximum-size submission in memory at a time; smaller ones share the allowance.
+    app.state.intake_gate = ByteGate(settings.max_request_bytes + FRAMING_BYTES)

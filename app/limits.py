@@ -12,8 +12,11 @@ framing); every other route is held to `max_body_bytes`.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -62,7 +65,7 @@ class BodyLimit:
 
         declared = declared_length(scope)
         if declared is not None and declared > allowed:
-            await send_problem(scope, send, too_large(f"{declared} bytes"), close=True)
+            await send_problem(scope, send, too_large(f"{declared} bytes"), close=True, receive=receive)
             return
 
         received = 0
@@ -90,7 +93,7 @@ class BodyLimit:
             if message["type"] == "http.response.start":
                 if exceeded is not None:
                     replaced = True
-                    await send_problem(scope, send, exceeded, close=True)
+                    await send_problem(scope, send, exceeded, close=True, receive=receive)
                     return
                 started = True
             await send(message)
@@ -101,7 +104,7 @@ class BodyLimit:
             if exceeded is None or started:
                 raise
             if not replaced:  # the refusal itself escaped the app: answer it here
-                await send_problem(scope, send, exceeded, close=True)
+                await send_problem(scope, send, exceeded, close=True, receive=receive)
             # else: the 413 is sent; what failed after it is the body's refusal playing out
 
 
@@ -140,3 +143,46 @@ def loads_bounded(data: bytes | bytearray, *, max_depth: int, max_values: int, f
         raise BadRequest(f"{what} is JSON nested too deeply.", limit="max_json_depth", **where) from exc
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadRequest(f"{what} is not valid JSON: {exc}.", **where) from exc
+
+
+class ByteGate:
+    """Bytes of submissions held in memory at once (per process), granted in arrival order.
+
+    A submission takes its declared length (or the whole allowance when chunked) before its
+    body is read, and gives it back when it has been stored: a waiting request's body stays
+    in the client's socket, so concurrent maximum-size uploads cost one at a time, while
+    small ones share the allowance."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.held = 0
+        self._changed = asyncio.Condition()
+        self._next_ticket = self._serving = 0
+        self._abandoned: set[int] = set()
+
+    def _turn(self, ticket: int) -> bool:
+        while self._serving in self._abandoned:  # a waiter that gave up is skipped
+            self._abandoned.discard(self._serving)
+            self._serving += 1
+        return self._serving == ticket
+
+    @asynccontextmanager
+    async def hold(self, amount: int) -> AsyncIterator[None]:
+        amount = max(1, min(amount, self.capacity))
+        async with self._changed:
+            ticket, self._next_ticket = self._next_ticket, self._next_ticket + 1
+            try:
+                await self._changed.wait_for(lambda: self._turn(ticket) and self.held + amount <= self.capacity)
+            except BaseException:
+                self._abandoned.add(ticket)
+                self._changed.notify_all()
+                raise
+            self._serving += 1
+            self.held += amount
+            self._changed.notify_all()
+        try:
+            yield
+        finally:
+            async with self._changed:
+                self.held -= amount
+                self._changed.notify_all()

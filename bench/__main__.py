@@ -3,7 +3,7 @@
 import importlib
 import sys
 
-BENCHMARKS = ["bench.engine", "bench.api", "bench.quotas", "bench.events", "bench.fidelity"]
+BENCHMARKS = ["bench.engine", "bench.api", "bench.quotas", "bench.events", "bench.fidelity", "bench.hostile"]
 
 
 def main() -> None:

@@ -61,7 +61,7 @@ class Authenticate:
             await self.app(scope, receive, send)
             return
         if not key:
-            await send_problem(scope, send, missing_key(), close=True)
+            await send_problem(scope, send, missing_key(), close=True, receive=receive)
             return
         settings: Settings = scope["app"].state.settings
         authenticator: Authenticator = scope["app"].state.authenticator
@@ -81,13 +81,14 @@ class Authenticate:
                     retry_after=int(retry_after),
                 ),
                 close=True,
+                receive=receive,
             )
             return
         principal = await authenticator.principal(key)
         if principal is None:
             self.throttle.failed(address, limit)
             log.info("invalid API key from %s on %s %s", address, scope["method"], scope["path"])
-            await send_problem(scope, send, invalid_key(), close=True)
+            await send_problem(scope, send, invalid_key(), close=True, receive=receive)
             return
         state = scope.setdefault("state", {})
         state["principal"] = principal

@@ -1,5 +1,5 @@
 """A raw ASGI client for middleware tests: it hands the body out chunk by chunk and counts
-what the app took, so a test can assert how much of a body was read."""
+what the app took, so a test can assert how much of a body was read before the answer."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ class Answer:
     status: int
     headers: dict[str, str]
     body: bytes
-    chunks_read: int  # http.request messages the app received
-    bytes_read: int
+    read_before_answer: int  # http.request messages the app had received when it began to answer
+    chunks_read: int  # in all (a refusal that closes the connection reads a bounded bit more: lingering)
 
     def json(self) -> Any:
         return json.loads(self.body)
@@ -58,6 +58,7 @@ async def call(
     sent: list[Message] = []
     taken = 0
     ended = False
+    before_answer: int | None = None
 
     async def receive() -> Message:
         nonlocal taken, ended
@@ -71,6 +72,9 @@ async def call(
         return {"type": "http.disconnect"}
 
     async def send(message: Message) -> None:
+        nonlocal before_answer
+        if message["type"] == "http.response.start":
+            before_answer = taken
         sent.append(message)
 
     await app(scope, receive, send)
@@ -79,6 +83,6 @@ async def call(
         status=start["status"],
         headers={k.decode("latin-1"): v.decode("latin-1") for k, v in start["headers"]},
         body=b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body"),
+        read_before_answer=before_answer or 0,
         chunks_read=taken,
-        bytes_read=taken * body.size,
     )

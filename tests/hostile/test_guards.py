@@ -1,6 +1,8 @@
-"""Per-process guards as plain objects: the failed-auth throttle and the stream caps."""
+"""Per-process guards as plain objects: the failed-auth throttle, the stream caps, the intake byte gate."""
 
 from __future__ import annotations
+
+import asyncio
 
 import pytest
 
@@ -8,6 +10,7 @@ from app.auth.throttle import WINDOW_SECONDS, FailedAuthThrottle
 from app.errors import TooManyRequests
 from app.events.streams import StreamSlots
 from app.identity.principal import Principal
+from app.limits import ByteGate
 from core.quota import Quota
 
 
@@ -66,3 +69,38 @@ def test_streams_are_capped_per_user_and_in_all() -> None:
     assert slots.open == 2
     slots.take(USER)
     assert slots.open == 3
+
+
+async def settle() -> None:
+    """Let every ready task run until it blocks."""
+    for _ in range(20):
+        await asyncio.sleep(0)
+
+
+async def test_the_byte_gate_admits_in_arrival_order_within_its_capacity() -> None:
+    gate = ByteGate(100)
+    inside: list[str] = []
+    leave = {name: asyncio.Event() for name in "abcde"}
+
+    async def submission(name: str, size: int) -> None:
+        async with gate.hold(size):
+            inside.append(name)
+            await leave[name].wait()
+
+    tasks = {name: asyncio.create_task(submission(name, size)) for name, size in [("a", 60), ("b", 60), ("c", 10)]}
+    await settle()
+    assert inside == ["a"]  # c would fit, but b came first: no small request starves a big one
+    leave["a"].set()
+    await settle()
+    assert inside == ["a", "b", "c"] and gate.held == 70
+
+    tasks["d"] = asyncio.create_task(submission("d", 10**9))  # chunked: the whole allowance
+    tasks["e"] = asyncio.create_task(submission("e", 5))
+    await settle()
+    tasks["d"].cancel()  # a waiter that gives up does not block the ones behind it
+    await settle()
+    assert inside == ["a", "b", "c", "e"]
+    for name in "bce":
+        leave[name].set()
+    await asyncio.gather(*(t for n, t in tasks.items() if n != "d"))
+    assert gate.held == 0

@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from app.errors import AppError, BadRequest
+from app.errors import LINGER_BYTES, AppError, BadRequest
 from app.limits import FRAMING_BYTES, BodyLimit, body_limit, loads_bounded
 from app.main import create_app
 from tests.conftest import settings_of
@@ -58,7 +58,8 @@ async def test_a_chunked_body_is_refused_413_as_soon_as_it_passes_the_limit() ->
 
     assert_problem(answer, 413, "max_body_bytes")
     assert answer.json()["limit_value"] == LIMIT
-    assert answer.chunks_read == LIMIT // 1024 + 1  # the chunk that passed the limit, and not one more
+    assert answer.read_before_answer == LIMIT // 1024 + 1  # the chunk that passed the limit, and not one more
+    assert answer.chunks_read <= answer.read_before_answer + LINGER_BYTES // 1024  # then a bounded lingering read
 
 
 async def test_a_declared_length_over_the_limit_is_refused_before_a_byte_is_read() -> None:
@@ -67,7 +68,7 @@ async def test_a_declared_length_over_the_limit_is_refused_before_a_byte_is_read
     answer = await call(limited_app(), "POST", "/echo", body, headers={"Content-Length": str(1000 * 1024)})
 
     assert_problem(answer, 413, "max_body_bytes")
-    assert answer.chunks_read == 0
+    assert answer.read_before_answer == 0
 
 
 async def test_a_body_within_the_limit_reaches_the_app_whole() -> None:
@@ -91,7 +92,7 @@ async def test_a_body_fastapi_parses_is_413_not_its_400() -> None:
     answer = await call(api, "POST", "/items", Body(chunks=100), headers={"Content-Type": "application/json"})
 
     assert_problem(answer, 413, "max_body_bytes")
-    assert answer.chunks_read == LIMIT // 1024 + 1
+    assert answer.read_before_answer == LIMIT // 1024 + 1
 
 
 def test_only_post_validations_may_carry_max_request_bytes() -> None:
@@ -121,7 +122,8 @@ async def test_an_anonymous_body_is_answered_401_without_reading_a_byte(method: 
     assert answer.headers["content-type"] == "application/problem+json"
     assert answer.headers["www-authenticate"].startswith("Bearer")
     assert answer.headers["connection"] == "close"
-    assert answer.chunks_read == 0
+    assert answer.read_before_answer == 0  # answered before a byte of the body was read
+    assert answer.chunks_read * 1024 <= LINGER_BYTES  # then at most the lingering read, dropped
 
 
 def test_json_deeper_than_the_limit_is_400() -> None:
