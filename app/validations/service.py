@@ -151,9 +151,10 @@ def _execution_input(validation_id: str, run: int, chunk_ids: list[str], combine
     }
 
 
-def _over_capacity(estimate: int, capacity: int, qualifier: str) -> Unprocessable:
+def _over_capacity(estimate: int, capacity: int) -> Unprocessable:
+    """`estimate` is a lower bound: the floor from bytes, or the files planned before planning stopped."""
     return Unprocessable(
-        f"This validation needs {qualifier} {estimate} tokens; your quota's capacity is {capacity}. "
+        f"This validation needs at least {estimate} tokens; your quota's capacity is {capacity}. "
         "Split the batch or ask an admin for a larger quota.",
         limit="capacity_tokens",
         limit_value=capacity,
@@ -226,7 +227,7 @@ class ValidationService:
             for d in submission.documents
         )
         if capacity is not None and floor > capacity:
-            raise _over_capacity(floor, capacity, "at least")
+            raise _over_capacity(floor, capacity)
         try:
             # Off the event loop, and at most `plan_concurrency` submissions tokenized at once per process.
             files, chunks, estimate = await anyio.to_thread.run_sync(
@@ -239,7 +240,7 @@ class ValidationService:
                 limiter=self.plan_limiter,
             )
         except _OverCapacity as over:
-            raise _over_capacity(over.estimate, capacity or 0, "more than") from None
+            raise _over_capacity(over.estimate, capacity or 0) from None
         created = now_iso()
         record = {
             "id": validation_id,
