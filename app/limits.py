@@ -8,6 +8,9 @@ checks a declared length only when the response starts, after the endpoint has r
 
 Only `POST /validations` may carry a large body (`max_request_bytes` plus the multipart
 framing); every other route is held to `max_body_bytes`.
+
+Also here: `loads_bounded` (JSON with depth and size limits, 400 beyond), `ByteGate` (the
+bytes of submissions held in memory at once) and `limit_malloc_arenas`.
 """
 
 from __future__ import annotations

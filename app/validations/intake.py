@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any
 
+import anyio.to_thread
 from fastapi import Request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.datastructures import UploadFile
@@ -215,6 +216,11 @@ def _document(settings: Settings, name: str, content: bytes, content_type: str |
     return Document(name, content)
 
 
+async def _checked(settings: Settings, name: str, content: bytes, content_type: str | None, index: int) -> Document:
+    """`_document` on a worker thread: decoding and scanning megabytes is no work for the event loop."""
+    return await anyio.to_thread.run_sync(_document, settings, name, content, content_type, index)
+
+
 def _rules(settings: Settings, raw: list[Any]) -> list[Rule]:
     if not raw:
         raise Unprocessable("At least one rule is required.", field="rules")
@@ -353,7 +359,7 @@ async def _read_json(request: Request, settings: Settings) -> Submission:
                 field=f"documents[{i}].content",
             ) from exc
         d.content = ""  # one copy of the text at a time
-        documents.append(_document(settings, d.name, content, None, i))
+        documents.append(await _checked(settings, d.name, content, None, i))
     return _finish(settings, documents, rules)
 
 
@@ -396,7 +402,7 @@ async def _read_multipart(request: Request, settings: Settings) -> Submission:
             content = await upload.read(settings.max_file_bytes + 1)
             await upload.close()  # its spooled copy goes now, not when the whole form closes
             documents.append(
-                _document(settings, upload.filename or f"file-{index}", content, upload.content_type, index)
+                await _checked(settings, upload.filename or f"file-{index}", content, upload.content_type, index)
             )
         return _finish(settings, documents, rules)
     finally:

@@ -151,6 +151,11 @@ def _execution_input(validation_id: str, run: int, chunk_ids: list[str], combine
     }
 
 
+def _cost_floor(submission: Submission, budget: int, completion_tokens: int) -> int:
+    """At most what the submission will be estimated at (core/bounds.py), from its bytes alone."""
+    return sum(file_cost_floor(d.content, budget, completion_tokens, max_token_bytes()) for d in submission.documents)
+
+
 def _over_capacity(estimate: int, capacity: int) -> Unprocessable:
     """`estimate` is a lower bound: the floor from bytes, or the files planned before planning stopped."""
     return Unprocessable(
@@ -221,11 +226,9 @@ class ValidationService:
         quota = principal.quota
         capacity = quota.capacity_tokens if quota is not None else None
         s = self.settings
-        # Cheap before costly: a floor from the bytes alone refuses what cannot fit before any tokenizing.
-        floor = sum(
-            file_cost_floor(d.content, s.chunk_max_tokens, s.completion_max_tokens, max_token_bytes())
-            for d in submission.documents
-        )
+        # Cheap before costly: a floor from the bytes alone refuses what cannot fit before any tokenizing
+        # (counting line breaks in C; on a worker thread all the same, it reads every byte).
+        floor = await anyio.to_thread.run_sync(_cost_floor, submission, s.chunk_max_tokens, s.completion_max_tokens)
         if capacity is not None and floor > capacity:
             raise _over_capacity(floor, capacity)
         try:
