@@ -17,7 +17,7 @@ from app.aws.clients import AWSClients
 from app.events.streams import StreamSlots
 from app.failures import LastResort
 from app.health.readiness import Readiness
-from app.limits import FRAMING_BYTES, BodyLimit, ByteGate, limit_malloc_arenas
+from app.limits import FRAMING_BYTES, BodyLimit, ByteGate, tune_malloc
 from app.settings import Settings
 from app.users.dependencies import get_user_service
 
@@ -36,7 +36,7 @@ def install(app: FastAPI) -> None:
 
 def start(app: FastAPI, settings: Settings, clients: AWSClients) -> None:
     """The per-process state the guards keep, on `app.state` (called in the lifespan)."""
-    limit_malloc_arenas()
+    tune_malloc()
     app.state.authenticator = Authenticator(
         get_user_service(settings, clients),
         settings.admin_api_key,

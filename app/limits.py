@@ -10,7 +10,7 @@ Only `POST /validations` may carry a large body (`max_request_bytes` plus the mu
 framing); every other route is held to `max_body_bytes`.
 
 Also here: `loads_bounded` (JSON with depth and size limits, 400 beyond), `ByteGate` (the
-bytes of submissions held in memory at once) and `limit_malloc_arenas`.
+bytes of submissions held in memory at once) and `tune_malloc`.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from app.settings import Settings
 # Multipart boundaries, part headers and the rules part ride on top of the files' bytes.
 FRAMING_BYTES = 1024 * 1024
 LARGE_BODY_ROUTES = frozenset({("POST", "/validations")})
-_M_ARENA_MAX = -8  # glibc <malloc.h>
+_M_ARENA_MAX, _M_MMAP_THRESHOLD = -8, -3  # glibc <malloc.h>
 
 
 class BodyTooLarge(PayloadTooLarge):
@@ -193,15 +193,18 @@ class ByteGate:
                 self._changed.notify_all()
 
 
-def limit_malloc_arenas(arenas: int = 2) -> bool:
-    """Cap glibc's malloc arenas (as MALLOC_ARENA_MAX would; False where there is no glibc).
+def tune_malloc(arenas: int = 2, mmap_threshold: int = 1024 * 1024) -> bool:
+    """Cap glibc's malloc arenas and fix its mmap threshold (as MALLOC_ARENA_MAX and
+    MALLOC_MMAP_THRESHOLD_ would); False where there is no glibc.
 
-    glibc gives threads their own arenas and rarely returns their freed memory to the system:
-    submissions split on worker threads left tens of MiB each behind in arenas of their own,
-    and four maximum-size uploads grew the API by 4.4 × `max_request_bytes` instead of 2 ×
-    (bench/hostile.py)."""
+    glibc gives threads arenas of their own and rarely returns their freed memory to the
+    system: submissions split on worker threads left tens of MiB each behind, and four
+    maximum-size uploads grew the API by 4.4 × `max_request_bytes` instead of 2 × (bench/hostile.py).
+    And once a large block is freed, glibc raises its mmap threshold to that size, so later
+    multi-MiB buffers (file contents, decoded text) come from the heap, where they fragment;
+    a fixed threshold keeps every buffer of 1 MiB or more in its own mapping, returned when freed."""
     try:
         libc = ctypes.CDLL("libc.so.6")
-        return bool(libc.mallopt(_M_ARENA_MAX, arenas))
+        return bool(libc.mallopt(_M_ARENA_MAX, arenas)) and bool(libc.mallopt(_M_MMAP_THRESHOLD, mmap_threshold))
     except (OSError, AttributeError):
         return False
