@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -61,3 +63,27 @@ def test_ten_files_of_short_lines_are_priced_out_of_a_default_quota_by_bytes_alo
     floor = 10 * file_cost_floor(content, 1500, COMPLETION, max_token_bytes())
 
     assert floor > 1_000_000  # DEFAULT_CAPACITY_TOKENS
+
+
+def test_planning_stops_after_the_file_that_passes_the_capacity(monkeypatch: pytest.MonkeyPatch) -> None:
+    import app.validations.service as service
+    from app.validations.intake import Document, Rule, Submission
+
+    prose = "".join(f"Line {i} of a report, with enough words to cost some tokens.\n" for i in range(300)).encode()
+    documents = [Document(f"f{i}.txt", prose) for i in range(5)]
+    rules = [Rule("r1", "be tidy")]
+    one = service._plan(Submission(documents[:1], rules), "v", 1500, 512)[2]
+    split = service.split_file
+    calls: list[str] = []
+
+    def counted(name: str, *args: Any) -> Any:
+        calls.append(name)
+        return split(name, *args)
+
+    monkeypatch.setattr(service, "split_file", counted)
+
+    with pytest.raises(service._OverCapacity) as stopped:
+        service._plan(Submission(documents, rules), "v", 1500, 512, capacity=one + 1)
+
+    assert calls == ["f0.txt", "f1.txt"]  # the second file passed the capacity; three were never split
+    assert stopped.value.estimate == 2 * one

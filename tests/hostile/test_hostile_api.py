@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -193,7 +194,7 @@ def test_a_batch_over_the_capacity_is_refused_from_its_bytes_before_tokenizing(
     split_file = service.split_file
 
     def counted(*args: Any) -> Any:
-        calls.append(__import__("threading").current_thread().name)
+        calls.append(threading.current_thread().name)
         return split_file(*args)
 
     monkeypatch.setattr(service, "split_file", counted)
