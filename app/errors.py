@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
+import anyio
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Receive, Scope, Send
 
 PROBLEM_JSON = "application/problem+json"
 PROBLEM_BASE = "https://validation-service.dev/problems/"
@@ -107,6 +110,46 @@ class UpstreamError(AppError):
 
 def problem(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
+
+
+# A refusal that closes the connection first reads (and drops) a little more of what the
+# client is still sending: closing a socket with unread data makes the kernel send a reset,
+# which can destroy the answer before the client has read it (a "lingering close").
+LINGER_BYTES = 4 * 1024 * 1024
+LINGER_SECONDS = 2.0
+
+
+async def send_problem(
+    scope: Scope, send: Send, error: AppError, *, close: bool = False, receive: Receive | None = None
+) -> None:
+    """Answer `error` as problem+json from an ASGI middleware (outside FastAPI's handlers).
+
+    `close` ends the connection instead of letting the server drain a body nobody will read;
+    given `receive`, the answer is complete (with its Content-Length) before the lingering
+    read of at most LINGER_BYTES, then the connection closes."""
+    headers = {**error.headers, **({"Connection": "close"} if close else {})}
+    response = problem(error.status, error.body(scope.get("path")), headers)
+    await send({"type": "http.response.start", "status": response.status_code, "headers": response.raw_headers})
+    if receive is None:
+        await send({"type": "http.response.body", "body": response.body})
+        return
+    await send({"type": "http.response.body", "body": response.body, "more_body": True})
+    with anyio.move_on_after(LINGER_SECONDS), contextlib.suppress(Exception):  # best effort (a body limit may say stop)
+        drained = 0
+        while drained < LINGER_BYTES:
+            message = await receive()
+            if message["type"] != "http.request":
+                break
+            drained += len(message.get("body", b""))
+            if not message.get("more_body", False):
+                break
+    await send({"type": "http.response.body", "body": b""})
+
+
+class InternalError(AppError):
+    """An error nobody anticipated: the body carries an id that the log line carries too."""
+
+    status, type, title = 500, "internal", "Internal error"
 
 
 def install(app: FastAPI) -> None:

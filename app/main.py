@@ -8,7 +8,7 @@ from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontext
 
 from fastapi import FastAPI
 
-from app import errors, observability
+from app import errors, guards, observability
 from app.admin.router import router as admin_router
 from app.aws.clients import open_clients
 from app.events.hub import EventHub
@@ -50,6 +50,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 EventStore(app.state.clients, effective), effective.sse_poll_seconds, effective.sse_gap_wait_seconds
             )
             await observability.start(stack, app, effective, local_lambdas=settings.mode is Mode.LOCAL)
+            guards.start(app, effective, app.state.clients)
             try:
                 yield
             finally:
@@ -64,6 +65,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     errors.install(app)
     observability.install(app)
+    guards.install(app)
     app.include_router(health_router)
     app.include_router(validations_router)
     app.include_router(admin_router)

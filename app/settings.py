@@ -155,6 +155,19 @@ class Settings(BaseSettings):
         default=10.0, ge=0, description="How long /metrics reuses the DynamoDB reads behind its state gauges."
     )
 
+    # Hostile input and hostile clients (issue 14). Counters are per API process.
+    max_body_bytes: int = Field(
+        default=64 * 1024, ge=1024, description="Request body limit of every route but POST /validations."
+    )
+    max_json_depth: int = Field(default=32, ge=4, description="Nesting beyond this in a JSON body is a 400.")
+    max_streams: int = Field(default=20, ge=1, description="Open event streams per user (per API process).")
+    max_streams_total: int = Field(default=2000, ge=1, description="Open event streams in all (per API process).")
+    auth_failures_per_minute: int = Field(
+        default=20, ge=1, description="Bad API keys a client address may send per minute before 429 (per process)."
+    )
+    readiness_cache_seconds: float = Field(default=1.0, ge=0, description="How long /readyz reuses its AWS checks.")
+    plan_concurrency: int = Field(default=2, ge=1, description="Submissions split and tokenized at once (threads).")
+
     @model_validator(mode="after")
     def _cross_check(self) -> Settings:
         """Settings that are only valid together, checked once at load (not at the first call)."""

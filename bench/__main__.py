@@ -13,6 +13,7 @@ BENCHMARKS = [
     "bench.observability",
     "bench.first_run",
     "bench.queue",
+    "bench.hostile",
 ]
 
 

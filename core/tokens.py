@@ -37,3 +37,9 @@ def split_by_tokens(text: str, max_tokens: int) -> list[str]:
     encoding = _encoding()
     tokens = encoding.encode(text, disallowed_special=())
     return [encoding.decode(tokens[i : i + max_tokens]) for i in range(0, len(tokens), max_tokens)] or [""]
+
+
+@lru_cache(maxsize=1)
+def max_token_bytes() -> int:
+    """The longest token's UTF-8 bytes (128 for cl100k_base): a text of n bytes has at least n / this tokens."""
+    return max(len(token) for token in _encoding().token_byte_values())

@@ -13,7 +13,8 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
-from schemathesis import checks
+from hypothesis.errors import Unsatisfiable
+from schemathesis import GenerationMode, checks
 from schemathesis.core.result import Ok
 
 from app.main import create_app
@@ -22,6 +23,7 @@ from local.serving import ThreadedServer
 from tests.conftest import ADMIN
 
 EXAMPLES_PER_OPERATION = 15
+NEGATIVE_EXAMPLES_PER_OPERATION = 6
 # What the contract promises: no 5xx; statuses, content types, headers and bodies as documented.
 # (Not `positive_data_acceptance`: a schema-valid body can still break a documented rule,
 # e.g. a `rules` part that is not JSON, which is rightly a 400.)
@@ -62,10 +64,24 @@ def test_api_honours_its_openapi_schema(served_api: str) -> None:
         def check(case: schemathesis.Case[Any]) -> None:
             case.call_and_validate(base_url=served_api, headers=headers, checks=CHECKS)
 
-        try:
-            check()
-        except Exception as exc:  # noqa: BLE001 - gather every operation's failure, then report them all
-            failures[operation.label] = f"{type(exc).__name__}: {exc}"[:2000]
+        # Negative data (off the schema: wrong types, missing members, bad ids): never a 5xx.
+        @given(case=operation.as_strategy(generation_mode=GenerationMode.NEGATIVE))
+        @hypothesis_settings(
+            max_examples=NEGATIVE_EXAMPLES_PER_OPERATION,
+            deadline=None,
+            database=None,
+            suppress_health_check=list(HealthCheck),
+        )
+        def check_negative(case: schemathesis.Case[Any]) -> None:
+            case.call_and_validate(base_url=served_api, headers=headers, checks=[checks.not_a_server_error])
+
+        for run, label in ((check, operation.label), (check_negative, f"{operation.label} (negative)")):
+            try:
+                run()
+            except Unsatisfiable:  # nothing to get wrong: no parameters, no body (GET /healthz)
+                continue
+            except Exception as exc:  # noqa: BLE001 - gather every operation's failure, then report them all
+                failures[label] = f"{type(exc).__name__}: {exc}"[:2000]
 
     assert len(operations) >= 8
     assert failures == {}

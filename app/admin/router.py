@@ -11,8 +11,8 @@ from app.admin.parallelism import GovernorView, ParallelismSettings
 from app.auth.dependencies import CurrentAdmin
 from app.aws.functions import Functions
 from app.deps import ClientsDep, SettingsDep
-from app.errors import BadRequest, problem_responses
-from app.pagination import decode_cursor, encode_cursor
+from app.errors import problem_responses
+from app.pagination import decode_cursor, encode_cursor, is_key
 from app.users.dependencies import Users
 from app.users.schemas import (
     AuditEntry,
@@ -110,9 +110,8 @@ async def get_audit(
     cursor: Annotated[str | None, Query(max_length=2048)] = None,
 ) -> AuditPage:
     """Admin changes, newest first: who, when, what, old → new."""
-    start = decode_cursor(cursor) if cursor else None
-    if start is not None and not isinstance(start, dict):
-        raise BadRequest("The cursor is not valid; use `next_cursor` from a previous page.", field="cursor")
+    # The audit table's LastEvaluatedKey: the one partition, and a sort key as `UserStore.audit` writes it.
+    start = decode_cursor(cursor, lambda v: is_key(v, {"stream", "at"}) and v["stream"] == "admin") if cursor else None
     items, last = await users.audit_page(limit, start)
     return AuditPage(
         items=[AuditEntry.model_validate(asdict(i)) for i in items], next_cursor=encode_cursor(last) if last else None

@@ -14,7 +14,9 @@ import aioboto3
 from botocore.config import Config
 
 # One pool big enough for SSE readers, pollers and request handlers sharing a client.
-_CONFIG = Config(max_pool_connections=64, retries={"mode": "standard", "max_attempts": 3})
+# No client-side parameter validation: AWS validates every request anyway, and botocore's
+# walk of a 25-item BatchWriteItem ran on the event loop for most of a large submission's time.
+_CONFIG = Config(max_pool_connections=64, retries={"mode": "standard", "max_attempts": 3}, parameter_validation=False)
 
 
 @dataclass

@@ -8,7 +8,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from app.aws.errors import error_code
-from app.errors import NotFound, UpstreamError
+from app.errors import BadRequest, NotFound, UpstreamError
 
 
 class Executions:
@@ -69,6 +69,6 @@ class Executions:
             if code == "ExecutionDoesNotExist":
                 raise NotFound("The execution's history is no longer available.") from exc
             if code in {"InvalidToken", "ValidationException"}:
-                raise NotFound("The history cursor is not valid.") from exc
+                raise BadRequest("The history cursor is not valid.", field="cursor") from exc
             raise UpstreamError(f"GetExecutionHistory failed: {code}") from exc
         return page["events"], page.get("nextToken")

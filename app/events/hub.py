@@ -13,7 +13,7 @@ import bisect
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from app.events.store import Event, EventStore
 from core.events import STATUS
@@ -28,6 +28,7 @@ class Feed:
         self.events: list[Event] = []
         self.ended = False  # the last status is terminal and nothing newer is stored
         self.viewers = 0
+        self.polls = 0  # reads done: viewers re-check their caller once per poll
         self._store = store
         self._poll = poll_seconds
         self._gap_wait = gap_wait_seconds
@@ -78,17 +79,28 @@ class Feed:
                     if event.type == STATUS:
                         self._status = event.data.get("status")
                 self.ended = caught_up and self._status in TERMINAL
+                self.polls += 1
                 self._changed.notify_all()
             await asyncio.sleep(self._poll)
 
-    async def follow(self, after_seq: int) -> AsyncIterator[Event | None]:
-        """Events after `after_seq` as they come; a final None when the validation has ended."""
+    async def follow(
+        self, after_seq: int, allowed: Callable[[], Awaitable[bool]] | None = None
+    ) -> AsyncIterator[Event | None]:
+        """Events after `after_seq` as they come; a final None when the validation has ended.
+
+        With `allowed`, it is asked after every poll of the feed (and before any event is
+        given out): when it answers False the iteration stops, without the final None."""
         index = bisect.bisect_right([e.seq for e in self.events], after_seq)
+        polls = self.polls
         while True:
             async with self._changed:
                 # wait_for returns before `index` changes again: the predicate sees this iteration's value.
-                await self._changed.wait_for(lambda: len(self.events) > index or self.ended)  # noqa: B023
-                batch, ended = self.events[index:], self.ended
+                await self._changed.wait_for(
+                    lambda: len(self.events) > index or self.ended or (allowed is not None and self.polls != polls)  # noqa: B023
+                )
+                batch, ended, polls = self.events[index:], self.ended, self.polls
+            if allowed is not None and not await allowed():
+                return
             for event in batch:
                 index += 1
                 if event.seq > after_seq:
@@ -108,6 +120,10 @@ class EventHub:
     @property
     def open_feeds(self) -> int:
         return len(self._feeds)
+
+    def feed(self, validation_id: str) -> Feed | None:
+        """The open feed of a validation, if it has viewers."""
+        return self._feeds.get(validation_id)
 
     def join(self, validation_id: str) -> Feed:
         feed = self._feeds.get(validation_id)

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
-import asyncio
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
-from app.deps import ClientsDep, SettingsDep
 from app.errors import PROBLEM_BASE, PROBLEM_JSON
+from app.health.readiness import Readiness
+from app.identity.principal import Principal
 
 router = APIRouter(tags=["health"])
+CHECKS = ("dynamodb", "s3", "stepfunctions", "ssm")
+
+
+def get_readiness(request: Request) -> Readiness:
+    readiness: Readiness = request.app.state.readiness
+    return readiness
 
 
 @router.get("/healthz")
@@ -21,31 +27,20 @@ async def healthz() -> dict[str, str]:
 
 
 @router.get("/readyz", responses={503: {"description": "A dependency is unreachable"}})
-async def readyz(settings: SettingsDep, clients: ClientsDep) -> Any:
-    """DynamoDB, S3, Step Functions and SSM are reachable with the configured resources."""
-    checks = {
-        "dynamodb": clients.dynamodb.describe_table(TableName=settings.table("validations")),
-        "s3": clients.s3.head_bucket(Bucket=settings.bucket),
-        "stepfunctions": clients.sfn.describe_state_machine(stateMachineArn=settings.state_machine_arn or ""),
-        "ssm": clients.ssm.get_parameter(Name=f"{settings.ssm_prefix}/max-parallelism"),
-    }
-
-    async def probe(call: Any) -> str | None:
-        try:
-            await asyncio.wait_for(call, timeout=settings.readiness_timeout_seconds)
-        except Exception as exc:  # noqa: BLE001 - every failure is reported by name, not raised
-            return f"{type(exc).__name__}: {exc}"[:300]
-        return None
-
-    results = dict(zip(checks, await asyncio.gather(*(probe(c) for c in checks.values())), strict=True))
-    failed = {name: reason for name, reason in results.items() if reason}
+async def readyz(request: Request, readiness: Annotated[Readiness, Depends(get_readiness)]) -> Any:
+    """DynamoDB, S3, Step Functions and SSM are reachable (checked at most once a second). Anonymous
+    callers get the status only; with an admin key, which dependency failed and why."""
+    failed = await readiness.failures()
+    caller: Principal | None = getattr(request.state, "principal", None)
+    details = caller is not None and caller.is_admin
     if failed:
-        body = {
+        body: dict[str, Any] = {
             "type": PROBLEM_BASE + "not-ready",
             "title": "Not ready",
             "status": 503,
-            "detail": "Unreachable: " + ", ".join(sorted(failed)),
-            "failed": failed,
+            "detail": "Unreachable: " + ", ".join(sorted(failed)) if details else "A dependency is unreachable.",
         }
+        if details:
+            body["failed"] = failed
         return JSONResponse(body, status_code=503, media_type=PROBLEM_JSON)
-    return {"status": "ready", "checks": dict.fromkeys(checks, "ok")}
+    return {"status": "ready", **({"checks": dict.fromkeys(CHECKS, "ok")} if details else {})}

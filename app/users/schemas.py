@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import unicodedata
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from app.identity.principal import BOOTSTRAP_ADMIN
 from app.users.records import User
 
 
@@ -22,12 +24,30 @@ class QuotaIn(BaseModel):
     )
 
 
+# Ids no user may take: `admin` is the bootstrap admin's (ADMIN_API_KEY), who owns validations
+# and the audit trail under that id; a user of that name would see and cancel them.
+RESERVED_USER_IDS = frozenset({"admin", BOOTSTRAP_ADMIN})
+
+
 class UserCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     user_id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.@-]+$")
     role: Literal["user", "admin"] = "user"
     quota: QuotaIn | None = None
     on_limit: Literal["queue", "reject"] | None = None
+
+    @field_validator("user_id", mode="before")
+    @classmethod
+    def _normalized(cls, value: Any) -> Any:
+        """NFC, so one id has one spelling (the pattern then allows ASCII only)."""
+        return unicodedata.normalize("NFC", value) if isinstance(value, str) else value
+
+    @field_validator("user_id")
+    @classmethod
+    def _not_reserved(cls, value: str) -> str:
+        if value.casefold() in RESERVED_USER_IDS:
+            raise ValueError(f"{value!r} is reserved (the bootstrap admin's id)")
+        return value
 
 
 class UserPatch(BaseModel):

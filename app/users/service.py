@@ -38,6 +38,13 @@ class UserService:
         user = await self.store.get(user_id)
         return (None, "queue") if user is None else (user.quota, user.on_limit)
 
+    async def principal_of_user(self, user_id: str, key_hash: str) -> Principal | None:
+        """The user now, if `key_hash` is still its current key and it is not disabled (one read)."""
+        user = await self.store.get(user_id)
+        if user is None or user.disabled or user.key_hash != key_hash:
+            return None
+        return user.principal()
+
     async def create(self, actor: Principal, request: UserCreate) -> tuple[User, str]:
         """The new user and its API key (the key is stored only as its hash)."""
         s = self.settings

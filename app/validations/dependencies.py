@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Path
+from fastapi import Depends, Path, Request
 
 from app.aws.stepfunctions import Executions
 from app.deps import ClientsDep, SettingsDep
@@ -18,7 +18,7 @@ from app.webhooks.dependencies import NotificationsDep
 
 
 def get_service(
-    settings: SettingsDep, clients: ClientsDep, users: Users, notifications: NotificationsDep
+    request: Request, settings: SettingsDep, clients: ClientsDep, users: Users, notifications: NotificationsDep
 ) -> ValidationService:
     return ValidationService(
         ValidationStore(clients, settings),
@@ -28,6 +28,7 @@ def get_service(
         EventLog(EventStore(clients, settings)),
         settings,
         notifications,
+        plan_limiter=getattr(request.app.state, "plan_limiter", None),
     )
 
 

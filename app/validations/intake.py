@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import unicodedata
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any
 
+import anyio.to_thread
 from fastapi import Request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.datastructures import UploadFile
@@ -18,6 +20,7 @@ from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
 
 from app.errors import BadRequest, PayloadTooLarge, Unprocessable, UnsupportedMediaType
+from app.limits import loads_bounded
 from app.settings import Settings
 
 TEXT_SUFFIXES = frozenset(
@@ -104,14 +107,13 @@ BINARY_SUFFIXES = frozenset(
     ]
 )
 # Control characters other than tab, newline, carriage return, form feed: a sign of binary.
-_CONTROL = frozenset(range(0, 32)) - {9, 10, 12, 13}
+_CONTROL = bytes(sorted(frozenset(range(0, 32)) - {9, 10, 12, 13}))
 
 
 @dataclass(frozen=True)
 class Document:
     name: str
-    content: bytes
-    text: str
+    content: bytes  # valid UTF-8 text, as uploaded (BOM and all)
 
 
 @dataclass(frozen=True)
@@ -158,16 +160,27 @@ class JsonSubmission(BaseModel):
     reuse: bool = Field(default=True, description="false: ask the model again even for parts judged before")
 
 
+# Unicode categories a file name may not hold: controls (Cc), format characters (Cf: bidi
+# overrides and isolates, zero-width characters), lone surrogates (Cs), line and paragraph
+# separators (Zl, Zp). A name is shown to people and to the model; these make it read as
+# something else.
+_REFUSED_IN_NAMES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
+
+
 def _check_name(name: str, field: str) -> str:
-    clean = name.strip()
-    if (
-        not clean
-        or len(clean) > 255
-        or "/" in clean
-        or "\\" in clean
-        or clean in {".", ".."}
-        or any(ord(c) < 32 for c in clean)
-    ):
+    """The name as stored: NFC-normalized (so `é` and `e\u0301` are one name) and stripped."""
+    clean = unicodedata.normalize("NFC", name).strip()
+    shown = ascii(name)[1:-1]  # a refused name is echoed escaped: a bidi override stays inert
+    refused = next((c for c in clean if unicodedata.category(c) in _REFUSED_IN_NAMES), None)
+    if refused is not None:
+        raise Unprocessable(
+            f"Invalid file name {shown!r}: it holds U+{ord(refused):04X} "
+            f"({unicodedata.name(refused, unicodedata.category(refused))}); "
+            "control, format (bidi) and separator characters are not allowed.",
+            field=field,
+            file=shown,
+        )
+    if not clean or len(clean) > 255 or "/" in clean or "\\" in clean or clean in {".", ".."}:
         raise Unprocessable(
             f"Invalid file name {name!r}: 1-255 characters, no path separators.", field=field, file=name
         )
@@ -185,7 +198,8 @@ def _as_text(name: str, content: bytes, content_type: str | None) -> str:
             f"File {name!r} is not UTF-8 text (invalid byte at offset {exc.start}).", file=name
         ) from exc
     sample = content[:65536]
-    if b"\x00" in sample or sum(b in _CONTROL for b in sample) > max(8, len(sample) // 100):
+    controls = len(sample) - len(sample.translate(None, _CONTROL))  # counted in C, not byte by byte
+    if b"\x00" in sample or controls > max(8, len(sample) // 100):
         raise UnsupportedMediaType(f"File {name!r} looks binary (control characters), not text.", file=name)
     return text.removeprefix("\ufeff")
 
@@ -201,9 +215,14 @@ def _document(settings: Settings, name: str, content: bytes, content_type: str |
             limit_value=settings.max_file_bytes,
         )
     text = _as_text(name, content, content_type)
-    if not text.strip():
+    if not text or text.isspace():  # not `strip()`: that copies the whole text
         raise Unprocessable(f"File {name!r} is empty: nothing to validate.", file=name, field=field)
-    return Document(name, content, text)
+    return Document(name, content)
+
+
+async def _checked(settings: Settings, name: str, content: bytes, content_type: str | None, index: int) -> Document:
+    """`_document` on a worker thread: decoding and scanning megabytes is no work for the event loop."""
+    return await anyio.to_thread.run_sync(_document, settings, name, content, content_type, index)
 
 
 def _rules(settings: Settings, raw: list[Any]) -> list[Rule]:
@@ -226,6 +245,8 @@ def _rules(settings: Settings, raw: list[Any]) -> list[Rule]:
             raise Unprocessable(f"Rule {i}: {where}: {first['msg']}.", field=f"rules[{i}].{where}") from exc
         if not rule.text.strip():
             raise Unprocessable(f"Rule {i} has no text.", field=f"rules[{i}].text")
+        if any(unicodedata.category(c) == "Cs" for c in rule.text):
+            raise Unprocessable(f"Rule {i} is not valid Unicode text (a lone surrogate).", field=f"rules[{i}].text")
         if len(rule.text) > settings.max_rule_chars:
             raise Unprocessable(
                 f"Rule {i} has {len(rule.text)} characters; the limit is {settings.max_rule_chars}.",
@@ -298,28 +319,51 @@ async def read_submission(request: Request, settings: Settings) -> Submission:
     )
 
 
+def _json_values(settings: Settings) -> int:
+    """Values a submission's JSON may hold: about five per document and per rule, with room to spare."""
+    return 8 * (settings.max_files + settings.max_rules) + 64
+
+
+async def _read_body(request: Request) -> bytearray:
+    """The body in one buffer (`request.body()` keeps a joined copy on the request until it ends).
+    `app/limits.BodyLimit` bounds it while it streams."""
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+    return body
+
+
 async def _read_json(request: Request, settings: Settings) -> Submission:
-    body = await request.body()
-    try:
-        raw = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise BadRequest(f"The body is not valid JSON: {exc}.") from exc
+    body = await _read_body(request)
+    raw = loads_bounded(body, max_depth=settings.max_json_depth, max_values=_json_values(settings))
+    del body
+    # Counts before the model validates every document.
+    if isinstance(raw, dict) and isinstance(raw.get("documents"), list) and len(raw["documents"]) > settings.max_files:
+        raise PayloadTooLarge(
+            f"{len(raw['documents'])} files; the limit is {settings.max_files} per validation.",
+            limit="max_files",
+            limit_value=settings.max_files,
+        )
     try:
         parsed = JsonSubmission.model_validate(raw)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "body"
         raise Unprocessable(f"{where}: {first['msg']}.", field=where) from exc
-    if len(parsed.documents) > settings.max_files:
-        raise PayloadTooLarge(
-            f"{len(parsed.documents)} files; the limit is {settings.max_files} per validation.",
-            limit="max_files",
-            limit_value=settings.max_files,
-        )
+    del raw
     rules = _rules(settings, list(parsed.rules))
-    documents = [
-        _document(settings, d.name, d.content.encode("utf-8"), None, i) for i, d in enumerate(parsed.documents)
-    ]
+    documents = []
+    for i, d in enumerate(parsed.documents):
+        try:
+            content = d.content.encode("utf-8")
+        except UnicodeEncodeError as exc:  # a JSON "\ud800" escape: a lone surrogate is no text
+            raise UnsupportedMediaType(
+                f"File {ascii(d.name)} is not valid Unicode text (a lone surrogate at offset {exc.start}).",
+                file=ascii(d.name)[1:-1],
+                field=f"documents[{i}].content",
+            ) from exc
+        d.content = ""  # one copy of the text at a time
+        documents.append(await _checked(settings, d.name, content, None, i))
     return _finish(settings, documents, rules, parsed.reuse)
 
 
@@ -353,10 +397,9 @@ async def _read_multipart(request: Request, settings: Settings) -> Submission:
         raw_rules = form.getlist("rules")
         if len(raw_rules) != 1 or not isinstance(raw_rules[0], str):
             raise Unprocessable("Send exactly one `rules` part holding a JSON array of rules.", field="rules")
-        try:
-            rules_value = json.loads(raw_rules[0])
-        except ValueError as exc:
-            raise BadRequest(f"The `rules` part is not valid JSON: {exc}.", field="rules") from exc
+        rules_value = loads_bounded(
+            raw_rules[0].encode(), max_depth=settings.max_json_depth, max_values=_json_values(settings), field="rules"
+        )
         if not isinstance(rules_value, list):
             raise Unprocessable("`rules` must be a JSON array of strings or {id, text} objects.", field="rules")
         rules = _rules(settings, rules_value)
@@ -365,8 +408,9 @@ async def _read_multipart(request: Request, settings: Settings) -> Submission:
             if not isinstance(upload, UploadFile):
                 raise Unprocessable(f"files[{index}] is not a file part.", field=f"files[{index}]")
             content = await upload.read(settings.max_file_bytes + 1)
+            await upload.close()  # its spooled copy goes now, not when the whole form closes
             documents.append(
-                _document(settings, upload.filename or f"file-{index}", content, upload.content_type, index)
+                await _checked(settings, upload.filename or f"file-{index}", content, upload.content_type, index)
             )
         return _finish(settings, documents, rules, raw_reuse == "true")
     finally:

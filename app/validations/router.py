@@ -10,6 +10,7 @@ from fastapi.responses import StreamingResponse
 from app.auth.dependencies import CurrentAdmin, CurrentUser
 from app.deps import SettingsDep
 from app.errors import problem_responses
+from app.limits import ByteGate, declared_length
 from app.pagination import encode_cursor
 from app.validations import report
 from app.validations.dependencies import Service, ValidationId
@@ -59,8 +60,10 @@ async def create_validation(
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
 ) -> ValidationOut:
     """Submit files and rules; the validation starts at once (202, Location)."""
-    submission = await read_submission(request, settings)
-    validation, _ = await service.create(principal, submission, idempotency_key)
+    gate: ByteGate = request.app.state.intake_gate
+    async with gate.hold(declared_length(request.scope) or gate.capacity):  # before a body byte is read
+        submission = await read_submission(request, settings)
+        validation, _ = await service.create(principal, submission, idempotency_key)
     response.headers["Location"] = f"/validations/{validation.id}"
     return ValidationOut.of(validation)
 

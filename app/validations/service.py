@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable
@@ -11,6 +12,10 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
+import anyio
+import anyio.to_thread
+
+from app.aws.errors import aws_failure
 from app.aws.stepfunctions import Executions
 from app.errors import (
     AppError,
@@ -26,7 +31,7 @@ from app.errors import (
 from app.events.service import EventLog
 from app.identity.principal import Principal
 from app.observability.logs import bind
-from app.pagination import decode_cursor, encode_cursor
+from app.pagination import decode_cursor, encode_cursor, is_key
 from app.quotas.service import QuotaService
 from app.settings import Settings
 from app.users.service import UserService
@@ -35,15 +40,16 @@ from app.validations.records import QueuePosition, Validation
 from app.validations.store import ValidationStore
 from app.webhooks.service import Notifications
 from core import prompt, webhooks
+from core.bounds import file_cost_floor, line_count
 from core.clock import expiry, now_iso
-from core.lines import split_lines
 from core.parts import split_file
 from core.quota import Quota, Refusal, rate_limit_headers
 from core.records import MAX_MAP_ITEMS, TERMINAL, ChunkStatus, ValidationStatus, batches, chunk_id, file_batches
 from core.results import file_result
-from core.tokens import count_tokens
+from core.tokens import count_tokens, max_token_bytes
 
 log = logging.getLogger(__name__)
+_CURSOR_ID = re.compile(r"[A-Za-z0-9-]{1,64}")
 
 
 # A combine prompt's report per part, for estimates only (the Lambda measures the real ones):
@@ -72,13 +78,30 @@ def _combine_estimate(name: str, parts: int, rules: list[dict[str, str]], budget
     return combine_calls(parts, fan_in) * per_call
 
 
+class _OverCapacity(Exception):
+    """Planning stopped: the files planned so far already cost more than the capacity."""
+
+    def __init__(self, estimate: int) -> None:
+        super().__init__(estimate)
+        self.estimate = estimate
+
+
 def _plan(
-    submission: Submission, validation_id: str, budget: int, completion_tokens: int
+    submission: Submission,
+    validation_id: str,
+    budget: int,
+    completion_tokens: int,
+    capacity: int | None = None,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], int]:
-    """Files, part records and estimated tokens (every part call and combine call: prompt + completion allowance)."""
+    """Files, part records and estimated tokens (every part call and combine call: prompt + completion allowance).
+
+    With a `capacity`, planning stops (`_OverCapacity`) after the first file that takes the
+    estimate above it: a request's tokenizing is bounded by its owner's capacity."""
     rules = [{"id": r.id, "text": r.text} for r in submission.rules]
     files, chunks, estimate = [], [], 0
     for index, document in enumerate(submission.documents):
+        if capacity is not None and estimate > capacity:
+            raise _OverCapacity(estimate)
         key = f"validations/{validation_id}/{index:05d}"
         spans = split_file(document.name, document.content, budget)
         multi = len(spans) > 1
@@ -92,7 +115,7 @@ def _plan(
                 "size": len(document.content),
                 "chunks": len(spans),
                 "kind": spans[0].kind,
-                "last_line": max(1, len(split_lines(document.text))),
+                "last_line": max(1, line_count(document.content)),  # a BOM holds no line break
                 "combine_estimate": combine,
             }
         )
@@ -127,6 +150,8 @@ def _plan(
                 record["json_path"] = span.json_path
             chunks.append(record)
             estimate += cost
+    if capacity is not None and estimate > capacity:
+        raise _OverCapacity(estimate)
     return files, chunks, estimate
 
 
@@ -138,6 +163,22 @@ def _execution_input(validation_id: str, run: int, chunk_ids: list[str], combine
         "batches": batches(chunk_ids, MAX_MAP_ITEMS),
         "combine": file_batches(combine_files),
     }
+
+
+def _cost_floor(submission: Submission, budget: int, completion_tokens: int) -> int:
+    """At most what the submission will be estimated at (core/bounds.py), from its bytes alone."""
+    return sum(file_cost_floor(d.content, budget, completion_tokens, max_token_bytes()) for d in submission.documents)
+
+
+def _over_capacity(estimate: int, capacity: int) -> Unprocessable:
+    """`estimate` is a lower bound: the floor from bytes, or the files planned before planning stopped."""
+    return Unprocessable(
+        f"This validation needs at least {estimate} tokens; your quota's capacity is {capacity}. "
+        "Split the batch or ask an admin for a larger quota.",
+        limit="capacity_tokens",
+        limit_value=capacity,
+        cost=estimate,
+    )
 
 
 async def _quietly(step: Awaitable[Any], what: str) -> None:
@@ -166,7 +207,9 @@ class ValidationService:
         events: EventLog,
         settings: Settings,
         notifications: Notifications | None = None,
+        plan_limiter: anyio.CapacityLimiter | None = None,
     ) -> None:
+        self.plan_limiter = plan_limiter
         self.store = store
         self.users = users
         self.events = events
@@ -239,18 +282,27 @@ class ValidationService:
         return validation
 
     async def _start_new(self, principal: Principal, submission: Submission, validation_id: str) -> Validation:
-        files, chunks, estimate = await asyncio.to_thread(
-            _plan, submission, validation_id, self.settings.chunk_max_tokens, self.settings.completion_max_tokens
-        )
         quota = principal.quota
-        if quota is not None and estimate > quota.capacity_tokens:
-            raise Unprocessable(
-                f"This validation needs about {estimate} tokens; your quota's capacity is {quota.capacity_tokens}. "
-                "Split the batch or ask an admin for a larger quota.",
-                limit="capacity_tokens",
-                limit_value=quota.capacity_tokens,
-                cost=estimate,
+        capacity = quota.capacity_tokens if quota is not None else None
+        s = self.settings
+        # Cheap before costly: a floor from the bytes alone refuses what cannot fit before any tokenizing
+        # (counting line breaks in C; on a worker thread all the same, it reads every byte).
+        floor = await anyio.to_thread.run_sync(_cost_floor, submission, s.chunk_max_tokens, s.completion_max_tokens)
+        if capacity is not None and floor > capacity:
+            raise _over_capacity(floor, capacity)
+        try:
+            # Off the event loop, and at most `plan_concurrency` submissions tokenized at once per process.
+            files, chunks, estimate = await anyio.to_thread.run_sync(
+                _plan,
+                submission,
+                validation_id,
+                s.chunk_max_tokens,
+                s.completion_max_tokens,
+                capacity,
+                limiter=self.plan_limiter,
             )
+        except _OverCapacity as over:
+            raise _over_capacity(over.estimate, capacity or 0) from None
         created = now_iso()
         record = {
             "id": validation_id,
@@ -301,7 +353,7 @@ class ValidationService:
             await self._undo(validation_id, keys, [c["chunk_id"] for c in chunks], principal)
             if isinstance(exc, AppError):
                 raise _NotStarted(exc) from None
-            error = UpstreamError(f"Could not store or start the validation: {type(exc).__name__}")
+            error = aws_failure(exc) or UpstreamError(f"Could not store or start the validation: {type(exc).__name__}")
             error.__cause__ = exc
             raise _NotStarted(error) from exc
         if arn != record["execution_arn"]:  # AWS documents the format; trust what it answered
@@ -419,9 +471,19 @@ class ValidationService:
         if owner is not None and owner != principal.user_id and not principal.is_admin:
             raise Forbidden("Only admins may list another user's validations.", field="owner")
         owner = owner or principal.user_id
-        start = decode_cursor(cursor) if cursor else None
-        if start is not None and (not isinstance(start, dict) or start.get("owner") != owner):
-            raise BadRequest("The cursor is not valid; use `next_cursor` from a previous page.", field="cursor")
+        # The by_owner index's LastEvaluatedKey, of this owner's list.
+        start = (
+            decode_cursor(
+                cursor,
+                lambda v: (
+                    is_key(v, {"id", "owner", "created_at"})
+                    and v["owner"] == owner
+                    and _CURSOR_ID.fullmatch(v["id"]) is not None
+                ),
+            )
+            if cursor
+            else None
+        )
         items, last = await self.store.list_for_owner(owner, limit, start)
         return items, encode_cursor(last) if last else None
 
@@ -430,9 +492,8 @@ class ValidationService:
     ) -> tuple[list[dict[str, Any]], str | None]:
         validation = await self.get(principal, validation_id)
         self._gone_if_purged(validation)
-        start = decode_cursor(cursor) if cursor else 0
-        if not isinstance(start, int) or start < 0:
-            raise BadRequest("The cursor is not valid; use `next_cursor` from a previous page.", field="cursor")
+        # A file index (not a bool, which is an int to Python).
+        start = decode_cursor(cursor, lambda v: type(v) is int and 0 <= v < len(validation.files)) if cursor else 0
         files = validation.files[start : start + limit]
         if not files:
             return [], None
@@ -469,7 +530,7 @@ class ValidationService:
         validation = await self.get(principal, validation_id)
         if not validation.execution_arn:
             return [], None
-        token = decode_cursor(cursor) if cursor else None
+        token = decode_cursor(cursor, lambda v: isinstance(v, str) and 0 < len(v) <= 2048) if cursor else None
         return await self.executions.history(validation.execution_arn, limit, token)
 
     # --- change -------------------------------------------------------------------------

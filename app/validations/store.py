@@ -6,11 +6,13 @@ import asyncio
 import time
 from typing import Any
 
+import anyio.to_thread
 from botocore.exceptions import ClientError
 
 from app.aws.clients import AWSClients
 from app.aws.errors import condition_failed, error_code
 from app.aws.steps import drive
+from app.limits import ByteGate
 from app.settings import Settings
 from app.validations.records import Part, Validation
 from core.dynamo import from_item, to_item
@@ -18,6 +20,7 @@ from core.records import ChunkStatus, file_range, parts_query, verdict_id, verdi
 from core.steps import query_all
 
 _WRITE_CONCURRENCY = 8
+_PUT_BYTES_IN_FLIGHT = 8 * 1024 * 1024
 
 
 class ValidationStore:
@@ -126,9 +129,14 @@ class ValidationStore:
     async def put_chunks(self, chunks: list[dict[str, Any]]) -> None:
         semaphore = asyncio.Semaphore(_WRITE_CONCURRENCY)
 
+        def marshal(batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
+            return [{"PutRequest": {"Item": to_item(c)}} for c in batch]
+
         async def write(batch: list[dict[str, Any]]) -> None:
-            requests = [{"PutRequest": {"Item": to_item(c)}} for c in batch]
             async with semaphore:
+                # Marshalled on a worker thread, a batch at a time: a 50 MiB submission has
+                # thousands of parts, and the event loop keeps serving meanwhile.
+                requests = await anyio.to_thread.run_sync(marshal, batch)
                 for attempt in range(8):
                     answer = await self._db.batch_write_item(RequestItems={self._chunks: requests})
                     requests = answer.get("UnprocessedItems", {}).get(self._chunks, [])
@@ -231,9 +239,11 @@ class ValidationStore:
 
     async def put_files(self, objects: dict[str, bytes]) -> None:
         semaphore = asyncio.Semaphore(_WRITE_CONCURRENCY)
+        # aiohttp copies a body while it sends it: bound the bytes in flight, not just the puts.
+        in_flight = ByteGate(_PUT_BYTES_IN_FLIGHT)
 
         async def put(key: str, body: bytes) -> None:
-            async with semaphore:
+            async with in_flight.hold(len(body)), semaphore:
                 await self._s3.put_object(
                     Bucket=self._bucket, Key=key, Body=body, ContentType="text/plain; charset=utf-8"
                 )
