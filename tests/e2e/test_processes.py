@@ -45,7 +45,9 @@ def test_api_restart_keeps_the_state_of_a_separate_embedded_aws() -> None:
             aws_access_key_id="x",
             aws_secret_access_key="x",
         )
-        assert [m["name"] for m in sfn.list_state_machines()["stateMachines"]] == [settings.state_machine_name]
+        # Provisioned once, not again at the restart: the validation and the notify machines.
+        names = sorted(m["name"] for m in sfn.list_state_machines()["stateMachines"])
+        assert names == sorted([settings.state_machine_name, f"{settings.name_prefix}-notify"])
 
 
 def test_python_m_app_serves_health_readiness_and_docs_in_local_mode() -> None:
