@@ -129,7 +129,15 @@ def test_two_users_share_one_budget_and_the_upstream_limit_never_refuses_a_call(
     # can bunch by a few per cent in some 6 s window, which a bucket of a whole window absorbs.)
     assert simulator.stats.rate_limited == 0
     budget = _budget_item(aws, settings)
-    assert _spent(budget) == total  # every token granted was sent, or given back
+    # Every token granted was sent, or given back. An attempt that failed without an answer (a
+    # connection error on a loaded machine) keeps its grant: the governor cannot know whether the
+    # request reached the upstream, which counts what arrives, so it stays charged — at most one
+    # call's tokens per such attempt, never more.
+    unanswered = sum(d["usage"]["attempts"] - d["usage"]["model_calls"] for d in done)
+    largest_call = max(c for _, c in admitted)
+    assert total <= _spent(budget) <= total + unanswered * 2 * largest_call, (unanswered, largest_call)
+    if unanswered == 0:
+        assert _spent(budget) == total
 
 
 @pytest.mark.slow(12)
