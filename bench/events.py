@@ -14,19 +14,16 @@ from __future__ import annotations
 import asyncio
 import os
 import statistics
-import subprocess
-import sys
 import time
 import uuid
 
 import httpx
 
-from app.settings import PROJECT_ROOT
 from bench import aws_client
 from local.aws.server import EmbeddedAWS
 from local.simulator.app import SimulatorConfig
 from local.simulator.server import SimulatorServer
-from tests.servers import free_port
+from tests.servers import free_port, process
 
 STREAMS = 1000
 POLL_SECONDS = 0.5
@@ -76,21 +73,8 @@ def main() -> None:
             "CHUNK_MAX_TOKENS": "100",
             "METRICS_PORT": "0",  # not 9464: a `make run` may be listening there
         }
-        api = subprocess.Popen(
-            [sys.executable, "-m", "app"],
-            cwd=PROJECT_ROOT,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        try:
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline:
-                try:
-                    if httpx.get(f"{base}/readyz").status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    time.sleep(0.2)
+        # `python -m app` until the block ends, ready once /readyz answers; always reaped (tests/servers.py).
+        with process(["-m", "app"], f"{base}/readyz", env=env, timeout=60) as api:
             # Latency: a 60-chunk validation at parallelism 2.
             rows = "".join(f"row {i}: plain value\n" for i in range(600))
             vid = httpx.post(
@@ -136,9 +120,6 @@ def main() -> None:
 
             asyncio.run(measure())
             httpx.delete(f"{base}/validations/{idle}", headers=HEADERS, timeout=30)
-        finally:
-            api.terminate()
-            api.wait(timeout=15)
 
     p50, p99 = (
         statistics.median(latencies),

@@ -24,8 +24,6 @@ import os
 import select
 import socket
 import statistics
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -33,11 +31,10 @@ from dataclasses import dataclass
 
 import httpx
 
-from app.settings import PROJECT_ROOT
 from local.aws.server import EmbeddedAWS
 from local.simulator.app import SimulatorConfig
 from local.simulator.server import SimulatorServer
-from tests.servers import free_port
+from tests.servers import free_port, process
 
 CLIENTS = 4
 GIB = 1024**3
@@ -178,21 +175,8 @@ def main() -> None:
             "MAX_REQUEST_BYTES": str(max_request_bytes),
             "MAX_FILE_BYTES": str(max_request_bytes // 10),
         }
-        api = subprocess.Popen(
-            [sys.executable, "-m", "app"],
-            cwd=PROJECT_ROOT,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        try:
-            deadline = time.monotonic() + 120
-            while time.monotonic() < deadline:
-                try:
-                    if httpx.get(f"{base}/readyz").status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    time.sleep(0.2)
+        # `python -m app` until the block ends, ready once /readyz answers; always reaped (tests/servers.py).
+        with process(["-m", "app"], f"{base}/readyz", env=env, timeout=120) as api:
 
             async def run() -> tuple[float, list[Row]]:
                 await max_size_upload(base, MIB, 99)  # warm up: the tokenizer, the clients, one validation
@@ -220,9 +204,6 @@ def main() -> None:
                 return idle, rows
 
             idle, rows = asyncio.run(run())
-        finally:
-            api.terminate()
-            api.wait(timeout=30)
 
     print(f"\n## Hostile clients (`bench/hostile.py`), max_request_bytes = {max_request_mib} MiB")
     print(f"/healthz p99 on the idle API (baseline): {idle * 1000:.1f} ms")

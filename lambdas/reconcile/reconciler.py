@@ -21,11 +21,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 from botocore.exceptions import ClientError
 
+from core.clock import epoch_of
 from core.records import ValidationStatus
 from lambdas.common.store import Store
 
@@ -75,7 +75,7 @@ def _age_seconds(record: dict[str, Any], now: float) -> float:
     that, since the validation was created."""
     stamp = str(record.get("run_queued_at") or record.get("created_at") or "")
     try:
-        return now - datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+        return now - epoch_of(stamp)
     except ValueError:
         return float("inf")  # no readable time: old enough
 
