@@ -59,10 +59,16 @@ class Limits:
     max_parallelism: int
     target_tpm: int
     throttle_threshold: float
+    fair_share: bool = True  # `fair-share` on|off: weighted fair share across users (core/fairness.py)
 
     @classmethod
     def parse(cls, values: Mapping[str, str]) -> Limits:
-        return cls(int(values["max-parallelism"]), int(values["target-tpm"]), float(values["throttle-threshold"]))
+        return cls(
+            int(values["max-parallelism"]),
+            int(values["target-tpm"]),
+            float(values["throttle-threshold"]),
+            values.get("fair-share", "on").strip().lower() != "off",  # a deployment without it: on
+        )
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ class Quota:
     capacity_tokens: int
     refill_tokens_per_minute: int
     max_running: int
+    weight: float = 1.0  # the user's weight in the governor's fair share (core/fairness.py)
 
     @property
     def rate(self) -> float:
@@ -50,13 +51,19 @@ class Quota:
 
     @classmethod
     def of(cls, values: dict[str, Any]) -> Quota:
-        return cls(int(values["capacity_tokens"]), int(values["refill_tokens_per_minute"]), int(values["max_running"]))
+        return cls(
+            int(values["capacity_tokens"]),
+            int(values["refill_tokens_per_minute"]),
+            int(values["max_running"]),
+            float(values.get("weight", 1)),  # users stored before weights: 1
+        )
 
-    def as_dict(self) -> dict[str, int]:
+    def as_dict(self) -> dict[str, int | float]:
         return {
             "capacity_tokens": self.capacity_tokens,
             "refill_tokens_per_minute": self.refill_tokens_per_minute,
             "max_running": self.max_running,
+            "weight": self.weight,
         }
 
 

@@ -19,6 +19,7 @@ from starlette.formparsers import MultiPartException
 
 from app.errors import BadRequest, PayloadTooLarge, Unprocessable, UnsupportedMediaType
 from app.settings import Settings
+from core.fairness import PRIORITIES, Priority  # a priority orders the owner's own validations in the governor
 
 TEXT_SUFFIXES = frozenset(
     [
@@ -124,13 +125,16 @@ class Rule:
 class Submission:
     documents: list[Document]
     rules: list[Rule]
+    priority: Priority = "normal"
 
     def fingerprint(self) -> str:
         """Same files and rules → same hash (for Idempotency-Key)."""
-        canonical = {
+        canonical: dict[str, Any] = {
             "documents": [[d.name, hashlib.sha256(d.content).hexdigest()] for d in self.documents],
             "rules": [[r.id, r.text] for r in self.rules],
         }
+        if self.priority != "normal":  # so keys stored before priorities existed still match their bodies
+            canonical["priority"] = self.priority
         return hashlib.sha256(json.dumps(canonical, separators=(",", ":")).encode()).hexdigest()
 
 
@@ -152,6 +156,7 @@ class JsonSubmission(BaseModel):
     model_config = ConfigDict(extra="forbid")
     documents: list[DocumentIn]
     rules: list[str | RuleIn]
+    priority: Priority = "normal"
 
 
 def _check_name(name: str, field: str) -> str:
@@ -245,7 +250,16 @@ def _rules(settings: Settings, raw: list[Any]) -> list[Rule]:
     return rules
 
 
-def _finish(settings: Settings, documents: list[Document], rules: list[Rule]) -> Submission:
+def _priority(values: list[Any]) -> Priority:
+    """The multipart `priority` field: absent, or one of high, normal, low."""
+    if not values:
+        return "normal"
+    if len(values) > 1 or values[0] not in PRIORITIES:
+        raise Unprocessable(f"`priority` must be one of {', '.join(PRIORITIES)} (once).", field="priority")
+    return PRIORITIES[PRIORITIES.index(values[0])]
+
+
+def _finish(settings: Settings, documents: list[Document], rules: list[Rule], priority: Priority) -> Submission:
     if not documents:
         raise Unprocessable("The batch is empty: send at least one file.", field="files")
     if len(documents) > settings.max_files:
@@ -267,7 +281,7 @@ def _finish(settings: Settings, documents: list[Document], rules: list[Rule]) ->
             limit="max_request_bytes",
             limit_value=settings.max_request_bytes,
         )
-    return Submission(documents, rules)
+    return Submission(documents, rules, priority)
 
 
 def _check_declared_length(request: Request, settings: Settings) -> None:
@@ -316,7 +330,7 @@ async def _read_json(request: Request, settings: Settings) -> Submission:
     documents = [
         _document(settings, d.name, d.content.encode("utf-8"), None, i) for i, d in enumerate(parsed.documents)
     ]
-    return _finish(settings, documents, rules)
+    return _finish(settings, documents, rules, parsed.priority)
 
 
 async def _read_multipart(request: Request, settings: Settings) -> Submission:
@@ -337,11 +351,13 @@ async def _read_multipart(request: Request, settings: Settings) -> Submission:
     except HTTPException as exc:  # Starlette's own 400s (e.g. no boundary)
         raise BadRequest(f"Malformed multipart body: {exc.detail}.") from exc
     try:
-        unexpected = sorted(set(form.keys()) - {"files", "rules"})
+        unexpected = sorted(set(form.keys()) - {"files", "rules", "priority"})
         if unexpected:
             raise Unprocessable(
-                f"Unexpected form fields: {', '.join(unexpected)}; send `files` and `rules`.", field=unexpected[0]
+                f"Unexpected form fields: {', '.join(unexpected)}; send `files`, `rules` and optionally `priority`.",
+                field=unexpected[0],
             )
+        priority = _priority(form.getlist("priority"))
         raw_rules = form.getlist("rules")
         if len(raw_rules) != 1 or not isinstance(raw_rules[0], str):
             raise Unprocessable("Send exactly one `rules` part holding a JSON array of rules.", field="rules")
@@ -360,6 +376,6 @@ async def _read_multipart(request: Request, settings: Settings) -> Submission:
             documents.append(
                 _document(settings, upload.filename or f"file-{index}", content, upload.content_type, index)
             )
-        return _finish(settings, documents, rules)
+        return _finish(settings, documents, rules, priority)
     finally:
         await form.close()
