@@ -17,12 +17,14 @@ Share. With D the users whose demand is live, user u's share of a window is
 counts the tokens granted to it for calls starting in that window.
 
 A reservation (`decide`) may
-- **queue** (take the next place, up to `HORIZON` of a window ahead) when the user is under
-  its share in the window its call would start in (`account < share`, checked by the
-  account update's condition in the same transaction as the grant); or
-- take **slack**: a place that starts now, i.e. the schedule is idle: no user under its
-  share holds it (they queue ahead of time, so an idle schedule is one nobody with a share
-  left claimed). Over-share users get what the others leave (work-conserving); or
+- **queue** (take the next place, up to `HORIZON` of a window ahead) when the grant fits
+  the user's share of the window its call would start in (`account + cost ≤ share`, or it
+  is the user's first grant of that window, so that a share smaller than one call still
+  gets one), checked by the account update's condition in the grant's own transaction; or
+- take **slack**: a place when the schedule is idle (nothing queued at all: users under
+  their share queue ahead of time, so an idle schedule is one nobody with a share left
+  claimed; the budget's burst stays theirs). Over-share users get what the others leave
+  (work-conserving); or
 - **wait** until one of those can hold, and look again.
 
 Bounded queueing (`HORIZON`) is what lets a newcomer in: before fair share, validators
@@ -113,7 +115,8 @@ class Decision:
     kind: Literal["queue", "slack", "wait"]
     window: int  # the window the call would start in (its account)
     starts_at: float  # when the call may start, if granted now
-    retry_at: float  # for "wait": when to look again
+    retry_at: float  # for "wait": when to look again...
+    spread: float = 0.0  # ...give or take this much (random): waiters of one moment do not look at once
 
 
 def decide(
@@ -131,18 +134,20 @@ def decide(
     _, starts_at = budget.schedule(cost, now, tat)
     window = window_of(starts_at, budget.window_seconds)
     horizon = HORIZON * budget.window_seconds
-    under = not outranked and accounts.get(window, 0.0) < share
+    spent = accounts.get(window, 0.0)
+    under = not outranked and (spent <= 0 or spent + cost <= share)
     if under and starts_at <= now + horizon:
         return Decision("queue", window, starts_at, starts_at)
-    if starts_at <= now:
+    if tat <= now:  # nothing queued: the schedule is idle (its burst is kept for those under their share)
         return Decision("slack", window, starts_at, starts_at)
-    if under:
-        return Decision("wait", window, starts_at, starts_at - horizon)
-    # Over its share (or outranked): the schedule may be idle at `starts_at`, and the next
-    # window brings a fresh account (queueing for it starts a horizon before it).
+    if under:  # a look within the first quarter of the horizon still finds its place in time
+        return Decision("wait", window, starts_at, starts_at - horizon, horizon / 4)
+    # Over its share (or outranked): the schedule may be idle at `tat` (a late look leaves it
+    # idle: little spread), and the next window brings a fresh account (queueing for it
+    # starts a horizon before it).
     fresh = (window + 1) * budget.window_seconds - horizon
-    retry = min(starts_at, fresh) if not outranked and fresh > now else starts_at
-    return Decision("wait", window, starts_at, retry)
+    retry = fresh if not outranked and now < fresh < tat else tat
+    return Decision("wait", window, starts_at, retry, horizon / 50)
 
 
 # --- request builders (low-level, typed) -----------------------------------------------------
@@ -153,11 +158,12 @@ def account_key(user_id: str, window: int) -> dict[str, str]:
 
 
 def charge(
-    table: str, user_id: str, window: int, tokens: int, window_seconds: float, *, below: float | None
+    table: str, user_id: str, window: int, tokens: int, window_seconds: float, *, room: float | None
 ) -> dict[str, Any]:
-    """Count `tokens` on the user's account for `window`; with `below`, only while the account
-    holds less than that (a queued grant: the user is under its share). A refusal returns
-    the account (ReturnValuesOnConditionCheckFailure), so the caller learns it is over."""
+    """Count `tokens` on the user's account for `window`; with `room`, only while the account
+    holds at most that (a queued grant: `share − tokens`, so the grant fits the share) or
+    nothing yet. A refusal returns the account (ReturnValuesOnConditionCheckFailure), so the
+    caller learns it is over."""
     values: dict[str, Any] = {
         ":t": int(tokens),
         ":exp": int((window + ACCOUNT_WINDOWS) * window_seconds),
@@ -167,10 +173,10 @@ def charge(
         "Key": typed(account_key(user_id, window)),
         "UpdateExpression": "ADD tokens :t SET expires_at = :exp",
     }
-    if below is not None:
-        request["ConditionExpression"] = "attribute_not_exists(tokens) OR tokens < :share"
+    if room is not None:
+        request["ConditionExpression"] = "attribute_not_exists(tokens) OR tokens <= :room"
         request["ReturnValuesOnConditionCheckFailure"] = "ALL_OLD"
-        values[":share"] = decimal(below)
+        values[":room"] = decimal(room)
     request["ExpressionAttributeValues"] = typed(values)
     return request
 

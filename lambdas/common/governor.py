@@ -321,14 +321,15 @@ class Lease:
         tenant's account (core/fairness.py), or the lease waits for its turn.
         """
         gov = self.governor
-        lost = 0
+        lost, waited = 0, False
         while True:
             now = gov.clock()
-            budget = gov.budget()
+            # After a wait, one read (not a transaction bound to fail) says where the schedule is now.
+            budget = gov.read_budget() if waited else gov.budget()
             grant = g.grant(gov.table, budget, take, now)
             terms = self._fair_terms(budget, take, now) if self.tenant is not None else None
             if terms is not None and terms.decision.kind == "wait":
-                at = terms.decision.retry_at + random.uniform(0, fair.HORIZON * gov.window_seconds / 4)
+                at = terms.decision.retry_at + random.uniform(0, terms.decision.spread)
                 if at > deadline:
                     self.close()
                     raise CapacityUnavailable(
@@ -337,12 +338,14 @@ class Lease:
                     )
                 gov.beat(terms.tenant, now)
                 gov.sleep(max(0.0, at - now))
+                waited = True
                 continue
             if grant.starts_at > deadline:
                 self.close()
                 raise CapacityUnavailable(
                     f"token budget: {take} tokens are free in {grant.starts_at - now:.1f}s, past this invocation's wait"
                 )
+            waited = False
             try:
                 self._write(estimate, take=take, budget=grant.request, extra=terms.items if terms else ())
             except ClientError as exc:
@@ -387,9 +390,9 @@ class Lease:
             accounts=gov.accounts(tenant.user_id, now),
             outranked=fair.outranked(tenant, demands, now),
         )
-        below = share if decision.kind == "queue" else None  # slack is counted, never refused
+        room = share - take if decision.kind == "queue" else None  # slack is counted, never refused
         items = [
-            {"Update": fair.charge(gov.table, tenant.user_id, decision.window, take, gov.window_seconds, below=below)}
+            {"Update": fair.charge(gov.table, tenant.user_id, decision.window, take, gov.window_seconds, room=room)}
         ]
         beat = gov.beat_due(tenant, now)
         if beat:
@@ -494,7 +497,7 @@ class Lease:
             # The account counts what the user really spent: unused tokens leave it with the budget's.
             user, window = self.tenant.user_id, self.account_window
             tokens = owed - back
-            items.append({"Update": fair.charge(gov.table, user, window, tokens, gov.window_seconds, below=None)})
+            items.append({"Update": fair.charge(gov.table, user, window, tokens, gov.window_seconds, room=None)})
             gov.counted(user, window, tokens=tokens)
         try:
             gov.client.transact_write_items(TransactItems=items)
