@@ -46,13 +46,16 @@ class User:
         return self.validators * self.cost / self.call_seconds >= 1.5 * BUDGET.rate(0)
 
 
-def replay(users: list[User], windows: int) -> list[tuple[float, str, int]]:
-    """Grants as (start, user name, tokens), following the rules for `windows` windows."""
+Grant = tuple[float, User, int]  # (start, whose, tokens)
+
+
+def replay(users: list[User], windows: int) -> list[Grant]:
+    """The grants made following the rules for `windows` windows."""
     end = windows * WINDOW
     tat = 0.0
     accounts: dict[str, dict[int, float]] = defaultdict(lambda: defaultdict(float))
     demand: dict[str, fair.Demand] = {}
-    grants: list[tuple[float, str, int]] = []
+    grants: list[Grant] = []
     order, jitters = itertools.count(), random.Random(0)
     events = [(u.arrives, next(order), u) for u in users for _ in range(u.validators)]
     heapq.heapify(events)
@@ -83,16 +86,17 @@ def replay(users: list[User], windows: int) -> list[tuple[float, str, int]]:
         assert starts_at == decision.starts_at >= now
         assert starts_at <= now + fair.HORIZON * WINDOW  # nobody queues further ahead than the horizon
         accounts[user.name][decision.window] += user.cost
-        grants.append((starts_at, user.name, user.cost))
+        grants.append((starts_at, user, user.cost))
         heapq.heappush(events, (starts_at + user.call_seconds, next(order), user))  # sleep, call, ask again
     return grants
 
 
-def per_window(grants: list[tuple[float, str, int]], windows: int) -> list[dict[str, int]]:
+def per_window(grants: list[Grant], windows: int, *, by_priority: bool = False) -> list[dict[str, int]]:
+    """Tokens per window per user name (or name:priority)."""
     tokens: list[dict[str, int]] = [defaultdict(int) for _ in range(windows)]
-    for start, name, cost in grants:
+    for start, user, cost in grants:
         if int(start // WINDOW) < windows:
-            tokens[int(start // WINDOW)][name] += cost
+            tokens[int(start // WINDOW)][f"{user.name}:{user.priority}" if by_priority else user.name] += cost
     return tokens
 
 
@@ -130,9 +134,14 @@ def test_no_backlogged_user_gets_less_than_its_share_beyond_one_burst(users: lis
 def test_fair_share_keeps_every_window_under_the_limit_and_leaves_nothing_idle(users: list[User]) -> None:
     windows = 5
     grants = replay(users, windows)
-    starts = sorted(grants)
-    for start, _, _ in starts:  # every sliding window, as the existing budget property checks it
-        assert sum(c for t, _, c in starts if start <= t < start + WINDOW) <= LIMITS.target_tpm
+    starts = sorted((t, c) for t, _, c in grants)
+    end, in_window = 0, 0
+    for start, cost in starts:  # every sliding window [start, start + WINDOW), as the budget's own property checks it
+        while end < len(starts) and starts[end][0] < start + WINDOW:
+            in_window += starts[end][1]
+            end += 1
+        assert in_window <= LIMITS.target_tpm
+        in_window -= cost
     if any(u.backlogged for u in users):
         # Work-conserving: shares nobody uses go to those who want more; a window is short of
         # the budget's tokens by less than one call and one burst.
@@ -164,14 +173,15 @@ def test_first_come_first_served_is_what_fair_share_replaces() -> None:
     the user with more validators takes tokens in proportion to them."""
     many = User("many", 1.0, validators=12, call_seconds=2.0, cost=1_500, arrives=0.0)
     few = User("few", 1.0, validators=3, call_seconds=2.0, cost=1_500, arrives=0.0)
-    tat, grants, order = 0.0, [], itertools.count()
+    tat, order = 0.0, itertools.count()
+    grants: list[Grant] = []
     events = [(0.0, next(order), u) for u in (many, few) for _ in range(u.validators)]
     while events:
         now, _, user = heapq.heappop(events)
         if now >= 3 * WINDOW:
             break
         tat, starts_at = BUDGET.schedule(user.cost, now, tat)
-        grants.append((starts_at, user.name, user.cost))
+        grants.append((starts_at, user, user.cost))
         heapq.heappush(events, (starts_at + user.call_seconds, next(order), user))
     first_come = per_window(grants, 3)[1]
     fair_shared = per_window(replay([many, few], 3), 3)[1]
@@ -184,15 +194,16 @@ def test_a_users_high_priority_validation_takes_its_share_first() -> None:
     urgent = User("a", 1.0, validators=8, call_seconds=2.0, cost=1_500, arrives=0.0, priority="high")
     routine = User("a", 1.0, validators=8, call_seconds=2.0, cost=1_500, arrives=0.0, priority="normal")
     other = User("b", 1.0, validators=8, call_seconds=2.0, cost=1_500, arrives=0.0)
-    grants = replay([urgent, routine, other], 3)
-    in_window = [(n, c) for t, n, c in grants if WINDOW <= t < 2 * WINDOW]
-    # Both of user a's validations count on a's account; tell them apart by replaying without the urgent one.
-    by_user = defaultdict(int)
-    for name, cost in in_window:
-        by_user[name] += cost
+    grants = replay([urgent, routine, other], 4)
     half = BUDGET.tokens_per_window(0) / 2
-    assert by_user["a"] >= half - BUDGET.capacity(1_500)  # a's share, as without priorities
-    assert by_user["b"] >= half - BUDGET.capacity(1_500)
+    for k in (1, 2, 3):
+        by_user, by_validation = per_window(grants, 4)[k], per_window(grants, 4, by_priority=True)[k]
+        assert by_user["a"] >= half - BUDGET.capacity(1_500)  # a's share, as without priorities
+        assert by_user["b"] >= half - BUDGET.capacity(1_500)
+        assert by_validation["a:high"] >= half - BUDGET.capacity(1_500)  # the urgent one took it...
+        assert by_validation["a:normal"] <= BUDGET.capacity(1_500)  # ...the routine one only what nobody wanted
+    alone = per_window(replay([urgent, routine], 3), 3, by_priority=True)[1]
+    assert alone["a:high"] >= BUDGET.tokens_per_window(0) - 2 * BUDGET.capacity(1_500)
     tenant = fair.Tenant("a", priority="normal")
     demand = [fair.Demand("a", 1.0, {"high": 100.0, "normal": 100.0})]
     assert fair.outranked(tenant, demand, now=50.0)
