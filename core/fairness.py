@@ -52,7 +52,11 @@ DEFAULT_PRIORITY: Priority = "normal"
 MAX_WEIGHT = 1_000  # a user's weight is a positive number up to this (quota field `weight`)
 DEMAND_PK = "demand"
 HORIZON = 1 / 20  # of a window: how far ahead of now a reservation may queue (3 s of a minute)
-DEMAND_LIFE = 1 / 6  # of a window: a demand record lapses this long after its last renewal
+# Of a window: a demand record lapses this long after its last renewal. Long, so that a user
+# whose validators are all inside calls (or between parts) keeps its share: a demand that
+# outlives its work costs little (its share goes unused, and those over their share take it
+# as slack), one that lapses early hands its share to the others.
+DEMAND_LIFE = 1 / 2
 BEAT = DEMAND_LIFE / 3  # of a window: validators renew their user's demand this often
 DEMAND_REFRESH = 1 / 20  # of a window: a process re-reads the demand records at most this often
 ACCOUNT_WINDOWS = 3  # an account item expires (TTL) this many windows after its window
