@@ -16,7 +16,7 @@ import pytest
 from app.settings import Settings
 from core.tokens import count_message_tokens
 from local.simulator.server import SimulatorServer
-from tests.conftest import Aws, MakeApi, lines_document, make_user, set_parallelism, submit, wait_for, wait_for_status
+from tests.conftest import Aws, MakeApi, lines_document, make_user, set_parallelism, submit, wait_for_status
 
 NO_SECRET = {"id": "no-secret", "text": "No line may contain the word secret."}
 
