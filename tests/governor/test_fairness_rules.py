@@ -261,3 +261,26 @@ def test_the_account_charge_is_conditional_only_when_queueing_and_the_demand_rec
     demand = fair.Demand.of({**from_item(beat["Key"]), "weight": values[":w"], "until_high": values[":until"]})
     assert demand == fair.Demand("alice", 2.5, {"high": 1_000.0 + fair.DEMAND_LIFE * 60.0})
     assert "until_high = :until" in beat["UpdateExpression"]
+
+
+def test_the_plan_feeds_at_least_the_owners_share_of_a_busy_budget() -> None:
+    budget = g.Budget(g.Limits(40, 600_000, 0.9), g.BudgetState(), WINDOW)  # 9,000 tokens a second
+
+    def plan(share: float | None) -> g.Plan:  # the budget busy: 540,000 of 540,000 tokens used in the last window
+        return g.plan(
+            budget.limits,
+            budget,
+            batches=100,
+            tokens_last_window=540_000,
+            call_tokens=1_000,
+            call_seconds=1.0,
+            ceiling=10,
+            now=0.0,
+            share=share,
+        )
+
+    first_come = plan(None)  # what the others leave: a quarter at least
+    newcomer = plan(0.75)  # weight 3 against 1
+
+    assert first_come.parallelism == 3  # 1.25 × 9,000 × 0.25 ÷ 1,000 per slot
+    assert newcomer.parallelism == 9  # 1.25 × 9,000 × 0.75 ÷ 1,000
