@@ -1,46 +1,20 @@
 """Fair share through the whole stack: two users, one budget, counted at the simulator.
 
 The simulator sees every call; each is told apart by the file names in its prompt (one
-user's files are `alpha-*`, the other's `bravo-*`), so the shares are measured outside the
-governor, by the upstream that admitted the calls.
+user's files are `alpha-*`, the other's `bravo-*`: local/simulator/tally.py), so the shares
+are measured outside the governor, by the upstream that admitted the calls.
 """
 
 from __future__ import annotations
 
-import threading
-import time
-from typing import Any
-
 import pytest
 
 from app.settings import Settings
-from core.tokens import count_message_tokens
 from local.simulator.server import SimulatorServer
+from local.simulator.tally import Tally
 from tests.conftest import Aws, MakeApi, lines_document, make_user, set_parallelism, submit, wait_for_status
 
 NO_SECRET = {"id": "no-secret", "text": "No line may contain the word secret."}
-
-
-class CallsByUser:
-    """Every call the simulator admitted: (when, tokens charged, whose), by file name prefix."""
-
-    def __init__(self, simulator: SimulatorServer, prefixes: dict[str, str]) -> None:
-        self._complete = simulator.simulator.complete
-        self._prefixes = prefixes
-        self._lock = threading.Lock()
-        self.calls: list[tuple[float, int, str]] = []
-
-    async def complete(self, body: dict[str, Any]) -> Any:
-        started = time.monotonic()
-        messages = body.get("messages") or []
-        text = "".join(str(m.get("content", "")) for m in messages)
-        owner = next((user for prefix, user in self._prefixes.items() if prefix in text), "other")
-        answer = await self._complete(body)
-        if answer.status_code == 200:  # charged as the simulator charges: prompt + max_tokens
-            tokens = count_message_tokens([{"content": str(m.get("content", ""))} for m in messages])
-            with self._lock:
-                self.calls.append((started, tokens + int(body.get("max_tokens") or 0), owner))
-        return answer
 
 
 def _account_tokens(aws: Aws, settings: Settings, user: str) -> int:
@@ -55,7 +29,7 @@ def _account_tokens(aws: Aws, settings: Settings, user: str) -> int:
 
 @pytest.mark.slow(25)
 def test_a_weighted_user_gets_its_share_against_a_user_with_twice_the_validators(
-    make_api: MakeApi, aws: Aws, settings: Settings, simulator: SimulatorServer, monkeypatch: pytest.MonkeyPatch
+    make_api: MakeApi, aws: Aws, settings: Settings, simulator: SimulatorServer
 ) -> None:
     # About seven calls of ~930 tokens fit a window of the budget: 0.9 a second, under what the
     # embedded engine runs even on a busy machine, so the budget (not the CPU) decides who calls.
@@ -70,8 +44,7 @@ def test_a_weighted_user_gets_its_share_against_a_user_with_twice_the_validators
     quota = {"capacity_tokens": 10_000_000, "refill_tokens_per_minute": 10_000_000, "max_running": 5}
     alpha, alpha_auth = make_user(api, quota=quota)
     bravo, bravo_auth = make_user(api, quota={**quota, "weight": 3})
-    counted = CallsByUser(simulator, {'"alpha-': alpha, '"bravo-': bravo})
-    monkeypatch.setattr(simulator.simulator, "complete", counted.complete)
+    counted = Tally(simulator.simulator, {'"alpha-': alpha, '"bravo-': bravo})  # the users' file names
 
     heavy = [
         submit(api, {f"alpha-{i}.txt": lines_document(150)}, [NO_SECRET], headers=alpha_auth)["id"] for i in range(2)
