@@ -14,17 +14,19 @@ process reads all demand records at most every `DEMAND_REFRESH` of a window.
 
 Share. With D the users whose demand is live, user u's share of a window is
 `tokens_per_window × w_u ÷ Σ_{v∈D} w_v`. Its account (`pk=share#<user>, sk=<window>`)
-counts the tokens granted to it for calls starting in that window.
+counts the tokens granted to it for calls starting in that window on `tokens` (what the
+share limits), except an outranked validation's slack, on `slack`.
 
 A reservation (`decide`) may
 - **queue** (take the next place, up to `HORIZON` of a window ahead) when the grant fits
-  the user's share of the window its call would start in (`account + cost ≤ share`, or it
-  is the user's first grant of that window, so that a share smaller than one call still
-  gets one), checked by the account update's condition in the grant's own transaction; or
-- take **slack**: a place when the schedule is idle (nothing queued at all: users under
-  their share queue ahead of time, so an idle schedule is one nobody with a share left
-  claimed; the budget's burst stays theirs). Over-share users get what the others leave
-  (work-conserving); or
+  the user's share of the window its call would start in, paced over the window
+  (`account + cost ≤ share × (elapsed + HORIZON) ÷ window`, or it is the user's first grant
+  of that window, so that a share smaller than one call still gets one), checked by the
+  account update's condition in the grant's own transaction; or
+- take **slack**: a place when the schedule is (nearly) idle: at most `SLACK` of the
+  horizon queued; users under their share queue up to a whole horizon ahead, so an idle
+  schedule is one nobody with a share left claimed (the budget's burst stays theirs).
+  Over-share users get what the others leave (work-conserving); or
 - **wait** until one of those can hold, and look again.
 
 Bounded queueing (`HORIZON`) is what lets a newcomer in: before fair share, validators
@@ -58,6 +60,7 @@ HORIZON = 1 / 20  # of a window: how far ahead of now a reservation may queue (3
 # as slack), one that lapses early hands its share to the others.
 DEMAND_LIFE = 1 / 2
 BEAT = DEMAND_LIFE / 3  # of a window: validators renew their user's demand this often
+SLACK = 1 / 4  # of the horizon: how close to idle the schedule must be for over-share users
 DEMAND_REFRESH = 1 / 20  # of a window: a process re-reads the demand records at most this often
 ACCOUNT_WINDOWS = 3  # an account item expires (TTL) this many windows after its window
 
@@ -121,6 +124,8 @@ class Decision:
     starts_at: float  # when the call may start, if granted now
     retry_at: float  # for "wait": when to look again...
     spread: float = 0.0  # ...give or take this much (random): waiters of one moment do not look at once
+    room: float = 0.0  # for "queue": the most the account may hold before this grant (its condition)
+    apart: bool = False  # for "slack": counted apart from the share (an outranked validation's)
 
 
 def decide(
@@ -136,21 +141,33 @@ def decide(
     """What a reservation of `cost` may do now, given the budget's `tat` and the user's
     `accounts` (tokens granted to it per window, as far as the caller knows)."""
     _, starts_at = budget.schedule(cost, now, tat)
-    window = window_of(starts_at, budget.window_seconds)
-    horizon = HORIZON * budget.window_seconds
+    width = budget.window_seconds
+    window = window_of(starts_at, width)
+    horizon = HORIZON * width
+    # The share is paced over its window: a call starting `e` seconds into it may bring the
+    # account up to share × (e + horizon) ÷ window. Nobody front-loads a window's share, so
+    # a user whose few validators come back every few seconds still gets all of its own.
+    room = share * min(1.0, (starts_at - window * width + horizon) / width) - cost
     spent = accounts.get(window, 0.0)
-    under = not outranked and (spent <= 0 or spent + cost <= share)
+    under = not outranked and (spent <= 0 or spent <= room)
     if under and starts_at <= now + horizon:
-        return Decision("queue", window, starts_at, starts_at)
-    if tat <= now:  # nothing queued: the schedule is idle (its burst is kept for those under their share)
-        return Decision("slack", window, starts_at, starts_at)
+        return Decision("queue", window, starts_at, starts_at, room=room)
+    if tat <= now + SLACK * horizon:
+        # Next to nothing queued: the schedule is idle but for the last grant's tail (those
+        # under their share queue a horizon ahead; the burst stays theirs). Taking a place
+        # right behind that tail lets over-share validators keep the budget busy.
+        return Decision("slack", window, starts_at, starts_at, apart=outranked)
     if under:  # a look within the first quarter of the horizon still finds its place in time
         return Decision("wait", window, starts_at, starts_at - horizon, horizon / 4)
-    # Over its share (or outranked): the schedule may be idle at `tat` (a late look leaves it
-    # idle: little spread), and the next window brings a fresh account (queueing for it
-    # starts a horizon before it).
-    fresh = (window + 1) * budget.window_seconds - horizon
-    retry = fresh if not outranked and now < fresh < tat else tat
+    # Over its share so far (or outranked): the schedule may be idle at `tat` (a late look
+    # leaves it idle: little spread), or the pace lets it in again, at the latest when the
+    # next window opens (queueing for it starts a horizon before).
+    retry = tat - SLACK * horizon
+    if not outranked:
+        paced_at = window * width + (spent + cost) / share * width - horizon if share > 0 else tat
+        again = min(paced_at, (window + 1) * width - horizon)
+        if now < again < tat:
+            retry = again
     return Decision("wait", window, starts_at, retry, horizon / 50)
 
 
@@ -162,12 +179,21 @@ def account_key(user_id: str, window: int) -> dict[str, str]:
 
 
 def charge(
-    table: str, user_id: str, window: int, tokens: int, window_seconds: float, *, room: float | None
+    table: str,
+    user_id: str,
+    window: int,
+    tokens: int,
+    window_seconds: float,
+    *,
+    room: float | None = None,
+    slack: bool = False,
 ) -> dict[str, Any]:
-    """Count `tokens` on the user's account for `window`; with `room`, only while the account
-    holds at most that (a queued grant: `share − tokens`, so the grant fits the share) or
-    nothing yet. A refusal returns the account (ReturnValuesOnConditionCheckFailure), so the
-    caller learns it is over."""
+    """Count `tokens` on the user's account for `window`: a queued grant on `tokens`, only
+    while the account holds at most `room` (so the grant fits the share) or nothing yet; a
+    refusal returns the account (ReturnValuesOnConditionCheckFailure), so the caller learns
+    it is over. Slack is never refused; an outranked validation's goes on `slack`, apart from
+    the share, so it leaves its user's share to the higher-priority validation (the slack of
+    a user over its share counts on `tokens`: it delays that user's next queued grant)."""
     values: dict[str, Any] = {
         ":t": int(tokens),
         ":exp": int((window + ACCOUNT_WINDOWS) * window_seconds),
@@ -175,9 +201,9 @@ def charge(
     request: dict[str, Any] = {
         "TableName": table,
         "Key": typed(account_key(user_id, window)),
-        "UpdateExpression": "ADD tokens :t SET expires_at = :exp",
+        "UpdateExpression": f"ADD {'slack' if slack else 'tokens'} :t SET expires_at = :exp",
     }
-    if room is not None:
+    if room is not None and not slack:
         request["ConditionExpression"] = "attribute_not_exists(tokens) OR tokens <= :room"
         request["ReturnValuesOnConditionCheckFailure"] = "ALL_OLD"
         values[":room"] = decimal(room)

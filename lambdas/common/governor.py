@@ -279,7 +279,8 @@ class Lease:
     calls: int = 0  # calls made under this lease, their time and tokens (for the controller's plan)
     call_seconds: float = 0.0
     charged: int = 0
-    account_window: int | None = None  # the window of the last grant counted on the tenant's account
+    account_window: int | None = None  # the window of the last grant counted on the tenant's account...
+    account_slack: bool = False  # ...and whether it was slack
 
     @property
     def available(self) -> int:
@@ -366,8 +367,9 @@ class Lease:
                 continue
             gov.state = dataclasses.replace(gov.state, tat=grant.tat, tat_exact=grant.stored)
             if terms is not None:
-                gov.counted(terms.tenant.user_id, terms.decision.window, tokens=take)
-                self.account_window = terms.decision.window
+                self.account_window, self.account_slack = terms.decision.window, terms.decision.apart
+                if not self.account_slack:
+                    gov.counted(terms.tenant.user_id, terms.decision.window, tokens=take)
                 if terms.beat:
                     gov.beaten(terms.tenant, now)
             gov.sweep()
@@ -390,10 +392,11 @@ class Lease:
             accounts=gov.accounts(tenant.user_id, now),
             outranked=fair.outranked(tenant, demands, now),
         )
-        room = share - take if decision.kind == "queue" else None  # slack is counted, never refused
-        items = [
-            {"Update": fair.charge(gov.table, tenant.user_id, decision.window, take, gov.window_seconds, room=room)}
-        ]
+        slack = decision.apart  # an outranked validation's slack is counted apart from the share
+        charge = fair.charge(
+            gov.table, tenant.user_id, decision.window, take, gov.window_seconds, room=decision.room, slack=slack
+        )
+        items = [{"Update": charge}]
         beat = gov.beat_due(tenant, now)
         if beat:
             items.append({"Update": fair.heartbeat(gov.table, tenant, now, gov.window_seconds)})
@@ -495,10 +498,11 @@ class Lease:
             items.append({"Update": g.record_calls(gov.table, self.calls, self.call_seconds, self.charged, now)})
         if self.tenant is not None and self.account_window is not None and (back or owed):
             # The account counts what the user really spent: unused tokens leave it with the budget's.
-            user, window = self.tenant.user_id, self.account_window
+            user, window, slack = self.tenant.user_id, self.account_window, self.account_slack
             tokens = owed - back
-            items.append({"Update": fair.charge(gov.table, user, window, tokens, gov.window_seconds, room=None)})
-            gov.counted(user, window, tokens=tokens)
+            items.append({"Update": fair.charge(gov.table, user, window, tokens, gov.window_seconds, slack=slack)})
+            if not slack:
+                gov.counted(user, window, tokens=tokens)
         try:
             gov.client.transact_write_items(TransactItems=items)
         except ClientError as exc:

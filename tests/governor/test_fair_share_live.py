@@ -24,7 +24,7 @@ def _account_tokens(aws: Aws, settings: Settings, user: str) -> int:
         ExpressionAttributeValues={":pk": {"S": f"share#{user}"}},
         ConsistentRead=True,
     )["Items"]
-    return sum(int(item["tokens"]["N"]) for item in items)
+    return sum(int(item.get(kind, {"N": "0"})["N"]) for item in items for kind in ("tokens", "slack"))
 
 
 @pytest.mark.slow(25)
