@@ -124,7 +124,7 @@ class Decision:
     starts_at: float  # when the call may start, if granted now
     retry_at: float  # for "wait": when to look again...
     spread: float = 0.0  # ...give or take this much (random): waiters of one moment do not look at once
-    room: float = 0.0  # for "queue": the most the account may hold before this grant (its condition)
+    room: float | None = None  # for "queue": the most the account may hold before this grant (its condition)
     apart: bool = False  # for "slack": counted apart from the share (an outranked validation's)
 
 

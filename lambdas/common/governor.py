@@ -496,19 +496,21 @@ class Lease:
             items.append({"Update": g.add_usage(gov.table, used, now, gov.window_seconds)})
         if self.calls:
             items.append({"Update": g.record_calls(gov.table, self.calls, self.call_seconds, self.charged, now)})
+        account = None
         if self.tenant is not None and self.account_window is not None and (back or owed):
             # The account counts what the user really spent: unused tokens leave it with the budget's.
-            user, window, slack = self.tenant.user_id, self.account_window, self.account_slack
-            tokens = owed - back
-            items.append({"Update": fair.charge(gov.table, user, window, tokens, gov.window_seconds, slack=slack)})
-            if not slack:
-                gov.counted(user, window, tokens=tokens)
+            account = (self.tenant.user_id, self.account_window, owed - back)
+            charge = fair.charge(gov.table, *account, gov.window_seconds, slack=self.account_slack)
+            items.append({"Update": charge})
         try:
             gov.client.transact_write_items(TransactItems=items)
         except ClientError as exc:
             if not is_condition_failure(exc):
                 raise
             log.warning("lease %s/%s was reclaimed before it was closed", self.validation_id, self.slot)
+        else:
+            if account is not None and not self.account_slack:
+                gov.counted(account[0], account[1], tokens=account[2])
         self._forget()
 
     def _forget(self) -> None:

@@ -223,6 +223,9 @@ def test_decisions_queue_under_the_share_take_slack_over_it_and_wait_otherwise()
 
     assert decide(now - 5, spent=0).kind == "queue"  # idle: anyone under its share
     assert decide(now - 5, spent=20_000).kind == "slack"  # idle: an over-share user too (work-conserving)
+    assert decide(now - 5, spent=20_000).room is None  # slack is never refused: its charge has no condition
+    paced = 10_000 * (now - window * WINDOW + horizon) / WINDOW  # the share so far into the window, and a horizon
+    assert decide(now - 5, spent=0).room == pytest.approx(paced - cost)
     assert decide(now - 5, spent=0, outranked=True).kind == "slack"
     busy = now + step  # one grant queued ahead: still within the burst, which stays with users under their share
     assert decide(busy, spent=0).kind == "queue" and decide(busy, spent=0).starts_at == now
