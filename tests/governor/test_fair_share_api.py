@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from tests.conftest import make_user
+from app.settings import Settings
+from tests.conftest import Aws, make_user, wait_for_status
 
 QUOTA = {"capacity_tokens": 100_000, "refill_tokens_per_minute": 100_000, "max_running": 2}
 DOCUMENT = {"name": "a.txt", "content": "row 1\n"}
@@ -55,3 +56,23 @@ def test_priority_comes_from_the_json_body_or_the_form_and_an_unknown_one_is_ref
         assert answer.status_code == 422
         assert answer.headers["content-type"] == "application/problem+json"
         assert answer.json()["field"] == "priority", answer.json()
+    for answer in (urgent, default, form):  # leave nothing running behind the test
+        assert wait_for_status(api, answer.json()["id"])["status"] == "SUCCEEDED"
+
+
+def test_an_admin_turns_fair_share_off_and_on_through_ssm(api: Any, aws: Aws, settings: Settings) -> None:
+    def stored() -> str:
+        name = f"{settings.ssm_prefix}/fair-share"
+        return str(aws.client("ssm").get_parameter(Name=name)["Parameter"]["Value"])
+
+    assert api.get("/admin/parallelism").json()["fair_share"] is True and stored() == "on"
+    off = api.patch("/admin/parallelism", json={"fair_share": False})
+    assert off.status_code == 200 and off.json()["fair_share"] is False and stored() == "off"
+    entry = api.get("/admin/audit").json()["items"][0]
+    assert (entry["action"], entry["old"], entry["new"]) == (
+        "parallelism.update",
+        {"fair_share": True},
+        {"fair_share": False},
+    )
+    assert api.patch("/admin/parallelism", json={"fair_share": "sometimes"}).status_code == 422
+    assert api.patch("/admin/parallelism", json={"fair_share": True}).json()["fair_share"] is True and stored() == "on"
