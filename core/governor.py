@@ -59,10 +59,16 @@ class Limits:
     max_parallelism: int
     target_tpm: int
     throttle_threshold: float
+    fair_share: bool = True  # `fair-share` on|off: weighted fair share across users (core/fairness.py)
 
     @classmethod
     def parse(cls, values: Mapping[str, str]) -> Limits:
-        return cls(int(values["max-parallelism"]), int(values["target-tpm"]), float(values["throttle-threshold"]))
+        return cls(
+            int(values["max-parallelism"]),
+            int(values["target-tpm"]),
+            float(values["throttle-threshold"]),
+            values.get("fair-share", "on").strip().lower() != "off",  # a deployment without it: on
+        )
 
 
 @dataclass(frozen=True)
@@ -478,16 +484,22 @@ def plan(
     call_seconds: float,
     ceiling: int,
     now: float,
+    share: float | None = None,
 ) -> Plan:
     """The execution's parallelism from the SSM values and the current consumption.
 
     As many concurrent calls as the budget's free share can feed (calls of `call_tokens`
     lasting `call_seconds`, with a 25% margin), never more than max-parallelism or the
-    number of batches, at least one. The Map's concurrency is higher (up to `ceiling`),
-    so an admin who raises max-parallelism later reaches running validations too.
+    number of batches, at least one. Under fair share the free share is at least the
+    owner's `share` of the budget (core/fairness.py): a newcomer to a busy budget is planned
+    for what it will get, not for what the others leave. The Map's concurrency is higher
+    (up to `ceiling`), so an admin who raises max-parallelism later reaches running
+    validations too.
     """
     target = budget.tokens_per_window(now)
     free_share = min(1.0, max(0.25, 1.0 - tokens_last_window / target)) if target > 0 else 0.25
+    if share is not None:
+        free_share = max(free_share, min(1.0, share))
     per_slot_tokens_per_second = max(call_tokens, 1.0) / max(call_seconds, 0.05)
     fed = math.ceil(1.25 * budget.rate(now) * free_share / per_slot_tokens_per_second)
     parallelism = max(1, min(limits.max_parallelism, batches, MAP_LIMIT, fed))

@@ -37,6 +37,7 @@ class Quota:
     refill_tokens_per_minute: int
     max_running: int
     max_queued: int = DEFAULT_MAX_QUEUED
+    weight: float = 1.0  # the user's weight in the governor's fair share (core/fairness.py)
 
     @property
     def rate(self) -> float:
@@ -62,14 +63,16 @@ class Quota:
             int(values["refill_tokens_per_minute"]),
             int(values["max_running"]),
             int(values.get("max_queued") or DEFAULT_MAX_QUEUED),
+            float(values.get("weight", 1)),  # users stored before weights: 1
         )
 
-    def as_dict(self) -> dict[str, int]:
+    def as_dict(self) -> dict[str, int | float]:
         return {
             "capacity_tokens": self.capacity_tokens,
             "refill_tokens_per_minute": self.refill_tokens_per_minute,
             "max_running": self.max_running,
             "max_queued": self.max_queued,
+            "weight": self.weight,
         }
 
 

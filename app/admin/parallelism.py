@@ -4,6 +4,7 @@ validators, cached a few seconds), and the governor's state beside them."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -18,8 +19,15 @@ PARAMETERS = {
     "max_parallelism": "max-parallelism",
     "target_tpm": "target-tpm",
     "throttle_threshold": "throttle-threshold",
+    "fair_share": "fair-share",
 }
-_TYPES = {"max_parallelism": int, "target_tpm": int, "throttle_threshold": float}
+_TYPES: dict[str, Callable[[str], Any]] = {
+    "max_parallelism": int,
+    "target_tpm": int,
+    "throttle_threshold": float,
+    "fair_share": lambda value: value.strip().lower() != "off",  # as the Lambdas read it (core/governor.Limits)
+}
+OPTIONAL = {"fair_share": "on"}  # a deployment made before the parameter existed: its default
 
 
 class ParallelismSettings:
@@ -36,6 +44,8 @@ class ParallelismSettings:
         except ClientError as exc:
             raise UpstreamError(f"SSM GetParameters failed: {exc.response['Error']['Code']}") from exc
         by_name = {p["Name"]: p["Value"] for p in answer["Parameters"]}
+        for field, default in OPTIONAL.items():
+            by_name.setdefault(self._name(field), default)
         missing = [self._name(f) for f in PARAMETERS if self._name(f) not in by_name]
         if missing:
             raise UpstreamError(f"SSM parameters missing: {', '.join(missing)}")
@@ -43,7 +53,8 @@ class ParallelismSettings:
 
     async def write(self, changes: dict[str, Any]) -> None:
         for field, value in changes.items():
-            await self._ssm.put_parameter(Name=self._name(field), Value=str(value), Type="String", Overwrite=True)
+            text = ("on" if value else "off") if isinstance(value, bool) else str(value)
+            await self._ssm.put_parameter(Name=self._name(field), Value=text, Type="String", Overwrite=True)
 
 
 class GovernorView:

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from app.identity.principal import BOOTSTRAP_ADMIN
 from app.users.records import User
+from core.fairness import MAX_WEIGHT
 
 
 class QuotaIn(BaseModel):
@@ -21,6 +22,13 @@ class QuotaIn(BaseModel):
         ge=1,
         le=10_000,
         description="Validations that may wait queued at once (default DEFAULT_MAX_QUEUED)",
+    )
+    weight: float = Field(
+        default=1.0,
+        gt=0,
+        le=MAX_WEIGHT,
+        allow_inf_nan=False,
+        description="Share of the deployment's token budget relative to other users with work waiting",
     )
 
 
@@ -84,7 +92,7 @@ def _shown(user: User) -> dict[str, Any]:
     return {
         "user_id": user.user_id,
         "role": user.role,
-        "quota": QuotaIn(**user.quota.as_dict()),
+        "quota": QuotaIn.model_validate(user.quota.as_dict()),
         "on_limit": user.on_limit,
         "disabled": user.disabled,
         "created_at": user.created_at,
@@ -96,6 +104,9 @@ class ParallelismOut(BaseModel):
     max_parallelism: int
     target_tpm: int
     throttle_threshold: float
+    fair_share: bool = Field(
+        description="Weighted fair share of the budget across users (off: first come, first served)"
+    )
 
 
 class GovernorEffective(BaseModel):
@@ -129,6 +140,7 @@ class ParallelismPatch(BaseModel):
     throttle_threshold: float | None = Field(
         default=None, ge=0.05, le=1.0, description="Share of target_tpm to use: 0.05-1.0"
     )
+    fair_share: bool | None = Field(default=None, description="Weighted fair share across users on or off")
 
 
 class AuditEntry(BaseModel):

@@ -22,6 +22,7 @@ from starlette.formparsers import MultiPartException
 from app.errors import BadRequest, PayloadTooLarge, Unprocessable, UnsupportedMediaType
 from app.limits import loads_bounded
 from app.settings import Settings
+from core.fairness import PRIORITIES, Priority  # a priority orders the owner's own validations in the governor
 
 TEXT_SUFFIXES = frozenset(
     [
@@ -127,6 +128,7 @@ class Submission:
     documents: list[Document]
     rules: list[Rule]
     reuse: bool = True  # a part judged before (same text, rules, model, prompt) takes the stored verdict
+    priority: Priority = "normal"
 
     def fingerprint(self) -> str:
         """Same files, rules and options → same hash (for Idempotency-Key)."""
@@ -136,6 +138,8 @@ class Submission:
         }
         if not self.reuse:
             canonical["reuse"] = False
+        if self.priority != "normal":  # so keys stored before priorities existed still match their bodies
+            canonical["priority"] = self.priority
         return hashlib.sha256(json.dumps(canonical, separators=(",", ":")).encode()).hexdigest()
 
 
@@ -158,6 +162,7 @@ class JsonSubmission(BaseModel):
     documents: list[DocumentIn]
     rules: list[str | RuleIn]
     reuse: bool = Field(default=True, description="false: ask the model again even for parts judged before")
+    priority: Priority = "normal"
 
 
 # Unicode categories a file name may not hold: controls (Cc), format characters (Cf: bidi
@@ -270,7 +275,18 @@ def _rules(settings: Settings, raw: list[Any]) -> list[Rule]:
     return rules
 
 
-def _finish(settings: Settings, documents: list[Document], rules: list[Rule], reuse: bool = True) -> Submission:
+def _priority(values: list[Any]) -> Priority:
+    """The multipart `priority` field: absent, or one of high, normal, low."""
+    if not values:
+        return "normal"
+    if len(values) > 1 or values[0] not in PRIORITIES:
+        raise Unprocessable(f"`priority` must be one of {', '.join(PRIORITIES)} (once).", field="priority")
+    return PRIORITIES[PRIORITIES.index(values[0])]
+
+
+def _finish(
+    settings: Settings, documents: list[Document], rules: list[Rule], reuse: bool = True, priority: Priority = "normal"
+) -> Submission:
     if not documents:
         raise Unprocessable("The batch is empty: send at least one file.", field="files")
     if len(documents) > settings.max_files:
@@ -292,7 +308,7 @@ def _finish(settings: Settings, documents: list[Document], rules: list[Rule], re
             limit="max_request_bytes",
             limit_value=settings.max_request_bytes,
         )
-    return Submission(documents, rules, reuse)
+    return Submission(documents, rules, reuse, priority)
 
 
 def _check_declared_length(request: Request, settings: Settings) -> None:
@@ -364,7 +380,7 @@ async def _read_json(request: Request, settings: Settings) -> Submission:
             ) from exc
         d.content = ""  # one copy of the text at a time
         documents.append(await _checked(settings, d.name, content, None, i))
-    return _finish(settings, documents, rules, parsed.reuse)
+    return _finish(settings, documents, rules, parsed.reuse, parsed.priority)
 
 
 async def _read_multipart(request: Request, settings: Settings) -> Submission:
@@ -385,15 +401,16 @@ async def _read_multipart(request: Request, settings: Settings) -> Submission:
     except HTTPException as exc:  # Starlette's own 400s (e.g. no boundary)
         raise BadRequest(f"Malformed multipart body: {exc.detail}.") from exc
     try:
-        unexpected = sorted(set(form.keys()) - {"files", "rules", "reuse"})
+        unexpected = sorted(set(form.keys()) - {"files", "rules", "reuse", "priority"})
         if unexpected:
             raise Unprocessable(
-                f"Unexpected form fields: {', '.join(unexpected)}; send `files` and `rules` (and `reuse`).",
+                f"Unexpected form fields: {', '.join(unexpected)}; send `files` and `rules` (and `reuse`, `priority`).",
                 field=unexpected[0],
             )
         raw_reuse = form.get("reuse", "true")
         if raw_reuse not in ("true", "false"):
             raise Unprocessable("`reuse` is `true` or `false`.", field="reuse")
+        priority = _priority(form.getlist("priority"))
         raw_rules = form.getlist("rules")
         if len(raw_rules) != 1 or not isinstance(raw_rules[0], str):
             raise Unprocessable("Send exactly one `rules` part holding a JSON array of rules.", field="rules")
@@ -412,6 +429,6 @@ async def _read_multipart(request: Request, settings: Settings) -> Submission:
             documents.append(
                 await _checked(settings, upload.filename or f"file-{index}", content, upload.content_type, index)
             )
-        return _finish(settings, documents, rules, raw_reuse == "true")
+        return _finish(settings, documents, rules, raw_reuse == "true", priority)
     finally:
         await form.close()

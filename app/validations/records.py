@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from core.fairness import Priority
 from core.records import ChunkStatus
 
 
@@ -112,6 +113,7 @@ class Validation:
     usage_at_start: int | None = None
     purged_at: str | None = None  # DELETE /validations/{id}/data: files, parts, results and events removed
     queue: QueuePosition | None = None
+    priority: Priority = "normal"  # high, normal, low: orders the owner's own validations (core/fairness.py)
 
     @classmethod
     def of(cls, item: dict[str, Any]) -> Validation:
@@ -120,7 +122,7 @@ class Validation:
             "run", "run_cost", "queue_key", "execution_arn", "started_at", "finished_at", "error", "succeeded",
             "failed", "combine_failed", "prompt_tokens", "completion_tokens", "model_calls", "reused_parts", "attempts",
             "estimated_tokens", "charged_tokens", "plan", "parallelism", "reserved", "reserved_run", "settled_run",
-            "usage_at_start", "purged_at",
+            "usage_at_start", "purged_at", "priority",
         )  # fmt: skip
         return cls(
             id=item["id"],

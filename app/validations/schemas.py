@@ -7,6 +7,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from app.validations.records import Validation
+from core.fairness import Priority
 
 Status = Literal["QUEUED", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLING", "CANCELLED"]
 
@@ -88,6 +89,9 @@ class ValidationOut(BaseModel):
     purged_at: str | None = Field(
         default=None, description="When its files, parts, results and events were deleted (the record stays)"
     )
+    priority: Priority = Field(
+        default="normal", description="Orders the owner's own running validations for model calls (fair share)"
+    )
     links: Links
 
     @classmethod
@@ -119,6 +123,7 @@ class ValidationOut(BaseModel):
             ],
             rules=record.rules,
             purged_at=record.purged_at,
+            priority=record.priority,
             error=ErrorInfo(**record.error) if record.error else None,
             queue=QueuePlace(position=record.queue.position, estimated_start=record.queue.estimated_start)
             if record.queue

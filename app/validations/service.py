@@ -328,6 +328,7 @@ class ValidationService:
             "file_settled": {str(i): 0 for i in range(len(files))},  # chunks with a result or failure, per file
             "rules": [{"id": r.id, "text": r.text} for r in submission.rules],
             "reuse": submission.reuse,
+            "priority": submission.priority,  # orders the owner's validations in the governor (core/fairness.py)
             "execution_arn": self.executions.arn_of(self._execution_name(validation_id, 1)),
         }
         keys = [f["key"] for f in files]

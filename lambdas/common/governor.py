@@ -14,6 +14,13 @@ with boto3. One `Lease` per validator invocation:
 
 `reserve` writes once per call (the lease item: renewal plus what is committed) and
 touches the budget item only when the lease runs out of tokens.
+
+Fair share (core/fairness.py, SSM `fair-share` on): a lease made for a `Tenant` also
+charges the user's account for the window in the grant's transaction (conditional on the
+user being under its share when it queues ahead), renews the user's demand record in that
+transaction when due, and waits instead when it may neither queue nor take slack. The
+demand records are read once per `DEMAND_REFRESH` of a window per process, shared by every
+lease of the process.
 """
 
 from __future__ import annotations
@@ -24,12 +31,13 @@ import random
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from botocore.exceptions import ClientError
 
+from core import fairness as fair
 from core import governor as g
 from core.dynamo import decimal, from_item, typed
 from core.steps import cancellation_reasons
@@ -62,6 +70,11 @@ class Governor:
     state: g.BudgetState = field(default_factory=g.BudgetState)  # last known; refreshed by failures
     _swept_at: float = 0.0
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    # Fair share: the demand records as last read (and when), this process's own renewals,
+    # and what each user's accounts are known to hold at least (window → tokens).
+    _demands: tuple[float, tuple[fair.Demand, ...]] = (float("-inf"), ())
+    _beats: dict[tuple[str, str], float] = field(default_factory=dict)
+    _accounts: dict[str, dict[int, float]] = field(default_factory=dict)
 
     def budget(self) -> g.Budget:
         return g.Budget(self.limits(), self.state, self.window_seconds)
@@ -77,8 +90,70 @@ class Governor:
             state = g.BudgetState.of(from_item(item))
             self.state = dataclasses.replace(state, tat_exact=item["tat"]["N"] if "tat" in item else None)
 
-    def lease(self, validation_id: str, cap: Callable[[], int]) -> Lease:
-        return Lease(self, validation_id, f"{uuid.uuid4().hex[:12]}", cap)
+    def lease(self, validation_id: str, cap: Callable[[], int], tenant: fair.Tenant | None = None) -> Lease:
+        """A lease for one invocation; with a `tenant`, its grants follow fair share (when on)."""
+        return Lease(self, validation_id, f"{uuid.uuid4().hex[:12]}", cap, tenant)
+
+    # --- fair share (core/fairness.py) ----------------------------------------------------------
+    def demands(self, now: float) -> tuple[fair.Demand, ...]:
+        """Every user's demand, read at most once per DEMAND_REFRESH of a window by this process;
+        this process's own renewals count at once."""
+        read_at, seen = self._demands
+        if now - read_at >= fair.DEMAND_REFRESH * self.window_seconds:
+            items: list[dict[str, Any]] = []
+            request = fair.demand_query(self.table)
+            while True:
+                answer = self.client.query(**request)
+                items.extend(answer["Items"])
+                if "LastEvaluatedKey" not in answer:
+                    break
+                request = {**request, "ExclusiveStartKey": answer["LastEvaluatedKey"]}
+            seen = tuple(fair.Demand.of(from_item(item)) for item in items)
+            self._demands = (now, seen)
+        with self._lock:
+            beats = dict(self._beats)
+        if not beats:
+            return seen
+        by_user = {d.user_id: d for d in seen}
+        for (user, priority), until in beats.items():
+            known = by_user.get(user) or fair.Demand(user, 1.0, {})
+            if until > known.until.get(priority, 0.0):
+                by_user[user] = dataclasses.replace(known, until={**known.until, priority: until})
+        return tuple(by_user.values())
+
+    def beat_due(self, tenant: fair.Tenant, now: float) -> bool:
+        """This process last renewed the tenant's demand more than BEAT of a window ago."""
+        key = (tenant.user_id, fair.PRIORITIES[tenant.rank])
+        with self._lock:
+            last = self._beats.get(key)
+        renewed_at = last - fair.DEMAND_LIFE * self.window_seconds if last is not None else float("-inf")
+        return now - renewed_at >= fair.BEAT * self.window_seconds
+
+    def beaten(self, tenant: fair.Tenant, now: float) -> None:
+        with self._lock:
+            self._beats[(tenant.user_id, fair.PRIORITIES[tenant.rank])] = now + fair.DEMAND_LIFE * self.window_seconds
+
+    def beat(self, tenant: fair.Tenant, now: float) -> None:
+        """Renew the tenant's demand on its own (a lease that waits has no grant to carry it)."""
+        if self.beat_due(tenant, now):
+            self.client.update_item(**fair.heartbeat(self.table, tenant, now, self.window_seconds))
+            self.beaten(tenant, now)
+
+    def accounts(self, user_id: str, now: float) -> dict[int, float]:
+        """What the user's accounts are known to hold, per window (recent windows only)."""
+        current = fair.window_of(now, self.window_seconds)
+        with self._lock:
+            known = self._accounts.setdefault(user_id, {})
+            for window in [w for w in known if w < current - 1]:
+                del known[window]
+            return dict(known)
+
+    def counted(self, user_id: str, window: int, *, tokens: float = 0.0, at_least: float | None = None) -> None:
+        """Learn an account: `tokens` added by us, or the stored value a refusal returned."""
+        with self._lock:
+            known = self._accounts.setdefault(user_id, {})
+            value = known.get(window, 0.0) + tokens
+            known[window] = max(value, at_least) if at_least is not None else value
 
     # --- feedback from upstream ---------------------------------------------------------------
     def rate_limited(self, retry_after: float | None) -> None:
@@ -202,6 +277,7 @@ class Lease:
     validation_id: str
     holder: str
     cap: Callable[[], int]
+    tenant: fair.Tenant | None = None  # fair share: whose share the grants count against
     slot: int | None = None
     leased: int = 0  # tokens taken from the budget (as written + unwritten)
     committed: int = 0
@@ -210,6 +286,8 @@ class Lease:
     calls: int = 0  # calls made under this lease, their time and tokens (for the controller's plan)
     call_seconds: float = 0.0
     charged: int = 0
+    account_window: int | None = None  # the window of the last grant counted on the tenant's account...
+    account_slack: bool = False  # ...and whether it was slack
 
     @property
     def available(self) -> int:
@@ -248,20 +326,37 @@ class Lease:
 
         A refused compare-and-set returns the stored budget (ReturnValuesOnConditionCheckFailure),
         so the next attempt needs no read. Raises CapacityUnavailable (lease closed) when the
-        next free place is beyond `deadline`.
+        next free place is beyond `deadline`. Under fair share the grant also charges the
+        tenant's account (core/fairness.py), or the lease waits for its turn.
         """
         gov = self.governor
-        for attempt in range(_ATTEMPTS):
+        lost, waited = 0, False
+        while True:
             now = gov.clock()
-            budget = gov.budget()
+            # After a wait, one read (not a transaction bound to fail) says where the schedule is now.
+            budget = gov.read_budget() if waited else gov.budget()
             grant = g.grant(gov.table, budget, take, now)
+            terms = self._fair_terms(budget, take, now) if self.tenant is not None else None
+            if terms is not None and terms.decision.kind == "wait":
+                at = terms.decision.retry_at + random.uniform(0, terms.decision.spread)
+                if at > deadline:
+                    self.close()
+                    raise CapacityUnavailable(
+                        f"fair share: user {terms.tenant.user_id} may reserve again in {at - now:.1f}s, "
+                        "past this invocation's wait"
+                    )
+                gov.beat(terms.tenant, now)
+                gov.sleep(max(0.0, at - now))
+                waited = True
+                continue
             if grant.starts_at > deadline:
                 self.close()
                 raise CapacityUnavailable(
                     f"token budget: {take} tokens are free in {grant.starts_at - now:.1f}s, past this invocation's wait"
                 )
+            waited = False
             try:
-                self._write(estimate, take=take, budget=grant.request)
+                self._write(estimate, take=take, budget=grant.request, extra=terms.items if terms else ())
             except ClientError as exc:
                 reasons = cancellation_reasons(exc.response, [grant.request])
                 if reasons is None:
@@ -269,15 +364,55 @@ class Lease:
                 if len(reasons) > 1 and _failed(reasons[1]):
                     raise LeaseLost() from exc
                 gov.learn(reasons[0].get("Item"))
-                gov.sleep(random.uniform(0, 0.002 * attempt))  # others reserve at this moment too
+                if terms is not None and len(reasons) > 2 and _failed(reasons[2]):  # over its share meanwhile
+                    stored = from_item(reasons[2].get("Item") or {}).get("tokens", terms.share)
+                    gov.counted(terms.tenant.user_id, terms.decision.window, at_least=float(stored))
+                lost += 1
+                if lost >= _ATTEMPTS:
+                    self.close()
+                    raise CapacityUnavailable(f"token budget: {_ATTEMPTS} reservations in a row lost the race") from exc
+                gov.sleep(random.uniform(0, 0.002 * lost))  # others reserve at this moment too
                 continue
             gov.state = dataclasses.replace(gov.state, tat=grant.tat, tat_exact=grant.stored)
+            if terms is not None:
+                self.account_window, self.account_slack = terms.decision.window, terms.decision.apart
+                if not self.account_slack:
+                    gov.counted(terms.tenant.user_id, terms.decision.window, tokens=take)
+                if terms.beat:
+                    gov.beaten(terms.tenant, now)
             gov.sweep()
             return grant.starts_at
-        self.close()
-        raise CapacityUnavailable(f"token budget: {_ATTEMPTS} reservations in a row lost the race")
 
-    def _write(self, estimate: int, *, take: int, budget: dict[str, Any] | None) -> None:
+    def _fair_terms(self, budget: g.Budget, take: int, now: float) -> _FairTerms | None:
+        """What fair share asks of this grant: its decision and the items it adds to the
+        grant's transaction (the account, and the demand renewal when due); None when off."""
+        gov, tenant = self.governor, self.tenant
+        if tenant is None or not budget.limits.fair_share:
+            return None
+        demands = gov.demands(now)
+        share = fair.share(tenant, demands, budget.tokens_per_window(now), now)
+        decision = fair.decide(
+            budget,
+            take,
+            now,
+            gov.state.tat,
+            share=share,
+            accounts=gov.accounts(tenant.user_id, now),
+            outranked=fair.outranked(tenant, demands, now),
+        )
+        slack = decision.apart  # an outranked validation's slack is counted apart from the share
+        charge = fair.charge(
+            gov.table, tenant.user_id, decision.window, take, gov.window_seconds, room=decision.room, slack=slack
+        )
+        items = [{"Update": charge}]
+        beat = gov.beat_due(tenant, now)
+        if beat:
+            items.append({"Update": fair.heartbeat(gov.table, tenant, now, gov.window_seconds)})
+        return _FairTerms(tenant, share, decision, items, beat)
+
+    def _write(
+        self, estimate: int, *, take: int, budget: dict[str, Any] | None, extra: Sequence[dict[str, Any]] = ()
+    ) -> None:
         gov, slot = self.governor, self.slot
         assert slot is not None
         now = gov.clock()
@@ -302,7 +437,7 @@ class Lease:
                     raise LeaseLost() from exc
                 raise
         else:
-            items = [{"Update": budget}, {"Update": renew}]
+            items = [{"Update": budget}, {"Update": renew}, *extra]  # the account third (see _take)
             if report:
                 items.append({"Update": g.add_usage(gov.table, report, now, gov.window_seconds)})
             gov.client.transact_write_items(TransactItems=items)
@@ -370,14 +505,33 @@ class Lease:
             items.append({"Update": g.add_usage(gov.table, used, now, gov.window_seconds)})
         if self.calls:
             items.append({"Update": g.record_calls(gov.table, self.calls, self.call_seconds, self.charged, now)})
+        account = None
+        if self.tenant is not None and self.account_window is not None and (back or owed):
+            # The account counts what the user really spent: unused tokens leave it with the budget's.
+            account = (self.tenant.user_id, self.account_window, owed - back)
+            charge = fair.charge(gov.table, *account, gov.window_seconds, slack=self.account_slack)
+            items.append({"Update": charge})
         try:
             gov.client.transact_write_items(TransactItems=items)
         except ClientError as exc:
             if not is_condition_failure(exc):
                 raise
             log.warning("lease %s/%s was reclaimed before it was closed", self.validation_id, self.slot)
+        else:
+            if account is not None and not self.account_slack:
+                gov.counted(account[0], account[1], tokens=account[2])
         self._forget()
 
     def _forget(self) -> None:
         self.slot, self.leased, self.committed, self.reported, self.written = None, 0, 0, 0, (0, 0, 0)
         self.calls, self.call_seconds, self.charged = 0, 0.0, 0
+        self.account_window = None
+
+
+@dataclass(frozen=True)
+class _FairTerms:
+    tenant: fair.Tenant
+    share: float
+    decision: fair.Decision
+    items: list[dict[str, Any]]  # the account update first: its refusal is the transaction's third reason
+    beat: bool  # the items renew the tenant's demand

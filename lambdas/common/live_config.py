@@ -18,7 +18,7 @@ from botocore.config import Config
 from core.governor import Limits
 from lambdas.common.config import LambdaConfig
 
-NAMES = ("max-parallelism", "target-tpm", "throttle-threshold")
+NAMES = ("max-parallelism", "target-tpm", "throttle-threshold", "fair-share")
 _lock = threading.Lock()
 _cache: dict[tuple[str | None, str], tuple[float, Limits]] = {}
 

@@ -28,6 +28,7 @@ from core.records import ValidationStatus
 from lambdas.common import live_config, model_key
 from lambdas.common.config import LambdaConfig
 from lambdas.common.errors import AnswerTooLong, ModelRejected, RateLimited, UpstreamError, UpstreamTimeout
+from lambdas.common.fairness import tenant_of
 from lambdas.common.governor import Governor, Lease, governor_for
 from lambdas.common.observability import count
 from lambdas.common.store import Store
@@ -214,7 +215,7 @@ def asker_for(
     parallelism), and the check before every call that the run is neither cancelled nor
     superseded; the effective parallelism is shown on the validation when it changes.
     The caller closes `asker.lease` when done."""
-    current = store.validation(validation_id, "plan", "parallelism")
+    current = store.validation(validation_id, "plan", "parallelism", "owner", "priority")
     plan, shown = current.get("plan") or {}, current.get("parallelism")
     governor = governor or governor_for(config, store.client)
 
@@ -229,6 +230,5 @@ def asker_for(
         if (now := cap()) != shown:  # visible in GET /validations/{id} and the progress events
             shown = store.show_parallelism(validation_id, now)
 
-    return Asker(
-        config, store, governor, governor.lease(validation_id, cap), validation_id, remaining_millis, before_call
-    )
+    lease = governor.lease(validation_id, cap, tenant_of(store, current))  # fair share: whose tokens
+    return Asker(config, store, governor, lease, validation_id, remaining_millis, before_call)

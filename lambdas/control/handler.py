@@ -16,6 +16,7 @@ from typing import Any
 from core import governor as g
 from lambdas.common import live_config
 from lambdas.common.config import LambdaConfig, load_config
+from lambdas.common.fairness import owner_share
 from lambdas.common.governor import governor_for
 from lambdas.common.observability import gauge, observed
 from lambdas.common.store import Store, store_for
@@ -28,7 +29,7 @@ def control(store: Store, config: LambdaConfig, validation_id: str, batches: int
     governor = governor_for(config, store.client)
     governor.sweep(force=True)
     budget = governor.read_budget()
-    v = store.validation(validation_id, "run_cost", "total_chunks", "succeeded")
+    v = store.validation(validation_id, "run_cost", "total_chunks", "succeeded", "owner", "priority")
     pending = max(1, int(v.get("total_chunks", 1)) - int(v.get("succeeded", 0)))
     stats = governor.call_stats()
     call_tokens = float(
@@ -46,6 +47,7 @@ def control(store: Store, config: LambdaConfig, validation_id: str, batches: int
         call_seconds=float(stats.get("call_seconds") or DEFAULT_CALL_SECONDS),
         ceiling=config.map_concurrency_ceiling,
         now=now,
+        share=owner_share(store, governor, v, limits),
     )
     store.save_plan(validation_id, plan.as_dict())
     return {"map_concurrency": plan.map_concurrency, "parallelism": plan.parallelism, "reason": plan.reason}
