@@ -61,7 +61,9 @@ def test_lowering_max_parallelism_reaches_a_running_validation(
 ) -> None:
     api = make_api(chunk_max_tokens=100)
     set_parallelism(aws, settings, 8)
-    simulator.reconfigure(latency_seconds=0.5)
+    # Long calls while it ramps up, so six overlap even when a loaded machine is slow to start
+    # validators (each grant costs a few governor requests); short ones once the limit is lowered.
+    simulator.reconfigure(latency_seconds=2.0)
     created = submit(api, {f"part-{i}.txt": lines_document(300) for i in range(3)}, [NO_SECRET])
     vid = created["id"]
 
@@ -70,6 +72,7 @@ def test_lowering_max_parallelism_reaches_a_running_validation(
 
     wait_for(lambda: simulator.stats.peak_in_flight >= 6, timeout=90, what="six or more calls in flight")
     assert api.get(f"/validations/{vid}").json()["parallelism"]["planned"] == 8
+    simulator.reconfigure(latency_seconds=0.5)
 
     assert api.patch("/admin/parallelism", json={"max_parallelism": 2}).status_code == 200
     # Validators read it within a cache period and show it on the validation; the calls
