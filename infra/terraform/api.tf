@@ -304,7 +304,14 @@ resource "aws_ecs_task_definition" "api" {
     # /tmp is a volume on the task's ephemeral storage, gone with the task.
     mountPoints  = [{ sourceVolume = "tmp", containerPath = "/tmp", readOnly = false }]
     portMappings = [{ containerPort = local.api_port, protocol = "tcp" }]
-    environment = [for key, value in merge(local.api_environment, { HOST = "0.0.0.0", PORT = tostring(local.api_port) }) :
+    # FORWARDED_ALLOW_IPS: uvicorn takes the client's address from X-Forwarded-For only from
+    # these peers (the load balancer's nodes in the VPC); otherwise every client shares the
+    # balancer's address, and one client's bad keys would throttle everyone (app/auth/throttle.py).
+    environment = [for key, value in merge(local.api_environment, {
+      HOST                = "0.0.0.0"
+      PORT                = tostring(local.api_port)
+      FORWARDED_ALLOW_IPS = join(",", var.api_trusted_proxy_cidrs)
+      }) :
     { name = key, value = value }]
     # By name (same region): known at plan time, so the plan shows the whole definition.
     secrets = [{ name = "ADMIN_API_KEY", valueFrom = aws_ssm_parameter.admin_api_key[0].name }]

@@ -278,6 +278,12 @@ variable "api_ingress_cidrs" {
   default     = ["0.0.0.0/0"]
 }
 
+variable "api_trusted_proxy_cidrs" {
+  description = "Addresses of the load balancer's nodes (the VPC's ranges): the API trusts X-Forwarded-For only from these. The task's security group admits only the balancer."
+  type        = list(string)
+  default     = ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"]
+}
+
 variable "api_desired_count" {
   description = "Number of API tasks; the API is stateless, so any number works."
   type        = number

@@ -455,6 +455,9 @@ def _check_the_api_task(planned: dict[str, Any], table_names: dict[str, str]) ->
     assert not volume.get("docker_volume_configuration")
     names = {e["name"] for e in container["environment"]} | {s["name"] for s in container["secrets"]}
     assert "OPENAI_API_KEY" not in names
+    # Behind the balancer the client's address comes from X-Forwarded-For, trusted only from the VPC.
+    environment = {e["name"]: e["value"] for e in container["environment"]}
+    assert environment["FORWARDED_ALLOW_IPS"] == "10.0.0.0/8,172.16.0.0/12,192.168.0.0/16"
 
     document = json.loads(planned["aws_iam_role_policy.api_task[0]"]["policy"])
     allowed = _table_actions(document, table_names)
