@@ -105,6 +105,19 @@ def message_id(validation_id: str, run: int, status: str) -> str:
     return name
 
 
+RESEND_EVERY_SECONDS = 60  # an event may be sent again by hand at most once per such period
+
+
+def resend_name(message_id: str, now: float) -> str:
+    """The notify execution of a resend of `message_id` requested at `now`: one name per minute,
+    so Step Functions refuses a second resend within it (ExecutionAlreadyExists)."""
+    period = int(now // RESEND_EVERY_SECONDS)
+    name = f"{message_id}-resend-{period}"
+    if len(name) > _MAX_EXECUTION_NAME:
+        name = f"resend_{hashlib.sha256(message_id.encode()).hexdigest()[:40]}-{period}"
+    return name
+
+
 def event_of(record: Mapping[str, Any]) -> dict[str, Any]:
     """The event of a validation whose current run ended (`record` has RECORD_FIELDS)."""
     status = str(record["status"])

@@ -15,7 +15,14 @@ from app.pagination import encode_cursor
 from app.validations import report
 from app.validations.dependencies import Service, ValidationId
 from app.validations.intake import JsonSubmission, read_submission
-from app.validations.schemas import FileResult, HistoryPage, ResultPage, ValidationOut, ValidationPage
+from app.validations.schemas import (
+    FileResult,
+    HistoryPage,
+    NotificationResent,
+    ResultPage,
+    ValidationOut,
+    ValidationPage,
+)
 
 Limit = Annotated[int, Query(ge=1, le=100)]
 Cursor = Annotated[str | None, Query(max_length=2048)]
@@ -129,6 +136,21 @@ async def get_report(
 async def retry_validation(validation_id: ValidationId, principal: CurrentUser, service: Service) -> ValidationOut:
     """Rerun only the chunks without a result, as a new execution of the same validation."""
     return ValidationOut.of(await service.retry(principal, validation_id))
+
+
+@router.post(
+    "/{validation_id}/notification",
+    status_code=202,
+    response_model=NotificationResent,
+    responses=problem_responses(404, 409, 502),
+)
+async def resend_notification(
+    validation_id: ValidationId, principal: CurrentUser, service: Service
+) -> NotificationResent:
+    """Send the webhook event of an ended validation again (same `webhook-id`), with the usual
+    retries: for a receiver that was down longer than them. 409 while its first delivery still
+    runs, or within a minute of the last resend. Audited."""
+    return NotificationResent(**await service.resend_notification(principal, validation_id))
 
 
 @router.delete("/{validation_id}/data", response_model=ValidationOut, responses=problem_responses(404, 409, 502))

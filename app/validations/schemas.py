@@ -147,6 +147,11 @@ def _parallelism(record: Validation) -> ParallelismInfo | None:
     )
 
 
+class NotificationResent(BaseModel):
+    message_id: str = Field(description="The event's `webhook-id`: the same as on its first delivery")
+    event_type: str = Field(description="validation.succeeded, validation.failed or validation.cancelled")
+
+
 class ValidationPage(BaseModel):
     items: list[ValidationOut]
     next_cursor: str | None

@@ -755,6 +755,18 @@ class ValidationService:
         except Exception:  # noqa: BLE001 - the reconciler ends it (no execution) and settles once
             log.exception("could not end run %s of %s; left for the reconciler", run, validation_id)
 
+    async def resend_notification(self, principal: Principal, validation_id: str) -> dict[str, str]:
+        """Send the webhook event of an ended validation again (owner or admin); audited."""
+        validation = await self.get(principal, validation_id)
+        if self.notifications is None:
+            raise NotFound("This deployment sends no webhooks.", field="webhook")
+        record = {f: getattr(validation, f) for f in webhooks.RECORD_FIELDS}
+        message_id = await self.notifications.resend(record, time.time())
+        await self.users.audit(
+            principal.user_id, "validation.resend_notification", validation_id, None, {"message_id": message_id}
+        )
+        return {"message_id": message_id, "event_type": webhooks.EVENT_TYPES[validation.status]}
+
     async def _notify_ended(self, validation_id: str, run: int) -> None:
         """Start the webhook notification of run `run`, which this service just ended (its
         execution was stopped or never started: no Finalize will). A failure loses that

@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from app.aws.stepfunctions import Executions
-from app.errors import BadRequest, NotFound, Unprocessable
+from app.errors import BadRequest, Conflict, NotFound, Unprocessable
 from app.identity.principal import Principal
 from app.pagination import decode_cursor, encode_cursor
 from app.settings import Settings
@@ -117,3 +117,27 @@ class Notifications:
         if await self.executions.start_once(name, payload):
             log.info("notification %s started", name)
         return name
+
+    async def resend(self, record: Mapping[str, Any], now: float) -> str:
+        """Send the event of the validation `record`'s ended run again (same `webhook-id`: a
+        receiver that processed it drops the repeat), as a new notify execution with its own
+        Retry. Refused while the first delivery still runs (its Retry would send it anyway),
+        more than once a minute, or when the owner has no webhook."""
+        payload = webhooks.notification(record)
+        if payload is None:
+            raise Conflict(f"Validation {record['id']} has not ended: there is no event to send yet.", field="status")
+        if self.executions is None or await self.store.get(str(record["owner"])) is None:
+            raise NotFound("The validation's owner has no webhook (PUT /me/webhook).", field="webhook")
+        message_id = str(payload["message_id"])
+        if await self.executions.status(self.executions.arn_of(message_id)) == "RUNNING":
+            raise Conflict(
+                f"Event {message_id} is still being delivered (with retries); see GET /me/webhook/deliveries.",
+                field="message_id",
+            )
+        if not await self.executions.start_once(webhooks.resend_name(message_id, now), payload):
+            raise Conflict(
+                f"Event {message_id} was sent again less than {webhooks.RESEND_EVERY_SECONDS} s ago.",
+                field="message_id",
+            )
+        log.info("notification %s sent again", message_id)
+        return message_id

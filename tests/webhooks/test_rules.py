@@ -103,6 +103,16 @@ def test_message_ids_fit_an_execution_name_and_carry_no_dot() -> None:
     assert webhooks.message_id("a.b", 1, "FAILED").count(".") == 0
 
 
+def test_a_resend_has_one_execution_name_per_period_that_fits_and_differs_from_the_first_delivery() -> None:
+    every = webhooks.RESEND_EVERY_SECONDS
+    for message in (webhooks.message_id("v1", 1, "FAILED"), webhooks.message_id("x" * 64, 12, "SUCCEEDED")):
+        start = 1_800_000_000 // every * every
+        same = {webhooks.resend_name(message, start + s) for s in (0, every / 2, every - 0.001)}
+        (name,) = same
+        assert len(name) <= 80 and "." not in name and name != message
+        assert webhooks.resend_name(message, start + every) != name
+
+
 def test_the_default_retry_schedule_spans_about_a_day() -> None:
     defaults = settings_of()
     delays = webhooks.retry_delays(

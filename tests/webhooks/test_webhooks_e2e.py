@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from app.settings import Settings
+from core import webhooks
 from tests.conftest import Aws, HeldCalls, MakeApi, make_user, submit, wait_for, wait_for_status
 from tests.webhooks.receiver import Receiver, receiver
 from tests.webhooks.verify import verify
@@ -113,8 +114,8 @@ def test_every_writer_of_an_end_delivers_exactly_one_signed_event(
 
 
 @pytest.mark.slow(7)
-def test_a_receiver_failing_twice_gets_three_attempts_of_one_event_then_private_targets_are_refused(
-    make_api: MakeApi, aws: Aws, settings: Settings
+def test_a_receiver_failing_twice_gets_three_attempts_of_one_event_then_a_resend_then_private_targets_are_refused(
+    make_api: MakeApi, aws: Aws, settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     api = make_api(**QUICK_RETRIES)
     user, headers = make_user(api)
@@ -149,6 +150,25 @@ def test_a_receiver_failing_twice_gets_three_attempts_of_one_event_then_private_
     assert {d["event_id"] for d in listed} == {attempts[0]["webhook-id"]}
     assert rest.json()["next_cursor"] is None
 
+    # Sent again by hand (a receiver down longer than the retries): the same event, the same id,
+    # one more signed request; a second resend within the period is refused, as are a stranger's.
+    monkeypatch.setattr(webhooks, "RESEND_EVERY_SECONDS", 10**9)  # one period for this test
+    with receiver() as again_hook:
+        new_secret = api.put("/me/webhook", json={"url": again_hook.url}, headers=headers).json()["secret"]
+        resent = api.post(f"/validations/{done['id']}/notification", headers=headers)
+        assert resent.status_code == 202, resent.text
+        assert resent.json() == {"message_id": attempts[0]["webhook-id"], "event_type": "validation.succeeded"}
+        notify_executions(aws, settings, 2)
+        (request,) = again_hook.requests  # signed with the secret of now (a PUT replaced it)
+        assert request.headers["webhook-id"] == attempts[0]["webhook-id"]
+        assert verify(new_secret, request.headers, request.body)
+        twice = api.post(f"/validations/{done['id']}/notification", headers=headers)
+        assert twice.status_code == 409 and twice.json()["field"] == "message_id", twice.text
+        _, stranger = make_user(api)
+        assert api.post(f"/validations/{done['id']}/notification", headers=stranger).status_code == 404
+    trail = api.get("/admin/audit", params={"limit": 100}).json()["items"]
+    assert [e["target"] for e in trail if e["action"] == "validation.resend_notification"] == [done["id"]]
+
     # Where private targets are not allowed (aws mode's default), a loopback URL is refused at
     # registration, naming the field; the webhook registered before stays as it was.
     api.app.state.settings = api.app.state.settings.model_copy(update={"webhook_allow_private": False})
@@ -156,6 +176,6 @@ def test_a_receiver_failing_twice_gets_three_attempts_of_one_event_then_private_
     assert refused.status_code == 422
     assert refused.headers["content-type"] == "application/problem+json"
     assert refused.json()["field"] == "url" and "loopback" in refused.json()["detail"]
-    assert api.get("/me/webhook", headers=headers).json()["url"] == hook.url
+    assert api.get("/me/webhook", headers=headers).json()["url"] == again_hook.url
     assert api.delete("/me/webhook", headers=headers).status_code == 204
     assert api.get("/me/webhook", headers=headers).status_code == 404
