@@ -67,7 +67,7 @@ export class AdminView {
   async showUsers(createdKey = null) {
     const users = await this.api.all("/admin/users?limit=100");
     users.sort((a, b) => a.user_id.localeCompare(b.user_id));
-    const userId = h("input", { id: "new-user-id", name: "user_id", required: true, pattern: "[A-Za-z0-9_.@-]+", maxlength: 64 });
+    const userId = h("input", { id: "new-user-id", name: "user_id", required: true, pattern: "[A-Za-z0-9_.@\\-]+", maxlength: 64 });
     const role = h("select", { id: "new-user-role", name: "role" }, h("option", { value: "user" }, "user"), h("option", { value: "admin" }, "admin"));
     const create = h(
       "form",

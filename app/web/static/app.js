@@ -30,9 +30,12 @@ async function route() {
     return;
   }
   clearError();
-  const view = viewFor(location.hash || "#/validations", $("view"));
+  // Each view draws into an element of its own: a view left while it was still loading draws
+  // into its detached element, never over the next one.
+  const root = h("div", {}, h("p", { class: "muted" }, "Loading…"));
+  replace($("view"), root);
+  const view = viewFor(location.hash || "#/validations", root);
   current = view;
-  replace($("view"), h("p", { class: "muted" }, "Loading…"));
   await guarded(() => view.show());
 }
 

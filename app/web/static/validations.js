@@ -261,6 +261,13 @@ export class ValidationView {
     this.validation = await this.api.json("DELETE", this.path);
     this.render();
     if (!this.source && !TERMINAL.has(this.validation.status)) await this.openStream();
+    // CANCELLING until Step Functions reports the execution stopped: a read settles it (and the
+    // stream then carries CANCELLED), so read a few times rather than wait for someone else to.
+    for (let attempt = 0; attempt < 30 && this.validation.status === "CANCELLING" && !this.closed; attempt += 1) {
+      await new Promise((resolve) => setTimeout(resolve, 1000));
+      this.validation = await this.api.get(this.path);
+      this.render();
+    }
   }
 
   async retry() {
@@ -355,7 +362,8 @@ export class ValidationView {
 
   renderResults() {
     const texts = Object.fromEntries(this.validation.rules.map((r) => [r.id, r.text]));
-    const shown = this.files.filter((f) => f.result || f.partial);
+    // Decided files, and undecided ones with something to show already (findings of settled parts).
+    const shown = this.files.filter((f) => f.result || (f.partial && f.partial.rules.some((r) => r.findings.length)));
     replace(
       this.results,
       shown.length ? null : h("p", { class: "muted" }, "No results yet."),
