@@ -18,7 +18,7 @@ from typing import Any
 
 import httpx
 import pytest
-from playwright.sync_api import ConsoleMessage, Page, expect, sync_playwright
+from playwright.sync_api import ConsoleMessage, FilePayload, Page, expect, sync_playwright
 
 from app.main import create_app
 from app.settings import PROJECT_ROOT, Settings
@@ -32,7 +32,8 @@ TIMEOUT_MS = 60_000  # a bound for a loaded machine, never an assertion of speed
 # Every CSP violation the page causes, recorded by the page itself before any of its scripts run.
 CSP_RECORDER = """
 window.__cspViolations = [];
-document.addEventListener("securitypolicyviolation", (e) => window.__cspViolations.push(e.violatedDirective + " " + e.blockedURI));
+document.addEventListener("securitypolicyviolation",
+  (e) => window.__cspViolations.push(e.violatedDirective + " " + e.blockedURI));
 """
 
 
@@ -93,9 +94,10 @@ def shot(page: Page, name: str) -> None:
 def submit_through_the_page(page: Page, files: dict[str, str]) -> str:
     """Upload files and the rules with the page's form; the id of the validation it opens."""
     page.get_by_role("link", name="New validation").click()
-    page.get_by_label("Files").set_input_files(
-        [{"name": name, "mimeType": "text/plain", "buffer": text.encode()} for name, text in files.items()]
-    )
+    payloads: list[FilePayload] = [
+        {"name": name, "mimeType": "text/plain", "buffer": text.encode()} for name, text in files.items()
+    ]
+    page.get_by_label("Files").set_input_files(payloads)
     page.get_by_label("Rules").fill(RULES)
     page.get_by_role("button", name="Validate").click()
     expect(page.locator("h2 code")).to_have_text(uuid_like(), timeout=TIMEOUT_MS)
