@@ -24,6 +24,8 @@ from starlette.routing import Route
 from app.main import create_app
 from app.observability.logs import AccessFields, JsonFormatter, TextFormatter, redact
 from app.settings import Settings
+from app.stream_tokens.records import StreamToken
+from app.stream_tokens.service import events_validation, token_in
 from local.aws.server import EmbeddedAWS
 from local.serving import ThreadedServer
 from local.simulator.app import SimulatorConfig
@@ -325,3 +327,25 @@ def test_uvicorns_access_log_line_carries_no_token(formatter: type[logging.Forma
     if formatter is JsonFormatter:
         record = json.loads(line.splitlines()[0])
         assert record["path"] == "/validations/v1/events?token=REDACTED&after=2" and record["status"] == 200
+
+
+# ---- the pure rules ----
+
+
+def test_only_get_on_the_events_route_names_a_validation_and_the_token_name_is_literal() -> None:
+    assert events_validation("GET", "/validations/ab-12/events") == "ab-12"
+    assert events_validation("POST", "/validations/ab-12/events") is None
+    assert events_validation("GET", "/validations/ab-12/events/") is None
+    assert events_validation("GET", "/validations/ab-12") is None
+    assert events_validation("GET", "/validations/a%2Fb/events") is None
+    assert token_in(b"after=2&token=st_a%2Bb") == "st_a+b"
+    assert token_in(b"token=") == ""
+    assert token_in(b"after=2") is None
+    assert token_in(b"%74oken=st_x&Token=st_y") is None  # as the log redaction finds it, or not at all
+
+
+def test_a_record_opens_its_own_validation_until_it_expires() -> None:
+    record = StreamToken("h", "v1", "u", "k", expires_at=1_000, created_at="")
+    assert record.opens("v1", 999.9)
+    assert not record.opens("v1", 1_000)
+    assert not record.opens("v2", 0)
