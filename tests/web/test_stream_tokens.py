@@ -12,6 +12,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import httpx
@@ -46,6 +47,9 @@ class Served:
     aws: Aws
     estimate: int  # tokens DOC is charged
     finished: str  # a validation of the bootstrap admin that has ended
+    user_id: str  # a user of the module's
+    user: dict[str, str]  # its Authorization header
+    owned: str  # a validation of that user's that has ended
 
     def client(self, headers: dict[str, str] | None = None) -> httpx.Client:
         return httpx.Client(base_url=self.url, headers=headers if headers is not None else ADMIN, timeout=60)
@@ -74,15 +78,28 @@ def served(embedded_aws: EmbeddedAWS) -> Iterator[Served]:
         server = ThreadedServer(app, lifespan="on").start()
         try:
             with httpx.Client(base_url=server.url, headers=ADMIN, timeout=60) as admin:
-                first = admin.post("/validations", json=DOC)
-                assert first.status_code == 202, first.text
-                vid = first.json()["id"]
-                wait_for(lambda: admin.get(f"/validations/{vid}").json()["status"] == "SUCCEEDED", timeout=60)
+                user_id, user = new_user(admin)
+                first, owned = (admin.post("/validations", json=DOC, headers=h) for h in (ADMIN, user))
+                assert first.status_code == owned.status_code == 202, first.text
+                for each in (first.json()["id"], owned.json()["id"]):
+                    wait_for(partial(ended, admin, each), timeout=60)
             yield Served(
-                server.url, app, settings, Aws(embedded_aws.endpoint_url), first.json()["estimated_tokens"], vid
+                url=server.url,
+                app=app,
+                settings=settings,
+                aws=Aws(embedded_aws.endpoint_url),
+                estimate=first.json()["estimated_tokens"],
+                finished=first.json()["id"],
+                user_id=user_id,
+                user=user,
+                owned=owned.json()["id"],
             )
         finally:
             server.stop()
+
+
+def ended(api: httpx.Client, vid: str) -> bool:
+    return bool(api.get(f"/validations/{vid}").json()["status"] == "SUCCEEDED")
 
 
 def new_user(api: httpx.Client, **fields: Any) -> tuple[str, dict[str, str]]:
@@ -113,8 +130,7 @@ def assert_token_refused(answer: httpx.Response) -> None:
 
 
 def test_a_token_opens_its_validations_events_without_a_key_and_resumes_after_an_id(served: Served) -> None:
-    _, auth = new_user(served.client())
-    vid = finished_validation(served, auth)
+    auth, vid = served.user, served.owned
     before = time.time()
 
     answer = httpx.post(f"{served.url}/validations/{vid}/stream-token", headers=auth, timeout=30)
@@ -138,8 +154,7 @@ def test_a_token_opens_its_validations_events_without_a_key_and_resumes_after_an
 
 
 def test_the_table_holds_only_the_tokens_hash_scoped_to_validation_user_and_key(served: Served) -> None:
-    user_id, auth = new_user(served.client())
-    vid = finished_validation(served, auth)
+    user_id, auth, vid = served.user_id, served.user, served.owned
     token = token_for(served, vid, auth)["token"]
 
     item = served.aws.client("dynamodb").get_item(
@@ -155,7 +170,7 @@ def test_the_table_holds_only_the_tokens_hash_scoped_to_validation_user_and_key(
 
 
 def test_an_unknown_expired_empty_or_foreign_token_is_401_naming_token(served: Served) -> None:
-    other = finished_validation(served, ADMIN)
+    other = served.owned
     issued = token_for(served, served.finished)
     token = issued["token"]
     url = served.url
@@ -197,9 +212,8 @@ def test_a_token_is_accepted_on_the_events_route_only(served: Served) -> None:
 
 
 def test_a_user_gets_no_token_for_another_users_validation(served: Served) -> None:
-    _, owner = new_user(served.client())
     _, stranger = new_user(served.client())
-    vid = finished_validation(served, owner)
+    vid = served.owned
 
     answer = httpx.post(f"{served.url}/validations/{vid}/stream-token", headers=stranger)
 
