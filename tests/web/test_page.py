@@ -121,7 +121,7 @@ def file_progress(page: Page) -> dict[str, tuple[str, int, int]]:
     return shown
 
 
-@pytest.mark.slow(15)
+@pytest.mark.slow(20)
 def test_sign_in_upload_watch_live_progress_cancel_and_administer_in_chromium(
     served: str, page: tuple[Page, list[str]], hold_calls: Callable[[int], HeldCalls]
 ) -> None:

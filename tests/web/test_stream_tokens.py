@@ -4,6 +4,7 @@ never reaches a log line; and the two routes the page adds (`GET /me`, `GET /adm
 
 from __future__ import annotations
 
+import calendar
 import hashlib
 import io
 import json
@@ -142,7 +143,7 @@ def test_a_token_opens_its_validations_events_without_a_key_and_resumes_after_an
         and issued["events_url"] == f"/validations/{vid}/events?token={issued['token']}"
     )
     lifetime = served.settings.stream_token_seconds
-    expires = time.mktime(time.strptime(issued["expires_at"], "%Y-%m-%dT%H:%M:%SZ")) - time.timezone
+    expires = calendar.timegm(time.strptime(issued["expires_at"], "%Y-%m-%dT%H:%M:%SZ"))
     assert before + lifetime - 2 <= expires <= time.time() + lifetime + 1
     by_key = read(served.url, f"/validations/{vid}/events", auth)
     by_token = read(served.url, issued["events_url"], {})  # no Authorization header: what EventSource sends
