@@ -19,7 +19,9 @@ from app.failures import LastResort
 from app.health.readiness import Readiness
 from app.limits import FRAMING_BYTES, BodyLimit, ByteGate, tune_malloc
 from app.settings import Settings
+from app.stream_tokens.dependencies import stream_token_service
 from app.users.dependencies import get_user_service
+from app.web import PUBLIC_PATHS as PAGE_PATHS
 
 # The one probe anonymous callers may hit while authenticated callers get details.
 OPTIONAL_AUTH = frozenset({"/readyz"})
@@ -28,7 +30,7 @@ OPTIONAL_AUTH = frozenset({"/readyz"})
 def install(app: FastAPI) -> None:
     """Add the middleware (Starlette runs the last added first)."""
     docs = [app.openapi_url, app.docs_url, app.redoc_url, app.swagger_ui_oauth2_redirect_url]
-    public = frozenset(["/healthz", *(path for path in docs if path)])
+    public = frozenset(["/healthz", *(path for path in docs if path), *PAGE_PATHS])
     app.add_middleware(Authenticate, public=public, optional=OPTIONAL_AUTH)
     app.add_middleware(BodyLimit)
     app.add_middleware(LastResort)
@@ -43,6 +45,7 @@ def start(app: FastAPI, settings: Settings, clients: AWSClients) -> None:
         # A little under the poll interval: each poll of a stream's feed re-reads its caller once.
         recheck_seconds=settings.sse_poll_seconds * 0.9,
     )
+    app.state.stream_tokens = stream_token_service(settings, clients)  # `?token=` on the events route
     app.state.streams = StreamSlots(settings.max_streams, settings.max_streams_total)
     app.state.readiness = Readiness(clients, settings)
     app.state.plan_limiter = anyio.CapacityLimiter(settings.plan_concurrency)

@@ -16,7 +16,10 @@ from app.events.router import router as events_router
 from app.events.store import EventStore
 from app.health.router import router as health_router
 from app.settings import Mode, Settings
+from app.stream_tokens.router import router as stream_tokens_router
+from app.users.router import router as users_router
 from app.validations.router import router as validations_router
+from app.web import router as web
 from app.webhooks.router import router as webhooks_router
 
 log = logging.getLogger(__name__)
@@ -71,4 +74,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(admin_router)
     app.include_router(events_router)
     app.include_router(webhooks_router)
+    app.include_router(stream_tokens_router)
+    app.include_router(users_router)
+    web.install(app)  # the page at `/` (static files)
     return app

@@ -107,6 +107,11 @@ class Settings(BaseSettings):
     sse_poll_seconds: float = Field(default=0.5, gt=0, description="How often one feed reads a validation's event log.")
     sse_gap_wait_seconds: float = Field(default=5.0, ge=0)
     sse_retry_millis: int = Field(default=2000, ge=0)
+    # Stream tokens (app/stream_tokens): `?token=` opens one validation's events (EventSource sends no header).
+    stream_tokens_table: str | None = None
+    stream_token_seconds: float = Field(
+        default=300.0, gt=0, le=3600, description="How long a stream token opens streams."
+    )
 
     # Step Functions retry timing, templated into the ASL. Tests use short intervals.
     sfn_retry_interval_seconds: int = Field(default=2, ge=1)

@@ -113,6 +113,7 @@ def first_run_banner(settings: Settings, key_generated: bool) -> str:
         [
             f"Local mode is ready: API {url} (OpenAPI UI {url}/docs)",
             f"  admin key: {key}" if key else "  admin key: the ADMIN_API_KEY you set",
+            f"  web page: {url}/ (sign in with the key)",
             "  try the CLI:",
             f"    export VALIDATE_URL={url} VALIDATE_API_KEY={key or '$ADMIN_API_KEY'}",
             f"    {command} submit {_shown_path(examples / 'data')} --rules {rules} --wait",

@@ -10,7 +10,12 @@ from typing import Any, Literal
 
 class ThreadedServer:
     def __init__(
-        self, app: Any, host: str = "127.0.0.1", port: int = 0, lifespan: Literal["auto", "on", "off"] = "off"
+        self,
+        app: Any,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        lifespan: Literal["auto", "on", "off"] = "off",
+        access_log: bool = False,
     ) -> None:
         import uvicorn
 
@@ -19,7 +24,9 @@ class ThreadedServer:
         self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._socket.bind((host, port))
         self.port = self._socket.getsockname()[1]
-        self._server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan=lifespan))
+        self._server = uvicorn.Server(
+            uvicorn.Config(app, log_level="warning", access_log=access_log, lifespan=lifespan)
+        )
         self._thread: threading.Thread | None = None
 
     @property

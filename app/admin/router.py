@@ -21,6 +21,7 @@ from app.users.schemas import (
     ParallelismView,
     UserCreate,
     UserOut,
+    UserPage,
     UserPatch,
     UserWithKey,
 )
@@ -34,6 +35,19 @@ router = APIRouter(prefix="/admin", tags=["admin"], responses=problem_responses(
 async def create_user(body: UserCreate, admin: CurrentAdmin, users: Users) -> UserWithKey:
     """Create a user; the API key is in this answer only."""
     return UserWithKey.issued(*await users.create(admin, body))
+
+
+@router.get("/users", response_model=UserPage, responses=problem_responses(400))
+async def list_users(
+    admin: CurrentAdmin,
+    users: Users,
+    limit: Annotated[int, Query(ge=1, le=100)] = 50,
+    cursor: Annotated[str | None, Query(max_length=2048)] = None,
+) -> UserPage:
+    """Users (not the bootstrap admin), a page at a time in no particular order; `next_cursor` for more."""
+    start = decode_cursor(cursor, lambda v: is_key(v, {"user_id"})) if cursor else None
+    items, last = await users.page(limit, start)
+    return UserPage(items=[UserOut.of(u) for u in items], next_cursor=encode_cursor(last) if last else None)
 
 
 @router.get("/users/{user_id}", response_model=UserOut, responses=problem_responses(404))

@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 
 from pydantic import SecretStr
 
+from app.identity.keys import hash_key
 from app.identity.principal import BOOTSTRAP_ADMIN, Principal
 from app.users.service import UserService
 
@@ -41,6 +42,16 @@ class Authenticator:
         if self.is_admin_key(key):
             return Principal(user_id=BOOTSTRAP_ADMIN, role="admin")
         return await self._users.principal_of_key(key)
+
+    async def holder(self, user_id: str, key_hash: str) -> Principal | None:
+        """Who a credential issued to `user_id` under the key hashed `key_hash` (a stream token)
+        acts as now: None once that key was rotated, the user disabled, or the bootstrap key changed."""
+        if user_id == BOOTSTRAP_ADMIN:
+            if self._admin_key is None:
+                return None
+            current = hash_key(self._admin_key.decode())
+            return Principal(user_id=BOOTSTRAP_ADMIN, role="admin") if hmac.compare_digest(current, key_hash) else None
+        return await self._users.principal_of_user(user_id, key_hash)
 
     async def recheck(self, principal: Principal, key_hash: str) -> Principal | None:
         """`principal` as it is now, if `key_hash` is still its current key (and it is not disabled);

@@ -7,7 +7,7 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, Request
+from fastapi import APIRouter, Depends, Header, Query, Request
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.background import BackgroundTask
 
@@ -69,6 +69,14 @@ async def stream_events(
     authenticator: Annotated[Authenticator, Depends(get_authenticator)],
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
     after: str | None = None,
+    token: Annotated[
+        str | None,
+        Query(
+            max_length=128,
+            description="A stream token (POST /validations/{id}/stream-token) instead of the Authorization "
+            "header, which EventSource cannot send; read by the auth middleware, accepted on this route only",
+        ),
+    ] = None,
 ) -> EventSourceResponse:
     """Server-sent events of one validation; resumes after `Last-Event-ID`; ends with `end`.
 

@@ -10,6 +10,7 @@ on the embedded AWS's threads, set theirs the same way (lambdas/common/observabi
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from typing import Any, Literal
 
@@ -20,6 +21,14 @@ SERVICE = "api"
 
 # uvicorn's access log passes these as the record's arguments (uvicorn.protocols.http).
 _ACCESS_FIELDS = ("client", "http_method", "path", "http_version", "status")
+# A stream token (app/stream_tokens) travels in the events URL's query: it never reaches a log line.
+_SECRET_QUERY = re.compile(r"(?i)((?:^|[?&;])token=)[^&;#\s]*")
+REDACTED = "REDACTED"
+
+
+def redact(path: str) -> str:
+    """A request path with its query's `token=` values replaced by REDACTED."""
+    return _SECRET_QUERY.sub(r"\g<1>" + REDACTED, path)
 
 
 def bind(**keys: Any) -> None:
@@ -60,12 +69,14 @@ _JSON = LambdaPowertoolsFormatter()  # only to read the bound keys through Power
 
 
 class AccessFields(logging.Filter):
-    """uvicorn's access line as fields (method, path, status, ...) besides its message; drops
-    uvicorn's `color_message` duplicate."""
+    """uvicorn's access line as fields (method, path, status, ...) besides its message, its path's
+    stream token redacted in both; drops uvicorn's `color_message` duplicate."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         record.__dict__.pop("color_message", None)
         if record.name == "uvicorn.access" and isinstance(record.args, tuple) and len(record.args) == 5:
+            if isinstance(record.args[2], str):
+                record.args = (*record.args[:2], redact(record.args[2]), *record.args[3:])
             for name, value in zip(_ACCESS_FIELDS, record.args, strict=True):
                 setattr(record, name, value)
         return True

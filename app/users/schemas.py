@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from app.identity.principal import BOOTSTRAP_ADMIN
+from app.identity.principal import BOOTSTRAP_ADMIN, Principal
 from app.users.records import User
 from core.fairness import MAX_WEIGHT
 
@@ -155,3 +155,22 @@ class AuditEntry(BaseModel):
 class AuditPage(BaseModel):
     items: list[AuditEntry]
     next_cursor: str | None
+
+
+class UserPage(BaseModel):
+    items: list[UserOut]
+    next_cursor: str | None
+
+
+class MeOut(BaseModel):
+    """The caller, as its key resolves now."""
+
+    user_id: str
+    role: Literal["user", "admin"]
+    quota: QuotaIn | None = Field(description="None for the bootstrap admin (not rate limited)")
+    on_limit: Literal["queue", "reject"]
+
+    @classmethod
+    def of(cls, principal: Principal) -> MeOut:
+        quota = QuotaIn(**principal.quota.as_dict()) if principal.quota is not None else None
+        return cls(user_id=principal.user_id, role=principal.role, quota=quota, on_limit=principal.on_limit)

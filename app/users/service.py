@@ -81,6 +81,10 @@ class UserService:
             raise NotFound(f"No user {user_id!r}.", field="user_id")
         return user
 
+    async def page(self, limit: int, start: dict[str, Any] | None) -> tuple[list[User], dict[str, Any] | None]:
+        """A page of users (admins), in the table's order."""
+        return await self.store.page(limit, start)
+
     async def patch(self, actor: Principal, user_id: str, request: UserPatch) -> User:
         before = await self.get(user_id)
         changes = dict(request.model_dump(exclude_none=True))

@@ -27,6 +27,16 @@ class UserStore:
         answer = await self._db.get_item(TableName=self._users, Key=to_item({"user_id": user_id}), ConsistentRead=True)
         return User.of(from_item(answer["Item"])) if "Item" in answer else None
 
+    async def page(self, limit: int, start: dict[str, Any] | None) -> tuple[list[User], dict[str, Any] | None]:
+        """Up to `limit` users in the table's order (a Scan page: admins list users rarely)."""
+        kwargs: dict[str, Any] = {"TableName": self._users, "Limit": limit, "ConsistentRead": True}
+        if start:
+            kwargs["ExclusiveStartKey"] = to_item(start)
+        page = await self._db.scan(**kwargs)
+        return [User.of(from_item(i)) for i in page["Items"]], (
+            from_item(page["LastEvaluatedKey"]) if "LastEvaluatedKey" in page else None
+        )
+
     async def user_of_key(self, key_hash: str) -> str | None:
         answer = await self._db.get_item(TableName=self._keys, Key=to_item({"key_hash": key_hash}), ConsistentRead=True)
         return from_item(answer["Item"])["user_id"] if "Item" in answer else None

@@ -12,6 +12,7 @@ locals {
     w = ["dynamodb:PutItem", "dynamodb:UpdateItem"]
     d = ["dynamodb:DeleteItem"]
     b = ["dynamodb:BatchWriteItem"]
+    s = ["dynamodb:Scan"] # the API's admin list of users (GET /admin/users)
   }
   # Every mode resources.json gives, to a function or to the API; split("", mode) is its letters.
   table_modes = distinct(flatten([

@@ -18,6 +18,7 @@ TABLE_ACCESS = {
     "w": {"dynamodb:PutItem", "dynamodb:UpdateItem"},
     "d": {"dynamodb:DeleteItem"},
     "b": {"dynamodb:BatchWriteItem"},
+    "s": {"dynamodb:Scan"},
 }
 API = "api"  # the role of the API (the ECS task), beside the functions' names
 

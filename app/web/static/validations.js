@@ -1,0 +1,407 @@
+// Validations: the list, a new submission, and one validation's page with live progress.
+import { h, replace, guarded, showError, when } from "./dom.js";
+
+const TERMINAL = new Set(["SUCCEEDED", "FAILED", "CANCELLED"]);
+const PAGE_SIZE = 20;
+const EXPORTS = [
+  ["csv", "CSV"],
+  ["sarif", "SARIF"],
+  ["jsonl", "JSON Lines"],
+];
+
+const link = (id) => h("a", { href: `#/validations/${encodeURIComponent(id)}` }, id);
+
+// ---- the list, a page at a time (cursors kept to go back) ----
+
+export class ListView {
+  constructor(api, root) {
+    this.api = api;
+    this.root = root;
+    this.cursors = [null]; // the cursor of each page shown so far; the last is the current page's
+  }
+
+  async show() {
+    const cursor = this.cursors[this.cursors.length - 1];
+    const query = `limit=${PAGE_SIZE}${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ""}`;
+    const page = await this.api.get(`/validations?${query}`);
+    const rows = page.items.map((v) =>
+      h(
+        "tr",
+        { "data-validation": v.id },
+        h("td", {}, link(v.id)),
+        h("td", { class: `status ${v.status}` }, v.status),
+        h("td", {}, `${v.progress.succeeded + v.progress.failed}/${v.progress.total}`),
+        h("td", {}, v.files.map((f) => f.name).join(", ")),
+        h("td", {}, when(v.created_at)),
+      ),
+    );
+    const older = () => {
+      this.cursors.push(page.next_cursor);
+      guarded(() => this.show());
+    };
+    const newer = () => {
+      this.cursors.pop();
+      guarded(() => this.show());
+    };
+    replace(
+      this.root,
+      h("h2", {}, "Validations"),
+      rows.length
+        ? h(
+            "table",
+            { id: "validations" },
+            h("caption", { class: "muted" }, `Page ${this.cursors.length}, newest first`),
+            h("thead", {}, h("tr", {}, ["Id", "Status", "Parts", "Files", "Created"].map((t) => h("th", { scope: "col" }, t)))),
+            h("tbody", {}, rows),
+          )
+        : h("p", {}, "No validations yet. ", h("a", { href: "#/new" }, "Start one.")),
+      h(
+        "div",
+        { class: "pager" },
+        h("button", { type: "button", disabled: this.cursors.length === 1, onclick: newer }, "Newer"),
+        h("button", { type: "button", disabled: !page.next_cursor, onclick: older }, "Older"),
+        h("button", { type: "button", onclick: () => guarded(() => this.show()) }, "Refresh"),
+      ),
+    );
+  }
+
+  close() {}
+}
+
+// ---- a new validation: files and rules as multipart, the body POST /validations takes ----
+
+export function rulesOf(text) {
+  const trimmed = text.trim();
+  if (trimmed.startsWith("[")) {
+    const parsed = JSON.parse(trimmed); // a SyntaxError is shown as it is
+    if (!Array.isArray(parsed)) throw new Error("Rules: a JSON array, or one rule per line.");
+    return parsed;
+  }
+  return trimmed
+    .split(/\r?\n/)
+    .map((line) => line.trim())
+    .filter(Boolean);
+}
+
+export class NewView {
+  constructor(api, root) {
+    this.api = api;
+    this.root = root;
+  }
+
+  async show() {
+    const files = h("input", { id: "files", name: "files", type: "file", multiple: true, required: true });
+    const rules = h("textarea", { id: "rules", name: "rules", rows: 5, required: true, spellcheck: "false" });
+    const reuse = h("input", { id: "reuse", name: "reuse", type: "checkbox", checked: true });
+    const submit = h("button", { type: "submit" }, "Validate");
+    const form = h(
+      "form",
+      { id: "new-validation" },
+      h("div", { class: "field" }, h("label", { for: "files" }, "Files (text: CSV, JSON, Markdown, logs…)"), files),
+      h(
+        "div",
+        { class: "field" },
+        h("label", { for: "rules" }, "Rules, one per line (or a JSON array of strings and {id, text})"),
+        rules,
+      ),
+      h("div", { class: "field inline" }, reuse, h("label", { for: "reuse" }, "Reuse verdicts of parts judged before")),
+      submit,
+    );
+    form.addEventListener("submit", (event) => {
+      event.preventDefault();
+      guarded(async () => {
+        const body = new FormData();
+        for (const file of files.files) body.append("files", file, file.name);
+        body.append("rules", JSON.stringify(rulesOf(rules.value)));
+        if (!reuse.checked) body.append("reuse", "false");
+        submit.disabled = true;
+        try {
+          const created = await this.api.json("POST", "/validations", { form: body });
+          location.hash = `#/validations/${encodeURIComponent(created.id)}`;
+        } finally {
+          submit.disabled = false;
+        }
+      });
+    });
+    replace(this.root, h("h2", {}, "New validation"), form);
+  }
+
+  close() {}
+}
+
+// ---- one validation: live per-file progress over EventSource, results, cancel, retry, exports ----
+
+function fileState(file, status) {
+  const result = file.result;
+  if (result && result.status === "FAILED") return ["error", "ERROR"];
+  if (result && result.status === "SUCCEEDED") {
+    const failed = result.rules.filter((r) => r.passed === false).length;
+    return failed ? ["fail", "FAIL"] : ["pass", "PASS"];
+  }
+  if (status === "CANCELLED" || status === "FAILED") return ["none", "not judged"];
+  if (file.settled === 0) return ["waiting", "waiting"];
+  if (file.settled >= file.chunks && file.chunks > 1) return ["combining", "combining"];
+  return ["running", "running"];
+}
+
+function verdictOf(rule) {
+  if (rule.passed === true) return ["pass", "passed"];
+  if (rule.passed === false) return ["fail", "failed"];
+  return ["pending", "undecided"];
+}
+
+export class ValidationView {
+  constructor(api, root, id) {
+    this.api = api;
+    this.root = root;
+    this.id = id;
+    this.path = `/validations/${encodeURIComponent(id)}`;
+    this.source = null;
+    this.lastId = 0; // the last event received: a reopened stream resumes after it
+    this.failures = 0; // stream openings in a row that delivered nothing
+    this.closed = false;
+  }
+
+  async show() {
+    this.validation = await this.api.get(this.path);
+    this.files = this.validation.files.map((f) => ({ name: f.name, chunks: f.chunks, kind: f.kind, settled: 0, result: null }));
+    this.build();
+    await this.loadResults();
+    this.render();
+    if (!TERMINAL.has(this.validation.status)) await this.openStream();
+  }
+
+  close() {
+    this.closed = true;
+    this.closeStream();
+  }
+
+  file(name) {
+    return this.files.find((f) => f.name === name);
+  }
+
+  async loadResults() {
+    if (this.validation.purged_at) return;
+    const results = await this.api.all(`${this.path}/results?limit=100`);
+    for (const result of results) this.take(result);
+  }
+
+  take(result) {
+    const file = this.file(result.file);
+    if (!file) return;
+    file.settled = result.chunks.succeeded + result.chunks.failed;
+    if (result.status === "SUCCEEDED" || result.status === "FAILED") file.result = result;
+    else file.partial = result;
+  }
+
+  // ---- the stream: a token per opening (EventSource sends no Authorization header) ----
+
+  async openStream() {
+    if (this.closed) return;
+    const token = await this.api.json("POST", `${this.path}/stream-token`);
+    if (this.closed) return;
+    const url = this.lastId ? `${token.events_url}&after=${this.lastId}` : token.events_url;
+    const source = new EventSource(url);
+    this.source = source;
+    this.live.textContent = "Live: connected";
+    const on = (type, handle) =>
+      source.addEventListener(type, (event) => {
+        this.failures = 0;
+        if (event.lastEventId) this.lastId = Number(event.lastEventId);
+        handle(JSON.parse(event.data));
+        this.render();
+      });
+    on("status", (data) => {
+      this.validation.status = data.status;
+      this.validation.error = data.error;
+      this.validation.run = data.run;
+    });
+    on("progress", (data) => {
+      this.validation.progress = { total: data.total, succeeded: data.succeeded, failed: data.failed, pending: data.pending };
+      for (const [index, settled] of Object.entries(data.file_parts_settled || {})) {
+        const file = this.files[Number(index)];
+        if (file && !file.result) file.settled = settled;
+      }
+    });
+    on("result", (data) => this.take(data));
+    source.addEventListener("end", () => {
+      this.closeStream();
+      this.live.textContent = "Live: ended";
+      guarded(async () => {
+        this.validation = await this.api.get(this.path); // the final usage and counts
+        await this.loadResults();
+        this.render();
+      });
+    });
+    source.addEventListener("error", () => {
+      // A closed EventSource does not reconnect: the server refused it (an expired token) or
+      // ended it without `end` (the key was rotated). Ask for a new token and resume after lastId;
+      // while CONNECTING the browser is retrying the same URL itself.
+      if (source.readyState !== EventSource.CLOSED || this.source !== source) return;
+      this.closeStream();
+      this.failures += 1;
+      if (this.failures > 5) {
+        this.live.textContent = "Live: disconnected";
+        showError(new Error("The event stream keeps failing; reload the validation to try again."));
+        return;
+      }
+      this.live.textContent = "Live: reconnecting";
+      setTimeout(() => guarded(() => this.openStream()), 500 * this.failures);
+    });
+  }
+
+  closeStream() {
+    if (this.source) this.source.close();
+    this.source = null;
+  }
+
+  // ---- actions ----
+
+  async cancel() {
+    this.validation = await this.api.json("DELETE", this.path);
+    this.render();
+    if (!this.source && !TERMINAL.has(this.validation.status)) await this.openStream();
+    // CANCELLING until Step Functions reports the execution stopped: a read settles it (and the
+    // stream then carries CANCELLED), so read a few times rather than wait for someone else to.
+    for (let attempt = 0; attempt < 30 && this.validation.status === "CANCELLING" && !this.closed; attempt += 1) {
+      await new Promise((resolve) => setTimeout(resolve, 1000));
+      this.validation = await this.api.get(this.path);
+      this.render();
+    }
+  }
+
+  async retry() {
+    this.validation = await this.api.json("POST", `${this.path}/retry`);
+    for (const file of this.files) if (file.result && file.result.status === "FAILED") file.result = null;
+    this.render();
+    if (!this.source) await this.openStream();
+  }
+
+  // ---- rendering ----
+
+  build() {
+    this.header = h("div", { class: "summary" });
+    this.live = h("p", { class: "muted", id: "live" }, "");
+    this.progress = h("div", { id: "progress", role: "status", "aria-live": "polite" });
+    this.fileRows = h("tbody");
+    this.results = h("div", { id: "results" });
+    const button = (label, id, action) => h("button", { type: "button", id, onclick: () => guarded(action) }, label);
+    this.cancelButton = button("Cancel", "cancel", () => this.cancel());
+    this.retryButton = button("Retry", "retry", () => this.retry());
+    const exports = EXPORTS.map(([format, label]) =>
+      button(label, `export-${format}`, () =>
+        this.api.download(`${this.path}/report?format=${format}`, `${this.id}.${format === "jsonl" ? "jsonl" : format}`),
+      ),
+    );
+    replace(
+      this.root,
+      h("h2", {}, "Validation ", h("code", {}, this.id)),
+      this.header,
+      h("div", { class: "actions" }, this.cancelButton, this.retryButton, h("span", { class: "muted" }, "Download:"), exports),
+      this.progress,
+      this.live,
+      h(
+        "table",
+        { id: "files-table" },
+        h("caption", {}, "Files"),
+        h("thead", {}, h("tr", {}, ["File", "Kind", "Parts", "Progress", "State"].map((t) => h("th", { scope: "col" }, t)))),
+        this.fileRows,
+      ),
+      h("h3", {}, "Results"),
+      this.results,
+    );
+  }
+
+  render() {
+    const v = this.validation;
+    const p = v.progress;
+    replace(
+      this.header,
+      h("dl", {}, [
+        h("dt", {}, "Status"),
+        h("dd", { id: "status", class: `status ${v.status}` }, v.status),
+        h("dt", {}, "Run"),
+        h("dd", {}, v.run),
+        h("dt", {}, "Created"),
+        h("dd", {}, when(v.created_at)),
+        h("dt", {}, "Tokens"),
+        h("dd", {}, `${v.usage.prompt_tokens + v.usage.completion_tokens} used, ${v.usage.model_calls} model calls`),
+      ]),
+      v.error ? h("p", { class: "error-text" }, `${v.error.type}: ${v.error.detail}`) : null,
+    );
+    replace(
+      this.progress,
+      h("label", { for: "overall" }, "Parts settled "),
+      h("progress", { id: "overall", max: p.total || 1, value: p.succeeded + p.failed }),
+      ` ${p.succeeded + p.failed}/${p.total} (${p.failed} failed) · ${v.status}`,
+    );
+    this.cancelButton.disabled = !["QUEUED", "RUNNING"].includes(v.status);
+    this.retryButton.disabled = !["FAILED", "CANCELLED"].includes(v.status);
+    replace(
+      this.fileRows,
+      this.files.map((file, index) => {
+        const [state, label] = fileState(file, v.status);
+        return h(
+          "tr",
+          { "data-file": file.name, "data-state": state },
+          h("td", {}, file.name),
+          h("td", {}, file.kind || ""),
+          h("td", {}, file.chunks),
+          h(
+            "td",
+            {},
+            h("progress", { max: file.chunks, value: Math.min(file.settled, file.chunks), "aria-label": `${file.name} parts settled` }),
+            ` ${Math.min(file.settled, file.chunks)}/${file.chunks}`,
+          ),
+          h("td", { class: `state ${state}`, id: `file-state-${index}` }, label),
+        );
+      }),
+    );
+    this.renderResults();
+  }
+
+  renderResults() {
+    const texts = Object.fromEntries(this.validation.rules.map((r) => [r.id, r.text]));
+    // Decided files, and undecided ones with something to show already (findings of settled parts).
+    const shown = this.files.filter((f) => f.result || (f.partial && f.partial.rules.some((r) => r.findings.length)));
+    replace(
+      this.results,
+      shown.length ? null : h("p", { class: "muted" }, "No results yet."),
+      shown.map((file) => {
+        const result = file.result || file.partial;
+        const [state, label] = fileState(file, this.validation.status);
+        return h(
+          "section",
+          { class: "file-result", "data-result": file.name },
+          h("h4", {}, file.name, " ", h("span", { class: `state ${state}` }, label)),
+          result.error ? h("p", { class: "error-text" }, `${result.error.type || "error"}: ${result.error.detail || ""}`) : null,
+          h(
+            "table",
+            {},
+            h("thead", {}, h("tr", {}, ["Rule", "Verdict", "Findings"].map((t) => h("th", { scope: "col" }, t)))),
+            h(
+              "tbody",
+              {},
+              result.rules.map((rule) => {
+                const [kind, word] = verdictOf(rule);
+                return h(
+                  "tr",
+                  { "data-rule": rule.id },
+                  h("td", {}, h("code", {}, rule.id), " ", h("span", { class: "muted" }, texts[rule.id] || "")),
+                  h("td", { class: `verdict ${kind}` }, word),
+                  h(
+                    "td",
+                    {},
+                    rule.findings.length
+                      ? h("ul", { class: "findings" }, rule.findings.map((f) => h("li", {}, h("strong", {}, f.location), " ", f.message)))
+                      : "",
+                  ),
+                );
+              }),
+            ),
+          ),
+        );
+      }),
+    );
+  }
+}
