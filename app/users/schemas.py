@@ -172,5 +172,5 @@ class MeOut(BaseModel):
 
     @classmethod
     def of(cls, principal: Principal) -> MeOut:
-        quota = QuotaIn(**principal.quota.as_dict()) if principal.quota is not None else None
+        quota = QuotaIn.model_validate(principal.quota.as_dict()) if principal.quota is not None else None
         return cls(user_id=principal.user_id, role=principal.role, quota=quota, on_limit=principal.on_limit)
