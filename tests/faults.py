@@ -12,14 +12,19 @@ ClientError before it is sent (botocore's retries never see it):
   no undo can reach AWS.
 
 `fail_at=None` counts a clean run's writes (`Run.writes`), so a test can fail each of them
-in turn. Which calls belong to the writer: every call through the hooked clients while the
-block is open (the API: one request at a time through its clients), or only the calls of
-the thread that opened it (`thread_only`: a Lambda handler invoked in the test's thread,
+in turn; `fail_on="sfn.StartExecution"` fails the first write of that name instead. In mode
+"error", `Run.after` counts the calls the writer still made after the fault: when there were
+none, mode "crash" at the same write would run exactly the same (nothing left to refuse).
+
+Which calls belong to the writer: every call through the hooked clients while the block is
+open (the API: one request at a time through its clients), or only the calls of the thread
+that opened it (`thread_only`: a Lambda handler invoked in the test's thread,
 while the embedded AWS runs other invocations on its own threads with the same clients).
 """
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -44,9 +49,11 @@ class Run:
 
     fail_at: int | None
     mode: Mode
+    fail_on: str | None = None
     writes: list[str] = field(default_factory=list)  # "dynamodb.PutItem", in order
+    requests: list[dict[str, Any]] = field(default_factory=list)  # each DynamoDB or Step Functions write's body
     fired: str | None = None  # the write that was failed
-    refused: int = 0  # calls refused after a crash
+    after: int = 0  # calls made after the fault (mode "error"), or refused (mode "crash")
 
     @property
     def dead(self) -> bool:
@@ -88,8 +95,8 @@ class Faults:
         self._clients.clear()
 
     @contextmanager
-    def writer(self, fail_at: int | None = None, mode: Mode = "error") -> Iterator[Run]:
-        run = Run(fail_at, mode)
+    def writer(self, fail_at: int | None = None, mode: Mode = "error", fail_on: str | None = None) -> Iterator[Run]:
+        run = Run(fail_at, mode, fail_on)
         with self._lock:
             self._run, self._thread = run, threading.get_ident()
         try:
@@ -98,18 +105,22 @@ class Faults:
             with self._lock:
                 self._run = self._thread = None
 
-    def _before_call(self, model: Any, **_: Any) -> None:
+    def _before_call(self, model: Any, params: Any = None, **_: Any) -> None:
         run = self._run
         if run is None or (self._thread_only and threading.get_ident() != self._thread):
             return
         service = model.service_model.service_id.hyphenize()  # "dynamodb", "s3", "sfn"
         with self._lock:
-            if run.dead:
-                run.refused += 1
-                raise _unavailable(model.name)
+            if run.fired is not None:
+                run.after += 1
+                if run.dead:
+                    raise _unavailable(model.name)
             if model.name not in WRITES.get(service, ()):
                 return
-            run.writes.append(f"{service}.{model.name}")
-            if len(run.writes) == run.fail_at:
-                run.fired = run.writes[-1]
+            name = f"{service}.{model.name}"
+            run.writes.append(name)
+            body = (params or {}).get("body") or b"{}"
+            run.requests.append(json.loads(body) if service in ("dynamodb", "sfn") else {})
+            if run.fired is None and (len(run.writes) == run.fail_at or name == run.fail_on):
+                run.fired = name
                 raise _unavailable(model.name)
