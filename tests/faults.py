@@ -13,8 +13,9 @@ ClientError before it is sent (botocore's retries never see it):
 
 `fail_at=None` counts a clean run's writes (`Run.writes`), so a test can fail each of them
 in turn; `fail_on="sfn.StartExecution"` fails the first write of that name instead. In mode
-"error", `Run.after` counts the calls the writer still made after the fault: when there were
-none, mode "crash" at the same write would run exactly the same (nothing left to refuse).
+"error", `Run.writes_after` counts the writes the writer still made after the fault: when
+there were none, mode "crash" at the same write leaves AWS in the same state (what it would
+refuse are reads).
 
 Which calls belong to the writer: every call through the hooked clients while the block is
 open (the API: one request at a time through its clients), or only the calls of the thread
@@ -54,6 +55,7 @@ class Run:
     requests: list[dict[str, Any]] = field(default_factory=list)  # each DynamoDB or Step Functions write's body
     fired: str | None = None  # the write that was failed
     after: int = 0  # calls made after the fault (mode "error"), or refused (mode "crash")
+    writes_after: int = 0  # of which writes
 
     @property
     def dead(self) -> bool:
@@ -118,6 +120,7 @@ class Faults:
             if model.name not in WRITES.get(service, ()):
                 return
             name = f"{service}.{model.name}"
+            run.writes_after += run.fired is not None
             run.writes.append(name)
             body = (params or {}).get("body") or b"{}"
             run.requests.append(json.loads(body) if service in ("dynamodb", "sfn") else {})
