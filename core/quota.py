@@ -26,8 +26,9 @@ from core.dynamo import decimal, typed, untyped
 from core.queue import head_steps
 from core.steps import Cancelled, Step, StepAnswer, transact
 
-# Validations a user may have queued at once when their quota does not say (app/settings.py
-# DEFAULT_MAX_QUEUED is what users are created with).
+# Validations a user may have queued at once when nothing else says: the default of the
+# configured DEFAULT_MAX_QUEUED (app/settings.py, lambdas/common/config.py), which users are
+# created with and which a quota stored without `max_queued` gets when it is read (`Quota.of`).
 DEFAULT_MAX_QUEUED = 100
 
 
@@ -57,12 +58,14 @@ class Quota:
         return max(0.0, max(tat, now) + cost / self.rate - now - self.window_seconds)
 
     @classmethod
-    def of(cls, values: dict[str, Any]) -> Quota:
+    def of(cls, values: dict[str, Any], default_max_queued: int = DEFAULT_MAX_QUEUED) -> Quota:
+        """A stored quota; one stored before `max_queued` existed gets `default_max_queued`
+        (the deployment's DEFAULT_MAX_QUEUED: callers pass their configuration's)."""
         return cls(
             int(values["capacity_tokens"]),
             int(values["refill_tokens_per_minute"]),
             int(values["max_running"]),
-            int(values.get("max_queued") or DEFAULT_MAX_QUEUED),
+            int(values.get("max_queued") or default_max_queued),
             float(values.get("weight", 1)),  # users stored before weights: 1
         )
 

@@ -239,6 +239,9 @@ class HeldCalls:
         self._passing = passing
         self._released = threading.Event()
         self._lock = threading.Lock()
+        # Held calls wait on an event of the simulator's loop, set from the test's thread (no polling).
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._opened: asyncio.Event | None = None
         self.arrived = 0
         self.waiting = 0
         self.peak_waiting = 0  # the most calls held at once: that many validators were mid-call together
@@ -249,15 +252,20 @@ class HeldCalls:
             hold = self.arrived > self._passing and not self._released.is_set()
             self.waiting += hold
             self.peak_waiting = max(self.peak_waiting, self.waiting)
-        if hold:
-            while not self._released.is_set():
-                await asyncio.sleep(0.01)
+            if hold and self._opened is None:
+                self._loop, self._opened = asyncio.get_running_loop(), asyncio.Event()
+            opened = self._opened
+        if hold and opened is not None:
+            await opened.wait()
             with self._lock:
                 self.waiting -= 1
         return await self._complete(body)
 
     def release(self) -> None:
-        self._released.set()
+        with self._lock:
+            self._released.set()
+            if self._loop is not None and self._opened is not None and not self._loop.is_closed():
+                self._loop.call_soon_threadsafe(self._opened.set)
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from app.identity.principal import OnLimit, Principal, Role
-from core.quota import Quota
+from core.quota import DEFAULT_MAX_QUEUED, Quota
 
 
 @dataclass(frozen=True)
@@ -24,12 +24,13 @@ class User:
     updated_at: str | None = None
 
     @classmethod
-    def of(cls, item: dict[str, Any]) -> User:
-        """From a stored record (core/dynamo.from_item's plain values)."""
+    def of(cls, item: dict[str, Any], default_max_queued: int = DEFAULT_MAX_QUEUED) -> User:
+        """From a stored record (core/dynamo.from_item's plain values); a quota stored without
+        `max_queued` gets `default_max_queued` (the setting DEFAULT_MAX_QUEUED)."""
         return cls(
             user_id=item["user_id"],
             role="admin" if item["role"] == "admin" else "user",
-            quota=Quota.of(item["quota"]),
+            quota=Quota.of(item["quota"], default_max_queued),
             on_limit="reject" if item["on_limit"] == "reject" else "queue",
             disabled=bool(item.get("disabled", False)),
             key_hash=item["key_hash"],

@@ -22,10 +22,11 @@ class UserStore:
         self._keys = settings.table("api_keys")
         self._audit = settings.table("audit")
         self._audit_days = settings.audit_retention_days
+        self._default_max_queued = settings.default_max_queued  # for quotas stored without max_queued
 
     async def get(self, user_id: str) -> User | None:
         answer = await self._db.get_item(TableName=self._users, Key=to_item({"user_id": user_id}), ConsistentRead=True)
-        return User.of(from_item(answer["Item"])) if "Item" in answer else None
+        return User.of(from_item(answer["Item"]), self._default_max_queued) if "Item" in answer else None
 
     async def page(self, limit: int, start: dict[str, Any] | None) -> tuple[list[User], dict[str, Any] | None]:
         """Up to `limit` users in the table's order (a Scan page: admins list users rarely)."""

@@ -112,6 +112,7 @@ class Validation:
     settled_run: int | None = None
     usage_at_start: int | None = None
     purged_at: str | None = None  # DELETE /validations/{id}/data: files, parts, results and events removed
+    notify_pending: str | None = None  # the end of this run is not announced yet (core/ends.py)
     queue: QueuePosition | None = None
     priority: Priority = "normal"  # high, normal, low: orders the owner's own validations (core/fairness.py)
 
@@ -122,7 +123,7 @@ class Validation:
             "run", "run_cost", "queue_key", "execution_arn", "started_at", "finished_at", "error", "succeeded",
             "failed", "combine_failed", "prompt_tokens", "completion_tokens", "model_calls", "reused_parts", "attempts",
             "estimated_tokens", "charged_tokens", "plan", "parallelism", "reserved", "reserved_run", "settled_run",
-            "usage_at_start", "purged_at", "priority",
+            "usage_at_start", "purged_at", "priority", "notify_pending",
         )  # fmt: skip
         return cls(
             id=item["id"],

@@ -39,7 +39,7 @@ from app.validations.intake import Submission
 from app.validations.records import QueuePosition, Validation
 from app.validations.store import ValidationStore
 from app.webhooks.service import Notifications
-from core import prompt, webhooks
+from core import ends, prompt, webhooks
 from core.bounds import file_cost_floor, line_count
 from core.clock import expiry, now_iso
 from core.parts import split_file
@@ -624,12 +624,15 @@ class ValidationService:
             await self.quotas.settle(current, quota)
             if await self.store.update(
                 validation.id,
-                {"status": ValidationStatus.CANCELLED.value, "finished_at": now_iso()},
+                {
+                    "status": ValidationStatus.CANCELLED.value,
+                    "finished_at": now_iso(),
+                    ends.MARKER: ends.shard_of(validation.id),  # announced below, else by the reconciler
+                },
                 expect={"status": ValidationStatus.CANCELLING.value, "run": current.run},
                 remove=("queue_key",),
             ):  # the one request that settled the cancel tells the viewers, and the owner's webhook
-                await self.events.append_status(validation.id)
-                await self._notify_ended(validation.id, current.run)
+                await self._announce_end(validation.id, current.run)
             # Its slot, or its place at the head of the queue, goes to the next queued one (core/queue.py).
             await self.quotas.release_head(current.owner)
             current = await self.store.get(validation.id) or current
@@ -661,6 +664,13 @@ class ValidationService:
         if not todo and not combine:
             raise Conflict(f"Nothing to retry: every part and file of {validation_id} has a result.")
         cost = sum(p.estimate for p in todo) + sum(files[i].combine_estimate for i in combine)
+        if validation.notify_pending:  # the last run's end was not announced (its writer died): first that
+            try:
+                await self._notify_ended(validation_id, validation.run)
+            except Exception as exc:
+                raise UpstreamError(
+                    f"The end of run {validation.run} could not be announced yet; retry shortly: {type(exc).__name__}"
+                ) from exc
         run = validation.run + 1
         queue_key = f"{now_iso()}#{validation_id}"
         owner = principal if principal.user_id == validation.owner else await self._owner(validation)
@@ -677,7 +687,7 @@ class ValidationService:
                 "combine_failed": 0,
             },
             expect={"status": status, "run": validation.run},
-            remove=("error", "finished_at"),
+            remove=("error", "finished_at", ends.MARKER),
         )
         if not claimed:
             raise Conflict(f"Validation {validation_id} changed meanwhile; read it and try again.")
@@ -707,13 +717,11 @@ class ValidationService:
             raise
         name = self._execution_name(validation_id, run)
         try:
-            reset = await asyncio.gather(*(self.store.reset_failed_chunk(validation_id, p.chunk_id) for p in todo))
-            per_file: dict[int, int] = {}
-            for part, was_reset in zip(todo, reset, strict=True):
-                if was_reset:
-                    per_file[part.file_index] = per_file.get(part.file_index, 0) + 1
+            # Parts with their files' settled counts, a transaction per batch (a crash between two
+            # leaves counts that match the parts); PENDING ones (never run) need no reset.
+            failed = [(p.chunk_id, p.file_index) for p in todo if p.status == ChunkStatus.FAILED]
+            await self.store.reset_failed_parts(validation_id, failed)
             await asyncio.gather(*(self.store.reset_failed_verdict(validation_id, i) for i in combine))
-            await self.store.unsettle_files(validation_id, per_file)
             arn = await self._start_execution(
                 name, _execution_input(validation_id, run, [p.chunk_id for p in todo], combine)
             )
@@ -745,12 +753,12 @@ class ValidationService:
                     "status": ValidationStatus.FAILED.value,
                     "finished_at": now_iso(),
                     "error": {"type": "not_started", "detail": reason},
+                    ends.MARKER: ends.shard_of(validation_id),
                 },
                 expect={"status": current.status, "run": run},
                 remove=("queue_key",),
             ):
-                await self.events.append_status(validation_id)
-                await self._notify_ended(validation_id, run)
+                await self._announce_end(validation_id, run)
             await self.quotas.release_head(current.owner)
         except Exception:  # noqa: BLE001 - the reconciler ends it (no execution) and settles once
             log.exception("could not end run %s of %s; left for the reconciler", run, validation_id)
@@ -767,20 +775,26 @@ class ValidationService:
         )
         return {"message_id": message_id, "event_type": webhooks.EVENT_TYPES[validation.status]}
 
+    async def _announce_end(self, validation_id: str, run: int) -> None:
+        """Run `run`, which this service just ended with the end's marker (its execution was
+        stopped or never started: no Finalize will): the status event, the owner's webhook
+        notification, then the marker off (core/ends.py). A failure leaves the marker, and the
+        reconciler announces what is missing."""
+        await self.events.append_status(validation_id)
+        try:
+            await self._notify_ended(validation_id, run)
+            await self.store.clear_end_marker(validation_id, run)
+        except Exception:  # noqa: BLE001 - marked: the reconciler's sweep starts it (never twice: its name)
+            log.exception("the webhook notification of %s run %s is left to the reconciler", validation_id, run)
+
     async def _notify_ended(self, validation_id: str, run: int) -> None:
-        """Start the webhook notification of run `run`, which this service just ended (its
-        execution was stopped or never started: no Finalize will). A failure loses that
-        notification: logged (ARCHITECTURE.md, crash windows)."""
+        """Start the webhook notification of run `run` (when the owner has a webhook): once, by
+        its name."""
         if self.notifications is None:
             return
-        notifications = self.notifications
-
-        async def start() -> None:
-            stored = await self.store.get(validation_id)
-            if stored is not None:
-                await notifications.validation_ended({f: getattr(stored, f) for f in webhooks.RECORD_FIELDS}, run)
-
-        await _quietly(start(), f"the webhook notification of {validation_id}")
+        stored = await self.store.get(validation_id)
+        if stored is not None:
+            await self.notifications.validation_ended({f: getattr(stored, f) for f in webhooks.RECORD_FIELDS}, run)
 
     async def _owner(self, validation: Validation) -> Principal:
         """The owner as a principal (an admin acting on someone's validation spends their quota)."""

@@ -15,11 +15,14 @@ from app.aws.steps import drive
 from app.limits import ByteGate
 from app.settings import Settings
 from app.validations.records import Part, Validation
+from core import ends
 from core.dynamo import from_item, to_item
 from core.records import ChunkStatus, file_range, parts_query, verdict_id, verdict_range
-from core.steps import query_all
+from core.steps import cancellation_reasons, query_all
 
 _WRITE_CONCURRENCY = 8
+# Parts reset per transaction, with the validation's counters: TransactWriteItems takes 100 items.
+_RESET_BATCH = 99
 _PUT_BYTES_IN_FLIGHT = 8 * 1024 * 1024
 
 
@@ -75,20 +78,15 @@ class ValidationStore:
             raise
         return True
 
-    async def unsettle_files(self, validation_id: str, reset_per_file: dict[int, int]) -> None:
-        """After failed chunks are reset for a retry, their files count them as unsettled again."""
-        if not reset_per_file:
-            return
-        names = {f"#f{i}": str(i) for i in reset_per_file}
-        values = {f":n{i}": n for i, n in reset_per_file.items()}
-        await self._db.update_item(
-            TableName=self._validations,
-            Key=to_item({"id": validation_id}),
-            UpdateExpression="SET "
-            + ", ".join(f"file_settled.#f{i} = file_settled.#f{i} - :n{i}" for i in reset_per_file),
-            ExpressionAttributeNames=names,
-            ExpressionAttributeValues=to_item(values),
-        )
+    async def clear_end_marker(self, validation_id: str, run: int) -> bool:
+        """Run `run`'s end is announced: its marker off (core/ends.py). False: gone already, or another run."""
+        try:
+            await self._db.update_item(**ends.clear_update(self._validations, validation_id, run))
+        except ClientError as exc:
+            if condition_failed(exc):
+                return False
+            raise
+        return True
 
     async def list_for_owner(
         self, owner: str, limit: int, start_key: dict[str, Any] | None
@@ -178,23 +176,55 @@ class ValidationStore:
             raise
         return True
 
-    async def reset_failed_chunk(self, validation_id: str, chunk_id: str) -> bool:
-        try:
-            await self._db.update_item(
-                TableName=self._chunks,
-                Key=to_item({"validation_id": validation_id, "chunk_id": chunk_id}),
-                UpdateExpression="SET #status = :pending REMOVE #error, finished_at",
-                ConditionExpression="#status = :failed",
-                ExpressionAttributeNames={"#status": "status", "#error": "error"},
-                ExpressionAttributeValues=to_item(
-                    {":pending": ChunkStatus.PENDING.value, ":failed": ChunkStatus.FAILED.value}
-                ),
-            )
-        except ClientError as exc:
-            if condition_failed(exc):
-                return False
-            raise
-        return True
+    async def reset_failed_parts(self, validation_id: str, parts: list[tuple[str, int]]) -> int:
+        """FAILED parts (chunk id, file index) back to PENDING for a retry, each batch in one
+        transaction with the validation's per-file settled counts (`file_settled`), so a crash
+        between batches leaves counts that match the parts. How many were reset: a part that is
+        not FAILED any more is left out (its batch is sent again without it)."""
+        reset = 0
+        for i in range(0, len(parts), _RESET_BATCH):
+            batch = parts[i : i + _RESET_BATCH]
+            while batch:
+                per_file: dict[int, int] = {}
+                for _, file_index in batch:
+                    per_file[file_index] = per_file.get(file_index, 0) + 1
+                items = [{"Update": self._part_reset(validation_id, chunk_id)} for chunk_id, _ in batch]
+                items.append({"Update": self._unsettle(validation_id, per_file)})
+                try:
+                    await self._db.transact_write_items(TransactItems=items)
+                except ClientError as exc:
+                    reasons = cancellation_reasons(exc.response, items)
+                    lost = {j for j, r in enumerate(reasons or []) if r.get("Code") == "ConditionalCheckFailed"}
+                    if not lost or len(lost & set(range(len(batch)))) != len(lost):
+                        raise
+                    batch = [part for j, part in enumerate(batch) if j not in lost]
+                    continue
+                reset += len(batch)
+                break
+        return reset
+
+    def _part_reset(self, validation_id: str, chunk_id: str) -> dict[str, Any]:
+        return {
+            "TableName": self._chunks,
+            "Key": to_item({"validation_id": validation_id, "chunk_id": chunk_id}),
+            "UpdateExpression": "SET #status = :pending REMOVE #error, finished_at",
+            "ConditionExpression": "#status = :failed",
+            "ExpressionAttributeNames": {"#status": "status", "#error": "error"},
+            "ExpressionAttributeValues": to_item(
+                {":pending": ChunkStatus.PENDING.value, ":failed": ChunkStatus.FAILED.value}
+            ),
+        }
+
+    def _unsettle(self, validation_id: str, per_file: dict[int, int]) -> dict[str, Any]:
+        """The reset parts' files count them as unsettled again."""
+        return {
+            "TableName": self._validations,
+            "Key": to_item({"id": validation_id}),
+            "UpdateExpression": "SET "
+            + ", ".join(f"file_settled.#f{i} = file_settled.#f{i} - :n{i}" for i in per_file),
+            "ExpressionAttributeNames": {f"#f{i}": str(i) for i in per_file},
+            "ExpressionAttributeValues": to_item({f":n{i}": n for i, n in per_file.items()}),
+        }
 
     async def delete_chunks(self, validation_id: str, chunk_ids: list[str]) -> None:
         for i in range(0, len(chunk_ids), 25):

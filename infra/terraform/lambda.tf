@@ -19,6 +19,7 @@ locals {
       COMPLETION_MAX_TOKENS_CAP = tostring(var.completion_max_tokens_cap)
       CHUNK_MAX_TOKENS          = tostring(var.chunk_max_tokens)
       QUEUE_MIN_WAIT_SECONDS    = tostring(var.queue_min_wait_seconds)
+      DEFAULT_MAX_QUEUED        = tostring(var.default_max_queued)
       GOVERNOR_WINDOW_SECONDS   = tostring(var.governor_window_seconds)
       LEASE_SECONDS             = tostring(var.lease_seconds)
       CONFIG_CACHE_SECONDS      = tostring(var.config_cache_seconds)

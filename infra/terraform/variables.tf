@@ -198,6 +198,12 @@ variable "queue_min_wait_seconds" {
   default     = 2
 }
 
+variable "default_max_queued" {
+  description = "Validations a user may have queued at once when the quota does not say (users stored before max_queued existed); the API and the Lambdas read it as DEFAULT_MAX_QUEUED."
+  type        = number
+  default     = 100
+}
+
 variable "reconcile_grace_seconds" {
   description = "The reconciler ends a validation without a live execution once its run was queued this long ago."
   type        = number

@@ -11,7 +11,8 @@ machine how to wait, without polling (core/queue.py):
   freed meanwhile). The execution then waits, running nothing, until whoever frees a slot
   or moves the queue sends the token back, and goes back to `Admit`.
 
-After admitting, the next validation in the user's queue is woken: it may fit too.
+After admitting, the next validation in the user's queue is woken: it may fit too. A run
+of a disabled owner is not admitted: it ends CANCELLED (`owner_disabled`).
 """
 
 from __future__ import annotations
@@ -24,9 +25,11 @@ from typing import Any
 
 from core.clock import now_iso
 from core.quota import Admission, admission_steps, queued_since
+from core.records import ValidationStatus
 from lambdas.common.config import LambdaConfig, load_config
 from lambdas.common.observability import gauge, observed
 from lambdas.common.store import Store, store_for
+from lambdas.common.webhooks import announce_end
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +56,10 @@ def attempt(store: Store, config: LambdaConfig, validation_id: str, run: int) ->
         return Decision(admitted=True, reason="running")
     if v.get("queue_key"):
         gauge("QueuedSeconds", time.time() - queued_since(v["queue_key"]))
+    quota, disabled = store.limits_of(v["owner"])
+    if disabled:  # a disabled user's validations are not admitted (a retry or a wake racing the disable)
+        refuse_disabled(store, config, validation_id, run, v["owner"])
+        return Decision(gone=True, reason="owner_disabled")
     admission = Admission(
         validations_table=config.validations_table,
         buckets_table=config.buckets_table,
@@ -62,7 +69,7 @@ def attempt(store: Store, config: LambdaConfig, validation_id: str, run: int) ->
         run=run,
         cost=v["run_cost"],
         usage_at_start=v.get("prompt_tokens", 0) + v.get("completion_tokens", 0),
-        quota=store.quota_of(v["owner"]),
+        quota=quota,
     )
     outcome = store.drive(admission_steps(admission, time.time(), now_iso()))
     if outcome.admitted:
@@ -76,6 +83,18 @@ def attempt(store: Store, config: LambdaConfig, validation_id: str, run: int) ->
         wait = max(config.queue_min_wait_seconds, math.ceil(outcome.refusal.retry_after))
         return Decision(wait_seconds=wait, reason="tokens")
     return Decision(park=True, reason=outcome.refusal.limit if outcome.refusal else "behind")
+
+
+def refuse_disabled(store: Store, config: LambdaConfig, validation_id: str, run: int, owner: str) -> None:
+    """End a queued run of a disabled owner as CANCELLED, saying why: out of the queue (counted
+    off once), nothing reserved to settle; announced like any end, and the owner's next queued
+    validation is woken to be refused in turn."""
+    store.leave_queue(validation_id, owner)
+    error = {"type": "owner_disabled", "detail": "the owner was disabled while this validation was queued"}
+    if store.end_open(validation_id, run, ValidationStatus.QUEUED, ValidationStatus.CANCELLED, error):
+        log.info("validation %s run %s cancelled: its owner is disabled", validation_id, run)
+        announce_end(config, store, validation_id, run, wrote_status=True)
+    store.release_queue_head(owner)
 
 
 def admit(store: Store, config: LambdaConfig, validation_id: str, run: int) -> dict[str, Any]:

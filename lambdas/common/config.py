@@ -27,6 +27,8 @@ class LambdaConfig(BaseModel, frozen=True):
     capacity_wait_seconds: float = 30.0  # wait this long for a slot or tokens, then let Step Functions retry
     # The queue (core/queue.py): the shortest timed wait for the token bucket's refill.
     queue_min_wait_seconds: int = 1
+    # max_queued of a quota stored without one (core/quota.Quota.of), as the API's DEFAULT_MAX_QUEUED.
+    default_max_queued: int = 100
     ssm_prefix: str = "/app"
     aws_region: str = "us-east-1"
     aws_endpoint_url: str | None = None  # the embedded AWS; unset on AWS

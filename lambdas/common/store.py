@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
@@ -12,7 +13,7 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from core import events
+from core import ends, events
 from core.clock import expiry, now_iso
 from core.dynamo import plain
 from core.lines import decode_part
@@ -209,8 +210,10 @@ class Store:
             ":running": ValidationStatus.RUNNING.value,
             ":queued": ValidationStatus.QUEUED.value if from_queued else ValidationStatus.RUNNING.value,
             ":run": run,
+            ":marker": ends.shard_of(validation_id),
         }
-        expression = "SET #status = :status, finished_at = :now"
+        # With the marker: until announce_end removes it, the reconciler finishes announcing (core/ends.py).
+        expression = f"SET #status = :status, finished_at = :now, {ends.MARKER} = :marker"
         if error is not None:
             expression += ", #error = :error REMOVE queue_key"  # a run ended while QUEUED leaves the queue
             values[":error"] = error
@@ -257,8 +260,16 @@ class Store:
         error: dict[str, str] | None,
     ) -> bool:
         """`status` → terminal `to` for this run, unless the validation moved on meanwhile."""
-        sets = "SET #status = :to, finished_at = :now" + (", #error = :error" if error else "")
-        values: dict[str, Any] = {":to": to.value, ":now": now_iso(), ":from": status.value, ":run": run}
+        sets = f"SET #status = :to, finished_at = :now, {ends.MARKER} = :marker" + (
+            ", #error = :error" if error else ""
+        )
+        values: dict[str, Any] = {
+            ":to": to.value,
+            ":now": now_iso(),
+            ":from": status.value,
+            ":run": run,
+            ":marker": ends.shard_of(validation_id),
+        }
         if error:
             values[":error"] = error
         try:
@@ -274,6 +285,43 @@ class Store:
                 return False
             raise
         return True
+
+    # --- announcing ends (core/ends.py) ------------------------------------------------
+    def clear_end_marker(self, validation_id: str, run: int) -> bool:
+        """Run `run`'s end is announced: remove its marker (False: gone already, or another run)."""
+        try:
+            self.client.update_item(**ends.clear_update(self.config.validations_table, validation_id, run))
+        except ClientError as exc:
+            if is_condition_failure(exc):
+                return False
+            raise
+        return True
+
+    def marked_ends(self) -> Iterator[tuple[str, str]]:
+        """(id, finished_at) of validations whose end may not be announced yet (the sparse
+        `notify_pending` index)."""
+        for shard in ends.shards():
+            request = ends.pending_query(self.config.validations_table, shard)
+            for item in self.drive(query_all(request)):
+                yield str(item["id"]), str(item.get("finished_at", ""))
+
+    def has_status_event(self, validation_id: str, status: str, run: int) -> bool:
+        """Whether the validation's newest status event says `status` for run `run`."""
+        kwargs: dict[str, Any] = {
+            "KeyConditionExpression": "validation_id = :v",
+            "ExpressionAttributeValues": {":v": validation_id},
+            "ScanIndexForward": False,
+            "Limit": 20,
+        }
+        while True:
+            page = self.dynamodb.Table(self.config.events_table).query(**kwargs)
+            for item in page["Items"]:
+                if item["type"] == events.STATUS:
+                    data = json.loads(str(item["data"]))
+                    return bool(data.get("status") == status and int(data.get("run", 0)) == run)
+            if "LastEvaluatedKey" not in page:
+                return False
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
     # --- parallelism (core/governor.py) ------------------------------------------------
     def save_plan(self, validation_id: str, plan: dict[str, Any]) -> None:
@@ -295,12 +343,19 @@ class Store:
     # --- quotas (core/quota.py builds the requests) -------------------------------------
     def quota_of(self, user_id: str) -> Quota | None:
         """The user's quota; None for principals without a user record (the bootstrap admin)."""
+        return self.limits_of(user_id)[0]
+
+    def limits_of(self, user_id: str) -> tuple[Quota | None, bool]:
+        """The user's quota (None: no user record, the bootstrap admin) and whether it is disabled;
+        one read. A quota stored before `max_queued` existed gets the configured default."""
         item = (
             self.dynamodb.Table(self.config.users_table)
             .get_item(Key={"user_id": user_id}, ConsistentRead=True)
             .get("Item")
         )
-        return Quota.of(plain(item["quota"])) if item else None
+        if item is None:
+            return None, False
+        return Quota.of(plain(item["quota"]), self.config.default_max_queued), bool(item.get("disabled", False))
 
     def drive(self, steps: Generator[Step, StepAnswer, T]) -> T:
         """Run a core sans-IO rule (core/steps.py) against DynamoDB; return its result."""

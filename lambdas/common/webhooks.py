@@ -18,8 +18,9 @@ from typing import Any
 import boto3
 from botocore.exceptions import ClientError
 
-from core import webhooks
+from core import ends, webhooks
 from core.clock import expiry
+from core.records import TERMINAL
 from lambdas.common.config import LambdaConfig
 from lambdas.common.store import Store, _client_kwargs, client_for
 
@@ -100,4 +101,27 @@ def notify_ended(config: LambdaConfig, store: Store, validation_id: str, run: in
             raise
         return name  # started before: at least once, not twice
     log.info("notification %s started", name)
+    return name
+
+
+def announce_end(
+    config: LambdaConfig, store: Store, validation_id: str, run: int | None, *, wrote_status: bool
+) -> str | None:
+    """Announce a run's end (core/ends.py): its status event, the owner's notification, then the
+    marker off; the notification's message id, or None. `wrote_status`: the caller's own write
+    just ended run `run` (the event is not in the log yet). Otherwise (a retried Finalize, the
+    reconciler's sweep; `run` None: the current run) only a still-marked end is announced, its
+    status event appended only when the log lacks it. Safe to repeat."""
+    if wrote_status:
+        assert run is not None
+        store.emit_status(validation_id)
+    else:
+        record = store.validation(validation_id, "run", "status", ends.MARKER, "purged_at")
+        run = int(record["run"]) if run is None else run
+        if ends.MARKER not in record or int(record["run"]) != run or record["status"] not in TERMINAL:
+            return None  # announced already, or the validation moved on to a new run
+        if not record.get("purged_at") and not store.has_status_event(validation_id, str(record["status"]), run):
+            store.emit_status(validation_id)
+    name = notify_ended(config, store, validation_id, run)
+    store.clear_end_marker(validation_id, run)
     return name

@@ -6,7 +6,7 @@ results stay readable and `POST /validations/{id}/retry` reruns them), or naming
 execution's error when the catch-all routed here. Then the owner's queue moves on (a
 parked queued validation is woken: core/queue.py) and the owner's webhook is notified
 (lambdas/common/webhooks.notify_ended), also when an earlier attempt of this state wrote the
-status and died before starting the notification.
+status and died before starting the notification (the end's marker says so: core/ends.py).
 """
 
 from typing import Any
@@ -16,7 +16,7 @@ from lambdas.common.config import load_config
 from lambdas.common.errors import failure_reason
 from lambdas.common.observability import count, observed
 from lambdas.common.store import store_for
-from lambdas.common.webhooks import notify_ended
+from lambdas.common.webhooks import announce_end, notify_ended
 
 
 @observed
@@ -60,6 +60,11 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     # The run's slot is free: wake the owner's queue head if it is parked (core/queue.py).
     # Every time, not only when this call settled: a retried Finalize must not skip it.
     woken = store.release_queue_head(owner)
-    # Whatever wrote this run's terminal status; a failure here is retried with the state.
-    notify_ended(config, store, validation_id, run)
+    # The notification of whatever wrote this run's terminal status, then its marker off (core/ends.py);
+    # a retried attempt finishes what an earlier one left marked. A failure here is retried with the state.
+    if written:
+        notify_ended(config, store, validation_id, run)
+        store.clear_end_marker(validation_id, run)
+    else:
+        announce_end(config, store, validation_id, run, wrote_status=False)
     return {"status": status.value, "written": written, "settled": settled, "woken": woken}

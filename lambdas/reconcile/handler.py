@@ -9,7 +9,7 @@ from lambdas.common.config import load_config
 from lambdas.common.governor import governor_for
 from lambdas.common.observability import count, observed
 from lambdas.common.store import client_for, store_for
-from lambdas.common.webhooks import notify_ended
+from lambdas.common.webhooks import announce_end
 from lambdas.reconcile.reconciler import reconcile
 
 
@@ -24,7 +24,7 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         time.time(),
         config.reconcile_grace_seconds,
         (lambda: governor.sweep(force=True)) if governor is not None else None,
-        lambda validation_id, run: notify_ended(config, store, validation_id, run),
+        lambda validation_id, run, wrote: announce_end(config, store, validation_id, run, wrote_status=wrote),
     )
     fixes = len(report.ended) + len(report.stopped)
     if fixes:

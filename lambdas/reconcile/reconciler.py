@@ -7,9 +7,11 @@ or died in a bug before Finalize — this pass ends it: settlement first (the un
 reservation and the running slot back to the owner, exactly once: `settled_run`), then
 the terminal status (CANCELLED for a CANCELLING record, else FAILED naming why), then a
 status event. A CANCELLING record whose execution still runs is stopped again (the API's
-StopExecution may have been lost). Records younger than `grace_seconds` are left alone:
-their writer may still be between two writes. Expired governor leases (a validator that
-died holding a call slot) are reclaimed through the governor's own sweep.
+StopExecution may have been lost) and, once stopped, settled and ended in the same pass.
+Records younger than `grace_seconds` are left alone: their writer may still be between two
+writes. Ends whose writer died before announcing them (the `notify_pending` marker,
+core/ends.py) get their status event and notification. Expired governor leases (a validator
+that died holding a call slot) are reclaimed through the governor's own sweep.
 
 Each fix is a conditional write, so two passes at once (the schedule and
 `POST /admin/reconcile`) fix each thing once. Run on a schedule (EventBridge Scheduler on
@@ -45,6 +47,7 @@ class Report:
     woken: int = 0  # parked queue heads handed their token again
     leases_reclaimed: int = 0
     notified: list[str] = field(default_factory=list)  # webhook notifications started for the ended ones
+    announced: list[str] = field(default_factory=list)  # ends another writer left marked, announced now
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -55,6 +58,7 @@ class Report:
             "woken": self.woken,
             "leases_reclaimed": self.leases_reclaimed,
             "notified": self.notified,
+            "announced": self.announced,
         }
 
 
@@ -73,11 +77,18 @@ def execution_status(sfn: Any, arn: str | None) -> str | None:
 def _age_seconds(record: dict[str, Any], now: float) -> float:
     """Seconds since the current run was queued (`queue_key` starts with that time) or, failing
     that, since the validation was created."""
-    stamp = str(record.get("run_queued_at") or record.get("created_at") or "")
+    return _seconds_since(str(record.get("run_queued_at") or record.get("created_at") or ""), now)
+
+
+def _seconds_since(stamp: str, now: float) -> float:
     try:
         return now - epoch_of(stamp)
     except ValueError:
         return float("inf")  # no readable time: old enough
+
+
+# announce(validation_id, run, wrote_status): lambdas/common/webhooks.announce_end.
+Announce = Callable[[str, int | None, bool], str | None]
 
 
 def reconcile(
@@ -86,17 +97,20 @@ def reconcile(
     now: float,
     grace_seconds: float,
     sweep_leases: Callable[[], int] | None = None,
-    notify: Callable[[str, int], str | None] | None = None,
+    announce: Announce | None = None,
 ) -> Report:
-    """`notify(validation_id, run)` starts the webhook notification of a run this pass ended."""
+    """`announce` writes the status event and starts the webhook notification of a run this
+    pass ended, and finishes announcing ends that other writers left marked."""
     report = Report()
     owners: set[str] = set()  # whose queue to hand on: every owner with something queued or just ended
     for status in OPEN:
         for record in store.open_validations(status.value):
             report.checked += 1
-            ended = _reconcile_one(store, sfn, record, now, grace_seconds, report, notify)
+            ended = _reconcile_one(store, sfn, record, now, grace_seconds, report, announce)
             if ended or status is ValidationStatus.QUEUED:
                 owners.add(record["owner"])
+    if announce is not None:
+        _announce_marked(store, report, announce, now, grace_seconds)
     # Re-release queue heads: a wake lost in a crash (core/queue.py) leaves a parked head waiting
     # for a slot that is free; waking a head that cannot be admitted just parks it again.
     for owner in sorted(owners):
@@ -107,6 +121,20 @@ def reconcile(
     return report
 
 
+def _announce_marked(store: Store, report: Report, announce: Announce, now: float, grace_seconds: float) -> None:
+    """Ends whose writer died between the terminal status and announcing it (core/ends.py);
+    one younger than `grace_seconds` may still be announced by its writer."""
+    for validation_id, finished_at in store.marked_ends():
+        if _seconds_since(finished_at, now) < grace_seconds:
+            continue
+        try:
+            announce(validation_id, None, False)
+        except Exception:  # noqa: BLE001 - the marker stays: the next pass tries again
+            log.exception("reconciler: announcing the end of %s failed", validation_id)
+            continue
+        report.announced.append(validation_id)
+
+
 def _reconcile_one(
     store: Store,
     sfn: Any,
@@ -114,15 +142,17 @@ def _reconcile_one(
     now: float,
     grace_seconds: float,
     report: Report,
-    notify: Callable[[str, int], str | None] | None = None,
+    announce: Announce | None = None,
 ) -> bool:
     """Fix one open validation if its execution is gone or ended; True when this pass ended it."""
     validation_id, status, run = record["id"], record["status"], int(record["run"])
     execution = execution_status(sfn, record.get("execution_arn"))
+    if execution == "RUNNING" and status == ValidationStatus.CANCELLING:
+        # The API's StopExecution was lost (or it died first): stop it, and settle below once stopped.
+        sfn.stop_execution(executionArn=record["execution_arn"], error="Cancelled", cause="reconciler")
+        report.stopped.append(validation_id)
+        execution = execution_status(sfn, record["execution_arn"])
     if execution == "RUNNING":
-        if status == ValidationStatus.CANCELLING:
-            sfn.stop_execution(executionArn=record["execution_arn"], error="Cancelled", cause="reconciler")
-            report.stopped.append(validation_id)
         return False
     if execution is None and _age_seconds(record, now) < grace_seconds:
         return False  # its writer may be between storing and StartExecution
@@ -138,15 +168,16 @@ def _reconcile_one(
     target = ValidationStatus.CANCELLED if status == ValidationStatus.CANCELLING else ValidationStatus.FAILED
     error = None if target == ValidationStatus.CANCELLED else {"type": "execution_lost", "detail": reason}
     if store.end_open(validation_id, run, ValidationStatus(status), target, error):
-        store.emit_status(validation_id)
         report.ended.append({"id": validation_id, "from": status, "to": target.value, "reason": reason})
         log.info("reconciler: %s %s → %s (%s)", validation_id, status, target.value, reason)
-        if notify is not None:
-            try:
-                if notify(validation_id, run):
-                    report.notified.append(validation_id)
-            except Exception:  # noqa: BLE001 - the next validations still get their pass; this one's
-                # notification is lost (ARCHITECTURE.md, crash windows)
-                log.exception("reconciler: the webhook notification of %s could not start", validation_id)
+        if announce is None:
+            store.emit_status(validation_id)
+            return True
+        try:
+            if announce(validation_id, run, True):
+                report.notified.append(validation_id)
+        except Exception:  # noqa: BLE001 - the next validations still get their pass; this end stays
+            # marked and the sweep of this pass or the next announces it (core/ends.py)
+            log.exception("reconciler: announcing the end of %s failed", validation_id)
         return True
     return False

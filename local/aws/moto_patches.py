@@ -309,6 +309,34 @@ def _abort_executions_parked_on_a_task_token() -> None:
     Environment.set_stop = set_stop  # type: ignore[method-assign]
 
 
+def _abort_at_once_on_stop() -> None:
+    """StopExecution leaves the execution RUNNING until the task in flight returns.
+
+    Defect: moto sets ABORTED only when the interpreter's thread ends, so an execution stopped
+    while a Lambda task runs (a validator mid-call) is described RUNNING for as long as that
+    call takes, and whoever waits for the stop (a cancel settling, the reconciler) waits with
+    it. On AWS, a stopped standard execution is ABORTED at once (what its task still does is
+    discarded): the status, and the stop date, are set by StopExecution itself.
+    """
+    from moto.stepfunctions.parser.api import ExecutionStatus
+    from moto.stepfunctions.parser.asl.eval.program_state import ProgramStopped
+    from moto.stepfunctions.parser.backend.execution import Execution
+
+    original = Execution.stop
+
+    @functools.wraps(original)
+    def stop(self: Execution, stop_date: Any, error: str | None, cause: str | None) -> None:
+        original(self, stop_date, error, cause)
+        env = self.exec_worker.env if self.exec_worker is not None else None
+        # Only a stop that took (the program had not ended on its own meanwhile).
+        stopped = env is not None and isinstance(env.program_state(), ProgramStopped)
+        if stopped and self.exec_status == ExecutionStatus.RUNNING:
+            self.exec_status = ExecutionStatus.ABORTED
+            self.stop_date = stop_date
+
+    Execution.stop = stop  # type: ignore[method-assign]
+
+
 def apply() -> None:
     """Apply every fix once per process."""
     global _applied
@@ -323,4 +351,5 @@ def apply() -> None:
         _serialize_dynamodb_writes()
         _skip_backend_lock_for_known_accounts()
         _abort_executions_parked_on_a_task_token()
+        _abort_at_once_on_stop()
         _applied = True

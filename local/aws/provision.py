@@ -207,6 +207,7 @@ class Provisioner:
             "RECONCILE_GRACE_SECONDS": str(s.reconcile_grace_seconds),
             "RETENTION_DAYS": str(s.retention_days),
             "QUEUE_MIN_WAIT_SECONDS": str(s.queue_min_wait_seconds),
+            "DEFAULT_MAX_QUEUED": str(s.default_max_queued),
             "UPLOADS_BUCKET": s.bucket,
             "SSM_PREFIX": s.ssm_prefix,
             "OPENAI_BASE_URL": s.openai_base_url or "",

@@ -27,6 +27,8 @@ def test_stop_during_map_is_aborted_not_failed_and_starts_no_iteration_after_it(
     wait_for(lambda: probe.in_flight[name] == 2, what="two iterations in their handlers")
 
     aws.client("stepfunctions").stop_execution(executionArn=execution)
+    # ABORTED at once, as on AWS, while the two iterations are still in their handlers.
+    assert aws.client("stepfunctions").describe_execution(executionArn=execution)["status"] == "ABORTED"
     probe.release(name)  # the two iterations running at the stop return now
     result = aws.wait_until(execution)
     # Once the threads it started have ended, the execution can start nothing more.

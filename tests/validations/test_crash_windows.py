@@ -3,6 +3,9 @@
 A fault is injected between two writes of a window (a raised error where the next write
 would be; a "crash" also skips the writer's own undo); afterwards the validation is
 terminal or running with a live execution, and every reserved token came back exactly once.
+Every write of every window, failed in turn, is in test_fault_windows.py; these are the
+scenarios it does not reach (a claim crashed long ago, DELETE of a run never started, the
+reconciler's report, metrics and audit, disabling a user).
 """
 
 from __future__ import annotations
@@ -12,9 +15,6 @@ from typing import Any
 
 import pytest
 
-from app.aws.stepfunctions import Executions
-from app.errors import UpstreamError
-from app.events.service import EventLog
 from app.settings import Settings
 from app.validations.service import ValidationService
 from core.quota import Quota
@@ -22,82 +22,16 @@ from tests.conftest import (
     Aws,
     HeldCalls,
     MakeApi,
-    lines_document,
     make_user,
-    set_parallelism,
     wait_for,
     wait_for_status,
 )
+from tests.validations.ledger import item as _item
+from tests.validations.ledger import running as _running
+from tests.validations.ledger import settled_once as _settled_once
 
 DOC = {"documents": [{"name": "a.txt", "content": "row 1\nrow 2\n"}], "rules": ["be tidy"]}
 QUOTA = Quota(capacity_tokens=100_000, refill_tokens_per_minute=100_000, max_running=1).as_dict()
-
-
-def _item(aws: Aws, table: str, key: dict[str, str]) -> dict[str, Any]:
-    item = aws.client("dynamodb").get_item(TableName=table, Key={k: {"S": v} for k, v in key.items()})["Item"]
-    return {k: next(iter(v.values())) for k, v in item.items()}
-
-
-def _running(aws: Aws, settings: Settings, user_id: str) -> int:
-    return int(_item(aws, settings.table("buckets"), {"user_id": user_id})["running"])
-
-
-def _settled_once(
-    aws: Aws, settings: Settings, validation_id: str, before: dict[str, Any] | None = None
-) -> dict[str, Any]:
-    """The current run's settlement: what it reserved and did not use came back, what it used was
-    charged (`refunded` and `charged_tokens` add up over runs: compared with `before` this run)."""
-    record = _item(aws, settings.table("validations"), {"id": validation_id})
-    assert record["settled_run"] == record["reserved_run"] == record["run"], record
-    earlier = before or {}
-    used = (
-        int(record.get("prompt_tokens", 0))
-        + int(record.get("completion_tokens", 0))
-        - int(record.get("usage_at_start", 0))
-    )
-    assert int(record["refunded"]) - int(earlier.get("refunded", 0)) == int(record["reserved"]) - used
-    assert int(record["charged_tokens"]) - int(earlier.get("charged_tokens", 0)) == used
-    return record
-
-
-def test_start_failure_after_admission_gives_back_the_slot_and_frees_the_key(
-    make_api: MakeApi, aws: Aws, settings: Settings, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    api = make_api()
-    user, auth = make_user(api, quota=QUOTA)
-
-    async def refuse(self: Executions, name: str, payload: dict[str, Any]) -> str:
-        raise UpstreamError("Step Functions refused to start execution: ServiceUnavailable")
-
-    monkeypatch.setattr(Executions, "start", refuse)
-    for _ in range(3):  # with max_running=1, a slot kept by any of these would lock the user out
-        answer = api.post("/validations", json=DOC, headers={**auth, "Idempotency-Key": "k1"})
-        assert answer.status_code == 502, answer.text
-        assert answer.headers["content-type"] == "application/problem+json"
-        assert _running(aws, settings, user) == 0
-    assert aws.client("dynamodb").scan(TableName=settings.table("validations"))["Count"] == 0
-    monkeypatch.undo()
-    answer = api.post("/validations", json=DOC, headers={**auth, "Idempotency-Key": "k1"})
-    assert answer.status_code == 202, answer.text  # the key was released: this is a first start
-    assert wait_for_status(api, answer.json()["id"])["status"] == "SUCCEEDED"
-
-
-def test_a_failure_after_the_start_keeps_the_key_on_the_started_validation(
-    make_api: MakeApi, aws: Aws, settings: Settings, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    api = make_api()
-    _, auth = make_user(api, quota=QUOTA)
-
-    async def lost(self: EventLog, validation_id: str) -> int:
-        raise RuntimeError("the events table is unavailable")
-
-    monkeypatch.setattr(EventLog, "append_status", lost)
-    first = api.post("/validations", json=DOC, headers={**auth, "Idempotency-Key": "k2"})
-    assert first.status_code == 202, first.text
-    again = api.post("/validations", json=DOC, headers={**auth, "Idempotency-Key": "k2"})
-    assert again.status_code == 202 and again.json()["id"] == first.json()["id"]  # a replay, not a second start
-    machine = aws.machine_arn(settings.state_machine_name)
-    assert len(aws.client("stepfunctions").list_executions(stateMachineArn=machine)["executions"]) == 1
 
 
 def test_a_crashed_claim_is_taken_over_after_its_lease_not_after_a_day(
@@ -233,33 +167,3 @@ def test_disabling_a_user_cancels_their_queue_and_admins_list_any_users_validati
     assert _running(aws, settings, user) == 0
     actions = [e["action"] for e in api.get("/admin/audit").json()["items"]]
     assert "user.disable.cancel_queued" in actions
-
-
-def test_a_retry_that_cannot_start_ends_its_run_and_refunds_it(
-    make_api: MakeApi, aws: Aws, settings: Settings, monkeypatch: pytest.MonkeyPatch, hold_calls: Any
-) -> None:
-    api = make_api()
-    set_parallelism(aws, settings, 1)  # one part at a time: the cancel leaves parts never run
-    user, auth = make_user(api, quota=QUOTA)
-    held: HeldCalls = hold_calls(0)
-    doc = {"documents": [{"name": "long.txt", "content": lines_document(600)}], "rules": ["be tidy"]}
-    validation_id = api.post("/validations", json=doc, headers=auth).json()["id"]
-    wait_for(lambda: held.waiting >= 1, timeout=60, what="the validation mid-call")
-    api.delete(f"/validations/{validation_id}", headers=auth)
-    held.release()
-    assert wait_for_status(api, validation_id, ("CANCELLED",))["progress"]["pending"] >= 1
-
-    async def refuse(self: Executions, name: str, payload: dict[str, Any]) -> str:
-        raise UpstreamError("Step Functions refused to start execution: ServiceUnavailable")
-
-    monkeypatch.setattr(Executions, "start", refuse)
-    first_run = _item(aws, settings.table("validations"), {"id": validation_id})
-    answer = api.post(f"/validations/{validation_id}/retry", headers=auth)
-    assert answer.status_code == 502 and answer.headers["content-type"] == "application/problem+json"
-    shown = api.get(f"/validations/{validation_id}", headers=auth).json()
-    assert (shown["status"], shown["run"], shown["error"]["type"]) == ("FAILED", 2, "not_started")
-    assert _running(aws, settings, user) == 0
-    _settled_once(aws, settings, validation_id, before=first_run)
-    monkeypatch.undo()
-    assert api.post(f"/validations/{validation_id}/retry", headers=auth).status_code == 202  # and it can run again
-    assert wait_for_status(api, validation_id)["status"] == "SUCCEEDED"

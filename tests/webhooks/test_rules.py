@@ -210,4 +210,5 @@ def test_only_the_notify_lambda_may_read_webhook_secrets() -> None:
     assert readers == {"notify"}
     assert functions["notify"]["uses"]["tables"]["webhook_secrets"] == "r"
     starters = {name for name, f in functions.items() if f["uses"].get("notify", "none") != "none"}
-    assert starters == {"finalize", "reconcile"}  # the writers of terminal statuses on the Lambda side
+    # The writers of terminal statuses on the Lambda side (admit: a disabled owner's queued run).
+    assert starters == {"admit", "finalize", "reconcile"}
