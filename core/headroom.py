@@ -7,9 +7,10 @@ validation reaches `map_concurrency × k` calls in flight. The controller (`plan
 core/governor.py) wants some reach R — max-parallelism (up to `MAX_PARALLELISM`), or the
 MAP_CONCURRENCY_CEILING, never more than the parts left — and shapes it here:
 
-- the Map as wide as it may be: `map_concurrency = min(40, items, R)`;
-- `k = ⌈R ÷ map_concurrency⌉`, so `map_concurrency × k ≥ R` with fewer than one
-  invocation's worth to spare;
+- `k = ⌈R ÷ min(40, items, R)⌉` calls per invocation, the fewest that reach R through a
+  Map of at most 40 iterations and no more iterations than items;
+- `map_concurrency = ⌈R ÷ k⌉`, so `map_concurrency × k ≥ R` with fewer than k calls to
+  spare (a spare call is an idle worker waiting for a slot);
 - an invocation can run only as many calls at once as its item has parts, so neighbouring
   batches (chunk-id ranges, core/records.batches) are merged `group` at a time until an item
   holds at least k parts; merging shrinks the Map, so its width and k are computed again
@@ -56,12 +57,11 @@ def shape(reach: int, batches: int, parts: int, other_items: int = 0) -> Shape:
     batches = max(1, batches)
     parts = max(parts, batches)
     reach = max(1, min(reach, MAX_PARALLELISM, max(parts, other_items)))
-    items = max(batches, other_items)
-    k = math.ceil(reach / min(MAP_LIMIT, items, reach))
+    k = math.ceil(reach / min(MAP_LIMIT, max(batches, other_items), reach))
+    width = math.ceil(reach / k)  # no wider than needed: fewer than k calls to spare, not a Map's worth
     per_item = parts / batches  # batches() makes items of equal size but the last: the larger hold ≥ this
     group = max(1, math.ceil(k / per_item))
-    merged = math.ceil(batches / group)
-    width = min(MAP_LIMIT, max(merged, other_items), reach)
+    width = min(width, max(math.ceil(batches / group), other_items))
     return Shape(width, math.ceil(reach / width), group)
 
 

@@ -137,7 +137,11 @@ class Asker:
                 max(0.0, (self.remaining_millis() - self.config.reserve_millis) / 1000),
             )
             self.lease.reserve(estimate, time.time() + wait)
-            self.before_call()
+            try:
+                self.before_call()
+            except Stopped:
+                self.lease.release(estimate)  # not sent: the tokens go back with the lease
+                raise
             if not self.lease.holds_slot_below_cap():  # max-parallelism went down meanwhile
                 self.lease.release(estimate)
                 continue  # reserve again: gives this slot up and waits for one below the cap
