@@ -13,8 +13,9 @@ MAP_CONCURRENCY_CEILING, never more than the parts left — and shapes it here:
   spare (a spare call is an idle worker waiting for a slot);
 - an invocation can run only as many calls at once as its item has parts, so neighbouring
   batches (chunk-id ranges, core/records.batches) are merged `group` at a time until an item
-  holds at least k parts; merging shrinks the Map, so its width and k are computed again
-  from the merged items.
+  holds at least k parts; merging may leave fewer items than that width, so the width and k
+  are computed again from the merged items (and k made up for a short last item when the
+  Map runs every item at once).
 
 With R ≤ 40 (max-parallelism ≤ 40, the default 5) nothing changes: k = 1, no merging.
 
@@ -59,10 +60,17 @@ def shape(reach: int, batches: int, parts: int, other_items: int = 0) -> Shape:
     reach = max(1, min(reach, MAX_PARALLELISM, max(parts, other_items)))
     k = math.ceil(reach / min(MAP_LIMIT, max(batches, other_items), reach))
     width = math.ceil(reach / k)  # no wider than needed: fewer than k calls to spare, not a Map's worth
-    per_item = parts / batches  # batches() makes items of equal size but the last: the larger hold ≥ this
-    group = max(1, math.ceil(k / per_item))
-    width = min(width, max(math.ceil(batches / group), other_items))
-    return Shape(width, math.ceil(reach / width), group)
+    group = max(1, math.ceil(k / (parts / batches)))
+    merged = math.ceil(batches / group)
+    width = min(width, max(merged, other_items))
+    k = math.ceil(reach / width)
+    # batches() makes batches of one size but the last, so every merged item holds `full` parts
+    # but the last; when the Map runs them all at once, a short last item is made up for.
+    full = group * math.ceil(parts / batches)
+    last = max(1, parts - (merged - 1) * full)
+    while width >= merged and (merged - 1) * min(k, full) + min(k, last) < reach and k < full:
+        k += 1
+    return Shape(width, k, group)
 
 
 def regroup(batches: Sequence[Mapping[str, str]], group: int) -> list[dict[str, str]]:
