@@ -9,11 +9,15 @@ stores it, so a retried invocation resumes where this one stopped; a worker hold
 text at a time, so the invocation holds at most k.
 
 The invocation runs `askers.workers()` workers — its part of the live cap, at most k — read
-again every `POLL_SECONDS`: a lowered cap makes workers leave after their current item (and
-a worker's slot above the cap is given up after its call, lambdas/common/governor.py), a
-raised one adds workers. The first error stops the others from taking new items; those in a
+again before each item and every `POLL_SECONDS`: a lowered cap makes workers leave after
+their current item (and a worker's slot above the cap is given up after its call,
+lambdas/common/governor.py), a raised one adds workers. The first error stops the others from taking new items; those in a
 call finish it and store its result; then the error is raised, for Step Functions to retry or
-catch as with one call at a time. A stop (cancel, newer run) ends the invocation quietly.
+catch as with one call at a time. A stop (cancel, newer run) ends the invocation quietly. A
+worker that finds no slot or tokens within its wait (CapacityUnavailable) while others of the
+invocation are still calling gives its part back and leaves: it was a worker more than the
+live cap needed (fewer than one per invocation, core/headroom.workers); only when none is left
+calling does the invocation raise it.
 
 Threads run in a copy of the invocation's context: its environment (core/lambda_env), its log
 keys and its metrics. With k = 1, everything runs in the invocation's own thread, as before.
@@ -21,11 +25,13 @@ keys and its metrics. With k = 1, everything runs in the invocation's own thread
 
 from __future__ import annotations
 
+import collections
 import contextvars
 import threading
 from collections.abc import Callable, Sequence
 from typing import Generic, TypeVar
 
+from lambdas.common.errors import CapacityUnavailable
 from lambdas.common.model import Asker, Askers, Stopped
 
 T = TypeVar("T")
@@ -49,9 +55,9 @@ def handle_all(items: Sequence[T], handle: Callable[[Asker, T], None], askers: A
 
 class _Workers(Generic[T]):
     def __init__(self, items: Sequence[T], handle: Callable[[Asker, T], None], askers: Askers) -> None:
-        self._items, self._handle, self._askers = items, handle, askers
+        self._handle, self._askers = handle, askers
+        self._todo = collections.deque(items)  # items not taken yet (or given back)
         self._changed = threading.Condition()
-        self._next = 0  # the next item to take
         self._active = 0  # workers running
         self._starting = 0  # workers started that have not taken an item yet
         self._allowed = 1
@@ -60,7 +66,7 @@ class _Workers(Generic[T]):
         self._threads: list[threading.Thread] = []
 
     def _over(self) -> bool:
-        return self._error is not None or self._stopped or self._next >= len(self._items)
+        return self._error is not None or self._stopped or not self._todo
 
     def run(self) -> bool:
         while True:
@@ -71,8 +77,7 @@ class _Workers(Generic[T]):
                     if self._active == 0:
                         break
                 else:
-                    untaken = len(self._items) - self._next - self._starting
-                    for _ in range(min(allowed - self._active, untaken)):
+                    for _ in range(min(allowed - self._active, len(self._todo) - self._starting)):
                         self._start()
                 self._changed.wait(POLL_SECONDS)
         for thread in self._threads:
@@ -93,28 +98,38 @@ class _Workers(Generic[T]):
 
     def _take(self, first: bool) -> list[T]:
         """[the item to handle next], or []: this worker leaves (and is counted out here)."""
+        allowed = self._askers.workers()  # before each part: a lowered cap reaches this worker now
         with self._changed:
+            self._allowed = allowed
             if first:
                 self._starting -= 1
             if self._over() or self._active > self._allowed:  # done, failed, or the cap went down
                 self._active -= 1
                 self._changed.notify_all()
                 return []
-            self._next += 1
-            return [self._items[self._next - 1]]
+            return [self._todo.popleft()]
 
     def _work(self) -> None:
         asker: Asker | None = None
         counted_out, first = False, True
+        item: list[T] = []
         try:
             asker = self._askers.new()
-            while taken := self._take(first):
+            while item := self._take(first):
                 first = False
-                self._handle(asker, taken[0])
+                self._handle(asker, item[0])
             first, counted_out = False, True
         except Stopped:
             with self._changed:
                 self._stopped = True
+        except CapacityUnavailable as exc:
+            with self._changed:
+                if self._active > 1 and item:
+                    # No slot or tokens within this worker's wait, while others of the invocation
+                    # still call: a worker more than the cap needs. Its part goes back, it leaves.
+                    self._todo.appendleft(item[0])
+                else:  # nobody here gets capacity: the invocation ends, Step Functions retries
+                    self._error = self._error or exc
         except Exception as exc:  # noqa: BLE001 - kept, and raised by the invocation once the others finished
             with self._changed:
                 self._error = self._error or exc
