@@ -13,9 +13,11 @@ MAP_CONCURRENCY_CEILING, never more than the parts left — and shapes it here:
   spare (a spare call is an idle worker waiting for a slot);
 - an invocation can run only as many calls at once as its item has parts, so neighbouring
   batches (chunk-id ranges, core/records.batches) are merged `group` at a time until an item
-  holds at least k parts; merging may leave fewer items than that width, so the width and k
-  are computed again from the merged items (and k made up for a short last item when the
-  Map runs every item at once).
+  holds at least k parts — and, when there are at most `MAX_ROUNDS` rounds of k calls per
+  item that way, until the Map needs a single wave (items beyond the width would wait for
+  whole invocations to end, leaving calls idle); merging may leave fewer items than the
+  width, so the width and k are computed again from the merged items (and k made up for a
+  short last item when the Map runs every item at once).
 
 With R ≤ 40 (max-parallelism ≤ 40, the default 5) nothing changes: k = 1, no merging.
 
@@ -34,6 +36,10 @@ from typing import Any
 
 MAP_LIMIT = 40  # an inline Map runs at most 40 iterations at once
 MAX_PARALLELISM = 500  # max-parallelism's upper bound (the admin API's range check): 40 × 13 calls
+# Rounds of k calls one invocation may be given so that the Map needs a single wave: 8 rounds
+# of ~3 s calls end well within validate_chunk's 120 s (less RESERVE_MILLIS' 15 s).
+MAX_ROUNDS = 8
+MAX_CALLS = math.ceil(MAX_PARALLELISM / MAP_LIMIT)  # k: threads of one invocation (13)
 
 
 @dataclass(frozen=True)
@@ -58,19 +64,53 @@ def shape(reach: int, batches: int, parts: int, other_items: int = 0) -> Shape:
     batches = max(1, batches)
     parts = max(parts, batches)
     reach = max(1, min(reach, MAX_PARALLELISM, max(parts, other_items)))
-    k = math.ceil(reach / min(MAP_LIMIT, max(batches, other_items), reach))
-    width = math.ceil(reach / k)  # no wider than needed: fewer than k calls to spare, not a Map's worth
-    group = max(1, math.ceil(k / (parts / batches)))
-    merged = math.ceil(batches / group)
-    width = min(width, max(merged, other_items))
-    k = math.ceil(reach / width)
-    # batches() makes batches of one size but the last, so every merged item holds `full` parts
-    # but the last; when the Map runs them all at once, a short last item is made up for.
-    full = group * math.ceil(parts / batches)
-    last = max(1, parts - (merged - 1) * full)
-    while width >= merged and (merged - 1) * min(k, full) + min(k, last) < reach and k < full:
+    if reach <= MAP_LIMIT:  # the inline Map alone, as before headroom: one call per iteration
+        return Shape(min(MAP_LIMIT, max(batches, other_items), reach), 1, 1)
+    size = math.ceil(parts / batches)  # parts per batch: batches() makes them equal but the last
+    best: tuple[tuple[int, int, int], Shape] | None = None
+    for group in range(1, batches + 1):
+        shaped = _grouped(reach, batches, parts, size, group, other_items)
+        merged, k = math.ceil(batches / group), shaped.calls_per_invocation
+        rounds = math.ceil(group * size / k)  # of k calls, per invocation
+        if group > 1 and rounds > MAX_ROUNDS:
+            break  # larger groups: longer invocations still
+        # The calls in flight it reaches (up to the reach), then the time in rounds of calls
+        # (waves of the Map × rounds per item), then idle workers (spare calls).
+        waves = math.ceil(merged / shaped.map_concurrency)
+        cost = (-min(reach, _at_once(shaped, batches, parts, size)), waves * rounds, shaped.reach - reach)
+        if best is None or cost < best[0]:
+            best = (cost, shaped)
+        if merged == 1:
+            break
+    assert best is not None  # group 1 is always looked at
+    return best[1]
+
+
+def _grouped(reach: int, batches: int, parts: int, size: int, group: int, other_items: int) -> Shape:
+    """The width and k for `reach` with batches merged `group` at a time: the widest Map the
+    items allow, k no more than an item holds (or MAX_CALLS), then the Map as narrow as that
+    k allows (fewer than k calls to spare)."""
+    merged, full = math.ceil(batches / group), group * size
+    k = min(MAX_CALLS, full, math.ceil(reach / min(MAP_LIMIT, max(merged, other_items))))
+    width = min(MAP_LIMIT, max(merged, other_items), math.ceil(reach / k))
+    # Every merged item holds `full` parts but the last; when the Map runs them all at once, a
+    # short last item is made up for.
+    shaped = Shape(width, k, group)
+    while k < min(full, MAX_CALLS) and _at_once(shaped, batches, parts, size) < reach:
         k += 1
-    return Shape(width, k, group)
+        shaped = Shape(width, k, group)
+    return shaped
+
+
+def _at_once(shaped: Shape, batches: int, parts: int, size: int) -> int:
+    """Calls the Map's widest items can have in flight at once: every merged item holds `full`
+    parts but the last, which holds the rest."""
+    merged, full = math.ceil(batches / shaped.group), shaped.group * size
+    last = max(1, parts - (merged - 1) * full)
+    k, width = shaped.calls_per_invocation, shaped.map_concurrency
+    if width < merged:
+        return width * min(k, full)
+    return (merged - 1) * min(k, full) + min(k, last)
 
 
 def regroup(batches: Sequence[Mapping[str, str]], group: int) -> list[dict[str, str]]:

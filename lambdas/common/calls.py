@@ -11,13 +11,14 @@ text at a time, so the invocation holds at most k.
 The invocation runs `askers.workers()` workers — its part of the live cap, at most k — read
 again before each item and every `POLL_SECONDS`: a lowered cap makes workers leave after
 their current item (and a worker's slot above the cap is given up after its call,
-lambdas/common/governor.py), a raised one adds workers. The first error stops the others from taking new items; those in a
-call finish it and store its result; then the error is raised, for Step Functions to retry or
-catch as with one call at a time. A stop (cancel, newer run) ends the invocation quietly. A
-worker that finds no slot or tokens within its wait (CapacityUnavailable) while others of the
-invocation are still calling gives its part back and leaves: it was a worker more than the
-live cap needed (fewer than one per invocation, core/headroom.workers); only when none is left
-calling does the invocation raise it.
+lambdas/common/governor.py), a raised one adds workers. The first error stops the others
+from taking new items; those in a call finish it and store its result; then the error is
+raised, for Step Functions to retry or catch as with one call at a time. A stop (cancel,
+newer run) ends the invocation quietly. A worker that finds no slot or tokens within its
+wait (CapacityUnavailable) while others of the invocation are still calling gives its part
+back and leaves: it was a worker more than the live cap needed (fewer than one per
+invocation, core/headroom.workers); only when none is left calling does the invocation
+raise it.
 
 Threads run in a copy of the invocation's context: its environment (core/lambda_env), its log
 keys and its metrics. With k = 1, everything runs in the invocation's own thread, as before.

@@ -47,11 +47,12 @@ def _sizes(items: list[dict[str, str]]) -> list[int]:
         # (Map width, calls per invocation, Map items)
         (1, 500, (10, 1, 125)),  # the ceiling keeps room for a live raise, one call per invocation
         (40, 500, (40, 1, 125)),  # the inline Map alone, as before headroom
-        (41, 500, (21, 2, 125)),  # two calls each from 21 invocations (items hold 4 parts)
-        (120, 168, (40, 3, 42)),  # 84 batches of 2 parts merged two at a time: 4 parts an item
-        (500, 1_000, (39, 13, 63)),  # batches of 4 merged four at a time: 16 parts an item
+        (41, 500, (21, 2, 125)),  # two calls each from 21 invocations (batches hold 4 parts)
+        (120, 168, (12, 10, 12)),  # 84 batches of 2 merged 7 at a time: one wave of the Map
+        (120, 180, (30, 4, 30)),  # 90 batches of 2 merged 3 at a time: one wave, no idle worker
+        (500, 1_000, (39, 13, 63)),  # batches of 4 merged 4 at a time: 16 parts an item
         (500, 60_000, (39, 13, 1_000)),  # 60 parts a batch already hold 13
-        (500, 100, (34, 3, 34)),  # fewer parts than the reach: every part at once
+        (500, 100, (25, 4, 25)),  # fewer parts than the reach: every part at once
     ],
 )
 def test_the_plan_spreads_max_parallelism_over_the_map_and_its_invocations(
@@ -77,7 +78,6 @@ def test_any_parallelism_is_reachable_through_at_most_forty_iterations(
     plan, items = _plan(max_parallelism, parts, ceiling=ceiling)
     m, k = plan.map_concurrency, plan.calls_per_invocation
     reach = min(max(max_parallelism, ceiling), parts)  # what live raises may reach
-    assert reach <= m * k
 
     assert 1 <= m <= min(headroom.MAP_LIMIT, len(items))
     assert 1 <= plan.parallelism <= min(max_parallelism, parts, m * k)
@@ -90,7 +90,13 @@ def test_any_parallelism_is_reachable_through_at_most_forty_iterations(
     def at_once(calls: int) -> int:
         return sum(min(calls, size) for size in sorted(sizes, reverse=True)[:m])
 
-    assert at_once(k) >= reach
+    # Items are whole batches and an invocation runs at most 13 calls: where the batches' sizes
+    # do not divide the reach well, it is reached up to a few per cent (480 of 498 with 142
+    # batches of 4 parts: 40 items of 12).
+    if k == headroom.MAX_CALLS or k >= max(sizes):
+        assert at_once(k) >= 0.95 * reach
+    else:
+        assert at_once(k) >= reach
     assert k == 1 or at_once(k - 1) < reach
     if max(max_parallelism, ceiling) <= headroom.MAP_LIMIT:  # as before headroom: one call each, no merging
         assert (k, plan.group) == (1, 1)
