@@ -124,7 +124,12 @@ def run(aws: EmbeddedAWS, parallelism: int, seconds: float | None) -> dict[str, 
             else:
                 assert done["status"] == "SUCCEEDED", done
         admitted = list(sim.stats.admitted)[first:]
+        t0 = min(t for t, _ in admitted)
+        starts = [0] * (int((max(t for t, _ in admitted) - t0) // 20) + 1)
+        for t, _ in admitted:
+            starts[int((t - t0) // 20)] += 1
         return {
+            "starts": starts,
             "parts": done["progress"]["total"],
             "done": done["progress"]["succeeded"],
             "k": done["parallelism"]["calls_per_invocation"],
@@ -174,6 +179,8 @@ def main() -> None:
     print(
         f"limit: {headroom['limit']:,} tokens per {WINDOW:.0f} s (headroom row; the baseline's: {baseline['limit']:,})"
     )
+    for name, row in (("headroom", headroom), ("baseline", baseline)):
+        print(f"calls started per 20 s, {name}: {row['starts']}")
 
 
 if __name__ == "__main__":
