@@ -14,6 +14,7 @@ BENCHMARKS = [
     "bench.first_run",
     "bench.queue",
     "bench.hostile",
+    "bench.headroom",
 ]
 
 

@@ -381,7 +381,7 @@ def parallelism_show(ctx: typer.Context, as_json: JsonOpt = False) -> int:
 @parallelism_app.command("set")
 def parallelism_set(
     ctx: typer.Context,
-    max_parallelism: Annotated[int | None, typer.Option(help="Model calls per validation, 1-40.")] = None,
+    max_parallelism: Annotated[int | None, typer.Option(help="Model calls in flight per validation, 1-500.")] = None,
     target_tpm: Annotated[int | None, typer.Option(help="Tokens per minute for the whole deployment.")] = None,
     throttle_threshold: Annotated[float | None, typer.Option(help="Share of target-tpm to use, 0.05-1.")] = None,
     as_json: JsonOpt = False,

@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+from core import headroom
 from core.dynamo import decimal, typed
 
 BUDGET_KEY = {"pk": "budget", "sk": "tokens"}
@@ -458,9 +459,11 @@ def read_headers(headers: Mapping[str, str], budget: Budget, estimate: int, now:
 @dataclass(frozen=True)
 class Plan:
     parallelism: int  # the validation's starting parallelism
-    map_concurrency: int  # the Map's MaxConcurrency: live raises reach up to this
+    map_concurrency: int  # the Map's MaxConcurrency: live raises reach up to this × calls_per_invocation
     max_parallelism: int  # the SSM value the plan was made from
     reason: str
+    calls_per_invocation: int = 1  # k: calls one validator invocation runs at once (core/headroom.py)
+    group: int = 1  # the parts' Map items: this many submitted batches merged into one
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -468,10 +471,11 @@ class Plan:
             "map_concurrency": self.map_concurrency,
             "max_parallelism": self.max_parallelism,
             "reason": self.reason,
+            "calls_per_invocation": self.calls_per_invocation,
         }
 
 
-MAP_LIMIT = 40  # an inline Map runs at most 40 iterations at once
+MAP_LIMIT = headroom.MAP_LIMIT  # an inline Map runs at most 40 iterations at once
 
 
 def plan(
@@ -485,45 +489,58 @@ def plan(
     ceiling: int,
     now: float,
     share: float | None = None,
+    parts: int | None = None,
+    other_items: int = 0,
 ) -> Plan:
     """The execution's parallelism from the SSM values and the current consumption.
 
     As many concurrent calls as the budget's free share can feed (calls of `call_tokens`
     lasting `call_seconds`, with a 25% margin), never more than max-parallelism or the
-    number of batches, at least one. Under fair share the free share is at least the
-    owner's `share` of the budget (core/fairness.py): a newcomer to a busy budget is planned
-    for what it will get, not for what the others leave. The Map's concurrency is higher
-    (up to `ceiling`), so an admin who raises max-parallelism later reaches running
-    validations too.
+    number of `parts` left (default: one per batch), at least one. Under fair share the free
+    share is at least the owner's `share` of the budget (core/fairness.py): a newcomer to a
+    busy budget is planned for what it will get, not for what the others leave. The reach is
+    higher (max-parallelism, or up to `ceiling`), so an admin who raises max-parallelism later
+    reaches running validations too; core/headroom.py shapes it into the Map's concurrency
+    (≤ 40, ≤ its items) × calls per invocation, merging `batches` into fewer items when an
+    item holds fewer parts than an invocation may call at once (`other_items`: the combine
+    step's Map, which shares the Map width).
     """
+    parts = max(1, parts if parts is not None else batches)
     target = budget.tokens_per_window(now)
     free_share = min(1.0, max(0.25, 1.0 - tokens_last_window / target)) if target > 0 else 0.25
     if share is not None:
         free_share = max(free_share, min(1.0, share))
     per_slot_tokens_per_second = max(call_tokens, 1.0) / max(call_seconds, 0.05)
     fed = math.ceil(1.25 * budget.rate(now) * free_share / per_slot_tokens_per_second)
-    parallelism = max(1, min(limits.max_parallelism, batches, MAP_LIMIT, fed))
+    parallelism = max(1, min(limits.max_parallelism, parts, headroom.MAX_PARALLELISM, fed))
     reason = (
         "max_parallelism"
         if parallelism == limits.max_parallelism
         else "batches"
-        if parallelism == batches
+        if parallelism == parts
         else "token_budget"
     )
-    map_concurrency = max(1, min(MAP_LIMIT, batches, max(parallelism, ceiling, limits.max_parallelism)))
-    return Plan(parallelism, map_concurrency, limits.max_parallelism, reason)
+    shaped = headroom.shape(max(parallelism, ceiling, limits.max_parallelism), batches, parts, other_items)
+    return Plan(
+        min(parallelism, shaped.reach),
+        shaped.map_concurrency,
+        limits.max_parallelism,
+        reason,
+        shaped.calls_per_invocation,
+        shaped.group,
+    )
 
 
 def effective_parallelism(max_parallelism_now: int, record: Mapping[str, Any]) -> int:
     """How many calls one validation may have in flight now.
 
     The plan stands until an admin changes max-parallelism; from then on the live value
-    applies, within the Map's concurrency fixed at the start.
+    applies, within the reach fixed at the start (the Map's concurrency × calls per invocation).
     """
     planned = record.get("plan")
     if not planned:
         return max_parallelism_now
-    map_concurrency = int(planned["map_concurrency"])
+    reach = int(planned["map_concurrency"]) * headroom.calls_per_invocation(planned)
     if int(planned["max_parallelism"]) == max_parallelism_now:
-        return min(int(planned["parallelism"]), map_concurrency)
-    return max(1, min(max_parallelism_now, map_concurrency))
+        return min(int(planned["parallelism"]), reach)
+    return max(1, min(max_parallelism_now, reach))

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from app.identity.principal import BOOTSTRAP_ADMIN, Principal
 from app.users.records import User
 from core.fairness import MAX_WEIGHT
+from core.headroom import MAX_PARALLELISM
 
 
 class QuotaIn(BaseModel):
@@ -135,7 +136,13 @@ class ParallelismView(ParallelismOut):
 
 class ParallelismPatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    max_parallelism: int | None = Field(default=None, ge=1, le=40, description="Inline Map limit: at most 40")
+    max_parallelism: int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_PARALLELISM,
+        description=f"Model calls in flight per validation: 1-{MAX_PARALLELISM} "
+        "(above 40, the Map's 40 invocations each run several calls)",
+    )
     target_tpm: int | None = Field(default=None, ge=1_000, le=100_000_000)
     throttle_threshold: float | None = Field(
         default=None, ge=0.05, le=1.0, description="Share of target_tpm to use: 0.05-1.0"

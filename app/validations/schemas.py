@@ -67,8 +67,13 @@ class ParallelismInfo(BaseModel):
     planned: int = Field(
         description="What the controller gave it at the start, from the SSM values and token consumption"
     )
-    map_concurrency: int = Field(description="The Map's concurrency: raising max-parallelism reaches up to this")
+    map_concurrency: int = Field(
+        description="The Map's concurrency: raising max-parallelism reaches up to this × calls_per_invocation"
+    )
     reason: str = Field(description="What bounded the plan: max_parallelism, batches or token_budget")
+    calls_per_invocation: int = Field(
+        default=1, description="Calls one validator invocation runs at once (above 40 calls in flight: more than 1)"
+    )
 
 
 class ValidationOut(BaseModel):
@@ -144,6 +149,7 @@ def _parallelism(record: Validation) -> ParallelismInfo | None:
         planned=int(plan["parallelism"]),
         map_concurrency=int(plan["map_concurrency"]),
         reason=str(plan.get("reason", "")),
+        calls_per_invocation=int(plan.get("calls_per_invocation", 1)),
     )
 
 

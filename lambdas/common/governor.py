@@ -70,6 +70,7 @@ class Governor:
     state: g.BudgetState = field(default_factory=g.BudgetState)  # last known; refreshed by failures
     _swept_at: float = 0.0
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    granting: threading.Lock = field(default_factory=threading.Lock)  # one grant attempt at a time (Lease._take)
     # Fair share: the demand records as last read (and when), this process's own renewals,
     # and what each user's accounts are known to hold at least (window → tokens).
     _demands: tuple[float, tuple[fair.Demand, ...]] = (float("-inf"), ())
@@ -332,56 +333,66 @@ class Lease:
         gov = self.governor
         lost, waited = 0, False
         while True:
-            now = gov.clock()
-            # After a wait, one read (not a transaction bound to fail) says where the schedule is now.
-            budget = gov.read_budget() if waited else gov.budget()
-            grant = g.grant(gov.table, budget, take, now)
-            terms = self._fair_terms(budget, take, now) if self.tenant is not None else None
-            if terms is not None and terms.decision.kind == "wait":
-                at = terms.decision.retry_at + random.uniform(0, terms.decision.spread)
-                if at > deadline:
-                    self.close()
-                    raise CapacityUnavailable(
-                        f"fair share: user {terms.tenant.user_id} may reserve again in {at - now:.1f}s, "
-                        "past this invocation's wait"
-                    )
-                gov.beat(terms.tenant, now)
-                gov.sleep(max(0.0, at - now))
-                waited = True
-                continue
-            if grant.starts_at > deadline:
-                self.close()
-                raise CapacityUnavailable(
-                    f"token budget: {take} tokens are free in {grant.starts_at - now:.1f}s, past this invocation's wait"
-                )
-            waited = False
-            try:
-                self._write(estimate, take=take, budget=grant.request, extra=terms.items if terms else ())
-            except ClientError as exc:
-                reasons = cancellation_reasons(exc.response, [grant.request])
-                if reasons is None:
-                    raise
-                if len(reasons) > 1 and _failed(reasons[1]):
-                    raise LeaseLost() from exc
-                gov.learn(reasons[0].get("Item"))
-                if terms is not None and len(reasons) > 2 and _failed(reasons[2]):  # over its share meanwhile
-                    stored = from_item(reasons[2].get("Item") or {}).get("tokens", terms.share)
-                    gov.counted(terms.tenant.user_id, terms.decision.window, at_least=float(stored))
-                lost += 1
-                if lost >= _ATTEMPTS:
-                    self.close()
-                    raise CapacityUnavailable(f"token budget: {_ATTEMPTS} reservations in a row lost the race") from exc
-                gov.sleep(random.uniform(0, 0.002 * lost))  # others reserve at this moment too
-                continue
-            gov.state = dataclasses.replace(gov.state, tat=grant.tat, tat_exact=grant.stored)
-            if terms is not None:
-                self.account_window, self.account_slack = terms.decision.window, terms.decision.apart
-                if not self.account_slack:
-                    gov.counted(terms.tenant.user_id, terms.decision.window, tokens=take)
-                if terms.beat:
-                    gov.beaten(terms.tenant, now)
-            gov.sweep()
-            return grant.starts_at
+            pause, beat, granted = 0.0, None, False
+            # One attempt at a time per process: the calls an invocation runs at once (core/headroom.py)
+            # take turns instead of racing each other for the budget's compare-and-set.
+            with gov.granting:
+                now = gov.clock()
+                # After a wait, one read (not a transaction bound to fail) says where the schedule is now.
+                budget = gov.read_budget() if waited else gov.budget()
+                grant = g.grant(gov.table, budget, take, now)
+                terms = self._fair_terms(budget, take, now) if self.tenant is not None else None
+                if terms is not None and terms.decision.kind == "wait":
+                    at = terms.decision.retry_at + random.uniform(0, terms.decision.spread)
+                    if at > deadline:
+                        self.close()
+                        raise CapacityUnavailable(
+                            f"fair share: user {terms.tenant.user_id} may reserve again in {at - now:.1f}s, "
+                            "past this invocation's wait"
+                        )
+                    pause, beat, waited = max(0.0, at - now), terms.tenant, True
+                else:
+                    if grant.starts_at > deadline:
+                        self.close()
+                        raise CapacityUnavailable(
+                            f"token budget: {take} tokens are free in {grant.starts_at - now:.1f}s, "
+                            "past this invocation's wait"
+                        )
+                    waited = False
+                    try:
+                        self._write(estimate, take=take, budget=grant.request, extra=terms.items if terms else ())
+                    except ClientError as exc:
+                        reasons = cancellation_reasons(exc.response, [grant.request])
+                        if reasons is None:
+                            raise
+                        if len(reasons) > 1 and _failed(reasons[1]):
+                            raise LeaseLost() from exc
+                        gov.learn(reasons[0].get("Item"))
+                        if terms is not None and len(reasons) > 2 and _failed(reasons[2]):  # over its share meanwhile
+                            stored = from_item(reasons[2].get("Item") or {}).get("tokens", terms.share)
+                            gov.counted(terms.tenant.user_id, terms.decision.window, at_least=float(stored))
+                        lost += 1
+                        if lost >= _ATTEMPTS:
+                            self.close()
+                            raise CapacityUnavailable(
+                                f"token budget: {_ATTEMPTS} reservations in a row lost the race"
+                            ) from exc
+                        pause = random.uniform(0, 0.002 * lost)  # other processes reserve at this moment too
+                    else:
+                        gov.state = dataclasses.replace(gov.state, tat=grant.tat, tat_exact=grant.stored)
+                        if terms is not None:
+                            self.account_window, self.account_slack = terms.decision.window, terms.decision.apart
+                            if not self.account_slack:
+                                gov.counted(terms.tenant.user_id, terms.decision.window, tokens=take)
+                            if terms.beat:
+                                gov.beaten(terms.tenant, now)
+                        granted = True
+            if granted:
+                gov.sweep()
+                return grant.starts_at
+            if beat is not None:
+                gov.beat(beat, now)
+            gov.sleep(pause)
 
     def _fair_terms(self, budget: g.Budget, take: int, now: float) -> _FairTerms | None:
         """What fair share asks of this grant: its decision and the items it adds to the

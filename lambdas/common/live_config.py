@@ -1,8 +1,10 @@
 """The live settings from SSM Parameter Store, cached for a few seconds per process.
 
-A warm Lambda asks SSM at most once per CONFIG_CACHE_SECONDS, not once per chunk. When
-SSM fails, the last values read are kept (a stale value is better than a failed chunk);
-with none read yet, the error goes up and Step Functions retries.
+A warm Lambda asks SSM at most once per CONFIG_CACHE_SECONDS, not once per chunk, and
+values that expired are read again by one thread while the others keep them meanwhile (an
+invocation runs up to k calls at once, core/headroom.py). When SSM fails, the last values
+read are kept (a stale value is better than a failed chunk); with none read yet, the error
+goes up and Step Functions retries.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from lambdas.common.config import LambdaConfig
 NAMES = ("max-parallelism", "target-tpm", "throttle-threshold", "fair-share")
 _lock = threading.Lock()
 _cache: dict[tuple[str | None, str], tuple[float, Limits]] = {}
+_reading: set[tuple[str | None, str]] = set()  # keys being read: one read per process at a time
 
 
 @lru_cache(maxsize=8)
@@ -35,8 +38,11 @@ def limits(config: LambdaConfig, clock: Any = time.monotonic) -> Limits:
     key = (config.aws_endpoint_url, config.ssm_prefix)
     with _lock:
         hit = _cache.get(key)
-    if hit and clock() - hit[0] < config.config_cache_seconds:
-        return hit[1]
+        if hit and clock() - hit[0] < config.config_cache_seconds:
+            return hit[1]
+        if hit and key in _reading:  # another thread of the process is asking SSM: the last values meanwhile
+            return hit[1]
+        _reading.add(key)
     try:
         answer = _ssm(config.aws_endpoint_url, config.aws_region).get_parameters(
             Names=[f"{config.ssm_prefix}/{n}" for n in NAMES]
@@ -47,6 +53,9 @@ def limits(config: LambdaConfig, clock: Any = time.monotonic) -> Limits:
         if hit:
             return hit[1]
         raise
+    finally:
+        with _lock:
+            _reading.discard(key)
     with _lock:
         _cache[key] = (clock(), fresh)
     return fresh

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, cast
@@ -23,6 +23,7 @@ from openai.types.chat import ChatCompletionMessageParam
 from openai.types.shared_params import ResponseFormatJSONSchema
 
 from core import governor as g
+from core import headroom
 from core.governor import parse_duration
 from core.records import ValidationStatus
 from lambdas.common import live_config, model_key
@@ -136,7 +137,11 @@ class Asker:
                 max(0.0, (self.remaining_millis() - self.config.reserve_millis) / 1000),
             )
             self.lease.reserve(estimate, time.time() + wait)
-            self.before_call()
+            try:
+                self.before_call()
+            except Stopped:
+                self.lease.release(estimate)  # not sent: the tokens go back with the lease
+                raise
             if not self.lease.holds_slot_below_cap():  # max-parallelism went down meanwhile
                 self.lease.release(estimate)
                 continue  # reserve again: gives this slot up and waits for one below the cap
@@ -203,21 +208,41 @@ def prompt_estimate_without_tokenizer(messages: list[dict[str, str]]) -> int:
 _STOPPED = {ValidationStatus.CANCELLING.value, ValidationStatus.CANCELLED.value}
 
 
-def asker_for(
+@dataclass(frozen=True)
+class Askers:
+    """One invocation's way to the model: a new Asker — its own lease, so its own call slot and
+    grants — per call it runs at once (core/headroom.py: up to k), all with the same checks."""
+
+    new: Callable[[], Asker]
+    cap: Callable[[], int]  # the validation's live parallelism
+    plan: Mapping[str, Any]
+
+    @property
+    def limit(self) -> int:
+        """k: the most calls this invocation may run at once (the plan's)."""
+        return headroom.calls_per_invocation(self.plan)
+
+    def workers(self) -> int:
+        """Calls this invocation may run at once now: its part of the live cap, at most k."""
+        return headroom.workers(self.cap(), self.plan)
+
+
+def askers_for(
     store: Store,
     config: LambdaConfig,
     validation_id: str,
     run: int,
     remaining_millis: Callable[[], int],
     governor: Governor | None = None,
-) -> Asker:
-    """An Asker for one invocation of a validation's run: its lease (call slot below the live
-    parallelism), and the check before every call that the run is neither cancelled nor
+) -> Askers:
+    """Askers for one invocation of a validation's run: each with its lease (call slot below the
+    live parallelism), and the check before every call that the run is neither cancelled nor
     superseded; the effective parallelism is shown on the validation when it changes.
-    The caller closes `asker.lease` when done."""
+    The caller closes each asker's `lease` when done."""
     current = store.validation(validation_id, "plan", "parallelism", "owner", "priority")
     plan, shown = current.get("plan") or {}, current.get("parallelism")
     governor = governor or governor_for(config, store.client)
+    tenant = tenant_of(store, current)  # fair share: whose tokens
 
     def cap() -> int:
         return g.effective_parallelism(live_config.limits(config).max_parallelism, {"plan": plan})
@@ -230,5 +255,21 @@ def asker_for(
         if (now := cap()) != shown:  # visible in GET /validations/{id} and the progress events
             shown = store.show_parallelism(validation_id, now)
 
-    lease = governor.lease(validation_id, cap, tenant_of(store, current))  # fair share: whose tokens
-    return Asker(config, store, governor, lease, validation_id, remaining_millis, before_call)
+    def new() -> Asker:
+        lease = governor.lease(validation_id, cap, tenant)
+        return Asker(config, store, governor, lease, validation_id, remaining_millis, before_call)
+
+    return Askers(new, cap, plan)
+
+
+def asker_for(
+    store: Store,
+    config: LambdaConfig,
+    validation_id: str,
+    run: int,
+    remaining_millis: Callable[[], int],
+    governor: Governor | None = None,
+) -> Asker:
+    """One Asker for an invocation that calls one at a time (`askers_for`); the caller closes
+    `asker.lease` when done."""
+    return askers_for(store, config, validation_id, run, remaining_millis, governor).new()

@@ -14,6 +14,7 @@ import time
 from typing import Any
 
 from core import governor as g
+from core import headroom
 from lambdas.common import live_config
 from lambdas.common.config import LambdaConfig, load_config
 from lambdas.common.fairness import owner_share
@@ -24,7 +25,15 @@ from lambdas.common.store import Store, store_for
 DEFAULT_CALL_SECONDS = 3.0  # before any call was measured
 
 
-def control(store: Store, config: LambdaConfig, validation_id: str, batches: int) -> dict[str, Any]:
+def control(
+    store: Store,
+    config: LambdaConfig,
+    validation_id: str,
+    batches: list[dict[str, str]],
+    combine: int = 0,
+) -> dict[str, Any]:
+    """The plan, saved on the validation; the parts' Map items (`batches`, merged when an
+    invocation may run more calls at once than an item has parts: core/headroom.py)."""
     limits = live_config.limits(config)
     governor = governor_for(config, store.client)
     governor.sweep(force=True)
@@ -41,21 +50,29 @@ def control(store: Store, config: LambdaConfig, validation_id: str, batches: int
     plan = g.plan(
         limits,
         budget,
-        batches=max(1, batches),
+        batches=max(1, len(batches)),
         tokens_last_window=used,
         call_tokens=call_tokens,
         call_seconds=float(stats.get("call_seconds") or DEFAULT_CALL_SECONDS),
         ceiling=config.map_concurrency_ceiling,
         now=now,
         share=owner_share(store, governor, v, limits),
+        parts=max(pending, len(batches), combine),  # calls that could run at once
+        other_items=combine,
     )
     store.save_plan(validation_id, plan.as_dict())
-    return {"map_concurrency": plan.map_concurrency, "parallelism": plan.parallelism, "reason": plan.reason}
+    return {
+        "map_concurrency": plan.map_concurrency,
+        "parallelism": plan.parallelism,
+        "reason": plan.reason,
+        "calls_per_invocation": plan.calls_per_invocation,
+        "batches": headroom.regroup(batches, plan.group),
+    }
 
 
 @observed
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     config = load_config()
-    # The same plan serves the parts' Map and the combine step's Map, whichever has more items.
-    items = max(len(event.get("batches") or []), len(event.get("combine") or []))
-    return control(store_for(config), config, event["validation_id"], items)
+    # The same Map width serves the parts' Map and the combine step's Map, whichever has more items.
+    batches = event.get("batches") or []
+    return control(store_for(config), config, event["validation_id"], batches, len(event.get("combine") or []))

@@ -7,20 +7,24 @@ Every model call goes through the TPM governor (lambdas/common/governor.py): a c
 below the live parallelism and the call's tokens from the global budget, before the call.
 The answer is held to the schema (core/prompt.py): an invalid one raises InvalidAnswer,
 which Step Functions retries; after the retries the part ends FAILED with that reason.
+An invocation validates up to `calls_per_invocation` of its parts at once, each call on a
+slot and lease of its own (lambdas/common/calls.py, core/headroom.py).
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from typing import Any
 
 from core import prompt
 from core.records import ChunkStatus, part_index_of
+from lambdas.common import calls
 from lambdas.common.config import LambdaConfig
 from lambdas.common.errors import BatchIncomplete, InvalidAnswer
 from lambdas.common.governor import Governor
-from lambdas.common.model import Stopped, asker_for, prompt_estimate_without_tokenizer
+from lambdas.common.model import Asker, askers_for, prompt_estimate_without_tokenizer
 from lambdas.common.store import Store
 
 log = logging.getLogger(__name__)
@@ -53,51 +57,62 @@ def validate_batch(
     current = store.validation(validation_id, "rules", "files", "reuse")
     rules, files = current["rules"], current["files"]
     reuse = bool(current.get("reuse", True)) and bool(config.reuse_table)
-    asker = asker_for(store, config, validation_id, run, remaining_millis, governor)
+    askers = askers_for(store, config, validation_id, run, remaining_millis, governor)
     headers: dict[int, str | None] = {}  # a file's later parts share one header row
-    validated = skipped = 0
-    try:
-        for chunk in store.chunks(validation_id, chunks["first"], chunks["last"]):
-            if chunk["status"] != ChunkStatus.PENDING:
-                skipped += 1
-                continue
-            if remaining_millis() < config.reserve_millis:
-                raise BatchIncomplete(f"{validated} parts validated, time running out")
-            if chunk.get("header") and chunk["file_index"] not in headers:  # one S3 read per file and batch
-                headers[chunk["file_index"]] = store.part_header(chunk)
-            header = headers.get(chunk["file_index"]) if chunk.get("header") else None
-            view, text = part_view(files, chunk, header), store.chunk_text(chunk)
-            digest = prompt.part_digest(view, text, rules, config.openai_model) if reuse else None
-            stored = store.stored_answer(digest) if digest else None
-            if digest and stored is not None:  # judged before: the stored verdict, no call, no tokens
-                if store.record_reused(validation_id, chunk, stored["rules"], stored["model"], digest):
-                    validated += 1
-                    store.after_chunk(validation_id, run, chunk)
-                else:
-                    skipped += 1
-                continue
-            messages = prompt.part_messages(view, text, rules, prompt.new_nonce())
-            prompt_estimate = prompt_tokens_estimate(chunk, messages, config)
-            try:
-                answer = asker.ask(messages, prompt.PART_RESPONSE_FORMAT, prompt_estimate)
-            except Stopped:
-                return {"validated": validated, "skipped": skipped, "stopped": True}
-            try:
-                verdicts = prompt.parse_part_answer(
-                    answer.content, rules, int(chunk["first_line"]), int(chunk["last_line"])
-                )
-            except prompt.InvalidAnswer as exc:
-                raise InvalidAnswer(f"part {chunk['chunk_id']}: {exc}") from exc
-            if digest:
-                store.store_answer(digest, {"rules": verdicts, "model": answer.model})
-            if store.record_success(validation_id, chunk, verdicts, answer.usage, answer.model):
-                validated += 1
+    lock = threading.Lock()
+    tally = {"validated": 0, "skipped": 0}
+
+    def counted(name: str) -> None:
+        with lock:
+            tally[name] += 1
+
+    def header_of(chunk: dict[str, Any]) -> str | None:
+        if not chunk.get("header"):
+            return None
+        with lock:
+            if chunk["file_index"] in headers:
+                return headers[chunk["file_index"]]
+        text = store.part_header(chunk)  # one S3 read per file and batch (two workers may both read it)
+        with lock:
+            return headers.setdefault(chunk["file_index"], text)
+
+    def validate(asker: Asker, chunk: dict[str, Any]) -> None:
+        if remaining_millis() < config.reserve_millis:
+            raise BatchIncomplete(f"{tally['validated']} parts validated, time running out")
+        view, text = part_view(files, chunk, header_of(chunk)), store.chunk_text(chunk)
+        digest = prompt.part_digest(view, text, rules, config.openai_model) if reuse else None
+        stored = store.stored_answer(digest) if digest else None
+        if digest and stored is not None:  # judged before: the stored verdict, no call, no tokens
+            if store.record_reused(validation_id, chunk, stored["rules"], stored["model"], digest):
+                counted("validated")
                 store.after_chunk(validation_id, run, chunk)
-            else:  # a duplicate invocation settled it first
-                skipped += 1
-    finally:
-        asker.lease.close()
-    return {"validated": validated, "skipped": skipped, "stopped": False}
+            else:
+                counted("skipped")
+            return
+        messages = prompt.part_messages(view, text, rules, prompt.new_nonce())
+        answer = asker.ask(messages, prompt.PART_RESPONSE_FORMAT, prompt_tokens_estimate(chunk, messages, config))
+        try:
+            verdicts = prompt.parse_part_answer(
+                answer.content, rules, int(chunk["first_line"]), int(chunk["last_line"])
+            )
+        except prompt.InvalidAnswer as exc:
+            raise InvalidAnswer(f"part {chunk['chunk_id']}: {exc}") from exc
+        if digest:
+            store.store_answer(digest, {"rules": verdicts, "model": answer.model})
+        if store.record_success(validation_id, chunk, verdicts, answer.usage, answer.model):
+            counted("validated")
+            store.after_chunk(validation_id, run, chunk)
+        else:  # a duplicate invocation settled it first
+            counted("skipped")
+
+    todo = []
+    for chunk in store.chunks(validation_id, chunks["first"], chunks["last"]):  # records only, no text
+        if chunk["status"] == ChunkStatus.PENDING:
+            todo.append(chunk)
+        else:
+            tally["skipped"] += 1
+    stopped = calls.handle_all(todo, validate, askers)
+    return {**tally, "stopped": stopped}
 
 
 def prompt_tokens_estimate(chunk: dict[str, Any], messages: list[dict[str, str]], config: LambdaConfig) -> int:

@@ -90,6 +90,34 @@ def _name_executions_like_aws() -> None:
     StepFunctionsParserBackend.start_execution = start_execution  # type: ignore[method-assign]
 
 
+INLINE_MAP_LIMIT = 40  # AWS: an inline Map runs at most 40 iterations at once, whatever MaxConcurrency says
+
+
+def _cap_inline_maps_at_forty() -> None:
+    """An inline Map runs every item at once when MaxConcurrency is 0 (or above 40).
+
+    Defect: moto starts one worker per item (MaxConcurrency 0, "no limit") or MaxConcurrency
+    workers, however many; AWS runs at most 40 iterations of an inline Map at once. Without
+    the cap, a validation here could reach more calls in flight through the Map alone than
+    it ever could on AWS (core/headroom.py is what lets it go past 40). Distributed Maps
+    (their own `_eval_body`) are left alone.
+    """
+    from moto.stepfunctions.parser.asl.component.state.exec.state_map.iteration.inline_iteration_component import (
+        InlineIterationComponent,
+    )
+
+    original = InlineIterationComponent._eval_body
+
+    @functools.wraps(original)
+    def eval_body(self: Any, env: Any) -> None:
+        eval_input = env.stack[-1]  # popped by the original
+        if eval_input.max_concurrency <= 0 or eval_input.max_concurrency > INLINE_MAP_LIMIT:
+            eval_input.max_concurrency = min(INLINE_MAP_LIMIT, len(eval_input.input_items))  # 0 items: 0 workers
+        original(self, env)
+
+    InlineIterationComponent._eval_body = eval_body  # type: ignore[method-assign]
+
+
 def _pooled_client(client: Any) -> Any:
     """The same client with a connection pool for 64 concurrent requests instead of 10."""
     import boto3
@@ -345,6 +373,7 @@ def apply() -> None:
             return
         _keep_stopped_executions_aborted()
         _name_executions_like_aws()
+        _cap_inline_maps_at_forty()
         _reuse_boto_clients()
         _roll_back_transactions_per_item()
         _list_service_modules_once()

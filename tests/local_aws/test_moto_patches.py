@@ -340,3 +340,18 @@ def test_stop_execution_aborts_an_execution_parked_on_a_task_token(aws: Aws) -> 
     types = [e["type"] for e in sfn.get_execution_history(executionArn=execution)["events"]]
     assert types[-1] == "ExecutionAborted"
     wait_for(lambda: not any(t.is_alive() for t in TMP_THREADS[first_thread:]), what="the parked thread to end")
+
+
+@pytest.mark.parametrize("max_concurrency", [0, 60])  # 0: "no limit"
+def test_an_inline_map_runs_at_most_forty_iterations_at_once(aws: Aws, max_concurrency: int) -> None:
+    machine = aws.map_machine(aws.function("tests.local_aws.handlers.held"), max_concurrency=max_concurrency, sleep=0)
+    name = uuid.uuid4().hex
+    execution = aws.start(machine, {"probe": name, "items": list(range(41))})
+    # Every iteration is held in its handler: without the cap the 41st starts beside the others.
+    wait_for(lambda: probe.in_flight[name] >= 40, what="forty iterations in their handlers")
+    probe.release(name)
+    result = aws.wait_until(execution)
+
+    assert result["status"] == "SUCCEEDED"
+    assert probe.calls[name] == 41  # every item ran...
+    assert probe.peak[name] == 40  # ...never more than forty at once

@@ -107,13 +107,14 @@ def test_parallelism_is_read_and_changed_in_ssm_range_checked_and_audited(
     assert shown["effective"]["tokens_per_window"] == int(stored["target_tpm"] * stored["throttle_threshold"])
 
     changed = api.patch("/admin/parallelism", json={"max_parallelism": 8, "throttle_threshold": 0.75})
-    too_many = api.patch("/admin/parallelism", json={"max_parallelism": 41})
+    too_many = api.patch("/admin/parallelism", json={"max_parallelism": 501})  # up to 500 (core/headroom.py)
 
     assert {k: changed.json()[k] for k in stored} == {**stored, "max_parallelism": 8, "throttle_threshold": 0.75}
     assert changed.json()["effective"]["tokens_per_window"] == int(stored["target_tpm"] * 0.75)
     assert aws.client("ssm").get_parameter(Name=f"{settings.ssm_prefix}/max-parallelism")["Parameter"]["Value"] == "8"
     assert too_many.status_code == 422
-    assert "max_parallelism" in too_many.json()["detail"]
+    assert too_many.headers["content-type"].startswith("application/problem+json")
+    assert "max_parallelism" in too_many.json()["detail"] and "500" in too_many.json()["detail"]
     entry = api.get("/admin/audit").json()["items"][0]
     assert entry["action"] == "parallelism.update"
     assert entry["old"] == {
@@ -128,10 +129,16 @@ def test_parallelism_is_read_and_changed_in_ssm_range_checked_and_audited(
     planned = next(
         e for e in history if e["type"] == "TaskStateExited" and e["stateExitedEventDetails"]["name"] == "Plan"
     )
-    assert json.loads(planned["stateExitedEventDetails"]["output"])["plan"] == {"map_concurrency": 10, "parallelism": 8}
+    plan = json.loads(planned["stateExitedEventDetails"]["output"])["plan"]
+    assert {k: plan[k] for k in ("map_concurrency", "parallelism", "calls_per_invocation")} == {
+        "map_concurrency": 10,
+        "parallelism": 8,
+        "calls_per_invocation": 1,
+    }
     assert api.get(f"/validations/{vid}").json()["parallelism"] == {
         "effective": 8,
         "planned": 8,
         "map_concurrency": 10,
         "reason": "max_parallelism",
+        "calls_per_invocation": 1,
     }

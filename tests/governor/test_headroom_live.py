@@ -1,0 +1,93 @@
+"""Headroom through the whole stack (core/headroom.py): one validation with more calls in
+flight than the inline Map's 40 iterations, counted by the simulator, and a live lowering
+of max-parallelism that reaches invocations running several calls at once."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from app.settings import Settings
+from lambdas.validate_chunk.handler import lambda_handler  # noqa: F401 - imported here once, not by 24 threads at once
+from local.simulator.server import SimulatorServer
+from tests.conftest import Aws, HeldCalls, MakeApi, lines_document, set_parallelism, wait_for, wait_for_status
+
+NO_SECRET = {"id": "no-secret", "text": "No line may contain the word secret."}
+
+
+def _budget_spent(aws: Aws, settings: Settings) -> int:
+    """granted − returned on the governor's budget item: the tokens validators sent."""
+    item: dict[str, Any] = aws.client("dynamodb").get_item(
+        TableName=settings.table("governor"), Key={"pk": {"S": "budget"}, "sk": {"S": "tokens"}}, ConsistentRead=True
+    )["Item"]
+    return int(item["granted"]["N"]) - int(item.get("returned", {"N": "0"})["N"])
+
+
+@pytest.mark.slow(20)
+def test_one_validation_holds_more_than_forty_calls_in_flight_and_lowering_shrinks_it_live(
+    make_api: MakeApi,
+    aws: Aws,
+    settings: Settings,
+    simulator: SimulatorServer,
+    hold_calls: Callable[[int], HeldCalls],
+) -> None:
+    limit = 20_000_000  # the budget's burst holds every call at once: the call slots alone bound them
+    aws.client("ssm").put_parameter(
+        Name=f"{settings.ssm_prefix}/target-tpm", Value=str(limit), Type="String", Overwrite=True
+    )
+    simulator.reconfigure(tpm=limit, rpm=1_000_000, latency_seconds=1.0)
+    api = make_api(chunk_max_tokens=100, config_cache_seconds=1)
+    set_parallelism(aws, settings, 48)  # 24 invocations of two calls each
+    calls = hold_calls(0)  # every call waits at the model until released: the slots alone decide how many
+
+    documents = [{"name": f"part-{i}.txt", "content": lines_document(300)} for i in range(3)]
+    answer = api.post("/validations", json={"documents": documents, "rules": [NO_SECRET], "reuse": False})
+    assert answer.status_code == 202, answer.text
+    vid, total = answer.json()["id"], answer.json()["progress"]["total"]
+    wait_for(lambda: calls.waiting == 48, timeout=90, what="48 calls of one validation held at once")
+    planned = api.get(f"/validations/{vid}").json()["parallelism"]
+    assert api.patch("/admin/parallelism", json={"max_parallelism": 2}).status_code == 200  # while they are held
+    calls.release()  # the 48 reach the simulator together and stay there its latency (1 s)
+    wait_for(lambda: simulator.stats.peak_in_flight > 40, timeout=30, what="the simulator to count them")
+    peak_before = simulator.stats.peak_in_flight
+
+    def succeeded() -> int:
+        return int(api.get(f"/validations/{vid}").json()["progress"]["succeeded"])
+
+    # Within a cache period plus a call, invocations shrink to one call each and the slots to two.
+    wait_for(
+        lambda: api.get(f"/validations/{vid}").json()["parallelism"]["effective"] == 2,
+        timeout=60,
+        what="parallelism 2 shown",
+    )
+    wait_for(lambda: simulator.stats.in_flight <= 2, timeout=60, what="the calls started before the change to end")
+    simulator.simulator.reset_peak()
+    before = succeeded()
+    wait_for(lambda: succeeded() >= before + 4, timeout=60, what="four more parts at the new limit")
+    peak_after = simulator.stats.peak_in_flight
+    assert api.delete(f"/validations/{vid}").status_code in (200, 202)
+    wait_for_status(api, vid, statuses=("CANCELLED",))
+
+    assert total > 48 + 4
+    assert planned == {
+        "effective": 48,
+        "planned": 48,
+        "map_concurrency": 24,
+        "calls_per_invocation": 2,
+        "reason": "max_parallelism",
+    }
+    assert calls.peak_waiting == 48  # the limit was reached, never passed
+    assert peak_before > 40  # one validation, more calls in flight than the Map has iterations
+    assert peak_after <= 2
+    # Every call had its own grant: once the stopped invocations have closed their leases, what
+    # the budget granted and did not get back is what the simulator admitted (exact when no
+    # attempt failed without an answer; such an attempt keeps its grant).
+    usage = api.get(f"/validations/{vid}").json()["usage"]
+    assert usage["attempts"] == usage["model_calls"]
+    wait_for(
+        lambda: _budget_spent(aws, settings) == sum(tokens for _, tokens in simulator.stats.admitted),
+        timeout=30,
+        what="every grant sent or given back",
+    )
