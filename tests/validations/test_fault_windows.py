@@ -651,3 +651,5 @@ def test_a_disabled_owners_queued_run_that_reaches_admit_is_cancelled_not_admitt
     assert item(lab.aws, table, {"id": blocker})["status"] == "FAILED"
     bucket = lab.bucket(case.owner)
     assert (int(bucket["running"]), int(bucket["queued"])) == (0, 0), bucket
+    retried = lab.api.post(f"/validations/{blocker}/retry")  # an admin's retry admits nothing of theirs either
+    assert retried.status_code == 409 and retried.json()["field"] == "owner", retried.text
