@@ -38,6 +38,11 @@ class UserService:
         user = await self.store.get(user_id)
         return (None, "queue") if user is None else (user.quota, user.on_limit)
 
+    async def disabled(self, user_id: str) -> bool:
+        """Whether the user exists and is disabled (one read)."""
+        user = await self.store.get(user_id)
+        return user is not None and user.disabled
+
     async def principal_of_user(self, user_id: str, key_hash: str) -> Principal | None:
         """The user now, if `key_hash` is still its current key and it is not disabled (one read)."""
         user = await self.store.get(user_id)

@@ -664,6 +664,12 @@ class ValidationService:
         if not todo and not combine:
             raise Conflict(f"Nothing to retry: every part and file of {validation_id} has a result.")
         cost = sum(p.estimate for p in todo) + sum(files[i].combine_estimate for i in combine)
+        if principal.user_id != validation.owner and await self.users.disabled(validation.owner):
+            # Only an admin gets here (the owner's key stops working): nothing of theirs is admitted.
+            raise Conflict(
+                f"The owner of validation {validation_id} is disabled; enable the user to retry it.",
+                field="owner",
+            )
         if validation.notify_pending:  # the last run's end was not announced (its writer died): first that
             try:
                 await self._notify_ended(validation_id, validation.run)

@@ -41,3 +41,13 @@ def test_the_principal_carries_role_quota_and_policy() -> None:
         Quota(50_000, 10_000, 2),
         "reject",
     )
+
+
+def test_a_quota_stored_before_max_queued_gets_the_configured_default() -> None:
+    """Users stored before `max_queued` existed: the deployment's DEFAULT_MAX_QUEUED, not a constant."""
+    assert User.of(STORED, default_max_queued=7).quota.max_queued == 7
+    own = {
+        **STORED,
+        "quota": {"capacity_tokens": 50_000, "refill_tokens_per_minute": 10_000, "max_running": 2, "max_queued": 3},
+    }
+    assert User.of(own, default_max_queued=7).quota.max_queued == 3

@@ -312,8 +312,8 @@ class Lab:
         for v in self.records(case.owner):
             where = f"{case.label}: {v['id']} {v['status']} run {v['run']}"
             assert v["status"] in TERMINAL, where
-            if v["id"] == case.waits_for:
-                assert v["status"] == "SUCCEEDED", f"{where}: the next validation did not run"
+            if v["id"] == case.waits_for:  # admitted once the run ahead ended, and run to its end
+                assert v.get("reserved_run") == 1 and "started_at" in v, f"{where}: the next one was not admitted"
             if "reserved_run" not in v:
                 continue
             assert v.get("settled_run") == v["reserved_run"], f"{where}: not settled"
@@ -484,8 +484,16 @@ def _finalize_prepare(lab: Lab, label: str) -> Case:
 
 
 def _parked(lab: Lab, cases: list[Case]) -> bool:
+    """Each `b` parked: its WaitForSlot task is waiting (its Lambda stored the token and made its
+    re-check: the last event is TaskSubmitted)."""
+    sfn = lab.aws.client("stepfunctions")
     table = lab.settings.table("validations")
-    return all("park_token" in item(lab.aws, table, {"id": case.ids["b"]}) for case in cases)
+    for case in cases:
+        arn = item(lab.aws, table, {"id": case.ids["b"]})["execution_arn"]
+        events = sfn.get_execution_history(executionArn=arn)["events"]  # a few dozen while parked
+        if not events or events[-1]["type"] != "TaskSubmitted":
+            return False
+    return True
 
 
 def _finalize_write(lab: Lab, case: Case, fault: Fault) -> Run:
@@ -643,3 +651,5 @@ def test_a_disabled_owners_queued_run_that_reaches_admit_is_cancelled_not_admitt
     assert item(lab.aws, table, {"id": blocker})["status"] == "FAILED"
     bucket = lab.bucket(case.owner)
     assert (int(bucket["running"]), int(bucket["queued"])) == (0, 0), bucket
+    retried = lab.api.post(f"/validations/{blocker}/retry")  # an admin's retry admits nothing of theirs either
+    assert retried.status_code == 409 and retried.json()["field"] == "owner", retried.text
