@@ -51,7 +51,10 @@ from core.governor import Budget
 Priority = Literal["high", "normal", "low"]
 PRIORITIES: tuple[Priority, ...] = get_args(Priority)  # highest first
 DEFAULT_PRIORITY: Priority = "normal"
-MAX_WEIGHT = 1_000  # a user's weight is a positive number up to this (quota field `weight`)
+MAX_WEIGHT = 1_000  # a user's weight is a number from MIN_WEIGHT up to this (quota field `weight`)
+# The smallest weight: 1,000,000 to 1 at most between two users, and far inside the range a
+# DynamoDB number holds (a weight of 1e-170 passed `> 0` and then failed to store: decimal underflow).
+MIN_WEIGHT = 0.001
 DEMAND_PK = "demand"
 HORIZON = 1 / 20  # of a window: how far ahead of now a reservation may queue (3 s of a minute)
 # Of a window: a demand record lapses this long after its last renewal. Long, so that a user

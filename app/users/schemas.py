@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from app.identity.principal import BOOTSTRAP_ADMIN, Principal
 from app.users.records import User
-from core.fairness import MAX_WEIGHT
+from core.fairness import MAX_WEIGHT, MIN_WEIGHT
 from core.headroom import MAX_PARALLELISM
 
 
@@ -26,7 +26,7 @@ class QuotaIn(BaseModel):
     )
     weight: float = Field(
         default=1.0,
-        gt=0,
+        ge=MIN_WEIGHT,
         le=MAX_WEIGHT,
         allow_inf_nan=False,
         description="Share of the deployment's token budget relative to other users with work waiting",

@@ -19,6 +19,8 @@ def test_weight_is_a_quota_field_defaulting_to_one_and_range_checked(api: Any) -
         api.post("/admin/users", json={"user_id": "zero", "quota": {**QUOTA, "weight": 0}}),
         api.post("/admin/users", json={"user_id": "huge", "quota": {**QUOTA, "weight": 1_001}}),
         api.patch(f"/admin/users/{plain}", json={"quota": {**QUOTA, "weight": -1}}),
+        # Positive but below MIN_WEIGHT: once a 500 (a DynamoDB number cannot hold 1e-170).
+        api.patch(f"/admin/users/{plain}", json={"quota": {**QUOTA, "weight": 6.9e-170}}),
         api.patch(f"/admin/users/{plain}", json={"quota": {**QUOTA, "weight": "heavy"}}),
     ]
     changed = api.patch(f"/admin/users/{plain}", json={"quota": {**QUOTA, "weight": 4}})
