@@ -14,12 +14,15 @@ hold more for long. Two rows, each on its own stack and simulator in the same ru
 
 Before each row a one-part warm-up validation lets the governor measure a call (its
 duration and tokens), as a running deployment has, so the controller plans with
-LATENCY-long calls, not its 3 s default. LATENCY is long because the embedded engine runs
-everything in one process and starts only a few calls per second (~4.5 on a 2-core machine,
-README): N calls in flight need N ÷ LATENCY calls started per second, here 3. Reported per
-row: peak = the most calls the simulator had in flight at once ÷ N; busiest = the most
-tokens the simulator admitted in any WINDOW-long span ÷ the limit; U = tokens admitted per
-window over the row's span ÷ the limit; 429s; parts done; the row's wall time.
+LATENCY-long calls, not its 3 s default. The limit is sized from the workload's own parts
+(their prompts counted as the simulator counts them, plus the completion allowance).
+LATENCY is long because the embedded engine runs everything in one process and starts
+only a few calls per second (README): N calls in flight need N ÷ LATENCY calls started per
+second, here 3. Reported per row: peak = the most calls the simulator had in flight at
+once ÷ N; busiest = the most tokens the simulator admitted in any WINDOW-long span ÷ the
+limit; U = tokens admitted per window from the first call's start to the last call's end
+÷ the limit; 429s; parts done; the row's wall time (to the validation's end, combine step
+and all), and how many calls started in each 20 s.
 """
 
 from __future__ import annotations
@@ -37,9 +40,10 @@ N = 120  # calls in flight the limit allows: three times an inline Map's 40
 LATENCY = 40.0  # seconds a call takes
 WINDOW = 60.0  # the limit's window: a minute
 THRESHOLD = 0.95
-PARTS = 180  # one and a half rounds of N calls: 180 one-part files (no combine step: its calls
-# of a file's tree are made one at a time, and at LATENCY each they would dominate the run)
-CHUNK_TOKENS = 100
+FILES, LINES = 12, 1_500  # 12 files of 15 parts (180: one and a half rounds of N calls); each
+# file's 15 reports fit one combine call, and the 12 combine calls run at once
+CHUNK_TOKENS = 1_500  # the default part size
+COMPLETION_TOKENS = 512  # the default completion allowance (settings' completion_max_tokens)
 BASELINE_PARALLELISM = 40
 RULES = [{"id": "no-secret", "text": "No line may contain the word secret."}]
 TERMINAL = ("SUCCEEDED", "FAILED", "CANCELLED")
@@ -47,6 +51,24 @@ TERMINAL = ("SUCCEEDED", "FAILED", "CANCELLED")
 
 def lines(count: int) -> str:
     return "".join(f"row {i}: plain value {i * 7}\n" for i in range(1, count + 1))
+
+
+def call_tokens(lines_each: int) -> float:
+    """What the simulator charges a part call of a file of `lines_each` lines, on average: its
+    prompt (as core/prompt builds it for the part) + the completion allowance."""
+    from core import prompt
+    from core.lines import decode_part
+    from core.parts import split_file
+    from core.tokens import count_message_tokens
+
+    content = lines(lines_each).encode()
+    spans = split_file("file-0.txt", content, CHUNK_TOKENS)
+    costs = []
+    for i, span in enumerate(spans):
+        view = prompt.PartView("file-0.txt", span.first_line, span.last_line, i + 1, len(spans))
+        text = decode_part(content[span.start_byte : span.end_byte], span.start_byte)
+        costs.append(count_message_tokens(prompt.part_messages(view, text, RULES, prompt.new_nonce())))
+    return sum(costs) / len(costs) + COMPLETION_TOKENS
 
 
 def submit(api: Any, files: int, lines_each: int) -> str:
@@ -92,22 +114,21 @@ def run(aws: EmbeddedAWS, parallelism: int, seconds: float | None) -> dict[str, 
             sim.base_url,
             "bh",
             chunk_max_tokens=CHUNK_TOKENS,
+            completion_max_tokens=COMPLETION_TOKENS,
             governor_window_seconds=WINDOW,
             openai_timeout_seconds=2 * LATENCY,
             lease_seconds=4 * LATENCY,  # a lease must outlive a call
             config_cache_seconds=1,
             sfn_retry_max_delay_seconds=4,
-            max_files=PARTS,
         )
         set_parameters(
             settings, {"target-tpm": config.tpm, "throttle-threshold": THRESHOLD, "max-parallelism": parallelism}
         )
         with TestClient(create_app(settings)) as api:
             api.headers.update({"Authorization": "Bearer bench"})
-            warm = wait(api, submit(api, 1, 3), timeout=10 * LATENCY)  # one part: the governor measures a call
+            warm = wait(api, submit(api, 1, 95), timeout=10 * LATENCY)  # one part: the governor measures a call
             assert warm["status"] == "SUCCEEDED", warm
-            call_tokens = sum(t for _, t in sim.stats.admitted) / len(sim.stats.admitted)
-            limit = math.ceil(N * call_tokens * WINDOW / LATENCY / THRESHOLD)
+            limit = math.ceil(N * call_tokens(LINES) * WINDOW / LATENCY / THRESHOLD)
             set_parameters(settings, {"target-tpm": limit})
             sim.reconfigure(tpm=limit)  # fresh buckets at the limit
             time.sleep(2 * settings.config_cache_seconds)  # the Lambdas' cached SSM values expire
@@ -115,7 +136,7 @@ def run(aws: EmbeddedAWS, parallelism: int, seconds: float | None) -> dict[str, 
             sim.simulator.reset_peak()
 
             started = time.monotonic()
-            vid = submit(api, PARTS, 3)
+            vid = submit(api, FILES, LINES)
             done = wait(api, vid, timeout=seconds if seconds is not None else 30 * LATENCY)
             elapsed = time.monotonic() - started
             if done["status"] not in TERMINAL:  # the baseline's time is up
@@ -136,7 +157,7 @@ def run(aws: EmbeddedAWS, parallelism: int, seconds: float | None) -> dict[str, 
             "map": done["parallelism"]["map_concurrency"],
             "peak": sim.stats.peak_in_flight / N,
             "busiest": busiest_window(admitted) / limit,
-            "U": sum(t for _, t in admitted) / (elapsed / WINDOW) / limit,
+            "U": sum(t for _, t in admitted) / ((max(t for t, _ in admitted) + LATENCY - t0) / WINDOW) / limit,
             "rate_limited": sim.stats.rate_limited,
             "limit": limit,
             "seconds": elapsed,
@@ -145,7 +166,7 @@ def run(aws: EmbeddedAWS, parallelism: int, seconds: float | None) -> dict[str, 
 
 def main() -> None:
     print(
-        f"\n## Headroom (one validation of {PARTS} parts; {LATENCY:.0f} s calls; a limit for N = {N} "
+        f"\n## Headroom (one validation of {FILES} files, 15 parts each; {LATENCY:.0f} s calls; a limit for N = {N} "
         f"calls in flight, threshold {THRESHOLD})"
     )
     with EmbeddedAWS() as aws:
