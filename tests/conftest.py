@@ -300,18 +300,27 @@ def settings(embedded_aws: EmbeddedAWS, simulator: SimulatorServer) -> Settings:
     The governor's target is the simulator's limit (provisioning keeps a parameter that
     exists), so tests not about the TPM budget are not slowed by the 50,000 TPM default.
     """
-    settings = settings_of(
-        aws_endpoint_url=embedded_aws.endpoint_url,
-        name_prefix=f"t{uuid.uuid4().hex[:8]}",
-        ssm_prefix=f"/t{uuid.uuid4().hex[:8]}",
-        admin_api_key=SecretStr(ADMIN_KEY),
-        openai_base_url=simulator.base_url,
-        openai_model="simulator",
-        sfn_retry_interval_seconds=1,
-        sfn_retry_max_attempts=4,
-        sfn_retry_max_delay_seconds=2,
-    )
-    target_the_simulators_limit(embedded_aws.endpoint_url, settings, simulator)
+    return local_settings(embedded_aws.endpoint_url, simulator)
+
+
+def local_settings(endpoint_url: str, simulator: SimulatorServer, letter: str = "t", **overrides: Any) -> Settings:
+    """Local-mode settings for a deployment of its own on the embedded AWS at `endpoint_url`
+    (names from `letter` and a random suffix), with the model at `simulator` and short Step
+    Functions retries; the governor targets the simulator's limit. `overrides` win."""
+    prefix = f"{letter}{uuid.uuid4().hex[:8]}"
+    values: dict[str, Any] = {
+        "aws_endpoint_url": endpoint_url,
+        "name_prefix": prefix,
+        "ssm_prefix": f"/{prefix}",
+        "admin_api_key": SecretStr(ADMIN_KEY),
+        "openai_base_url": simulator.base_url,
+        "openai_model": "simulator",
+        "sfn_retry_interval_seconds": 1,
+        "sfn_retry_max_attempts": 4,
+        "sfn_retry_max_delay_seconds": 2,
+    }
+    settings = settings_of(**{**values, **overrides})
+    target_the_simulators_limit(endpoint_url, settings, simulator)
     return settings
 
 

@@ -20,7 +20,6 @@ import httpx
 import pytest
 from botocore.exceptions import ClientError
 from fastapi import FastAPI
-from pydantic import SecretStr
 
 from app.health.readiness import Readiness
 from app.main import create_app
@@ -29,7 +28,7 @@ from local.aws.server import EmbeddedAWS
 from local.serving import ThreadedServer
 from local.simulator.app import SimulatorConfig
 from local.simulator.server import SimulatorServer
-from tests.conftest import ADMIN, ADMIN_KEY, settings_of, target_the_simulators_limit
+from tests.conftest import ADMIN, local_settings
 from tests.events.sse import Message, parse
 
 pytestmark = pytest.mark.xdist_group("hostile-api")  # one server for the module, on one worker
@@ -52,17 +51,11 @@ class Served:
 @pytest.fixture(scope="module")
 def served(embedded_aws: EmbeddedAWS) -> Iterator[Served]:
     with SimulatorServer(SimulatorConfig(latency_seconds=0.01)) as simulator:
-        prefix = f"h{uuid.uuid4().hex[:8]}"
-        settings = settings_of(
-            aws_endpoint_url=embedded_aws.endpoint_url,
-            name_prefix=prefix,
-            ssm_prefix=f"/{prefix}",
-            admin_api_key=SecretStr(ADMIN_KEY),
-            openai_base_url=simulator.base_url,
-            openai_model="simulator",
-            sfn_retry_interval_seconds=1,
+        settings = local_settings(
+            embedded_aws.endpoint_url,
+            simulator,
+            "h",
             sfn_retry_max_attempts=2,
-            sfn_retry_max_delay_seconds=2,
             cancel_settle_seconds=0,
             max_streams=2,
             auth_failures_per_minute=3,
@@ -70,7 +63,6 @@ def served(embedded_aws: EmbeddedAWS) -> Iterator[Served]:
             sse_heartbeat_seconds=1,
             readiness_cache_seconds=3600,  # cached for the whole module: the tests count calls, not time
         )
-        target_the_simulators_limit(embedded_aws.endpoint_url, settings, simulator)
         app = create_app(settings)
         server = ThreadedServer(app, lifespan="on").start()
         try:

@@ -29,14 +29,12 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from pydantic import SecretStr
 
 from app.main import create_app
 from app.settings import Settings
@@ -57,12 +55,10 @@ from local.simulator.app import SimulatorConfig
 from local.simulator.server import SimulatorServer
 from tests.conftest import (
     ADMIN,
-    ADMIN_KEY,
     Aws,
     HeldCalls,
+    local_settings,
     make_user,
-    settings_of,
-    target_the_simulators_limit,
     wait_for,
 )
 from tests.faults import MODES, Faults, Mode, Run
@@ -552,17 +548,10 @@ def _faulted(lab: Lab, name: str, window: Window) -> Iterator[Case]:
 def lab(embedded_aws: EmbeddedAWS) -> Iterator[Lab]:
     """One deployment for every window (the cases of each use their own users)."""
     with SimulatorServer(SimulatorConfig(latency_seconds=0.01)) as simulator, receiver() as hook:
-        prefix = f"w{uuid.uuid4().hex[:8]}"
-        settings = settings_of(
-            aws_endpoint_url=embedded_aws.endpoint_url,
-            name_prefix=prefix,
-            ssm_prefix=f"/{prefix}",
-            admin_api_key=SecretStr(ADMIN_KEY),
-            openai_base_url=simulator.base_url,
-            openai_model="simulator",
-            sfn_retry_interval_seconds=1,
-            sfn_retry_max_attempts=4,
-            sfn_retry_max_delay_seconds=2,
+        settings = local_settings(
+            embedded_aws.endpoint_url,
+            simulator,
+            "w",
             reconcile_grace_seconds=0,
             reconcile_interval_seconds=0,  # the tests run the passes
             idempotency_claim_seconds=1,
@@ -570,10 +559,9 @@ def lab(embedded_aws: EmbeddedAWS) -> Iterator[Lab]:
             webhook_retry_max_attempts=1,
             webhook_retry_max_delay_seconds=1,
         )
-        target_the_simulators_limit(embedded_aws.endpoint_url, settings, simulator)
         # Fair share off: fewer governor calls per model call, and none of these tests is about it.
         ssm = Aws(embedded_aws.endpoint_url).client("ssm")
-        ssm.put_parameter(Name=f"/{prefix}/fair-share", Value="off", Type="String", Overwrite=True)
+        ssm.put_parameter(Name=f"{settings.ssm_prefix}/fair-share", Value="off", Type="String", Overwrite=True)
         with TestClient(create_app(settings)) as api:
             api.headers.update(ADMIN)
             lab = Lab(api, Aws(embedded_aws.endpoint_url), hook.url, simulator)

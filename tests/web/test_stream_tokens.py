@@ -19,7 +19,6 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
-from pydantic import SecretStr
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
@@ -32,7 +31,7 @@ from local.aws.server import EmbeddedAWS
 from local.serving import ThreadedServer
 from local.simulator.app import SimulatorConfig
 from local.simulator.server import SimulatorServer
-from tests.conftest import ADMIN, ADMIN_KEY, Aws, settings_of, target_the_simulators_limit, wait_for
+from tests.conftest import ADMIN, Aws, local_settings, wait_for
 from tests.events.sse import Message, parse, read
 
 pytestmark = pytest.mark.xdist_group("stream-tokens")  # one server for the module, on one worker
@@ -59,22 +58,15 @@ class Served:
 @pytest.fixture(scope="module")
 def served(embedded_aws: EmbeddedAWS) -> Iterator[Served]:
     with SimulatorServer(SimulatorConfig(latency_seconds=0.01)) as simulator:
-        prefix = f"s{uuid.uuid4().hex[:8]}"
-        settings = settings_of(
-            aws_endpoint_url=embedded_aws.endpoint_url,
-            name_prefix=prefix,
-            ssm_prefix=f"/{prefix}",
-            admin_api_key=SecretStr(ADMIN_KEY),
-            openai_base_url=simulator.base_url,
-            openai_model="simulator",
-            sfn_retry_interval_seconds=1,
+        settings = local_settings(
+            embedded_aws.endpoint_url,
+            simulator,
+            "s",
             sfn_retry_max_attempts=2,
-            sfn_retry_max_delay_seconds=2,
             cancel_settle_seconds=0,
             sse_poll_seconds=0.2,
             sse_heartbeat_seconds=1,
         )
-        target_the_simulators_limit(embedded_aws.endpoint_url, settings, simulator)
         app = create_app(settings)
         server = ThreadedServer(app, lifespan="on").start()
         try:
