@@ -178,6 +178,20 @@ class Aws:
         }
         return self.state_machine({"StartAt": "Fan", "States": {"Fan": fan}})
 
+    def parking_machine(self, timeout_seconds: int = 604800) -> str:
+        """One `.waitForTaskToken` task (by default the 7-day timeout of the queue's WaitForSlot)
+        whose Lambda (tests/local_aws/handlers.park) keeps its token under `$.probe`."""
+        function_arn = self.function("tests.local_aws.handlers.park")
+        park = {
+            "Type": "Task",
+            "Resource": "arn:aws:states:::lambda:invoke.waitForTaskToken",
+            "Parameters": {"FunctionName": function_arn, "Payload": {"probe.$": "$.probe", "token.$": "$$.Task.Token"}},
+            "TimeoutSeconds": timeout_seconds,
+            "ResultPath": "$.woken",
+            "End": True,
+        }
+        return self.state_machine({"StartAt": "Park", "States": {"Park": park}})
+
     def start(self, machine_arn: str, payload: dict[str, Any]) -> str:
         started = self.client("stepfunctions").start_execution(
             stateMachineArn=machine_arn, name=uuid.uuid4().hex, input=json.dumps(payload)

@@ -129,24 +129,7 @@ def test_past_max_queued_a_submission_is_429_and_a_cancel_or_a_higher_max_runnin
 
 def _parked_execution(aws: Aws) -> tuple[str, str]:
     """A real execution parked on a task token (the token is what the WaitForSlot task would get)."""
-    function_arn = aws.function("tests.local_aws.handlers.park")
-    machine = aws.state_machine(
-        {
-            "StartAt": "Park",
-            "States": {
-                "Park": {
-                    "Type": "Task",
-                    "Resource": "arn:aws:states:::lambda:invoke.waitForTaskToken",
-                    "Parameters": {
-                        "FunctionName": function_arn,
-                        "Payload": {"probe.$": "$.probe", "token.$": "$$.Task.Token"},
-                    },
-                    "TimeoutSeconds": 600,
-                    "End": True,
-                }
-            },
-        }
-    )
+    machine = aws.parking_machine(timeout_seconds=600)
     name = uuid.uuid4().hex
     execution = aws.start(machine, {"probe": name})
     return execution, wait_for(lambda: parked_tokens[name] and parked_tokens[name][0], what="a task token")

@@ -271,35 +271,12 @@ def test_known_accounts_are_served_without_the_global_backend_lock(aws: Aws, mon
     assert lock.taken == 0
 
 
-def _parking_machine(aws: Aws) -> str:
-    """One `.waitForTaskToken` task (7-day timeout, as the queue's WaitForSlot) whose Lambda keeps its token."""
-    function_arn = aws.function("tests.local_aws.handlers.park")
-    return aws.state_machine(
-        {
-            "StartAt": "Park",
-            "States": {
-                "Park": {
-                    "Type": "Task",
-                    "Resource": "arn:aws:states:::lambda:invoke.waitForTaskToken",
-                    "Parameters": {
-                        "FunctionName": function_arn,
-                        "Payload": {"probe.$": "$.probe", "token.$": "$$.Task.Token"},
-                    },
-                    "TimeoutSeconds": 604800,
-                    "ResultPath": "$.woken",
-                    "End": True,
-                }
-            },
-        }
-    )
-
-
 def test_a_parked_task_resumes_on_send_task_success_and_adds_no_history_while_waiting(aws: Aws) -> None:
     from tests.local_aws.handlers import parked_tokens
 
     sfn = aws.client("stepfunctions")
     name = uuid.uuid4().hex
-    execution = aws.start(_parking_machine(aws), {"probe": name})
+    execution = aws.start(aws.parking_machine(), {"probe": name})
     wait_for(lambda: parked_tokens[name], what="the task's Lambda to get its token")
     wait_for(
         lambda: sfn.get_execution_history(executionArn=execution)["events"][-1]["type"] == "TaskSubmitted",
@@ -329,7 +306,7 @@ def test_stop_execution_aborts_an_execution_parked_on_a_task_token(aws: Aws) -> 
     sfn = aws.client("stepfunctions")
     name = uuid.uuid4().hex
     first_thread = len(TMP_THREADS)
-    execution = aws.start(_parking_machine(aws), {"probe": name})
+    execution = aws.start(aws.parking_machine(), {"probe": name})
     wait_for(lambda: parked_tokens[name], what="the task's Lambda to get its token")
 
     sfn.stop_execution(executionArn=execution, error="Cancelled", cause="test")
