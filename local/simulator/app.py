@@ -1,14 +1,18 @@
 """An OpenAI-compatible chat completions server for local mode, tests and benchmarks.
 
 `POST /v1/chat/completions` answers core/prompt.py's part and combine calls with JSON
-following their `response_format`, with verdicts from verdicts.py; enforces RPM/TPM like
-OpenAI (limits.py); can add latency and inject errors at random, and scripted faults in
-order (faults.py). Like a model, it stops at `max_tokens` (or `max_completion_tokens`):
-a longer answer comes back cut to its first `max_tokens` tokens, with finish_reason
-"length" and `completion_tokens` = `max_tokens`. `GET /_simulator/stats` reports what it
+following their `response_format`, with verdicts from verdicts.py, wrong on purpose at
+the configured rates the way real models are (mistakes.py; noiseless by default);
+enforces RPM/TPM like OpenAI (limits.py); can add latency and inject errors at random,
+and scripted faults in order (faults.py). Like a model, it stops at `max_tokens` (or
+`max_completion_tokens`): a longer answer comes back cut to its first `max_tokens`
+tokens, with finish_reason "length" and `completion_tokens` = `max_tokens`. `GET /_simulator/stats` reports what it
 saw: requests, 429s, admitted tokens, calls in flight and their peak, calls of each kind,
-cut answers, faults injected, and the tokens OpenAI would bill (prompt + completion of
-every answered call; a 429 or an injected 500 bills nothing).
+cut answers, faults injected, the tokens OpenAI would bill (prompt + completion of
+every answered call; a 429 or an injected 500 bills nothing), the mistakes made of each
+kind and, over answered part calls, the findings of the noiseless verdicts, of the
+answers after mistakes, and the line-exact ones among the latter (mistakes.py says how
+they are counted: before the scripted fault).
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import random
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 import tiktoken
@@ -27,9 +31,9 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from core.tokens import ENCODING, count_message_tokens
-from local.simulator import faults
+from local.simulator import faults, mistakes
 from local.simulator.limits import RateLimits
-from local.simulator.verdicts import COMBINE, Call, read_call, verdicts
+from local.simulator.verdicts import COMBINE, PART, Call, read_call, verdicts
 
 MODEL_NAME = "simulator"
 
@@ -46,6 +50,21 @@ class SimulatorConfig:
     seed: int | None = None
     faults: list[str] = field(default_factory=list)  # scripted faults, in order (faults.py)
     api_key: str | None = None  # when set, a call without `Authorization: Bearer <api_key>` is 401, as OpenAI answers
+    # Mistakes on purpose (mistakes.py): the chance of each, per text finding (invent: per call).
+    misnumber_rate: float = 0.0
+    invent_rate: float = 0.0
+    miss_rate: float = 0.0
+    respace_rate: float = 0.0
+    mistake_seed: int = 0  # mixed into every call's draws; the draws never depend on `seed`
+
+    def mistake_rates(self) -> mistakes.Rates:
+        """The mistakes' rates and seed; ValueError when a rate is outside 0.0-1.0."""
+        return mistakes.Rates(
+            self.misnumber_rate, self.invent_rate, self.miss_rate, self.respace_rate, self.mistake_seed
+        )
+
+
+_MISTAKE_FIELDS = frozenset({"misnumber_rate", "invent_rate", "miss_rate", "respace_rate", "mistake_seed"})
 
 
 @dataclass
@@ -64,6 +83,10 @@ class Stats:
     faults_injected: int = 0
     billed_tokens: int = 0  # prompt + completion tokens of answered calls
     unauthorized: int = 0  # calls refused for a missing or wrong key (401)
+    mistakes: dict[str, int] = field(default_factory=lambda: dict.fromkeys(mistakes.KINDS, 0))
+    truth_findings: int = 0  # over answered part calls: the noiseless verdicts' findings,
+    emitted_findings: int = 0  # the findings after mistakes (before the scripted fault),
+    exact_findings: int = 0  # and those of them at a noiseless finding's lines, not invented
 
     def snapshot(self) -> dict[str, Any]:
         with self.lock:
@@ -80,18 +103,31 @@ class Stats:
                 "faults_injected": self.faults_injected,
                 "billed_tokens": self.billed_tokens,
                 "unauthorized": self.unauthorized,
+                "mistakes": dict(self.mistakes),
+                "truth_findings": self.truth_findings,
+                "emitted_findings": self.emitted_findings,
+                "exact_findings": self.exact_findings,
             }
 
 
 class Simulator:
     def __init__(self, config: SimulatorConfig | None = None) -> None:
         self.config = config or SimulatorConfig()
+        self.config.mistake_rates()  # a bad rate fails here, not at the first call
         self.limits = RateLimits(self.config.rpm, self.config.tpm, self.config.window_seconds)
         self.stats = Stats()
         self.faults = faults.FaultQueue(self.config.faults)
         self._random = random.Random(self.config.seed)
 
     def reconfigure(self, **changes: Any) -> None:
+        """Change config fields; a bad fault entry or mistake rate raises before anything changes.
+        Only a change of `seed` re-seeds the random errors; the mistakes are seeded per call."""
+        unknown = sorted(changes.keys() - {f.name for f in fields(self.config)})
+        if unknown:
+            raise ValueError(f"unknown simulator setting(s): {', '.join(unknown)}")
+        mistaken = {name: changes[name] for name in changes if name in _MISTAKE_FIELDS}
+        if mistaken:
+            replace(self.config, **mistaken).mistake_rates()
         if "faults" in changes:  # replaces the queue; a bad entry raises before anything changes
             self.faults.replace(changes["faults"])
             changes["faults"] = list(changes["faults"])
@@ -156,13 +192,22 @@ class Simulator:
                 self.stats.in_flight -= 1
 
     def _answer(self, call: Call, prompt_tokens: int, max_tokens: int, headers: dict[str, str]) -> JSONResponse:
+        truth = verdicts(call)
+        made = mistakes.make(self.config.mistake_rates(), call, truth)
         fault = self.faults.take(call.kind)
-        content, completion_tokens, finish_reason = answer(call, fault, max_tokens)
+        content, completion_tokens, finish_reason = answer(call, fault, max_tokens, made.results)
         with self.stats.lock:
             if call.kind == COMBINE:
                 self.stats.combine_calls += 1
             else:
                 self.stats.part_calls += 1
+            for kind, count in made.counts.items():
+                self.stats.mistakes[kind] += count
+            if call.kind == PART:
+                truth_findings, emitted, exact = made.scores(truth)
+                self.stats.truth_findings += truth_findings
+                self.stats.emitted_findings += emitted
+                self.stats.exact_findings += exact
             self.stats.cut_answers += finish_reason == "length"
             self.stats.faults_injected += fault is not None
             self.stats.billed_tokens += prompt_tokens + completion_tokens
@@ -202,9 +247,12 @@ class Simulator:
         )
 
 
-def answer(call: Call, fault: str | None, max_tokens: int) -> tuple[str, int, str]:
-    """(content, completion_tokens, finish_reason) of the answer to a call, with its scripted fault."""
-    content = json.dumps({"results": faults.apply(fault, call, verdicts(call))})
+def answer(
+    call: Call, fault: str | None, max_tokens: int, results: list[dict[str, Any]] | None = None
+) -> tuple[str, int, str]:
+    """(content, completion_tokens, finish_reason) of the answer to a call, with its scripted fault;
+    `results` the verdicts before the fault (the noiseless ones when None)."""
+    content = json.dumps({"results": faults.apply(fault, call, verdicts(call) if results is None else results)})
     if fault == faults.MALFORMED:
         content = faults.MALFORMED_PREFIX + content
     encoding = tiktoken.get_encoding(ENCODING)  # core.tokens' encoding, cached by tiktoken

@@ -6,7 +6,9 @@ the product's), so a product bug in the format shows up as a wrong verdict:
 - the call is a **combine** call when `response_format.json_schema.name` is
   "file_verdicts", a **part** call when it is "part_verdicts"; without that name, a
   combine call when the user message declares a REPORTS block, else a part call;
-- the rules come only from the user message's first line, when it starts with
+- only the first user message is read (a re-ask's later messages, the first answer and
+  the note, change no verdict: only mistakes.py's draws);
+- the rules come only from that message's first line, when it starts with
   `Rules (JSON): `;
 - the nonce comes only from the declaration line, a whole line of the form
   `The text to check is between the lines TEXT-<nonce> and END-TEXT-<nonce>.` (part) or
@@ -17,27 +19,36 @@ the product's), so a product bug in the format shows up as a wrong verdict:
   in a combine call, one JSON object per line (others are ignored). The CONTEXT block
   (a CSV header row) is never judged and its lines are never cited.
 
-Part calls, per rule (WORD matches case-insensitively; messages quote WORD as the rule
-writes it):
+Part calls, per rule (WORD matches case-insensitively, as `re.IGNORECASE` matches;
+messages quote WORD as the rule writes it; a line's "quote" is its content as shown,
+without the "N| " prefix, or, when that content is longer than 200 characters, the 200
+characters of it starting 80 characters before WORD's first match, moved to end at the
+content's end when fewer follow, and later when WORD is longer than 120 characters):
 - a rule whose text contains `must not contain "WORD"` gets one finding per shown line
-  holding WORD (`line` = `end_line` = that line, message `contains "WORD"`); it passes
-  iff there is none; evidence "";
+  holding WORD, `{"line": n, "end_line": n, "kind": "text", "quote": <that line's
+  quote>, "message": 'contains "WORD"'}`; it passes iff there is none; evidence [];
 - a rule with `must contain "WORD"` passes when a shown line holds WORD, with evidence
-  `holds "WORD" at line N` (the first such line); otherwise it fails with one finding
-  spanning the shown lines (`line` = first shown, `end_line` = last shown, message
-  `does not contain "WORD"`) and evidence "";
-- any other rule passes, with no findings and evidence "".
+  `[{"line": N, "quote": <line N's quote>, "note": 'holds "WORD"'}]` (N the first such
+  line); otherwise it fails with one finding `{"line": <first shown>, "end_line": <last
+  shown>, "kind": "absence", "quote": "", "message": 'does not contain "WORD"'}` and
+  evidence [];
+- any other rule passes, with findings [] and evidence [].
 
 Combine calls, per rule:
-- `must contain "WORD"` passes with keep [] when any report passed that rule (evidence:
-  the first passing report's evidence); otherwise it fails with keep [] and one new
-  finding spanning the reports' lines (the first report's first line to the last
-  report's last line), message `the file does not contain "WORD"`, evidence "";
+- `must contain "WORD"` (and not `must not contain`) passes with keep [] when any report
+  passed that rule (`"passed": true`), with evidence the first passing report's
+  `evidence` items for it copied as shown (`line`, `quote`, `note`; an item without an
+  integer line or a string quote is left out), findings []; otherwise it fails with keep
+  [], evidence [] and one finding `{"line": <the first report's first line>, "end_line":
+  <the last report's last line>, "kind": "absence", "quote": "", "message": 'the file
+  does not contain "WORD"'}`;
 - any other rule (`must not contain` included) keeps every report whose `findings` count
-  for that rule is above 0, adds no finding, and passes iff it keeps none; evidence "".
+  for that rule is above 0, adds no finding, and passes iff it keeps none; evidence [].
 
 When a prompt shows no text line (or no report), a span that needs one cites line 1.
-Same input, same answer.
+Same input, same answer: these are the noiseless verdicts. mistakes.py then makes the
+mistakes a real model makes, at the configured rates (none by default), and faults.py
+the scripted faults.
 """
 
 from __future__ import annotations
@@ -50,6 +61,9 @@ from typing import Any, Literal
 PART: Literal["part"] = "part"
 COMBINE: Literal["combine"] = "combine"
 CallKind = Literal["part", "combine"]
+TEXT, ABSENCE = "text", "absence"
+QUOTE_CHARS = 200  # the most a quote holds, as the prompt asks
+QUOTE_LEAD = 80  # characters of a long line kept before WORD in its quote
 
 _RULES_MARKER = "Rules (JSON): "  # written here, not imported: the model reads what it is shown
 _SCHEMA_KINDS: dict[str, CallKind] = {"part_verdicts": PART, "file_verdicts": COMBINE}
@@ -70,6 +84,7 @@ class Call:
     rules: list[dict[str, str]]
     lines: list[tuple[int, str]] = field(default_factory=list)  # part: the text lines shown
     reports: list[dict[str, Any]] = field(default_factory=list)  # combine: the reports, in order
+    later: tuple[str, ...] = ()  # the content of every message after the first user message (a re-ask's)
 
     @property
     def span(self) -> tuple[int, int]:
@@ -83,16 +98,18 @@ class Call:
 
 def read_call(body: dict[str, Any]) -> Call:
     """The call a chat completion request makes, read from its first user message."""
-    messages = body.get("messages") or []
-    user = next((str(m.get("content", "")) for m in messages if m.get("role") == "user"), "")
+    messages = [m for m in body.get("messages") or [] if isinstance(m, dict)]
+    at = next((i for i, m in enumerate(messages) if m.get("role") == "user"), len(messages))
+    user = str(messages[at].get("content", "")) if at < len(messages) else ""
+    later = tuple(str(m.get("content", "")) for m in messages[at + 1 :])
     lines = user.split("\n")  # the builders join with "\n"; other separators are part of a line
     rules = _read_rules(lines[0])
     schema = str(((body.get("response_format") or {}).get("json_schema") or {}).get("name", ""))
     reports = _block(lines, _REPORTS_DECLARATION, "REPORTS")
     kind = _SCHEMA_KINDS.get(schema) or (PART if reports is None else COMBINE)
     if kind == COMBINE:
-        return Call(kind, rules, reports=_read_reports(reports or []))
-    return Call(kind, rules, lines=_read_numbered(_block(lines, _TEXT_DECLARATION, "TEXT") or []))
+        return Call(kind, rules, reports=_read_reports(reports or []), later=later)
+    return Call(kind, rules, lines=_read_numbered(_block(lines, _TEXT_DECLARATION, "TEXT") or []), later=later)
 
 
 def _read_rules(first_line: str) -> list[dict[str, str]]:
@@ -147,29 +164,51 @@ def _read_reports(block: list[str]) -> list[dict[str, Any]]:
 
 
 def verdicts(call: Call) -> list[dict[str, Any]]:
-    """The answer's `results`, one verdict per rule asked, in the rules' order."""
+    """The answer's `results`, one verdict per rule asked, in the rules' order: the noiseless verdicts."""
     judge = _judge_part if call.kind == PART else _judge_combine
     return [judge(rule, call) for rule in call.rules]
 
 
-def _finding(line: int, end_line: int, message: str) -> dict[str, Any]:
-    return {"line": line, "end_line": end_line, "message": message}
+def text_finding(line: int, end_line: int, quote: str, message: str) -> dict[str, Any]:
+    return {"line": line, "end_line": end_line, "kind": TEXT, "quote": quote, "message": message}
+
+
+def absence_finding(span: tuple[int, int], message: str) -> dict[str, Any]:
+    return {"line": span[0], "end_line": span[1], "kind": ABSENCE, "quote": "", "message": message}
+
+
+def line_quote(content: str, at: int = 0, length: int = 0) -> str:
+    """A shown line's quote: all of it when it fits in QUOTE_CHARS, else the QUOTE_CHARS characters
+    from QUOTE_LEAD before the match at `at` (of `length` characters): never before the line's
+    start, never past its end, and later when the match would not end inside."""
+    if len(content) <= QUOTE_CHARS:
+        return content
+    start = max(0, at + length - QUOTE_CHARS, min(at - QUOTE_LEAD, len(content) - QUOTE_CHARS))
+    return content[start : start + QUOTE_CHARS]
+
+
+def _holding(word: str, lines: list[tuple[int, str]]) -> list[tuple[int, str]]:
+    """(line, quote) of every shown line holding `word`, case-insensitively."""
+    pattern = re.compile(re.escape(word), re.IGNORECASE)
+    return [
+        (n, line_quote(content, m.start(), len(m.group()))) for n, content in lines if (m := pattern.search(content))
+    ]
 
 
 def _judge_part(rule: dict[str, str], call: Call) -> dict[str, Any]:
     text = str(rule.get("text", ""))
     findings: list[dict[str, Any]] = []
-    evidence = ""
+    evidence: list[dict[str, Any]] = []
     if m := _MUST_NOT.search(text):
         word = m.group(1)
-        findings = [_finding(n, n, f'contains "{word}"') for n, line in call.lines if word.lower() in line.lower()]
+        findings = [text_finding(n, n, quote, f'contains "{word}"') for n, quote in _holding(word, call.lines)]
     elif m := _MUST.search(text):
         word = m.group(1)
-        holding = next((n for n, line in call.lines if word.lower() in line.lower()), None)
-        if holding is None:
-            findings = [_finding(*call.span, f'does not contain "{word}"')]
+        holding = _holding(word, call.lines)
+        if holding:
+            evidence = [{"line": holding[0][0], "quote": holding[0][1], "note": f'holds "{word}"'}]
         else:
-            evidence = f'holds "{word}" at line {holding}'
+            findings = [absence_finding(call.span, f'does not contain "{word}"')]
     return {"rule_id": rule["id"], "passed": not findings, "findings": findings, "evidence": evidence}
 
 
@@ -178,24 +217,38 @@ def _result(report: dict[str, Any], rule_id: str) -> dict[str, Any]:
     return result if isinstance(result, dict) else {}
 
 
+def _shown_evidence(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """A report's evidence items for a rule, copied as shown: {line, quote, note}."""
+    items = result.get("evidence")
+    return [
+        {"line": e["line"], "quote": e["quote"], "note": e["note"] if isinstance(e.get("note"), str) else ""}
+        for e in (items if isinstance(items, list) else [])
+        if isinstance(e, dict) and _is_int(e.get("line")) and isinstance(e.get("quote"), str)
+    ]
+
+
 def _judge_combine(rule: dict[str, str], call: Call) -> dict[str, Any]:
     text = str(rule.get("text", ""))
     rule_id = rule["id"]
     if (m := _MUST.search(text)) and not _MUST_NOT.search(text):
         passing = next((r for r in call.reports if _result(r, rule_id).get("passed") is True), None)
         if passing is not None:
-            evidence = _result(passing, rule_id).get("evidence")
-            return _combined(rule_id, True, [], [], evidence if isinstance(evidence, str) else "")
-        return _combined(rule_id, False, [], [_finding(*call.span, f'the file does not contain "{m.group(1)}"')], "")
+            return _combined(rule_id, True, [], [], _shown_evidence(_result(passing, rule_id)))
+        absent = absence_finding(call.span, f'the file does not contain "{m.group(1)}"')
+        return _combined(rule_id, False, [], [absent], [])
     keep = [r["report"] for r in call.reports if _count(_result(r, rule_id).get("findings")) > 0]
-    return _combined(rule_id, not keep, keep, [], "")
+    return _combined(rule_id, not keep, keep, [], [])
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _count(findings: Any) -> int:
-    return findings if isinstance(findings, int) and not isinstance(findings, bool) else 0
+    return findings if _is_int(findings) else 0
 
 
 def _combined(
-    rule_id: str, passed: bool, keep: list[int], findings: list[dict[str, Any]], evidence: str
+    rule_id: str, passed: bool, keep: list[int], findings: list[dict[str, Any]], evidence: list[dict[str, Any]]
 ) -> dict[str, Any]:
     return {"rule_id": rule_id, "passed": passed, "keep": keep, "findings": findings, "evidence": evidence}
