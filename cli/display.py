@@ -18,6 +18,12 @@ from rich.table import Table
 from cli.follow import Event
 
 MAX_FINDINGS_SHOWN = 5
+MAX_SNIPPET_SHOWN = 80  # characters of a finding's snippet's first line in the table
+# Why an ended file's rule has no verdict (`undecided`), as the table says it.
+UNDECIDED_WHY = {
+    "ungrounded": "the model's findings could not be found in the text",
+    "error": "the file failed before the rule was decided",
+}
 _STATUS_STYLE = {
     "SUCCEEDED": "green",
     "FAILED": "red",
@@ -40,7 +46,17 @@ def file_summary(result: dict[str, Any]) -> str:
     if failed:
         parts = ", ".join(f"{escape(r['id'])} ({_count(len(r['findings']), 'finding')})" for r in failed)
         return f"[red]FAIL[/]  {name}: {parts}"
+    # A result is of an ended file: a rule without a verdict is undecided (never a pass).
+    undecided = [r for r in rules if r.get("passed") is None]
+    if undecided:
+        return f"[yellow]UNDECIDED[/] {name}: {', '.join(_undecided_rule(r) for r in undecided)}"
     return f"[green]PASS[/]  {name} ({_count(len(rules), 'rule')})"
+
+
+def _undecided_rule(rule: dict[str, Any]) -> str:
+    """`rule-id (reason)`, or the id alone for results stored before the service gave reasons."""
+    reason = rule.get("undecided")
+    return escape(str(rule["id"])) + (f" ({escape(str(reason))})" if reason else "")
 
 
 def _count(n: int, word: str) -> str:
@@ -147,15 +163,61 @@ def _file_state(settled: int, parts: int) -> str:
     return "combining" if parts > 1 else "settled"
 
 
+def _snippet_line(snippet: str) -> str:
+    """The snippet's first line, cut to MAX_SNIPPET_SHOWN, `…` when anything is left out."""
+    first, _, rest = snippet.partition("\n")
+    if len(first) > MAX_SNIPPET_SHOWN:
+        return first[: MAX_SNIPPET_SHOWN - 1] + "…"
+    return first + " …" if rest else first
+
+
+def _finding_text(finding: dict[str, Any]) -> str:
+    """Markup: `location: message`, notes, and beneath it the text of the cited line (what was flagged)."""
+    text = escape(f"{finding.get('location') or ''}: {finding.get('message', '')}".strip(": "))
+    if finding.get("cited_line") is not None:  # the service moved it to where the model's quote is
+        text += f" [dim](model said line {escape(str(finding['cited_line']))})[/]"
+    if finding.get("kind") == "absence":
+        text += " [dim](absence)[/]"
+    if finding.get("snippet"):
+        text += f"\n  [dim]> {escape(_snippet_line(str(finding['snippet'])))}[/]"
+    return text
+
+
 def _findings_text(findings: list[dict[str, Any]]) -> str:
-    shown = [f"{f.get('location') or ''}: {f.get('message', '')}".strip(": ") for f in findings[:MAX_FINDINGS_SHOWN]]
+    shown = [_finding_text(f) for f in findings[:MAX_FINDINGS_SHOWN]]
     if len(findings) > MAX_FINDINGS_SHOWN:
         shown.append(f"… and {len(findings) - MAX_FINDINGS_SHOWN} more")
     return "\n".join(shown)
 
 
+def _verdict_cell(result: dict[str, Any], verdict: dict[str, Any] | None) -> tuple[str, str]:
+    """(verdict, findings) markup for one (file, rule); file and model text escaped."""
+    findings = verdict.get("findings", []) if verdict else []
+    reason = (verdict or {}).get("undecided")
+    if verdict is not None and verdict.get("passed") is not None:
+        word = "[green]passed[/]" if verdict["passed"] else "[red]failed[/]"
+    elif result.get("status") == "FAILED" or reason == "error":
+        word = "[red]error[/]"
+        if not findings:
+            error = result.get("error") or {}
+            return word, escape(f"{error.get('type', 'Error')}: {error.get('message', '')}")
+    elif reason or result.get("status") == "SUCCEEDED":  # ended without a verdict: never a pass
+        return _undecided_cell(verdict or {}, findings)
+    else:
+        word = "[blue]pending[/]"  # not decided yet (a file still running): unlike UNDECIDED, an answer will come
+    return word, _findings_text(findings)
+
+
+def _undecided_cell(verdict: dict[str, Any], findings: list[dict[str, Any]]) -> tuple[str, str]:
+    reason = verdict.get("undecided")
+    claims = len(verdict.get("ungrounded") or [])
+    why = UNDECIDED_WHY.get(str(reason), "no verdict") + (f" ({_count(claims, 'claim')} not found)" if claims else "")
+    text = escape(why) + ("\n" + _findings_text(findings) if findings else "")
+    return "[yellow]UNDECIDED[/]" + (f" ({escape(str(reason))})" if reason else ""), text
+
+
 def results_table(validation: dict[str, Any], results: list[dict[str, Any]]) -> Table:
-    """One row per (file, rule): the verdict and the findings at their lines."""
+    """One row per (file, rule): the verdict and the findings at their lines, each with its snippet."""
     table = Table()
     for column in ("File", "Rule", "Verdict", "Findings"):
         table.add_column(column, overflow="fold")
@@ -163,31 +225,23 @@ def results_table(validation: dict[str, Any], results: list[dict[str, Any]]) -> 
     for result in results:
         by_id = {r["id"]: r for r in result.get("rules") or []}
         for rule in rule_ids:
-            verdict = by_id.get(rule)
-            if verdict is not None and verdict.get("passed") is not None:
-                word = "[green]passed[/]" if verdict["passed"] else "[red]failed[/]"
-            elif result.get("status") == "FAILED":
-                word = "[red]error[/]"
-            else:
-                word = "[yellow]undecided[/]"
-            findings = verdict.get("findings", []) if verdict else []
-            if not findings and result.get("status") == "FAILED":
-                error = result.get("error") or {}
-                text = f"{error.get('type', 'Error')}: {error.get('message', '')}"
-            else:
-                text = _findings_text(findings)
-            table.add_row(escape(result["file"]), escape(rule), word, escape(text))
+            word, text = _verdict_cell(result, by_id.get(rule))
+            table.add_row(escape(result["file"]), escape(rule), word, text)
     return table
 
 
 def verdict_line(validation: dict[str, Any], results: list[dict[str, Any]]) -> str:
-    """`N files × M rules: P passed, F failed, …` and the validation's status."""
-    counts: dict[str, int] = {"passed": 0, "failed": 0, "undecided": 0}
+    """`N files × M rules: P passed, F failed, U undecided, …` and the validation's status.
+
+    A rule without a verdict is undecided once its file has ended, and pending while it runs.
+    """
+    counts: dict[str, int] = {"passed": 0, "failed": 0, "undecided": 0, "pending": 0}
     for result in results:
+        ended = result.get("status") in ("SUCCEEDED", "FAILED")
         for rule in result.get("rules") or []:
-            key = {True: "passed", False: "failed"}.get(rule.get("passed"), "undecided")
+            key = {True: "passed", False: "failed"}.get(rule.get("passed"), "undecided" if ended else "pending")
             counts[key] += 1
-    shown = ", ".join(f"{n} {k}" for k, n in counts.items() if n or k != "undecided")
+    shown = ", ".join(f"{n} {k}" for k, n in counts.items() if n or k in ("passed", "failed"))
     status = str(validation["status"])
     return (
         f"Validation {validation['id']} [{_STATUS_STYLE.get(status, 'white')}]{status}[/]: "

@@ -20,7 +20,7 @@ from cli import inputs
 from cli.api import Api
 from cli.display import LiveView, results_table, verdict_line
 from cli.follow import follow
-from cli.outcome import PASSED, TERMINAL, USAGE, CliError, verdict_code
+from cli.outcome import PASSED, TERMINAL, UNDECIDED, USAGE, CliError, verdict_code
 
 try:  # typer >= 0.2x carries its own copy of click; its exceptions are these
     from typer._click.exceptions import ClickException
@@ -34,7 +34,8 @@ _USER_ID = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
 app = typer.Typer(
     name="validate",
     help="Validate files against rules with the validation service. Exit codes: 0 every rule passed in every "
-    "file, 1 some rule failed, 2 the validation failed or was cancelled, 3 usage, auth or connection errors.",
+    "file, 1 some rule failed, 2 the validation failed or was cancelled, 3 usage, auth or connection errors, "
+    "4 no rule failed but some rule is undecided (the model's findings were not found in the text).",
     no_args_is_help=True,
     add_completion=False,
 )
@@ -149,6 +150,12 @@ def _write_results(api: Api, validation: dict[str, Any], report_format: Format, 
             binary: IO[bytes] = stack.enter_context(_open(output, "wb")) if output else sys.stdout.buffer
             api.report(vid, report_format.value, binary)
             binary.flush()
+    if code == UNDECIDED:  # otherwise only the table says why a job that found no failure exits non-zero
+        stderr.print(
+            f"Validation {vid}: no rule failed, but some rules are undecided (the model's findings could not be "
+            "found in the text): exit 4.",
+            highlight=False,
+        )
     if validation["status"] not in TERMINAL:
         stderr.print(
             f"Validation {vid} is {validation['status']}: these results are partial. "

@@ -1,4 +1,13 @@
-"""Exit codes, so the CLI can gate a CI job, and the one error type commands raise."""
+"""Exit codes, so the CLI can gate a CI job, and the one error type commands raise.
+
+0  every rule passed in every file
+1  some rule failed in some file (a definite failure wins over undecided rules)
+2  the validation failed or was cancelled
+3  usage, authentication or connection errors
+4  the validation succeeded and no rule failed, but some rule of some file is undecided: the model
+   never backed its failure with a quote found in the text. Neither a pass nor a failure, so a CI
+   job can tell it apart from both (and treat it as it likes).
+"""
 
 from __future__ import annotations
 
@@ -9,6 +18,7 @@ PASSED = 0  # every rule passed in every file
 RULE_FAILED = 1  # some rule failed in some file
 VALIDATION_FAILED = 2  # the validation failed or was cancelled
 USAGE = 3  # usage, authentication or connection errors
+UNDECIDED = 4  # no rule failed, but some rule is undecided (its failure not found in the text)
 
 TERMINAL = frozenset({"SUCCEEDED", "FAILED", "CANCELLED"})
 
@@ -26,10 +36,14 @@ def verdict_code(status: str, results: Iterable[dict[str, Any]]) -> int:
     """The exit code of a validation: by its status, and once SUCCEEDED by its files' verdicts.
 
     A validation still running has no verdict yet: 0 (commands that wait never ask before the end).
+    Once SUCCEEDED every file has ended, so a rule without a verdict (`passed: null`, with its
+    `undecided` reason or, in results stored before reasons, without) is undecided, never a pass.
     """
     if status in ("FAILED", "CANCELLED"):
         return VALIDATION_FAILED
     if status != "SUCCEEDED":
         return PASSED
-    failed = any(rule.get("passed") is False for result in results for rule in result.get("rules") or [])
-    return RULE_FAILED if failed else PASSED
+    verdicts = [rule.get("passed") for result in results for rule in result.get("rules") or []]
+    if any(passed is False for passed in verdicts):
+        return RULE_FAILED
+    return UNDECIDED if any(passed is None for passed in verdicts) else PASSED

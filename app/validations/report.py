@@ -1,5 +1,12 @@
 """Exports of a validation's results: JSON Lines, CSV and SARIF 2.1.0.
 
+Findings are grounded in the text: each carries the model's `quote`, the `snippet` of the cited
+lines from the stored file (control characters already escaped), its `kind` (`absence` findings
+quote nothing) and, when the service moved it to where the quote really is, the `cited_line` the
+model gave. A rule whose failure the model never backed with a quote found in the text is
+undecided (`passed: null` with `undecided: "ungrounded"`): never a pass, never a failure.
+Fields are read as optional: results stored before grounding lack them.
+
 Pure rendering, one file's result at a time (the shape of `GET /validations/{id}/results`
 items), so the route streams a report page by page and never holds it whole. Each format
 is a `Report`: `head()`, then `file(result)` per file in order, then `tail()`; the pieces
@@ -18,7 +25,20 @@ from urllib.parse import quote
 
 SARIF_SCHEMA = "https://docs.oasis-open.org/sarif/sarif/v2.1.0/errata01/os/schemas/sarif-schema-2.1.0.json"
 TOOL_NAME = "validation-service"
-CSV_COLUMNS = ("file", "file_status", "rule", "verdict", "line", "end_line", "location", "message")
+CSV_COLUMNS = (
+    "file",
+    "file_status",
+    "rule",
+    "verdict",
+    "undecided",
+    "line",
+    "end_line",
+    "location",
+    "message",
+    "quote",
+    "snippet",
+    "cited_line",
+)
 # OWASP "CSV injection": a spreadsheet runs a cell starting with one of these as a formula.
 # Messages come from a model that read untrusted files, so such cells get a leading quote.
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
@@ -51,10 +71,27 @@ def _pairs(result: dict[str, Any], rule_ids: list[str]) -> list[tuple[str, dict[
 
 
 def verdict_word(result: dict[str, Any], verdict: dict[str, Any] | None) -> str:
-    """passed, failed, undecided (no verdict yet), or error (the file failed before this rule was decided)."""
+    """passed, failed, undecided (not decided yet, or never backed by the text), or error (the file
+    failed before this rule was decided)."""
     if verdict is not None and verdict.get("passed") is not None:
         return "passed" if verdict["passed"] else "failed"
-    return "error" if result.get("status") == "FAILED" else "undecided"
+    if result.get("status") == "FAILED" or (verdict or {}).get("undecided") == "error":
+        return "error"
+    return "undecided"
+
+
+def undecided_reason(result: dict[str, Any], verdict: dict[str, Any] | None) -> str | None:
+    """Why an ended file's rule has no verdict (`ungrounded`, `error`); None when decided or still running.
+
+    A failed file's rule without a verdict (results stored before the service said why) is `error`,
+    as the service says it now, so a reader filters on one value.
+    """
+    if verdict is not None and verdict.get("passed") is not None:
+        return None
+    reason = (verdict or {}).get("undecided")
+    if reason:
+        return str(reason)
+    return "error" if result.get("status") == "FAILED" else None
 
 
 def _error_text(result: dict[str, Any]) -> str:
@@ -82,7 +119,9 @@ class JsonLinesReport:
                 "rule": rule,
                 "verdict": verdict_word(result, verdict),
                 "passed": verdict["passed"] if verdict is not None else None,
-                "findings": verdict["findings"] if verdict is not None else [],
+                "undecided": undecided_reason(result, verdict),
+                "findings": verdict["findings"] if verdict is not None else [],  # whole: quote, snippet, kind…
+                "ungrounded": (verdict or {}).get("ungrounded") or [],
                 "error": result.get("error"),
             }
             lines.append(json.dumps(record, ensure_ascii=False) + "\n")
@@ -117,20 +156,27 @@ class CsvReport:
         rows: list[tuple[Any, ...]] = []
         name, status = result["file"], result["status"]
         for rule, verdict in _pairs(result, self.rule_ids):
-            word = verdict_word(result, verdict)
+            word, reason = verdict_word(result, verdict), undecided_reason(result, verdict)
             findings = verdict["findings"] if verdict is not None else []
             for f in findings:
+                where = (f.get("line"), f.get("end_line"), f.get("location"), f.get("message"))
                 rows.append(
-                    (name, status, rule, word, f.get("line"), f.get("end_line"), f.get("location"), f["message"])
+                    (name, status, rule, word, reason, *where, f.get("quote"), f.get("snippet"), f.get("cited_line"))
                 )
             if not findings:
-                rows.append(
-                    (name, status, rule, word, None, None, None, _error_text(result) if word == "error" else "")
-                )
+                message = _error_text(result) if word == "error" else ""
+                rows.append((name, status, rule, word, reason, None, None, None, message, None, None, None))
         return self._rows(rows)
 
     def tail(self) -> str:
         return ""
+
+
+# The note an undecided rule of an ended file becomes, by its reason.
+_UNDECIDED_WHY = {
+    "ungrounded": "the model's findings could not be found in the text (ungrounded)",
+    "error": "the file failed before the rule was decided (error)",
+}
 
 
 def _short(text: str, limit: int = 120) -> str:
@@ -141,9 +187,13 @@ def _short(text: str, limit: int = 120) -> str:
 class SarifReport:
     """SARIF 2.1.0: the rules under tool.driver.rules; one result per finding, at the file and its lines.
 
-    A failed rule's findings are `error`s; findings of a rule not decided yet (a multi-part file
-    still running) are `warning`s with `properties.provisional`. Files that failed to be judged are
-    tool execution notifications of the run's invocation, so a report never passes them silently.
+    A failed rule's findings are `error`s, their region carrying the snippet of the cited lines;
+    findings of a rule not decided yet (a multi-part file still running) are `warning`s with
+    `properties.provisional`. An undecided rule of an ended file is one `note` at the file with
+    `properties.undecided` (its reason), so a reader sees it was neither passed nor failed (findings
+    its parts made before the file failed follow it as provisional warnings). Files
+    that failed to be judged are tool execution notifications of the run's invocation, so a report
+    never passes them silently.
     """
 
     def __init__(self, validation_id: str, status: str, rules: list[dict[str, str]]) -> None:
@@ -172,25 +222,54 @@ class SarifReport:
         if isinstance(line, int) and line >= 1:
             end = finding.get("end_line") if finding else None
             physical["region"] = {"startLine": line, "endLine": end if isinstance(end, int) and end >= line else line}
+            snippet = (finding or {}).get("snippet")
+            if snippet:  # absence findings have none: they span the lines that lack something
+                physical["region"]["snippet"] = {"text": snippet}
         return {"physicalLocation": physical}
+
+    def _finding(self, name: str, rule: str, decided: bool, finding: dict[str, Any]) -> dict[str, Any]:
+        item: dict[str, Any] = {
+            "ruleId": rule,
+            "ruleIndex": self.rule_index[rule],
+            "level": "error" if decided else "warning",
+            "message": {"text": finding.get("message") or f"Rule {rule} is not met."},
+            "locations": [self._location(name, finding)],
+        }
+        properties: dict[str, Any] = {} if decided else {"provisional": True}
+        if finding.get("kind") == "absence":
+            properties["kind"] = "absence"
+        if finding.get("cited_line") is not None:  # the service moved it to where the quote is: the model's line
+            properties["cited_line"] = finding["cited_line"]
+        if properties:
+            item["properties"] = properties
+        return item
+
+    def _undecided(self, name: str, rule: str, reason: str) -> dict[str, Any]:
+        why = _UNDECIDED_WHY.get(reason, f"no verdict ({reason})")
+        return {
+            "ruleId": rule,
+            "ruleIndex": self.rule_index[rule],
+            "level": "note",
+            "message": {"text": f"Rule {rule} is undecided: {why}"},
+            "locations": [self._location(name)],
+            "properties": {"undecided": reason},
+        }
+
+    def _items(self, name: str, rule: str, verdict: dict[str, Any]) -> list[dict[str, Any]]:
+        if verdict.get("passed") is True:
+            return []
+        decided = verdict.get("passed") is False
+        findings = [self._finding(name, rule, decided, f) for f in verdict.get("findings") or []]
+        if verdict.get("passed") is None and verdict.get("undecided"):
+            # What parts found before the file failed stays visible, provisional, after the note.
+            return [self._undecided(name, rule, str(verdict["undecided"])), *findings]
+        return findings
 
     def file(self, result: dict[str, Any]) -> str:
         name = result["file"]
         pieces = []
         for rule, verdict in _pairs(result, list(self.rule_index)):
-            if verdict is None or verdict.get("passed") is True:
-                continue
-            decided = verdict.get("passed") is False
-            for finding in verdict["findings"]:
-                item: dict[str, Any] = {
-                    "ruleId": rule,
-                    "ruleIndex": self.rule_index[rule],
-                    "level": "error" if decided else "warning",
-                    "message": {"text": finding.get("message") or f"Rule {rule} is not met."},
-                    "locations": [self._location(name, finding)],
-                }
-                if not decided:
-                    item["properties"] = {"provisional": True}
+            for item in self._items(name, rule, verdict) if verdict is not None else []:
                 pieces.append(("," if self.written else "") + "\n" + json.dumps(item, ensure_ascii=False))
                 self.written += 1
         if result.get("status") == "FAILED":

@@ -1,6 +1,6 @@
 """The `validate` CLI against a live service: what `make run` prints, submit --wait, status, results in
 every format, idempotent resubmission, a resumed event stream, cancel and retry, admin commands and
-the exit codes (0 passed, 1 a rule failed, 2 failed or cancelled, 3 usage/auth/connection)."""
+the exit codes (0 passed, 1 a rule failed, 2 failed or cancelled, 3 usage/auth/connection, 4 undecided)."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ from tests.conftest import ADMIN, ADMIN_KEY, Aws, HeldCalls, set_parallelism, wa
 from tests.servers import free_port
 
 SARIF_SCHEMA = json.loads((PROJECT_ROOT / "tests" / "validations" / "sarif-schema-2.1.0.json").read_text())
-RESULT_LINE = re.compile(r"^(PASS|FAIL|ERROR)\s+([^\s:]+)", re.MULTILINE)
+RESULT_LINE = re.compile(r"^(PASS|FAIL|ERROR|UNDECIDED)\s+([^\s:]+)", re.MULTILINE)
 
 
 def result_lines(stderr: str) -> list[tuple[str, str]]:

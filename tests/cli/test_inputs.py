@@ -100,11 +100,21 @@ def test_the_idempotency_key_follows_the_content_not_the_path(tree: Path) -> Non
     [
         ("SUCCEEDED", [True, True], 0),
         ("SUCCEEDED", [True, False], 1),
+        ("SUCCEEDED", [True, "ungrounded"], 4),  # no failure, but a rule neither passed nor failed
+        ("SUCCEEDED", [True, None], 4),  # null in an ended validation, stored before reasons: undecided too
+        ("SUCCEEDED", ["ungrounded", False], 1),  # a definite failure wins
         ("FAILED", [True], 2),
+        ("FAILED", ["error"], 2),
         ("CANCELLED", [], 2),
         ("RUNNING", [False], 0),  # no verdict before the end: commands that gate wait for it
+        ("RUNNING", [None], 0),
     ],
 )
-def test_exit_code_by_status_and_verdicts(status: str, passed: list[bool], code: int) -> None:
-    results = [{"file": f"f{i}", "rules": [{"id": "r1", "passed": p}]} for i, p in enumerate(passed)]
+def test_exit_code_by_status_and_verdicts(status: str, passed: list[bool | str | None], code: int) -> None:
+    """`passed` per file: a verdict, or an undecided rule's reason (`passed: null` with `undecided`)."""
+    results = [
+        {"file": f"f{i}", "rules": [{"id": "r1", "passed": None, "undecided": p} if isinstance(p, str)
+                                    else {"id": "r1", "passed": p}]}
+        for i, p in enumerate(passed)
+    ]  # fmt: skip
     assert verdict_code(status, results) == code

@@ -162,7 +162,9 @@ def test_sign_in_upload_watch_live_progress_cancel_and_administer_in_chromium(
     }
     leaky_rules = view.locator('[data-result="leaky.txt"] tbody tr')
     expect(leaky_rules.nth(0).locator(".verdict")).to_have_text("failed")
-    expect(leaky_rules.nth(0).locator("li")).to_have_text(
+    findings = leaky_rules.nth(0).locator("li")
+    expect(findings).to_have_count(2)
+    expect(findings).to_contain_text(  # each followed by the snippet of the line it cites
         ["line 10 " + finding_at(api, vid, 10), "line 20 " + finding_at(api, vid, 20)]
     )
     expect(leaky_rules.nth(1).locator(".verdict")).to_have_text("passed")

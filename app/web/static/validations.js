@@ -135,8 +135,9 @@ function fileState(file, status) {
   const result = file.result;
   if (result && result.status === "FAILED") return ["error", "ERROR"];
   if (result && result.status === "SUCCEEDED") {
-    const failed = result.rules.filter((r) => r.passed === false).length;
-    return failed ? ["fail", "FAIL"] : ["pass", "PASS"];
+    if (result.rules.some((r) => r.passed === false)) return ["fail", "FAIL"];
+    // An ended file's rule without a verdict is undecided: never a pass.
+    return result.rules.some((r) => r.passed === null) ? ["undecided", "UNDECIDED"] : ["pass", "PASS"];
   }
   if (status === "CANCELLED" || status === "FAILED") return ["none", "not judged"];
   if (file.settled === 0) return ["waiting", "waiting"];
@@ -144,10 +145,75 @@ function fileState(file, status) {
   return ["running", "running"];
 }
 
-function verdictOf(rule) {
+// Why an ended file's rule has no verdict (the rule's `undecided`).
+const UNDECIDED_WHY = {
+  ungrounded: "The model's findings could not be found in the text (asked twice): neither passed nor failed.",
+  error: "The file failed before the rule was decided.",
+};
+
+// [class, word]: a rule without a verdict is undecided once its file has ended (results stored
+// before the service gave a reason have none), and pending while the file runs.
+function verdictOf(rule, ended) {
   if (rule.passed === true) return ["pass", "passed"];
   if (rule.passed === false) return ["fail", "failed"];
-  return ["pending", "undecided"];
+  if (rule.undecided || ended) return ["undecided", "undecided"];
+  return ["pending", "pending"];
+}
+
+const linesOf = (line, end) => (end && end !== line ? `lines ${line}-${end}` : `line ${line}`);
+
+// A finding, and beneath it the text of the lines it cites (taken from the stored file, so a
+// reader sees why they were flagged). All of it is text from the file or the model: textContent only.
+function findingItem(f) {
+  return h(
+    "li",
+    {},
+    h("strong", {}, f.location),
+    " ",
+    f.message,
+    f.cited_line != null ? h("span", { class: "moved muted" }, ` (moved from line ${f.cited_line})`) : null,
+    f.kind === "absence" ? h("span", { class: "absence muted" }, " (missing from the text)") : null,
+    f.snippet ? h("pre", { class: "snippet" }, f.snippet) : null,
+  );
+}
+
+// What the model claimed but the service found nowhere in the text: never findings, shown for audit.
+function ungroundedClaims(claims) {
+  if (!claims || !claims.length) return null;
+  return h(
+    "details",
+    { class: "ungrounded" },
+    h("summary", {}, `claims not found in the text (${claims.length})`),
+    claims.map((c) =>
+      h(
+        "p",
+        { class: "claim" },
+        h("strong", {}, linesOf(c.line, c.end_line)),
+        " ",
+        c.message,
+        c.quote ? [" ", h("q", {}, c.quote)] : null,
+        c.source ? h("span", { class: "muted" }, ` (${c.source})`) : null,
+      ),
+    ),
+  );
+}
+
+function ruleRow(rule, texts, ended) {
+  const [kind, word] = verdictOf(rule, ended);
+  const why = kind === "undecided" ? UNDECIDED_WHY[rule.undecided] || "No verdict." : null;
+  return h(
+    "tr",
+    { "data-rule": rule.id },
+    h("td", {}, h("code", {}, rule.id), " ", h("span", { class: "muted" }, texts[rule.id] || "")),
+    h("td", { class: `verdict ${kind}`, title: why, "data-undecided": rule.undecided }, word),
+    h(
+      "td",
+      {},
+      why ? h("p", { class: "undecided-why" }, why) : null,
+      rule.findings.length ? h("ul", { class: "findings" }, rule.findings.map(findingItem)) : null,
+      ungroundedClaims(rule.ungrounded),
+    ),
+  );
 }
 
 export class ValidationView {
@@ -369,12 +435,15 @@ export class ValidationView {
       shown.length ? null : h("p", { class: "muted" }, "No results yet."),
       shown.map((file) => {
         const result = file.result || file.partial;
+        const ended = result.status === "SUCCEEDED" || result.status === "FAILED";
         const [state, label] = fileState(file, this.validation.status);
         return h(
           "section",
           { class: "file-result", "data-result": file.name },
           h("h4", {}, file.name, " ", h("span", { class: `state ${state}` }, label)),
-          result.error ? h("p", { class: "error-text" }, `${result.error.type || "error"}: ${result.error.detail || ""}`) : null,
+          result.error
+            ? h("p", { class: "error-text" }, `${result.error.type || "error"}: ${result.error.message || result.error.detail || ""}`)
+            : null,
           h(
             "table",
             {},
@@ -382,22 +451,7 @@ export class ValidationView {
             h(
               "tbody",
               {},
-              result.rules.map((rule) => {
-                const [kind, word] = verdictOf(rule);
-                return h(
-                  "tr",
-                  { "data-rule": rule.id },
-                  h("td", {}, h("code", {}, rule.id), " ", h("span", { class: "muted" }, texts[rule.id] || "")),
-                  h("td", { class: `verdict ${kind}` }, word),
-                  h(
-                    "td",
-                    {},
-                    rule.findings.length
-                      ? h("ul", { class: "findings" }, rule.findings.map((f) => h("li", {}, h("strong", {}, f.location), " ", f.message)))
-                      : "",
-                  ),
-                );
-              }),
+              result.rules.map((rule) => ruleRow(rule, texts, ended)),
             ),
           ),
         );
