@@ -4,13 +4,22 @@ A rule's verdict is about the file. A single-part file's verdict is its part's a
 multi-part file's verdict is its combine step's (the `verdict#` record); until that exists
 the file is not decided: its rules show `passed: null` with the violations its parts have
 found so far, so partial results are useful without claiming a whole-file answer.
+
+An ended file's `passed: null` always comes with `undecided` and a reason: "ungrounded"
+(the model's failures could not be found in the text, asked twice: core/grounding.py) or
+"error" (the file failed before the rule was decided). Findings carry their quote, the
+cited lines' text (`snippet`) and, when the service moved them, the model's `cited_line`;
+claims that could not be found are listed under `ungrounded`, apart from the findings.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from core.grounding import ERROR
 from core.records import ChunkStatus
+
+_FINDING_KEYS = ("line", "end_line", "location", "message", "kind", "quote", "snippet", "cited_line")
 
 
 def _status(parts: list[dict[str, Any]], verdict: dict[str, Any] | None) -> str:
@@ -30,25 +39,49 @@ def _sorted_unique(findings: list[dict[str, Any]]) -> list[dict[str, Any]]:
         key = (f.get("line"), f.get("end_line"), f.get("location"), f.get("message"))
         if key not in seen:
             seen.add(key)
-            out.append({k: v for k, v in f.items() if k in ("line", "end_line", "location", "message")})
+            out.append({k: v for k, v in f.items() if k in _FINDING_KEYS})
     return out
 
 
 def _verdict_rules(verdicts: list[dict[str, Any]], rule_ids: list[str]) -> list[dict[str, Any]]:
     by_id = {v["id"]: v for v in verdicts}
-    return [
-        {"id": r, "passed": bool(by_id[r]["passed"]), "findings": _sorted_unique(by_id[r]["findings"])}
-        for r in rule_ids
-        if r in by_id
-    ]
+    rules = []
+    for r in rule_ids:
+        if r not in by_id:
+            continue
+        verdict = by_id[r]
+        passed = verdict["passed"]
+        rule: dict[str, Any] = {
+            "id": r,
+            "passed": None if passed is None else bool(passed),
+            "findings": _sorted_unique(verdict["findings"]),
+            "ungrounded": list(verdict.get("ungrounded") or []),
+        }
+        if passed is None:
+            rule["undecided"] = verdict.get("undecided") or ERROR
+        rules.append(rule)
+    return rules
 
 
-def _provisional(parts: list[dict[str, Any]], rule_ids: list[str]) -> list[dict[str, Any]]:
+def _provisional(parts: list[dict[str, Any]], rule_ids: list[str], ended: bool) -> list[dict[str, Any]]:
+    """Not decided: the parts' findings so far; once the file ended (failed), undecided for an error."""
     found: dict[str, list[dict[str, Any]]] = {}
+    claims: dict[str, list[dict[str, Any]]] = {}
     for part in parts:
         for verdict in part.get("rules") or []:
             found.setdefault(verdict["id"], []).extend(verdict["findings"])
-    return [{"id": r, "passed": None, "findings": _sorted_unique(found[r])} for r in rule_ids if r in found]
+            claims.setdefault(verdict["id"], []).extend(verdict.get("ungrounded") or [])
+    rules = []
+    for r in rule_ids:
+        if r in found or ended:
+            rule = {
+                "id": r,
+                "passed": None,
+                "findings": _sorted_unique(found.get(r, [])),
+                "ungrounded": claims.get(r, []),
+            }
+            rules.append({**rule, "undecided": ERROR} if ended else rule)
+    return rules
 
 
 def file_result(
@@ -61,7 +94,7 @@ def file_result(
     elif verdict is not None and verdict.get("status") == ChunkStatus.SUCCEEDED:
         rules = _verdict_rules(verdict.get("rules") or [], rule_ids)
     else:
-        rules = _provisional(parts, rule_ids)
+        rules = _provisional(parts, rule_ids, ended=status == "FAILED")
     result: dict[str, Any] = {
         "file": name,
         "status": status,

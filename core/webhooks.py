@@ -54,6 +54,9 @@ RECORD_FIELDS = (
     "model_calls",
     "reused_parts",
     "attempts",
+    "relocated",
+    "ungrounded",
+    "reasked",
     "charged_tokens",
 )
 
@@ -138,6 +141,9 @@ def event_of(record: Mapping[str, Any]) -> dict[str, Any]:
             "model_calls": int(record.get("model_calls") or 0),
             "reused_parts": int(record.get("reused_parts") or 0),
             "attempts": int(record.get("attempts") or 0),
+            "relocated": int(record.get("relocated") or 0),
+            "ungrounded": int(record.get("ungrounded") or 0),
+            "reasked": int(record.get("reasked") or 0),
             "charged_tokens": None if record.get("charged_tokens") is None else int(record["charged_tokens"]),
         },
         "error": record.get("error"),

@@ -22,7 +22,9 @@ from lambdas.common.observability import METRICS, Document, Kind
 class LambdaMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.families: dict[str, Counter | Gauge] = {
-            spec.name: (Counter if spec.kind is Kind.COUNTER else Gauge)(spec.prometheus, spec.help, registry=registry)
+            spec.name: (Counter if spec.kind is Kind.COUNTER else Gauge)(
+                spec.prometheus, spec.help, ["model"] if spec.by_model else [], registry=registry
+            )
             for spec in METRICS.values()
         }
 
@@ -34,6 +36,8 @@ class LambdaMetrics:
                 if family is None:
                     continue
                 values: list[float] = _values(document[metric["Name"]])
+                if METRICS[metric["Name"]].by_model:  # its document carries the model as a dimension
+                    family = family.labels(model=str(document.get("model", "")))
                 if isinstance(family, Counter):
                     family.inc(sum(values))
                 elif values:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from app.validations.service import combine_calls
 from core import prompt
+from core.grounding import absence_finding, text_finding
 from core.tokens import count_tokens
 from lambdas.combine_file.combiner import groups, report_tokens
 
@@ -13,16 +14,19 @@ def _report(i: int, findings: int) -> prompt.Report:
         {
             "id": "no-secret",
             "passed": not findings,
-            "findings": [prompt.finding(i * 10 + k, i * 10 + k, 'contains "secret"') for k in range(findings)],
-            "evidence": "",
+            "findings": [
+                text_finding(i * 10 + k, i * 10 + k, 'contains "secret"', "the secret", "the secret")
+                for k in range(findings)
+            ],
+            "evidence": [],
         },
         {
             "id": "copyright",
             "passed": i == 0,
-            "findings": [] if i == 0 else [prompt.finding(i * 10, i * 10 + 9, "does not contain")],
-            "evidence": "holds it at line 1" if i == 0 else "",
+            "findings": [] if i == 0 else [absence_finding(i * 10, i * 10 + 9, "does not contain")],
+            "evidence": [{"line": 1, "quote": "Copyright 2026", "note": "holds it"}] if i == 0 else [],
         },
-        {"id": "polite", "passed": True, "findings": [], "evidence": ""},
+        {"id": "polite", "passed": True, "findings": [], "evidence": []},
     ]
     return prompt.Report(i * 10, i * 10 + 9, verdicts)
 

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from core import prompt
+from core.grounding import absence_finding, text_finding
 from core.prompt import InvalidAnswer, PartView, Report, parse_combine_answer, parse_part_answer
 
 RULES = [{"id": "a", "text": "x"}, {"id": "b", "text": "y"}]
@@ -17,20 +18,43 @@ def _answer(*results: dict[str, Any]) -> str:
     return json.dumps({"results": list(results)})
 
 
-def _verdict(rule_id: str, passed: bool, *lines: int, evidence: str = "") -> dict[str, Any]:
+def _verdict(rule_id: str, passed: bool, *lines: int, evidence: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     return {
         "rule_id": rule_id,
         "passed": passed,
-        "findings": [{"line": n, "end_line": n, "message": "m"} for n in lines],
-        "evidence": evidence,
+        "findings": [{"line": n, "end_line": n, "kind": "text", "quote": "q", "message": "m"} for n in lines],
+        "evidence": evidence or [],
     }
 
 
-def test_a_valid_answer_comes_back_in_the_rules_order_with_locations() -> None:
-    verdicts = parse_part_answer(_answer(_verdict("b", False, 12), _verdict("a", True)), RULES, 10, 20)
+def test_a_valid_answer_comes_back_in_the_rules_order_as_claimed() -> None:
+    evidence = [{"line": 3, "quote": "Copyright", "note": "n"}]
+    content = _answer(_verdict("b", False, 12), _verdict("a", True, evidence=evidence))
+
+    verdicts = parse_part_answer(content, RULES)
 
     assert [v["id"] for v in verdicts] == ["a", "b"]
-    assert verdicts[1]["findings"] == [{"line": 12, "end_line": 12, "location": "line 12", "message": "m"}]
+    assert verdicts[0]["evidence"] == evidence
+    assert verdicts[1]["findings"] == [{"line": 12, "end_line": 12, "kind": "text", "quote": "q", "message": "m"}]
+
+
+def test_lines_outside_the_part_are_claims_for_the_grounding_check_not_invalid_answers() -> None:
+    # A model that miscounts may cite a line past the part: core/grounding looks for the quote instead.
+    verdicts = parse_part_answer(_answer(_verdict("a", False, 21), _verdict("b", True)), RULES)
+
+    assert verdicts[0]["findings"][0]["line"] == 21
+
+
+def test_a_server_that_ignores_the_strict_schema_may_leave_out_kind_quote_and_evidence() -> None:
+    content = _answer(
+        {"rule_id": "a", "passed": False, "findings": [{"line": 2, "end_line": 2, "message": "m"}]},
+        {"rule_id": "b", "passed": True, "findings": []},
+    )
+
+    first, second = parse_part_answer(content, RULES)
+
+    assert first["findings"] == [{"line": 2, "end_line": 2, "kind": "text", "quote": "", "message": "m"}]
+    assert second["evidence"] == []
 
 
 @pytest.mark.parametrize(
@@ -47,94 +71,112 @@ def test_a_valid_answer_comes_back_in_the_rules_order_with_locations() -> None:
         (_answer({**_verdict("a", True), "passed": 0}, _verdict("b", True)), "schema"),
         (_answer(_verdict("a", False), _verdict("b", True)), "failed without a finding"),
         (_answer(_verdict("a", True, 12), _verdict("b", True)), "passed but has findings"),
-        (_answer(_verdict("a", False, 21), _verdict("b", True)), "outside lines 10-20"),
-        (_answer(_verdict("a", False, 9), _verdict("b", True)), "outside lines 10-20"),
+        (_answer(_verdict("a", False, 0), _verdict("b", True)), "do not exist"),
         (
             _answer(
                 {**_verdict("a", False), "findings": [{"line": 15, "end_line": 12, "message": "m"}]},
                 _verdict("b", True),
             ),
-            "outside",
+            "do not exist",
+        ),
+        (
+            _answer(
+                {**_verdict("a", False), "findings": [{"line": 1, "end_line": 1, "kind": "guess", "message": "m"}]},
+                _verdict("b", True),
+            ),
+            "schema",
         ),
         (_answer({**_verdict("a", True), "extra": 1}, _verdict("b", True)), "schema"),
     ],
 )
 def test_answers_that_break_the_schema_or_its_rules_are_invalid(content: str, reason: str) -> None:
     with pytest.raises(InvalidAnswer, match=reason):
-        parse_part_answer(content, RULES, 10, 20)
+        parse_part_answer(content, RULES)
 
 
-def test_combine_keeps_the_reports_findings_by_number_with_their_own_lines() -> None:
-    reports = [
+def _reports() -> list[Report]:
+    return [
         Report(
             1,
             100,
             [
-                {"id": "a", "passed": False, "findings": [prompt.finding(5, 5, "p1")], "evidence": ""},
-                {"id": "b", "passed": False, "findings": [prompt.finding(1, 100, "lacks")], "evidence": ""},
+                {"id": "a", "passed": False, "findings": [text_finding(5, 5, "p1", "q1", "q1")], "evidence": []},
+                {"id": "b", "passed": False, "findings": [absence_finding(1, 100, "lacks")], "evidence": []},
             ],
         ),
         Report(
             101,
             200,
             [
-                {"id": "a", "passed": False, "findings": [prompt.finding(150, 150, "p2")], "evidence": ""},
-                {"id": "b", "passed": True, "findings": [], "evidence": "has it"},
+                {"id": "a", "passed": False, "findings": [text_finding(150, 150, "p2", "q2", "q2")], "evidence": []},
+                {"id": "b", "passed": True, "findings": [], "evidence": [{"line": 120, "quote": "has", "note": "n"}]},
             ],
         ),
     ]
+
+
+def test_combine_keeps_the_reports_findings_by_number_with_their_own_lines() -> None:
     content = _answer(
-        {"rule_id": "a", "passed": False, "keep": [1, 2], "findings": [], "evidence": ""},
-        {"rule_id": "b", "passed": True, "keep": [], "findings": [], "evidence": "line 120"},
+        {"rule_id": "a", "passed": False, "keep": [1, 2], "findings": [], "evidence": []},
+        {"rule_id": "b", "passed": True, "keep": [], "findings": [], "evidence": [{"line": 120, "quote": "has"}]},
     )
 
-    combined = parse_combine_answer(content, RULES, reports)
+    verdicts, kept = parse_combine_answer(content, RULES, _reports())
 
-    assert (combined.first_line, combined.last_line) == (1, 200)
-    assert [f["line"] for f in combined.verdicts[0]["findings"]] == [5, 150]
-    assert combined.verdicts[1] == {"id": "b", "passed": True, "findings": [], "evidence": "line 120"}
+    assert [f["line"] for f in kept[0]] == [5, 150] and kept[1] == []
+    assert verdicts[1] == {
+        "id": "b",
+        "passed": True,
+        "findings": [],
+        "evidence": [{"line": 120, "quote": "has", "note": ""}],
+    }
+
+
+def test_a_report_line_shows_an_example_the_start_of_its_quote_evidence_and_undecided_rules() -> None:
+    report = _reports()[1]
+    report.verdicts.append({"id": "c", "passed": None, "undecided": "ungrounded", "findings": [], "evidence": []})
+
+    line = json.loads(prompt.report_line(2, report))
+
+    assert line["rules"]["a"] == {"passed": False, "findings": 1, "example": "line 150: p2", "quote": "q2"}
+    assert line["rules"]["b"] == {"passed": True, "evidence": [{"line": 120, "quote": "has", "note": "n"}]}
+    assert line["rules"]["c"] == {"passed": None, "undecided": "ungrounded"}
 
 
 @pytest.mark.parametrize(
     ("a", "reason"),
     [
-        ({"rule_id": "a", "passed": False, "keep": [3], "findings": [], "evidence": ""}, "keeps report"),
-        ({"rule_id": "a", "passed": True, "keep": [1], "findings": [], "evidence": ""}, "passed but has findings"),
-        ({"rule_id": "a", "passed": False, "keep": [], "findings": [], "evidence": ""}, "failed without a finding"),
+        ({"rule_id": "a", "passed": False, "keep": [3], "findings": [], "evidence": []}, "keeps report"),
+        ({"rule_id": "a", "passed": True, "keep": [1], "findings": [], "evidence": []}, "passed but has findings"),
+        ({"rule_id": "a", "passed": False, "keep": [], "findings": [], "evidence": []}, "failed without a finding"),
         (
             {
                 "rule_id": "a",
                 "passed": False,
                 "keep": [],
-                "findings": [{"line": 201, "end_line": 201, "message": "m"}],
-                "evidence": "",
+                "findings": [{"line": 0, "end_line": 1, "kind": "text", "quote": "q", "message": "m"}],
+                "evidence": [],
             },
-            "outside lines 1-200",
+            "do not exist",
         ),
     ],
 )
 def test_combine_answers_are_held_to_the_reports(a: dict[str, Any], reason: str) -> None:
-    reports = [
-        Report(
-            1,
-            100,
-            [
-                {"id": "a", "passed": False, "findings": [prompt.finding(5, 5, "m")], "evidence": ""},
-                {"id": "b", "passed": True, "findings": [], "evidence": ""},
-            ],
-        ),
-        Report(
-            101,
-            200,
-            [
-                {"id": "a", "passed": True, "findings": [], "evidence": ""},
-                {"id": "b", "passed": True, "findings": [], "evidence": ""},
-            ],
-        ),
-    ]
-    b = {"rule_id": "b", "passed": True, "keep": [], "findings": [], "evidence": ""}
+    b = {"rule_id": "b", "passed": True, "keep": [], "findings": [], "evidence": []}
     with pytest.raises(InvalidAnswer, match=reason):
-        parse_combine_answer(_answer(a, b), RULES, reports)
+        parse_combine_answer(_answer(a, b), RULES, _reports())
+
+
+def test_a_reask_repeats_the_question_after_the_first_answer_and_the_note() -> None:
+    messages = [{"role": "system", "content": "s"}, {"role": "user", "content": "u"}]
+
+    again = prompt.reask_messages(messages, '{"results": []}', "note")
+
+    assert again == [
+        *messages,
+        {"role": "assistant", "content": '{"results": []}'},
+        {"role": "user", "content": "note"},
+    ]
 
 
 def test_the_text_is_fenced_by_a_per_call_nonce_and_marked_as_data() -> None:

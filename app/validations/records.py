@@ -102,6 +102,9 @@ class Validation:
     model_calls: int = 0
     reused_parts: int = 0
     attempts: int = 0
+    relocated: int = 0  # findings moved to their quote's line (core/grounding.py)
+    ungrounded: int = 0  # findings and evidence found nowhere in the text
+    reasked: int = 0  # questions asked again for want of a grounded finding
     estimated_tokens: int = 0
     charged_tokens: int | None = None
     plan: dict[str, Any] | None = None  # the controller's plan (lambdas/control)
@@ -122,6 +125,7 @@ class Validation:
         optional = (
             "run", "run_cost", "queue_key", "execution_arn", "started_at", "finished_at", "error", "succeeded",
             "failed", "combine_failed", "prompt_tokens", "completion_tokens", "model_calls", "reused_parts", "attempts",
+            "relocated", "ungrounded", "reasked",
             "estimated_tokens", "charged_tokens", "plan", "parallelism", "reserved", "reserved_run", "settled_run",
             "usage_at_start", "purged_at", "priority", "notify_pending",
         )  # fmt: skip

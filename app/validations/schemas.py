@@ -29,6 +29,13 @@ class Usage(BaseModel):
         default=0, description="Parts judged before (same text, rules, model, prompt): their stored verdict, no call"
     )
     attempts: int = Field(default=0, description="Every request sent, answered or not (429, timeout, error)")
+    relocated: int = Field(default=0, description="Findings moved to the line where their quote is")
+    ungrounded: int = Field(
+        default=0, description="Findings and evidence whose quote was found nowhere in the text: not delivered"
+    )
+    reasked: int = Field(
+        default=0, description="Questions asked a second time because a failure had no grounded finding"
+    )
     charged_tokens: int | None = Field(
         default=None,
         description="What the owner's token bucket was charged (prompt + completion of every answered call); "
@@ -118,6 +125,9 @@ class ValidationOut(BaseModel):
                 model_calls=record.model_calls,
                 reused_parts=record.reused_parts,
                 attempts=record.attempts,
+                relocated=record.relocated,
+                ungrounded=record.ungrounded,
+                reasked=record.reasked,
                 charged_tokens=record.charged_tokens,
             ),
             estimated_tokens=record.estimated_tokens,
@@ -168,15 +178,44 @@ class Finding(BaseModel):
     end_line: int | None = Field(default=None, description="Last line (equal to line for one line)")
     location: str = Field(description='"line N" or "lines N-M"')
     message: str
+    kind: Literal["text", "absence"] = Field(
+        default="text",
+        description='"text": the quote was found in these lines of the stored file; "absence": the part or file '
+        "lacks something (no quote; spans the whole part or file)",
+    )
+    quote: str = Field(default="", description="What the model quoted from the lines (escaped; empty for absence)")
+    snippet: str = Field(
+        default="", description="The text of the cited lines from the stored file, cut to a readable length (escaped)"
+    )
+    cited_line: int | None = Field(
+        default=None,
+        description="The line the model cited, when the quote was found elsewhere and the finding moved there",
+    )
+
+
+class UngroundedClaim(BaseModel):
+    line: int = Field(description="The line the model cited")
+    end_line: int
+    quote: str = Field(description="The model's quote (escaped), found neither there nor elsewhere in the part")
+    message: str
+    source: Literal["finding", "evidence"]
 
 
 class RuleVerdict(BaseModel):
     id: str
     passed: bool | None = Field(
-        description="The rule's verdict for the file; null until decided "
-        "(a multi-part file is decided by its combine step)"
+        description="The rule's verdict for the file; null while the file runs (a multi-part file is decided by "
+        "its combine step), and null with `undecided` once the file ended without a verdict"
     )
     findings: list[Finding]
+    ungrounded: list[UngroundedClaim] = Field(
+        default_factory=list, description="Claims of the model not found in the text: never counted as findings"
+    )
+    undecided: Literal["ungrounded", "error"] | None = Field(
+        default=None,
+        description='Why an ended file has no verdict for the rule: "ungrounded" (asked twice, the model never '
+        'backed a failure with a quote found in the text), "error" (the file failed first)',
+    )
 
 
 class ChunkCounts(BaseModel):

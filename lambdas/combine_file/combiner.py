@@ -5,7 +5,9 @@ a line-level rule keeps every part's violations. The parts' answers alone cannot
 which, so one combine call per file decides: it sees each part's per-rule report
 (passed, how many findings, one example, evidence) and answers per rule whether the
 file passes, which reports' findings stand (kept by number, so their lines are the ones
-the parts stored) and any whole-file finding.
+the parts stored) and any whole-file finding. What it adds is held to the reports' grounded
+quotes (core/grounding.py), and a pass of a rule that some part did not pass must rest on
+grounded evidence: otherwise the rule is asked once more, then undecided.
 
 Bounded tree: reports are grouped so that no combine prompt's reports exceed the part
 budget (`chunk_max_tokens`, estimated from bytes: the Lambdas have no tokenizer); when a
@@ -20,12 +22,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from core import prompt
+from core import grounding, prompt
 from core.records import ChunkStatus, combine_node_id
 from lambdas.common.config import LambdaConfig
 from lambdas.common.errors import BatchIncomplete, InvalidAnswer
 from lambdas.common.governor import Governor
-from lambdas.common.model import Asker, Stopped, asker_for, prompt_estimate_without_tokenizer
+from lambdas.common.model import Asker, Stopped, asker_for, count_grounding, prompt_estimate_without_tokenizer
+from lambdas.common.observability import count
 from lambdas.common.store import Store
 
 
@@ -91,9 +94,10 @@ def combine_files(
                     validation_id, run, index, current
                 )  # FAILED: some part has no result; retry reruns it
                 continue
+            checks = {"relocated": 0, "ungrounded": 0, "reasked": 0}
             try:
                 verdict, made = _combine_file(
-                    store, config, asker, validation_id, index, file, parts, rules, remaining_millis, reuse
+                    store, config, asker, validation_id, index, file, parts, rules, remaining_millis, checks, reuse
                 )
             except Stopped:
                 return {"combined": combined, "skipped": skipped, "calls": calls, "stopped": True}
@@ -104,12 +108,55 @@ def combine_files(
                 "last_line": verdict.last_line,
                 "combine_calls": made,
             }
-            if store.record_verdict(validation_id, index, run, fields, failed=False):
+            if store.record_verdict(validation_id, index, run, fields, failed=False, checks=checks):
                 combined += 1
             store.report_file(validation_id, run, index, current)
     finally:
         asker.lease.close()
     return {"combined": combined, "skipped": skipped, "calls": calls, "stopped": False}
+
+
+def _ask_combine(
+    asker: Asker,
+    messages: list[dict[str, str]],
+    rules: list[dict[str, str]],
+    group: list[prompt.Report],
+    file: dict[str, Any],
+    level: int,
+    last_line: int,
+    checks: dict[str, int],
+) -> tuple[prompt.Report, int]:
+    """One combine node's report, its added findings and evidence held to the reports' grounded
+    quotes (core/grounding.py); a rule left unbacked is asked once more, then undecided."""
+    span = (group[0].first_line, group[-1].last_line)
+
+    def ground(content: str) -> grounding.Grounded:
+        try:
+            verdicts, kept = prompt.parse_combine_answer(content, rules, group)
+        except prompt.InvalidAnswer as exc:
+            raise InvalidAnswer(f"file {file['name']!r}, combine level {level}: {exc}") from exc
+        return grounding.ground_combine(verdicts, [r.verdicts for r in group], kept, span, last_line)
+
+    estimate = prompt_estimate_without_tokenizer(messages)
+    answer = asker.ask(messages, prompt.COMBINE_RESPONSE_FORMAT, estimate)
+    grounded, calls = ground(answer.content), 1
+    count_grounding(grounded, answer.model)
+    if grounded.reask:
+        count("Reasks")
+        checks["reasked"] += 1
+        again = prompt.reask_messages(messages, answer.content, grounding.reask_note(grounded.verdicts, grounded.reask))
+        second_answer = asker.ask(again, prompt.COMBINE_RESPONSE_FORMAT, prompt_estimate_without_tokenizer(again))
+        calls += 1
+        try:
+            second: grounding.Grounded | None = ground(second_answer.content)
+        except InvalidAnswer:  # the first answer stands for the other rules; these stay undecided
+            second = None
+        if second is not None:
+            count_grounding(second, second_answer.model)
+        grounded = grounding.settle(grounded, second)
+    checks["relocated"] += grounded.relocated
+    checks["ungrounded"] += grounded.ungrounded
+    return prompt.Report(span[0], span[1], grounded.verdicts), calls
 
 
 def _combine_file(
@@ -122,6 +169,7 @@ def _combine_file(
     parts: list[dict[str, Any]],
     rules: list[dict[str, str]],
     remaining_millis: Callable[[], int],
+    checks: dict[str, int],
     reuse: bool = False,
 ) -> tuple[prompt.Report, int]:
     """The file's verdict through the tree; (verdict, calls made by this invocation)."""
@@ -152,15 +200,10 @@ def _combine_file(
                 report = prompt.Report(int(kept["first_line"]), int(kept["last_line"]), list(kept["rules"]))
             else:
                 messages = prompt.combine_messages(file["name"], last_line, group, rules, prompt.new_nonce())
-                estimate = prompt_estimate_without_tokenizer(messages)
-                answer = asker.ask(messages, prompt.COMBINE_RESPONSE_FORMAT, estimate)
-                calls += 1
-                try:
-                    report = prompt.parse_combine_answer(answer.content, rules, group)
-                except prompt.InvalidAnswer as exc:
-                    raise InvalidAnswer(f"file {file['name']!r}, combine level {level}: {exc}") from exc
-                if digest:
-                    store.store_answer(
+                report, made = _ask_combine(asker, messages, rules, group, file, level, last_line, checks)
+                calls += made
+                if digest and report.verdicts and not any(v.get("passed") is None for v in report.verdicts):
+                    store.store_answer(  # only grounded answers are reused
                         digest,
                         {"rules": report.verdicts, "first_line": report.first_line, "last_line": report.last_line},
                     )

@@ -23,7 +23,7 @@ from openai.types.chat import ChatCompletionMessageParam
 from openai.types.shared_params import ResponseFormatJSONSchema
 
 from core import governor as g
-from core import headroom
+from core import grounding, headroom
 from core.governor import parse_duration
 from core.records import ValidationStatus
 from lambdas.common import live_config, model_key
@@ -196,6 +196,13 @@ class Asker:
         self.lease.settle(estimate, charged, seconds)
         self.governor.observed(answer.headers, estimate)
         return answer
+
+
+def count_grounding(grounded: grounding.Grounded, model: str) -> None:
+    """Metrics of one answer's check against the text (core/grounding.py): the ungrounded rate per model."""
+    count("FindingsRelocated", grounded.relocated)
+    count("FindingsChecked", grounded.checked, model=model)
+    count("FindingsUngrounded", grounded.ungrounded, model=model)
 
 
 def prompt_estimate_without_tokenizer(messages: list[dict[str, str]]) -> int:

@@ -83,10 +83,11 @@ class MetricSpec:
     kind: Kind
     prometheus: str  # the family in local mode (counters get `_total` from prometheus-client)
     help: str
+    by_model: bool = False  # also a `model` dimension (label): counted per model
 
 
-def _counter(name: str, prometheus: str, help: str, unit: str = "Count") -> MetricSpec:
-    return MetricSpec(name, unit, Kind.COUNTER, prometheus, help)
+def _counter(name: str, prometheus: str, help: str, unit: str = "Count", by_model: bool = False) -> MetricSpec:
+    return MetricSpec(name, unit, Kind.COUNTER, prometheus, help, by_model)
 
 
 def _gauge(name: str, prometheus: str, help: str, unit: str = "Count") -> MetricSpec:
@@ -108,6 +109,23 @@ METRICS: dict[str, MetricSpec] = {
             "Model calls that timed out, failed (5xx, connection) or were refused (4xx other than 429)",
         ),
         _counter("AnswersCut", "validation_answers_cut", "Answers cut by max_tokens and asked again"),
+        _counter(
+            "FindingsChecked",
+            "validation_findings_checked",
+            "Findings and evidence whose quote was looked up in the text, per model",
+            by_model=True,
+        ),
+        _counter(
+            "FindingsUngrounded",
+            "validation_findings_ungrounded",
+            "Findings and evidence whose quote was found nowhere in the text (not delivered), per model; "
+            "÷ validation_findings_checked is the model's ungrounded rate",
+            by_model=True,
+        ),
+        _counter(
+            "FindingsRelocated", "validation_findings_relocated", "Findings moved to the line where their quote is"
+        ),
+        _counter("Reasks", "validation_reasks", "Questions asked again because a failure had no grounded finding"),
         _counter(
             "LeaseWaits",
             "validation_lease_waits",
@@ -176,27 +194,45 @@ class Invocation:
     service: str
     namespace: str
     values: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    by_model: dict[str, dict[str, float]] = field(default_factory=dict)  # model -> metric -> value
 
-    def document(self) -> Document | None:
-        if not self.values:
-            return None
+    def _emf(self, values: dict[str, float], model: str | None = None) -> Document:
         emf = AmazonCloudWatchEMFProvider(namespace=self.namespace, service=self.service)
-        for name, value in self.values.items():
+        if model is not None:
+            emf.add_dimension(name="model", value=model)
+        for name, value in values.items():
             emf.add_metric(name=name, unit=METRICS[name].unit, value=value)
         document: Document = dict(emf.serialize_metric_set())
         return document
+
+    def document(self) -> Document | None:
+        return self._emf(self.values) if self.values else None
+
+    def documents(self) -> list[Document]:
+        """The invocation's metrics, then one document per model for the metrics counted per model."""
+        first = self.document()
+        return ([first] if first else []) + [self._emf(v, model) for model, v in self.by_model.items() if v]
 
 
 _current: ContextVar[Invocation | None] = ContextVar("lambda_invocation", default=None)
 
 
-def count(name: str, value: float = 1.0) -> None:
-    """Add to a counter of the running invocation (nothing happens outside one)."""
-    if METRICS[name].kind is not Kind.COUNTER:  # a misspelt name fails here too (KeyError), in tests as well
+def count(name: str, value: float = 1.0, *, model: str | None = None) -> None:
+    """Add to a counter of the running invocation (nothing happens outside one); a metric counted
+    per model needs its `model`."""
+    spec = METRICS[name]  # a misspelt name fails here too (KeyError), in tests as well
+    if spec.kind is not Kind.COUNTER:
         raise ValueError(f"{name} is a gauge")
+    if spec.by_model != (model is not None):
+        raise ValueError(f"{name} is {'' if spec.by_model else 'not '}counted per model")
     invocation = _current.get()
-    if invocation is not None:
+    if invocation is None:
+        return
+    if model is None:
         invocation.values[name] += value
+    else:
+        per_model = invocation.by_model.setdefault(model, defaultdict(float))
+        per_model[name] += value
 
 
 def gauge(name: str, value: float) -> None:
@@ -267,8 +303,7 @@ def invocation(event: Any, context: Any) -> Iterator[Invocation]:
     finally:
         _current.reset(token)
         try:
-            document = current.document()
-            if document is not None:
+            for document in current.documents():
                 emit(document)
         except Exception as exc:  # noqa: BLE001 - metrics never fail (or mask the error of) an invocation
             log.warning("metrics not written: %s: %s", type(exc).__name__, exc)

@@ -144,14 +144,22 @@ class Store:
         return True
 
     def record_success(
-        self, validation_id: str, chunk: dict[str, Any], rules: list[dict[str, Any]], usage: dict[str, int], model: str
+        self,
+        validation_id: str,
+        chunk: dict[str, Any],
+        rules: list[dict[str, Any]],
+        usage: dict[str, int],
+        model: str,
+        checks: dict[str, int] | None = None,
     ) -> bool:
+        """The part's grounded verdicts; `checks` (relocated, ungrounded, reasked) join the validation's usage."""
         return self._settle_chunk(
             validation_id,
             chunk,
             ChunkStatus.SUCCEEDED,
             {"rules": rules, "usage": usage, "model": model, "finished_at": now_iso()},
-            {"succeeded": 1},  # the tokens were counted per attempt (count_attempt)
+            # the tokens were counted per attempt (count_attempt)
+            {"succeeded": 1, **{k: v for k, v in (checks or {}).items() if v}},
         )
 
     def record_reused(
@@ -477,8 +485,17 @@ class Store:
             raise
         return item
 
-    def record_verdict(self, validation_id: str, index: int, run: int, fields: dict[str, Any], failed: bool) -> bool:
-        """The file's verdict (or the combine step's failure) and the validation's counter, once."""
+    def record_verdict(
+        self,
+        validation_id: str,
+        index: int,
+        run: int,
+        fields: dict[str, Any],
+        failed: bool,
+        checks: dict[str, int] | None = None,
+    ) -> bool:
+        """The file's verdict (or the combine step's failure) and the validation's counters, once."""
+        counters = {"combine_failed" if failed else "combined": 1, **{k: v for k, v in (checks or {}).items() if v}}
         item = {
             "validation_id": validation_id,
             "chunk_id": verdict_id(index),
@@ -503,9 +520,9 @@ class Store:
                         "Update": {
                             "TableName": self.config.validations_table,
                             "Key": {"id": validation_id},
-                            "UpdateExpression": "ADD #counter :one",
-                            "ExpressionAttributeNames": {"#counter": "combine_failed" if failed else "combined"},
-                            "ExpressionAttributeValues": {":one": 1},
+                            "UpdateExpression": "ADD " + ", ".join(f"#{k} :{k}" for k in counters),
+                            "ExpressionAttributeNames": {f"#{k}": k for k in counters},
+                            "ExpressionAttributeValues": {f":{k}": v for k, v in counters.items()},
                         }
                     },
                 ]

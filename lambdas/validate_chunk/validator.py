@@ -7,6 +7,9 @@ Every model call goes through the TPM governor (lambdas/common/governor.py): a c
 below the live parallelism and the call's tokens from the global budget, before the call.
 The answer is held to the schema (core/prompt.py): an invalid one raises InvalidAnswer,
 which Step Functions retries; after the retries the part ends FAILED with that reason.
+Its findings are held to the part's text (core/grounding.py): moved to the line holding
+their quote, or set aside as ungrounded; a failing rule left without a grounded finding is
+asked once more, then undecided.
 An invocation validates up to `calls_per_invocation` of its parts at once, each call on a
 slot and lease of its own (lambdas/common/calls.py, core/headroom.py).
 """
@@ -16,15 +19,17 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
-from core import prompt
+from core import grounding, prompt
 from core.records import ChunkStatus, part_index_of
 from lambdas.common import calls
 from lambdas.common.config import LambdaConfig
 from lambdas.common.errors import BatchIncomplete, InvalidAnswer
 from lambdas.common.governor import Governor
-from lambdas.common.model import Asker, askers_for, prompt_estimate_without_tokenizer
+from lambdas.common.model import Asker, askers_for, count_grounding, prompt_estimate_without_tokenizer
+from lambdas.common.observability import count
 from lambdas.common.store import Store
 
 log = logging.getLogger(__name__)
@@ -90,16 +95,12 @@ def validate_batch(
                 counted("skipped")
             return
         messages = prompt.part_messages(view, text, rules, prompt.new_nonce())
-        answer = asker.ask(messages, prompt.PART_RESPONSE_FORMAT, prompt_tokens_estimate(chunk, messages, config))
-        try:
-            verdicts = prompt.parse_part_answer(
-                answer.content, rules, int(chunk["first_line"]), int(chunk["last_line"])
-            )
-        except prompt.InvalidAnswer as exc:
-            raise InvalidAnswer(f"part {chunk['chunk_id']}: {exc}") from exc
-        if digest:
-            store.store_answer(digest, {"rules": verdicts, "model": answer.model})
-        if store.record_success(validation_id, chunk, verdicts, answer.usage, answer.model):
+        judged = judge_part(asker, messages, prompt_tokens_estimate(chunk, messages, config), rules, text, chunk)
+        if digest and not judged.grounded.undecided:  # only grounded answers are reused
+            store.store_answer(digest, {"rules": judged.grounded.verdicts, "model": judged.model})
+        if store.record_success(
+            validation_id, chunk, judged.grounded.verdicts, judged.usage, judged.model, judged.counters()
+        ):
             counted("validated")
             store.after_chunk(validation_id, run, chunk)
         else:  # a duplicate invocation settled it first
@@ -113,6 +114,63 @@ def validate_batch(
             tally["skipped"] += 1
     stopped = calls.handle_all(todo, validate, askers)
     return {**tally, "stopped": stopped}
+
+
+@dataclass(frozen=True)
+class Judged:
+    """A part's grounded verdicts, with what its answers cost and what the check did."""
+
+    grounded: grounding.Grounded
+    usage: dict[str, int]
+    model: str
+    reasked: int
+
+    def counters(self) -> dict[str, int]:
+        return {"relocated": self.grounded.relocated, "ungrounded": self.grounded.ungrounded, "reasked": self.reasked}
+
+
+def judge_part(
+    asker: Asker,
+    messages: list[dict[str, str]],
+    estimate: int,
+    rules: list[dict[str, str]],
+    text: str,
+    chunk: dict[str, Any],
+) -> Judged:
+    """The part's answer, its findings held to the part's text (core/grounding.py). A failing rule
+    left without a grounded finding is asked once more (all rules, with a note of the quotes not
+    found); only those rules take the second answer, and one it does not back either is undecided."""
+    first_line, last_line = int(chunk["first_line"]), int(chunk["last_line"])
+
+    def ground(content: str) -> grounding.Grounded:
+        try:
+            return grounding.ground_part(prompt.parse_part_answer(content, rules), text, first_line, last_line)
+        except prompt.InvalidAnswer as exc:
+            raise InvalidAnswer(f"part {chunk['chunk_id']}: {exc}") from exc
+
+    answer = asker.ask(messages, prompt.PART_RESPONSE_FORMAT, estimate)
+    first = ground(answer.content)
+    usage = dict(answer.usage)
+    count_grounding(first, answer.model)
+    if not first.reask:
+        return Judged(first, usage, answer.model, 0)
+    count("Reasks")
+    log.info("part %s: rules %s have no grounded finding; asking again", chunk["chunk_id"], first.reask)
+    note = grounding.reask_note(first.verdicts, first.reask)
+    again = prompt.reask_messages(messages, answer.content, note)
+    second_answer = asker.ask(
+        again, prompt.PART_RESPONSE_FORMAT, estimate + prompt_estimate_without_tokenizer(again[-2:])
+    )
+    for key, value in second_answer.usage.items():
+        usage[key] = usage.get(key, 0) + value
+    try:
+        second: grounding.Grounded | None = ground(second_answer.content)
+    except InvalidAnswer as exc:  # the first answer stands for the other rules; these stay undecided
+        log.info("the second answer is not usable: %s", exc)
+        second = None
+    if second is not None:
+        count_grounding(second, second_answer.model)
+    return Judged(grounding.settle(first, second), usage, answer.model, 1)
 
 
 def prompt_tokens_estimate(chunk: dict[str, Any], messages: list[dict[str, str]], config: LambdaConfig) -> int:

@@ -82,7 +82,7 @@ def test_three_files_two_rules_succeed_with_per_file_per_rule_results(api: Any, 
     leaky = {v["id"]: v for v in results["leaky.csv"]["rules"]}
     assert leaky["no-secret"]["passed"] is False
     assert [f["location"] for f in leaky["no-secret"]["findings"]] == ["line 3", "line 6"]
-    assert leaky["has-row"] == {"id": "has-row", "passed": True, "findings": []}
+    assert leaky["has-row"] == {"id": "has-row", "passed": True, "findings": [], "ungrounded": [], "undecided": None}
     assert {v["id"]: v["passed"] for v in results["clean.txt"]["rules"]} == {"no-secret": True, "has-row": True}
     assert simulator.stats.part_calls == 3
 

@@ -191,6 +191,9 @@ def test_queued_validations_start_later_in_submission_order_and_a_cancelled_one_
         "model_calls": 0,
         "reused_parts": 0,
         "attempts": 0,
+        "relocated": 0,
+        "ungrounded": 0,
+        "reasked": 0,
         "charged_tokens": None,
     }
 
