@@ -12,28 +12,8 @@ from botocore.exceptions import (
 )
 
 from app.errors import AppError, ServiceUnavailable, UpstreamError
+from core.aws_codes import CONDITION_CODES, TRANSIENT_CODES
 
-_CONDITION_CODES = frozenset({"ConditionalCheckFailedException", "TransactionCanceledException"})
-# Throttled or briefly unavailable: the same call may succeed shortly (503 with Retry-After).
-_UNAVAILABLE_CODES = frozenset(
-    {
-        "ThrottlingException",
-        "Throttling",
-        "ThrottledException",
-        "RequestThrottled",
-        "RequestThrottledException",
-        "TooManyRequestsException",
-        "ProvisionedThroughputExceededException",
-        "RequestLimitExceeded",
-        "TransactionInProgressException",
-        "SlowDown",
-        "ServiceUnavailable",
-        "ServiceUnavailableException",
-        "InternalServerError",
-        "InternalFailure",
-        "InternalError",
-    }
-)
 _UNREACHABLE = (EndpointConnectionError, ConnectTimeoutError, ReadTimeoutError, ConnectionClosedError)
 RETRY_AFTER_SECONDS = 1
 
@@ -44,7 +24,7 @@ def error_code(exc: ClientError) -> str:
 
 def condition_failed(exc: ClientError) -> bool:
     """A conditional write (or a transaction) lost: an expected outcome, not a failure."""
-    return error_code(exc) in _CONDITION_CODES
+    return error_code(exc) in CONDITION_CODES
 
 
 def aws_failure(exc: BaseException) -> AppError | None:
@@ -57,7 +37,7 @@ def aws_failure(exc: BaseException) -> AppError | None:
         code = error_code(exc)
         status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
         operation = getattr(exc, "operation_name", "") or "an AWS call"
-        if code in _UNAVAILABLE_CODES or status >= 500:
+        if code in TRANSIENT_CODES or status >= 500:
             return ServiceUnavailable(
                 f"AWS is throttling or unavailable ({operation}: {code}); retry shortly.",
                 headers={"Retry-After": str(RETRY_AFTER_SECONDS)},

@@ -9,6 +9,8 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from core.aws_codes import CONDITION_CODES, TRANSIENT_CODES
+
 
 class RateLimited(Exception):
     """The model API answered 429. Retried with backoff and jitter."""
@@ -67,27 +69,9 @@ def aws_error_code(exc: ClientError) -> str:
     return str(exc.response["Error"]["Code"])
 
 
-# A conditional write (or a transaction) that lost: an expected outcome, not a failure.
-_CONDITION_CODES = frozenset({"ConditionalCheckFailedException", "TransactionCanceledException"})
-
-
 def is_condition_failure(exc: ClientError) -> bool:
     """The write's condition (or one of a transaction's) did not hold."""
-    return aws_error_code(exc) in _CONDITION_CODES
-
-
-# AWS error codes that say "try again later", not "your request is wrong".
-TRANSIENT_AWS_CODES = frozenset(
-    {
-        "ThrottlingException",
-        "ProvisionedThroughputExceededException",
-        "RequestLimitExceeded",
-        "InternalServerError",
-        "ServiceUnavailable",
-        "TransactionConflictException",
-        "SlowDown",
-    }
-)
+    return aws_error_code(exc) in CONDITION_CODES
 
 
 @contextmanager
@@ -96,7 +80,7 @@ def transient_aws_errors_retried() -> Iterator[None]:
     try:
         yield
     except ClientError as exc:
-        if aws_error_code(exc) in TRANSIENT_AWS_CODES:
+        if aws_error_code(exc) in TRANSIENT_CODES:
             raise StoreUnavailable(str(exc)[:500]) from exc
         raise
     except BotoCoreError as exc:  # connection and read timeouts to AWS
