@@ -20,7 +20,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from core.dynamo import typed
+from core.dynamo import Update, typed
 
 MARKER = "notify_pending"  # the attribute, and the index over it (infra/terraform/resources.json)
 SHARDS = 8
@@ -38,13 +38,12 @@ def shards() -> list[str]:
 def clear_update(validations_table: str, validation_id: str, run: int) -> dict[str, Any]:
     """UpdateItem that removes the marker of run `run`'s end (fails its condition when the
     validation has moved on to another run, or the marker is gone already)."""
-    return {
-        "TableName": validations_table,
-        "Key": typed({"id": validation_id}),
-        "UpdateExpression": f"REMOVE {MARKER}",
-        "ConditionExpression": f"attribute_exists({MARKER}) AND run = :run",
-        "ExpressionAttributeValues": typed({":run": run}),
-    }
+    return (
+        Update()
+        .remove(MARKER)
+        .when(f"attribute_exists({{{MARKER}}}) AND {{run}} = :run", run=run)
+        .item(validations_table, {"id": validation_id})
+    )
 
 
 def pending_query(validations_table: str, shard: str) -> dict[str, Any]:

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Generator
 from typing import Any
 
-from core.dynamo import from_item, typed
+from core.dynamo import Update, from_item, typed
 from core.steps import PUT, UPDATE, Step, StepAnswer, response
 
 STATUS, PROGRESS, RESULT, END = "status", "progress", "result", "end"
@@ -24,14 +24,8 @@ STATUS, PROGRESS, RESULT, END = "status", "progress", "result", "end"
 
 def allocate(validations_table: str, validation_id: str) -> dict[str, Any]:
     """UpdateItem that takes the next sequence number; ALL_NEW also returns the counters."""
-    return {
-        "TableName": validations_table,
-        "Key": typed({"id": validation_id}),
-        "UpdateExpression": "ADD event_seq :one",
-        "ConditionExpression": "attribute_exists(id)",
-        "ExpressionAttributeValues": typed({":one": 1}),
-        "ReturnValues": "ALL_NEW",
-    }
+    update = Update().add(event_seq=1).when("attribute_exists({id})")
+    return {**update.item(validations_table, {"id": validation_id}), "ReturnValues": "ALL_NEW"}
 
 
 def event_put(
@@ -76,13 +70,12 @@ def status_of(record: dict[str, Any]) -> dict[str, Any]:
 def claim_file_report(validations_table: str, validation_id: str, run: int, file_index: int) -> dict[str, Any]:
     """UpdateItem that succeeds for one writer only: the result event of file N in run R is written once."""
     mark = f"{run}:{file_index}"
-    return {
-        "TableName": validations_table,
-        "Key": typed({"id": validation_id}),
-        "UpdateExpression": "ADD reported :mark",
-        "ConditionExpression": "attribute_not_exists(reported) OR NOT contains(reported, :one)",
-        "ExpressionAttributeValues": typed({":mark": {mark}, ":one": mark}),
-    }
+    return (
+        Update()
+        .add(reported={mark})
+        .when("attribute_not_exists({reported}) OR NOT contains({reported}, :one)", one=mark)
+        .item(validations_table, {"id": validation_id})
+    )
 
 
 def progress_of(record: dict[str, Any]) -> dict[str, Any]:

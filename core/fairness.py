@@ -45,7 +45,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
-from core.dynamo import decimal, typed
+from core.dynamo import Update, decimal, typed
 from core.governor import Budget
 
 Priority = Literal["high", "normal", "low"]
@@ -197,35 +197,24 @@ def charge(
     it is over. Slack is never refused; an outranked validation's goes on `slack`, apart from
     the share, so it leaves its user's share to the higher-priority validation (the slack of
     a user over its share counts on `tokens`: it delays that user's next queued grant)."""
-    values: dict[str, Any] = {
-        ":t": int(tokens),
-        ":exp": int((window + ACCOUNT_WINDOWS) * window_seconds),
-    }
-    request: dict[str, Any] = {
-        "TableName": table,
-        "Key": typed(account_key(user_id, window)),
-        "UpdateExpression": f"ADD {'slack' if slack else 'tokens'} :t SET expires_at = :exp",
-    }
+    update = Update().add(**{"slack" if slack else "tokens": int(tokens)})
+    update.set(expires_at=int((window + ACCOUNT_WINDOWS) * window_seconds))
     if room is not None and not slack:
-        request["ConditionExpression"] = "attribute_not_exists(tokens) OR tokens <= :room"
-        request["ReturnValuesOnConditionCheckFailure"] = "ALL_OLD"
-        values[":room"] = decimal(room)
-    request["ExpressionAttributeValues"] = typed(values)
-    return request
+        update.when("attribute_not_exists({tokens}) OR {tokens} <= :room", room=decimal(room))
+        return {**update.item(table, account_key(user_id, window)), "ReturnValuesOnConditionCheckFailure": "ALL_OLD"}
+    return update.item(table, account_key(user_id, window))
 
 
 def heartbeat(table: str, tenant: Tenant, now: float, window_seconds: float) -> dict[str, Any]:
     """Renew the tenant's demand at its priority (and its weight, which an admin may change)."""
     until = now + DEMAND_LIFE * window_seconds
     priority = PRIORITIES[tenant.rank]
-    return {
-        "TableName": table,
-        "Key": typed({"pk": DEMAND_PK, "sk": tenant.user_id}),
-        "UpdateExpression": f"SET weight = :w, until_{priority} = :until, expires_at = :exp",
-        "ExpressionAttributeValues": typed(
-            {":w": decimal(tenant.weight), ":until": decimal(until), ":exp": int(until + window_seconds)}
-        ),
+    fields = {
+        "weight": decimal(tenant.weight),
+        f"until_{priority}": decimal(until),
+        "expires_at": int(until + window_seconds),
     }
+    return Update().set(**fields).item(table, {"pk": DEMAND_PK, "sk": tenant.user_id})
 
 
 def demand_query(table: str) -> dict[str, Any]:

@@ -40,7 +40,7 @@ from decimal import Decimal
 from typing import Any
 
 from core import headroom
-from core.dynamo import decimal, typed
+from core.dynamo import Update, decimal, typed
 
 BUDGET_KEY = {"pk": "budget", "sk": "tokens"}
 USAGE_PK = "usage"
@@ -173,46 +173,25 @@ def grant(table: str, budget: Budget, cost: int, now: float) -> Grant:
     new, starts_at = budget.schedule(cost, now, state.tat)
     if full:
         stored = decimal(new)
-        request = {
-            "TableName": table,
-            "Key": typed(BUDGET_KEY),
-            "UpdateExpression": "SET tat = :tat ADD granted :c",
-            "ConditionExpression": "attribute_not_exists(tat) OR tat <= :now",
-            "ExpressionAttributeValues": typed({":tat": stored, ":now": decimal(now), ":c": int(cost)}),
-        }
+        update = Update().when("attribute_not_exists({tat}) OR {tat} <= :now", now=decimal(now))
     else:
         exact = Decimal(str(state.tat_exact))
         stored = exact + decimal(cost / budget.rate(now))
-        request = {
-            "TableName": table,
-            "Key": typed(BUDGET_KEY),
-            "UpdateExpression": "SET tat = :tat ADD granted :c",
-            "ConditionExpression": "tat = :seen",
-            "ExpressionAttributeValues": typed({":tat": stored, ":seen": exact, ":c": int(cost)}),
-        }
+        update = Update().when("{tat} = :seen", seen=exact)
+    request = update.set(tat=stored).add(granted=int(cost)).item(table, BUDGET_KEY)
     return Grant({**request, "ReturnValuesOnConditionCheckFailure": "ALL_OLD"}, float(stored), str(stored), starts_at)
 
 
 def refund(table: str, budget: Budget, tokens: float, now: float) -> dict[str, Any]:
     """Give unused tokens back: `tat` moves back by tokens / rate. `granted − returned`
     is what was spent (the counters make that checkable)."""
-    return {
-        "TableName": table,
-        "Key": typed(BUDGET_KEY),
-        "UpdateExpression": "ADD tat :back, returned :t",
-        "ConditionExpression": "attribute_exists(tat)",
-        "ExpressionAttributeValues": typed({":back": decimal(-tokens / budget.rate(now)), ":t": int(tokens)}),
-    }
+    update = Update().add(tat=decimal(-tokens / budget.rate(now)), returned=int(tokens))
+    return update.when("attribute_exists({tat})").item(table, BUDGET_KEY)
 
 
 def overdraw(table: str, budget: Budget, tokens: float, now: float) -> dict[str, Any]:
     """Charge what calls used beyond the lease (a real prompt count above the estimate)."""
-    return {
-        "TableName": table,
-        "Key": typed(BUDGET_KEY),
-        "UpdateExpression": "ADD tat :more, granted :t",
-        "ExpressionAttributeValues": typed({":more": decimal(tokens / budget.rate(now)), ":t": int(tokens)}),
-    }
+    return Update().add(tat=decimal(tokens / budget.rate(now)), granted=int(tokens)).item(table, BUDGET_KEY)
 
 
 def usage_slice(now: float, window_seconds: float) -> int:
@@ -222,12 +201,8 @@ def usage_slice(now: float, window_seconds: float) -> int:
 
 def add_usage(table: str, tokens: float, now: float, window_seconds: float) -> dict[str, Any]:
     """Count tokens sent to the model in the current sixth of a window."""
-    return {
-        "TableName": table,
-        "Key": typed({"pk": USAGE_PK, "sk": f"{usage_slice(now, window_seconds):012d}"}),
-        "UpdateExpression": "ADD tokens :t SET expires_at = :exp",
-        "ExpressionAttributeValues": typed({":t": int(round(tokens)), ":exp": int(now + 10 * window_seconds)}),
-    }
+    update = Update().add(tokens=int(round(tokens))).set(expires_at=int(now + 10 * window_seconds))
+    return update.item(table, {"pk": USAGE_PK, "sk": f"{usage_slice(now, window_seconds):012d}"})
 
 
 def usage_keys(now: float, window_seconds: float) -> list[dict[str, str]]:
@@ -248,22 +223,17 @@ def lease_key(validation_id: str, slot: int) -> dict[str, str]:
 def claim(table: str, validation_id: str, slot: int, holder: str, now: float, lease_seconds: float) -> dict[str, Any]:
     """Take a free slot (no lease item: it was closed or reclaimed)."""
     expires = now + lease_seconds
-    return {
-        "TableName": table,
-        "Key": typed(lease_key(validation_id, slot)),
-        "UpdateExpression": "SET holder = :me, expires_at = :exp, open_until = :exp, open_shard = :shard, "
-        "leased = :zero, committed = :zero, reported = :zero, since = :now",
-        "ConditionExpression": "attribute_not_exists(holder)",
-        "ExpressionAttributeValues": typed(
-            {
-                ":me": holder,
-                ":exp": decimal(expires),
-                ":shard": f"s{hash((validation_id, slot)) % OPEN_SHARDS}",
-                ":zero": 0,
-                ":now": decimal(now),
-            }
-        ),
-    }
+    update = Update().set(
+        holder=holder,
+        expires_at=decimal(expires),
+        open_until=decimal(expires),
+        open_shard=f"s{hash((validation_id, slot)) % OPEN_SHARDS}",
+        leased=0,
+        committed=0,
+        reported=0,
+        since=decimal(now),
+    )
+    return update.when("attribute_not_exists({holder})").item(table, lease_key(validation_id, slot))
 
 
 def renew(
@@ -280,15 +250,9 @@ def renew(
 ) -> dict[str, Any]:
     """Before a call: extend the lease and add what was taken, committed and counted as used."""
     expires = now + lease_seconds
-    return {
-        "TableName": table,
-        "Key": typed(lease_key(validation_id, slot)),
-        "UpdateExpression": "SET expires_at = :exp, open_until = :exp ADD leased :l, committed :c, reported :r",
-        "ConditionExpression": "holder = :me",
-        "ExpressionAttributeValues": typed(
-            {":me": holder, ":exp": decimal(expires), ":l": int(leased), ":c": int(committed), ":r": int(reported)}
-        ),
-    }
+    update = Update().set(expires_at=decimal(expires), open_until=decimal(expires))
+    update.add(leased=int(leased), committed=int(committed), reported=int(reported))
+    return update.when("{holder} = :me", me=holder).item(table, lease_key(validation_id, slot))
 
 
 def release(table: str, validation_id: str, slot: int, holder: str) -> dict[str, Any]:
@@ -350,55 +314,31 @@ STATS_KEY = {"pk": "stats", "sk": "calls"}
 
 def record_calls(table: str, calls: int, seconds: float, tokens: float, now: float) -> dict[str, Any]:
     """A closing lease's average call (duration, tokens charged): the controller plans with it."""
-    return {
-        "TableName": table,
-        "Key": typed(STATS_KEY),
-        "UpdateExpression": "SET call_seconds = :s, call_tokens = :t, updated_at = :now",
-        "ExpressionAttributeValues": typed(
-            {":s": decimal(seconds / calls), ":t": decimal(tokens / calls), ":now": decimal(now)}
-        ),
-    }
+    update = Update().set(call_seconds=decimal(seconds / calls), call_tokens=decimal(tokens / calls))
+    return update.set(updated_at=decimal(now)).item(table, STATS_KEY)
 
 
 def penalize(table: str, budget: Budget, now: float, pause_seconds: float) -> dict[str, Any]:
     """After a 429: lower the factor (once per PENALTY_SPACING of a window)."""
     lowered = max(MIN_FACTOR, budget.factor(now) * DECREASE)
-    return {
-        "TableName": table,
-        "Key": typed(BUDGET_KEY),
-        "UpdateExpression": "SET factor = :f, penalized_at = :now",
-        "ConditionExpression": "attribute_not_exists(penalized_at) OR penalized_at < :recent",
-        "ExpressionAttributeValues": typed(
-            {
-                ":f": decimal(lowered),
-                ":now": decimal(now),
-                ":recent": decimal(now - PENALTY_SPACING * budget.window_seconds),
-            }
-        ),
-    }
+    recent = decimal(now - PENALTY_SPACING * budget.window_seconds)
+    update = Update().set(factor=decimal(lowered), penalized_at=decimal(now))
+    update.when("attribute_not_exists({penalized_at}) OR {penalized_at} < :recent", recent=recent)
+    return update.item(table, BUDGET_KEY)
 
 
 def pause(table: str, budget: Budget, until: float) -> dict[str, Any]:
     """No grants before `until`: `tat` moves forward, never back."""
     at = until + budget.capacity(0) / budget.rate(until)  # the burst is not kept either
-    return {
-        "TableName": table,
-        "Key": typed(BUDGET_KEY),
-        "UpdateExpression": "SET tat = :until",
-        "ConditionExpression": "attribute_not_exists(tat) OR tat < :until",
-        "ExpressionAttributeValues": typed({":until": decimal(at)}),
-    }
+    update = Update().set_to("tat", ":until").when("attribute_not_exists({tat}) OR {tat} < :until", until=decimal(at))
+    return update.item(table, BUDGET_KEY)
 
 
 def lower_upstream(table: str, tpm: int) -> dict[str, Any]:
     """Remember a lower upstream limit than the configured target (headers never raise it)."""
-    return {
-        "TableName": table,
-        "Key": typed(BUDGET_KEY),
-        "UpdateExpression": "SET upstream_tpm = :t",
-        "ConditionExpression": "attribute_not_exists(upstream_tpm) OR upstream_tpm <> :t",
-        "ExpressionAttributeValues": typed({":t": int(tpm)}),
-    }
+    update = Update().set_to("upstream_tpm", ":t")
+    update.when("attribute_not_exists({upstream_tpm}) OR {upstream_tpm} <> :t", t=int(tpm))
+    return update.item(table, BUDGET_KEY)
 
 
 # --- upstream headers --------------------------------------------------------------------------

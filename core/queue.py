@@ -39,7 +39,7 @@ from collections.abc import Generator
 from dataclasses import dataclass
 from typing import Any
 
-from core.dynamo import from_item, to_item, typed
+from core.dynamo import Update, from_item, to_item, typed
 from core.steps import GET, QUERY, SEND_TASK_SUCCESS, Cancelled, Step, StepAnswer, response, transact
 
 # How long a validation may stay parked (the WaitForSlot task's TimeoutSeconds in the ASL).
@@ -144,16 +144,10 @@ def park_steps(
     answer = yield transact(
         [
             {
-                "Update": {
-                    "TableName": validations_table,
-                    "Key": typed({"id": validation_id}),
-                    "UpdateExpression": "SET park_token = :token, parked_at = :at",
-                    "ConditionExpression": "#status = :queued AND run = :run",
-                    "ExpressionAttributeNames": {"#status": "status"},
-                    "ExpressionAttributeValues": typed(
-                        {":token": token, ":at": parked_at, ":queued": _QUEUED, ":run": run}
-                    ),
-                }
+                "Update": Update()
+                .set(park_token=token, parked_at=parked_at)
+                .when("{status} = :queued AND {run} = :run", queued=_QUEUED, run=run)
+                .item(validations_table, {"id": validation_id})
             }
         ]
     )
@@ -165,28 +159,17 @@ def park_steps(
 
 def enter_queue_update(buckets_table: str, owner: str, max_queued: int) -> dict[str, Any]:
     """One more queued validation on the owner's bucket, unless `max_queued` are queued already."""
-    return {
-        "TableName": buckets_table,
-        "Key": typed({"user_id": owner}),
-        # A bucket written before `queued` existed counts from zero; one missing entirely is made whole.
-        "UpdateExpression": (
-            "SET queued = if_not_exists(queued, :zero) + :one, "
-            "tat = if_not_exists(tat, :zero), running = if_not_exists(running, :zero)"
-        ),
-        "ConditionExpression": "attribute_not_exists(queued) OR queued < :max",
-        "ExpressionAttributeValues": typed({":zero": 0, ":one": 1, ":max": max_queued}),
-        "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
-    }
+    # A bucket written before `queued` existed counts from zero; one missing entirely is made whole.
+    update = Update().set_to("queued", "if_not_exists({queued}, :zero) + :one", zero=0, one=1)
+    update.set_to("tat", "if_not_exists({tat}, :zero)").set_to("running", "if_not_exists({running}, :zero)")
+    update.when("attribute_not_exists({queued}) OR {queued} < :max", max=max_queued)
+    return {**update.item(buckets_table, {"user_id": owner}), "ReturnValuesOnConditionCheckFailure": "ALL_OLD"}
 
 
 def leave_queue_update(buckets_table: str, owner: str) -> dict[str, Any]:
     """One queued validation fewer (never below zero for a bucket that predates the count)."""
-    return {
-        "TableName": buckets_table,
-        "Key": typed({"user_id": owner}),
-        "UpdateExpression": "SET queued = if_not_exists(queued, :one) - :one",
-        "ExpressionAttributeValues": typed({":one": 1}),
-    }
+    update = Update().set_to("queued", "if_not_exists({queued}, :one) - :one", one=1)
+    return update.item(buckets_table, {"user_id": owner})
 
 
 def _full(answer: Cancelled, bucket_index: int) -> QueueFull | None:
@@ -228,14 +211,12 @@ def join_queue_steps(
     """Put a QUEUED run (a retry) at the end of its owner's queue and count it, in one
     transaction. True when joined; QueueFull past `max_queued`; False when the validation is
     not this QUEUED run any more, or holds a queue_key already."""
-    join = {
-        "TableName": validations_table,
-        "Key": typed({"id": validation_id}),
-        "UpdateExpression": "SET queue_key = :key",
-        "ConditionExpression": "#status = :queued AND run = :run AND attribute_not_exists(queue_key)",
-        "ExpressionAttributeNames": {"#status": "status"},
-        "ExpressionAttributeValues": typed({":key": queue_key, ":queued": _QUEUED, ":run": run}),
-    }
+    join = (
+        Update()
+        .set(queue_key=queue_key)
+        .when("{status} = :queued AND {run} = :run AND attribute_not_exists({queue_key})", queued=_QUEUED, run=run)
+        .item(validations_table, {"id": validation_id})
+    )
     items: list[dict[str, Any]] = [{"Update": join}]
     if max_queued is not None:
         items.append({"Update": enter_queue_update(buckets_table, owner, max_queued)})
@@ -256,12 +237,12 @@ def leave_queue_steps(
     """Take a validation out of its owner's queue (REMOVE queue_key, and the parked token) and
     count it off the bucket (`counted`: the owner has a quota), in one transaction. True when
     it held a queue_key; False (nothing written) when it did not: safe to repeat."""
-    remove = {
-        "TableName": validations_table,
-        "Key": typed({"id": validation_id}),
-        "UpdateExpression": "REMOVE queue_key, park_token",
-        "ConditionExpression": "attribute_exists(queue_key)",
-    }
+    remove = (
+        Update()
+        .remove("queue_key", "park_token")
+        .when("attribute_exists({queue_key})")
+        .item(validations_table, {"id": validation_id})
+    )
     items: list[dict[str, Any]] = [{"Update": remove}]
     if counted:
         items.append({"Update": leave_queue_update(buckets_table, owner)})

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from core.clock import epoch_of
-from core.dynamo import decimal, typed, untyped
+from core.dynamo import Update, decimal, untyped
 from core.queue import head_steps
 from core.steps import Cancelled, Step, StepAnswer, transact
 
@@ -93,29 +93,18 @@ def acquire_update(
     """The conditional UpdateItem that grants `cost` tokens (and a running slot), or fails.
     `leave_queue`: the grant admits a queued validation, one fewer is queued (core/queue.py)."""
     increment = cost / quota.rate
-    values: dict[str, Any] = {":now": decimal(now), ":inc": decimal(increment)}
+    update = Update()
     if bucket_full:
-        condition = "tat <= :now"
-        update = "SET tat = :now + :inc"
+        update.when("{tat} <= :now", now=decimal(now)).set_to("tat", ":now + :inc", inc=decimal(increment))
     else:
-        values[":limit"] = decimal(now + quota.window_seconds - increment)
-        condition = "tat > :now AND tat <= :limit"
-        update = "SET tat = tat + :inc"
+        limit = decimal(now + quota.window_seconds - increment)
+        update.when("{tat} > :now AND {tat} <= :limit", now=decimal(now), limit=limit)
+        update.set_to("tat", "{tat} + :inc", inc=decimal(increment))
     if count_running:
-        condition += " AND running < :max"
-        update += ", running = running + :one"
-        values.update({":max": quota.max_running, ":one": 1})
+        update.when("{running} < :max", max=quota.max_running).set_to("running", "{running} + :one", one=1)
     if leave_queue:
-        update += ", queued = if_not_exists(queued, :one) - :one"
-        values[":one"] = 1
-    return {
-        "TableName": table,
-        "Key": typed({"user_id": user_id}),
-        "UpdateExpression": update,
-        "ConditionExpression": condition,
-        "ExpressionAttributeValues": typed(values),
-        "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
-    }
+        update.set_to("queued", "if_not_exists({queued}, :one) - :one", one=1)
+    return {**update.item(table, {"user_id": user_id}), "ReturnValuesOnConditionCheckFailure": "ALL_OLD"}
 
 
 def refund_update(table: str, user_id: str, quota: Quota, refund_tokens: int) -> dict[str, Any]:
@@ -124,13 +113,9 @@ def refund_update(table: str, user_id: str, quota: Quota, refund_tokens: int) ->
     A negative refund charges what a run used beyond its reservation (retries, cut answers):
     `tat` moves forward by it. (When the bucket has refilled meanwhile, `tat` lies in the past
     and part of the charge lands on refill the user had not taken yet.)"""
-    return {
-        "TableName": table,
-        "Key": typed({"user_id": user_id}),
-        "UpdateExpression": "SET tat = tat - :dec, running = running - :one",
-        "ConditionExpression": "running > :zero",
-        "ExpressionAttributeValues": typed({":dec": decimal(refund_tokens / quota.rate), ":one": 1, ":zero": 0}),
-    }
+    update = Update().set_to("tat", "{tat} - :dec", dec=decimal(refund_tokens / quota.rate))
+    update.set_to("running", "{running} - :one", one=1).when("{running} > :zero", zero=0)
+    return update.item(table, {"user_id": user_id})
 
 
 @dataclass(frozen=True)
@@ -201,28 +186,20 @@ def queued_since(queue_key: str) -> float:
 
 
 def _start_running(admission: Admission, started_at: str, now: float) -> dict[str, Any]:
-    return {
-        "TableName": admission.validations_table,
-        "Key": typed({"id": admission.validation_id}),
-        "UpdateExpression": (
-            "SET #status = :running, started_at = :started, admitted_at = :now, reserved = :cost, "
-            "reserved_run = :run, usage_at_start = :usage REMOVE queue_key, park_token"
-        ),
-        # Holding a queue_key: it is counted on the bucket's `queued`, which the grant lowers.
-        "ConditionExpression": "#status = :queued AND run = :run AND attribute_exists(queue_key)",
-        "ExpressionAttributeNames": {"#status": "status"},
-        "ExpressionAttributeValues": typed(
-            {
-                ":running": "RUNNING",
-                ":queued": "QUEUED",
-                ":started": started_at,
-                ":cost": admission.cost if admission.quota else 0,
-                ":run": admission.run,
-                ":usage": admission.usage_at_start,
-                ":now": decimal(now),  # the clock the bucket was judged by: grants can be audited
-            }
-        ),
-    }
+    update = Update().set(
+        status="RUNNING",
+        started_at=started_at,
+        admitted_at=decimal(now),  # the clock the bucket was judged by: grants can be audited
+        reserved=admission.cost if admission.quota else 0,
+        reserved_run=admission.run,
+        usage_at_start=admission.usage_at_start,
+    )
+    update.remove("queue_key", "park_token")
+    # Holding a queue_key: it is counted on the bucket's `queued`, which the grant lowers.
+    update.when(
+        "{status} = :queued AND {run} = :run AND attribute_exists({queue_key})", queued="QUEUED", run=admission.run
+    )
+    return update.item(admission.validations_table, {"id": admission.validation_id})
 
 
 def admission_steps(admission: Admission, now: float, started_at: str) -> Generator[Step, StepAnswer, Outcome]:
@@ -319,20 +296,12 @@ def settle_items(
     `charged_tokens` adds it up over runs, `refunded` what came back."""
     return [
         {
-            "Update": {
-                "TableName": validations_table,
-                "Key": typed({"id": validation_id}),
-                "UpdateExpression": (
-                    "SET settled_run = :run, refunded = if_not_exists(refunded, :zero) + :refund, "
-                    "charged_tokens = if_not_exists(charged_tokens, :zero) + :used"
-                ),
-                "ConditionExpression": (
-                    "reserved_run = :run AND (attribute_not_exists(settled_run) OR settled_run < :run)"
-                ),
-                "ExpressionAttributeValues": typed(
-                    {":run": run, ":zero": 0, ":refund": max(0, refund_tokens), ":used": used_tokens}
-                ),
-            }
+            "Update": Update()
+            .set_to("settled_run", ":run")
+            .set_to("refunded", "if_not_exists({refunded}, :zero) + :refund", zero=0, refund=max(0, refund_tokens))
+            .set_to("charged_tokens", "if_not_exists({charged_tokens}, :zero) + :used", used=used_tokens)
+            .when("{reserved_run} = :run AND (attribute_not_exists({settled_run}) OR {settled_run} < :run)", run=run)
+            .item(validations_table, {"id": validation_id})
         },
         {"Update": refund_update(buckets_table, owner, quota, refund_tokens)},
     ]

@@ -99,7 +99,7 @@ def test_parking_stores_the_token_only_on_the_queued_run() -> None:
     taken, stored = scripted(park_steps("validations", "v1", 2, "tok", "2026-01-01T00:00:00Z"), [{}])
     update = taken[0][1]["TransactItems"][0]["Update"]
     assert stored is True
-    assert update["ConditionExpression"] == "#status = :queued AND run = :run"
+    assert update["ConditionExpression"] == "#status = :queued AND #run = :run"
     assert update["ExpressionAttributeValues"][":run"] == {"N": "2"}
 
     _, stored = scripted(
@@ -121,7 +121,7 @@ def test_a_new_validation_is_stored_and_counted_in_one_transaction_or_refused_pa
     items = taken[0][1]["TransactItems"]
     assert full is None and [op for op, _ in taken] == [TRANSACT]
     assert items[0]["Put"]["Item"]["id"] == {"S": "v9"}
-    assert items[1]["Update"]["ConditionExpression"] == "attribute_not_exists(queued) OR queued < :max"
+    assert items[1]["Update"]["ConditionExpression"] == "attribute_not_exists(#queued) OR #queued < :max"
     assert items[1]["Update"]["ExpressionAttributeValues"][":max"] == {"N": "3"}
 
     _, full = scripted(enqueue_steps("validations", "buckets", record, 3), [_lost_on_bucket(3)])
@@ -144,9 +144,9 @@ def test_leaving_the_queue_removes_the_key_and_counts_it_off_once() -> None:
     taken, left = scripted(leave_queue_steps("validations", "buckets", "v1", "u1", counted=True), [{}])
     remove, count = (i["Update"] for i in taken[0][1]["TransactItems"])
     assert left is True
-    assert remove["ConditionExpression"] == "attribute_exists(queue_key)"  # a second call writes nothing
-    assert "REMOVE queue_key, park_token" in remove["UpdateExpression"]
-    assert count["UpdateExpression"] == "SET queued = if_not_exists(queued, :one) - :one"
+    assert remove["ConditionExpression"] == "attribute_exists(#queue_key)"  # a second call writes nothing
+    assert "REMOVE #queue_key, #park_token" in remove["UpdateExpression"]
+    assert count["UpdateExpression"] == "SET #queued = if_not_exists(#queued, :one) - :one"
 
     _, left = scripted(
         leave_queue_steps("validations", "buckets", "v1", "u1", counted=True),
@@ -163,9 +163,9 @@ def test_admission_of_a_queued_validation_counts_it_off_with_the_grant() -> None
 
     grant, start = (i["Update"] for i in taken[1][1]["TransactItems"])
     assert outcome.admitted
-    assert "queued = if_not_exists(queued, :one) - :one" in grant["UpdateExpression"]
-    assert "attribute_exists(queue_key)" in start["ConditionExpression"]  # only a counted one is counted off
-    assert "REMOVE queue_key, park_token" in start["UpdateExpression"]
+    assert "#queued = if_not_exists(#queued, :one) - :one" in grant["UpdateExpression"]
+    assert "attribute_exists(#queue_key)" in start["ConditionExpression"]  # only a counted one is counted off
+    assert "REMOVE #queue_key, #park_token" in start["UpdateExpression"]
 
 
 def test_an_admission_behind_an_older_queued_validation_is_refused_without_a_grant() -> None:

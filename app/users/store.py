@@ -12,7 +12,7 @@ from app.aws.errors import condition_failed
 from app.settings import Settings
 from app.users.records import AuditRecord, User
 from core.clock import expiry, now_iso
-from core.dynamo import from_item, to_item
+from core.dynamo import Update, from_item, to_item
 
 
 class UserStore:
@@ -76,15 +76,8 @@ class UserStore:
 
     async def update(self, user_id: str, changes: dict[str, Any]) -> None:
         """Set these stored attributes (names as on `User`) of an existing user."""
-        names = {f"#{k}": k for k in changes}
-        await self._db.update_item(
-            TableName=self._users,
-            Key=to_item({"user_id": user_id}),
-            UpdateExpression="SET " + ", ".join(f"#{k} = :{k}" for k in changes),
-            ConditionExpression="attribute_exists(user_id)",
-            ExpressionAttributeNames=names,
-            ExpressionAttributeValues=to_item({f":{k}": v for k, v in changes.items()}),
-        )
+        update = Update().set(**changes).when("attribute_exists({user_id})")
+        await self._db.update_item(**update.item(self._users, {"user_id": user_id}, to_item))
 
     async def replace_key(self, user_id: str, old_hash: str, new_hash: str) -> bool:
         """Rotate: the new key works and the old one stops, atomically."""
@@ -92,15 +85,10 @@ class UserStore:
             await self._db.transact_write_items(
                 TransactItems=[
                     {
-                        "Update": {
-                            "TableName": self._users,
-                            "Key": to_item({"user_id": user_id}),
-                            "UpdateExpression": "SET key_hash = :new, updated_at = :now",
-                            "ConditionExpression": "key_hash = :old",
-                            "ExpressionAttributeValues": to_item(
-                                {":new": new_hash, ":old": old_hash, ":now": now_iso()}
-                            ),
-                        }
+                        "Update": Update()
+                        .set(key_hash=new_hash, updated_at=now_iso())
+                        .when("{key_hash} = :old", old=old_hash)
+                        .item(self._users, {"user_id": user_id}, to_item)
                     },
                     {"Delete": {"TableName": self._keys, "Key": to_item({"key_hash": old_hash})}},
                     {

@@ -16,7 +16,7 @@ from app.limits import ByteGate
 from app.settings import Settings
 from app.validations.records import Part, Validation
 from core import ends
-from core.dynamo import from_item, to_item
+from core.dynamo import Update, from_item, to_item
 from core.records import ChunkStatus, file_range, parts_query, verdict_id, verdict_range
 from core.steps import cancellation_reasons, query_all
 
@@ -56,22 +56,11 @@ class ValidationStore:
         remove: tuple[str, ...] = (),
     ) -> bool:
         """SET the fields; only if every `expect` field has that value (False otherwise)."""
-        names = {f"#{k}": k for k in [*sets, *(expect or {}), *remove]}
-        values = {f":s_{k}": v for k, v in sets.items()} | {f":e_{k}": v for k, v in (expect or {}).items()}
-        expression = "SET " + ", ".join(f"#{k} = :s_{k}" for k in sets)
-        if remove:
-            expression += " REMOVE " + ", ".join(f"#{k}" for k in remove)
-        kwargs: dict[str, Any] = {
-            "TableName": self._validations,
-            "Key": to_item({"id": validation_id}),
-            "UpdateExpression": expression,
-            "ExpressionAttributeNames": names,
-            "ExpressionAttributeValues": to_item(values),
-        }
-        if expect:
-            kwargs["ConditionExpression"] = " AND ".join(f"#{k} = :e_{k}" for k in expect)
+        update = Update().set(**sets).remove(*remove)
+        for name, value in (expect or {}).items():
+            update.when(f"{{{name}}} = :expect_{name}", **{f"expect_{name}": value})
         try:
-            await self._db.update_item(**kwargs)
+            await self._db.update_item(**update.item(self._validations, {"id": validation_id}, to_item))
         except ClientError as exc:
             if condition_failed(exc):
                 return False
@@ -204,27 +193,17 @@ class ValidationStore:
         return reset
 
     def _part_reset(self, validation_id: str, chunk_id: str) -> dict[str, Any]:
-        return {
-            "TableName": self._chunks,
-            "Key": to_item({"validation_id": validation_id, "chunk_id": chunk_id}),
-            "UpdateExpression": "SET #status = :pending REMOVE #error, finished_at",
-            "ConditionExpression": "#status = :failed",
-            "ExpressionAttributeNames": {"#status": "status", "#error": "error"},
-            "ExpressionAttributeValues": to_item(
-                {":pending": ChunkStatus.PENDING.value, ":failed": ChunkStatus.FAILED.value}
-            ),
-        }
+        update = Update().set(status=ChunkStatus.PENDING.value).remove("error", "finished_at")
+        update.when("{status} = :failed", failed=ChunkStatus.FAILED.value)
+        return update.item(self._chunks, {"validation_id": validation_id, "chunk_id": chunk_id}, to_item)
 
     def _unsettle(self, validation_id: str, per_file: dict[int, int]) -> dict[str, Any]:
         """The reset parts' files count them as unsettled again."""
-        return {
-            "TableName": self._validations,
-            "Key": to_item({"id": validation_id}),
-            "UpdateExpression": "SET "
-            + ", ".join(f"file_settled.#f{i} = file_settled.#f{i} - :n{i}" for i in per_file),
-            "ExpressionAttributeNames": {f"#f{i}": str(i) for i in per_file},
-            "ExpressionAttributeValues": to_item({f":n{i}": n for i, n in per_file.items()}),
-        }
+        update = Update()
+        for i, n in per_file.items():
+            settled = f"{{file_settled}}.{{{i}}}"  # file_settled.<index>
+            update.set_to(settled, f"{settled} - :n{i}", **{f"n{i}": n})
+        return update.item(self._validations, {"id": validation_id}, to_item)
 
     async def delete_chunks(self, validation_id: str, chunk_ids: list[str]) -> None:
         for i in range(0, len(chunk_ids), 25):
@@ -323,22 +302,13 @@ class ValidationStore:
         """Take a crashed request's claim (pending, lease expired, the lease we read): once."""
         now = int(time.time())
         try:
-            await self._db.update_item(
-                TableName=self._idempotency,
-                Key=to_item({"key": key}),
-                UpdateExpression="SET validation_id = :vid, request_hash = :hash, lease_until = :lease",
-                ConditionExpression="#state = :pending AND lease_until = :seen",
-                ExpressionAttributeNames={"#state": "state"},
-                ExpressionAttributeValues=to_item(
-                    {
-                        ":vid": validation_id,
-                        ":hash": request_hash,
-                        ":lease": now + self._claim_seconds,
-                        ":pending": "pending",
-                        ":seen": held.get("lease_until", 0),
-                    }
-                ),
+            update = Update().set(
+                validation_id=validation_id, request_hash=request_hash, lease_until=now + self._claim_seconds
             )
+            update.when(
+                "{state} = :pending AND {lease_until} = :seen", pending="pending", seen=held.get("lease_until", 0)
+            )
+            await self._db.update_item(**update.item(self._idempotency, {"key": key}, to_item))
         except ClientError as exc:
             if condition_failed(exc):
                 return False
@@ -348,14 +318,9 @@ class ValidationStore:
     async def complete_idempotency_key(self, key: str, validation_id: str) -> None:
         """The claim now answers with `validation_id` (unless another request took it over)."""
         try:
-            await self._db.update_item(
-                TableName=self._idempotency,
-                Key=to_item({"key": key}),
-                UpdateExpression="SET #state = :done REMOVE lease_until",
-                ConditionExpression="validation_id = :vid",
-                ExpressionAttributeNames={"#state": "state"},
-                ExpressionAttributeValues=to_item({":done": "done", ":vid": validation_id}),
-            )
+            update = Update().set(state="done").remove("lease_until")
+            update.when("{validation_id} = :vid", vid=validation_id)
+            await self._db.update_item(**update.item(self._idempotency, {"key": key}, to_item))
         except ClientError as exc:
             if not condition_failed(exc):
                 raise

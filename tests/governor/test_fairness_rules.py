@@ -257,16 +257,18 @@ def test_the_account_charge_is_conditional_only_when_queueing_and_the_demand_rec
     slack = fair.charge("governor", "alice", 28_333_333, 1_200, 60.0, slack=True)
 
     assert queued["Key"] == {"pk": {"S": "share#alice"}, "sk": {"S": "000028333333"}}
-    assert queued["ConditionExpression"] == "attribute_not_exists(tokens) OR tokens <= :room"
+    assert queued["ConditionExpression"] == "attribute_not_exists(#tokens) OR #tokens <= :room"
     assert queued["ExpressionAttributeValues"][":room"] == {"N": "8300.5"}
-    assert queued["ExpressionAttributeValues"][":exp"] == {"N": str((28_333_333 + fair.ACCOUNT_WINDOWS) * 60)}
-    assert queued["UpdateExpression"].startswith("ADD tokens") and slack["UpdateExpression"].startswith("ADD slack")
+    expires = queued["ExpressionAttributeValues"][":set_expires_at"]
+    assert expires == {"N": str((28_333_333 + fair.ACCOUNT_WINDOWS) * 60)}
+    assert "ADD #tokens" in queued["UpdateExpression"] and "ADD #slack" in slack["UpdateExpression"]
     assert "ConditionExpression" not in slack and ":room" not in slack["ExpressionAttributeValues"]
     beat = fair.heartbeat("governor", fair.Tenant("alice", 2.5, "high"), 1_000.0, 60.0)
     values = from_item(beat["ExpressionAttributeValues"])
-    demand = fair.Demand.of({**from_item(beat["Key"]), "weight": values[":w"], "until_high": values[":until"]})
+    stored = {"weight": values[":set_weight"], "until_high": values[":set_until_high"]}
+    demand = fair.Demand.of({**from_item(beat["Key"]), **stored})
     assert demand == fair.Demand("alice", 2.5, {"high": 1_000.0 + fair.DEMAND_LIFE * 60.0})
-    assert "until_high = :until" in beat["UpdateExpression"]
+    assert "#until_high = :set_until_high" in beat["UpdateExpression"]
 
 
 def test_the_plan_feeds_at_least_the_owners_share_of_a_busy_budget() -> None:

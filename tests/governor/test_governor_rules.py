@@ -45,12 +45,12 @@ def test_a_grant_is_a_compare_and_set_on_the_exact_stored_number() -> None:
     budget = _budget(g.BudgetState(tat=1_700_000_100.123456, tat_exact="1700000100.123456"))
     reserved = g.grant("governor", budget, 900, now=1_700_000_000.0)
     values = reserved.request["ExpressionAttributeValues"]
-    assert reserved.request["ConditionExpression"] == "tat = :seen"
+    assert reserved.request["ConditionExpression"] == "#tat = :seen"
     assert values[":seen"] == {"N": "1700000100.123456"}
-    assert values[":tat"] == {"N": reserved.stored} and reserved.stored == "1700000101.123456"
+    assert values[":set_tat"] == {"N": reserved.stored} and reserved.stored == "1700000101.123456"
     assert reserved.starts_at == pytest.approx(reserved.tat - budget.capacity(900) / budget.rate(0))
     idle = g.grant("governor", _budget(), 900, now=1_700_000_000.0)
-    assert idle.request["ConditionExpression"] == "attribute_not_exists(tat) OR tat <= :now"
+    assert idle.request["ConditionExpression"] == "attribute_not_exists(#tat) OR #tat <= :now"
     assert idle.starts_at == 1_700_000_000.0
 
 
