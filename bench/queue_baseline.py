@@ -17,7 +17,7 @@ from typing import Any
 from core.clock import now_iso
 from core.quota import Admission, admission_steps
 from lambdas.common.config import load_config
-from lambdas.common.store import store_for
+from lambdas.common.stores import store_for
 
 ASL_FILE = Path(__file__).with_name("queue_baseline.asl.json")
 MIN_WAIT_SECONDS, MAX_WAIT_SECONDS = 2, 60  # the old defaults
@@ -27,7 +27,7 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     config = load_config()
     store = store_for(config)
     validation_id, run = event["validation_id"], int(event["run"])
-    v = store.validation(
+    v = store.validations.get(
         validation_id, "status", "run", "owner", "queue_key", "run_cost", "prompt_tokens", "completion_tokens"
     )
     if v["run"] != run or v["status"] not in ("QUEUED", "RUNNING"):
@@ -43,11 +43,11 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         run=run,
         cost=v["run_cost"],
         usage_at_start=v.get("prompt_tokens", 0) + v.get("completion_tokens", 0),
-        quota=store.quota_of(v["owner"]),
+        quota=store.users.quota_of(v["owner"]),
     )
     outcome = store.drive(admission_steps(admission, time.time(), now_iso()))
     if outcome.admitted:
-        store.emit_status(validation_id)
+        store.events.emit_status(validation_id)
     if outcome.admitted or outcome.gone:
         return {"admitted": outcome.admitted, "gone": outcome.gone, "wait_seconds": 0}
     wanted = outcome.refusal.retry_after if outcome.refusal and outcome.refusal.limit == "tokens" else MIN_WAIT_SECONDS

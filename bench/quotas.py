@@ -22,7 +22,8 @@ from bench import local_settings
 from core.clock import now_iso
 from core.quota import Admission, Quota, admission_steps
 from lambdas.common.config import config_from_environ
-from lambdas.common.store import Store
+from lambdas.common.stores import Store
+from lambdas.common.stores.base import Clients
 from local.aws.provision import Provisioner
 from local.aws.server import EmbeddedAWS
 
@@ -100,7 +101,7 @@ def main() -> None:
             assert outcome.admitted, outcome
             return elapsed
 
-        store = Store(config, resource, None, client)
+        store = Store.of(Clients(config, resource, None, client))
         for _ in range(20):  # warm both paths
             raw_update(None)
         raw = [raw_update(None) for _ in range(CALLS)]
@@ -111,7 +112,7 @@ def main() -> None:
         def thread_store() -> Store:
             if not hasattr(local, "store"):  # boto3 resources are per thread
                 thread_resource, thread_client = clients(aws.endpoint_url)
-                local.store = Store(config, thread_resource, None, thread_client)
+                local.store = Store.of(Clients(config, thread_resource, None, thread_client))
             store: Store = local.store
             return store
 

@@ -8,7 +8,7 @@ validation: drivers send it to their Step Functions client). The answer is the c
 response, or `Cancelled` when a transaction lost its conditions or a task token was no
 longer waiting (expected outcomes the rule decides on); any other error is raised by the
 driver. Each side
-drives every rule with one small loop (`app/aws/steps.py`, `lambdas/common/store.py`).
+drives every rule with one small loop (`app/aws/steps.py`, `lambdas/common/stores/base.py`).
 """
 
 from __future__ import annotations

@@ -28,7 +28,7 @@ from core.quota import Admission, admission_steps, queued_since
 from core.records import ValidationStatus
 from lambdas.common.config import LambdaConfig, load_config
 from lambdas.common.observability import gauge, observed
-from lambdas.common.store import Store, store_for
+from lambdas.common.stores import Store, store_for
 from lambdas.common.webhooks import announce_end
 
 log = logging.getLogger(__name__)
@@ -47,7 +47,7 @@ class Decision:
 
 def attempt(store: Store, config: LambdaConfig, validation_id: str, run: int) -> Decision:
     """One admission attempt, and what to do when it fails."""
-    v = store.validation(
+    v = store.validations.get(
         validation_id, "status", "run", "owner", "queue_key", "run_cost", "prompt_tokens", "completion_tokens"
     )
     if v["run"] != run or v["status"] not in ("QUEUED", "RUNNING"):
@@ -56,7 +56,7 @@ def attempt(store: Store, config: LambdaConfig, validation_id: str, run: int) ->
         return Decision(admitted=True, reason="running")
     if v.get("queue_key"):
         gauge("QueuedSeconds", time.time() - queued_since(v["queue_key"]))
-    quota, disabled = store.limits_of(v["owner"])
+    quota, disabled = store.users.limits_of(v["owner"])
     if disabled:  # a disabled user's validations are not admitted (a retry or a wake racing the disable)
         refuse_disabled(store, config, validation_id, run, v["owner"])
         return Decision(gone=True, reason="owner_disabled")
@@ -73,8 +73,8 @@ def attempt(store: Store, config: LambdaConfig, validation_id: str, run: int) ->
     )
     outcome = store.drive(admission_steps(admission, time.time(), now_iso()))
     if outcome.admitted:
-        store.emit_status(validation_id)
-        store.release_queue_head(v["owner"])  # the next one in the queue may fit as well
+        store.events.emit_status(validation_id)
+        store.queue.release_head(v["owner"])  # the next one in the queue may fit as well
         return Decision(admitted=True, reason="admitted")
     if outcome.gone:
         return Decision(gone=True, reason="gone")
@@ -89,12 +89,12 @@ def refuse_disabled(store: Store, config: LambdaConfig, validation_id: str, run:
     """End a queued run of a disabled owner as CANCELLED, saying why: out of the queue (counted
     off once), nothing reserved to settle; announced like any end, and the owner's next queued
     validation is woken to be refused in turn."""
-    store.leave_queue(validation_id, owner)
+    store.queue.leave(validation_id, owner)
     error = {"type": "owner_disabled", "detail": "the owner was disabled while this validation was queued"}
-    if store.end_open(validation_id, run, ValidationStatus.QUEUED, ValidationStatus.CANCELLED, error):
+    if store.validations.end_open(validation_id, run, ValidationStatus.QUEUED, ValidationStatus.CANCELLED, error):
         log.info("validation %s run %s cancelled: its owner is disabled", validation_id, run)
         announce_end(config, store, validation_id, run, wrote_status=True)
-    store.release_queue_head(owner)
+    store.queue.release_head(owner)
 
 
 def admit(store: Store, config: LambdaConfig, validation_id: str, run: int) -> dict[str, Any]:
@@ -106,12 +106,12 @@ def park(store: Store, config: LambdaConfig, validation_id: str, run: int, token
 
     The parker sends its own token when the validation moved on, or when the re-check admits
     it, finds it gone, or finds only tokens missing (`Admit` then computes the timed wait)."""
-    if not store.park(validation_id, run, token):
-        store.wake(token)
+    if not store.queue.park(validation_id, run, token):
+        store.queue.wake(token)
         return {"parked": False, "reason": "moved on"}
     decision = attempt(store, config, validation_id, run)
     if not decision.park:
-        store.wake(token)
+        store.queue.wake(token)
     log.info(
         "validation %s run %s %s (%s)",
         validation_id,

@@ -29,7 +29,7 @@ from lambdas.common.errors import BatchIncomplete, InvalidAnswer
 from lambdas.common.governor import Governor
 from lambdas.common.model import Asker, Stopped, asker_for, count_grounding, prompt_estimate_without_tokenizer
 from lambdas.common.observability import count
-from lambdas.common.store import Store
+from lambdas.common.stores import Store
 
 
 def report_tokens(number: int, report: prompt.Report) -> int:
@@ -74,7 +74,7 @@ def combine_files(
     remaining_millis: Callable[[], int],
     governor: Governor | None = None,
 ) -> dict[str, Any]:
-    current = store.validation(validation_id, "rules", "files", "reuse")
+    current = store.validations.get(validation_id, "rules", "files", "reuse")
     rules, file_records = current["rules"], current["files"]
     reuse = bool(current.get("reuse", True)) and bool(config.reuse_table)
     asker = asker_for(store, config, validation_id, run, remaining_millis, governor)
@@ -84,13 +84,13 @@ def combine_files(
             file = file_records[index]
             if int(file["chunks"]) <= 1:
                 continue
-            if store.verdict(validation_id, index) is not None:
+            if store.parts.verdict(validation_id, index) is not None:
                 skipped += 1
-                store.report_file(validation_id, run, index, current)
+                store.events.report_file(validation_id, run, index, current)
                 continue
-            parts = store.file_parts(validation_id, index)
+            parts = store.parts.of_file(validation_id, index)
             if any(p["status"] != ChunkStatus.SUCCEEDED for p in parts):
-                store.report_file(
+                store.events.report_file(
                     validation_id, run, index, current
                 )  # FAILED: some part has no result; retry reruns it
                 continue
@@ -108,9 +108,9 @@ def combine_files(
                 "last_line": verdict.last_line,
                 "combine_calls": made,
             }
-            if store.record_verdict(validation_id, index, run, fields, failed=False, checks=checks):
+            if store.parts.record_verdict(validation_id, index, run, fields, failed=False, checks=checks):
                 combined += 1
-            store.report_file(validation_id, run, index, current)
+            store.events.report_file(validation_id, run, index, current)
     finally:
         asker.lease.close()
     return {"combined": combined, "skipped": skipped, "calls": calls, "stopped": False}
@@ -181,7 +181,7 @@ def _combine_file(
         next_level: list[prompt.Report] = []
         for position, group in enumerate(grouped):
             node = combine_node_id(index, level, position)
-            stored = store.combine_node(validation_id, node) if len(grouped) > 1 else None
+            stored = store.parts.combine_node(validation_id, node) if len(grouped) > 1 else None
             if stored is not None:
                 next_level.append(_report(stored))
                 continue
@@ -195,7 +195,7 @@ def _combine_file(
                 if reuse
                 else None
             )
-            kept = store.stored_answer(digest) if digest else None
+            kept = store.answers.stored(digest) if digest else None
             if kept is not None:  # the same reports were combined before: that answer, no call
                 report = prompt.Report(int(kept["first_line"]), int(kept["last_line"]), list(kept["rules"]))
             else:
@@ -203,12 +203,12 @@ def _combine_file(
                 report, made = _ask_combine(asker, messages, rules, group, file, level, last_line, checks)
                 calls += made
                 if digest and report.verdicts and not any(v.get("passed") is None for v in report.verdicts):
-                    store.store_answer(  # only grounded answers are reused
+                    store.answers.store(  # only grounded answers are reused
                         digest,
                         {"rules": report.verdicts, "first_line": report.first_line, "last_line": report.last_line},
                     )
             if len(grouped) == 1:
                 return report, calls
             item = {"rules": report.verdicts, "first_line": report.first_line, "last_line": report.last_line}
-            next_level.append(_report(store.put_combine_node(validation_id, node, index, item)))
+            next_level.append(_report(store.parts.put_combine_node(validation_id, node, index, item)))
         reports, level = next_level, level + 1

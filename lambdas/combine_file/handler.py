@@ -6,7 +6,7 @@ from lambdas.combine_file.combiner import combine_files
 from lambdas.common.config import load_config
 from lambdas.common.errors import transient_aws_errors_retried
 from lambdas.common.observability import observed
-from lambdas.common.store import store_for
+from lambdas.common.stores import store_for
 
 
 @observed

@@ -13,7 +13,7 @@ from typing import Any
 from core import fairness as fair
 from core.governor import Limits
 from lambdas.common.governor import Governor
-from lambdas.common.store import Store
+from lambdas.common.stores import Store
 
 
 def tenant_of(store: Store, record: Mapping[str, Any]) -> fair.Tenant | None:
@@ -24,7 +24,7 @@ def tenant_of(store: Store, record: Mapping[str, Any]) -> fair.Tenant | None:
     priority = str(record.get("priority") or fair.DEFAULT_PRIORITY)
     if not store.config.users_table:  # a store without the users table (none is deployed so): weight 1
         return fair.Tenant(str(owner), 1.0, priority)
-    quota = store.quota_of(str(owner))  # None: the bootstrap admin, who has no user record
+    quota = store.users.quota_of(str(owner))  # None: the bootstrap admin, who has no user record
     return fair.Tenant(str(owner), quota.weight if quota is not None else 1.0, priority)
 
 

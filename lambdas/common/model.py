@@ -32,7 +32,7 @@ from lambdas.common.errors import AnswerTooLong, ModelRejected, RateLimited, Ups
 from lambdas.common.fairness import tenant_of
 from lambdas.common.governor import Governor, Lease, governor_for
 from lambdas.common.observability import count
-from lambdas.common.store import Store
+from lambdas.common.stores import Store
 
 log = logging.getLogger(__name__)
 
@@ -177,20 +177,20 @@ class Asker:
         except RateLimited as exc:
             count("RateLimited")
             self.lease.settle(estimate, estimate, time.monotonic() - started)  # a refused request counts too
-            self.store.count_attempt(self.validation_id, None)
+            self.store.validations.count_attempt(self.validation_id, None)
             self.governor.rate_limited(exc.retry_after)
             raise
         except Exception:
             count("UpstreamFailures")
             self.lease.settle(estimate, estimate, time.monotonic() - started)
-            self.store.count_attempt(self.validation_id, None)
+            self.store.validations.count_attempt(self.validation_id, None)
             raise
         seconds = time.monotonic() - started
         count("ModelCalls")
         count("ModelCallSeconds", seconds)
         count("PromptTokens", answer.usage["prompt_tokens"])
         count("CompletionTokens", answer.usage["completion_tokens"])
-        self.store.count_attempt(self.validation_id, answer.usage)
+        self.store.validations.count_attempt(self.validation_id, answer.usage)
         prompt_tokens = answer.usage["prompt_tokens"]
         charged = prompt_tokens + allowance if prompt_tokens else estimate
         self.lease.settle(estimate, charged, seconds)
@@ -246,7 +246,7 @@ def askers_for(
     live parallelism), and the check before every call that the run is neither cancelled nor
     superseded; the effective parallelism is shown on the validation when it changes.
     The caller closes each asker's `lease` when done."""
-    current = store.validation(validation_id, "plan", "parallelism", "owner", "priority")
+    current = store.validations.get(validation_id, "plan", "parallelism", "owner", "priority")
     plan, shown = current.get("plan") or {}, current.get("parallelism")
     governor = governor or governor_for(config, store.client)
     tenant = tenant_of(store, current)  # fair share: whose tokens
@@ -256,11 +256,11 @@ def askers_for(
 
     def before_call() -> None:
         nonlocal shown
-        state = store.validation(validation_id, "status", "run")
+        state = store.validations.get(validation_id, "status", "run")
         if state["status"] in _STOPPED or state["run"] != run:
             raise Stopped()
         if (now := cap()) != shown:  # visible in GET /validations/{id} and the progress events
-            shown = store.show_parallelism(validation_id, now)
+            shown = store.validations.show_parallelism(validation_id, now)
 
     def new() -> Asker:
         lease = governor.lease(validation_id, cap, tenant)

@@ -22,7 +22,7 @@ from core import ends, webhooks
 from core.clock import expiry
 from core.records import TERMINAL
 from lambdas.common.config import LambdaConfig
-from lambdas.common.store import Store, _client_kwargs, client_for
+from lambdas.common.stores import Store, client_for, client_kwargs
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ class WebhookTables:
 
 @lru_cache(maxsize=32)
 def webhook_tables_for(config: LambdaConfig) -> WebhookTables:
-    return WebhookTables(config, boto3.resource("dynamodb", **_client_kwargs(config)))
+    return WebhookTables(config, boto3.resource("dynamodb", **client_kwargs(config)))
 
 
 def notify_ended(config: LambdaConfig, store: Store, validation_id: str, run: int) -> str | None:
@@ -87,7 +87,7 @@ def notify_ended(config: LambdaConfig, store: Store, validation_id: str, run: in
     retried after writing the status starts it then, at the latest)."""
     if not config.notify_state_machine_arn or not config.webhooks_table:
         return None  # a deployment (or a test's hand-made function) without webhooks
-    record = store.validation(validation_id, *webhooks.RECORD_FIELDS)
+    record = store.validations.get(validation_id, *webhooks.RECORD_FIELDS)
     payload = webhooks.notification(record, run)
     if payload is None or not webhook_tables_for(config).registered(str(record["owner"])):
         return None
@@ -114,14 +114,14 @@ def announce_end(
     status event appended only when the log lacks it. Safe to repeat."""
     if wrote_status:
         assert run is not None
-        store.emit_status(validation_id)
+        store.events.emit_status(validation_id)
     else:
-        record = store.validation(validation_id, "run", "status", ends.MARKER, "purged_at")
+        record = store.validations.get(validation_id, "run", "status", ends.MARKER, "purged_at")
         run = int(record["run"]) if run is None else run
         if ends.MARKER not in record or int(record["run"]) != run or record["status"] not in TERMINAL:
             return None  # announced already, or the validation moved on to a new run
-        if not record.get("purged_at") and not store.has_status_event(validation_id, str(record["status"]), run):
-            store.emit_status(validation_id)
+        if not record.get("purged_at") and not store.events.has_status(validation_id, str(record["status"]), run):
+            store.events.emit_status(validation_id)
     name = notify_ended(config, store, validation_id, run)
-    store.clear_end_marker(validation_id, run)
+    store.validations.clear_end_marker(validation_id, run)
     return name

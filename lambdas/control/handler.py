@@ -20,7 +20,7 @@ from lambdas.common.config import LambdaConfig, load_config
 from lambdas.common.fairness import owner_share
 from lambdas.common.governor import governor_for
 from lambdas.common.observability import gauge, observed
-from lambdas.common.store import Store, store_for
+from lambdas.common.stores import Store, store_for
 
 DEFAULT_CALL_SECONDS = 3.0  # before any call was measured
 
@@ -38,7 +38,7 @@ def control(
     governor = governor_for(config, store.client)
     governor.sweep(force=True)
     budget = governor.read_budget()
-    v = store.validation(validation_id, "run_cost", "total_chunks", "succeeded", "owner", "priority")
+    v = store.validations.get(validation_id, "run_cost", "total_chunks", "succeeded", "owner", "priority")
     pending = max(1, int(v.get("total_chunks", 1)) - int(v.get("succeeded", 0)))
     stats = governor.call_stats()
     call_tokens = float(
@@ -60,7 +60,7 @@ def control(
         parts=max(pending, len(batches), combine),  # calls that could run at once
         other_items=combine,
     )
-    store.save_plan(validation_id, plan.as_dict())
+    store.validations.save_plan(validation_id, plan.as_dict())
     return {
         "map_concurrency": plan.map_concurrency,
         "parallelism": plan.parallelism,

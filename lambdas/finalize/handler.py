@@ -15,7 +15,7 @@ from core.records import ValidationStatus
 from lambdas.common.config import load_config
 from lambdas.common.errors import failure_reason
 from lambdas.common.observability import count, observed
-from lambdas.common.store import store_for
+from lambdas.common.stores import store_for
 from lambdas.common.webhooks import announce_end, notify_ended
 
 
@@ -29,7 +29,7 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         error = {"type": "execution_failed", "detail": f"{reason['type']}: {reason['message']}"}
         status = ValidationStatus.FAILED
     else:
-        counts = store.validation(validation_id, "total_chunks", "succeeded", "total_combines", "combined")
+        counts = store.validations.get(validation_id, "total_chunks", "succeeded", "total_combines", "combined")
         total, succeeded = counts["total_chunks"], counts.get("succeeded", 0)
         files, combined = counts.get("total_combines", 0), counts.get("combined", 0)
         if succeeded >= total and combined >= files:
@@ -47,24 +47,24 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
                 "detail": f"{files - combined} of {files} multi-part files have no verdict; retry combines only those",
             }
     # Settle first: whoever sees the terminal status can count on the refund being done.
-    settled = store.settle(validation_id)  # unused tokens back to the user's bucket, once
+    settled = store.validations.settle(validation_id)  # unused tokens back to the user's bucket, once
     # MarkFailed may come from Admit giving up (or the 7-day park timing out): the run is then
     # still QUEUED, and leaves the owner's queue (counted off once) before it ends.
-    owner = store.validation(validation_id, "owner")["owner"]
+    owner = store.validations.get(validation_id, "owner")["owner"]
     if event.get("error"):
-        store.leave_queue(validation_id, owner)
-    written = store.finish(validation_id, run, status, error, from_queued=bool(event.get("error")))
+        store.queue.leave(validation_id, owner)
+    written = store.validations.finish(validation_id, run, status, error, from_queued=bool(event.get("error")))
     if written:
         count("ValidationsSucceeded" if status is ValidationStatus.SUCCEEDED else "ValidationsFailed")
-        store.emit_status(validation_id)
+        store.events.emit_status(validation_id)
     # The run's slot is free: wake the owner's queue head if it is parked (core/queue.py).
     # Every time, not only when this call settled: a retried Finalize must not skip it.
-    woken = store.release_queue_head(owner)
+    woken = store.queue.release_head(owner)
     # The notification of whatever wrote this run's terminal status, then its marker off (core/ends.py);
     # a retried attempt finishes what an earlier one left marked. A failure here is retried with the state.
     if written:
         notify_ended(config, store, validation_id, run)
-        store.clear_end_marker(validation_id, run)
+        store.validations.clear_end_marker(validation_id, run)
     else:
         announce_end(config, store, validation_id, run, wrote_status=False)
     return {"status": status.value, "written": written, "settled": settled, "woken": woken}

@@ -8,7 +8,7 @@ from typing import Any
 from lambdas.common.config import load_config
 from lambdas.common.governor import governor_for
 from lambdas.common.observability import count, observed
-from lambdas.common.store import client_for, store_for
+from lambdas.common.stores import client_for, store_for
 from lambdas.common.webhooks import announce_end
 from lambdas.reconcile.reconciler import reconcile
 

@@ -29,7 +29,7 @@ from botocore.exceptions import ClientError
 
 from core.clock import epoch_of
 from core.records import ValidationStatus
-from lambdas.common.store import Store
+from lambdas.common.stores import Store
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +104,7 @@ def reconcile(
     report = Report()
     owners: set[str] = set()  # whose queue to hand on: every owner with something queued or just ended
     for status in OPEN:
-        for record in store.open_validations(status.value):
+        for record in store.validations.open(status.value):
             report.checked += 1
             ended = _reconcile_one(store, sfn, record, now, grace_seconds, report, announce)
             if ended or status is ValidationStatus.QUEUED:
@@ -114,7 +114,7 @@ def reconcile(
     # Re-release queue heads: a wake lost in a crash (core/queue.py) leaves a parked head waiting
     # for a slot that is free; waking a head that cannot be admitted just parks it again.
     for owner in sorted(owners):
-        if store.release_queue_head(owner):
+        if store.queue.release_head(owner):
             report.woken += 1
     if sweep_leases is not None:
         report.leases_reclaimed = sweep_leases()
@@ -124,7 +124,7 @@ def reconcile(
 def _announce_marked(store: Store, report: Report, announce: Announce, now: float, grace_seconds: float) -> None:
     """Ends whose writer died between the terminal status and announcing it (core/ends.py);
     one younger than `grace_seconds` may still be announced by its writer."""
-    for validation_id, finished_at in store.marked_ends():
+    for validation_id, finished_at in store.validations.marked_ends():
         if _seconds_since(finished_at, now) < grace_seconds:
             continue
         try:
@@ -162,16 +162,16 @@ def _reconcile_one(
         else f"the execution ended ({execution}) without recording a final status"
     )
     if record.get("queue_key"):  # ending while QUEUED: out of the owner's queue, counted off once
-        store.leave_queue(validation_id, record["owner"])
-    if store.settle(validation_id):  # settle first: a terminal status means the refund is done
+        store.queue.leave(validation_id, record["owner"])
+    if store.validations.settle(validation_id):  # settle first: a terminal status means the refund is done
         report.refunded.append(validation_id)
     target = ValidationStatus.CANCELLED if status == ValidationStatus.CANCELLING else ValidationStatus.FAILED
     error = None if target == ValidationStatus.CANCELLED else {"type": "execution_lost", "detail": reason}
-    if store.end_open(validation_id, run, ValidationStatus(status), target, error):
+    if store.validations.end_open(validation_id, run, ValidationStatus(status), target, error):
         report.ended.append({"id": validation_id, "from": status, "to": target.value, "reason": reason})
         log.info("reconciler: %s %s → %s (%s)", validation_id, status, target.value, reason)
         if announce is None:
-            store.emit_status(validation_id)
+            store.events.emit_status(validation_id)
             return True
         try:
             if announce(validation_id, run, True):

@@ -12,31 +12,31 @@ from core.records import ChunkStatus
 from lambdas.common.config import load_config
 from lambdas.common.errors import failure_reason
 from lambdas.common.observability import observed
-from lambdas.common.store import Store, store_for
+from lambdas.common.stores import Store, store_for
 
 
 def record_part_failures(
     store: Store, validation_id: str, run: int, chunks: dict[str, str], reason: dict[str, str]
 ) -> int:
     failed = 0
-    for chunk in store.chunks(validation_id, chunks["first"], chunks["last"]):
-        if chunk["status"] == ChunkStatus.PENDING and store.record_failure(validation_id, chunk, reason):
+    for chunk in store.parts.in_range(validation_id, chunks["first"], chunks["last"]):
+        if chunk["status"] == ChunkStatus.PENDING and store.parts.record_failure(validation_id, chunk, reason):
             failed += 1
-            store.after_chunk(validation_id, run, chunk)
+            store.events.after_part(validation_id, run, chunk)
     return failed
 
 
 def record_combine_failures(
     store: Store, validation_id: str, run: int, files: dict[str, int], reason: dict[str, str]
 ) -> int:
-    record = store.validation(validation_id, "files", "rules")
+    record = store.validations.get(validation_id, "files", "rules")
     failed = 0
     for index in range(int(files["first"]), int(files["last"]) + 1):
-        if int(record["files"][index]["chunks"]) <= 1 or store.verdict(validation_id, index) is not None:
+        if int(record["files"][index]["chunks"]) <= 1 or store.parts.verdict(validation_id, index) is not None:
             continue
-        if store.record_verdict(validation_id, index, run, {"error": reason}, failed=True):
+        if store.parts.record_verdict(validation_id, index, run, {"error": reason}, failed=True):
             failed += 1
-        store.report_file(validation_id, run, index, record)
+        store.events.report_file(validation_id, run, index, record)
     return failed
 
 

@@ -5,7 +5,7 @@ from typing import Any
 from lambdas.common.config import load_config
 from lambdas.common.errors import transient_aws_errors_retried
 from lambdas.common.observability import observed
-from lambdas.common.store import store_for
+from lambdas.common.stores import store_for
 from lambdas.validate_chunk.validator import validate_batch
 
 

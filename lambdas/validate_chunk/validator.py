@@ -30,7 +30,7 @@ from lambdas.common.errors import BatchIncomplete, InvalidAnswer
 from lambdas.common.governor import Governor
 from lambdas.common.model import Asker, askers_for, count_grounding, prompt_estimate_without_tokenizer
 from lambdas.common.observability import count
-from lambdas.common.store import Store
+from lambdas.common.stores import Store
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ def validate_batch(
     remaining_millis: Callable[[], int],
     governor: Governor | None = None,
 ) -> dict[str, Any]:
-    current = store.validation(validation_id, "rules", "files", "reuse")
+    current = store.validations.get(validation_id, "rules", "files", "reuse")
     rules, files = current["rules"], current["files"]
     reuse = bool(current.get("reuse", True)) and bool(config.reuse_table)
     askers = askers_for(store, config, validation_id, run, remaining_millis, governor)
@@ -77,37 +77,37 @@ def validate_batch(
         with lock:
             if chunk["file_index"] in headers:
                 return headers[chunk["file_index"]]
-        text = store.part_header(chunk)  # one S3 read per file and batch (two workers may both read it)
+        text = store.files.header_text(chunk)  # one S3 read per file and batch (two workers may both read it)
         with lock:
             return headers.setdefault(chunk["file_index"], text)
 
     def validate(asker: Asker, chunk: dict[str, Any]) -> None:
         if remaining_millis() < config.reserve_millis:
             raise BatchIncomplete(f"{tally['validated']} parts validated, time running out")
-        view, text = part_view(files, chunk, header_of(chunk)), store.chunk_text(chunk)
+        view, text = part_view(files, chunk, header_of(chunk)), store.files.part_text(chunk)
         digest = prompt.part_digest(view, text, rules, config.openai_model) if reuse else None
-        stored = store.stored_answer(digest) if digest else None
+        stored = store.answers.stored(digest) if digest else None
         if digest and stored is not None:  # judged before: the stored verdict, no call, no tokens
-            if store.record_reused(validation_id, chunk, stored["rules"], stored["model"], digest):
+            if store.parts.record_reused(validation_id, chunk, stored["rules"], stored["model"], digest):
                 counted("validated")
-                store.after_chunk(validation_id, run, chunk)
+                store.events.after_part(validation_id, run, chunk)
             else:
                 counted("skipped")
             return
         messages = prompt.part_messages(view, text, rules, prompt.new_nonce())
         judged = judge_part(asker, messages, prompt_tokens_estimate(chunk, messages, config), rules, text, chunk)
         if digest and not judged.grounded.undecided:  # only grounded answers are reused
-            store.store_answer(digest, {"rules": judged.grounded.verdicts, "model": judged.model})
-        if store.record_success(
+            store.answers.store(digest, {"rules": judged.grounded.verdicts, "model": judged.model})
+        if store.parts.record_success(
             validation_id, chunk, judged.grounded.verdicts, judged.usage, judged.model, judged.counters()
         ):
             counted("validated")
-            store.after_chunk(validation_id, run, chunk)
+            store.events.after_part(validation_id, run, chunk)
         else:  # a duplicate invocation settled it first
             counted("skipped")
 
     todo = []
-    for chunk in store.chunks(validation_id, chunks["first"], chunks["last"]):  # records only, no text
+    for chunk in store.parts.in_range(validation_id, chunks["first"], chunks["last"]):  # records only, no text
         if chunk["status"] == ChunkStatus.PENDING:
             todo.append(chunk)
         else:

@@ -17,7 +17,8 @@ from core.clock import now_iso
 from core.queue import enqueue_steps
 from lambdas.admit.handler import attempt, park
 from lambdas.common.config import config_from_environ
-from lambdas.common.store import Store
+from lambdas.common.stores import Store
+from lambdas.common.stores.base import Clients
 from local.aws import lambda_router
 from local.aws.provision import Provisioner
 from local.aws.server import EmbeddedAWS
@@ -142,12 +143,14 @@ def test_a_slot_freed_before_the_token_is_stored_is_seen_by_the_parkers_recheck(
     config = config_from_environ(Provisioner(settings, embedded_aws.endpoint_url).function_environment())
     kwargs = {"endpoint_url": embedded_aws.endpoint_url, "region_name": "us-east-1"}
     kwargs.update(aws_access_key_id="t", aws_secret_access_key="t")
-    store = Store(
-        config,
-        boto3.resource("dynamodb", **kwargs),
-        None,
-        boto3.client("dynamodb", **kwargs),
-        boto3.client("stepfunctions", **kwargs),
+    store = Store.of(
+        Clients(
+            config,
+            boto3.resource("dynamodb", **kwargs),
+            None,
+            boto3.client("dynamodb", **kwargs),
+            boto3.client("stepfunctions", **kwargs),
+        )
     )
     db = aws.client("dynamodb")
 
@@ -171,7 +174,7 @@ def test_a_slot_freed_before_the_token_is_stored_is_seen_by_the_parkers_recheck(
     first = queued_validation()
     assert attempt(store, config, first, 1).reason == "max_running"
     set_running(0)
-    assert store.release_queue_head(user) is None  # nobody to wake yet
+    assert store.queue.release_head(user) is None  # nobody to wake yet
     execution, token = _parked_execution(aws)
 
     outcome = park(store, config, first, 1, token)  # token stored, then admission tried again
@@ -187,7 +190,7 @@ def test_a_slot_freed_before_the_token_is_stored_is_seen_by_the_parkers_recheck(
     assert aws.client("stepfunctions").describe_execution(executionArn=execution)["status"] == "RUNNING"
     set_running(0)
 
-    assert store.release_queue_head(user) == second
+    assert store.queue.release_head(user) == second
 
     assert aws.wait_until(execution)["status"] == "SUCCEEDED"
     assert _bucket(aws, settings, user)["queued"] == 1  # the first counted off when admitted

@@ -16,7 +16,8 @@ from app.settings import Settings
 from core.clock import now_iso
 from core.quota import Admission, Quota, admission_steps
 from lambdas.common.config import config_from_environ
-from lambdas.common.store import Store
+from lambdas.common.stores import Store
+from lambdas.common.stores.base import Clients
 from local.aws.provision import Provisioner
 from local.aws.server import EmbeddedAWS
 from local.simulator.server import SimulatorServer
@@ -35,7 +36,7 @@ def _store(settings: Settings, endpoint: str) -> Store:
         "aws_access_key_id": "t",
         "aws_secret_access_key": "t",
     }
-    return Store(config, boto3.resource("dynamodb", **kwargs), None, boto3.client("dynamodb", **kwargs))
+    return Store.of(Clients(config, boto3.resource("dynamodb", **kwargs), None, boto3.client("dynamodb", **kwargs)))
 
 
 def test_sixty_four_concurrent_submitters_never_get_more_than_capacity_plus_refill(
@@ -47,7 +48,7 @@ def test_sixty_four_concurrent_submitters_never_get_more_than_capacity_plus_refi
 
     def submitter(_: int) -> tuple[int, int]:
         store = _store(settings, embedded_aws.endpoint_url)  # boto3 resources are not thread-safe
-        table = store.dynamodb.Table(settings.table("validations"))
+        table = store.clients.table(settings.table("validations"))
         granted = refused = 0
         for _ in range(attempts):
             vid = uuid.uuid4().hex

@@ -45,7 +45,7 @@ from core.quota import Quota
 from core.records import TERMINAL
 from core.webhooks import message_id
 from lambdas.common.config import load_config
-from lambdas.common.store import client_for, store_for
+from lambdas.common.stores import client_for, store_for
 from lambdas.common.webhooks import webhook_tables_for
 from lambdas.finalize.handler import lambda_handler as finalize
 from local.aws.lambda_router import Function, LambdaContext
@@ -108,10 +108,10 @@ class Lab:
             reset(token)
         self.store = store_for(config)  # the clients the in-process handlers use (cached per config)
         self.lambda_faults = Faults(thread_only=True).install(
-            self.store.dynamodb.meta.client,
-            self.store.client,
-            self.store.s3,
-            self.store.sfn,
+            self.store.clients.dynamodb.meta.client,
+            self.store.clients.client,
+            self.store.clients.s3,
+            self.store.clients.sfn,
             client_for(config, "stepfunctions"),
             webhook_tables_for(config).dynamodb.meta.client,
         )
@@ -352,8 +352,8 @@ def _api_write(lab: Lab, case: Case, fault: Fault, method: str, path: str, **kwa
 def _ended_by_finalize(lab: Lab, case: Case, validation_id: str, part_failed: bool) -> None:
     """A stand-in's run as if its execution ran: its part failed (or not), Finalize ended it."""
     if part_failed:
-        (part,) = lab.store.file_parts(validation_id, 0)
-        assert lab.store.record_failure(validation_id, part, {"type": "ModelRejected", "message": "refused"})
+        (part,) = lab.store.parts.of_file(validation_id, 0)
+        assert lab.store.parts.record_failure(validation_id, part, {"type": "ModelRejected", "message": "refused"})
     lab.invoke(finalize, {"validation_id": validation_id, "run": 1})
     record = lab.records(case.owner)[0]
     assert record["status"] == "FAILED" and record["settled_run"] == 1, record
