@@ -16,7 +16,6 @@ import anyio
 import anyio.to_thread
 
 from app.aws.errors import aws_failure
-from app.aws.stepfunctions import Executions
 from app.errors import (
     AppError,
     BadRequest,
@@ -28,17 +27,13 @@ from app.errors import (
     Unprocessable,
     UpstreamError,
 )
-from app.events.service import EventLog
 from app.identity.principal import Principal
 from app.observability.logs import bind
 from app.pagination import decode_cursor, encode_cursor, is_key
-from app.quotas.service import QuotaService
 from app.settings import Settings
-from app.users.service import UserService
 from app.validations.intake import Submission
+from app.validations.ports import Events, Executions, Notifications, Quotas, Store, Users
 from app.validations.records import QueuePosition, Validation
-from app.validations.store import ValidationStore
-from app.webhooks.service import Notifications
 from core import ends, prompt, webhooks
 from core.bounds import file_cost_floor, line_count
 from core.clock import expiry, now_iso
@@ -200,11 +195,11 @@ class _NotStarted(Exception):
 class ValidationService:
     def __init__(
         self,
-        store: ValidationStore,
+        store: Store,
         executions: Executions,
-        quotas: QuotaService,
-        users: UserService,
-        events: EventLog,
+        quotas: Quotas,
+        users: Users,
+        events: Events,
         settings: Settings,
         notifications: Notifications | None = None,
         plan_limiter: anyio.CapacityLimiter | None = None,

@@ -1,0 +1,1 @@
+"""Test helpers that need no AWS: in-memory fakes of the services' ports (fakes.py)."""
