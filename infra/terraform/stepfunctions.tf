@@ -77,9 +77,12 @@ resource "aws_sfn_state_machine" "notify" {
 
   definition = local.notify_definition
 
+  # Execution data as for the validation state machine: the input is the event (ids, counts,
+  # the run's error message); the webhook's URL shows only in a failed attempt's error, which
+  # the notify function's own log holds already; its secret never leaves the Lambda.
   logging_configuration {
     log_destination        = "${aws_cloudwatch_log_group.notify.arn}:*"
-    include_execution_data = false # the input is the event: ids and counts, but it stays out of the logs
+    include_execution_data = var.sfn_log_execution_data
     level                  = var.sfn_log_level
   }
 

@@ -124,7 +124,7 @@ variable "sfn_log_level" {
 }
 
 variable "sfn_log_execution_data" {
-  description = "Include execution input and output in the state machine's logs (ids only: no file content travels through the workflow)."
+  description = "Include execution input and output in the state machines' logs (validation and notify: ids, counts and errors; no file content or webhook secret travels through them)."
   type        = bool
   default     = true
 }

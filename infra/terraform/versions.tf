@@ -35,6 +35,7 @@ provider "aws" {
       ecs            = endpoints.value
       elbv2          = endpoints.value
       iam            = endpoints.value
+      kms            = endpoints.value
       lambda         = endpoints.value
       s3             = endpoints.value
       scheduler      = endpoints.value
