@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cat requirements.lock | cksum | cut -d' ' -f1)
 
-.PHONY: run test lint typecheck bench install lambdas checkov clean
+.PHONY: run test lint typecheck docs bench install lambdas checkov clean
 
 # .venv from requirements.lock, then the project itself (editable, no dependencies: the lock has them),
 # which installs the `validate` console script (pyproject [project.scripts]).
@@ -21,7 +21,7 @@ run: $(STAMP)
 	$(PY) -m app
 
 # The gates first (seconds), then the suite.
-test: lint typecheck
+test: lint typecheck docs checkov
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
@@ -30,6 +30,13 @@ lint: $(STAMP)
 
 typecheck: $(STAMP)
 	$(PY) -m mypy
+
+# The docs site (mkdocs.yml) into build/site; --strict fails on any warning (a broken link or anchor).
+# Quiet unless it fails: mkdocs' own --quiet would hide the warnings that --strict counts.
+docs: $(STAMP)
+	@mkdir -p build
+	@NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --site-dir build/site > build/docs.log 2>&1 \
+		|| { cat build/docs.log; exit 1; }
 
 bench: $(STAMP)
 	$(PY) -m bench

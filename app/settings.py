@@ -13,156 +13,293 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
 class Mode(StrEnum):
+    """Where the AWS side runs."""
+
     LOCAL = "local"  # embedded AWS (moto) in-process, or at `aws_endpoint_url`
     AWS = "aws"  # real AWS (or any endpoint), resources provisioned by Terraform
 
 
+def _table(logical: str) -> str:
+    """The description of a table-name setting."""
+    return f"Explicit name of the `{logical}` table (aws mode: from `terraform output`); default `<prefix>-{logical}`."
+
+
 class Settings(BaseSettings):
+    """Every setting of the API, read from the environment (or `.env`) by its upper-case name.
+
+    The docs' settings reference (docs/operating/settings.md) is generated from these fields:
+    every field needs a `description`.
+    """
+
     model_config = SettingsConfigDict(env_file=".env", extra="ignore")
 
-    mode: Mode = Mode.LOCAL
-    host: str = "127.0.0.1"
-    port: int = 8000
+    mode: Mode = Field(
+        default=Mode.LOCAL,
+        description="`local` (the embedded AWS, or the one at `AWS_ENDPOINT_URL`) or `aws` "
+        "(resources provisioned by Terraform; credentials from the standard AWS chain).",
+    )
+    host: str = Field(default="127.0.0.1", description="The address the API listens on.")
+    port: int = Field(default=8000, description="The API's port.")
 
     # AWS access. In local mode without an endpoint the embedded AWS is started in-process.
-    aws_region: str = "us-east-1"
+    aws_region: str = Field(default="us-east-1", description="The AWS region.")
     aws_endpoint_url: str | None = Field(
         default=None,
-        description="Send every AWS call here (a separately running embedded AWS, LocalStack).",
+        description="Send every AWS call here (a separately running embedded AWS, LocalStack). "
+        "Unset in local mode: the embedded AWS is started in-process.",
     )
-    embedded_aws_port: int = Field(default=0, description="0 picks a free loopback port.")
+    embedded_aws_port: int = Field(
+        default=0, description="Port of the in-process embedded AWS (local mode); 0 picks a free loopback port."
+    )
 
     # Resource names. Defaults follow `name_prefix`; in aws mode take them from `terraform output`.
-    name_prefix: str = "validation"
-    validations_table: str | None = None
-    chunks_table: str | None = None
-    idempotency_table: str | None = None
-    users_table: str | None = None
-    api_keys_table: str | None = None
-    buckets_table: str | None = None
-    audit_table: str | None = None
-    events_table: str | None = None
-    governor_table: str | None = None
-    reuse_table: str | None = None  # the validators' reuse cache (local provisioning names it for them)
-    uploads_bucket: str | None = None
-    state_machine_arn: str | None = None
-    notify_state_machine_arn: str | None = None  # webhook notifications; default: `<prefix>-notify` beside it
-    ssm_prefix: str = "/app"
+    name_prefix: str = Field(
+        default="validation",
+        description="Resource names default to `<prefix>-<table>`, `<prefix>-uploads`, `<prefix>-validation`, …",
+    )
+    validations_table: str | None = Field(default=None, description=_table("validations"))
+    chunks_table: str | None = Field(default=None, description=_table("chunks") + " Holds the parts.")
+    idempotency_table: str | None = Field(default=None, description=_table("idempotency"))
+    users_table: str | None = Field(default=None, description=_table("users"))
+    api_keys_table: str | None = Field(default=None, description=_table("api_keys"))
+    buckets_table: str | None = Field(default=None, description=_table("buckets") + " The users' token buckets.")
+    audit_table: str | None = Field(default=None, description=_table("audit"))
+    events_table: str | None = Field(default=None, description=_table("events"))
+    governor_table: str | None = Field(
+        default=None, description=_table("governor") + " The TPM governor's budget, leases, usage and shares."
+    )
+    reuse_table: str | None = Field(
+        default=None,
+        description=_table("reuse") + " The validators' reuse cache (local provisioning names it for them).",
+    )
+    uploads_bucket: str | None = Field(
+        default=None,
+        description="Explicit name of the uploads bucket (aws mode: from `terraform output`); "
+        "default `<prefix>-uploads`.",
+    )
+    state_machine_arn: str | None = Field(
+        default=None,
+        description="The validation state machine (aws mode: required, from `terraform output`).",
+    )
+    notify_state_machine_arn: str | None = Field(
+        default=None,
+        description="The webhook notifications' state machine; default: `<prefix>-notify` beside `STATE_MACHINE_ARN`.",
+    )
+    ssm_prefix: str = Field(
+        default="/app",
+        description="Where the live SSM parameters (`max-parallelism`, `target-tpm`, `throttle-threshold`, "
+        "`fair-share`) and the model key's SecureString live.",
+    )
 
-    admin_api_key: SecretStr | None = None
+    admin_api_key: SecretStr | None = Field(
+        default=None,
+        description="The bootstrap admin's key (not rate limited). In local mode one is generated and printed "
+        "at start when unset; a key you set is never echoed.",
+    )
 
     # The LLM. In local mode, with neither OPENAI_API_KEY nor OPENAI_BASE_URL set, the
     # OpenAI-compatible simulator is started (local/runtime.py); either one turns it off.
-    openai_base_url: str | None = None
-    openai_api_key: SecretStr | None = None
-    openai_model: str = "gpt-4o-mini"
-    openai_timeout_seconds: float = 60.0
+    openai_base_url: str | None = Field(
+        default=None,
+        description="The model server (any OpenAI-compatible one); unset: api.openai.com. In local mode, "
+        "setting this or `OPENAI_API_KEY` turns the simulator off.",
+    )
+    openai_api_key: SecretStr | None = Field(
+        default=None,
+        description="The model server's key. It reaches the Lambdas as an SSM SecureString, never in their "
+        "environment. In local mode without it (and without `OPENAI_BASE_URL`) the simulator is started.",
+    )
+    openai_model: str = Field(default="gpt-4o-mini", description="The model every call asks.")
+    openai_timeout_seconds: float = Field(
+        default=60.0, description="One model call's timeout; `LEASE_SECONDS` must exceed it."
+    )
     completion_max_tokens: int = Field(
-        default=512, ge=16, description="Completion allowance of a model call (what rate limits charge)."
+        default=512,
+        ge=16,
+        description="Completion allowance of a model call (also what the rate limit charges).",
     )
     completion_max_tokens_cap: int = Field(
         default=4096,
         ge=16,
-        description="A cut answer (finish_reason length) is asked again with twice the allowance, up to this.",
+        description="A cut answer (`finish_reason: length`) is asked again with twice the allowance, up to this.",
     )
 
     # Submission limits (RFC 9457 errors name the one exceeded).
-    max_files: int = Field(default=100, ge=1)
-    max_file_bytes: int = Field(default=5 * 1024 * 1024, ge=1)
-    max_request_bytes: int = Field(default=50 * 1024 * 1024, ge=1)
-    max_rules: int = Field(default=20, ge=1)
-    max_rule_chars: int = Field(default=2000, ge=1)
+    max_files: int = Field(default=100, ge=1, description="Files in one submission (413 `max_files`).")
+    max_file_bytes: int = Field(
+        default=5 * 1024 * 1024, ge=1, description="Bytes of one file, 5 MiB (413 `max_file_bytes`)."
+    )
+    max_request_bytes: int = Field(
+        default=50 * 1024 * 1024,
+        ge=1,
+        description="Body of `POST /validations`, 50 MiB (plus 1 MiB of multipart framing; 413 `max_request_bytes`).",
+    )
+    max_rules: int = Field(default=20, ge=1, description="Rules in one submission (422).")
+    max_rule_chars: int = Field(default=2000, ge=1, description="Characters of one rule (422).")
     chunk_max_tokens: int = Field(
         default=1500, ge=50, description="Token budget of one part's text, and of a combine call's reports."
     )
-    idempotency_ttl_hours: int = Field(default=24, ge=24)
-    # A request's claim on its Idempotency-Key lasts this long before a retry may take it over
-    # (a crashed request's claim then expires quickly instead of answering 409 for a day).
-    idempotency_claim_seconds: float = Field(default=60.0, gt=0)
+    idempotency_ttl_hours: int = Field(
+        default=24, ge=24, description="How long an `Idempotency-Key` replays the first answer."
+    )
+    idempotency_claim_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        description="A request's claim on its `Idempotency-Key` lasts this long before another request may take "
+        "it over (so a crashed request's claim expires quickly instead of answering 409 for a day).",
+    )
 
     # Quotas: defaults for users created without their own (POST /admin/users).
-    default_capacity_tokens: int = Field(default=1_000_000, ge=1)
-    default_refill_tokens_per_minute: int = Field(default=200_000, ge=1)
-    default_max_running: int = Field(default=5, ge=1)
-    default_on_limit: Literal["queue", "reject"] = "queue"
-    default_max_queued: int = Field(default=100, ge=1, description="Validations a user may have queued at once.")
-    # The queue's shortest timed wait for a user's token bucket to refill (core/queue.py; tests use 1 s).
-    queue_min_wait_seconds: int = Field(default=2, ge=1)
+    default_capacity_tokens: int = Field(
+        default=1_000_000, ge=1, description="Token bucket capacity of users created without a quota."
+    )
+    default_refill_tokens_per_minute: int = Field(
+        default=200_000, ge=1, description="Token bucket refill of users created without a quota."
+    )
+    default_max_running: int = Field(
+        default=5, ge=1, description="Validations running at once for users created without a quota."
+    )
+    default_on_limit: Literal["queue", "reject"] = Field(
+        default="queue", description="What a submission over the limit gets, for users created without a policy."
+    )
+    default_max_queued: int = Field(
+        default=100,
+        ge=1,
+        description="Validations a user may have queued at once when their quota has no `max_queued` "
+        "(the Lambdas read it too: Terraform `default_max_queued`).",
+    )
+    queue_min_wait_seconds: int = Field(
+        default=2,
+        ge=1,
+        description="The queue's shortest timed wait for a user's token bucket to refill (a running slot is "
+        "waited for parked, without a timer; tests use 1 s).",
+    )
 
     # Retention: every record expires this long after its validation was created (DynamoDB TTL),
     # as the uploads do (S3 lifecycle, Terraform's upload_expiration_days); the audit trail longer.
-    retention_days: float = Field(default=30, gt=0)
-    audit_retention_days: float = Field(default=365, gt=0)
+    retention_days: float = Field(
+        default=30,
+        gt=0,
+        description="Validations, parts, events, reuse answers and deliveries expire this long after they were "
+        "written (DynamoDB TTL `expires_at`), as the uploads do (Terraform: `upload_expiration_days`).",
+    )
+    audit_retention_days: float = Field(default=365, gt=0, description="How long audit entries are kept.")
 
     # The reconciler (lambdas/reconcile): a validation without a live execution is ended once its
     # run was queued this long ago; locally the embedded runtime runs it every interval (0 = never).
-    reconcile_grace_seconds: float = Field(default=120.0, ge=0)
-    reconcile_interval_seconds: float = Field(default=60.0, ge=0)
+    reconcile_grace_seconds: float = Field(
+        default=120.0,
+        ge=0,
+        description="The reconciler leaves a validation without a live execution (or an unannounced end) alone "
+        "this long after its run was queued.",
+    )
+    reconcile_interval_seconds: float = Field(
+        default=60.0,
+        ge=0,
+        description="Local mode runs the reconciler this often (0 = never; on AWS: Terraform's `reconcile_schedule`).",
+    )
 
-    # DELETE waits this long for Step Functions to confirm the stop before answering CANCELLING.
-    cancel_settle_seconds: float = Field(default=5.0, ge=0)
+    cancel_settle_seconds: float = Field(
+        default=5.0,
+        ge=0,
+        description="DELETE waits this long for Step Functions to confirm the stop before answering CANCELLING.",
+    )
 
     # Server-sent events.
-    sse_heartbeat_seconds: float = Field(default=15.0, gt=0)
+    sse_heartbeat_seconds: float = Field(
+        default=15.0, gt=0, description="Heartbeat comments on an open event stream this often."
+    )
     sse_poll_seconds: float = Field(default=0.5, gt=0, description="How often one feed reads a validation's event log.")
-    sse_gap_wait_seconds: float = Field(default=5.0, ge=0)
-    sse_retry_millis: int = Field(default=2000, ge=0)
-    # Stream tokens (app/stream_tokens): `?token=` opens one validation's events (EventSource sends no header).
-    stream_tokens_table: str | None = None
+    sse_gap_wait_seconds: float = Field(
+        default=5.0, ge=0, description="A missing event number is waited for this long, then skipped."
+    )
+    sse_retry_millis: int = Field(default=2000, ge=0, description="The `retry:` delay sent to event stream clients.")
+    stream_tokens_table: str | None = Field(
+        default=None, description=_table("stream_tokens") + " Stream tokens open one validation's events."
+    )
     stream_token_seconds: float = Field(
         default=300.0, gt=0, le=3600, description="How long a stream token opens streams."
     )
 
     # Step Functions retry timing, templated into the ASL. Tests use short intervals.
-    sfn_retry_interval_seconds: int = Field(default=2, ge=1)
-    sfn_retry_max_attempts: int = Field(default=6, ge=0)
-    sfn_retry_max_delay_seconds: int = Field(default=30, ge=1)
+    sfn_retry_interval_seconds: int = Field(
+        default=2, ge=1, description="Validator retries: first interval (templated into the ASL; tests use 1 s)."
+    )
+    sfn_retry_max_attempts: int = Field(default=6, ge=0, description="Validator retries: attempts.")
+    sfn_retry_max_delay_seconds: int = Field(default=30, ge=1, description="Validator retries: longest delay.")
 
-    # The TPM governor (issue 6). The "minute" is scaled down in benchmarks, like the simulator's.
-    governor_window_seconds: float = Field(default=60.0, gt=0, description="The window target_tpm is per.")
+    # The TPM governor. The "minute" is scaled down in benchmarks, like the simulator's.
+    governor_window_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        description="The window `target-tpm` is per (benchmarks scale it down with the simulator's).",
+    )
     lease_seconds: float = Field(
         default=90.0,
         gt=0,
         description="A dead validator's slot and unused tokens come back after this; "
-        "must exceed openai_timeout_seconds.",
+        "must exceed `OPENAI_TIMEOUT_SECONDS`.",
     )
-    config_cache_seconds: float = Field(default=5.0, ge=0, description="How long Lambdas and the API keep SSM values.")
+    config_cache_seconds: float = Field(
+        default=5.0,
+        ge=0,
+        description="How long Lambdas and the API keep SSM values: a PATCH reaches running validations within "
+        "this plus one call.",
+    )
     map_concurrency_ceiling: int = Field(
-        default=10, ge=1, le=40, description="Raising max-parallelism live reaches up to this on running validations."
+        default=10, ge=1, le=40, description="Raising `max-parallelism` live reaches up to this on running validations."
     )
 
-    # Webhooks (app/webhooks, lambdas/notify, statemachine/notify.asl.json). Targets on loopback,
-    # private, link-local, multicast or reserved addresses, and plain http://, are refused unless
-    # allowed; unset, both are allowed in local mode and refused in aws mode.
-    webhooks_table: str | None = None
-    webhook_secrets_table: str | None = None
-    webhook_deliveries_table: str | None = None
-    webhook_allow_private: bool | None = None
-    webhook_allow_http: bool | None = None
+    # Webhooks (app/webhooks, lambdas/notify, statemachine/notify.asl.json).
+    webhooks_table: str | None = Field(default=None, description=_table("webhooks"))
+    webhook_secrets_table: str | None = Field(default=None, description=_table("webhook_secrets"))
+    webhook_deliveries_table: str | None = Field(default=None, description=_table("webhook_deliveries"))
+    webhook_allow_private: bool | None = Field(
+        default=None,
+        description="Allow webhook targets on loopback, private, link-local, multicast or reserved addresses; "
+        "unset: allowed in local mode, refused in aws mode.",
+    )
+    webhook_allow_http: bool | None = Field(
+        default=None,
+        description="Allow plain `http://` webhook URLs; unset: allowed in local mode, refused in aws mode.",
+    )
     webhook_timeout_seconds: float = Field(default=10.0, gt=0, description="One delivery attempt's HTTP timeout.")
     # The notify state machine's Retry (templated into its ASL): 60 s doubling up to 3 h, 15 retries:
     # 16 attempts over about 25 h. Tests use 1 s.
-    webhook_retry_interval_seconds: int = Field(default=60, ge=1)
-    webhook_retry_max_attempts: int = Field(default=15, ge=0)
-    webhook_retry_max_delay_seconds: int = Field(default=10_800, ge=1)
+    webhook_retry_interval_seconds: int = Field(
+        default=60,
+        ge=1,
+        description="The notify state machine's first retry interval, doubling (templated into its ASL; tests "
+        "use 1 s). With the defaults: 16 attempts over about 25 h.",
+    )
+    webhook_retry_max_attempts: int = Field(default=15, ge=0, description="The notify state machine's retries.")
+    webhook_retry_max_delay_seconds: int = Field(
+        default=10_800, ge=1, description="The notify state machine's longest retry interval."
+    )
 
-    # Health checks must not hang a load balancer's probe.
-    readiness_timeout_seconds: float = 3.0
+    readiness_timeout_seconds: float = Field(
+        default=3.0, description="`/readyz` gives up on its AWS checks after this (never hang a load balancer's probe)."
+    )
 
-    # Operating it (issue 17): logs, and Prometheus metrics on their own listener.
+    # Operating it: logs, and Prometheus metrics on their own listener.
     log_format: Literal["auto", "json", "text"] = Field(
-        default="auto", description="auto: JSON lines, or text when stderr is a terminal."
+        default="auto", description="`json` lines, or `text`; `auto`: JSON unless stderr is a terminal."
     )
     metrics_port: int = Field(
-        default=9464, ge=0, le=65535, description="The /metrics listener (never the API's port); 0 picks a free port."
+        default=9464,
+        ge=0,
+        le=65535,
+        description="The Prometheus `/metrics` listener (on `HOST`, never the API's port); 0 picks a free port.",
     )
     metrics_cache_seconds: float = Field(
-        default=10.0, ge=0, description="How long /metrics reuses the DynamoDB reads behind its state gauges."
+        default=10.0, ge=0, description="How long `/metrics` reuses the DynamoDB reads behind its state gauges."
     )
 
-    # Hostile input and hostile clients (issue 14). Counters are per API process.
+    # Hostile input and hostile clients. Counters are per API process.
     max_body_bytes: int = Field(
-        default=64 * 1024, ge=1024, description="Request body limit of every route but POST /validations."
+        default=64 * 1024,
+        ge=1024,
+        description="Request body limit of every route but `POST /validations`, 64 KiB (413 `max_body_bytes`).",
     )
     max_json_depth: int = Field(default=32, ge=4, description="Nesting beyond this in a JSON body is a 400.")
     max_streams: int = Field(default=20, ge=1, description="Open event streams per user (per API process).")
@@ -170,8 +307,12 @@ class Settings(BaseSettings):
     auth_failures_per_minute: int = Field(
         default=20, ge=1, description="Bad API keys a client address may send per minute before 429 (per process)."
     )
-    readiness_cache_seconds: float = Field(default=1.0, ge=0, description="How long /readyz reuses its AWS checks.")
-    plan_concurrency: int = Field(default=2, ge=1, description="Submissions split and tokenized at once (threads).")
+    readiness_cache_seconds: float = Field(
+        default=1.0, ge=0, description="How long `/readyz` reuses its four AWS checks."
+    )
+    plan_concurrency: int = Field(
+        default=2, ge=1, description="Submissions split and tokenized at once (worker threads, per API process)."
+    )
 
     @model_validator(mode="after")
     def _cross_check(self) -> Settings:
