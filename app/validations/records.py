@@ -1,16 +1,23 @@
-"""A validation as the API reads it from DynamoDB: typed at the store boundary.
+"""A validation as the API reads and writes it in DynamoDB: typed at the store boundary.
 
-Field names are the stored attribute names. The Lambdas write more (counters per file,
-event numbers, reported results); what the API does not read is left out.
+Field names are the stored attribute names, and each record reads and writes itself
+(`of(item)`, `to_item()`): a new field is one line here. The Lambdas write more (event
+numbers, reported results); what the API never reads is left out, and kept as stored.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, fields
+from typing import Any, Self
 
 from core.fairness import Priority
-from core.records import ChunkStatus
+from core.records import ChunkStatus, ValidationStatus
+
+
+def _known(cls: type, item: dict[str, Any]) -> dict[str, Any]:
+    """The item's values of the record's fields (None or missing: the field's default)."""
+    names = {f.name for f in fields(cls)}
+    return {k: v for k, v in item.items() if k in names and v is not None}
 
 
 @dataclass(frozen=True)
@@ -26,16 +33,11 @@ class StoredFile:
     combine_estimate: int = 0
 
     @classmethod
-    def of(cls, values: dict[str, Any]) -> StoredFile:
-        return cls(
-            name=values["name"],
-            key=values["key"],
-            size=values["size"],
-            chunks=values["chunks"],
-            kind=values.get("kind"),
-            last_line=values.get("last_line"),
-            combine_estimate=values.get("combine_estimate", 0),
-        )
+    def of(cls, values: dict[str, Any]) -> Self:
+        return cls(**_known(cls, values))
+
+    def to_item(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
 
 
 @dataclass(frozen=True)
@@ -82,7 +84,7 @@ class QueuePosition:
 class Validation:
     id: str
     owner: str
-    status: str
+    status: ValidationStatus
     created_at: str
     total_chunks: int
     files: tuple[StoredFile, ...]
@@ -118,27 +120,34 @@ class Validation:
     notify_pending: str | None = None  # the end of this run is not announced yet (core/ends.py)
     queue: QueuePosition | None = None
     priority: Priority = "normal"  # high, normal, low: orders the owner's own validations (core/fairness.py)
+    expires_at: int | None = None  # DynamoDB TTL (epoch seconds): its parts and events expire with it
+    total_combines: int = 0  # multi-part files: one verdict each
+    combined: int = 0  # of those, verdicts stored
+    file_settled: dict[str, int] | None = None  # per file index: parts with a result or failure
+    reuse: bool = True  # stored verdicts of the same question may answer (core/prompt.question_digest)
 
     @classmethod
-    def of(cls, item: dict[str, Any]) -> Validation:
+    def of(cls, item: dict[str, Any]) -> Self:
         """From a stored record (core/dynamo.from_item's plain values)."""
-        optional = (
-            "run", "run_cost", "queue_key", "execution_arn", "started_at", "finished_at", "error", "succeeded",
-            "failed", "combine_failed", "prompt_tokens", "completion_tokens", "model_calls", "reused_parts", "attempts",
-            "relocated", "ungrounded", "reasked",
-            "estimated_tokens", "charged_tokens", "plan", "parallelism", "reserved", "reserved_run", "settled_run",
-            "usage_at_start", "purged_at", "priority", "notify_pending",
-        )  # fmt: skip
-        return cls(
-            id=item["id"],
-            owner=item["owner"],
-            status=item["status"],
-            created_at=item["created_at"],
-            total_chunks=item["total_chunks"],
-            files=tuple(StoredFile.of(f) for f in item["files"]),
-            rules=item["rules"],
-            **{k: item[k] for k in optional if item.get(k) is not None},
-        )
+        values = _known(cls, item)
+        values["status"] = ValidationStatus(item["status"])
+        values["files"] = tuple(StoredFile.of(f) for f in item["files"])
+        values.pop("queue", None)  # computed on read, never stored
+        return cls(**values)
+
+    def to_item(self) -> dict[str, Any]:
+        """The record as stored (None fields left out; `queue` is computed on read, never stored)."""
+        item: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value is None or f.name == "queue":
+                continue
+            if f.name == "files":
+                value = [file.to_item() for file in value]
+            elif f.name == "status":
+                value = str(value)
+            item[f.name] = value
+        return item
 
     @property
     def used_tokens(self) -> int:

@@ -33,7 +33,7 @@ from app.pagination import decode_cursor, encode_cursor, is_key
 from app.settings import Settings
 from app.validations.intake import Submission
 from app.validations.ports import Events, Executions, Notifications, Quotas, Store, Users
-from app.validations.records import QueuePosition, Validation
+from app.validations.records import QueuePosition, StoredFile, Validation
 from core import ends, prompt, webhooks
 from core.bounds import file_cost_floor, line_count
 from core.clock import expiry, now_iso
@@ -299,35 +299,26 @@ class ValidationService:
         except _OverCapacity as over:
             raise _over_capacity(over.estimate, capacity or 0) from None
         created = now_iso()
-        record = {
-            "id": validation_id,
-            "owner": principal.user_id,
-            "status": ValidationStatus.QUEUED.value,
-            "queue_key": f"{created}#{validation_id}",
-            "run": 1,
-            "run_cost": estimate,
-            "created_at": created,
-            "expires_at": expiry(self.settings.retention_days),  # DynamoDB TTL: parts and events expire with it
-            "total_chunks": len(chunks),
-            "succeeded": 0,
-            "failed": 0,
-            "total_combines": sum(f["chunks"] > 1 for f in files),  # multi-part files: one verdict each
-            "combined": 0,
-            "combine_failed": 0,
-            "prompt_tokens": 0,
-            "completion_tokens": 0,
-            "model_calls": 0,
-            "attempts": 0,
-            "estimated_tokens": estimate,
-            "files": files,
-            "file_settled": {str(i): 0 for i in range(len(files))},  # chunks with a result or failure, per file
-            "rules": [{"id": r.id, "text": r.text} for r in submission.rules],
-            "reuse": submission.reuse,
-            "priority": submission.priority,  # orders the owner's validations in the governor (core/fairness.py)
-            "execution_arn": self.executions.arn_of(self._execution_name(validation_id, 1)),
-        }
+        validation = Validation(
+            id=validation_id,
+            owner=principal.user_id,
+            status=ValidationStatus.QUEUED,
+            queue_key=f"{created}#{validation_id}",
+            run_cost=estimate,
+            created_at=created,
+            expires_at=expiry(self.settings.retention_days),
+            total_chunks=len(chunks),
+            total_combines=sum(f["chunks"] > 1 for f in files),
+            estimated_tokens=estimate,
+            files=tuple(StoredFile.of(f) for f in files),
+            file_settled={str(i): 0 for i in range(len(files))},
+            rules=[{"id": r.id, "text": r.text} for r in submission.rules],
+            reuse=submission.reuse,
+            priority=submission.priority,  # orders the owner's validations in the governor (core/fairness.py)
+            execution_arn=self.executions.arn_of(self._execution_name(validation_id, 1)),
+        )
+        record = validation.to_item()
         keys = [f["key"] for f in files]
-        validation = Validation.of(record)
         name = self._execution_name(validation_id, 1)
         try:
             await self.store.put_files({f["key"]: d.content for f, d in zip(files, submission.documents, strict=True)})
@@ -546,7 +537,7 @@ class ValidationService:
             expect={"status": status, "run": validation.run},
         ):
             return await self.cancel(principal, validation_id)  # it moved on meanwhile: answer for its new state
-        validation = replace(validation, status=ValidationStatus.CANCELLING.value)
+        validation = replace(validation, status=ValidationStatus.CANCELLING)
         if validation.execution_arn:
             await self.executions.stop(validation.execution_arn, cause=f"cancelled by {principal.user_id}")
         # A stop usually settles within a moment: wait for it briefly, so the answer (and the
@@ -692,7 +683,7 @@ class ValidationService:
         )
         if not claimed:
             raise Conflict(f"Validation {validation_id} changed meanwhile; read it and try again.")
-        rerun = replace(validation, status=ValidationStatus.QUEUED.value, run=run, run_cost=cost, queue_key=queue_key)
+        rerun = replace(validation, status=ValidationStatus.QUEUED, run=run, run_cost=cost, queue_key=queue_key)
         try:
             await self.quotas.join_queue(rerun, queue_key, owner.quota)  # counted: 429 past max_queued
             await self._admit_or_refuse(owner, rerun)
