@@ -284,7 +284,7 @@ class ValidationService:
         # (counting line breaks in C; on a worker thread all the same, it reads every byte).
         floor = await anyio.to_thread.run_sync(_cost_floor, submission, s.chunk_max_tokens, s.completion_max_tokens)
         if capacity is not None and floor > capacity:
-            raise _over_capacity(floor, capacity)
+            raise _NotStarted(_over_capacity(floor, capacity))  # nothing stored: the key may be used again
         try:
             # Off the event loop, and at most `plan_concurrency` submissions tokenized at once per process.
             files, chunks, estimate = await anyio.to_thread.run_sync(
@@ -297,7 +297,7 @@ class ValidationService:
                 limiter=self.plan_limiter,
             )
         except _OverCapacity as over:
-            raise _over_capacity(over.estimate, capacity or 0) from None
+            raise _NotStarted(_over_capacity(over.estimate, capacity or 0)) from None
         created = now_iso()
         validation = Validation(
             id=validation_id,
@@ -685,8 +685,12 @@ class ValidationService:
             raise Conflict(f"Validation {validation_id} changed meanwhile; read it and try again.")
         rerun = replace(validation, status=ValidationStatus.QUEUED, run=run, run_cost=cost, queue_key=queue_key)
         try:
-            await self.quotas.join_queue(rerun, queue_key, owner.quota)  # counted: 429 past max_queued
+            # Counted: 429 past max_queued. False: the run was taken meanwhile (a cancel): nothing to start.
+            if not await self.quotas.join_queue(rerun, queue_key, owner.quota):
+                raise Conflict(f"Validation {validation_id} changed meanwhile; read it and try again.")
             await self._admit_or_refuse(owner, rerun)
+        except Conflict:
+            raise
         except TooManyRequests:
             await self.quotas.leave_queue(validation_id, validation.owner, owner.quota)
             await self.store.update(

@@ -517,17 +517,13 @@ async def test_a_submission_over_the_capacity_once_planned_is_refused_before_sto
     assert fakes.store.calls == [] and fakes.executions.calls == []
 
 
-async def test_an_over_capacity_refusal_keeps_its_idempotency_claim_pending(
-    fakes: Fakes, service: ValidationService
-) -> None:
-    """Questionable: the 422 is raised before the undo that releases the claim, so the same
-    request repeated within the claim's lease answers 409 instead of 422."""
+async def test_an_over_capacity_refusal_releases_its_idempotency_key(fakes: Fakes, service: ValidationService) -> None:
     tiny = fakes.users.add("tiny", Quota(capacity_tokens=10, refill_tokens_per_minute=60, max_running=1))
     with pytest.raises(Unprocessable):
         await service.create(tiny, submission(), KEY)
 
-    assert fakes.store.claims[f"tiny#{KEY}"]["state"] == "pending"
-    with pytest.raises(Conflict):
+    assert f"tiny#{KEY}" not in fakes.store.claims
+    with pytest.raises(Unprocessable):  # the same answer again, not 409 "still being processed"
         await service.create(tiny, submission(), KEY)
 
 
@@ -861,19 +857,18 @@ async def test_retry_whose_start_fails_and_whose_run_cannot_be_ended_is_left_for
     assert "left for the reconciler" in logs_quiet.text
 
 
-async def test_a_retry_cancelled_before_it_joins_the_queue_still_starts_its_execution(
+async def test_a_retry_cancelled_before_it_joins_the_queue_starts_nothing_and_answers_409(
     fakes: Fakes, service: ValidationService, alice: Principal
 ) -> None:
-    """Questionable: `join_queue`'s False (not that QUEUED run any more) is not looked at; the
-    admission answers "gone", and the retry resets parts and starts run 2 of a CANCELLED validation."""
     failed = await ended(fakes, service, alice, failed_parts=("00001-000001",))
     fakes.quotas.before("join_queue", lambda: record(fakes, failed.id).update(status="CANCELLED"))
 
-    retried = await service.retry(alice, failed.id)
+    with pytest.raises(Conflict, match="changed meanwhile"):
+        await service.retry(alice, failed.id)
 
-    assert retried.status == "CANCELLED" and retried.run == 2
-    assert fakes.executions.started[-1][0] == f"{failed.id}-r2"
-    assert fakes.store.parts[failed.id]["00001-000001"]["status"] == "PENDING"
+    assert record(fakes, failed.id)["status"] == "CANCELLED"
+    assert fakes.executions.count("start") == 1  # run 1's only: run 2 never started
+    assert fakes.store.parts[failed.id]["00001-000001"]["status"] == "FAILED"  # nothing reset
 
 
 # --- cancel ---------------------------------------------------------------------------------
