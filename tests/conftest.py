@@ -35,30 +35,77 @@ os.environ.setdefault("METRICS_PORT", "0")
 
 
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
-    """`-n auto`: two workers per core. A test spends most of its time waiting (model latency,
+    """`-n auto`: two workers per core. Many tests spend much of their time waiting (model latency,
     polling, Step Functions' waits), so one core serves two; on 2 cores, 2 workers took 295 s,
-    3 took 190 s and 4 took 172 s (the Terraform proof alone is ~145 s of that)."""
+    3 took 190 s and 4 took 172 s of an earlier, smaller suite. The suite has since become
+    CPU-bound: 596 tests took 341 s on 4 workers of a quiet 2-core machine, with ~650 s of CPU
+    (1.9 cores busy on average; the Terraform proof ran ~175 s beside the rest). More workers cannot
+    help then; each costs its start (~8 s of CPU: imports, collection, its embedded AWS)."""
     return 2 * (os.cpu_count() or 1)
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Under xdist, the longest tests start first, one per worker, so none starts last.
+def _group_of(item: pytest.Item) -> str | None:
+    """The item's `xdist_group` name (several marks: their names joined, as xdist does), or None."""
+    names = {str(m.args[0] if m.args else m.kwargs.get("name", "default")) for m in item.iter_markers("xdist_group")}
+    return "_".join(sorted(names)) or None
 
-    `--dist loadgroup` hands each worker one test, then one more queued behind it, then
-    one per finished test: the N longest go first (one each), then N short ones (queued
-    behind them), then the other long ones, then the rest in collection order.
+
+def _join_group(item: pytest.Item, group: str) -> None:
+    """Suffix the item's nodeid with `@group`, from which `--dist loadgroup` groups it.
+
+    xdist 3.8 writes the suffix to `item._nodeid`, which pytest 9.2 no longer reads: a node's
+    id is a structured `Node._id` and `nodeid` is `str(_id)`. The mark then did nothing and a
+    module's tests ran on several workers (pytest-dev/pytest-xdist#1386). Here the suffix goes
+    where this pytest reads it, unless xdist already put it there (a pytest or xdist that works).
+    tests/test_scheduling.py runs a session with these hooks and fails if groups split again.
     """
+    if item.nodeid.endswith(f"@{group}"):
+        return
+    suffixed = f"{item.nodeid}@{group}"
+    structured = getattr(item, "_id", None)
+    if structured is not None and hasattr(structured, "parse"):  # pytest >= 9.2
+        item._id = type(structured).parse(suffixed)
+    else:
+        item._nodeid = suffixed  # type: ignore[attr-defined]  # what older pytest reads (and xdist writes)
+
+
+def _slow_seconds(item: pytest.Item) -> float:
+    marker = item.get_closest_marker("slow")
+    return float(marker.args[0]) if marker and marker.args else 0.0
+
+
+@pytest.hookimpl(trylast=True)  # after xdist's own suffixing, which this one completes
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """On an xdist worker: group the `xdist_group` tests, and start the longest work first.
+
+    A group runs on one worker from start to end, so it is one unit of work whose seconds are
+    its tests' `slow` seconds added up; every other test is a unit of its own. `--dist loadgroup`
+    (with --no-loadscope-reorder: in this order) hands each worker one unit, then one more
+    queued behind it, then one whenever it has at most two tests left: so the N longest units
+    go first (one each), then N short ones (queued behind them), then the other long ones,
+    then the rest in collection order.
+    """
+    if getattr(config.option, "loadgroup", False):  # set on xdist's workers under --dist loadgroup
+        for item in items:
+            if group := _group_of(item):
+                _join_group(item, group)
+
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
     if workers < 2:
         return
 
-    def seconds(item: pytest.Item) -> float:
-        marker = item.get_closest_marker("slow")
-        return float(marker.args[0]) if marker and marker.args else 0.0
+    units: dict[str, list[pytest.Item]] = {}
+    for item in items:
+        group = _group_of(item)
+        units.setdefault(f"@{group}" if group else item.nodeid, []).append(item)
 
-    slow = sorted((i for i in items if seconds(i) > 0), key=seconds, reverse=True)
-    rest = [i for i in items if seconds(i) == 0]
-    items[:] = slow[:workers] + rest[:workers] + slow[workers:] + rest[workers:]
+    def seconds(unit: list[pytest.Item]) -> float:
+        return sum(_slow_seconds(item) for item in unit)
+
+    slow = sorted((u for u in units.values() if seconds(u) > 0), key=seconds, reverse=True)
+    rest = [u for u in units.values() if seconds(u) == 0]
+    ordered = slow[:workers] + rest[:workers] + slow[workers:] + rest[workers:]
+    items[:] = [item for unit in ordered for item in unit]
 
 
 @pytest.fixture(scope="session")

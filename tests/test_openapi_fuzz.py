@@ -46,6 +46,7 @@ def served_api(settings: Settings) -> Iterator[str]:
         server.stop()
 
 
+@pytest.mark.slow(14)
 def test_api_honours_its_openapi_schema(served_api: str) -> None:
     schema = schemathesis.openapi.from_url(f"{served_api}/openapi.json")
     headers = ADMIN

@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 import boto3
 import httpx
+import pytest
 from fastapi.testclient import TestClient
 
 from app.main import create_app
@@ -50,6 +51,7 @@ def test_api_restart_keeps_the_state_of_a_separate_embedded_aws() -> None:
         assert names == sorted([settings.state_machine_name, f"{settings.name_prefix}-notify"])
 
 
+@pytest.mark.slow(6)
 def test_python_m_app_serves_health_readiness_and_docs_in_local_mode() -> None:
     port = free_port()
     base = f"http://127.0.0.1:{port}"
@@ -59,6 +61,7 @@ def test_python_m_app_serves_health_readiness_and_docs_in_local_mode() -> None:
         assert httpx.get(f"{base}/docs").status_code == 200
 
 
+@pytest.mark.slow(13)
 def test_api_restarted_mid_run_the_validation_completes_and_nothing_is_lost(
     simulator: SimulatorServer, hold_calls: Callable[[int], HeldCalls]
 ) -> None:

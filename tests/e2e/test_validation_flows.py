@@ -194,6 +194,7 @@ def test_delete_on_an_ended_validation_is_409(api: Any) -> None:
     assert answer.headers["content-type"] == "application/problem+json"
 
 
+@pytest.mark.slow(6)
 def test_failed_chunks_make_the_validation_failed_with_reasons_and_retry_is_refused_while_running(
     make_api: MakeApi, simulator: SimulatorServer
 ) -> None:
@@ -218,6 +219,7 @@ def test_failed_chunks_make_the_validation_failed_with_reasons_and_retry_is_refu
     assert wait_for_status(api, vid, timeout=240)["run"] == 2
 
 
+@pytest.mark.slow(6)
 def test_retry_after_partial_failure_redoes_nothing_that_succeeded(
     make_api: MakeApi, simulator: SimulatorServer
 ) -> None:

@@ -106,6 +106,7 @@ def test_resume_with_last_event_id_has_no_gap_and_no_duplicate(
     assert second[-1].event == "end"
 
 
+@pytest.mark.slow(8)
 def test_resume_across_an_api_restart_with_aws_in_its_own_process(simulator: SimulatorServer) -> None:
     simulator.reconfigure(latency_seconds=0.2)
     with embedded_aws_process() as endpoint:
@@ -134,6 +135,7 @@ def test_resume_across_an_api_restart_with_aws_in_its_own_process(simulator: Sim
     assert full[-1].data == {"status": "SUCCEEDED"}
 
 
+@pytest.mark.slow(6)
 def test_two_hundred_viewers_cost_no_more_reads_than_one(
     settings: Settings, hold_calls: Callable[[int], HeldCalls]
 ) -> None:

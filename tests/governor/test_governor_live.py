@@ -165,6 +165,7 @@ def test_upstream_429s_and_a_lower_upstream_limit_slow_the_governor_down(
     assert view["usage"]["calls_in_flight"] == 0
 
 
+@pytest.mark.slow(12)
 def test_lambdas_read_ssm_through_a_cache_not_per_chunk(
     make_api: MakeApi, aws: Aws, settings: Settings, simulator: SimulatorServer
 ) -> None:
@@ -206,6 +207,7 @@ lambda_handler(json.loads(sys.argv[1]), Context())
 """
 
 
+@pytest.mark.slow(8)
 def test_a_killed_validators_slot_and_unused_tokens_come_back_after_its_lease(
     make_api: MakeApi, aws: Aws, settings: Settings, simulator: SimulatorServer
 ) -> None:

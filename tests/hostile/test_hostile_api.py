@@ -113,7 +113,7 @@ def queued_validation(served: Served) -> Iterator[tuple[str, dict[str, str], str
                 admin.delete(f"/validations/{vid}")
 
 
-@pytest.mark.slow(6)  # the first test of the module: it starts the module's server
+@pytest.mark.slow(4)  # the first test of the module: it starts the module's server
 def test_forged_cursors_are_400_naming_cursor(served: Served) -> None:
     deep = base64.urlsafe_b64encode(b"[" * 1200 + b"]" * 1200).decode()[:2048]
     forged = {
@@ -359,6 +359,7 @@ def hostile_variants(template: str, method: str, served: Served) -> Iterator[tup
         yield path, {"headers": {**ADMIN, "Content-Type": "multipart/form-data; boundary=x"}, "content": b"--x\r\n"}
 
 
+@pytest.mark.slow(7)
 def test_every_route_survives_hostile_requests_without_a_5xx(served: Served) -> None:
     routes = [(t, m.upper()) for t, operations in served.app.openapi()["paths"].items() for m in operations]
     failures, sent = [], 0

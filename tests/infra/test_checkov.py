@@ -27,6 +27,7 @@ def _checkov() -> str | None:
     return next((c for c in candidates if c and Path(c).is_file()), None)
 
 
+@pytest.mark.slow(6)
 def test_checkov_passes_with_justified_skips_only() -> None:
     checkov = _checkov()
     if checkov is None:

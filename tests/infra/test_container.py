@@ -147,6 +147,7 @@ def test_compose_health_checks_probe_real_routes_and_gate_the_api() -> None:
     }
 
 
+@pytest.mark.slow(6)
 def test_the_health_check_commands_pass_against_a_live_api_and_fail_without_one() -> None:
     port = free_port()
     checks: dict[str, Any] = {

@@ -39,6 +39,7 @@ def _store(settings: Settings, endpoint: str) -> Store:
     return Store.of(Clients(config, boto3.resource("dynamodb", **kwargs), None, boto3.client("dynamodb", **kwargs)))
 
 
+@pytest.mark.slow(7)
 def test_sixty_four_concurrent_submitters_never_get_more_than_capacity_plus_refill(
     api: Any, settings: Settings, embedded_aws: EmbeddedAWS
 ) -> None:

@@ -572,14 +572,15 @@ def lab(embedded_aws: EmbeddedAWS) -> Iterator[Lab]:
 
 
 # One test per group of windows, each on one deployment (`lab`): the windows' cases share it
-# (their owners are separate users), and xdist's groups do not hold under pytest 9.
-@pytest.mark.slow(30)
+# (their owners are separate users). The module is not an xdist_group on purpose: its two long
+# tests run side by side on two workers, each building its own `lab` (~3 s), not one after the other.
+@pytest.mark.slow(20)
 def test_a_fault_at_any_write_of_submit_retry_or_purge_leaves_nothing_stuck(lab: Lab) -> None:
     for name in ("submit", "retry", "purge"):
         _check_window(lab, name)
 
 
-@pytest.mark.slow(30)
+@pytest.mark.slow(20)
 def test_a_fault_at_any_write_of_cancel_finalize_or_mark_failed_leaves_nothing_stuck(lab: Lab) -> None:
     for name in ("cancel", "finalize", "mark_failed"):
         _check_window(lab, name)
