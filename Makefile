@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cat requirements.lock | cksum | cut -d' ' -f1)
 
-.PHONY: run test lint typecheck docs bench install lambdas checkov clean
+.PHONY: run test test-fast lint typecheck docs bench install lambdas checkov clean
 
 # .venv from requirements.lock, then the project itself (editable, no dependencies: the lock has them),
 # which installs the `validate` console script (pyproject [project.scripts]).
@@ -23,6 +23,11 @@ run: $(STAMP)
 # The gates first (seconds), then the suite.
 test: lint typecheck docs checkov
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The inner loop: the tests that need no embedded AWS and start no process of their own (the
+# `stack` mark, tests/conftest.py), no gates.
+test-fast: $(STAMP)
+	$(PY) -m pytest -m "not stack" $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

@@ -58,7 +58,7 @@ class Settings(BaseSettings):
         description="Resource names default to `<prefix>-<table>`, `<prefix>-uploads`, `<prefix>-validation`, …",
     )
     validations_table: str | None = Field(default=None, description=_table("validations"))
-    chunks_table: str | None = Field(default=None, description=_table("chunks") + " Holds the parts.")
+    parts_table: str | None = Field(default=None, description=_table("parts") + " Holds the parts.")
     idempotency_table: str | None = Field(default=None, description=_table("idempotency"))
     users_table: str | None = Field(default=None, description=_table("users"))
     api_keys_table: str | None = Field(default=None, description=_table("api_keys"))
@@ -136,7 +136,7 @@ class Settings(BaseSettings):
     )
     max_rules: int = Field(default=20, ge=1, description="Rules in one submission (422).")
     max_rule_chars: int = Field(default=2000, ge=1, description="Characters of one rule (422).")
-    chunk_max_tokens: int = Field(
+    part_max_tokens: int = Field(
         default=1500, ge=50, description="Token budget of one part's text, and of a combine call's reports."
     )
     idempotency_ttl_hours: int = Field(

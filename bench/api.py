@@ -1,7 +1,7 @@
 """API throughput: `POST /validations` and `GET /validations/{id}` against a bare Starlette
 endpoint returning the same JSON, served the same way (uvicorn, loopback) in the same run.
 
-The ratio says what our stack (auth, intake, chunking, S3/DynamoDB writes, StartExecution
+The ratio says what our stack (auth, intake, splitting, S3/DynamoDB writes, StartExecution
 for POST; a consistent DynamoDB read for GET) costs compared with serving the bytes.
 """
 

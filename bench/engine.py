@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from types import SimpleNamespace
 
 from local.aws.server import EmbeddedAWS
-from tests.conftest import Aws
+from tests.support.stack import Aws
 from tests.local_aws.handlers import probe, sleepy
 
 ITEMS = 400

@@ -4,7 +4,7 @@ The API runs as its own process (`python -m app`, pointed at an embedded AWS in 
 process) so its RSS is its own. Memory: RSS growth of the API process after opening
 1,000 idle streams (a validation whose model calls take minutes), divided by 1,000.
 Latency: for a running validation, the time from an event being stored (its `at`,
-written right after the chunk's result) to the client receiving it, p50 and p99, as a
+written right after the part's result) to the client receiving it, p50 and p99, as a
 ratio to the poll interval (one feed reads the log once per interval, so ~0.5 is the
 expected median of a uniform wait).
 """
@@ -70,12 +70,12 @@ def main() -> None:
             "NAME_PREFIX": prefix,
             "OPENAI_BASE_URL": simulator.base_url,
             "SSE_POLL_SECONDS": str(POLL_SECONDS),
-            "CHUNK_MAX_TOKENS": "100",
+            "PART_MAX_TOKENS": "100",
             "METRICS_PORT": "0",  # not 9464: a `make run` may be listening there
         }
         # `python -m app` until the block ends, ready once /readyz answers; always reaped (tests/servers.py).
         with process(["-m", "app"], f"{base}/readyz", env=env, timeout=60) as api:
-            # Latency: a 60-chunk validation at parallelism 2.
+            # Latency: a 60-part validation at parallelism 2.
             rows = "".join(f"row {i}: plain value\n" for i in range(600))
             vid = httpx.post(
                 f"{base}/validations",

@@ -39,7 +39,7 @@ LIMIT_TOKENS = 20_000  # per window: ~1 call a second of ~1,000 tokens (prompt +
 LIMIT_REQUESTS = 300
 LATENCY = 3.0  # a call's time (the issue's ~3 s): B's two slots alone use ~60% of the budget
 PARALLELISM = 2  # max-parallelism: each validation holds at most two calls
-CHUNK_TOKENS = 300
+PART_TOKENS = 300
 MAX_TOKENS = 512
 B_DELAY = 10.0
 RULES = [{"id": "no-secret", "text": "No line may contain the word secret."}]
@@ -105,7 +105,7 @@ def run(mode: str) -> dict[str, Any]:
             aws.endpoint_url,
             sim.base_url,
             "bf",
-            chunk_max_tokens=CHUNK_TOKENS,
+            part_max_tokens=PART_TOKENS,
             completion_max_tokens=MAX_TOKENS,
             governor_window_seconds=WINDOW,
             lease_seconds=30,

@@ -638,7 +638,7 @@ def run(
     measured = score(files, results)
     infos = [f for view in views.values() for f in view["files"]]
     usages = [view.get("usage") or {} for view in views.values()]
-    multi = sum(1 for f in infos if f["chunks"] > 1)
+    multi = sum(1 for f in infos if f["parts"] > 1)
     uncharged = sum(1 for u in usages if u.get("charged_tokens") is None)
     charged = sum(u.get("charged_tokens") or 0 for u in usages)
     return {
@@ -647,7 +647,7 @@ def run(
         "files": len(files),
         "files_not_succeeded": sum(1 for item in results if item["status"] != "SUCCEEDED") + len(files) - len(results),
         "multi_part_files": multi,
-        "parts": sum(f["chunks"] for f in infos),
+        "parts": sum(f["parts"] for f in infos),
         "expected_findings": measured.expected,
         "reported_findings": measured.reported,
         "precision": measured.precision,
@@ -739,7 +739,7 @@ def table(clean: dict[str, Any], noisy: dict[str, Any]) -> str:
 SEED = 20240501
 FILES = 200
 MAX_LINES = 1000  # longest many-part file: ~10 parts at the default part budget
-PART_TOKENS = 1500  # the default CHUNK_MAX_TOKENS: the combine step's fan-in follows it
+PART_TOKENS = 1500  # the default PART_MAX_TOKENS: the combine step's fan-in follows it
 COMPLETION_TOKENS = 1024  # room for a part's findings: the simulator cuts an answer longer than max_tokens
 
 
@@ -767,7 +767,7 @@ def main() -> None:
             aws.endpoint_url,
             sim.base_url,
             "fd",
-            chunk_max_tokens=PART_TOKENS,
+            part_max_tokens=PART_TOKENS,
             completion_max_tokens=COMPLETION_TOKENS,
             sfn_retry_max_delay_seconds=2,
         )

@@ -3,7 +3,7 @@
 The simulator enforces a fixed TPM and RPM limit over a time-scaled window (WINDOW
 seconds stand for a minute), charging prompt + max_tokens at admission like OpenAI.
 Workload: three validations from two users at once, documents of mixed line lengths
-and sizes (so chunk sizes vary), run twice on fresh simulators in the same process:
+and sizes (so part sizes vary), run twice on fresh simulators in the same process:
 
 - service: the whole stack (API, Step Functions, validator Lambdas, the governor) with
   target-tpm = the limit, throttle-threshold 0.95, max-parallelism 8;
@@ -45,7 +45,7 @@ LIMIT_TOKENS = 20_000  # per window
 LIMIT_REQUESTS = 300
 LATENCY = 1.0
 PARALLELISM = 8
-CHUNK_TOKENS = 300
+PART_TOKENS = 300
 MAX_TOKENS = 512
 BASELINE_SHARE = 0.75
 RULES = [
@@ -102,7 +102,7 @@ def run_service() -> dict[str, float]:
             aws.endpoint_url,
             sim.base_url,
             "bg",
-            chunk_max_tokens=CHUNK_TOKENS,
+            part_max_tokens=PART_TOKENS,
             completion_max_tokens=MAX_TOKENS,
             governor_window_seconds=WINDOW,
             lease_seconds=30,
@@ -153,7 +153,7 @@ def workload() -> list[list[dict[str, str]]]:
     for _, docs in documents():
         for name, text in docs.items():
             encoded = text.encode()
-            spans = split_file(name, encoded, CHUNK_TOKENS)
+            spans = split_file(name, encoded, PART_TOKENS)
             for i, span in enumerate(spans):
                 part = decode_part(encoded[span.start_byte : span.end_byte], span.start_byte)
                 view = prompt.PartView(name, span.first_line, span.last_line, i + 1, len(spans))

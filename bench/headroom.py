@@ -42,7 +42,7 @@ WINDOW = 60.0  # the limit's window: a minute
 THRESHOLD = 0.95
 FILES, LINES = 12, 1_500  # 12 files of 15 parts (180: one and a half rounds of N calls); each
 # file's 15 reports fit one combine call, and the 12 combine calls run at once
-CHUNK_TOKENS = 1_500  # the default part size
+PART_TOKENS = 1_500  # the default part size
 COMPLETION_TOKENS = 512  # the default completion allowance (settings' completion_max_tokens)
 BASELINE_PARALLELISM = 40
 RULES = [{"id": "no-secret", "text": "No line may contain the word secret."}]
@@ -62,7 +62,7 @@ def call_tokens(lines_each: int) -> float:
     from core.tokens import count_message_tokens
 
     content = lines(lines_each).encode()
-    spans = split_file("file-0.txt", content, CHUNK_TOKENS)
+    spans = split_file("file-0.txt", content, PART_TOKENS)
     costs = []
     for i, span in enumerate(spans):
         view = prompt.PartView("file-0.txt", span.first_line, span.last_line, i + 1, len(spans))
@@ -113,7 +113,7 @@ def run(aws: EmbeddedAWS, parallelism: int, seconds: float | None) -> dict[str, 
             aws.endpoint_url,
             sim.base_url,
             "bh",
-            chunk_max_tokens=CHUNK_TOKENS,
+            part_max_tokens=PART_TOKENS,
             completion_max_tokens=COMPLETION_TOKENS,
             governor_window_seconds=WINDOW,
             openai_timeout_seconds=2 * LATENCY,

@@ -105,8 +105,8 @@ def chunked_post(base: str, path: str, total: int, headers: dict[str, str]) -> t
     as soon as the server answers (as curl does); (status, bytes sent)."""
     host, port = base.removeprefix("http://").split(":")
     head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
-    chunk = b'{"documents": [{"name": "a.txt", "content": "' + b"x" * (MIB - 64)
-    framed = f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n"
+    part = b'{"documents": [{"name": "a.txt", "content": "' + b"x" * (MIB - 64)
+    framed = f"{len(part):x}\r\n".encode() + part + b"\r\n"
     sent = 0
     with socket.create_connection((host, int(port))) as sock:
         sock.sendall(
@@ -116,7 +116,7 @@ def chunked_post(base: str, path: str, total: int, headers: dict[str, str]) -> t
         with contextlib.suppress(OSError):  # the server answered and closed
             while sent < total and not select.select([sock], [], [], 0)[0]:
                 sock.sendall(framed)
-                sent += len(chunk)
+                sent += len(part)
         answer = b""
         sock.settimeout(120)
         with contextlib.suppress(OSError):

@@ -94,12 +94,12 @@ def log_line_seconds() -> tuple[float, float]:
 
 
 class _Context:
-    function_name = "bench-validate-chunk"
+    function_name = "bench-validate-part"
     aws_request_id = "bench"
 
 
 def invocation_seconds() -> tuple[float, float]:
-    event = {"validation_id": "v1", "run": 1, "chunks": {"first": "000000#0000", "last": "000000#0003"}}
+    event = {"validation_id": "v1", "run": 1, "parts": {"first": "000000#0000", "last": "000000#0003"}}
 
     def handler(event: dict[str, Any], context: Any) -> int:
         return len(event)

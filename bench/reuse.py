@@ -56,7 +56,7 @@ def main() -> None:
     files = corpus(SEED, FILES, max_lines=MAX_LINES)
     print(f"\n## Reuse ({len(files)} files, seed {SEED}, part budget {PART_TOKENS} tokens, submitted three times)")
     with EmbeddedAWS() as aws, SimulatorServer(SimulatorConfig(latency_seconds=0.02)) as sim:
-        settings = stack_settings(aws.endpoint_url, sim.base_url, "ru", chunk_max_tokens=PART_TOKENS)
+        settings = stack_settings(aws.endpoint_url, sim.base_url, "ru", part_max_tokens=PART_TOKENS)
         set_parameters(settings, {"target-tpm": sim.simulator.config.tpm})
         with TestClient(create_app(settings)) as api:
             api.headers.update({"Authorization": "Bearer bench"})

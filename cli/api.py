@@ -107,8 +107,8 @@ class Api:
                 if answer.status_code >= 400:
                     answer.read()
                     raise ApiError(answer)
-                for chunk in answer.iter_bytes():
-                    out.write(chunk)
+                for part in answer.iter_bytes():
+                    out.write(part)
         except httpx.TransportError as exc:
             raise self.unreachable(exc) from exc
 

@@ -70,7 +70,7 @@ class LiveView:
         self.console = console
         self.validation_id = str(validation["id"])
         self.files = [str(f["name"]) for f in validation.get("files", [])]
-        self.parts = [int(f.get("chunks", 1)) for f in validation.get("files", [])]
+        self.parts = [int(f.get("parts", 1)) for f in validation.get("files", [])]
         self.quiet_before_run = quiet_before_run
         self.run = int(validation.get("run", 1))
         self.status = str(validation.get("status", ""))

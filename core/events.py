@@ -80,7 +80,7 @@ def claim_file_report(validations_table: str, validation_id: str, run: int, file
 
 def progress_of(record: dict[str, Any]) -> dict[str, Any]:
     total, succeeded, failed = (
-        int(record.get("total_chunks", 0)),
+        int(record.get("total_parts", 0)),
         int(record.get("succeeded", 0)),
         int(record.get("failed", 0)),
     )

@@ -11,7 +11,7 @@ grants stay below `target_tpm`: rate × window + capacity ≤ target_tpm. A call
 what OpenAI's limiter charges: prompt tokens plus `max_tokens`, and a request that fails
 still counts.
 
-Leases. Validators do not hit the budget per call: an invocation takes tokens in chunks
+Leases. Validators do not hit the budget per call: an invocation takes tokens in parts
 (a lease of up to `LEASE_CALLS` calls' worth, at most an eighth of the burst, when the
 burst holds 32 calls or more; a single call's worth below that) and spends them locally.
 Its lease item (`pk=lease#<validation>`, `sk=<slot>`) is also its concurrency slot: it

@@ -12,7 +12,7 @@ MAP_CONCURRENCY_CEILING, never more than the parts left — and shapes it here:
 - `map_concurrency = ⌈R ÷ k⌉`, so `map_concurrency × k ≥ R` with fewer than k calls to
   spare (a spare call is an idle worker waiting for a slot);
 - an invocation can run only as many calls at once as its item has parts, so neighbouring
-  batches (chunk-id ranges, core/records.batches) are merged `group` at a time until an item
+  batches (part-id ranges, core/records.batches) are merged `group` at a time until an item
   holds at least k parts — and, when there are at most `MAX_ROUNDS` rounds of k calls per
   item that way, until the Map needs a single wave (items beyond the width would wait for
   whole invocations to end, leaving calls idle); merging may leave fewer items than the
@@ -37,7 +37,7 @@ from typing import Any
 MAP_LIMIT = 40  # an inline Map runs at most 40 iterations at once
 MAX_PARALLELISM = 500  # max-parallelism's upper bound (the admin API's range check): 40 × 13 calls
 # Rounds of k calls one invocation may be given so that the Map needs a single wave: 8 rounds
-# of ~3 s calls end well within validate_chunk's 120 s (less RESERVE_MILLIS' 15 s).
+# of ~3 s calls end well within validate_part's 120 s (less RESERVE_MILLIS' 15 s).
 MAX_ROUNDS = 8
 MAX_CALLS = math.ceil(MAX_PARALLELISM / MAP_LIMIT)  # k: threads of one invocation (13)
 
@@ -114,7 +114,7 @@ def _at_once(shaped: Shape, batches: int, parts: int, size: int) -> int:
 
 
 def regroup(batches: Sequence[Mapping[str, str]], group: int) -> list[dict[str, str]]:
-    """Neighbouring chunk-id ranges {first, last} merged `group` at a time (ranges are sorted
+    """Neighbouring part-id ranges {first, last} merged `group` at a time (ranges are sorted
     and disjoint, so a merged range holds theirs; a part between two ranges that is not
     pending — a retry runs only the failed ones — is skipped by the validator as settled)."""
     if group <= 1:

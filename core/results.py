@@ -17,19 +17,19 @@ from __future__ import annotations
 from typing import Any
 
 from core.grounding import ERROR
-from core.records import ChunkStatus
+from core.records import PartStatus
 
 _FINDING_KEYS = ("line", "end_line", "location", "message", "kind", "quote", "snippet", "cited_line")
 
 
 def _status(parts: list[dict[str, Any]], verdict: dict[str, Any] | None) -> str:
     statuses = {p["status"] for p in parts}
-    if ChunkStatus.FAILED in statuses or (verdict is not None and verdict.get("status") == ChunkStatus.FAILED):
+    if PartStatus.FAILED in statuses or (verdict is not None and verdict.get("status") == PartStatus.FAILED):
         return "FAILED"
-    decided = len(parts) == 1 or (verdict is not None and verdict.get("status") == ChunkStatus.SUCCEEDED)
-    if statuses == {ChunkStatus.SUCCEEDED} and decided:
+    decided = len(parts) == 1 or (verdict is not None and verdict.get("status") == PartStatus.SUCCEEDED)
+    if statuses == {PartStatus.SUCCEEDED} and decided:
         return "SUCCEEDED"
-    return "RUNNING" if ChunkStatus.SUCCEEDED in statuses else "PENDING"
+    return "RUNNING" if PartStatus.SUCCEEDED in statuses else "PENDING"
 
 
 def _sorted_unique(findings: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -89,9 +89,9 @@ def file_result(
 ) -> dict[str, Any]:
     """One file's result: status, per-rule verdicts with findings at the file's lines, part counts."""
     status = _status(parts, verdict)
-    if len(parts) == 1 and parts[0]["status"] == ChunkStatus.SUCCEEDED:
+    if len(parts) == 1 and parts[0]["status"] == PartStatus.SUCCEEDED:
         rules = _verdict_rules(parts[0].get("rules") or [], rule_ids)
-    elif verdict is not None and verdict.get("status") == ChunkStatus.SUCCEEDED:
+    elif verdict is not None and verdict.get("status") == PartStatus.SUCCEEDED:
         rules = _verdict_rules(verdict.get("rules") or [], rule_ids)
     else:
         rules = _provisional(parts, rule_ids, ended=status == "FAILED")
@@ -99,10 +99,10 @@ def file_result(
         "file": name,
         "status": status,
         "rules": rules,
-        "chunks": {
+        "parts": {
             "total": len(parts),
-            "succeeded": sum(p["status"] == ChunkStatus.SUCCEEDED for p in parts),
-            "failed": sum(p["status"] == ChunkStatus.FAILED for p in parts),
+            "succeeded": sum(p["status"] == PartStatus.SUCCEEDED for p in parts),
+            "failed": sum(p["status"] == PartStatus.FAILED for p in parts),
         },
     }
     errors = [p["error"] for p in parts if p.get("error")] + (

@@ -33,7 +33,7 @@ def count_message_tokens(messages: list[dict[str, str]]) -> int:
 
 
 def split_by_tokens(text: str, max_tokens: int) -> list[str]:
-    """Cut a text too long for one chunk into pieces of at most `max_tokens` tokens."""
+    """Cut a text too long for one part into pieces of at most `max_tokens` tokens."""
     encoding = _encoding()
     tokens = encoding.encode(text, disallowed_special=())
     return [encoding.decode(tokens[i : i + max_tokens]) for i in range(0, len(tokens), max_tokens)] or [""]

@@ -46,7 +46,7 @@ RECORD_FIELDS = (
     "run",
     "finished_at",
     "error",
-    "total_chunks",
+    "total_parts",
     "succeeded",
     "failed",
     "prompt_tokens",
@@ -124,7 +124,7 @@ def resend_name(message_id: str, now: float) -> str:
 def event_of(record: Mapping[str, Any]) -> dict[str, Any]:
     """The event of a validation whose current run ended (`record` has RECORD_FIELDS)."""
     status = str(record["status"])
-    total, succeeded, failed = (int(record.get(k) or 0) for k in ("total_chunks", "succeeded", "failed"))
+    total, succeeded, failed = (int(record.get(k) or 0) for k in ("total_parts", "succeeded", "failed"))
     data: dict[str, Any] = {
         "id": record["id"],
         "status": status,

@@ -14,7 +14,7 @@ from typing import IO, Any
 import httpx
 
 from app.settings import PROJECT_ROOT
-from tests.conftest import wait_for
+from tests.support.stack import wait_for
 
 
 def free_port() -> int:

@@ -6,7 +6,7 @@ from fastapi.testclient import TestClient
 
 from app.main import create_app
 from app.settings import Settings
-from tests.conftest import ADMIN, Aws
+from tests.support.stack import ADMIN, Aws
 
 
 def test_healthz_readyz_and_docs_answer(settings: Settings) -> None:

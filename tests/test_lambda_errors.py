@@ -8,7 +8,7 @@ import pytest
 from botocore.exceptions import ClientError, ReadTimeoutError
 
 from lambdas.common.errors import StoreUnavailable, is_condition_failure
-from lambdas.validate_chunk import handler
+from lambdas.validate_part import handler
 
 
 class _Context:
@@ -46,13 +46,13 @@ def test_transient_aws_errors_become_store_unavailable_which_is_retried(
 ) -> None:
     failing(error)
     with pytest.raises(StoreUnavailable):
-        handler.lambda_handler({"validation_id": "v", "run": 1, "chunks": {}}, _Context())
+        handler.lambda_handler({"validation_id": "v", "run": 1, "parts": {}}, _Context())
 
 
 def test_a_request_error_is_not_disguised(failing: Callable[[Exception], None]) -> None:
     failing(_client_error("ValidationException"))
     with pytest.raises(ClientError):
-        handler.lambda_handler({"validation_id": "v", "run": 1, "chunks": {}}, _Context())
+        handler.lambda_handler({"validation_id": "v", "run": 1, "parts": {}}, _Context())
 
 
 def test_the_state_machine_retries_every_retryable_name() -> None:
@@ -62,14 +62,14 @@ def test_the_state_machine_retries_every_retryable_name() -> None:
     from local.aws.provision import ASL_FILE
 
     text = re.sub(r"\$\{\w+\}", "1", ASL_FILE.read_text())
-    retry = json.loads(text)["States"]["ValidateChunks"]["ItemProcessor"]["States"]["ValidateChunk"]["Retry"]
+    retry = json.loads(text)["States"]["ValidateParts"]["ItemProcessor"]["States"]["ValidatePart"]["Retry"]
     retried = {name for entry in retry for name in entry["ErrorEquals"]}
     assert {
         "StoreUnavailable",
         "CapacityUnavailable",
         "RateLimited",
         "UpstreamTimeout",
-        "UpstreamError",
+        "ModelUnavailable",
         "BatchIncomplete",
     } <= retried
     assert "ModelRejected" not in retried

@@ -14,14 +14,14 @@ import pytest
 from lambdas.common import model, model_key
 from lambdas.common.config import LambdaConfig
 from lambdas.common.errors import ModelRejected, StoreUnavailable
-from tests.conftest import Aws
+from tests.support.stack import Aws
 
 
 @pytest.fixture
 def config(aws: Aws) -> Iterator[LambdaConfig]:
     yield LambdaConfig(
         validations_table="v",
-        chunks_table="c",
+        parts_table="c",
         uploads_bucket="b",
         aws_endpoint_url=aws.endpoint_url,
         openai_api_key_parameter=f"/t{uuid.uuid4().hex[:8]}/secrets/openai-api-key",

@@ -20,7 +20,7 @@ from schemathesis.core.result import Ok
 from app.main import create_app
 from app.settings import Settings
 from local.serving import ThreadedServer
-from tests.conftest import ADMIN
+from tests.support.stack import ADMIN
 
 EXAMPLES_PER_OPERATION = 15
 NEGATIVE_EXAMPLES_PER_OPERATION = 6

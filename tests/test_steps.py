@@ -30,17 +30,17 @@ def scripted(steps: Generator[Step, StepAnswer, Any], answers: list[StepAnswer])
 
 
 def test_query_all_follows_last_evaluated_key_until_the_last_page() -> None:
-    request = parts_query("chunks", "v1", "00000-", "00000-~")
+    request = parts_query("parts", "v1", "00000-", "00000-~")
     pages: list[StepAnswer] = [
-        {"Items": [typed({"chunk_id": "00000-000000", "n": 1})], "LastEvaluatedKey": {"k": {"S": "a"}}},
-        {"Items": [typed({"chunk_id": "00000-000001", "n": 2})]},
+        {"Items": [typed({"part_id": "00000-000000", "n": 1})], "LastEvaluatedKey": {"k": {"S": "a"}}},
+        {"Items": [typed({"part_id": "00000-000001", "n": 2})]},
     ]
 
     taken, items = scripted(query_all(request), pages)
 
     assert [op for op, _ in taken] == [QUERY, QUERY]
     assert "ExclusiveStartKey" not in taken[0][1] and taken[1][1]["ExclusiveStartKey"] == {"k": {"S": "a"}}
-    assert items == [{"chunk_id": "00000-000000", "n": 1}, {"chunk_id": "00000-000001", "n": 2}]
+    assert items == [{"part_id": "00000-000000", "n": 1}, {"part_id": "00000-000001", "n": 2}]
 
 
 def _admitted(**fields: Any) -> dict[str, Any]:

@@ -344,8 +344,8 @@ async def _read_body(request: Request) -> bytearray:
     """The body in one buffer (`request.body()` keeps a joined copy on the request until it ends).
     `app/limits.BodyLimit` bounds it while it streams."""
     body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
+    async for part in request.stream():
+        body += part
     return body
 
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass, fields
 from typing import Any, Self
 
 from core.fairness import Priority
-from core.records import ChunkStatus, ValidationStatus
+from core.records import PartStatus, ValidationStatus
 
 
 def _known(cls: type, item: dict[str, Any]) -> dict[str, Any]:
@@ -27,7 +27,7 @@ class StoredFile:
     name: str
     key: str
     size: int
-    chunks: int  # parts the file was split into
+    parts: int  # parts the file was split into
     kind: str | None = None
     last_line: int | None = None
     combine_estimate: int = 0
@@ -42,15 +42,15 @@ class StoredFile:
 
 @dataclass(frozen=True)
 class Part:
-    """A part's record in `chunks`, or a multi-part file's verdict (`verdict#<file>`, core/records.verdict_id).
+    """A part's record in `parts`, or a multi-part file's verdict (`verdict#<file>`, core/records.verdict_id).
 
     The Lambdas write more (byte and line ranges, token counts, attempts); what the API
     does not read is left out.
     """
 
-    chunk_id: str
+    part_id: str
     file_index: int
-    status: ChunkStatus
+    status: PartStatus
     estimate: int = 0  # tokens a call of this part is reserved for (prompt + completion allowance)
     rules: list[dict[str, Any]] | None = None  # the per-rule answer, once SUCCEEDED
     error: dict[str, str] | None = None  # why it FAILED
@@ -58,9 +58,9 @@ class Part:
     @classmethod
     def of(cls, item: dict[str, Any]) -> Part:
         return cls(
-            chunk_id=item["chunk_id"],
+            part_id=item["part_id"],
             file_index=int(item["file_index"]),
-            status=ChunkStatus(item["status"]),
+            status=PartStatus(item["status"]),
             estimate=int(item.get("estimate", 0)),
             rules=item.get("rules"),
             error=item.get("error"),
@@ -86,7 +86,7 @@ class Validation:
     owner: str
     status: ValidationStatus
     created_at: str
-    total_chunks: int
+    total_parts: int
     files: tuple[StoredFile, ...]
     rules: list[dict[str, str]]
     run: int = 1

@@ -134,7 +134,7 @@ async def get_report(
     responses=problem_responses(404, 409, 410, 429, 502),
 )
 async def retry_validation(validation_id: ValidationId, principal: CurrentUser, service: Service) -> ValidationOut:
-    """Rerun only the chunks without a result, as a new execution of the same validation."""
+    """Rerun only the parts without a result, as a new execution of the same validation."""
     return ValidationOut.of(await service.retry(principal, validation_id))
 
 

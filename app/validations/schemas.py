@@ -57,7 +57,7 @@ class ErrorInfo(BaseModel):
 class FileInfo(BaseModel):
     name: str
     size: int
-    chunks: int = Field(description="Parts the file was split into (each judged by one model call)")
+    parts: int = Field(description="Parts the file was split into (each judged by one model call)")
     kind: str | None = Field(default=None, description="How it was split: csv, tsv, jsonl, json, markdown or text")
     lines: int | None = Field(default=None, description="Lines in the file (CRLF, CR and LF each end a line)")
 
@@ -109,7 +109,7 @@ class ValidationOut(BaseModel):
     @classmethod
     def of(cls, record: Validation) -> ValidationOut:
         vid = record.id
-        total, succeeded, failed = record.total_chunks, record.succeeded, record.failed
+        total, succeeded, failed = record.total_parts, record.succeeded, record.failed
         return cls(
             id=vid,
             status=record.status,  # type: ignore[arg-type]  # stored statuses are the Status literals; pydantic checks
@@ -133,8 +133,7 @@ class ValidationOut(BaseModel):
             estimated_tokens=record.estimated_tokens,
             run=record.run,
             files=[
-                FileInfo(name=f.name, size=f.size, chunks=f.chunks, kind=f.kind, lines=f.last_line)
-                for f in record.files
+                FileInfo(name=f.name, size=f.size, parts=f.parts, kind=f.kind, lines=f.last_line) for f in record.files
             ],
             rules=record.rules,
             purged_at=record.purged_at,
@@ -218,7 +217,7 @@ class RuleVerdict(BaseModel):
     )
 
 
-class ChunkCounts(BaseModel):
+class PartCounts(BaseModel):
     total: int
     succeeded: int
     failed: int
@@ -228,7 +227,7 @@ class FileResult(BaseModel):
     file: str
     status: Literal["PENDING", "RUNNING", "SUCCEEDED", "FAILED"]
     rules: list[RuleVerdict]
-    chunks: ChunkCounts
+    parts: PartCounts
     error: dict[str, str] | None = None
 
 

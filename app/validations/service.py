@@ -39,7 +39,7 @@ from core.bounds import file_cost_floor, line_count
 from core.clock import expiry, now_iso
 from core.parts import split_file
 from core.quota import Quota, Refusal, rate_limit_headers
-from core.records import MAX_MAP_ITEMS, TERMINAL, ChunkStatus, ValidationStatus, batches, chunk_id, file_batches
+from core.records import MAX_MAP_ITEMS, TERMINAL, PartStatus, ValidationStatus, batches, file_batches, part_id
 from core.results import file_result
 from core.tokens import count_tokens, max_token_bytes
 
@@ -93,7 +93,7 @@ def _plan(
     With a `capacity`, planning stops (`_OverCapacity`) after the first file that takes the
     estimate above it: a request's tokenizing is bounded by its owner's capacity."""
     rules = [{"id": r.id, "text": r.text} for r in submission.rules]
-    files, chunks, estimate = [], [], 0
+    files, parts, estimate = [], [], 0
     for index, document in enumerate(submission.documents):
         if capacity is not None and estimate > capacity:
             raise _OverCapacity(estimate)
@@ -108,7 +108,7 @@ def _plan(
                 "name": document.name,
                 "key": key,
                 "size": len(document.content),
-                "chunks": len(spans),
+                "parts": len(spans),
                 "kind": spans[0].kind,
                 "last_line": max(1, line_count(document.content)),  # a BOM holds no line break
                 "combine_estimate": combine,
@@ -122,7 +122,7 @@ def _plan(
             cost = (with_header if span.header else overhead) + context + span.tokens + completion_tokens
             record: dict[str, Any] = {
                 "validation_id": validation_id,
-                "chunk_id": chunk_id(index, position),
+                "part_id": part_id(index, position),
                 "file_index": index,
                 "key": key,
                 "start_byte": span.start_byte,
@@ -131,7 +131,7 @@ def _plan(
                 "last_line": span.last_line,
                 "tokens": span.tokens,
                 "estimate": cost,
-                "status": ChunkStatus.PENDING.value,
+                "status": PartStatus.PENDING.value,
             }
             if span.header is not None:
                 h = span.header
@@ -143,19 +143,19 @@ def _plan(
                 }
             if span.json_path:
                 record["json_path"] = span.json_path
-            chunks.append(record)
+            parts.append(record)
             estimate += cost
     if capacity is not None and estimate > capacity:
         raise _OverCapacity(estimate)
-    return files, chunks, estimate
+    return files, parts, estimate
 
 
-def _execution_input(validation_id: str, run: int, chunk_ids: list[str], combine_files: list[int]) -> dict[str, Any]:
+def _execution_input(validation_id: str, run: int, part_ids: list[str], combine_files: list[int]) -> dict[str, Any]:
     """Only ids travel through the workflow: part-id ranges for the Map, file ranges for the combine step."""
     return {
         "validation_id": validation_id,
         "run": run,
-        "batches": batches(chunk_ids, MAX_MAP_ITEMS),
+        "batches": batches(part_ids, MAX_MAP_ITEMS),
         "combine": file_batches(combine_files),
     }
 
@@ -282,16 +282,16 @@ class ValidationService:
         s = self.settings
         # Cheap before costly: a floor from the bytes alone refuses what cannot fit before any tokenizing
         # (counting line breaks in C; on a worker thread all the same, it reads every byte).
-        floor = await anyio.to_thread.run_sync(_cost_floor, submission, s.chunk_max_tokens, s.completion_max_tokens)
+        floor = await anyio.to_thread.run_sync(_cost_floor, submission, s.part_max_tokens, s.completion_max_tokens)
         if capacity is not None and floor > capacity:
             raise _NotStarted(_over_capacity(floor, capacity))  # nothing stored: the key may be used again
         try:
             # Off the event loop, and at most `plan_concurrency` submissions tokenized at once per process.
-            files, chunks, estimate = await anyio.to_thread.run_sync(
+            files, parts, estimate = await anyio.to_thread.run_sync(
                 _plan,
                 submission,
                 validation_id,
-                s.chunk_max_tokens,
+                s.part_max_tokens,
                 s.completion_max_tokens,
                 capacity,
                 limiter=self.plan_limiter,
@@ -307,8 +307,8 @@ class ValidationService:
             run_cost=estimate,
             created_at=created,
             expires_at=expiry(self.settings.retention_days),
-            total_chunks=len(chunks),
-            total_combines=sum(f["chunks"] > 1 for f in files),
+            total_parts=len(parts),
+            total_combines=sum(f["parts"] > 1 for f in files),
             estimated_tokens=estimate,
             files=tuple(StoredFile.of(f) for f in files),
             file_settled={str(i): 0 for i in range(len(files))},
@@ -322,7 +322,7 @@ class ValidationService:
         name = self._execution_name(validation_id, 1)
         try:
             await self.store.put_files({f["key"]: d.content for f, d in zip(files, submission.documents, strict=True)})
-            await self.store.put_chunks([{**c, "expires_at": record["expires_at"]} for c in chunks])
+            await self.store.put_parts([{**c, "expires_at": record["expires_at"]} for c in parts])
             await self.quotas.enqueue(record, quota)  # counted in the owner's queue: 429 past max_queued
             await self._admit_or_refuse(principal, validation)
             arn = await self._start_execution(
@@ -330,14 +330,14 @@ class ValidationService:
                 _execution_input(
                     validation_id,
                     1,
-                    [c["chunk_id"] for c in chunks],
-                    [i for i, f in enumerate(files) if f["chunks"] > 1],
+                    [c["part_id"] for c in parts],
+                    [i for i, f in enumerate(files) if f["parts"] > 1],
                 ),
             )
         except Exception as exc:
             # Nothing half-written: undo in reverse order (the reservation and running slot
             # first, while the record that holds them exists), then report.
-            await self._undo(validation_id, keys, [c["chunk_id"] for c in chunks], principal)
+            await self._undo(validation_id, keys, [c["part_id"] for c in parts], principal)
             if isinstance(exc, AppError):
                 raise _NotStarted(exc) from None
             error = aws_failure(exc) or UpstreamError(f"Could not store or start the validation: {type(exc).__name__}")
@@ -416,7 +416,7 @@ class ValidationService:
             estimate = datetime.fromtimestamp(now + wait, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
         return replace(validation, queue=QueuePosition(position, estimate))
 
-    async def _undo(self, validation_id: str, keys: list[str], chunk_ids: list[str], owner: Principal) -> None:
+    async def _undo(self, validation_id: str, keys: list[str], part_ids: list[str], owner: Principal) -> None:
         try:
             stored = await self.store.get(validation_id)
             if stored is not None and stored.reserved_run:  # admitted: reservation and running slot back
@@ -428,7 +428,7 @@ class ValidationService:
         for step in (
             self.quotas.leave_queue(validation_id, owner.user_id, owner.quota),  # counted off, if it was queued
             self.store.delete(validation_id),
-            self.store.delete_chunks(validation_id, chunk_ids),
+            self.store.delete_parts(validation_id, part_ids),
             self.store.delete_files(keys),
         ):
             try:
@@ -530,7 +530,7 @@ class ValidationService:
             )
         if status == ValidationStatus.CANCELLED:
             return validation
-        # CANCELLING first: validators check it before every chunk, so none starts after this.
+        # CANCELLING first: validators check it before every part, so none starts after this.
         if status in (ValidationStatus.RUNNING, ValidationStatus.QUEUED) and not await self.store.update(
             validation_id,
             {"status": ValidationStatus.CANCELLING.value},
@@ -565,9 +565,9 @@ class ValidationService:
         ):
             raise Conflict(f"Validation {validation_id} changed meanwhile; read it and try again.")
         keys = [f.key for f in validation.files]
-        chunk_ids = await self.store.chunk_ids(validation_id)
+        part_ids = await self.store.part_ids(validation_id)
         await self.store.delete_files(keys)
-        await self.store.delete_chunks(validation_id, chunk_ids)
+        await self.store.delete_parts(validation_id, part_ids)
         events = await self.events.purge(validation_id)
         await self.store.update(validation_id, {"files": [], "rules": []})
         await self.users.audit(
@@ -575,7 +575,7 @@ class ValidationService:
             "validation.purge",
             validation_id,
             None,
-            {"owner": validation.owner, "files": len(keys), "records": len(chunk_ids), "events": events},
+            {"owner": validation.owner, "files": len(keys), "records": len(part_ids), "events": events},
         )
         return await self.store.get(validation_id) or validation
 
@@ -625,7 +625,7 @@ class ValidationService:
         return current
 
     async def retry(self, principal: Principal, validation_id: str) -> Validation:
-        """Rerun chunks without a result (failed, or never run after a cancel) as a new execution."""
+        """Rerun parts without a result (failed, or never run after a cancel) as a new execution."""
         validation = await self.get(principal, validation_id)
         status = validation.status
         if status not in TERMINAL:
@@ -641,11 +641,11 @@ class ValidationService:
         files = validation.files
         parts = await self.store.parts_of_files(validation_id, 0, len(files) - 1)
         verdicts = await self.store.verdicts_of_files(validation_id, 0, len(files) - 1)
-        todo = [p for p in parts if p.status != ChunkStatus.SUCCEEDED]
+        todo = [p for p in parts if p.status != PartStatus.SUCCEEDED]
         combine = [
             i
             for i, f in enumerate(files)
-            if f.chunks > 1 and ((v := verdicts.get(i)) is None or v.status != ChunkStatus.SUCCEEDED)
+            if f.parts > 1 and ((v := verdicts.get(i)) is None or v.status != PartStatus.SUCCEEDED)
         ]
         if not todo and not combine:
             raise Conflict(f"Nothing to retry: every part and file of {validation_id} has a result.")
@@ -715,11 +715,11 @@ class ValidationService:
         try:
             # Parts with their files' settled counts, a transaction per batch (a crash between two
             # leaves counts that match the parts); PENDING ones (never run) need no reset.
-            failed = [(p.chunk_id, p.file_index) for p in todo if p.status == ChunkStatus.FAILED]
+            failed = [(p.part_id, p.file_index) for p in todo if p.status == PartStatus.FAILED]
             await self.store.reset_failed_parts(validation_id, failed)
             await asyncio.gather(*(self.store.reset_failed_verdict(validation_id, i) for i in combine))
             arn = await self._start_execution(
-                name, _execution_input(validation_id, run, [p.chunk_id for p in todo], combine)
+                name, _execution_input(validation_id, run, [p.part_id for p in todo], combine)
             )
         except Exception as exc:
             # Not started: end this run (reservation back first), so nothing waits on an execution

@@ -17,7 +17,7 @@ from app.settings import Settings
 from app.validations.records import Part, Validation
 from core import ends
 from core.dynamo import Update, from_item, to_item
-from core.records import ChunkStatus, file_range, parts_query, verdict_id, verdict_range
+from core.records import PartStatus, file_range, parts_query, verdict_id, verdict_range
 from core.steps import cancellation_reasons, query_all
 
 _WRITE_CONCURRENCY = 8
@@ -31,7 +31,7 @@ class ValidationStore:
         self._db = clients.dynamodb
         self._s3 = clients.s3
         self._validations = settings.table("validations")
-        self._chunks = settings.table("chunks")
+        self._parts_table = settings.table("parts")
         self._idempotency = settings.table("idempotency")
         self._bucket = settings.bucket
         self._idempotency_ttl = settings.idempotency_ttl_hours * 3600
@@ -112,8 +112,8 @@ class ValidationStore:
                 return ids
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
-    # --- chunks ------------------------------------------------------------------------
-    async def put_chunks(self, chunks: list[dict[str, Any]]) -> None:
+    # --- parts ------------------------------------------------------------------------
+    async def put_parts(self, parts: list[dict[str, Any]]) -> None:
         semaphore = asyncio.Semaphore(_WRITE_CONCURRENCY)
 
         def marshal(batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -125,18 +125,18 @@ class ValidationStore:
                 # thousands of parts, and the event loop keeps serving meanwhile.
                 requests = await anyio.to_thread.run_sync(marshal, batch)
                 for attempt in range(8):
-                    answer = await self._db.batch_write_item(RequestItems={self._chunks: requests})
-                    requests = answer.get("UnprocessedItems", {}).get(self._chunks, [])
+                    answer = await self._db.batch_write_item(RequestItems={self._parts_table: requests})
+                    requests = answer.get("UnprocessedItems", {}).get(self._parts_table, [])
                     if not requests:
                         return
                     await asyncio.sleep(min(1.0, 0.05 * 2**attempt))
-                raise RuntimeError(f"{len(requests)} chunk records left unprocessed")
+                raise RuntimeError(f"{len(requests)} part records left unprocessed")
 
         # BatchWriteItem takes at most 25 items.
-        await asyncio.gather(*(write(chunks[i : i + 25]) for i in range(0, len(chunks), 25)))
+        await asyncio.gather(*(write(parts[i : i + 25]) for i in range(0, len(parts), 25)))
 
     async def _parts(self, validation_id: str, first: str, last: str) -> list[Part]:
-        records = await drive(self._db, query_all(parts_query(self._chunks, validation_id, first, last)))
+        records = await drive(self._db, query_all(parts_query(self._parts_table, validation_id, first, last)))
         return [Part.of(r) for r in records]
 
     async def parts_of_files(self, validation_id: str, first_file: int, last_file: int) -> list[Part]:
@@ -153,11 +153,11 @@ class ValidationStore:
         """A file whose combine step failed is combined again by the next run."""
         try:
             await self._db.delete_item(
-                TableName=self._chunks,
-                Key=to_item({"validation_id": validation_id, "chunk_id": verdict_id(file_index)}),
+                TableName=self._parts_table,
+                Key=to_item({"validation_id": validation_id, "part_id": verdict_id(file_index)}),
                 ConditionExpression="#status = :failed",
                 ExpressionAttributeNames={"#status": "status"},
-                ExpressionAttributeValues=to_item({":failed": ChunkStatus.FAILED.value}),
+                ExpressionAttributeValues=to_item({":failed": PartStatus.FAILED.value}),
             )
         except ClientError as exc:
             if condition_failed(exc):
@@ -166,7 +166,7 @@ class ValidationStore:
         return True
 
     async def reset_failed_parts(self, validation_id: str, parts: list[tuple[str, int]]) -> int:
-        """FAILED parts (chunk id, file index) back to PENDING for a retry, each batch in one
+        """FAILED parts (part id, file index) back to PENDING for a retry, each batch in one
         transaction with the validation's per-file settled counts (`file_settled`), so a crash
         between batches leaves counts that match the parts. How many were reset: a part that is
         not FAILED any more is left out (its batch is sent again without it)."""
@@ -177,7 +177,7 @@ class ValidationStore:
                 per_file: dict[int, int] = {}
                 for _, file_index in batch:
                     per_file[file_index] = per_file.get(file_index, 0) + 1
-                items = [{"Update": self._part_reset(validation_id, chunk_id)} for chunk_id, _ in batch]
+                items = [{"Update": self._part_reset(validation_id, part_id)} for part_id, _ in batch]
                 items.append({"Update": self._unsettle(validation_id, per_file)})
                 try:
                     await self._db.transact_write_items(TransactItems=items)
@@ -192,10 +192,10 @@ class ValidationStore:
                 break
         return reset
 
-    def _part_reset(self, validation_id: str, chunk_id: str) -> dict[str, Any]:
-        update = Update().set(status=ChunkStatus.PENDING.value).remove("error", "finished_at")
-        update.when("{status} = :failed", failed=ChunkStatus.FAILED.value)
-        return update.item(self._chunks, {"validation_id": validation_id, "chunk_id": chunk_id}, to_item)
+    def _part_reset(self, validation_id: str, part_id: str) -> dict[str, Any]:
+        update = Update().set(status=PartStatus.PENDING.value).remove("error", "finished_at")
+        update.when("{status} = :failed", failed=PartStatus.FAILED.value)
+        return update.item(self._parts_table, {"validation_id": validation_id, "part_id": part_id}, to_item)
 
     def _unsettle(self, validation_id: str, per_file: dict[int, int]) -> dict[str, Any]:
         """The reset parts' files count them as unsettled again."""
@@ -205,28 +205,28 @@ class ValidationStore:
             update.set_to(settled, f"{settled} - :n{i}", **{f"n{i}": n})
         return update.item(self._validations, {"id": validation_id}, to_item)
 
-    async def delete_chunks(self, validation_id: str, chunk_ids: list[str]) -> None:
-        for i in range(0, len(chunk_ids), 25):
+    async def delete_parts(self, validation_id: str, part_ids: list[str]) -> None:
+        for i in range(0, len(part_ids), 25):
             requests = [
-                {"DeleteRequest": {"Key": to_item({"validation_id": validation_id, "chunk_id": c})}}
-                for c in chunk_ids[i : i + 25]
+                {"DeleteRequest": {"Key": to_item({"validation_id": validation_id, "part_id": c})}}
+                for c in part_ids[i : i + 25]
             ]
             while requests:
-                answer = await self._db.batch_write_item(RequestItems={self._chunks: requests})
-                requests = answer.get("UnprocessedItems", {}).get(self._chunks, [])
+                answer = await self._db.batch_write_item(RequestItems={self._parts_table: requests})
+                requests = answer.get("UnprocessedItems", {}).get(self._parts_table, [])
 
-    async def chunk_ids(self, validation_id: str) -> list[str]:
-        """Every item of the validation in the chunks table: parts, combine nodes, file verdicts."""
+    async def part_ids(self, validation_id: str) -> list[str]:
+        """Every item of the validation in the parts table: parts, combine nodes, file verdicts."""
         kwargs: dict[str, Any] = {
-            "TableName": self._chunks,
+            "TableName": self._parts_table,
             "KeyConditionExpression": "validation_id = :v",
             "ExpressionAttributeValues": to_item({":v": validation_id}),
-            "ProjectionExpression": "chunk_id",
+            "ProjectionExpression": "part_id",
         }
         ids: list[str] = []
         while True:
             page = await self._db.query(**kwargs)
-            ids.extend(from_item(i)["chunk_id"] for i in page["Items"])
+            ids.extend(from_item(i)["part_id"] for i in page["Items"])
             if "LastEvaluatedKey" not in page:
                 return ids
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]

@@ -98,7 +98,7 @@ data "aws_iam_policy_document" "api_task" {
   count = local.api_count
 
   # Each table as resources.json "api" says: DeleteItem only where the API deletes, none on
-  # the audit trail (append only), BatchWriteItem only on chunks.
+  # the audit trail (append only), BatchWriteItem only on parts.
   dynamic "statement" {
     for_each = local.api_table_statements
     content {

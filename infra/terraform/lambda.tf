@@ -17,7 +17,7 @@ locals {
       OPENAI_MODEL              = var.openai_model
       COMPLETION_MAX_TOKENS     = tostring(var.completion_max_tokens)
       COMPLETION_MAX_TOKENS_CAP = tostring(var.completion_max_tokens_cap)
-      CHUNK_MAX_TOKENS          = tostring(var.chunk_max_tokens)
+      PART_MAX_TOKENS           = tostring(var.part_max_tokens)
       QUEUE_MIN_WAIT_SECONDS    = tostring(var.queue_min_wait_seconds)
       DEFAULT_MAX_QUEUED        = tostring(var.default_max_queued)
       GOVERNOR_WINDOW_SECONDS   = tostring(var.governor_window_seconds)
@@ -77,7 +77,7 @@ resource "aws_cloudwatch_log_group" "function" {
 }
 
 resource "aws_lambda_function" "this" {
-  #checkov:skip=CKV_AWS_116:Invoked synchronously by Step Functions, whose Retry/Catch handle failures (RecordChunkFailure); a DLQ only applies to asynchronous invocations.
+  #checkov:skip=CKV_AWS_116:Invoked synchronously by Step Functions, whose Retry/Catch handle failures (RecordPartFailure); a DLQ only applies to asynchronous invocations.
   #checkov:skip=CKV_AWS_117:The functions reach only public AWS APIs and the model server; a VPC would add NAT cost and nothing to protect.
   #checkov:skip=CKV_AWS_272:Code comes from this repository's reproducible build; code signing needs an AWS Signer profile per deployment.
   #checkov:skip=CKV_AWS_173:Environment variables are encrypted at rest with the Lambda-managed key; set kms_key_arn for a customer-managed key.

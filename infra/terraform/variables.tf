@@ -175,7 +175,7 @@ variable "openai_timeout_seconds" {
 }
 
 variable "completion_max_tokens" {
-  description = "Completion allowance per chunk (what rate limits charge); the API estimates with the same value."
+  description = "Completion allowance per part (what rate limits charge); the API estimates with the same value."
   type        = number
   default     = 512
 }
@@ -186,7 +186,7 @@ variable "completion_max_tokens_cap" {
   default     = 4096
 }
 
-variable "chunk_max_tokens" {
+variable "part_max_tokens" {
   description = "Token budget of one part's text and of a combine call's reports; the API splits files with it."
   type        = number
   default     = 1500

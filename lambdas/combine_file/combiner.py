@@ -10,7 +10,7 @@ quotes (core/grounding.py), and a pass of a rule that some part did not pass mus
 grounded evidence: otherwise the rule is asked once more, then undecided.
 
 Bounded tree: reports are grouped so that no combine prompt's reports exceed the part
-budget (`chunk_max_tokens`, estimated from bytes: the Lambdas have no tokenizer); when a
+budget (`part_max_tokens`, estimated from bytes: the Lambdas have no tokenizer); when a
 file's reports need more than one call, each group's answer is a report of its own
 (stored as an intermediate node) and the next level combines those, until one remains:
 the file's verdict. Every node is stored once, so a retried invocation resumes where the
@@ -23,7 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 from core import grounding, prompt
-from core.records import ChunkStatus, combine_node_id
+from core.records import PartStatus, combine_node_id
 from lambdas.common.config import LambdaConfig
 from lambdas.common.errors import BatchIncomplete, InvalidAnswer
 from lambdas.common.governor import Governor
@@ -82,14 +82,14 @@ def combine_files(
     try:
         for index in range(int(files["first"]), int(files["last"]) + 1):
             file = file_records[index]
-            if int(file["chunks"]) <= 1:
+            if int(file["parts"]) <= 1:
                 continue
             if store.parts.verdict(validation_id, index) is not None:
                 skipped += 1
                 store.events.report_file(validation_id, run, index, current)
                 continue
             parts = store.parts.of_file(validation_id, index)
-            if any(p["status"] != ChunkStatus.SUCCEEDED for p in parts):
+            if any(p["status"] != PartStatus.SUCCEEDED for p in parts):
                 store.events.report_file(
                     validation_id, run, index, current
                 )  # FAILED: some part has no result; retry reruns it
@@ -177,7 +177,7 @@ def _combine_file(
     reports = [_report(p) for p in parts]
     level, calls = 1, 0
     while True:
-        grouped = groups(reports, config.chunk_max_tokens)
+        grouped = groups(reports, config.part_max_tokens)
         next_level: list[prompt.Report] = []
         for position, group in enumerate(grouped):
             node = combine_node_id(index, level, position)

@@ -12,7 +12,7 @@ from core import lambda_env
 
 class LambdaConfig(BaseModel, frozen=True):
     validations_table: str
-    chunks_table: str
+    parts_table: str
     uploads_bucket: str
     users_table: str = ""
     events_table: str = ""
@@ -38,7 +38,7 @@ class LambdaConfig(BaseModel, frozen=True):
     openai_timeout_seconds: float = 60.0
     completion_max_tokens: int = 512
     completion_max_tokens_cap: int = 4096  # a cut answer is asked again with twice the allowance, up to this
-    chunk_max_tokens: int = 1500  # a combine call's reports stay within this, as a part's text does
+    part_max_tokens: int = 1500  # a combine call's reports stay within this, as a part's text does
     # Records the Lambdas create (combine nodes, file verdicts) expire this long after (DynamoDB TTL).
     retention_days: float = 30.0
     # The reconciler leaves a validation without an execution alone this long after its run was

@@ -24,16 +24,16 @@ class UpstreamTimeout(Exception):
     """The model API did not answer in time. Retried."""
 
 
-class UpstreamError(Exception):
+class ModelUnavailable(Exception):
     """The model API failed (5xx, connection, unreadable answer). Retried."""
 
 
 class BatchIncomplete(Exception):
-    """The invocation ran low on time; chunks left are done by the retry (done ones are skipped)."""
+    """The invocation ran low on time; parts left are done by the retry (done ones are skipped)."""
 
 
 class ModelRejected(Exception):
-    """The model API refused the request (4xx other than 429). Not retried: the chunk fails."""
+    """The model API refused the request (4xx other than 429). Not retried: the part fails."""
 
 
 class CapacityUnavailable(Exception):

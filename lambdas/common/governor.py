@@ -5,7 +5,7 @@ with boto3. One `Lease` per validator invocation:
 
     lease = governor.lease(validation_id, cap)
     try:
-        for chunk in chunks:
+        for part in parts:
             lease.reserve(estimate, deadline)   # a slot below the live cap, and the tokens
             ... call the model ...
             lease.settle(estimate, charged)     # what the limiter really charged

@@ -1,9 +1,9 @@
 """The live settings from SSM Parameter Store, cached for a few seconds per process.
 
-A warm Lambda asks SSM at most once per CONFIG_CACHE_SECONDS, not once per chunk, and
+A warm Lambda asks SSM at most once per CONFIG_CACHE_SECONDS, not once per part, and
 values that expired are read again by one thread while the others keep them meanwhile (an
 invocation runs up to k calls at once, core/headroom.py). When SSM fails, the last values
-read are kept (a stale value is better than a failed chunk); with none read yet, the error
+read are kept (a stale value is better than a failed part); with none read yet, the error
 goes up and Step Functions retries.
 """
 

@@ -28,7 +28,7 @@ from core.governor import parse_duration
 from core.records import ValidationStatus
 from lambdas.common import live_config, model_key
 from lambdas.common.config import LambdaConfig
-from lambdas.common.errors import AnswerTooLong, ModelRejected, RateLimited, UpstreamError, UpstreamTimeout
+from lambdas.common.errors import AnswerTooLong, ModelRejected, ModelUnavailable, RateLimited, UpstreamTimeout
 from lambdas.common.fairness import tenant_of
 from lambdas.common.governor import Governor, Lease, governor_for
 from lambdas.common.observability import count
@@ -85,9 +85,9 @@ def call_model(
     except openai.APITimeoutError as exc:
         raise UpstreamTimeout(message(str(exc))) from exc
     except openai.APIConnectionError as exc:
-        raise UpstreamError(message(f"connection failed: {exc}")) from exc
+        raise ModelUnavailable(message(f"connection failed: {exc}")) from exc
     except openai.InternalServerError as exc:
-        raise UpstreamError(message(str(exc))) from exc
+        raise ModelUnavailable(message(str(exc))) from exc
     except openai.AuthenticationError as exc:
         model_key.forget()  # rotated: the next call reads the parameter again
         raise ModelRejected(message(str(exc))) from exc

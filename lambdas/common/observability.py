@@ -44,10 +44,10 @@ from lambdas.common.errors import (
     DeliveryFailed,
     InvalidAnswer,
     ModelRejected,
+    ModelUnavailable,
     RateLimited,
     StoreUnavailable,
     TargetRefused,
-    UpstreamError,
     UpstreamTimeout,
     WebhookGone,
 )
@@ -61,7 +61,7 @@ DEFAULT_NAMESPACE = "ValidationService"  # POWERTOOLS_METRICS_NAMESPACE
 SIGNALS: tuple[type[Exception], ...] = (CapacityUnavailable, RateLimited, BatchIncomplete)
 RETRIED_FAILURES: tuple[type[Exception], ...] = (
     UpstreamTimeout,
-    UpstreamError,
+    ModelUnavailable,
     StoreUnavailable,
     InvalidAnswer,
     DeliveryFailed,  # a webhook receiver's non-2xx: the notify machine retries over ~24 h
@@ -275,7 +275,7 @@ def correlation(event: Any) -> dict[str, Any]:
         keys["validation_id"] = event["validation_id"]
     if event.get("run") is not None:
         keys["run"] = event["run"]
-    for name, key in (("chunks", "part_range"), ("files", "file_range")):
+    for name, key in (("parts", "part_range"), ("files", "file_range")):
         span = event.get(name)
         if isinstance(span, dict) and "first" in span:
             keys[key] = f"{span['first']}..{span.get('last', span['first'])}"

@@ -38,8 +38,8 @@ def control(
     governor = governor_for(config, store.client)
     governor.sweep(force=True)
     budget = governor.read_budget()
-    v = store.validations.get(validation_id, "run_cost", "total_chunks", "succeeded", "owner", "priority")
-    pending = max(1, int(v.get("total_chunks", 1)) - int(v.get("succeeded", 0)))
+    v = store.validations.get(validation_id, "run_cost", "total_parts", "succeeded", "owner", "priority")
+    pending = max(1, int(v.get("total_parts", 1)) - int(v.get("succeeded", 0)))
     stats = governor.call_stats()
     call_tokens = float(
         stats.get("call_tokens") or (int(v.get("run_cost", 0)) / pending) or config.completion_max_tokens

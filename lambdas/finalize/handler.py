@@ -29,15 +29,15 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         error = {"type": "execution_failed", "detail": f"{reason['type']}: {reason['message']}"}
         status = ValidationStatus.FAILED
     else:
-        counts = store.validations.get(validation_id, "total_chunks", "succeeded", "total_combines", "combined")
-        total, succeeded = counts["total_chunks"], counts.get("succeeded", 0)
+        counts = store.validations.get(validation_id, "total_parts", "succeeded", "total_combines", "combined")
+        total, succeeded = counts["total_parts"], counts.get("succeeded", 0)
         files, combined = counts.get("total_combines", 0), counts.get("combined", 0)
         if succeeded >= total and combined >= files:
             status, error = ValidationStatus.SUCCEEDED, None
         elif succeeded < total:
             status = ValidationStatus.FAILED
             error = {
-                "type": "chunks_failed",
+                "type": "parts_failed",
                 "detail": f"{total - succeeded} of {total} parts have no result; retry reruns only those",
             }
         else:

@@ -3,7 +3,7 @@
 moto's own `Invoke` either runs the function in Docker (we have none) or echoes the
 payload back. Here the function is looked up in moto's Lambda backend (created by
 local provisioning or by `terraform apply`), and its `Handler` setting
-(e.g. `lambdas.validate_chunk.handler.lambda_handler`) is imported and run in this process,
+(e.g. `lambdas.validate_part.handler.lambda_handler`) is imported and run in this process,
 with the function's environment variables visible through `core.lambda_env`.
 The answer has Lambda's shape: the handler's JSON result, or for an exception
 `X-Amz-Function-Error: Unhandled` and `{"errorType": <class name>, ...}`, which is

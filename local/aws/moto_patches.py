@@ -169,8 +169,8 @@ def _roll_back_transactions_per_item() -> None:
     """TransactWriteItems deep-copies every table it touches, whole, to roll back on failure.
 
     Defect: the cost of one transaction grows with the size of the tables (measured: 27 ms
-    with 10 items, 190 ms with 2,500), so a validation's chunk writes get slower as it
-    progresses and a 500-chunk validation becomes quadratic. DynamoDB itself isolates per
+    with 10 items, 190 ms with 2,500), so a validation's part writes get slower as it
+    progresses and a 500-part validation becomes quadratic. DynamoDB itself isolates per
     item. We snapshot just the items the transaction names, and make the whole-table copy
     a no-op (the module's `copy` is swapped for one that leaves tables alone).
     """

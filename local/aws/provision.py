@@ -186,7 +186,7 @@ class Provisioner:
         return {
             "AWS_ENDPOINT_URL": self.endpoint_url,
             "VALIDATIONS_TABLE": s.table("validations"),
-            "CHUNKS_TABLE": s.table("chunks"),
+            "PARTS_TABLE": s.table("parts"),
             "USERS_TABLE": s.table("users"),
             "EVENTS_TABLE": s.table("events"),
             "BUCKETS_TABLE": s.table("buckets"),
@@ -216,7 +216,7 @@ class Provisioner:
             "OPENAI_TIMEOUT_SECONDS": str(s.openai_timeout_seconds),
             "COMPLETION_MAX_TOKENS": str(s.completion_max_tokens),
             "COMPLETION_MAX_TOKENS_CAP": str(s.completion_max_tokens_cap),
-            "CHUNK_MAX_TOKENS": str(s.chunk_max_tokens),
+            "PART_MAX_TOKENS": str(s.part_max_tokens),
             # Powertools: the `service` of log lines and the metrics' dimension (the deployment).
             "POWERTOOLS_SERVICE_NAME": s.name_prefix,
         }

@@ -14,7 +14,7 @@ import pytest
 from app.main import create_app
 from app.settings import Settings
 from local.serving import ThreadedServer
-from tests.conftest import ADMIN_KEY
+from tests.support.stack import ADMIN_KEY
 
 # `make install` puts it beside the venv's python (pyproject's [project.scripts]).
 VALIDATE = Path(sys.executable).with_name("validate")

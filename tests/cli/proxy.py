@@ -100,7 +100,7 @@ class CuttingProxy:
                 continue
             connection.forwarded += data
             with self._lock:
-                # sse-starlette writes an event as one chunk, ending with its blank line.
+                # sse-starlette writes an event as one part, ending with its blank line.
                 due = self.cut_after in connection.forwarded and connection.forwarded.endswith(b"\r\n\r\n")
                 if due and not self._cut_done:
                     self._cut_done = True

@@ -26,8 +26,10 @@ from cli.main import main
 from local.simulator.app import SimulatorConfig
 from tests.cli.conftest import VALIDATE, cli_env, run_cli
 from tests.cli.proxy import CuttingProxy
-from tests.conftest import ADMIN, ADMIN_KEY, Aws, HeldCalls, set_parallelism, wait_for
 from tests.servers import free_port
+from tests.support.stack import ADMIN, ADMIN_KEY, Aws, HeldCalls, set_parallelism, wait_for
+
+pytestmark = pytest.mark.stack  # runs `make run`
 
 SARIF_SCHEMA = json.loads((PROJECT_ROOT / "tests" / "validations" / "sarif-schema-2.1.0.json").read_text())
 RESULT_LINE = re.compile(r"^(PASS|FAIL|ERROR|UNDECIDED)\s+([^\s:]+)", re.MULTILINE)

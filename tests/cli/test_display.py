@@ -15,7 +15,7 @@ VALIDATION = {
     "id": "0123456789abcdef",
     "status": "RUNNING",
     "run": 1,
-    "files": [{"name": "big.csv", "chunks": 2}, {"name": "small.md", "chunks": 1}],
+    "files": [{"name": "big.csv", "parts": 2}, {"name": "small.md", "parts": 1}],
 }
 
 

@@ -17,7 +17,9 @@ from pathlib import Path
 import pytest
 
 from tests.cli.conftest import VALIDATE, cli_env
-from tests.conftest import HeldCalls, wait_for
+from tests.support.stack import HeldCalls, wait_for
+
+pytestmark = pytest.mark.stack  # drives the CLI in tmux against a live API
 
 WIDTH, HEIGHT = 120, 40
 

@@ -11,7 +11,7 @@ import pytest
 from bench import fidelity
 from bench.fidelity import BOM, KINDS, RULES, VARIANTS, CorpusFile, Finding, corpus, run, score
 from local.simulator.server import SimulatorServer
-from tests.conftest import MakeApi
+from tests.support.stack import MakeApi
 
 SEED = 7
 SMALL = 20  # files in the end-to-end test

@@ -11,7 +11,7 @@ import json
 from typing import Any
 
 from local.simulator.server import SimulatorServer
-from tests.conftest import all_results, submit, wait_for_status
+from tests.support.stack import all_results, submit, wait_for_status
 
 NO_SECRET = {"id": "no-secret", "text": 'The file must not contain "secret".'}
 COPYRIGHT = {"id": "copyright", "text": 'The file must contain "Copyright".'}
@@ -53,7 +53,7 @@ def test_misnumbered_and_respaced_findings_come_back_to_their_lines_in_csv_and_j
     done = wait_for_status(api, vid)
 
     assert done["status"] == "SUCCEEDED", done
-    assert all(f["chunks"] > 1 for f in done["files"]), done["files"]  # CSV and JSON parts, with a combine each
+    assert all(f["parts"] > 1 for f in done["files"]), done["files"]  # CSV and JSON parts, with a combine each
     results = {r["file"]: _verdicts(r) for r in all_results(api, vid)}
     delivered = 0
     for name, text in documents.items():
@@ -122,6 +122,6 @@ def test_a_combine_pass_without_grounded_evidence_is_asked_again(api: Any, simul
     done = wait_for_status(api, vid)
 
     rules = _verdicts(all_results(api, vid)[0])
-    assert done["status"] == "SUCCEEDED" and done["files"][0]["chunks"] > 2, done
+    assert done["status"] == "SUCCEEDED" and done["files"][0]["parts"] > 2, done
     assert rules["no-secret"]["passed"] is True and rules["copyright"]["passed"] is True
     assert done["usage"]["reasked"] == 1 and simulator.stats.combine_calls == 2

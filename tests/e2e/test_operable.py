@@ -16,8 +16,10 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from local.simulator.server import SimulatorServer
-from tests.conftest import HeldCalls, wait_for
 from tests.servers import free_port, process
+from tests.support.stack import HeldCalls, wait_for
+
+pytestmark = pytest.mark.stack  # a whole run with servers of its own
 
 
 def _scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -114,7 +116,7 @@ def test_a_contended_run_logs_json_lines_without_tracebacks_and_metrics_count_wh
     capacity = [r for r in records if str(r["message"]).startswith("CapacityUnavailable")]
     assert len(capacity) == waits
     assert {(r["level"], r["validation_id"], r["run"], r["function_name"]) for r in capacity} == {
-        ("INFO", vid, 1, "validation-validate-chunk")
+        ("INFO", vid, 1, "validation-validate-part")
     }
     assert all(r["part_range"] and isinstance(r["cold_start"], bool) for r in capacity)
     # Every Lambda line names the validation; every access line of it, its request.

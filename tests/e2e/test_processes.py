@@ -11,7 +11,8 @@ from fastapi.testclient import TestClient
 
 from app.main import create_app
 from local.simulator.server import SimulatorServer
-from tests.conftest import (
+from tests.servers import embedded_aws_process, free_port, process
+from tests.support.stack import (
     ADMIN,
     ADMIN_KEY,
     HeldCalls,
@@ -22,7 +23,8 @@ from tests.conftest import (
     wait_for,
     wait_for_status,
 )
-from tests.servers import embedded_aws_process, free_port, process
+
+pytestmark = pytest.mark.stack  # starts the API and AWS in processes of their own
 
 
 def test_api_restart_keeps_the_state_of_a_separate_embedded_aws() -> None:
@@ -72,7 +74,7 @@ def test_api_restarted_mid_run_the_validation_completes_and_nothing_is_lost(
             name_prefix="midrun",
             admin_api_key=ADMIN_KEY,
             openai_base_url=simulator.base_url,
-            chunk_max_tokens=100,
+            part_max_tokens=100,
             sfn_retry_interval_seconds=1,
         )
         target_the_simulators_limit(
@@ -96,6 +98,6 @@ def test_api_restarted_mid_run_the_validation_completes_and_nothing_is_lost(
             results = all_results(second, vid)
 
     assert done["status"] == "SUCCEEDED"
-    assert done["progress"]["succeeded"] == done["progress"]["total"] == results[0]["chunks"]["total"]
-    assert simulator.stats.part_calls == done["progress"]["total"]  # no chunk was validated twice
+    assert done["progress"]["succeeded"] == done["progress"]["total"] == results[0]["parts"]["total"]
+    assert simulator.stats.part_calls == done["progress"]["total"]  # no part was validated twice
     assert results[0]["rules"][0]["passed"] is True

@@ -22,8 +22,8 @@ from lambdas.common.stores.base import Clients
 from local.aws import lambda_router
 from local.aws.provision import Provisioner
 from local.aws.server import EmbeddedAWS
-from tests.conftest import Aws, HeldCalls, make_user, wait_for, wait_for_status
 from tests.local_aws.handlers import parked_tokens
+from tests.support.stack import Aws, HeldCalls, make_user, wait_for, wait_for_status
 
 DOC = {"documents": [{"name": "a.txt", "content": "row 1\nrow 2\n"}], "rules": ["be tidy"]}
 

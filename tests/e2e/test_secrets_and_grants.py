@@ -26,10 +26,12 @@ import pytest
 from local.aws.provision import OPENAI_KEY_PARAMETER, load_resources
 from local.simulator.app import SimulatorConfig
 from local.simulator.server import SimulatorServer
-from tests.conftest import lines_document, wait_for
 from tests.infra import grants
 from tests.servers import free_port, process
+from tests.support.stack import lines_document, wait_for
 from tests.webhooks.receiver import receiver
+
+pytestmark = pytest.mark.stack  # a whole run with servers of its own
 
 PREFIX = "leakcheck"
 SSM_PREFIX = "/leakcheck"
@@ -62,7 +64,7 @@ def test_a_whole_run_logs_no_key_reads_the_model_key_from_ssm_and_stays_within_i
             "OPENAI_API_KEY": openai_key,
             "OPENAI_BASE_URL": simulator.base_url,
             "OPENAI_MODEL": "simulator",
-            "CHUNK_MAX_TOKENS": "100",  # a file of several parts: the combine step runs too
+            "PART_MAX_TOKENS": "100",  # a file of several parts: the combine step runs too
             "SFN_RETRY_INTERVAL_SECONDS": "1",
             "SFN_RETRY_MAX_ATTEMPTS": "1",
             "AWS_CALLS_FILE": str(calls_file),
@@ -165,7 +167,7 @@ def test_a_whole_run_logs_no_key_reads_the_model_key_from_ssm_and_stays_within_i
     # Only the model-calling functions touched the key's parameter (local provisioning wrote it), and they read it.
     touching = {role for role, seen in by_caller.items() if any(resource == parameter for _, resource in seen)}
     readers = {role for role, seen in by_caller.items() if ("ssm:GetParameter", parameter) in seen}
-    assert touching - {"other"} == readers and readers <= grants.model_callers() and "validate_chunk" in readers
+    assert touching - {"other"} == readers and readers <= grants.model_callers() and "validate_part" in readers
 
     # Every DynamoDB call of a Lambda or the API is one its grant allows.
     refused = []
@@ -186,7 +188,7 @@ def test_a_whole_run_logs_no_key_reads_the_model_key_from_ssm_and_stays_within_i
 
 
 def _role(caller: str) -> str:
-    """A function's name (`<prefix>-validate-chunk`) as resources.json names it; "api"; "other"."""
+    """A function's name (`<prefix>-validate-part`) as resources.json names it; "api"; "other"."""
     return caller.removeprefix(f"{PREFIX}-").replace("-", "_") if caller.startswith(f"{PREFIX}-") else caller
 
 

@@ -13,7 +13,7 @@ from app.settings import Settings
 from core.records import ITEMS_FOR_FULL_MAP, MAX_MAP_ITEMS
 from local.aws import lambda_router
 from local.simulator.server import SimulatorServer
-from tests.conftest import (
+from tests.support.stack import (
     Aws,
     HeldCalls,
     MakeApi,
@@ -95,7 +95,7 @@ def test_at_parallelism_five_never_more_than_five_calls_are_in_flight(
     simulator: SimulatorServer,
     hold_calls: Callable[[int], HeldCalls],
 ) -> None:
-    api = make_api(chunk_max_tokens=100)
+    api = make_api(part_max_tokens=100)
     set_parallelism(aws, settings, 5)
     simulator.reconfigure(latency_seconds=0.05)
     documents = {f"part-{i}.txt": lines_document(240) for i in range(2)}
@@ -114,11 +114,11 @@ def test_at_parallelism_five_never_more_than_five_calls_are_in_flight(
 
 
 @pytest.mark.slow(18)
-def test_every_chunk_finishes_when_thirty_percent_of_calls_get_429(
+def test_every_part_finishes_when_thirty_percent_of_calls_get_429(
     make_api: MakeApi, simulator: SimulatorServer
 ) -> None:
-    # Eight retries: a chunk fails only if nine calls in a row get 429 (0.3^9, about 2e-5).
-    api = make_api(chunk_max_tokens=100, sfn_retry_max_attempts=8)
+    # Eight retries: a part fails only if nine calls in a row get 429 (0.3^9, about 2e-5).
+    api = make_api(part_max_tokens=100, sfn_retry_max_attempts=8)
     simulator.reconfigure(rate_limit_rate=0.3, seed=7)
 
     created = submit(api, {"a.txt": lines_document(60), "b.txt": lines_document(60)}, [NO_SECRET])
@@ -147,9 +147,9 @@ def test_cancel_mid_run_keeps_partial_results_and_starts_no_call_after_the_stop(
     hold_calls: Callable[[int], HeldCalls],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    api = make_api(chunk_max_tokens=100, cancel_settle_seconds=0)  # the stop settles once the held calls answer
+    api = make_api(part_max_tokens=100, cancel_settle_seconds=0)  # the stop settles once the held calls answer
     set_parallelism(aws, settings, 2)
-    validators = Invocations(monkeypatch, f"{settings.name_prefix}-validate-chunk")
+    validators = Invocations(monkeypatch, f"{settings.name_prefix}-validate-part")
     held = hold_calls(0)  # every call waits at the simulator until released
     created = submit(api, {"long.txt": lines_document(1400)}, [NO_SECRET])
     vid, total = created["id"], created["progress"]["total"]
@@ -177,7 +177,7 @@ def test_cancel_mid_run_keeps_partial_results_and_starts_no_call_after_the_stop(
     assert after["status"] == "CANCELLED"
     assert after["progress"]["succeeded"] == simulator.stats.part_calls == 2
     results = all_results(api, vid)
-    assert results[0]["chunks"]["succeeded"] == 2
+    assert results[0]["parts"]["succeeded"] == 2
     assert results[0]["rules"] and results[0]["rules"][0]["id"] == "no-secret"
     assert api.delete(f"/validations/{vid}").json()["status"] == "CANCELLED"  # repeated DELETE, same answer
     history = api.get(f"/validations/{vid}/history", params={"limit": 100}).json()
@@ -195,21 +195,21 @@ def test_delete_on_an_ended_validation_is_409(api: Any) -> None:
 
 
 @pytest.mark.slow(6)
-def test_failed_chunks_make_the_validation_failed_with_reasons_and_retry_is_refused_while_running(
+def test_failed_parts_make_the_validation_failed_with_reasons_and_retry_is_refused_while_running(
     make_api: MakeApi, simulator: SimulatorServer
 ) -> None:
-    api = make_api(chunk_max_tokens=100, sfn_retry_max_attempts=1)
-    simulator.reconfigure(error_rate=1.0)  # every call fails: chunks exhaust their retries
+    api = make_api(part_max_tokens=100, sfn_retry_max_attempts=1)
+    simulator.reconfigure(error_rate=1.0)  # every call fails: parts exhaust their retries
     vid = submit(api, {"a.txt": lines_document(30)}, [NO_SECRET])["id"]
 
     failed = wait_for_status(api, vid, timeout=240)
 
     assert failed["status"] == "FAILED"
-    assert failed["error"]["type"] == "chunks_failed"
+    assert failed["error"]["type"] == "parts_failed"
     assert failed["progress"]["failed"] == failed["progress"]["total"] >= 2
     result = all_results(api, vid)[0]
     assert result["status"] == "FAILED"
-    assert result["error"]["type"] == "UpstreamError"
+    assert result["error"]["type"] == "ModelUnavailable"
     assert "500" in result["error"]["message"]
 
     assert api.post(f"/validations/{vid}/retry").status_code == 202
@@ -223,7 +223,7 @@ def test_failed_chunks_make_the_validation_failed_with_reasons_and_retry_is_refu
 def test_retry_after_partial_failure_redoes_nothing_that_succeeded(
     make_api: MakeApi, simulator: SimulatorServer
 ) -> None:
-    api = make_api(chunk_max_tokens=100, sfn_retry_max_attempts=0)  # a failed call fails its chunk
+    api = make_api(part_max_tokens=100, sfn_retry_max_attempts=0)  # a failed call fails its part
     simulator.reconfigure(error_rate=0.5, seed=3)
     vid = submit(api, {"a.txt": lines_document(80)}, [NO_SECRET])["id"]
     first = wait_for_status(api, vid, timeout=240)
@@ -249,7 +249,7 @@ def test_a_many_part_validation_stays_inside_step_functions_limits_even_at_the_l
     make_api: MakeApi, aws: Aws, settings: Settings, simulator: SimulatorServer
 ) -> None:
     """Measured on a few hundred parts, scaled to the largest validation: both Map states at MAX_MAP_ITEMS items."""
-    api = make_api(chunk_max_tokens=100)
+    api = make_api(part_max_tokens=100)
     set_parallelism(aws, settings, 10)
     documents = {f"part-{i}.log": lines_document(700, marker_every=97) for i in range(2)}
 
@@ -261,7 +261,7 @@ def test_a_many_part_validation_stays_inside_step_functions_limits_even_at_the_l
         if done["status"] == "SUCCEEDED"
         else {
             "error": done.get("error"),
-            "chunks": [r.get("error") for r in all_results(api, created["id"]) if r.get("error")][:5],
+            "parts": [r.get("error") for r in all_results(api, created["id"]) if r.get("error")][:5],
         }
     )
     assert done["status"] == "SUCCEEDED", failures

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from local.simulator.server import SimulatorServer
-from tests.conftest import MakeApi, all_results, make_user, submit, wait_for_status
+from tests.support.stack import MakeApi, all_results, make_user, submit, wait_for_status
 
 NO_SECRET = {"id": "no-secret", "text": 'The file must not contain "secret".'}
 COPYRIGHT = {"id": "copyright", "text": 'The file must contain "Copyright".'}
@@ -52,7 +52,7 @@ def test_a_bom_file_of_many_parts_reports_exact_lines_and_decides_whole_file_rul
     result = all_results(api, vid)[0]
 
     assert done["status"] == "SUCCEEDED", done
-    parts = done["files"][0]["chunks"]
+    parts = done["files"][0]["parts"]
     assert parts > 2
     verdicts = _verdicts(result)
     assert [(f["line"], f["end_line"]) for f in verdicts["no-secret"]["findings"]] == [(5, 5), (300, 300), (799, 799)]
@@ -102,7 +102,7 @@ def test_a_csv_header_is_context_for_every_part_and_never_a_later_parts_finding(
 
     verdict = _verdicts(all_results(api, vid)[0])["no-secret"]
     assert done["status"] == "SUCCEEDED"
-    assert done["files"][0]["chunks"] > 2 and done["files"][0]["kind"] == "csv"
+    assert done["files"][0]["parts"] > 2 and done["files"][0]["kind"] == "csv"
     assert [f["line"] for f in verdict["findings"]] == [1]  # the header's own part only
 
 
@@ -136,7 +136,7 @@ def test_a_part_whose_answers_stay_invalid_ends_failed_with_the_reason(
     done = wait_for_status(api, vid)
 
     result = all_results(api, vid)[0]
-    assert done["status"] == "FAILED" and done["error"]["type"] == "chunks_failed"
+    assert done["status"] == "FAILED" and done["error"]["type"] == "parts_failed"
     assert result["status"] == "FAILED"
     assert result["error"]["type"] == "InvalidAnswer"
     assert "no verdict for rule" in result["error"]["message"]
@@ -146,7 +146,7 @@ def test_a_part_whose_answers_stay_invalid_ends_failed_with_the_reason(
 def test_a_cut_answer_is_asked_again_with_a_larger_allowance_and_never_parsed(
     make_api: MakeApi, simulator: SimulatorServer
 ) -> None:
-    api = make_api(completion_max_tokens=128, chunk_max_tokens=3000)
+    api = make_api(completion_max_tokens=128, part_max_tokens=3000)
     text = _lines(60, {i: f"secret {i}" for i in range(1, 61)})
 
     vid = submit(api, {"many.txt": text}, [NO_SECRET])["id"]
@@ -163,7 +163,7 @@ def test_a_cut_answer_is_asked_again_with_a_larger_allowance_and_never_parsed(
 def test_an_answer_cut_even_at_the_cap_fails_the_part_without_retrying(
     make_api: MakeApi, simulator: SimulatorServer
 ) -> None:
-    api = make_api(completion_max_tokens=64, completion_max_tokens_cap=64, chunk_max_tokens=3000)
+    api = make_api(completion_max_tokens=64, completion_max_tokens_cap=64, part_max_tokens=3000)
     vid = submit(api, {"many.txt": _lines(60, dict.fromkeys(range(1, 61), "secret"))}, [NO_SECRET])["id"]
     done = wait_for_status(api, vid)
 

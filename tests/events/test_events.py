@@ -14,7 +14,9 @@ from app.main import create_app
 from app.settings import Settings
 from local.serving import ThreadedServer
 from local.simulator.server import SimulatorServer
-from tests.conftest import (
+from tests.events.sse import read
+from tests.servers import embedded_aws_process
+from tests.support.stack import (
     ADMIN,
     ADMIN_KEY,
     Aws,
@@ -25,8 +27,6 @@ from tests.conftest import (
     target_the_simulators_limit,
     wait_for,
 )
-from tests.events.sse import read
-from tests.servers import embedded_aws_process
 
 RULES = ['must not contain "secret"']
 
@@ -107,6 +107,7 @@ def test_resume_with_last_event_id_has_no_gap_and_no_duplicate(
 
 
 @pytest.mark.slow(8)
+@pytest.mark.stack  # AWS and the API in processes of their own
 def test_resume_across_an_api_restart_with_aws_in_its_own_process(simulator: SimulatorServer) -> None:
     simulator.reconfigure(latency_seconds=0.2)
     with embedded_aws_process() as endpoint:

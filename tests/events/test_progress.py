@@ -6,7 +6,7 @@ from core.events import progress_of
 
 
 def test_progress_carries_counts_parallelism_and_parts_settled_per_file() -> None:
-    record = {"total_chunks": 5, "succeeded": 2, "failed": 1, "parallelism": 3, "file_settled": {"0": 2, "1": 1}}
+    record = {"total_parts": 5, "succeeded": 2, "failed": 1, "parallelism": 3, "file_settled": {"0": 2, "1": 1}}
 
     assert progress_of(record) == {
         "total": 5,
@@ -19,7 +19,7 @@ def test_progress_carries_counts_parallelism_and_parts_settled_per_file() -> Non
 
 
 def test_a_record_without_per_file_counts_gives_the_counts_alone() -> None:
-    assert progress_of({"total_chunks": 1, "succeeded": 0, "failed": 0}) == {
+    assert progress_of({"total_parts": 1, "succeeded": 0, "failed": 0}) == {
         "total": 1,
         "succeeded": 0,
         "failed": 0,

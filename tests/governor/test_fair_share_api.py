@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 from app.settings import Settings
-from tests.conftest import Aws, make_user, wait_for_status
+from tests.support.stack import Aws, make_user, wait_for_status
 
 QUOTA = {"capacity_tokens": 100_000, "refill_tokens_per_minute": 100_000, "max_running": 2}
 DOCUMENT = {"name": "a.txt", "content": "row 1\n"}

@@ -12,7 +12,7 @@ import pytest
 from app.settings import Settings
 from local.simulator.server import SimulatorServer
 from local.simulator.tally import Tally
-from tests.conftest import Aws, MakeApi, lines_document, make_user, set_parallelism, submit, wait_for_status
+from tests.support.stack import Aws, MakeApi, lines_document, make_user, set_parallelism, submit, wait_for_status
 
 NO_SECRET = {"id": "no-secret", "text": "No line may contain the word secret."}
 
@@ -35,7 +35,7 @@ def test_a_weighted_user_gets_its_share_against_a_user_with_twice_the_validators
     # embedded engine runs even on a busy machine, so the budget (not the CPU) decides who calls.
     # 27 call slots of a second each ask for far more.
     window, limit = 8.0, 7_500
-    api = make_api(chunk_max_tokens=100, governor_window_seconds=window, config_cache_seconds=1)
+    api = make_api(part_max_tokens=100, governor_window_seconds=window, config_cache_seconds=1)
     simulator.reconfigure(tpm=limit, rpm=100_000, window_seconds=window, latency_seconds=1.0)
     aws.client("ssm").put_parameter(
         Name=f"{settings.ssm_prefix}/target-tpm", Value=str(limit), Type="String", Overwrite=True

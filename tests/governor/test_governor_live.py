@@ -19,10 +19,19 @@ import pytest
 
 from app.settings import Settings
 from core import lambda_env
-from lambdas.validate_chunk.handler import lambda_handler
+from lambdas.validate_part.handler import lambda_handler
 from local.aws.provision import Provisioner
 from local.simulator.server import SimulatorServer
-from tests.conftest import Aws, MakeApi, lines_document, make_user, set_parallelism, submit, wait_for, wait_for_status
+from tests.support.stack import (
+    Aws,
+    MakeApi,
+    lines_document,
+    make_user,
+    set_parallelism,
+    submit,
+    wait_for,
+    wait_for_status,
+)
 
 NO_SECRET = {"id": "no-secret", "text": "No line may contain the word secret."}
 
@@ -59,7 +68,7 @@ def _spent(budget: dict[str, Any]) -> int:
 def test_lowering_max_parallelism_reaches_a_running_validation(
     make_api: MakeApi, aws: Aws, settings: Settings, simulator: SimulatorServer
 ) -> None:
-    api = make_api(chunk_max_tokens=100)
+    api = make_api(part_max_tokens=100)
     set_parallelism(aws, settings, 8)
     # Long calls while it ramps up, so six overlap even when a loaded machine is slow to start
     # validators (each grant costs a few governor requests); short ones once the limit is lowered.
@@ -105,7 +114,7 @@ def test_two_users_share_one_budget_and_the_upstream_limit_never_refuses_a_call(
 ) -> None:
     # Twelve calls in flight at 50 ms each would ask for ~50 times the limit: the shared budget holds them back.
     window, limit = 6.0, 30_000
-    api = make_api(chunk_max_tokens=300, governor_window_seconds=window)
+    api = make_api(part_max_tokens=300, governor_window_seconds=window)
     simulator.reconfigure(tpm=limit, rpm=100_000, window_seconds=window, latency_seconds=0.05)
     _ssm_put(aws, settings, "target-tpm", limit)
     set_parallelism(aws, settings, 6)
@@ -147,7 +156,7 @@ def test_two_users_share_one_budget_and_the_upstream_limit_never_refuses_a_call(
 def test_upstream_429s_and_a_lower_upstream_limit_slow_the_governor_down(
     make_api: MakeApi, aws: Aws, settings: Settings, simulator: SimulatorServer
 ) -> None:
-    api = make_api(chunk_max_tokens=200)
+    api = make_api(part_max_tokens=200)
     simulator.reconfigure(tpm=400_000, rate_limit_rate=0.15, seed=7)  # seeded: the same draws every run
     created = submit(api, {"a.txt": lines_document(300)}, [NO_SECRET])
     done = wait_for_status(api, created["id"], timeout=180)
@@ -166,12 +175,12 @@ def test_upstream_429s_and_a_lower_upstream_limit_slow_the_governor_down(
 
 
 @pytest.mark.slow(12)
-def test_lambdas_read_ssm_through_a_cache_not_per_chunk(
+def test_lambdas_read_ssm_through_a_cache_not_per_part(
     make_api: MakeApi, aws: Aws, settings: Settings, simulator: SimulatorServer
 ) -> None:
     from lambdas.common import live_config
 
-    api = make_api(chunk_max_tokens=100, config_cache_seconds=3600)  # longer than the run: only cold reads remain
+    api = make_api(part_max_tokens=100, config_cache_seconds=3600)  # longer than the run: only cold reads remain
     set_parallelism(aws, settings, 4)
     reads: list[list[str]] = []
     client = live_config._ssm(settings.aws_endpoint_url, settings.aws_region)
@@ -187,8 +196,8 @@ def test_lambdas_read_ssm_through_a_cache_not_per_chunk(
     finally:
         client.meta.events.unregister("before-parameter-build.ssm.GetParameters", count)
 
-    chunks = done["progress"]["total"]
-    assert done["status"] == "SUCCEEDED" and chunks >= 40
+    parts = done["progress"]["total"]
+    assert done["status"] == "SUCCEEDED" and parts >= 40
     # Read once, or once per Lambda that started before the first read was cached: never per part.
     assert 1 <= len(reads) <= settings.map_concurrency_ceiling + 1
 
@@ -197,7 +206,7 @@ def test_lambdas_read_ssm_through_a_cache_not_per_chunk(
 
 _VICTIM = """
 import json, sys
-from lambdas.validate_chunk.handler import lambda_handler
+from lambdas.validate_part.handler import lambda_handler
 
 class Context:
     def get_remaining_time_in_millis(self):
@@ -212,7 +221,7 @@ def test_a_killed_validators_slot_and_unused_tokens_come_back_after_its_lease(
     make_api: MakeApi, aws: Aws, settings: Settings, simulator: SimulatorServer
 ) -> None:
     lease_seconds = 4.0
-    api = make_api(chunk_max_tokens=100, lease_seconds=lease_seconds)
+    api = make_api(part_max_tokens=100, lease_seconds=lease_seconds)
     set_parallelism(aws, settings, 1)
     sfn = aws.client("stepfunctions")
     machine = aws.machine_arn(settings.state_machine_name)
@@ -223,15 +232,15 @@ def test_a_killed_validators_slot_and_unused_tokens_come_back_after_its_lease(
     )
     created = submit(api, {"a.txt": lines_document(60)}, [NO_SECRET])
     vid, total = created["id"], created["progress"]["total"]
-    chunks = aws.client("dynamodb").query(
-        TableName=settings.table("chunks"),
+    parts = aws.client("dynamodb").query(
+        TableName=settings.table("parts"),
         KeyConditionExpression="validation_id = :v",
         ExpressionAttributeValues={":v": {"S": vid}},
     )["Items"]
     batch = {
         "validation_id": vid,
         "run": 1,
-        "chunks": {"first": min(c["chunk_id"]["S"] for c in chunks), "last": max(c["chunk_id"]["S"] for c in chunks)},
+        "parts": {"first": min(c["part_id"]["S"] for c in parts), "last": max(c["part_id"]["S"] for c in parts)},
     }
     environment = {
         **os.environ,
@@ -271,7 +280,7 @@ def test_a_killed_validators_slot_and_unused_tokens_come_back_after_its_lease(
         lambda_env.reset(token)
 
     assert summary["validated"] == total  # the slot came back: every part was done
-    assert simulator.stats.requests - calls_before == total  # the killed chunk is done again, nothing twice
+    assert simulator.stats.requests - calls_before == total  # the killed part is done again, nothing twice
     first_new_call = sorted(simulator.stats.started)[-total]
     first_new_call_wall = time.time() - (time.monotonic() - first_new_call)
     # The slot stayed the dead holder's until its lease expired (taken before the kill).

@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 
 from app.settings import Settings
-from lambdas.validate_chunk.handler import lambda_handler  # noqa: F401 - imported here once, not by 24 threads at once
+from lambdas.validate_part.handler import lambda_handler  # noqa: F401 - imported here once, not by 24 threads at once
 from local.simulator.server import SimulatorServer
-from tests.conftest import Aws, HeldCalls, MakeApi, lines_document, set_parallelism, wait_for, wait_for_status
+from tests.support.stack import Aws, HeldCalls, MakeApi, lines_document, set_parallelism, wait_for, wait_for_status
 
 NO_SECRET = {"id": "no-secret", "text": "No line may contain the word secret."}
 
@@ -38,7 +38,7 @@ def test_one_validation_holds_more_than_forty_calls_in_flight_and_lowering_shrin
         Name=f"{settings.ssm_prefix}/target-tpm", Value=str(limit), Type="String", Overwrite=True
     )
     simulator.reconfigure(tpm=limit, rpm=1_000_000, latency_seconds=1.0)
-    api = make_api(chunk_max_tokens=100, config_cache_seconds=1)
+    api = make_api(part_max_tokens=100, config_cache_seconds=1)
     set_parallelism(aws, settings, 48)  # 24 invocations of two calls each
     calls = hold_calls(0)  # every call waits at the model until released: the slots alone decide how many
 

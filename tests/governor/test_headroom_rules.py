@@ -12,14 +12,14 @@ from hypothesis import strategies as st
 
 from core import governor as g
 from core import headroom
-from core.records import MAX_MAP_ITEMS, batches, chunk_id
+from core.records import MAX_MAP_ITEMS, batches, part_id
 
 ROOMY = g.Budget(g.Limits(500, 100_000_000, 0.9), g.BudgetState(), 60.0)  # the budget feeds 500 calls easily
 
 
 def _plan(max_parallelism: int, parts: int, *, ceiling: int = 10, other_items: int = 0) -> tuple[g.Plan, list[Any]]:
     """The plan of a first run of `parts` parts (batched as the API batches them), and its Map items."""
-    ranges = batches([chunk_id(0, i) for i in range(parts)], MAX_MAP_ITEMS)
+    ranges = batches([part_id(0, i) for i in range(parts)], MAX_MAP_ITEMS)
     limits = g.Limits(max_parallelism, ROOMY.limits.target_tpm, ROOMY.limits.throttle_threshold)
     plan = g.plan(
         limits,
@@ -37,7 +37,7 @@ def _plan(max_parallelism: int, parts: int, *, ceiling: int = 10, other_items: i
 
 
 def _sizes(items: list[dict[str, str]]) -> list[int]:
-    """Parts per Map item (the ids are chunk_id(0, i): their index is the part number)."""
+    """Parts per Map item (the ids are part_id(0, i): their index is the part number)."""
     return [int(item["last"].split("-")[1]) - int(item["first"].split("-")[1]) + 1 for item in items]
 
 
@@ -84,7 +84,7 @@ def test_any_parallelism_is_reachable_through_at_most_forty_iterations(
     # Items tile the parts in order; the m largest hold the calls the reach needs, and k is the
     # fewest calls per invocation that does it.
     sizes = _sizes(items)
-    assert sum(sizes) == parts and items[0]["first"] == chunk_id(0, 0)
+    assert sum(sizes) == parts and items[0]["first"] == part_id(0, 0)
     assert all(a["last"] < b["first"] for a, b in zip(items, items[1:], strict=False))
 
     def at_once(calls: int) -> int:

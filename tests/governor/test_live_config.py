@@ -38,7 +38,7 @@ def test_expired_values_are_read_again_by_one_thread_while_the_others_keep_them(
 ) -> None:
     prefix = f"/t{uuid.uuid4().hex[:8]}"
     config = LambdaConfig(
-        validations_table="v", chunks_table="c", uploads_bucket="u", ssm_prefix=prefix, config_cache_seconds=5
+        validations_table="v", parts_table="c", uploads_bucket="u", ssm_prefix=prefix, config_cache_seconds=5
     )
     ssm, now = _Ssm(prefix), [0.0]
     monkeypatch.setattr(live_config, "_ssm", lambda endpoint, region: ssm)

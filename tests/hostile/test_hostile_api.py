@@ -28,8 +28,8 @@ from local.aws.server import EmbeddedAWS
 from local.serving import ThreadedServer
 from local.simulator.app import SimulatorConfig
 from local.simulator.server import SimulatorServer
-from tests.conftest import ADMIN, local_settings
 from tests.events.sse import Message, parse
+from tests.support.stack import ADMIN, local_settings
 
 pytestmark = pytest.mark.xdist_group("hostile-api")  # one server for the module, on one worker
 

@@ -17,8 +17,8 @@ from starlette.routing import Route
 from app.errors import LINGER_BYTES, AppError, BadRequest
 from app.limits import FRAMING_BYTES, BodyLimit, body_limit, loads_bounded
 from app.main import create_app
-from tests.conftest import settings_of
 from tests.hostile.asgi import Body, call
+from tests.support.stack import settings_of
 
 LIMIT = 4096
 

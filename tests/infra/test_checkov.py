@@ -17,6 +17,8 @@ import pytest
 
 from app.settings import PROJECT_ROOT
 
+pytestmark = pytest.mark.stack  # runs checkov
+
 
 def _checkov() -> str | None:
     candidates = [

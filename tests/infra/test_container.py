@@ -16,8 +16,10 @@ import yaml
 from app.main import create_app
 from app.settings import PROJECT_ROOT, Mode, Settings
 from local.aws.provision import ASL_FILE, RESOURCES_FILE
-from tests.conftest import settings_of
 from tests.servers import free_port, process
+from tests.support.stack import settings_of
+
+pytestmark = pytest.mark.stack  # serves the API in a process of its own
 
 DOCKERFILE = (PROJECT_ROOT / "Dockerfile").read_text()
 COMPOSE = yaml.safe_load((PROJECT_ROOT / "docker-compose.yml").read_text())

@@ -17,7 +17,7 @@ from local.aws.provision import load_resources
 
 # One worker runs this module, so `built` is built once; the build itself is taken under a
 # lock shared with the Terraform proof (both fill and read the one wheel cache).
-pytestmark = pytest.mark.xdist_group("lambda-build")
+pytestmark = [pytest.mark.xdist_group("lambda-build"), pytest.mark.stack]  # builds the Lambda zips
 
 
 @pytest.fixture(scope="module")

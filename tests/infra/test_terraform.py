@@ -36,14 +36,17 @@ from infra import build_lambdas
 from local.aws.provision import Provisioner, load_resources
 from local.simulator.app import SimulatorConfig
 from local.simulator.server import SimulatorServer
-from tests.conftest import settings_of, wait_for
 from tests.infra import grants
 from tests.infra.terraform import Terraform, find_plugin_dir, missing_tools
 from tests.servers import embedded_aws_process, free_port, process
+from tests.support.stack import settings_of, wait_for
 from tests.webhooks.receiver import receiver
 from tests.webhooks.verify import verify
 
-pytestmark = pytest.mark.skipif(missing_tools() is not None, reason=str(missing_tools()))
+pytestmark = [
+    pytest.mark.skipif(missing_tools() is not None, reason=str(missing_tools())),
+    pytest.mark.stack,
+]  # terraform against an embedded AWS of its own
 
 REGION = "us-east-1"
 ADMIN_KEY = "terraform-proof-admin-key"
@@ -265,7 +268,7 @@ def _check_least_privilege(client: Any, outputs: dict[str, Any]) -> None:
     # The narrowing issue 14 asked for, spelled out.
     assert "governor" not in functions["finalize"]["uses"]["tables"]
     assert not any("b" in mode for f in functions.values() for mode in f["uses"]["tables"].values())
-    assert {t for t, mode in grants.uses(grants.API)["tables"].items() if "b" in mode} == {"chunks"}
+    assert {t for t, mode in grants.uses(grants.API)["tables"].items() if "b" in mode} == {"parts"}
 
 
 def _check_the_model_key_is_a_securestring_only_model_callers_read(
@@ -290,7 +293,7 @@ def _check_the_model_key_is_a_securestring_only_model_callers_read(
             assert conditions["kms:EncryptionContext:PARAMETER_ARN"] == stored["ARN"], function
         # No wildcard reaches it either.
         assert not [r for s in statements for r in _listed(s["Resource"]) if r.startswith("arn:aws:ssm") and "*" in r]
-    assert readers == grants.model_callers() == {"validate_chunk", "combine_file"}
+    assert readers == grants.model_callers() == {"validate_part", "combine_file"}
     return name
 
 

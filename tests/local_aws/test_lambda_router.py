@@ -8,8 +8,8 @@ import uuid
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.conftest import Aws, wait_for
 from tests.local_aws.handlers import probe
+from tests.support.stack import Aws, wait_for
 
 
 def test_invoke_returns_the_handlers_json_result(aws: Aws) -> None:

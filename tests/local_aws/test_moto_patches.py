@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.conftest import Aws, wait_for
 from tests.local_aws.handlers import probe
+from tests.support.stack import Aws, wait_for
 
 
 def _map_machine(aws: Aws, function_arn: str) -> str:

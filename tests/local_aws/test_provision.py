@@ -10,7 +10,7 @@ from pydantic import SecretStr
 from app.settings import Settings
 from local.aws.provision import ASL_FILE, OPENAI_KEY_PARAMETER, Provisioner, load_resources, render_template
 from local.aws.server import EmbeddedAWS
-from tests.conftest import Aws
+from tests.support.stack import Aws
 
 
 def test_render_template_fills_placeholders_and_refuses_missing_ones() -> None:

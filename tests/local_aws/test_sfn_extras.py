@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import uuid
 
-from tests.conftest import Aws
+from tests.support.stack import Aws
 
 
 def test_validate_state_machine_definition_ok_and_diagnostics(aws: Aws) -> None:

@@ -20,11 +20,11 @@ from local.lambda_metrics import LambdaMetrics, exported
 
 
 class Context:
-    function_name = "t-validate-chunk"
+    function_name = "t-validate-part"
     aws_request_id = "req-1"
 
 
-EVENT = {"validation_id": "v1", "run": 2, "chunks": {"first": "000001#0000", "last": "000001#0003"}}
+EVENT = {"validation_id": "v1", "run": 2, "parts": {"first": "000001#0000", "last": "000001#0003"}}
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ Each fake keeps its state in plain dicts that a test may read (and arrange) dire
 the conditional semantics its real class documents, and records every call (`calls`,
 `called(method)`). Any method of any fake can be told to fail:
 
-    fakes.store.fail("put_chunks", client_error("ThrottlingException"))  # its next call raises
+    fakes.store.fail("put_parts", client_error("ThrottlingException"))  # its next call raises
     fakes.executions.fail("start", UpstreamError("refused"), nth=2)      # its 2nd call from now
     fakes.executions.fail("start", answer_lost(), lost=True)             # it starts, then raises
     fakes.store.before("update", lambda: ...)                            # a race: runs before the next call
@@ -39,7 +39,7 @@ from core import ends, webhooks
 from core.clock import now_iso
 from core.queue import QueueFull
 from core.quota import Outcome, Quota, Refusal
-from core.records import ChunkStatus, file_range, verdict_id, verdict_range
+from core.records import PartStatus, file_range, verdict_id, verdict_range
 
 MACHINE_ARN = "arn:aws:states:us-east-1:123456789012:stateMachine:validation-validation"
 
@@ -125,7 +125,7 @@ class Fake:
 
 
 class FakeStore(Fake):
-    """Mimics ValidationStore: the validations, chunks (parts, combine nodes, file verdicts) and
+    """Mimics ValidationStore: the validations, parts (parts, combine nodes, file verdicts) and
     idempotency tables, and the uploads bucket, as dicts.
 
     Mimicked: consistent reads, copies in and out (a test's dicts are never aliased);
@@ -141,7 +141,7 @@ class FakeStore(Fake):
     def __init__(self, claim_seconds: int = 60, idempotency_ttl_seconds: int = 24 * 3600) -> None:
         super().__init__()
         self.validations: dict[str, dict[str, Any]] = {}
-        self.parts: dict[str, dict[str, dict[str, Any]]] = {}  # validation id → chunk id → item
+        self.parts: dict[str, dict[str, dict[str, Any]]] = {}  # validation id → part id → item
         self.files: dict[str, bytes] = {}
         self.claims: dict[str, dict[str, Any]] = {}
         self.claim_seconds = claim_seconds
@@ -207,10 +207,10 @@ class FakeStore(Fake):
             return [v["id"] for v in sorted(queued, key=lambda v: v["queue_key"])]
 
     # --- parts -------------------------------------------------------------------------
-    async def put_chunks(self, chunks: list[dict[str, Any]]) -> None:
-        with self._call("put_chunks", chunks):
-            for chunk in chunks:
-                self.parts.setdefault(chunk["validation_id"], {})[chunk["chunk_id"]] = copy.deepcopy(chunk)
+    async def put_parts(self, parts: list[dict[str, Any]]) -> None:
+        with self._call("put_parts", parts):
+            for part in parts:
+                self.parts.setdefault(part["validation_id"], {})[part["part_id"]] = copy.deepcopy(part)
 
     def _between(self, validation_id: str, first: str, last: str) -> list[Part]:
         items = self.parts.get(validation_id, {})
@@ -229,7 +229,7 @@ class FakeStore(Fake):
         with self._call("reset_failed_verdict", validation_id, file_index):
             items = self.parts.get(validation_id, {})
             verdict = items.get(verdict_id(file_index))
-            if verdict is None or verdict.get("status") != ChunkStatus.FAILED:
+            if verdict is None or verdict.get("status") != PartStatus.FAILED:
                 return False
             del items[verdict_id(file_index)]
             return True
@@ -239,27 +239,27 @@ class FakeStore(Fake):
             items = self.parts.get(validation_id, {})
             settled = self.validations.get(validation_id, {}).get("file_settled", {})
             reset = 0
-            for chunk_id, file_index in parts:
-                part = items.get(chunk_id)
-                if part is None or part.get("status") != ChunkStatus.FAILED:
+            for part_id, file_index in parts:
+                part = items.get(part_id)
+                if part is None or part.get("status") != PartStatus.FAILED:
                     continue  # not FAILED any more: left out
-                part["status"] = ChunkStatus.PENDING.value
+                part["status"] = PartStatus.PENDING.value
                 part.pop("error", None)
                 part.pop("finished_at", None)
                 settled[str(file_index)] = settled.get(str(file_index), 0) - 1
                 reset += 1
             return reset
 
-    async def delete_chunks(self, validation_id: str, chunk_ids: list[str]) -> None:
-        with self._call("delete_chunks", validation_id, chunk_ids):
+    async def delete_parts(self, validation_id: str, part_ids: list[str]) -> None:
+        with self._call("delete_parts", validation_id, part_ids):
             items = self.parts.get(validation_id, {})
-            for chunk_id in chunk_ids:
-                items.pop(chunk_id, None)
+            for part_id in part_ids:
+                items.pop(part_id, None)
             if not items:
                 self.parts.pop(validation_id, None)
 
-    async def chunk_ids(self, validation_id: str) -> list[str]:
-        with self._call("chunk_ids", validation_id):
+    async def part_ids(self, validation_id: str) -> list[str]:
+        with self._call("part_ids", validation_id):
             return sorted(self.parts.get(validation_id, {}))
 
     # --- files -------------------------------------------------------------------------

@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 from app.settings import Settings
-from tests.conftest import Aws, make_user, submit, wait_for_status
+from tests.support.stack import Aws, make_user, submit, wait_for_status
 
 DOC = {"documents": [{"name": "a.txt", "content": "row 1\n"}], "rules": ["be tidy"]}
 

@@ -21,7 +21,7 @@ from lambdas.common.stores.base import Clients
 from local.aws.provision import Provisioner
 from local.aws.server import EmbeddedAWS
 from local.simulator.server import SimulatorServer
-from tests.conftest import Aws, HeldCalls, MakeApi, lines_document, make_user, wait_for, wait_for_status
+from tests.support.stack import Aws, HeldCalls, MakeApi, lines_document, make_user, wait_for, wait_for_status
 
 DOC = {"documents": [{"name": "a.txt", "content": "row 1\nrow 2\n"}], "rules": ["be tidy"]}
 
@@ -203,7 +203,7 @@ def test_queued_validations_start_later_in_submission_order_and_a_cancelled_one_
 def test_refunds_happen_exactly_once_after_finish_cancel_and_retry(
     make_api: MakeApi, aws: Aws, settings: Settings, simulator: SimulatorServer, hold_calls: Callable[[int], HeldCalls]
 ) -> None:
-    api = make_api(chunk_max_tokens=100, sfn_retry_max_attempts=0, cancel_settle_seconds=0)
+    api = make_api(part_max_tokens=100, sfn_retry_max_attempts=0, cancel_settle_seconds=0)
     user, auth = make_user(
         api, quota={"capacity_tokens": 1_000_000, "refill_tokens_per_minute": 60, "max_running": 10}, on_limit="reject"
     )
@@ -248,7 +248,7 @@ def test_refunds_happen_exactly_once_after_finish_cancel_and_retry(
     assert bucket_tat() == tat_after_finish
     assert record(vid)["refunded"] == item["refunded"]
 
-    # Retry: run 2 reserves for the failed chunks only and is settled once more.
+    # Retry: run 2 reserves for the failed parts only and is settled once more.
     assert first["status"] == "FAILED"
     simulator.reconfigure(error_rate=0.0)
     assert api.post(f"/validations/{vid}/retry", headers=auth).status_code == 202

@@ -7,7 +7,7 @@ from typing import Any
 
 from app.settings import Settings
 from core.dynamo import from_item
-from tests.conftest import Aws
+from tests.support.stack import Aws
 
 
 def item(aws: Aws, table: str, key: dict[str, str]) -> dict[str, Any]:

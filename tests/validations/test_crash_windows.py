@@ -18,7 +18,7 @@ import pytest
 from app.settings import Settings
 from app.validations.service import ValidationService
 from core.quota import Quota
-from tests.conftest import (
+from tests.support.stack import (
     Aws,
     HeldCalls,
     MakeApi,

@@ -53,7 +53,8 @@ from local.aws.provision import Provisioner
 from local.aws.server import EmbeddedAWS
 from local.simulator.app import SimulatorConfig
 from local.simulator.server import SimulatorServer
-from tests.conftest import (
+from tests.faults import MODES, Faults, Mode, Run
+from tests.support.stack import (
     ADMIN,
     Aws,
     HeldCalls,
@@ -61,7 +62,6 @@ from tests.conftest import (
     make_user,
     wait_for,
 )
-from tests.faults import MODES, Faults, Mode, Run
 from tests.validations.ledger import item
 from tests.webhooks.receiver import receiver
 
@@ -210,13 +210,13 @@ class Lab:
     def settled_parts(self, validation_id: str) -> dict[str, int]:
         """Per file, the parts with a result or a failure (what `file_settled` must count)."""
         parts = self.aws.client("dynamodb").query(
-            TableName=self.settings.table("chunks"),
+            TableName=self.settings.table("parts"),
             KeyConditionExpression="validation_id = :v",
             ExpressionAttributeValues={":v": {"S": validation_id}},
         )["Items"]
         counts: dict[str, int] = {}
         for part in map(from_item, parts):
-            if "file_index" in part and part.get("status") in ("SUCCEEDED", "FAILED") and "#" not in part["chunk_id"]:
+            if "file_index" in part and part.get("status") in ("SUCCEEDED", "FAILED") and "#" not in part["part_id"]:
                 counts[str(part["file_index"])] = counts.get(str(part["file_index"]), 0) + 1
         return counts
 
@@ -460,7 +460,7 @@ def _purge_after(lab: Lab, cases: list[Case]) -> None:
         (record,) = lab.records(case.owner)
         assert record["status"] == "FAILED" and record["purged_at"] and record["files"] == [], (case.label, record)
         parts = lab.aws.client("dynamodb").query(
-            TableName=lab.settings.table("chunks"),
+            TableName=lab.settings.table("parts"),
             KeyConditionExpression="validation_id = :v",
             ExpressionAttributeValues={":v": {"S": validation_id}},
         )

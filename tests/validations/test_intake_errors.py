@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from app.settings import Settings
-from tests.conftest import Aws, MakeApi
+from tests.support.stack import Aws, MakeApi
 
 
 def stored(aws: Aws, settings: Settings) -> dict[str, int]:
@@ -18,7 +18,7 @@ def stored(aws: Aws, settings: Settings) -> dict[str, int]:
     return {
         "objects": aws.client("s3").list_objects_v2(Bucket=settings.bucket).get("KeyCount", 0),
         "validations": db.scan(TableName=settings.table("validations"), Select="COUNT")["Count"],
-        "chunks": db.scan(TableName=settings.table("chunks"), Select="COUNT")["Count"],
+        "parts": db.scan(TableName=settings.table("parts"), Select="COUNT")["Count"],
         "idempotency": db.scan(TableName=settings.table("idempotency"), Select="COUNT")["Count"],
         "executions": len(
             aws.client("stepfunctions").list_executions(stateMachineArn=machine["stateMachineArn"])["executions"]

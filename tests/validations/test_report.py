@@ -57,25 +57,25 @@ RESULTS: list[dict[str, Any]] = [
             },
             {"id": "r2", "passed": True, "findings": [], "ungrounded": []},
         ],
-        "chunks": {"total": 1, "succeeded": 1, "failed": 0},
+        "parts": {"total": 1, "succeeded": 1, "failed": 0},
     },
     {
         "file": "clean.md",
         "status": "SUCCEEDED",
         "rules": [{"id": "no-secret", "passed": True, "findings": []}, {"id": "r2", "passed": True, "findings": []}],
-        "chunks": {"total": 1, "succeeded": 1, "failed": 0},
+        "parts": {"total": 1, "succeeded": 1, "failed": 0},
     },
     {
         "file": "big-é.log",
         "status": "RUNNING",
         "rules": [{"id": "no-secret", "passed": None, "findings": [finding(40, 40, "secret")]}],
-        "chunks": {"total": 3, "succeeded": 1, "failed": 0},
+        "parts": {"total": 3, "succeeded": 1, "failed": 0},
     },
     {
         "file": "broken.csv",
         "status": "FAILED",
         "rules": [],
-        "chunks": {"total": 1, "succeeded": 0, "failed": 1},
+        "parts": {"total": 1, "succeeded": 0, "failed": 1},
         "error": {"type": "InvalidAnswer", "message": "no verdict for r2"},
     },
     {
@@ -96,7 +96,7 @@ RESULTS: list[dict[str, Any]] = [
                 "ungrounded": [],
             },
         ],
-        "chunks": {"total": 1, "succeeded": 1, "failed": 0},
+        "parts": {"total": 1, "succeeded": 1, "failed": 0},
     },
 ]
 
@@ -155,7 +155,7 @@ def test_sarif_notes_each_undecided_rule_of_a_failed_file_beside_its_notificatio
             {"id": "no-secret", "passed": None, "findings": [finding(5, 5, "secret")], "undecided": "error"},
             {"id": "r2", "passed": None, "findings": [], "ungrounded": [], "undecided": "error"},
         ],
-        "chunks": {"total": 2, "succeeded": 1, "failed": 1},
+        "parts": {"total": 2, "succeeded": 1, "failed": 1},
         "error": {"type": "Timeout", "message": "part 2"},
     }
     document = json.loads(render(report_for(ReportFormat.SARIF, "v3", "FAILED", RULES), [failed]))

@@ -7,7 +7,7 @@ import time
 from typing import Any
 
 from app.settings import Settings
-from tests.conftest import Aws, HeldCalls, MakeApi, make_user, wait_for, wait_for_status
+from tests.support.stack import Aws, HeldCalls, MakeApi, make_user, wait_for, wait_for_status
 
 DOC = {"documents": [{"name": "a.txt", "content": "row 1\nrow 2\n"}], "rules": ["be tidy"]}
 
@@ -28,12 +28,12 @@ def test_every_record_of_a_validation_expires_with_its_uploads(make_api: MakeApi
     validation_id = api.post("/validations", json=DOC).json()["id"]
     wait_for_status(api, validation_id)
     db = aws.client("dynamodb")
-    for table in ("validations", "chunks", "events", "audit"):
+    for table in ("validations", "parts", "events", "audit"):
         ttl = db.describe_time_to_live(TableName=settings.table(table))["TimeToLiveDescription"]
         assert (ttl["TimeToLiveStatus"], ttl["AttributeName"]) == ("ENABLED", "expires_at"), table
     week = created + 7 * 86_400
     record = db.get_item(TableName=settings.table("validations"), Key={"id": {"S": validation_id}})["Item"]
-    items = [record, *_query(aws, settings.table("chunks"), validation_id)]
+    items = [record, *_query(aws, settings.table("parts"), validation_id)]
     items += _query(aws, settings.table("events"), validation_id)
     assert len(items) >= 3
     for item in items:
@@ -66,7 +66,7 @@ def test_deleting_a_validations_data_keeps_a_tombstone_and_answers_410_after(
         call = api.get if path.endswith("results") else api.post
         gone = call(path, headers=auth)
         assert gone.status_code == 410 and gone.headers["content-type"] == "application/problem+json", path
-    assert _query(aws, settings.table("chunks"), validation_id) == []
+    assert _query(aws, settings.table("parts"), validation_id) == []
     assert _query(aws, settings.table("events"), validation_id) == []
     listed = aws.client("s3").list_objects_v2(Bucket=settings.bucket, Prefix=f"validations/{validation_id}/")
     assert listed.get("KeyCount", 0) == 0

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from local.simulator.server import SimulatorServer
-from tests.conftest import MakeApi, all_results, lines_document, make_user, wait_for_status
+from tests.support.stack import MakeApi, all_results, lines_document, make_user, wait_for_status
 
 DOC = {
     "documents": [

@@ -4,7 +4,7 @@ No AWS: the ports are tests/support/fakes.py, so each test runs in milliseconds.
 whole-stack behaviour (the same paths against the embedded AWS, with the Lambdas and the
 reconciler) is tests/validations/test_fault_windows.py's.
 
-Parts are small here (`chunk_max_tokens=50`): `LONG` is split into three parts, so a
+Parts are small here (`part_max_tokens=50`): `LONG` is split into three parts, so a
 submission of `SHORT` and `LONG` has parts 00000-000000 and 00001-000000..000002, and file 1
 is combined (its verdict is `verdict#00001`).
 """
@@ -35,7 +35,7 @@ from app.validations.records import Validation
 from app.validations.service import ValidationService
 from core import ends
 from core.quota import Outcome, Quota, Refusal, rate_limit_headers
-from core.records import ChunkStatus, verdict_id
+from core.records import PartStatus, verdict_id
 from core.tokens import count_tokens, max_token_bytes
 from tests.support.fakes import Fakes, answer_lost, client_error
 
@@ -59,7 +59,7 @@ def _tokenizer() -> None:
 
 @pytest.fixture
 def fakes() -> Fakes:
-    return Fakes.new(chunk_max_tokens=50, completion_max_tokens=16)
+    return Fakes.new(part_max_tokens=50, completion_max_tokens=16)
 
 
 @pytest.fixture
@@ -101,16 +101,16 @@ async def ended(
     validation, _ = await service.create(owner, submission(), None)
     vid = validation.id
     parts = fakes.store.parts[vid]
-    for chunk_id, part in parts.items():
-        failed = chunk_id in failed_parts
-        part["status"] = (ChunkStatus.FAILED if failed else ChunkStatus.SUCCEEDED).value
+    for part_id, part in parts.items():
+        failed = part_id in failed_parts
+        part["status"] = (PartStatus.FAILED if failed else PartStatus.SUCCEEDED).value
         if failed:
             part["error"] = {"type": "model_error", "detail": "the model failed"}
     parts[verdict_id(1)] = {
         "validation_id": vid,
-        "chunk_id": verdict_id(1),
+        "part_id": verdict_id(1),
         "file_index": 1,
-        "status": (ChunkStatus.FAILED if failed_verdict else ChunkStatus.SUCCEEDED).value,
+        "status": (PartStatus.FAILED if failed_verdict else PartStatus.SUCCEEDED).value,
     }
     item = record(fakes, vid)
     item.update(
@@ -143,7 +143,7 @@ async def test_create_stores_the_validation_its_parts_and_files_and_starts_its_e
     stored = record(fakes, vid)
     keys = [f"validations/{vid}/00000", f"validations/{vid}/00001"]
     assert [f["key"] for f in stored["files"]] == keys
-    assert [f["chunks"] for f in stored["files"]] == [1, 3]
+    assert [f["parts"] for f in stored["files"]] == [1, 3]
     assert fakes.store.files == {keys[0]: SHORT.content, keys[1]: LONG.content}
     parts = fakes.store.parts[vid]
     assert sorted(parts) == PARTS
@@ -159,7 +159,7 @@ async def test_create_stores_the_validation_its_parts_and_files_and_starts_its_e
         "run": 1,
         "run_cost": estimate,
         "estimated_tokens": estimate,
-        "total_chunks": 4,
+        "total_parts": 4,
         "total_combines": 1,
         "succeeded": 0,
         "failed": 0,
@@ -430,7 +430,7 @@ async def test_the_arn_start_answers_is_stored_when_it_differs(
 
 @pytest.mark.parametrize(
     ("fake", "method"),
-    [("store", "put_files"), ("store", "put_chunks"), ("quotas", "enqueue"), ("quotas", "admit")],
+    [("store", "put_files"), ("store", "put_parts"), ("quotas", "enqueue"), ("quotas", "admit")],
 )
 @pytest.mark.parametrize("lost", [False, True], ids=["failed", "written-then-failed"])
 async def test_a_failure_while_storing_undoes_what_was_stored(
@@ -503,7 +503,7 @@ async def test_a_submission_over_the_capacity_once_planned_is_refused_before_sto
     fakes: Fakes, service: ValidationService
 ) -> None:
     estimate = (
-        await Fakes.new(chunk_max_tokens=50, completion_max_tokens=16)
+        await Fakes.new(part_max_tokens=50, completion_max_tokens=16)
         .service()
         .create(Principal("someone", "user", QUOTA), submission(), None)
     )[0].estimated_tokens
@@ -1053,7 +1053,7 @@ async def test_purge_deletes_files_parts_and_events_and_keeps_a_tombstone(
     purged = await service.purge(alice, done.id)
 
     assert purged.purged_at and purged.files == () and purged.rules == []
-    assert purged.status == "FAILED" and purged.total_chunks == 4  # the tombstone keeps status and counts
+    assert purged.status == "FAILED" and purged.total_parts == 4  # the tombstone keeps status and counts
     assert fakes.store.files == {} and done.id not in fakes.store.parts and done.id not in fakes.events.log
     assert fakes.users.audits == [
         {
@@ -1070,7 +1070,7 @@ async def test_a_repeated_purge_finishes_one_cut_short(
     fakes: Fakes, service: ValidationService, alice: Principal
 ) -> None:
     done = await ended(fakes, service, alice, failed_parts=("00000-000000",))
-    fakes.store.fail("delete_chunks")
+    fakes.store.fail("delete_parts")
 
     with pytest.raises(ClientError):
         await service.purge(alice, done.id)

@@ -23,7 +23,7 @@ from playwright.sync_api import ConsoleMessage, FilePayload, Page, expect, sync_
 from app.main import create_app
 from app.settings import PROJECT_ROOT, Settings
 from local.serving import ThreadedServer
-from tests.conftest import ADMIN, ADMIN_KEY, HeldCalls, lines_document, wait_for
+from tests.support.stack import ADMIN, ADMIN_KEY, HeldCalls, lines_document, wait_for
 
 ARTIFACTS = PROJECT_ROOT / "build" / "test-artifacts" / "web"
 RULES = 'The file must not contain "secret".\nEvery row has an id.'
@@ -48,7 +48,7 @@ def chromium() -> str:
 def served(settings: Settings) -> Iterator[str]:
     """The API over real HTTP; small parts (so one file has several), quick stream polls, and a
     DELETE that answers CANCELLING at once (the page reads until the stop settles)."""
-    overrides = {"chunk_max_tokens": 60, "sse_poll_seconds": 0.2, "sse_retry_millis": 100, "cancel_settle_seconds": 0}
+    overrides = {"part_max_tokens": 60, "sse_poll_seconds": 0.2, "sse_retry_millis": 100, "cancel_settle_seconds": 0}
     server = ThreadedServer(create_app(settings.model_copy(update=overrides)), lifespan="on").start()
     try:
         yield server.url
@@ -139,7 +139,7 @@ def test_sign_in_upload_watch_live_progress_cancel_and_administer_in_chromium(
     held = hold_calls(2)
     leaky = lines_document(24, marker_every=10)  # "secret" on lines 10 and 20; several parts at 60 tokens
     vid = submit_through_the_page(view, {"clean.csv": "id,note\n1,fine\n2,also fine\n", "leaky.txt": leaky})
-    parts = {f["name"]: f["chunks"] for f in api.get(f"/validations/{vid}").json()["files"]}
+    parts = {f["name"]: f["parts"] for f in api.get(f"/validations/{vid}").json()["files"]}
     total = sum(parts.values())
     assert parts["clean.csv"] == 1 and parts["leaky.txt"] >= 3
 

@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 
 from app.main import create_app
 from app.web import CONTENT_SECURITY_POLICY, PAGE_PREFIX, PUBLIC_PATHS, STATIC_DIR
-from tests.conftest import settings_of
+from tests.support.stack import settings_of
 
 TYPES = {".html": "text/html", ".js": "javascript", ".css": "text/css", ".svg": "image/svg+xml"}
 

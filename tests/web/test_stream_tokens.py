@@ -31,8 +31,8 @@ from local.aws.server import EmbeddedAWS
 from local.serving import ThreadedServer
 from local.simulator.app import SimulatorConfig
 from local.simulator.server import SimulatorServer
-from tests.conftest import ADMIN, Aws, local_settings, wait_for
 from tests.events.sse import Message, parse, read
+from tests.support.stack import ADMIN, Aws, local_settings, wait_for
 
 pytestmark = pytest.mark.xdist_group("stream-tokens")  # one server for the module, on one worker
 

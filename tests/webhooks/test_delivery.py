@@ -44,7 +44,7 @@ class Tables:
 
 def config(**fields: Any) -> LambdaConfig:
     values = {"webhook_allow_private": True, "webhook_allow_http": True, "webhook_timeout_seconds": 5.0, **fields}
-    return LambdaConfig(validations_table="v", chunks_table="c", uploads_bucket="b", **values)
+    return LambdaConfig(validations_table="v", parts_table="c", uploads_bucket="b", **values)
 
 
 def attempt(tables: Tables, settings: LambdaConfig, resolver: Any = None, number: int = 1) -> dict[str, Any]:

@@ -13,7 +13,7 @@ import pytest
 from app.settings import PROJECT_ROOT, Settings
 from core import webhooks
 from local.aws.provision import load_resources
-from tests.conftest import settings_of
+from tests.support.stack import settings_of
 from tests.webhooks.verify import verify
 
 # The reference vector of the Standard Webhooks test suites (svix-webhooks' golden vector).
@@ -56,7 +56,7 @@ RECORD = {
     "run": 2,
     "finished_at": "2026-01-02T03:04:05.678Z",
     "error": None,
-    "total_chunks": 5,
+    "total_parts": 5,
     "succeeded": 3,
     "failed": 1,
     "prompt_tokens": 100,

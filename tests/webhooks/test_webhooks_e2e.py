@@ -11,7 +11,7 @@ import pytest
 
 from app.settings import Settings
 from core import webhooks
-from tests.conftest import Aws, HeldCalls, MakeApi, make_user, submit, wait_for, wait_for_status
+from tests.support.stack import Aws, HeldCalls, MakeApi, make_user, submit, wait_for, wait_for_status
 from tests.webhooks.receiver import Receiver, receiver
 from tests.webhooks.verify import verify
 

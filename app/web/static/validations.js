@@ -141,7 +141,7 @@ function fileState(file, status) {
   }
   if (status === "CANCELLED" || status === "FAILED") return ["none", "not judged"];
   if (file.settled === 0) return ["waiting", "waiting"];
-  if (file.settled >= file.chunks && file.chunks > 1) return ["combining", "combining"];
+  if (file.settled >= file.parts && file.parts > 1) return ["combining", "combining"];
   return ["running", "running"];
 }
 
@@ -230,7 +230,7 @@ export class ValidationView {
 
   async show() {
     this.validation = await this.api.get(this.path);
-    this.files = this.validation.files.map((f) => ({ name: f.name, chunks: f.chunks, kind: f.kind, settled: 0, result: null }));
+    this.files = this.validation.files.map((f) => ({ name: f.name, parts: f.parts, kind: f.kind, settled: 0, result: null }));
     this.build();
     await this.loadResults();
     this.render();
@@ -255,7 +255,7 @@ export class ValidationView {
   take(result) {
     const file = this.file(result.file);
     if (!file) return;
-    file.settled = result.chunks.succeeded + result.chunks.failed;
+    file.settled = result.parts.succeeded + result.parts.failed;
     if (result.status === "SUCCEEDED" || result.status === "FAILED") file.result = result;
     else file.partial = result;
   }
@@ -412,12 +412,12 @@ export class ValidationView {
           { "data-file": file.name, "data-state": state },
           h("td", {}, file.name),
           h("td", {}, file.kind || ""),
-          h("td", {}, file.chunks),
+          h("td", {}, file.parts),
           h(
             "td",
             {},
-            h("progress", { max: file.chunks, value: Math.min(file.settled, file.chunks), "aria-label": `${file.name} parts settled` }),
-            ` ${Math.min(file.settled, file.chunks)}/${file.chunks}`,
+            h("progress", { max: file.parts, value: Math.min(file.settled, file.parts), "aria-label": `${file.name} parts settled` }),
+            ` ${Math.min(file.settled, file.parts)}/${file.parts}`,
           ),
           h("td", { class: `state ${state}`, id: `file-state-${index}` }, label),
         );

@@ -39,7 +39,7 @@ class Events:
         result comes from the combine step, which decides its verdict."""
         record = self.emit(validation_id, events.PROGRESS, events.progress_of)
         index = part["file_index"]
-        if record["files"][index]["chunks"] == 1:
+        if record["files"][index]["parts"] == 1:
             self.report_file(validation_id, run, index, record)
 
     def report_file(self, validation_id: str, run: int, index: int, record: dict[str, Any] | None = None) -> None:

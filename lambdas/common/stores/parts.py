@@ -11,7 +11,7 @@ from botocore.exceptions import ClientError
 
 from core.clock import expiry, now_iso
 from core.dynamo import Update, plain
-from core.records import ChunkStatus, file_range, parts_query, verdict_id
+from core.records import PartStatus, file_range, parts_query, verdict_id
 from core.steps import query_all
 from lambdas.common.errors import is_condition_failure
 from lambdas.common.stores.base import Clients
@@ -27,11 +27,11 @@ class Parts:
 
     @property
     def _table(self) -> Any:
-        return self.clients.table(self.clients.config.chunks_table)
+        return self.clients.table(self.clients.config.parts_table)
 
     def in_range(self, validation_id: str, first: str, last: str) -> list[dict[str, Any]]:
         """The part records with ids first..last (records only, never text)."""
-        return self.clients.drive(query_all(parts_query(self.clients.config.chunks_table, validation_id, first, last)))
+        return self.clients.drive(query_all(parts_query(self.clients.config.parts_table, validation_id, first, last)))
 
     def of_file(self, validation_id: str, index: int) -> list[dict[str, Any]]:
         first, last = file_range(index, index)
@@ -41,7 +41,7 @@ class Parts:
         self,
         validation_id: str,
         part: dict[str, Any],
-        status: ChunkStatus,
+        status: PartStatus,
         fields: dict[str, Any],
         counters: dict[str, int],
     ) -> bool:
@@ -53,8 +53,8 @@ class Parts:
         settle = (
             Update()
             .set(status=status.value, **fields)
-            .when("{status} = :pending", pending=ChunkStatus.PENDING.value)
-            .item(config.chunks_table, {"validation_id": validation_id, "chunk_id": part["chunk_id"]}, None)
+            .when("{status} = :pending", pending=PartStatus.PENDING.value)
+            .item(config.parts_table, {"validation_id": validation_id, "part_id": part["part_id"]}, None)
         )
         # Per-file settled counts tell the event writer when a file is complete without
         # reading the file's parts after every part.
@@ -85,22 +85,22 @@ class Parts:
         """The part's grounded verdicts; `checks` (relocated, ungrounded, reasked) join the validation's usage.
         The tokens were counted per attempt (Validations.count_attempt)."""
         fields = {"rules": rules, "usage": usage, "model": model, "finished_at": now_iso()}
-        return self._settle(validation_id, part, ChunkStatus.SUCCEEDED, fields, {"succeeded": 1, **_counters(checks)})
+        return self._settle(validation_id, part, PartStatus.SUCCEEDED, fields, {"succeeded": 1, **_counters(checks)})
 
     def record_reused(
         self, validation_id: str, part: dict[str, Any], rules: list[dict[str, Any]], model: str, digest: str
     ) -> bool:
         """A part answered by a stored verdict: no call, no tokens; counted in `reused_parts`."""
         fields = {"rules": rules, "model": model, "reused": digest, "finished_at": now_iso()}
-        return self._settle(validation_id, part, ChunkStatus.SUCCEEDED, fields, {"succeeded": 1, "reused_parts": 1})
+        return self._settle(validation_id, part, PartStatus.SUCCEEDED, fields, {"succeeded": 1, "reused_parts": 1})
 
     def record_failure(self, validation_id: str, part: dict[str, Any], error: dict[str, str]) -> bool:
         fields = {"error": error, "finished_at": now_iso()}
-        return self._settle(validation_id, part, ChunkStatus.FAILED, fields, {"failed": 1})
+        return self._settle(validation_id, part, PartStatus.FAILED, fields, {"failed": 1})
 
     # --- whole-file verdicts (the combine step) ----------------------------------------------
     def _item(self, validation_id: str, key: str) -> dict[str, Any] | None:
-        item = self._table.get_item(Key={"validation_id": validation_id, "chunk_id": key}, ConsistentRead=True)
+        item = self._table.get_item(Key={"validation_id": validation_id, "part_id": key}, ConsistentRead=True)
         return plain(item["Item"]) if "Item" in item else None
 
     def verdict(self, validation_id: str, index: int) -> dict[str, Any] | None:
@@ -113,13 +113,13 @@ class Parts:
         """Store an intermediate report once; a duplicate invocation gets the stored one back."""
         item = {
             "validation_id": validation_id,
-            "chunk_id": node,
+            "part_id": node,
             "file_index": index,
             "expires_at": expiry(self.clients.config.retention_days),
             **report,
         }
         try:
-            self._table.put_item(Item=item, ConditionExpression="attribute_not_exists(chunk_id)")
+            self._table.put_item(Item=item, ConditionExpression="attribute_not_exists(part_id)")
         except ClientError as exc:
             if is_condition_failure(exc):
                 return self.combine_node(validation_id, node) or item
@@ -139,16 +139,16 @@ class Parts:
         config = self.clients.config
         item = {
             "validation_id": validation_id,
-            "chunk_id": verdict_id(index),
+            "part_id": verdict_id(index),
             "file_index": index,
             "run": run,
-            "status": (ChunkStatus.FAILED if failed else ChunkStatus.SUCCEEDED).value,
+            "status": (PartStatus.FAILED if failed else PartStatus.SUCCEEDED).value,
             "finished_at": now_iso(),
             "expires_at": expiry(config.retention_days),
             **fields,
         }
         counters = {"combine_failed" if failed else "combined": 1, **_counters(checks)}
-        put = {"TableName": config.chunks_table, "Item": item, "ConditionExpression": "attribute_not_exists(chunk_id)"}
+        put = {"TableName": config.parts_table, "Item": item, "ConditionExpression": "attribute_not_exists(part_id)"}
         count = Update().add(**counters).item(config.validations_table, {"id": validation_id}, None)
         try:
             self.clients.transact([{"Put": put}, {"Update": count}])

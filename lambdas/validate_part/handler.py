@@ -1,4 +1,4 @@
-"""State `ValidateChunk`: validate one batch (a range of part ids) of a validation."""
+"""State `ValidatePart`: validate one batch (a range of part ids) of a validation."""
 
 from typing import Any
 
@@ -6,7 +6,7 @@ from lambdas.common.config import load_config
 from lambdas.common.errors import transient_aws_errors_retried
 from lambdas.common.observability import observed
 from lambdas.common.stores import store_for
-from lambdas.validate_chunk.validator import validate_batch
+from lambdas.validate_part.validator import validate_batch
 
 
 @observed
@@ -18,6 +18,6 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
             config,
             event["validation_id"],
             int(event["run"]),
-            event["chunks"],
+            event["parts"],
             context.get_remaining_time_in_millis,
         )

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from core import grounding, prompt
-from core.records import ChunkStatus, part_index_of
+from core.records import PartStatus, part_index_of
 from lambdas.common import calls
 from lambdas.common.config import LambdaConfig
 from lambdas.common.errors import BatchIncomplete, InvalidAnswer
@@ -35,18 +35,18 @@ from lambdas.common.stores import Store
 log = logging.getLogger(__name__)
 
 
-def part_view(files: list[dict[str, Any]], chunk: dict[str, Any], header_text: str | None) -> prompt.PartView:
-    file = files[chunk["file_index"]]
-    header = chunk.get("header")
+def part_view(files: list[dict[str, Any]], part: dict[str, Any], header_text: str | None) -> prompt.PartView:
+    file = files[part["file_index"]]
+    header = part.get("header")
     return prompt.PartView(
         file_name=file["name"],
-        first_line=int(chunk["first_line"]),
-        last_line=int(chunk["last_line"]),
-        part=part_index_of(chunk["chunk_id"]) + 1,
-        parts=int(file["chunks"]),
+        first_line=int(part["first_line"]),
+        last_line=int(part["last_line"]),
+        part=part_index_of(part["part_id"]) + 1,
+        parts=int(file["parts"]),
         file_last_line=int(file["last_line"]) if file.get("last_line") else None,
         header=(int(header["first_line"]), header_text) if header and header_text is not None else None,
-        json_path=chunk.get("json_path"),
+        json_path=part.get("json_path"),
     )
 
 
@@ -55,7 +55,7 @@ def validate_batch(
     config: LambdaConfig,
     validation_id: str,
     run: int,
-    chunks: dict[str, str],
+    parts: dict[str, str],
     remaining_millis: Callable[[], int],
     governor: Governor | None = None,
 ) -> dict[str, Any]:
@@ -71,45 +71,45 @@ def validate_batch(
         with lock:
             tally[name] += 1
 
-    def header_of(chunk: dict[str, Any]) -> str | None:
-        if not chunk.get("header"):
+    def header_of(part: dict[str, Any]) -> str | None:
+        if not part.get("header"):
             return None
         with lock:
-            if chunk["file_index"] in headers:
-                return headers[chunk["file_index"]]
-        text = store.files.header_text(chunk)  # one S3 read per file and batch (two workers may both read it)
+            if part["file_index"] in headers:
+                return headers[part["file_index"]]
+        text = store.files.header_text(part)  # one S3 read per file and batch (two workers may both read it)
         with lock:
-            return headers.setdefault(chunk["file_index"], text)
+            return headers.setdefault(part["file_index"], text)
 
-    def validate(asker: Asker, chunk: dict[str, Any]) -> None:
+    def validate(asker: Asker, part: dict[str, Any]) -> None:
         if remaining_millis() < config.reserve_millis:
             raise BatchIncomplete(f"{tally['validated']} parts validated, time running out")
-        view, text = part_view(files, chunk, header_of(chunk)), store.files.part_text(chunk)
+        view, text = part_view(files, part, header_of(part)), store.files.part_text(part)
         digest = prompt.part_digest(view, text, rules, config.openai_model) if reuse else None
         stored = store.answers.stored(digest) if digest else None
         if digest and stored is not None:  # judged before: the stored verdict, no call, no tokens
-            if store.parts.record_reused(validation_id, chunk, stored["rules"], stored["model"], digest):
+            if store.parts.record_reused(validation_id, part, stored["rules"], stored["model"], digest):
                 counted("validated")
-                store.events.after_part(validation_id, run, chunk)
+                store.events.after_part(validation_id, run, part)
             else:
                 counted("skipped")
             return
         messages = prompt.part_messages(view, text, rules, prompt.new_nonce())
-        judged = judge_part(asker, messages, prompt_tokens_estimate(chunk, messages, config), rules, text, chunk)
+        judged = judge_part(asker, messages, prompt_tokens_estimate(part, messages, config), rules, text, part)
         if digest and not judged.grounded.undecided:  # only grounded answers are reused
             store.answers.store(digest, {"rules": judged.grounded.verdicts, "model": judged.model})
         if store.parts.record_success(
-            validation_id, chunk, judged.grounded.verdicts, judged.usage, judged.model, judged.counters()
+            validation_id, part, judged.grounded.verdicts, judged.usage, judged.model, judged.counters()
         ):
             counted("validated")
-            store.events.after_part(validation_id, run, chunk)
+            store.events.after_part(validation_id, run, part)
         else:  # a duplicate invocation settled it first
             counted("skipped")
 
     todo = []
-    for chunk in store.parts.in_range(validation_id, chunks["first"], chunks["last"]):  # records only, no text
-        if chunk["status"] == ChunkStatus.PENDING:
-            todo.append(chunk)
+    for part in store.parts.in_range(validation_id, parts["first"], parts["last"]):  # records only, no text
+        if part["status"] == PartStatus.PENDING:
+            todo.append(part)
         else:
             tally["skipped"] += 1
     stopped = calls.handle_all(todo, validate, askers)
@@ -135,18 +135,18 @@ def judge_part(
     estimate: int,
     rules: list[dict[str, str]],
     text: str,
-    chunk: dict[str, Any],
+    part: dict[str, Any],
 ) -> Judged:
     """The part's answer, its findings held to the part's text (core/grounding.py). A failing rule
     left without a grounded finding is asked once more (all rules, with a note of the quotes not
     found); only those rules take the second answer, and one it does not back either is undecided."""
-    first_line, last_line = int(chunk["first_line"]), int(chunk["last_line"])
+    first_line, last_line = int(part["first_line"]), int(part["last_line"])
 
     def ground(content: str) -> grounding.Grounded:
         try:
             return grounding.ground_part(prompt.parse_part_answer(content, rules), text, first_line, last_line)
         except prompt.InvalidAnswer as exc:
-            raise InvalidAnswer(f"part {chunk['chunk_id']}: {exc}") from exc
+            raise InvalidAnswer(f"part {part['part_id']}: {exc}") from exc
 
     answer = asker.ask(messages, prompt.PART_RESPONSE_FORMAT, estimate)
     first = ground(answer.content)
@@ -155,7 +155,7 @@ def judge_part(
     if not first.reask:
         return Judged(first, usage, answer.model, 0)
     count("Reasks")
-    log.info("part %s: rules %s have no grounded finding; asking again", chunk["chunk_id"], first.reask)
+    log.info("part %s: rules %s have no grounded finding; asking again", part["part_id"], first.reask)
     note = grounding.reask_note(first.verdicts, first.reask)
     again = prompt.reask_messages(messages, answer.content, note)
     second_answer = asker.ask(
@@ -173,9 +173,9 @@ def judge_part(
     return Judged(grounding.settle(first, second), usage, answer.model, 1)
 
 
-def prompt_tokens_estimate(chunk: dict[str, Any], messages: list[dict[str, str]], config: LambdaConfig) -> int:
+def prompt_tokens_estimate(part: dict[str, Any], messages: list[dict[str, str]], config: LambdaConfig) -> int:
     """The prompt's tokens as the API counted them at intake (the part's `estimate` holds prompt +
     completion allowance), so the Lambdas need no tokenizer; the call's real count replaces it."""
-    if chunk.get("estimate"):
-        return max(1, int(chunk["estimate"]) - config.completion_max_tokens)
+    if part.get("estimate"):
+        return max(1, int(part["estimate"]) - config.completion_max_tokens)
     return prompt_estimate_without_tokenizer(messages)  # records written before estimates were kept

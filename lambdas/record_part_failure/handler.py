@@ -1,6 +1,6 @@
-"""State `RecordChunkFailure` (and `RecordCombineFailure`): once retries ran out, record why.
+"""State `RecordPartFailure` (and `RecordCombineFailure`): once retries ran out, record why.
 
-For a batch of parts (`chunks`): its unsettled parts become FAILED with the reason. For a
+For a batch of parts (`parts`): its unsettled parts become FAILED with the reason. For a
 range of files (`files`, from the combine step): each multi-part file still without a
 verdict gets a FAILED verdict with the reason. Either way the validation goes on, ends
 FAILED, and `retry` reruns just those.
@@ -8,7 +8,7 @@ FAILED, and `retry` reruns just those.
 
 from typing import Any
 
-from core.records import ChunkStatus
+from core.records import PartStatus
 from lambdas.common.config import load_config
 from lambdas.common.errors import failure_reason
 from lambdas.common.observability import observed
@@ -16,13 +16,13 @@ from lambdas.common.stores import Store, store_for
 
 
 def record_part_failures(
-    store: Store, validation_id: str, run: int, chunks: dict[str, str], reason: dict[str, str]
+    store: Store, validation_id: str, run: int, parts: dict[str, str], reason: dict[str, str]
 ) -> int:
     failed = 0
-    for chunk in store.parts.in_range(validation_id, chunks["first"], chunks["last"]):
-        if chunk["status"] == ChunkStatus.PENDING and store.parts.record_failure(validation_id, chunk, reason):
+    for part in store.parts.in_range(validation_id, parts["first"], parts["last"]):
+        if part["status"] == PartStatus.PENDING and store.parts.record_failure(validation_id, part, reason):
             failed += 1
-            store.events.after_part(validation_id, run, chunk)
+            store.events.after_part(validation_id, run, part)
     return failed
 
 
@@ -32,7 +32,7 @@ def record_combine_failures(
     record = store.validations.get(validation_id, "files", "rules")
     failed = 0
     for index in range(int(files["first"]), int(files["last"]) + 1):
-        if int(record["files"][index]["chunks"]) <= 1 or store.parts.verdict(validation_id, index) is not None:
+        if int(record["files"][index]["parts"]) <= 1 or store.parts.verdict(validation_id, index) is not None:
             continue
         if store.parts.record_verdict(validation_id, index, run, {"error": reason}, failed=True):
             failed += 1
@@ -47,4 +47,4 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     validation_id, run = event["validation_id"], int(event["run"])
     if "files" in event:
         return {"failed": record_combine_failures(store, validation_id, run, event["files"], reason), "reason": reason}
-    return {"failed": record_part_failures(store, validation_id, run, event["chunks"], reason), "reason": reason}
+    return {"failed": record_part_failures(store, validation_id, run, event["parts"], reason), "reason": reason}
