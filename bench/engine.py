@@ -14,8 +14,8 @@ from concurrent.futures import ThreadPoolExecutor
 from types import SimpleNamespace
 
 from local.aws.server import EmbeddedAWS
-from tests.support.stack import Aws
 from tests.local_aws.handlers import probe, sleepy
+from tests.support.stack import Aws
 
 ITEMS = 400
 CONCURRENCY = 10

@@ -175,6 +175,34 @@ def test_local_mode_adds_the_documents_to_prometheus_families() -> None:
     assert registry.get_sample_value("validation_model_calls_total") is None  # unregistered with the app
 
 
+def test_metrics_counted_per_model_get_a_model_dimension_and_label() -> None:
+    registry = CollectorRegistry()
+    token = lambda_env.use({"POWERTOOLS_SERVICE_NAME": "t-model"})
+    try:
+        with exported(registry, "t-model"):
+
+            @observed
+            def handler(event: Any, context: Any) -> None:
+                count("FindingsChecked", 10, model="gpt-a")
+                count("FindingsUngrounded", 2, model="gpt-a")
+                count("FindingsChecked", 5, model="gpt-b")
+                count("Reasks")
+
+            handler(EVENT, Context())
+            checked = {m: registry.get_sample_value("validation_findings_checked_total", {"model": m}) for m in "ab"}
+            assert registry.get_sample_value("validation_findings_checked_total", {"model": "gpt-a"}) == 10
+            assert registry.get_sample_value("validation_findings_checked_total", {"model": "gpt-b"}) == 5
+            assert registry.get_sample_value("validation_findings_ungrounded_total", {"model": "gpt-a"}) == 2
+            assert registry.get_sample_value("validation_reasks_total") == 1
+            assert checked == {"a": None, "b": None}  # labelled by the model's name only
+    finally:
+        lambda_env.reset(token)
+    with pytest.raises(ValueError, match="counted per model"):
+        count("FindingsChecked", 1)
+    with pytest.raises(ValueError, match="not counted per model"):
+        count("Reasks", 1, model="gpt-a")
+
+
 def test_an_emf_document_with_single_values_and_unknown_names_is_read() -> None:
     registry = CollectorRegistry()
     LambdaMetrics(registry).receive(
