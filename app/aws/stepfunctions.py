@@ -7,8 +7,13 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from app.aws.errors import error_code
-from app.errors import BadRequest, NotFound, UpstreamError
+from app.aws.errors import aws_failure, error_code
+from app.errors import AppError, BadRequest, NotFound, UpstreamError
+
+
+def _failed(exc: ClientError) -> AppError:
+    """503 with Retry-After when Step Functions throttled or was unavailable, else 502 (app/aws/errors.py)."""
+    return aws_failure(exc) or UpstreamError(f"A Step Functions call failed: {error_code(exc)}")
 
 
 class Executions:
@@ -26,7 +31,7 @@ class Executions:
                 stateMachineArn=self._machine, name=name, input=json.dumps(payload)
             )
         except ClientError as exc:
-            raise UpstreamError(f"Step Functions refused to start execution {name}: {error_code(exc)}") from exc
+            raise _failed(exc) from exc
         return str(answer["executionArn"])
 
     async def start_once(self, name: str, payload: dict[str, Any]) -> bool:
@@ -37,7 +42,7 @@ class Executions:
         except ClientError as exc:
             if error_code(exc) == "ExecutionAlreadyExists":
                 return False
-            raise UpstreamError(f"Step Functions refused to start execution {name}: {error_code(exc)}") from exc
+            raise _failed(exc) from exc
         return True
 
     async def stop(self, execution_arn: str, cause: str) -> None:
@@ -45,7 +50,7 @@ class Executions:
             await self._sfn.stop_execution(executionArn=execution_arn, error="Cancelled", cause=cause)
         except ClientError as exc:
             if error_code(exc) != "ExecutionDoesNotExist":
-                raise UpstreamError(f"StopExecution failed: {error_code(exc)}") from exc
+                raise _failed(exc) from exc
 
     async def status(self, execution_arn: str) -> str | None:
         """The execution's status; None when it does not exist (never started, or expired)."""
@@ -54,7 +59,7 @@ class Executions:
         except ClientError as exc:
             if error_code(exc) == "ExecutionDoesNotExist":
                 return None
-            raise UpstreamError(f"DescribeExecution failed: {error_code(exc)}") from exc
+            raise _failed(exc) from exc
 
     async def history(
         self, execution_arn: str, limit: int, token: str | None
@@ -70,5 +75,5 @@ class Executions:
                 raise NotFound("The execution's history is no longer available.") from exc
             if code in {"InvalidToken", "ValidationException"}:
                 raise BadRequest("The history cursor is not valid.", field="cursor") from exc
-            raise UpstreamError(f"GetExecutionHistory failed: {code}") from exc
+            raise _failed(exc) from exc
         return page["events"], page.get("nextToken")

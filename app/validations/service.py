@@ -727,7 +727,8 @@ class ValidationService:
             await self._abandon_run(validation_id, run, f"the retry could not start: {type(exc).__name__}")
             if isinstance(exc, AppError):
                 raise
-            raise UpstreamError(f"Could not start the retry: {type(exc).__name__}") from exc
+            error = aws_failure(exc) or UpstreamError(f"Could not start the retry: {type(exc).__name__}")
+            raise error from exc
         if arn != self.executions.arn_of(name):
             await self.store.update(validation_id, {"execution_arn": arn})
         await _quietly(self.events.append_status(validation_id), f"announcing the retry of {validation_id}")

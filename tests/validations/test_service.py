@@ -733,8 +733,8 @@ async def test_retry_refused_with_429_restores_the_previous_run(fakes: Fakes, se
     ("error", "mapped"),
     [
         (UpstreamError("Step Functions refused to start execution x: ThrottlingException"), None),
-        # Unlike create's 503, a raw throttling error ends as a 502 here.
-        (client_error("ThrottlingException", "StartExecution"), UpstreamError),
+        # As in create: a throttled StartExecution is a 503 with Retry-After, not a 502.
+        (client_error("ThrottlingException", "StartExecution"), ServiceUnavailable),
     ],
     ids=["adapter-error", "raw-throttling"],
 )
@@ -751,7 +751,7 @@ async def test_retry_whose_start_fails_ends_the_run_failed_not_started_and_settl
     if mapped is None:
         assert raised.value is error
     else:
-        assert type(raised.value) is mapped and raised.value.status == 502 and raised.value.__cause__ is error
+        assert type(raised.value) is mapped and raised.value.status == 503 and raised.value.__cause__ is error
     stored = record(fakes, vid)
     assert stored["status"] == "FAILED" and stored["run"] == 2 and stored["finished_at"]
     assert stored["error"] == {"type": "not_started", "detail": "the retry could not start: " + type(error).__name__}
