@@ -350,11 +350,11 @@ class ValidationService:
     async def _announce(self, validation: Validation, quota: Quota | None) -> Validation:
         """After the start: tell the viewers, answer with the stored state. A failure here loses
         nothing (the Lambdas' next event and the next read carry the state)."""
+        await _quietly(self.events.append_status(validation.id), f"announcing validation {validation.id}")
         try:
-            await self.events.append_status(validation.id)
             return await self._with_queue(await self.store.get(validation.id) or validation, quota)
-        except Exception:  # noqa: BLE001 - the validation runs; its first event or read may lag
-            log.exception("validation %s started; announcing it failed", validation.id)
+        except Exception:  # noqa: BLE001 - the validation runs; the next read shows its state
+            log.exception("validation %s started; reading it back failed", validation.id)
             return validation
 
     async def _start_execution(self, name: str, payload: dict[str, Any]) -> str:
