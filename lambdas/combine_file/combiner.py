@@ -27,8 +27,7 @@ from core.records import PartStatus, combine_node_id
 from lambdas.common.config import LambdaConfig
 from lambdas.common.errors import BatchIncomplete, InvalidAnswer
 from lambdas.common.governor import Governor
-from lambdas.common.model import Asker, Stopped, asker_for, count_grounding, prompt_estimate_without_tokenizer
-from lambdas.common.observability import count
+from lambdas.common.model import Asker, Stopped, ask_grounded, asker_for, prompt_estimate_without_tokenizer
 from lambdas.common.stores import Store
 
 
@@ -137,25 +136,12 @@ def _ask_combine(
             raise InvalidAnswer(f"file {file['name']!r}, combine level {level}: {exc}") from exc
         return grounding.ground_combine(verdicts, [r.verdicts for r in group], kept, span, last_line)
 
+    what = f"file {file['name']!r}, combine level {level}"
     estimate = prompt_estimate_without_tokenizer(messages)
-    answer = asker.ask(messages, prompt.COMBINE_RESPONSE_FORMAT, estimate)
-    grounded, calls = ground(answer.content), 1
-    count_grounding(grounded, answer.model)
-    if grounded.reask:
-        count("Reasks")
-        checks["reasked"] += 1
-        again = prompt.reask_messages(messages, answer.content, grounding.reask_note(grounded.verdicts, grounded.reask))
-        second_answer = asker.ask(again, prompt.COMBINE_RESPONSE_FORMAT, prompt_estimate_without_tokenizer(again))
-        calls += 1
-        try:
-            second: grounding.Grounded | None = ground(second_answer.content)
-        except InvalidAnswer:  # the first answer stands for the other rules; these stay undecided
-            second = None
-        if second is not None:
-            count_grounding(second, second_answer.model)
-        grounded = grounding.settle(grounded, second)
-    checks["relocated"] += grounded.relocated
-    checks["ungrounded"] += grounded.ungrounded
+    judged = ask_grounded(asker, messages, prompt.COMBINE_RESPONSE_FORMAT, estimate, ground, what)
+    for key, value in judged.counters().items():
+        checks[key] += value
+    grounded, calls = judged.grounded, judged.calls
     return prompt.Report(span[0], span[1], grounded.verdicts), calls
 
 

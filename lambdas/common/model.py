@@ -23,12 +23,19 @@ from openai.types.chat import ChatCompletionMessageParam
 from openai.types.shared_params import ResponseFormatJSONSchema
 
 from core import governor as g
-from core import grounding, headroom
+from core import grounding, headroom, prompt
 from core.governor import parse_duration
 from core.records import ValidationStatus
 from lambdas.common import live_config, model_key
 from lambdas.common.config import LambdaConfig
-from lambdas.common.errors import AnswerTooLong, ModelRejected, ModelUnavailable, RateLimited, UpstreamTimeout
+from lambdas.common.errors import (
+    AnswerTooLong,
+    InvalidAnswer,
+    ModelRejected,
+    ModelUnavailable,
+    RateLimited,
+    UpstreamTimeout,
+)
 from lambdas.common.fairness import tenant_of
 from lambdas.common.governor import Governor, Lease, governor_for
 from lambdas.common.observability import count
@@ -203,6 +210,58 @@ def count_grounding(grounded: grounding.Grounded, model: str) -> None:
     count("FindingsRelocated", grounded.relocated)
     count("FindingsChecked", grounded.checked, model=model)
     count("FindingsUngrounded", grounded.ungrounded, model=model)
+
+
+@dataclass(frozen=True)
+class Judged:
+    """An answer's grounded verdicts, with what its one or two calls cost and what the check did."""
+
+    grounded: grounding.Grounded
+    usage: dict[str, int]
+    model: str
+    calls: int
+
+    def counters(self) -> dict[str, int]:
+        """What joins the validation's usage: relocated, ungrounded, reasked."""
+        return {
+            "relocated": self.grounded.relocated,
+            "ungrounded": self.grounded.ungrounded,
+            "reasked": self.calls - 1,
+        }
+
+
+def ask_grounded(
+    asker: Asker,
+    messages: list[dict[str, str]],
+    response_format: dict[str, Any],
+    estimate: int,
+    ground: Callable[[str], grounding.Grounded],
+    what: str,
+) -> Judged:
+    """The answer, its claims held to the text by `ground` (which raises InvalidAnswer for an answer
+    off the schema). A rule left unbacked (core/grounding: `Grounded.reask`) is asked once more,
+    with the first answer and a note of what could not be found; only those rules take the second
+    answer, and one it does not back either (or a second answer off the schema) is undecided."""
+    answer = asker.ask(messages, response_format, estimate)
+    first = ground(answer.content)
+    usage = dict(answer.usage)
+    count_grounding(first, answer.model)
+    if not first.reask:
+        return Judged(first, usage, answer.model, 1)
+    count("Reasks")
+    log.info("%s: rules %s are not backed by the text; asking again", what, first.reask)
+    again = prompt.reask_messages(messages, answer.content, grounding.reask_note(first.verdicts, first.reask))
+    second_answer = asker.ask(again, response_format, estimate + prompt_estimate_without_tokenizer(again[-2:]))
+    for key, value in second_answer.usage.items():
+        usage[key] = usage.get(key, 0) + value
+    try:
+        second: grounding.Grounded | None = ground(second_answer.content)
+    except InvalidAnswer as exc:  # the first answer stands for the other rules; these stay undecided
+        log.info("%s: the second answer is not usable: %s", what, exc)
+        second = None
+    if second is not None:
+        count_grounding(second, second_answer.model)
+    return Judged(grounding.settle(first, second), usage, answer.model, 2)
 
 
 def prompt_estimate_without_tokenizer(messages: list[dict[str, str]]) -> int:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from core import grounding, prompt
@@ -28,8 +27,7 @@ from lambdas.common import calls
 from lambdas.common.config import LambdaConfig
 from lambdas.common.errors import BatchIncomplete, InvalidAnswer
 from lambdas.common.governor import Governor
-from lambdas.common.model import Asker, askers_for, count_grounding, prompt_estimate_without_tokenizer
-from lambdas.common.observability import count
+from lambdas.common.model import Asker, Judged, ask_grounded, askers_for, prompt_estimate_without_tokenizer
 from lambdas.common.stores import Store
 
 log = logging.getLogger(__name__)
@@ -116,19 +114,6 @@ def validate_batch(
     return {**tally, "stopped": stopped}
 
 
-@dataclass(frozen=True)
-class Judged:
-    """A part's grounded verdicts, with what its answers cost and what the check did."""
-
-    grounded: grounding.Grounded
-    usage: dict[str, int]
-    model: str
-    reasked: int
-
-    def counters(self) -> dict[str, int]:
-        return {"relocated": self.grounded.relocated, "ungrounded": self.grounded.ungrounded, "reasked": self.reasked}
-
-
 def judge_part(
     asker: Asker,
     messages: list[dict[str, str]],
@@ -137,9 +122,8 @@ def judge_part(
     text: str,
     part: dict[str, Any],
 ) -> Judged:
-    """The part's answer, its findings held to the part's text (core/grounding.py). A failing rule
-    left without a grounded finding is asked once more (all rules, with a note of the quotes not
-    found); only those rules take the second answer, and one it does not back either is undecided."""
+    """The part's answer, its findings held to the part's own text (core/grounding.py), asked
+    again once when a failing rule is left without a grounded finding."""
     first_line, last_line = int(part["first_line"]), int(part["last_line"])
 
     def ground(content: str) -> grounding.Grounded:
@@ -148,29 +132,7 @@ def judge_part(
         except prompt.InvalidAnswer as exc:
             raise InvalidAnswer(f"part {part['part_id']}: {exc}") from exc
 
-    answer = asker.ask(messages, prompt.PART_RESPONSE_FORMAT, estimate)
-    first = ground(answer.content)
-    usage = dict(answer.usage)
-    count_grounding(first, answer.model)
-    if not first.reask:
-        return Judged(first, usage, answer.model, 0)
-    count("Reasks")
-    log.info("part %s: rules %s have no grounded finding; asking again", part["part_id"], first.reask)
-    note = grounding.reask_note(first.verdicts, first.reask)
-    again = prompt.reask_messages(messages, answer.content, note)
-    second_answer = asker.ask(
-        again, prompt.PART_RESPONSE_FORMAT, estimate + prompt_estimate_without_tokenizer(again[-2:])
-    )
-    for key, value in second_answer.usage.items():
-        usage[key] = usage.get(key, 0) + value
-    try:
-        second: grounding.Grounded | None = ground(second_answer.content)
-    except InvalidAnswer as exc:  # the first answer stands for the other rules; these stay undecided
-        log.info("the second answer is not usable: %s", exc)
-        second = None
-    if second is not None:
-        count_grounding(second, second_answer.model)
-    return Judged(grounding.settle(first, second), usage, answer.model, 1)
+    return ask_grounded(asker, messages, prompt.PART_RESPONSE_FORMAT, estimate, ground, f"part {part['part_id']}")
 
 
 def prompt_tokens_estimate(part: dict[str, Any], messages: list[dict[str, str]], config: LambdaConfig) -> int:
