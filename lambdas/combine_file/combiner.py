@@ -128,21 +128,20 @@ def _ask_combine(
     """One combine node's report, its added findings and evidence held to the reports' grounded
     quotes (core/grounding.py); a rule left unbacked is asked once more, then undecided."""
     span = (group[0].first_line, group[-1].last_line)
+    what = f"file {file['name']!r}, combine level {level}"
 
     def ground(content: str) -> grounding.Grounded:
         try:
             verdicts, kept = prompt.parse_combine_answer(content, rules, group)
         except prompt.InvalidAnswer as exc:
-            raise InvalidAnswer(f"file {file['name']!r}, combine level {level}: {exc}") from exc
+            raise InvalidAnswer(f"{what}: {exc}") from exc
         return grounding.ground_combine(verdicts, [r.verdicts for r in group], kept, span, last_line)
 
-    what = f"file {file['name']!r}, combine level {level}"
     estimate = prompt_estimate_without_tokenizer(messages)
     judged = ask_grounded(asker, messages, prompt.COMBINE_RESPONSE_FORMAT, estimate, ground, what)
     for key, value in judged.counters().items():
         checks[key] += value
-    grounded, calls = judged.grounded, judged.calls
-    return prompt.Report(span[0], span[1], grounded.verdicts), calls
+    return prompt.Report(span[0], span[1], judged.grounded.verdicts), judged.calls
 
 
 def _combine_file(

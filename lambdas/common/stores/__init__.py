@@ -27,7 +27,7 @@ from lambdas.common.stores.queue import Queue
 from lambdas.common.stores.users import Users
 from lambdas.common.stores.validations import Validations
 
-__all__ = ["Store", "client_for", "store_for"]
+__all__ = ["Store", "client_for", "client_kwargs", "store_for"]
 
 T = TypeVar("T")
 
@@ -74,7 +74,8 @@ class Store:
         return self.clients.drive(steps)
 
 
-def _client_kwargs(config: LambdaConfig) -> dict[str, Any]:
+def client_kwargs(config: LambdaConfig) -> dict[str, Any]:
+    """What every boto3 client of the Lambdas is built with (region, endpoint, retries, pool)."""
     # Many invocations share these clients in the embedded AWS (one per thread): a bigger pool.
     kwargs: dict[str, Any] = {
         "region_name": config.aws_region,
@@ -88,7 +89,7 @@ def _client_kwargs(config: LambdaConfig) -> dict[str, Any]:
 @lru_cache(maxsize=32)
 def store_for(config: LambdaConfig) -> Store:
     """One set of clients per configuration, reused across warm invocations."""
-    kwargs = _client_kwargs(config)
+    kwargs = client_kwargs(config)
     clients = Clients(
         config,
         boto3.resource("dynamodb", **kwargs),
@@ -102,9 +103,4 @@ def store_for(config: LambdaConfig) -> Store:
 @lru_cache(maxsize=32)
 def client_for(config: LambdaConfig, service: str) -> Any:
     """A boto3 client of another service (Step Functions for the reconciler), as `store_for` builds its own."""
-    return boto3.client(service, **_client_kwargs(config))
-
-
-def client_kwargs(config: LambdaConfig) -> dict[str, Any]:
-    """What `store_for` builds its clients with (region, endpoint, retries, pool)."""
-    return _client_kwargs(config)
+    return boto3.client(service, **client_kwargs(config))
