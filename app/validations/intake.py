@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import unicodedata
 from dataclasses import dataclass
 from pathlib import PurePosixPath
-from typing import Any
+from typing import Any, Literal
 
 import anyio.to_thread
 from fastapi import Request
@@ -107,6 +108,7 @@ BINARY_SUFFIXES = frozenset(
         ".sqlite",
     ]
 )
+RULESET_NAME = re.compile(r"[a-z0-9_-]{1,64}")  # a stored rule set's name: `@` separates the version
 # Control characters other than tab, newline, carriage return, form feed: a sign of binary.
 _CONTROL = bytes(sorted(frozenset(range(0, 32)) - {9, 10, 12, 13}))
 
@@ -124,11 +126,31 @@ class Rule:
 
 
 @dataclass(frozen=True)
+class RulesetVersion:
+    """One immutable version of a stored rule set, as a validation uses it (its examples stay with the set)."""
+
+    owner: str
+    name: str
+    version: int
+    rules: tuple[Rule, ...]
+
+    @property
+    def reference(self) -> str:
+        return f"{self.name}@{self.version}"
+
+
+Kind = Literal["validation", "test"]  # test: a rule set's examples judged against its rules
+
+
+@dataclass(frozen=True)
 class Submission:
     documents: list[Document]
-    rules: list[Rule]
+    rules: list[Rule]  # inline rules (a referenced rule set's rules are added when it is resolved)
     reuse: bool = True  # a part judged before (same text, rules, model, prompt) takes the stored verdict
     priority: Priority = "normal"
+    ruleset: str | None = None  # `name` or `name@3`, as sent
+    resolved: RulesetVersion | None = None  # the version it names, once resolved
+    kind: Kind = "validation"
 
     def fingerprint(self) -> str:
         """Same files, rules and options → same hash (for Idempotency-Key)."""
@@ -140,6 +162,8 @@ class Submission:
             canonical["reuse"] = False
         if self.priority != "normal":  # so keys stored before priorities existed still match their bodies
             canonical["priority"] = self.priority
+        if self.ruleset is not None:
+            canonical["ruleset"] = self.ruleset
         return hashlib.sha256(json.dumps(canonical, separators=(",", ":")).encode()).hexdigest()
 
 
@@ -160,7 +184,14 @@ class JsonSubmission(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     documents: list[DocumentIn]
-    rules: list[str | RuleIn]
+    rules: list[str | RuleIn] = Field(
+        default_factory=list, description="Inline rules; may be empty when `ruleset` names a stored rule set"
+    )
+    ruleset: str | None = Field(
+        default=None,
+        max_length=80,
+        description="A stored rule set: `name` (its latest version) or `name@3`; its rules come first",
+    )
     reuse: bool = Field(default=True, description="false: ask the model again even for parts judged before")
     priority: Priority = "normal"
 
@@ -230,9 +261,9 @@ async def _checked(settings: Settings, name: str, content: bytes, content_type: 
     return await anyio.to_thread.run_sync(_document, settings, name, content, content_type, index)
 
 
-def _rules(settings: Settings, raw: list[Any]) -> list[Rule]:
-    if not raw:
-        raise Unprocessable("At least one rule is required.", field="rules")
+def _rules(settings: Settings, raw: list[Any], ruleset: str | None = None) -> list[Rule]:
+    if not raw and ruleset is None:
+        raise Unprocessable("At least one rule is required (inline `rules`, or a stored `ruleset`).", field="rules")
     if len(raw) > settings.max_rules:
         raise Unprocessable(
             f"{len(raw)} rules; the limit is {settings.max_rules}.",
@@ -284,8 +315,26 @@ def _priority(values: list[Any]) -> Priority:
     return PRIORITIES[PRIORITIES.index(values[0])]
 
 
+def _ruleset(value: str | None) -> str | None:
+    """A stored rule set's reference as sent: `name` or `name@3` (resolved when the validation is created)."""
+    if value is None:
+        return None
+    name, _, version = value.partition("@")
+    if not RULESET_NAME.fullmatch(name) or (version and not version.isdigit()) or value.endswith("@"):
+        raise Unprocessable(
+            f"`ruleset` is `name` or `name@version` (name: 1-64 of a-z, 0-9, - and _); got {value[:80]!r}.",
+            field="ruleset",
+        )
+    return value
+
+
 def _finish(
-    settings: Settings, documents: list[Document], rules: list[Rule], reuse: bool = True, priority: Priority = "normal"
+    settings: Settings,
+    documents: list[Document],
+    rules: list[Rule],
+    reuse: bool = True,
+    priority: Priority = "normal",
+    ruleset: str | None = None,
 ) -> Submission:
     if not documents:
         raise Unprocessable("The batch is empty: send at least one file.", field="files")
@@ -308,7 +357,7 @@ def _finish(
             limit="max_request_bytes",
             limit_value=settings.max_request_bytes,
         )
-    return Submission(documents, rules, reuse, priority)
+    return Submission(documents, rules, reuse, priority, ruleset=ruleset)
 
 
 def _check_declared_length(request: Request, settings: Settings) -> None:
@@ -367,7 +416,8 @@ async def _read_json(request: Request, settings: Settings) -> Submission:
         where = ".".join(str(p) for p in first["loc"]) or "body"
         raise Unprocessable(f"{where}: {first['msg']}.", field=where) from exc
     del raw
-    rules = _rules(settings, list(parsed.rules))
+    ruleset = _ruleset(parsed.ruleset)
+    rules = _rules(settings, list(parsed.rules), ruleset)
     documents = []
     for i, d in enumerate(parsed.documents):
         try:
@@ -380,7 +430,7 @@ async def _read_json(request: Request, settings: Settings) -> Submission:
             ) from exc
         d.content = ""  # one copy of the text at a time
         documents.append(await _checked(settings, d.name, content, None, i))
-    return _finish(settings, documents, rules, parsed.reuse, parsed.priority)
+    return _finish(settings, documents, rules, parsed.reuse, parsed.priority, ruleset)
 
 
 async def _read_multipart(request: Request, settings: Settings) -> Submission:
@@ -401,17 +451,24 @@ async def _read_multipart(request: Request, settings: Settings) -> Submission:
     except HTTPException as exc:  # Starlette's own 400s (e.g. no boundary)
         raise BadRequest(f"Malformed multipart body: {exc.detail}.") from exc
     try:
-        unexpected = sorted(set(form.keys()) - {"files", "rules", "reuse", "priority"})
+        unexpected = sorted(set(form.keys()) - {"files", "rules", "ruleset", "reuse", "priority"})
         if unexpected:
             raise Unprocessable(
-                f"Unexpected form fields: {', '.join(unexpected)}; send `files` and `rules` (and `reuse`, `priority`).",
+                f"Unexpected form fields: {', '.join(unexpected)}; "
+                "send `files` and `rules` or `ruleset` (and `reuse`, `priority`).",
                 field=unexpected[0],
             )
+        raw_ruleset = form.getlist("ruleset")
+        if len(raw_ruleset) > 1 or (raw_ruleset and not isinstance(raw_ruleset[0], str)):
+            raise Unprocessable("Send at most one `ruleset` field (`name` or `name@version`).", field="ruleset")
+        ruleset = _ruleset(raw_ruleset[0] if raw_ruleset else None)  # type: ignore[arg-type]  # str, checked above
         raw_reuse = form.get("reuse", "true")
         if raw_reuse not in ("true", "false"):
             raise Unprocessable("`reuse` is `true` or `false`.", field="reuse")
         priority = _priority(form.getlist("priority"))
         raw_rules = form.getlist("rules")
+        if ruleset is not None and not raw_rules:
+            raw_rules = ["[]"]  # the stored rule set's rules only
         if len(raw_rules) != 1 or not isinstance(raw_rules[0], str):
             raise Unprocessable("Send exactly one `rules` part holding a JSON array of rules.", field="rules")
         rules_value = loads_bounded(
@@ -419,7 +476,7 @@ async def _read_multipart(request: Request, settings: Settings) -> Submission:
         )
         if not isinstance(rules_value, list):
             raise Unprocessable("`rules` must be a JSON array of strings or {id, text} objects.", field="rules")
-        rules = _rules(settings, rules_value)
+        rules = _rules(settings, rules_value, ruleset)
         documents = []
         for index, upload in enumerate(form.getlist("files")):
             if not isinstance(upload, UploadFile):
@@ -429,6 +486,6 @@ async def _read_multipart(request: Request, settings: Settings) -> Submission:
             documents.append(
                 await _checked(settings, upload.filename or f"file-{index}", content, upload.content_type, index)
             )
-        return _finish(settings, documents, rules, raw_reuse == "true", priority)
+        return _finish(settings, documents, rules, raw_reuse == "true", priority, ruleset)
     finally:
         await form.close()

@@ -13,6 +13,7 @@ the AWS-backed classes (app/validations/dependencies.py); the unit tests wire in
 | Users         | app.users.service.UserService               |
 | Events        | app.events.service.EventLog                 |
 | Notifications | app.webhooks.service.Notifications          |
+| Rulesets      | app.rulesets.service.RulesetService         |
 """
 
 from __future__ import annotations
@@ -21,8 +22,9 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from app.identity.principal import OnLimit
+    from app.identity.principal import OnLimit, Principal
     from app.quotas.service import Bucket
+    from app.validations.intake import RulesetVersion
     from app.validations.records import Part, Validation
     from core.quota import Outcome, Quota
 
@@ -148,3 +150,12 @@ class Notifications(Protocol):
     async def validation_ended(self, record: Mapping[str, Any], run: int) -> str | None: ...
 
     async def resend(self, record: Mapping[str, Any], now: float) -> str: ...
+
+
+class Rulesets(Protocol):
+    """Stored, versioned rule sets: a submission's `ruleset` reference resolved to one version."""
+
+    async def resolve(self, principal: Principal, reference: str) -> RulesetVersion:
+        """`name` (the latest version) or `name@3`: the caller's own set first, then a shared one.
+        Raises NotFound (404) naming `ruleset` when no such set or version is readable."""
+        ...

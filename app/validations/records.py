@@ -125,6 +125,8 @@ class Validation:
     combined: int = 0  # of those, verdicts stored
     file_settled: dict[str, int] | None = None  # per file index: parts with a result or failure
     reuse: bool = True  # stored verdicts of the same question may answer (core/prompt.question_digest)
+    ruleset: dict[str, Any] | None = None  # {owner, name, version}: the stored rule set version it used
+    kind: str = "validation"  # "test": a rule set's examples judged against its rules (app/rulesets)
 
     @classmethod
     def of(cls, item: dict[str, Any]) -> Self:

@@ -19,6 +19,7 @@ import csv
 import io
 import json
 from collections.abc import AsyncIterable, AsyncIterator, Callable
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Protocol
 from urllib.parse import quote
@@ -38,6 +39,7 @@ CSV_COLUMNS = (
     "quote",
     "snippet",
     "cited_line",
+    "ruleset",
 )
 # OWASP "CSV injection": a spreadsheet runs a cell starting with one of these as a formula.
 # Messages come from a model that read untrusted files, so such cells get a leading quote.
@@ -99,12 +101,20 @@ def _error_text(result: dict[str, Any]) -> str:
     return f"{error.get('type', 'Error')}: {error.get('message', '')}".strip() if error else ""
 
 
+@dataclass(frozen=True)
+class Facts:
+    """What every row of a report names about the validation as a whole."""
+
+    ruleset: str | None = None  # `name@version` of the stored rule set it used
+
+
 class JsonLinesReport:
     """One object per (file, rule): the verdict, its findings, and the file's status and error."""
 
-    def __init__(self, validation_id: str, rules: list[dict[str, str]]) -> None:
+    def __init__(self, validation_id: str, rules: list[dict[str, str]], facts: Facts = Facts()) -> None:
         self.validation_id = validation_id
         self.rule_ids = [r["id"] for r in rules]
+        self.facts = facts
 
     def head(self) -> str:
         return ""
@@ -124,6 +134,8 @@ class JsonLinesReport:
                 "ungrounded": (verdict or {}).get("ungrounded") or [],
                 "error": result.get("error"),
             }
+            if self.facts.ruleset is not None:
+                record["ruleset"] = self.facts.ruleset
             lines.append(json.dumps(record, ensure_ascii=False) + "\n")
         return "".join(lines)
 
@@ -140,8 +152,9 @@ def _cell(value: Any) -> Any:
 class CsvReport:
     """One row per (file, rule, finding); a (file, rule) without findings (passed, undecided, error) gets one row."""
 
-    def __init__(self, rules: list[dict[str, str]]) -> None:
+    def __init__(self, rules: list[dict[str, str]], facts: Facts = Facts()) -> None:
         self.rule_ids = [r["id"] for r in rules]
+        self.ruleset = facts.ruleset
 
     @staticmethod
     def _rows(rows: list[tuple[Any, ...]]) -> str:
@@ -160,12 +173,12 @@ class CsvReport:
             findings = verdict["findings"] if verdict is not None else []
             for f in findings:
                 where = (f.get("line"), f.get("end_line"), f.get("location"), f.get("message"))
-                rows.append(
-                    (name, status, rule, word, reason, *where, f.get("quote"), f.get("snippet"), f.get("cited_line"))
-                )
+                quoted = (f.get("quote"), f.get("snippet"), f.get("cited_line"))
+                rows.append((name, status, rule, word, reason, *where, *quoted, self.ruleset))
             if not findings:
                 message = _error_text(result) if word == "error" else ""
-                rows.append((name, status, rule, word, reason, None, None, None, message, None, None, None))
+                empty = (None, None, None, message, None, None, None)
+                rows.append((name, status, rule, word, reason, *empty, self.ruleset))
         return self._rows(rows)
 
     def tail(self) -> str:
@@ -196,8 +209,9 @@ class SarifReport:
     never passes them silently.
     """
 
-    def __init__(self, validation_id: str, status: str, rules: list[dict[str, str]]) -> None:
+    def __init__(self, validation_id: str, status: str, rules: list[dict[str, str]], facts: Facts = Facts()) -> None:
         self.validation_id = validation_id
+        self.facts = facts
         self.status = status
         self.rules = rules
         self.rule_index = {r["id"]: i for i, r in enumerate(rules)}
@@ -288,14 +302,22 @@ class SarifReport:
             "toolExecutionNotifications": self.notifications,
         }
         properties = {"validation_id": self.validation_id, "status": self.status}
+        if self.facts.ruleset is not None:
+            properties["ruleset"] = self.facts.ruleset
         return "\n], " + json.dumps({"invocations": [invocation], "properties": properties})[1:] + "]}\n"
 
 
-def report_for(report_format: ReportFormat, validation_id: str, status: str, rules: list[dict[str, str]]) -> Report:
+def report_for(
+    report_format: ReportFormat,
+    validation_id: str,
+    status: str,
+    rules: list[dict[str, str]],
+    facts: Facts = Facts(),
+) -> Report:
     makers: dict[ReportFormat, Callable[[], Report]] = {
-        ReportFormat.JSONL: lambda: JsonLinesReport(validation_id, rules),
-        ReportFormat.CSV: lambda: CsvReport(rules),
-        ReportFormat.SARIF: lambda: SarifReport(validation_id, status, rules),
+        ReportFormat.JSONL: lambda: JsonLinesReport(validation_id, rules, facts),
+        ReportFormat.CSV: lambda: CsvReport(rules, facts),
+        ReportFormat.SARIF: lambda: SarifReport(validation_id, status, rules, facts),
     }
     return makers[report_format]()
 

@@ -22,6 +22,7 @@ from app.validations.schemas import (
     ResultPage,
     ValidationOut,
     ValidationPage,
+    ruleset_reference,
 )
 
 Limit = Annotated[int, Query(ge=1, le=100)]
@@ -119,7 +120,8 @@ async def get_report(
 ) -> StreamingResponse:
     """Results as a download for CI or a spreadsheet: JSON Lines, CSV or SARIF 2.1.0, streamed."""
     validation = await service.get(principal, validation_id)  # same authorization as GET /validations/{id}
-    rendered = report.report_for(report_format, validation.id, validation.status, validation.rules)
+    facts = report.Facts(ruleset=ruleset_reference(validation))
+    rendered = report.report_for(report_format, validation.id, validation.status, validation.rules, facts)
     return StreamingResponse(
         report.stream(rendered, service.result_pages(principal, validation_id)),
         media_type=report.MEDIA_TYPES[report_format],

@@ -83,6 +83,18 @@ class ParallelismInfo(BaseModel):
     )
 
 
+class RulesetRef(BaseModel):
+    owner: str
+    name: str
+    version: int
+    reference: str = Field(description="`name@version`, as a submission or the CLI names it")
+
+
+def ruleset_reference(record: Validation) -> str | None:
+    """`name@version` of the stored rule set a validation used, if any."""
+    return f"{record.ruleset['name']}@{int(record.ruleset['version'])}" if record.ruleset else None
+
+
 class ValidationOut(BaseModel):
     id: str
     status: Status
@@ -103,6 +115,12 @@ class ValidationOut(BaseModel):
     )
     priority: Priority = Field(
         default="normal", description="Orders the owner's own running validations for model calls (fair share)"
+    )
+    ruleset: RulesetRef | None = Field(
+        default=None, description="The stored rule set version whose rules come first in `rules`"
+    )
+    kind: Literal["validation", "test"] = Field(
+        default="validation", description='"test": a rule set\'s examples judged against its rules'
     )
     links: Links
 
@@ -143,6 +161,15 @@ class ValidationOut(BaseModel):
             if record.queue
             else None,
             parallelism=_parallelism(record),
+            ruleset=RulesetRef(
+                owner=record.ruleset["owner"],
+                name=record.ruleset["name"],
+                version=int(record.ruleset["version"]),
+                reference=ruleset_reference(record) or "",
+            )
+            if record.ruleset
+            else None,
+            kind="test" if record.kind == "test" else "validation",
             links=Links(
                 self=f"/validations/{vid}", results=f"/validations/{vid}/results", events=f"/validations/{vid}/events"
             ),

@@ -31,8 +31,8 @@ from app.identity.principal import Principal
 from app.observability.logs import bind
 from app.pagination import decode_cursor, encode_cursor, is_key
 from app.settings import Settings
-from app.validations.intake import Submission
-from app.validations.ports import Events, Executions, Notifications, Quotas, Store, Users
+from app.validations.intake import RulesetVersion, Submission
+from app.validations.ports import Events, Executions, Notifications, Quotas, Rulesets, Store, Users
 from app.validations.records import QueuePosition, StoredFile, Validation
 from core import ends, prompt, webhooks
 from core.bounds import file_cost_floor, line_count
@@ -184,6 +184,12 @@ async def _quietly(step: Awaitable[Any], what: str) -> None:
         log.exception("%s failed", what)
 
 
+def _ruleset_record(resolved: RulesetVersion | None) -> dict[str, Any] | None:
+    if resolved is None:
+        return None
+    return {"owner": resolved.owner, "name": resolved.name, "version": resolved.version}
+
+
 class _NotStarted(Exception):
     """Creating a validation failed before its execution started; what was stored is undone."""
 
@@ -203,8 +209,10 @@ class ValidationService:
         settings: Settings,
         notifications: Notifications | None = None,
         plan_limiter: anyio.CapacityLimiter | None = None,
+        rulesets: Rulesets | None = None,
     ) -> None:
         self.plan_limiter = plan_limiter
+        self.rulesets = rulesets  # stored rule sets a submission may name (app/rulesets)
         self.store = store
         self.users = users
         self.events = events
@@ -276,7 +284,40 @@ class ValidationService:
             raise Conflict("The validation of this Idempotency-Key no longer exists.")
         return validation
 
+    async def _with_ruleset(self, principal: Principal, submission: Submission) -> Submission:
+        """The submission with its stored rule set's rules first, then its inline rules (ids unique,
+        `max_rules` for them all)."""
+        resolved = submission.resolved
+        if resolved is None and submission.ruleset is not None:
+            if self.rulesets is None:
+                raise Unprocessable("Stored rule sets are not available here.", field="ruleset")
+            resolved = await self.rulesets.resolve(principal, submission.ruleset)
+        if resolved is None:
+            return submission
+        rules = [*resolved.rules, *submission.rules]
+        ids = [r.id for r in rules]
+        repeated = sorted({i for i in ids if ids.count(i) > 1})
+        if repeated:
+            raise Unprocessable(
+                f"Inline rule ids repeat ids of rule set {resolved.reference!r}: {', '.join(repeated)}.",
+                field="rules",
+            )
+        if len(rules) > self.settings.max_rules:
+            raise Unprocessable(
+                f"{len(rules)} rules with rule set {resolved.reference!r}; the limit is {self.settings.max_rules}.",
+                field="rules",
+                limit="max_rules",
+                limit_value=self.settings.max_rules,
+            )
+        if not rules:
+            raise Unprocessable(f"Rule set {resolved.reference!r} has no rules.", field="ruleset")
+        return replace(submission, rules=rules, resolved=resolved)
+
     async def _start_new(self, principal: Principal, submission: Submission, validation_id: str) -> Validation:
+        try:
+            submission = await self._with_ruleset(principal, submission)
+        except AppError as refused:
+            raise _NotStarted(refused) from None
         quota = principal.quota
         capacity = quota.capacity_tokens if quota is not None else None
         s = self.settings
@@ -314,6 +355,8 @@ class ValidationService:
             file_settled={str(i): 0 for i in range(len(files))},
             rules=[{"id": r.id, "text": r.text} for r in submission.rules],
             reuse=submission.reuse,
+            ruleset=_ruleset_record(submission.resolved),
+            kind=submission.kind,
             priority=submission.priority,  # orders the owner's validations in the governor (core/fairness.py)
             execution_arn=self.executions.arn_of(self._execution_name(validation_id, 1)),
         )

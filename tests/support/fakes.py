@@ -29,10 +29,11 @@ from typing import Any
 
 from botocore.exceptions import ClientError, ReadTimeoutError
 
-from app.errors import UpstreamError
+from app.errors import NotFound, UpstreamError
 from app.identity.principal import OnLimit, Principal, Role
 from app.quotas.service import Bucket, QuotaService
 from app.settings import Settings
+from app.validations.intake import Rule, RulesetVersion
 from app.validations.records import Part, Validation
 from app.validations.service import ValidationService
 from core import ends, webhooks
@@ -609,6 +610,29 @@ class FakeNotifications(Fake):
 
 
 @dataclass
+class FakeRulesets:
+    """Stored rule set versions by (owner, name): the caller's own first, then the `shared` owner's."""
+
+    versions: dict[tuple[str, str], list[tuple[Rule, ...]]] = field(default_factory=dict)
+    shared_owner: str = "admin"
+
+    def add(self, owner: str, name: str, *rules: Rule) -> int:
+        self.versions.setdefault((owner, name), []).append(tuple(rules))
+        return len(self.versions[(owner, name)])
+
+    async def resolve(self, principal: Principal, reference: str) -> RulesetVersion:
+        name, _, wanted = reference.partition("@")
+        for owner in (principal.user_id, self.shared_owner):
+            versions = self.versions.get((owner, name))
+            if versions:
+                number = int(wanted) if wanted else len(versions)
+                if not 1 <= number <= len(versions):
+                    raise NotFound(f"Rule set {name!r} has no version {number}.", field="ruleset")
+                return RulesetVersion(owner, name, number, versions[number - 1])
+        raise NotFound(f"No rule set {name!r}.", field="ruleset")
+
+
+@dataclass
 class Fakes:
     """One fake of each port, wired to each other as the real ones share their tables."""
 
@@ -617,6 +641,7 @@ class Fakes:
     executions: FakeExecutions = field(default_factory=FakeExecutions)
     users: FakeUsers = field(default_factory=FakeUsers)
     notifications: FakeNotifications = field(default_factory=FakeNotifications)
+    rulesets: FakeRulesets = field(default_factory=FakeRulesets)
     quotas: FakeQuotas = field(init=False)
     events: FakeEvents = field(init=False)
 
@@ -635,5 +660,12 @@ class Fakes:
 
     def service(self) -> ValidationService:
         return ValidationService(
-            self.store, self.executions, self.quotas, self.users, self.events, self.settings, self.notifications
+            self.store,
+            self.executions,
+            self.quotas,
+            self.users,
+            self.events,
+            self.settings,
+            self.notifications,
+            rulesets=self.rulesets,
         )

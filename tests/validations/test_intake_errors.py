@@ -140,6 +140,27 @@ CASES = [
         ("file", "../etc/passwd"),
     ),
     ("json-missing-documents", {"json": {"rules": ["t"]}}, 422, "unprocessable", ("field", "documents")),
+    (
+        "ruleset-bad-name",
+        {"files": [("files", OK_FILE)], "data": {"ruleset": "Tidy Rules"}},
+        422,
+        "unprocessable",
+        ("field", "ruleset"),
+    ),
+    (
+        "ruleset-bad-version",
+        {"json": {"documents": [{"name": "a.txt", "content": "x"}], "ruleset": "tidy@v2"}},
+        422,
+        "unprocessable",
+        ("field", "ruleset"),
+    ),
+    (
+        "ruleset-twice",
+        {"files": [("files", OK_FILE)], "data": {"ruleset": ["a", "b"]}},
+        422,
+        "unprocessable",
+        ("field", "ruleset"),
+    ),
 ]
 
 

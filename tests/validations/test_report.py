@@ -15,7 +15,7 @@ from typing import Any
 
 import jsonschema
 
-from app.validations.report import ReportFormat, render, report_for, stream
+from app.validations.report import Facts, ReportFormat, render, report_for, stream
 
 SCHEMA = json.loads((Path(__file__).parent / "sarif-schema-2.1.0.json").read_text())
 RULES = [
@@ -209,7 +209,7 @@ def test_csv_report_has_a_row_per_finding_and_one_per_file_and_rule_without_find
     assert rows[7]["message"] == "InvalidAnswer: no verdict for r2"
     assert (rows[10]["quote"], rows[10]["snippet"], rows[10]["message"]) == ("", "", "no id column")
     assert text.startswith(
-        "file,file_status,rule,verdict,undecided,line,end_line,location,message,quote,snippet,cited_line\r\n"
+        "file,file_status,rule,verdict,undecided,line,end_line,location,message,quote,snippet,cited_line,ruleset\r\n"
     )
 
 
@@ -247,3 +247,22 @@ async def test_streamed_pages_make_the_same_document_as_one_render() -> None:
 
     for report_format in ReportFormat:
         assert await collect(report_format) == render(report_for(report_format, "v1", "RUNNING", RULES), RESULTS)
+
+
+def test_every_format_names_the_stored_ruleset_version_it_used() -> None:
+    facts = Facts(ruleset="house@3")
+
+    rows = [
+        json.loads(line)
+        for line in render(report_for(ReportFormat.JSONL, "v1", "RUNNING", RULES, facts), RESULTS).splitlines()
+    ]
+    table = list(
+        csv.DictReader(io.StringIO(render(report_for(ReportFormat.CSV, "v1", "RUNNING", RULES, facts), RESULTS)))
+    )
+    sarif = json.loads(render(report_for(ReportFormat.SARIF, "v1", "SUCCEEDED", RULES, facts), RESULTS))
+
+    assert {r["ruleset"] for r in rows} == {"house@3"}
+    assert {r["ruleset"] for r in table} == {"house@3"}
+    assert sarif["runs"][0]["properties"]["ruleset"] == "house@3"
+    plain = render(report_for(ReportFormat.JSONL, "v1", "RUNNING", RULES), RESULTS).splitlines()
+    assert all("ruleset" not in json.loads(line) for line in plain)  # no set: no key

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -30,7 +31,7 @@ from app.errors import (
     UpstreamError,
 )
 from app.identity.principal import Principal
-from app.validations.intake import Document, Rule, Submission
+from app.validations.intake import Document, Rule, RulesetVersion, Submission
 from app.validations.records import Validation
 from app.validations.service import ValidationService
 from core import ends
@@ -178,6 +179,7 @@ async def test_create_stores_the_validation_its_parts_and_files_and_starts_its_e
         "rules": [{"id": "r1", "text": "be tidy"}],
         "reuse": True,
         "priority": "normal",
+        "kind": "validation",
         "execution_arn": fakes.executions.arn_of(vid),
         # What the admission wrote (the queue_key went with it):
         "reserved": estimate,
@@ -239,6 +241,79 @@ async def test_create_with_a_repeated_idempotency_key_and_another_body_is_422(
 
     assert refused.value.status == 422 and refused.value.extra["field"] == "Idempotency-Key"
     assert fakes.executions.count("start") == 1 and list(fakes.store.validations) == [first.id]
+
+
+# --- stored rule sets ----------------------------------------------------------------------
+
+
+async def test_a_ruleset_reference_puts_that_versions_rules_first_and_records_the_version(
+    fakes: Fakes, service: ValidationService, alice: Principal
+) -> None:
+    fakes.rulesets.add("alice", "tidy", Rule("old", "be old"))
+    fakes.rulesets.add("alice", "tidy", Rule("tidy", "be tidy"), Rule("short", "be short"))
+
+    latest, _ = await service.create(alice, replace(submission(), ruleset="tidy"), None)
+    pinned, _ = await service.create(alice, Submission([SHORT], [], ruleset="tidy@1"), None)
+
+    assert record(fakes, latest.id)["rules"] == [
+        {"id": "tidy", "text": "be tidy"},
+        {"id": "short", "text": "be short"},
+        {"id": "r1", "text": "be tidy"},  # the inline rule after the set's
+    ]
+    assert record(fakes, latest.id)["ruleset"] == {"owner": "alice", "name": "tidy", "version": 2}
+    assert record(fakes, pinned.id)["rules"] == [{"id": "old", "text": "be old"}]
+    assert record(fakes, pinned.id)["ruleset"] == {"owner": "alice", "name": "tidy", "version": 1}
+
+
+async def test_a_shared_ruleset_is_used_when_the_caller_has_none_of_that_name(
+    fakes: Fakes, service: ValidationService, alice: Principal
+) -> None:
+    fakes.rulesets.add("admin", "house", Rule("h", "be housebroken"))
+
+    validation, _ = await service.create(alice, Submission([SHORT], [], ruleset="house"), None)
+
+    assert validation.ruleset == {"owner": "admin", "name": "house", "version": 1}
+
+
+@pytest.mark.parametrize(
+    ("reference", "inline", "status", "field"),
+    [
+        ("nope", [], 404, "ruleset"),  # no such set
+        ("tidy@7", [], 404, "ruleset"),  # no such version
+        ("tidy", [Rule("tidy", "again")], 422, "rules"),  # an inline id repeats the set's
+        ("tidy", [Rule(f"x{i}", "more") for i in range(4)], 422, "rules"),  # past max_rules with the set's
+    ],
+)
+async def test_a_ruleset_that_cannot_be_used_is_refused_naming_the_field_and_stores_nothing(
+    reference: str, inline: list[Rule], status: int, field: str
+) -> None:
+    fakes = Fakes.new(part_max_tokens=50, completion_max_tokens=16, max_rules=4)
+    alice = fakes.users.add("alice", QUOTA)
+    fakes.rulesets.add("alice", "tidy", Rule("tidy", "be tidy"))
+
+    with pytest.raises(AppError) as refused:
+        await fakes.service().create(alice, Submission([SHORT], inline, ruleset=reference), KEY)
+
+    assert (refused.value.status, refused.value.extra.get("field")) == (status, field)
+    if status == 422 and inline and len(inline) > 1:
+        assert refused.value.extra["limit"] == "max_rules"
+    assert not fakes.store.validations and not fakes.store.files and fakes.executions.count("start") == 0
+    assert f"alice#{KEY}" not in fakes.store.claims  # the key may be used again
+
+
+async def test_a_rule_test_run_is_a_validation_of_kind_test_over_the_versions_rules(
+    fakes: Fakes, service: ValidationService, alice: Principal
+) -> None:
+    version = RulesetVersion("alice", "tidy", 3, (Rule("tidy", "be tidy"),))
+
+    validation, _ = await service.create(alice, Submission([SHORT], [], resolved=version, kind="test"), None)
+
+    stored = record(fakes, validation.id)
+    assert (stored["kind"], stored["ruleset"]["version"], stored["rules"]) == (
+        "test",
+        3,
+        [{"id": "tidy", "text": "be tidy"}],
+    )
 
 
 async def test_the_same_idempotency_key_of_another_user_is_another_claim(
