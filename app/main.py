@@ -15,6 +15,7 @@ from app.events.hub import EventHub
 from app.events.router import router as events_router
 from app.events.store import EventStore
 from app.health.router import router as health_router
+from app.pricing.router import router as pricing_router
 from app.settings import Mode, Settings
 from app.stream_tokens.router import router as stream_tokens_router
 from app.users.router import router as users_router
@@ -76,5 +77,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(webhooks_router)
     app.include_router(stream_tokens_router)
     app.include_router(users_router)
+    app.include_router(pricing_router)
     web.install(app)  # the page at `/` (static files)
     return app

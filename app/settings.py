@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from core import pricing
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -63,6 +65,9 @@ class Settings(BaseSettings):
     users_table: str | None = Field(default=None, description=_table("users"))
     api_keys_table: str | None = Field(default=None, description=_table("api_keys"))
     buckets_table: str | None = Field(default=None, description=_table("buckets") + " The users' token buckets.")
+    spend_table: str | None = Field(
+        default=None, description=_table("spend") + " What users spent per UTC day and month; budget reservations."
+    )
     audit_table: str | None = Field(default=None, description=_table("audit"))
     events_table: str | None = Field(default=None, description=_table("events"))
     governor_table: str | None = Field(
@@ -71,6 +76,9 @@ class Settings(BaseSettings):
     reuse_table: str | None = Field(
         default=None,
         description=_table("reuse") + " The validators' reuse cache (local provisioning names it for them).",
+    )
+    rulesets_table: str | None = Field(
+        default=None, description=_table("rulesets") + " Stored rule sets, their versions and test reports."
     )
     uploads_bucket: str | None = Field(
         default=None,
@@ -110,6 +118,16 @@ class Settings(BaseSettings):
         "environment. In local mode without it (and without `OPENAI_BASE_URL`) the simulator is started.",
     )
     openai_model: str = Field(default="gpt-4o-mini", description="The model every call asks.")
+    price_overrides: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Prices on top of the defaults (docs: Cost): JSON `{model: {tier: {input, cached_input, "
+        "output}}}` in USD per 1M tokens; `{}` for a model removes its price. `PATCH /admin/prices` overrides both.",
+    )
+    completion_ratio_prior: tuple[float, float] = Field(
+        default=(0.08, 0.25),
+        description="Completion ÷ prompt tokens (p50, p90) that estimates assume for a model with no ended "
+        "validation yet; afterwards the deployment's own history is used.",
+    )
     openai_timeout_seconds: float = Field(
         default=60.0, description="One model call's timeout; `LEASE_SECONDS` must exceed it."
     )
@@ -136,6 +154,18 @@ class Settings(BaseSettings):
     )
     max_rules: int = Field(default=20, ge=1, description="Rules in one submission (422).")
     max_rule_chars: int = Field(default=2000, ge=1, description="Characters of one rule (422).")
+    ruleset_max_rules: int = Field(
+        default=20, ge=1, description="Rules in one version of a stored rule set (422 `ruleset_max_rules`)."
+    )
+    ruleset_max_examples: int = Field(
+        default=10, ge=0, description="Examples of one rule of a stored rule set (422 `ruleset_max_examples`)."
+    )
+    ruleset_max_example_bytes: int = Field(
+        default=2048,
+        ge=1,
+        description="UTF-8 bytes of one example's text (422 `ruleset_max_example_bytes`); every body but "
+        "`POST /validations` is also held to `MAX_BODY_BYTES`.",
+    )
     part_max_tokens: int = Field(
         default=1500, ge=50, description="Token budget of one part's text, and of a combine call's reports."
     )
@@ -332,6 +362,10 @@ class Settings(BaseSettings):
                 f"COMPLETION_MAX_TOKENS_CAP ({self.completion_max_tokens_cap}) must be at least "
                 f"COMPLETION_MAX_TOKENS ({self.completion_max_tokens})"
             )
+        try:
+            pricing.merged(self.price_overrides)
+        except ValueError as exc:
+            problems.append(f"PRICE_OVERRIDES: {exc}")
         if problems:
             raise ValueError("; ".join(problems))
         return self

@@ -12,6 +12,11 @@ def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def iso_of(epoch: float) -> str:
+    """`now_iso`'s form of an epoch time."""
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
 def expiry(days: float, now: float | None = None) -> int:
     """The `expires_at` of a record kept `days` (epoch seconds: DynamoDB's TTL attribute)."""
     return int((time.time() if now is None else now) + days * DAY_SECONDS)

@@ -36,6 +36,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from core import grounding
 from core.lines import numbered
+from core.records import part_index_of
 
 # Change it whenever a prompt or the answer schema changes: stored verdicts of the old
 # prompt are then no longer reused (part_digest).
@@ -169,6 +170,21 @@ class PartView:
     file_last_line: int | None = None
     header: tuple[int, str] | None = None  # (first line, text) of a CSV/TSV header row
     json_path: str | None = None
+
+
+def view_of(file: dict[str, Any], part: dict[str, Any], header_text: str | None) -> PartView:
+    """What a part call shows of a stored part record (`file`: its file's entry in the validation)."""
+    header = part.get("header")
+    return PartView(
+        file_name=file["name"],
+        first_line=int(part["first_line"]),
+        last_line=int(part["last_line"]),
+        part=part_index_of(part["part_id"]) + 1,
+        parts=int(file["parts"]),
+        file_last_line=int(file["last_line"]) if file.get("last_line") else None,
+        header=(int(header["first_line"]), header_text) if header and header_text is not None else None,
+        json_path=part.get("json_path"),
+    )
 
 
 def question_digest(messages: list[dict[str, str]], model: str) -> str:

@@ -17,10 +17,13 @@ low-level, typed DynamoDB requests.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Generator
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
+from core import pricing, spend
 from core.clock import epoch_of
 from core.dynamo import Update, decimal, untyped
 from core.queue import head_steps
@@ -39,6 +42,8 @@ class Quota:
     max_running: int
     max_queued: int = DEFAULT_MAX_QUEUED
     weight: float = 1.0  # the user's weight in the governor's fair share (core/fairness.py)
+    max_spend_usd: float | None = None  # a spend budget per `spend_period` (core/spend.py); None: none
+    spend_period: str = "month"  # "day" or "month", UTC calendar
 
     @property
     def rate(self) -> float:
@@ -67,16 +72,21 @@ class Quota:
             int(values["max_running"]),
             int(values.get("max_queued") or default_max_queued),
             float(values.get("weight", 1)),  # users stored before weights: 1
+            float(values["max_spend_usd"]) if values.get("max_spend_usd") is not None else None,
+            "day" if values.get("spend_period") == "day" else "month",
         )
 
-    def as_dict(self) -> dict[str, int | float]:
-        return {
+    def as_dict(self) -> dict[str, Any]:
+        values: dict[str, Any] = {
             "capacity_tokens": self.capacity_tokens,
             "refill_tokens_per_minute": self.refill_tokens_per_minute,
             "max_running": self.max_running,
             "max_queued": self.max_queued,
             "weight": self.weight,
         }
+        if self.max_spend_usd is not None:
+            values.update(max_spend_usd=self.max_spend_usd, spend_period=self.spend_period)
+        return values
 
 
 def acquire_update(
@@ -240,9 +250,15 @@ def admission_steps(admission: Admission, now: float, started_at: str) -> Genera
 
 
 def settlement(
-    validations_table: str, buckets_table: str, validation: dict[str, Any], quota: Quota | None
+    validations_table: str,
+    buckets_table: str,
+    validation: dict[str, Any],
+    quota: Quota | None,
+    spend_table: str = "",
+    now: float | None = None,
 ) -> list[dict[str, Any]] | None:
-    """The settle transaction for the validation's current run, or None when there is nothing to settle."""
+    """The settle transaction for the validation's current run, or None when there is nothing to settle.
+    With `spend_table`, the run's cost and tokens join the owner's spend (core/spend.py) in it."""
     if (
         quota is None
         or "reserved_run" not in validation
@@ -254,7 +270,8 @@ def settlement(
         + validation.get("completion_tokens", 0)
         - validation.get("usage_at_start", 0)
     )
-    return settle_items(
+    sets, spent = _spend(spend_table, validation, time.time() if now is None else now) if spend_table else ({}, [])
+    items = settle_items(
         validations_table,
         buckets_table,
         validation["id"],
@@ -263,17 +280,48 @@ def settlement(
         quota,
         validation.get("reserved", 0) - used,
         used,
+        sets,
     )
+    return items + spent
+
+
+def _spend(spend_table: str, validation: dict[str, Any], now: float) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """What the run adds to its owner's spend: its cost and tokens since the last settlement
+    (`spend_charged` holds the totals charged so far), and its budget reservation given back."""
+    before = validation.get("spend_charged") or {}
+    totals = pricing.total_tokens(validation)
+    total_cost = pricing.record_cost(validation)
+    tokens = pricing.Tokens(
+        totals.prompt - int(before.get("prompt", 0)),
+        totals.cached - int(before.get("cached", 0)),
+        totals.completion - int(before.get("completion", 0)),
+    )
+    cost = None if total_cost is None else total_cost - Decimal(str(before.get("usd", 0)))
+    charged = {"prompt": totals.prompt, "cached": totals.cached, "completion": totals.completion}
+    if total_cost is not None:
+        charged["usd"] = total_cost  # type: ignore[assignment]  # a Decimal beside the counts
+    reserved = Decimal(str(validation.get("budget_reserved") or 0))
+    charge = spend.Charge(cost, tokens, validation.get("budget_key"), reserved)
+    # On the validation, in the same transaction: the totals charged so far, the reservation spent.
+    sets = {"spend_charged": charged, "budget_reserved": 0}
+    items = [{"Update": u} for u in spend.charge_updates(spend_table, validation["owner"], charge, now)]
+    if validation.get("model") and tokens.prompt > 0:  # what estimates of this model expect it to answer
+        items.append({"Update": spend.ratio_update(spend_table, validation["model"], tokens.prompt, tokens.completion)})
+    return sets, items
 
 
 def settle_steps(
-    validations_table: str, buckets_table: str, validation: dict[str, Any], quota: Quota | None
+    validations_table: str,
+    buckets_table: str,
+    validation: dict[str, Any],
+    quota: Quota | None,
+    spend_table: str = "",
 ) -> Generator[Step, StepAnswer, bool]:
     """A sans-IO settlement (core/steps.py) of the validation's current run: True when this
     call settled it, False when there was nothing to settle or another caller won the race
     (the transaction's condition makes it once). The API drives it on cancel, the Finalize
     Lambda at the end of a run."""
-    items = settlement(validations_table, buckets_table, validation, quota)
+    items = settlement(validations_table, buckets_table, validation, quota, spend_table)
     if items is None:
         return False
     answer = yield transact(items)
@@ -289,6 +337,7 @@ def settle_items(
     quota: Quota,
     refund_tokens: int,
     used_tokens: int,
+    sets: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     """Return unused tokens (or charge an overrun) and the running slot, exactly once per admitted run.
 
@@ -297,6 +346,7 @@ def settle_items(
     return [
         {
             "Update": Update()
+            .set(**(sets or {}))
             .set_to("settled_run", ":run")
             .set_to("refunded", "if_not_exists({refunded}, :zero) + :refund", zero=0, refund=max(0, refund_tokens))
             .set_to("charged_tokens", "if_not_exists({charged_tokens}, :zero) + :used", used=used_tokens)

@@ -41,6 +41,7 @@ class QuotaService:
         self._sfn = clients.sfn
         self._validations = settings.table("validations")
         self._buckets = settings.table("buckets")
+        self._spend = settings.table("spend")
 
     async def create_bucket(self, user_id: str) -> None:
         """A full bucket, no validation running. Idempotent (kept if it exists)."""
@@ -88,7 +89,8 @@ class QuotaService:
 
     async def settle(self, validation: Validation, quota: Quota | None) -> bool:
         """Refund the current run's unused reservation, once (False when nothing to do)."""
-        return await drive(self._db, settle_steps(self._validations, self._buckets, validation.usage_record(), quota))
+        steps = settle_steps(self._validations, self._buckets, validation.usage_record(), quota, self._spend)
+        return await drive(self._db, steps)
 
     # --- the queue (core/queue.py) --------------------------------------------------------
     async def enqueue(self, record: dict[str, Any], quota: Quota | None) -> None:

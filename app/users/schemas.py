@@ -31,6 +31,17 @@ class QuotaIn(BaseModel):
         allow_inf_nan=False,
         description="Share of the deployment's token budget relative to other users with work waiting",
     )
+    max_spend_usd: float | None = Field(
+        default=None,
+        gt=0,
+        le=10**9,
+        allow_inf_nan=False,
+        description="Spend budget in USD per `spend_period`: a submission whose estimated cost would pass what "
+        "is left is refused (429 naming `budget`); none: no budget",
+    )
+    spend_period: Literal["day", "month"] = Field(
+        default="month", description="The budget's UTC calendar period: `day` or `month`"
+    )
 
 
 # Ids no user may take: `admin` is the bootstrap admin's (ADMIN_API_KEY), who owns validations

@@ -10,6 +10,8 @@ from app.aws.stepfunctions import Executions
 from app.deps import ClientsDep, SettingsDep
 from app.events.service import EventLog
 from app.events.store import EventStore
+from app.pricing.prices import PriceBook
+from app.pricing.spend import SpendStore
 from app.quotas.service import QuotaService
 from app.users.dependencies import Users
 from app.validations.service import ValidationService
@@ -29,6 +31,8 @@ def get_service(
         settings,
         notifications,
         plan_limiter=getattr(request.app.state, "plan_limiter", None),
+        prices=PriceBook(clients, settings),
+        spending=SpendStore(clients, settings),
     )
 
 

@@ -14,11 +14,14 @@ the AWS-backed classes (app/validations/dependencies.py); the unit tests wire in
 | Events        | app.events.service.EventLog                 |
 | Notifications | app.webhooks.service.Notifications          |
 | Rulesets      | app.rulesets.service.RulesetService         |
+| Prices        | app.pricing.prices.PriceBook                |
+| Spending      | app.pricing.spend.SpendStore                |
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
@@ -26,7 +29,9 @@ if TYPE_CHECKING:
     from app.quotas.service import Bucket
     from app.validations.intake import RulesetVersion
     from app.validations.records import Part, Validation
+    from core.pricing import PriceTable
     from core.quota import Outcome, Quota
+    from core.spend import Budget
 
 
 class Store(Protocol):
@@ -159,3 +164,21 @@ class Rulesets(Protocol):
         """`name` (the latest version) or `name@3`: the caller's own set first, then a shared one.
         Raises NotFound (404) naming `ruleset` when no such set or version is readable."""
         ...
+
+
+class Prices(Protocol):
+    """The price table in use (core/pricing.py), cached like live configuration."""
+
+    async def table(self) -> PriceTable: ...
+
+
+class Spending(Protocol):
+    """Spend budgets and history (core/spend.py)."""
+
+    async def period(self, user_id: str, key: str) -> dict[str, Any] | None: ...
+
+    async def reserve(self, user_id: str, key: str, amount: Decimal, budget: Budget, expires_at: int) -> bool: ...
+
+    async def release(self, user_id: str, key: str, amount: Decimal) -> None: ...
+
+    async def ratios(self, model: str) -> tuple[float, float] | None: ...

@@ -8,8 +8,10 @@ numbers, reported results); what the API never reads is left out, and kept as st
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from decimal import Decimal
 from typing import Any, Self
 
+from core import pricing
 from core.fairness import Priority
 from core.records import PartStatus, ValidationStatus
 
@@ -125,6 +127,24 @@ class Validation:
     combined: int = 0  # of those, verdicts stored
     file_settled: dict[str, int] | None = None  # per file index: parts with a result or failure
     reuse: bool = True  # stored verdicts of the same question may answer (core/prompt.question_digest)
+    # Cost (core/pricing.py): the model asked and the one that answered, its prices per tier as
+    # they were at submission, the cached share of the prompt tokens, and the tokens of the tiers
+    # other than standard (standard is the totals less those); absent until a call adds to them.
+    model: str | None = None
+    served_model: str | None = None
+    prices: dict[str, Any] | None = None
+    cached_prompt_tokens: int | None = None
+    flex_prompt_tokens: int | None = None
+    flex_cached_prompt_tokens: int | None = None
+    flex_completion_tokens: int | None = None
+    batch_prompt_tokens: int | None = None
+    batch_cached_prompt_tokens: int | None = None
+    batch_completion_tokens: int | None = None
+    # Spend (core/spend.py): the totals charged to the owner so far, and the budget reservation
+    # (its period's key and amount) the current run holds.
+    spend_charged: dict[str, Any] | None = None
+    budget_key: str | None = None
+    budget_reserved: Decimal | None = None
     ruleset: dict[str, Any] | None = None  # {owner, name, version}: the stored rule set version it used
     kind: str = "validation"  # "test": a rule set's examples judged against its rules (app/rulesets)
 
@@ -167,5 +187,16 @@ class Validation:
             "reserved_run": self.reserved_run,
             "settled_run": self.settled_run,
             "usage_at_start": self.usage_at_start,
+            **{name: getattr(self, name) for name in pricing.USAGE_FIELDS},
+            "prices": self.prices,
+            "model": self.model,
+            "spend_charged": self.spend_charged,
+            "budget_key": self.budget_key,
+            "budget_reserved": self.budget_reserved,
         }
         return {k: v for k, v in values.items() if v is not None}
+
+    @property
+    def cost_usd(self) -> Decimal | None:
+        """What its answered calls cost, at the tiers that served them (None: no price)."""
+        return pricing.record_cost(self.usage_record())

@@ -7,6 +7,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from app.validations.records import Validation
+from core import pricing
 from core.fairness import Priority
 
 Status = Literal["QUEUED", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLING", "CANCELLED"]
@@ -41,6 +42,16 @@ class Usage(BaseModel):
         description="What the owner's token bucket was charged (prompt + completion of every answered call); "
         "set once the run settled",
     )
+    cached_prompt_tokens: int = Field(
+        default=0, description="Of the prompt tokens, those the provider served from its prompt cache (cheaper)"
+    )
+    cost_usd: float | None = Field(
+        default=None,
+        description="USD of every answered call, at the tier that served it and the model's prices as they were "
+        "at submission; null when the model has no price (never a guess)",
+    )
+    model: str | None = Field(default=None, description="The model asked")
+    served_model: str | None = Field(default=None, description="The model that answered (often a dated snapshot)")
 
 
 class Links(BaseModel):
@@ -147,6 +158,10 @@ class ValidationOut(BaseModel):
                 ungrounded=record.ungrounded,
                 reasked=record.reasked,
                 charged_tokens=record.charged_tokens,
+                cached_prompt_tokens=record.cached_prompt_tokens or 0,
+                cost_usd=pricing.shown(record.cost_usd),
+                model=record.model,
+                served_model=record.served_model,
             ),
             estimated_tokens=record.estimated_tokens,
             run=record.run,

@@ -10,6 +10,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable
 from dataclasses import replace
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 import anyio
@@ -32,15 +33,26 @@ from app.observability.logs import bind
 from app.pagination import decode_cursor, encode_cursor, is_key
 from app.settings import Settings
 from app.validations.intake import RulesetVersion, Submission
-from app.validations.ports import Events, Executions, Notifications, Quotas, Rulesets, Store, Users
+from app.validations.ports import (
+    Events,
+    Executions,
+    Notifications,
+    Prices,
+    Quotas,
+    Rulesets,
+    Spending,
+    Store,
+    Users,
+)
 from app.validations.records import QueuePosition, StoredFile, Validation
-from core import ends, prompt, webhooks
+from core import ends, pricing, prompt, spend, webhooks
 from core.bounds import file_cost_floor, line_count
-from core.clock import expiry, now_iso
+from core.clock import expiry, iso_of, now_iso
 from core.parts import split_file
 from core.quota import Quota, Refusal, rate_limit_headers
 from core.records import MAX_MAP_ITEMS, TERMINAL, PartStatus, ValidationStatus, batches, file_batches, part_id
 from core.results import file_result
+from core.spend import Budget
 from core.tokens import count_tokens, max_token_bytes
 
 log = logging.getLogger(__name__)
@@ -62,15 +74,20 @@ def combine_calls(parts: int, fan_in: int) -> int:
     return calls
 
 
-def _combine_estimate(name: str, parts: int, rules: list[dict[str, str]], budget: int, completion_tokens: int) -> int:
+def _combine_plan(name: str, parts: int, rules: list[dict[str, str]], budget: int) -> tuple[int, int]:
+    """(calls, prompt tokens) of a file's combine step, estimated: the reports do not exist yet."""
     if parts <= 1:
-        return 0
+        return 0, 0
     report = _REPORT_TOKENS_BASE + _REPORT_TOKENS_PER_RULE * len(rules)
     fan_in = max(2, budget // report)
-    per_call = (
-        prompt.combine_overhead_tokens(name, rules) + min(budget, fan_in * report, parts * report) + completion_tokens
-    )
-    return combine_calls(parts, fan_in) * per_call
+    per_call = prompt.combine_overhead_tokens(name, rules) + min(budget, fan_in * report, parts * report)
+    calls = combine_calls(parts, fan_in)
+    return calls, calls * per_call
+
+
+def _combine_estimate(name: str, parts: int, rules: list[dict[str, str]], budget: int, completion_tokens: int) -> int:
+    calls, prompt_tokens = _combine_plan(name, parts, rules, budget)
+    return prompt_tokens + calls * completion_tokens
 
 
 class _OverCapacity(Exception):
@@ -102,7 +119,8 @@ def _plan(
         multi = len(spans) > 1
         overhead = prompt.part_overhead_tokens(document.name, rules, multi=multi)
         with_header = prompt.part_overhead_tokens(document.name, rules, multi=multi, header=True) if multi else overhead
-        combine = _combine_estimate(document.name, len(spans), rules, budget, completion_tokens)
+        combine_count, combine_prompt = _combine_plan(document.name, len(spans), rules, budget)
+        combine = combine_prompt + combine_count * completion_tokens
         files.append(
             {
                 "name": document.name,
@@ -112,6 +130,7 @@ def _plan(
                 "kind": spans[0].kind,
                 "last_line": max(1, line_count(document.content)),  # a BOM holds no line break
                 "combine_estimate": combine,
+                "combine_calls": combine_count,  # not stored: the dry run and the budget read it
             }
         )
         estimate += combine
@@ -210,7 +229,11 @@ class ValidationService:
         notifications: Notifications | None = None,
         plan_limiter: anyio.CapacityLimiter | None = None,
         rulesets: Rulesets | None = None,
+        prices: Prices | None = None,
+        spending: Spending | None = None,
     ) -> None:
+        self.spending = spending  # budgets and spend history (core/spend.py); None: no budgets
+        self.prices = prices  # None: validations record no prices, and their cost is null
         self.plan_limiter = plan_limiter
         self.rulesets = rulesets  # stored rule sets a submission may name (app/rulesets)
         self.store = store
@@ -316,8 +339,10 @@ class ValidationService:
     async def _start_new(self, principal: Principal, submission: Submission, validation_id: str) -> Validation:
         try:
             submission = await self._with_ruleset(principal, submission)
+            table = await self.prices.table() if self.prices else None
         except AppError as refused:
             raise _NotStarted(refused) from None
+        prices = pricing.stored_prices(table, self.settings.openai_model) if table is not None else None
         quota = principal.quota
         capacity = quota.capacity_tokens if quota is not None else None
         s = self.settings
@@ -339,6 +364,7 @@ class ValidationService:
             )
         except _OverCapacity as over:
             raise _NotStarted(_over_capacity(over.estimate, capacity or 0)) from None
+        reservation = await self._reserve_budget(principal, prices, files, parts, estimate)
         created = now_iso()
         validation = Validation(
             id=validation_id,
@@ -355,7 +381,11 @@ class ValidationService:
             file_settled={str(i): 0 for i in range(len(files))},
             rules=[{"id": r.id, "text": r.text} for r in submission.rules],
             reuse=submission.reuse,
+            budget_key=reservation[0] if reservation else None,
+            budget_reserved=reservation[1] if reservation else None,
             ruleset=_ruleset_record(submission.resolved),
+            model=self.settings.openai_model,
+            prices=prices,
             kind=submission.kind,
             priority=submission.priority,  # orders the owner's validations in the governor (core/fairness.py)
             execution_arn=self.executions.arn_of(self._execution_name(validation_id, 1)),
@@ -380,7 +410,7 @@ class ValidationService:
         except Exception as exc:
             # Nothing half-written: undo in reverse order (the reservation and running slot
             # first, while the record that holds them exists), then report.
-            await self._undo(validation_id, keys, [c["part_id"] for c in parts], principal)
+            await self._undo(validation_id, keys, [c["part_id"] for c in parts], principal, reservation)
             if isinstance(exc, AppError):
                 raise _NotStarted(exc) from None
             error = aws_failure(exc) or UpstreamError(f"Could not store or start the validation: {type(exc).__name__}")
@@ -389,6 +419,69 @@ class ValidationService:
         if arn != record["execution_arn"]:  # AWS documents the format; trust what it answered
             await self.store.update(validation_id, {"execution_arn": arn})
         return validation
+
+    async def _reserve_budget(
+        self,
+        principal: Principal,
+        prices: dict[str, Any] | None,
+        files: list[dict[str, Any]],
+        parts: list[dict[str, Any]],
+        estimate: int,
+    ) -> tuple[str, Decimal] | None:
+        """Reserve the submission's estimated cost in its owner's budget period (core/spend.py):
+        (period key, amount), None without a budget; 429 naming `budget` when it has no room."""
+        budget = Budget.of(principal.quota.as_dict()) if principal.quota is not None else None
+        if budget is None or self.spending is None:
+            return None
+        amount = await self._budget_cost(prices, files, parts, estimate)
+        now = time.time()
+        key = spend.period_key(budget.period, now)
+        if amount is None:
+            raise _NotStarted(
+                Unprocessable(
+                    f"Your quota has a spend budget, and the model {self.settings.openai_model!r} has no price: "
+                    "an admin sets one (PATCH /admin/prices).",
+                    field="model",
+                )
+            )
+        # (The condition alone lets a first reservation through whatever its size: nothing is stored yet.)
+        if amount <= budget.max_usd and await self.spending.reserve(
+            principal.user_id, key, amount, budget, int(now) + spend.KEEP_SECONDS
+        ):
+            return key, amount
+        resets = spend.resets_at(budget.period, now)
+        held = await self.spending.period(principal.user_id, key) or {}
+        left = budget.room(Decimal(str(held.get("committed_usd", 0))))
+        raise _NotStarted(
+            TooManyRequests(
+                f"This validation is estimated at ${amount:.4f}; your {budget.period}ly spend budget of "
+                f"${budget.max_usd} has ${left:.4f} left until it resets at {iso_of(resets)}.",
+                headers={"Retry-After": str(max(1, int(resets - now) + 1))},
+                limit="budget",
+                limit_value=float(budget.max_usd),
+                cost_usd=float(amount),
+                remaining_usd=float(left),
+                resets_at=iso_of(resets),
+            )
+        )
+
+    async def _budget_cost(
+        self, prices: dict[str, Any] | None, files: list[dict[str, Any]], parts: list[dict[str, Any]], estimate: int
+    ) -> Decimal | None:
+        """What a budget reserves for a submission: its planned prompt tokens at the standard price,
+        with completion tokens at the model's p90 completion ÷ prompt ratio (estimate.py)."""
+        if not prices or "standard" not in prices:
+            return None
+        calls = len(parts) + sum(int(f.get("combine_calls", 0)) for f in files)
+        prompt_tokens = max(0, estimate - calls * self.settings.completion_max_tokens)
+        ratios = await self._ratios()
+        price = pricing.Price.of(prices["standard"])
+        return price.cost(prompt_tokens, 0, round(prompt_tokens * ratios[1]))
+
+    async def _ratios(self) -> tuple[float, float]:
+        """The model's completion ÷ prompt ratio (p50, p90) from history, else the configured prior."""
+        found = await self.spending.ratios(self.settings.openai_model) if self.spending is not None else None
+        return found or self.settings.completion_ratio_prior
 
     async def _announce(self, validation: Validation, quota: Quota | None) -> Validation:
         """After the start: tell the viewers, answer with the stored state. A failure here loses
@@ -459,12 +552,22 @@ class ValidationService:
             estimate = datetime.fromtimestamp(now + wait, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
         return replace(validation, queue=QueuePosition(position, estimate))
 
-    async def _undo(self, validation_id: str, keys: list[str], part_ids: list[str], owner: Principal) -> None:
+    async def _undo(
+        self,
+        validation_id: str,
+        keys: list[str],
+        part_ids: list[str],
+        owner: Principal,
+        reservation: tuple[str, Decimal] | None = None,
+    ) -> None:
         try:
             stored = await self.store.get(validation_id)
             if stored is not None and stored.reserved_run:  # admitted: reservation and running slot back
+                # (its settlement gives the budget reservation back too)
                 await self.quotas.settle(stored, (await self.users.limits_of(stored.owner))[0])
                 await self.quotas.release_head(stored.owner)  # the slot may wake a parked one
+            elif reservation is not None and self.spending is not None:
+                await self.spending.release(owner.user_id, *reservation)
         except Exception:  # noqa: BLE001 - keep the record: the reconciler ends it and refunds once
             log.exception("could not refund validation %s; left for the reconciler", validation_id)
             return

@@ -17,6 +17,7 @@ class LambdaConfig(BaseModel, frozen=True):
     users_table: str = ""
     events_table: str = ""
     buckets_table: str = ""
+    spend_table: str = ""  # per-user spend by UTC day and month, charged at settlement (core/spend.py)
     governor_table: str = ""
     reuse_table: str = ""  # part digest → verdict (core/prompt.part_digest); empty: no reuse
     # The TPM governor (core/governor.py).

@@ -23,8 +23,9 @@ from openai.types.chat import ChatCompletionMessageParam
 from openai.types.shared_params import ResponseFormatJSONSchema
 
 from core import governor as g
-from core import grounding, headroom, prompt
+from core import grounding, headroom, pricing, prompt
 from core.governor import parse_duration
+from core.pricing import Tier
 from core.records import ValidationStatus
 from lambdas.common import live_config, model_key
 from lambdas.common.config import LambdaConfig
@@ -58,6 +59,7 @@ class Answer:
     model: str
     headers: dict[str, str]
     finish_reason: str
+    tier: Tier = "standard"  # the tier that served it (the response's `service_tier`): what it is billed at
 
 
 def call_model(
@@ -87,7 +89,9 @@ def call_model(
         completion = raw.parse()
     except openai.RateLimitError as exc:
         headers = exc.response.headers
-        wait = parse_duration(headers.get("retry-after")) or parse_duration(headers.get("x-ratelimit-reset-tokens"))
+        # `retry-after`, else the reset of the limit it ran out of: requests when none is left, else tokens.
+        exhausted = "requests" if headers.get("x-ratelimit-remaining-requests") == "0" else "tokens"
+        wait = parse_duration(headers.get("retry-after")) or parse_duration(headers.get(f"x-ratelimit-reset-{exhausted}"))
         raise RateLimited(message(str(exc)), retry_after=wait) from exc
     except openai.APITimeoutError as exc:
         raise UpstreamTimeout(message(str(exc))) from exc
@@ -101,9 +105,11 @@ def call_model(
     except openai.APIStatusError as exc:
         raise ModelRejected(message(str(exc))) from exc
     usage = completion.usage
+    details = usage.prompt_tokens_details if usage else None
     counts = {
         "prompt_tokens": usage.prompt_tokens if usage else 0,
         "completion_tokens": usage.completion_tokens if usage else 0,
+        "cached_prompt_tokens": (details.cached_tokens or 0) if details else 0,  # served from OpenAI's prefix cache
     }
     choice = completion.choices[0] if completion.choices else None
     return Answer(
@@ -112,6 +118,7 @@ def call_model(
         completion.model,
         dict(raw.headers.items()),
         str(choice.finish_reason) if choice else "stop",
+        pricing.tier_of(completion.service_tier),
     )
 
 
@@ -196,8 +203,9 @@ class Asker:
         count("ModelCalls")
         count("ModelCallSeconds", seconds)
         count("PromptTokens", answer.usage["prompt_tokens"])
+        count("CachedPromptTokens", answer.usage["cached_prompt_tokens"])
         count("CompletionTokens", answer.usage["completion_tokens"])
-        self.store.validations.count_attempt(self.validation_id, answer.usage)
+        self.store.validations.count_attempt(self.validation_id, answer.usage, answer.tier, answer.model)
         prompt_tokens = answer.usage["prompt_tokens"]
         charged = prompt_tokens + allowance if prompt_tokens else estimate
         self.lease.settle(estimate, charged, seconds)

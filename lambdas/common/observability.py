@@ -102,6 +102,18 @@ METRICS: dict[str, MetricSpec] = {
         _counter("ModelCallSeconds", "validation_model_call_seconds", "Time spent in model calls", "Seconds"),
         _counter("PromptTokens", "validation_prompt_tokens", "Prompt tokens of answered calls"),
         _counter("CompletionTokens", "validation_completion_tokens", "Completion tokens of answered calls"),
+        _counter(
+            "CachedPromptTokens",
+            "validation_cached_prompt_tokens",
+            "Of the prompt tokens, those served from the provider's prompt cache",
+        ),
+        _counter(
+            "CostUSD",
+            "validation_cost_usd",
+            "USD of settled runs, at the tiers that served their calls, per model",
+            unit="None",
+            by_model=True,
+        ),
         _counter("RateLimited", "validation_model_rate_limited", "Model calls refused with 429"),
         _counter(
             "UpstreamFailures",

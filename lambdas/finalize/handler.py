@@ -48,6 +48,8 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
             }
     # Settle first: whoever sees the terminal status can count on the refund being done.
     settled = store.validations.settle(validation_id)  # unused tokens back to the user's bucket, once
+    if settled.cost is not None:
+        count("CostUSD", float(settled.cost), model=settled.model or "unknown")
     # MarkFailed may come from Admit giving up (or the 7-day park timing out): the run is then
     # still QUEUED, and leaves the owner's queue (counted off once) before it ends.
     owner = store.validations.get(validation_id, "owner")["owner"]
@@ -67,4 +69,4 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         store.validations.clear_end_marker(validation_id, run)
     else:
         announce_end(config, store, validation_id, run, wrote_status=False)
-    return {"status": status.value, "written": written, "settled": settled, "woken": woken}
+    return {"status": status.value, "written": written, "settled": settled.done, "woken": woken}

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 from core import grounding, prompt
-from core.records import PartStatus, part_index_of
+from core.records import PartStatus
 from lambdas.common import calls
 from lambdas.common.config import LambdaConfig
 from lambdas.common.errors import BatchIncomplete, InvalidAnswer
@@ -34,18 +34,7 @@ log = logging.getLogger(__name__)
 
 
 def part_view(files: list[dict[str, Any]], part: dict[str, Any], header_text: str | None) -> prompt.PartView:
-    file = files[part["file_index"]]
-    header = part.get("header")
-    return prompt.PartView(
-        file_name=file["name"],
-        first_line=int(part["first_line"]),
-        last_line=int(part["last_line"]),
-        part=part_index_of(part["part_id"]) + 1,
-        parts=int(file["parts"]),
-        file_last_line=int(file["last_line"]) if file.get("last_line") else None,
-        header=(int(header["first_line"]), header_text) if header and header_text is not None else None,
-        json_path=part.get("json_path"),
-    )
+    return prompt.view_of(files[part["file_index"]], part, header_text)
 
 
 def validate_batch(

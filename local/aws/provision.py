@@ -190,6 +190,7 @@ class Provisioner:
             "USERS_TABLE": s.table("users"),
             "EVENTS_TABLE": s.table("events"),
             "BUCKETS_TABLE": s.table("buckets"),
+            "SPEND_TABLE": s.table("spend"),
             "GOVERNOR_TABLE": s.table("governor"),
             "REUSE_TABLE": s.table("reuse"),
             # Webhooks: Finalize and the reconciler start notifications, the notify Lambda delivers them.

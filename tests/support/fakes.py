@@ -25,6 +25,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 from botocore.exceptions import ClientError, ReadTimeoutError
@@ -36,11 +37,13 @@ from app.settings import Settings
 from app.validations.intake import Rule, RulesetVersion
 from app.validations.records import Part, Validation
 from app.validations.service import ValidationService
-from core import ends, webhooks
+from core import ends, pricing, webhooks
 from core.clock import now_iso
+from core.pricing import PriceTable
 from core.queue import QueueFull
 from core.quota import Outcome, Quota, Refusal
 from core.records import PartStatus, file_range, verdict_id, verdict_range
+from core.spend import Budget
 
 MACHINE_ARN = "arn:aws:states:us-east-1:123456789012:stateMachine:validation-validation"
 
@@ -633,6 +636,44 @@ class FakeRulesets:
 
 
 @dataclass
+class FakePrices:
+    """The price table: the defaults unless a test sets another."""
+
+    prices: PriceTable = field(default_factory=lambda: dict(pricing.DEFAULT_PRICES))
+
+    async def table(self) -> PriceTable:
+        return self.prices
+
+
+@dataclass
+class FakeSpending:
+    """Spend periods by (user, key), with the real conditions (core/spend.py) done in memory."""
+
+    periods: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    history: dict[str, tuple[float, float]] = field(default_factory=dict)
+
+    async def period(self, user_id: str, key: str) -> dict[str, Any] | None:
+        return copy.deepcopy(self.periods.get((user_id, key)))
+
+    async def reserve(self, user_id: str, key: str, amount: Decimal, budget: Budget, expires_at: int) -> bool:
+        item = self.periods.setdefault((user_id, key), {})
+        committed = Decimal(str(item.get("committed_usd", 0)))
+        if committed > budget.max_usd - amount:
+            return False
+        item["committed_usd"] = committed + amount
+        item["reserved_usd"] = Decimal(str(item.get("reserved_usd", 0))) + amount
+        return True
+
+    async def release(self, user_id: str, key: str, amount: Decimal) -> None:
+        item = self.periods.setdefault((user_id, key), {})
+        for name in ("committed_usd", "reserved_usd"):
+            item[name] = Decimal(str(item.get(name, 0))) - amount
+
+    async def ratios(self, model: str) -> tuple[float, float] | None:
+        return self.history.get(model)
+
+
+@dataclass
 class Fakes:
     """One fake of each port, wired to each other as the real ones share their tables."""
 
@@ -642,6 +683,8 @@ class Fakes:
     users: FakeUsers = field(default_factory=FakeUsers)
     notifications: FakeNotifications = field(default_factory=FakeNotifications)
     rulesets: FakeRulesets = field(default_factory=FakeRulesets)
+    prices: FakePrices = field(default_factory=FakePrices)
+    spending: FakeSpending = field(default_factory=FakeSpending)
     quotas: FakeQuotas = field(init=False)
     events: FakeEvents = field(init=False)
 
@@ -668,4 +711,6 @@ class Fakes:
             self.settings,
             self.notifications,
             rulesets=self.rulesets,
+            prices=self.prices,
+            spending=self.spending,
         )

@@ -197,6 +197,10 @@ def test_queued_validations_start_later_in_submission_order_and_a_cancelled_one_
         "ungrounded": 0,
         "reasked": 0,
         "charged_tokens": None,
+        "cached_prompt_tokens": 0,
+        "cost_usd": 0.0,  # nothing asked: nothing owed
+        "model": "simulator",
+        "served_model": None,
     }
 
 

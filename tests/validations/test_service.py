@@ -34,7 +34,8 @@ from app.identity.principal import Principal
 from app.validations.intake import Document, Rule, RulesetVersion, Submission
 from app.validations.records import Validation
 from app.validations.service import ValidationService
-from core import ends
+from core import ends, pricing, spend
+from core.clock import iso_of
 from core.quota import Outcome, Quota, Refusal, rate_limit_headers
 from core.records import PartStatus, verdict_id
 from core.tokens import count_tokens, max_token_bytes
@@ -180,6 +181,8 @@ async def test_create_stores_the_validation_its_parts_and_files_and_starts_its_e
         "reuse": True,
         "priority": "normal",
         "kind": "validation",
+        "model": "gpt-4o-mini",
+        "prices": pricing.stored_prices(pricing.DEFAULT_PRICES, "gpt-4o-mini"),
         "execution_arn": fakes.executions.arn_of(vid),
         # What the admission wrote (the queue_key went with it):
         "reserved": estimate,
@@ -241,6 +244,76 @@ async def test_create_with_a_repeated_idempotency_key_and_another_body_is_422(
 
     assert refused.value.status == 422 and refused.value.extra["field"] == "Idempotency-Key"
     assert fakes.executions.count("start") == 1 and list(fakes.store.validations) == [first.id]
+
+
+# --- spend budgets ---------------------------------------------------------------------------
+
+
+def budgeted(fakes: Fakes, max_spend_usd: float, period: str = "month") -> Principal:
+    return fakes.users.add("alice", replace(QUOTA, max_running=5, max_spend_usd=max_spend_usd, spend_period=period))
+
+
+async def test_a_budget_reserves_the_estimated_cost_and_refuses_what_would_pass_it_naming_budget(
+    fakes: Fakes, service: ValidationService
+) -> None:
+    alice = budgeted(fakes, 1.0)
+    first, _ = await service.create(alice, submission(), None)
+    amount = record(fakes, first.id)["budget_reserved"]
+    key = record(fakes, first.id)["budget_key"]
+    # The planned prompt tokens at gpt-4o-mini's standard price, completions at the prior's p90 ratio.
+    # 4 part calls, and 3 combine calls (3 reports, 2 per call at this part size: 2, then 1)
+    prompt_tokens = first.estimated_tokens - (4 + 3) * 16
+    assert amount == pricing.DEFAULT_PRICES["gpt-4o-mini"]["standard"].cost(
+        prompt_tokens, 0, round(prompt_tokens * 0.25)
+    )
+    assert key == spend.period_key("month", time.time())
+
+    tight = Fakes.new(part_max_tokens=50, completion_max_tokens=16)
+    alice = budgeted(tight, float(amount) * 1.5, "day")
+    await tight.service().create(alice, submission(), None)  # fits
+    with pytest.raises(TooManyRequests) as refused:
+        await tight.service().create(alice, submission(), KEY)  # 2 × amount > 1.5 × amount
+
+    problem = refused.value.extra
+    assert (problem["limit"], problem["limit_value"]) == ("budget", float(amount) * 1.5)
+    assert problem["remaining_usd"] == pytest.approx(float(amount) * 0.5, abs=1e-4)
+    resets = spend.resets_at("day", time.time())
+    assert problem["resets_at"] == iso_of(resets)
+    assert 0 < int(refused.value.headers["Retry-After"]) <= 86_401
+    assert len(tight.store.validations) == 1 and f"alice#{KEY}" not in tight.store.claims
+
+
+async def test_a_budget_with_a_model_that_has_no_price_is_refused_naming_the_model(fakes: Fakes) -> None:
+    fakes.prices.prices = {}
+    alice = budgeted(fakes, 1.0)
+
+    with pytest.raises(Unprocessable) as refused:
+        await fakes.service().create(alice, submission(), None)
+
+    assert refused.value.extra["field"] == "model" and nothing_stored(fakes)
+
+
+async def test_a_submission_that_fails_before_admission_gives_its_budget_reservation_back(
+    fakes: Fakes, service: ValidationService
+) -> None:
+    alice = budgeted(fakes, 1.0)
+    fakes.store.fail("put_files")
+
+    with pytest.raises(AppError):
+        await service.create(alice, submission(), None)
+
+    (held,) = fakes.spending.periods.values()
+    assert held["reserved_usd"] == 0 and held["committed_usd"] == 0 and nothing_stored(fakes)
+
+
+async def test_without_a_price_a_validation_records_no_prices_and_its_cost_is_null(
+    fakes: Fakes, alice: Principal
+) -> None:
+    fakes.prices.prices = {}
+
+    validation, _ = await fakes.service().create(alice, submission(), None)
+
+    assert validation.prices is None and validation.cost_usd is None
 
 
 # --- stored rule sets ----------------------------------------------------------------------

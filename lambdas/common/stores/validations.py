@@ -5,19 +5,33 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 from botocore.exceptions import ClientError
 
-from core import ends
+from core import ends, pricing
 from core.clock import now_iso
 from core.dynamo import Update, plain
+from core.pricing import Tier
 from core.quota import settle_steps
 from core.records import ValidationStatus
 from core.steps import query_all
 from lambdas.common.errors import is_condition_failure
 from lambdas.common.stores.base import Clients
 from lambdas.common.stores.users import Users
+
+
+@dataclass(frozen=True)
+class Settled:
+    """A run's settlement: whether this call made it, and what the run cost (None: no price)."""
+
+    done: bool
+    cost: Decimal | None = None
+    model: str | None = None
+
+    def __bool__(self) -> bool:
+        return self.done
 
 
 @dataclass(frozen=True)
@@ -51,15 +65,28 @@ class Validations:
             raise
         return True
 
-    def count_attempt(self, validation_id: str, usage: dict[str, int] | None) -> None:
+    def count_attempt(
+        self,
+        validation_id: str,
+        usage: dict[str, int] | None,
+        tier: Tier = "standard",
+        model: str | None = None,
+    ) -> None:
         """Every model attempt on the validation's usage, as soon as it returns: answered ones with
-        their tokens (what the owner is charged at settlement), refused or failed ones as attempts."""
+        their tokens by the tier that served them (what the owner is charged at settlement, and
+        priced at), refused or failed ones as attempts. The first answer names the served model."""
         counters = {"attempts": 1}
+        update = Update()
         if usage is not None:
+            counters.update(model_calls=1)
             counters.update(
-                model_calls=1, prompt_tokens=usage["prompt_tokens"], completion_tokens=usage["completion_tokens"]
+                pricing.counters(
+                    tier, usage["prompt_tokens"], usage.get("cached_prompt_tokens", 0), usage["completion_tokens"]
+                )
             )
-        self._update(validation_id, Update().add(**counters))
+            if model:
+                update.set_to("served_model", "if_not_exists({served_model}, :served)", served=model)
+        self._update(validation_id, update.add(**counters))
 
     def finish(
         self,
@@ -152,8 +179,9 @@ class Validations:
         return value
 
     # --- settlement (core/quota.py builds the requests) ----------------------------------
-    def settle(self, validation_id: str) -> bool:
-        """Refund what the current run reserved and did not use; once per run (False if nothing to do)."""
+    def settle(self, validation_id: str) -> Settled:
+        """Refund what the current run reserved and did not use, and charge its cost to the owner's
+        spend; once per run (false when there was nothing to do)."""
         fields = (
             "id",
             "owner",
@@ -161,10 +189,19 @@ class Validations:
             "reserved_run",
             "settled_run",
             "usage_at_start",
-            "prompt_tokens",
-            "completion_tokens",
+            *pricing.USAGE_FIELDS,  # the run's tokens by tier, priced at `prices`, join the owner's spend
+            "prices",
+            "model",
+            "spend_charged",
+            "budget_key",
+            "budget_reserved",
         )
         record = self.get(validation_id, *fields)
         quota = self.users.quota_of(record["owner"])
         config = self.clients.config
-        return self.clients.drive(settle_steps(config.validations_table, config.buckets_table, record, quota))
+        steps = settle_steps(config.validations_table, config.buckets_table, record, quota, config.spend_table)
+        if not self.clients.drive(steps):
+            return Settled(False)
+        total = pricing.record_cost(record)
+        before = Decimal(str((record.get("spend_charged") or {}).get("usd", 0)))
+        return Settled(True, None if total is None else total - before, record.get("model"))

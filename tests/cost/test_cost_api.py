@@ -1,0 +1,82 @@
+"""Cost through the real stack: priced usage, spend per period, budgets, the price table."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from core import pricing
+from core.quota import Quota
+from tests.support.stack import make_user, submit, wait_for_status
+
+QUOTA = Quota(capacity_tokens=200_000, refill_tokens_per_minute=600_000, max_running=4)
+DOCS = {"a.txt": "row 1 secret\nrow 2\n", "b.txt": "alpha\nbeta\ngamma\n"}
+RULES = ['must not contain "secret"']
+
+
+def test_a_validation_is_priced_at_its_models_price_and_charged_to_its_owners_day_and_month(api: Any) -> None:
+    user, auth = make_user(api, quota={**QUOTA.as_dict(), "max_spend_usd": 5, "spend_period": "day"})
+
+    created = submit(api, DOCS, RULES, headers=auth)
+    ended = wait_for_status(api, created["id"])
+
+    usage = ended["usage"]
+    assert ended["status"] == "SUCCEEDED" and usage["model"] == "simulator"
+    price = pricing.DEFAULT_PRICES["simulator"]["standard"]
+    expected = price.cost(usage["prompt_tokens"], usage["cached_prompt_tokens"], usage["completion_tokens"])
+    assert usage["cost_usd"] == float(expected.quantize(pricing.QUANTUM)) > 0
+
+    mine = api.get("/me/usage", params={"period": "day"}, headers=auth).json()
+    (today,) = mine["items"]
+    assert today["period"] == mine["current"] and today["runs"] == 1
+    assert today["spent_usd"] == usage["cost_usd"]
+    assert (today["prompt_tokens"], today["completion_tokens"]) == (usage["prompt_tokens"], usage["completion_tokens"])
+    assert today["reserved_usd"] == 0  # the reservation went back when the run settled
+    assert mine["budget"]["remaining_usd"] == float((Decimal(5) - expected).quantize(pricing.QUANTUM))
+    (month,) = api.get("/me/usage", headers=auth).json()["items"]
+    assert month["spent_usd"] == usage["cost_usd"] and month["period"].startswith("month#")
+
+    everyone = api.get("/admin/usage", params={"period": "day"}).json()
+    assert [(i["user_id"], i["spent_usd"]) for i in everyone["items"]] == [(user, usage["cost_usd"])]
+
+
+def test_a_submission_past_the_budget_is_refused_naming_budget_and_when_it_resets(api: Any) -> None:
+    _, auth = make_user(api, quota={**QUOTA.as_dict(), "max_spend_usd": 0.000001})
+
+    answer = api.post(
+        "/validations",
+        json={"documents": [{"name": n, "content": c} for n, c in DOCS.items()], "rules": RULES},
+        headers=auth,
+    )
+
+    assert answer.status_code == 429 and answer.headers["content-type"] == "application/problem+json"
+    problem = answer.json()
+    assert problem["limit"] == "budget" and problem["resets_at"].endswith("-01T00:00:00.000Z")
+    assert int(answer.headers["Retry-After"]) > 0
+    assert api.get("/validations", headers=auth).json()["items"] == []
+
+
+def test_an_admin_overrides_prices_live_audited_and_new_validations_take_them(api: Any) -> None:
+    table = api.get("/admin/prices").json()
+    assert table["model"] == "simulator" and table["model_priced"] and table["overrides"] == {}
+
+    doubled = {"standard": {"input": 0.3, "cached_input": 0.15, "output": 1.2}}
+    changed = api.patch("/admin/prices", json={"prices": {"simulator": doubled}})
+    bad = api.patch("/admin/prices", json={"prices": {"x": {"turbo": {"input": 1, "cached_input": 1, "output": 1}}}})
+
+    assert changed.status_code == 200 and changed.json()["prices"]["simulator"] == doubled
+    assert bad.status_code == 422 and bad.json()["field"] == "prices.x"
+    (entry,) = [e for e in api.get("/admin/audit").json()["items"] if e["action"] == "prices.update"]
+    assert entry["new"] == {"simulator": doubled} and entry["old"] == {"simulator": None}
+
+    ended = wait_for_status(api, submit(api, DOCS, RULES)["id"])
+    usage = ended["usage"]
+    expected = pricing.Price.of(doubled["standard"]).cost(
+        usage["prompt_tokens"], usage["cached_prompt_tokens"], usage["completion_tokens"]
+    )
+    assert usage["cost_usd"] == float(expected.quantize(pricing.QUANTUM))
+
+    unpriced = api.patch("/admin/prices", json={"prices": {"simulator": {}}}).json()
+    assert not unpriced["model_priced"] and "simulator" not in unpriced["prices"]
+    ended = wait_for_status(api, submit(api, {"c.txt": "other\ntext\n"}, RULES)["id"])  # not reused: asked
+    assert ended["usage"]["cost_usd"] is None and ended["usage"]["prompt_tokens"] > 0
