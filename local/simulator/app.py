@@ -6,10 +6,15 @@ the configured rates the way real models are (mistakes.py; noiseless by default)
 enforces RPM/TPM like OpenAI (limits.py); can add latency and inject errors at random,
 and scripted faults in order (faults.py). Like a model, it stops at `max_tokens` (or
 `max_completion_tokens`): a longer answer comes back cut to its first `max_tokens`
-tokens, with finish_reason "length" and `completion_tokens` = `max_tokens`. `GET /_simulator/stats` reports what it
+tokens, with finish_reason "length" and `completion_tokens` = `max_tokens`. Like OpenAI, it
+caches prompt prefixes of 1,024 tokens or more in 128-token steps and reports the hit in
+`usage.prompt_tokens_details.cached_tokens` (cache.py says exactly how); cached tokens
+still count toward TPM. The response's `service_tier` names the tier that served the call:
+"flex" or "priority" when asked, else "default". `GET /_simulator/stats` reports what it
 saw: requests, 429s, admitted tokens, calls in flight and their peak, calls of each kind,
 cut answers, faults injected, the tokens OpenAI would bill (prompt + completion of
-every answered call; a 429 or an injected 500 bills nothing), the mistakes made of each
+every answered call; a 429 or an injected 500 bills nothing), the cached prompt tokens
+among them, the answered calls per served tier, the mistakes made of each
 kind and, over answered part calls, the findings of the noiseless verdicts, of the
 answers after mistakes, and the line-exact ones among the latter (mistakes.py says how
 they are counted: before the scripted fault).
@@ -23,6 +28,7 @@ import random
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
@@ -31,11 +37,12 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from core.tokens import ENCODING, count_message_tokens
-from local.simulator import faults, mistakes
+from local.simulator import cache, faults, mistakes
 from local.simulator.limits import RateLimits
 from local.simulator.verdicts import COMBINE, PART, Call, read_call, verdicts
 
 MODEL_NAME = "simulator"
+SERVICE_TIERS = ("auto", "default", "flex", "scale", "priority")  # the values OpenAI's API accepts
 
 
 @dataclass
@@ -56,6 +63,9 @@ class SimulatorConfig:
     miss_rate: float = 0.0
     respace_rate: float = 0.0
     mistake_seed: int = 0  # mixed into every call's draws; the draws never depend on `seed`
+    # Prompt caching (cache.py): an entry expires this long after its last use; at most this many kept (LRU).
+    prompt_cache_ttl_seconds: float = cache.DEFAULT_TTL_SECONDS
+    prompt_cache_max_entries: int = cache.DEFAULT_MAX_ENTRIES
 
     def mistake_rates(self) -> mistakes.Rates:
         """The mistakes' rates and seed; ValueError when a rate is outside 0.0-1.0."""
@@ -65,6 +75,7 @@ class SimulatorConfig:
 
 
 _MISTAKE_FIELDS = frozenset({"misnumber_rate", "invent_rate", "miss_rate", "respace_rate", "mistake_seed"})
+_CACHE_FIELDS = frozenset({"prompt_cache_ttl_seconds", "prompt_cache_max_entries"})
 
 
 @dataclass
@@ -82,6 +93,8 @@ class Stats:
     cut_answers: int = 0  # finish_reason "length"
     faults_injected: int = 0
     billed_tokens: int = 0  # prompt + completion tokens of answered calls
+    cached_prompt_tokens: int = 0  # of those prompt tokens, the ones served from the prompt cache
+    served_tiers: dict[str, int] = field(default_factory=dict)  # answered calls per response `service_tier`
     unauthorized: int = 0  # calls refused for a missing or wrong key (401)
     mistakes: dict[str, int] = field(default_factory=lambda: dict.fromkeys(mistakes.KINDS, 0))
     truth_findings: int = 0  # over answered part calls: the noiseless verdicts' findings,
@@ -102,6 +115,8 @@ class Stats:
                 "cut_answers": self.cut_answers,
                 "faults_injected": self.faults_injected,
                 "billed_tokens": self.billed_tokens,
+                "cached_prompt_tokens": self.cached_prompt_tokens,
+                "served_tiers": dict(self.served_tiers),
                 "unauthorized": self.unauthorized,
                 "mistakes": dict(self.mistakes),
                 "truth_findings": self.truth_findings,
@@ -110,10 +125,29 @@ class Stats:
             }
 
 
+def served_tier(requested: str | None) -> str:
+    """The response's `service_tier` for the request's: "default" when it asks none, "auto" or "default"."""
+    return "default" if requested in (None, "auto", "default") else str(requested)
+
+
+@dataclass(frozen=True)
+class Admitted:
+    """An admitted call: its prompt tokens, those of them served from the cache, its `max_tokens`, its served tier."""
+
+    prompt_tokens: int
+    cached_tokens: int
+    max_tokens: int
+    tier: str
+
+
 class Simulator:
-    def __init__(self, config: SimulatorConfig | None = None) -> None:
+    def __init__(self, config: SimulatorConfig | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+        """`clock`: the prompt cache's time, for its expiry (tests pass their own)."""
         self.config = config or SimulatorConfig()
         self.config.mistake_rates()  # a bad rate fails here, not at the first call
+        self.prompt_cache = cache.PromptCache(
+            self.config.prompt_cache_ttl_seconds, self.config.prompt_cache_max_entries, clock
+        )
         self.limits = RateLimits(self.config.rpm, self.config.tpm, self.config.window_seconds)
         self.stats = Stats()
         self.faults = faults.FaultQueue(self.config.faults)
@@ -128,6 +162,8 @@ class Simulator:
         mistaken = {name: changes[name] for name in changes if name in _MISTAKE_FIELDS}
         if mistaken:
             replace(self.config, **mistaken).mistake_rates()
+        cache_settings = replace(self.config, **{k: v for k, v in changes.items() if k in _CACHE_FIELDS})
+        cache.check_settings(cache_settings.prompt_cache_ttl_seconds, cache_settings.prompt_cache_max_entries)
         if "faults" in changes:  # replaces the queue; a bad entry raises before anything changes
             self.faults.replace(changes["faults"])
             changes["faults"] = list(changes["faults"])
@@ -137,6 +173,8 @@ class Simulator:
             self.limits = RateLimits(self.config.rpm, self.config.tpm, self.config.window_seconds)
         if "seed" in changes:
             self._random = random.Random(self.config.seed)
+        if changes.keys() & _CACHE_FIELDS:  # the entries stay; the least recently used go past a lower cap
+            self.prompt_cache.configure(self.config.prompt_cache_ttl_seconds, self.config.prompt_cache_max_entries)
 
     def refuse_key(self, authorization: str | None) -> JSONResponse | None:
         """OpenAI's 401 for a missing or wrong key (echoed masked, as OpenAI does); None when accepted."""
@@ -157,6 +195,12 @@ class Simulator:
             self.stats.peak_in_flight = self.stats.in_flight
 
     async def complete(self, body: dict[str, Any]) -> JSONResponse:
+        requested_tier = body.get("service_tier")
+        if (
+            requested_tier is not None and requested_tier not in SERVICE_TIERS
+        ):  # refused before any limit, as OpenAI does
+            return _invalid_value("service_tier", requested_tier, SERVICE_TIERS)
+        tier = served_tier(requested_tier)
         messages = body.get("messages") or []
         max_tokens = int(body.get("max_completion_tokens") or body.get("max_tokens") or 4096)
         prompt_tokens = count_message_tokens([{"content": str(m.get("content", ""))} for m in messages])
@@ -176,6 +220,8 @@ class Simulator:
             self.stats.in_flight += 1
             self.stats.peak_in_flight = max(self.stats.peak_in_flight, self.stats.in_flight)
         try:
+            # Flex's slower answers and its 429 "resource unavailable" (a lack of capacity, not a
+            # rate limit) belong here, decided from `tier`; for now flex answers like default.
             await asyncio.sleep(self.config.latency_seconds)
             draw = self._random.random()
             if draw < self.config.rate_limit_rate:
@@ -186,16 +232,25 @@ class Simulator:
                 with self.stats.lock:
                     self.stats.errors += 1
                 return JSONResponse({"error": {"message": "injected server error", "type": "server_error"}}, 500)
-            return self._answer(read_call(body), prompt_tokens, max_tokens, decision.headers)
+            cached_tokens = self._cached_tokens(body, messages, prompt_tokens)
+            return self._answer(
+                read_call(body), Admitted(prompt_tokens, cached_tokens, max_tokens, tier), decision.headers
+            )
         finally:
             with self.stats.lock:
                 self.stats.in_flight -= 1
 
-    def _answer(self, call: Call, prompt_tokens: int, max_tokens: int, headers: dict[str, str]) -> JSONResponse:
+    def _cached_tokens(self, body: dict[str, Any], messages: list[dict[str, Any]], prompt_tokens: int) -> int:
+        """The prompt's tokens served from the prompt cache, which then holds its prefixes (cache.py)."""
+        if prompt_tokens < cache.MIN_PREFIX:  # OpenAI's roles make the sequence prompt_tokens long: none cacheable
+            return 0
+        return self.prompt_cache.serve(str(body.get("model", "")), cache.prompt_tokens(messages))
+
+    def _answer(self, call: Call, admitted: Admitted, headers: dict[str, str]) -> JSONResponse:
         truth = verdicts(call)
         made = mistakes.make(self.config.mistake_rates(), call, truth)
         fault = self.faults.take(call.kind)
-        content, completion_tokens, finish_reason = answer(call, fault, max_tokens, made.results)
+        content, completion_tokens, finish_reason = answer(call, fault, admitted.max_tokens, made.results)
         with self.stats.lock:
             if call.kind == COMBINE:
                 self.stats.combine_calls += 1
@@ -210,7 +265,9 @@ class Simulator:
                 self.stats.exact_findings += exact
             self.stats.cut_answers += finish_reason == "length"
             self.stats.faults_injected += fault is not None
-            self.stats.billed_tokens += prompt_tokens + completion_tokens
+            self.stats.billed_tokens += admitted.prompt_tokens + completion_tokens
+            self.stats.cached_prompt_tokens += admitted.cached_tokens
+            self.stats.served_tiers[admitted.tier] = self.stats.served_tiers.get(admitted.tier, 0) + 1
         return JSONResponse(
             {
                 "id": f"chatcmpl-{uuid.uuid4().hex}",
@@ -221,10 +278,12 @@ class Simulator:
                     {"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": finish_reason}
                 ],
                 "usage": {
-                    "prompt_tokens": prompt_tokens,
+                    "prompt_tokens": admitted.prompt_tokens,
                     "completion_tokens": completion_tokens,
-                    "total_tokens": prompt_tokens + completion_tokens,
+                    "total_tokens": admitted.prompt_tokens + completion_tokens,
+                    "prompt_tokens_details": {"cached_tokens": admitted.cached_tokens},
                 },
+                "service_tier": admitted.tier,
             },
             headers=headers,
         )
@@ -245,6 +304,22 @@ class Simulator:
             status_code=429,
             headers=headers,
         )
+
+
+def _invalid_value(param: str, value: object, supported: tuple[str, ...]) -> JSONResponse:
+    """OpenAI's 400 for a parameter outside its values."""
+    values = ", ".join(f"'{v}'" for v in supported)
+    return JSONResponse(
+        {
+            "error": {
+                "message": f"Invalid value: '{value}'. Supported values are: {values}.",
+                "type": "invalid_request_error",
+                "param": param,
+                "code": "invalid_value",
+            }
+        },
+        status_code=400,
+    )
 
 
 def answer(
