@@ -5,8 +5,9 @@ from __future__ import annotations
 from app.validations.service import combine_calls
 from core import prompt
 from core.grounding import absence_finding, text_finding
+from core.prompt import combine_groups as groups
+from core.prompt import report_tokens
 from core.tokens import count_tokens
-from lambdas.combine_file.combiner import groups, report_tokens
 
 
 def _report(i: int, findings: int) -> prompt.Report:

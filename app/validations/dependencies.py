@@ -10,6 +10,7 @@ from app.aws.stepfunctions import Executions
 from app.deps import ClientsDep, SettingsDep
 from app.events.service import EventLog
 from app.events.store import EventStore
+from app.pricing.limits import LiveLimits
 from app.pricing.prices import PriceBook
 from app.pricing.spend import SpendStore
 from app.quotas.service import QuotaService
@@ -33,6 +34,7 @@ def get_service(
         plan_limiter=getattr(request.app.state, "plan_limiter", None),
         prices=PriceBook(clients, settings),
         spending=SpendStore(clients, settings),
+        limits=LiveLimits(clients, settings),
     )
 
 

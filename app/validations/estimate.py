@@ -21,14 +21,16 @@ governor's budget, and runs these on a worker thread.
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
 from app.validations.intake import Submission
 from core import prompt
 from core.lines import decode_part
 from core.pricing import TIERS, PriceTable, Tier, price_of, shown
-from core.tokens import count_message_tokens
+from core.tokens import count_message_tokens, count_tokens
 
 CACHE_MIN_TOKENS = 1024  # OpenAI caches prompt prefixes of at least this many tokens,
 CACHE_STEP_TOKENS = 128  # in steps of this many
@@ -59,10 +61,21 @@ def part_questions(
         )
         view = prompt.view_of(files[part["file_index"]], part, header_text)
         messages = prompt.part_messages(view, text, rules, prompt.ESTIMATE_NONCE)
-        questions.append(
-            PartQuestion(part["part_id"], prompt.question_digest(messages, model), count_message_tokens(messages))
-        )
+        # A real call's random nonce takes more tokens than the estimate's zeros: its mean extra.
+        nonces = sum(m["content"].count(prompt.ESTIMATE_NONCE) for m in messages)
+        tokens = count_message_tokens(messages) + round(nonces * nonce_extra_tokens())
+        questions.append(PartQuestion(part["part_id"], prompt.question_digest(messages, model), tokens))
     return questions
+
+
+@cache
+def nonce_extra_tokens() -> float:
+    """The mean number of tokens a random nonce takes beyond ESTIMATE_NONCE, where a prompt has it
+    (`TEXT-<nonce>`), over a fixed sample of nonces: the same number on every run."""
+    sample = random.Random(0)
+    nonces = [sample.getrandbits(64).to_bytes(8, "big").hex() for _ in range(512)]
+    base = count_tokens(f"END-TEXT-{prompt.ESTIMATE_NONCE}")
+    return sum(count_tokens(f"END-TEXT-{n}") - base for n in nonces) / len(nonces)
 
 
 def shared_prefix_tokens(submission: Submission) -> int:
@@ -129,3 +142,55 @@ def costs(
             for name, ratio in (("p50", ratios[0]), ("p90", ratios[1]))
         }
     return answers or None
+
+
+# Combine prompts hold the parts' reports. An estimate stands in a report per part that fails
+# this share of the rules with one finding (a message and a quote of typical length), and
+# passes the others, then groups them as the combine step does (core/prompt.combine_groups).
+FAILING_SHARE = 0.25
+_TYPICAL_MESSAGE = "x" * 80
+_TYPICAL_QUOTE = "y" * prompt.REPORT_QUOTE_CHARS
+
+
+def _typical_report(first: int, last: int, rules: list[dict[str, str]], seed: int) -> prompt.Report:
+    every = round(1 / FAILING_SHARE)
+    verdicts = []
+    for i, rule in enumerate(rules):
+        failing = (i + seed) % every == 0
+        finding = {"location": f"line {first}", "message": _TYPICAL_MESSAGE, "quote": _TYPICAL_QUOTE}
+        verdicts.append({"id": rule["id"], "passed": not failing, "findings": [finding] if failing else []})
+    return prompt.Report(first, last, verdicts)
+
+
+def combine_plan(
+    name: str, ranges: list[tuple[int, int]], rules: list[dict[str, str]], budget: int, last_line: int
+) -> tuple[int, int]:
+    """(calls, prompt tokens) of a multi-part file's combine tree, over typical reports."""
+    if len(ranges) <= 1:
+        return 0, 0
+    reports = [_typical_report(first, last, rules, n) for n, (first, last) in enumerate(ranges)]
+    calls = tokens = 0
+    while True:
+        grouped = prompt.combine_groups(reports, budget)
+        for group in grouped:
+            messages = prompt.combine_messages(name, last_line, group, rules, prompt.ESTIMATE_NONCE)
+            nonces = sum(m["content"].count(prompt.ESTIMATE_NONCE) for m in messages)
+            calls = calls + 1
+            tokens += count_message_tokens(messages) + round(nonces * nonce_extra_tokens())
+        if len(grouped) == 1:
+            return calls, tokens
+        reports = [_typical_report(g[0].first_line, g[-1].last_line, rules, n) for n, g in enumerate(grouped)]
+
+
+def combine_plans(
+    submission: Submission, files: list[dict[str, Any]], parts: list[dict[str, Any]], budget: int
+) -> list[tuple[int, int]]:
+    """`combine_plan` of every file (CPU: run it on a worker thread)."""
+    rules = [{"id": r.id, "text": r.text} for r in submission.rules]
+    ranges: dict[int, list[tuple[int, int]]] = {}
+    for part in parts:
+        ranges.setdefault(part["file_index"], []).append((int(part["first_line"]), int(part["last_line"])))
+    return [
+        combine_plan(f["name"], ranges.get(i, []), rules, budget, int(f.get("last_line") or 1))
+        for i, f in enumerate(files)
+    ]

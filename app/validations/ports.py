@@ -16,6 +16,7 @@ the AWS-backed classes (app/validations/dependencies.py); the unit tests wire in
 | Rulesets      | app.rulesets.service.RulesetService         |
 | Prices        | app.pricing.prices.PriceBook                |
 | Spending      | app.pricing.spend.SpendStore                |
+| LiveLimits    | app.pricing.limits.LiveLimits               |
 """
 
 from __future__ import annotations
@@ -38,6 +39,9 @@ class Store(Protocol):
     """Validations, their parts (and file verdicts), their uploaded files, and Idempotency-Key claims.
 
     Conditional writes answer False (never raise) when their condition does not hold."""
+
+    # the reuse cache
+    async def reusable(self, digests: list[str]) -> set[str]: ...
 
     # validations
     async def get(self, validation_id: str) -> Validation | None: ...
@@ -182,3 +186,9 @@ class Spending(Protocol):
     async def release(self, user_id: str, key: str, amount: Decimal) -> None: ...
 
     async def ratios(self, model: str) -> tuple[float, float] | None: ...
+
+
+class LiveLimits(Protocol):
+    """The deployment's live configuration the estimates read (SSM, cached)."""
+
+    async def target_tpm(self) -> int | None: ...

@@ -106,6 +106,8 @@ class Facts:
     """What every row of a report names about the validation as a whole."""
 
     ruleset: str | None = None  # `name@version` of the stored rule set it used
+    model: str | None = None  # the model asked
+    usage: dict[str, Any] | None = None  # tokens and cost_usd as GET shows them (SARIF's run properties)
 
 
 class JsonLinesReport:
@@ -136,6 +138,8 @@ class JsonLinesReport:
             }
             if self.facts.ruleset is not None:
                 record["ruleset"] = self.facts.ruleset
+            if self.facts.model is not None:
+                record["model"] = self.facts.model
             lines.append(json.dumps(record, ensure_ascii=False) + "\n")
         return "".join(lines)
 
@@ -301,9 +305,13 @@ class SarifReport:
             "executionSuccessful": self.status == "SUCCEEDED",
             "toolExecutionNotifications": self.notifications,
         }
-        properties = {"validation_id": self.validation_id, "status": self.status}
+        properties: dict[str, Any] = {"validation_id": self.validation_id, "status": self.status}
         if self.facts.ruleset is not None:
             properties["ruleset"] = self.facts.ruleset
+        if self.facts.model is not None:
+            properties["model"] = self.facts.model
+        if self.facts.usage is not None:
+            properties["usage"] = self.facts.usage
         return "\n], " + json.dumps({"invocations": [invocation], "properties": properties})[1:] + "]}\n"
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request, Response
-from fastapi.responses import StreamingResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 
 from app.auth.dependencies import CurrentAdmin, CurrentUser
 from app.deps import SettingsDep
@@ -16,6 +16,7 @@ from app.validations import report
 from app.validations.dependencies import Service, ValidationId
 from app.validations.intake import JsonSubmission, read_submission
 from app.validations.schemas import (
+    EstimateOut,
     FileResult,
     HistoryPage,
     NotificationResent,
@@ -57,7 +58,10 @@ _SUBMISSION_BODY = {
     status_code=202,
     response_model=ValidationOut,
     openapi_extra=_SUBMISSION_BODY,
-    responses=problem_responses(400, 409, 413, 415, 429, 502),
+    responses={
+        **problem_responses(400, 409, 413, 415, 429, 502),
+        200: {"model": EstimateOut, "description": "`dry_run=true`: the estimate (nothing stored or started)"},
+    },
 )
 async def create_validation(
     request: Request,
@@ -66,11 +70,18 @@ async def create_validation(
     service: Service,
     settings: SettingsDep,
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
-) -> ValidationOut:
-    """Submit files and rules; the validation starts at once (202, Location)."""
+    dry_run: Annotated[
+        bool, Query(description="true: answer what it would cost and when it would run (200); store nothing")
+    ] = False,
+) -> ValidationOut | JSONResponse:
+    """Submit files and rules; the validation starts at once (202, Location). With `dry_run=true`,
+    the same checks and errors, then an estimate instead (200): nothing stored, started or charged."""
     gate: ByteGate = request.app.state.intake_gate
     async with gate.hold(declared_length(request.scope) or gate.capacity):  # before a body byte is read
         submission = await read_submission(request, settings)
+        if dry_run:
+            estimate = EstimateOut.model_validate(await service.estimate(principal, submission))
+            return JSONResponse(estimate.model_dump(mode="json"), status_code=200)
         validation, _ = await service.create(principal, submission, idempotency_key)
     response.headers["Location"] = f"/validations/{validation.id}"
     return ValidationOut.of(validation)
@@ -120,7 +131,12 @@ async def get_report(
 ) -> StreamingResponse:
     """Results as a download for CI or a spreadsheet: JSON Lines, CSV or SARIF 2.1.0, streamed."""
     validation = await service.get(principal, validation_id)  # same authorization as GET /validations/{id}
-    facts = report.Facts(ruleset=ruleset_reference(validation))
+    usage = ValidationOut.of(validation).usage
+    facts = report.Facts(
+        ruleset=ruleset_reference(validation),
+        model=validation.model,
+        usage=usage.model_dump(include={"prompt_tokens", "cached_prompt_tokens", "completion_tokens", "cost_usd"}),
+    )
     rendered = report.report_for(report_format, validation.id, validation.status, validation.rules, facts)
     return StreamingResponse(
         report.stream(rendered, service.result_pages(principal, validation_id)),

@@ -281,3 +281,70 @@ class ResultPage(BaseModel):
 class HistoryPage(BaseModel):
     events: list[dict[str, Any]]
     next_cursor: str | None
+
+
+class CallCounts(BaseModel):
+    parts: int = Field(description="Part calls (parts the reuse cache answers are left out)")
+    combine: int = Field(description="Combine calls of multi-part files")
+    total: int
+
+
+class PromptTokens(BaseModel):
+    parts: int = Field(description="Exact: each part's prompt built and counted as the validators build it")
+    combine: int = Field(description="Estimated: combine prompts hold reports that do not exist yet")
+    total: int
+    cached: int = Field(description="Expected from the provider's prompt cache (the shared prefix, 1,024+ tokens)")
+    shared_prefix: int = Field(description="Tokens every part call's prompt starts with (system prompt and rules)")
+
+
+class Ratio(BaseModel):
+    p50: float
+    p90: float
+    source: Literal["history", "prior"] = Field(
+        description="This deployment's ended validations of the model, or COMPLETION_RATIO_PRIOR while it has none"
+    )
+
+
+class CompletionTokens(BaseModel):
+    p50: int
+    p90: int
+    ratio: Ratio = Field(description="Completion ÷ prompt tokens")
+
+
+class BudgetOutlook(BaseModel):
+    verdict: Literal["admit", "refuse"]
+    estimate_usd: float | None = Field(description="What the budget would reserve (p90, standard tier)")
+    remaining_usd: float | None
+    resets_at: str
+
+
+class Outlook(BaseModel):
+    quota: Literal["admit", "queue", "refuse"] = Field(description="What the token quota would do with it now")
+    reason: str | None = Field(description="max_queued, queue (others wait first), max_running or tokens")
+    budget: BudgetOutlook | None = Field(description="The spend budget's answer; null without a budget")
+
+
+class Duration(BaseModel):
+    start_in: float = Field(description="Seconds until the quota would admit it (the queue ahead, the bucket)")
+    run: float | None = Field(description="Seconds of model calls at the deployment's whole target TPM, if idle")
+
+
+class EstimateOut(BaseModel):
+    """`POST /validations?dry_run=true`: what it would cost; nothing stored, nothing started."""
+
+    dry_run: Literal[True] = True
+    model: str
+    ruleset: str | None
+    files: int
+    parts: int
+    reused_parts: int
+    model_calls: CallCounts
+    prompt_tokens: PromptTokens
+    completion_tokens: CompletionTokens
+    cost_usd: dict[str, dict[str, float]] | None = Field(
+        description="USD per tier (standard, flex, batch) of the model's prices, at p50 and p90; null: no price"
+    )
+    reserved_tokens: int = Field(description="What the quota would reserve (prompts + full completion allowances)")
+    charged_tokens: int = Field(description="The same, without the parts the reuse cache answers")
+    would: Outlook
+    duration_seconds: Duration

@@ -32,10 +32,12 @@ from app.identity.principal import Principal
 from app.observability.logs import bind
 from app.pagination import decode_cursor, encode_cursor, is_key
 from app.settings import Settings
+from app.validations import estimate as estimating
 from app.validations.intake import RulesetVersion, Submission
 from app.validations.ports import (
     Events,
     Executions,
+    LiveLimits,
     Notifications,
     Prices,
     Quotas,
@@ -231,7 +233,9 @@ class ValidationService:
         rulesets: Rulesets | None = None,
         prices: Prices | None = None,
         spending: Spending | None = None,
+        limits: LiveLimits | None = None,
     ) -> None:
+        self.limits = limits  # the governor's target (time estimates)
         self.spending = spending  # budgets and spend history (core/spend.py); None: no budgets
         self.prices = prices  # None: validations record no prices, and their cost is null
         self.plan_limiter = plan_limiter
@@ -306,6 +310,108 @@ class ValidationService:
         if validation is None:
             raise Conflict("The validation of this Idempotency-Key no longer exists.")
         return validation
+
+    # --- estimate (a dry run) ------------------------------------------------------------
+    async def estimate(self, principal: Principal, submission: Submission) -> dict[str, Any]:
+        """What the submission would cost and when it would run, storing and starting nothing
+        (app/validations/estimate.py says how each number is made). The same checks and errors
+        as `create`; instead of a 429, says what the quota, the queue and the budget would do now."""
+        submission = await self._with_ruleset(principal, submission)
+        quota, s = principal.quota, self.settings
+        capacity = quota.capacity_tokens if quota is not None else None
+        floor = await anyio.to_thread.run_sync(_cost_floor, submission, s.part_max_tokens, s.completion_max_tokens)
+        if capacity is not None and floor > capacity:
+            raise _over_capacity(floor, capacity)
+        try:
+            files, parts, reservation = await anyio.to_thread.run_sync(
+                _plan, submission, "estimate", s.part_max_tokens, s.completion_max_tokens, capacity,
+                limiter=self.plan_limiter,
+            )  # fmt: skip
+        except _OverCapacity as over:
+            raise _over_capacity(over.estimate, capacity or 0) from None
+        model = s.openai_model
+        questions = await anyio.to_thread.run_sync(
+            estimating.part_questions, submission, files, parts, model, limiter=self.plan_limiter
+        )
+        reused = await self.store.reusable([q.digest for q in questions]) if submission.reuse else set()
+        prefix = await anyio.to_thread.run_sync(estimating.shared_prefix_tokens, submission)
+        combine = await anyio.to_thread.run_sync(
+            estimating.combine_plans, submission, files, parts, s.part_max_tokens, limiter=self.plan_limiter
+        )
+        usage = estimating.tokens(questions, reused, combine, prefix)
+        history = await self.spending.ratios(model) if self.spending is not None else None
+        ratios = history or s.completion_ratio_prior
+        table = await self.prices.table() if self.prices is not None else {}
+        charged = usage.prompt_tokens + usage.calls * s.completion_max_tokens  # what quota and governor reserve
+        return {
+            "dry_run": True,
+            "model": model,
+            "ruleset": submission.resolved.reference if submission.resolved else None,
+            "files": len(files),
+            "parts": len(parts),
+            "reused_parts": len(questions) - usage.part_calls,
+            "model_calls": {"parts": usage.part_calls, "combine": usage.combine_calls, "total": usage.calls},
+            "prompt_tokens": {
+                "parts": usage.part_prompt_tokens,
+                "combine": usage.combine_prompt_tokens,
+                "total": usage.prompt_tokens,
+                "cached": usage.cached_prompt_tokens,
+                "shared_prefix": prefix,
+            },
+            "completion_tokens": {
+                "p50": round(usage.prompt_tokens * ratios[0]),
+                "p90": round(usage.prompt_tokens * ratios[1]),
+                "ratio": {"p50": ratios[0], "p90": ratios[1], "source": "history" if history else "prior"},
+            },
+            "cost_usd": estimating.costs(table, model, usage, (ratios[0], ratios[1])),
+            "reserved_tokens": reservation,
+            "charged_tokens": charged,
+            **await self._outlook(principal, reservation, charged, pricing.stored_prices(table, model), files, parts),
+        }
+
+    async def _outlook(
+        self,
+        principal: Principal,
+        reservation: int,
+        charged: int,
+        prices: dict[str, Any] | None,
+        files: list[dict[str, Any]],
+        parts: list[dict[str, Any]],
+    ) -> dict[str, Any]:
+        """What a real submission would meet now: the quota, the queue, the budget; and when it would run."""
+        quota, now = principal.quota, time.time()
+        target_tpm = await self.limits.target_tpm() if self.limits is not None else None
+        run_seconds = round(charged / (target_tpm / 60), 1) if target_tpm else None
+        if quota is None:
+            return {
+                "would": {"quota": "admit", "reason": None, "budget": None},
+                "duration_seconds": {"start_in": 0.0, "run": run_seconds},
+            }
+        bucket = await self.quotas.bucket(principal.user_id)
+        ahead = sum(await self.quotas.queue_ahead(principal.user_id, "~")) if bucket.queued else 0
+        wait = quota.wait_for(ahead + reservation, bucket.tat, now)
+        verdict, reason = "admit", None
+        if bucket.queued >= quota.max_queued:
+            verdict, reason = "refuse", "max_queued"
+        elif bucket.queued or bucket.running >= quota.max_running or wait > 0:
+            reason = "queue" if bucket.queued else ("max_running" if bucket.running >= quota.max_running else "tokens")
+            verdict = "queue" if principal.on_limit == "queue" else "refuse"
+        budget = Budget.of(quota.as_dict())
+        budget_view = None
+        if budget is not None and self.spending is not None:
+            amount = await self._budget_cost(prices, files, parts, reservation)
+            held = await self.spending.period(principal.user_id, spend.period_key(budget.period, now)) or {}
+            left = budget.room(Decimal(str(held.get("committed_usd", 0))))
+            budget_view = {
+                "verdict": "refuse" if amount is None or amount > left else "admit",
+                "estimate_usd": pricing.shown(amount),
+                "remaining_usd": pricing.shown(left),
+                "resets_at": iso_of(spend.resets_at(budget.period, now)),
+            }
+        return {
+            "would": {"quota": verdict, "reason": reason, "budget": budget_view},
+            "duration_seconds": {"start_in": round(wait, 1), "run": run_seconds},
+        }
 
     async def _with_ruleset(self, principal: Principal, submission: Submission) -> Submission:
         """The submission with its stored rule set's rules first, then its inline rules (ids unique,

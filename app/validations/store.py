@@ -33,9 +33,31 @@ class ValidationStore:
         self._validations = settings.table("validations")
         self._parts_table = settings.table("parts")
         self._idempotency = settings.table("idempotency")
+        self._reuse = settings.table("reuse")
         self._bucket = settings.bucket
         self._idempotency_ttl = settings.idempotency_ttl_hours * 3600
         self._claim_seconds = int(settings.idempotency_claim_seconds)
+
+    # --- the reuse cache (read by estimates; the validators write it) ----------------------
+    async def reusable(self, digests: list[str]) -> set[str]:
+        """Those of `digests` whose answer the reuse cache holds, unexpired (what a validator would reuse)."""
+        found: set[str] = set()
+        now = time.time()
+        for start in range(0, len(digests), 100):  # BatchGetItem's limit
+            request: dict[str, Any] = {
+                self._reuse: {
+                    "Keys": [to_item({"digest": d}) for d in dict.fromkeys(digests[start : start + 100])],
+                    "ProjectionExpression": "digest, expires_at",
+                }
+            }
+            while request:
+                answer = await self._db.batch_get_item(RequestItems=request)
+                for item in answer["Responses"].get(self._reuse, []):
+                    values = from_item(item)
+                    if int(values.get("expires_at", 0)) >= now:  # TTL deletes lazily
+                        found.add(values["digest"])
+                request = answer.get("UnprocessedKeys") or {}
+        return found
 
     # --- validations -----------------------------------------------------------------
     async def get(self, validation_id: str) -> Validation | None:

@@ -31,35 +31,6 @@ from lambdas.common.model import Asker, Stopped, ask_grounded, asker_for, prompt
 from lambdas.common.stores import Store
 
 
-def report_tokens(number: int, report: prompt.Report) -> int:
-    """A report line's tokens from its bytes (the Lambdas have no tokenizer): cl100k runs
-    3.2-3.8 bytes a token on these JSON lines, fewer where line numbers are dense; a third of
-    the bytes errs high. The governor charges the real count."""
-    return 1 + len(prompt.report_line(number, report).encode("utf-8")) // 3
-
-
-def groups(reports: list[prompt.Report], budget: int) -> list[list[prompt.Report]]:
-    """Consecutive reports, each group's lines within `budget` tokens, at least two per group
-    (so every level shrinks); everything in one group when it fits."""
-    out: list[list[prompt.Report]] = []
-    current: list[prompt.Report] = []
-    used = 0
-    for report in reports:
-        cost = report_tokens(len(current) + 1, report)
-        if len(current) >= 2 and used + cost > budget:
-            out.append(current)
-            current, used = [], 0
-            cost = report_tokens(1, report)
-        current.append(report)
-        used += cost
-    if current:
-        if len(current) == 1 and out:
-            out[-1].append(current[0])  # a lone last report joins the group before it
-        else:
-            out.append(current)
-    return out
-
-
 def _report(item: dict[str, Any]) -> prompt.Report:
     return prompt.Report(int(item["first_line"]), int(item["last_line"]), list(item.get("rules") or []))
 
@@ -162,7 +133,7 @@ def _combine_file(
     reports = [_report(p) for p in parts]
     level, calls = 1, 0
     while True:
-        grouped = groups(reports, config.part_max_tokens)
+        grouped = prompt.combine_groups(reports, config.part_max_tokens)
         next_level: list[prompt.Report] = []
         for position, group in enumerate(grouped):
             node = combine_node_id(index, level, position)

@@ -147,6 +147,7 @@ class FakeStore(Fake):
         self.validations: dict[str, dict[str, Any]] = {}
         self.parts: dict[str, dict[str, dict[str, Any]]] = {}  # validation id → part id → item
         self.files: dict[str, bytes] = {}
+        self.answers: set[str] = set()  # digests the reuse cache holds (what estimates look up)
         self.claims: dict[str, dict[str, Any]] = {}
         self.claim_seconds = claim_seconds
         self.idempotency_ttl_seconds = idempotency_ttl_seconds
@@ -270,6 +271,10 @@ class FakeStore(Fake):
     async def files_exist(self, keys: list[str]) -> bool:
         with self._call("files_exist", keys):
             return all(k in self.files for k in keys)
+
+    async def reusable(self, digests: list[str]) -> set[str]:
+        with self._call("reusable", digests):
+            return {d for d in digests if d in self.answers}
 
     async def put_files(self, objects: dict[str, bytes]) -> None:
         with self._call("put_files", objects):

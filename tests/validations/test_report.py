@@ -249,8 +249,8 @@ async def test_streamed_pages_make_the_same_document_as_one_render() -> None:
         assert await collect(report_format) == render(report_for(report_format, "v1", "RUNNING", RULES), RESULTS)
 
 
-def test_every_format_names_the_stored_ruleset_version_it_used() -> None:
-    facts = Facts(ruleset="house@3")
+def test_every_format_names_the_stored_ruleset_version_and_the_model_and_sarif_the_usage() -> None:
+    facts = Facts(ruleset="house@3", model="m", usage={"cost_usd": 0.25})
 
     rows = [
         json.loads(line)
@@ -264,5 +264,7 @@ def test_every_format_names_the_stored_ruleset_version_it_used() -> None:
     assert {r["ruleset"] for r in rows} == {"house@3"}
     assert {r["ruleset"] for r in table} == {"house@3"}
     assert sarif["runs"][0]["properties"]["ruleset"] == "house@3"
+    assert sarif["runs"][0]["properties"]["usage"] == {"cost_usd": 0.25}
+    assert {r["model"] for r in rows} == {"m"} and sarif["runs"][0]["properties"]["model"] == "m"
     plain = render(report_for(ReportFormat.JSONL, "v1", "RUNNING", RULES), RESULTS).splitlines()
     assert all("ruleset" not in json.loads(line) for line in plain)  # no set: no key
