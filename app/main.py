@@ -16,6 +16,7 @@ from app.events.router import router as events_router
 from app.events.store import EventStore
 from app.health.router import router as health_router
 from app.pricing.router import router as pricing_router
+from app.rulesets.router import router as rulesets_router
 from app.settings import Mode, Settings
 from app.stream_tokens.router import router as stream_tokens_router
 from app.users.router import router as users_router
@@ -77,6 +78,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(webhooks_router)
     app.include_router(stream_tokens_router)
     app.include_router(users_router)
+    app.include_router(rulesets_router)
     app.include_router(pricing_router)
     web.install(app)  # the page at `/` (static files)
     return app

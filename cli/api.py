@@ -61,26 +61,33 @@ class Api:
         reason = str(exc) or type(exc).__name__
         return CliError(f"Cannot reach the service at {self.base_url}: {reason}.")
 
-    def call(self, method: str, path: str, **kwargs: Any) -> Any:
-        """The JSON answer of a request; an error answer or a failed connection raises CliError."""
+    def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """The answer of a request; an error answer or a failed connection raises CliError."""
         try:
             answer = self.http.request(method, path, **kwargs)
         except httpx.TransportError as exc:
             raise self.unreachable(exc) from exc
         if answer.status_code >= 400:
             raise ApiError(answer)
-        return answer.json()
+        return answer
+
+    def call(self, method: str, path: str, **kwargs: Any) -> Any:
+        """The JSON answer of a request; an error answer or a failed connection raises CliError."""
+        return self.request(method, path, **kwargs).json()
 
     # --- validations ------------------------------------------------------------------------
-    def submit(self, uploads: list[Upload], rules: list[str | dict[str, str]], key: str | None) -> dict[str, Any]:
+    def submit(
+        self, uploads: list[Upload], rules: list[str | dict[str, str]], key: str | None, ruleset: str | None = None
+    ) -> dict[str, Any]:
         files = [
             ("files", (u.name, u.content, mimetypes.guess_type(u.name)[0] or "application/octet-stream"))
             for u in uploads
         ]
         headers = {"Idempotency-Key": key} if key else {}
-        created: dict[str, Any] = self.call(
-            "POST", "/validations", files=files, data={"rules": json.dumps(rules)}, headers=headers
-        )
+        data = {"rules": json.dumps(rules)} if rules else {}
+        if ruleset is not None:
+            data["ruleset"] = ruleset
+        created: dict[str, Any] = self.call("POST", "/validations", files=files, data=data, headers=headers)
         return created
 
     def validation(self, validation_id: str) -> dict[str, Any]:
@@ -133,6 +140,36 @@ class Api:
                 source.response.read()
                 raise ApiError(source.response)
             yield source
+
+    # --- rule sets --------------------------------------------------------------------------
+    def push_ruleset(self, name: str, body: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+        """(version, created): the set's next version, or version 1 of a new set; an unchanged push
+        answers with the latest version (created False)."""
+        try:
+            answer = self.request("POST", f"/rulesets/{name}/versions", json=body)
+        except ApiError as exc:
+            if exc.status != 404:
+                raise
+            answer = self.request("POST", "/rulesets", json={"name": name, **body})
+        version: dict[str, Any] = answer.json()
+        return version, answer.status_code == 201
+
+    def ruleset(self, name: str) -> dict[str, Any]:
+        found: dict[str, Any] = self.call("GET", f"/rulesets/{name}", params={"limit": 1})
+        return found
+
+    def ruleset_version(self, name: str, version: int) -> dict[str, Any]:
+        found: dict[str, Any] = self.call("GET", f"/rulesets/{name}/versions/{version}")
+        return found
+
+    def start_test(self, name: str, version: int, key: str | None) -> dict[str, Any]:
+        headers = {"Idempotency-Key": key} if key else {}
+        started: dict[str, Any] = self.call("POST", f"/rulesets/{name}/versions/{version}/test", headers=headers)
+        return started
+
+    def test_report(self, name: str, version: int) -> dict[str, Any]:
+        report: dict[str, Any] = self.call("GET", f"/rulesets/{name}/versions/{version}/test")
+        return report
 
     # --- admin ------------------------------------------------------------------------------
     def create_user(self, body: dict[str, Any]) -> dict[str, Any]:

@@ -243,7 +243,74 @@ def verdict_line(validation: dict[str, Any], results: list[dict[str, Any]]) -> s
             counts[key] += 1
     shown = ", ".join(f"{n} {k}" for k, n in counts.items() if n or k in ("passed", "failed"))
     status = str(validation["status"])
+    ruleset = ruleset_reference(validation)
     return (
         f"Validation {validation['id']} [{_STATUS_STYLE.get(status, 'white')}]{status}[/]: "
-        f"{_count(len(results), 'file')} × {_count(len(validation.get('rules', [])), 'rule')}: {shown}."
+        f"{_count(len(results), 'file')} × {_count(len(validation.get('rules', [])), 'rule')}"
+        + (f" (rule set {escape(ruleset)})" if ruleset else "")
+        + f": {shown}."
     )
+
+
+def ruleset_reference(validation: dict[str, Any]) -> str | None:
+    """`name@version` of the stored rule set the validation used (its owner's when not the caller's)."""
+    ruleset = validation.get("ruleset")
+    if not isinstance(ruleset, dict):
+        return None
+    return str(ruleset.get("reference") or f"{ruleset.get('name')}@{ruleset.get('version')}")
+
+
+def _ratio(value: float | None) -> str:
+    return "—" if value is None else f"{value:.2f}"
+
+
+def rule_test_table(report: dict[str, Any]) -> Table:
+    """Per rule: examples, TP FP FN TN, undecided, precision, recall, line-exact (exact/checked)."""
+    table = Table(title=f"Rule test of validation {escape(str(report['validation_id']))} ({report['status']})")
+    for column in ("Rule", "Examples", "TP", "FP", "FN", "TN", "Undecided", "Precision", "Recall", "Line-exact"):
+        table.add_column(column, justify="left" if column == "Rule" else "right")
+    for rule in report["rules"]:
+        lines = rule["line_exact"]
+        table.add_row(
+            escape(str(rule["id"])),
+            *(str(rule[k]) for k in ("examples", "tp", "fp", "fn", "tn", "undecided")),
+            _ratio(rule["precision"]),
+            _ratio(rule["recall"]),
+            f"{lines['exact']}/{lines['checked']}" if lines["checked"] else "—",
+        )
+    return table
+
+
+_FAILURE_WORDS = {
+    "false_positive": "flagged, but it does not violate the rule",
+    "false_negative": "passed, but it violates the rule",
+    "wrong_lines": "flagged at other lines than its `lines`",
+    "undecided": "no verdict",
+}
+
+
+def failing_examples(report: dict[str, Any]) -> list[str]:
+    """One line (rich markup) per failing example, then its findings' lines."""
+    lines = []
+    for rule in report["rules"]:
+        for failing in rule["failing"]:
+            why = _FAILURE_WORDS.get(failing["failure"], failing["failure"])
+            if failing["failure"] == "undecided" and failing.get("undecided"):
+                why += f" ({failing['undecided']})"
+            if failing["failure"] == "wrong_lines":
+                why += f" (expected {', '.join(str(n) for n in failing['lines'] or [])})"
+            lines.append(f"[yellow]{escape(str(rule['id']))}[/] example {failing['example']}: {escape(why)}")
+            for finding in failing["findings"]:
+                where = (
+                    finding["line"]
+                    if finding["line"] == finding["end_line"]
+                    else (f"{finding['line']}-{finding['end_line']}")
+                )
+                lines.append(f"    line {where}: {escape(str(finding['message']))}")
+            if failing.get("more_findings"):
+                lines.append(f"    … {failing['more_findings']} more")
+    return lines
+
+
+def report_line(report: dict[str, Any]) -> str:
+    return f"Overall: precision {_ratio(report['precision'])}, recall {_ratio(report['recall'])}."

@@ -1,5 +1,6 @@
-"""What `validate submit` sends: files from paths, globs and directories; rules from YAML or JSON;
-an Idempotency-Key from the content, so submitting the same files and rules twice is one validation."""
+"""What `validate submit` and `validate rules push` send: files from paths, globs and directories; rules
+from YAML or JSON (with their examples, for a rule set); an Idempotency-Key from the content, so submitting
+the same files and rules twice is one validation."""
 
 from __future__ import annotations
 
@@ -79,43 +80,123 @@ def read_uploads(paths: list[Path]) -> list[Upload]:
     return uploads
 
 
+_RULE_KEYS = frozenset({"id", "text", "examples"})
+_EXAMPLE_KEYS = frozenset({"text", "violates", "lines"})
+
+
 def _rule(item: Any, where: str) -> str | dict[str, str]:
+    """A rule as a submission sends it: its text, or {id, text} (examples never leave the file with it)."""
     if isinstance(item, str):
         return item
-    if isinstance(item, dict) and isinstance(item.get("text"), str) and set(item) <= {"id", "text"}:
-        return {k: str(v) for k, v in item.items()}
-    raise CliError(f"{where}: a rule is a string or {{id, text}}, not {json.dumps(item, default=str)[:80]}.")
+    if isinstance(item, dict) and isinstance(item.get("text"), str) and set(item) <= _RULE_KEYS:
+        return {k: str(v) for k, v in item.items() if k != "examples"}
+    raise CliError(f"{where}: a rule is a string or {{id, text, examples}}, not {json.dumps(item, default=str)[:80]}.")
 
 
-def parse_rules(text: str, source: str) -> list[str | dict[str, str]]:
-    """Rules from YAML or JSON (JSON is YAML): a list of strings or {id, text}; a mapping with a `rules`
-    list; or a mapping of rule id to text."""
+def _loaded(text: str, source: str) -> tuple[list[Any], dict[str, Any]]:
+    """(the rules as written, the file's other top-level keys): a list of rules; a mapping with a
+    `rules` list (and maybe a `description`); or a mapping of rule id to text."""
     try:
         loaded = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise CliError(f"{source} is neither YAML nor JSON: {str(exc).splitlines()[0]}.") from exc
+    extra: dict[str, Any] = {}
     if isinstance(loaded, dict) and "rules" in loaded:
+        extra = {k: v for k, v in loaded.items() if k != "rules"}
         loaded = loaded["rules"]
     elif isinstance(loaded, dict) and loaded and all(isinstance(v, str) for v in loaded.values()):
         loaded = [{"id": str(k), "text": v} for k, v in loaded.items()]
     if not isinstance(loaded, list) or not loaded:
-        raise CliError(f"{source} holds no rules: give a list of rules (strings or {{id, text}}).")
+        raise CliError(f"{source} holds no rules: give a list of rules (strings or {{id, text, examples}}).")
+    return loaded, extra
+
+
+def parse_rules(text: str, source: str) -> list[str | dict[str, str]]:
+    """Rules from YAML or JSON (JSON is YAML): a list of strings or {id, text, examples}; a mapping with a
+    `rules` list; or a mapping of rule id to text. Examples stay behind: they are a rule set's test fixtures."""
+    loaded, _ = _loaded(text, source)
     return [_rule(item, f"{source}, rule {i + 1}") for i, item in enumerate(loaded)]
 
 
-def load_rules(path: str) -> list[str | dict[str, str]]:
+def _example(item: Any, where: str) -> dict[str, Any]:
+    if not (
+        isinstance(item, dict)
+        and set(item) <= _EXAMPLE_KEYS
+        and isinstance(item.get("text"), str)
+        and isinstance(item.get("violates"), bool)
+    ):
+        raise CliError(
+            f"{where}: an example is {{text, violates: true|false, lines: [numbers]}}, "
+            f"not {json.dumps(item, default=str)[:80]}."
+        )
+    lines = item.get("lines")
+    if lines is not None and not (
+        isinstance(lines, list) and all(isinstance(n, int) and not isinstance(n, bool) for n in lines)
+    ):
+        raise CliError(f"{where}: `lines` is a list of line numbers.")
+    return {"text": item["text"], "violates": item["violates"], **({"lines": lines} if lines else {})}
+
+
+def _stored_rule(item: Any, where: str) -> dict[str, Any]:
+    if not (isinstance(item, dict) and isinstance(item.get("id"), str | int) and isinstance(item.get("text"), str)):
+        raise CliError(f"{where}: a rule set's rule is {{id, text, examples}} (its id is how tests name it).")
+    if not set(item) <= _RULE_KEYS:
+        raise CliError(f"{where}: unknown keys {', '.join(sorted(set(item) - _RULE_KEYS))}.")
+    examples = item.get("examples") or []
+    if not isinstance(examples, list):
+        raise CliError(f"{where}: `examples` is a list.")
+    return {
+        "id": str(item["id"]),
+        "text": item["text"],
+        "examples": [_example(e, f"{where}, example {j + 1}") for j, e in enumerate(examples)],
+    }
+
+
+@dataclass(frozen=True)
+class RulesetContent:
+    """What `validate rules push` sends: a rule set version's description and rules with their examples."""
+
+    description: str
+    rules: list[dict[str, Any]]
+
+
+def parse_ruleset(text: str, source: str) -> RulesetContent:
+    """A rule set from a rules file: every rule needs an id; a mapping may also give a `description`."""
+    loaded, extra = _loaded(text, source)
+    description = extra.get("description", "")
+    if not isinstance(description, str):
+        raise CliError(f"{source}: `description` is text.")
+    return RulesetContent(description, [_stored_rule(item, f"{source}, rule {i + 1}") for i, item in enumerate(loaded)])
+
+
+def read_text(path: str, what: str) -> str:
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        return Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise CliError(f"Cannot read the rules file {path}: {exc}.") from exc
-    return parse_rules(text, path)
+        raise CliError(f"Cannot read the {what} {path}: {exc}.") from exc
 
 
-def idempotency_key(uploads: list[Upload], rules: list[str | dict[str, str]]) -> str:
-    """The same files (names and bytes, in order) and rules → the same key, so a rerun replays the first answer."""
-    canonical = {
+def load_ruleset(path: str) -> RulesetContent:
+    return parse_ruleset(read_text(path, "rules file"), path)
+
+
+def load_rules(path: str) -> list[str | dict[str, str]]:
+    return parse_rules(read_text(path, "rules file"), path)
+
+
+def idempotency_key(uploads: list[Upload], rules: list[str | dict[str, str]], ruleset: str | None = None) -> str:
+    """The same files (names and bytes, in order), rules and rule set → the same key, so a rerun replays the
+    first answer."""
+    canonical: dict[str, Any] = {
         "files": [[u.name, hashlib.sha256(u.content).hexdigest()] for u in uploads],
         "rules": rules,
     }
+    if ruleset is not None:  # keys of submissions without one stay as they were
+        canonical["ruleset"] = ruleset
     digest = hashlib.sha256(json.dumps(canonical, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
     return f"validate-cli-{digest}"
+
+
+def rule_test_key(owner: str, reference: str) -> str:
+    """`rules test`'s Idempotency-Key: one test of a version (versions never change) within 24 h."""
+    return "validate-cli-test-" + hashlib.sha256(f"{owner}/{reference}".encode()).hexdigest()

@@ -18,9 +18,27 @@ from rich.table import Table
 
 from cli import inputs
 from cli.api import Api
-from cli.display import LiveView, results_table, verdict_line
+from cli.display import (
+    LiveView,
+    failing_examples,
+    report_line,
+    results_table,
+    rule_test_table,
+    ruleset_reference,
+    verdict_line,
+)
 from cli.follow import follow
-from cli.outcome import PASSED, TERMINAL, UNDECIDED, USAGE, CliError, verdict_code
+from cli.outcome import (
+    PASSED,
+    RULE_FAILED,
+    TERMINAL,
+    UNDECIDED,
+    USAGE,
+    VALIDATION_FAILED,
+    CliError,
+    below_thresholds,
+    verdict_code,
+)
 
 try:  # typer >= 0.2x carries its own copy of click; its exceptions are these
     from typer._click.exceptions import ClickException
@@ -30,19 +48,24 @@ except ImportError:  # pragma: no cover - older typer on the real click
 DEFAULT_URL = "http://127.0.0.1:8000"
 _VALIDATION_ID = re.compile(r"^[A-Za-z0-9-]{1,64}$")
 _USER_ID = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
+_RULESET = re.compile(r"^[a-z0-9_-]{1,64}$")
+_REFERENCE = re.compile(r"^([a-z0-9_-]{1,64})(?:@([1-9][0-9]{0,5}))?$")
 
 app = typer.Typer(
     name="validate",
     help="Validate files against rules with the validation service. Exit codes: 0 every rule passed in every "
-    "file, 1 some rule failed, 2 the validation failed or was cancelled, 3 usage, auth or connection errors, "
-    "4 no rule failed but some rule is undecided (the model's findings were not found in the text).",
+    "file, 1 some rule failed (`rules test`: a rule below a threshold), 2 the validation failed or was cancelled, "
+    "3 usage, auth or connection errors, 4 no rule failed but some rule is undecided (the model's findings were "
+    "not found in the text).",
     no_args_is_help=True,
     add_completion=False,
 )
 users_app = typer.Typer(help="Admin: users and their API keys.", no_args_is_help=True)
 parallelism_app = typer.Typer(help="Admin: model-call parallelism and the TPM target (live, no redeploy).")
+rules_app = typer.Typer(help="Stored, versioned rule sets and their tests.", no_args_is_help=True)
 app.add_typer(users_app, name="users")
 app.add_typer(parallelism_app, name="parallelism", no_args_is_help=True)
+app.add_typer(rules_app, name="rules")
 
 
 class Format(StrEnum):
@@ -86,6 +109,18 @@ def _validation_id(value: str) -> str:
 def _user_id(value: str) -> str:
     if not _USER_ID.match(value):
         raise typer.BadParameter("a user id is 1-64 letters, digits and _ . @ -")
+    return value
+
+
+def _ruleset_name(value: str) -> str:
+    if not _RULESET.match(value):
+        raise typer.BadParameter("a rule set's name is 1-64 of a-z, 0-9, - and _")
+    return value
+
+
+def _reference(value: str | None) -> str | None:
+    if value is not None and not _REFERENCE.match(value):
+        raise typer.BadParameter("NAME or NAME@VERSION (name: 1-64 of a-z, 0-9, - and _; version from 1)")
     return value
 
 
@@ -180,8 +215,19 @@ def submit(
     ctx: typer.Context,
     paths: Annotated[list[str], typer.Argument(help="Files, directories or globs.", show_default=False)],
     rules: Annotated[
-        str, typer.Option("--rules", "-r", help="Rules file, YAML or JSON.", show_default=False, metavar="FILE")
-    ],
+        str | None,
+        typer.Option("--rules", "-r", help="Rules file, YAML or JSON.", show_default=False, metavar="FILE"),
+    ] = None,
+    ruleset: Annotated[
+        str | None,
+        typer.Option(
+            "--ruleset",
+            help="A stored rule set: NAME (its latest version) or NAME@VERSION; with --rules, both apply.",
+            show_default=False,
+            metavar="NAME[@V]",
+            callback=_reference,
+        ),
+    ] = None,
     wait: Annotated[
         bool, typer.Option("--wait", "-w", help="Show live progress until it ends; exit by verdict.")
     ] = False,
@@ -196,11 +242,15 @@ def submit(
         ),
     ] = None,
 ) -> int:
-    """Submit files and rules. Prints the validation's id; with --wait, follows it and prints only the results."""
+    """Submit files and rules (--rules, --ruleset or both). Prints the validation's id; with --wait, follows it
+    and prints only the results."""
+    if rules is None and ruleset is None:
+        raise CliError("Give the rules: --rules FILE, --ruleset NAME[@VERSION], or both.")
     uploads = inputs.read_uploads(inputs.expand(paths))
-    rule_list = inputs.load_rules(rules)
+    rule_list = inputs.load_rules(rules) if rules is not None else []
+    key = idempotency_key or inputs.idempotency_key(uploads, rule_list, ruleset)
     with _config(ctx).api() as api:
-        created = api.submit(uploads, rule_list, idempotency_key or inputs.idempotency_key(uploads, rule_list))
+        created = api.submit(uploads, rule_list, key, ruleset)
         vid = str(created["id"])
         if not wait:  # the id alone on stdout, for `ID=$(validate submit ...)`
             print(vid, flush=True)
@@ -244,6 +294,7 @@ def _status_table(v: dict[str, Any]) -> Table:
                   f"of {progress['total']}"),
         ("files", ", ".join(f["name"] for f in v["files"][:10]) + (" …" if len(v["files"]) > 10 else "")),
         ("rules", ", ".join(r["id"] for r in v["rules"])),
+        *([("rule set", ruleset_reference(v))] if ruleset_reference(v) else []),
         ("tokens", f"{usage['prompt_tokens'] + usage['completion_tokens']} used of ~{v['estimated_tokens']} estimated"),
         ("created", v["created_at"]),
     ]  # fmt: skip
@@ -288,6 +339,102 @@ def retry(ctx: typer.Context, validation_id: ValidationIdArg,
             return PASSED
         stderr.print(started, highlight=False)
         return _follow_and_report(api, validation, report_format, output, quiet_before_run=int(validation["run"]))
+
+
+# --- rule sets --------------------------------------------------------------------------------------
+@rules_app.command("push")
+def rules_push(
+    ctx: typer.Context,
+    path: Annotated[str, typer.Argument(help="Rules file (YAML or JSON) with ids and examples.", metavar="FILE")],
+    name: Annotated[
+        str, typer.Option("--name", "-n", help="The rule set's name.", show_default=False, callback=_ruleset_name)
+    ],
+    shared: Annotated[
+        bool | None,
+        typer.Option("--shared/--private", help="Admins: share the set with every user, or stop.", show_default=False),
+    ] = None,
+    as_json: JsonOpt = False,
+) -> int:
+    """Create a rule set (version 1) or add its next version; the same content as the latest is that version."""
+    content = inputs.load_ruleset(path)
+    body: dict[str, Any] = {"description": content.description, "rules": content.rules}
+    if shared is not None:
+        body["shared"] = shared
+    with _config(ctx).api() as api:
+        version, created = api.push_ruleset(name, body)
+    if as_json:
+        print(json.dumps(version, indent=2, ensure_ascii=False))
+        return PASSED
+    examples = sum(len(r["examples"]) for r in version["rules"])
+    what = "created" if created else "unchanged (the same content as the latest version)"
+    print(f"{version['reference']} {what}: {len(version['rules'])} rules, {examples} examples")
+    return PASSED
+
+
+def _version_of(api: Api, reference: str) -> dict[str, Any]:
+    """The version NAME@V names, or NAME's latest."""
+    match = _REFERENCE.match(reference)
+    assert match is not None  # checked by the argument's callback
+    name, number = match.group(1), match.group(2)
+    if number is None:
+        number = api.ruleset(name)["latest_version"]
+    return api.ruleset_version(name, int(number))
+
+
+@rules_app.command("test")
+def rules_test(
+    ctx: typer.Context,
+    reference: Annotated[
+        str,
+        typer.Argument(help="NAME (its latest version) or NAME@VERSION.", metavar="NAME[@V]", callback=_reference),
+    ],
+    min_precision: Annotated[
+        float | None,
+        typer.Option(help="Exit 1 when a rule's precision is below this (0-1).", min=0, max=1, show_default=False),
+    ] = None,
+    min_recall: Annotated[
+        float | None,
+        typer.Option(help="Exit 1 when a rule's recall is below this (0-1).", min=0, max=1, show_default=False),
+    ] = None,
+    idempotency_key: Annotated[
+        str | None,
+        typer.Option(
+            "--idempotency-key",
+            help="Default: one per version, so the same test within 24 h is answered by the first run.",
+            show_default=False,
+        ),
+    ] = None,
+    as_json: JsonOpt = False,
+) -> int:
+    """Judge every example of a version, follow the test to its end, print each rule's counts, precision and
+    recall; exit 1 when a rule is below a threshold."""
+    with _config(ctx).api() as api:
+        version = _version_of(api, reference)
+        name, number = str(version["name"]), int(version["version"])
+        key = idempotency_key or inputs.rule_test_key(str(version["owner"]), str(version["reference"]))
+        validation = api.start_test(name, number, key)
+        stderr.print(f"Testing {version['reference']}: validation {validation['id']}", highlight=False)
+        with LiveView(stderr, validation) as view:
+            follow(api, str(validation["id"]), view.handle, lambda m: view.line(f"[yellow]{escape(m)}[/]"))
+        tested = api.test_report(name, number)
+    report = tested.get("report")
+    if report is None:
+        raise CliError(f"The test of {version['reference']} has no report (status {tested.get('status')}).")
+    if as_json:
+        print(json.dumps(tested, indent=2, ensure_ascii=False))
+    else:
+        console = Console()
+        console.print(rule_test_table(report))
+        for line in failing_examples(report):
+            console.print(line, highlight=False)
+        console.print(report_line(report), highlight=False)
+    if report["status"] != "SUCCEEDED":
+        stderr.print(f"The test's validation {report['validation_id']} is {report['status']}: exit 2.", highlight=False)
+        return VALIDATION_FAILED
+    below = below_thresholds(report, min_precision, min_recall)
+    for line in below:
+        stderr.print(f"Below the threshold: {escape(line)}", highlight=False)
+    return RULE_FAILED if below else PASSED
 
 
 # --- admin: users -----------------------------------------------------------------------------------

@@ -1,8 +1,9 @@
 """Exit codes, so the CLI can gate a CI job, and the one error type commands raise.
 
-0  every rule passed in every file
-1  some rule failed in some file (a definite failure wins over undecided rules)
-2  the validation failed or was cancelled
+0  every rule passed in every file (`rules test`: every rule met the thresholds)
+1  some rule failed in some file (a definite failure wins over undecided rules); `rules test`: some rule's
+   precision or recall is below its threshold
+2  the validation failed or was cancelled (`rules test`: the test's validation)
 3  usage, authentication or connection errors
 4  the validation succeeded and no rule failed, but some rule of some file is undecided: the model
    never backed its failure with a quote found in the text. Neither a pass nor a failure, so a CI
@@ -47,3 +48,15 @@ def verdict_code(status: str, results: Iterable[dict[str, Any]]) -> int:
     if any(passed is False for passed in verdicts):
         return RULE_FAILED
     return UNDECIDED if any(passed is None for passed in verdicts) else PASSED
+
+
+def below_thresholds(report: dict[str, Any], min_precision: float | None, min_recall: float | None) -> list[str]:
+    """The rules of a test report below a threshold, each as `id: precision 0.50 < 0.80`. An undefined
+    ratio (null: no example flagged, or none violating) is below no threshold: there is nothing to miss."""
+    below = []
+    for rule in report.get("rules") or []:
+        for name, threshold in (("precision", min_precision), ("recall", min_recall)):
+            value = rule.get(name)
+            if threshold is not None and value is not None and value < threshold:
+                below.append(f"{rule['id']}: {name} {value:.2f} < {threshold:g}")
+    return below

@@ -59,11 +59,13 @@ def period_start(period: Period, now: float) -> float:
 
 def resets_at(period: Period, now: float) -> float:
     """When the period holding `now` ends (the next UTC midnight, or the first of the next month)."""
-    at = _at(now)
     if period == "day":
         return period_start("day", now) + 86_400
-    following = at.replace(year=at.year + 1, month=1) if at.month == 12 else at.replace(month=at.month + 1)
-    return period_start("month", following.replace(day=1).timestamp())
+    first = _at(now).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    following = (
+        first.replace(year=first.year + 1, month=1) if first.month == 12 else first.replace(month=first.month + 1)
+    )
+    return following.timestamp()
 
 
 @dataclass(frozen=True)

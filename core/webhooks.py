@@ -166,6 +166,47 @@ def notification(record: Mapping[str, Any], run: int | None = None) -> dict[str,
     }
 
 
+BUDGET_THRESHOLD = "budget.threshold"
+
+
+def budget_message_id(owner: str, period_key: str) -> str:
+    """One id per user and budget period: the threshold's event is sent once (the notify
+    execution is named after it, so a second start is refused)."""
+    digest = hashlib.sha256(owner.encode()).hexdigest()[:32]
+    return f"msg_budget_{digest}_{period_key.replace('#', '_')}"
+
+
+def budget_notification(
+    owner: str,
+    validation_id: str,
+    period_key: str,
+    spend_period: str,
+    max_spend_usd: float,
+    spent_usd: float,
+    threshold: float,
+    resets_at: str,
+    timestamp: str,
+) -> dict[str, Any]:
+    """The notify execution's input when a user's spend first passes `threshold` of their budget
+    in a period (`validation_id`: the validation whose settlement passed it)."""
+    event = {
+        "type": BUDGET_THRESHOLD,
+        "timestamp": timestamp,
+        "data": {
+            "user_id": owner,
+            "period": period_key,
+            "spend_period": spend_period,
+            "max_spend_usd": max_spend_usd,
+            "spent_usd": spent_usd,
+            "threshold": threshold,
+            "resets_at": resets_at,
+            "validation_id": validation_id,
+        },
+    }
+    message = budget_message_id(owner, period_key)
+    return {"owner": owner, "validation_id": validation_id, "run": 0, "message_id": message, "event": event}
+
+
 def body_of(event: Mapping[str, Any]) -> bytes:
     """The bytes sent and signed: compact JSON, the same on every attempt."""
     return json.dumps(event, separators=(",", ":"), sort_keys=True).encode()

@@ -82,9 +82,7 @@ def test_a_records_cost_sums_its_tiers_at_its_stored_prices() -> None:
 
 
 def test_overrides_replace_a_models_tiers_and_an_empty_one_removes_its_price() -> None:
-    table = pricing.merged(
-        {"gpt-4o-mini": {"standard": {"input": 1, "cached_input": 0.5, "output": 2}}, "gpt-4o": {}}
-    )
+    table = pricing.merged({"gpt-4o-mini": {"standard": {"input": 1, "cached_input": 0.5, "output": 2}}, "gpt-4o": {}})
 
     assert set(table["gpt-4o-mini"]) == {"standard"}
     assert table["gpt-4o-mini"]["standard"].input == 1

@@ -14,6 +14,7 @@ from app.pricing.limits import LiveLimits
 from app.pricing.prices import PriceBook
 from app.pricing.spend import SpendStore
 from app.quotas.service import QuotaService
+from app.rulesets.dependencies import get_ruleset_service
 from app.users.dependencies import Users
 from app.validations.service import ValidationService
 from app.validations.store import ValidationStore
@@ -35,6 +36,7 @@ def get_service(
         prices=PriceBook(clients, settings),
         spending=SpendStore(clients, settings),
         limits=LiveLimits(clients, settings),
+        rulesets=get_ruleset_service(settings, clients, users),
     )
 
 

@@ -91,7 +91,9 @@ def call_model(
         headers = exc.response.headers
         # `retry-after`, else the reset of the limit it ran out of: requests when none is left, else tokens.
         exhausted = "requests" if headers.get("x-ratelimit-remaining-requests") == "0" else "tokens"
-        wait = parse_duration(headers.get("retry-after")) or parse_duration(headers.get(f"x-ratelimit-reset-{exhausted}"))
+        wait = parse_duration(headers.get("retry-after")) or parse_duration(
+            headers.get(f"x-ratelimit-reset-{exhausted}")
+        )
         raise RateLimited(message(str(exc)), retry_after=wait) from exc
     except openai.APITimeoutError as exc:
         raise UpstreamTimeout(message(str(exc))) from exc

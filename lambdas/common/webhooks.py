@@ -12,14 +12,15 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass
+from decimal import Decimal
 from functools import lru_cache
 from typing import Any
 
 import boto3
 from botocore.exceptions import ClientError
 
-from core import ends, webhooks
-from core.clock import expiry
+from core import ends, spend, webhooks
+from core.clock import expiry, iso_of
 from core.records import TERMINAL
 from lambdas.common.config import LambdaConfig
 from lambdas.common.stores import Store, client_for, client_kwargs
@@ -101,6 +102,50 @@ def notify_ended(config: LambdaConfig, store: Store, validation_id: str, run: in
             raise
         return name  # started before: at least once, not twice
     log.info("notification %s started", name)
+    return name
+
+
+def notify_budget(config: LambdaConfig, store: Store, owner: str, validation_id: str, now: float) -> str | None:
+    """Send `budget.threshold` once per user and period, when the owner's spend this period has
+    passed the threshold of their budget: the message id, or None. Safe to repeat: the notify
+    execution is named per user and period, and started before the period is marked alerted
+    (a crash between the two starts it again, which Step Functions refuses)."""
+    quota = store.users.quota_of(owner)
+    budget = spend.Budget.of(quota.as_dict()) if quota is not None else None
+    if budget is None or not config.spend_table:
+        return None
+    key = spend.period_key(budget.period, now)
+    spend_key = {"user_id": {"S": owner}, "period": {"S": key}}
+    item = store.clients.client.get_item(TableName=config.spend_table, Key=spend_key, ConsistentRead=True).get("Item")
+    spent = Decimal(item["spent_usd"]["N"]) if item and "spent_usd" in item else Decimal(0)
+    if item is None or "alerted" in item or spent < budget.max_usd * spend.THRESHOLD:
+        return None
+    name = None
+    if config.notify_state_machine_arn and config.webhooks_table and webhook_tables_for(config).registered(owner):
+        payload = webhooks.budget_notification(
+            owner,
+            validation_id,
+            key,
+            budget.period,
+            float(budget.max_usd),
+            float(spent),
+            float(spend.THRESHOLD),
+            iso_of(spend.resets_at(budget.period, now)),
+            iso_of(now),
+        )
+        name = str(payload["message_id"])
+        try:
+            client_for(config, "stepfunctions").start_execution(
+                stateMachineArn=config.notify_state_machine_arn, name=name, input=json.dumps(payload)
+            )
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") != "ExecutionAlreadyExists":
+                raise
+    try:
+        store.clients.client.update_item(**spend.threshold_update(config.spend_table, owner, key, budget))
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
+            raise
     return name
 
 

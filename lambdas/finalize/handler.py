@@ -9,6 +9,7 @@ parked queued validation is woken: core/queue.py) and the owner's webhook is not
 status and died before starting the notification (the end's marker says so: core/ends.py).
 """
 
+import time
 from typing import Any
 
 from core.records import ValidationStatus
@@ -16,7 +17,7 @@ from lambdas.common.config import load_config
 from lambdas.common.errors import failure_reason
 from lambdas.common.observability import count, observed
 from lambdas.common.stores import store_for
-from lambdas.common.webhooks import announce_end, notify_ended
+from lambdas.common.webhooks import announce_end, notify_budget, notify_ended
 
 
 @observed
@@ -69,4 +70,6 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         store.validations.clear_end_marker(validation_id, run)
     else:
         announce_end(config, store, validation_id, run, wrote_status=False)
+    # Every time, like the queue: a retried Finalize finishes what a crash after settling left.
+    notify_budget(config, store, owner, validation_id, time.time())
     return {"status": status.value, "written": written, "settled": settled.done, "woken": woken}

@@ -37,17 +37,38 @@ holding back the entries behind it. Reconfiguring `faults` replaces the queue.
 Faults apply to the verdicts as mistakes.py left them.
 
 A fault that needs a verdict changes nothing in an answer without rules.
+
+**A misunderstood rule** is a standing fault, not used up: the entry `"misunderstand:<rule id>"`
+(or `"misunderstand/<N>:<rule id>"`; everything after the first `:` is the id, which may hold
+`:` itself) makes the simulator misread that rule in every part call that asks it, until
+`faults` is reconfigured. In a part call, the rule's verdict is flipped when the call's text is
+selected: always without `/<N>`; with it, when the first 8 bytes (big endian) of the SHA-256 of
+the shown lines' contents, joined with "\n" (UTF-8; without the "N| " prefixes, never the file
+name, the nonce or the line numbers), are divisible by N (`misread`). So one text always gets
+the same verdict, in a retry, a re-ask or another validation. A flipped verdict:
+
+- that failed, passes: `passed: true`, findings [] and evidence [];
+- that passed, fails with one finding `{"line": n, "end_line": n, "kind": "text", "quote":
+  <line n's quote>, "message": "misunderstood"}`, n the first shown line with more than
+  whitespace (its quote as verdicts.py quotes a line, from its start), or, when every shown line
+  is blank, one absence finding over the shown lines; evidence [].
+
+Both are found in the text: the product takes them as the model's verdict, never asks again.
+Combine calls are not misread: they judge the part reports as given (a flipped part verdict
+reaches them as such). The misreading applies before the scripted fault of the same call;
+`Stats.faults_injected` counts every answered call while a misunderstanding is configured.
 """
 
 from __future__ import annotations
 
 import copy
+import hashlib
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from local.simulator import mistakes
-from local.simulator.verdicts import COMBINE, PART, Call, CallKind, line_quote, text_finding
+from local.simulator.verdicts import COMBINE, PART, Call, CallKind, absence_finding, line_quote, text_finding
 
 MALFORMED, CUT = "malformed", "cut"
 FAULTS = frozenset(
@@ -65,6 +86,8 @@ FAULTS = frozenset(
 )
 _PREFIXES: dict[str, CallKind | None] = {"": None, PART: PART, COMBINE: COMBINE}
 MALFORMED_PREFIX = "Here are the verdicts you asked for:\n"
+MISUNDERSTAND = "misunderstand"  # a standing fault: `misunderstand:<rule id>` or `misunderstand/<N>:<rule id>`
+MISUNDERSTOOD_MESSAGE = "misunderstood"
 
 
 def parse_entry(entry: str) -> tuple[CallKind | None, str]:
@@ -72,37 +95,100 @@ def parse_entry(entry: str) -> tuple[CallKind | None, str]:
     prefix, _, fault = entry.rpartition(":")
     if fault not in FAULTS or prefix not in _PREFIXES:
         raise ValueError(
-            f"unknown simulator fault {entry!r}: use one of {sorted(FAULTS)}, optionally after 'part:' or 'combine:'"
+            f"unknown simulator fault {entry!r}: use one of {sorted(FAULTS)}, optionally after 'part:' or "
+            "'combine:', or misunderstand[/N]:<rule id>"
         )
     return _PREFIXES[prefix], fault
 
 
+def parse_misunderstanding(entry: str) -> tuple[str, int] | None:
+    """(rule id, N) of a `misunderstand[/N]:<rule id>` entry; None for any other entry; ValueError for a
+    malformed one."""
+    head, colon, rule_id = entry.partition(":")
+    name, slash, every = head.partition("/")
+    if name != MISUNDERSTAND:
+        return None
+    if not colon or not rule_id or (slash and not (every.isdigit() and int(every) >= 1)):
+        raise ValueError(f"simulator fault {entry!r}: write misunderstand:<rule id> or misunderstand/<N>:<rule id>")
+    return rule_id, int(every) if slash else 1
+
+
+class Fault(str):
+    """A fault as FaultQueue.take hands it out and `apply` takes it back (the simulator passes it on
+    unchanged): the scripted fault's name, or MISUNDERSTAND when only standing faults apply, and
+    the misunderstood rules (rule id -> N)."""
+
+    misread: dict[str, int]
+
+    def __new__(cls, name: str, misread: Mapping[str, int]) -> Fault:
+        fault = super().__new__(cls, name)
+        fault.misread = dict(misread)
+        return fault
+
+
 class FaultQueue:
-    """The scripted faults still to inject; shared by the server's thread and the test's."""
+    """The scripted faults still to inject, and the standing ones; shared by the server's thread and the test's."""
 
     def __init__(self, entries: Iterable[str] = ()) -> None:
         self._lock = threading.Lock()
         self._entries: list[tuple[CallKind | None, str]] = []
+        self._misread: dict[str, int] = {}
         self.replace(entries)
 
     def replace(self, entries: Iterable[str]) -> None:
-        parsed = [parse_entry(e) for e in entries]  # all checked before any replaces the queue
+        scripted, misread = [], {}
+        for entry in entries:  # all checked before any replaces the queue
+            misunderstood = parse_misunderstanding(entry)
+            if misunderstood is None:
+                scripted.append(parse_entry(entry))
+            else:
+                misread[misunderstood[0]] = misunderstood[1]
         with self._lock:
-            self._entries = parsed
+            self._entries, self._misread = scripted, misread
 
     def take(self, kind: CallKind) -> str | None:
-        """The fault for the next answered call of this kind, if one is scripted."""
+        """The fault for the next answered call of this kind: the first scripted entry for it (used up),
+        with the misunderstood rules when any are configured."""
         with self._lock:
-            for i, (wanted, fault) in enumerate(self._entries):
-                if wanted in (None, kind):
-                    del self._entries[i]
-                    return fault
-        return None
+            scripted = next((i for i, (wanted, _) in enumerate(self._entries) if wanted in (None, kind)), None)
+            fault = self._entries.pop(scripted)[1] if scripted is not None else None
+            if not self._misread:
+                return fault
+            return Fault(fault or MISUNDERSTAND, self._misread)
+
+
+def misread(lines: list[tuple[int, str]], every: int) -> bool:
+    """Whether a misunderstood rule's verdict is flipped for the text these shown lines hold (1 in `every`)."""
+    if every == 1:
+        return True
+    digest = hashlib.sha256("\n".join(content for _, content in lines).encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") % every == 0
+
+
+def _misunderstood(call: Call, verdict: dict[str, Any]) -> None:
+    """Flip a part verdict in place, with a finding found in the text when it now fails."""
+    if verdict["passed"] is False:
+        verdict.update(passed=True, findings=[], evidence=[])
+        return
+    shown = next(((n, content) for n, content in call.lines if content.strip()), None)
+    finding = (
+        text_finding(shown[0], shown[0], line_quote(shown[1]), MISUNDERSTOOD_MESSAGE)
+        if shown is not None
+        else absence_finding(call.span, MISUNDERSTOOD_MESSAGE)
+    )
+    verdict.update(passed=False, findings=[finding], evidence=[])
 
 
 def apply(fault: str | None, call: Call, results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The verdicts as the faulty answer states them (`malformed` and `cut` change the content instead)."""
     results = copy.deepcopy(results)
+    if isinstance(fault, Fault):
+        if call.kind == PART:
+            for verdict in results:
+                every = fault.misread.get(str(verdict.get("rule_id")))
+                if every is not None and isinstance(verdict.get("passed"), bool) and misread(call.lines, every):
+                    _misunderstood(call, verdict)
+        fault = None if fault == MISUNDERSTAND else str(fault)
     if fault == "unknown_rule":
         asked = {r["id"] for r in call.rules}
         rule_id = next(f"not-asked-{i}" for i in range(len(asked) + 1) if f"not-asked-{i}" not in asked)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +13,7 @@ import pytest
 
 from app.main import create_app
 from app.settings import Settings
+from cli.main import main
 from local.serving import ThreadedServer
 from tests.support.stack import ADMIN_KEY
 
@@ -48,3 +49,22 @@ def served(settings: Settings) -> Iterator[str]:
         yield server.url
     finally:
         server.stop()
+
+
+Invoke = Callable[..., tuple[int, str, str]]
+
+
+@pytest.fixture
+def invoke(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Invoke:
+    """`validate ARGS` in this process (cli.main.main: the console script's entry point): (code, out, err).
+    The cheap way to run short commands; the flows themselves run the installed script (`run_cli`)."""
+    for name in ("VALIDATE_URL", "VALIDATE_API_KEY"):
+        monkeypatch.delenv(name, raising=False)
+
+    def run(*args: str) -> tuple[int, str, str]:
+        with pytest.raises(SystemExit) as ended:
+            main(list(args))
+        captured = capsys.readouterr()
+        return int(ended.value.code or 0), captured.out, captured.err
+
+    return run

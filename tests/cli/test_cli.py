@@ -22,9 +22,8 @@ import jsonschema
 import pytest
 
 from app.settings import PROJECT_ROOT, Settings
-from cli.main import main
 from local.simulator.app import SimulatorConfig
-from tests.cli.conftest import VALIDATE, cli_env, run_cli
+from tests.cli.conftest import VALIDATE, Invoke, cli_env, run_cli
 from tests.cli.proxy import CuttingProxy
 from tests.servers import free_port
 from tests.support.stack import ADMIN, ADMIN_KEY, Aws, HeldCalls, set_parallelism, wait_for
@@ -81,25 +80,6 @@ def make_run() -> Iterator[FirstRun]:
             except subprocess.TimeoutExpired:
                 api.kill()
                 api.wait()
-
-
-Invoke = Callable[..., tuple[int, str, str]]
-
-
-@pytest.fixture
-def invoke(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Invoke:
-    """`validate ARGS` in this process (cli.main.main: the console script's entry point): (code, out, err).
-    The cheap way to run short commands; the flows themselves run the installed script (`run_cli`)."""
-    for name in ("VALIDATE_URL", "VALIDATE_API_KEY"):
-        monkeypatch.delenv(name, raising=False)
-
-    def run(*args: str) -> tuple[int, str, str]:
-        with pytest.raises(SystemExit) as ended:
-            main(list(args))
-        captured = capsys.readouterr()
-        return int(ended.value.code or 0), captured.out, captured.err
-
-    return run
 
 
 @pytest.mark.slow(12)
@@ -203,7 +183,9 @@ def test_admin_commands_and_usage_auth_and_connection_errors_exit_3(make_run: Fi
     assert {name: code for name, (code, _, _) in errors.items()} == dict.fromkeys(errors, 3)
     assert errors["no key"][2].strip() == "validate: No API key: set VALIDATE_API_KEY or pass --api-key."
     assert errors["no server"][2].startswith(f"validate: Cannot reach the service at {closed}: ")
-    assert "Missing option '--rules'" in errors["no --rules"][2]
+    assert (
+        errors["no --rules"][2].strip() == "validate: Give the rules: --rules FILE, --ruleset NAME[@VERSION], or both."
+    )
 
 
 def write_files(directory: Path, files: dict[str, str]) -> Path:

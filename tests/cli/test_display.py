@@ -8,7 +8,15 @@ import re
 
 from rich.console import Console
 
-from cli.display import LiveView, file_summary, results_table, verdict_line
+from cli.display import (
+    LiveView,
+    failing_examples,
+    file_summary,
+    report_line,
+    results_table,
+    rule_test_table,
+    verdict_line,
+)
 from cli.follow import Event
 
 VALIDATION = {
@@ -162,3 +170,38 @@ def test_text_from_files_and_models_is_shown_as_text_never_as_markup() -> None:
     assert "line 1: [bold red]PASS[/] [link=https://evil.example]x[/link]" in text
     assert "> [bold red]PASS[/] [link=https://evil.example]x[/link]" in text
     assert "[b]f.txt" in text and "r[1]" in text and "UNDECIDED ([/])" in text
+
+
+def test_a_validation_by_a_stored_rule_set_names_its_version_and_a_rule_test_shows_its_table() -> None:
+    by_version = {**VALIDATION_DONE, "ruleset": {"owner": "admin", "name": "pii", "version": 3, "reference": "pii@3"}}
+    assert "2 rules (rule set pii@3): 0 passed, 1 failed, 1 undecided." in shown(verdict_line(by_version, [GROUNDED]))
+    assert "(rule set" not in shown(verdict_line(VALIDATION_DONE, [GROUNDED]))
+
+    report = {
+        "validation_id": "t1",
+        "status": "SUCCEEDED",
+        "precision": 0.75,
+        "recall": None,
+        "rules": [
+            {"id": "no-secret", "examples": 3, "tp": 1, "fp": 1, "fn": 0, "tn": 1, "undecided": 0, "precision": 0.5,
+             "recall": 1.0, "line_exact": {"exact": 0, "checked": 1, "accuracy": 0.0},
+             "failing": [
+                 {"example": 2, "failure": "wrong_lines", "lines": [2], "undecided": None, "more_findings": 2,
+                  "findings": [{"line": 4, "end_line": 5, "message": "[bold]x[/]"}]},
+                 {"example": 3, "failure": "undecided", "lines": None, "undecided": "ungrounded", "more_findings": 0,
+                  "findings": []},
+             ]},
+            {"id": "polite", "examples": 0, "tp": 0, "fp": 0, "fn": 0, "tn": 0, "undecided": 0, "precision": None,
+             "recall": None, "line_exact": {"exact": 0, "checked": 0, "accuracy": None}, "failing": []},
+        ],
+    }  # fmt: skip
+    text = shown(rule_test_table(report), *failing_examples(report), report_line(report))
+
+    assert re.search(
+        r"no-secret\s*│\s*3\s*│\s*1\s*│\s*1\s*│\s*0\s*│\s*1\s*│\s*0\s*│\s*0\.50\s*│\s*1\.00\s*│\s*0/1", text
+    )
+    assert re.search(r"polite\s*│\s*0(\s*│\s*0){5}\s*│\s*—\s*│\s*—\s*│\s*—", text)
+    assert "no-secret example 2: flagged at other lines than its `lines` (expected 2)" in text
+    assert "    line 4-5: [bold]x[/]" in text and "    … 2 more" in text  # model text stays text
+    assert "no-secret example 3: no verdict (ungrounded)" in text
+    assert "Overall: precision 0.75, recall —." in text

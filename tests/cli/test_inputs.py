@@ -6,8 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from cli.inputs import expand, idempotency_key, parse_rules, read_uploads
-from cli.outcome import CliError, verdict_code
+from app.settings import PROJECT_ROOT
+from cli.inputs import expand, idempotency_key, load_ruleset, parse_rules, parse_ruleset, read_uploads
+from cli.outcome import CliError, below_thresholds, verdict_code
+from core.prompt import PART_RESPONSE_FORMAT, PartView, part_messages
+from local.simulator.verdicts import read_call, verdicts
 
 
 @pytest.fixture
@@ -82,6 +85,92 @@ def test_malformed_rules_are_a_usage_error_naming_the_file(text: str, message: s
     assert raised.value.code == 3 and "r.yaml" in raised.value.message
 
 
+RULESET_FILE = """
+description: Tidy files.
+rules:
+  - id: no-secret
+    text: The file must not contain "secret".
+    examples:
+      - {text: "the secret\\n", violates: true, lines: [1]}
+      - {text: "fine\\n", violates: false}
+  - id: ids
+    text: Every row has an id.
+"""
+
+
+def test_a_rules_file_with_examples_submits_the_rules_alone_and_pushes_them_with_their_examples() -> None:
+    assert parse_rules(RULESET_FILE, "r.yaml") == [
+        {"id": "no-secret", "text": 'The file must not contain "secret".'},
+        {"id": "ids", "text": "Every row has an id."},
+    ]
+    pushed = parse_ruleset(RULESET_FILE, "r.yaml")
+    assert pushed.description == "Tidy files."
+    assert pushed.rules == [
+        {
+            "id": "no-secret",
+            "text": 'The file must not contain "secret".',
+            "examples": [
+                {"text": "the secret\n", "violates": True, "lines": [1]},
+                {"text": "fine\n", "violates": False},
+            ],
+        },
+        {"id": "ids", "text": "Every row has an id.", "examples": []},
+    ]
+    # The id -> text mapping is a rule set too (without examples).
+    assert parse_ruleset("a: No secrets.\n", "r.yaml").rules == [{"id": "a", "text": "No secrets.", "examples": []}]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("- No secrets.\n", "rule 1: a rule set's rule is {id, text, examples}"),
+        ("- {id: a, text: x, examples: [{text: y}]}\n", "rule 1, example 1: an example is"),
+        ("- {id: a, text: x, examples: [{text: y, violates: yes please}]}\n", "an example is"),
+        ("- {id: a, text: x, examples: [{text: y, violates: true, lines: 3}]}\n", "`lines` is a list"),
+        ("- {id: a, text: x, severity: high}\n", "unknown keys severity"),
+        ("{description: [1], rules: [{id: a, text: x}]}", "`description` is text"),
+    ],
+)
+def test_a_malformed_rule_set_is_a_usage_error_naming_the_rule(text: str, message: str) -> None:
+    with pytest.raises(CliError, match=message) as raised:
+        parse_ruleset(text, "r.yaml")
+    assert raised.value.code == 3
+
+
+def test_the_tours_examples_are_right_by_the_simulators_semantics() -> None:
+    """examples/rules.yaml: each example's `violates` and `lines` are what the simulator answers for its rule,
+    so the file's rule test measures the pipeline, not a wrong fixture."""
+    content = load_ruleset(str(PROJECT_ROOT / "examples" / "rules.yaml"))
+    checked = 0
+    for rule in content.rules:
+        for example in rule["examples"]:
+            text = example["text"]
+            view = PartView("example.txt", 1, max(1, text.count("\n")))
+            call = read_call(
+                {"messages": part_messages(view, text, [rule], "0" * 16), "response_format": PART_RESPONSE_FORMAT}
+            )
+            (judged,) = verdicts(call)
+            cited = {n for f in judged["findings"] for n in range(f["line"], f["end_line"] + 1)}
+            assert judged["passed"] is not example["violates"], (rule["id"], text)
+            assert cited == set(example.get("lines") or []) or not example["violates"], (rule["id"], text)
+            checked += 1
+    assert checked == 6
+
+
+def test_thresholds_name_the_rules_below_them_and_never_an_undefined_ratio() -> None:
+    report = {
+        "rules": [
+            {"id": "a", "precision": 0.5, "recall": 1.0},
+            {"id": "b", "precision": None, "recall": 0.0},
+            {"id": "c", "precision": None, "recall": None},
+        ]
+    }
+    assert below_thresholds(report, 0.8, None) == ["a: precision 0.50 < 0.8"]
+    assert below_thresholds(report, None, 0.5) == ["b: recall 0.00 < 0.5"]
+    assert below_thresholds(report, 0.5, 0.0) == []
+    assert below_thresholds(report, None, None) == []
+
+
 def test_the_idempotency_key_follows_the_content_not_the_path(tree: Path) -> None:
     rules: list[str | dict[str, str]] = ["No secrets."]
     first = idempotency_key(read_uploads([tree / "data" / "a.csv"]), rules)
@@ -93,6 +182,8 @@ def test_the_idempotency_key_follows_the_content_not_the_path(tree: Path) -> Non
     assert idempotency_key(read_uploads([tree / "copy" / "a.csv"]), rules) != first  # other bytes
     assert idempotency_key(read_uploads([tree / "data" / "a.csv"]), ["Other rule."]) != first
     assert len(first) <= 255  # the API's limit for Idempotency-Key
+    with_set = idempotency_key(read_uploads([tree / "data" / "a.csv"]), rules, "pii@2")
+    assert with_set != first and with_set != idempotency_key(read_uploads([tree / "data" / "a.csv"]), rules, "pii@3")
 
 
 @pytest.mark.parametrize(

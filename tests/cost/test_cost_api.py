@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import time
+from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from typing import Any
 
-from core import pricing
+from app.settings import Settings
+from core import pricing, spend
 from core.quota import Quota
-from tests.support.stack import make_user, submit, wait_for_status
+from tests.support.stack import Aws, make_user, submit, wait_for_status
 
 QUOTA = Quota(capacity_tokens=200_000, refill_tokens_per_minute=600_000, max_running=4)
 DOCS = {"a.txt": "row 1 secret\nrow 2\n", "b.txt": "alpha\nbeta\ngamma\n"}
@@ -80,3 +83,31 @@ def test_an_admin_overrides_prices_live_audited_and_new_validations_take_them(ap
     assert not unpriced["model_priced"] and "simulator" not in unpriced["prices"]
     ended = wait_for_status(api, submit(api, {"c.txt": "other\ntext\n"}, RULES)["id"])  # not reused: asked
     assert ended["usage"]["cost_usd"] is None and ended["usage"]["prompt_tokens"] > 0
+
+
+def test_thirty_two_concurrent_reservations_never_pass_the_budget(api: Any, aws: Aws, settings: Settings) -> None:
+    """Each submission reserves its estimate with one conditional write (core/spend.py): however
+    they interleave, what is committed stays within the budget; only a run's overrun of its own
+    estimate can take the spend past it, at settlement."""
+    budget, amount = spend.Budget(Decimal("1.05"), "month"), Decimal("0.1")
+    key = spend.period_key("month", time.time())
+
+    def reserve(_: int) -> bool:
+        client = aws.new_client("dynamodb")  # one per thread
+        request = spend.reserve_update(settings.table("spend"), "racer", key, amount, budget, int(time.time()) + 60)
+        try:
+            client.update_item(**request)
+        except client.exceptions.ConditionalCheckFailedException:
+            return False
+        return True
+
+    with ThreadPoolExecutor(32) as pool:
+        granted = sum(pool.map(reserve, range(32)))
+
+    item = aws.client("dynamodb").get_item(
+        TableName=settings.table("spend"), Key={"user_id": {"S": "racer"}, "period": {"S": key}}
+    )["Item"]
+    assert granted == 10  # 10 × 0.1 ≤ 1.05 < 11 × 0.1
+    assert (
+        Decimal(item["committed_usd"]["N"]) == Decimal(item["reserved_usd"]["N"]) == granted * amount <= budget.max_usd
+    )

@@ -237,3 +237,52 @@ def finding_at(api: httpx.Client, vid: str, line: int) -> str:
 
 def uuid_like_key() -> re.Pattern[str]:
     return re.compile(r"^vk_[A-Za-z0-9_-]{40,}$")
+
+
+@pytest.mark.slow(10)
+def test_the_rule_sets_page_lists_each_set_with_its_last_tests_precision_and_recall(
+    served: str, page: tuple[Page, list[str]]
+) -> None:
+    view, errors = page
+    api = httpx.Client(base_url=served, headers=ADMIN, timeout=60)
+    tested, untested = f"web-{uuid.uuid4().hex[:6]}", f"web-{uuid.uuid4().hex[:6]}"
+    rules = [
+        {
+            "id": "no-secret",
+            "text": 'The file must not contain "secret".',
+            "examples": [
+                {"text": "the secret\n", "violates": True, "lines": [1]},
+                {"text": "fine\n", "violates": False},
+            ],
+        }
+    ]
+    assert api.post("/rulesets", json={"name": tested, "rules": rules}).status_code == 201
+    assert api.post("/rulesets", json={"name": untested, "rules": rules, "shared": True}).status_code == 201
+    validation = api.post(f"/rulesets/{tested}/versions/1/test").json()
+    wait_for(
+        lambda: api.get(f"/validations/{validation['id']}").json()["status"] == "SUCCEEDED",
+        timeout=60,
+        what="the rule test",
+    )
+    listed = {r["name"]: r for r in api.get("/rulesets").json()["items"]}
+    assert listed[tested]["last_test"]["reported"] is False  # nobody has read its report yet
+
+    view.get_by_label("API key").fill(ADMIN_KEY)
+    view.get_by_role("button", name="Sign in").click()
+    view.get_by_role("link", name="Rule sets").click()
+
+    row = view.locator(f'[data-ruleset="admin/{tested}"]')
+    expect(row.locator(".precision")).to_have_text("1.00")  # the page read the report: computed and stored
+    expect(row.locator(".recall")).to_have_text("1.00")
+    expect(row.locator(".tested")).to_have_text("v1")
+    expect(row.locator(".shared")).to_have_text("private")
+    other = view.locator(f'[data-ruleset="admin/{untested}"]')
+    expect(other.locator(".tested")).to_have_text("never")
+    expect(other.locator(".shared")).to_have_text("shared")
+    expect(other.locator(".precision")).to_have_text("—")
+    shot(view, "rulesets.png")
+
+    listed = {r["name"]: r for r in api.get("/rulesets").json()["items"]}
+    assert (listed[tested]["last_test"]["reported"], listed[tested]["last_test"]["precision"]) == (True, 1.0)
+    assert view.evaluate("() => window.__cspViolations") == [] and errors == []
+    api.close()

@@ -179,3 +179,39 @@ def test_a_receiver_failing_twice_gets_three_attempts_of_one_event_then_a_resend
     assert api.get("/me/webhook", headers=headers).json()["url"] == again_hook.url
     assert api.delete("/me/webhook", headers=headers).status_code == 204
     assert api.get("/me/webhook", headers=headers).status_code == 404
+
+
+def test_budget_threshold_is_sent_once_per_user_and_period(make_api: MakeApi, aws: Aws, settings: Settings) -> None:
+    """Three validations, each estimated at E and reserved within a budget of 3.3 E, cost more than
+    their estimates (the prior expects no completion tokens): the settlement that takes the
+    month's spend past 80% sends `budget.threshold`; the one after it sends nothing more."""
+    api = make_api(completion_ratio_prior=(0.0, 0.0), **QUICK_RETRIES)
+    quota = {"capacity_tokens": 1_000_000, "refill_tokens_per_minute": 1_000_000, "max_running": 4}
+    user, headers = make_user(api, quota={**quota, "max_spend_usd": 1000})
+    docs = [{f"f{n}.txt": f"line one of {n}\nline two\nsecret {n}\n"} for n in range(3)]
+
+    def body(doc: dict[str, str]) -> dict[str, Any]:
+        return {"documents": [{"name": k, "content": v} for k, v in doc.items()], "rules": [NO_SECRET]}
+
+    estimate = api.post("/validations", params={"dry_run": "true"}, json=body(docs[0]), headers=headers).json()
+    each = estimate["would"]["budget"]["estimate_usd"]
+    budget = round(3.3 * each, 6)
+    patched = api.patch(f"/admin/users/{user}", json={"quota": {**quota, "max_spend_usd": budget}})
+    assert patched.status_code == 200, patched.text
+    with receiver() as hook:
+        secret = api.put("/me/webhook", json={"url": hook.url}, headers=headers).json()["secret"]
+        created = [api.post("/validations", json=body(doc), headers=headers) for doc in docs]
+        assert [c.status_code for c in created] == [202] * 3, created[-1].text
+        ended = [wait_for_status(api, c.json()["id"]) for c in created]
+        notify_executions(aws, settings, 4)  # three ends and one threshold
+        events = events_by_type(hook, secret)
+
+    costs = [v["usage"]["cost_usd"] for v in ended]
+    assert all(cost > each for cost in costs)  # completions the estimate did not expect
+    assert sum(costs[:1]) < 0.8 * budget < sum(costs)
+    (alert,) = events["budget.threshold"]
+    assert alert["data"]["user_id"] == user and alert["data"]["max_spend_usd"] == budget
+    assert alert["data"]["spent_usd"] >= 0.8 * budget and alert["data"]["period"].startswith("month#")
+    assert len(events["validation.succeeded"]) == 3
+    usage = api.get("/me/usage", headers=headers).json()
+    assert usage["budget"]["threshold_alerted"] is True

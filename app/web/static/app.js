@@ -2,6 +2,7 @@
 import { Api } from "./api.js";
 import { AdminView } from "./admin.js";
 import { clearError, guarded, h, replace, showError } from "./dom.js";
+import { RulesetsView } from "./rulesets.js";
 import { ListView, NewView, ValidationView } from "./validations.js";
 
 const api = new Api();
@@ -14,6 +15,7 @@ function viewFor(hash, root) {
   const [, section, id] = hash.split("/");
   if (section === "validations" && id) return new ValidationView(api, root, decodeURIComponent(id));
   if (section === "new") return new NewView(api, root);
+  if (section === "rulesets") return new RulesetsView(api, root);
   if (section === "admin" && me.role === "admin") return new AdminView(api, root);
   return new ListView(api, root);
 }
