@@ -131,6 +131,19 @@ class Settings(BaseSettings):
     openai_timeout_seconds: float = Field(
         default=60.0, description="One model call's timeout; `LEASE_SECONDS` must exceed it."
     )
+    flex_timeout_seconds: float | None = Field(
+        default=None,
+        gt=0,
+        description="A flex call's timeout (flex answers slower; default `OPENAI_TIMEOUT_SECONDS`); "
+        "`LEASE_SECONDS` must exceed it too, so raise both for minutes-long flex calls.",
+    )
+    flex_retry_base_seconds: float = Field(
+        default=2.0,
+        gt=0,
+        description='The first wait after a flex "resource unavailable"; it doubles (jittered) up to '
+        "`FLEX_RETRY_MAX_SECONDS` until the validation's `flex_deadline_seconds`.",
+    )
+    flex_retry_max_seconds: float = Field(default=60.0, gt=0, description="The longest wait between flex retries.")
     completion_max_tokens: int = Field(
         default=512,
         ge=16,
@@ -356,6 +369,11 @@ class Settings(BaseSettings):
             problems.append(
                 f"LEASE_SECONDS ({self.lease_seconds:g}) must exceed "
                 f"OPENAI_TIMEOUT_SECONDS ({self.openai_timeout_seconds:g})"
+            )
+        if self.flex_timeout_seconds is not None and self.lease_seconds <= self.flex_timeout_seconds:
+            problems.append(
+                f"LEASE_SECONDS ({self.lease_seconds:g}) must exceed "
+                f"FLEX_TIMEOUT_SECONDS ({self.flex_timeout_seconds:g})"
             )
         if self.completion_max_tokens_cap < self.completion_max_tokens:
             problems.append(

@@ -44,6 +44,8 @@ class Quota:
     weight: float = 1.0  # the user's weight in the governor's fair share (core/fairness.py)
     max_spend_usd: float | None = None  # a spend budget per `spend_period` (core/spend.py); None: none
     spend_period: str = "month"  # "day" or "month", UTC calendar
+    tiers: tuple[str, ...] = ("standard", "flex")  # the service tiers the user may ask (docs: Lanes)
+    default_tier: str = "standard"
 
     @property
     def rate(self) -> float:
@@ -74,6 +76,8 @@ class Quota:
             float(values.get("weight", 1)),  # users stored before weights: 1
             float(values["max_spend_usd"]) if values.get("max_spend_usd") is not None else None,
             "day" if values.get("spend_period") == "day" else "month",
+            tuple(values.get("tiers") or ("standard", "flex")),
+            str(values.get("default_tier") or "standard"),
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -86,6 +90,8 @@ class Quota:
         }
         if self.max_spend_usd is not None:
             values.update(max_spend_usd=self.max_spend_usd, spend_period=self.spend_period)
+        if self.tiers != ("standard", "flex") or self.default_tier != "standard":
+            values.update(tiers=list(self.tiers), default_tier=self.default_tier)
         return values
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import Any
 
 import pytest
 
@@ -59,7 +60,7 @@ def test_the_served_tier_is_what_is_billed(answer: str | None, tier: str) -> Non
 
 
 def test_a_records_cost_sums_its_tiers_at_its_stored_prices() -> None:
-    record = {
+    record: dict[str, Any] = {
         "prices": pricing.stored_prices(DEFAULT_PRICES, "gpt-5-mini"),
         **pricing.counters("standard", 10_000, 1_024, 800),
     }

@@ -5,7 +5,7 @@ from __future__ import annotations
 import unicodedata
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from app.identity.principal import BOOTSTRAP_ADMIN, Principal
 from app.users.records import User
@@ -42,6 +42,18 @@ class QuotaIn(BaseModel):
     spend_period: Literal["day", "month"] = Field(
         default="month", description="The budget's UTC calendar period: `day` or `month`"
     )
+    tiers: list[Literal["standard", "flex", "batch"]] = Field(
+        default=["standard", "flex"], min_length=1, description="The service tiers the user may ask"
+    )
+    default_tier: Literal["standard", "flex", "batch"] = Field(
+        default="standard", description="The tier of a submission that names none (one of `tiers`)"
+    )
+
+    @model_validator(mode="after")
+    def _default_allowed(self) -> QuotaIn:
+        if self.default_tier not in self.tiers:
+            raise ValueError(f"default_tier {self.default_tier!r} is not one of tiers {self.tiers}")
+        return self
 
 
 # Ids no user may take: `admin` is the bootstrap admin's (ADMIN_API_KEY), who owns validations

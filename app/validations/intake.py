@@ -142,6 +142,24 @@ class RulesetVersion:
 Kind = Literal["validation", "test"]  # test: a rule set's examples judged against its rules
 
 
+class LaneIn(BaseModel):
+    """How the model is asked: the tier, and on flex how long to wait for capacity."""
+
+    model_config = ConfigDict(extra="forbid")
+    tier: Literal["standard", "flex", "batch"] = Field(
+        description="standard; flex (half price, slower, may lack capacity); batch (the Batch API)"
+    )
+    flex_deadline_seconds: int = Field(
+        default=300,
+        ge=0,
+        le=86_400,
+        description='flex: how long one call retries "resource unavailable" before `flex_fallback`',
+    )
+    flex_fallback: Literal["standard", "fail"] = Field(
+        default="standard", description="flex past its deadline: ask at the standard tier, or fail the part"
+    )
+
+
 @dataclass(frozen=True)
 class Submission:
     documents: list[Document]
@@ -151,6 +169,7 @@ class Submission:
     ruleset: str | None = None  # `name` or `name@3`, as sent
     resolved: RulesetVersion | None = None  # the version it names, once resolved
     kind: Kind = "validation"
+    lane: LaneIn | None = None  # the tier asked (None: the owner's default)
 
     def fingerprint(self) -> str:
         """Same files, rules and options → same hash (for Idempotency-Key)."""
@@ -164,6 +183,8 @@ class Submission:
             canonical["priority"] = self.priority
         if self.ruleset is not None:
             canonical["ruleset"] = self.ruleset
+        if self.lane is not None:
+            canonical["lane"] = self.lane.model_dump()
         return hashlib.sha256(json.dumps(canonical, separators=(",", ":")).encode()).hexdigest()
 
 
@@ -194,6 +215,11 @@ class JsonSubmission(BaseModel):
     )
     reuse: bool = Field(default=True, description="false: ask the model again even for parts judged before")
     priority: Priority = "normal"
+    tier: Literal["standard", "flex", "batch"] | None = Field(
+        default=None, description="The service tier (default: your quota's `default_tier`): docs, Lanes"
+    )
+    flex_deadline_seconds: int = Field(default=300, ge=0, le=86_400)
+    flex_fallback: Literal["standard", "fail"] = "standard"
 
 
 # Unicode categories a file name may not hold: controls (Cc), format characters (Cf: bidi
@@ -306,6 +332,28 @@ def _rules(settings: Settings, raw: list[Any], ruleset: str | None = None) -> li
     return rules
 
 
+_LANE_FIELDS = ("tier", "flex_deadline_seconds", "flex_fallback")
+
+
+def _lane(form: Any) -> LaneIn | None:
+    """The multipart lane fields (each at most once), checked as the JSON ones are."""
+    values = {}
+    for name in _LANE_FIELDS:
+        given = form.getlist(name)
+        if len(given) > 1 or (given and not isinstance(given[0], str)):
+            raise Unprocessable(f"Send `{name}` at most once.", field=name)
+        if given:
+            values[name] = given[0]
+    if "tier" not in values:
+        return None
+    try:
+        return LaneIn.model_validate(values)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise Unprocessable(f"{where}: {first['msg']}.", field=where) from exc
+
+
 def _priority(values: list[Any]) -> Priority:
     """The multipart `priority` field: absent, or one of high, normal, low."""
     if not values:
@@ -335,6 +383,7 @@ def _finish(
     reuse: bool = True,
     priority: Priority = "normal",
     ruleset: str | None = None,
+    lane: LaneIn | None = None,
 ) -> Submission:
     if not documents:
         raise Unprocessable("The batch is empty: send at least one file.", field="files")
@@ -357,7 +406,7 @@ def _finish(
             limit="max_request_bytes",
             limit_value=settings.max_request_bytes,
         )
-    return Submission(documents, rules, reuse, priority, ruleset=ruleset)
+    return Submission(documents, rules, reuse, priority, ruleset=ruleset, lane=lane)
 
 
 def _check_declared_length(request: Request, settings: Settings) -> None:
@@ -430,7 +479,12 @@ async def _read_json(request: Request, settings: Settings) -> Submission:
             ) from exc
         d.content = ""  # one copy of the text at a time
         documents.append(await _checked(settings, d.name, content, None, i))
-    return _finish(settings, documents, rules, parsed.reuse, parsed.priority, ruleset)
+    lane = (
+        LaneIn(tier=parsed.tier, flex_deadline_seconds=parsed.flex_deadline_seconds, flex_fallback=parsed.flex_fallback)
+        if parsed.tier
+        else None
+    )
+    return _finish(settings, documents, rules, parsed.reuse, parsed.priority, ruleset, lane)
 
 
 async def _read_multipart(request: Request, settings: Settings) -> Submission:
@@ -451,7 +505,7 @@ async def _read_multipart(request: Request, settings: Settings) -> Submission:
     except HTTPException as exc:  # Starlette's own 400s (e.g. no boundary)
         raise BadRequest(f"Malformed multipart body: {exc.detail}.") from exc
     try:
-        unexpected = sorted(set(form.keys()) - {"files", "rules", "ruleset", "reuse", "priority"})
+        unexpected = sorted(set(form.keys()) - {"files", "rules", "ruleset", "reuse", "priority", *_LANE_FIELDS})
         if unexpected:
             raise Unprocessable(
                 f"Unexpected form fields: {', '.join(unexpected)}; "
@@ -486,6 +540,6 @@ async def _read_multipart(request: Request, settings: Settings) -> Submission:
             documents.append(
                 await _checked(settings, upload.filename or f"file-{index}", content, upload.content_type, index)
             )
-        return _finish(settings, documents, rules, raw_reuse == "true", priority, ruleset)
+        return _finish(settings, documents, rules, raw_reuse == "true", priority, ruleset, _lane(form))
     finally:
         await form.close()

@@ -145,6 +145,10 @@ class Validation:
     spend_charged: dict[str, Any] | None = None
     budget_key: str | None = None
     budget_reserved: Decimal | None = None
+    # The lane (docs: Lanes): the service tier asked, and on flex the deadline and fallback.
+    tier: str = "standard"
+    flex_deadline_seconds: int | None = None
+    flex_fallback: str | None = None
     ruleset: dict[str, Any] | None = None  # {owner, name, version}: the stored rule set version it used
     kind: str = "validation"  # "test": a rule set's examples judged against its rules (app/rulesets)
 

@@ -133,6 +133,11 @@ class ValidationOut(BaseModel):
     kind: Literal["validation", "test"] = Field(
         default="validation", description='"test": a rule set\'s examples judged against its rules'
     )
+    tier: Literal["standard", "flex"] = Field(
+        default="standard", description="The service tier asked (each call is priced at the tier that served it)"
+    )
+    flex_deadline_seconds: int | None = None
+    flex_fallback: Literal["standard", "fail"] | None = None
     links: Links
 
     @classmethod
@@ -185,6 +190,9 @@ class ValidationOut(BaseModel):
             if record.ruleset
             else None,
             kind="test" if record.kind == "test" else "validation",
+            tier="flex" if record.tier == "flex" else "standard",
+            flex_deadline_seconds=record.flex_deadline_seconds,
+            flex_fallback="fail" if record.flex_fallback == "fail" else ("standard" if record.flex_fallback else None),
             links=Links(
                 self=f"/validations/{vid}", results=f"/validations/{vid}/results", events=f"/validations/{vid}/events"
             ),
@@ -334,6 +342,7 @@ class EstimateOut(BaseModel):
 
     dry_run: Literal[True] = True
     model: str
+    tier: Literal["standard", "flex"] = Field(description="The tier it would be asked at")
     ruleset: str | None
     files: int
     parts: int

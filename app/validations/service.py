@@ -33,7 +33,7 @@ from app.observability.logs import bind
 from app.pagination import decode_cursor, encode_cursor, is_key
 from app.settings import Settings
 from app.validations import estimate as estimating
-from app.validations.intake import RulesetVersion, Submission
+from app.validations.intake import LaneIn, RulesetVersion, Submission
 from app.validations.ports import (
     Events,
     Executions,
@@ -317,6 +317,7 @@ class ValidationService:
         (app/validations/estimate.py says how each number is made). The same checks and errors
         as `create`; instead of a 429, says what the quota, the queue and the budget would do now."""
         submission = await self._with_ruleset(principal, submission)
+        lane = self._lane(principal, submission)
         quota, s = principal.quota, self.settings
         capacity = quota.capacity_tokens if quota is not None else None
         floor = await anyio.to_thread.run_sync(_cost_floor, submission, s.part_max_tokens, s.completion_max_tokens)
@@ -346,6 +347,7 @@ class ValidationService:
         return {
             "dry_run": True,
             "model": model,
+            "tier": lane.tier,
             "ruleset": submission.resolved.reference if submission.resolved else None,
             "files": len(files),
             "parts": len(parts),
@@ -413,6 +415,23 @@ class ValidationService:
             "duration_seconds": {"start_in": round(wait, 1), "run": run_seconds},
         }
 
+    @staticmethod
+    def _lane(principal: Principal, submission: Submission) -> LaneIn:
+        """The tier the submission asks, or its owner's default; 422 naming `tier` when the owner's
+        quota does not allow it, or the deployment does not offer it."""
+        quota = principal.quota
+        lane = submission.lane or LaneIn(tier=quota.default_tier if quota is not None else "standard")  # type: ignore[arg-type]  # a stored tier
+        if quota is not None and lane.tier not in quota.tiers:
+            raise Unprocessable(
+                f"Tier {lane.tier!r} is not allowed for you; your tiers: {', '.join(quota.tiers)}.", field="tier"
+            )
+        if lane.tier == "batch":
+            raise Unprocessable(
+                "The batch tier (the Batch API) is not offered by this deployment; use standard or flex.",
+                field="tier",
+            )
+        return lane
+
     async def _with_ruleset(self, principal: Principal, submission: Submission) -> Submission:
         """The submission with its stored rule set's rules first, then its inline rules (ids unique,
         `max_rules` for them all)."""
@@ -445,6 +464,7 @@ class ValidationService:
     async def _start_new(self, principal: Principal, submission: Submission, validation_id: str) -> Validation:
         try:
             submission = await self._with_ruleset(principal, submission)
+            lane = self._lane(principal, submission)
             table = await self.prices.table() if self.prices else None
         except AppError as refused:
             raise _NotStarted(refused) from None
@@ -470,7 +490,7 @@ class ValidationService:
             )
         except _OverCapacity as over:
             raise _NotStarted(_over_capacity(over.estimate, capacity or 0)) from None
-        reservation = await self._reserve_budget(principal, prices, files, parts, estimate)
+        reservation = await self._reserve_budget(principal, prices, files, parts, estimate, lane)
         created = now_iso()
         validation = Validation(
             id=validation_id,
@@ -492,6 +512,9 @@ class ValidationService:
             ruleset=_ruleset_record(submission.resolved),
             model=self.settings.openai_model,
             prices=prices,
+            tier=lane.tier,
+            flex_deadline_seconds=lane.flex_deadline_seconds if lane.tier == "flex" else None,
+            flex_fallback=lane.flex_fallback if lane.tier == "flex" else None,
             kind=submission.kind,
             priority=submission.priority,  # orders the owner's validations in the governor (core/fairness.py)
             execution_arn=self.executions.arn_of(self._execution_name(validation_id, 1)),
@@ -533,20 +556,23 @@ class ValidationService:
         files: list[dict[str, Any]],
         parts: list[dict[str, Any]],
         estimate: int,
+        lane: LaneIn | None = None,
     ) -> tuple[str, Decimal] | None:
         """Reserve the submission's estimated cost in its owner's budget period (core/spend.py):
         (period key, amount), None without a budget; 429 naming `budget` when it has no room."""
         budget = Budget.of(principal.quota.as_dict()) if principal.quota is not None else None
         if budget is None or self.spending is None:
             return None
-        amount = await self._budget_cost(prices, files, parts, estimate)
+        # A flex lane that falls back may be served at standard: its budget holds the standard price.
+        tier = "flex" if lane is not None and lane.tier == "flex" and lane.flex_fallback == "fail" else "standard"
+        amount = await self._budget_cost(prices, files, parts, estimate, tier)
         now = time.time()
         key = spend.period_key(budget.period, now)
         if amount is None:
             raise _NotStarted(
                 Unprocessable(
-                    f"Your quota has a spend budget, and the model {self.settings.openai_model!r} has no price: "
-                    "an admin sets one (PATCH /admin/prices).",
+                    f"Your quota has a spend budget, and the model {self.settings.openai_model!r} has no "
+                    f"{tier} price: an admin sets one (PATCH /admin/prices).",
                     field="model",
                 )
             )
@@ -572,16 +598,21 @@ class ValidationService:
         )
 
     async def _budget_cost(
-        self, prices: dict[str, Any] | None, files: list[dict[str, Any]], parts: list[dict[str, Any]], estimate: int
+        self,
+        prices: dict[str, Any] | None,
+        files: list[dict[str, Any]],
+        parts: list[dict[str, Any]],
+        estimate: int,
+        tier: str = "standard",
     ) -> Decimal | None:
-        """What a budget reserves for a submission: its planned prompt tokens at the standard price,
+        """What a budget reserves for a submission: its planned prompt tokens at the tier's price,
         with completion tokens at the model's p90 completion ÷ prompt ratio (estimate.py)."""
-        if not prices or "standard" not in prices:
+        if not prices or tier not in prices:
             return None
         calls = len(parts) + sum(int(f.get("combine_calls", 0)) for f in files)
         prompt_tokens = max(0, estimate - calls * self.settings.completion_max_tokens)
         ratios = await self._ratios()
-        price = pricing.Price.of(prices["standard"])
+        price = pricing.Price.of(prices[tier])
         return price.cost(prompt_tokens, 0, round(prompt_tokens * ratios[1]))
 
     async def _ratios(self) -> tuple[float, float]:

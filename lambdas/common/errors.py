@@ -20,6 +20,11 @@ class RateLimited(Exception):
         self.retry_after = retry_after
 
 
+class FlexUnavailable(Exception):
+    """Flex had no capacity (429 "resource unavailable") past the validation's flex deadline, and
+    the validation chose to fail rather than fall back to the standard tier: the part fails."""
+
+
 class UpstreamTimeout(Exception):
     """The model API did not answer in time. Retried."""
 

@@ -12,9 +12,10 @@ completion allowance, up to `completion_max_tokens_cap`, then the part fails wit
 from __future__ import annotations
 
 import logging
+import random
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, cast
 
@@ -31,6 +32,7 @@ from lambdas.common import live_config, model_key
 from lambdas.common.config import LambdaConfig
 from lambdas.common.errors import (
     AnswerTooLong,
+    FlexUnavailable,
     InvalidAnswer,
     ModelRejected,
     ModelUnavailable,
@@ -62,6 +64,10 @@ class Answer:
     tier: Tier = "standard"  # the tier that served it (the response's `service_tier`): what it is billed at
 
 
+class NoFlexCapacity(Exception):
+    """429 "resource unavailable" for a flex call: a lack of capacity, not a rate limit."""
+
+
 def call_model(
     config: LambdaConfig,
     messages: list[dict[str, str]],
@@ -69,10 +75,15 @@ def call_model(
     max_tokens: int,
     *,
     api_key: str,
+    tier: Tier = "standard",
 ) -> Answer:
     """One chat completion with its rate-limit headers; errors mapped to the state machine's names,
-    their messages without the key (they end up in results and logs)."""
-    client = model_client(config.openai_base_url, api_key, config.openai_timeout_seconds)
+    their messages without the key (they end up in results and logs). A `flex` call asks
+    `service_tier: "flex"` with the longer FLEX_TIMEOUT_SECONDS."""
+    flex = tier == "flex"
+    timeout = config.flex_timeout_seconds if flex else config.openai_timeout_seconds
+    client = model_client(config.openai_base_url, api_key, timeout)
+    extra: dict[str, Any] = {"service_tier": "flex"} if flex else {}
 
     def message(text: str) -> str:
         return model_key.redact(text, api_key)[:500]
@@ -85,9 +96,12 @@ def call_model(
             response_format=cast(ResponseFormatJSONSchema, response_format),
             max_tokens=max_tokens,
             temperature=0,
+            **extra,
         )
         completion = raw.parse()
     except openai.RateLimitError as exc:
+        if exc.code == "resource_unavailable" or "resource unavailable" in str(exc).lower():
+            raise NoFlexCapacity(message(str(exc))) from exc
         headers = exc.response.headers
         # `retry-after`, else the reset of the limit it ran out of: requests when none is left, else tokens.
         exhausted = "requests" if headers.get("x-ratelimit-remaining-requests") == "0" else "tokens"
@@ -128,6 +142,23 @@ class Stopped(Exception):
     """The validation was cancelled or rerun: the invocation ends quietly, asking nothing more."""
 
 
+@dataclass(frozen=True)
+class Lane:
+    """How a validation's calls are asked (its record's `tier`, `flex_deadline_seconds`, `flex_fallback`)."""
+
+    tier: Tier = "standard"
+    deadline_seconds: float = 300.0
+    fallback: str = "standard"  # or "fail"
+
+    @classmethod
+    def of(cls, record: Mapping[str, Any]) -> Lane:
+        return cls(
+            "flex" if record.get("tier") == "flex" else "standard",
+            float(300 if record.get("flex_deadline_seconds") is None else record["flex_deadline_seconds"]),
+            "fail" if record.get("flex_fallback") == "fail" else "standard",
+        )
+
+
 @dataclass
 class Asker:
     """Asks the model for one validation, inside one lease (a call slot and tokens)."""
@@ -141,10 +172,17 @@ class Asker:
     before_call: Callable[
         [], None
     ]  # raises to stop (cancelled, or a newer run); checked after the wait, right before the call
+    lane: Lane = field(default_factory=lambda: Lane())
 
     def ask(self, messages: list[dict[str, str]], response_format: dict[str, Any], prompt_estimate: int) -> Answer:
-        """An answer that was not cut; raises the mapped error of a failed attempt, or AnswerTooLong."""
+        """An answer that was not cut; raises the mapped error of a failed attempt, or AnswerTooLong.
+        On the flex lane, a 429 "resource unavailable" is asked again with backoff and jitter until
+        the lane's deadline (counted from this call's first flex attempt), then at the standard
+        tier or not at all (FlexUnavailable), as the validation chose."""
         allowance = self.config.completion_max_tokens
+        tier: Tier = self.lane.tier
+        flex_since: float | None = None
+        unavailable = 0
         while True:
             api_key = model_key.api_key(self.config)  # cached; read before the lease so a failed read costs no attempt
             estimate = prompt_estimate + allowance  # what the rate limiter charges: prompt + max_tokens
@@ -161,7 +199,14 @@ class Asker:
             if not self.lease.holds_slot_below_cap():  # max-parallelism went down meanwhile
                 self.lease.release(estimate)
                 continue  # reserve again: gives this slot up and waits for one below the cap
-            answer = self._call(messages, response_format, allowance, estimate, api_key)
+            if tier == "flex" and flex_since is None:
+                flex_since = time.monotonic()
+            try:
+                answer = self._call(messages, response_format, allowance, estimate, api_key, tier)
+            except NoFlexCapacity:
+                unavailable += 1
+                tier = self._after_no_capacity(flex_since or time.monotonic(), unavailable)
+                continue
             if answer.finish_reason != "length":
                 return answer
             if allowance >= self.config.completion_max_tokens_cap:
@@ -177,6 +222,26 @@ class Asker:
             )
             allowance = min(2 * allowance, self.config.completion_max_tokens_cap)
 
+    def _after_no_capacity(self, since: float, unavailable: int) -> Tier:
+        """The tier of the next attempt after flex had no capacity `unavailable` times in a row (waiting
+        first while the deadline allows); raises FlexUnavailable when the lane fails instead."""
+        count("FlexUnavailable")
+        left = self.lane.deadline_seconds - (time.monotonic() - since)
+        budget = (self.remaining_millis() - self.config.reserve_millis) / 1000
+        delay = min(self.config.flex_retry_max_seconds, self.config.flex_retry_base_seconds * 2 ** (unavailable - 1))
+        delay *= random.uniform(0.5, 1.0)  # jitter: calls that met no capacity together come back apart
+        if delay < left and delay < budget:
+            time.sleep(delay)
+            return "flex"
+        if self.lane.fallback == "standard":
+            count("FlexFallbacks")
+            log.info("flex had no capacity for %.0f s (flex_deadline_seconds): asking at the standard tier", left)
+            return "standard"
+        raise FlexUnavailable(
+            f"flex had no capacity within {self.lane.deadline_seconds:g} s (flex_deadline_seconds) and the "
+            "validation chose not to fall back to the standard tier"
+        )
+
     def _call(
         self,
         messages: list[dict[str, str]],
@@ -184,12 +249,17 @@ class Asker:
         allowance: int,
         estimate: int,
         api_key: str,
+        tier: Tier = "standard",
     ) -> Answer:
         """The call inside the lease: settle what the limiter charged, count the attempt,
         feed back what upstream said."""
         started = time.monotonic()
         try:
-            answer = call_model(self.config, messages, response_format, allowance, api_key=api_key)
+            answer = call_model(self.config, messages, response_format, allowance, api_key=api_key, tier=tier)
+        except NoFlexCapacity:  # a lack of capacity, not a rate limit: the shared budget is not lowered
+            self.lease.settle(estimate, estimate, time.monotonic() - started)
+            self.store.validations.count_attempt(self.validation_id, None)
+            raise
         except RateLimited as exc:
             count("RateLimited")
             self.lease.settle(estimate, estimate, time.monotonic() - started)  # a refused request counts too
@@ -315,7 +385,10 @@ def askers_for(
     live parallelism), and the check before every call that the run is neither cancelled nor
     superseded; the effective parallelism is shown on the validation when it changes.
     The caller closes each asker's `lease` when done."""
-    current = store.validations.get(validation_id, "plan", "parallelism", "owner", "priority")
+    current = store.validations.get(
+        validation_id, "plan", "parallelism", "owner", "priority", "tier", "flex_deadline_seconds", "flex_fallback"
+    )
+    lane = Lane.of(current)
     plan, shown = current.get("plan") or {}, current.get("parallelism")
     governor = governor or governor_for(config, store.client)
     tenant = tenant_of(store, current)  # fair share: whose tokens
@@ -333,7 +406,7 @@ def askers_for(
 
     def new() -> Asker:
         lease = governor.lease(validation_id, cap, tenant)
-        return Asker(config, store, governor, lease, validation_id, remaining_millis, before_call)
+        return Asker(config, store, governor, lease, validation_id, remaining_millis, before_call, lane)
 
     return Askers(new, cap, plan)
 

@@ -122,6 +122,14 @@ METRICS: dict[str, MetricSpec] = {
         ),
         _counter("AnswersCut", "validation_answers_cut", "Answers cut by max_tokens and asked again"),
         _counter(
+            "FlexUnavailable",
+            "validation_flex_unavailable",
+            'Flex calls answered 429 "resource unavailable" (no capacity; not a rate limit)',
+        ),
+        _counter(
+            "FlexFallbacks", "validation_flex_fallbacks", "Flex calls asked at the standard tier past their deadline"
+        ),
+        _counter(
             "FindingsChecked",
             "validation_findings_checked",
             "Findings and evidence whose quote was looked up in the text, per model",

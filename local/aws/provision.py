@@ -215,6 +215,9 @@ class Provisioner:
             "OPENAI_API_KEY_PARAMETER": self.openai_key_parameter,  # the key's name, never the key
             "OPENAI_MODEL": s.openai_model,
             "OPENAI_TIMEOUT_SECONDS": str(s.openai_timeout_seconds),
+            "FLEX_TIMEOUT_SECONDS": str(s.flex_timeout_seconds or s.openai_timeout_seconds),
+            "FLEX_RETRY_BASE_SECONDS": str(s.flex_retry_base_seconds),
+            "FLEX_RETRY_MAX_SECONDS": str(s.flex_retry_max_seconds),
             "COMPLETION_MAX_TOKENS": str(s.completion_max_tokens),
             "COMPLETION_MAX_TOKENS_CAP": str(s.completion_max_tokens_cap),
             "PART_MAX_TOKENS": str(s.part_max_tokens),

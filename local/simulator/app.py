@@ -52,6 +52,10 @@ class SimulatorConfig:
     window_seconds: float = 60.0  # the "minute"; shorter in benchmarks
     latency_seconds: float = 0.02
     rate_limit_rate: float = 0.0  # share of admitted calls answered 429 anyway (upstream overload)
+    # Flex (`service_tier: "flex"`): answers take this much longer, and this share of admitted flex
+    # calls is answered 429 "resource unavailable" (a lack of capacity, not a rate limit).
+    flex_latency_seconds: float = 0.0
+    flex_unavailable_rate: float = 0.0
     error_rate: float = 0.0  # share answered 500
     send_retry_after: bool = True
     seed: int | None = None
@@ -94,6 +98,7 @@ class Stats:
     faults_injected: int = 0
     billed_tokens: int = 0  # prompt + completion tokens of answered calls
     cached_prompt_tokens: int = 0  # of those prompt tokens, the ones served from the prompt cache
+    flex_unavailable: int = 0  # flex calls answered 429 "resource unavailable"
     served_tiers: dict[str, int] = field(default_factory=dict)  # answered calls per response `service_tier`
     unauthorized: int = 0  # calls refused for a missing or wrong key (401)
     mistakes: dict[str, int] = field(default_factory=lambda: dict.fromkeys(mistakes.KINDS, 0))
@@ -116,6 +121,7 @@ class Stats:
                 "faults_injected": self.faults_injected,
                 "billed_tokens": self.billed_tokens,
                 "cached_prompt_tokens": self.cached_prompt_tokens,
+                "flex_unavailable": self.flex_unavailable,
                 "served_tiers": dict(self.served_tiers),
                 "unauthorized": self.unauthorized,
                 "mistakes": dict(self.mistakes),
@@ -123,6 +129,22 @@ class Stats:
                 "emitted_findings": self.emitted_findings,
                 "exact_findings": self.exact_findings,
             }
+
+
+def _resource_unavailable() -> JSONResponse:
+    """OpenAI's answer when flex has no capacity: 429 without rate-limit headers or retry-after."""
+    return JSONResponse(
+        {
+            "error": {
+                "message": "Resource unavailable: no capacity for flex processing right now. "
+                "Retry later, or send the request with the default service tier.",
+                "type": "resource_unavailable",
+                "param": None,
+                "code": "resource_unavailable",
+            }
+        },
+        status_code=429,
+    )
 
 
 def served_tier(requested: str | None) -> str:
@@ -220,9 +242,12 @@ class Simulator:
             self.stats.in_flight += 1
             self.stats.peak_in_flight = max(self.stats.peak_in_flight, self.stats.in_flight)
         try:
-            # Flex's slower answers and its 429 "resource unavailable" (a lack of capacity, not a
-            # rate limit) belong here, decided from `tier`; for now flex answers like default.
-            await asyncio.sleep(self.config.latency_seconds)
+            flex = tier == "flex"
+            await asyncio.sleep(self.config.latency_seconds + (self.config.flex_latency_seconds if flex else 0.0))
+            if flex and self._random.random() < self.config.flex_unavailable_rate:
+                with self.stats.lock:
+                    self.stats.flex_unavailable += 1
+                return _resource_unavailable()
             draw = self._random.random()
             if draw < self.config.rate_limit_rate:
                 with self.stats.lock:

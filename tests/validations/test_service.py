@@ -31,7 +31,7 @@ from app.errors import (
     UpstreamError,
 )
 from app.identity.principal import Principal
-from app.validations.intake import Document, Rule, RulesetVersion, Submission
+from app.validations.intake import Document, LaneIn, Rule, RulesetVersion, Submission
 from app.validations.records import Validation
 from app.validations.service import ValidationService
 from core import ends, pricing, spend
@@ -314,6 +314,31 @@ async def test_without_a_price_a_validation_records_no_prices_and_its_cost_is_nu
     validation, _ = await fakes.service().create(alice, submission(), None)
 
     assert validation.prices is None and validation.cost_usd is None
+
+
+# --- lanes -----------------------------------------------------------------------------------
+
+
+async def test_a_submission_without_a_tier_takes_its_owners_default_and_records_the_flex_lane(fakes: Fakes) -> None:
+    alice = fakes.users.add("alice", replace(QUOTA, default_tier="flex"))
+
+    validation, _ = await fakes.service().create(alice, submission(), None)
+    asked, _ = await fakes.service().create(alice, replace(submission(), lane=LaneIn(tier="standard")), None)
+
+    stored = record(fakes, validation.id)
+    assert (stored["tier"], stored["flex_deadline_seconds"], stored["flex_fallback"]) == ("flex", 300, "standard")
+    assert record(fakes, asked.id)["tier"] == "standard" and "flex_fallback" not in record(fakes, asked.id)
+
+
+async def test_a_flex_lane_that_may_fall_back_reserves_its_budget_at_the_standard_price(fakes: Fakes) -> None:
+    alice = fakes.users.add("alice", replace(QUOTA, max_running=5, max_spend_usd=1.0))
+    fakes.prices.prices["gpt-4o-mini"] = pricing.DEFAULT_PRICES["gpt-5-mini"]  # a model with a flex price
+    service = fakes.service()
+
+    falls_back, _ = await service.create(alice, replace(submission(), lane=LaneIn(tier="flex")), None)
+    fails, _ = await service.create(alice, replace(submission(), lane=LaneIn(tier="flex", flex_fallback="fail")), None)
+
+    assert record(fakes, fails.id)["budget_reserved"] * 2 == record(fakes, falls_back.id)["budget_reserved"]
 
 
 # --- stored rule sets ----------------------------------------------------------------------
