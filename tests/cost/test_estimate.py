@@ -9,7 +9,7 @@ import pytest
 from app.settings import Settings
 from core.quota import Quota
 from tests.support.stack import Aws, MakeApi, lines_document, make_user, wait_for_status
-from tests.validations.test_intake_errors import stored
+from tests.validations.test_intake_errors import CASES, SMALL_LIMITS, stored
 
 DOCS = [
     {"name": "big.txt", "content": lines_document(400, marker_every=37)},
@@ -77,3 +77,28 @@ def test_a_dry_run_says_what_the_quota_and_budget_would_do_instead_of_refusing(a
     assert estimate["would"]["budget"]["verdict"] == "refuse"
     assert estimate["would"]["budget"]["estimate_usd"] > estimate["would"]["budget"]["remaining_usd"] == 0.000001
     assert refused.status_code == 429 and refused.json()["limit"] == "budget"
+
+
+def test_a_dry_run_answers_a_submissions_errors_and_stores_nothing(
+    make_api: MakeApi, aws: Aws, settings: Settings
+) -> None:
+    """One case of each kind of refusal (the dry run reads the body as a submission does)."""
+    api = make_api(**SMALL_LIMITS)
+    chosen = {
+        "malformed-json",
+        "file-too-large",
+        "too-many-files",
+        "binary-by-content",
+        "too-many-rules",
+        "ruleset-bad-name",
+    }
+    before = stored(aws, settings)
+
+    for name, request_kwargs, status, problem, member in (c for c in CASES if c[0] in chosen):
+        answer = api.post("/validations", params={"dry_run": "true"}, **request_kwargs)
+
+        assert answer.status_code == status, (name, answer.text)
+        assert answer.headers["content-type"] == "application/problem+json" and answer.json()["type"].endswith(problem)
+        if member:
+            assert answer.json()[member[0]] == member[1], name
+    assert stored(aws, settings) == before

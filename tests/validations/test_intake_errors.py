@@ -164,7 +164,6 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("dry_run", [False, True], ids=["submit", "dry-run"])  # an estimate checks the same
 @pytest.mark.parametrize("request_kwargs,status,problem,member", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
 def test_bad_input_is_a_problem_and_stores_nothing(
     make_api: MakeApi,
@@ -174,12 +173,11 @@ def test_bad_input_is_a_problem_and_stores_nothing(
     status: int,
     problem: str,
     member: tuple[str, str] | None,
-    dry_run: bool,
 ) -> None:
     api = make_api(**SMALL_LIMITS)
     before = stored(aws, settings)
 
-    answer = api.post("/validations", params={"dry_run": "true"} if dry_run else {}, **request_kwargs)
+    answer = api.post("/validations", **request_kwargs)
 
     assert answer.status_code == status, answer.text
     assert answer.headers["content-type"] == "application/problem+json"
