@@ -10,6 +10,7 @@ BENCHMARKS = [
     "bench.events",
     "bench.fidelity",
     "bench.reuse",
+    "bench.cost",
     "bench.observability",
     "bench.first_run",
     "bench.queue",

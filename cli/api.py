@@ -12,7 +12,7 @@ from typing import IO, Any
 import httpx
 from httpx_sse import EventSource, connect_sse
 
-from cli.inputs import Upload
+from cli.inputs import Submission
 from cli.outcome import CliError
 
 # The server sends a heartbeat comment every 15 s (SSE_HEARTBEAT_SECONDS): a stream silent for
@@ -31,6 +31,18 @@ def problem_message(answer: httpx.Response) -> str:
         return f"{answer.status_code} {title}: {body['detail']}"
     text = answer.text.strip().replace("\n", " ")[:200]
     return f"{answer.status_code} {answer.reason_phrase}" + (f": {text}" if text else "")
+
+
+def _multipart(submission: Submission) -> dict[str, Any]:
+    """The multipart body `POST /validations` takes: the files, the rules as JSON, the rule set's name."""
+    files = [
+        ("files", (u.name, u.content, mimetypes.guess_type(u.name)[0] or "application/octet-stream"))
+        for u in submission.uploads
+    ]
+    data = {"rules": json.dumps(submission.rules)} if submission.rules else {}
+    if submission.ruleset is not None:
+        data["ruleset"] = submission.ruleset
+    return {"files": files, "data": data}
 
 
 class ApiError(CliError):
@@ -76,19 +88,17 @@ class Api:
         return self.request(method, path, **kwargs).json()
 
     # --- validations ------------------------------------------------------------------------
-    def submit(
-        self, uploads: list[Upload], rules: list[str | dict[str, str]], key: str | None, ruleset: str | None = None
-    ) -> dict[str, Any]:
-        files = [
-            ("files", (u.name, u.content, mimetypes.guess_type(u.name)[0] or "application/octet-stream"))
-            for u in uploads
-        ]
+    def submit(self, submission: Submission, key: str | None) -> dict[str, Any]:
         headers = {"Idempotency-Key": key} if key else {}
-        data = {"rules": json.dumps(rules)} if rules else {}
-        if ruleset is not None:
-            data["ruleset"] = ruleset
-        created: dict[str, Any] = self.call("POST", "/validations", files=files, data=data, headers=headers)
+        created: dict[str, Any] = self.call("POST", "/validations", headers=headers, **_multipart(submission))
         return created
+
+    def estimate(self, submission: Submission) -> dict[str, Any]:
+        """`POST /validations?dry_run=true`: what the submission would cost and meet now; nothing is started."""
+        estimate: dict[str, Any] = self.call(
+            "POST", "/validations", params={"dry_run": "true"}, **_multipart(submission)
+        )
+        return estimate
 
     def validation(self, validation_id: str) -> dict[str, Any]:
         found: dict[str, Any] = self.call("GET", f"/validations/{validation_id}")
@@ -171,10 +181,19 @@ class Api:
         report: dict[str, Any] = self.call("GET", f"/rulesets/{name}/versions/{version}/test")
         return report
 
+    def usage(self, period: str) -> dict[str, Any]:
+        """`GET /me/usage`: the caller's spend per period, newest first, and their budget's state."""
+        usage: dict[str, Any] = self.call("GET", "/me/usage", params={"period": period})
+        return usage
+
     # --- admin ------------------------------------------------------------------------------
     def create_user(self, body: dict[str, Any]) -> dict[str, Any]:
         created: dict[str, Any] = self.call("POST", "/admin/users", json=body)
         return created
+
+    def user(self, user_id: str) -> dict[str, Any]:
+        found: dict[str, Any] = self.call("GET", f"/admin/users/{user_id}")
+        return found
 
     def patch_user(self, user_id: str, body: dict[str, Any]) -> dict[str, Any]:
         patched: dict[str, Any] = self.call("PATCH", f"/admin/users/{user_id}", json=body)

@@ -1,4 +1,5 @@
-"""What the CLI shows: live progress fed by the event stream (rich), results as a table.
+"""What the CLI shows: live progress fed by the event stream (rich), results as a table, and cost (a
+validation's, an estimate's, the caller's spend per period).
 
 In a terminal, `LiveView` draws a bar for the validation (parts settled of all parts) and one
 per file still running (its parts settled), and prints a line above the bars as each file's
@@ -10,6 +11,7 @@ from __future__ import annotations
 from types import TracebackType
 from typing import Any
 
+from rich import box
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
@@ -314,3 +316,167 @@ def failing_examples(report: dict[str, Any]) -> list[str]:
 
 def report_line(report: dict[str, Any]) -> str:
     return f"Overall: precision {_ratio(report['precision'])}, recall {_ratio(report['recall'])}."
+
+
+def status_table(v: dict[str, Any]) -> Table:
+    """`validate status`: a validation's state, progress, tokens and cost."""
+    table = Table.grid(padding=(0, 2))
+    table.add_column(style="bold")
+    table.add_column()
+    progress, usage = v["progress"], v["usage"]
+    rows = [
+        ("id", v["id"]),
+        ("status", f"{v['status']}" + (f" (run {v['run']})" if v.get("run", 1) > 1 else "")),
+        ("parts", f"{progress['succeeded']} succeeded, {progress['failed']} failed, {progress['pending']} pending "
+                  f"of {progress['total']}"),
+        ("files", ", ".join(f["name"] for f in v["files"][:10]) + (" …" if len(v["files"]) > 10 else "")),
+        ("rules", ", ".join(r["id"] for r in v["rules"])),
+        *([("rule set", ruleset_reference(v))] if ruleset_reference(v) else []),
+        ("tokens", f"{usage['prompt_tokens'] + usage['completion_tokens']} used of ~{v['estimated_tokens']} estimated, "
+                   f"{usage.get('cached_prompt_tokens') or 0} prompt tokens cached"),
+        ("cost", usd(usage.get("cost_usd")) + (f" ({usage['model']})" if usage.get("model") else "")),
+        ("created", v["created_at"]),
+    ]  # fmt: skip
+    if v.get("finished_at"):
+        rows.append(("finished", v["finished_at"]))
+    if v.get("queue"):
+        rows.append(("queue", f"position {v['queue']['position']}, start ~{v['queue'].get('estimated_start')}"))
+    if v.get("error"):
+        rows.append(("error", f"{v['error']['type']}: {v['error']['detail']}"))
+    for name, value in rows:
+        table.add_row(name, escape(str(value)))
+    return table
+
+
+# --- cost: a validation's, an estimate's, the caller's spend ------------------------------------------------
+def usd(amount: float | None) -> str:
+    """`$0.001234` (to the millionth the API gives, trailing zeros dropped to cents), `no price` for null."""
+    if amount is None:
+        return "no price"
+    whole, _, fraction = f"{amount:.6f}".rstrip("0").partition(".")
+    return f"${whole}.{fraction.ljust(2, '0')}"
+
+
+def usage_line(validation: dict[str, Any]) -> str:
+    """Beneath the verdict line: `Tokens: N used, C prompt tokens cached; cost $X.`"""
+    usage = validation.get("usage") or {}
+    used = int(usage.get("prompt_tokens", 0)) + int(usage.get("completion_tokens", 0))
+    return (
+        f"Tokens: {used} used, {usage.get('cached_prompt_tokens') or 0} prompt tokens cached; "
+        f"cost {usd(usage.get('cost_usd'))}."
+    )
+
+
+# What the quota would do and why (an estimate's `would.reason`), in the user's words.
+QUOTA_WHY = {
+    "max_queued": "your queue of waiting validations is full",
+    "queue": "your validations already queued go first",
+    "max_running": "you have max-running validations running",
+    "tokens": "your token bucket must refill first",
+}
+_RATIO_SOURCE = {
+    "history": "from this deployment's ended runs of the model",
+    "prior": "the prior: no ended run of the model yet",
+}
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:g} s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def _quota_outlook(would: dict[str, Any]) -> str:
+    verdict, reason = str(would["quota"]), would.get("reason")
+    word = {"admit": "admit", "queue": "queue", "refuse": "refuse (429)"}.get(verdict, verdict)
+    return word + (f": {QUOTA_WHY.get(str(reason), str(reason))}" if reason else "")
+
+
+def _budget_outlook(budget: dict[str, Any] | None) -> str:
+    if budget is None:
+        return "no budget"
+    resets = f"resets {budget['resets_at']}"
+    if budget["estimate_usd"] is None:
+        return f"refuse (422): the model has no price, so no budget can hold it; {resets}"
+    if budget["verdict"] == "admit":
+        return f"admit: reserves {usd(budget['estimate_usd'])} of {usd(budget['remaining_usd'])} left; {resets}"
+    return f"refuse (429): needs {usd(budget['estimate_usd'])}, {usd(budget['remaining_usd'])} left; {resets}"
+
+
+def estimate_table(e: dict[str, Any]) -> Table:
+    """`validate estimate`: parts, calls, tokens, completions and the ratio's source, cost per tier
+    (p50–p90), what the quota and the budget would do now, and how long it would take."""
+    table = Table.grid(padding=(0, 2))
+    table.add_column(style="bold")
+    table.add_column()
+    calls, prompt, completion = e["model_calls"], e["prompt_tokens"], e["completion_tokens"]
+    ratio = completion["ratio"]
+    reused = int(e.get("reused_parts") or 0)
+    rows = [
+        ("model", e["model"] + (f" at the {e['tier']} tier" if e.get("tier") else "")
+                  + (f", rule set {e['ruleset']}" if e.get("ruleset") else "")),
+        ("parts", f"{e['parts']} in {_count(int(e['files']), 'file')}"
+                  + (f", {reused} answered by the reuse cache (no call)" if reused else "")),
+        ("calls", f"{calls['total']}: {calls['parts']} for parts, {calls['combine']} to combine"),
+        ("prompt tokens", f"{prompt['total']:,}: {prompt['parts']:,} for parts (exact), {prompt['combine']:,} to "
+                          f"combine (estimated); {prompt['cached']:,} cached"),
+        ("completion tokens", f"p50 {completion['p50']:,}, p90 {completion['p90']:,} (completion ÷ prompt "
+                              f"{ratio['p50']:.2f} / {ratio['p90']:.2f}, "
+                              f"{_RATIO_SOURCE.get(str(ratio['source']), str(ratio['source']))})"),
+    ]  # fmt: skip
+    costs = e.get("cost_usd")
+    if not costs:
+        rows.append(("cost", f"no price for {e['model']}"))
+    for i, (tier, cost) in enumerate((costs or {}).items()):
+        rows.append(("cost p50–p90" if i == 0 else "", f"{tier} {usd(cost['p50'])} – {usd(cost['p90'])}"))
+    would, duration = e["would"], e["duration_seconds"]
+    start_in = float(duration["start_in"])
+    run = duration.get("run")
+    rows += [
+        ("quota", _quota_outlook(would)),
+        ("budget", _budget_outlook(would.get("budget"))),
+        ("time", ("starts now" if start_in <= 0 else f"starts in ~{_duration(start_in)}")
+                 + (f", runs ~{_duration(float(run))} at the deployment's whole target TPM" if run is not None
+                    else "")),
+    ]  # fmt: skip
+    for name, value in rows:
+        table.add_row(name, escape(str(value)))
+    return table
+
+
+def spend_table(usage: dict[str, Any], period: str) -> Table:
+    """`validate usage`: the caller's spend per UTC day or month, newest first."""
+    # No rules between columns, one space apart: eight whole columns fit in an 80-character terminal.
+    table = Table(
+        title=f"Spend of {escape(str(usage['user_id']))} per UTC {period}, newest first",
+        caption="Tokens: prompt, of them cached, completion.",
+        box=box.SIMPLE_HEAD,
+        padding=(0, 0),
+    )
+    for column in ("Period", "Spent", "Reserved", "Runs", "Unpriced", "Prompt", "Cached", "Completion"):
+        table.add_column(column, justify="left" if column == "Period" else "right", no_wrap=True)
+    for item in usage["items"]:
+        table.add_row(
+            escape(str(item["period"]).partition("#")[2] or str(item["period"])),
+            usd(item["spent_usd"]),
+            usd(item["reserved_usd"]),
+            str(item["runs"]),
+            str(item["unpriced_runs"]),
+            f"{item['prompt_tokens']:,}",
+            f"{item['cached_prompt_tokens']:,}",
+            f"{item['completion_tokens']:,}",
+        )
+    return table
+
+
+def budget_line(budget: dict[str, Any] | None) -> str:
+    """The spend budget's state: max per period, what is left, when it resets, whether the 80% alert went."""
+    if budget is None:
+        return "No spend budget."
+    alerted = "sent" if budget["threshold_alerted"] else "not sent"
+    return (
+        f"Budget {usd(budget['max_spend_usd'])} per {budget['spend_period']}: {usd(budget['remaining_usd'])} left, "
+        f"resets {budget['resets_at']}; 80% alert {alerted} this period."
+    )

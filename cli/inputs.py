@@ -1,6 +1,6 @@
-"""What `validate submit` and `validate rules push` send: files from paths, globs and directories; rules
-from YAML or JSON (with their examples, for a rule set); an Idempotency-Key from the content, so submitting
-the same files and rules twice is one validation."""
+"""What `validate submit` (and `validate estimate`) and `validate rules push` send: files from paths, globs
+and directories; rules from YAML or JSON (with their examples, for a rule set); an Idempotency-Key from the
+content, so submitting the same files and rules twice is one validation."""
 
 from __future__ import annotations
 
@@ -182,6 +182,26 @@ def load_ruleset(path: str) -> RulesetContent:
 
 def load_rules(path: str) -> list[str | dict[str, str]]:
     return parse_rules(read_text(path, "rules file"), path)
+
+
+@dataclass(frozen=True)
+class Submission:
+    """What `validate submit` sends, and `validate estimate` asks the price of: the same body."""
+
+    uploads: list[Upload]
+    rules: list[str | dict[str, str]]
+    ruleset: str | None  # NAME or NAME@VERSION of a stored rule set
+
+    def idempotency_key(self) -> str:
+        return idempotency_key(self.uploads, self.rules, self.ruleset)
+
+
+def read_submission(paths: list[str], rules_path: str | None, ruleset: str | None) -> Submission:
+    """Files from paths, globs and directories, and the rules (a file, a stored rule set, or both)."""
+    if rules_path is None and ruleset is None:
+        raise CliError("Give the rules: --rules FILE, --ruleset NAME[@VERSION], or both.")
+    uploads = read_uploads(expand(paths))
+    return Submission(uploads, load_rules(rules_path) if rules_path is not None else [], ruleset)
 
 
 def idempotency_key(uploads: list[Upload], rules: list[str | dict[str, str]], ruleset: str | None = None) -> str:

@@ -14,17 +14,21 @@ from typing import IO, Annotated, Any
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
 from cli import inputs
 from cli.api import Api
 from cli.display import (
     LiveView,
+    budget_line,
+    estimate_table,
     failing_examples,
     report_line,
     results_table,
     rule_test_table,
-    ruleset_reference,
+    spend_table,
+    status_table,
+    usage_line,
+    usd,
     verdict_line,
 )
 from cli.follow import follow
@@ -84,6 +88,11 @@ class Role(StrEnum):
 class OnLimit(StrEnum):
     QUEUE = "queue"
     REJECT = "reject"
+
+
+class Period(StrEnum):
+    DAY = "day"
+    MONTH = "month"
 
 
 @dataclass(frozen=True)
@@ -178,6 +187,7 @@ def _write_results(api: Api, validation: dict[str, Any], report_format: Format, 
                 console = Console(file=text) if output else Console()
                 console.print(results_table(validation, results))
                 console.print(verdict_line(validation, results), highlight=False)
+                console.print(usage_line(validation), highlight=False, soft_wrap=True)
             else:
                 json.dump({"validation": validation, "results": results}, text, indent=2, ensure_ascii=False)
                 text.write("\n")
@@ -210,24 +220,28 @@ def _follow_and_report(
 
 
 # --- validations ----------------------------------------------------------------------------------
+PathsArg = Annotated[list[str], typer.Argument(help="Files, directories or globs.", show_default=False)]
+RulesOpt = Annotated[
+    str | None, typer.Option("--rules", "-r", help="Rules file, YAML or JSON.", show_default=False, metavar="FILE")
+]
+RulesetOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--ruleset",
+        help="A stored rule set: NAME (its latest version) or NAME@VERSION; with --rules, both apply.",
+        show_default=False,
+        metavar="NAME[@V]",
+        callback=_reference,
+    ),
+]
+
+
 @app.command()
 def submit(
     ctx: typer.Context,
-    paths: Annotated[list[str], typer.Argument(help="Files, directories or globs.", show_default=False)],
-    rules: Annotated[
-        str | None,
-        typer.Option("--rules", "-r", help="Rules file, YAML or JSON.", show_default=False, metavar="FILE"),
-    ] = None,
-    ruleset: Annotated[
-        str | None,
-        typer.Option(
-            "--ruleset",
-            help="A stored rule set: NAME (its latest version) or NAME@VERSION; with --rules, both apply.",
-            show_default=False,
-            metavar="NAME[@V]",
-            callback=_reference,
-        ),
-    ] = None,
+    paths: PathsArg,
+    rules: RulesOpt = None,
+    ruleset: RulesetOpt = None,
     wait: Annotated[
         bool, typer.Option("--wait", "-w", help="Show live progress until it ends; exit by verdict.")
     ] = False,
@@ -244,13 +258,9 @@ def submit(
 ) -> int:
     """Submit files and rules (--rules, --ruleset or both). Prints the validation's id; with --wait, follows it
     and prints only the results."""
-    if rules is None and ruleset is None:
-        raise CliError("Give the rules: --rules FILE, --ruleset NAME[@VERSION], or both.")
-    uploads = inputs.read_uploads(inputs.expand(paths))
-    rule_list = inputs.load_rules(rules) if rules is not None else []
-    key = idempotency_key or inputs.idempotency_key(uploads, rule_list, ruleset)
+    submission = inputs.read_submission(paths, rules, ruleset)
     with _config(ctx).api() as api:
-        created = api.submit(uploads, rule_list, key, ruleset)
+        created = api.submit(submission, idempotency_key or submission.idempotency_key())
         vid = str(created["id"])
         if not wait:  # the id alone on stdout, for `ID=$(validate submit ...)`
             print(vid, flush=True)
@@ -258,6 +268,22 @@ def submit(
             return PASSED
         # With --wait stdout carries the results only (a SARIF or CSV redirected to a file stays valid).
         return _follow_and_report(api, created, report_format, output)
+
+
+@app.command()
+def estimate(
+    ctx: typer.Context, paths: PathsArg, rules: RulesOpt = None, ruleset: RulesetOpt = None, as_json: JsonOpt = False
+) -> int:
+    """What `submit` with these files and rules would cost and meet now (parts, calls, tokens, cost per tier,
+    the quota and the budget, the time); nothing is stored, started or charged."""
+    submission = inputs.read_submission(paths, rules, ruleset)
+    with _config(ctx).api() as api:
+        answer = api.estimate(submission)
+    if as_json:
+        print(json.dumps(answer, indent=2, ensure_ascii=False))
+    else:
+        Console().print(estimate_table(answer))
+    return PASSED
 
 
 @app.command()
@@ -270,43 +296,16 @@ def watch(ctx: typer.Context, validation_id: ValidationIdArg, report_format: For
 
 @app.command()
 def status(ctx: typer.Context, validation_id: ValidationIdArg, as_json: JsonOpt = False) -> int:
-    """Status, progress and token usage; once ended, the exit code says the verdict."""
+    """Status, progress, token usage and cost; once ended, the exit code says the verdict."""
     with _config(ctx).api() as api:
         validation = api.validation(validation_id)
         if as_json:
             print(json.dumps(validation, indent=2, ensure_ascii=False))
         else:
-            Console().print(_status_table(validation))
+            Console().print(status_table(validation))
         if validation["status"] != "SUCCEEDED":
             return verdict_code(str(validation["status"]), [])
         return verdict_code("SUCCEEDED", api.results(validation_id))
-
-
-def _status_table(v: dict[str, Any]) -> Table:
-    table = Table.grid(padding=(0, 2))
-    table.add_column(style="bold")
-    table.add_column()
-    progress, usage = v["progress"], v["usage"]
-    rows = [
-        ("id", v["id"]),
-        ("status", f"{v['status']}" + (f" (run {v['run']})" if v.get("run", 1) > 1 else "")),
-        ("parts", f"{progress['succeeded']} succeeded, {progress['failed']} failed, {progress['pending']} pending "
-                  f"of {progress['total']}"),
-        ("files", ", ".join(f["name"] for f in v["files"][:10]) + (" …" if len(v["files"]) > 10 else "")),
-        ("rules", ", ".join(r["id"] for r in v["rules"])),
-        *([("rule set", ruleset_reference(v))] if ruleset_reference(v) else []),
-        ("tokens", f"{usage['prompt_tokens'] + usage['completion_tokens']} used of ~{v['estimated_tokens']} estimated"),
-        ("created", v["created_at"]),
-    ]  # fmt: skip
-    if v.get("finished_at"):
-        rows.append(("finished", v["finished_at"]))
-    if v.get("queue"):
-        rows.append(("queue", f"position {v['queue']['position']}, start ~{v['queue'].get('estimated_start')}"))
-    if v.get("error"):
-        rows.append(("error", f"{v['error']['type']}: {v['error']['detail']}"))
-    for name, value in rows:
-        table.add_row(name, escape(str(value)))
-    return table
 
 
 @app.command()
@@ -339,6 +338,29 @@ def retry(ctx: typer.Context, validation_id: ValidationIdArg,
             return PASSED
         stderr.print(started, highlight=False)
         return _follow_and_report(api, validation, report_format, output, quiet_before_run=int(validation["run"]))
+
+
+# --- cost -------------------------------------------------------------------------------------------
+@app.command()
+def usage(
+    ctx: typer.Context,
+    period: Annotated[Period, typer.Option(help="Spend per UTC day or month.")] = Period.MONTH,
+    as_json: JsonOpt = False,
+) -> int:
+    """What you spent per UTC day or month (newest first) and your spend budget: max, what is left, when it
+    resets, whether the 80% alert was sent."""
+    with _config(ctx).api() as api:
+        answer = api.usage(period.value)
+    if as_json:
+        print(json.dumps(answer, indent=2, ensure_ascii=False))
+        return PASSED
+    console = Console()
+    if answer["items"]:
+        console.print(spend_table(answer, period.value))
+    else:
+        console.print(f"No spend recorded per {period.value} yet.", highlight=False)
+    console.print(budget_line(answer["budget"]), highlight=False, soft_wrap=True)
+    return PASSED
 
 
 # --- rule sets --------------------------------------------------------------------------------------
@@ -443,13 +465,75 @@ def _show_user(user: dict[str, Any], as_json: bool) -> None:
         print(json.dumps(user, indent=2))
         return
     quota = user["quota"]
+    budget = quota.get("max_spend_usd")
     print(
         f"{user['user_id']}: role {user['role']}, {'disabled' if user['disabled'] else 'enabled'}, "
         f"quota {quota['capacity_tokens']} tokens (refill {quota['refill_tokens_per_minute']}/min, "
-        f"{quota['max_running']} running), on limit {user['on_limit']}"
+        f"{quota['max_running']} running), on limit {user['on_limit']}, "
+        + (f"budget {usd(budget)} per {quota.get('spend_period', 'month')}" if budget is not None else "no budget")
     )
     if "api_key" in user:
         print(f"API key (shown once): {user['api_key']}")
+
+
+def _max_spend(value: str | None) -> str | None:
+    if value is None or value.lower() == "none":
+        return value
+    try:
+        amount = float(value)
+    except ValueError:
+        amount = 0.0
+    if not 0 < amount < float("inf"):
+        raise typer.BadParameter("USD per period (more than 0), or `none` for no budget")
+    return value
+
+
+CapacityOpt = Annotated[int | None, typer.Option(help="Token bucket size.", show_default=False)]
+RefillOpt = Annotated[int | None, typer.Option(help="Bucket refill.", show_default=False)]
+MaxRunningOpt = Annotated[int | None, typer.Option(help="Validations at once.", show_default=False)]
+OnLimitOpt = Annotated[
+    OnLimit | None, typer.Option(help="Over the quota: queue the validation or refuse it (429).", show_default=False)
+]
+MaxSpendOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="Spend budget in USD per --spend-period (a submission past it is refused); `none`: no budget.",
+        show_default=False,
+        metavar="USD",
+        callback=_max_spend,
+    ),
+]
+SpendPeriodOpt = Annotated[
+    Period | None, typer.Option(help="The budget's UTC calendar period (unless given: month).", show_default=False)
+]
+
+
+def _quota_changes(
+    capacity_tokens: int | None,
+    refill_tokens_per_minute: int | None,
+    max_running: int | None,
+    max_spend_usd: str | None,
+    spend_period: Period | None,
+) -> dict[str, Any]:
+    """The quota fields the options give (`--max-spend-usd none`: the budget removed)."""
+    changes: dict[str, Any] = {
+        k: v
+        for k, v in {
+            "capacity_tokens": capacity_tokens,
+            "refill_tokens_per_minute": refill_tokens_per_minute,
+            "max_running": max_running,
+        }.items()
+        if v is not None
+    }
+    if max_spend_usd is not None:
+        changes["max_spend_usd"] = None if max_spend_usd.lower() == "none" else float(max_spend_usd)
+    if spend_period is not None:
+        changes["spend_period"] = spend_period.value
+    return changes
+
+
+# A quota is whole (its token fields are required); these, given together, make one without a second call.
+_TOKEN_FIELDS = ("capacity_tokens", "refill_tokens_per_minute", "max_running")
 
 
 @users_app.command("create")
@@ -457,31 +541,61 @@ def users_create(
     ctx: typer.Context,
     user_id: UserIdArg,
     role: Annotated[Role, typer.Option(help="What the user may do.")] = Role.USER,
-    capacity_tokens: Annotated[int | None, typer.Option(help="Token bucket size.", show_default=False)] = None,
-    refill_tokens_per_minute: Annotated[int | None, typer.Option(help="Bucket refill.", show_default=False)] = None,
-    max_running: Annotated[int | None, typer.Option(help="Validations at once.", show_default=False)] = None,
-    on_limit: Annotated[
-        OnLimit | None,
-        typer.Option(help="Over the quota: queue the validation or refuse it (429).", show_default=False),
-    ] = None,
+    capacity_tokens: CapacityOpt = None,
+    refill_tokens_per_minute: RefillOpt = None,
+    max_running: MaxRunningOpt = None,
+    max_spend_usd: MaxSpendOpt = None,
+    spend_period: SpendPeriodOpt = None,
+    on_limit: OnLimitOpt = None,
     as_json: JsonOpt = False,
 ) -> int:
-    """Create a user; prints its API key (shown once)."""
+    """Create a user; prints its API key (shown once). Quota options not given take the service's defaults."""
     body: dict[str, Any] = {"user_id": user_id, "role": role.value}
-    quota = {
-        "capacity_tokens": capacity_tokens,
-        "refill_tokens_per_minute": refill_tokens_per_minute,
-        "max_running": max_running,
-    }
-    given = {k: v for k, v in quota.items() if v is not None}
-    if given and len(given) != len(quota):
-        raise CliError("--capacity-tokens, --refill-tokens-per-minute and --max-running go together.")
-    if given:
-        body["quota"] = given
+    quota = _quota_changes(capacity_tokens, refill_tokens_per_minute, max_running, max_spend_usd, spend_period)
+    whole = all(field in quota for field in _TOKEN_FIELDS)
+    if whole:
+        body["quota"] = quota
     if on_limit is not None:
         body["on_limit"] = on_limit.value
     with _config(ctx).api() as api:
-        _show_user(api.create_user(body), as_json)
+        created = api.create_user(body)
+        if quota and not whole:
+            # Only the service knows its default quota: the new user's, with the options given on top, set
+            # before anyone holds the key (so nothing runs under the defaults meanwhile).
+            try:
+                patched = api.patch_user(user_id, {"quota": {**created["quota"], **quota}})
+            except CliError:
+                _show_user(created, as_json)  # the key is shown once: never lost to a failed second call
+                raise
+            created = {**patched, "api_key": created["api_key"]}
+        _show_user(created, as_json)
+    return PASSED
+
+
+@users_app.command("update")
+def users_update(
+    ctx: typer.Context,
+    user_id: UserIdArg,
+    capacity_tokens: CapacityOpt = None,
+    refill_tokens_per_minute: RefillOpt = None,
+    max_running: MaxRunningOpt = None,
+    max_spend_usd: MaxSpendOpt = None,
+    spend_period: SpendPeriodOpt = None,
+    on_limit: OnLimitOpt = None,
+    as_json: JsonOpt = False,
+) -> int:
+    """Change a user's quota, spend budget or policy: the options given; the rest stay as they are."""
+    quota = _quota_changes(capacity_tokens, refill_tokens_per_minute, max_running, max_spend_usd, spend_period)
+    body: dict[str, Any] = {"on_limit": on_limit.value} if on_limit is not None else {}
+    if not quota and not body:
+        raise CliError(
+            "Nothing to update: give --capacity-tokens, --refill-tokens-per-minute, --max-running, "
+            "--max-spend-usd, --spend-period or --on-limit."
+        )
+    with _config(ctx).api() as api:
+        if quota:  # a quota is replaced whole: the current one with the options given on top
+            body["quota"] = {**api.user(user_id)["quota"], **quota}
+        _show_user(api.patch_user(user_id, body), as_json)
     return PASSED
 
 

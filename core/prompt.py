@@ -187,6 +187,12 @@ def view_of(file: dict[str, Any], part: dict[str, Any], header_text: str | None)
     )
 
 
+def rules_line(rules: list[dict[str, str]]) -> str:
+    """The rules as every prompt of a validation shows them, byte for byte the same whatever order a
+    store gives a rule's attributes in: what the provider's prompt cache and the reuse digests key on."""
+    return json.dumps([{"id": r["id"], "text": r["text"]} for r in rules], ensure_ascii=False)
+
+
 def question_digest(messages: list[dict[str, str]], model: str) -> str:
     """What decides an answer, hashed: a call's prompt built with ESTIMATE_NONCE (not its random
     nonce), the model and the prompt version. Equal digests, equal questions: a stored answer
@@ -200,7 +206,7 @@ def part_digest(view: PartView, text: str, rules: list[dict[str, str]], model: s
 
 
 def part_messages(view: PartView, text: str, rules: list[dict[str, str]], nonce: str) -> list[dict[str, str]]:
-    lines = [f"{RULES_MARKER}{json.dumps(rules, ensure_ascii=False)}"]
+    lines = [f"{RULES_MARKER}{rules_line(rules)}"]
     if view.parts > 1:
         whole = f" of lines 1-{view.file_last_line}" if view.file_last_line else ""
         lines.append(
@@ -297,7 +303,7 @@ def combine_messages(
     first, last = reports[0].first_line, reports[-1].last_line
     scope = "the whole file" if (first, last) == (1, last_line) else f"lines {first}-{last} of the file"
     lines = [
-        f"{RULES_MARKER}{json.dumps(rules, ensure_ascii=False)}",
+        f"{RULES_MARKER}{rules_line(rules)}",
         f"File: {json.dumps(file_name, ensure_ascii=False)}, lines 1-{last_line}. Decide the rules for {scope} "
         f"from {len(reports)} reports.",
         f"The reports are between the lines REPORTS-{nonce} and END-REPORTS-{nonce}, one JSON object per line.",

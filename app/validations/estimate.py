@@ -78,11 +78,17 @@ def nonce_extra_tokens() -> float:
     return sum(count_tokens(f"END-TEXT-{n}") - base for n in nonces) / len(nonces)
 
 
-def shared_prefix_tokens(submission: Submission) -> int:
-    """Tokens every part call's prompt starts with: the system prompt and the rules line."""
+def shared_prefix_tokens(submission: Submission, *, combine: bool = False) -> int:
+    """Tokens every part call's prompt (or every combine call's) starts with: its system prompt and
+    the rules line."""
     rules = [{"id": r.id, "text": r.text} for r in submission.rules]
-    one = prompt.part_messages(prompt.PartView("a", 1, 1), "", rules, prompt.ESTIMATE_NONCE)
-    other = prompt.part_messages(prompt.PartView("b", 2, 2), "", rules, "f" * len(prompt.ESTIMATE_NONCE))
+    if combine:
+        report = [prompt.Report(1, 1)]
+        one = prompt.combine_messages("a", 1, report, rules, prompt.ESTIMATE_NONCE)
+        other = prompt.combine_messages("b", 2, report, rules, "f" * len(prompt.ESTIMATE_NONCE))
+    else:
+        one = prompt.part_messages(prompt.PartView("a", 1, 1), "", rules, prompt.ESTIMATE_NONCE)
+        other = prompt.part_messages(prompt.PartView("b", 2, 2), "", rules, "f" * len(prompt.ESTIMATE_NONCE))
     system, user, user_other = one[0]["content"], one[1]["content"], other[1]["content"]
     common = 0
     while common < min(len(user), len(user_other)) and user[common] == user_other[common]:
@@ -119,12 +125,17 @@ def tokens(
     reused: set[str],
     combine: list[tuple[int, int]],
     prefix_tokens: int,
+    combine_prefix_tokens: int = 0,
 ) -> Tokens:
     """The calls left once reused parts are taken out; `combine` is (calls, prompt tokens) per multi-part file."""
     asked = [q for q in questions if q.digest not in reused]
     part_prompt = sum(q.prompt_tokens for q in asked)
+    combine_calls = sum(c for c, _ in combine)
+    # Every part call after the first finds the shared prefix cached; combine calls share a prefix
+    # of their own (their system prompt and the rules): all but the first too.
     cached = max(0, len(asked) - 1) * cacheable(prefix_tokens)
-    return Tokens(len(asked), part_prompt, sum(c for c, _ in combine), sum(t for _, t in combine), cached)
+    cached += max(0, combine_calls - 1) * cacheable(combine_prefix_tokens)
+    return Tokens(len(asked), part_prompt, combine_calls, sum(t for _, t in combine), cached)
 
 
 def costs(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import re
 import time
@@ -336,10 +337,13 @@ class ValidationService:
         )
         reused = await self.store.reusable([q.digest for q in questions]) if submission.reuse else set()
         prefix = await anyio.to_thread.run_sync(estimating.shared_prefix_tokens, submission)
+        combine_prefix = await anyio.to_thread.run_sync(
+            functools.partial(estimating.shared_prefix_tokens, submission, combine=True)
+        )
         combine = await anyio.to_thread.run_sync(
             estimating.combine_plans, submission, files, parts, s.part_max_tokens, limiter=self.plan_limiter
         )
-        usage = estimating.tokens(questions, reused, combine, prefix)
+        usage = estimating.tokens(questions, reused, combine, prefix, combine_prefix)
         history = await self.spending.ratios(model) if self.spending is not None else None
         ratios = history or s.completion_ratio_prior
         table = await self.prices.table() if self.prices is not None else {}

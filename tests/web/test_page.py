@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import re
 import shutil
 import uuid
@@ -91,14 +92,20 @@ def shot(page: Page, name: str) -> None:
     page.screenshot(path=str(ARTIFACTS / name), full_page=True)
 
 
-def submit_through_the_page(page: Page, files: dict[str, str]) -> str:
-    """Upload files and the rules with the page's form; the id of the validation it opens."""
+def fill_the_form(page: Page, files: dict[str, str]) -> None:
+    """The page's form for a new validation, with these files and the rules."""
     page.get_by_role("link", name="New validation").click()
     payloads: list[FilePayload] = [
         {"name": name, "mimeType": "text/plain", "buffer": text.encode()} for name, text in files.items()
     ]
     page.get_by_label("Files").set_input_files(payloads)
     page.get_by_label("Rules").fill(RULES)
+
+
+def submit_through_the_page(page: Page, files: dict[str, str], filled: bool = False) -> str:
+    """Upload files and the rules with the page's form; the id of the validation it opens."""
+    if not filled:
+        fill_the_form(page, files)
     page.get_by_role("button", name="Validate").click()
     expect(page.locator("h2 code")).to_have_text(uuid_like(), timeout=TIMEOUT_MS)
     return page.locator("h2 code").inner_text()
@@ -135,10 +142,35 @@ def test_sign_in_upload_watch_live_progress_cancel_and_administer_in_chromium(
     expect(view.get_by_role("link", name="Admin")).to_be_visible()
     assert view.evaluate("() => [localStorage.length, sessionStorage.length, document.cookie]") == [0, 0, ""]
 
-    # Upload two files; the model answers the first two part calls and holds the rest.
-    held = hold_calls(2)
+    # Two files: first their estimate (a dry run of the same body: nothing starts), as the API gives it.
     leaky = lines_document(24, marker_every=10)  # "secret" on lines 10 and 20; several parts at 60 tokens
-    vid = submit_through_the_page(view, {"clean.csv": "id,note\n1,fine\n2,also fine\n", "leaky.txt": leaky})
+    files = {"clean.csv": "id,note\n1,fine\n2,also fine\n", "leaky.txt": leaky}
+    fill_the_form(view, files)
+    view.get_by_role("button", name="Estimate").click()
+    expected = api.post(
+        "/validations",
+        params={"dry_run": "true"},
+        files=[("files", (name, text.encode(), "text/plain")) for name, text in files.items()],
+        data={"rules": json.dumps(RULES.split("\n"))},
+    ).json()
+    estimate = view.locator("#estimate")
+    calls, standard = expected["model_calls"], expected["cost_usd"]["standard"]
+    expect(estimate.locator('[data-estimate="model-calls"]')).to_have_text(
+        f"{calls['total']} ({calls['parts']} for parts, {calls['combine']} to combine)"
+    )
+    expect(estimate.locator('[data-estimate="cost"]')).to_have_text(
+        f"{dollars(standard['p50'])}–{dollars(standard['p90'])} at standard (p50–p90)"
+    )
+    expect(estimate.locator('[data-estimate="quota"]')).to_have_text("admit")  # the bootstrap admin: no quota
+    expect(estimate.locator('[data-estimate="budget"]')).to_have_text("no budget")
+    shot(view, "estimate.png")
+    assert api.get("/validations").json()["items"] == []
+    view.get_by_label("Rules").fill(RULES + "\n")  # an estimate of other input is stale: gone
+    expect(estimate).to_be_hidden()
+
+    # Start it; the model answers the first two part calls and holds the rest.
+    held = hold_calls(2)
+    vid = submit_through_the_page(view, files, filled=True)
     parts = {f["name"]: f["parts"] for f in api.get(f"/validations/{vid}").json()["files"]}
     total = sum(parts.values())
     assert parts["clean.csv"] == 1 and parts["leaky.txt"] >= 3
@@ -169,6 +201,9 @@ def test_sign_in_upload_watch_live_progress_cancel_and_administer_in_chromium(
     )
     expect(leaky_rules.nth(1).locator(".verdict")).to_have_text("passed")
     expect(view.locator('[data-result="clean.csv"] .verdict')).to_have_text(["passed", "passed"])
+    usage = api.get(f"/validations/{vid}").json()["usage"]
+    expect(view.locator("#cost")).to_have_text(f"{dollars(usage['cost_usd'])} (simulator)")
+    expect(view.locator("#tokens")).to_contain_text(f"({usage['cached_prompt_tokens']} prompt tokens cached)")
     shot(view, "validation.png")
 
     # An export, fetched with the key and saved from a Blob.
@@ -225,6 +260,12 @@ def test_sign_in_upload_watch_live_progress_cancel_and_administer_in_chromium(
     # The 409 above is the one error the browser logs (a failed request); nothing else.
     assert [e for e in errors if "status of 409" not in e] == []
     api.close()
+
+
+def dollars(amount: float) -> str:
+    """An amount as the page shows it: to the millionth, trailing zeros dropped down to cents."""
+    whole, _, fraction = f"{amount:.6f}".rstrip("0").partition(".")
+    return f"${whole}.{fraction:0<2}"
 
 
 def finding_at(api: httpx.Client, vid: str, line: int) -> str:

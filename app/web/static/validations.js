@@ -1,4 +1,5 @@
 // Validations: the list, a new submission, and one validation's page with live progress.
+import { estimateList, usd } from "./cost.js";
 import { h, replace, guarded, showError, when } from "./dom.js";
 
 const TERMINAL = new Set(["SUCCEEDED", "FAILED", "CANCELLED"]);
@@ -94,6 +95,8 @@ export class NewView {
     const rules = h("textarea", { id: "rules", name: "rules", rows: 5, required: true, spellcheck: "false" });
     const reuse = h("input", { id: "reuse", name: "reuse", type: "checkbox", checked: true });
     const submit = h("button", { type: "submit" }, "Validate");
+    const estimate = h("button", { type: "button", id: "estimate-button" }, "Estimate");
+    const outlook = h("section", { id: "estimate", class: "estimate", "aria-live": "polite", hidden: true });
     const form = h(
       "form",
       { id: "new-validation" },
@@ -105,18 +108,46 @@ export class NewView {
         rules,
       ),
       h("div", { class: "field inline" }, reuse, h("label", { for: "reuse" }, "Reuse verdicts of parts judged before")),
-      submit,
+      outlook,
+      h("div", { class: "actions" }, estimate, submit),
+    );
+    // The multipart body POST /validations takes; a dry run takes the same.
+    const body = () => {
+      if (!form.reportValidity()) return null;
+      const data = new FormData();
+      for (const file of files.files) data.append("files", file, file.name);
+      data.append("rules", JSON.stringify(rulesOf(rules.value)));
+      if (!reuse.checked) data.append("reuse", "false");
+      return data;
+    };
+    // An estimate is of the files and rules it was asked for: a change makes it stale.
+    const stale = () => {
+      outlook.hidden = true;
+      outlook.replaceChildren();
+    };
+    for (const input of [files, rules, reuse]) input.addEventListener(input === rules ? "input" : "change", stale);
+    estimate.addEventListener("click", () =>
+      guarded(async () => {
+        const data = body();
+        if (!data) return;
+        estimate.disabled = true;
+        try {
+          const answer = await this.api.json("POST", "/validations?dry_run=true", { form: data });
+          replace(outlook, h("h3", {}, "Estimate"), estimateList(answer), h("p", { class: "muted" }, "Nothing was started or charged."));
+          outlook.hidden = false;
+        } finally {
+          estimate.disabled = false;
+        }
+      }),
     );
     form.addEventListener("submit", (event) => {
       event.preventDefault();
       guarded(async () => {
-        const body = new FormData();
-        for (const file of files.files) body.append("files", file, file.name);
-        body.append("rules", JSON.stringify(rulesOf(rules.value)));
-        if (!reuse.checked) body.append("reuse", "false");
+        const data = body();
+        if (!data) return;
         submit.disabled = true;
         try {
-          const created = await this.api.json("POST", "/validations", { form: body });
+          const created = await this.api.json("POST", "/validations", { form: data });
           location.hash = `#/validations/${encodeURIComponent(created.id)}`;
         } finally {
           submit.disabled = false;
@@ -391,7 +422,13 @@ export class ValidationView {
         h("dt", {}, "Created"),
         h("dd", {}, when(v.created_at)),
         h("dt", {}, "Tokens"),
-        h("dd", {}, `${v.usage.prompt_tokens + v.usage.completion_tokens} used, ${v.usage.model_calls} model calls`),
+        h(
+          "dd",
+          { id: "tokens" },
+          `${v.usage.prompt_tokens + v.usage.completion_tokens} used (${v.usage.cached_prompt_tokens || 0} prompt tokens cached), ${v.usage.model_calls} model calls`,
+        ),
+        h("dt", {}, "Cost"),
+        h("dd", { id: "cost" }, usd(v.usage.cost_usd), v.usage.model ? h("span", { class: "muted" }, ` (${v.usage.model})`) : null),
       ]),
       v.error ? h("p", { class: "error-text" }, `${v.error.type}: ${v.error.detail}`) : null,
     );
