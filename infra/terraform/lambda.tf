@@ -38,6 +38,10 @@ locals {
   lambda_environment = { for key, value in merge(local.shared_settings, {
     OPENAI_BASE_URL        = var.openai_base_url
     OPENAI_TIMEOUT_SECONDS = tostring(var.openai_timeout_seconds)
+    # The flex lane (lanes.tf): a flex call's timeout, and the waits after "resource unavailable".
+    FLEX_TIMEOUT_SECONDS    = tostring(coalesce(var.flex_timeout_seconds, var.openai_timeout_seconds))
+    FLEX_RETRY_BASE_SECONDS = tostring(var.flex_retry_base_seconds)
+    FLEX_RETRY_MAX_SECONDS  = tostring(var.flex_retry_max_seconds)
     # The key's parameter, never the key (secrets.tf).
     OPENAI_API_KEY_PARAMETER = local.openai_key_count == 1 ? local.openai_key_parameter_name : ""
     # Powertools (lambdas/common/observability.py): log `service` and the metrics' dimension, and their namespace.

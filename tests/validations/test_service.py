@@ -181,6 +181,7 @@ async def test_create_stores_the_validation_its_parts_and_files_and_starts_its_e
         "reuse": True,
         "priority": "normal",
         "kind": "validation",
+        "tier": "standard",
         "model": "gpt-4o-mini",
         "prices": pricing.stored_prices(pricing.DEFAULT_PRICES, "gpt-4o-mini"),
         "execution_arn": fakes.executions.arn_of(vid),
