@@ -80,6 +80,9 @@ class Settings(BaseSettings):
     rulesets_table: str | None = Field(
         default=None, description=_table("rulesets") + " Stored rule sets, their versions and test reports."
     )
+    uploads_table: str | None = Field(
+        default=None, description=_table("uploads") + " Uploads straight to S3 (`POST /uploads`), one item each."
+    )
     uploads_bucket: str | None = Field(
         default=None,
         description="Explicit name of the uploads bucket (aws mode: from `terraform output`); "
@@ -164,6 +167,36 @@ class Settings(BaseSettings):
         default=50 * 1024 * 1024,
         ge=1,
         description="Body of `POST /validations`, 50 MiB (plus 1 MiB of multipart framing; 413 `max_request_bytes`).",
+    )
+    # Uploads straight to S3 (app/uploads): S3 takes one PUT of up to 5 GiB, and multipart
+    # uploads of parts from 5 MiB to 5 GiB each.
+    max_upload_bytes: int = Field(
+        default=5 * 1024**3,
+        ge=1,
+        le=500 * 5 * 1024**3,
+        description="Bytes of one uploaded file (`POST /uploads`), 5 GiB (413 `max_upload_bytes`); "
+        "apart from `MAX_FILE_BYTES`, which holds for files sent inline.",
+    )
+    upload_multipart_threshold_bytes: int = Field(
+        default=64 * 1024**2,
+        ge=1,
+        le=5 * 1024**3,
+        description="A file of up to this many bytes is uploaded with one presigned PUT; a larger one with a "
+        "multipart upload (a presigned URL per part).",
+    )
+    upload_part_bytes: int = Field(
+        default=64 * 1024**2,
+        ge=5 * 1024**2,
+        le=5 * 1024**3,
+        description="The part size of multipart uploads (S3: 5 MiB to 5 GiB); larger for a file that would "
+        "otherwise need more than 500 parts.",
+    )
+    upload_ttl_seconds: int = Field(
+        default=3600,
+        ge=60,
+        le=7 * 86_400,
+        description="An upload must be made, and used, within this; its URLs expire with it (410 after). "
+        "A presigned URL also ends when the credentials that signed it do.",
     )
     max_rules: int = Field(default=20, ge=1, description="Rules in one submission (422).")
     max_rule_chars: int = Field(default=2000, ge=1, description="Characters of one rule (422).")
@@ -286,8 +319,8 @@ class Settings(BaseSettings):
     config_cache_seconds: float = Field(
         default=5.0,
         ge=0,
-        description="How long Lambdas and the API keep SSM values: a PATCH reaches running validations within "
-        "this plus one call.",
+        description="How long Lambdas keep the live values (mirrored from SSM on the governor's item) and the "
+        "API keeps SSM values: a PATCH reaches running validations within this plus one call.",
     )
     map_concurrency_ceiling: int = Field(
         default=10, ge=1, le=40, description="Raising `max-parallelism` live reaches up to this on running validations."

@@ -170,7 +170,7 @@ def run() -> dict[str, Any]:
         settings = stack_settings(
             aws.endpoint_url, sim.base_url, "ce", map_concurrency_ceiling=FILES, sfn_retry_max_delay_seconds=2
         )
-        set_parameters(settings, {"target-tpm": 10**9, "max-parallelism": 20, "fair-share": "on"})
+        set_parameters(settings, {"target-tpm": 10**9, "target-rpm": 10**7, "max-parallelism": 20, "fair-share": "on"})
         api = stack.enter_context(TestClient(create_app(settings)))
         api.headers.update({"Authorization": "Bearer bench"})
         heads = []

@@ -116,6 +116,7 @@ def run(mode: str) -> dict[str, Any]:
             settings,
             {
                 "target-tpm": LIMIT_TOKENS,
+                "target-rpm": LIMIT_REQUESTS,
                 "throttle-threshold": 0.95,
                 "max-parallelism": PARALLELISM,
                 "fair-share": "off" if mode == "first-come" else "on",

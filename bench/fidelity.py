@@ -771,7 +771,7 @@ def main() -> None:
             completion_max_tokens=COMPLETION_TOKENS,
             sfn_retry_max_delay_seconds=2,
         )
-        set_parameters(settings, {"target-tpm": sim.simulator.config.tpm})
+        set_parameters(settings, {"target-tpm": sim.simulator.config.tpm, "target-rpm": sim.simulator.config.rpm})
         with TestClient(create_app(settings)) as api:
             api.headers.update({"Authorization": "Bearer bench"})
             sim.reconfigure(**CLEAN)

@@ -110,7 +110,13 @@ def run_service() -> dict[str, float]:
             sfn_retry_max_delay_seconds=4,
         )
         set_parameters(
-            settings, {"target-tpm": LIMIT_TOKENS, "throttle-threshold": 0.95, "max-parallelism": PARALLELISM}
+            settings,
+            {
+                "target-tpm": LIMIT_TOKENS,
+                "target-rpm": LIMIT_REQUESTS,
+                "throttle-threshold": 0.95,
+                "max-parallelism": PARALLELISM,
+            },
         )
         with TestClient(create_app(settings)) as api:
             api.headers.update({"Authorization": "Bearer bench"})

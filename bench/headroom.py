@@ -122,16 +122,23 @@ def run(aws: EmbeddedAWS, parallelism: int, seconds: float | None) -> dict[str, 
             sfn_retry_max_delay_seconds=4,
         )
         set_parameters(
-            settings, {"target-tpm": config.tpm, "throttle-threshold": THRESHOLD, "max-parallelism": parallelism}
+            settings,
+            {
+                "target-tpm": config.tpm,
+                "target-rpm": config.rpm,
+                "throttle-threshold": THRESHOLD,
+                "max-parallelism": parallelism,
+            },
         )
         with TestClient(create_app(settings)) as api:
             api.headers.update({"Authorization": "Bearer bench"})
             warm = wait(api, submit(api, 1, 95), timeout=10 * LATENCY)  # one part: the governor measures a call
             assert warm["status"] == "SUCCEEDED", warm
             limit = math.ceil(N * call_tokens(LINES) * WINDOW / LATENCY / THRESHOLD)
-            set_parameters(settings, {"target-tpm": limit})
+            # Through the admin API: it copies the value to where the Lambdas read it at once.
+            api.patch("/admin/parallelism", json={"target_tpm": limit}).raise_for_status()
             sim.reconfigure(tpm=limit)  # fresh buckets at the limit
-            time.sleep(2 * settings.config_cache_seconds)  # the Lambdas' cached SSM values expire
+            time.sleep(2 * settings.config_cache_seconds)  # the Lambdas' cached values expire
             first = len(sim.stats.admitted)
             sim.simulator.reset_peak()
 

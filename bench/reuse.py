@@ -57,7 +57,7 @@ def main() -> None:
     print(f"\n## Reuse ({len(files)} files, seed {SEED}, part budget {PART_TOKENS} tokens, submitted three times)")
     with EmbeddedAWS() as aws, SimulatorServer(SimulatorConfig(latency_seconds=0.02)) as sim:
         settings = stack_settings(aws.endpoint_url, sim.base_url, "ru", part_max_tokens=PART_TOKENS)
-        set_parameters(settings, {"target-tpm": sim.simulator.config.tpm})
+        set_parameters(settings, {"target-tpm": sim.simulator.config.tpm, "target-rpm": sim.simulator.config.rpm})
         with TestClient(create_app(settings)) as api:
             api.headers.update({"Authorization": "Bearer bench"})
             quota = {"capacity_tokens": 10**9, "refill_tokens_per_minute": 10**9, "max_running": 10}

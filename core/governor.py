@@ -1,15 +1,22 @@
-"""The TPM governor: one token budget and per-validation call slots, in DynamoDB.
+"""The governor: one budget of tokens and requests, and per-validation call slots, in DynamoDB.
 
 Everything here is pure (numbers and request builders); the Lambdas drive it with boto3
 (lambdas/common/governor.py) and the API reads its state with aioboto3.
 
-The budget. `target_tpm × throttle_threshold` tokens per window (a minute; scaled down in
-benchmarks) for the whole deployment, kept as GCRA on one item (`pk=budget`): `tat` moves
-forward by cost / rate per grant. Its burst capacity is half the headroom the threshold
-leaves, `target_tpm × (1 − threshold) / 2` (at least one call), so in any window the
-grants stay below `target_tpm`: rate × window + capacity ≤ target_tpm. A call is charged
-what OpenAI's limiter charges: prompt tokens plus `max_tokens`, and a request that fails
-still counts.
+The budget. `target_tpm × throttle_threshold` tokens and `target_rpm × throttle_threshold`
+requests per window (a minute; scaled down in benchmarks) for the whole deployment, kept as
+GCRA on one item (`pk=budget`): one schedule in time, `tat`. A call is charged what
+OpenAI's limiter charges: prompt tokens plus `max_tokens`, and a request that fails still
+counts; and it is charged at least one request's worth of tokens, `target_tpm ÷ target_rpm`
+(`Budget.cost`), so it takes its place for the longer of its tokens at the token rate and
+one request at the request rate: the one schedule holds both limits, and a grant needs
+both a request and its tokens. Below, "tokens" are these charged tokens. `tat` moves
+forward by cost / rate per grant. The burst capacity is half the headroom the threshold
+leaves, `target_tpm × (1 − threshold) / 2` (as many requests: the same time), so in any
+window the grants stay below both targets: rate × window + capacity ≤ target. (Calls start
+at points in time, so a window holds the rate's tokens plus the call that starts last: a
+call larger than the whole headroom the threshold leaves, `target × (1 − threshold)`, can
+take a window past the target by up to its excess over it.)
 
 Leases. Validators do not hit the budget per call: an invocation takes tokens in parts
 (a lease of up to `LEASE_CALLS` calls' worth, at most an eighth of the burst, when the
@@ -22,12 +29,18 @@ lease: the next validator that wants that slot, or any validator that sweeps the
 `open_leases` index, returns the same `leased − committed` and frees the slot — within one
 lease period.
 
-Feedback. A 429 lowers the budget's `factor` (×0.8, at most once per tenth of a window,
-never below 0.25) and pauses grants for the `retry-after`; the factor recovers linearly
-(+0.25 per window). `x-ratelimit-limit-tokens` below target_tpm lowers the target, and
-`x-ratelimit-remaining-tokens` close to empty pauses grants until `x-ratelimit-reset-tokens`.
-Headers only ever slow the governor down: a wrong or missing header cannot make it
-exceed the configured target.
+Feedback. A 429, of either limit, lowers the budget's `factor` (×0.8, at most once per
+tenth of a window, never below 0.25) and pauses grants for the `retry-after`; the factor
+recovers linearly (+0.25 per window). `x-ratelimit-limit-tokens` below target_tpm, or
+`x-ratelimit-limit-requests` below target_rpm, lowers that target, and
+`x-ratelimit-remaining-tokens` (or `-requests`) close to empty pauses grants until its
+reset. Headers only ever slow the governor down: a wrong or missing header cannot make it
+exceed the configured targets.
+
+Live settings. The SSM parameters (`PARAMETERS`) are the source of truth; the budget item
+holds a mirror of them (`live_<name>` with the SSM version it was copied from) that the
+Lambdas read instead of SSM, so SSM's reads do not grow with the fleet
+(lambdas/common/live_config.py).
 """
 
 from __future__ import annotations
@@ -53,22 +66,31 @@ PENALTY_SPACING = 0.1  # of a window: concurrent 429s lower the factor once
 LOW_WATER_CALLS = 2  # upstream remaining below this many calls' tokens → pause until its reset
 
 
+# The live parameters under the SSM prefix, mirrored on the budget item. The first three are
+# required; a deployment made before the others existed reads their defaults.
+PARAMETERS = ("max-parallelism", "target-tpm", "target-rpm", "throttle-threshold", "fair-share")
+REQUIRED = ("max-parallelism", "target-tpm", "throttle-threshold")
+
+
 @dataclass(frozen=True)
 class Limits:
-    """The live settings, from SSM Parameter Store."""
+    """The live settings, from SSM Parameter Store (through the budget item's mirror)."""
 
     max_parallelism: int
     target_tpm: int
     throttle_threshold: float
     fair_share: bool = True  # `fair-share` on|off: weighted fair share across users (core/fairness.py)
+    target_rpm: int | None = None  # `target-rpm`; None: requests are not governed (a deployment without it)
 
     @classmethod
     def parse(cls, values: Mapping[str, str]) -> Limits:
+        rpm = values.get("target-rpm")
         return cls(
             int(values["max-parallelism"]),
             int(values["target-tpm"]),
             float(values["throttle-threshold"]),
             values.get("fair-share", "on").strip().lower() != "off",  # a deployment without it: on
+            int(rpm) if rpm is not None and rpm.strip() else None,
         )
 
 
@@ -79,18 +101,20 @@ class BudgetState:
     penalized_at: float = 0.0
     upstream_tpm: int | None = None
     tat_exact: str | None = None  # the stored number as DynamoDB returned it, for compare-and-set
+    upstream_rpm: int | None = None
 
     @classmethod
     def of(cls, item: Mapping[str, Any] | None) -> BudgetState:
         item = item or {}
-        upstream = item.get("upstream_tpm")
+        tpm, rpm = item.get("upstream_tpm"), item.get("upstream_rpm")
         tat = item.get("tat")
         return cls(
             float(tat or 0),
             float(item.get("factor", 1)),
             float(item.get("penalized_at", 0)),
-            int(upstream) if upstream is not None else None,
+            int(tpm) if tpm is not None else None,
             str(tat) if tat is not None else None,
+            int(rpm) if rpm is not None else None,
         )
 
 
@@ -113,8 +137,29 @@ class Budget:
             return min(self.limits.target_tpm, self.state.upstream_tpm)
         return float(self.limits.target_tpm)
 
+    @property
+    def limit_rpm(self) -> float | None:
+        """The request limit we believe in (None: not governed), lowered by what OpenAI says."""
+        known = [r for r in (self.limits.target_rpm, self.state.upstream_rpm) if r]
+        return float(min(known)) if known else None
+
+    @property
+    def tokens_per_request(self) -> float:
+        """A request's share of the budget in tokens: the least a call is charged (0: requests not governed)."""
+        rpm = self.limit_rpm
+        return self.limit_tpm / rpm if rpm else 0.0
+
+    def cost(self, tokens: int) -> int:
+        """What a call of `tokens` (prompt + max_tokens) takes of the budget: its tokens, or
+        one request's worth when that is more (the request limit binds for small calls)."""
+        return max(int(tokens), math.ceil(self.tokens_per_request))
+
     def tokens_per_window(self, now: float) -> float:
         return self.limit_tpm * self.limits.throttle_threshold * self.factor(now)
+
+    def requests_per_window(self, now: float) -> float | None:
+        rpm = self.limit_rpm
+        return rpm * self.limits.throttle_threshold * self.factor(now) if rpm else None
 
     def rate(self, now: float) -> float:
         """Tokens per second."""
@@ -136,7 +181,7 @@ class Budget:
         return new, max(now, new - self.capacity(cost) / rate)
 
     def lease_size(self, estimate: int, needed: int) -> int:
-        """Tokens to take for the next calls.
+        """Tokens to take for the next calls (`estimate`: one call's cost).
 
         Tokens a validator holds unspent can be spent in a later window than they were
         granted in, on top of that window's grants. So leases cover several calls
@@ -334,11 +379,62 @@ def pause(table: str, budget: Budget, until: float) -> dict[str, Any]:
     return update.item(table, BUDGET_KEY)
 
 
-def lower_upstream(table: str, tpm: int) -> dict[str, Any]:
-    """Remember a lower upstream limit than the configured target (headers never raise it)."""
-    update = Update().set_to("upstream_tpm", ":t")
-    update.when("attribute_not_exists({upstream_tpm}) OR {upstream_tpm} <> :t", t=int(tpm))
+def lower_upstream(table: str, field: str, limit: int) -> dict[str, Any]:
+    """Remember a lower upstream limit (`upstream_tpm` or `upstream_rpm`) than the configured
+    target (headers never raise it)."""
+    update = Update().set_to(field, ":limit")
+    update.when(f"attribute_not_exists({{{field}}}) OR {{{field}}} <> :limit", limit=int(limit))
     return update.item(table, BUDGET_KEY)
+
+
+# --- the live parameters' mirror ------------------------------------------------------------
+
+
+def live_attribute(name: str) -> str:
+    """The budget item's attribute mirroring the SSM parameter `name` (its version: `_version` after it)."""
+    return "live_" + name.replace("-", "_")
+
+
+@dataclass(frozen=True)
+class Mirror:
+    """The live parameters as the budget item mirrors them: SSM name → value, and the SSM
+    version each was copied from."""
+
+    values: Mapping[str, str]
+    versions: Mapping[str, int]
+
+    @classmethod
+    def of(cls, item: Mapping[str, Any] | None) -> Mirror:
+        """From a plain item (core/dynamo.from_item)."""
+        item = item or {}
+        values = {n: str(item[live_attribute(n)]) for n in PARAMETERS if live_attribute(n) in item}
+        versions = {n: int(item.get(f"{live_attribute(n)}_version", 0)) for n in values}
+        return cls(values, versions)
+
+    @property
+    def complete(self) -> bool:
+        """Every required parameter is mirrored: the Lambdas need not ask SSM."""
+        return all(n in self.values for n in REQUIRED)
+
+    def limits(self) -> Limits:
+        return Limits.parse(self.values)
+
+    def behind(self, current: Mapping[str, tuple[str, int]]) -> dict[str, tuple[str, int]]:
+        """The parameters of `current` (name → SSM value and version) newer than the mirror's."""
+        return {n: (v, version) for n, (v, version) in current.items() if version > self.versions.get(n, 0)}
+
+
+def mirror(table: str, changes: Mapping[str, tuple[str, int]]) -> dict[str, Any]:
+    """Copy parameters (name → SSM value and version) onto the budget item, each only over an
+    older version: a copy read from SSM before a newer change never overwrites it. A refusal
+    returns the stored item, so the writer sees what is newer."""
+    update = Update()
+    for name, (value, version) in changes.items():
+        attribute = live_attribute(name)
+        update.set(**{attribute: str(value), f"{attribute}_version": int(version)})
+        condition = f"attribute_not_exists({{{attribute}_version}}) OR {{{attribute}_version}} <= :v_{attribute}"
+        update.when(condition, **{f"v_{attribute}": int(version)})
+    return {**update.item(table, BUDGET_KEY), "ReturnValuesOnConditionCheckFailure": "ALL_OLD"}
 
 
 # --- upstream headers --------------------------------------------------------------------------
@@ -374,23 +470,46 @@ def _int(text: str | None) -> int | None:
 class Feedback:
     """What the upstream headers ask of the budget; every field only slows it down."""
 
-    upstream_tpm: int | None = None  # a limit below the configured target
+    upstream_tpm: int | None = None  # a token limit below the configured target
     pause_until: float | None = None
+    upstream_rpm: int | None = None  # a request limit below the configured target
+
+
+def _lower(limit: int | None, target: float | None, known: int | None) -> int | None:
+    """An upstream limit worth remembering: below the target (or no target) and not known yet."""
+    return limit if limit and (target is None or limit < target) and limit != known else None
+
+
+def _low_water(
+    headers: Mapping[str, str], kind: str, needed: float, limit_known: float | None, window: float
+) -> float | None:
+    """Seconds to pause when upstream's `kind` (tokens, requests) is nearly empty: until it has
+    refilled `needed`, at most its reset and a quarter of a window; None when it is not."""
+    remaining = _int(headers.get(f"x-ratelimit-remaining-{kind}"))
+    reset = parse_duration(headers.get(f"x-ratelimit-reset-{kind}"))
+    if remaining is None or reset is None or remaining >= needed:
+        return None
+    limit = _int(headers.get(f"x-ratelimit-limit-{kind}")) or limit_known or needed
+    refill = (needed - remaining) / max(limit / window, 1e-9)
+    return min(reset, refill, window / 4)
 
 
 def read_headers(headers: Mapping[str, str], budget: Budget, estimate: int, now: float) -> Feedback:
-    limit = _int(headers.get("x-ratelimit-limit-tokens"))
-    remaining = _int(headers.get("x-ratelimit-remaining-tokens"))
-    reset = parse_duration(headers.get("x-ratelimit-reset-tokens"))
-    upstream = limit if limit and limit < budget.limits.target_tpm and limit != budget.state.upstream_tpm else None
-    pause_until = None
-    if remaining is not None and reset is not None and remaining < LOW_WATER_CALLS * estimate:
-        # Upstream is nearly empty (someone else shares the key, or our estimate is off):
-        # wait until it has refilled what we need, at most a quarter of a window.
-        limit_tokens = limit or budget.limit_tpm
-        refill = (LOW_WATER_CALLS * estimate - remaining) / max(limit_tokens / budget.window_seconds, 1.0)
-        pause_until = now + min(reset, refill, budget.window_seconds / 4)
-    return Feedback(upstream, pause_until)
+    """The `x-ratelimit-*` headers of an answer: the `-tokens` ones and their `-requests` twins."""
+    window = budget.window_seconds
+    tpm = _lower(_int(headers.get("x-ratelimit-limit-tokens")), budget.limits.target_tpm, budget.state.upstream_tpm)
+    rpm = _lower(_int(headers.get("x-ratelimit-limit-requests")), budget.limits.target_rpm, budget.state.upstream_rpm)
+    # Upstream is nearly empty (someone else shares the key, or our estimate is off): wait
+    # until it has refilled what the next calls need.
+    pauses = [
+        p
+        for p in (
+            _low_water(headers, "tokens", LOW_WATER_CALLS * estimate, budget.limit_tpm, window),
+            _low_water(headers, "requests", LOW_WATER_CALLS, budget.limit_rpm, window),
+        )
+        if p is not None
+    ]
+    return Feedback(tpm, now + max(pauses) if pauses else None, rpm)
 
 
 # --- the controller's plan and the validators' cap --------------------------------------------
@@ -432,25 +551,25 @@ def plan(
     parts: int | None = None,
     other_items: int = 0,
 ) -> Plan:
-    """The execution's parallelism from the SSM values and the current consumption.
+    """The execution's parallelism from the live settings and the current consumption.
 
-    As many concurrent calls as the budget's free share can feed (calls of `call_tokens`
-    lasting `call_seconds`, with a 25% margin), never more than max-parallelism or the
-    number of `parts` left (default: one per batch), at least one. Under fair share the free
-    share is at least the owner's `share` of the budget (core/fairness.py): a newcomer to a
-    busy budget is planned for what it will get, not for what the others leave. The reach is
-    higher (max-parallelism, or up to `ceiling`), so an admin who raises max-parallelism later
-    reaches running validations too; core/headroom.py shapes it into the Map's concurrency
-    (≤ 40, ≤ its items) × calls per invocation, merging `batches` into fewer items when an
-    item holds fewer parts than an invocation may call at once (`other_items`: the combine
-    step's Map, which shares the Map width).
+    As many concurrent calls as the budget's free share can feed (calls of `call_tokens`,
+    charged at least a request's worth, lasting `call_seconds`, with a 25% margin), never more
+    than max-parallelism or the number of `parts` left (default: one per batch), at least one.
+    Under fair share the free share is at least the owner's `share` of the budget
+    (core/fairness.py): a newcomer to a busy budget is planned for what it will get, not for
+    what the others leave. The reach is higher (max-parallelism, or up to `ceiling`), so an
+    admin who raises max-parallelism later reaches running validations too; core/headroom.py
+    shapes it into the Map's concurrency (≤ 40, ≤ its items) × calls per invocation, merging
+    `batches` into fewer items when an item holds fewer parts than an invocation may call at
+    once (`other_items`: the combine step's Map, which shares the Map width).
     """
     parts = max(1, parts if parts is not None else batches)
     target = budget.tokens_per_window(now)
     free_share = min(1.0, max(0.25, 1.0 - tokens_last_window / target)) if target > 0 else 0.25
     if share is not None:
         free_share = max(free_share, min(1.0, share))
-    per_slot_tokens_per_second = max(call_tokens, 1.0) / max(call_seconds, 0.05)
+    per_slot_tokens_per_second = max(budget.cost(math.ceil(call_tokens)), 1) / max(call_seconds, 0.05)
     fed = math.ceil(1.25 * budget.rate(now) * free_share / per_slot_tokens_per_second)
     parallelism = max(1, min(limits.max_parallelism, parts, headroom.MAX_PARALLELISM, fed))
     reason = (

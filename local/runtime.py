@@ -45,6 +45,7 @@ async def local_runtime(settings: Settings) -> AsyncIterator[Settings]:
         # which made a first run of 20 small files wait on the budget): a parameter that already
         # exists (a separate embedded AWS, an admin's PATCH) is kept.
         parameters["target-tpm"] = str(simulator.simulator.config.tpm)
+        parameters["target-rpm"] = str(simulator.simulator.config.rpm)
     embedded: EmbeddedAWS | None = None
     endpoint = settings.aws_endpoint_url
     if endpoint is None:

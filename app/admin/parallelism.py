@@ -1,5 +1,6 @@
-"""Parallelism settings in SSM Parameter Store (read live by the controller and the
-validators, cached a few seconds), and the governor's state beside them."""
+"""Parallelism settings in SSM Parameter Store (the source of truth), their copy on the
+governor's budget item that the validators read (lambdas/common/live_config.py), and the
+governor's state beside them."""
 
 from __future__ import annotations
 
@@ -10,30 +11,41 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from app.aws.clients import AWSClients
+from app.aws.functions import Functions
 from app.errors import UpstreamError
 from app.settings import Settings
 from core import governor as g
 from core.dynamo import decimal, from_item, typed
 
-PARAMETERS = {
-    "max_parallelism": "max-parallelism",
-    "target_tpm": "target-tpm",
-    "throttle_threshold": "throttle-threshold",
-    "fair_share": "fair-share",
-}
+PARAMETERS = {name.replace("-", "_"): name for name in g.PARAMETERS}  # field → SSM name
 _TYPES: dict[str, Callable[[str], Any]] = {
     "max_parallelism": int,
     "target_tpm": int,
+    "target_rpm": int,
     "throttle_threshold": float,
     "fair_share": lambda value: value.strip().lower() != "off",  # as the Lambdas read it (core/governor.Limits)
 }
-OPTIONAL = {"fair_share": "on"}  # a deployment made before the parameter existed: its default
+# A deployment made before the parameter existed: its default (fair share on, requests not governed).
+OPTIONAL: dict[str, str | None] = {"fair_share": "on", "target_rpm": None}
+
+
+def limits_of(configured: dict[str, Any]) -> g.Limits:
+    """The typed settings (`ParallelismSettings.read`) as the governor reads them."""
+    return g.Limits(
+        configured["max_parallelism"],
+        configured["target_tpm"],
+        configured["throttle_threshold"],
+        configured["fair_share"],
+        configured["target_rpm"],
+    )
 
 
 class ParallelismSettings:
     def __init__(self, clients: AWSClients, settings: Settings) -> None:
         self._ssm = clients.ssm
         self._prefix = settings.ssm_prefix
+        self._functions = Functions(clients.lambda_)
+        self._reconciler = settings.reconcile_function
 
     def _name(self, field: str) -> str:
         return f"{self._prefix}/{PARAMETERS[field]}"
@@ -43,22 +55,40 @@ class ParallelismSettings:
             answer = await self._ssm.get_parameters(Names=[self._name(f) for f in PARAMETERS])
         except ClientError as exc:
             raise UpstreamError(f"SSM GetParameters failed: {exc.response['Error']['Code']}") from exc
-        by_name = {p["Name"]: p["Value"] for p in answer["Parameters"]}
+        by_name: dict[str, str | None] = {p["Name"]: p["Value"] for p in answer["Parameters"]}
         for field, default in OPTIONAL.items():
             by_name.setdefault(self._name(field), default)
         missing = [self._name(f) for f in PARAMETERS if self._name(f) not in by_name]
         if missing:
             raise UpstreamError(f"SSM parameters missing: {', '.join(missing)}")
-        return {field: _TYPES[field](by_name[self._name(field)]) for field in PARAMETERS}
+        return {
+            field: None if (value := by_name[self._name(field)]) is None else _TYPES[field](value)
+            for field in PARAMETERS
+        }
 
     async def write(self, changes: dict[str, Any]) -> None:
         for field, value in changes.items():
             text = ("on" if value else "off") if isinstance(value, bool) else str(value)
-            await self._ssm.put_parameter(Name=self._name(field), Value=text, Type="String", Overwrite=True)
+            try:
+                await self._ssm.put_parameter(Name=self._name(field), Value=text, Type="String", Overwrite=True)
+            except ClientError as exc:
+                raise UpstreamError(f"SSM PutParameter failed: {exc.response['Error']['Code']}") from exc
+
+    async def propagate(self) -> list[str]:
+        """Copy SSM onto the validators' mirror now (the reconciler's Lambda does it: one writer);
+        the parameters copied."""
+        try:
+            answer = await self._functions.invoke(self._reconciler, {"source": "parameters"})
+        except UpstreamError as exc:
+            raise UpstreamError(
+                f"The change is saved in SSM, but running validations were not told ({exc.detail}): they follow "
+                "it after the reconciler's next pass, or PATCH the same values again."
+            ) from exc
+        return [str(name) for name in answer.get("parameters", [])]
 
 
 class GovernorView:
-    """What the TPM governor is doing (core/governor.py), read from its table."""
+    """What the governor is doing (core/governor.py), read from its table."""
 
     def __init__(self, clients: AWSClients, settings: Settings) -> None:
         self._dynamodb = clients.dynamodb
@@ -88,16 +118,23 @@ class GovernorView:
                 in_flight += answer["Count"]
         except ClientError as exc:
             raise UpstreamError(f"DynamoDB read of the governor failed: {exc.response['Error']['Code']}") from exc
-        limits = g.Limits(configured["max_parallelism"], configured["target_tpm"], configured["throttle_threshold"])
-        budget = g.Budget(limits, g.BudgetState.of(from_item(item) if item else None), self._window)
+        stored = from_item(item) if item else None
+        limits = limits_of(configured)
+        budget = g.Budget(limits, g.BudgetState.of(stored), self._window)
+        mirrored = g.Mirror.of(stored)
+        requests = budget.requests_per_window(now)
         return {
             **configured,
             "effective": {
                 "tokens_per_window": int(budget.tokens_per_window(now)),
+                "requests_per_window": int(requests) if requests is not None else None,
                 "window_seconds": self._window,
                 "factor": round(budget.factor(now), 3),
                 "upstream_limit_tokens": budget.state.upstream_tpm,
+                "upstream_limit_requests": budget.state.upstream_rpm,
                 "burst_tokens": int(budget.capacity(0)),
+                "tokens_per_request": budget.cost(0),
+                "in_sync": mirrored.complete and mirrored.limits() == limits,
             },
             "usage": {
                 "tokens_last_window": g.usage_tokens(usage["Responses"].get(self._table, [])),

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query
 
 from app.admin.parallelism import GovernorView, ParallelismSettings
+from app.admin.schemas import ParallelismPatch, ParallelismView
 from app.auth.dependencies import CurrentAdmin
 from app.aws.functions import Functions
 from app.deps import ClientsDep, SettingsDep
@@ -17,8 +18,6 @@ from app.users.dependencies import Users
 from app.users.schemas import (
     AuditEntry,
     AuditPage,
-    ParallelismPatch,
-    ParallelismView,
     UserCreate,
     UserOut,
     UserPage,
@@ -82,7 +81,8 @@ async def rotate_key(user_id: UserId, admin: CurrentAdmin, users: Users) -> User
 async def reconcile(admin: CurrentAdmin, settings: SettingsDep, clients: ClientsDep, users: Users) -> dict[str, Any]:
     """Run one reconciler pass now (it also runs on a schedule) and answer what it fixed: validations
     ended because their execution was gone or had ended (`ended`), runs refunded (`refunded`), cancels
-    stopped again (`stopped`), dead governor leases reclaimed. Audited."""
+    stopped again (`stopped`), dead governor leases reclaimed, live parameters copied from SSM to the validators'
+    copy (`parameters`). Audited."""
     report = await Functions(clients.lambda_).invoke(settings.reconcile_function, {"source": "admin"})
     await users.audit(admin.user_id, "reconcile", "validations", None, report)
     return report
@@ -98,8 +98,8 @@ async def get_parallelism(admin: CurrentAdmin, settings: SettingsDep, clients: C
 async def patch_parallelism(
     body: ParallelismPatch, admin: CurrentAdmin, settings: SettingsDep, clients: ClientsDep, users: Users
 ) -> dict[str, Any]:
-    """Change parallelism settings live (no redeploy): running validations follow within CONFIG_CACHE_SECONDS
-    plus one call; range-checked, audited."""
+    """Change parallelism settings live (no redeploy): saved in SSM and copied to the governor's budget item,
+    so running validations follow within CONFIG_CACHE_SECONDS plus one call; range-checked, audited."""
     parameters = ParallelismSettings(clients, settings)
     before = await parameters.read()
     changes = body.model_dump(exclude_none=True)
@@ -113,6 +113,7 @@ async def patch_parallelism(
             {k: before[k] for k in changes},
             {k: after[k] for k in changes},
         )
+        await parameters.propagate()
     return await GovernorView(clients, settings).read(after)
 
 

@@ -10,7 +10,6 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from app.identity.principal import BOOTSTRAP_ADMIN, Principal
 from app.users.records import User
 from core.fairness import MAX_WEIGHT, MIN_WEIGHT
-from core.headroom import MAX_PARALLELISM
 
 
 class QuotaIn(BaseModel):
@@ -122,55 +121,6 @@ def _shown(user: User) -> dict[str, Any]:
         "created_at": user.created_at,
         "updated_at": user.updated_at,
     }
-
-
-class ParallelismOut(BaseModel):
-    max_parallelism: int
-    target_tpm: int
-    throttle_threshold: float
-    fair_share: bool = Field(
-        description="Weighted fair share of the budget across users (off: first come, first served)"
-    )
-
-
-class GovernorEffective(BaseModel):
-    tokens_per_window: int = Field(
-        description="The global budget now: target_tpm (or a lower upstream limit) × throttle_threshold × factor"
-    )
-    window_seconds: float = Field(description="The window the TPM figures are per (60 outside benchmarks)")
-    factor: float = Field(description="1.0, lowered after upstream 429s, recovering over time")
-    upstream_limit_tokens: int | None = Field(description="The limit OpenAI's headers reported, when below target_tpm")
-    burst_tokens: int = Field(description="Tokens the budget may grant at once")
-
-
-class GovernorUsage(BaseModel):
-    tokens_last_window: int = Field(
-        description="Tokens charged to model calls in the last window (prompt + max_tokens)"
-    )
-    calls_in_flight: int = Field(description="Call slots held by validators now, across all validations")
-
-
-class ParallelismView(ParallelismOut):
-    """The configured values (SSM) and what the governor is doing with them."""
-
-    effective: GovernorEffective
-    usage: GovernorUsage
-
-
-class ParallelismPatch(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    max_parallelism: int | None = Field(
-        default=None,
-        ge=1,
-        le=MAX_PARALLELISM,
-        description=f"Model calls in flight per validation: 1-{MAX_PARALLELISM} "
-        "(above 40, the Map's 40 invocations each run several calls)",
-    )
-    target_tpm: int | None = Field(default=None, ge=1_000, le=100_000_000)
-    throttle_threshold: float | None = Field(
-        default=None, ge=0.05, le=1.0, description="Share of target_tpm to use: 0.05-1.0"
-    )
-    fair_share: bool | None = Field(default=None, description="Weighted fair share across users on or off")
 
 
 class AuditEntry(BaseModel):

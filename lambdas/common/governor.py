@@ -1,7 +1,9 @@
-"""The TPM governor as the validators use it: a slot and a token lease per invocation.
+"""The governor as the validators use it: a slot and a lease of the budget per invocation.
 
 core/governor.py has the design and the numbers; this module runs it against DynamoDB
-with boto3. One `Lease` per validator invocation:
+with boto3. A call costs its tokens (prompt + max_tokens), or one request's worth of tokens
+when that is more, so a lease holds requests as well as tokens. One `Lease` per validator
+invocation:
 
     lease = governor.lease(validation_id, cap)
     try:
@@ -158,16 +160,21 @@ class Governor:
 
     # --- feedback from upstream ---------------------------------------------------------------
     def rate_limited(self, retry_after: float | None) -> None:
-        """A 429: lower the factor and pause everyone for `retry-after` (1 s if absent)."""
+        """A 429 of either limit: lower the factor and pause everyone for its wait (`retry-after`,
+        else the reset of the limit that ran out: lambdas/common/model.call_model; 1 s if absent)."""
         now, budget = self.clock(), self.read_budget()
         self._update_quietly(g.penalize(self.table, budget, now, retry_after or 1.0))
         self._update_quietly(g.pause(self.table, budget, now + min(retry_after or 1.0, self.window_seconds / 4)))
 
     def observed(self, headers: dict[str, str], estimate: int) -> None:
+        """An answer's `x-ratelimit-*` headers (tokens and requests): only ever slow the budget down."""
         feedback = g.read_headers(headers, self.budget(), estimate, self.clock())
         if feedback.upstream_tpm:
             log.warning("upstream TPM limit %s is below the configured target", feedback.upstream_tpm)
-            self._update_quietly(g.lower_upstream(self.table, feedback.upstream_tpm))
+            self._update_quietly(g.lower_upstream(self.table, "upstream_tpm", feedback.upstream_tpm))
+        if feedback.upstream_rpm:
+            log.warning("upstream RPM limit %s is below the configured target", feedback.upstream_rpm)
+            self._update_quietly(g.lower_upstream(self.table, "upstream_rpm", feedback.upstream_rpm))
         if feedback.pause_until:
             self._update_quietly(g.pause(self.table, self.budget(), feedback.pause_until))
 
@@ -287,6 +294,7 @@ class Lease:
     calls: int = 0  # calls made under this lease, their time and tokens (for the controller's plan)
     call_seconds: float = 0.0
     charged: int = 0
+    priced: g.Budget | None = None  # the budget as of the last reservation: what its call costs (Budget.cost)
     account_window: int | None = None  # the window of the last grant counted on the tenant's account...
     account_slack: bool = False  # ...and whether it was slack
 
@@ -295,7 +303,8 @@ class Lease:
         return self.leased - self.committed
 
     def reserve(self, estimate: int, deadline: float) -> None:
-        """Hold a slot below the live cap and commit `estimate` tokens to the next call.
+        """Hold a slot below the live cap and commit the next call's cost: its `estimate` of
+        tokens (prompt + max_tokens), priced by the budget (core/governor.Budget.cost).
 
         Waits (slot busy, budget empty) until `deadline`, then raises CapacityUnavailable,
         which Step Functions retries with backoff; the lease is closed first.
@@ -307,12 +316,14 @@ class Lease:
                 self.close()  # max-parallelism went down: give this slot up
             if self.slot is None:
                 self._acquire_slot(cap, deadline)
+            budget = self.priced = gov.budget()
+            cost = self._cost(estimate)
             try:
-                if self.available >= estimate:
-                    self._write(estimate, take=0, budget=None)
+                if self.available >= cost:
+                    self._write(cost, take=0, budget=None)
                     return
-                take = gov.budget().lease_size(estimate, estimate - self.available)
-                starts_at = self._take(take, estimate, deadline)
+                take = budget.lease_size(cost, cost - self.available)
+                starts_at = self._take(take, cost, deadline)
             except LeaseLost:
                 self._forget()
                 continue
@@ -322,8 +333,8 @@ class Lease:
                 gov.sleep(wait)  # our place in the budget's schedule
             return
 
-    def _take(self, take: int, estimate: int, deadline: float) -> float:
-        """Reserve `take` tokens in the budget's schedule and commit `estimate`; when the call may start.
+    def _take(self, take: int, cost: int, deadline: float) -> float:
+        """Reserve `take` tokens in the budget's schedule and commit `cost`; when the call may start.
 
         A refused compare-and-set returns the stored budget (ReturnValuesOnConditionCheckFailure),
         so the next attempt needs no read. Raises CapacityUnavailable (lease closed) when the
@@ -360,7 +371,7 @@ class Lease:
                         )
                     waited = False
                     try:
-                        self._write(estimate, take=take, budget=grant.request, extra=terms.items if terms else ())
+                        self._write(cost, take=take, budget=grant.request, extra=terms.items if terms else ())
                     except ClientError as exc:
                         reasons = cancellation_reasons(exc.response, [grant.request])
                         if reasons is None:
@@ -422,12 +433,12 @@ class Lease:
         return _FairTerms(tenant, share, decision, items, beat)
 
     def _write(
-        self, estimate: int, *, take: int, budget: dict[str, Any] | None, extra: Sequence[dict[str, Any]] = ()
+        self, cost: int, *, take: int, budget: dict[str, Any] | None, extra: Sequence[dict[str, Any]] = ()
     ) -> None:
         gov, slot = self.governor, self.slot
         assert slot is not None
         now = gov.clock()
-        leased, committed = self.leased + take, self.committed + estimate
+        leased, committed = self.leased + take, self.committed + cost
         report = committed - self.reported if budget is not None else 0  # usage is counted with budget writes
         renew = g.renew(
             gov.table,
@@ -460,16 +471,20 @@ class Lease:
         while this holder waited for its place in the budget's schedule)."""
         return self.slot is not None and self.slot < self.cap()
 
+    def _cost(self, tokens: int) -> int:
+        """A call's cost as priced at its reservation (reserve and settle or release pair up)."""
+        return self.priced.cost(tokens) if self.priced is not None else int(tokens)
+
     def release(self, estimate: int) -> None:
         """A reservation not spent (no call was made): its tokens stay leased for the next one."""
-        self.committed -= estimate
+        self.committed -= self._cost(estimate)
 
     def settle(self, estimate: int, charged: int, seconds: float) -> None:
         """After a call: what the limiter really charged replaces the estimate (written later)."""
-        self.committed += charged - estimate
+        self.committed += self._cost(charged) - self._cost(estimate)
         self.calls += 1
         self.call_seconds += seconds
-        self.charged += charged
+        self.charged += self._cost(charged)
 
     def _acquire_slot(self, cap: int, deadline: float) -> None:
         gov = self.governor

@@ -11,7 +11,9 @@ StopExecution may have been lost) and, once stopped, settled and ended in the sa
 Records younger than `grace_seconds` are left alone: their writer may still be between two
 writes. Ends whose writer died before announcing them (the `notify_pending` marker,
 core/ends.py) get their status event and notification. Expired governor leases (a validator
-that died holding a call slot) are reclaimed through the governor's own sweep.
+that died holding a call slot) are reclaimed through the governor's own sweep, and the live
+parameters are copied from SSM onto the governor's budget item where an edit made directly in
+SSM left the validators' copy behind (lambdas/common/live_config.py).
 
 Each fix is a conditional write, so two passes at once (the schedule and
 `POST /admin/reconcile`) fix each thing once. Run on a schedule (EventBridge Scheduler on
@@ -48,6 +50,7 @@ class Report:
     leases_reclaimed: int = 0
     notified: list[str] = field(default_factory=list)  # webhook notifications started for the ended ones
     announced: list[str] = field(default_factory=list)  # ends another writer left marked, announced now
+    parameters: list[str] = field(default_factory=list)  # live parameters copied from SSM to the validators' copy
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -59,6 +62,7 @@ class Report:
             "leases_reclaimed": self.leases_reclaimed,
             "notified": self.notified,
             "announced": self.announced,
+            "parameters": self.parameters,
         }
 
 
@@ -98,10 +102,14 @@ def reconcile(
     grace_seconds: float,
     sweep_leases: Callable[[], int] | None = None,
     announce: Announce | None = None,
+    sync_parameters: Callable[[], list[str]] | None = None,
 ) -> Report:
     """`announce` writes the status event and starts the webhook notification of a run this
-    pass ended, and finishes announcing ends that other writers left marked."""
+    pass ended, and finishes announcing ends that other writers left marked; `sync_parameters`
+    copies the live parameters from SSM to the governor's budget item (the names copied)."""
     report = Report()
+    if sync_parameters is not None:  # first: the validators of this pass's survivors follow SSM
+        report.parameters = sync_parameters()
     owners: set[str] = set()  # whose queue to hand on: every owner with something queued or just ended
     for status in OPEN:
         for record in store.validations.open(status.value):

@@ -4,6 +4,11 @@ Like OpenAI, a request is charged at admission with its prompt tokens plus its
 `max_tokens` (the most it may generate), both buckets refill continuously, and the
 `x-ratelimit-*` headers say what is left and when the bucket is full again. The minute
 can be scaled (`window_seconds`) so benchmarks need not run for real minutes.
+
+OpenAI may enforce a limit in shorter slices (60,000 RPM as 1,000 requests a second):
+`slice_seconds` makes each bucket hold only that slice's share of the limit (at least one
+request, one token), refilling at the same rate. By default a bucket holds the whole window.
+A limit of 60 requests a minute with plenty of tokens is `RateLimits(rpm=60, tpm=10**9)`.
 """
 
 from __future__ import annotations
@@ -27,26 +32,33 @@ def duration(seconds: float) -> str:
 class Bucket:
     limit: float  # per window
     window_seconds: float
+    slice_seconds: float | None = None  # the bucket holds this slice's share of the limit (None: a window's)
     level: float = field(init=False)
     updated: float = field(init=False)
 
     def __post_init__(self) -> None:
-        self.level = self.limit
+        self.level = self.capacity
         self.updated = time.monotonic()
 
     @property
     def rate(self) -> float:
         return self.limit / self.window_seconds
 
+    @property
+    def capacity(self) -> float:
+        if self.slice_seconds is None:
+            return self.limit
+        return max(1.0, min(self.limit, self.rate * self.slice_seconds))
+
     def refill(self, now: float) -> None:
-        self.level = min(self.limit, self.level + (now - self.updated) * self.rate)
+        self.level = min(self.capacity, self.level + (now - self.updated) * self.rate)
         self.updated = now
 
     def wait_for(self, amount: float) -> float:
         return max(0.0, (amount - self.level) / self.rate)
 
     def until_full(self) -> float:
-        return (self.limit - self.level) / self.rate
+        return (self.capacity - self.level) / self.rate
 
 
 @dataclass(frozen=True)
@@ -59,10 +71,10 @@ class Decision:
 
 
 class RateLimits:
-    def __init__(self, rpm: int, tpm: int, window_seconds: float = 60.0) -> None:
+    def __init__(self, rpm: int, tpm: int, window_seconds: float = 60.0, slice_seconds: float | None = None) -> None:
         self._lock = threading.Lock()
-        self.requests = Bucket(rpm, window_seconds)
-        self.tokens = Bucket(tpm, window_seconds)
+        self.requests = Bucket(rpm, window_seconds, slice_seconds)
+        self.tokens = Bucket(tpm, window_seconds, slice_seconds)
 
     def admit(self, tokens: int) -> Decision:
         with self._lock:

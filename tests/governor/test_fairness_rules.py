@@ -41,15 +41,20 @@ class User:
 
     @property
     def backlogged(self) -> bool:
+        return self.backlogged_in(BUDGET)
+
+    def backlogged_in(self, budget: g.Budget) -> bool:
         """It always has a validator waiting for a grant: one is waiting while another is in
         its call, and together they could keep the whole budget busy with room to spare."""
-        return self.validators >= 2 and self.validators * self.cost / self.call_seconds >= 1.5 * BUDGET.rate(0)
+        return self.validators >= 2 and self.validators * budget.cost(
+            self.cost
+        ) / self.call_seconds >= 1.5 * budget.rate(0)
 
 
-Grant = tuple[float, User, int]  # (start, whose, tokens)
+Grant = tuple[float, User, int]  # (start, whose, tokens charged: at least a request's worth)
 
 
-def replay(users: list[User], windows: int) -> list[Grant]:
+def replay(users: list[User], windows: int, budget: g.Budget = BUDGET) -> list[Grant]:
     """The grants made following the rules for `windows` windows."""
     end = windows * WINDOW
     tat = 0.0
@@ -68,12 +73,13 @@ def replay(users: list[User], windows: int) -> list[Grant]:
         renewed[user.priority] = now + fair.DEMAND_LIFE * WINDOW  # it renews its demand while it reserves
         demand[user.name] = fair.Demand(user.name, user.weight, renewed)
         demands = list(demand.values())
+        cost = budget.cost(user.cost)  # a request's worth when the request limit binds
         decision = fair.decide(
-            BUDGET,
-            user.cost,
+            budget,
+            cost,
             now,
             tat,
-            share=fair.share(tenant, demands, BUDGET.tokens_per_window(now), now),
+            share=fair.share(tenant, demands, budget.tokens_per_window(now), now),
             accounts=accounts[user.name],
             outranked=fair.outranked(tenant, demands, now),
         )
@@ -82,12 +88,12 @@ def replay(users: list[User], windows: int) -> list[Grant]:
             jitter = jitters.uniform(0, decision.spread)  # as the validators spread their looks
             heapq.heappush(events, (decision.retry_at + jitter, next(order), user))
             continue
-        tat, starts_at = BUDGET.schedule(user.cost, now, tat)
+        tat, starts_at = budget.schedule(cost, now, tat)
         assert starts_at == decision.starts_at >= now
         assert starts_at <= now + fair.HORIZON * WINDOW  # nobody queues further ahead than the horizon
         if not decision.apart:  # an outranked validation's slack uses up none of its user's share
-            accounts[user.name][decision.window] += user.cost
-        grants.append((starts_at, user, user.cost))
+            accounts[user.name][decision.window] += cost
+        grants.append((starts_at, user, cost))
         heapq.heappush(events, (starts_at + user.call_seconds, next(order), user))  # sleep, call, ask again
     return grants
 
@@ -155,6 +161,47 @@ def test_fair_share_keeps_every_window_under_the_limit_and_leaves_nothing_idle(u
         for k in range(first, windows):
             used = sum(tokens[k].values())
             assert used >= BUDGET.tokens_per_window(0) - BUDGET.capacity(0) - max(u.cost for u in users), (k, used)
+
+
+# The request limit binding: tokens are plentiful (60M a window), 120 requests a minute are not,
+# so every call costs a request's worth (500,000 tokens) and shares are shares of the requests.
+BY_REQUESTS = g.Budget(g.Limits(40, 60_000_000, 0.9, target_rpm=120), g.BudgetState(), WINDOW)
+REQUEST = BY_REQUESTS.cost(0)
+
+
+@settings(max_examples=25, deadline=None, derandomize=True)
+@given(users=users_strategy())
+def test_when_requests_bind_no_backlogged_user_gets_less_than_its_share_of_them_beyond_one_burst(
+    users: list[User],
+) -> None:
+    windows = 6
+    requests = per_window(replay(users, windows, BY_REQUESTS), windows)
+    steady = range(int(max(u.arrives for u in users) // WINDOW) + 1, windows)
+    total_weight = sum(u.weight for u in users)
+    per_window_requests = (BY_REQUESTS.requests_per_window(0) or 0) * REQUEST  # in tokens charged
+    for k in steady:
+        for user in users:
+            if user.backlogged_in(BY_REQUESTS):
+                share = per_window_requests * user.weight / total_weight
+                assert requests[k][user.name] >= share - BY_REQUESTS.capacity(REQUEST), (k, user, dict(requests[k]))
+
+
+@settings(max_examples=25, deadline=None)
+@given(users=users_strategy())
+def test_when_requests_bind_no_window_holds_more_than_target_rpm_and_none_is_left_idle(users: list[User]) -> None:
+    windows = 5
+    grants = replay(users, windows, BY_REQUESTS)
+    starts = sorted(t for t, _, _ in grants)
+    assert all(c == REQUEST for _, _, c in grants)  # every call a request's worth: far more than its tokens
+    for i, start in enumerate(starts):  # every sliding window [start, start + WINDOW)
+        inside = sum(1 for t in starts[i:] if t < start + WINDOW)
+        assert inside <= (BY_REQUESTS.limits.target_rpm or 0)
+    if any(u.backlogged_in(BY_REQUESTS) for u in users):
+        first = int(min(u.arrives for u in users if u.backlogged_in(BY_REQUESTS)) // WINDOW) + 1
+        for k in range(first, windows):
+            used = sum(1 for t in starts if k * WINDOW <= t < (k + 1) * WINDOW)
+            burst = BY_REQUESTS.capacity(REQUEST) / REQUEST
+            assert used >= (BY_REQUESTS.requests_per_window(0) or 0) - burst - 1, (k, used)
 
 
 def test_weights_divide_the_budget_and_a_light_users_unused_share_goes_to_the_others() -> None:

@@ -175,13 +175,15 @@ def test_upstream_429s_and_a_lower_upstream_limit_slow_the_governor_down(
 
 
 @pytest.mark.slow(12)
-def test_lambdas_read_ssm_through_a_cache_not_per_part(
+def test_lambdas_read_the_settings_from_the_governors_table_and_ssm_at_most_once(
     make_api: MakeApi, aws: Aws, settings: Settings, simulator: SimulatorServer
 ) -> None:
     from lambdas.common import live_config
 
-    api = make_api(part_max_tokens=100, config_cache_seconds=3600)  # longer than the run: only cold reads remain
+    # Every Lambda re-reads the settings each half second: from the budget item's copy, not from SSM.
+    api = make_api(part_max_tokens=100, config_cache_seconds=0.5)
     set_parallelism(aws, settings, 4)
+    simulator.reconfigure(latency_seconds=0.1)
     reads: list[list[str]] = []
     client = live_config._ssm(settings.aws_endpoint_url, settings.aws_region)
 
@@ -198,8 +200,10 @@ def test_lambdas_read_ssm_through_a_cache_not_per_part(
 
     parts = done["progress"]["total"]
     assert done["status"] == "SUCCEEDED" and parts >= 40
-    # Read once, or once per Lambda that started before the first read was cached: never per part.
-    assert 1 <= len(reads) <= settings.map_concurrency_ceiling + 1
+    # Once: the first Lambda copies the parameters onto the budget item; every other read,
+    # of every Lambda, is of that copy. Not per Lambda, not per cache period.
+    assert len(reads) == 1
+    assert api.get("/admin/parallelism").json()["effective"]["in_sync"] is True
 
 
 # --- a validator killed mid-call --------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import heapq
 from typing import Any
 
 import pytest
@@ -147,3 +148,187 @@ def test_a_lease_item_is_typed_at_the_boundary_and_an_item_without_a_holder_is_n
     assert g.leftover(lease) == (15, 15)  # unspent back to the budget, committed but unreported counted as used
     assert g.LeaseRecord.of({"pk": "lease#v1", "sk": "03", "expires_at": 12.5}) is None
     assert g.reclaim("governor", lease)["ExpressionAttributeValues"][":exp"] == {"N": "12.5"}
+
+
+# --- requests per minute: the same schedule, a call charged at least a request's worth --------
+
+
+def _replay(
+    costs: list[int], gaps: list[float], budget_at: Any, start: float = 1_000.0
+) -> list[tuple[float, int, int]]:
+    """The schedule as the validators follow it, with the limits of `budget_at(now)`:
+    (start, tokens, charged) per call."""
+    now, tat, calls = start, 0.0, []
+    for tokens, gap in zip(costs, gaps, strict=False):
+        now += gap
+        budget = budget_at(now)
+        charged = budget.cost(tokens)
+        tat, starts_at = budget.schedule(charged, now, tat)
+        calls.append((starts_at, tokens, charged))
+    return calls
+
+
+def _busiest(calls: list[tuple[float, int, int]], window: float, after: float = float("-inf")) -> tuple[int, int]:
+    """The most requests, and the most tokens, of calls starting in any window [s, s + window), s > after."""
+    starts = sorted(c for c in calls if c[0] > after)
+    most_requests = most_tokens = end = tokens = 0
+    for i, (s, t, _) in enumerate(starts):  # two pointers: [i, end) is the window starting at s
+        while end < len(starts) and starts[end][0] < s + window:
+            tokens += starts[end][1]
+            end += 1
+        most_requests, most_tokens = max(most_requests, end - i), max(most_tokens, tokens)
+        tokens -= t
+    return most_requests, most_tokens
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    costs=st.lists(st.integers(min_value=200, max_value=3_000), min_size=5, max_size=150),
+    gaps=st.lists(st.floats(min_value=0.0, max_value=1.0), min_size=150, max_size=150),
+    rpm=st.integers(min_value=20, max_value=2_000),
+    threshold=st.floats(min_value=0.5, max_value=0.9),
+)
+def test_no_window_holds_more_requests_or_tokens_than_the_targets(
+    costs: list[int], gaps: list[float], rpm: int, threshold: float
+) -> None:
+    """Both limits from one schedule: a grant takes a request and its tokens, whichever binds."""
+    limits = g.Limits(8, 200_000, threshold, target_rpm=rpm)
+    budget = _budget(limits=limits)
+    calls = _replay(costs, gaps, lambda now: budget)
+    requests, tokens = _busiest(calls, budget.window_seconds)
+    if max(budget.cost(c) for c in costs) <= budget.capacity(0):  # every call fits the burst: exactly
+        assert requests <= rpm
+        assert tokens <= limits.target_tpm
+    else:  # a call above the burst (a request's worth above it: a small target-rpm): one call more at most
+        assert requests <= rpm + 1
+        assert tokens <= limits.target_tpm + max(costs)
+
+
+def test_a_call_is_charged_its_tokens_or_a_requests_worth_whichever_is_more() -> None:
+    budget = _budget(limits=g.Limits(8, 60_000, 0.9, target_rpm=60))  # a request's worth: 1,000 tokens
+    assert budget.tokens_per_request == 1_000
+    assert (budget.cost(300), budget.cost(2_500)) == (1_000, 2_500)
+    assert budget.requests_per_window(0) == pytest.approx(54)
+    lowered = _budget(g.BudgetState(upstream_rpm=30), budget.limits)  # OpenAI says 30: the lower one
+    assert lowered.limit_rpm == 30 and lowered.cost(300) == 2_000
+    ungoverned = _budget()  # no target-rpm (a deployment without the parameter): tokens alone
+    assert ungoverned.limit_rpm is None and ungoverned.cost(300) == 300
+    assert ungoverned.requests_per_window(0) is None
+    learned = _budget(g.BudgetState(upstream_rpm=500))  # ...until OpenAI's headers name a request limit
+    assert learned.limit_rpm == 500 and learned.cost(10) == 120
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    before=st.integers(min_value=20, max_value=600),
+    after=st.integers(min_value=20, max_value=600),
+    validators=st.integers(min_value=2, max_value=40),
+    call_seconds=st.floats(min_value=0.05, max_value=4.0),
+    tokens=st.integers(min_value=100, max_value=1_500),
+)
+def test_a_live_change_of_target_rpm_holds_from_the_first_window_after_the_calls_granted_before_it(
+    before: int, after: int, validators: int, call_seconds: float, tokens: int
+) -> None:
+    """Validators that always have a next call (each asks again once its call ends); target-rpm
+    changes at `change`: every window after the grants made before the change holds at most the
+    new limit, and while the validators ask for more, the schedule keeps up with it."""
+    window, change, end = 60.0, 300.0, 900.0
+
+    def budget_at(now: float) -> g.Budget:
+        return _budget(limits=g.Limits(8, 100_000_000, 0.9, target_rpm=before if now < change else after))
+
+    tat, asks, calls = 0.0, [(0.0, v) for v in range(validators)], []
+    while asks:
+        now, v = heapq.heappop(asks)
+        if now >= end:
+            continue
+        budget = budget_at(now)
+        charged = budget.cost(tokens)
+        tat, starts_at = budget.schedule(charged, now, tat)
+        calls.append((starts_at, tokens, charged, now))
+        heapq.heappush(asks, (starts_at + call_seconds, v))
+    granted_before = max(s for s, _, _, asked in calls if asked < change)
+    requests, _ = _busiest([c[:3] for c in calls if c[0] < end], window, after=granted_before)
+    assert requests <= after
+    # Keeping up: the validators ask more than the new limit allows, so a full window after the
+    # change (and after what was queued before it) holds the new rate but for a burst.
+    demand = validators * window / call_seconds
+    if demand >= 1.5 * after:
+        first = granted_before + 1.0
+        inside = sum(1 for s, *_ in calls if first <= s < first + window)
+        assert inside >= 0.9 * after - budget_at(end).capacity(0) / budget_at(end).tokens_per_request - 1
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    limit=st.one_of(st.none(), st.text(max_size=8), st.integers(min_value=-5, max_value=10**7).map(str)),
+    remaining=st.one_of(st.none(), st.text(max_size=8), st.integers(min_value=-5, max_value=10**7).map(str)),
+    reset=st.one_of(st.none(), st.sampled_from(["", "1s", "6m0s", "20ms", "garbage", "-3", "1.5s", "2h"])),
+    target_rpm=st.one_of(st.none(), st.integers(min_value=1, max_value=10**6)),
+)
+def test_request_headers_only_ever_slow_the_budget_down(
+    limit: str | None, remaining: str | None, reset: str | None, target_rpm: int | None
+) -> None:
+    budget, now = _budget(limits=g.Limits(8, 60_000, 0.9, target_rpm=target_rpm)), 500.0
+    headers = {
+        k: v
+        for k, v in {
+            "x-ratelimit-limit-requests": limit,
+            "x-ratelimit-remaining-requests": remaining,
+            "x-ratelimit-reset-requests": reset,
+        }.items()
+        if v is not None
+    }
+    feedback = g.read_headers(headers, budget, 1_000, now)
+    assert feedback.upstream_tpm is None
+    if feedback.upstream_rpm is not None:
+        assert feedback.upstream_rpm > 0 and (target_rpm is None or feedback.upstream_rpm < target_rpm)
+        lowered = _budget(g.BudgetState(upstream_rpm=feedback.upstream_rpm), budget.limits)
+        assert lowered.cost(1) >= budget.cost(1)  # a request costs at least as much: fewer fit a window
+        assert (lowered.requests_per_window(now) or 0) <= (budget.requests_per_window(now) or float("inf"))
+    if feedback.pause_until is not None:
+        assert now <= feedback.pause_until <= now + budget.window_seconds / 4
+
+
+def test_an_upstream_with_no_request_left_pauses_grants_until_one_is_back() -> None:
+    budget, now = _budget(limits=g.Limits(8, 10_000_000, 0.9, target_rpm=60)), 500.0
+    empty = {
+        "x-ratelimit-limit-requests": "60",
+        "x-ratelimit-remaining-requests": "0",
+        "x-ratelimit-reset-requests": "59s",
+    }
+    feedback = g.read_headers(empty, budget, 1_000, now)
+    assert feedback.pause_until == pytest.approx(now + 2.0)  # two requests at one a second: not the full reset
+    plenty = {**empty, "x-ratelimit-remaining-requests": "40"}
+    assert g.read_headers(plenty, budget, 1_000, now).pause_until is None
+    lower = {**plenty, "x-ratelimit-limit-requests": "30"}
+    assert g.read_headers(lower, budget, 1_000, now).upstream_rpm == 30
+    request = g.lower_upstream("governor", "upstream_rpm", 30)
+    assert request["UpdateExpression"] == "SET #upstream_rpm = :limit"
+    assert request["ExpressionAttributeValues"][":limit"] == {"N": "30"}
+
+
+def test_the_live_parameters_mirror_copies_only_newer_versions() -> None:
+    stored = {
+        "live_max_parallelism": "5",
+        "live_max_parallelism_version": 3,
+        "live_target_tpm": "50000",
+        "live_target_tpm_version": 1,
+        "live_throttle_threshold": "0.9",
+        "live_throttle_threshold_version": 1,
+    }
+    mirrored = g.Mirror.of(stored)
+    assert mirrored.complete and mirrored.limits() == g.Limits(5, 50_000, 0.9, True, None)
+    ssm = {
+        "max-parallelism": ("5", 3),
+        "target-tpm": ("60000", 2),
+        "throttle-threshold": ("0.9", 1),
+        "target-rpm": ("60", 1),
+    }
+    assert mirrored.behind(ssm) == {"target-tpm": ("60000", 2), "target-rpm": ("60", 1)}
+    assert not g.Mirror.of({"live_max_parallelism": "5"}).complete and not g.Mirror.of(None).complete
+    request = g.mirror("governor", {"target-rpm": ("60", 1)})
+    assert request["ConditionExpression"] == (
+        "attribute_not_exists(#live_target_rpm_version) OR #live_target_rpm_version <= :v_live_target_rpm"
+    )
+    assert request["ReturnValuesOnConditionCheckFailure"] == "ALL_OLD"

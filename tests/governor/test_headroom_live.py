@@ -33,11 +33,15 @@ def test_one_validation_holds_more_than_forty_calls_in_flight_and_lowering_shrin
     simulator: SimulatorServer,
     hold_calls: Callable[[int], HeldCalls],
 ) -> None:
-    limit = 20_000_000  # the budget's burst holds every call at once: the call slots alone bound them
-    aws.client("ssm").put_parameter(
-        Name=f"{settings.ssm_prefix}/target-tpm", Value=str(limit), Type="String", Overwrite=True
-    )
-    simulator.reconfigure(tpm=limit, rpm=1_000_000, latency_seconds=1.0)
+    limit, requests = (
+        20_000_000,
+        1_000_000,
+    )  # the budget's burst holds every call at once: the call slots alone bound them
+    for name, value in (("target-tpm", limit), ("target-rpm", requests)):
+        aws.client("ssm").put_parameter(
+            Name=f"{settings.ssm_prefix}/{name}", Value=str(value), Type="String", Overwrite=True
+        )
+    simulator.reconfigure(tpm=limit, rpm=requests, latency_seconds=1.0)
     api = make_api(part_max_tokens=100, config_cache_seconds=1)
     set_parallelism(aws, settings, 48)  # 24 invocations of two calls each
     calls = hold_calls(0)  # every call waits at the model until released: the slots alone decide how many

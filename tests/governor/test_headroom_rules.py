@@ -146,7 +146,7 @@ def test_the_combine_steps_items_share_the_width_and_are_never_merged() -> None:
 def test_the_admin_range_check_accepts_up_to_five_hundred() -> None:
     from pydantic import ValidationError
 
-    from app.users.schemas import ParallelismPatch
+    from app.admin.schemas import ParallelismPatch
 
     assert ParallelismPatch.model_validate({"max_parallelism": 500}).max_parallelism == 500
     with pytest.raises(ValidationError, match="max_parallelism"):

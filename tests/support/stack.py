@@ -237,14 +237,11 @@ def local_settings(endpoint_url: str, simulator: SimulatorServer, letter: str = 
 
 
 def target_the_simulators_limit(endpoint_url: str, settings: Settings, simulator: SimulatorServer) -> None:
-    """The governor's target-tpm parameter at the simulator's limit (provisioning keeps a parameter that exists)."""
+    """The governor's target-tpm and target-rpm parameters at the simulator's limits (provisioning keeps a
+    parameter that exists)."""
     ssm = Aws(endpoint_url).client("ssm")
-    ssm.put_parameter(
-        Name=f"{settings.ssm_prefix}/target-tpm",
-        Value=str(simulator.simulator.config.tpm),
-        Type="String",
-        Overwrite=True,
-    )
+    for name, value in (("target-tpm", simulator.simulator.config.tpm), ("target-rpm", simulator.simulator.config.rpm)):
+        ssm.put_parameter(Name=f"{settings.ssm_prefix}/{name}", Value=str(value), Type="String", Overwrite=True)
 
 
 MakeApi = Callable[..., Any]  # make_api(**overrides) -> the API's TestClient
