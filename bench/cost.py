@@ -643,7 +643,9 @@ def main() -> None:
     print(f"machine: {machine()} (before)")
     with EmbeddedAWS() as aws, SimulatorServer(SimulatorConfig(latency_seconds=0.02)) as sim:
         estimates_settings = stack_settings(aws.endpoint_url, sim.base_url, "ce")
-        set_parameters(estimates_settings, {"target-tpm": sim.simulator.config.tpm, "target-rpm": sim.simulator.config.rpm})
+        set_parameters(
+            estimates_settings, {"target-tpm": sim.simulator.config.tpm, "target-rpm": sim.simulator.config.rpm}
+        )
         with TestClient(create_app(estimates_settings)) as api:
             api.headers.update({"Authorization": "Bearer bench"})
             estimates = estimate_against_actual(
