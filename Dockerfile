@@ -1,7 +1,9 @@
 # syntax=docker/dockerfile:1
 # The API image (the final stage, `runtime`: no moto, no werkzeug). docker-compose.yml runs
 # the embedded AWS and the simulator from the `local` stage: the same plus the `local` group.
-ARG PYTHON_VERSION=3.11
+# The Python of the Lambdas (infra/build_lambdas.py LAMBDA: python3.13), so the API and the
+# functions run one interpreter in production.
+ARG PYTHON_VERSION=3.13
 
 # ---- build: a virtualenv with the runtime dependencies, pinned by requirements.lock ----
 FROM python:${PYTHON_VERSION}-slim AS build

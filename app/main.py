@@ -19,6 +19,7 @@ from app.pricing.router import router as pricing_router
 from app.rulesets.router import router as rulesets_router
 from app.settings import Mode, Settings
 from app.stream_tokens.router import router as stream_tokens_router
+from app.uploads.router import router as uploads_router
 from app.users.router import router as users_router
 from app.validations.router import router as validations_router
 from app.web import router as web
@@ -80,5 +81,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(users_router)
     app.include_router(rulesets_router)
     app.include_router(pricing_router)
+    app.include_router(uploads_router)
     web.install(app)  # the page at `/` (static files)
     return app

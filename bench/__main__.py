@@ -16,6 +16,8 @@ BENCHMARKS = [
     "bench.queue",
     "bench.hostile",
     "bench.headroom",
+    "bench.local_stack",
+    "bench.ceiling",
 ]
 
 

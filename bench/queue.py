@@ -107,7 +107,7 @@ def _use_the_old_queue(settings: Any, endpoint: str) -> str:
     name = f"{settings.name_prefix}-admit-polling"
     created = aws_client("lambda", endpoint).create_function(
         FunctionName=name,
-        Runtime="python3.11",
+        Runtime="python3.13",
         Role=provisioner.create_role(),
         Handler="bench.queue_baseline.lambda_handler",
         Code={"ZipFile": _empty_zip()},  # the embedded AWS runs handlers from this checkout

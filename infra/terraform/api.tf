@@ -113,8 +113,11 @@ data "aws_iam_policy_document" "api_task" {
     resources = [for name, t in aws_dynamodb_table.this : t.arn]
   }
   statement {
-    sid       = "Uploads"
-    actions   = local.bucket_actions.rw
+    sid = "Uploads"
+    # PutObject also covers CreateMultipartUpload, UploadPart and CompleteMultipartUpload, and
+    # GetObject HeadObject. The presigned URLs of POST /uploads act with these permissions, and
+    # tag what they write (upload=pending, for the bucket's lifecycle): PutObjectTagging.
+    actions   = concat(local.bucket_actions.rw, ["s3:AbortMultipartUpload", "s3:PutObjectTagging"])
     resources = ["${aws_s3_bucket.uploads.arn}/*"]
   }
   statement {

@@ -68,7 +68,7 @@ resource "aws_lambda_layer_version" "dependencies" {
   filename                 = "${local.build_dir}/dependencies.zip"
   source_code_hash         = filebase64sha256("${local.build_dir}/dependencies.zip")
   compatible_runtimes      = [var.lambda_runtime]
-  compatible_architectures = ["x86_64"]
+  compatible_architectures = [var.lambda_architecture]
 }
 
 resource "aws_cloudwatch_log_group" "function" {
@@ -92,7 +92,7 @@ resource "aws_lambda_function" "this" {
   description      = "Step Functions task ${each.key}"
   role             = aws_iam_role.function[each.key].arn
   runtime          = var.lambda_runtime
-  architectures    = ["x86_64"]
+  architectures    = [var.lambda_architecture]
   handler          = each.value.handler
   filename         = "${local.build_dir}/code.zip"
   source_code_hash = filebase64sha256("${local.build_dir}/code.zip")

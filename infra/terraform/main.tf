@@ -110,6 +110,21 @@ resource "aws_s3_bucket_lifecycle_configuration" "uploads" {
       days_after_initiation = 1
     }
   }
+
+  # Direct uploads (app/uploads) no validation took: tagged pending until one does.
+  rule {
+    id     = "expire-unused-uploads"
+    status = "Enabled"
+    filter {
+      and {
+        prefix = "uploads/"
+        tags   = { upload = "pending" }
+      }
+    }
+    expiration {
+      days = 1
+    }
+  }
 }
 
 # Only TLS: uploads carry customer files. Not against an AWS look-alike on loopback

@@ -77,9 +77,20 @@ variable "lambda_build_dir" {
 }
 
 variable "lambda_runtime" {
-  description = "Lambda runtime of every function and the dependency layer (the wheels in the layer are built for CPython 3.11)."
+  description = "Lambda runtime of every function and the dependency layer; the layer's wheels are built for it (infra/build_lambdas.py LAMBDA: CPython 3.13 on arm64)."
   type        = string
-  default     = "python3.11"
+  default     = "python3.13"
+}
+
+variable "lambda_architecture" {
+  description = "Instruction set of every function and the dependency layer; the layer's wheels are built for it (infra/build_lambdas.py LAMBDA). arm64 (Graviton) costs less per GB-second."
+  type        = string
+  default     = "arm64"
+
+  validation {
+    condition     = contains(["arm64", "x86_64"], var.lambda_architecture)
+    error_message = "lambda_architecture is arm64 or x86_64."
+  }
 }
 
 variable "lambda_timeouts" {

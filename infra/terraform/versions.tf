@@ -3,8 +3,9 @@ terraform {
 
   required_providers {
     aws = {
-      source  = "hashicorp/aws"
-      version = ">= 5.0, < 6.0"
+      source = "hashicorp/aws"
+      # The python3.13 runtime of the functions and the layer: accepted by providers from 5.77 on.
+      version = ">= 5.77, < 6.0"
     }
   }
 }

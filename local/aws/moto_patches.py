@@ -11,8 +11,10 @@ from __future__ import annotations
 import collections
 import functools
 import importlib
+import re
 import threading
 import uuid
+from collections.abc import Collection
 from typing import Any
 
 from botocore.config import Config
@@ -225,6 +227,141 @@ def _roll_back_transactions_per_item() -> None:
     models.DynamoDBBackend.transact_write_items = transact_write_items
 
 
+def _serialize_attribute_values_in_one_pass() -> None:
+    """Every DynamoDB answer walks each attribute of each item through the generic serializer.
+
+    Defect (cost): moto's response serializer visits all ten members of the `AttributeValue`
+    union for every attribute, looking each up through its alias providers (`S`, then `s`,
+    ...): about a quarter of the embedded AWS's CPU in a validation, mostly Query results
+    and items read back. moto holds an attribute value in the wire format already, blobs
+    aside (the serializer base64-encodes them), so it is written in one pass here, with the
+    serializer's own conversions: the same bytes.
+    """
+    serialize = importlib.import_module("moto.core.serialize")
+    original = serialize.BaseJSONSerializer._serialize_type_structure
+
+    def wire(value: dict[str, Any], base64: Any) -> dict[str, Any]:
+        ((kind, inner),) = value.items()  # a union: exactly one member is set
+        if kind in ("S", "N"):
+            return {kind: str(inner)}
+        if kind in ("SS", "NS"):
+            return {kind: [str(v) for v in inner]}
+        if kind == "B":
+            return {kind: base64(inner)}
+        if kind == "BS":
+            return {kind: [base64(v) for v in inner]}
+        if kind == "M":
+            return {kind: {k: wire(v, base64) for k, v in inner.items()}}
+        if kind == "L":
+            return {kind: [wire(v, base64) for v in inner]}
+        return {kind: inner}  # BOOL, NULL: booleans, written as they are
+
+    @functools.wraps(original)
+    def serialize_structure(self: Any, serialized: Any, value: Any, shape: Any, key: str) -> None:
+        if (
+            key
+            and shape.name == "AttributeValue"
+            and isinstance(value, dict)
+            and len(value) == 1
+            and self.operation_model.service_model.service_name == "dynamodb"
+        ):
+            serialized[self.get_serialized_name(shape, key)] = wire(value, self._base64)
+            return
+        original(self, serialized, value, shape, key)
+
+    serialize_structure.original = original  # type: ignore[attr-defined]  # the guard test compares both
+    serialize.BaseJSONSerializer._serialize_type_structure = serialize_structure
+
+
+def _project_items_from_one_conversion() -> None:
+    """A read with a ProjectionExpression converts the whole item once per projected path.
+
+    Defect (cost): `Item.project` calls `self.to_regular_json()` (a deep copy and a
+    conversion of every attribute) inside its loop over the paths, so reading 6 attributes of
+    a validation record converted the whole record 6 times, however few of its attributes
+    the paths named: about a tenth of the embedded AWS's CPU in a validation. Here the
+    attributes the paths start with are converted, once (the loop only reads them).
+    """
+    dynamo_type = importlib.import_module("moto.dynamodb.models.dynamo_type")
+    Item = dynamo_type.Item
+    original = Item.project
+    list_element = re.compile(r"(.+)\[(\d+)\]$")  # `find_nested_key`'s reading of `name[i]`
+
+    def project(self: Any, projection_expressions: list[list[str]]) -> Any:
+        named = {(m.group(1) if (m := list_element.match(path[0])) else path[0]) for path in projection_expressions}
+        read = {  # Item.to_regular_json, for these attributes only
+            name: dynamo_type.deserializer.deserialize(self.attrs[name].to_regular_json())
+            for name in named
+            if name in self.attrs
+        }
+        result: dict[str, Any] = {}
+        for path in projection_expressions:
+            dynamo_type.merge_dicts(result, dynamo_type.find_nested_key(path, read))
+        return Item(
+            hash_key=self.hash_key,
+            range_key=self.range_key,
+            attrs=dynamo_type.serializer.serialize(result)["M"],
+        )
+
+    functools.update_wrapper(project, original)
+    Item.project = project
+
+
+def _copy_updated_items_only_for_a_reader() -> None:
+    """Every UpdateItem deep-copies the whole item twice, for readers that are not there.
+
+    Defect (cost): moto's UpdateItem handler copies and converts the stored item before the
+    update for ReturnValues ALL_OLD, UPDATED_OLD and UPDATED_NEW, also when a request asks for
+    NONE or ALL_NEW; and the backend copies it again for the table's stream, also when the
+    table has none. Both grow with the item: about a fifth of the embedded AWS's CPU in a
+    validation of 90 files (its record lists them). Now the handler sees no old item when
+    nothing reads it, and the backend keeps the item itself when no stream does.
+    """
+    models = importlib.import_module("moto.dynamodb.models")
+    responses = importlib.import_module("moto.dynamodb.responses")
+    from moto.dynamodb.models.dynamo_type import Item
+
+    unread = threading.local()  # `old_image`, `stream`: this thread's copy would go unread
+
+    def copying(module_copy: Any, unread_when: str, instead: Any) -> Any:
+        class Copy:
+            copy = staticmethod(module_copy.copy)
+
+            @staticmethod
+            def deepcopy(value: Any, memo: Any = None) -> Any:
+                if isinstance(value, Item) and getattr(unread, unread_when, False):
+                    return instead(value)
+                return module_copy.deepcopy(value, memo)
+
+        return Copy
+
+    # Each module's `copy` (models' is already the one that leaves tables alone) is wrapped.
+    responses.copy = copying(responses.copy, "old_image", lambda item: None)  # type: ignore[attr-defined]
+    models.copy = copying(models.copy, "stream", lambda item: item)  # type: ignore[attr-defined]
+    handler_update = responses.DynamoHandler.update_item
+    backend_update = models.DynamoDBBackend.update_item
+
+    @functools.wraps(handler_update)
+    def update_item_answer(self: Any) -> Any:
+        unread.old_image = self.body.get("ReturnValues", "NONE") in ("NONE", "ALL_NEW")
+        try:
+            return handler_update(self)
+        finally:
+            unread.old_image = False
+
+    @functools.wraps(backend_update)
+    def update_item(self: Any, table_name: str, *args: Any, **kwargs: Any) -> Any:
+        table = self.tables.get(table_name)
+        unread.stream = table is not None and table.stream_shard is None
+        try:
+            return backend_update(self, table_name, *args, **kwargs)
+        finally:
+            unread.stream = False
+
+    responses.DynamoHandler.update_item = update_item_answer
+    models.DynamoDBBackend.update_item = update_item
+
+
 def _list_service_modules_once() -> None:
     """Every request to moto's server lists moto's package directory, under a global lock.
 
@@ -365,20 +502,37 @@ def _abort_at_once_on_stop() -> None:
     Execution.stop = stop  # type: ignore[method-assign]
 
 
-def apply() -> None:
-    """Apply every fix once per process."""
+_FIXES = (
+    _keep_stopped_executions_aborted,
+    _name_executions_like_aws,
+    _cap_inline_maps_at_forty,
+    _reuse_boto_clients,
+    _roll_back_transactions_per_item,
+    _copy_updated_items_only_for_a_reader,  # after the line above: wraps models' `copy` again
+    _serialize_attribute_values_in_one_pass,
+    _project_items_from_one_conversion,
+    _list_service_modules_once,
+    _serialize_dynamodb_writes,
+    _skip_backend_lock_for_known_accounts,
+    _abort_executions_parked_on_a_task_token,
+    _abort_at_once_on_stop,
+)
+# Fixes of moto's CPU cost, not of its behaviour: bench/local_stack.py measures them against
+# moto as it is (`apply(without=...)`).
+COST_FIXES = (
+    _copy_updated_items_only_for_a_reader.__name__,
+    _serialize_attribute_values_in_one_pass.__name__,
+    _project_items_from_one_conversion.__name__,
+)
+
+
+def apply(without: Collection[str] = ()) -> None:
+    """Apply every fix (but those named in `without`) once per process."""
     global _applied
     with _lock:
         if _applied:
             return
-        _keep_stopped_executions_aborted()
-        _name_executions_like_aws()
-        _cap_inline_maps_at_forty()
-        _reuse_boto_clients()
-        _roll_back_transactions_per_item()
-        _list_service_modules_once()
-        _serialize_dynamodb_writes()
-        _skip_backend_lock_for_known_accounts()
-        _abort_executions_parked_on_a_task_token()
-        _abort_at_once_on_stop()
+        for fix in _FIXES:
+            if fix.__name__ not in without:
+                fix()
         _applied = True

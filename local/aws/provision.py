@@ -250,7 +250,9 @@ class Provisioner:
             except ClientError:
                 created = lam.create_function(
                     FunctionName=name,
-                    Runtime="python3.11",
+                    # As Terraform declares them (lambda_runtime, lambda_architecture); the handlers run here.
+                    Runtime="python3.13",
+                    Architectures=["arm64"],
                     Role=role_arn,
                     Handler=spec["handler"],
                     # The embedded AWS runs handlers from this checkout; the zip is a placeholder.

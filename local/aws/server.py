@@ -2,7 +2,8 @@
 executing, behind a thin WSGI layer that adds what moto lacks (Lambda handlers run
 in-process, two Step Functions actions Terraform needs).
 
-One per process: moto keeps its backends in module globals.
+One per process: moto keeps its backends in module globals. Connections are kept
+(HTTP/1.1, `keepalive.py`), and every call is counted by operation (`traffic()`).
 """
 
 from __future__ import annotations
@@ -12,22 +13,50 @@ import logging
 import os
 import re
 import threading
+from collections import Counter
 from collections.abc import Callable, Iterable
-from typing import Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
-from werkzeug.serving import BaseWSGIServer, make_server
+from local.aws import lambda_router, moto_patches, sfn_extras, upload_patches
 
-from local.aws import lambda_router, moto_patches, sfn_extras
+if TYPE_CHECKING:
+    from local.aws.keepalive import TrackingServer
 
 log = logging.getLogger(__name__)
 
-_REGION_IN_AUTH = re.compile(r"Credential=[^/]+/\d{8}/(?P<region>[^/]+)/")
+# SigV4's credential scope: <key>/<date>/<region>/<service>/aws4_request
+_SCOPE_IN_AUTH = re.compile(r"Credential=[^/]+/\d{8}/(?P<region>[^/]+)/(?P<service>[^/]+)/")
 StartResponse = Callable[..., Any]
 
 
 def _region(environ: dict[str, Any], default: str) -> str:
-    match = _REGION_IN_AUTH.search(environ.get("HTTP_AUTHORIZATION", ""))
+    match = _SCOPE_IN_AUTH.search(environ.get("HTTP_AUTHORIZATION", ""))
     return match.group("region") if match else default
+
+
+def operation_of(environ: dict[str, Any]) -> str:
+    """`<service>.<action>` of a call, e.g. `dynamodb.GetItem`, `lambda.Invoke`, `s3.PUT`."""
+    match = _SCOPE_IN_AUTH.search(environ.get("HTTP_AUTHORIZATION", ""))
+    service = match.group("service") if match else "unsigned"
+    target = environ.get("HTTP_X_AMZ_TARGET", "")  # JSON protocols: DynamoDB_20120810.GetItem
+    if target:
+        return f"{service}.{target.rpartition('.')[2]}"
+    if lambda_router.INVOKE_PATH.match(environ.get("PATH_INFO", "")):
+        return f"{service}.Invoke"
+    return f"{service}.{environ.get('REQUEST_METHOD', '')}"
+
+
+@dataclass(frozen=True)
+class Traffic:
+    """What the embedded AWS served since it started: calls by operation, and TCP connections."""
+
+    calls: Counter[str] = field(default_factory=Counter)
+    connections: int = 0
+
+    @property
+    def total(self) -> int:
+        return sum(self.calls.values())
 
 
 def _read_body(environ: dict[str, Any]) -> bytes:
@@ -55,8 +84,17 @@ class EmbeddedApp:
     def __init__(self, moto_app: Any, region: str) -> None:
         self._moto = moto_app
         self._region = region
+        self._calls: Counter[str] = Counter()
+        self._calls_lock = threading.Lock()
+
+    def calls(self) -> Counter[str]:
+        with self._calls_lock:
+            return Counter(self._calls)
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        operation = operation_of(environ)
+        with self._calls_lock:
+            self._calls[operation] += 1
         path = environ.get("PATH_INFO", "")
         if environ.get("REQUEST_METHOD") == "POST" and (match := lambda_router.INVOKE_PATH.match(path)):
             return self._invoke(environ, start_response, match.group("name"))
@@ -92,13 +130,21 @@ def _account_id() -> str:
 
 
 class EmbeddedAWS:
-    """Start/stop the embedded AWS on a loopback port in a background thread."""
+    """Start/stop the embedded AWS on a loopback port in a background thread.
 
-    def __init__(self, port: int = 0, host: str = "127.0.0.1", region: str = "us-east-1") -> None:
+    `keep_alive=False` serves as werkzeug's development server does (a connection and a
+    thread per call): the baseline of `bench/local_stack.py`.
+    """
+
+    def __init__(
+        self, port: int = 0, host: str = "127.0.0.1", region: str = "us-east-1", keep_alive: bool = True
+    ) -> None:
         self._host = host
         self._requested_port = port
         self._region = region
-        self._server: BaseWSGIServer | None = None
+        self._keep_alive = keep_alive
+        self._server: TrackingServer | None = None
+        self._app: EmbeddedApp | None = None
         self._thread: threading.Thread | None = None
 
     @property
@@ -118,7 +164,10 @@ class EmbeddedAWS:
             create_backend_app,
         )
 
+        from local.aws.keepalive import KeepAliveRequestHandler, TrackingServer
+
         moto_patches.apply()
+        upload_patches.apply()
         # One access-log line per AWS call drowns everything else; errors still show.
         logging.getLogger("werkzeug").setLevel(logging.WARNING)
         # The interpreter logs every caught state error (retries, aborted Map iterations) at
@@ -126,10 +175,9 @@ class EmbeddedAWS:
         logging.getLogger("moto.stepfunctions.parser.asl.component.eval_component").setLevel(logging.CRITICAL)
         # The interpreter runs ASL for real only with this switch.
         default_user_config["stepfunctions"] = {"execute_state_machine": True}
-        app = EmbeddedApp(DomainDispatcherApplication(create_backend_app), self._region)
-        self._server = make_server(
-            self._host, self._requested_port, app, threaded=True, request_handler=MotoRequestHandler
-        )
+        app = self._app = EmbeddedApp(DomainDispatcherApplication(create_backend_app), self._region)
+        handler = KeepAliveRequestHandler if self._keep_alive else MotoRequestHandler
+        self._server = TrackingServer(self._host, self._requested_port, app, handler)
         # The interpreter calls other services at http://localhost:$MOTO_PORT.
         os.environ["MOTO_PORT"] = str(self.port)
         self._thread = threading.Thread(target=self._server.serve_forever, name="embedded-aws", daemon=True)
@@ -147,9 +195,15 @@ class EmbeddedAWS:
         except KeyboardInterrupt:
             self.stop()
 
+    def traffic(self) -> Traffic:
+        """Calls by operation and connections accepted since start (tests and benchmarks read it)."""
+        assert self._app is not None and self._server is not None, "start() first"
+        return Traffic(self._app.calls(), self._server.connections)
+
     def stop(self) -> None:
         if self._server is not None:
             self._server.shutdown()
+            self._server.close_connections()
             self._server.server_close()
         if self._thread is not None:
             self._thread.join(timeout=10)

@@ -15,6 +15,7 @@ import yaml
 
 from app.main import create_app
 from app.settings import PROJECT_ROOT, Mode, Settings
+from infra.build_lambdas import LAMBDA
 from local.aws.provision import ASL_FILE, RESOURCES_FILE
 from tests.servers import free_port, process
 from tests.support.stack import settings_of
@@ -99,6 +100,14 @@ def test_dockerfile_is_multi_stage_slim_non_root_and_serves_the_app() -> None:
 
 def _copied(stage: str) -> set[str]:
     return {args.split()[-2].rstrip("/") for op, args in _stage(stage) if op == "COPY" and "--from" not in args}
+
+
+def test_the_images_run_the_python_of_the_lambdas() -> None:
+    (default,) = [args for op, args in _instructions(DOCKERFILE) if op == "ARG" and args.startswith("PYTHON_VERSION=")]
+    bases = {stage[0][1].split()[0] for stage in _stages().values()} - set(_stages())
+
+    assert default == "PYTHON_VERSION={}.{}".format(*LAMBDA.python)
+    assert bases == {"python:${PYTHON_VERSION}-slim"}
 
 
 def test_the_api_image_carries_the_api_only_and_the_local_image_what_local_mode_reads() -> None:

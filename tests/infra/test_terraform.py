@@ -11,7 +11,8 @@ everything.
 
 The model key goes in as a variable and the simulator refuses calls without it, so the
 validation succeeding shows the Lambdas read it from its SSM SecureString (no function's
-environment holds it). The roles are checked against resources.json (tests/infra/grants.py):
+environment holds it). Every function and the layer are on the runtime and architecture the
+layer was built for (python3.13, arm64). The roles are checked against resources.json (tests/infra/grants.py):
 each function's and the API task's actions per table, the key readable by the model-calling
 functions only; the planned ECS task definition has a writable /tmp beside its read-only root.
 """
@@ -64,6 +65,8 @@ OVERRIDES = {
     "webhook_retry_interval_seconds": 1,
     "webhook_retry_max_attempts": 2,
     "webhook_retry_max_delay_seconds": 1,
+    # The page's origin: the uploads bucket's CORS rule (uploads.tf) is created and planned clean.
+    "api_origin": "http://127.0.0.1:8000",
 }
 
 
@@ -130,6 +133,7 @@ def test_terraform_apply_runs_a_validation_then_plans_clean_and_destroys(
             # The notify machine's ARN is spelled out for the functions that start it: it must be the real one.
             assert environment["NOTIFY_STATE_MACHINE_ARN"] == outputs["notify_state_machine_arn"]
             _check_who_starts_notifications(client, outputs)
+            _check_every_function_runs_the_runtime_the_layer_was_built_for(client, outputs)
             _check_lambda_environment_covers_local_provisioning(client, outputs, environment)
             _check_least_privilege(client, outputs)
             key_parameter = _check_the_model_key_is_a_securestring_only_model_callers_read(client, outputs, environment)
@@ -201,6 +205,27 @@ def _check_who_starts_notifications(client: Any, outputs: dict[str, Any]) -> Non
         else:
             (statement,) = starting
             assert statement["Resource"] in (outputs["notify_state_machine_arn"], [outputs["notify_state_machine_arn"]])
+
+
+def _check_every_function_runs_the_runtime_the_layer_was_built_for(client: Any, outputs: dict[str, Any]) -> None:
+    """Each function: python3.13 on arm64 (infra/build_lambdas.py LAMBDA) with the one layer, itself
+    declared for that runtime and architecture."""
+    target, lambda_ = build_lambdas.LAMBDA, client("lambda")
+    assert (target.runtime, target.architecture) == ("python3.13", "arm64")
+    layers = set()
+    for name, arn in outputs["function_arns"].items():
+        configuration = lambda_.get_function_configuration(FunctionName=arn)
+        assert (configuration["Runtime"], configuration["Architectures"]) == (target.runtime, [target.architecture]), (
+            name
+        )
+        layers |= {layer["Arn"] for layer in configuration["Layers"]}
+    (layer,) = layers
+    layer_arn, _, number = layer.rpartition(":")  # moto has no GetLayerVersionByArn
+    version = lambda_.get_layer_version(LayerName=layer_arn, VersionNumber=int(number))
+    assert (version["CompatibleRuntimes"], version["CompatibleArchitectures"]) == (
+        [target.runtime],
+        [target.architecture],
+    )
 
 
 def _check_lambda_environment_covers_local_provisioning(

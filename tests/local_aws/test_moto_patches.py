@@ -332,3 +332,127 @@ def test_an_inline_map_runs_at_most_forty_iterations_at_once(aws: Aws, max_concu
     assert result["status"] == "SUCCEEDED"
     assert probe.calls[name] == 41  # every item ran...
     assert probe.peak[name] == 40  # ...never more than forty at once
+
+
+def _every_kind_of_attribute() -> dict[str, Any]:
+    return {
+        "pk": {"S": "item"},
+        "s": {"S": "é, 漢字"},
+        "empty": {"S": ""},
+        "n": {"N": "1.50"},
+        "b": {"B": b"\x00\x01\xff"},
+        "ss": {"SS": ["a"]},
+        "ns": {"NS": ["2"]},
+        "bs": {"BS": [b"\x02"]},
+        "yes": {"BOOL": True},
+        "no": {"BOOL": False},
+        "null": {"NULL": True},
+        "m": {"M": {"l": {"L": [{"S": "x"}, {"N": "3"}, {"B": b"\x03"}, {"M": {}}, {"L": []}]}}},
+        **{f"a{i:02d}": {"S": f"value {i}"} for i in range(30)},
+    }
+
+
+def test_attribute_values_are_serialized_in_one_pass_with_the_same_bytes(
+    aws: Aws, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from moto.core import serialize
+
+    table = aws.table("wire")
+    item = _every_kind_of_attribute()
+    db = aws.new_client("dynamodb")
+    db.put_item(TableName=table, Item=item)
+    bodies: list[bytes] = []
+    db.meta.events.register(
+        "after-call.dynamodb.GetItem", lambda http_response, **_: bodies.append(http_response.content)
+    )
+    picks = [0]
+    pick = serialize.XFormedAttributePicker.__call__
+
+    def counted(self: Any, context: Any) -> Any:
+        picks[0] += 1
+        return pick(self, context)
+
+    monkeypatch.setattr(serialize.XFormedAttributePicker, "__call__", counted)
+
+    assert db.get_item(TableName=table, Key={"pk": {"S": "item"}})["Item"] == item
+    # The response's own members only: moto's serializer looks up ten members per attribute value.
+    assert picks[0] < 10
+
+    patched = serialize.BaseJSONSerializer._serialize_type_structure
+    original = patched.original  # type: ignore[attr-defined]  # kept by local/aws/moto_patches.py
+    monkeypatch.setattr(serialize.BaseJSONSerializer, "_serialize_type_structure", original)
+    db.get_item(TableName=table, Key={"pk": {"S": "item"}})
+    assert picks[0] > 10 * len(item)
+    assert bodies[0] == bodies[1]  # the bytes moto's own serializer writes
+
+
+def test_a_projected_read_converts_only_the_attributes_it_names_once(aws: Aws, monkeypatch: pytest.MonkeyPatch) -> None:
+    from moto.dynamodb.models.dynamo_type import DynamoType, Item
+
+    table = aws.table("project")
+    db = aws.client("dynamodb")
+    db.put_item(TableName=table, Item=_every_kind_of_attribute())
+    items, values = [0], [0]
+    convert_item, convert_value = Item.to_regular_json, DynamoType.to_regular_json
+
+    def counted_item(self: Item) -> Any:
+        items[0] += 1
+        return convert_item(self)
+
+    def counted_value(self: DynamoType) -> Any:
+        values[0] += 1
+        return convert_value(self)
+
+    monkeypatch.setattr(Item, "to_regular_json", counted_item)
+    monkeypatch.setattr(DynamoType, "to_regular_json", counted_value)
+
+    def read(projection: str) -> tuple[dict[str, Any], int]:
+        values[0] = 0
+        item = db.get_item(
+            TableName=table,
+            Key={"pk": {"S": "item"}},
+            ProjectionExpression=projection,
+            ExpressionAttributeNames={"#s": "s"},
+        )["Item"]
+        return item, values[0]
+
+    paths, paths_converted = read("n, b, m.l[2], a03, #s, absent")
+    _, attributes_converted = read("n, b, m, a03, #s")
+
+    assert paths == {"n": {"N": "1.50"}, "b": {"B": b"\x00\x01\xff"}, "m": {"M": {"l": {"L": [{"B": b"\x03"}]}}},
+                     "a03": {"S": "value 3"}, "s": {"S": "é, 漢字"}}  # fmt: skip
+    # The five attributes the paths start with, once each (moto: the whole item once per path).
+    assert items[0] == 0 and paths_converted == attributes_converted
+
+
+def test_an_update_copies_the_item_only_for_what_reads_the_copy(aws: Aws, monkeypatch: pytest.MonkeyPatch) -> None:
+    from moto.dynamodb.models.dynamo_type import Item
+
+    table = aws.table("copies")  # no stream: nothing reads the backend's copy
+    db = aws.client("dynamodb")
+    db.put_item(TableName=table, Item={"pk": {"S": "item"}, "n": {"N": "1"}, "keep": {"S": "k"}})
+    copies = [0]
+    deepcopy = Item.__deepcopy__
+
+    def counted(self: Item, memo: dict[int, Any]) -> Item:
+        copies[0] += 1
+        return deepcopy(self, memo)
+
+    monkeypatch.setattr(Item, "__deepcopy__", counted)
+
+    def add_one(returned: str) -> tuple[dict[str, Any] | None, int]:
+        copies[0] = 0
+        answer = db.update_item(
+            TableName=table,
+            Key={"pk": {"S": "item"}},
+            UpdateExpression="ADD n :one",
+            ExpressionAttributeValues={":one": {"N": "1"}},
+            ReturnValues=returned,
+        )
+        return answer.get("Attributes"), copies[0]
+
+    assert add_one("NONE") == (None, 0)  # moto: 2 (the old image, the stream's)
+    assert add_one("ALL_NEW") == ({"pk": {"S": "item"}, "n": {"N": "3"}, "keep": {"S": "k"}}, 0)
+    assert add_one("ALL_OLD") == ({"pk": {"S": "item"}, "n": {"N": "3"}, "keep": {"S": "k"}}, 1)
+    assert add_one("UPDATED_OLD") == ({"n": {"N": "4"}}, 1)
+    assert add_one("UPDATED_NEW") == ({"n": {"N": "6"}}, 1)

@@ -81,7 +81,7 @@ class Aws:
             archive.writestr("placeholder.txt", "")
         created = self.client("lambda").create_function(
             FunctionName=f"fn-{uuid.uuid4().hex[:10]}",
-            Runtime="python3.11",
+            Runtime="python3.13",
             Role=self.role(),
             Handler=handler,
             Code={"ZipFile": buffer.getvalue()},

@@ -1,0 +1,36 @@
+"""What `UploadService` needs of DynamoDB and S3 (`UploadStore`, `UploadObjects`); in-memory
+fakes of both test its rules (tests/uploads/fakes.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from app.uploads.objects import PresignedPut, StoredObject
+from app.uploads.records import Upload
+
+
+class Records(Protocol):
+    async def put_all(self, uploads: Sequence[Upload]) -> None: ...
+
+    async def delete_all(self, upload_ids: Sequence[str]) -> None: ...
+
+    async def get(self, upload_id: str) -> Upload | None: ...
+
+    async def get_many(self, upload_ids: Sequence[str]) -> dict[str, Upload]: ...
+
+    async def mark_uploaded(self, upload: Upload, etag: str, at: str) -> Upload: ...
+
+
+class Objects(Protocol):
+    async def presign_put(self, key: str, size: int, sha256: str | None, expires_in: int) -> PresignedPut: ...
+
+    async def presign_part(self, key: str, multipart_id: str, number: int, size: int, expires_in: int) -> str: ...
+
+    async def start_multipart(self, key: str) -> str: ...
+
+    async def abort_multipart(self, key: str, multipart_id: str) -> None: ...
+
+    async def complete_multipart(self, key: str, multipart_id: str, parts: list[tuple[int, str]]) -> None: ...
+
+    async def head(self, key: str, *, checksum: bool = False) -> StoredObject | None: ...
