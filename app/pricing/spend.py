@@ -31,31 +31,36 @@ class SpendStore:
         self, user_id: str, prefix: str, limit: int, start: dict[str, Any] | None
     ) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
         """A user's periods of one kind (`day#` or `month#`), newest first."""
-        kwargs: dict[str, Any] = {
-            "TableName": self._table,
-            "KeyConditionExpression": "user_id = :user AND begins_with(#period, :prefix)",
-            "ExpressionAttributeNames": {"#period": "period"},
-            "ExpressionAttributeValues": typed({":user": user_id, ":prefix": prefix}),
-            "ScanIndexForward": False,
-            "Limit": limit,
-        }
-        if start:
-            kwargs["ExclusiveStartKey"] = to_item(start)
-        answer = await self._db.query(**kwargs)
-        last = answer.get("LastEvaluatedKey")
-        return [from_item(i) for i in answer["Items"]], from_item(last) if last else None
+        return await self._page(
+            {
+                "KeyConditionExpression": "user_id = :user AND begins_with(#period, :prefix)",
+                "ExpressionAttributeNames": {"#period": "period"},
+                "ExpressionAttributeValues": typed({":user": user_id, ":prefix": prefix}),
+                "ScanIndexForward": False,
+            },
+            limit,
+            start,
+        )
 
     async def of_period(
         self, key: str, limit: int, start: dict[str, Any] | None
     ) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
         """Every user's spend in one period (the `by_period` index), by user id."""
-        kwargs: dict[str, Any] = {
-            "TableName": self._table,
-            "IndexName": "by_period",
-            "KeyConditionExpression": "listing = :key",
-            "ExpressionAttributeValues": typed({":key": key}),
-            "Limit": limit,
-        }
+        return await self._page(
+            {
+                "IndexName": "by_period",
+                "KeyConditionExpression": "listing = :key",
+                "ExpressionAttributeValues": typed({":key": key}),
+            },
+            limit,
+            start,
+        )
+
+    async def _page(
+        self, query: dict[str, Any], limit: int, start: dict[str, Any] | None
+    ) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+        """One page of a Query, and the key to continue from (None on the last page)."""
+        kwargs = {"TableName": self._table, **query, "Limit": limit}
         if start:
             kwargs["ExclusiveStartKey"] = to_item(start)
         answer = await self._db.query(**kwargs)

@@ -92,6 +92,12 @@ def notify_ended(config: LambdaConfig, store: Store, validation_id: str, run: in
     payload = webhooks.notification(record, run)
     if payload is None or not webhook_tables_for(config).registered(str(record["owner"])):
         return None
+    return start_notification(config, payload)
+
+
+def start_notification(config: LambdaConfig, payload: dict[str, Any]) -> str:
+    """Start the notify execution named after the event's message id; its name. A second start of
+    the same name is refused by Step Functions (ExecutionAlreadyExists): at least once, not twice."""
     name = str(payload["message_id"])
     try:
         client_for(config, "stepfunctions").start_execution(
@@ -100,7 +106,7 @@ def notify_ended(config: LambdaConfig, store: Store, validation_id: str, run: in
     except ClientError as exc:
         if exc.response.get("Error", {}).get("Code") != "ExecutionAlreadyExists":
             raise
-        return name  # started before: at least once, not twice
+        return name  # started before
     log.info("notification %s started", name)
     return name
 
@@ -133,14 +139,7 @@ def notify_budget(config: LambdaConfig, store: Store, owner: str, validation_id:
             iso_of(spend.resets_at(budget.period, now)),
             iso_of(now),
         )
-        name = str(payload["message_id"])
-        try:
-            client_for(config, "stepfunctions").start_execution(
-                stateMachineArn=config.notify_state_machine_arn, name=name, input=json.dumps(payload)
-            )
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") != "ExecutionAlreadyExists":
-                raise
+        name = start_notification(config, payload)
     try:
         store.clients.client.update_item(**spend.threshold_update(config.spend_table, owner, key, budget))
     except ClientError as exc:
