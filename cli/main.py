@@ -631,7 +631,7 @@ def _show_parallelism(view: dict[str, Any], as_json: bool) -> None:
     effective, usage = view["effective"], view["usage"]
     print(
         f"max-parallelism {view['max_parallelism']}, target-tpm {view['target_tpm']}, "
-        f"throttle-threshold {view['throttle_threshold']}\n"
+        f"target-rpm {view.get('target_rpm') or 'unset'}, throttle-threshold {view['throttle_threshold']}\n"
         f"budget {effective['tokens_per_window']} tokens per {effective['window_seconds']:g} s "
         f"(factor {effective['factor']:g}); used {usage['tokens_last_window']} in the last window, "
         f"{usage['calls_in_flight']} calls in flight"
@@ -651,7 +651,10 @@ def parallelism_set(
     ctx: typer.Context,
     max_parallelism: Annotated[int | None, typer.Option(help="Model calls in flight per validation, 1-500.")] = None,
     target_tpm: Annotated[int | None, typer.Option(help="Tokens per minute for the whole deployment.")] = None,
-    throttle_threshold: Annotated[float | None, typer.Option(help="Share of target-tpm to use, 0.05-1.")] = None,
+    target_rpm: Annotated[int | None, typer.Option(help="Requests per minute for the whole deployment.")] = None,
+    throttle_threshold: Annotated[
+        float | None, typer.Option(help="Share of target-tpm and target-rpm to use, 0.05-1.")
+    ] = None,
     as_json: JsonOpt = False,
 ) -> int:
     """Change them live: running validations follow within seconds."""
@@ -660,12 +663,13 @@ def parallelism_set(
         for k, v in {
             "max_parallelism": max_parallelism,
             "target_tpm": target_tpm,
+            "target_rpm": target_rpm,
             "throttle_threshold": throttle_threshold,
         }.items()
         if v is not None
     }
     if not changes:
-        raise CliError("Nothing to set: give --max-parallelism, --target-tpm or --throttle-threshold.")
+        raise CliError("Nothing to set: give --max-parallelism, --target-tpm, --target-rpm or --throttle-threshold.")
     with _config(ctx).api() as api:
         _show_parallelism(api.set_parallelism(changes), as_json)
     return PASSED

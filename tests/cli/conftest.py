@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -19,6 +20,19 @@ from tests.support.stack import ADMIN_KEY
 
 # `make install` puts it beside the venv's python (pyproject's [project.scripts]).
 VALIDATE = Path(sys.executable).with_name("validate")
+
+
+def json_answer(out: str) -> Any:
+    """The indented JSON document `--json` printed, whatever else this process printed meanwhile (the
+    embedded Lambdas print their metric documents, one compact line each, to stdout)."""
+    document, _ = json.JSONDecoder().raw_decode(out, out.index("{\n"))
+    return document
+
+
+def json_lines(out: str, key: str) -> list[dict[str, Any]]:
+    """The JSON Lines rows holding `key` (the embedded Lambdas' metric lines are JSON too)."""
+    rows = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    return [row for row in rows if key in row]
 
 
 def cli_env(url: str, key: str = ADMIN_KEY) -> dict[str, str]:

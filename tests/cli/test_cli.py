@@ -166,10 +166,10 @@ def test_admin_commands_and_usage_auth_and_connection_errors_exit_3(make_run: Fi
     code, _, err = invoke(*admin, "users", "create", user)
     assert code == 3 and err.startswith("validate: 409 ")
 
-    code, out, _ = invoke(*admin, "parallelism", "set", "--max-parallelism", "4", "--json")
-    assert code == 0 and json.loads(out)["max_parallelism"] == 4
+    code, out, _ = invoke(*admin, "parallelism", "set", "--max-parallelism", "4", "--target-rpm", "9000", "--json")
+    assert code == 0 and json.loads(out)["max_parallelism"] == 4 and json.loads(out)["target_rpm"] == 9000
     code, out, _ = invoke(*admin, "parallelism", "show")
-    assert code == 0 and out.startswith("max-parallelism 4, target-tpm ")
+    assert code == 0 and out.startswith("max-parallelism 4, target-tpm ") and "target-rpm 9000," in out
     invoke(*admin, "parallelism", "set", "--max-parallelism", "5")
 
     closed = f"http://127.0.0.1:{free_port()}"

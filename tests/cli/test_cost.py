@@ -5,7 +5,6 @@ codes of an estimate (0 whatever quota and budget would do; 3 for usage errors a
 
 from __future__ import annotations
 
-import json
 import re
 import uuid
 from pathlib import Path
@@ -15,7 +14,7 @@ import httpx
 import pytest
 
 from app.settings import Settings
-from tests.cli.conftest import Invoke
+from tests.cli.conftest import Invoke, json_answer
 from tests.support.stack import ADMIN, ADMIN_KEY
 
 pytestmark = pytest.mark.stack
@@ -28,11 +27,7 @@ def row(text: str, name: str) -> str:
     return found[1]
 
 
-def answer(out: str) -> Any:
-    """The indented JSON document `--json` printed, whatever else this process printed meanwhile (the
-    embedded Lambdas print their metric documents, one compact line each, to stdout)."""
-    document, _ = json.JSONDecoder().raw_decode(out, out.index("{\n"))
-    return document
+answer = json_answer
 
 
 def dollars(text: str) -> float:

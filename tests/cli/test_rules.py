@@ -4,7 +4,6 @@ worked out by hand, the exit codes, and a validation by `name@version` whose res
 
 from __future__ import annotations
 
-import json
 import re
 import uuid
 from pathlib import Path
@@ -16,7 +15,7 @@ import yaml
 
 from app.settings import PROJECT_ROOT
 from local.simulator.server import SimulatorServer
-from tests.cli.conftest import Invoke
+from tests.cli.conftest import Invoke, json_answer, json_lines
 from tests.support.stack import ADMIN, ADMIN_KEY
 
 pytestmark = pytest.mark.stack
@@ -116,7 +115,7 @@ def test_push_test_gate_and_validate_by_version_with_a_rule_the_simulator_misund
     # The same test again (NAME@V) within 24 h: the first run answers; the thresholds it meets exit 0.
     code, out, err = invoke("rules", "test", f"{name}@1", "--min-precision", "0.6", "--min-recall", "0.6", "--json")
     assert code == 0, err
-    assert json.loads(out)["validation_id"] == tested["validation_id"]
+    assert json_answer(out)["validation_id"] == tested["validation_id"]
     listed = api.get("/rulesets").json()["items"]
     (summary,) = [r for r in listed if r["name"] == name]
     assert summary["last_test"] == {
@@ -134,7 +133,7 @@ def test_push_test_gate_and_validate_by_version_with_a_rule_the_simulator_misund
     (data / "a.txt").write_text("the secret\n")
     code, out, err = invoke("submit", str(data), "--ruleset", f"{name}@1", "--wait", "-f", "jsonl")
     assert code == 1, err
-    rows = [json.loads(line) for line in out.splitlines()]
+    rows = json_lines(out, "rule")
     assert {r["ruleset"] for r in rows} == {f"{name}@1"} and {r["rule"] for r in rows} == {"no-secret", "has-total"}
 
     # Usage and refusals exit 3.
@@ -160,7 +159,7 @@ def test_the_tours_rules_file_tests_clean_under_the_simulator(
     code, out, err = invoke("rules", "test", name, "--min-precision", "1", "--min-recall", "1", "--json")
 
     assert code == 0, err
-    rules = {r["id"]: r for r in json.loads(out)["report"]["rules"]}
+    rules = {r["id"]: r for r in json_answer(out)["report"]["rules"]}
     assert (rules["no-passwords"]["tp"], rules["no-passwords"]["tn"]) == (2, 2)
     assert (rules["no-passwords"]["precision"], rules["no-passwords"]["recall"]) == (1.0, 1.0)
     assert rules["no-passwords"]["line_exact"] == {"exact": 2, "checked": 2, "accuracy": 1.0}
