@@ -319,18 +319,8 @@ class ValidationService:
         as `create`; instead of a 429, says what the quota, the queue and the budget would do now."""
         submission = await self._with_ruleset(principal, submission)
         lane = self._lane(principal, submission)
-        quota, s = principal.quota, self.settings
-        capacity = quota.capacity_tokens if quota is not None else None
-        floor = await anyio.to_thread.run_sync(_cost_floor, submission, s.part_max_tokens, s.completion_max_tokens)
-        if capacity is not None and floor > capacity:
-            raise _over_capacity(floor, capacity)
-        try:
-            files, parts, reservation = await anyio.to_thread.run_sync(
-                _plan, submission, "estimate", s.part_max_tokens, s.completion_max_tokens, capacity,
-                limiter=self.plan_limiter,
-            )  # fmt: skip
-        except _OverCapacity as over:
-            raise _over_capacity(over.estimate, capacity or 0) from None
+        s = self.settings
+        files, parts, reservation = await self._planned(principal, submission, "estimate")
         model = s.openai_model
         questions = await anyio.to_thread.run_sync(
             estimating.part_questions, submission, files, parts, model, limiter=self.plan_limiter
@@ -344,8 +334,7 @@ class ValidationService:
             estimating.combine_plans, submission, files, parts, s.part_max_tokens, limiter=self.plan_limiter
         )
         usage = estimating.tokens(questions, reused, combine, prefix, combine_prefix)
-        history = await self.spending.ratios(model) if self.spending is not None else None
-        ratios = history or s.completion_ratio_prior
+        ratios, source = await self._ratios()
         table = await self.prices.table() if self.prices is not None else {}
         charged = usage.prompt_tokens + usage.calls * s.completion_max_tokens  # what quota and governor reserve
         return {
@@ -367,12 +356,14 @@ class ValidationService:
             "completion_tokens": {
                 "p50": round(usage.prompt_tokens * ratios[0]),
                 "p90": round(usage.prompt_tokens * ratios[1]),
-                "ratio": {"p50": ratios[0], "p90": ratios[1], "source": "history" if history else "prior"},
+                "ratio": {"p50": ratios[0], "p90": ratios[1], "source": source},
             },
             "cost_usd": estimating.costs(table, model, usage, (ratios[0], ratios[1])),
             "reserved_tokens": reservation,
             "charged_tokens": charged,
-            **await self._outlook(principal, reservation, charged, pricing.stored_prices(table, model), files, parts),
+            **await self._outlook(
+                principal, reservation, charged, pricing.stored_prices(table, model), files, parts, ratios
+            ),
         }
 
     async def _outlook(
@@ -383,6 +374,7 @@ class ValidationService:
         prices: dict[str, Any] | None,
         files: list[dict[str, Any]],
         parts: list[dict[str, Any]],
+        ratios: tuple[float, float],
     ) -> dict[str, Any]:
         """What a real submission would meet now: the quota, the queue, the budget; and when it would run."""
         quota, now = principal.quota, time.time()
@@ -405,7 +397,7 @@ class ValidationService:
         budget = Budget.of(quota.as_dict())
         budget_view = None
         if budget is not None and self.spending is not None:
-            amount = await self._budget_cost(prices, files, parts, reservation)
+            amount = self._budget_cost(prices, files, parts, reservation, ratios)
             held = await self.spending.period(principal.user_id, spend.period_key(budget.period, now)) or {}
             left = budget.room(Decimal(str(held.get("committed_usd", 0))))
             budget_view = {
@@ -465,25 +457,20 @@ class ValidationService:
             raise Unprocessable(f"Rule set {resolved.reference!r} has no rules.", field="ruleset")
         return replace(submission, rules=rules, resolved=resolved)
 
-    async def _start_new(self, principal: Principal, submission: Submission, validation_id: str) -> Validation:
-        try:
-            submission = await self._with_ruleset(principal, submission)
-            lane = self._lane(principal, submission)
-            table = await self.prices.table() if self.prices else None
-        except AppError as refused:
-            raise _NotStarted(refused) from None
-        prices = pricing.stored_prices(table, self.settings.openai_model) if table is not None else None
-        quota = principal.quota
+    async def _planned(
+        self, principal: Principal, submission: Submission, validation_id: str
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], int]:
+        """Files, part records and estimated tokens; 422 when the owner's capacity cannot hold them."""
+        quota, s = principal.quota, self.settings
         capacity = quota.capacity_tokens if quota is not None else None
-        s = self.settings
         # Cheap before costly: a floor from the bytes alone refuses what cannot fit before any tokenizing
         # (counting line breaks in C; on a worker thread all the same, it reads every byte).
         floor = await anyio.to_thread.run_sync(_cost_floor, submission, s.part_max_tokens, s.completion_max_tokens)
         if capacity is not None and floor > capacity:
-            raise _NotStarted(_over_capacity(floor, capacity))  # nothing stored: the key may be used again
+            raise _over_capacity(floor, capacity)
         try:
             # Off the event loop, and at most `plan_concurrency` submissions tokenized at once per process.
-            files, parts, estimate = await anyio.to_thread.run_sync(
+            return await anyio.to_thread.run_sync(
                 _plan,
                 submission,
                 validation_id,
@@ -493,7 +480,20 @@ class ValidationService:
                 limiter=self.plan_limiter,
             )
         except _OverCapacity as over:
-            raise _NotStarted(_over_capacity(over.estimate, capacity or 0)) from None
+            raise _over_capacity(over.estimate, capacity or 0) from None
+
+    async def _start_new(self, principal: Principal, submission: Submission, validation_id: str) -> Validation:
+        try:
+            submission = await self._with_ruleset(principal, submission)
+            lane = self._lane(principal, submission)
+            table = await self.prices.table() if self.prices else None
+        except AppError as refused:
+            raise _NotStarted(refused) from None
+        prices = pricing.stored_prices(table, self.settings.openai_model) if table is not None else None
+        try:
+            files, parts, estimate = await self._planned(principal, submission, validation_id)
+        except AppError as refused:
+            raise _NotStarted(refused) from None  # nothing stored: the key may be used again
         reservation = await self._reserve_budget(principal, prices, files, parts, estimate, lane)
         created = now_iso()
         validation = Validation(
@@ -529,7 +529,7 @@ class ValidationService:
         try:
             await self.store.put_files({f["key"]: d.content for f, d in zip(files, submission.documents, strict=True)})
             await self.store.put_parts([{**c, "expires_at": record["expires_at"]} for c in parts])
-            await self.quotas.enqueue(record, quota)  # counted in the owner's queue: 429 past max_queued
+            await self.quotas.enqueue(record, principal.quota)  # counted in the owner's queue: 429 past max_queued
             await self._admit_or_refuse(principal, validation)
             arn = await self._start_execution(
                 name,
@@ -569,7 +569,7 @@ class ValidationService:
             return None
         # A flex lane that falls back may be served at standard: its budget holds the standard price.
         tier = "flex" if lane is not None and lane.tier == "flex" and lane.flex_fallback == "fail" else "standard"
-        amount = await self._budget_cost(prices, files, parts, estimate, tier)
+        amount = self._budget_cost(prices, files, parts, estimate, (await self._ratios())[0], tier)
         now = time.time()
         key = spend.period_key(budget.period, now)
         if amount is None:
@@ -601,12 +601,13 @@ class ValidationService:
             )
         )
 
-    async def _budget_cost(
+    def _budget_cost(
         self,
         prices: dict[str, Any] | None,
         files: list[dict[str, Any]],
         parts: list[dict[str, Any]],
         estimate: int,
+        ratios: tuple[float, float],
         tier: str = "standard",
     ) -> Decimal | None:
         """What a budget reserves for a submission: its planned prompt tokens at the tier's price,
@@ -615,14 +616,14 @@ class ValidationService:
             return None
         calls = len(parts) + sum(int(f.get("combine_calls", 0)) for f in files)
         prompt_tokens = max(0, estimate - calls * self.settings.completion_max_tokens)
-        ratios = await self._ratios()
         price = pricing.Price.of(prices[tier])
         return price.cost(prompt_tokens, 0, round(prompt_tokens * ratios[1]))
 
-    async def _ratios(self) -> tuple[float, float]:
-        """The model's completion ÷ prompt ratio (p50, p90) from history, else the configured prior."""
+    async def _ratios(self) -> tuple[tuple[float, float], str]:
+        """The model's completion ÷ prompt ratio (p50, p90) and where it came from: this deployment's
+        history, else the configured prior."""
         found = await self.spending.ratios(self.settings.openai_model) if self.spending is not None else None
-        return found or self.settings.completion_ratio_prior
+        return (found, "history") if found else (self.settings.completion_ratio_prior, "prior")
 
     async def _announce(self, validation: Validation, quota: Quota | None) -> Validation:
         """After the start: tell the viewers, answer with the stored state. A failure here loses
