@@ -50,3 +50,11 @@ def file_cost_floor(content: bytes, budget: int, completion_tokens: int, max_tok
     text = text_tokens_floor(content, max_token_bytes)
     parts = max(1, -(-text // (2 * budget)))
     return text + parts * completion_tokens
+
+
+def size_cost_floor(size: int, budget: int, completion_tokens: int, max_token_bytes: int) -> int:
+    """At most the estimate a file of `size` bytes is charged, knowing nothing of its text (an
+    uploaded file at submission): every token holds at most `max_token_bytes` bytes."""
+    text = -(-max(0, size - len(BOM_BYTES)) // max_token_bytes)
+    parts = max(1, -(-text // (2 * budget)))
+    return text + parts * completion_tokens

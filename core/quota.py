@@ -361,3 +361,38 @@ def settle_items(
         },
         {"Update": refund_update(buckets_table, owner, quota, refund_tokens)},
     ]
+
+
+def plan_correction(
+    validations_table: str,
+    buckets_table: str,
+    validation: dict[str, Any],
+    quota: Quota | None,
+    estimate: int,
+    sets: dict[str, Any],
+) -> list[dict[str, Any]]:
+    """The plan step's one transaction (lambdas/plan_files): the uploaded files' plans onto the
+    validation, and its reservation corrected from the guess made at submission to `estimate`.
+
+    A run still QUEUED has reserved nothing yet: its `run_cost` becomes the estimate, and
+    admission reserves that. An admitted run (the API admits at submission when it can) holds
+    `reserved` in its owner's bucket: the difference is refunded (a smaller plan) or charged
+    (a larger one; `tat` moves forward by it), like settlement. Once: the condition needs the
+    files still unplanned and the run the same."""
+    run = validation["run"]
+    update = Update().set(**sets, run_cost=estimate, estimated_tokens=estimate).remove("unplanned")
+    update.when("attribute_exists({unplanned}) AND {run} = :run", run=run)
+    admitted = quota is not None and validation.get("reserved_run") == run and validation["status"] != "QUEUED"
+    if not admitted:
+        update.when("{status} = :queued", queued="QUEUED")
+        return [{"Update": update.item(validations_table, {"id": validation["id"]})}]
+    assert quota is not None
+    delta = estimate - int(validation.get("reserved", 0))
+    update.set_to("reserved", ":reserved", reserved=estimate)
+    update.when("{status} = :running AND {reserved_run} = :run", running="RUNNING")
+    update.when("attribute_not_exists({settled_run}) OR {settled_run} < :run")
+    bucket = Update().set_to("tat", "{tat} + :inc", inc=decimal(delta / quota.rate))
+    return [
+        {"Update": update.item(validations_table, {"id": validation["id"]})},
+        {"Update": bucket.item(buckets_table, {"user_id": validation["owner"]})},
+    ]

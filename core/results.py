@@ -85,9 +85,22 @@ def _provisional(parts: list[dict[str, Any]], rule_ids: list[str], ended: bool) 
 
 
 def file_result(
-    name: str, parts: list[dict[str, Any]], rule_ids: list[str], verdict: dict[str, Any] | None = None
+    name: str,
+    parts: list[dict[str, Any]],
+    rule_ids: list[str],
+    verdict: dict[str, Any] | None = None,
+    rejected: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """One file's result: status, per-rule verdicts with findings at the file's lines, part counts."""
+    """One file's result: status, per-rule verdicts with findings at the file's lines, part counts.
+    A file the plan step `rejected` (not text, empty: core/text.py) has no parts: FAILED, with why."""
+    if rejected is not None:
+        return {
+            "file": name,
+            "status": "FAILED",
+            "rules": _provisional([], rule_ids, ended=True),
+            "parts": {"total": 0, "succeeded": 0, "failed": 0},
+            "error": rejected,
+        }
     status = _status(parts, verdict)
     if len(parts) == 1 and parts[0]["status"] == PartStatus.SUCCEEDED:
         rules = _verdict_rules(parts[0].get("rules") or [], rule_ids)

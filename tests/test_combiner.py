@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from app.validations.service import combine_calls
 from core import prompt
 from core.grounding import absence_finding, text_finding
+from core.planning import combine_calls
 from core.prompt import combine_groups as groups
 from core.prompt import report_tokens
 from core.tokens import count_tokens

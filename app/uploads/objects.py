@@ -21,6 +21,8 @@ from app.settings import Settings
 # Every new upload's object carries this tag until a validation takes it: the bucket's lifecycle
 # deletes tagged objects under uploads/ a day after they were written (never-used uploads).
 PENDING_TAG = "upload=pending"
+# A validation took it: the whole bucket's expiration (the validations' retention) applies from then on.
+USED_TAGS = {"TagSet": [{"Key": "upload", "Value": "used"}]}
 _MISSING = ("404", "NoSuchKey", "NotFound")
 _REFUSED_PARTS = ("InvalidPart", "InvalidPartOrder", "EntityTooSmall")
 
@@ -118,6 +120,10 @@ class UploadObjects:
             if code in _REFUSED_PARTS:
                 raise PartsRefused(code) from exc
             raise
+
+    async def mark_used(self, key: str) -> None:
+        """Tag the object used: the lifecycle's one-day rule for never-used uploads no longer applies."""
+        await self._s3.put_object_tagging(Bucket=self._bucket, Key=key, Tagging=USED_TAGS)
 
     async def head(self, key: str, *, checksum: bool = False) -> StoredObject | None:
         """What S3 holds at `key` (with its SHA-256 if asked and kept); None when nothing."""

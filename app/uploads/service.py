@@ -30,9 +30,9 @@ from app.uploads.records import CompletedUpload, Declaration, Upload, UploadStat
 
 # The inline path's file-name rule, the same for uploaded files (a private helper of the intake,
 # imported rather than copied: one rule).
-from app.validations.intake import BINARY_SUFFIXES
 from app.validations.intake import _check_name as check_file_name
 from core.clock import iso_of
+from core.text import BINARY_SUFFIXES
 
 log = logging.getLogger(__name__)
 
@@ -254,6 +254,13 @@ class UploadService:
             )
             for u in ready
         ]
+
+    async def take(self, principal: Principal, upload_ids: Sequence[str]) -> list[CompletedUpload]:
+        """`completed`, then each object tagged used, so the lifecycle keeps it as long as the
+        validation that reads it (a validation may take an upload another one took before)."""
+        uploads = await self.completed(principal, upload_ids)
+        await asyncio.gather(*(self._objects.mark_used(u.key) for u in uploads))
+        return uploads
 
     # --- rules -------------------------------------------------------------------------
     async def _own(self, principal: Principal, upload_id: str) -> Upload:

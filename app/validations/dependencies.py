@@ -15,6 +15,7 @@ from app.pricing.prices import PriceBook
 from app.pricing.spend import SpendStore
 from app.quotas.service import QuotaService
 from app.rulesets.dependencies import get_ruleset_service
+from app.uploads.dependencies import Uploads as UploadsDep
 from app.users.dependencies import Users
 from app.validations.service import ValidationService
 from app.validations.store import ValidationStore
@@ -22,7 +23,12 @@ from app.webhooks.dependencies import NotificationsDep
 
 
 def get_service(
-    request: Request, settings: SettingsDep, clients: ClientsDep, users: Users, notifications: NotificationsDep
+    request: Request,
+    settings: SettingsDep,
+    clients: ClientsDep,
+    users: Users,
+    notifications: NotificationsDep,
+    uploads: UploadsDep,
 ) -> ValidationService:
     return ValidationService(
         ValidationStore(clients, settings),
@@ -37,6 +43,7 @@ def get_service(
         spending=SpendStore(clients, settings),
         limits=LiveLimits(clients, settings),
         rulesets=get_ruleset_service(settings, clients, users),
+        uploads=uploads,
     )
 
 

@@ -10,7 +10,6 @@ import json
 import re
 import unicodedata
 from dataclasses import dataclass
-from pathlib import PurePosixPath
 from typing import Any, Literal
 
 import anyio.to_thread
@@ -23,94 +22,11 @@ from starlette.formparsers import MultiPartException
 from app.errors import BadRequest, PayloadTooLarge, Unprocessable, UnsupportedMediaType
 from app.limits import loads_bounded
 from app.settings import Settings
+from core import text
 from core.fairness import PRIORITIES, Priority  # a priority orders the owner's own validations in the governor
 
-TEXT_SUFFIXES = frozenset(
-    [
-        ".txt",
-        ".text",
-        ".md",
-        ".markdown",
-        ".rst",
-        ".csv",
-        ".tsv",
-        ".json",
-        ".jsonl",
-        ".ndjson",
-        ".xml",
-        ".yaml",
-        ".yml",
-        ".html",
-        ".htm",
-        ".log",
-        ".ini",
-        ".cfg",
-        ".conf",
-        ".toml",
-        ".sql",
-        ".py",
-        ".js",
-        ".ts",
-        ".java",
-        ".go",
-        ".rs",
-        ".c",
-        ".h",
-        ".cpp",
-        ".sh",
-        ".properties",
-        ".env",
-        ".tex",
-        ".srt",
-        ".vtt",
-    ]
-)
-BINARY_SUFFIXES = frozenset(
-    [
-        ".png",
-        ".jpg",
-        ".jpeg",
-        ".gif",
-        ".bmp",
-        ".webp",
-        ".ico",
-        ".pdf",
-        ".zip",
-        ".gz",
-        ".tgz",
-        ".bz2",
-        ".xz",
-        ".7z",
-        ".rar",
-        ".tar",
-        ".exe",
-        ".dll",
-        ".so",
-        ".dylib",
-        ".bin",
-        ".doc",
-        ".docx",
-        ".xls",
-        ".xlsx",
-        ".ppt",
-        ".pptx",
-        ".odt",
-        ".mp3",
-        ".mp4",
-        ".wav",
-        ".avi",
-        ".mov",
-        ".class",
-        ".jar",
-        ".pyc",
-        ".parquet",
-        ".avro",
-        ".sqlite",
-    ]
-)
+_UPLOAD_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")  # what POST /uploads hands out
 RULESET_NAME = re.compile(r"[a-z0-9_-]{1,64}")  # a stored rule set's name: `@` separates the version
-# Control characters other than tab, newline, carriage return, form feed: a sign of binary.
-_CONTROL = bytes(sorted(frozenset(range(0, 32)) - {9, 10, 12, 13}))
 
 
 @dataclass(frozen=True)
@@ -170,6 +86,7 @@ class Submission:
     resolved: RulesetVersion | None = None  # the version it names, once resolved
     kind: Kind = "validation"
     lane: LaneIn | None = None  # the tier asked (None: the owner's default)
+    uploads: tuple[str, ...] = ()  # ids of files uploaded straight to S3 (app/uploads), after the inline ones
 
     def fingerprint(self) -> str:
         """Same files, rules and options → same hash (for Idempotency-Key)."""
@@ -185,6 +102,8 @@ class Submission:
             canonical["ruleset"] = self.ruleset
         if self.lane is not None:
             canonical["lane"] = self.lane.model_dump()
+        if self.uploads:
+            canonical["uploads"] = list(self.uploads)
         return hashlib.sha256(json.dumps(canonical, separators=(",", ":")).encode()).hexdigest()
 
 
@@ -204,7 +123,11 @@ class JsonSubmission(BaseModel):
     """`application/json` form of `POST /validations`."""
 
     model_config = ConfigDict(extra="forbid")
-    documents: list[DocumentIn]
+    documents: list[DocumentIn] = Field(default_factory=list, description="Inline files (small submissions)")
+    uploads: list[str] = Field(
+        default_factory=list,
+        description="Ids of files uploaded straight to S3 (`POST /uploads`), validated after the inline ones",
+    )
     rules: list[str | RuleIn] = Field(
         default_factory=list, description="Inline rules; may be empty when `ruleset` names a stored rule set"
     )
@@ -249,21 +172,11 @@ def _check_name(name: str, field: str) -> str:
     return clean
 
 
-def _as_text(name: str, content: bytes, content_type: str | None) -> str:
-    suffix = PurePosixPath(name).suffix.lower()
-    if suffix in BINARY_SUFFIXES or (content_type or "").split("/")[0] in {"image", "audio", "video"}:
-        raise UnsupportedMediaType(f"File {name!r} is not a text file ({suffix or content_type}).", file=name)
+def _as_text(name: str, content: bytes, content_type: str | None) -> None:
     try:
-        text = content.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise UnsupportedMediaType(
-            f"File {name!r} is not UTF-8 text (invalid byte at offset {exc.start}).", file=name
-        ) from exc
-    sample = content[:65536]
-    controls = len(sample) - len(sample.translate(None, _CONTROL))  # counted in C, not byte by byte
-    if b"\x00" in sample or controls > max(8, len(sample) // 100):
-        raise UnsupportedMediaType(f"File {name!r} looks binary (control characters), not text.", file=name)
-    return text.removeprefix("\ufeff")
+        text.check(name, content, content_type)
+    except text.NotText as refused:
+        raise UnsupportedMediaType(str(refused), file=name) from None
 
 
 def _document(settings: Settings, name: str, content: bytes, content_type: str | None, index: int) -> Document:
@@ -276,8 +189,8 @@ def _document(settings: Settings, name: str, content: bytes, content_type: str |
             limit="max_file_bytes",
             limit_value=settings.max_file_bytes,
         )
-    text = _as_text(name, content, content_type)
-    if not text or text.isspace():  # not `strip()`: that copies the whole text
+    _as_text(name, content, content_type)
+    if text.blank(content):
         raise Unprocessable(f"File {name!r} is empty: nothing to validate.", file=name, field=field)
     return Document(name, content)
 
@@ -384,12 +297,15 @@ def _finish(
     priority: Priority = "normal",
     ruleset: str | None = None,
     lane: LaneIn | None = None,
+    uploads: list[str] | None = None,
+    files_field: str = "files",
 ) -> Submission:
-    if not documents:
-        raise Unprocessable("The batch is empty: send at least one file.", field="files")
-    if len(documents) > settings.max_files:
+    uploads = uploads or []
+    if not documents and not uploads:
+        raise Unprocessable("The batch is empty: send at least one file or upload.", field=files_field)
+    if len(documents) + len(uploads) > settings.max_files:
         raise PayloadTooLarge(
-            f"{len(documents)} files; the limit is {settings.max_files} per validation.",
+            f"{len(documents) + len(uploads)} files; the limit is {settings.max_files} per validation.",
             limit="max_files",
             limit_value=settings.max_files,
         )
@@ -406,7 +322,10 @@ def _finish(
             limit="max_request_bytes",
             limit_value=settings.max_request_bytes,
         )
-    return Submission(documents, rules, reuse, priority, ruleset=ruleset, lane=lane)
+    for index, upload_id in enumerate(uploads):
+        if not _UPLOAD_ID.fullmatch(upload_id):
+            raise Unprocessable(f"uploads[{index}] is not an upload id.", field=f"uploads[{index}]")
+    return Submission(documents, rules, reuse, priority, ruleset=ruleset, lane=lane, uploads=tuple(uploads))
 
 
 def _check_declared_length(request: Request, settings: Settings) -> None:
@@ -452,9 +371,10 @@ async def _read_json(request: Request, settings: Settings) -> Submission:
     raw = loads_bounded(body, max_depth=settings.max_json_depth, max_values=_json_values(settings))
     del body
     # Counts before the model validates every document.
-    if isinstance(raw, dict) and isinstance(raw.get("documents"), list) and len(raw["documents"]) > settings.max_files:
+    given = sum(len(raw[k]) for k in ("documents", "uploads") if isinstance(raw, dict) and isinstance(raw.get(k), list))
+    if given > settings.max_files:
         raise PayloadTooLarge(
-            f"{len(raw['documents'])} files; the limit is {settings.max_files} per validation.",
+            f"{given} files; the limit is {settings.max_files} per validation.",
             limit="max_files",
             limit_value=settings.max_files,
         )
@@ -484,14 +404,16 @@ async def _read_json(request: Request, settings: Settings) -> Submission:
         if parsed.tier
         else None
     )
-    return _finish(settings, documents, rules, parsed.reuse, parsed.priority, ruleset, lane)
+    return _finish(
+        settings, documents, rules, parsed.reuse, parsed.priority, ruleset, lane, parsed.uploads, "documents"
+    )
 
 
 async def _read_multipart(request: Request, settings: Settings) -> Submission:
     try:
         form = await request.form(
             max_files=settings.max_files + 1,
-            max_fields=10,
+            max_fields=10 + settings.max_files,  # each upload id is one field
             max_part_size=settings.max_rules * settings.max_rule_chars * 4 + 65536,
         )
     except MultiPartException as exc:
@@ -505,7 +427,8 @@ async def _read_multipart(request: Request, settings: Settings) -> Submission:
     except HTTPException as exc:  # Starlette's own 400s (e.g. no boundary)
         raise BadRequest(f"Malformed multipart body: {exc.detail}.") from exc
     try:
-        unexpected = sorted(set(form.keys()) - {"files", "rules", "ruleset", "reuse", "priority", *_LANE_FIELDS})
+        fields = {"files", "uploads", "rules", "ruleset", "reuse", "priority", *_LANE_FIELDS}
+        unexpected = sorted(set(form.keys()) - fields)
         if unexpected:
             raise Unprocessable(
                 f"Unexpected form fields: {', '.join(unexpected)}; "
@@ -540,6 +463,11 @@ async def _read_multipart(request: Request, settings: Settings) -> Submission:
             documents.append(
                 await _checked(settings, upload.filename or f"file-{index}", content, upload.content_type, index)
             )
-        return _finish(settings, documents, rules, raw_reuse == "true", priority, ruleset, _lane(form))
+        uploads = form.getlist("uploads")
+        if not all(isinstance(u, str) for u in uploads):
+            raise Unprocessable("`uploads` fields hold upload ids, not files.", field="uploads")
+        return _finish(
+            settings, documents, rules, raw_reuse == "true", priority, ruleset, _lane(form), [str(u) for u in uploads]
+        )
     finally:
         await form.close()

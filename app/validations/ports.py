@@ -17,6 +17,7 @@ the AWS-backed classes (app/validations/dependencies.py); the unit tests wire in
 | Prices        | app.pricing.prices.PriceBook                |
 | Spending      | app.pricing.spend.SpendStore                |
 | LiveLimits    | app.pricing.limits.LiveLimits               |
+| Uploads       | app.uploads.service.UploadService           |
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 if TYPE_CHECKING:
     from app.identity.principal import OnLimit, Principal
     from app.quotas.service import Bucket
+    from app.uploads.records import CompletedUpload
     from app.validations.intake import RulesetVersion
     from app.validations.records import Part, Validation
     from core.pricing import PriceTable
@@ -192,3 +194,9 @@ class LiveLimits(Protocol):
     """The deployment's live configuration the estimates read (SSM, cached)."""
 
     async def target_tpm(self) -> int | None: ...
+
+
+class Uploads(Protocol):
+    """Files uploaded straight to S3 that a validation may read."""
+
+    async def take(self, principal: Principal, upload_ids: list[str]) -> list[CompletedUpload]: ...

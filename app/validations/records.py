@@ -33,6 +33,13 @@ class StoredFile:
     kind: str | None = None
     last_line: int | None = None
     combine_estimate: int = 0
+    # A file uploaded straight to S3 (app/uploads): its upload, and until the plan step counts it
+    # (lambdas/plan_files) the tokens it was guessed at from its size; a file the plan step refused
+    # holds why (`error`: {type, detail}) and no parts.
+    upload_id: str | None = None
+    etag: str | None = None
+    guess: int | None = None
+    error: dict[str, str] | None = None
 
     @classmethod
     def of(cls, values: dict[str, Any]) -> Self:
@@ -151,6 +158,11 @@ class Validation:
     flex_fallback: str | None = None
     ruleset: dict[str, Any] | None = None  # {owner, name, version}: the stored rule set version it used
     kind: str = "validation"  # "test": a rule set's examples judged against its rules (app/rulesets)
+    # Uploaded files the plan step has not planned yet (their indexes in `files`), and what the
+    # inline files were planned at: the plan step's correction adds the uploaded files' plans to it.
+    unplanned: list[int] | None = None
+    inline_estimate: int | None = None
+    guessed_tokens: int | None = None  # the estimate at submission, with the uploaded files guessed
 
     @classmethod
     def of(cls, item: dict[str, Any]) -> Self:

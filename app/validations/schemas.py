@@ -71,6 +71,11 @@ class FileInfo(BaseModel):
     parts: int = Field(description="Parts the file was split into (each judged by one model call)")
     kind: str | None = Field(default=None, description="How it was split: csv, tsv, jsonl, json, markdown or text")
     lines: int | None = Field(default=None, description="Lines in the file (CRLF, CR and LF each end a line)")
+    upload_id: str | None = Field(default=None, description="The upload it was read from (`POST /uploads`)")
+    planned: bool = Field(
+        default=True, description="false: an uploaded file the plan step has not read yet (its parts unknown)"
+    )
+    error: ErrorInfo | None = Field(default=None, description="Why the plan step refused it (not text, empty)")
 
 
 class QueuePlace(BaseModel):
@@ -171,7 +176,17 @@ class ValidationOut(BaseModel):
             estimated_tokens=record.estimated_tokens,
             run=record.run,
             files=[
-                FileInfo(name=f.name, size=f.size, parts=f.parts, kind=f.kind, lines=f.last_line) for f in record.files
+                FileInfo(
+                    name=f.name,
+                    size=f.size,
+                    parts=f.parts,
+                    kind=f.kind,
+                    lines=f.last_line,
+                    upload_id=f.upload_id,
+                    planned=i not in (record.unplanned or []),
+                    error=ErrorInfo(**f.error) if f.error else None,
+                )
+                for i, f in enumerate(record.files)
             ],
             rules=record.rules,
             purged_at=record.purged_at,

@@ -8,7 +8,7 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -33,6 +33,7 @@ from app.identity.principal import Principal
 from app.observability.logs import bind
 from app.pagination import decode_cursor, encode_cursor, is_key
 from app.settings import Settings
+from app.uploads.records import CompletedUpload
 from app.validations import estimate as estimating
 from app.validations.intake import LaneIn, RulesetVersion, Submission
 from app.validations.ports import (
@@ -45,52 +46,22 @@ from app.validations.ports import (
     Rulesets,
     Spending,
     Store,
+    Uploads,
     Users,
 )
 from app.validations.records import QueuePosition, StoredFile, Validation
-from core import ends, pricing, prompt, spend, webhooks
-from core.bounds import file_cost_floor, line_count
+from core import ends, pricing, spend, webhooks
+from core.bounds import file_cost_floor, size_cost_floor
 from core.clock import expiry, iso_of, now_iso
-from core.parts import split_file
+from core.planning import plan_file, size_guess
 from core.quota import Quota, Refusal, rate_limit_headers
-from core.records import MAX_MAP_ITEMS, TERMINAL, PartStatus, ValidationStatus, batches, file_batches, part_id
+from core.records import MAX_MAP_ITEMS, TERMINAL, PartStatus, ValidationStatus, batches, file_batches
 from core.results import file_result
 from core.spend import Budget
-from core.tokens import count_tokens, max_token_bytes
+from core.tokens import max_token_bytes
 
 log = logging.getLogger(__name__)
 _CURSOR_ID = re.compile(r"[A-Za-z0-9-]{1,64}")
-
-
-# A combine prompt's report per part, for estimates only (the Lambda measures the real ones):
-# a few dozen tokens per rule, more with example findings.
-_REPORT_TOKENS_PER_RULE = 60
-_REPORT_TOKENS_BASE = 40
-
-
-def combine_calls(parts: int, fan_in: int) -> int:
-    """Calls of a bounded combine tree over `parts` reports, `fan_in` reports per call."""
-    calls, level = 0, parts
-    while level > 1:
-        level = -(-level // fan_in)
-        calls += level
-    return calls
-
-
-def _combine_plan(name: str, parts: int, rules: list[dict[str, str]], budget: int) -> tuple[int, int]:
-    """(calls, prompt tokens) of a file's combine step, estimated: the reports do not exist yet."""
-    if parts <= 1:
-        return 0, 0
-    report = _REPORT_TOKENS_BASE + _REPORT_TOKENS_PER_RULE * len(rules)
-    fan_in = max(2, budget // report)
-    per_call = prompt.combine_overhead_tokens(name, rules) + min(budget, fan_in * report, parts * report)
-    calls = combine_calls(parts, fan_in)
-    return calls, calls * per_call
-
-
-def _combine_estimate(name: str, parts: int, rules: list[dict[str, str]], budget: int, completion_tokens: int) -> int:
-    calls, prompt_tokens = _combine_plan(name, parts, rules, budget)
-    return prompt_tokens + calls * completion_tokens
 
 
 class _OverCapacity(Exception):
@@ -118,73 +89,64 @@ def _plan(
         if capacity is not None and estimate > capacity:
             raise _OverCapacity(estimate)
         key = f"validations/{validation_id}/{index:05d}"
-        spans = split_file(document.name, document.content, budget)
-        multi = len(spans) > 1
-        overhead = prompt.part_overhead_tokens(document.name, rules, multi=multi)
-        with_header = prompt.part_overhead_tokens(document.name, rules, multi=multi, header=True) if multi else overhead
-        combine_count, combine_prompt = _combine_plan(document.name, len(spans), rules, budget)
-        combine = combine_prompt + combine_count * completion_tokens
-        files.append(
-            {
-                "name": document.name,
-                "key": key,
-                "size": len(document.content),
-                "parts": len(spans),
-                "kind": spans[0].kind,
-                "last_line": max(1, line_count(document.content)),  # a BOM holds no line break
-                "combine_estimate": combine,
-                "combine_calls": combine_count,  # not stored: the dry run and the budget read it
-            }
+        planned = plan_file(
+            validation_id, index, document.name, key, document.content, rules, budget, completion_tokens
         )
-        estimate += combine
-        for position, span in enumerate(spans):
-            context = (span.header.tokens if span.header else 0) + (
-                count_tokens(span.json_path) + 8 if span.json_path else 0
-            )
-            cost = (with_header if span.header else overhead) + context + span.tokens + completion_tokens
-            record: dict[str, Any] = {
-                "validation_id": validation_id,
-                "part_id": part_id(index, position),
-                "file_index": index,
-                "key": key,
-                "start_byte": span.start_byte,
-                "end_byte": span.end_byte,
-                "first_line": span.first_line,
-                "last_line": span.last_line,
-                "tokens": span.tokens,
-                "estimate": cost,
-                "status": PartStatus.PENDING.value,
-            }
-            if span.header is not None:
-                h = span.header
-                record["header"] = {
-                    "start_byte": h.start_byte,
-                    "end_byte": h.end_byte,
-                    "first_line": h.first_line,
-                    "last_line": h.last_line,
-                }
-            if span.json_path:
-                record["json_path"] = span.json_path
-            parts.append(record)
-            estimate += cost
+        files.append(planned.file)
+        parts.extend(planned.parts)
+        estimate += planned.estimate
     if capacity is not None and estimate > capacity:
         raise _OverCapacity(estimate)
     return files, parts, estimate
 
 
-def _execution_input(validation_id: str, run: int, part_ids: list[str], combine_files: list[int]) -> dict[str, Any]:
-    """Only ids travel through the workflow: part-id ranges for the Map, file ranges for the combine step."""
-    return {
+def _execution_input(
+    validation_id: str, run: int, part_ids: list[str], combine_files: list[int], unplanned: list[int] | None = None
+) -> dict[str, Any]:
+    """Only ids travel through the workflow: part-id ranges for the Map, file ranges for the combine
+    step; and the uploaded files the plan step reads first (it answers the ranges with theirs added)."""
+    values: dict[str, Any] = {
         "validation_id": validation_id,
         "run": run,
         "batches": batches(part_ids, MAX_MAP_ITEMS),
         "combine": file_batches(combine_files),
     }
+    if unplanned:
+        values["plan_files"] = unplanned
+    return values
 
 
-def _cost_floor(submission: Submission, budget: int, completion_tokens: int) -> int:
-    """At most what the submission will be estimated at (core/bounds.py), from its bytes alone."""
-    return sum(file_cost_floor(d.content, budget, completion_tokens, max_token_bytes()) for d in submission.documents)
+def _cost_floor(submission: Submission, budget: int, completion_tokens: int, uploads: list[CompletedUpload]) -> int:
+    """At most what the submission will be estimated at (core/bounds.py), from its bytes alone
+    (an uploaded file's from its size)."""
+    return sum(
+        file_cost_floor(d.content, budget, completion_tokens, max_token_bytes()) for d in submission.documents
+    ) + sum(size_cost_floor(u.size, budget, completion_tokens, max_token_bytes()) for u in uploads)
+
+
+def _uploaded_files(
+    submission: Submission, uploads: list[CompletedUpload], budget: int, completion_tokens: int
+) -> tuple[list[dict[str, Any]], int]:
+    """The uploaded files' records, after the inline ones, with the tokens and calls their sizes
+    are guessed at (core/planning.size_guess) until the plan step counts them; and the guesses' sum."""
+    rules = [{"id": r.id, "text": r.text} for r in submission.rules]
+    files, total = [], 0
+    for upload in uploads:
+        tokens, calls = size_guess(upload.name, upload.size, rules, budget, completion_tokens)
+        files.append(
+            {
+                "name": upload.name,
+                "key": upload.key,
+                "size": upload.size,
+                "parts": 0,
+                "upload_id": upload.upload_id,
+                "etag": upload.etag,
+                "guess": tokens,
+                "guess_calls": calls,  # not stored: the budget reads it
+            }
+        )
+        total += tokens
+    return files, total
 
 
 def _over_capacity(estimate: int, capacity: int) -> Unprocessable:
@@ -235,7 +197,9 @@ class ValidationService:
         prices: Prices | None = None,
         spending: Spending | None = None,
         limits: LiveLimits | None = None,
+        uploads: Uploads | None = None,
     ) -> None:
+        self.uploads = uploads  # files uploaded straight to S3 (app/uploads); None: inline files only
         self.limits = limits  # the governor's target (time estimates)
         self.spending = spending  # budgets and spend history (core/spend.py); None: no budgets
         self.prices = prices  # None: validations record no prices, and their cost is null
@@ -317,6 +281,11 @@ class ValidationService:
         """What the submission would cost and when it would run, storing and starting nothing
         (app/validations/estimate.py says how each number is made). The same checks and errors
         as `create`; instead of a 429, says what the quota, the queue and the budget would do now."""
+        if submission.uploads:
+            raise Unprocessable(
+                "A dry run estimates inline files; uploaded files are read and counted once the validation runs.",
+                field="uploads",
+            )
         submission = await self._with_ruleset(principal, submission)
         lane = self._lane(principal, submission)
         s = self.settings
@@ -457,30 +426,63 @@ class ValidationService:
             raise Unprocessable(f"Rule set {resolved.reference!r} has no rules.", field="ruleset")
         return replace(submission, rules=rules, resolved=resolved)
 
+    async def _taken(self, principal: Principal, submission: Submission) -> list[CompletedUpload]:
+        """The submission's uploads, each confirmed the caller's and complete (app/uploads), taken
+        for this validation; 422 naming `uploads[i]` when one's name repeats another file's."""
+        if not submission.uploads:
+            return []
+        if self.uploads is None:
+            raise Unprocessable("Uploads are not available here.", field="uploads")
+        uploads = await self.uploads.take(principal, list(submission.uploads))
+        names = {d.name for d in submission.documents}
+        for index, upload in enumerate(uploads):
+            if upload.name in names:
+                raise Unprocessable(
+                    f"File names must be unique; repeated: {upload.name}.", field=f"uploads[{index}]", file=upload.name
+                )
+            names.add(upload.name)
+        return uploads
+
     async def _planned(
-        self, principal: Principal, submission: Submission, validation_id: str
+        self,
+        principal: Principal,
+        submission: Submission,
+        validation_id: str,
+        uploads: Sequence[CompletedUpload] = (),
     ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], int]:
-        """Files, part records and estimated tokens; 422 when the owner's capacity cannot hold them."""
+        """Files, part records and estimated tokens; 422 when the owner's capacity cannot hold them.
+
+        Uploaded files follow the inline ones, unplanned: their text is read by the plan step, so
+        here they count at a guess from their size (core/planning.size_guess), at most what the
+        capacity leaves, and the floor from their sizes alone refuses what cannot fit."""
         quota, s = principal.quota, self.settings
         capacity = quota.capacity_tokens if quota is not None else None
         # Cheap before costly: a floor from the bytes alone refuses what cannot fit before any tokenizing
         # (counting line breaks in C; on a worker thread all the same, it reads every byte).
-        floor = await anyio.to_thread.run_sync(_cost_floor, submission, s.part_max_tokens, s.completion_max_tokens)
+        floor = await anyio.to_thread.run_sync(
+            _cost_floor, submission, s.part_max_tokens, s.completion_max_tokens, list(uploads)
+        )
         if capacity is not None and floor > capacity:
             raise _over_capacity(floor, capacity)
+        uploaded, guessed = _uploaded_files(submission, list(uploads), s.part_max_tokens, s.completion_max_tokens)
+        upload_floor = sum(
+            size_cost_floor(u.size, s.part_max_tokens, s.completion_max_tokens, max_token_bytes()) for u in uploads
+        )
         try:
             # Off the event loop, and at most `plan_concurrency` submissions tokenized at once per process.
-            return await anyio.to_thread.run_sync(
+            files, parts, estimate = await anyio.to_thread.run_sync(
                 _plan,
                 submission,
                 validation_id,
                 s.part_max_tokens,
                 s.completion_max_tokens,
-                capacity,
+                None if capacity is None else capacity - upload_floor,
                 limiter=self.plan_limiter,
             )
         except _OverCapacity as over:
-            raise _over_capacity(over.estimate, capacity or 0) from None
+            raise _over_capacity(over.estimate + upload_floor, capacity or 0) from None
+        total = estimate + guessed
+        return [*files, *uploaded], parts, total if capacity is None else min(total, capacity)
 
     async def _start_new(self, principal: Principal, submission: Submission, validation_id: str) -> Validation:
         try:
@@ -491,9 +493,12 @@ class ValidationService:
             raise _NotStarted(refused) from None
         prices = pricing.stored_prices(table, self.settings.openai_model) if table is not None else None
         try:
-            files, parts, estimate = await self._planned(principal, submission, validation_id)
+            uploads = await self._taken(principal, submission)
+            files, parts, estimate = await self._planned(principal, submission, validation_id, uploads)
         except AppError as refused:
             raise _NotStarted(refused) from None  # nothing stored: the key may be used again
+        inline = len(submission.documents)
+        unplanned = list(range(inline, len(files)))
         reservation = await self._reserve_budget(principal, prices, files, parts, estimate, lane)
         created = now_iso()
         validation = Validation(
@@ -522,12 +527,19 @@ class ValidationService:
             kind=submission.kind,
             priority=submission.priority,  # orders the owner's validations in the governor (core/fairness.py)
             execution_arn=self.executions.arn_of(self._execution_name(validation_id, 1)),
+            unplanned=unplanned or None,
+            guessed_tokens=estimate if unplanned else None,
+            inline_estimate=sum(p["estimate"] for p in parts) + sum(f["combine_estimate"] for f in files[:inline])
+            if unplanned
+            else None,
         )
         record = validation.to_item()
-        keys = [f["key"] for f in files]
+        keys = [f["key"] for f in files[:inline]]  # the uploaded files' objects stay theirs: never undone
         name = self._execution_name(validation_id, 1)
         try:
-            await self.store.put_files({f["key"]: d.content for f, d in zip(files, submission.documents, strict=True)})
+            await self.store.put_files(
+                {f["key"]: d.content for f, d in zip(files[:inline], submission.documents, strict=True)}
+            )
             await self.store.put_parts([{**c, "expires_at": record["expires_at"]} for c in parts])
             await self.quotas.enqueue(record, principal.quota)  # counted in the owner's queue: 429 past max_queued
             await self._admit_or_refuse(principal, validation)
@@ -538,6 +550,7 @@ class ValidationService:
                     1,
                     [c["part_id"] for c in parts],
                     [i for i, f in enumerate(files) if f["parts"] > 1],
+                    unplanned,
                 ),
             )
         except Exception as exc:
@@ -614,7 +627,7 @@ class ValidationService:
         with completion tokens at the model's p90 completion ÷ prompt ratio (estimate.py)."""
         if not prices or tier not in prices:
             return None
-        calls = len(parts) + sum(int(f.get("combine_calls", 0)) for f in files)
+        calls = len(parts) + sum(int(f.get("combine_calls", 0)) + int(f.get("guess_calls", 0)) for f in files)
         prompt_tokens = max(0, estimate - calls * self.settings.completion_max_tokens)
         price = pricing.Price.of(prices[tier])
         return price.cost(prompt_tokens, 0, round(prompt_tokens * ratios[1]))
@@ -781,7 +794,7 @@ class ValidationService:
         verdict_of = {i: v.result_input() for i, v in verdicts.items()}
         rule_ids = [r["id"] for r in validation.rules]
         page = [
-            file_result(f.name, by_file.get(start + i, []), rule_ids, verdict_of.get(start + i))
+            file_result(f.name, by_file.get(start + i, []), rule_ids, verdict_of.get(start + i), f.error)
             for i, f in enumerate(files)
         ]
         following = start + len(files)
@@ -935,9 +948,14 @@ class ValidationService:
             for i, f in enumerate(files)
             if f.parts > 1 and ((v := verdicts.get(i)) is None or v.status != PartStatus.SUCCEEDED)
         ]
-        if not todo and not combine:
+        unplanned = validation.unplanned or []  # the plan step never finished: it runs again
+        if not todo and not combine and not unplanned:
             raise Conflict(f"Nothing to retry: every part and file of {validation_id} has a result.")
-        cost = sum(p.estimate for p in todo) + sum(files[i].combine_estimate for i in combine)
+        cost = (
+            sum(p.estimate for p in todo)
+            + sum(files[i].combine_estimate for i in combine)
+            + sum(files[i].guess or 0 for i in unplanned)
+        )
         if principal.user_id != validation.owner and await self.users.disabled(validation.owner):
             # Only an admin gets here (the owner's key stops working): nothing of theirs is admitted.
             raise Conflict(
@@ -1007,7 +1025,7 @@ class ValidationService:
             await self.store.reset_failed_parts(validation_id, failed)
             await asyncio.gather(*(self.store.reset_failed_verdict(validation_id, i) for i in combine))
             arn = await self._start_execution(
-                name, _execution_input(validation_id, run, [p.part_id for p in todo], combine)
+                name, _execution_input(validation_id, run, [p.part_id for p in todo], combine, unplanned)
             )
         except Exception as exc:
             # Not started: end this run (reservation back first), so nothing waits on an execution

@@ -103,3 +103,13 @@ class TargetRefused(Exception):
 
 class WebhookGone(Exception):
     """The webhook's receiver answered 410 Gone: it wants no more deliveries. Not retried."""
+
+
+class FilesRejected(Exception):
+    """Every file of the validation failed the plan step's checks (core/text.py): nothing to
+    validate. Not retried: the validation ends FAILED with each file's reason."""
+
+
+class OverCapacity(Exception):
+    """The planned files cost more tokens than the owner's quota capacity: the validation could
+    never be admitted. Not retried: it ends FAILED naming both numbers."""

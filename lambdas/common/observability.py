@@ -130,6 +130,9 @@ METRICS: dict[str, MetricSpec] = {
             "FlexFallbacks", "validation_flex_fallbacks", "Flex calls asked at the standard tier past their deadline"
         ),
         _counter(
+            "FilesRejected", "validation_files_rejected", "Uploaded files the plan step refused (not text, empty)"
+        ),
+        _counter(
             "FindingsChecked",
             "validation_findings_checked",
             "Findings and evidence whose quote was looked up in the text, per model",

@@ -19,6 +19,9 @@ from lambdas.common.observability import count, observed
 from lambdas.common.stores import store_for
 from lambdas.common.webhooks import announce_end, notify_budget, notify_ended
 
+# The plan step's refusals (lambdas/plan_files), as the validation's error type.
+_PLAN_ERRORS = {"FilesRejected": "files_rejected", "OverCapacity": "over_capacity"}
+
 
 @observed
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
@@ -27,7 +30,10 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     validation_id, run = event["validation_id"], int(event["run"])
     if event.get("error"):
         reason = failure_reason(event["error"])
-        error = {"type": "execution_failed", "detail": f"{reason['type']}: {reason['message']}"}
+        if reason["type"] in _PLAN_ERRORS:  # the plan step's verdict on the files, not a failure of ours
+            error = {"type": _PLAN_ERRORS[reason["type"]], "detail": reason["message"]}
+        else:
+            error = {"type": "execution_failed", "detail": f"{reason['type']}: {reason['message']}"}
         status = ValidationStatus.FAILED
     else:
         counts = store.validations.get(validation_id, "total_parts", "succeeded", "total_combines", "combined")

@@ -67,20 +67,22 @@ def test_ten_files_of_short_lines_are_priced_out_of_a_default_quota_by_bytes_alo
 
 def test_planning_stops_after_the_file_that_passes_the_capacity(monkeypatch: pytest.MonkeyPatch) -> None:
     import app.validations.service as service
+    import core.parts as parts
+    import core.planning as planning
     from app.validations.intake import Document, Rule, Submission
 
     prose = "".join(f"Line {i} of a report, with enough words to cost some tokens.\n" for i in range(300)).encode()
     documents = [Document(f"f{i}.txt", prose) for i in range(5)]
     rules = [Rule("r1", "be tidy")]
     one = service._plan(Submission(documents[:1], rules), "v", 1500, 512)[2]
-    split = service.split_file
+    split = parts.split_file
     calls: list[str] = []
 
     def counted(name: str, *args: Any) -> Any:
         calls.append(name)
         return split(name, *args)
 
-    monkeypatch.setattr(service, "split_file", counted)
+    monkeypatch.setattr(planning, "split_file", counted)
 
     with pytest.raises(service._OverCapacity) as stopped:
         service._plan(Submission(documents, rules), "v", 1500, 512, capacity=one + 1)

@@ -180,16 +180,16 @@ def test_deep_or_bloated_json_is_400_and_a_big_admin_body_413(served: Served) ->
 def test_a_batch_over_the_capacity_is_refused_from_its_bytes_before_tokenizing(
     served: Served, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import app.validations.service as service
+    from core import parts, planning
 
     calls: list[str] = []
-    split_file = service.split_file
+    split_file = parts.split_file
 
     def counted(*args: Any) -> Any:
         calls.append(threading.current_thread().name)
         return split_file(*args)
 
-    monkeypatch.setattr(service, "split_file", counted)
+    monkeypatch.setattr(planning, "split_file", counted)
     with served.client() as admin:
         _, auth = new_user(admin, quota={"capacity_tokens": 50_000, "refill_tokens_per_minute": 1, "max_running": 5})
         lines = {"documents": [{"name": f"f{i}.txt", "content": "a\n" * 20_000} for i in range(2)], "rules": ["t"]}

@@ -51,6 +51,7 @@ class FakeObjects:
     objects: dict[str, StoredObject] = field(default_factory=dict)
     multiparts: dict[str, dict[int, bytes]] = field(default_factory=dict)  # id -> number -> bytes
     aborted: list[str] = field(default_factory=list)
+    used: set[str] = field(default_factory=set)  # keys a validation took (tagged used)
     fail_start: int | None = None  # the nth start_multipart (1-based) raises
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     _starts: int = 0
@@ -83,6 +84,9 @@ class FakeObjects:
         data = b"".join(stored[number] for number, _ in parts)
         self.objects[key] = StoredObject(size=len(data), etag=f"{etag_of(data)}-{len(parts)}", sha256=None)
         del self.multiparts[multipart_id]
+
+    async def mark_used(self, key: str) -> None:
+        self.used.add(key)
 
     async def head(self, key: str, *, checksum: bool = False) -> StoredObject | None:
         stored = self.objects.get(key)

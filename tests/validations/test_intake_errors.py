@@ -106,7 +106,7 @@ CASES = [
         "unsupported-media-type",
         ("field", "Content-Type"),
     ),
-    ("empty-batch-json", as_json([]), 422, "unprocessable", ("field", "files")),
+    ("empty-batch-json", as_json([]), 422, "unprocessable", ("field", "documents")),
     (
         "empty-batch-multipart",
         {

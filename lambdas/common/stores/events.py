@@ -55,7 +55,8 @@ class Events:
         record = record or self.validations.get(validation_id, "files", "rules")
         parts = self.parts.of_file(validation_id, index)
         verdict = self.parts.verdict(validation_id, index) if len(parts) > 1 else None
-        result = file_result(record["files"][index]["name"], parts, [r["id"] for r in record["rules"]], verdict)
+        file = record["files"][index]
+        result = file_result(file["name"], parts, [r["id"] for r in record["rules"]], verdict, file.get("error"))
         self.emit(validation_id, events.RESULT, lambda _: result)
 
     def has_status(self, validation_id: str, status: str, run: int) -> bool:

@@ -22,6 +22,15 @@ class Files:
         )["Body"].read()
         return decode_part(body, start)
 
+    def whole(self, key: str, etag: str | None = None) -> bytes:
+        """A stored file's bytes; with `etag`, exactly the object confirmed then (S3 answers 412
+        PreconditionFailed when it was overwritten since)."""
+        kwargs = {"IfMatch": f'"{etag}"'} if etag else {}
+        body: bytes = self.clients.s3.get_object(Bucket=self.clients.config.uploads_bucket, Key=key, **kwargs)[
+            "Body"
+        ].read()
+        return body
+
     def part_text(self, part: dict[str, Any]) -> str:
         return self._text(part["key"], int(part["start_byte"]), int(part["end_byte"]))
 

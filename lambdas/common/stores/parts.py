@@ -33,6 +33,13 @@ class Parts:
         """The part records with ids first..last (records only, never text)."""
         return self.clients.drive(query_all(parts_query(self.clients.config.parts_table, validation_id, first, last)))
 
+    def put_planned(self, parts: list[dict[str, Any]], expires_at: int) -> None:
+        """A planned file's part records (lambdas/plan_files), PENDING; written again the same
+        when the plan step is retried (the ids are the file's index and the part's position)."""
+        with self._table.batch_writer() as batch:
+            for part in parts:
+                batch.put_item(Item={**part, "expires_at": expires_at})
+
     def of_file(self, validation_id: str, index: int) -> list[dict[str, Any]]:
         first, last = file_range(index, index)
         return self.in_range(validation_id, first, last)

@@ -1,0 +1,197 @@
+"""States `PlanFile` (one per uploaded file, in the `PlanFiles` Map) and `Planned`: the plan
+step of a validation with files uploaded straight to S3 (app/uploads).
+
+The API never reads an uploaded file: it stores the validation with the file's size, and a
+reservation guessed from it (core/planning.size_guess). Before admission, the execution plans
+each uploaded file here, with the code that plans inline files at submission:
+
+- `PlanFile` reads the object (exactly the bytes confirmed at upload: GetObject IfMatch its
+  ETag), checks it is text (core/text.py: the inline path's rules), splits it into parts
+  (core/planning.plan_file) and writes their records, PENDING. A file that fails a check
+  gets no parts; it answers why, and its result says it (FAILED, with `error`).
+- `Planned` gathers the files' answers in one transaction (core/quota.plan_correction): the
+  files' records, the parts' count, the estimate, and the reservation corrected from the
+  guess (refunded or charged). It answers the execution's input with the new parts' id
+  ranges added, and the execution goes on to `Admit`. When every file was rejected it
+  raises FilesRejected, and when the plan costs more than the owner's capacity OverCapacity:
+  the validation ends FAILED with the reasons (`MarkFailed`).
+
+Both are safe to run again: part ids are the file's index and the part's position, and the
+correction's condition (`unplanned` still on the record) makes it once.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from core import text
+from core.planning import plan_file
+from core.quota import plan_correction
+from core.records import MAX_MAP_ITEMS, batches, file_batches, part_id
+from lambdas.common.config import LambdaConfig, load_config
+from lambdas.common.errors import FilesRejected, OverCapacity, aws_error_code, is_condition_failure
+from lambdas.common.observability import count, observed
+from lambdas.common.stores import Store, store_for
+
+log = logging.getLogger(__name__)
+
+
+def _rejected(kind: str, detail: str) -> dict[str, Any]:
+    return {"rejected": {"type": kind, "detail": detail}}
+
+
+def plan_one(store: Store, config: LambdaConfig, validation_id: str, run: int, index: int) -> dict[str, Any]:
+    """Plan the uploaded file at `index`: its parts written, and what `Planned` needs of it."""
+    v = store.validations.get(validation_id, "run", "status", "files", "rules", "expires_at")
+    answer: dict[str, Any] = {"file_index": index}
+    if v["run"] != run or v["status"] not in ("QUEUED", "RUNNING"):
+        return {**answer, "gone": True}
+    file = v["files"][index]
+    try:
+        content = store.files.whole(file["key"], file.get("etag"))
+    except ClientError as exc:
+        if aws_error_code(exc) not in ("PreconditionFailed", "NoSuchKey", "404"):
+            raise
+        detail = (
+            f"File {file['name']!r} was overwritten after it was uploaded."
+            if aws_error_code(exc) == "PreconditionFailed"
+            else f"File {file['name']!r} is no longer stored."
+        )
+        return {**answer, **_rejected("file_changed", detail)}
+    if len(content) != int(file["size"]):
+        return {**answer, **_rejected("file_changed", f"File {file['name']!r} does not hold the bytes uploaded.")}
+    try:
+        text.check(file["name"], content)
+    except text.NotText as refused:
+        return {**answer, **_rejected("not_text", str(refused))}
+    if text.blank(content):
+        return {**answer, **_rejected("empty", f"File {file['name']!r} is empty: nothing to validate.")}
+    planned = plan_file(
+        validation_id,
+        index,
+        file["name"],
+        file["key"],
+        content,
+        [{"id": r["id"], "text": r["text"]} for r in v["rules"]],
+        config.part_max_tokens,
+        config.completion_max_tokens,
+    )
+    del content
+    store.parts.put_planned(planned.parts, int(v["expires_at"]))
+    f = planned.file
+    return {
+        **answer,
+        "parts": f["parts"],
+        "kind": f["kind"],
+        "last_line": f["last_line"],
+        "combine_estimate": f["combine_estimate"],
+        "estimate": planned.estimate,
+    }
+
+
+def _routes(validation_id: str, run: int, files: list[dict[str, Any]]) -> dict[str, Any]:
+    """The execution's input once every file is planned: every part's id range, every multi-part file."""
+    ids = [part_id(i, p) for i, f in enumerate(files) for p in range(int(f.get("parts", 0)))]
+    return {
+        "validation_id": validation_id,
+        "run": run,
+        "batches": batches(ids, MAX_MAP_ITEMS),
+        "combine": file_batches([i for i, f in enumerate(files) if int(f.get("parts", 0)) > 1]),
+        "gone": False,
+    }
+
+
+def gather(
+    store: Store, config: LambdaConfig, validation_id: str, run: int, answers: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """`Planned`: the files' plans onto the validation and the reservation corrected, in one transaction."""
+    v = store.validations.get(
+        validation_id,
+        "id",
+        "run",
+        "status",
+        "owner",
+        "files",
+        "rules",
+        "unplanned",
+        "inline_estimate",
+        "total_parts",
+        "reserved",
+        "reserved_run",
+        "settled_run",
+    )
+    if v["run"] != run or v["status"] not in ("QUEUED", "RUNNING"):
+        return {"validation_id": validation_id, "run": run, "gone": True, "batches": [], "combine": []}
+    files = [dict(f) for f in v["files"]]
+    if not v.get("unplanned"):  # planned already (this state retried after its transaction)
+        return _routes(validation_id, run, files)
+    rejected = []
+    added_parts, estimate = 0, int(v.get("inline_estimate") or 0)
+    for answer in answers:
+        index = int(answer["file_index"])
+        if answer.get("gone"):
+            return {"validation_id": validation_id, "run": run, "gone": True, "batches": [], "combine": []}
+        file = files[index]
+        file.pop("guess", None)
+        if "rejected" in answer:
+            file.update(parts=0, error=answer["rejected"])
+            rejected.append(index)
+            continue
+        file.update(
+            parts=answer["parts"],
+            kind=answer["kind"],
+            last_line=answer["last_line"],
+            combine_estimate=answer["combine_estimate"],
+        )
+        added_parts += int(answer["parts"])
+        estimate += int(answer["estimate"])
+    if len(rejected) == len(files):  # no inline file, and every uploaded one refused
+        reasons = "; ".join(files[i]["error"]["detail"] for i in rejected)
+        raise FilesRejected(f"Every file was rejected: {reasons}"[:4000])
+    quota, _ = store.users.limits_of(v["owner"])
+    if quota is not None and estimate > quota.capacity_tokens:
+        raise OverCapacity(
+            f"The files need {estimate} tokens; the owner's quota capacity is {quota.capacity_tokens}. "
+            "Split the batch or ask an admin for a larger quota."
+        )
+    sets = {
+        "files": files,
+        "total_parts": int(v.get("total_parts", 0)) + added_parts,
+        "total_combines": sum(int(f.get("parts", 0)) > 1 for f in files),
+    }
+    items = plan_correction(config.validations_table, config.buckets_table, v, quota, estimate, sets)
+    try:
+        store.clients.client.transact_write_items(TransactItems=items)
+    except ClientError as exc:
+        if aws_error_code(exc) != "TransactionCanceledException" and not is_condition_failure(exc):
+            raise
+        now = store.validations.get(validation_id, "run", "status", "files", "unplanned")
+        if now["run"] == run and not now.get("unplanned"):  # another attempt of this state made it
+            return _routes(validation_id, run, [dict(f) for f in now["files"]])
+        return {"validation_id": validation_id, "run": run, "gone": True, "batches": [], "combine": []}
+    count("FilesRejected", len(rejected))
+    for index in rejected:  # their results are final: say so on the stream
+        store.events.report_file(validation_id, run, index)
+    store.events.emit_status(validation_id)  # the totals moved
+    log.info(
+        "validation %s planned: %d parts from %d uploaded files (%d rejected), estimate %d",
+        validation_id,
+        added_parts,
+        len(answers),
+        len(rejected),
+        estimate,
+    )
+    return _routes(validation_id, run, files)
+
+
+@observed
+def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    config = load_config()
+    store = store_for(config)
+    validation_id, run = event["validation_id"], int(event["run"])
+    if "file_index" in event:
+        return plan_one(store, config, validation_id, run, int(event["file_index"]))
+    return gather(store, config, validation_id, run, event["planned"])
