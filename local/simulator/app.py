@@ -18,6 +18,12 @@ among them, the answered calls per served tier, the mistakes made of each
 kind and, over answered part calls, the findings of the noiseless verdicts, of the
 answers after mistakes, and the line-exact ones among the latter (mistakes.py says how
 they are counted: before the scripted fault).
+
+It also serves OpenAI's Files and Batch APIs (`/v1/files`, `/v1/batches`: files.py and
+batches.py), each batched request answered by the same code as a synchronous call
+(`Simulator.answer_batched`), and counts them in the stats: `files` (uploaded, written,
+deleted), `batches` (created, cancel_requests, and each ending: completed, failed, expired,
+cancelled) and `batch_requests` (completed, failed, expired, cancelled).
 """
 
 from __future__ import annotations
@@ -30,15 +36,19 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
-from typing import Any
+from typing import Annotated, Any
 
 import tiktoken
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Header, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from core.tokens import ENCODING, count_message_tokens
+from core.tokens import ENCODING
 from local.simulator import cache, faults, mistakes
-from local.simulator.limits import RateLimits
+from local.simulator.batches import MAX_BYTES, MAX_REQUESTS, Batches, BatchFaultQueue, BatchSettings
+from local.simulator.errors import INJECTED_SERVER_ERROR, OpenAIError, invalid_value
+from local.simulator.files import FileStore
+from local.simulator.limits import Charge, RateLimits
 from local.simulator.verdicts import COMBINE, PART, Call, read_call, verdicts
 
 MODEL_NAME = "simulator"
@@ -70,6 +80,28 @@ class SimulatorConfig:
     # Prompt caching (cache.py): an entry expires this long after its last use; at most this many kept (LRU).
     prompt_cache_ttl_seconds: float = cache.DEFAULT_TTL_SECONDS
     prompt_cache_max_entries: int = cache.DEFAULT_MAX_ENTRIES
+    # The Batch API (batches.py): a batch's time from creation to `completed`, its limits, its failures.
+    batch_completion_seconds: float = 5.0
+    batch_max_requests: int = MAX_REQUESTS  # OpenAI's 50,000 requests...
+    batch_max_bytes: int = MAX_BYTES  # ...and 200 MB per input file
+    batch_enqueued_token_limit: int | None = None  # per model, over the batches in progress; None: no limit
+    batch_failure_rate: float = 0.0  # share of batched requests answered 500, drawn per custom_id
+    batch_failed_custom_ids: list[str] = field(default_factory=list)  # answered 500 in every batch
+    # Scripted batch faults, one per created batch, in order: expire, expire/<N>, malformed_output.
+    batch_faults: list[str] = field(default_factory=list)
+
+    def batch_settings(self) -> BatchSettings:
+        """The settings a batch created now keeps; ValueError when one is out of range."""
+        settings = BatchSettings(
+            self.batch_completion_seconds,
+            self.batch_max_requests,
+            self.batch_max_bytes,
+            self.batch_enqueued_token_limit,
+            self.batch_failure_rate,
+            frozenset(self.batch_failed_custom_ids),
+        )
+        settings.check()
+        return settings
 
     def mistake_rates(self) -> mistakes.Rates:
         """The mistakes' rates and seed; ValueError when a rate is outside 0.0-1.0."""
@@ -105,6 +137,22 @@ class Stats:
     truth_findings: int = 0  # over answered part calls: the noiseless verdicts' findings,
     emitted_findings: int = 0  # the findings after mistakes (before the scripted fault),
     exact_findings: int = 0  # and those of them at a noiseless finding's lines, not invented
+    # The Files and Batch APIs (the module's docstring says what each counts).
+    files: dict[str, int] = field(default_factory=lambda: dict.fromkeys(("uploaded", "written", "deleted"), 0))
+    batches: dict[str, int] = field(
+        default_factory=lambda: dict.fromkeys(
+            ("created", "cancel_requests", "completed", "failed", "expired", "cancelled"), 0
+        )
+    )
+    batch_requests: dict[str, int] = field(
+        default_factory=lambda: dict.fromkeys(("completed", "failed", "expired", "cancelled"), 0)
+    )
+
+    def count(self, table: str, key: str) -> None:
+        """One more `key` in the `files`, `batches` or `batch_requests` counts."""
+        with self.lock:
+            counts: dict[str, int] = getattr(self, table)
+            counts[key] += 1
 
     def snapshot(self) -> dict[str, Any]:
         with self.lock:
@@ -128,6 +176,9 @@ class Stats:
                 "truth_findings": self.truth_findings,
                 "emitted_findings": self.emitted_findings,
                 "exact_findings": self.exact_findings,
+                "files": dict(self.files),
+                "batches": dict(self.batches),
+                "batch_requests": dict(self.batch_requests),
             }
 
 
@@ -164,15 +215,25 @@ class Admitted:
 
 class Simulator:
     def __init__(self, config: SimulatorConfig | None = None, clock: Callable[[], float] = time.monotonic) -> None:
-        """`clock`: the prompt cache's time, for its expiry (tests pass their own)."""
+        """`clock`: the time of the prompt cache's expiry and of the batches' timelines (tests pass their own)."""
         self.config = config or SimulatorConfig()
-        self.config.mistake_rates()  # a bad rate fails here, not at the first call
+        self.config.mistake_rates()  # a bad rate or batch setting fails here, not at the first call
+        self.config.batch_settings()
         self.prompt_cache = cache.PromptCache(
             self.config.prompt_cache_ttl_seconds, self.config.prompt_cache_max_entries, clock
         )
         self.limits = RateLimits(self.config.rpm, self.config.tpm, self.config.window_seconds)
         self.stats = Stats()
         self.faults = faults.FaultQueue(self.config.faults)
+        self.files = FileStore(self.stats.count)
+        self.batches = Batches(
+            self.files,
+            lambda body: self.answer_batched(body),  # through the attribute, so a wrapper (tally.py) sees them
+            self.stats.count,
+            self.config.batch_settings,
+            BatchFaultQueue(self.config.batch_faults),
+            clock,
+        )
         self._random = random.Random(self.config.seed)
 
     def reconfigure(self, **changes: Any) -> None:
@@ -186,9 +247,15 @@ class Simulator:
             replace(self.config, **mistaken).mistake_rates()
         cache_settings = replace(self.config, **{k: v for k, v in changes.items() if k in _CACHE_FIELDS})
         cache.check_settings(cache_settings.prompt_cache_ttl_seconds, cache_settings.prompt_cache_max_entries)
+        replace(self.config, **{k: v for k, v in changes.items() if k.startswith("batch_")}).batch_settings()
+        if "batch_faults" in changes:  # checked in full before either queue is replaced
+            BatchFaultQueue(changes["batch_faults"])
         if "faults" in changes:  # replaces the queue; a bad entry raises before anything changes
             self.faults.replace(changes["faults"])
             changes["faults"] = list(changes["faults"])
+        if "batch_faults" in changes:
+            self.batches.faults.replace(changes["batch_faults"])
+            changes["batch_faults"] = list(changes["batch_faults"])
         for name, value in changes.items():
             setattr(self.config, name, value)
         if changes.keys() & {"rpm", "tpm", "window_seconds"}:  # fresh (full) buckets only when a limit changes
@@ -198,46 +265,39 @@ class Simulator:
         if changes.keys() & _CACHE_FIELDS:  # the entries stay; the least recently used go past a lower cap
             self.prompt_cache.configure(self.config.prompt_cache_ttl_seconds, self.config.prompt_cache_max_entries)
 
-    def refuse_key(self, authorization: str | None) -> JSONResponse | None:
-        """OpenAI's 401 for a missing or wrong key (echoed masked, as OpenAI does); None when accepted."""
+    def check_key(self, authorization: str | None) -> None:
+        """OpenAI's 401 for a missing or wrong key (echoed masked, as OpenAI does), raised as OpenAIError."""
         if self.config.api_key is None or authorization == f"Bearer {self.config.api_key}":
-            return None
+            return
         with self.stats.lock:
             self.stats.unauthorized += 1
         given = (authorization or "").removeprefix("Bearer ")
         masked = f"{given[:3]}*****{given[-4:]}" if len(given) > 8 else "*****"
         message = f"Incorrect API key provided: {masked}. You can find your API key at https://platform.openai.com/account/api-keys."
-        return JSONResponse(
-            {"error": {"message": message, "type": "invalid_request_error", "param": None, "code": "invalid_api_key"}},
-            status_code=401,
-        )
+        raise OpenAIError(401, message, code="invalid_api_key")
 
     def reset_peak(self) -> None:
         with self.stats.lock:
             self.stats.peak_in_flight = self.stats.in_flight
 
     async def complete(self, body: dict[str, Any]) -> JSONResponse:
-        requested_tier = body.get("service_tier")
-        if (
-            requested_tier is not None and requested_tier not in SERVICE_TIERS
-        ):  # refused before any limit, as OpenAI does
-            return _invalid_value("service_tier", requested_tier, SERVICE_TIERS)
-        tier = served_tier(requested_tier)
-        messages = body.get("messages") or []
-        max_tokens = int(body.get("max_completion_tokens") or body.get("max_tokens") or 4096)
-        prompt_tokens = count_message_tokens([{"content": str(m.get("content", ""))} for m in messages])
-        decision = self.limits.admit(prompt_tokens + max_tokens)
+        refused = refusal(body)
+        if refused is not None:  # refused before any limit, as OpenAI does
+            return JSONResponse(refused.body(), refused.status_code)
+        tier = served_tier(body.get("service_tier"))
+        charge = Charge.of(body)
+        decision = self.limits.admit(charge.tokens)
         with self.stats.lock:
             self.stats.requests += 1
             if not decision.admitted:
                 self.stats.rate_limited += 1
         if not decision.admitted:
             return self._rate_limited(
-                decision.limited_by or "tokens", decision.retry_after, decision.headers, prompt_tokens + max_tokens
+                decision.limited_by or "tokens", decision.retry_after, decision.headers, charge.tokens
             )
         with self.stats.lock:
             now = time.monotonic()
-            self.stats.admitted.append((now, prompt_tokens + max_tokens))
+            self.stats.admitted.append((now, charge.tokens))
             self.stats.started.append(now)
             self.stats.in_flight += 1
             self.stats.peak_in_flight = max(self.stats.peak_in_flight, self.stats.in_flight)
@@ -252,26 +312,36 @@ class Simulator:
             if draw < self.config.rate_limit_rate:
                 with self.stats.lock:
                     self.stats.rate_limited += 1
-                return self._rate_limited("tokens", 1.0, decision.headers, prompt_tokens + max_tokens)
+                return self._rate_limited("tokens", 1.0, decision.headers, charge.tokens)
             if draw < self.config.rate_limit_rate + self.config.error_rate:
                 with self.stats.lock:
                     self.stats.errors += 1
-                return JSONResponse({"error": {"message": "injected server error", "type": "server_error"}}, 500)
-            cached_tokens = self._cached_tokens(body, messages, prompt_tokens)
-            return self._answer(
-                read_call(body), Admitted(prompt_tokens, cached_tokens, max_tokens, tier), decision.headers
-            )
+                return JSONResponse(INJECTED_SERVER_ERROR.body(), INJECTED_SERVER_ERROR.status_code)
+            return JSONResponse(self._answer(body, charge, tier), headers=decision.headers)
         finally:
             with self.stats.lock:
                 self.stats.in_flight -= 1
 
-    def _cached_tokens(self, body: dict[str, Any], messages: list[dict[str, Any]], prompt_tokens: int) -> int:
+    def answer_batched(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        """(status code, body) of a batched request: what `complete` answers the same body, by the same code,
+        without the rate limits, the latency or the injected 429s and 500s (a batch has none of them)."""
+        refused = refusal(body)
+        if refused is not None:
+            return refused.status_code, refused.body()
+        return 200, self._answer(body, Charge.of(body), served_tier(body.get("service_tier")))
+
+    def _cached_tokens(self, body: dict[str, Any], prompt_tokens: int) -> int:
         """The prompt's tokens served from the prompt cache, which then holds its prefixes (cache.py)."""
         if prompt_tokens < cache.MIN_PREFIX:  # OpenAI's roles make the sequence prompt_tokens long: none cacheable
             return 0
-        return self.prompt_cache.serve(str(body.get("model", "")), cache.prompt_tokens(messages))
+        return self.prompt_cache.serve(str(body.get("model", "")), cache.prompt_tokens(body.get("messages") or []))
 
-    def _answer(self, call: Call, admitted: Admitted, headers: dict[str, str]) -> JSONResponse:
+    def _answer(self, body: dict[str, Any], charge: Charge, tier: str) -> dict[str, Any]:
+        """The answer to an admitted call, counted in the stats: verdicts, mistakes, the scripted fault, the cache."""
+        admitted = Admitted(
+            charge.prompt_tokens, self._cached_tokens(body, charge.prompt_tokens), charge.max_tokens, tier
+        )
+        call = read_call(body)
         truth = verdicts(call)
         made = mistakes.make(self.config.mistake_rates(), call, truth)
         fault = self.faults.take(call.kind)
@@ -293,25 +363,22 @@ class Simulator:
             self.stats.billed_tokens += admitted.prompt_tokens + completion_tokens
             self.stats.cached_prompt_tokens += admitted.cached_tokens
             self.stats.served_tiers[admitted.tier] = self.stats.served_tiers.get(admitted.tier, 0) + 1
-        return JSONResponse(
-            {
-                "id": f"chatcmpl-{uuid.uuid4().hex}",
-                "object": "chat.completion",
-                "created": int(time.time()),
-                "model": MODEL_NAME,
-                "choices": [
-                    {"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": finish_reason}
-                ],
-                "usage": {
-                    "prompt_tokens": admitted.prompt_tokens,
-                    "completion_tokens": completion_tokens,
-                    "total_tokens": admitted.prompt_tokens + completion_tokens,
-                    "prompt_tokens_details": {"cached_tokens": admitted.cached_tokens},
-                },
-                "service_tier": admitted.tier,
+        return {
+            "id": f"chatcmpl-{uuid.uuid4().hex}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": MODEL_NAME,
+            "choices": [
+                {"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": finish_reason}
+            ],
+            "usage": {
+                "prompt_tokens": admitted.prompt_tokens,
+                "completion_tokens": completion_tokens,
+                "total_tokens": admitted.prompt_tokens + completion_tokens,
+                "prompt_tokens_details": {"cached_tokens": admitted.cached_tokens},
             },
-            headers=headers,
-        )
+            "service_tier": admitted.tier,
+        }
 
     def _rate_limited(
         self, limited_by: str, retry_after: float, headers: dict[str, str], requested: int
@@ -331,20 +398,24 @@ class Simulator:
         )
 
 
-def _invalid_value(param: str, value: object, supported: tuple[str, ...]) -> JSONResponse:
-    """OpenAI's 400 for a parameter outside its values."""
-    values = ", ".join(f"'{v}'" for v in supported)
-    return JSONResponse(
-        {
-            "error": {
-                "message": f"Invalid value: '{value}'. Supported values are: {values}.",
-                "type": "invalid_request_error",
-                "param": param,
-                "code": "invalid_value",
-            }
-        },
-        status_code=400,
-    )
+def refusal(body: dict[str, Any]) -> OpenAIError | None:
+    """What OpenAI refuses in a chat completion request before any limit: an unknown `service_tier`,
+    `messages` not an array of objects, a `max_tokens` / `max_completion_tokens` not an integer."""
+    requested_tier = body.get("service_tier")
+    if requested_tier is not None and requested_tier not in SERVICE_TIERS:
+        return invalid_value("service_tier", requested_tier, SERVICE_TIERS)
+    messages = body.get("messages")
+    if messages is not None and not (isinstance(messages, list) and all(isinstance(m, dict) for m in messages)):
+        return _invalid_type("messages", "an array of objects")
+    for name in ("max_tokens", "max_completion_tokens"):
+        value = body.get(name)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
+            return _invalid_type(name, "an integer")
+    return None
+
+
+def _invalid_type(param: str, expected: str) -> OpenAIError:
+    return OpenAIError(400, f"Invalid type for '{param}': expected {expected}.", param=param, code="invalid_type")
 
 
 def answer(
@@ -366,14 +437,88 @@ def answer(
 def create_simulator_app(simulator: Simulator) -> FastAPI:
     app = FastAPI(title="OpenAI-compatible simulator", docs_url=None, redoc_url=None)
 
-    @app.post("/v1/chat/completions")
+    @app.exception_handler(OpenAIError)
+    async def openai_error(_: Request, error: OpenAIError) -> JSONResponse:
+        return JSONResponse(error.body(), error.status_code)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_: Request, error: RequestValidationError) -> JSONResponse:
+        """A parameter of the wrong type (a `limit` not a number): OpenAI's 400, not FastAPI's 422."""
+        first = error.errors()[0] if error.errors() else {}
+        param = str(first.get("loc", ["", ""])[-1])
+        refused = OpenAIError(400, f"Invalid '{param}': {first.get('msg', 'invalid')}.", param=param)
+        return JSONResponse(refused.body(), refused.status_code)
+
+    def authorized(authorization: Annotated[str | None, Header()] = None) -> None:
+        simulator.check_key(authorization)
+
+    def advance() -> None:
+        """Every batch step due by now taken (batches.py): a batch moves when the Files or Batches API is called."""
+        simulator.batches.advance()
+
+    Authorized = Depends(authorized)
+    Advanced = [Authorized, Depends(advance)]  # the Files and Batches routes
+
+    @app.post("/v1/chat/completions", dependencies=[Authorized])
     async def chat_completions(request: Request) -> JSONResponse:
-        refused = simulator.refuse_key(request.headers.get("authorization"))
-        return refused or await simulator.complete(await request.json())
+        return await simulator.complete(await request.json())
 
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:
         return {"object": "list", "data": [{"id": MODEL_NAME, "object": "model", "owned_by": "simulator"}]}
+
+    @app.post("/v1/files", dependencies=Advanced)
+    async def upload_file(request: Request) -> dict[str, Any]:
+        """Upload a batch input file (multipart `file`, `purpose` "batch")."""
+        form = await request.form()
+        upload, purpose = form.get("file"), form.get("purpose")
+        content = await upload.read() if upload is not None and not isinstance(upload, str) else None
+        filename = getattr(upload, "filename", None)
+        stored = simulator.files.upload(
+            filename, purpose if isinstance(purpose, str) else None, content, int(time.time())
+        )
+        return stored.to_object()
+
+    @app.get("/v1/files/{file_id}", dependencies=Advanced)
+    async def get_file(file_id: str) -> dict[str, Any]:
+        """A file's File object."""
+        return simulator.files.get(file_id).to_object()
+
+    @app.get("/v1/files/{file_id}/content", dependencies=Advanced)
+    async def file_content(file_id: str) -> Response:
+        """A file's bytes."""
+        return Response(simulator.files.get(file_id).content, media_type="application/octet-stream")
+
+    @app.delete("/v1/files/{file_id}", dependencies=Advanced)
+    async def delete_file(file_id: str) -> dict[str, Any]:
+        """Delete a file."""
+        return simulator.files.delete(file_id)
+
+    @app.post("/v1/batches", dependencies=Advanced)
+    async def create_batch(request: Request) -> dict[str, Any]:
+        """Create a batch from an uploaded input file."""
+        try:
+            body = await request.json()
+        except ValueError as error:
+            raise OpenAIError(400, "The request body is not valid JSON.") from error
+        if not isinstance(body, dict):
+            raise OpenAIError(400, "The request body must be a JSON object.")
+        return simulator.batches.create(body)
+
+    @app.get("/v1/batches/{batch_id}", dependencies=Advanced)
+    async def get_batch(batch_id: str) -> dict[str, Any]:
+        """A batch's Batch object."""
+        return simulator.batches.get(batch_id)
+
+    @app.post("/v1/batches/{batch_id}/cancel", dependencies=Advanced)
+    async def cancel_batch(batch_id: str) -> dict[str, Any]:
+        """Cancel a batch: `cancelling`, then `cancelled` with the answers made before."""
+        return simulator.batches.cancel(batch_id)
+
+    @app.get("/v1/batches", dependencies=Advanced)
+    async def list_batches(after: str | None = None, limit: Annotated[int | None, Query()] = None) -> dict[str, Any]:
+        """The batches, newest first, a page at a time."""
+        return simulator.batches.page(after, limit)
 
     @app.get("/_simulator/stats")
     async def stats() -> dict[str, Any]:

@@ -16,6 +16,11 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import Any
+
+from core.tokens import count_message_tokens
+
+DEFAULT_MAX_TOKENS = 4096  # what a request without max_tokens is charged for its answer
 
 
 def duration(seconds: float) -> str:
@@ -26,6 +31,30 @@ def duration(seconds: float) -> str:
         return f"{seconds:.3g}s"
     minutes, rest = divmod(seconds, 60)
     return f"{int(minutes)}m{rest:.0f}s"
+
+
+def prompt_tokens(messages: list[dict[str, Any]]) -> int:
+    """A chat request's prompt tokens, as core.tokens counts them (each message's `content` as text)."""
+    return count_message_tokens([{"content": str(m.get("content", ""))} for m in messages])
+
+
+@dataclass(frozen=True)
+class Charge:
+    """What a chat completion request is charged at admission: its prompt tokens plus `max_tokens`."""
+
+    prompt_tokens: int
+    max_tokens: int
+
+    @classmethod
+    def of(cls, body: dict[str, Any]) -> Charge:
+        """The request's charge (`max_completion_tokens`, else `max_tokens`, else DEFAULT_MAX_TOKENS);
+        `messages` must be a list of objects."""
+        max_tokens = int(body.get("max_completion_tokens") or body.get("max_tokens") or DEFAULT_MAX_TOKENS)
+        return cls(prompt_tokens(body.get("messages") or []), max_tokens)
+
+    @property
+    def tokens(self) -> int:
+        return self.prompt_tokens + self.max_tokens
 
 
 @dataclass
