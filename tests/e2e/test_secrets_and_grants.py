@@ -87,6 +87,14 @@ def test_a_whole_run_logs_no_key_reads_the_model_key_from_ssm_and_stays_within_i
                 assert api.put("/me/webhook", json={"url": hook.url}, headers=user).status_code in (200, 201)
                 assert api.get("/validations", headers={"Authorization": f"Bearer {wrong_key}"}).status_code == 401
 
+                # One file uploaded straight to S3: the plan step (and its grants) runs too.
+                uploaded = b"one plain line\nanother\n"
+                declared = api.post(
+                    "/uploads", headers=user, json={"files": [{"name": "up.log", "size": len(uploaded)}]}
+                )
+                assert declared.status_code == 201, declared.text
+                (ticket,) = declared.json()["uploads"]
+                assert httpx.put(ticket["url"], content=uploaded, headers=ticket["headers"]).status_code == 200
                 submitted = api.post(
                     "/validations",
                     headers=user,
@@ -95,6 +103,7 @@ def test_a_whole_run_logs_no_key_reads_the_model_key_from_ssm_and_stays_within_i
                             {"name": "long.txt", "content": lines_document(40, marker_every=7)},
                             {"name": "short.csv", "content": "id,note\n1,fine\n"},
                         ],
+                        "uploads": [ticket["upload_id"]],
                         "rules": ['The file must not contain "secret".'],
                     },
                 )
@@ -120,7 +129,11 @@ def test_a_whole_run_logs_no_key_reads_the_model_key_from_ssm_and_stays_within_i
                 final = ended()
                 assert final["status"] == "SUCCEEDED", final
                 results = api.get(f"/validations/{validation_id}/results", headers=user).json()["items"]
-                assert {r["file"]: r["rules"][0]["passed"] for r in results} == {"long.txt": False, "short.csv": True}
+                assert {r["file"]: r["rules"][0]["passed"] for r in results} == {
+                    "long.txt": False,
+                    "short.csv": True,
+                    "up.log": True,
+                }
                 rotated = api.post("/admin/users/alice/keys", headers=admin)
                 assert rotated.status_code == 201, rotated.text
                 new_key = rotated.json()["api_key"]
