@@ -98,8 +98,8 @@ class Settings(BaseSettings):
     )
     ssm_prefix: str = Field(
         default="/app",
-        description="Where the live SSM parameters (`max-parallelism`, `target-tpm`, `throttle-threshold`, "
-        "`fair-share`) and the model key's SecureString live.",
+        description="Where the live SSM parameters (`max-parallelism`, `target-tpm`, `target-rpm`, "
+        "`throttle-threshold`, `fair-share`, `models`) and the model key's SecureString live.",
     )
 
     admin_api_key: SecretStr | None = Field(
@@ -120,7 +120,11 @@ class Settings(BaseSettings):
         description="The model server's key. It reaches the Lambdas as an SSM SecureString, never in their "
         "environment. In local mode without it (and without `OPENAI_BASE_URL`) the simulator is started.",
     )
-    openai_model: str = Field(default="gpt-4o-mini", description="The model every call asks.")
+    openai_model: str = Field(
+        default="gpt-4o-mini",
+        description="The deployment's model: the only one offered until an admin sets a list "
+        "(`PATCH /admin/models`); its governor budget keeps the unsuffixed keys (`pk=budget`).",
+    )
     price_overrides: dict[str, Any] = Field(
         default_factory=dict,
         description="Prices on top of the defaults (docs: Cost): JSON `{model: {tier: {input, cached_input, "

@@ -33,6 +33,10 @@ Bounded queueing (`HORIZON`) is what lets a newcomer in: before fair share, vali
 queued as far ahead as they could wait (30 s), so a new user's first call started after
 everything already queued. Now a newcomer waits at most the horizon plus one call.
 
+Per model. Each model has a budget of its own (core/governor.Scope), and so demand and accounts
+of its own: another model's demand records are `pk=demand#<model>` and its accounts
+`pk=share#<user>#<model>`; a user's share of one model's budget is counted only there.
+
 Priority. A validation's reservation is outranked while the same user has live demand at
 a higher priority (`high` > `normal` > `low`): an outranked reservation takes only slack.
 So a user's high-priority validation takes the user's share first; lower ones get what it
@@ -46,7 +50,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
 from core.dynamo import Update, decimal, typed
-from core.governor import Budget
+from core.governor import HOME, Budget, Scope
 
 Priority = Literal["high", "normal", "low"]
 PRIORITIES: tuple[Priority, ...] = get_args(Priority)  # highest first
@@ -177,8 +181,9 @@ def decide(
 # --- request builders (low-level, typed) -----------------------------------------------------
 
 
-def account_key(user_id: str, window: int) -> dict[str, str]:
-    return {"pk": f"share#{user_id}", "sk": f"{window:012d}"}
+def account_key(user_id: str, window: int, scope: Scope = HOME) -> dict[str, str]:
+    """User ids never hold `#` (the admin API's pattern), so the model's suffix cannot be mistaken for one."""
+    return {"pk": scope.pk(f"share#{user_id}"), "sk": f"{window:012d}"}
 
 
 def charge(
@@ -190,6 +195,7 @@ def charge(
     *,
     room: float | None = None,
     slack: bool = False,
+    scope: Scope = HOME,
 ) -> dict[str, Any]:
     """Count `tokens` on the user's account for `window`: a queued grant on `tokens`, only
     while the account holds at most `room` (so the grant fits the share) or nothing yet; a
@@ -201,11 +207,12 @@ def charge(
     update.set(expires_at=int((window + ACCOUNT_WINDOWS) * window_seconds))
     if room is not None and not slack:
         update.when("attribute_not_exists({tokens}) OR {tokens} <= :room", room=decimal(room))
-        return {**update.item(table, account_key(user_id, window)), "ReturnValuesOnConditionCheckFailure": "ALL_OLD"}
-    return update.item(table, account_key(user_id, window))
+        key = account_key(user_id, window, scope)
+        return {**update.item(table, key), "ReturnValuesOnConditionCheckFailure": "ALL_OLD"}
+    return update.item(table, account_key(user_id, window, scope))
 
 
-def heartbeat(table: str, tenant: Tenant, now: float, window_seconds: float) -> dict[str, Any]:
+def heartbeat(table: str, tenant: Tenant, now: float, window_seconds: float, scope: Scope = HOME) -> dict[str, Any]:
     """Renew the tenant's demand at its priority (and its weight, which an admin may change)."""
     until = now + DEMAND_LIFE * window_seconds
     priority = PRIORITIES[tenant.rank]
@@ -214,12 +221,12 @@ def heartbeat(table: str, tenant: Tenant, now: float, window_seconds: float) -> 
         f"until_{priority}": decimal(until),
         "expires_at": int(until + window_seconds),
     }
-    return Update().set(**fields).item(table, {"pk": DEMAND_PK, "sk": tenant.user_id})
+    return Update().set(**fields).item(table, {"pk": scope.pk(DEMAND_PK), "sk": tenant.user_id})
 
 
-def demand_query(table: str) -> dict[str, Any]:
+def demand_query(table: str, scope: Scope = HOME) -> dict[str, Any]:
     return {
         "TableName": table,
         "KeyConditionExpression": "pk = :pk",
-        "ExpressionAttributeValues": typed({":pk": DEMAND_PK}),
+        "ExpressionAttributeValues": typed({":pk": scope.pk(DEMAND_PK)}),
     }

@@ -40,11 +40,21 @@ exceed the configured targets.
 Live settings. The SSM parameters (`PARAMETERS`) are the source of truth; the budget item
 holds a mirror of them (`live_<name>` with the SSM version it was copied from) that the
 Lambdas read instead of SSM, so SSM's reads do not grow with the fleet
-(lambdas/common/live_config.py).
+(lambdas/common/live_config.py). The list of models (`models`, core/models.py) is mirrored
+beside it, on its own item in the same partition (`pk=budget, sk=models`): one Query reads
+both, and the budget item, written by every grant, stays small.
+
+One budget per model. OpenAI's limits are per model, so each model of the list has a budget
+of its own (its targets, `tat`, factor, pauses, lowered limits), with its own usage slices,
+call statistics and fair-share records (`Scope`). The deployment's configured model
+(OPENAI_MODEL) keeps the keys it had before there were several (`pk=budget`, `usage`,
+`stats`, `demand`, `share#<user>`); every other model's keys end in `#<model>`. The
+default model's targets are the deployment-wide `target-tpm` and `target-rpm`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from collections.abc import Mapping
@@ -55,8 +65,11 @@ from typing import Any
 from core import headroom
 from core.dynamo import Update, decimal, typed
 
-BUDGET_KEY = {"pk": "budget", "sk": "tokens"}
+BUDGET_PK = "budget"
+BUDGET_KEY = {"pk": BUDGET_PK, "sk": "tokens"}  # the configured model's budget (Scope())
+MODELS_KEY = {"pk": BUDGET_PK, "sk": "models"}  # the mirror of the list of models
 USAGE_PK = "usage"
+STATS_PK = "stats"
 USAGE_SLICES = 6  # usage is counted in sixths of a window
 LEASE_CALLS = 4  # a lease covers up to this many calls...
 LEASE_MIN_BURST_CALLS = 32  # ...when the burst capacity holds this many
@@ -70,6 +83,44 @@ LOW_WATER_CALLS = 2  # upstream remaining below this many calls' tokens → paus
 # required; a deployment made before the others existed reads their defaults.
 PARAMETERS = ("max-parallelism", "target-tpm", "target-rpm", "throttle-threshold", "fair-share")
 REQUIRED = ("max-parallelism", "target-tpm", "throttle-threshold")
+MODELS = "models"  # the list of models (core/models.py), mirrored on MODELS_KEY
+MIRRORED = (*PARAMETERS, MODELS)  # what the Lambdas read from the mirror, never from SSM
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Whose budget: one model's. `model` None is the deployment's configured model, whose items
+    keep the keys they had before there were several budgets; another model's keys end in
+    `#<model>` (model names never hold `#`: core/models.NAME)."""
+
+    model: str | None = None
+
+    @classmethod
+    def of(cls, model: str | None, configured: str) -> Scope:
+        return cls(None if not model or model == configured else model)
+
+    @classmethod
+    def of_budget(cls, pk: str) -> Scope:
+        """The scope of a budget item's partition key (a lease names its budget so)."""
+        _, _, model = pk.partition("#")
+        return cls(model or None)
+
+    def pk(self, base: str) -> str:
+        return base if self.model is None else f"{base}#{self.model}"
+
+    def name(self, configured: str) -> str:
+        return self.model or configured
+
+    @property
+    def budget_key(self) -> dict[str, str]:
+        return {"pk": self.pk(BUDGET_PK), "sk": "tokens"}
+
+    @property
+    def stats_key(self) -> dict[str, str]:
+        return {"pk": self.pk(STATS_PK), "sk": "calls"}
+
+
+HOME = Scope()
 
 
 @dataclass(frozen=True)
@@ -92,6 +143,10 @@ class Limits:
             values.get("fair-share", "on").strip().lower() != "off",  # a deployment without it: on
             int(rpm) if rpm is not None and rpm.strip() else None,
         )
+
+    def of_model(self, target_tpm: int, target_rpm: int | None) -> Limits:
+        """One model's limits: its targets, the deployment's other settings."""
+        return dataclasses.replace(self, target_tpm=int(target_tpm), target_rpm=target_rpm)
 
 
 @dataclass(frozen=True)
@@ -206,7 +261,7 @@ class Grant:
     starts_at: float
 
 
-def grant(table: str, budget: Budget, cost: int, now: float) -> Grant:
+def grant(table: str, budget: Budget, cost: int, now: float, scope: Scope = HOME) -> Grant:
     """The conditional Update that reserves `cost` tokens, or fails if the budget moved.
 
     Two shapes: the budget is full (`tat <= now`, as far as we know): set `tat` from now;
@@ -223,20 +278,20 @@ def grant(table: str, budget: Budget, cost: int, now: float) -> Grant:
         exact = Decimal(str(state.tat_exact))
         stored = exact + decimal(cost / budget.rate(now))
         update = Update().when("{tat} = :seen", seen=exact)
-    request = update.set(tat=stored).add(granted=int(cost)).item(table, BUDGET_KEY)
+    request = update.set(tat=stored).add(granted=int(cost)).item(table, scope.budget_key)
     return Grant({**request, "ReturnValuesOnConditionCheckFailure": "ALL_OLD"}, float(stored), str(stored), starts_at)
 
 
-def refund(table: str, budget: Budget, tokens: float, now: float) -> dict[str, Any]:
+def refund(table: str, budget: Budget, tokens: float, now: float, scope: Scope = HOME) -> dict[str, Any]:
     """Give unused tokens back: `tat` moves back by tokens / rate. `granted − returned`
     is what was spent (the counters make that checkable)."""
     update = Update().add(tat=decimal(-tokens / budget.rate(now)), returned=int(tokens))
-    return update.when("attribute_exists({tat})").item(table, BUDGET_KEY)
+    return update.when("attribute_exists({tat})").item(table, scope.budget_key)
 
 
-def overdraw(table: str, budget: Budget, tokens: float, now: float) -> dict[str, Any]:
+def overdraw(table: str, budget: Budget, tokens: float, now: float, scope: Scope = HOME) -> dict[str, Any]:
     """Charge what calls used beyond the lease (a real prompt count above the estimate)."""
-    return Update().add(tat=decimal(tokens / budget.rate(now)), granted=int(tokens)).item(table, BUDGET_KEY)
+    return Update().add(tat=decimal(tokens / budget.rate(now)), granted=int(tokens)).item(table, scope.budget_key)
 
 
 def usage_slice(now: float, window_seconds: float) -> int:
@@ -244,16 +299,16 @@ def usage_slice(now: float, window_seconds: float) -> int:
     return int(now // width)
 
 
-def add_usage(table: str, tokens: float, now: float, window_seconds: float) -> dict[str, Any]:
+def add_usage(table: str, tokens: float, now: float, window_seconds: float, scope: Scope = HOME) -> dict[str, Any]:
     """Count tokens sent to the model in the current sixth of a window."""
     update = Update().add(tokens=int(round(tokens))).set(expires_at=int(now + 10 * window_seconds))
-    return update.item(table, {"pk": USAGE_PK, "sk": f"{usage_slice(now, window_seconds):012d}"})
+    return update.item(table, {"pk": scope.pk(USAGE_PK), "sk": f"{usage_slice(now, window_seconds):012d}"})
 
 
-def usage_keys(now: float, window_seconds: float) -> list[dict[str, str]]:
+def usage_keys(now: float, window_seconds: float, scope: Scope = HOME) -> list[dict[str, str]]:
     """The slices of the last window (the current one included)."""
     current = usage_slice(now, window_seconds)
-    return [{"pk": USAGE_PK, "sk": f"{s:012d}"} for s in range(current - USAGE_SLICES + 1, current + 1)]
+    return [{"pk": scope.pk(USAGE_PK), "sk": f"{s:012d}"} for s in range(current - USAGE_SLICES + 1, current + 1)]
 
 
 def usage_tokens(items: list[dict[str, Any]]) -> int:
@@ -265,11 +320,15 @@ def lease_key(validation_id: str, slot: int) -> dict[str, str]:
     return {"pk": f"lease#{validation_id}", "sk": f"{slot:02d}"}
 
 
-def claim(table: str, validation_id: str, slot: int, holder: str, now: float, lease_seconds: float) -> dict[str, Any]:
-    """Take a free slot (no lease item: it was closed or reclaimed)."""
+def claim(
+    table: str, validation_id: str, slot: int, holder: str, now: float, lease_seconds: float, scope: Scope = HOME
+) -> dict[str, Any]:
+    """Take a free slot (no lease item: it was closed or reclaimed). The lease names its budget,
+    so whoever reclaims it gives its tokens back to the right one."""
     expires = now + lease_seconds
     update = Update().set(
         holder=holder,
+        budget=scope.budget_key["pk"],
         expires_at=decimal(expires),
         open_until=decimal(expires),
         open_shard=f"s{hash((validation_id, slot)) % OPEN_SHARDS}",
@@ -320,10 +379,15 @@ class LeaseRecord:
     leased: int = 0
     committed: int = 0
     reported: int = 0
+    budget: str = BUDGET_PK  # its budget item's pk (a lease without one: the configured model's)
 
     @property
     def slot(self) -> int:
         return int(self.sk)
+
+    @property
+    def scope(self) -> Scope:
+        return Scope.of_budget(self.budget)
 
     @classmethod
     def of(cls, item: Mapping[str, Any]) -> LeaseRecord | None:
@@ -335,7 +399,10 @@ class LeaseRecord:
             str(item["sk"]),
             str(item["holder"]),
             float(item["expires_at"]),
-            *(int(item.get(k, 0)) for k in ("leased", "committed", "reported")),
+            leased=int(item.get("leased", 0)),
+            committed=int(item.get("committed", 0)),
+            reported=int(item.get("reported", 0)),
+            budget=str(item.get("budget") or BUDGET_PK),
         )
 
 
@@ -354,37 +421,39 @@ def leftover(lease: LeaseRecord) -> tuple[int, int]:
     return max(0, lease.leased - lease.committed), max(0, lease.committed - lease.reported)
 
 
-STATS_KEY = {"pk": "stats", "sk": "calls"}
+STATS_KEY = HOME.stats_key
 
 
-def record_calls(table: str, calls: int, seconds: float, tokens: float, now: float) -> dict[str, Any]:
+def record_calls(
+    table: str, calls: int, seconds: float, tokens: float, now: float, scope: Scope = HOME
+) -> dict[str, Any]:
     """A closing lease's average call (duration, tokens charged): the controller plans with it."""
     update = Update().set(call_seconds=decimal(seconds / calls), call_tokens=decimal(tokens / calls))
-    return update.set(updated_at=decimal(now)).item(table, STATS_KEY)
+    return update.set(updated_at=decimal(now)).item(table, scope.stats_key)
 
 
-def penalize(table: str, budget: Budget, now: float, pause_seconds: float) -> dict[str, Any]:
+def penalize(table: str, budget: Budget, now: float, pause_seconds: float, scope: Scope = HOME) -> dict[str, Any]:
     """After a 429: lower the factor (once per PENALTY_SPACING of a window)."""
     lowered = max(MIN_FACTOR, budget.factor(now) * DECREASE)
     recent = decimal(now - PENALTY_SPACING * budget.window_seconds)
     update = Update().set(factor=decimal(lowered), penalized_at=decimal(now))
     update.when("attribute_not_exists({penalized_at}) OR {penalized_at} < :recent", recent=recent)
-    return update.item(table, BUDGET_KEY)
+    return update.item(table, scope.budget_key)
 
 
-def pause(table: str, budget: Budget, until: float) -> dict[str, Any]:
+def pause(table: str, budget: Budget, until: float, scope: Scope = HOME) -> dict[str, Any]:
     """No grants before `until`: `tat` moves forward, never back."""
     at = until + budget.capacity(0) / budget.rate(until)  # the burst is not kept either
     update = Update().set_to("tat", ":until").when("attribute_not_exists({tat}) OR {tat} < :until", until=decimal(at))
-    return update.item(table, BUDGET_KEY)
+    return update.item(table, scope.budget_key)
 
 
-def lower_upstream(table: str, field: str, limit: int) -> dict[str, Any]:
+def lower_upstream(table: str, field: str, limit: int, scope: Scope = HOME) -> dict[str, Any]:
     """Remember a lower upstream limit (`upstream_tpm` or `upstream_rpm`) than the configured
     target (headers never raise it)."""
     update = Update().set_to(field, ":limit")
     update.when(f"attribute_not_exists({{{field}}}) OR {{{field}}} <> :limit", limit=int(limit))
-    return update.item(table, BUDGET_KEY)
+    return update.item(table, scope.budget_key)
 
 
 # --- the live parameters' mirror ------------------------------------------------------------
@@ -397,18 +466,23 @@ def live_attribute(name: str) -> str:
 
 @dataclass(frozen=True)
 class Mirror:
-    """The live parameters as the budget item mirrors them: SSM name → value, and the SSM
-    version each was copied from."""
+    """The live parameters as the budget partition mirrors them: SSM name → value, and the SSM
+    version each was copied from (the list of models on its own item, MODELS_KEY)."""
 
     values: Mapping[str, str]
     versions: Mapping[str, int]
 
     @classmethod
-    def of(cls, item: Mapping[str, Any] | None) -> Mirror:
-        """From a plain item (core/dynamo.from_item)."""
-        item = item or {}
-        values = {n: str(item[live_attribute(n)]) for n in PARAMETERS if live_attribute(n) in item}
-        versions = {n: int(item.get(f"{live_attribute(n)}_version", 0)) for n in values}
+    def of(cls, item: Mapping[str, Any] | None, models: Mapping[str, Any] | None = None) -> Mirror:
+        """From plain items (core/dynamo.from_item): the budget item, and the models item."""
+        values: dict[str, str] = {}
+        versions: dict[str, int] = {}
+        for name in MIRRORED:
+            source = (models if name == MODELS else item) or {}
+            attribute = live_attribute(name)
+            if attribute in source:
+                values[name] = str(source[attribute])
+                versions[name] = int(source.get(f"{attribute}_version", 0))
         return cls(values, versions)
 
     @property
@@ -419,22 +493,53 @@ class Mirror:
     def limits(self) -> Limits:
         return Limits.parse(self.values)
 
+    @property
+    def models(self) -> str | None:
+        """The list of models as stored in SSM (core/models.Catalog.parse), None when never set."""
+        return self.values.get(MODELS)
+
     def behind(self, current: Mapping[str, tuple[str, int]]) -> dict[str, tuple[str, int]]:
         """The parameters of `current` (name → SSM value and version) newer than the mirror's."""
         return {n: (v, version) for n, (v, version) in current.items() if version > self.versions.get(n, 0)}
 
 
-def mirror(table: str, changes: Mapping[str, tuple[str, int]]) -> dict[str, Any]:
-    """Copy parameters (name → SSM value and version) onto the budget item, each only over an
-    older version: a copy read from SSM before a newer change never overwrites it. A refusal
-    returns the stored item, so the writer sees what is newer."""
-    update = Update()
-    for name, (value, version) in changes.items():
-        attribute = live_attribute(name)
-        update.set(**{attribute: str(value), f"{attribute}_version": int(version)})
-        condition = f"attribute_not_exists({{{attribute}_version}}) OR {{{attribute}_version}} <= :v_{attribute}"
-        update.when(condition, **{f"v_{attribute}": int(version)})
-    return {**update.item(table, BUDGET_KEY), "ReturnValuesOnConditionCheckFailure": "ALL_OLD"}
+def mirror(table: str, changes: Mapping[str, tuple[str, int]]) -> list[dict[str, Any]]:
+    """Copy parameters (name → SSM value and version) onto the mirror, each only over an older
+    version: a copy read from SSM before a newer change never overwrites it. One Update per
+    item written (the budget item; the models item for `models`); a refusal returns the stored
+    item, so the writer sees what is newer."""
+    requests = []
+    for key, names in (
+        (BUDGET_KEY, [n for n in changes if n != MODELS]),
+        (MODELS_KEY, [n for n in changes if n == MODELS]),
+    ):
+        if not names:
+            continue
+        update = Update()
+        for name in names:
+            value, version = changes[name]
+            attribute = live_attribute(name)
+            update.set(**{attribute: str(value), f"{attribute}_version": int(version)})
+            condition = f"attribute_not_exists({{{attribute}_version}}) OR {{{attribute}_version}} <= :v_{attribute}"
+            update.when(condition, **{f"v_{attribute}": int(version)})
+        requests.append({**update.item(table, key), "ReturnValuesOnConditionCheckFailure": "ALL_OLD"})
+    return requests
+
+
+def mirror_query(table: str) -> dict[str, Any]:
+    """The mirror's items (the budget item and the models item: one partition), read at once."""
+    return {
+        "TableName": table,
+        "KeyConditionExpression": "pk = :pk",
+        "ExpressionAttributeValues": typed({":pk": BUDGET_PK}),
+        "ConsistentRead": True,
+    }
+
+
+def mirrored_items(items: list[dict[str, Any]]) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """(budget item, models item), typed as the Query answered them, from `mirror_query`'s items."""
+    by_sort = {item["sk"]["S"]: item for item in items}
+    return by_sort.get(BUDGET_KEY["sk"]), by_sort.get(MODELS_KEY["sk"])
 
 
 # --- upstream headers --------------------------------------------------------------------------

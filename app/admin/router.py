@@ -13,6 +13,7 @@ from app.auth.dependencies import CurrentAdmin
 from app.aws.functions import Functions
 from app.deps import ClientsDep, SettingsDep
 from app.errors import problem_responses
+from app.models.dependencies import Models
 from app.pagination import decode_cursor, encode_cursor, is_key
 from app.users.dependencies import Users
 from app.users.schemas import (
@@ -89,17 +90,27 @@ async def reconcile(admin: CurrentAdmin, settings: SettingsDep, clients: Clients
 
 
 @router.get("/parallelism", response_model=ParallelismView, responses=problem_responses(502))
-async def get_parallelism(admin: CurrentAdmin, settings: SettingsDep, clients: ClientsDep) -> dict[str, Any]:
-    """The SSM values (configured), the governor's effective budget, and the tokens used in the last window."""
-    return await GovernorView(clients, settings).read(await ParallelismSettings(clients, settings).read())
+async def get_parallelism(
+    admin: CurrentAdmin, settings: SettingsDep, clients: ClientsDep, models: Models
+) -> dict[str, Any]:
+    """The SSM values (configured), the default model's effective budget, and the tokens it used in the last
+    window (every model's: `GET /admin/models`)."""
+    configured = await ParallelismSettings(clients, settings).read()
+    return await GovernorView(clients, settings).read(configured, await models.catalog(fresh=True))
 
 
 @router.patch("/parallelism", response_model=ParallelismView, responses=problem_responses(502))
 async def patch_parallelism(
-    body: ParallelismPatch, admin: CurrentAdmin, settings: SettingsDep, clients: ClientsDep, users: Users
+    body: ParallelismPatch,
+    admin: CurrentAdmin,
+    settings: SettingsDep,
+    clients: ClientsDep,
+    users: Users,
+    models: Models,
 ) -> dict[str, Any]:
     """Change parallelism settings live (no redeploy): saved in SSM and copied to the governor's budget item,
-    so running validations follow within CONFIG_CACHE_SECONDS plus one call; range-checked, audited."""
+    so running validations follow within CONFIG_CACHE_SECONDS plus one call; range-checked, audited.
+    `target_tpm` and `target_rpm` are the default model's (`GET /admin/models`)."""
     parameters = ParallelismSettings(clients, settings)
     before = await parameters.read()
     changes = body.model_dump(exclude_none=True)
@@ -114,7 +125,7 @@ async def patch_parallelism(
             {k: after[k] for k in changes},
         )
         await parameters.propagate()
-    return await GovernorView(clients, settings).read(after)
+    return await GovernorView(clients, settings).read(after, await models.catalog(fresh=True))
 
 
 @router.get("/audit", response_model=AuditPage, responses=problem_responses(400))

@@ -9,9 +9,9 @@ from core.headroom import MAX_PARALLELISM
 
 class ParallelismOut(BaseModel):
     max_parallelism: int
-    target_tpm: int
+    target_tpm: int = Field(description="The default model's tokens-per-minute limit")
     target_rpm: int | None = Field(
-        description="Requests per minute for the whole deployment (null: requests are not governed)"
+        description="The default model's requests-per-minute limit (null: requests are not governed)"
     )
     throttle_threshold: float
     fair_share: bool = Field(
@@ -21,7 +21,8 @@ class ParallelismOut(BaseModel):
 
 class GovernorEffective(BaseModel):
     tokens_per_window: int = Field(
-        description="The global budget now: target_tpm (or a lower upstream limit) × throttle_threshold × factor"
+        description="The default model's budget now: target_tpm (or a lower upstream limit) × throttle_threshold "
+        "× factor"
     )
     requests_per_window: int | None = Field(
         description="The same for requests: target_rpm (or a lower upstream limit) × throttle_threshold × factor"
@@ -44,7 +45,8 @@ class GovernorEffective(BaseModel):
 
 class GovernorUsage(BaseModel):
     tokens_last_window: int = Field(
-        description="Tokens charged to model calls in the last window (prompt + max_tokens, at least a request's worth)"
+        description="Tokens charged to the default model's calls in the last window (prompt + max_tokens, at least "
+        "a request's worth)"
     )
     calls_in_flight: int = Field(description="Call slots held by validators now, across all validations")
 
@@ -52,6 +54,10 @@ class GovernorUsage(BaseModel):
 class ParallelismView(ParallelismOut):
     """The configured values (SSM) and what the governor is doing with them."""
 
+    model: str = Field(
+        description="The default model: target_tpm and target_rpm are its limits, `effective` and "
+        "`usage.tokens_last_window` its budget's (every model's: GET /admin/models)"
+    )
     effective: GovernorEffective
     usage: GovernorUsage
 

@@ -29,3 +29,16 @@ class Functions:
         if not isinstance(body, dict):
             raise UpstreamError(f"{name} answered something other than a JSON object")
         return body
+
+    async def copy_live_parameters(self, reconciler: str) -> list[str]:
+        """Copy the live parameters from SSM onto the validators' mirror now (the reconciler's
+        Lambda does it, `{"source": "parameters"}`: one writer); the parameters copied. After an
+        admin's SSM write: the error says the change is saved and when it arrives anyway."""
+        try:
+            answer = await self.invoke(reconciler, {"source": "parameters"})
+        except UpstreamError as exc:
+            raise UpstreamError(
+                f"The change is saved in SSM, but running validations were not told ({exc.detail}): they follow "
+                "it after the reconciler's next pass, or PATCH the same values again."
+            ) from exc
+        return [str(name) for name in answer.get("parameters", [])]

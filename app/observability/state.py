@@ -7,8 +7,9 @@ scrapes on its own thread) and are kept `METRICS_CACHE_SECONDS`, so scrapes, how
 cost at most one round of reads per period:
 - validations: one Query per status on the validations table's `by_status` index (keys and
   `queue_key` only), reading only validations that are QUEUED, RUNNING or CANCELLING;
-- governor: what GET /admin/parallelism reads (SSM GetParameters; budget GetItem, usage
-  BatchGetItem, 8 `Select=COUNT` Queries of open leases).
+- governor: the live settings and the list of models (two SSM GetParameters), then per model
+  of the list its budget (GetItem) and usage (BatchGetItem), and 8 `Select=COUNT` Queries of
+  open leases (every model's). The budget's gauges carry a `model` label: one budget per model.
 """
 
 from __future__ import annotations
@@ -25,8 +26,9 @@ from prometheus_client import Counter
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from app.admin.parallelism import GovernorView, ParallelismSettings
+from app.admin.parallelism import GovernorView, ParallelismSettings, limits_of
 from app.aws.clients import AWSClients
+from app.models.catalog import ModelCatalog
 from app.settings import Settings
 from core.dynamo import from_item, to_item
 from core.quota import queued_since
@@ -92,8 +94,15 @@ class StateReader:
         return counts, queue_of((v["queue_key"] for v in queued if v.get("queue_key")), now)
 
     async def governor(self) -> dict[str, Any]:
+        """The window, the calls in flight, and per model its budget (`GovernorView.models`)."""
         configured = await ParallelismSettings(self._clients, self._settings).read()
-        return await GovernorView(self._clients, self._settings).read(configured)
+        catalog = await ModelCatalog(self._clients, self._settings).catalog()
+        view = GovernorView(self._clients, self._settings)
+        return {
+            "window_seconds": self._settings.governor_window_seconds,
+            "calls_in_flight": await view.calls_in_flight(),
+            "models": await view.models(catalog, limits_of(configured)),
+        }
 
     async def snapshot(self, errors: Counter) -> Snapshot:
         now = time.time()
@@ -154,11 +163,16 @@ def families(snapshot: Snapshot | None) -> list[Metric]:
     )
     per_window = GaugeMetricFamily(
         "governor_tokens_per_window",
-        "Tokens the governor grants per window now: target_tpm x throttle_threshold x the 429 factor",
+        "Tokens the model's governor budget grants per window now: target_tpm x throttle_threshold x the 429 factor",
+        labels=["model"],
     )
-    used = GaugeMetricFamily("governor_tokens_used_last_window", "Tokens sent to the model in the last window")
-    in_flight = GaugeMetricFamily("governor_calls_in_flight", "Call slots held now (open leases)")
-    factor = GaugeMetricFamily("governor_rate_factor", "The governor's 429 backoff factor (1: no recent 429)")
+    used = GaugeMetricFamily(
+        "governor_tokens_used_last_window", "Tokens sent to the model in the last window", labels=["model"]
+    )
+    in_flight = GaugeMetricFamily("governor_calls_in_flight", "Call slots held now (open leases, every model's)")
+    factor = GaugeMetricFamily(
+        "governor_rate_factor", "The model's budget's 429 backoff factor (1: no recent 429)", labels=["model"]
+    )
     window = GaugeMetricFamily("governor_window_seconds", "The window target_tpm is per")
     shown: list[Metric] = []
     if snapshot is None:
@@ -170,11 +184,11 @@ def families(snapshot: Snapshot | None) -> list[Metric]:
         oldest.add_metric([], snapshot.queue.oldest_seconds)
         shown += [by_status, depth, oldest]
     if snapshot.governor is not None:
-        effective, usage = snapshot.governor["effective"], snapshot.governor["usage"]
-        per_window.add_metric([], effective["tokens_per_window"])
-        used.add_metric([], usage["tokens_last_window"])
-        in_flight.add_metric([], usage["calls_in_flight"])
-        factor.add_metric([], effective["factor"])
-        window.add_metric([], effective["window_seconds"])
+        for model, budget in snapshot.governor["models"].items():
+            per_window.add_metric([model], budget["tokens_per_window"])
+            used.add_metric([model], budget["tokens_last_window"])
+            factor.add_metric([model], budget["factor"])
+        in_flight.add_metric([], snapshot.governor["calls_in_flight"])
+        window.add_metric([], snapshot.governor["window_seconds"])
         shown += [per_window, used, in_flight, factor, window]
     return shown

@@ -57,9 +57,11 @@ locals {
       metrics = [for name in ["PromptTokens", "CompletionTokens"] : [var.metrics_namespace, name, "service", var.name_prefix]]
     },
     {
-      title   = "Governor: budget per window and tokens used (as each plan saw them)"
+      # One budget per model (the `model` dimension): the configured model's here; the others'
+      # under the same metric names with their own `model`.
+      title   = "Governor: budget per window and tokens used, ${var.openai_model} (as each plan saw them)"
       stat    = "Maximum"
-      metrics = [for name in ["BudgetTokensPerWindow", "TokensUsedLastWindow"] : [var.metrics_namespace, name, "service", var.name_prefix]]
+      metrics = [for name in ["BudgetTokensPerWindow", "TokensUsedLastWindow"] : [var.metrics_namespace, name, "service", var.name_prefix, "model", var.openai_model]]
     },
     {
       title   = "Governor: waits for a slot or tokens, CapacityUnavailable, task retries"

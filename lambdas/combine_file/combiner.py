@@ -146,7 +146,7 @@ def _combine_file(
             digest = (
                 prompt.question_digest(
                     prompt.combine_messages(file["name"], last_line, group, rules, prompt.ESTIMATE_NONCE),
-                    config.openai_model,
+                    asker.model_name,
                 )
                 if reuse
                 else None

@@ -17,6 +17,10 @@ invocation:
 `reserve` writes once per call (the lease item: renewal plus what is committed) and
 touches the budget item only when the lease runs out of tokens.
 
+One Governor per model's budget (core/governor.Scope): a validator leases from the budget of
+its validation's model. A lease names its budget, so a sweep that reclaims another model's dead
+lease gives the tokens back to that budget (`limits_of` prices them).
+
 Fair share (core/fairness.py, SSM `fair-share` on): a lease made for a `Tenant` also
 charges the user's account for the window in the grant's transaction (conditional on the
 user being under its share when it queues ahead), renews the user's demand record in that
@@ -64,11 +68,14 @@ class LeaseLost(Exception):
 class Governor:
     client: Any  # boto3 DynamoDB client
     table: str
-    limits: Callable[[], g.Limits]  # live, cached (lambdas/common/live_config.py)
+    limits: Callable[[], g.Limits]  # live, cached (lambdas/common/live_config.py): this budget's
     window_seconds: float
     lease_seconds: float
     clock: Callable[[], float] = time.time
     sleep: Callable[[float], None] = time.sleep
+    scope: g.Scope = g.HOME  # whose budget: one model's
+    # Another model's limits, to give a reclaimed lease's tokens back to its budget (None: ours).
+    limits_of: Callable[[g.Scope], g.Limits] | None = None
     state: g.BudgetState = field(default_factory=g.BudgetState)  # last known; refreshed by failures
     _swept_at: float = 0.0
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -83,7 +90,8 @@ class Governor:
         return g.Budget(self.limits(), self.state, self.window_seconds)
 
     def read_budget(self) -> g.Budget:
-        item = self.client.get_item(TableName=self.table, Key=typed(g.BUDGET_KEY), ConsistentRead=True).get("Item")
+        key = typed(self.scope.budget_key)
+        item = self.client.get_item(TableName=self.table, Key=key, ConsistentRead=True).get("Item")
         self.learn(item)
         return self.budget()
 
@@ -104,7 +112,7 @@ class Governor:
         read_at, seen = self._demands
         if now - read_at >= fair.DEMAND_REFRESH * self.window_seconds:
             items: list[dict[str, Any]] = []
-            request = fair.demand_query(self.table)
+            request = fair.demand_query(self.table, self.scope)
             while True:
                 answer = self.client.query(**request)
                 items.extend(answer["Items"])
@@ -139,7 +147,7 @@ class Governor:
     def beat(self, tenant: fair.Tenant, now: float) -> None:
         """Renew the tenant's demand on its own (a lease that waits has no grant to carry it)."""
         if self.beat_due(tenant, now):
-            self.client.update_item(**fair.heartbeat(self.table, tenant, now, self.window_seconds))
+            self.client.update_item(**fair.heartbeat(self.table, tenant, now, self.window_seconds, self.scope))
             self.beaten(tenant, now)
 
     def accounts(self, user_id: str, now: float) -> dict[int, float]:
@@ -163,20 +171,21 @@ class Governor:
         """A 429 of either limit: lower the factor and pause everyone for its wait (`retry-after`,
         else the reset of the limit that ran out: lambdas/common/model.call_model; 1 s if absent)."""
         now, budget = self.clock(), self.read_budget()
-        self._update_quietly(g.penalize(self.table, budget, now, retry_after or 1.0))
-        self._update_quietly(g.pause(self.table, budget, now + min(retry_after or 1.0, self.window_seconds / 4)))
+        self._update_quietly(g.penalize(self.table, budget, now, retry_after or 1.0, self.scope))
+        until = now + min(retry_after or 1.0, self.window_seconds / 4)
+        self._update_quietly(g.pause(self.table, budget, until, self.scope))
 
     def observed(self, headers: dict[str, str], estimate: int) -> None:
         """An answer's `x-ratelimit-*` headers (tokens and requests): only ever slow the budget down."""
         feedback = g.read_headers(headers, self.budget(), estimate, self.clock())
         if feedback.upstream_tpm:
             log.warning("upstream TPM limit %s is below the configured target", feedback.upstream_tpm)
-            self._update_quietly(g.lower_upstream(self.table, "upstream_tpm", feedback.upstream_tpm))
+            self._update_quietly(g.lower_upstream(self.table, "upstream_tpm", feedback.upstream_tpm, self.scope))
         if feedback.upstream_rpm:
             log.warning("upstream RPM limit %s is below the configured target", feedback.upstream_rpm)
-            self._update_quietly(g.lower_upstream(self.table, "upstream_rpm", feedback.upstream_rpm))
+            self._update_quietly(g.lower_upstream(self.table, "upstream_rpm", feedback.upstream_rpm, self.scope))
         if feedback.pause_until:
-            self._update_quietly(g.pause(self.table, self.budget(), feedback.pause_until))
+            self._update_quietly(g.pause(self.table, self.budget(), feedback.pause_until, self.scope))
 
     def _update_quietly(self, request: dict[str, Any]) -> None:
         try:
@@ -186,15 +195,23 @@ class Governor:
                 raise
 
     # --- dead leases --------------------------------------------------------------------------
+    def priced(self, scope: g.Scope) -> g.Budget:
+        """A budget to price tokens given back to `scope`'s schedule: ours, or another model's
+        (a reclaimed lease), at its limits and without a factor (so never more time than was taken)."""
+        if scope == self.scope:
+            return self.budget()
+        limits = self.limits_of(scope) if self.limits_of is not None else self.limits()
+        return g.Budget(limits, g.BudgetState(), self.window_seconds)
+
     def reclaim(self, lease: g.LeaseRecord) -> bool:
-        """Free an expired lease's slot, give back its unused tokens, count its used ones."""
+        """Free an expired lease's slot, give back its unused tokens to its budget, count its used ones."""
         back, used = g.leftover(lease)
-        now, budget = self.clock(), self.budget()
+        now, scope = self.clock(), lease.scope
         items: list[dict[str, Any]] = [{"Delete": g.reclaim(self.table, lease)}]
         if back:
-            items.append({"Update": g.refund(self.table, budget, back, now)})
+            items.append({"Update": g.refund(self.table, self.priced(scope), back, now, scope)})
         if used:
-            items.append({"Update": g.add_usage(self.table, used, now, self.window_seconds)})
+            items.append({"Update": g.add_usage(self.table, used, now, self.window_seconds, scope)})
         try:
             self.client.transact_write_items(TransactItems=items)
         except ClientError as exc:
@@ -229,14 +246,14 @@ class Governor:
         return reclaimed
 
     def tokens_last_window(self) -> int:
-        keys = g.usage_keys(self.clock(), self.window_seconds)
+        keys = g.usage_keys(self.clock(), self.window_seconds, self.scope)
         answer = self.client.batch_get_item(
             RequestItems={self.table: {"Keys": [typed(k) for k in keys], "ConsistentRead": True}}
         )
         return g.usage_tokens(answer["Responses"].get(self.table, []))
 
     def call_stats(self) -> dict[str, float]:
-        item = self.client.get_item(TableName=self.table, Key=typed(g.STATS_KEY)).get("Item")
+        item = self.client.get_item(TableName=self.table, Key=typed(self.scope.stats_key)).get("Item")
         return from_item(item) if item else {}
 
     def slots(self, validation_id: str) -> dict[int, g.LeaseRecord]:
@@ -257,9 +274,12 @@ def waited(seconds: float) -> None:
     count("LeaseWaitSeconds", seconds)
 
 
-def governor_for(config: Any, client: Any) -> Governor:
-    """One Governor per configuration and process: warm invocations share its budget view."""
-    key = (config, id(client))
+def governor_for(config: Any, client: Any, model: str | None = None) -> Governor:
+    """One Governor per configuration, model and process: warm invocations share its budget view.
+    `model` None: the configured model's (OPENAI_MODEL)."""
+    name = model or config.openai_model
+    scope = g.Scope.of(name, config.openai_model)
+    key = (config, id(client), scope)
     with _governors_lock:
         found = _governors.get(key)
         if found is None:
@@ -268,9 +288,11 @@ def governor_for(config: Any, client: Any) -> Governor:
             found = _governors[key] = Governor(
                 client,
                 config.governor_table,
-                lambda: live_config.limits(config),
+                lambda: live_config.budget_limits(config, name),
                 config.governor_window_seconds,
                 config.lease_seconds,
+                scope=scope,
+                limits_of=lambda other: live_config.budget_limits(config, other.name(config.openai_model)),
             )
         return found
 
@@ -351,7 +373,7 @@ class Lease:
                 now = gov.clock()
                 # After a wait, one read (not a transaction bound to fail) says where the schedule is now.
                 budget = gov.read_budget() if waited else gov.budget()
-                grant = g.grant(gov.table, budget, take, now)
+                grant = g.grant(gov.table, budget, take, now, gov.scope)
                 terms = self._fair_terms(budget, take, now) if self.tenant is not None else None
                 if terms is not None and terms.decision.kind == "wait":
                     at = terms.decision.retry_at + random.uniform(0, terms.decision.spread)
@@ -424,12 +446,19 @@ class Lease:
         )
         slack = decision.apart  # an outranked validation's slack is counted apart from the share
         charge = fair.charge(
-            gov.table, tenant.user_id, decision.window, take, gov.window_seconds, room=decision.room, slack=slack
+            gov.table,
+            tenant.user_id,
+            decision.window,
+            take,
+            gov.window_seconds,
+            room=decision.room,
+            slack=slack,
+            scope=gov.scope,
         )
         items = [{"Update": charge}]
         beat = gov.beat_due(tenant, now)
         if beat:
-            items.append({"Update": fair.heartbeat(gov.table, tenant, now, gov.window_seconds)})
+            items.append({"Update": fair.heartbeat(gov.table, tenant, now, gov.window_seconds, gov.scope)})
         return _FairTerms(tenant, share, decision, items, beat)
 
     def _write(
@@ -461,7 +490,7 @@ class Lease:
         else:
             items = [{"Update": budget}, {"Update": renew}, *extra]  # the account third (see _take)
             if report:
-                items.append({"Update": g.add_usage(gov.table, report, now, gov.window_seconds)})
+                items.append({"Update": g.add_usage(gov.table, report, now, gov.window_seconds, gov.scope)})
             gov.client.transact_write_items(TransactItems=items)
         self.leased, self.committed, self.reported = leased, committed, self.reported + report
         self.written = (self.leased, self.committed, self.reported)
@@ -499,7 +528,7 @@ class Lease:
             for index in free:
                 try:
                     gov.client.update_item(
-                        **g.claim(gov.table, self.validation_id, index, self.holder, now, gov.lease_seconds)
+                        **g.claim(gov.table, self.validation_id, index, self.holder, now, gov.lease_seconds, gov.scope)
                     )
                 except ClientError as exc:
                     if is_condition_failure(exc):
@@ -523,19 +552,21 @@ class Lease:
         back, used = max(0, self.leased - self.committed), max(0, self.committed - self.reported)
         owed = max(0, self.committed - self.leased)
         items: list[dict[str, Any]] = [{"Delete": g.release(gov.table, self.validation_id, self.slot, self.holder)}]
+        scope = gov.scope
         if back:
-            items.append({"Update": g.refund(gov.table, gov.budget(), back, now)})
+            items.append({"Update": g.refund(gov.table, gov.budget(), back, now, scope)})
         if owed:
-            items.append({"Update": g.overdraw(gov.table, gov.budget(), owed, now)})
+            items.append({"Update": g.overdraw(gov.table, gov.budget(), owed, now, scope)})
         if used:
-            items.append({"Update": g.add_usage(gov.table, used, now, gov.window_seconds)})
+            items.append({"Update": g.add_usage(gov.table, used, now, gov.window_seconds, scope)})
         if self.calls:
-            items.append({"Update": g.record_calls(gov.table, self.calls, self.call_seconds, self.charged, now)})
+            calls = g.record_calls(gov.table, self.calls, self.call_seconds, self.charged, now, scope)
+            items.append({"Update": calls})
         account = None
         if self.tenant is not None and self.account_window is not None and (back or owed):
             # The account counts what the user really spent: unused tokens leave it with the budget's.
             account = (self.tenant.user_id, self.account_window, owed - back)
-            charge = fair.charge(gov.table, *account, gov.window_seconds, slack=self.account_slack)
+            charge = fair.charge(gov.table, *account, gov.window_seconds, slack=self.account_slack, scope=scope)
             items.append({"Update": charge})
         try:
             gov.client.transact_write_items(TransactItems=items)

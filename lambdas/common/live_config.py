@@ -1,11 +1,14 @@
 """The live settings, read from the governor's budget item, cached for a few seconds per process.
 
 SSM Parameter Store holds them (`<prefix>/max-parallelism`, `target-tpm`, `target-rpm`,
-`throttle-threshold`, `fair-share`: core/governor.PARAMETERS) and stays their source of
-truth. But SSM serves about 40 reads a second to a whole account, so a fleet of warm Lambdas
-each asking every few seconds would throttle it. The values are mirrored on the governor's
-budget item instead (core/governor.Mirror, each with the SSM version it was copied from), and
-a warm Lambda reads that item (one consistent GetItem) at most once per CONFIG_CACHE_SECONDS.
+`throttle-threshold`, `fair-share`: core/governor.PARAMETERS, and the list of models,
+`models`: core/models.py) and stays their source of truth. But SSM serves about 40 reads a
+second to a whole account, so a fleet of warm Lambdas each asking every few seconds would
+throttle it. The values are mirrored in the governor's budget partition instead
+(core/governor.Mirror, each with the SSM version it was copied from: the budget item, and the
+models item beside it), and a warm Lambda reads them (one consistent Query) at most once per
+CONFIG_CACHE_SECONDS. `limits(model)` is one model's: its targets from the list (the default
+model's are the deployment-wide `target-tpm` and `target-rpm`), the other settings shared.
 
 `sync` copies SSM onto the mirror with one GetParameters: the admin PATCH has it run at once
 (through the reconciler's Lambda, `{"source": "parameters"}`), every reconciler pass runs it
@@ -33,7 +36,8 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from core import governor as g
-from core.dynamo import from_item, typed
+from core.dynamo import from_item
+from core.models import Catalog, UnknownModel
 from lambdas.common.config import LambdaConfig
 from lambdas.common.errors import StoreUnavailable, is_condition_failure
 
@@ -57,40 +61,60 @@ def ssm_for(config: LambdaConfig) -> Any:
 
 def read_parameters(ssm: Any, prefix: str) -> dict[str, tuple[str, int]]:
     """The live parameters in SSM (one GetParameters): name → (value, version)."""
-    answer = ssm.get_parameters(Names=[f"{prefix}/{name}" for name in g.PARAMETERS])
+    answer = ssm.get_parameters(Names=[f"{prefix}/{name}" for name in g.MIRRORED])
     return {p["Name"].rsplit("/", 1)[-1]: (p["Value"], int(p["Version"])) for p in answer["Parameters"]}
 
 
-def _read_item(dynamodb: Any, table: str) -> dict[str, Any] | None:
-    """The budget item, typed (one consistent GetItem)."""
-    item: dict[str, Any] | None = dynamodb.get_item(TableName=table, Key=typed(g.BUDGET_KEY), ConsistentRead=True).get(
-        "Item"
-    )
-    return item
+def read_mirror(dynamodb: Any, table: str) -> g.Mirror:
+    """The mirror as stored (one consistent Query of the budget partition)."""
+    budget, models = g.mirrored_items(dynamodb.query(**g.mirror_query(table))["Items"])
+    return g.Mirror.of(from_item(budget) if budget else None, from_item(models) if models else None)
 
 
 def sync(dynamodb: Any, table: str, ssm: Any, prefix: str) -> list[str]:
-    """Copy SSM's values onto the budget item's mirror where its copy is older; the names copied."""
+    """Copy SSM's values onto the mirror where its copy is older; the names copied."""
     current = read_parameters(ssm, prefix)
-    item = _read_item(dynamodb, table)
+    mirrored = read_mirror(dynamodb, table)
     for _ in range(_SYNC_ATTEMPTS):
-        behind = g.Mirror.of(from_item(item) if item else None).behind(current)
+        behind = mirrored.behind(current)
         if not behind:
             return []
         try:
-            dynamodb.update_item(**g.mirror(table, behind))
+            for request in g.mirror(table, behind):
+                dynamodb.update_item(**request)
         except ClientError as exc:
             if not is_condition_failure(exc):
                 raise
-            # A newer copy was written meanwhile: compare with it (returned with the refusal, or read).
-            item = exc.response.get("Item") or _read_item(dynamodb, table)
+            # A newer copy was written meanwhile: compare with it.
+            mirrored = read_mirror(dynamodb, table)
             continue
         return sorted(behind)  # no log line: the PATCH is audited, the reconciler reports what it copied
     raise StoreUnavailable(f"the live parameters' mirror kept changing during {_SYNC_ATTEMPTS} copies")
 
 
+class Live:
+    """The live settings at one moment: the shared ones, and the list of models."""
+
+    def __init__(self, shared: g.Limits, catalog: Catalog) -> None:
+        self.shared, self.catalog = shared, catalog
+
+    @classmethod
+    def of(cls, values: dict[str, str], configured: str) -> Live:
+        shared = g.Limits.parse(values)
+        return cls(shared, Catalog.parse(values.get(g.MODELS), configured, shared.target_tpm, shared.target_rpm))
+
+    def limits(self, model: str | None = None) -> g.Limits:
+        """One model's limits (None: the default model's, the deployment-wide targets); UnknownModel
+        when the model is not in the list."""
+        if model is None:
+            return self.shared
+        entry = self.catalog.resolve(model)
+        return self.shared.of_model(entry.target_tpm, entry.target_rpm)
+
+
 class LiveConfig:
-    """One process's view of the live settings (`limits()`), for one deployment."""
+    """One process's view of the live settings (`limits(model)`), for one deployment whose
+    configured model (OPENAI_MODEL) is `configured`: the list of models when none is stored."""
 
     def __init__(
         self,
@@ -100,14 +124,22 @@ class LiveConfig:
         prefix: str,
         cache_seconds: float,
         clock: Callable[[], float] = time.monotonic,
+        configured: str = "",
     ) -> None:
         self._dynamodb, self._ssm, self._table, self._prefix = dynamodb, ssm, table, prefix
-        self._cache_seconds, self._clock = cache_seconds, clock
+        self._cache_seconds, self._clock, self._configured = cache_seconds, clock, configured
         self._lock = threading.Lock()
-        self._hit: tuple[float, g.Limits] | None = None
+        self._hit: tuple[float, Live] | None = None
         self._reading = False  # one read per process at a time
 
-    def limits(self) -> g.Limits:
+    def limits(self, model: str | None = None) -> g.Limits:
+        """The settings of `model`'s budget (None: the default model's); UnknownModel when it is not listed."""
+        return self.live().limits(model)
+
+    def catalog(self) -> Catalog:
+        return self.live().catalog
+
+    def live(self) -> Live:
         with self._lock:
             hit = self._hit
             if hit and (self._clock() - hit[0] < self._cache_seconds or self._reading):
@@ -127,16 +159,14 @@ class LiveConfig:
             self._hit = (self._clock(), fresh)
         return fresh
 
-    def _read(self) -> g.Limits:
+    def _read(self) -> Live:
         if not self._table:  # a deployment without the governor's table: SSM itself
-            return g.Limits.parse({n: v for n, (v, _) in read_parameters(self._ssm, self._prefix).items()})
-        item = _read_item(self._dynamodb, self._table)
-        mirrored = g.Mirror.of(from_item(item) if item else None)
+            return Live.of({n: v for n, (v, _) in read_parameters(self._ssm, self._prefix).items()}, self._configured)
+        mirrored = read_mirror(self._dynamodb, self._table)
         if not mirrored.complete:  # nothing copied yet (a new deployment): copy, then read the copy
             sync(self._dynamodb, self._table, self._ssm, self._prefix)
-            item = _read_item(self._dynamodb, self._table)
-            mirrored = g.Mirror.of(from_item(item) if item else None)
-        return mirrored.limits()
+            mirrored = read_mirror(self._dynamodb, self._table)
+        return Live.of(dict(mirrored.values), self._configured)
 
 
 _views: dict[LambdaConfig, LiveConfig] = {}
@@ -156,10 +186,22 @@ def view_for(config: LambdaConfig) -> LiveConfig:
                 config.governor_table,
                 config.ssm_prefix,
                 config.config_cache_seconds,
+                configured=config.openai_model,
             )
         return found
 
 
-def limits(config: LambdaConfig) -> g.Limits:
-    """The live settings now (cached CONFIG_CACHE_SECONDS)."""
-    return view_for(config).limits()
+def limits(config: LambdaConfig, model: str | None = None) -> g.Limits:
+    """The live settings now (cached CONFIG_CACHE_SECONDS): `model`'s budget's (None: the default
+    model's); UnknownModel when the model is not in the list."""
+    return view_for(config).limits(model)
+
+
+def budget_limits(config: LambdaConfig, model: str) -> g.Limits:
+    """`model`'s limits, or, for a model no longer in the list, the default model's: what a budget
+    is priced at when its tokens are given back (a reclaimed lease, the controller's plan). Its
+    validators refuse to call it (lambdas/common/model.askers_for)."""
+    try:
+        return limits(config, model)
+    except UnknownModel:
+        return limits(config)

@@ -7,6 +7,10 @@ malformed or timed out; settlement charges the owner what was counted. A cut ans
 (`finish_reason == "length"`) is never parsed: it is asked again with twice the
 completion allowance, up to `completion_max_tokens_cap`, then the part fails with
 `AnswerTooLong`.
+
+Each validation is asked of its own model (its record's `model`, one of the admin's list:
+core/models.py), with that model's governor budget, and in that model's family's shape:
+reasoning models (o-series, gpt-5) take `max_completion_tokens` and no `temperature`.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from openai.types.shared_params import ResponseFormatJSONSchema
 
 from core import governor as g
 from core import grounding, headroom, pricing, prompt
+from core import models as catalog
 from core.governor import parse_duration
 from core.pricing import Tier
 from core.records import ValidationStatus
@@ -64,6 +69,15 @@ class Answer:
     tier: Tier = "standard"  # the tier that served it (the response's `service_tier`): what it is billed at
 
 
+def completion_parameters(model: str, max_tokens: int) -> dict[str, Any]:
+    """The answer's allowance and sampling in the shape the model's family takes: reasoning models
+    refuse `max_tokens` and `temperature` (their allowance, `max_completion_tokens`, includes the
+    reasoning tokens; what the rate limiter charges either way)."""
+    if catalog.family(model) == "reasoning":
+        return {"max_completion_tokens": max_tokens}
+    return {"max_tokens": max_tokens, "temperature": 0}
+
+
 class NoFlexCapacity(Exception):
     """429 "resource unavailable" for a flex call: a lack of capacity, not a rate limit."""
 
@@ -76,26 +90,28 @@ def call_model(
     *,
     api_key: str,
     tier: Tier = "standard",
+    model: str | None = None,
 ) -> Answer:
-    """One chat completion with its rate-limit headers; errors mapped to the state machine's names,
-    their messages without the key (they end up in results and logs). A `flex` call asks
-    `service_tier: "flex"` with the longer FLEX_TIMEOUT_SECONDS."""
+    """One chat completion of `model` (default: the configured one) with its rate-limit headers;
+    errors mapped to the state machine's names, their messages without the key (they end up in
+    results and logs). A `flex` call asks `service_tier: "flex"` with the longer
+    FLEX_TIMEOUT_SECONDS."""
     flex = tier == "flex"
     timeout = config.flex_timeout_seconds if flex else config.openai_timeout_seconds
     client = model_client(config.openai_base_url, api_key, timeout)
+    name = model or config.openai_model
     extra: dict[str, Any] = {"service_tier": "flex"} if flex else {}
+    extra.update(completion_parameters(name, max_tokens))
 
     def message(text: str) -> str:
         return model_key.redact(text, api_key)[:500]
 
     try:
         raw = client.chat.completions.with_raw_response.create(
-            model=config.openai_model,
+            model=name,
             # core/prompt builds these shapes (role/content messages, a json_schema format) as plain dicts.
             messages=cast("list[ChatCompletionMessageParam]", messages),
             response_format=cast(ResponseFormatJSONSchema, response_format),
-            max_tokens=max_tokens,
-            temperature=0,
             **extra,
         )
         completion = raw.parse()
@@ -173,6 +189,11 @@ class Asker:
         [], None
     ]  # raises to stop (cancelled, or a newer run); checked after the wait, right before the call
     lane: Lane = field(default_factory=lambda: Lane())
+    model: str = ""  # the validation's model ("": the configured one); `governor` is its budget's
+
+    @property
+    def model_name(self) -> str:
+        return self.model or self.config.openai_model
 
     def ask(self, messages: list[dict[str, str]], response_format: dict[str, Any], prompt_estimate: int) -> Answer:
         """An answer that was not cut; raises the mapped error of a failed attempt, or AnswerTooLong.
@@ -255,8 +276,10 @@ class Asker:
         feed back what upstream said."""
         started = time.monotonic()
         try:
-            answer = call_model(self.config, messages, response_format, allowance, api_key=api_key, tier=tier)
-        except NoFlexCapacity:  # a lack of capacity, not a rate limit: the shared budget is not lowered
+            answer = call_model(
+                self.config, messages, response_format, allowance, api_key=api_key, tier=tier, model=self.model_name
+            )
+        except NoFlexCapacity:  # a lack of capacity, not a rate limit: the model's budget is not lowered
             self.lease.settle(estimate, estimate, time.monotonic() - started)
             self.store.validations.count_attempt(self.validation_id, None)
             raise
@@ -362,6 +385,7 @@ class Askers:
     new: Callable[[], Asker]
     cap: Callable[[], int]  # the validation's live parallelism
     plan: Mapping[str, Any]
+    model: str  # the validation's model: what every call asks, and part of every reuse key
 
     @property
     def limit(self) -> int:
@@ -381,16 +405,33 @@ def askers_for(
     remaining_millis: Callable[[], int],
     governor: Governor | None = None,
 ) -> Askers:
-    """Askers for one invocation of a validation's run: each with its lease (call slot below the
-    live parallelism), and the check before every call that the run is neither cancelled nor
-    superseded; the effective parallelism is shown on the validation when it changes.
-    The caller closes each asker's `lease` when done."""
+    """Askers for one invocation of a validation's run, of the validation's model (`model`; a
+    record written before there were several: the configured one) and from its budget: each
+    with its lease (call slot below the live parallelism), and the check before every call that
+    the run is neither cancelled nor superseded; the effective parallelism is shown on the
+    validation when it changes. ModelRejected (the part fails, not retried) when the model is no
+    longer in the admin's list. The caller closes each asker's `lease` when done."""
     current = store.validations.get(
-        validation_id, "plan", "parallelism", "owner", "priority", "tier", "flex_deadline_seconds", "flex_fallback"
+        validation_id,
+        "plan",
+        "parallelism",
+        "owner",
+        "priority",
+        "tier",
+        "flex_deadline_seconds",
+        "flex_fallback",
+        "model",
     )
     lane = Lane.of(current)
+    model = str(current.get("model") or config.openai_model)
+    try:
+        live_config.limits(config, model)
+    except catalog.UnknownModel:
+        raise ModelRejected(
+            f"the model {model!r} is not in this deployment's list of models (GET /admin/models)"
+        ) from None
     plan, shown = current.get("plan") or {}, current.get("parallelism")
-    governor = governor or governor_for(config, store.client)
+    governor = governor or governor_for(config, store.client, model)
     tenant = tenant_of(store, current)  # fair share: whose tokens
 
     def cap() -> int:
@@ -406,9 +447,9 @@ def askers_for(
 
     def new() -> Asker:
         lease = governor.lease(validation_id, cap, tenant)
-        return Asker(config, store, governor, lease, validation_id, remaining_millis, before_call, lane)
+        return Asker(config, store, governor, lease, validation_id, remaining_millis, before_call, lane, model)
 
-    return Askers(new, cap, plan)
+    return Askers(new, cap, plan, model)
 
 
 def asker_for(

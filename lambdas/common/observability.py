@@ -90,8 +90,8 @@ def _counter(name: str, prometheus: str, help: str, unit: str = "Count", by_mode
     return MetricSpec(name, unit, Kind.COUNTER, prometheus, help, by_model)
 
 
-def _gauge(name: str, prometheus: str, help: str, unit: str = "Count") -> MetricSpec:
-    return MetricSpec(name, unit, Kind.GAUGE, prometheus, help)
+def _gauge(name: str, prometheus: str, help: str, unit: str = "Count", by_model: bool = False) -> MetricSpec:
+    return MetricSpec(name, unit, Kind.GAUGE, prometheus, help, by_model)
 
 
 # Every metric the Lambdas write; README "Operating it" lists them with what to do.
@@ -180,12 +180,14 @@ METRICS: dict[str, MetricSpec] = {
         _gauge(
             "BudgetTokensPerWindow",
             "validation_plan_budget_tokens_per_window",
-            "The governor's effective tokens per window, as the last plan saw it",
+            "The effective tokens per window of the model's governor budget, as the last plan saw it",
+            by_model=True,
         ),
         _gauge(
             "TokensUsedLastWindow",
             "validation_plan_tokens_used_last_window",
-            "Tokens sent in the last window, as the last plan saw it",
+            "Tokens sent to the model in the last window, as the last plan saw it",
+            by_model=True,
         ),
         _gauge(
             "QueuedSeconds",
@@ -240,31 +242,34 @@ class Invocation:
 _current: ContextVar[Invocation | None] = ContextVar("lambda_invocation", default=None)
 
 
-def count(name: str, value: float = 1.0, *, model: str | None = None) -> None:
-    """Add to a counter of the running invocation (nothing happens outside one); a metric counted
-    per model needs its `model`."""
+def _values_of(name: str, kind: Kind, model: str | None) -> dict[str, float] | None:
+    """Where the running invocation keeps metric `name` (per model when it is so counted); None
+    outside an invocation."""
     spec = METRICS[name]  # a misspelt name fails here too (KeyError), in tests as well
-    if spec.kind is not Kind.COUNTER:
-        raise ValueError(f"{name} is a gauge")
+    if spec.kind is not kind:
+        raise ValueError(f"{name} is a {spec.kind.value}")
     if spec.by_model != (model is not None):
         raise ValueError(f"{name} is {'' if spec.by_model else 'not '}counted per model")
     invocation = _current.get()
     if invocation is None:
-        return
-    if model is None:
-        invocation.values[name] += value
-    else:
-        per_model = invocation.by_model.setdefault(model, defaultdict(float))
-        per_model[name] += value
+        return None
+    return invocation.values if model is None else invocation.by_model.setdefault(model, defaultdict(float))
 
 
-def gauge(name: str, value: float) -> None:
-    """Set a gauge of the running invocation (its last value is written)."""
-    if METRICS[name].kind is not Kind.GAUGE:
-        raise ValueError(f"{name} is a counter")
-    invocation = _current.get()
-    if invocation is not None:
-        invocation.values[name] = value
+def count(name: str, value: float = 1.0, *, model: str | None = None) -> None:
+    """Add to a counter of the running invocation (nothing happens outside one); a metric counted
+    per model needs its `model`."""
+    values = _values_of(name, Kind.COUNTER, model)
+    if values is not None:
+        values[name] += value
+
+
+def gauge(name: str, value: float, *, model: str | None = None) -> None:
+    """Set a gauge of the running invocation (its last value is written); a gauge per model
+    (a governor budget's) needs its `model`."""
+    values = _values_of(name, Kind.GAUGE, model)
+    if values is not None:
+        values[name] = value
 
 
 def add_sink(service: str, sink: Sink) -> Callable[[], None]:

@@ -4,8 +4,9 @@ From the SSM values (max-parallelism, target-tpm, throttle-threshold) and the cu
 consumption (tokens sent in the last window, the average call seen lately), it computes
 how many concurrent calls this validation gets at first, and the Map's concurrency —
 higher, so that raising max-parallelism later reaches this validation too
-(core/governor.py `plan`). It also sweeps expired leases, so tokens held by dead
-validators are back before the plan counts them.
+(core/governor.py `plan`). It plans from the budget of the validation's model (its targets,
+usage and call statistics: one budget per model). It also sweeps expired leases, so tokens
+held by dead validators are back before the plan counts them.
 """
 
 from __future__ import annotations
@@ -34,19 +35,21 @@ def control(
 ) -> dict[str, Any]:
     """The plan, saved on the validation; the parts' Map items (`batches`, merged when an
     invocation may run more calls at once than an item has parts: core/headroom.py)."""
-    limits = live_config.limits(config)
-    governor = governor_for(config, store.client)
+    v = store.validations.get(validation_id, "run_cost", "total_parts", "succeeded", "owner", "priority", "model")
+    model = str(v.get("model") or config.openai_model)
+    # A model no longer listed is planned at the default's limits; its validators refuse the parts.
+    limits = live_config.budget_limits(config, model)
+    governor = governor_for(config, store.client, model)
     governor.sweep(force=True)
     budget = governor.read_budget()
-    v = store.validations.get(validation_id, "run_cost", "total_parts", "succeeded", "owner", "priority")
     pending = max(1, int(v.get("total_parts", 1)) - int(v.get("succeeded", 0)))
     stats = governor.call_stats()
     call_tokens = float(
         stats.get("call_tokens") or (int(v.get("run_cost", 0)) / pending) or config.completion_max_tokens
     )
     now, used = time.time(), governor.tokens_last_window()
-    gauge("BudgetTokensPerWindow", budget.tokens_per_window(now))
-    gauge("TokensUsedLastWindow", used)
+    gauge("BudgetTokensPerWindow", budget.tokens_per_window(now), model=model)
+    gauge("TokensUsedLastWindow", used, model=model)
     plan = g.plan(
         limits,
         budget,

@@ -1,8 +1,9 @@
 """The reconciler's Lambda (lambdas/reconcile/reconciler.py): invoked by EventBridge
 Scheduler on AWS, by a timer of the embedded runtime locally, and by `POST /admin/reconcile`
-(which answers what this returns). `PATCH /admin/parallelism` invokes it with
-`{"source": "parameters"}`: then it only copies the live parameters from SSM to the
-governor's budget item, where the validators read them (lambdas/common/live_config.py)."""
+(which answers what this returns). `PATCH /admin/parallelism` and `PATCH /admin/models` invoke
+it with `{"source": "parameters"}`: then it only copies the live parameters (the list of models
+included) from SSM to the governor's mirror, where the validators read them
+(lambdas/common/live_config.py). Its sweep reclaims dead leases of every model's budget."""
 
 import logging
 import time

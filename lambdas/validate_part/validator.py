@@ -4,7 +4,8 @@ Idempotent: a part that already settled is skipped, so a retried or duplicated
 invocation resumes where the last one stopped. Between parts it checks that the
 validation is still this run and not being cancelled, so no part starts after a stop.
 Every model call goes through the TPM governor (lambdas/common/governor.py): a call slot
-below the live parallelism and the call's tokens from the global budget, before the call.
+below the live parallelism and the call's tokens from the budget of the validation's model,
+before the call; the call asks that model (its record's `model`), and reuse keys name it.
 The answer is held to the schema (core/prompt.py): an invalid one raises InvalidAnswer,
 which Step Functions retries; after the retries the part ends FAILED with that reason.
 Its findings are held to the part's text (core/grounding.py): moved to the line holding
@@ -72,7 +73,7 @@ def validate_batch(
         if remaining_millis() < config.reserve_millis:
             raise BatchIncomplete(f"{tally['validated']} parts validated, time running out")
         view, text = part_view(files, part, header_of(part)), store.files.part_text(part)
-        digest = prompt.part_digest(view, text, rules, config.openai_model) if reuse else None
+        digest = prompt.part_digest(view, text, rules, askers.model) if reuse else None
         stored = store.answers.stored(digest) if digest else None
         if digest and stored is not None:  # judged before: the stored verdict, no call, no tokens
             if store.parts.record_reused(validation_id, part, stored["rules"], stored["model"], digest):

@@ -8,7 +8,8 @@ validator invocation does: a lease (call slot and grant), `Asker.ask` (reserve, 
 simulator over HTTP, settle, feed the headers or the 429 back), then the lease closed. A
 refused call (429) or no capacity within the wait puts the file back, as Step Functions'
 retry would. Setting up takes the governor's table and the SSM parameters only, so a few
-hundred calls run in seconds.
+hundred calls run in seconds. A fleet asks one `model` (default: the configured one) from that
+model's budget, as the validators of a validation of that model do.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from app.settings import Settings
+from core import governor as g
 from core import prompt
 from core.lines import decode_part
 from core.parts import split_file
@@ -84,11 +86,13 @@ class Outcome:
     refused: int = 0  # RateLimited: the simulator answered 429
     no_capacity: int = 0  # CapacityUnavailable: no slot or grant within the wait
     granted_at: list[float] = field(default_factory=list)  # wall clock, when each call was let through
+    waits: int = 0  # the governors' sleeps: for a slot, a place in the budget's schedule, a lost race
 
 
 class Fleet:
-    def __init__(self, aws: Aws, config: LambdaConfig, processes: int) -> None:
+    def __init__(self, aws: Aws, config: LambdaConfig, processes: int, model: str | None = None) -> None:
         self.config, self.processes = config, processes
+        self.model = model or config.openai_model
         self.validation_id = f"v{uuid.uuid4().hex[:10]}"
         self.outcome = Outcome()
         self._lock = threading.Lock()
@@ -102,13 +106,16 @@ class Fleet:
             self.config.governor_table,
             self.config.ssm_prefix,
             self.config.config_cache_seconds,
+            configured=self.config.openai_model,
         )
         governor = Governor(
             dynamodb,
             self.config.governor_table,
-            live.limits,
+            lambda: live.limits(self.model),
             self.config.governor_window_seconds,
             self.config.lease_seconds,
+            sleep=self._sleep,
+            scope=g.Scope.of(self.model, self.config.openai_model),
         )
         return governor, live
 
@@ -161,7 +168,16 @@ class Fleet:
                     continue
                 messages, tokens = one_part_file(index)
                 lease = governor.lease(self.validation_id, slots)
-                asker = Asker(self.config, store, governor, lease, self.validation_id, lambda: 600_000, self._granted)
+                asker = Asker(
+                    self.config,
+                    store,
+                    governor,
+                    lease,
+                    self.validation_id,
+                    lambda: 600_000,
+                    self._granted,
+                    model=self.model,
+                )
                 try:
                     asker.ask(messages, prompt.PART_RESPONSE_FORMAT, tokens)
                 except RateLimited:
@@ -176,6 +192,11 @@ class Fleet:
                     lease.close()
         except BaseException as exc:  # noqa: BLE001 - the test reports it
             errors.append(exc)
+
+    def _sleep(self, seconds: float) -> None:
+        with self._lock:
+            self.outcome.waits += 1
+        time.sleep(seconds)
 
     def _granted(self) -> None:
         """Right before a call (the Asker's `before_call`): its start."""

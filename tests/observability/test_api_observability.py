@@ -150,16 +150,25 @@ def test_the_queue_is_its_depth_and_its_oldest_entry() -> None:
 
 def test_a_state_read_that_failed_leaves_its_gauges_out_rather_than_at_zero() -> None:
     governor = {
-        "effective": {"tokens_per_window": 45000, "factor": 0.8, "window_seconds": 60.0},
-        "usage": {"tokens_last_window": 1200, "calls_in_flight": 3},
+        "window_seconds": 60.0,
+        "calls_in_flight": 3,
+        "models": {
+            "gpt-a": {"tokens_per_window": 45000, "tokens_last_window": 1200, "factor": 0.8},
+            "gpt-b": {"tokens_per_window": 9000, "tokens_last_window": 0, "factor": 1.0},
+        },
     }
-    shown = {s.name: s.value for f in families(Snapshot(None, None, governor)) for s in f.samples}
-    assert shown == {
-        "governor_tokens_per_window": 45000,
-        "governor_tokens_used_last_window": 1200,
-        "governor_calls_in_flight": 3,
-        "governor_rate_factor": 0.8,
-        "governor_window_seconds": 60.0,
+    shown = {
+        (s.name, s.labels.get("model")): s.value for f in families(Snapshot(None, None, governor)) for s in f.samples
+    }
+    assert shown == {  # one budget per model
+        ("governor_tokens_per_window", "gpt-a"): 45000,
+        ("governor_tokens_per_window", "gpt-b"): 9000,
+        ("governor_tokens_used_last_window", "gpt-a"): 1200,
+        ("governor_tokens_used_last_window", "gpt-b"): 0,
+        ("governor_rate_factor", "gpt-a"): 0.8,
+        ("governor_rate_factor", "gpt-b"): 1.0,
+        ("governor_calls_in_flight", None): 3,
+        ("governor_window_seconds", None): 60.0,
     }
     counts = {"QUEUED": 2, "RUNNING": 1, "CANCELLING": 0}
     by_status = {

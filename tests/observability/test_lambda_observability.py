@@ -162,13 +162,14 @@ def test_local_mode_adds_the_documents_to_prometheus_families() -> None:
             def handler(event: Any, context: Any) -> None:
                 count("ModelCalls")
                 count("LeaseWaitSeconds", 1.5)
-                gauge("BudgetTokensPerWindow", 45_000)
+                gauge("BudgetTokensPerWindow", 45_000, model="gpt-a")
 
             handler(EVENT, Context())
             handler(EVENT, Context())
             assert registry.get_sample_value("validation_model_calls_total") == 2
             assert registry.get_sample_value("validation_lease_wait_seconds_total") == 3.0
-            assert registry.get_sample_value("validation_plan_budget_tokens_per_window") == 45_000
+            budget = registry.get_sample_value("validation_plan_budget_tokens_per_window", {"model": "gpt-a"})
+            assert budget == 45_000  # a gauge: set, not summed
             assert registry.get_sample_value("validation_model_rate_limited_total") == 0
     finally:
         lambda_env.reset(token)
@@ -187,6 +188,8 @@ def test_metrics_counted_per_model_get_a_model_dimension_and_label() -> None:
                 count("FindingsUngrounded", 2, model="gpt-a")
                 count("FindingsChecked", 5, model="gpt-b")
                 count("Reasks")
+                gauge("TokensUsedLastWindow", 700, model="gpt-b")  # a governor budget's: one per model
+                gauge("TokensUsedLastWindow", 900, model="gpt-b")
 
             handler(EVENT, Context())
             checked = {m: registry.get_sample_value("validation_findings_checked_total", {"model": m}) for m in "ab"}
@@ -194,6 +197,7 @@ def test_metrics_counted_per_model_get_a_model_dimension_and_label() -> None:
             assert registry.get_sample_value("validation_findings_checked_total", {"model": "gpt-b"}) == 5
             assert registry.get_sample_value("validation_findings_ungrounded_total", {"model": "gpt-a"}) == 2
             assert registry.get_sample_value("validation_reasks_total") == 1
+            assert registry.get_sample_value("validation_plan_tokens_used_last_window", {"model": "gpt-b"}) == 900
             assert checked == {"a": None, "b": None}  # labelled by the model's name only
     finally:
         lambda_env.reset(token)
@@ -201,6 +205,8 @@ def test_metrics_counted_per_model_get_a_model_dimension_and_label() -> None:
         count("FindingsChecked", 1)
     with pytest.raises(ValueError, match="not counted per model"):
         count("Reasks", 1, model="gpt-a")
+    with pytest.raises(ValueError, match="counted per model"):
+        gauge("BudgetTokensPerWindow", 1)
 
 
 def test_an_emf_document_with_single_values_and_unknown_names_is_read() -> None:
