@@ -375,18 +375,20 @@ def plan_correction(
     validation, and its reservation corrected from the guess made at submission to `estimate`.
 
     A run still QUEUED has reserved nothing yet: its `run_cost` becomes the estimate, and
-    admission reserves that. An admitted run (the API admits at submission when it can) holds
-    `reserved` in its owner's bucket: the difference is refunded (a smaller plan) or charged
-    (a larger one; `tat` moves forward by it), like settlement. Once: the condition needs the
+    admission reserves that; nor has a run of an owner without a quota (the bootstrap admin).
+    An admitted run (the API admits at submission when it can) holds `reserved` in its owner's
+    bucket: the difference is refunded (a smaller plan) or charged (a larger one; `tat` moves
+    forward by it), like settlement. Once: the condition needs the
     files still unplanned and the run the same."""
     run = validation["run"]
     update = Update().set(**sets, run_cost=estimate, estimated_tokens=estimate).remove("unplanned")
     update.when("attribute_exists({unplanned}) AND {run} = :run", run=run)
-    admitted = quota is not None and validation.get("reserved_run") == run and validation["status"] != "QUEUED"
-    if not admitted:
+    if quota is None:  # an owner without a quota (the bootstrap admin) reserves nothing, queued or not
+        update.when("{status} IN (:queued, :running)", queued="QUEUED", running="RUNNING")
+        return [{"Update": update.item(validations_table, {"id": validation["id"]})}]
+    if validation["status"] == "QUEUED" or validation.get("reserved_run") != run:
         update.when("{status} = :queued", queued="QUEUED")
         return [{"Update": update.item(validations_table, {"id": validation["id"]})}]
-    assert quota is not None
     delta = estimate - int(validation.get("reserved", 0))
     update.set_to("reserved", ":reserved", reserved=estimate)
     update.when("{status} = :running AND {reserved_run} = :run", running="RUNNING")

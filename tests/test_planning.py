@@ -37,6 +37,13 @@ def test_a_queued_run_reserved_nothing_yet_so_only_its_cost_changes() -> None:
     assert "attribute_exists(#unplanned)" in items[0]["Update"]["ConditionExpression"]
 
 
+def test_an_owner_without_a_quota_reserved_nothing_whether_queued_or_running() -> None:
+    (item,) = plan_correction("validations", "buckets", _record("RUNNING"), None, 4_000, {})
+
+    condition = item["Update"]["ConditionExpression"]
+    assert "IN (:queued, :running)" in condition and "reserved" not in item["Update"]["UpdateExpression"]
+
+
 @pytest.mark.parametrize(("reserved", "estimate"), [(10_000, 4_000), (4_000, 10_000)])
 def test_an_admitted_run_moves_its_owners_bucket_by_the_difference(reserved: int, estimate: int) -> None:
     record = _record("RUNNING", reserved=reserved, reserved_run=1)

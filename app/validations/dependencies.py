@@ -10,6 +10,7 @@ from app.aws.stepfunctions import Executions
 from app.deps import ClientsDep, SettingsDep
 from app.events.service import EventLog
 from app.events.store import EventStore
+from app.models.dependencies import Models
 from app.pricing.limits import LiveLimits
 from app.pricing.prices import PriceBook
 from app.pricing.spend import SpendStore
@@ -29,6 +30,7 @@ def get_service(
     users: Users,
     notifications: NotificationsDep,
     uploads: UploadsDep,
+    models: Models,
 ) -> ValidationService:
     return ValidationService(
         ValidationStore(clients, settings),
@@ -44,6 +46,7 @@ def get_service(
         limits=LiveLimits(clients, settings),
         rulesets=get_ruleset_service(settings, clients, users),
         uploads=uploads,
+        models=models,
     )
 
 

@@ -87,6 +87,7 @@ class Submission:
     kind: Kind = "validation"
     lane: LaneIn | None = None  # the tier asked (None: the owner's default)
     uploads: tuple[str, ...] = ()  # ids of files uploaded straight to S3 (app/uploads), after the inline ones
+    model: str | None = None  # a model of the admin's list (None: its default)
 
     def fingerprint(self) -> str:
         """Same files, rules and options → same hash (for Idempotency-Key)."""
@@ -104,6 +105,8 @@ class Submission:
             canonical["lane"] = self.lane.model_dump()
         if self.uploads:
             canonical["uploads"] = list(self.uploads)
+        if self.model is not None:
+            canonical["model"] = self.model
         return hashlib.sha256(json.dumps(canonical, separators=(",", ":")).encode()).hexdigest()
 
 
@@ -143,6 +146,9 @@ class JsonSubmission(BaseModel):
     )
     flex_deadline_seconds: int = Field(default=300, ge=0, le=86_400)
     flex_fallback: Literal["standard", "fail"] = "standard"
+    model: str | None = Field(
+        default=None, min_length=1, max_length=128, description="A model of `GET /admin/models` (default: its default)"
+    )
 
 
 # Unicode categories a file name may not hold: controls (Cc), format characters (Cf: bidi
@@ -299,6 +305,7 @@ def _finish(
     lane: LaneIn | None = None,
     uploads: list[str] | None = None,
     files_field: str = "files",
+    model: str | None = None,
 ) -> Submission:
     uploads = uploads or []
     if not documents and not uploads:
@@ -325,7 +332,9 @@ def _finish(
     for index, upload_id in enumerate(uploads):
         if not _UPLOAD_ID.fullmatch(upload_id):
             raise Unprocessable(f"uploads[{index}] is not an upload id.", field=f"uploads[{index}]")
-    return Submission(documents, rules, reuse, priority, ruleset=ruleset, lane=lane, uploads=tuple(uploads))
+    return Submission(
+        documents, rules, reuse, priority, ruleset=ruleset, lane=lane, uploads=tuple(uploads), model=model
+    )
 
 
 def _check_declared_length(request: Request, settings: Settings) -> None:
@@ -405,7 +414,16 @@ async def _read_json(request: Request, settings: Settings) -> Submission:
         else None
     )
     return _finish(
-        settings, documents, rules, parsed.reuse, parsed.priority, ruleset, lane, parsed.uploads, "documents"
+        settings,
+        documents,
+        rules,
+        parsed.reuse,
+        parsed.priority,
+        ruleset,
+        lane,
+        parsed.uploads,
+        "documents",
+        parsed.model,
     )
 
 
@@ -427,7 +445,7 @@ async def _read_multipart(request: Request, settings: Settings) -> Submission:
     except HTTPException as exc:  # Starlette's own 400s (e.g. no boundary)
         raise BadRequest(f"Malformed multipart body: {exc.detail}.") from exc
     try:
-        fields = {"files", "uploads", "rules", "ruleset", "reuse", "priority", *_LANE_FIELDS}
+        fields = {"files", "uploads", "rules", "ruleset", "reuse", "priority", "model", *_LANE_FIELDS}
         unexpected = sorted(set(form.keys()) - fields)
         if unexpected:
             raise Unprocessable(
@@ -466,8 +484,19 @@ async def _read_multipart(request: Request, settings: Settings) -> Submission:
         uploads = form.getlist("uploads")
         if not all(isinstance(u, str) for u in uploads):
             raise Unprocessable("`uploads` fields hold upload ids, not files.", field="uploads")
+        raw_model = form.getlist("model")
+        if len(raw_model) > 1 or (raw_model and not (isinstance(raw_model[0], str) and 1 <= len(raw_model[0]) <= 128)):
+            raise Unprocessable("Send at most one `model` field (a model's name).", field="model")
         return _finish(
-            settings, documents, rules, raw_reuse == "true", priority, ruleset, _lane(form), [str(u) for u in uploads]
+            settings,
+            documents,
+            rules,
+            raw_reuse == "true",
+            priority,
+            ruleset,
+            _lane(form),
+            [str(u) for u in uploads],
+            model=str(raw_model[0]) if raw_model else None,
         )
     finally:
         await form.close()

@@ -18,6 +18,7 @@ the AWS-backed classes (app/validations/dependencies.py); the unit tests wire in
 | Spending      | app.pricing.spend.SpendStore                |
 | LiveLimits    | app.pricing.limits.LiveLimits               |
 | Uploads       | app.uploads.service.UploadService           |
+| Models        | app.models.catalog.ModelCatalog             |
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
     from app.uploads.records import CompletedUpload
     from app.validations.intake import RulesetVersion
     from app.validations.records import Part, Validation
+    from core.models import ModelEntry
     from core.pricing import PriceTable
     from core.quota import Outcome, Quota
     from core.spend import Budget
@@ -200,3 +202,9 @@ class Uploads(Protocol):
     """Files uploaded straight to S3 that a validation may read."""
 
     async def take(self, principal: Principal, upload_ids: list[str]) -> list[CompletedUpload]: ...
+
+
+class Models(Protocol):
+    """The admin's list of models a validation may ask for."""
+
+    async def resolve(self, name: str | None) -> ModelEntry: ...

@@ -40,6 +40,7 @@ from app.validations.ports import (
     Events,
     Executions,
     LiveLimits,
+    Models,
     Notifications,
     Prices,
     Quotas,
@@ -198,7 +199,9 @@ class ValidationService:
         spending: Spending | None = None,
         limits: LiveLimits | None = None,
         uploads: Uploads | None = None,
+        models: Models | None = None,
     ) -> None:
+        self.models = models  # the admin's list of models (app/models); None: the configured model only
         self.uploads = uploads  # files uploaded straight to S3 (app/uploads); None: inline files only
         self.limits = limits  # the governor's target (time estimates)
         self.spending = spending  # budgets and spend history (core/spend.py); None: no budgets
@@ -288,9 +291,9 @@ class ValidationService:
             )
         submission = await self._with_ruleset(principal, submission)
         lane = self._lane(principal, submission)
+        model, model_tpm = await self._model(submission, lane)
         s = self.settings
         files, parts, reservation = await self._planned(principal, submission, "estimate")
-        model = s.openai_model
         questions = await anyio.to_thread.run_sync(
             estimating.part_questions, submission, files, parts, model, limiter=self.plan_limiter
         )
@@ -303,7 +306,7 @@ class ValidationService:
             estimating.combine_plans, submission, files, parts, s.part_max_tokens, limiter=self.plan_limiter
         )
         usage = estimating.tokens(questions, reused, combine, prefix, combine_prefix)
-        ratios, source = await self._ratios()
+        ratios, source = await self._ratios(model)
         table = await self.prices.table() if self.prices is not None else {}
         charged = usage.prompt_tokens + usage.calls * s.completion_max_tokens  # what quota and governor reserve
         return {
@@ -331,7 +334,7 @@ class ValidationService:
             "reserved_tokens": reservation,
             "charged_tokens": charged,
             **await self._outlook(
-                principal, reservation, charged, pricing.stored_prices(table, model), files, parts, ratios
+                principal, reservation, charged, pricing.stored_prices(table, model), files, parts, ratios, model_tpm
             ),
         }
 
@@ -344,10 +347,11 @@ class ValidationService:
         files: list[dict[str, Any]],
         parts: list[dict[str, Any]],
         ratios: tuple[float, float],
+        model_tpm: int | None = None,
     ) -> dict[str, Any]:
         """What a real submission would meet now: the quota, the queue, the budget; and when it would run."""
         quota, now = principal.quota, time.time()
-        target_tpm = await self.limits.target_tpm() if self.limits is not None else None
+        target_tpm = model_tpm or (await self.limits.target_tpm() if self.limits is not None else None)
         run_seconds = round(charged / (target_tpm / 60), 1) if target_tpm else None
         if quota is None:
             return {
@@ -379,6 +383,22 @@ class ValidationService:
             "would": {"quota": verdict, "reason": reason, "budget": budget_view},
             "duration_seconds": {"start_in": round(wait, 1), "run": run_seconds},
         }
+
+    async def _model(self, submission: Submission, lane: LaneIn) -> tuple[str, int | None]:
+        """The model the submission asks (or the default of the admin's list) and its target TPM;
+        422 naming `model` when it is not listed, or `tier` when the lane is not one it may use."""
+        if self.models is None:
+            if submission.model not in (None, self.settings.openai_model):
+                raise Unprocessable(f"The model {submission.model!r} is not offered here.", field="model")
+            return self.settings.openai_model, None
+        entry = await self.models.resolve(submission.model)
+        if not entry.allows(lane.tier):
+            raise Unprocessable(
+                f"The model {entry.name!r} is not offered at the {lane.tier} tier; "
+                f"its tiers: {', '.join(entry.tiers)}.",
+                field="tier",
+            )
+        return entry.name, entry.target_tpm
 
     @staticmethod
     def _lane(principal: Principal, submission: Submission) -> LaneIn:
@@ -488,10 +508,11 @@ class ValidationService:
         try:
             submission = await self._with_ruleset(principal, submission)
             lane = self._lane(principal, submission)
+            model, _ = await self._model(submission, lane)
             table = await self.prices.table() if self.prices else None
         except AppError as refused:
             raise _NotStarted(refused) from None
-        prices = pricing.stored_prices(table, self.settings.openai_model) if table is not None else None
+        prices = pricing.stored_prices(table, model) if table is not None else None
         try:
             uploads = await self._taken(principal, submission)
             files, parts, estimate = await self._planned(principal, submission, validation_id, uploads)
@@ -499,7 +520,7 @@ class ValidationService:
             raise _NotStarted(refused) from None  # nothing stored: the key may be used again
         inline = len(submission.documents)
         unplanned = list(range(inline, len(files)))
-        reservation = await self._reserve_budget(principal, prices, files, parts, estimate, lane)
+        reservation = await self._reserve_budget(principal, prices, files, parts, estimate, lane, model)
         created = now_iso()
         validation = Validation(
             id=validation_id,
@@ -519,7 +540,7 @@ class ValidationService:
             budget_key=reservation[0] if reservation else None,
             budget_reserved=reservation[1] if reservation else None,
             ruleset=_ruleset_record(submission.resolved),
-            model=self.settings.openai_model,
+            model=model,
             prices=prices,
             tier=lane.tier,
             flex_deadline_seconds=lane.flex_deadline_seconds if lane.tier == "flex" else None,
@@ -574,6 +595,7 @@ class ValidationService:
         parts: list[dict[str, Any]],
         estimate: int,
         lane: LaneIn | None = None,
+        model: str | None = None,
     ) -> tuple[str, Decimal] | None:
         """Reserve the submission's estimated cost in its owner's budget period (core/spend.py):
         (period key, amount), None without a budget; 429 naming `budget` when it has no room."""
@@ -582,13 +604,14 @@ class ValidationService:
             return None
         # A flex lane that falls back may be served at standard: its budget holds the standard price.
         tier = "flex" if lane is not None and lane.tier == "flex" and lane.flex_fallback == "fail" else "standard"
-        amount = self._budget_cost(prices, files, parts, estimate, (await self._ratios())[0], tier)
+        model = model or self.settings.openai_model
+        amount = self._budget_cost(prices, files, parts, estimate, (await self._ratios(model))[0], tier)
         now = time.time()
         key = spend.period_key(budget.period, now)
         if amount is None:
             raise _NotStarted(
                 Unprocessable(
-                    f"Your quota has a spend budget, and the model {self.settings.openai_model!r} has no "
+                    f"Your quota has a spend budget, and the model {model!r} has no "
                     f"{tier} price: an admin sets one (PATCH /admin/prices).",
                     field="model",
                 )
@@ -632,10 +655,10 @@ class ValidationService:
         price = pricing.Price.of(prices[tier])
         return price.cost(prompt_tokens, 0, round(prompt_tokens * ratios[1]))
 
-    async def _ratios(self) -> tuple[tuple[float, float], str]:
+    async def _ratios(self, model: str) -> tuple[tuple[float, float], str]:
         """The model's completion ÷ prompt ratio (p50, p90) and where it came from: this deployment's
         history, else the configured prior."""
-        found = await self.spending.ratios(self.settings.openai_model) if self.spending is not None else None
+        found = await self.spending.ratios(model) if self.spending is not None else None
         return (found, "history") if found else (self.settings.completion_ratio_prior, "prior")
 
     async def _announce(self, validation: Validation, quota: Quota | None) -> Validation:

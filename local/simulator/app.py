@@ -367,7 +367,8 @@ class Simulator:
             "id": f"chatcmpl-{uuid.uuid4().hex}",
             "object": "chat.completion",
             "created": int(time.time()),
-            "model": MODEL_NAME,
+            # The model asked, as OpenAI names the one that served a request (there: a dated snapshot of it).
+            "model": str(body.get("model") or MODEL_NAME),
             "choices": [
                 {"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": finish_reason}
             ],

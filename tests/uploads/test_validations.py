@@ -182,3 +182,13 @@ def test_inline_files_and_uploads_count_together_against_max_files(uploads_api: 
 
     body = problem(answer, 413)
     assert (body["limit"], body["limit_value"]) == ("max_files", limit)
+
+
+def test_an_owner_without_a_quota_validates_uploads_too(uploads_api: Any) -> None:
+    admin: User = ("admin", {})  # the client's own headers: the bootstrap admin, who has no quota
+
+    created = validate(uploads_api, admin, {"uploads": [uploaded(uploads_api, admin, "a.log", lines(3, {1}))]})
+    done = ended(uploads_api, admin, created["id"])
+
+    assert done["status"] == "SUCCEEDED", done
+    assert [f["line"] for f in by_file(uploads_api, admin, created["id"])["a.log"]["rules"][0]["findings"]] == [1]
