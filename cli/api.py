@@ -1,18 +1,20 @@
-"""The service's HTTP API as the CLI uses it (httpx). Every failure becomes one CliError line:
-the problem+json `detail` for an answer the API refused, the reason for a connection that failed."""
+"""The service's HTTP API as the CLI uses it (httpx), and the presigned S3 URLs it hands out. Every failure
+becomes one CliError line: the problem+json `detail` for an answer the API refused, S3's error code and
+message for a PUT it refused, the reason for a connection that failed."""
 
 from __future__ import annotations
 
 import json
 import mimetypes
-from collections.abc import Iterator
+import re
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import IO, Any
 
 import httpx
 from httpx_sse import EventSource, connect_sse
 
-from cli.inputs import Submission
+from cli.inputs import LocalFile, Submission
 from cli.outcome import CliError
 
 # The server sends a heartbeat comment every 15 s (SSE_HEARTBEAT_SECONDS): a stream silent for
@@ -20,28 +22,57 @@ from cli.outcome import CliError
 STREAM_READ_TIMEOUT = 60.0
 
 
-def problem_message(answer: httpx.Response) -> str:
-    """`<status> <title>: <detail>` from an RFC 9457 answer (or the status line and a little body)."""
+def problem_of(answer: httpx.Response) -> dict[str, Any]:
+    """The answer's RFC 9457 problem (its JSON object), or {}."""
     try:
         body = answer.json()
     except (json.JSONDecodeError, UnicodeDecodeError):
-        body = None
-    if isinstance(body, dict) and "detail" in body:
-        title = body.get("title") or answer.reason_phrase
-        return f"{answer.status_code} {title}: {body['detail']}"
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
+def problem_message(answer: httpx.Response) -> str:
+    """`<status> <title>: <detail>` from an RFC 9457 answer (or the status line and a little body)."""
+    problem = problem_of(answer)
+    if "detail" in problem:
+        title = problem.get("title") or answer.reason_phrase
+        return f"{answer.status_code} {title}: {problem['detail']}"
+    return _status_line(answer)
+
+
+def _status_line(answer: httpx.Response) -> str:
+    """`<status> <reason>: <the body's first 200 characters>`, for an answer in no format we know."""
     text = answer.text.strip().replace("\n", " ")[:200]
     return f"{answer.status_code} {answer.reason_phrase}" + (f": {text}" if text else "")
 
 
-def _multipart(submission: Submission) -> dict[str, Any]:
-    """The multipart body `POST /validations` takes: the files, the rules as JSON, the rule set's name."""
+_S3_ERROR = re.compile(r"<Code>([^<]*)</Code>.*?<Message>([^<]*)</Message>", re.DOTALL)
+
+
+def storage_message(answer: httpx.Response) -> str:
+    """`<status> <Code>: <Message>` from S3's XML error (or the status line and a little body)."""
+    found = _S3_ERROR.search(answer.text)
+    if found:
+        return f"{answer.status_code} {found[1]}: {found[2]}"
+    return _status_line(answer)
+
+
+def _body(submission: Submission, inline: list[LocalFile], upload_ids: list[str]) -> dict[str, Any]:
+    """The body `POST /validations` takes: multipart with the inline files, the rules as JSON, the rule set's
+    name and one `uploads` field per upload; JSON when every file was uploaded (no file part to send)."""
+    if not inline:
+        body: dict[str, Any] = {"rules": submission.rules, "uploads": upload_ids}
+        if submission.ruleset is not None:
+            body["ruleset"] = submission.ruleset
+        return {"json": body}
     files = [
-        ("files", (u.name, u.content, mimetypes.guess_type(u.name)[0] or "application/octet-stream"))
-        for u in submission.uploads
+        ("files", (f.name, f.content, mimetypes.guess_type(f.name)[0] or "application/octet-stream")) for f in inline
     ]
-    data = {"rules": json.dumps(submission.rules)} if submission.rules else {}
+    data: dict[str, Any] = {"rules": json.dumps(submission.rules)} if submission.rules else {}
     if submission.ruleset is not None:
         data["ruleset"] = submission.ruleset
+    if upload_ids:
+        data["uploads"] = upload_ids
     return {"files": files, "data": data}
 
 
@@ -49,6 +80,20 @@ class ApiError(CliError):
     def __init__(self, answer: httpx.Response) -> None:
         super().__init__(problem_message(answer))
         self.status = answer.status_code
+        self.problem = problem_of(answer)  # its members (`limit`, `field`, ...) say what was refused
+
+
+class StorageError(CliError):
+    """A PUT to a presigned URL that failed: refused by S3 (`status`), or no answer (`status` None)."""
+
+    def __init__(self, message: str, status: int | None) -> None:
+        super().__init__(message)
+        self.status = status
+
+    @property
+    def retryable(self) -> bool:
+        """No answer, or S3 busy or failing (500, 503 SlowDown): the same PUT may go through."""
+        return self.status is None or self.status >= 500
 
 
 class Api:
@@ -59,9 +104,12 @@ class Api:
             headers={"Authorization": f"Bearer {api_key}", "User-Agent": "validate-cli"},
             timeout=timeout,
         )
+        # Presigned URLs carry their own authorization: the API key never goes to S3.
+        self.storage = httpx.Client(headers={"User-Agent": "validate-cli"}, timeout=timeout)
 
     def close(self) -> None:
         self.http.close()
+        self.storage.close()
 
     def __enter__(self) -> Api:
         return self
@@ -88,15 +136,21 @@ class Api:
         return self.request(method, path, **kwargs).json()
 
     # --- validations ------------------------------------------------------------------------
-    def submit(self, submission: Submission, key: str | None) -> dict[str, Any]:
+    def submit(
+        self, submission: Submission, inline: list[LocalFile], upload_ids: list[str], key: str | None
+    ) -> dict[str, Any]:
+        """`POST /validations`: the inline files, then the uploads in the order given."""
         headers = {"Idempotency-Key": key} if key else {}
-        created: dict[str, Any] = self.call("POST", "/validations", headers=headers, **_multipart(submission))
+        created: dict[str, Any] = self.call(
+            "POST", "/validations", headers=headers, **_body(submission, inline, upload_ids)
+        )
         return created
 
-    def estimate(self, submission: Submission) -> dict[str, Any]:
-        """`POST /validations?dry_run=true`: what the submission would cost and meet now; nothing is started."""
+    def estimate(self, submission: Submission, inline: list[LocalFile]) -> dict[str, Any]:
+        """`POST /validations?dry_run=true`: what the inline files would cost and meet now; nothing is started
+        (a dry run reads no upload)."""
         estimate: dict[str, Any] = self.call(
-            "POST", "/validations", params={"dry_run": "true"}, **_multipart(submission)
+            "POST", "/validations", params={"dry_run": "true"}, **_body(submission, inline, [])
         )
         return estimate
 
@@ -150,6 +204,31 @@ class Api:
                 source.response.read()
                 raise ApiError(source.response)
             yield source
+
+    # --- uploads straight to S3 ---------------------------------------------------------------
+    def declare_uploads(self, files: list[LocalFile]) -> list[dict[str, Any]]:
+        """`POST /uploads`: per file, in order, a presigned PUT or a multipart upload's part URLs."""
+        declared = [{"name": f.name, "size": f.size, "sha256": f.sha256} for f in files]
+        tickets: list[dict[str, Any]] = self.call("POST", "/uploads", json={"files": declared})["uploads"]
+        return tickets
+
+    def complete_upload(self, upload_id: str, parts: list[dict[str, Any]] | None) -> dict[str, Any]:
+        """A multipart upload's parts joined (`parts`: number and ETag each), or a single PUT's object checked."""
+        body = {"json": {"parts": parts}} if parts is not None else {}
+        completed: dict[str, Any] = self.call("POST", f"/uploads/{upload_id}/complete", **body)
+        return completed
+
+    def put(self, url: str, headers: dict[str, str], size: int, content: Iterable[bytes]) -> str:
+        """PUT `size` bytes, streamed from `content`, to a presigned URL with the headers it was signed with;
+        the answer's ETag. Content-Length is sent as such (S3 takes no chunked body)."""
+        try:
+            answer = self.storage.put(url, headers={**headers, "Content-Length": str(size)}, content=content)
+        except httpx.TransportError as exc:
+            reason = str(exc) or type(exc).__name__
+            raise StorageError(f"Cannot reach the storage at {httpx.URL(url).host}: {reason}.", None) from exc
+        if answer.status_code >= 400:
+            raise StorageError(storage_message(answer), answer.status_code)
+        return str(answer.headers.get("ETag", ""))
 
     # --- rule sets --------------------------------------------------------------------------
     def push_ruleset(self, name: str, body: dict[str, Any]) -> tuple[dict[str, Any], bool]:

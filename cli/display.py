@@ -1,9 +1,10 @@
-"""What the CLI shows: live progress fed by the event stream (rich), results as a table, and cost (a
+"""What the CLI shows: uploads straight to S3 and live progress (rich), results as a table, and cost (a
 validation's, an estimate's, the caller's spend per period).
 
-In a terminal, `LiveView` draws a bar for the validation (parts settled of all parts) and one
-per file still running (its parts settled), and prints a line above the bars as each file's
-result arrives. Elsewhere (a CI log, a pipe) it prints the lines only.
+In a terminal, `UploadView` draws a bar per file going straight to S3 (bytes sent, speed, time
+left), and `LiveView` a bar for the validation (parts settled of all parts) and one per file
+still running (its parts settled); each prints a line above its bars as a file is done (uploaded,
+or its result arrived). Elsewhere (a CI log, a pipe) they print the lines only.
 """
 
 from __future__ import annotations
@@ -14,7 +15,17 @@ from typing import Any
 from rich import box
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
 from rich.table import Table
 
 from cli.follow import Event
@@ -65,6 +76,69 @@ def _count(n: int, word: str) -> str:
     return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
+def size_text(size: int) -> str:
+    """`512 B`, `1.5 KiB`, `12.0 MiB`, `1.2 GiB`."""
+    if size < 1024:
+        return f"{size} B"
+    value, unit = size / 1024, "KiB"
+    for larger in ("MiB", "GiB"):
+        if value < 1024:
+            break
+        value, unit = value / 1024, larger
+    return f"{value:.1f} {unit}"
+
+
+class UploadView:
+    """Shows files going straight to S3 (cli/uploads.py reports to it, `advance` from the threads that PUT)."""
+
+    def __init__(self, console: Console, files: list[tuple[str, int]]) -> None:
+        self.console = console
+        self.files = files  # (name, size) of each file, in the order declared
+        self.progress: Progress | None = None
+        self.tasks: dict[int, TaskID] = {}
+
+    def __enter__(self) -> UploadView:
+        total = sum(size for _, size in self.files)
+        self.console.print(
+            f"Uploading {_count(len(self.files), 'file')} ({size_text(total)}) straight to S3", highlight=False
+        )
+        if self.console.is_terminal:
+            self.progress = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                DownloadColumn(binary_units=True),
+                TransferSpeedColumn(),
+                TimeRemainingColumn(),
+                console=self.console,
+                refresh_per_second=8,
+            )
+            for index, (name, size) in enumerate(self.files):
+                self.tasks[index] = self.progress.add_task(f"  {escape(name)}", total=size)
+            self.progress.start()
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+
+    def advance(self, index: int, sent: int) -> None:
+        if self.progress is not None:
+            self.progress.advance(self.tasks[index], sent)
+
+    def done(self, index: int, ticket: dict[str, Any]) -> None:
+        """The upload is complete: its line replaces its bar."""
+        name, size = self.files[index]
+        parts = f", {_count(len(ticket['parts']), 'part')}" if ticket.get("kind") == "multipart" else ""
+        text = f"Uploaded {escape(name)} ({size_text(size)}{parts}): upload {escape(str(ticket['upload_id']))}"
+        if self.progress is not None:
+            self.progress.update(self.tasks[index], visible=False)
+            self.progress.console.print(text, highlight=False)
+        else:
+            self.console.print(text, highlight=False)
+
+
 class LiveView:
     """Consumes events (cli/follow.py) and keeps the display current."""
 
@@ -72,7 +146,8 @@ class LiveView:
         self.console = console
         self.validation_id = str(validation["id"])
         self.files = [str(f["name"]) for f in validation.get("files", [])]
-        self.parts = [int(f.get("parts", 1)) for f in validation.get("files", [])]
+        # None: an uploaded file the run has not split into parts yet (`planned: false`).
+        self.parts = [int(f.get("parts", 1)) if f.get("planned", True) else None for f in validation.get("files", [])]
         self.quiet_before_run = quiet_before_run
         self.run = int(validation.get("run", 1))
         self.status = str(validation.get("status", ""))
@@ -93,12 +168,14 @@ class LiveView:
                 refresh_per_second=8,
             )
             self.overall = self.progress.add_task(
-                f"validation {self.validation_id[:8]}", total=sum(self.parts) or None, state=self._state()
+                f"validation {self.validation_id[:8]}", total=self._known_parts() or None, state=self._state()
             )
             for index, (name, parts) in enumerate(zip(self.files, self.parts, strict=True)):
                 self.file_tasks[index] = self.progress.add_task(f"  {escape(name)}", total=parts, state="waiting")
             self.progress.start()
-        self.line(f"Validation {self.validation_id}: {len(self.files)} files, {sum(self.parts)} parts")
+        unplanned = self.parts.count(None)
+        later = f" (and those of {_count(unplanned, 'uploaded file')}, counted as the run starts)" if unplanned else ""
+        self.line(f"Validation {self.validation_id}: {len(self.files)} files, {self._known_parts()} parts{later}")
         return self
 
     def __exit__(
@@ -113,6 +190,9 @@ class LiveView:
 
     def _state(self) -> str:
         return f"[{_STATUS_STYLE.get(self.status, 'white')}]{self.status}[/]"
+
+    def _known_parts(self) -> int:
+        return sum(p for p in self.parts if p is not None)
 
     def _loud(self) -> bool:
         return self.run >= self.quiet_before_run
@@ -156,10 +236,10 @@ class LiveView:
             self.line(file_summary(result))
 
 
-def _file_state(settled: int, parts: int) -> str:
+def _file_state(settled: int, parts: int | None) -> str:
     if not settled:
         return "waiting"
-    if settled < parts:
+    if parts is None or settled < parts:  # None: an uploaded file's parts, not known here
         return "running"
     # All parts in: a file of several is decided by its combine step; a one-part file's result is next.
     return "combining" if parts > 1 else "settled"

@@ -16,13 +16,19 @@ import yaml
 from cli.outcome import CliError
 
 _GLOB_CHARS = frozenset("*?[")
+READ_CHUNK = 1024 * 1024  # a file too large to read whole is hashed (and uploaded) this much at a time
 
 
 @dataclass(frozen=True)
-class Upload:
+class LocalFile:
+    """A file to validate: read whole when it is small enough to go inline, else only hashed (an upload
+    straight to S3 reads it again, part by part)."""
+
     name: str  # what the service calls the file: its base name (the API refuses path separators)
     path: Path
-    content: bytes
+    size: int
+    sha256: str  # hex, of the bytes read
+    content: bytes | None  # the bytes, for a file read whole; None for one too large to hold in memory
 
 
 def _visible_files(directory: Path) -> list[Path]:
@@ -60,7 +66,9 @@ def expand(paths: list[str]) -> list[Path]:
     return list(unique.values())
 
 
-def read_uploads(paths: list[Path]) -> list[Upload]:
+def read_files(paths: list[Path], read_up_to: int | None = None) -> list[LocalFile]:
+    """The files, each named by its base name (unique in a submission). Files of up to `read_up_to` bytes
+    (every file, when None) are read whole; a larger one is hashed a chunk at a time, never held in memory."""
     by_name: dict[str, list[Path]] = {}
     for path in paths:
         by_name.setdefault(path.name, []).append(path)
@@ -71,13 +79,28 @@ def read_uploads(paths: list[Path]) -> list[Upload]:
             f"Two files are named {name} ({', '.join(str(p) for p in where)}): the service names files by their "
             "base name; submit them separately or rename one."
         )
-    uploads = []
+    files = []
     for path in paths:
         try:
-            uploads.append(Upload(path.name, path, path.read_bytes()))
+            files.append(_read(path, read_up_to))
         except OSError as exc:
             raise CliError(f"Cannot read {path}: {exc.strerror or exc}.") from exc
-    return uploads
+    return files
+
+
+read_uploads = read_files  # its former name, which tests/cli/test_inputs.py imports
+
+
+def _read(path: Path, read_up_to: int | None) -> LocalFile:
+    if read_up_to is None or path.stat().st_size <= read_up_to:
+        content = path.read_bytes()
+        return LocalFile(path.name, path, len(content), hashlib.sha256(content).hexdigest(), content)
+    digest, size = hashlib.sha256(), 0
+    with path.open("rb") as handle:
+        while chunk := handle.read(READ_CHUNK):
+            digest.update(chunk)
+            size += len(chunk)
+    return LocalFile(path.name, path, size, digest.hexdigest(), None)
 
 
 _RULE_KEYS = frozenset({"id", "text", "examples"})
@@ -188,31 +211,39 @@ def load_rules(path: str) -> list[str | dict[str, str]]:
 class Submission:
     """What `validate submit` sends, and `validate estimate` asks the price of: the same body."""
 
-    uploads: list[Upload]
+    files: list[LocalFile]
     rules: list[str | dict[str, str]]
     ruleset: str | None  # NAME or NAME@VERSION of a stored rule set
 
-    def idempotency_key(self) -> str:
-        return idempotency_key(self.uploads, self.rules, self.ruleset)
+    def idempotency_key(self, upload_ids: list[str] | None = None) -> str:
+        return idempotency_key(self.files, self.rules, self.ruleset, upload_ids)
 
 
-def read_submission(paths: list[str], rules_path: str | None, ruleset: str | None) -> Submission:
-    """Files from paths, globs and directories, and the rules (a file, a stored rule set, or both)."""
+def read_submission(
+    paths: list[str], rules_path: str | None, ruleset: str | None, read_up_to: int | None = None
+) -> Submission:
+    """Files from paths, globs and directories (those above `read_up_to` bytes hashed, not held), and the
+    rules (a file, a stored rule set, or both)."""
     if rules_path is None and ruleset is None:
         raise CliError("Give the rules: --rules FILE, --ruleset NAME[@VERSION], or both.")
-    uploads = read_uploads(expand(paths))
-    return Submission(uploads, load_rules(rules_path) if rules_path is not None else [], ruleset)
+    files = read_files(expand(paths), read_up_to)
+    return Submission(files, load_rules(rules_path) if rules_path is not None else [], ruleset)
 
 
-def idempotency_key(uploads: list[Upload], rules: list[str | dict[str, str]], ruleset: str | None = None) -> str:
+def idempotency_key(
+    files: list[LocalFile],
+    rules: list[str | dict[str, str]],
+    ruleset: str | None = None,
+    upload_ids: list[str] | None = None,
+) -> str:
     """The same files (names and bytes, in order), rules and rule set → the same key, so a rerun replays the
-    first answer."""
-    canonical: dict[str, Any] = {
-        "files": [[u.name, hashlib.sha256(u.content).hexdigest()] for u in uploads],
-        "rules": rules,
-    }
+    first answer. Files uploaded straight to S3 add their upload ids: the API tells a submission's uploads
+    apart by id, and each run uploads anew, so such a key is one run's."""
+    canonical: dict[str, Any] = {"files": [[f.name, f.sha256] for f in files], "rules": rules}
     if ruleset is not None:  # keys of submissions without one stay as they were
         canonical["ruleset"] = ruleset
+    if upload_ids:
+        canonical["uploads"] = upload_ids
     digest = hashlib.sha256(json.dumps(canonical, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
     return f"validate-cli-{digest}"
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import sys
+from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
 from enum import StrEnum
@@ -15,16 +16,18 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from cli import inputs
+from cli import inputs, uploads
 from cli.api import Api
 from cli.display import (
     LiveView,
+    UploadView,
     budget_line,
     estimate_table,
     failing_examples,
     report_line,
     results_table,
     rule_test_table,
+    size_text,
     spend_table,
     status_table,
     usage_line,
@@ -236,6 +239,54 @@ RulesetOpt = Annotated[
 ]
 
 
+def _size(value: str | int) -> int:
+    try:
+        return uploads.parse_size(value)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+
+
+UploadThresholdOpt = Annotated[
+    int,
+    typer.Option(
+        "--upload-threshold",
+        envvar="VALIDATE_UPLOAD_THRESHOLD",
+        parser=_size,
+        metavar="SIZE",
+        show_default=size_text(uploads.DEFAULT_THRESHOLD),
+        help="Files larger than this go straight to S3 (POST /uploads) instead of inline: bytes, or with K, M, G "
+        "(binary). 0: every file.",
+    ),
+]
+
+
+def _say(message: str) -> None:
+    stderr.print(message, markup=False, highlight=False)
+
+
+def _refused_inline(then: str) -> Callable[[str, list[str]], None]:
+    """What a command says when the service's inline limits move files to S3: `then` with their {names}."""
+    return lambda refusal, names: _say(
+        f"The service refused the inline files ({refusal}); {then.format(names=', '.join(names))}."
+    )
+
+
+def _submit(api: Api, submission: inputs.Submission, threshold: int, key: str | None) -> dict[str, Any]:
+    """`POST /validations` with the small files inline and the others uploaded straight to S3 first (each
+    once, even when the service's inline limits send more of them there: uploads.within_inline_limits)."""
+    upload_ids: dict[str, str] = {}  # file name → its upload's id
+
+    def send(plan: uploads.Plan) -> dict[str, Any]:
+        new = [f for f in plan.uploaded if f.name not in upload_ids]
+        if new:
+            with UploadView(stderr, [(f.name, f.size) for f in new]) as view:
+                upload_ids.update(zip((f.name for f in new), uploads.upload(api, new, view), strict=True))
+        ids = [upload_ids[f.name] for f in plan.uploaded]
+        return api.submit(submission, plan.inline, ids, key or submission.idempotency_key(ids))
+
+    return uploads.within_inline_limits(submission.files, threshold, send, _refused_inline("uploading {names} instead"))
+
+
 @app.command()
 def submit(
     ctx: typer.Context,
@@ -251,16 +302,18 @@ def submit(
         str | None,
         typer.Option(
             "--idempotency-key",
-            help="Default: a hash of the files and rules, so the same submission is one validation for 24 h.",
+            help="Default: a hash of the files and rules, so the same submission is one validation for 24 h "
+            "(files uploaded straight to S3 add their new upload ids: one run's).",
             show_default=False,
         ),
     ] = None,
+    upload_threshold: UploadThresholdOpt = uploads.DEFAULT_THRESHOLD,
 ) -> int:
-    """Submit files and rules (--rules, --ruleset or both). Prints the validation's id; with --wait, follows it
-    and prints only the results."""
-    submission = inputs.read_submission(paths, rules, ruleset)
+    """Submit files and rules (--rules, --ruleset or both); files above --upload-threshold are uploaded straight
+    to S3 first. Prints the validation's id; with --wait, follows it and prints only the results."""
+    submission = inputs.read_submission(paths, rules, ruleset, read_up_to=upload_threshold)
     with _config(ctx).api() as api:
-        created = api.submit(submission, idempotency_key or submission.idempotency_key())
+        created = _submit(api, submission, upload_threshold, idempotency_key)
         vid = str(created["id"])
         if not wait:  # the id alone on stdout, for `ID=$(validate submit ...)`
             print(vid, flush=True)
@@ -270,19 +323,47 @@ def submit(
         return _follow_and_report(api, created, report_format, output)
 
 
+def _estimate(api: Api, submission: inputs.Submission, threshold: int) -> tuple[dict[str, Any], uploads.Plan]:
+    """The dry run of the files `submit` would send inline (the API reads no upload in a dry run), and the plan;
+    a CliError when every file would go straight to S3."""
+
+    def send(plan: uploads.Plan) -> tuple[dict[str, Any], uploads.Plan]:
+        if not plan.inline:
+            raise CliError(
+                "Nothing to estimate: a dry run covers files sent inline only, and `submit` uploads every one of "
+                f"these straight to S3 (--upload-threshold {size_text(threshold)}, or the service's inline limits)."
+            )
+        return api.estimate(submission, plan.inline), plan
+
+    return uploads.within_inline_limits(submission.files, threshold, send, _refused_inline("leaving {names} out"))
+
+
 @app.command()
 def estimate(
-    ctx: typer.Context, paths: PathsArg, rules: RulesOpt = None, ruleset: RulesetOpt = None, as_json: JsonOpt = False
+    ctx: typer.Context,
+    paths: PathsArg,
+    rules: RulesOpt = None,
+    ruleset: RulesetOpt = None,
+    as_json: JsonOpt = False,
+    upload_threshold: UploadThresholdOpt = uploads.DEFAULT_THRESHOLD,
 ) -> int:
     """What `submit` with these files and rules would cost and meet now (parts, calls, tokens, cost per tier,
-    the quota and the budget, the time); nothing is stored, started or charged."""
-    submission = inputs.read_submission(paths, rules, ruleset)
+    the quota and the budget, the time); nothing is stored, started or charged. A dry run covers the files sent
+    inline only: those above --upload-threshold are left out, and named."""
+    submission = inputs.read_submission(paths, rules, ruleset, read_up_to=upload_threshold)
     with _config(ctx).api() as api:
-        answer = api.estimate(submission)
+        answer, plan = _estimate(api, submission, upload_threshold)
     if as_json:
         print(json.dumps(answer, indent=2, ensure_ascii=False))
     else:
         Console().print(estimate_table(answer))
+    if plan.uploaded:
+        left_out = ", ".join(f"{f.name} ({size_text(f.size)})" for f in plan.uploaded)
+        _say(
+            f"Not estimated: {left_out}. A dry run covers files sent inline only, and `submit` uploads these "
+            f"straight to S3 (--upload-threshold {size_text(upload_threshold)}, or the service's inline limits): "
+            f"the estimate is of the other {len(plan.inline)} of {len(submission.files)} files."
+        )
     return PASSED
 
 

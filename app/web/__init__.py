@@ -1,4 +1,4 @@
-"""The web page (issue 16): static files served by the API at `/`, no build step, nothing from a CDN.
+"""The web page: static files served by the API at `/`, no build step, nothing from a CDN.
 
 Every file here is public (the page asks for a key and sends it on each API call it makes);
 `PUBLIC_PATHS` tells the auth middleware which paths those are, exactly.
@@ -11,11 +11,19 @@ from pathlib import Path
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 PAGE_PREFIX = "/web"
 
-# The page's own scripts, styles and API calls only: no inline script or style, no framing.
-CONTENT_SECURITY_POLICY = (
-    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
-    "object-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
-)
+
+def content_security_policy(upload_origin: str | None = None) -> str:
+    """The page's own scripts, styles and API calls only: no inline script or style, no framing; and PUTs
+    to the uploads bucket's presigned URLs at `upload_origin` (the one other origin the page talks to)."""
+    connect = "'self'" + (f" {upload_origin}" if upload_origin else "")
+    return (
+        f"default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src {connect}; "
+        "object-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    )
+
+
+# Without an uploads bucket to PUT to (an app served without its lifespan): the page's own origin only.
+CONTENT_SECURITY_POLICY = content_security_policy()
 SECURITY_HEADERS = {
     "Content-Security-Policy": CONTENT_SECURITY_POLICY,
     "X-Content-Type-Options": "nosniff",

@@ -1,6 +1,7 @@
 // Validations: the list, a new submission, and one validation's page with live progress.
 import { estimateList, usd } from "./cost.js";
 import { h, replace, guarded, showError, when } from "./dom.js";
+import { UPLOAD_THRESHOLD, UploadList, learnedLimits, planFiles, sizeText, uploadFiles } from "./uploads.js";
 
 const TERMINAL = new Set(["SUCCEEDED", "FAILED", "CANCELLED"]);
 const PAGE_SIZE = 20;
@@ -69,7 +70,8 @@ export class ListView {
   close() {}
 }
 
-// ---- a new validation: files and rules as multipart, the body POST /validations takes ----
+// ---- a new validation: small files and rules as multipart, the body POST /validations takes;
+// larger files straight to S3 first (uploads.js), named in its `uploads` fields ----
 
 export function rulesOf(text) {
   const trimmed = text.trim();
@@ -84,10 +86,13 @@ export function rulesOf(text) {
     .filter(Boolean);
 }
 
+const namesAndSizes = (files) => files.map((f) => `${f.name} (${sizeText(f.size)})`).join(", ");
+
 export class NewView {
   constructor(api, root) {
     this.api = api;
     this.root = root;
+    this.stop = new AbortController(); // uploads in flight end when the view is left
   }
 
   async show() {
@@ -97,10 +102,18 @@ export class NewView {
     const submit = h("button", { type: "submit" }, "Validate");
     const estimate = h("button", { type: "button", id: "estimate-button" }, "Estimate");
     const outlook = h("section", { id: "estimate", class: "estimate", "aria-live": "polite", hidden: true });
+    const uploading = h("section", { id: "uploads", role: "status", "aria-live": "polite", hidden: true });
+    const list = new UploadList(uploading);
     const form = h(
       "form",
       { id: "new-validation" },
-      h("div", { class: "field" }, h("label", { for: "files" }, "Files (text: CSV, JSON, Markdown, logs…)"), files),
+      h(
+        "div",
+        { class: "field" },
+        h("label", { for: "files" }, "Files (text: CSV, JSON, Markdown, logs…)"),
+        files,
+        h("span", { class: "muted" }, `Files larger than ${sizeText(UPLOAD_THRESHOLD)} go straight to storage.`),
+      ),
       h(
         "div",
         { class: "field" },
@@ -109,16 +122,34 @@ export class NewView {
       ),
       h("div", { class: "field inline" }, reuse, h("label", { for: "reuse" }, "Reuse verdicts of parts judged before")),
       outlook,
+      uploading,
       h("div", { class: "actions" }, estimate, submit),
     );
-    // The multipart body POST /validations takes; a dry run takes the same.
-    const body = () => {
-      if (!form.reportValidity()) return null;
+    // The multipart body POST /validations takes (a dry run takes the same): the inline files, the
+    // rules, and an `uploads` field per file uploaded straight to S3.
+    const body = (inline, uploadIds) => {
       const data = new FormData();
-      for (const file of files.files) data.append("files", file, file.name);
+      for (const file of inline) data.append("files", file, file.name);
+      for (const id of uploadIds) data.append("uploads", id);
       data.append("rules", JSON.stringify(rulesOf(rules.value)));
       if (!reuse.checked) data.append("reuse", "false");
       return data;
+    };
+    // `send(plan)`; once more with the files a 413 naming one of the service's inline limits leaves out
+    // uploaded (each limit moves files once at most).
+    const withinInlineLimits = async (send) => {
+      const chosen = [...files.files];
+      let limits = {};
+      for (;;) {
+        const plan = planFiles(chosen, limits);
+        try {
+          return await send(plan);
+        } catch (error) {
+          const learned = learnedLimits(limits, error);
+          if (!learned || planFiles(chosen, learned).inline.length === plan.inline.length) throw error;
+          limits = learned;
+        }
+      }
     };
     // An estimate is of the files and rules it was asked for: a change makes it stale.
     const stale = () => {
@@ -128,36 +159,68 @@ export class NewView {
     for (const input of [files, rules, reuse]) input.addEventListener(input === rules ? "input" : "change", stale);
     estimate.addEventListener("click", () =>
       guarded(async () => {
-        const data = body();
-        if (!data) return;
+        if (!form.reportValidity()) return;
         estimate.disabled = true;
         try {
-          const answer = await this.api.json("POST", "/validations?dry_run=true", { form: data });
-          replace(outlook, h("h3", {}, "Estimate"), estimateList(answer), h("p", { class: "muted" }, "Nothing was started or charged."));
+          // A dry run reads no upload: it covers the files sent inline only, and says which it left out.
+          const [answer, plan] = await withinInlineLimits(async (plan) => {
+            if (!plan.inline.length) {
+              throw new Error(
+                `Nothing to estimate: an estimate covers files sent inline only, and every file goes straight to storage (${namesAndSizes(plan.uploaded)}).`,
+              );
+            }
+            return [await this.api.json("POST", "/validations?dry_run=true", { form: body(plan.inline, []) }), plan];
+          });
+          replace(
+            outlook,
+            h("h3", {}, "Estimate"),
+            estimateList(answer),
+            plan.uploaded.length
+              ? h(
+                  "p",
+                  { id: "not-estimated", class: "muted" },
+                  `Not estimated: ${namesAndSizes(plan.uploaded)}. An estimate covers files sent inline only; these go straight to storage.`,
+                )
+              : null,
+            h("p", { class: "muted" }, "Nothing was started or charged."),
+          );
           outlook.hidden = false;
         } finally {
           estimate.disabled = false;
         }
       }),
     );
+    const uploadIds = new Map(); // file → its upload's id: a file is uploaded once, whatever the retries
     form.addEventListener("submit", (event) => {
       event.preventDefault();
       guarded(async () => {
-        const data = body();
-        if (!data) return;
-        submit.disabled = true;
+        if (!form.reportValidity()) return;
+        submit.disabled = estimate.disabled = true;
         try {
-          const created = await this.api.json("POST", "/validations", { form: data });
+          const created = await withinInlineLimits(async (plan) => {
+            const fresh = plan.uploaded.filter((f) => !uploadIds.has(f));
+            if (fresh.length) {
+              list.start(fresh);
+              const ids = await uploadFiles(this.api, fresh, list, this.stop.signal);
+              fresh.forEach((file, i) => uploadIds.set(file, ids[i]));
+            }
+            const data = body(plan.inline, plan.uploaded.map((f) => uploadIds.get(f)));
+            return this.api.json("POST", "/validations", { form: data });
+          });
           location.hash = `#/validations/${encodeURIComponent(created.id)}`;
+        } catch (error) {
+          if (error.name !== "AbortError") throw error; // the view was left: nothing to show
         } finally {
-          submit.disabled = false;
+          submit.disabled = estimate.disabled = false;
         }
       });
     });
     replace(this.root, h("h2", {}, "New validation"), form);
   }
 
-  close() {}
+  close() {
+    this.stop.abort();
+  }
 }
 
 // ---- one validation: live per-file progress over EventSource, results, cancel, retry, exports ----
