@@ -15,6 +15,7 @@ BENCHMARKS = [
     "bench.first_run",
     "bench.queue",
     "bench.hostile",
+    "bench.uploads",
     "bench.headroom",
     "bench.local_stack",
     "bench.ceiling",
