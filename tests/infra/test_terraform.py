@@ -378,6 +378,12 @@ def _run_a_validation_through_the_api(environment: dict[str, str], log: Any) -> 
         hook = stack.enter_context(receiver())
         registered = api.put("/me/webhook", json={"url": hook.url})
         assert registered.status_code == 201, registered.text
+        # A file uploaded straight to the bucket Terraform made: the plan step (its function and grants) runs.
+        uploaded = b"first\na secret second\n"
+        declared = api.post("/uploads", json={"files": [{"name": "up.log", "size": len(uploaded)}]})
+        assert declared.status_code == 201, declared.text
+        (ticket,) = declared.json()["uploads"]
+        assert httpx.put(ticket["url"], content=uploaded, headers=ticket["headers"]).status_code == 200
         answer = api.post(
             "/validations",
             json={
@@ -385,6 +391,7 @@ def _run_a_validation_through_the_api(environment: dict[str, str], log: Any) -> 
                     {"name": "clean.csv", "content": "id,note\n1,fine\n2,also fine\n"},
                     {"name": "leaky.md", "content": "# notes\nthe secret is out\nnothing here\n"},
                 ],
+                "uploads": [ticket["upload_id"]],
                 "rules": ['The file must not contain "secret".'],
             },
         )
@@ -405,6 +412,7 @@ def _run_a_validation_through_the_api(environment: dict[str, str], log: Any) -> 
         assert results["clean.csv"]["rules"][0]["passed"] is True
         leaky = results["leaky.md"]["rules"][0]
         assert leaky["passed"] is False and len(leaky["findings"]) == 1
+        assert [f["line"] for f in results["up.log"]["rules"][0]["findings"]] == [2]
         # Finalize started the notification; the notify state machine Terraform made delivered it.
         sfn = _clients(environment["AWS_ENDPOINT_URL"])("stepfunctions")
         notify_machine = environment["NOTIFY_STATE_MACHINE_ARN"]
