@@ -38,6 +38,7 @@ class StoredFile:
     # holds why (`error`: {type, detail}) and no parts.
     upload_id: str | None = None
     etag: str | None = None
+    sha256: str | None = None  # declared and not checked by S3 (a multipart upload): the plan step checks it
     guess: int | None = None
     error: dict[str, str] | None = None
 

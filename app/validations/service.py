@@ -142,6 +142,7 @@ def _uploaded_files(
                 "parts": 0,
                 "upload_id": upload.upload_id,
                 "etag": upload.etag,
+                **({"sha256": upload.sha256} if upload.sha256 and not upload.sha256_checked else {}),
                 "guess": tokens,
                 "guess_calls": calls,  # not stored: the budget reads it
             }

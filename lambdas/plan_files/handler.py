@@ -6,7 +6,8 @@ reservation guessed from it (core/planning.size_guess). Before admission, the ex
 each uploaded file here, with the code that plans inline files at submission:
 
 - `PlanFile` reads the object (exactly the bytes confirmed at upload: GetObject IfMatch its
-  ETag), checks it is text (core/text.py: the inline path's rules), splits it into parts
+  ETag), checks the SHA-256 declared for a multipart upload (S3 checked only its parts),
+  checks it is text (core/text.py: the inline path's rules), splits it into parts
   (core/planning.plan_file) and writes their records, PENDING. A file that fails a check
   gets no parts; it answers why, and its result says it (FAILED, with `error`).
 - `Planned` gathers the files' answers in one transaction (core/quota.plan_correction): the
@@ -22,6 +23,7 @@ correction's condition (`unplanned` still on the record) makes it once.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from typing import Any
 
@@ -63,6 +65,9 @@ def plan_one(store: Store, config: LambdaConfig, validation_id: str, run: int, i
         return {**answer, **_rejected("file_changed", detail)}
     if len(content) != int(file["size"]):
         return {**answer, **_rejected("file_changed", f"File {file['name']!r} does not hold the bytes uploaded.")}
+    if file.get("sha256") and hashlib.sha256(content).hexdigest() != file["sha256"]:
+        # A multipart upload's parts are checked by S3 one by one, the whole file only here.
+        return {**answer, **_rejected("sha256_mismatch", f"File {file['name']!r} does not match its declared SHA-256.")}
     try:
         text.check(file["name"], content)
     except text.NotText as refused:

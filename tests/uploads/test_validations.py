@@ -9,7 +9,7 @@ import httpx
 
 from core.dynamo import from_item
 from tests.support.stack import Aws, all_results, make_user, wait_for_status
-from tests.uploads.conftest import User
+from tests.uploads.conftest import MIB, User
 from tests.uploads.test_api import declare, problem
 
 NO_SECRET = {"id": "no-secret", "text": 'The file must not contain "secret".'}
@@ -192,3 +192,30 @@ def test_an_owner_without_a_quota_validates_uploads_too(uploads_api: Any) -> Non
 
     assert done["status"] == "SUCCEEDED", done
     assert [f["line"] for f in by_file(uploads_api, admin, created["id"])["a.log"]["rules"][0]["findings"]] == [1]
+
+
+def test_a_multipart_upload_whose_bytes_miss_their_declared_sha256_is_refused_by_the_plan_step(
+    uploads_api: Any, alice: User
+) -> None:
+    """S3 checks a multipart upload's parts, not the whole file's SHA-256: the plan step, reading it, does."""
+    data = b"0123456789abcdef\n" * (5 * MIB // 17 + 40)  # just over one 5 MiB part
+    (ticket,) = declare(uploads_api, alice, {"name": "big.log", "size": len(data), "sha256": "ab" * 32})
+    etags, offset = [], 0
+    for part in ticket["parts"]:
+        put = httpx.put(part["url"], content=data[offset : offset + part["size"]])
+        assert put.status_code == 200, put.text
+        etags.append({"number": part["number"], "etag": put.headers["etag"]})
+        offset += part["size"]
+    done = uploads_api.post(f"/uploads/{ticket['upload_id']}/complete", json={"parts": etags}, headers=alice[1])
+    assert done.status_code == 200, done.text
+
+    created = validate(
+        uploads_api,
+        alice,
+        {"documents": [{"name": "a.txt", "content": "fine\n"}], "uploads": [ticket["upload_id"]]},
+    )
+    ended_ = ended(uploads_api, alice, created["id"])
+
+    assert ended_["status"] == "SUCCEEDED", ended_
+    refused = by_file(uploads_api, alice, created["id"])["big.log"]
+    assert refused["status"] == "FAILED" and refused["error"]["type"] == "sha256_mismatch"
