@@ -142,6 +142,21 @@ class Provisioner:
         except ClientError:
             s3.create_bucket(Bucket=self.settings.bucket)
             log.info("created bucket %s", self.settings.bucket)
+        # Terraform's rule for `api_origin` (infra/terraform/uploads.tf), for the page this API serves:
+        # its multipart uploads read each part's ETag, which a browser sees only when CORS exposes it.
+        s3.put_bucket_cors(Bucket=self.settings.bucket, CORSConfiguration={"CORSRules": [self.cors_rule()]})
+
+    def cors_rule(self) -> dict[str, Any]:
+        host, port = self.settings.host, self.settings.port
+        hosts = ["127.0.0.1", "localhost"] if host in ("127.0.0.1", "localhost", "0.0.0.0") else [host]
+        return {
+            "ID": "presigned-uploads",
+            "AllowedMethods": ["PUT"],
+            "AllowedOrigins": [f"http://{h}:{port}" for h in hosts],
+            "AllowedHeaders": ["content-type", "x-amz-checksum-sha256", "x-amz-tagging"],
+            "ExposeHeaders": ["ETag"],
+            "MaxAgeSeconds": 3600,
+        }
 
     def create_parameters(self) -> None:
         ssm = self._client("ssm")
