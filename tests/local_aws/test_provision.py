@@ -34,7 +34,9 @@ def test_asl_file_renders_to_a_definition_the_engine_accepts(
     verdict = aws.client("stepfunctions").validate_state_machine_definition(definition=definition)
 
     assert "${" not in definition
-    assert parsed["StartAt"] == "Admit"  # the per-user queue comes first
+    # Uploaded files are planned first, then the per-user queue.
+    assert parsed["StartAt"] == "Uploaded"
+    assert parsed["States"]["Uploaded"]["Default"] == "Admit" and parsed["States"]["PlanOutcome"]["Default"] == "Admit"
     assert verdict["result"] == "OK", verdict["diagnostics"]
     assert "${control_arn}" in ASL_FILE.read_text()  # the shared file stays a template
 
