@@ -12,6 +12,8 @@ from fastapi import APIRouter, Depends, Query
 from app.auth.dependencies import CurrentAdmin, CurrentUser
 from app.deps import ClientsDep, SettingsDep
 from app.errors import Unprocessable, problem_responses
+from app.models.catalog import ModelCatalog
+from app.models.dependencies import Models
 from app.pagination import decode_cursor, encode_cursor, is_key
 from app.pricing.prices import PriceBook
 from app.pricing.schemas import BudgetOut, PricesOut, PricesPatch, SpendOut, SpendPage, UsageOut
@@ -39,27 +41,33 @@ Book = Annotated[PriceBook, Depends(_book)]
 Spend = Annotated[SpendStore, Depends(_spend)]
 
 
-async def _prices_view(book: PriceBook, settings: SettingsDep) -> PricesOut:
+async def _prices_view(book: PriceBook, models: ModelCatalog) -> PricesOut:
+    table, offered = await book.table(), await models.entries()
+    default = next(entry for entry in offered if entry.default)
     return PricesOut(
-        prices=pricing.table_json(await book.table()),
+        prices=pricing.table_json(table),
         overrides=await book.overrides(),
         defaults_read=pricing.DEFAULTS_READ,
-        model=settings.openai_model,
-        model_priced=pricing.match(await book.table(), settings.openai_model) is not None,
+        model=default.name,
+        model_priced=pricing.match(table, default.name) is not None,
+        unpriced=[
+            f"{entry.name}/{tier}"
+            for entry in offered
+            for tier in entry.tiers
+            if pricing.price_of(table, entry.name, tier) is None
+        ],
     )
 
 
 @router.get("/admin/prices", response_model=PricesOut, responses=problem_responses(403, 502))
-async def get_prices(admin: CurrentAdmin, book: Book, settings: SettingsDep) -> PricesOut:
+async def get_prices(admin: CurrentAdmin, book: Book, models: Models) -> PricesOut:
     """The price table in use (USD per 1M tokens, by model and tier): the defaults, the deployment's
     `PRICE_OVERRIDES`, then the overrides made here."""
-    return await _prices_view(book, settings)
+    return await _prices_view(book, models)
 
 
 @router.patch("/admin/prices", response_model=PricesOut, responses=problem_responses(403, 502))
-async def patch_prices(
-    body: PricesPatch, admin: CurrentAdmin, book: Book, users: Users, settings: SettingsDep
-) -> PricesOut:
+async def patch_prices(body: PricesPatch, admin: CurrentAdmin, book: Book, users: Users, models: Models) -> PricesOut:
     """Override prices at run time (SSM `<prefix>/prices`; every process sees them within
     CONFIG_CACHE_SECONDS): a model's tiers replace its tiers, `{}` removes its price, `null`
     drops the override (back to the default). Validations keep the prices they started with. Audited."""
@@ -83,7 +91,7 @@ async def patch_prices(
             {m: before.get(m) for m in body.prices},
             {m: after.get(m) for m in body.prices},
         )
-    return await _prices_view(book, settings)
+    return await _prices_view(book, models)
 
 
 def _budget_view(budget: Budget | None, item: dict[str, Any] | None, now: float) -> BudgetOut | None:

@@ -13,8 +13,12 @@ class PricesOut(BaseModel):
     )
     overrides: dict[str, Any] = Field(description="What `PATCH /admin/prices` changed from the defaults")
     defaults_read: str = Field(description="When the default prices were read from the provider's price page")
-    model: str = Field(description="The model validations ask")
+    model: str = Field(description="The default model (`GET /admin/models`): what a validation naming none asks")
     model_priced: bool = Field(description="Whether that model has a price (else validations' cost is null)")
+    unpriced: list[str] = Field(
+        description="`model/tier` of each offered model and tier it may use that has no price here: "
+        "validations in that lane show `cost_usd: null` and budgets refuse them"
+    )
 
 
 class PricesPatch(BaseModel):

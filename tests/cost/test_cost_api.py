@@ -62,12 +62,14 @@ def test_a_submission_past_the_budget_is_refused_naming_budget_and_when_it_reset
 def test_an_admin_overrides_prices_live_audited_and_new_validations_take_them(api: Any) -> None:
     table = api.get("/admin/prices").json()
     assert table["model"] == "simulator" and table["model_priced"] and table["overrides"] == {}
+    assert table["unpriced"] == []  # every offered model priced at each tier it may use
 
     doubled = {"standard": {"input": 0.3, "cached_input": 0.15, "output": 1.2}}
     changed = api.patch("/admin/prices", json={"prices": {"simulator": doubled}})
     bad = api.patch("/admin/prices", json={"prices": {"x": {"turbo": {"input": 1, "cached_input": 1, "output": 1}}}})
 
     assert changed.status_code == 200 and changed.json()["prices"]["simulator"] == doubled
+    assert changed.json()["unpriced"] == ["simulator/flex", "simulator/batch"]  # its tiers replaced by one
     assert bad.status_code == 422 and bad.json()["field"] == "prices.x"
     (entry,) = [e for e in api.get("/admin/audit").json()["items"] if e["action"] == "prices.update"]
     assert entry["new"] == {"simulator": doubled} and entry["old"] == {"simulator": None}
@@ -81,6 +83,7 @@ def test_an_admin_overrides_prices_live_audited_and_new_validations_take_them(ap
 
     unpriced = api.patch("/admin/prices", json={"prices": {"simulator": {}}}).json()
     assert not unpriced["model_priced"] and "simulator" not in unpriced["prices"]
+    assert unpriced["unpriced"] == ["simulator/standard", "simulator/flex", "simulator/batch"]
     ended = wait_for_status(api, submit(api, {"c.txt": "other\ntext\n"}, RULES)["id"])  # not reused: asked
     assert ended["usage"]["cost_usd"] is None and ended["usage"]["prompt_tokens"] > 0
 
