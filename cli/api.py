@@ -61,7 +61,7 @@ def _body(submission: Submission, inline: list[LocalFile], upload_ids: list[str]
     """The body `POST /validations` takes: multipart with the inline files, the rules as JSON, the rule set's
     name and one `uploads` field per upload; JSON when every file was uploaded (no file part to send)."""
     if not inline:
-        body: dict[str, Any] = {"rules": submission.rules, "uploads": upload_ids}
+        body: dict[str, Any] = {"rules": submission.rules, "uploads": upload_ids, **submission.lane}
         if submission.ruleset is not None:
             body["ruleset"] = submission.ruleset
         return {"json": body}
@@ -73,6 +73,7 @@ def _body(submission: Submission, inline: list[LocalFile], upload_ids: list[str]
         data["ruleset"] = submission.ruleset
     if upload_ids:
         data["uploads"] = upload_ids
+    data.update({name: str(value) for name, value in submission.lane.items()})  # form fields are text
     return {"files": files, "data": data}
 
 
@@ -288,4 +289,12 @@ class Api:
 
     def set_parallelism(self, changes: dict[str, Any]) -> dict[str, Any]:
         shown: dict[str, Any] = self.call("PATCH", "/admin/parallelism", json=changes)
+        return shown
+
+    def models(self) -> dict[str, Any]:
+        shown: dict[str, Any] = self.call("GET", "/admin/models")
+        return shown
+
+    def set_models(self, models: list[dict[str, Any]]) -> dict[str, Any]:
+        shown: dict[str, Any] = self.call("PATCH", "/admin/models", json={"models": models})
         return shown

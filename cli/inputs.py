@@ -7,7 +7,7 @@ from __future__ import annotations
 import glob
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -214,20 +214,25 @@ class Submission:
     files: list[LocalFile]
     rules: list[str | dict[str, str]]
     ruleset: str | None  # NAME or NAME@VERSION of a stored rule set
+    lane: dict[str, str | int] = field(default_factory=dict)  # model, tier, flex_deadline_seconds, flex_fallback
 
     def idempotency_key(self, upload_ids: list[str] | None = None) -> str:
-        return idempotency_key(self.files, self.rules, self.ruleset, upload_ids)
+        return idempotency_key(self.files, self.rules, self.ruleset, upload_ids, self.lane)
 
 
 def read_submission(
-    paths: list[str], rules_path: str | None, ruleset: str | None, read_up_to: int | None = None
+    paths: list[str],
+    rules_path: str | None,
+    ruleset: str | None,
+    read_up_to: int | None = None,
+    lane: dict[str, str | int] | None = None,
 ) -> Submission:
-    """Files from paths, globs and directories (those above `read_up_to` bytes hashed, not held), and the
-    rules (a file, a stored rule set, or both)."""
+    """Files from paths, globs and directories (those above `read_up_to` bytes hashed, not held), the rules
+    (a file, a stored rule set, or both), and the lane (model and tier; empty: the service's defaults)."""
     if rules_path is None and ruleset is None:
         raise CliError("Give the rules: --rules FILE, --ruleset NAME[@VERSION], or both.")
     files = read_files(expand(paths), read_up_to)
-    return Submission(files, load_rules(rules_path) if rules_path is not None else [], ruleset)
+    return Submission(files, load_rules(rules_path) if rules_path is not None else [], ruleset, dict(lane or {}))
 
 
 def idempotency_key(
@@ -235,6 +240,7 @@ def idempotency_key(
     rules: list[str | dict[str, str]],
     ruleset: str | None = None,
     upload_ids: list[str] | None = None,
+    lane: dict[str, str | int] | None = None,
 ) -> str:
     """The same files (names and bytes, in order), rules and rule set → the same key, so a rerun replays the
     first answer. Files uploaded straight to S3 add their upload ids: the API tells a submission's uploads
@@ -244,6 +250,8 @@ def idempotency_key(
         canonical["ruleset"] = ruleset
     if upload_ids:
         canonical["uploads"] = upload_ids
+    if lane:  # another model or tier is another validation
+        canonical["lane"] = lane
     digest = hashlib.sha256(json.dumps(canonical, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
     return f"validate-cli-{digest}"
 

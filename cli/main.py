@@ -69,9 +69,11 @@ app = typer.Typer(
 )
 users_app = typer.Typer(help="Admin: users and their API keys.", no_args_is_help=True)
 parallelism_app = typer.Typer(help="Admin: model-call parallelism and the TPM target (live, no redeploy).")
+models_app = typer.Typer(help="Admin: the models validations may ask for, each with its own budget (live).")
 rules_app = typer.Typer(help="Stored, versioned rule sets and their tests.", no_args_is_help=True)
 app.add_typer(users_app, name="users")
 app.add_typer(parallelism_app, name="parallelism", no_args_is_help=True)
+app.add_typer(models_app, name="models", no_args_is_help=True)
 app.add_typer(rules_app, name="rules")
 
 
@@ -96,6 +98,17 @@ class OnLimit(StrEnum):
 class Period(StrEnum):
     DAY = "day"
     MONTH = "month"
+
+
+class Tier(StrEnum):
+    STANDARD = "standard"
+    FLEX = "flex"
+    BATCH = "batch"
+
+
+class FlexFallback(StrEnum):
+    STANDARD = "standard"
+    FAIL = "fail"
 
 
 @dataclass(frozen=True)
@@ -246,6 +259,49 @@ def _size(value: str | int) -> int:
         raise typer.BadParameter(str(exc)) from exc
 
 
+ModelOpt = Annotated[
+    str | None,
+    typer.Option("--model", help="A model of `validate models show` (default: its default).", show_default=False),
+]
+TierOpt = Annotated[
+    Tier | None,
+    typer.Option(
+        "--tier", help="The service tier (default: your quota's): flex and batch cost half.", show_default=False
+    ),
+]
+FlexDeadlineOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--flex-deadline",
+        min=1,
+        metavar="SECONDS",
+        help="flex: how long a call waits for capacity before --flex-fallback.",
+        show_default=False,
+    ),
+]
+FlexFallbackOpt = Annotated[
+    FlexFallback | None,
+    typer.Option(
+        "--flex-fallback", help="flex past its deadline: ask at standard, or fail the part.", show_default=False
+    ),
+]
+
+
+def _lane(
+    model: str | None, tier: Tier | None, flex_deadline: int | None, flex_fallback: FlexFallback | None
+) -> dict[str, str | int]:
+    """The body's lane fields (none given: the service's defaults)."""
+    if (flex_deadline is not None or flex_fallback is not None) and tier is not Tier.FLEX:
+        raise CliError("--flex-deadline and --flex-fallback go with --tier flex.")
+    fields = {
+        "model": model,
+        "tier": tier.value if tier else None,
+        "flex_deadline_seconds": flex_deadline,
+        "flex_fallback": flex_fallback.value if flex_fallback else None,
+    }
+    return {name: value for name, value in fields.items() if value is not None}
+
+
 UploadThresholdOpt = Annotated[
     int,
     typer.Option(
@@ -308,10 +364,15 @@ def submit(
         ),
     ] = None,
     upload_threshold: UploadThresholdOpt = uploads.DEFAULT_THRESHOLD,
+    model: ModelOpt = None,
+    tier: TierOpt = None,
+    flex_deadline: FlexDeadlineOpt = None,
+    flex_fallback: FlexFallbackOpt = None,
 ) -> int:
     """Submit files and rules (--rules, --ruleset or both); files above --upload-threshold are uploaded straight
     to S3 first. Prints the validation's id; with --wait, follows it and prints only the results."""
-    submission = inputs.read_submission(paths, rules, ruleset, read_up_to=upload_threshold)
+    lane = _lane(model, tier, flex_deadline, flex_fallback)
+    submission = inputs.read_submission(paths, rules, ruleset, read_up_to=upload_threshold, lane=lane)
     with _config(ctx).api() as api:
         created = _submit(api, submission, upload_threshold, idempotency_key)
         vid = str(created["id"])
@@ -346,11 +407,16 @@ def estimate(
     ruleset: RulesetOpt = None,
     as_json: JsonOpt = False,
     upload_threshold: UploadThresholdOpt = uploads.DEFAULT_THRESHOLD,
+    model: ModelOpt = None,
+    tier: TierOpt = None,
+    flex_deadline: FlexDeadlineOpt = None,
+    flex_fallback: FlexFallbackOpt = None,
 ) -> int:
     """What `submit` with these files and rules would cost and meet now (parts, calls, tokens, cost per tier,
     the quota and the budget, the time); nothing is stored, started or charged. A dry run covers the files sent
     inline only: those above --upload-threshold are left out, and named."""
-    submission = inputs.read_submission(paths, rules, ruleset, read_up_to=upload_threshold)
+    lane = _lane(model, tier, flex_deadline, flex_fallback)
+    submission = inputs.read_submission(paths, rules, ruleset, read_up_to=upload_threshold, lane=lane)
     with _config(ctx).api() as api:
         answer, plan = _estimate(api, submission, upload_threshold)
     if as_json:
@@ -753,6 +819,59 @@ def parallelism_set(
         raise CliError("Nothing to set: give --max-parallelism, --target-tpm, --target-rpm or --throttle-threshold.")
     with _config(ctx).api() as api:
         _show_parallelism(api.set_parallelism(changes), as_json)
+    return PASSED
+
+
+# --- admin: models ----------------------------------------------------------------------------------
+def _show_models(view: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(view, indent=2))
+        return
+    for model in view["models"]:
+        budget = model["budget"]
+        print(
+            f"{model['name']}{' (default)' if model['default'] else ''}: target-tpm {model['target_tpm']}, "
+            f"target-rpm {model.get('target_rpm') or 'unset'}, tiers {', '.join(model['tiers'])}, "
+            f"{model['family']}; budget {budget['tokens_per_window']} tokens per {view['window_seconds']:g} s "
+            f"(factor {budget['factor']:g}), used {budget['tokens_last_window']} in the last window"
+        )
+    if not view["in_sync"]:
+        print("The validators' copy differs from SSM until the reconciler's next pass.")
+
+
+@models_app.command("show")
+def models_show(ctx: typer.Context, as_json: JsonOpt = False) -> int:
+    """The models offered: targets, tiers, the default, and each one's budget now."""
+    with _config(ctx).api() as api:
+        _show_models(api.models(), as_json)
+    return PASSED
+
+
+@models_app.command("set")
+def models_set(
+    ctx: typer.Context,
+    path: Annotated[
+        str,
+        typer.Argument(
+            help='JSON: the whole list, `[{"name", "target_tpm", "target_rpm", "tiers", "default"}, ...]` '
+            '(or `{"models": [...]}`); "-" reads stdin.',
+            metavar="FILE",
+            show_default=False,
+        ),
+    ],
+    as_json: JsonOpt = False,
+) -> int:
+    """Replace the list (live: validators follow within seconds); the default's targets become target-tpm/-rpm."""
+    text = sys.stdin.read() if path == "-" else inputs.read_text(path, "models file")
+    try:
+        parsed = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise CliError(f"{path}: not JSON ({exc.msg} at line {exc.lineno}).") from None
+    listed = parsed.get("models") if isinstance(parsed, dict) else parsed
+    if not isinstance(listed, list):
+        raise CliError(f"{path}: give a JSON list of models, or an object with `models`.")
+    with _config(ctx).api() as api:
+        _show_models(api.set_models(listed), as_json)
     return PASSED
 
 

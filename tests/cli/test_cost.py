@@ -5,6 +5,7 @@ codes of an estimate (0 whatever quota and budget would do; 3 for usage errors a
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 from pathlib import Path
@@ -123,3 +124,45 @@ def test_budget_set_by_the_admin_commands_estimate_then_cost_in_status_and_usage
     assert code == 3 and re.search(r"^validate: 4\d\d ", err, re.MULTILINE)
     code, _, err = invoke(*admin, "users", "update", user, "--max-spend-usd", "-1")
     assert code == 3 and "none" in err
+
+
+def test_models_set_and_show_then_estimate_and_submit_name_a_model_and_tier(
+    served: str, invoke: Invoke, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "160")
+    admin = ("--url", served, "--api-key", ADMIN_KEY)
+    (tmp_path / "a.txt").write_text("row 1\n")
+    (tmp_path / "rules.yaml").write_text('no-secret: The file must not contain "secret".\n')
+    files = (str(tmp_path / "a.txt"), "--rules", str(tmp_path / "rules.yaml"))
+    listed = [
+        {"name": "simulator", "target_tpm": 200_000, "target_rpm": 2_000, "tiers": ["standard"], "default": True},
+        {"name": "gpt-4o-mini", "target_tpm": 300_000, "target_rpm": 3_000, "tiers": ["standard", "flex"]},
+    ]
+    (tmp_path / "models.json").write_text(json.dumps({"models": listed}))
+
+    code, out, err = invoke(*admin, "models", "set", str(tmp_path / "models.json"))
+    assert code == 0, err
+    code, out, err = invoke(*admin, "models", "show")
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[0].startswith("simulator (default): target-tpm 200000, target-rpm 2000, tiers standard, chat;")
+    assert lines[1].startswith("gpt-4o-mini: target-tpm 300000, target-rpm 3000, tiers standard, flex, chat;")
+
+    code, out, err = invoke(*admin, "estimate", *files, "--model", "gpt-4o-mini", "--tier", "flex", "--json")
+    assert code == 0, err
+    assert (answer(out)["model"], answer(out)["tier"]) == ("gpt-4o-mini", "flex")
+
+    refusals = {
+        "unlisted model": invoke(*admin, "submit", *files, "--model", "gpt-9"),
+        "tier not offered": invoke(*admin, "submit", *files, "--tier", "flex"),  # simulator: standard only
+        "deadline without flex": invoke(*admin, "submit", *files, "--flex-deadline", "30"),
+        "not a list": invoke(*admin, "models", "set", str(tmp_path / "rules.yaml")),
+    }
+    assert {name: code for name, (code, _, _) in refusals.items()} == dict.fromkeys(refusals, 3)
+    assert refusals["unlisted model"][2].startswith("validate: 422 ") and "'gpt-9'" in refusals["unlisted model"][2]
+    assert "flex" in refusals["tier not offered"][2] and refusals["tier not offered"][2].startswith("validate: 422 ")
+    assert refusals["deadline without flex"][2].strip() == (
+        "validate: --flex-deadline and --flex-fallback go with --tier flex."
+    )
+    assert "not JSON" in refusals["not a list"][2]
+    assert httpx.get(f"{served}/validations", headers=ADMIN).json()["items"] == []  # nothing stored

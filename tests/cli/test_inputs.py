@@ -182,6 +182,11 @@ def test_the_idempotency_key_follows_the_content_not_the_path(tree: Path) -> Non
     assert idempotency_key(read_uploads([tree / "copy" / "a.csv"]), rules) != first  # other bytes
     assert idempotency_key(read_uploads([tree / "data" / "a.csv"]), ["Other rule."]) != first
     assert len(first) <= 255  # the API's limit for Idempotency-Key
+    flex = idempotency_key(read_uploads([tree / "data" / "a.csv"]), rules, lane={"tier": "flex"})
+    assert flex != first and flex != idempotency_key(
+        read_uploads([tree / "data" / "a.csv"]), rules, lane={"model": "m"}
+    )
+    assert idempotency_key(read_uploads([tree / "data" / "a.csv"]), rules, lane={}) == first  # no lane: as before
     with_set = idempotency_key(read_uploads([tree / "data" / "a.csv"]), rules, "pii@2")
     assert with_set != first and with_set != idempotency_key(read_uploads([tree / "data" / "a.csv"]), rules, "pii@3")
 
