@@ -15,6 +15,7 @@ from app.events.hub import EventHub
 from app.events.router import router as events_router
 from app.events.store import EventStore
 from app.health.router import router as health_router
+from app.models.router import offered_router as offered_models_router
 from app.models.router import router as models_router
 from app.pricing.router import router as pricing_router
 from app.rulesets.router import router as rulesets_router
@@ -83,6 +84,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(rulesets_router)
     app.include_router(pricing_router)
     app.include_router(models_router)
+    app.include_router(offered_models_router)
     app.include_router(uploads_router)
     web.install(app)  # the page at `/` (static files)
     return app

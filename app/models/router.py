@@ -7,16 +7,30 @@ from typing import Any
 from fastapi import APIRouter
 
 from app.admin.parallelism import GovernorView, ParallelismSettings, limits_of
-from app.auth.dependencies import CurrentAdmin
+from app.auth.dependencies import CurrentAdmin, CurrentUser
 from app.aws.functions import Functions
 from app.deps import ClientsDep, SettingsDep
 from app.errors import problem_responses
 from app.models.dependencies import Models
-from app.models.schemas import ModelsOut, ModelsPatch
+from app.models.schemas import ModelsOut, ModelsPatch, OfferedModel, OfferedOut
 from app.users.dependencies import Users
 from core.models import Catalog
+from core.pricing import TIERS
 
 router = APIRouter(prefix="/admin", tags=["admin"], responses=problem_responses(401, 403, 422))
+offered_router = APIRouter(tags=["validations"], responses=problem_responses(401))
+
+
+@offered_router.get("/models", response_model=OfferedOut, responses=problem_responses(502))
+async def offered(principal: CurrentUser, models: Models) -> OfferedOut:
+    """The models your validations may name, with the tiers each may be asked at, and the tiers your
+    quota allows (a submission's `model` and `tier`; docs: Lanes)."""
+    quota = principal.quota
+    return OfferedOut(
+        models=[OfferedModel(name=e.name, tiers=list(e.tiers), default=e.default) for e in await models.entries()],
+        your_tiers=list(quota.tiers) if quota is not None else list(TIERS),  # type: ignore[arg-type]  # stored tiers
+        default_tier=quota.default_tier if quota is not None else "standard",  # type: ignore[arg-type]
+    )
 
 
 async def _view(catalog: Catalog, clients: ClientsDep, settings: SettingsDep) -> dict[str, Any]:

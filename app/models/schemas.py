@@ -68,3 +68,17 @@ class ModelsOut(BaseModel):
         description="The validators' copy of the list and settings matches SSM; false after a direct SSM edit "
         "until the reconciler's next pass"
     )
+
+
+class OfferedModel(BaseModel):
+    name: str
+    tiers: list[Tier] = Field(description="The tiers it may be asked at (those you may ask: `your_tiers`)")
+    default: bool = Field(description="The model of a validation that names none")
+
+
+class OfferedOut(BaseModel):
+    """What a validation of yours may name: `model` one of `models`, `tier` one of its tiers and of yours."""
+
+    models: list[OfferedModel]
+    your_tiers: list[Tier] = Field(description="The tiers your quota allows (all of them: no quota)")
+    default_tier: Tier = Field(description="The tier of your submission that names none")

@@ -115,3 +115,24 @@ def test_only_admins_see_or_change_the_list(api: Any) -> None:
     assert api.get("/admin/models", headers=auth).status_code == 403
     assert api.patch("/admin/models", json={"models": TWO}, headers=auth).status_code == 403
     assert len(api.get("/admin/models").json()["models"]) == 1
+
+
+def test_any_user_sees_the_models_offered_and_the_tiers_their_quota_allows(api: Any) -> None:
+    quota = {"capacity_tokens": 100_000, "refill_tokens_per_minute": 10_000, "max_running": 2}
+    _, flex_user = make_user(api, quota={**quota, "tiers": ["standard", "flex"], "default_tier": "flex"})
+    assert api.patch("/admin/models", json={"models": TWO}).status_code == 200
+
+    mine = api.get("/models", headers=flex_user)
+    admins = api.get("/models")  # the bootstrap admin: no quota, every tier
+    anonymous = api.get("/models", headers={"Authorization": "Bearer nope"})
+
+    assert mine.status_code == 200 and mine.json() == {
+        "models": [
+            {"name": "simulator", "tiers": ["standard"], "default": False},
+            {"name": "o4-mini", "tiers": ["standard", "flex"], "default": True},
+        ],
+        "your_tiers": ["standard", "flex"],
+        "default_tier": "flex",
+    }
+    assert admins.json()["your_tiers"] == ["standard", "flex", "batch"] and admins.json()["default_tier"] == "standard"
+    assert anonymous.status_code == 401 and anonymous.headers["content-type"] == "application/problem+json"
