@@ -161,9 +161,24 @@ def test_sign_in_upload_watch_live_progress_cancel_and_administer_in_chromium(
     expect(estimate.locator('[data-estimate="cost"]')).to_have_text(
         f"{dollars(standard['p50'])}–{dollars(standard['p90'])} at standard (p50–p90)"
     )
+    expect(estimate.locator('[data-estimate="model"]')).to_have_text("simulator at the standard tier")
     expect(estimate.locator('[data-estimate="quota"]')).to_have_text("admit")  # the bootstrap admin: no quota
     expect(estimate.locator('[data-estimate="budget"]')).to_have_text("no budget")
     shot(view, "estimate.png")
+    # The model and tier offered (GET /models): another tier is another estimate, priced at that tier.
+    expect(view.get_by_label("Model").locator("option")).to_have_text(["simulator (default)"])
+    expect(view.get_by_label("Tier").locator("option")).to_have_text(
+        ["standard", "flex (half price, slower)", "batch (half price, within 24 h)"]
+    )
+    view.get_by_label("Tier").select_option("flex")
+    expect(estimate).to_be_hidden()  # stale
+    view.get_by_role("button", name="Estimate").click()
+    flex = expected["cost_usd"]["flex"]
+    expect(estimate.locator('[data-estimate="model"]')).to_have_text("simulator at the flex tier")
+    expect(estimate.locator('[data-estimate="cost"]')).to_have_text(
+        f"{dollars(flex['p50'])}–{dollars(flex['p90'])} at flex (p50–p90)"
+    )
+    view.get_by_label("Tier").select_option("standard")
     assert api.get("/validations").json()["items"] == []
     view.get_by_label("Rules").fill(RULES + "\n")  # an estimate of other input is stale: gone
     expect(estimate).to_be_hidden()

@@ -37,20 +37,22 @@ function budgetOutlook(budget) {
   return `refuse (429): needs ${usd(budget.estimate_usd)}, ${usd(budget.remaining_usd)} left; resets ${new Date(budget.resets_at).toLocaleString()}`;
 }
 
-// The estimate as a list: calls, tokens, the cost at the standard tier (p50–p90), what the quota and
-// the budget would do now, and when it would start.
+// The estimate as a list: the model and tier, calls, tokens, the cost at that tier (p50–p90), what the
+// quota and the budget would do now, and when it would start.
 export function estimateList(e) {
-  const standard = e.cost_usd && e.cost_usd.standard;
+  const tier = e.tier || "standard";
+  const atTier = e.cost_usd && e.cost_usd[tier];
   const { parts, combine, total } = e.model_calls;
   const prompt = e.prompt_tokens;
   const completion = e.completion_tokens;
   const duration = e.duration_seconds;
   const rows = [
+    ["Model", `${e.model} at the ${tier} tier`],
     ["Parts", `${count(e.parts, "part")} in ${count(e.files, "file")}${e.reused_parts ? `, ${number(e.reused_parts)} answered by the reuse cache` : ""}`],
     ["Model calls", `${number(total)} (${number(parts)} for parts, ${number(combine)} to combine)`],
     ["Prompt tokens", `${number(prompt.total)} (${number(prompt.cached)} cached)`],
     ["Completion tokens", `${number(completion.p50)}–${number(completion.p90)} (p50–p90)`],
-    ["Cost", standard ? `${usd(standard.p50)}–${usd(standard.p90)} at standard (p50–p90)` : `no price for ${e.model}`],
+    ["Cost", atTier ? `${usd(atTier.p50)}–${usd(atTier.p90)} at ${tier} (p50–p90)` : `no price for ${e.model} at ${tier}`],
     ["Quota", quotaOutlook(e.would)],
     ["Budget", budgetOutlook(e.would.budget)],
     [

@@ -86,6 +86,8 @@ export function rulesOf(text) {
     .filter(Boolean);
 }
 
+const TIER_TEXT = { standard: "standard", flex: "flex (half price, slower)", batch: "batch (half price, within 24 h)" };
+
 const namesAndSizes = (files) => files.map((f) => `${f.name} (${sizeText(f.size)})`).join(", ");
 
 export class NewView {
@@ -96,6 +98,23 @@ export class NewView {
   }
 
   async show() {
+    // What this user may ask (GET /models): the model, and a tier both the model's and the user's.
+    const offered = await this.api.get("/models");
+    const model = h(
+      "select",
+      { id: "model", name: "model" },
+      offered.models.map((m) => h("option", { value: m.name, selected: m.default }, m.default ? `${m.name} (default)` : m.name)),
+    );
+    const tier = h("select", { id: "tier", name: "tier" });
+    const tiers = () => {
+      const chosen = offered.models.find((m) => m.name === model.value);
+      const usable = offered.your_tiers.filter((t) => chosen.tiers.includes(t));
+      const keep = usable.includes(tier.value) ? tier.value : usable.includes(offered.default_tier) ? offered.default_tier : usable[0];
+      tier.replaceChildren(...usable.map((t) => h("option", { value: t, selected: t === keep }, TIER_TEXT[t] || t)));
+      tier.disabled = !usable.length;
+    };
+    tiers();
+    model.addEventListener("change", tiers);
     const files = h("input", { id: "files", name: "files", type: "file", multiple: true, required: true });
     const rules = h("textarea", { id: "rules", name: "rules", rows: 5, required: true, spellcheck: "false" });
     const reuse = h("input", { id: "reuse", name: "reuse", type: "checkbox", checked: true });
@@ -120,6 +139,14 @@ export class NewView {
         h("label", { for: "rules" }, "Rules, one per line (or a JSON array of strings and {id, text})"),
         rules,
       ),
+      h(
+        "div",
+        { class: "field inline" },
+        h("label", { for: "model" }, "Model"),
+        model,
+        h("label", { for: "tier" }, "Tier"),
+        tier,
+      ),
       h("div", { class: "field inline" }, reuse, h("label", { for: "reuse" }, "Reuse verdicts of parts judged before")),
       outlook,
       uploading,
@@ -133,6 +160,8 @@ export class NewView {
       for (const id of uploadIds) data.append("uploads", id);
       data.append("rules", JSON.stringify(rulesOf(rules.value)));
       if (!reuse.checked) data.append("reuse", "false");
+      data.append("model", model.value);
+      if (!tier.disabled) data.append("tier", tier.value);
       return data;
     };
     // `send(plan)`; once more with the files a 413 naming one of the service's inline limits leaves out
@@ -156,7 +185,7 @@ export class NewView {
       outlook.hidden = true;
       outlook.replaceChildren();
     };
-    for (const input of [files, rules, reuse]) input.addEventListener(input === rules ? "input" : "change", stale);
+    for (const input of [files, rules, reuse, model, tier]) input.addEventListener(input === rules ? "input" : "change", stale);
     estimate.addEventListener("click", () =>
       guarded(async () => {
         if (!form.reportValidity()) return;
