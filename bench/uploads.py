@@ -18,9 +18,9 @@ planning a 1 GiB log file asks of Lambda and Step Functions.
    latency). The embedded AWS and the client processes run at nice `BENCH_LOAD_NICE` (default
    19): on AWS neither S3 nor the clients share the API's CPU, and at the lowest priority here
    they take only what the API and the probes leave, so the ratio is the API's own work (0 puts
-   them on equal terms, the machine's contention included). Then two small validations of uploaded files (by a user with the default quota)
-   run through the embedded engine, simulator answering, and the difference between their
-   histories gives the events one Map item adds.
+   them on equal terms, the machine's contention included). Then two small validations of
+   uploaded files (by a user with the default quota) run through the embedded engine, simulator
+   answering, and the difference between their histories gives the events one Map item adds.
 2. The same log file planned in this process with the plan step's code (core/text.check, then
    core/planning.plan_file with the default part budget and completion allowance, as
    lambdas/plan_files runs them), no part validated: its parts, seconds and peak RSS, and what
