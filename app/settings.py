@@ -151,6 +151,34 @@ class Settings(BaseSettings):
         "`FLEX_RETRY_MAX_SECONDS` until the validation's `flex_deadline_seconds`.",
     )
     flex_retry_max_seconds: float = Field(default=60.0, gt=0, description="The longest wait between flex retries.")
+    # The batch lane (lambdas/batch; docs: Cost, "Lanes").
+    batch_max_requests: int = Field(
+        default=50_000, ge=1, le=50_000, description="Requests per batch at most (OpenAI: 50,000); more are split."
+    )
+    batch_max_bytes: int = Field(
+        default=200_000_000,
+        ge=1_000,
+        le=200_000_000,
+        description="Bytes per batch input file at most (OpenAI: 200 MB).",
+    )
+    batch_queue_limit_tokens: int = Field(
+        default=2_000_000,
+        ge=1_000,
+        description="Each model's batch queue limit: prompt tokens in batches not ended, over every validation "
+        "(your organization's enqueued-token limit for the model); a submission past it waits.",
+    )
+    batch_poll_first_seconds: int = Field(
+        default=30, ge=1, description="The first wait before a batch is polled (templated into the ASL)."
+    )
+    batch_poll_max_seconds: int = Field(
+        default=600, ge=1, description="The poll spacing doubles up to this (templated into the ASL)."
+    )
+    batch_cancel_wait_seconds: float = Field(
+        default=30.0,
+        ge=0,
+        le=240,
+        description="How long a cancel waits for its cancelled batches to end, to keep what they answered.",
+    )
     completion_max_tokens: int = Field(
         default=512,
         ge=16,
@@ -326,6 +354,16 @@ class Settings(BaseSettings):
         description="How long Lambdas keep the live values (mirrored from SSM on the governor's item) and the "
         "API keeps SSM values: a PATCH reaches running validations within this plus one call.",
     )
+    governor_shards: int = Field(
+        default=8,
+        ge=1,
+        le=64,
+        description="The most items each model's governor budget is split over (each holds its part of the "
+        "rate; a validator borrows from another when its own has no place soon), so no budget item takes "
+        "more than DynamoDB's 1,000 writes a second per item. 8 holds OpenAI's top tier (500 calls/s); "
+        "a budget too small for every shard to hold 32 calls of 8,192 tokens in its burst uses fewer. "
+        "1: one item. The Lambdas read it as `GOVERNOR_SHARDS`.",
+    )
     map_concurrency_ceiling: int = Field(
         default=10, ge=1, le=40, description="Raising `max-parallelism` live reaches up to this on running validations."
     )
@@ -437,6 +475,11 @@ class Settings(BaseSettings):
     def reconcile_function(self) -> str:
         """The reconciler's Lambda (`POST /admin/reconcile` invokes it)."""
         return f"{self.name_prefix}-reconcile"
+
+    @property
+    def batch_function(self) -> str:
+        """The batch lane's Lambda (a cancel invokes it to cancel the open batches)."""
+        return f"{self.name_prefix}-batch"
 
     @property
     def state_machine_name(self) -> str:

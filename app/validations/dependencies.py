@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import Depends, Path, Request
 
+from app.aws.functions import Functions
 from app.aws.stepfunctions import Executions
 from app.deps import ClientsDep, SettingsDep
 from app.events.service import EventLog
@@ -47,6 +48,7 @@ def get_service(
         rulesets=get_ruleset_service(settings, clients, users),
         uploads=uploads,
         models=models,
+        functions=Functions(clients.lambda_),
     )
 
 

@@ -74,6 +74,11 @@ class LaneIn(BaseModel):
     flex_fallback: Literal["standard", "fail"] = Field(
         default="standard", description="flex past its deadline: ask at the standard tier, or fail the part"
     )
+    batch_sync_tier: Literal["flex", "standard"] = Field(
+        default="flex",
+        description="batch: the tier of its synchronous calls (re-asks, parts the batches left, combine calls): "
+        "flex (half price, as the batch; standard past flex_deadline_seconds) or standard",
+    )
 
 
 @dataclass(frozen=True)
@@ -146,6 +151,7 @@ class JsonSubmission(BaseModel):
     )
     flex_deadline_seconds: int = Field(default=300, ge=0, le=86_400)
     flex_fallback: Literal["standard", "fail"] = "standard"
+    batch_sync_tier: Literal["flex", "standard"] = "flex"
     model: str | None = Field(
         default=None, min_length=1, max_length=128, description="A model of `GET /admin/models` (default: its default)"
     )
@@ -251,7 +257,7 @@ def _rules(settings: Settings, raw: list[Any], ruleset: str | None = None) -> li
     return rules
 
 
-_LANE_FIELDS = ("tier", "flex_deadline_seconds", "flex_fallback")
+_LANE_FIELDS = ("tier", "flex_deadline_seconds", "flex_fallback", "batch_sync_tier")
 
 
 def _lane(form: Any) -> LaneIn | None:
@@ -409,7 +415,12 @@ async def _read_json(request: Request, settings: Settings) -> Submission:
         d.content = ""  # one copy of the text at a time
         documents.append(await _checked(settings, d.name, content, None, i))
     lane = (
-        LaneIn(tier=parsed.tier, flex_deadline_seconds=parsed.flex_deadline_seconds, flex_fallback=parsed.flex_fallback)
+        LaneIn(
+            tier=parsed.tier,
+            flex_deadline_seconds=parsed.flex_deadline_seconds,
+            flex_fallback=parsed.flex_fallback,
+            batch_sync_tier=parsed.batch_sync_tier,
+        )
         if parsed.tier
         else None
     )

@@ -19,6 +19,7 @@ the AWS-backed classes (app/validations/dependencies.py); the unit tests wire in
 | LiveLimits    | app.pricing.limits.LiveLimits               |
 | Uploads       | app.uploads.service.UploadService           |
 | Models        | app.models.catalog.ModelCatalog             |
+| Functions     | app.aws.functions.Functions                 |
 """
 
 from __future__ import annotations
@@ -208,3 +209,9 @@ class Models(Protocol):
     """The admin's list of models a validation may ask for."""
 
     async def resolve(self, name: str | None) -> ModelEntry: ...
+
+
+class Functions(Protocol):
+    """Lambda invocations: a cancel has the batch lane's Lambda cancel the open batches."""
+
+    async def invoke(self, name: str, payload: dict[str, Any]) -> dict[str, Any]: ...

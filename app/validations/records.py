@@ -155,8 +155,11 @@ class Validation:
     budget_reserved: Decimal | None = None
     # The lane (docs: Lanes): the service tier asked, and on flex the deadline and fallback.
     tier: str = "standard"
+    # The batch lane (lambdas/batch): the provider's status of its batches and their request counts.
+    batch: dict[str, Any] | None = None
     flex_deadline_seconds: int | None = None
     flex_fallback: str | None = None
+    batch_sync_tier: str | None = None  # batch: the tier of its synchronous calls (flex or standard)
     ruleset: dict[str, Any] | None = None  # {owner, name, version}: the stored rule set version it used
     kind: str = "validation"  # "test": a rule set's examples judged against its rules (app/rulesets)
     # Uploaded files the plan step has not planned yet (their indexes in `files`), and what the

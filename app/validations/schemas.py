@@ -111,6 +111,22 @@ def ruleset_reference(record: Validation) -> str | None:
     return f"{record.ruleset['name']}@{int(record.ruleset['version'])}" if record.ruleset else None
 
 
+class BatchCounts(BaseModel):
+    total: int = 0
+    completed: int = 0
+    failed: int = 0
+
+
+class BatchInfo(BaseModel):
+    status: str = Field(
+        description="The least advanced of its open batches (validating, in_progress, finalizing, cancelling), "
+        "else the last one's end (completed, failed, expired, cancelled)"
+    )
+    request_counts: BatchCounts = Field(description="Over all its batches, as the Batch API counts them")
+    batches: int = Field(description="Batches submitted")
+    open: int = Field(description="Of those, not ended")
+
+
 class ValidationOut(BaseModel):
     id: str
     status: Status
@@ -138,11 +154,17 @@ class ValidationOut(BaseModel):
     kind: Literal["validation", "test"] = Field(
         default="validation", description='"test": a rule set\'s examples judged against its rules'
     )
-    tier: Literal["standard", "flex"] = Field(
+    tier: Literal["standard", "flex", "batch"] = Field(
         default="standard", description="The service tier asked (each call is priced at the tier that served it)"
+    )
+    batch: BatchInfo | None = Field(
+        default=None, description="On the batch tier, once submitted: the Batch API's status of its batches"
     )
     flex_deadline_seconds: int | None = None
     flex_fallback: Literal["standard", "fail"] | None = None
+    batch_sync_tier: Literal["flex", "standard"] | None = Field(
+        default=None, description="batch: the tier of its synchronous calls (re-asks, leftovers, combine calls)"
+    )
     links: Links
 
     @classmethod
@@ -205,9 +227,13 @@ class ValidationOut(BaseModel):
             if record.ruleset
             else None,
             kind="test" if record.kind == "test" else "validation",
-            tier="flex" if record.tier == "flex" else "standard",
+            tier=record.tier if record.tier in ("flex", "batch") else "standard",  # type: ignore[arg-type]  # narrowed by the test
+            batch=BatchInfo.model_validate(record.batch) if record.batch else None,
             flex_deadline_seconds=record.flex_deadline_seconds,
             flex_fallback="fail" if record.flex_fallback == "fail" else ("standard" if record.flex_fallback else None),
+            batch_sync_tier="flex"
+            if record.batch_sync_tier == "flex"
+            else ("standard" if record.batch_sync_tier else None),
             links=Links(
                 self=f"/validations/{vid}", results=f"/validations/{vid}/results", events=f"/validations/{vid}/events"
             ),
@@ -357,7 +383,7 @@ class EstimateOut(BaseModel):
 
     dry_run: Literal[True] = True
     model: str
-    tier: Literal["standard", "flex"] = Field(description="The tier it would be asked at")
+    tier: Literal["standard", "flex", "batch"] = Field(description="The tier it would be asked at")
     ruleset: str | None
     files: int
     parts: int

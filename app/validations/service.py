@@ -39,6 +39,7 @@ from app.validations.intake import LaneIn, RulesetVersion, Submission
 from app.validations.ports import (
     Events,
     Executions,
+    Functions,
     LiveLimits,
     Models,
     Notifications,
@@ -201,7 +202,9 @@ class ValidationService:
         limits: LiveLimits | None = None,
         uploads: Uploads | None = None,
         models: Models | None = None,
+        functions: Functions | None = None,
     ) -> None:
+        self.functions = functions  # the batch lane's Lambda (a cancel cancels the open batches); None: none
         self.models = models  # the admin's list of models (app/models); None: the configured model only
         self.uploads = uploads  # files uploaded straight to S3 (app/uploads); None: inline files only
         self.limits = limits  # the governor's target (time estimates)
@@ -401,20 +404,24 @@ class ValidationService:
             )
         return entry.name, entry.target_tpm
 
+    async def _batch_sync_tier(self, submission: Submission, lane: LaneIn) -> str | None:
+        """A batch validation's tier for its synchronous calls: as asked, or standard when the model is not
+        offered at flex; None on the other lanes."""
+        if lane.tier != "batch":
+            return None
+        if lane.batch_sync_tier == "flex" and self.models is not None:
+            return "flex" if (await self.models.resolve(submission.model)).allows("flex") else "standard"
+        return lane.batch_sync_tier
+
     @staticmethod
     def _lane(principal: Principal, submission: Submission) -> LaneIn:
         """The tier the submission asks, or its owner's default; 422 naming `tier` when the owner's
-        quota does not allow it, or the deployment does not offer it."""
+        quota does not allow it (the model's tiers are checked with the model: `_model`)."""
         quota = principal.quota
         lane = submission.lane or LaneIn(tier=quota.default_tier if quota is not None else "standard")  # type: ignore[arg-type]  # a stored tier
         if quota is not None and lane.tier not in quota.tiers:
             raise Unprocessable(
                 f"Tier {lane.tier!r} is not allowed for you; your tiers: {', '.join(quota.tiers)}.", field="tier"
-            )
-        if lane.tier == "batch":
-            raise Unprocessable(
-                "The batch tier (the Batch API) is not offered by this deployment; use standard or flex.",
-                field="tier",
             )
         return lane
 
@@ -510,6 +517,7 @@ class ValidationService:
             submission = await self._with_ruleset(principal, submission)
             lane = self._lane(principal, submission)
             model, _ = await self._model(submission, lane)
+            sync_tier = await self._batch_sync_tier(submission, lane)
             table = await self.prices.table() if self.prices else None
         except AppError as refused:
             raise _NotStarted(refused) from None
@@ -544,8 +552,9 @@ class ValidationService:
             model=model,
             prices=prices,
             tier=lane.tier,
-            flex_deadline_seconds=lane.flex_deadline_seconds if lane.tier == "flex" else None,
+            flex_deadline_seconds=lane.flex_deadline_seconds if lane.tier == "flex" or sync_tier == "flex" else None,
             flex_fallback=lane.flex_fallback if lane.tier == "flex" else None,
+            batch_sync_tier=sync_tier,
             kind=submission.kind,
             priority=submission.priority,  # orders the owner's validations in the governor (core/fairness.py)
             execution_arn=self.executions.arn_of(self._execution_name(validation_id, 1)),
@@ -604,7 +613,11 @@ class ValidationService:
         if budget is None or self.spending is None:
             return None
         # A flex lane that falls back may be served at standard: its budget holds the standard price.
+        # A batch lane's parts are answered at the batch price (re-asks and combine calls at standard
+        # are what a run may cost beyond its estimate).
         tier = "flex" if lane is not None and lane.tier == "flex" and lane.flex_fallback == "fail" else "standard"
+        if lane is not None and lane.tier == "batch":
+            tier = "batch"
         model = model or self.settings.openai_model
         amount = self._budget_cost(prices, files, parts, estimate, (await self._ratios(model))[0], tier)
         now = time.time()
@@ -865,6 +878,8 @@ class ValidationService:
         validation = replace(validation, status=ValidationStatus.CANCELLING)
         if validation.execution_arn:
             await self.executions.stop(validation.execution_arn, cause=f"cancelled by {principal.user_id}")
+        if validation.tier == "batch" and status == ValidationStatus.RUNNING:
+            await self._cancel_batches(validation.id)
         # A stop usually settles within a moment: wait for it briefly, so the answer (and the
         # event stream) says CANCELLED; past that, the next read settles it.
         deadline = time.monotonic() + self.settings.cancel_settle_seconds
@@ -873,6 +888,21 @@ class ValidationService:
             if validation.status != ValidationStatus.CANCELLING or time.monotonic() > deadline:
                 return validation
             await asyncio.sleep(0.1)
+
+    async def _cancel_batches(self, validation_id: str) -> None:
+        """The batch lane's open batches cancelled at the provider and what they answered kept, before
+        the run is settled (lambdas/batch: its cancel action). A failure leaves the batches to end on
+        their own (their answers uncollected); the cancel itself goes on."""
+        if self.functions is None:
+            return
+        try:
+            done = await self.functions.invoke(
+                self.settings.batch_function, {"action": "cancel", "validation_id": validation_id}
+            )
+        except AppError as exc:
+            log.warning("validation %s: cancelling its batches failed: %s", validation_id, exc.detail)
+            return
+        log.info("validation %s: batches cancelled %s", validation_id, done)
 
     async def purge(self, principal: Principal, validation_id: str) -> Validation:
         """Delete an ended validation's files, parts, results and events; keep a tombstone (status,

@@ -22,6 +22,7 @@ locals {
       DEFAULT_MAX_QUEUED        = tostring(var.default_max_queued)
       GOVERNOR_WINDOW_SECONDS   = tostring(var.governor_window_seconds)
       LEASE_SECONDS             = tostring(var.lease_seconds)
+      GOVERNOR_SHARDS           = tostring(var.governor_shards)
       CONFIG_CACHE_SECONDS      = tostring(var.config_cache_seconds)
       MAP_CONCURRENCY_CEILING   = tostring(var.map_concurrency_ceiling)
       RECONCILE_GRACE_SECONDS   = tostring(var.reconcile_grace_seconds)
@@ -42,6 +43,11 @@ locals {
     FLEX_TIMEOUT_SECONDS    = tostring(coalesce(var.flex_timeout_seconds, var.openai_timeout_seconds))
     FLEX_RETRY_BASE_SECONDS = tostring(var.flex_retry_base_seconds)
     FLEX_RETRY_MAX_SECONDS  = tostring(var.flex_retry_max_seconds)
+    # The batch lane (lanes.tf): what one batch holds, each model's queue limit, a cancel's wait.
+    BATCH_MAX_REQUESTS        = tostring(var.batch_max_requests)
+    BATCH_MAX_BYTES           = tostring(var.batch_max_bytes)
+    BATCH_QUEUE_LIMIT_TOKENS  = tostring(var.batch_queue_limit_tokens)
+    BATCH_CANCEL_WAIT_SECONDS = tostring(var.batch_cancel_wait_seconds)
     # The key's parameter, never the key (secrets.tf).
     OPENAI_API_KEY_PARAMETER = local.openai_key_count == 1 ? local.openai_key_parameter_name : ""
     # Powertools (lambdas/common/observability.py): log `service` and the metrics' dimension, and their namespace.
@@ -59,6 +65,9 @@ locals {
     SFN_RETRY_INTERVAL_SECONDS  = tostring(var.retry_interval_seconds)
     SFN_RETRY_MAX_ATTEMPTS      = tostring(var.retry_max_attempts)
     SFN_RETRY_MAX_DELAY_SECONDS = tostring(var.retry_max_delay_seconds)
+    BATCH_POLL_FIRST_SECONDS    = tostring(var.batch_poll_first_seconds)
+    BATCH_POLL_MAX_SECONDS      = tostring(var.batch_poll_max_seconds)
+    BATCH_CANCEL_WAIT_SECONDS   = tostring(var.batch_cancel_wait_seconds)
   }) : key => value if value != "" }
 }
 

@@ -12,6 +12,9 @@ locals {
       retry_interval_seconds  = var.retry_interval_seconds
       retry_max_attempts      = var.retry_max_attempts
       retry_max_delay_seconds = var.retry_max_delay_seconds
+      # The batch lane's poll spacing (lanes.tf): first wait, doubling up to the cap.
+      batch_poll_first_seconds = var.batch_poll_first_seconds
+      batch_poll_max_seconds   = var.batch_poll_max_seconds
     },
   ))
 }

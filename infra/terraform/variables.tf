@@ -233,6 +233,16 @@ variable "governor_window_seconds" {
   default     = 60
 }
 
+variable "governor_shards" {
+  description = "The most DynamoDB items each model's governor budget is split over (GOVERNOR_SHARDS; docs: the governor's shards). 8 holds OpenAI's top tier; small budgets use fewer."
+  type        = number
+  default     = 8
+  validation {
+    condition     = var.governor_shards >= 1 && var.governor_shards <= 64 && floor(var.governor_shards) == var.governor_shards
+    error_message = "governor_shards must be a whole number from 1 to 64."
+  }
+}
+
 variable "lease_seconds" {
   description = "A dead validator's slot and unused tokens come back after this; must exceed openai_timeout_seconds."
   type        = number

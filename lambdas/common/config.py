@@ -26,6 +26,7 @@ class LambdaConfig(BaseModel, frozen=True):
     config_cache_seconds: float = 5.0
     map_concurrency_ceiling: int = 10
     capacity_wait_seconds: float = 30.0  # wait this long for a slot or tokens, then let Step Functions retry
+    governor_shards: int = 8  # the most items a model's budget is split over (core/governor.py)
     # The queue (core/queue.py): the shortest timed wait for the token bucket's refill.
     queue_min_wait_seconds: int = 1
     # max_queued of a quota stored without one (core/quota.Quota.of), as the API's DEFAULT_MAX_QUEUED.
@@ -40,6 +41,13 @@ class LambdaConfig(BaseModel, frozen=True):
     flex_timeout_seconds: float = 60.0  # a flex call's timeout (flex answers slower); below lease_seconds
     flex_retry_base_seconds: float = 2.0  # first wait after a flex "resource unavailable"; doubles, jittered
     flex_retry_max_seconds: float = 60.0
+    # The batch lane (lambdas/batch, docs: Cost, "Lanes"): what one batch may hold (OpenAI: 50,000
+    # requests, 200 MB), each model's batch queue limit (enqueued prompt tokens), and how long a
+    # cancel waits for its cancelled batches to hand back what they answered.
+    batch_max_requests: int = 50_000
+    batch_max_bytes: int = 200_000_000
+    batch_queue_limit_tokens: int = 2_000_000
+    batch_cancel_wait_seconds: float = 30.0
     completion_max_tokens: int = 512
     completion_max_tokens_cap: int = 4096  # a cut answer is asked again with twice the allowance, up to this
     part_max_tokens: int = 1500  # a combine call's reports stay within this, as a part's text does

@@ -168,8 +168,12 @@ class Lane:
 
     @classmethod
     def of(cls, record: Mapping[str, Any]) -> Lane:
+        """A batch validation's synchronous calls (re-asks, leftovers, combine calls) take its `batch_sync_tier`."""
+        flex = record.get("tier") == "flex" or (
+            record.get("tier") == "batch" and record.get("batch_sync_tier") == "flex"
+        )
         return cls(
-            "flex" if record.get("tier") == "flex" else "standard",
+            "flex" if flex else "standard",
             float(300 if record.get("flex_deadline_seconds") is None else record["flex_deadline_seconds"]),
             "fail" if record.get("flex_fallback") == "fail" else "standard",
         )
@@ -195,12 +199,19 @@ class Asker:
     def model_name(self) -> str:
         return self.model or self.config.openai_model
 
-    def ask(self, messages: list[dict[str, str]], response_format: dict[str, Any], prompt_estimate: int) -> Answer:
+    def ask(
+        self,
+        messages: list[dict[str, str]],
+        response_format: dict[str, Any],
+        prompt_estimate: int,
+        allowance: int | None = None,
+    ) -> Answer:
         """An answer that was not cut; raises the mapped error of a failed attempt, or AnswerTooLong.
         On the flex lane, a 429 "resource unavailable" is asked again with backoff and jitter until
         the lane's deadline (counted from this call's first flex attempt), then at the standard
-        tier or not at all (FlexUnavailable), as the validation chose."""
-        allowance = self.config.completion_max_tokens
+        tier or not at all (FlexUnavailable), as the validation chose. `allowance`: the first attempt's
+        completion tokens (default `completion_max_tokens`; larger when an earlier answer was cut)."""
+        allowance = min(allowance or self.config.completion_max_tokens, self.config.completion_max_tokens_cap)
         tier: Tier = self.lane.tier
         flex_since: float | None = None
         unavailable = 0
@@ -256,7 +267,11 @@ class Asker:
             return "flex"
         if self.lane.fallback == "standard":
             count("FlexFallbacks")
-            log.info("flex had no capacity for %.0f s (flex_deadline_seconds): asking at the standard tier", left)
+            log.info(
+                "flex had no capacity for %.0f s; %s: asking at the standard tier",
+                time.monotonic() - since,
+                "flex_deadline_seconds passed" if delay >= left else "this invocation has no time left to wait",
+            )
             return "standard"
         raise FlexUnavailable(
             f"flex had no capacity within {self.lane.deadline_seconds:g} s (flex_deadline_seconds) and the "
@@ -340,12 +355,17 @@ def ask_grounded(
     estimate: int,
     ground: Callable[[str], grounding.Grounded],
     what: str,
+    first_answer: Answer | None = None,
+    first_allowance: int | None = None,
 ) -> Judged:
     """The answer, its claims held to the text by `ground` (which raises InvalidAnswer for an answer
     off the schema). A rule left unbacked (core/grounding: `Grounded.reask`) is asked once more,
     with the first answer and a note of what could not be found; only those rules take the second
-    answer, and one it does not back either (or a second answer off the schema) is undecided."""
-    answer = asker.ask(messages, response_format, estimate)
+    answer, and one it does not back either (or a second answer off the schema) is undecided.
+    `first_answer`: the first answer came already (the Batch API's, counted when it came back):
+    only the re-ask, if any, is asked here. `first_allowance`: the first ask's completion tokens (an
+    earlier answer to the same prompt was cut)."""
+    answer = first_answer or asker.ask(messages, response_format, estimate, first_allowance)
     first = ground(answer.content)
     usage = dict(answer.usage)
     count_grounding(first, answer.model)
@@ -420,6 +440,7 @@ def askers_for(
         "tier",
         "flex_deadline_seconds",
         "flex_fallback",
+        "batch_sync_tier",
         "model",
     )
     lane = Lane.of(current)

@@ -4,7 +4,8 @@ From the SSM values (max-parallelism, target-tpm, throttle-threshold) and the cu
 consumption (tokens sent in the last window, the average call seen lately), it computes
 how many concurrent calls this validation gets at first, and the Map's concurrency —
 higher, so that raising max-parallelism later reaches this validation too
-(core/governor.py `plan`). It plans from the budget of the validation's model (its targets,
+(core/governor.py `plan`). It says whether the validation takes the Batch API lane first
+(`batch`). It plans from the budget of the validation's model (its targets,
 usage and call statistics: one budget per model). It also sweeps expired leases, so tokens
 held by dead validators are back before the plan counts them.
 """
@@ -35,7 +36,9 @@ def control(
 ) -> dict[str, Any]:
     """The plan, saved on the validation; the parts' Map items (`batches`, merged when an
     invocation may run more calls at once than an item has parts: core/headroom.py)."""
-    v = store.validations.get(validation_id, "run_cost", "total_parts", "succeeded", "owner", "priority", "model")
+    v = store.validations.get(
+        validation_id, "run_cost", "total_parts", "succeeded", "owner", "priority", "model", "tier"
+    )
     model = str(v.get("model") or config.openai_model)
     # A model no longer listed is planned at the default's limits; its validators refuse the parts.
     limits = live_config.budget_limits(config, model)
@@ -70,6 +73,7 @@ def control(
         "reason": plan.reason,
         "calls_per_invocation": plan.calls_per_invocation,
         "batches": headroom.regroup(batches, plan.group),
+        "batch": v.get("tier") == "batch",  # the Batch API lane first (lambdas/batch), then the Map
     }
 
 

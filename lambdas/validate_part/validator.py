@@ -13,6 +13,12 @@ their quote, or set aside as ungrounded; a failing rule left without a grounded 
 asked once more, then undecided.
 An invocation validates up to `calls_per_invocation` of its parts at once, each call on a
 slot and lease of its own (lambdas/common/calls.py, core/headroom.py).
+
+On the batch lane (lambdas/batch) the Batch API answers first; what it left comes here: a part
+whose batch answer needs a re-ask keeps that answer (`batch_answer`) and only the re-ask is asked,
+at the standard tier; a part the batch did not answer (or answered off the schema, or cut) is
+asked as on any lane. `settle_answered` is how the batch Lambda stores a batch answer that needs
+nothing more: the same grounding, reuse and accounting as an answer asked here.
 """
 
 from __future__ import annotations
@@ -28,7 +34,15 @@ from lambdas.common import calls
 from lambdas.common.config import LambdaConfig
 from lambdas.common.errors import BatchIncomplete, InvalidAnswer
 from lambdas.common.governor import Governor
-from lambdas.common.model import Asker, Judged, ask_grounded, askers_for, prompt_estimate_without_tokenizer
+from lambdas.common.model import (
+    Answer,
+    Asker,
+    Judged,
+    ask_grounded,
+    askers_for,
+    count_grounding,
+    prompt_estimate_without_tokenizer,
+)
 from lambdas.common.stores import Store
 
 log = logging.getLogger(__name__)
@@ -82,17 +96,21 @@ def validate_batch(
             else:
                 counted("skipped")
             return
-        messages = prompt.part_messages(view, text, rules, prompt.new_nonce())
-        judged = judge_part(asker, messages, prompt_tokens_estimate(part, messages, config), rules, text, part)
-        if digest and not judged.grounded.undecided:  # only grounded answers are reused
-            store.answers.store(digest, {"rules": judged.grounded.verdicts, "model": judged.model})
-        if store.parts.record_success(
-            validation_id, part, judged.grounded.verdicts, judged.usage, judged.model, judged.counters()
-        ):
-            counted("validated")
-            store.events.after_part(validation_id, run, part)
-        else:  # a duplicate invocation settled it first
-            counted("skipped")
+        earlier = batch_answer(part, rules, text)  # the Batch API answered; a re-ask may be left
+        nonce = part["batch_answer"]["nonce"] if earlier is not None else prompt.new_nonce()
+        messages = prompt.part_messages(view, text, rules, nonce)
+        cut = (part.get("batch_answer") or {}).get("finish_reason") == "length"  # asked anew with twice the room
+        judged = judge_part(
+            asker,
+            messages,
+            prompt_tokens_estimate(part, messages, config),
+            rules,
+            text,
+            part,
+            earlier,
+            2 * config.completion_max_tokens if cut else None,
+        )
+        counted("validated" if record_judged(store, validation_id, run, part, judged, digest) else "skipped")
 
     todo = []
     for part in store.parts.in_range(validation_id, parts["first"], parts["last"]):  # records only, no text
@@ -104,16 +122,23 @@ def validate_batch(
     return {**tally, "stopped": stopped}
 
 
-def judge_part(
-    asker: Asker,
-    messages: list[dict[str, str]],
-    estimate: int,
-    rules: list[dict[str, str]],
-    text: str,
-    part: dict[str, Any],
-) -> Judged:
-    """The part's answer, its findings held to the part's own text (core/grounding.py), asked
-    again once when a failing rule is left without a grounded finding."""
+def record_judged(
+    store: Store, validation_id: str, run: int, part: dict[str, Any], judged: Judged, digest: str | None
+) -> bool:
+    """A judged part stored as its result (and, grounded, for reuse), its progress told; False when a
+    duplicate invocation settled it first."""
+    if digest and not judged.grounded.undecided:  # only grounded answers are reused
+        store.answers.store(digest, {"rules": judged.grounded.verdicts, "model": judged.model})
+    if store.parts.record_success(
+        validation_id, part, judged.grounded.verdicts, judged.usage, judged.model, judged.counters()
+    ):
+        store.events.after_part(validation_id, run, part)
+        return True
+    return False
+
+
+def grounder(rules: list[dict[str, str]], text: str, part: dict[str, Any]) -> Callable[[str], grounding.Grounded]:
+    """An answer's findings held to the part's own text (core/grounding.py); InvalidAnswer off the schema."""
     first_line, last_line = int(part["first_line"]), int(part["last_line"])
 
     def ground(content: str) -> grounding.Grounded:
@@ -122,7 +147,70 @@ def judge_part(
         except prompt.InvalidAnswer as exc:
             raise InvalidAnswer(f"part {part['part_id']}: {exc}") from exc
 
-    return ask_grounded(asker, messages, prompt.PART_RESPONSE_FORMAT, estimate, ground, f"part {part['part_id']}")
+    return ground
+
+
+def judge_part(
+    asker: Asker,
+    messages: list[dict[str, str]],
+    estimate: int,
+    rules: list[dict[str, str]],
+    text: str,
+    part: dict[str, Any],
+    first_answer: Answer | None = None,
+    first_allowance: int | None = None,
+) -> Judged:
+    """The part's answer, its findings held to the part's own text (core/grounding.py), asked
+    again once when a failing rule is left without a grounded finding. `first_answer`: the Batch
+    API's (checked by `batch_answer`), so only a re-ask is asked; `first_allowance`: the first ask's
+    completion tokens (the Batch API's answer was cut)."""
+    ground = grounder(rules, text, part)
+    what = f"part {part['part_id']}"
+    return ask_grounded(
+        asker, messages, prompt.PART_RESPONSE_FORMAT, estimate, ground, what, first_answer, first_allowance
+    )
+
+
+def batch_answer(part: dict[str, Any], rules: list[dict[str, str]], text: str) -> Answer | None:
+    """The part's batch answer (`batch_answer` on its record) when it can be the first answer: on the
+    schema and not cut. Otherwise None: the part is asked anew (its batch tokens were counted)."""
+    kept = part.get("batch_answer")
+    if not kept or kept.get("finish_reason") == "length":
+        return None
+    answer = Answer(str(kept["content"]), dict(kept["usage"]), str(kept["model"]), {}, "stop", "batch")
+    try:
+        grounder(rules, text, part)(answer.content)
+    except InvalidAnswer:
+        return None
+    return answer
+
+
+def settle_answered(
+    store: Store,
+    validation_id: str,
+    run: int,
+    part: dict[str, Any],
+    view: prompt.PartView,
+    text: str,
+    rules: list[dict[str, str]],
+    answer: Answer,
+    model: str,
+    reuse: bool,
+) -> bool:
+    """Store a part's batch answer as its result when it needs nothing more (on the schema, not cut,
+    every failing rule backed by the text), exactly as `validate_batch` stores an asked one; True when
+    stored. Otherwise the part is left for ValidatePart (a re-ask, or asked anew)."""
+    if answer.finish_reason == "length":
+        return False
+    try:
+        grounded = grounder(rules, text, part)(answer.content)
+    except InvalidAnswer:
+        return False
+    if grounded.reask:
+        return False
+    count_grounding(grounded, answer.model)
+    digest = prompt.part_digest(view, text, rules, model) if reuse else None
+    return record_judged(store, validation_id, run, part, Judged(grounded, dict(answer.usage), answer.model, 1), digest)
 
 
 def prompt_tokens_estimate(part: dict[str, Any], messages: list[dict[str, str]], config: LambdaConfig) -> int:

@@ -105,7 +105,7 @@ def test_a_tier_the_quota_does_not_allow_is_refused_naming_tier(make_api: MakeAp
     headers = {"Authorization": f"Bearer {user['api_key']}"}
 
     refused = api.post("/validations", json=flex_body("e.txt"), headers=headers)
-    batch = api.post("/validations", json={**flex_body("f.txt"), "tier": "batch"})
+    batch = api.post("/validations", json={**flex_body("f.txt"), "tier": "batch"}, headers=headers)
 
     assert refused.status_code == 422 and refused.json()["field"] == "tier"
     assert batch.status_code == 422 and batch.json()["field"] == "tier"

@@ -50,7 +50,12 @@ def test_a_whole_run_logs_no_key_reads_the_model_key_from_ssm_and_stays_within_i
         # The combine call fails twice (its attempt and its one retry): RecordCombineFailure runs,
         # and `retry` deletes the failed verdict, so every function and the API's deletes take part.
         SimulatorServer(
-            SimulatorConfig(latency_seconds=0.01, api_key=openai_key, faults=["combine:malformed"] * 2)
+            SimulatorConfig(
+                latency_seconds=0.01,
+                api_key=openai_key,
+                faults=["combine:malformed"] * 2,
+                batch_completion_seconds=0.5,
+            )
         ) as simulator,
         tempfile.TemporaryFile() as log,
         receiver() as hook,  # alice's webhook: the notify machine and its Lambda run too
@@ -67,6 +72,8 @@ def test_a_whole_run_logs_no_key_reads_the_model_key_from_ssm_and_stays_within_i
             "PART_MAX_TOKENS": "100",  # a file of several parts: the combine step runs too
             "SFN_RETRY_INTERVAL_SECONDS": "1",
             "SFN_RETRY_MAX_ATTEMPTS": "1",
+            "BATCH_POLL_FIRST_SECONDS": "1",  # the batch lane's polls (its function's grants too)
+            "BATCH_POLL_MAX_SECONDS": "1",
             "AWS_CALLS_FILE": str(calls_file),
         }
         with process(["-m", "tests.e2e.recorded_api"], f"{base}/readyz", env=env, output=log):
@@ -138,6 +145,29 @@ def test_a_whole_run_logs_no_key_reads_the_model_key_from_ssm_and_stays_within_i
                 assert rotated.status_code == 201, rotated.text
                 new_key = rotated.json()["api_key"]
                 assert api.get("/validations", headers={"Authorization": f"Bearer {new_key}"}).status_code == 200
+                # The batch lane's function: one validation through the Batch API (the admin has every tier).
+                on_batch = api.post(
+                    "/validations",
+                    headers=admin,
+                    json={
+                        "documents": [{"name": "batched.txt", "content": "a secret line\nfine\n"}],
+                        "rules": ['The file must not contain "secret".'],
+                        "tier": "batch",
+                        "reuse": False,
+                    },
+                )
+                assert on_batch.status_code == 202, on_batch.text
+                batched = wait_for(
+                    lambda: (
+                        (v := api.get(f"/validations/{on_batch.json()['id']}", headers=admin).json())["status"]
+                        in {"SUCCEEDED", "FAILED", "CANCELLED"}
+                        and v
+                    ),
+                    timeout=120,
+                    interval=0.2,
+                    what="the batch validation to end",
+                )
+                assert batched["status"] == "SUCCEEDED" and batched["batch"]["status"] == "completed", batched
                 # The reconciler's grants too (one pass; the purge of the API's deletes on events).
                 assert api.post("/admin/reconcile", headers=admin).status_code == 200
                 purged = api.delete(f"/validations/{validation_id}/data", headers=admin)

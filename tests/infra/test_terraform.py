@@ -59,6 +59,9 @@ OVERRIDES = {
     "retry_max_attempts": 4,
     "retry_max_delay_seconds": 2,
     "queue_min_wait_seconds": 1,
+    # The batch lane's poll spacing (a Wait state): short, like the retries.
+    "batch_poll_first_seconds": 1,
+    "batch_poll_max_seconds": 1,
     # The webhook receiver of the proof listens on loopback, over plain http.
     "webhook_allow_private": True,
     "webhook_allow_http": True,
@@ -110,7 +113,9 @@ def test_terraform_apply_runs_a_validation_then_plans_clean_and_destroys(
     tf.run("validate")
 
     with (
-        SimulatorServer(SimulatorConfig(latency_seconds=0.01, api_key=OPENAI_KEY)) as simulator,
+        SimulatorServer(
+            SimulatorConfig(latency_seconds=0.01, api_key=OPENAI_KEY, batch_completion_seconds=0.5)
+        ) as simulator,
         embedded_aws_process() as endpoint,
     ):
         client = _clients(endpoint)
@@ -321,7 +326,7 @@ def _check_the_model_key_is_a_securestring_only_model_callers_read(
             assert conditions["kms:EncryptionContext:PARAMETER_ARN"] == stored["ARN"], function
         # No wildcard reaches it either.
         assert not [r for s in statements for r in _listed(s["Resource"]) if r.startswith("arn:aws:ssm") and "*" in r]
-    assert readers == grants.model_callers() == {"validate_part", "combine_file"}
+    assert readers == grants.model_callers() == {"validate_part", "combine_file", "batch"}
     return name
 
 
@@ -436,6 +441,30 @@ def _run_a_validation_through_the_api(environment: dict[str, str], log: Any) -> 
         assert report.status_code == 200, report.text
         assert report.json()["checked"] == 0 and report.json()["ended"] == [], report.json()
         log(f"POST /admin/reconcile: {report.json()}")
+        # The batch lane's function Terraform made (and the state machine's way to it): one part by the Batch API.
+        on_batch = api.post(
+            "/validations",
+            json={
+                "documents": [{"name": "batched.txt", "content": "a secret line\nfine\n"}],
+                "rules": ['The file must not contain "secret".'],
+                "tier": "batch",
+                "reuse": False,
+            },
+        )
+        assert on_batch.status_code == 202, on_batch.text
+        batched = wait_for(
+            lambda: (
+                (v := api.get(f"/validations/{on_batch.json()['id']}").json())["status"]
+                in {"SUCCEEDED", "FAILED", "CANCELLED"}
+                and v
+            ),
+            timeout=120,
+            interval=0.3,
+            what="the batch validation to end",
+        )
+        assert batched["status"] == "SUCCEEDED" and batched["batch"]["status"] == "completed", batched
+        assert batched["batch"]["request_counts"]["completed"] == 1 == batched["usage"]["model_calls"]
+        log(f"batch validation {batched['id']}: {batched['status']} ({batched['batch']})")
         # /metrics reads the state from what Terraform made (the validations table's by_status index).
         samples = {
             (s.name, tuple(sorted(s.labels.items()))): s.value
@@ -446,7 +475,7 @@ def _run_a_validation_through_the_api(environment: dict[str, str], log: Any) -> 
         assert samples[("validation_queue_depth", ())] == 0
         budgets = [v for (name, labels), v in samples.items() if name == "governor_tokens_per_window"]
         assert len(budgets) == 1 and budgets[0] > 0  # one model listed: one budget (labelled `model`)
-        assert samples[("http_requests_total", (("method", "POST"), ("route", "/validations"), ("status", "202")))] == 1
+        assert samples[("http_requests_total", (("method", "POST"), ("route", "/validations"), ("status", "202")))] == 2
         assert not [key for key in samples if key[0] == "metrics_state_read_errors_total"]
 
 

@@ -20,6 +20,7 @@ from core.steps import Step, StepAnswer
 from lambdas.common.config import LambdaConfig
 from lambdas.common.stores.answers import Answers
 from lambdas.common.stores.base import Clients
+from lambdas.common.stores.batches import Batches
 from lambdas.common.stores.events import Events
 from lambdas.common.stores.files import Files
 from lambdas.common.stores.parts import Parts
@@ -44,6 +45,7 @@ class Store:
     events: Events
     users: Users
     queue: Queue
+    batches: Batches
 
     @classmethod
     def of(cls, clients: Clients) -> Store:
@@ -59,6 +61,7 @@ class Store:
             Events(clients, validations, parts),
             users,
             Queue(clients, users),
+            Batches(clients),
         )
 
     @property

@@ -101,6 +101,26 @@ class Parts:
         fields = {"rules": rules, "model": model, "reused": digest, "finished_at": now_iso()}
         return self._settle(validation_id, part, PartStatus.SUCCEEDED, fields, {"succeeded": 1, "reused_parts": 1})
 
+    def keep_batch_answer(self, validation_id: str, part_id: str, answer: dict[str, Any]) -> bool:
+        """Keep a PENDING part's Batch API answer (lambdas/batch) for ValidatePart, once per batch:
+        False when the part settled, or this batch's answer is kept already (a retried poll)."""
+        update = (
+            Update()
+            .set(batch_answer=answer)
+            .when(
+                "{status} = :pending AND (attribute_not_exists({batch_answer}) OR {batch_answer}.{batch} <> :batch)",
+                pending=PartStatus.PENDING.value,
+                batch=answer["batch"],
+            )
+        )
+        try:
+            self._table.update_item(Key={"validation_id": validation_id, "part_id": part_id}, **update.request())
+        except ClientError as exc:
+            if is_condition_failure(exc):
+                return False
+            raise
+        return True
+
     def record_failure(self, validation_id: str, part: dict[str, Any], error: dict[str, str]) -> bool:
         fields = {"error": error, "finished_at": now_iso()}
         return self._settle(validation_id, part, PartStatus.FAILED, fields, {"failed": 1})

@@ -1,0 +1,482 @@
+"""The Batch API lane of a validation (`tier: "batch"`): submit its parts as batches, poll them,
+store what they answer, cancel them.
+
+**Submit.** The run's PENDING parts, in part-id order, become request lines (the validator's
+prompt, response format and allowance; `custom_id` = part id and nonce, core/batching.py),
+uploaded as a JSONL file (`/v1/files`, purpose batch) and created as a batch (`/v1/batches`,
+window 24h). A batch ends where it would pass BATCH_MAX_REQUESTS, BATCH_MAX_BYTES or the room
+left in the model's batch queue (BATCH_QUEUE_LIMIT_TOKENS of enqueued prompt tokens, every
+validation's batches together): its tokens are reserved by the same transaction that records
+it, before it is created, so concurrent submissions never pass the limit. What does not fit
+waits for the next poll. A part a stored verdict answers (reuse) is settled without a request.
+
+**Poll.** Each open batch is read: its status and request counts are shown on the validation
+(`batch`; a progress event when they change). An ended batch is collected and its tokens go
+back to the queue:
+
+- an answer that needs nothing more is the part's result, exactly as the validator stores one
+  (lambdas/validate_part: `settle_answered`), its tokens counted at the `batch` tier;
+- an answer with a failing rule the text does not back is kept on the part (`batch_answer`):
+  ValidatePart asks only the re-ask, synchronously at the standard tier;
+- an answer off the schema or cut, a per-request error (error file), a malformed output line,
+  a batch that failed: the part stays PENDING and ValidatePart asks it synchronously (and it
+  fails with the reason after that path's retries);
+- requests an expired batch never executed are resubmitted once (a batch of attempt 2); the
+  parts a second expiry leaves fail with `BatchExpired`.
+
+The execution waits between polls in a Wait state, with no Lambda running (the state machine
+doubles the spacing up to a cap). When no batch is open and nothing is left to submit, the
+ValidateParts Map runs over the parts as on any lane: settled parts are skipped.
+
+**Cancel.** `DELETE /validations/{id}` stops the execution, then invokes this Lambda with
+`{"action": "cancel"}`: each open batch is cancelled at the provider, and for up to
+BATCH_CANCEL_WAIT_SECONDS the cancelled batches are read until they end, so what they
+answered before the cancel is collected (and counted) before the run is settled.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import openai
+
+from core import events, prompt
+from core.batching import (
+    COMPLETION_WINDOW,
+    ENDED,
+    ENDPOINT,
+    EXPIRED_CODE,
+    BatchStatus,
+    Filling,
+    Limits,
+    Read,
+    custom_id,
+    read_results,
+    request_line,
+    summary,
+)
+from core.records import PartStatus
+from lambdas.common import model_key
+from lambdas.common.config import LambdaConfig
+from lambdas.common.errors import ModelRejected, ModelUnavailable, RateLimited, UpstreamTimeout
+from lambdas.common.model import Answer, completion_parameters, model_client
+from lambdas.common.observability import count
+from lambdas.common.stores import Store
+from lambdas.common.stores.batches import batch_key
+from lambdas.validate_part.validator import part_view, prompt_tokens_estimate, settle_answered
+
+log = logging.getLogger(__name__)
+
+LAST_PART = "99999-~"  # above every part id (core/records.part_id)
+TOKEN_MARGIN = 16  # per request, above the intake's count: the nonce and message framing may take a few more
+
+
+@contextmanager
+def provider_errors() -> Iterator[None]:
+    """The Files and Batches APIs' errors under the state machine's names (retried, or not)."""
+    try:
+        yield
+    except openai.RateLimitError as exc:
+        raise RateLimited(str(exc)[:500]) from exc
+    except openai.APITimeoutError as exc:
+        raise UpstreamTimeout(str(exc)[:500]) from exc
+    except (openai.APIConnectionError, openai.InternalServerError) as exc:
+        raise ModelUnavailable(str(exc)[:500]) from exc
+    except openai.APIStatusError as exc:
+        raise ModelRejected(str(exc)[:500]) from exc
+
+
+@dataclass
+class Lane:
+    """One invocation's view of a validation's batch lane."""
+
+    store: Store
+    config: LambdaConfig
+    validation_id: str
+    run: int
+    remaining_millis: Callable[[], int]
+    record: dict[str, Any] = field(default_factory=dict)
+    client: Any = None
+    _headers: dict[int, str | None] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, store: Store, config: LambdaConfig, validation_id: str, run: int, remaining: Callable[[], int]) -> Lane:
+        record = store.validations.get(
+            validation_id, "rules", "files", "reuse", "model", "batch_cursor", "run", "status"
+        )
+        api_key = model_key.api_key(config)
+        client = model_client(config.openai_base_url, api_key, config.openai_timeout_seconds)
+        return cls(store, config, validation_id, run, remaining, record, client)
+
+    @property
+    def model(self) -> str:
+        return str(self.record.get("model") or self.config.openai_model)
+
+    @property
+    def reuse(self) -> bool:
+        return bool(self.record.get("reuse", True)) and bool(self.config.reuse_table)
+
+    def _time_left(self) -> bool:
+        return self.remaining_millis() > self.config.reserve_millis
+
+    # --- submit -----------------------------------------------------------------------------
+    def submit(self) -> bool:
+        """Submit what fits; True when everything of the run is submitted (or settled)."""
+        held = self.store.batches.held(self.validation_id, self.run)
+        for item in held:
+            wanted = set(item["parts"])
+            parts = [p for p in self._pending(min(wanted), max(wanted)) if p["part_id"] in wanted]
+            if not parts:  # settled meanwhile: nothing to resubmit
+                self.store.clients.transact([self.store.batches.submitted_item(self.validation_id, item["part_id"])])
+                continue
+            if not self._submit_some(
+                parts, 2, self.store.batches.submitted_item(self.validation_id, item["part_id"]), whole=True
+            ):
+                return False
+        while self._time_left():
+            parts = [p for p in self._pending(self._cursor(), LAST_PART) if p["part_id"] > self._cursor()]
+            if not parts:
+                return True
+            if not self._submit_some(parts, 1, None, whole=False):
+                return False
+        return False
+
+    def _cursor(self) -> str:
+        run, _, part = str(self.record.get("batch_cursor") or "").partition("|")
+        return part if run == str(self.run) else ""
+
+    def _pending(self, first: str, last: str) -> list[dict[str, Any]]:
+        return [
+            p
+            for p in self.store.parts.in_range(self.validation_id, first or "0", last)
+            if p["status"] == PartStatus.PENDING
+        ]
+
+    def _submit_some(
+        self, parts: list[dict[str, Any]], attempt: int, then: dict[str, Any] | None, *, whole: bool
+    ) -> bool:
+        """One batch of the leading parts that fit; True when one was made (or nothing was left to ask).
+        `whole`: a held resubmission, made only when all of it fits (it is marked submitted by `then`)."""
+        enqueued = self.store.batches.enqueued(self.model)
+        limit = self.config.batch_queue_limit_tokens
+        filling = Filling(
+            Limits(self.config.batch_max_requests, self.config.batch_max_bytes, max(0, limit - enqueued)),
+            queue_empty=enqueued <= 0,
+        )
+        lines: list[bytes] = []
+        taken: list[dict[str, Any]] = []
+        for part in parts:
+            line, tokens = self._line(part)
+            if line is None:  # answered by a stored verdict: settled, no request
+                taken.append(part)
+                continue
+            if not filling.fits(len(line), tokens):
+                break
+            filling.add(len(line), tokens)
+            lines.append(line)
+            taken.append(part)
+        if whole and len(taken) < len(parts):
+            return False  # waits until the whole resubmission fits
+        if not taken:
+            return False  # the queue has no room: wait
+        last = taken[-1]["part_id"]
+        cursor = then or self.store.batches.cursor_item(self.validation_id, self.run, last)
+        if not lines:  # every taken part was reused
+            self.store.clients.transact([cursor])
+            if then is None:
+                self.record["batch_cursor"] = f"{self.run}|{last}"
+            return True
+        batches = self.store.batches.of_run(self.validation_id, self.run)
+        seq = len(batches) + 1
+        key = batch_key(self.run, seq)
+        fields = {"first": taken[0]["part_id"], "last": last, "requests": len(lines), "attempt": attempt}
+        if not self.store.batches.reserve(self.validation_id, self.run, seq, self.model, filling.tokens, limit, fields):
+            return False  # another submission took the room meanwhile: wait
+        batch = {"part_id": key, "tokens": filling.tokens, "model": self.model}
+        if not self._running():  # cancelled meanwhile: the cancel may have looked for open batches already
+            self.store.batches.end(self.validation_id, batch, BatchStatus.CANCELLED.value, "not created")
+            return False
+        try:
+            with provider_errors():
+                upload = self.client.files.create(
+                    file=(f"{self.validation_id}-{self.run}-{seq}.jsonl", b"".join(lines)), purpose="batch"
+                )
+                created = self.client.batches.create(
+                    input_file_id=upload.id,
+                    endpoint=ENDPOINT,
+                    completion_window=COMPLETION_WINDOW,
+                    metadata={"validation_id": self.validation_id, "run": str(self.run), "seq": str(seq)},
+                )
+        except ModelRejected as exc:  # refused for good: these parts go the synchronous way
+            self.store.batches.end(self.validation_id, batch, BatchStatus.FAILED.value, str(exc)[:500])
+            self.store.clients.transact([cursor])
+            if then is None:
+                self.record["batch_cursor"] = f"{self.run}|{last}"
+            log.warning("batch %s of %s refused: %s", seq, self.validation_id, exc)
+            return True
+        except Exception:
+            self.store.batches.end(self.validation_id, batch, BatchStatus.FAILED.value, "not created")
+            raise
+        self.store.batches.created(self.validation_id, key, created.id, cursor)
+        if then is None:
+            self.record["batch_cursor"] = f"{self.run}|{last}"
+        log.info(
+            "batch %s (%s) of %s: %d requests, %d tokens",
+            seq,
+            created.id,
+            self.validation_id,
+            len(lines),
+            filling.tokens,
+        )
+        return True
+
+    def _header(self, part: dict[str, Any]) -> str | None:
+        if not part.get("header"):
+            return None
+        index = int(part["file_index"])
+        if index not in self._headers:
+            self._headers[index] = self.store.files.header_text(part)
+        return self._headers[index]
+
+    def _line(self, part: dict[str, Any]) -> tuple[bytes | None, int]:
+        """The part's request line and its tokens; (None, 0) when a stored verdict answered it."""
+        rules, files = self.record["rules"], self.record["files"]
+        view, text = part_view(files, part, self._header(part)), self.store.files.part_text(part)
+        if self.reuse:
+            digest = prompt.part_digest(view, text, rules, self.model)
+            stored = self.store.answers.stored(digest)
+            if stored is not None:
+                if self.store.parts.record_reused(self.validation_id, part, stored["rules"], stored["model"], digest):
+                    self.store.events.after_part(self.validation_id, self.run, part)
+                return None, 0
+        nonce = prompt.new_nonce()
+        messages = prompt.part_messages(view, text, rules, nonce)
+        body = {
+            "model": self.model,
+            "messages": messages,
+            "response_format": prompt.PART_RESPONSE_FORMAT,
+            **completion_parameters(self.model, self.config.completion_max_tokens),
+        }
+        tokens = prompt_tokens_estimate(part, messages, self.config) + TOKEN_MARGIN
+        return request_line(custom_id(part["part_id"], nonce), body), tokens
+
+    # --- poll -------------------------------------------------------------------------------
+    def poll(self) -> bool:
+        """Read the open batches, collect the ended ones, submit what waits; True when done."""
+        open_ = False
+        for batch in self.store.batches.of_run(self.validation_id, self.run):
+            if batch.get("ended"):
+                continue
+            if not batch.get("batch_id"):  # recorded, never created (a crash between the two)
+                self.store.batches.end(self.validation_id, batch, BatchStatus.FAILED.value, "not created")
+                continue
+            with provider_errors():
+                found = self.client.batches.retrieve(batch["batch_id"])
+            if not self._seen(batch, found):
+                open_ = True
+        everything = self.submit() if self._running() else True
+        self.show()
+        return (
+            everything
+            and not open_
+            and not any(not b.get("ended") for b in self.store.batches.of_run(self.validation_id, self.run))
+        )
+
+    def _running(self) -> bool:
+        state = self.store.validations.get(self.validation_id, "status", "run")
+        return state["status"] == "RUNNING" and int(state["run"]) == self.run
+
+    def _seen(self, batch: dict[str, Any], found: Any) -> bool:
+        """The provider's state of a batch on its record; an ended one collected. True when it ended."""
+        counts = (
+            found.request_counts.model_dump() if found.request_counts else {"total": 0, "completed": 0, "failed": 0}
+        )
+        counts = {k: int(counts.get(k, 0)) for k in ("total", "completed", "failed")}
+        if found.status != batch["status"] or counts != batch.get("request_counts"):
+            self.store.batches.seen(self.validation_id, batch["part_id"], found.status, counts)
+        if BatchStatus(found.status) not in ENDED:
+            return False
+        self._collect(batch, found)
+        self.store.batches.end(self.validation_id, batch, found.status, _errors_of(found))
+        return True
+
+    def _file(self, file_id: str | None) -> Read:
+        if not file_id:
+            return Read([], [])
+        with provider_errors():
+            content = self.client.files.content(file_id).read()
+        return read_results(content)
+
+    def _collect(self, batch: dict[str, Any], found: Any) -> None:
+        output, errors = self._file(found.output_file_id), self._file(found.error_file_id)
+        if found.status == BatchStatus.FAILED:
+            log.warning(
+                "batch %s of %s failed: %s; its parts are asked synchronously",
+                found.id,
+                self.validation_id,
+                _errors_of(found),
+            )
+        parts = {p["part_id"]: p for p in self.store.parts.in_range(self.validation_id, batch["first"], batch["last"])}
+        settled = kept = 0
+        for answered in output.answered + errors.answered:
+            part = parts.get(answered.part_id)
+            if part is None or part["status"] != PartStatus.PENDING:
+                continue
+            answer = _answer_of(answered.body)
+            note = {
+                "batch": found.id,
+                "nonce": answered.nonce,
+                "content": answer.content,
+                "usage": answer.usage,
+                "model": answer.model,
+                "finish_reason": answer.finish_reason,
+            }
+            if self.store.parts.keep_batch_answer(self.validation_id, answered.part_id, note):
+                self.store.validations.count_attempt(self.validation_id, answer.usage, "batch", answer.model)
+                count("ModelCalls")
+                count("PromptTokens", answer.usage["prompt_tokens"])
+                count("CompletionTokens", answer.usage["completion_tokens"])
+            elif (part.get("batch_answer") or {}).get("batch") != found.id:
+                continue  # settled meanwhile
+            kept += 1
+            view = part_view(self.record["files"], part, self._header(part))
+            text = self.store.files.part_text(part)
+            if settle_answered(
+                self.store,
+                self.validation_id,
+                self.run,
+                part,
+                view,
+                text,
+                self.record["rules"],
+                answer,
+                self.model,
+                self.reuse,
+            ):
+                settled += 1
+        expired = [u.part_id for u in errors.unanswered if u.code == EXPIRED_CODE and u.part_id in parts]
+        failed = [
+            u for u in output.unanswered + errors.unanswered if u.code != EXPIRED_CODE and u.code != "batch_cancelled"
+        ]
+        malformed = output.malformed + errors.malformed
+        if malformed:
+            log.warning(
+                "batch %s of %s: %d malformed result lines; those parts are asked synchronously",
+                found.id,
+                self.validation_id,
+                malformed,
+            )
+        if failed:
+            log.info(
+                "batch %s of %s: %d requests failed (%s); asked synchronously",
+                found.id,
+                self.validation_id,
+                len(failed),
+                failed[0].code,
+            )
+        if expired and found.status == BatchStatus.EXPIRED:
+            if int(batch.get("attempt", 1)) < 2:
+                self.store.batches.hold(self.validation_id, self.run, int(batch["seq"]), expired)
+                log.info(
+                    "batch %s of %s expired with %d requests unexecuted: resubmitted once",
+                    found.id,
+                    self.validation_id,
+                    len(expired),
+                )
+            else:
+                reason = {
+                    "type": "BatchExpired",
+                    "message": "the Batch API did not execute this part's request within its 24h window, twice",
+                }
+                for part_id in expired:
+                    self.store.parts.record_failure(self.validation_id, parts[part_id], reason)
+        log.info(
+            "batch %s of %s %s: %d answers, %d stored as results",
+            found.id,
+            self.validation_id,
+            found.status,
+            kept,
+            settled,
+        )
+
+    def show(self) -> None:
+        """The validation's batch summary; a progress event when it changed."""
+        batches = self.store.batches.of_run(self.validation_id, self.run)
+        if batches and self.store.batches.show(self.validation_id, summary(batches)):
+            self.store.events.emit(
+                self.validation_id,
+                events.PROGRESS,
+                lambda record: {**events.progress_of(record), "batch": record.get("batch")},
+            )
+
+    # --- cancel -----------------------------------------------------------------------------
+    def cancel(self) -> dict[str, int]:
+        """Cancel the run's open batches and collect what they answered (module docstring)."""
+        cancelled = collected = 0
+        waiting = []
+        for batch in self.store.batches.of_run(self.validation_id, self.run):
+            if batch.get("ended"):
+                continue
+            if not batch.get("batch_id"):
+                self.store.batches.end(self.validation_id, batch, BatchStatus.CANCELLED.value, "not created")
+                continue
+            try:
+                with provider_errors():
+                    self.client.batches.cancel(batch["batch_id"])
+                cancelled += 1
+            except ModelRejected:  # 409: it ended meanwhile
+                pass
+            waiting.append(batch)
+        deadline = time.monotonic() + self.config.batch_cancel_wait_seconds
+        while waiting:
+            still = []
+            for batch in waiting:
+                with provider_errors():
+                    found = self.client.batches.retrieve(batch["batch_id"])
+                if self._seen(batch, found):
+                    collected += 1
+                else:
+                    still.append(batch)
+            waiting = still
+            if not waiting or time.monotonic() > deadline or not self._time_left():
+                break
+            time.sleep(0.5)
+        for batch in waiting:  # still cancelling: what they answered is not collected
+            self.store.batches.end(self.validation_id, batch, BatchStatus.CANCELLING.value, "given up while cancelling")
+            log.warning(
+                "batch %s of %s still cancelling: its answers are not collected", batch["batch_id"], self.validation_id
+            )
+        self.show()
+        return {"cancelled": cancelled, "collected": collected, "left": len(waiting)}
+
+
+def _answer_of(body: dict[str, Any]) -> Answer:
+    """A chat completion body of the output file as an Answer, served (and billed) at the batch tier."""
+    usage = body.get("usage") or {}
+    details = usage.get("prompt_tokens_details") or {}
+    choices = body.get("choices") or [{}]
+    message = choices[0].get("message") or {}
+    return Answer(
+        str(message.get("content") or ""),
+        {
+            "prompt_tokens": int(usage.get("prompt_tokens", 0)),
+            "completion_tokens": int(usage.get("completion_tokens", 0)),
+            "cached_prompt_tokens": int(details.get("cached_tokens") or 0),
+        },
+        str(body.get("model", "")),
+        {},
+        str(choices[0].get("finish_reason") or "stop"),
+        "batch",
+    )
+
+
+def _errors_of(found: Any) -> str | None:
+    errors = getattr(found, "errors", None)
+    data = getattr(errors, "data", None) or []
+    return json.dumps([{"code": e.code, "message": e.message} for e in data])[:500] if data else None
