@@ -181,9 +181,11 @@ def decide(
 # --- request builders (low-level, typed) -----------------------------------------------------
 
 
-def account_key(user_id: str, window: int, scope: Scope = HOME) -> dict[str, str]:
-    """User ids never hold `#` (the admin API's pattern), so the model's suffix cannot be mistaken for one."""
-    return {"pk": scope.pk(f"share#{user_id}"), "sk": f"{window:012d}"}
+def account_key(user_id: str, window: int, scope: Scope = HOME, shard: int = 0) -> dict[str, str]:
+    """User ids never hold `#` (the admin API's pattern), so the model's suffix cannot be mistaken
+    for one. A sharded budget keeps an account per shard (`share#<user>~<shard>`): each shard is
+    a copy of the whole at its part of the rate, with its part of every share."""
+    return {"pk": scope.pk(f"share#{user_id}", shard), "sk": f"{window:012d}"}
 
 
 def charge(
@@ -196,6 +198,7 @@ def charge(
     room: float | None = None,
     slack: bool = False,
     scope: Scope = HOME,
+    shard: int = 0,
 ) -> dict[str, Any]:
     """Count `tokens` on the user's account for `window`: a queued grant on `tokens`, only
     while the account holds at most `room` (so the grant fits the share) or nothing yet; a
@@ -207,9 +210,9 @@ def charge(
     update.set(expires_at=int((window + ACCOUNT_WINDOWS) * window_seconds))
     if room is not None and not slack:
         update.when("attribute_not_exists({tokens}) OR {tokens} <= :room", room=decimal(room))
-        key = account_key(user_id, window, scope)
+        key = account_key(user_id, window, scope, shard)
         return {**update.item(table, key), "ReturnValuesOnConditionCheckFailure": "ALL_OLD"}
-    return update.item(table, account_key(user_id, window, scope))
+    return update.item(table, account_key(user_id, window, scope, shard))
 
 
 def heartbeat(table: str, tenant: Tenant, now: float, window_seconds: float, scope: Scope = HOME) -> dict[str, Any]:

@@ -5,7 +5,7 @@ Everything here is pure (numbers and request builders); the Lambdas drive it wit
 
 The budget. `target_tpm × throttle_threshold` tokens and `target_rpm × throttle_threshold`
 requests per window (a minute; scaled down in benchmarks) for the whole deployment, kept as
-GCRA on one item (`pk=budget`): one schedule in time, `tat`. A call is charged what
+GCRA (one schedule in time, `tat`) on one item (`pk=budget`) or split over shards (below). A call is charged what
 OpenAI's limiter charges: prompt tokens plus `max_tokens`, and a request that fails still
 counts; and it is charged at least one request's worth of tokens, `target_tpm ÷ target_rpm`
 (`Budget.cost`), so it takes its place for the longer of its tokens at the token rate and
@@ -17,6 +17,26 @@ window the grants stay below both targets: rate × window + capacity ≤ target.
 at points in time, so a window holds the rate's tokens plus the call that starts last: a
 call larger than the whole headroom the threshold leaves, `target × (1 − threshold)`, can
 take a window past the target by up to its excess over it.)
+
+Shards. One item takes at most 1,000 writes a second, so the budget is split over up to
+GOVERNOR_SHARDS items (`pk=budget`, `budget~1`, … `budget~<n−1>`; another model's
+`budget#<model>~<i>`), each a GCRA of its own at 1/n of the rate with 1/n of the burst
+(`Budget.shard`). Any window's grants on one shard stay within rate/n × window + burst/n, so
+summed over the shards within the whole budget's bound. A lease picks its shard by hash and
+borrows from another when its own has no place soon; what it gives back goes to the shards
+that granted it, never more than each granted (`refunds`), at the budget's fastest rate
+(`Budget.full_rate`), so borrowing never creates tokens. A budget whose shards' bursts would
+hold fewer than SHARD_MIN_BURST_CALLS large calls is split over fewer (`Budget.shard_count`,
+down to one: the item it always was). Feedback (429 factor, pauses, lowered limits) is written
+to every shard. Usage slices and call statistics are spread over COUNTER_SHARDS items that
+readers read all at once; fair-share accounts are kept per shard (core/fairness.py).
+
+One update per grant. A grant is one conditional UpdateItem on one shard (`grant`): no
+transaction. What must be atomic is each item's own change; the lease, the usage slice and
+the account are written after (or, the account, before) as writes of their own, ordered so
+that a crash between them can only lose tokens (the budget runs short), never create them:
+a lease records its tokens after they were granted, and whoever deletes a lease (its holder
+closing, or a reclaimer) gives its tokens back, the conditional delete first.
 
 Leases. Validators do not hit the budget per call: an invocation takes tokens in parts
 (a lease of up to `LEASE_CALLS` calls' worth, at most an eighth of the burst, when the
@@ -59,7 +79,6 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from decimal import Decimal
 from typing import Any
 
 from core import headroom
@@ -74,6 +93,15 @@ USAGE_SLICES = 6  # usage is counted in sixths of a window
 LEASE_CALLS = 4  # a lease covers up to this many calls...
 LEASE_MIN_BURST_CALLS = 32  # ...when the burst capacity holds this many
 OPEN_SHARDS = 8  # the open_leases index is spread over this many partitions
+# Sharding (see "Shards" above). The default shard count is sized for OpenAI's top tier: at
+# 500 calls/s, 8 shards take ~63 grants/s each. A shard's burst must hold SHARD_MIN_BURST_CALLS
+# calls of SHARD_CALL_TOKENS (a large call) or the budget is split over fewer shards (down to one):
+# a shard's window overshoots by its largest call's excess over its burst, so small budgets stay whole.
+SHARDS = 8
+SHARD_MIN_BURST_CALLS = 32
+SHARD_CALL_TOKENS = 8_192
+SHARD_MARK = "~"  # budget~3, usage#o4-mini~5: model names never hold it (core/models.NAME)
+COUNTER_SHARDS = 8  # usage slices and call statistics: spread over this many items, read all at once
 MIN_FACTOR, DECREASE, RECOVERY_PER_WINDOW = 0.25, 0.8, 0.25
 PENALTY_SPACING = 0.1  # of a window: concurrent 429s lower the factor once
 LOW_WATER_CALLS = 2  # upstream remaining below this many calls' tokens → pause until its reset
@@ -102,22 +130,32 @@ class Scope:
     @classmethod
     def of_budget(cls, pk: str) -> Scope:
         """The scope of a budget item's partition key (a lease names its budget so)."""
-        _, _, model = pk.partition("#")
+        _, _, model = pk.split(SHARD_MARK, 1)[0].partition("#")
         return cls(model or None)
 
-    def pk(self, base: str) -> str:
-        return base if self.model is None else f"{base}#{self.model}"
+    def pk(self, base: str, shard: int = 0) -> str:
+        """The partition key of `base` (budget, usage, stats, share#<user>) for this model, on
+        `shard` (shard 0 keeps the unsharded key: one shard is the budget as it always was)."""
+        key = base if self.model is None else f"{base}#{self.model}"
+        return key if shard == 0 else f"{key}{SHARD_MARK}{shard}"
 
     def name(self, configured: str) -> str:
         return self.model or configured
 
     @property
     def budget_key(self) -> dict[str, str]:
-        return {"pk": self.pk(BUDGET_PK), "sk": "tokens"}
+        """Shard 0 of the budget: it also holds what the admin views read (factor, lowered limits)."""
+        return self.shard_key(0)
+
+    def shard_key(self, shard: int) -> dict[str, str]:
+        return {"pk": self.pk(BUDGET_PK, shard), "sk": "tokens"}
 
     @property
     def stats_key(self) -> dict[str, str]:
-        return {"pk": self.pk(STATS_PK), "sk": "calls"}
+        return self.stats_key_of(0)
+
+    def stats_key_of(self, shard: int) -> dict[str, str]:
+        return {"pk": self.pk(STATS_PK, shard % COUNTER_SHARDS), "sk": "calls"}
 
 
 HOME = Scope()
@@ -180,6 +218,21 @@ class Budget:
     limits: Limits
     state: BudgetState
     window_seconds: float
+    split: int = 1  # one shard's budget: the rate and the burst divided by this many shards
+
+    def shard_count(self, configured: int) -> int:
+        """How many shards the budget is split over: `configured` (GOVERNOR_SHARDS), fewer when a
+        shard's burst would hold fewer than SHARD_MIN_BURST_CALLS large calls, at least one.
+        From the configured limits alone (not what upstream's headers lowered them to), so the
+        same for every process that reads the same live limits."""
+        whole = Budget(self.limits, BudgetState(), self.window_seconds)
+        call = max(SHARD_CALL_TOKENS, whole.tokens_per_request)
+        fits = int(whole.capacity(0) // (SHARD_MIN_BURST_CALLS * call))
+        return max(1, min(int(configured), fits))
+
+    def shard(self, shards: int, state: BudgetState | None = None) -> Budget:
+        """One of `shards` shards: 1/shards of the rate and of the burst (its own stored state)."""
+        return dataclasses.replace(self, split=max(1, shards), state=state if state is not None else self.state)
 
     def factor(self, now: float) -> float:
         recovered = max(0.0, now - self.state.penalized_at) / self.window_seconds * RECOVERY_PER_WINDOW
@@ -210,18 +263,27 @@ class Budget:
         return max(int(tokens), math.ceil(self.tokens_per_request))
 
     def tokens_per_window(self, now: float) -> float:
-        return self.limit_tpm * self.limits.throttle_threshold * self.factor(now)
+        """This budget's tokens per window (a shard's: its part of the whole)."""
+        return self.limit_tpm * self.limits.throttle_threshold * self.factor(now) / self.split
 
     def requests_per_window(self, now: float) -> float | None:
         rpm = self.limit_rpm
-        return rpm * self.limits.throttle_threshold * self.factor(now) if rpm else None
+        return rpm * self.limits.throttle_threshold * self.factor(now) / self.split if rpm else None
 
     def rate(self, now: float) -> float:
         """Tokens per second."""
         return max(self.tokens_per_window(now), 1.0) / self.window_seconds
 
+    @property
+    def full_rate(self) -> float:
+        """The fastest this budget ever runs (configured targets, no 429 factor, no lowered
+        limit): tokens given back are priced at it, so a refund never returns more time than the
+        grant took at whatever rate it was made."""
+        tokens = self.limits.target_tpm * self.limits.throttle_threshold / self.split
+        return max(tokens, 1.0) / self.window_seconds
+
     def capacity(self, cost: float) -> float:
-        return max(float(cost), self.limit_tpm * (1.0 - self.limits.throttle_threshold) / 2.0)
+        return max(float(cost), self.limit_tpm * (1.0 - self.limits.throttle_threshold) / 2.0 / self.split)
 
     def schedule(self, cost: float, now: float, tat: float) -> tuple[float, float]:
         """(new `tat`, when the call may start) for a grant of `cost` reserved now.
@@ -255,43 +317,85 @@ class Budget:
 
 @dataclass(frozen=True)
 class Grant:
-    request: dict[str, Any]  # the Update for TransactWriteItems
-    tat: float
-    stored: str  # `tat` exactly as it will be stored
-    starts_at: float
+    request: dict[str, Any]  # one conditional UpdateItem (ReturnValues: the new `tat`)
+    starts_at: float  # when the call may start, as the known state says (the answer's `tat` says exactly)
+    idle: bool  # its shape: from now (the shard was idle) or behind the stored `tat`
 
 
-def grant(table: str, budget: Budget, cost: int, now: float, scope: Scope = HOME) -> Grant:
-    """The conditional Update that reserves `cost` tokens, or fails if the budget moved.
+def grant(
+    table: str,
+    budget: Budget,
+    cost: int,
+    now: float,
+    scope: Scope = HOME,
+    *,
+    shard: int = 0,
+    latest: float | None = None,
+) -> Grant:
+    """The one conditional UpdateItem that reserves `cost` tokens on a shard of the budget.
 
-    Two shapes: the budget is full (`tat <= now`, as far as we know): set `tat` from now;
-    or it is not: compare-and-set from the exact `tat` we last saw. A failure returns the
-    stored item (ReturnValuesOnConditionCheckFailure), so the next attempt needs no read.
+    Two shapes, by the `tat` last seen: the shard is idle (`tat <= now`): set `tat` from now, if it
+    still is; or it is busy: add cost / rate to the stored `tat`, if it is still ahead of now and
+    no later than lets the call start by `latest` (None: any time). Busy grants made at the same
+    moment all succeed (an ADD commutes: no lost compare-and-set) and each lands where the
+    answer's new `tat` says (`started`). Each update is atomic, so the stored sequence is GCRA's
+    exactly. A refusal returns the stored item (ReturnValuesOnConditionCheckFailure), so the next
+    attempt needs no read.
     """
     state = budget.state
-    full = state.tat_exact is None or state.tat <= now
-    new, starts_at = budget.schedule(cost, now, state.tat)
-    if full:
-        stored = decimal(new)
-        update = Update().when("attribute_not_exists({tat}) OR {tat} <= :now", now=decimal(now))
+    rate = budget.rate(now)
+    step = cost / rate
+    idle = state.tat_exact is None or state.tat <= now
+    _, starts_at = budget.schedule(cost, now, max(state.tat, now))
+    update = Update()
+    if idle:
+        update.set(tat=decimal(now + step)).when("attribute_not_exists({tat}) OR {tat} <= :now", now=decimal(now))
     else:
-        exact = Decimal(str(state.tat_exact))
-        stored = exact + decimal(cost / budget.rate(now))
-        update = Update().when("{tat} = :seen", seen=exact)
-    request = update.set(tat=stored).add(granted=int(cost)).item(table, scope.budget_key)
-    return Grant({**request, "ReturnValuesOnConditionCheckFailure": "ALL_OLD"}, float(stored), str(stored), starts_at)
+        update.add(tat=decimal(step)).when("{tat} > :now", now=decimal(now))
+        if latest is not None:  # start = stored tat + step − burst ≤ latest
+            update.when("{tat} <= :latest", latest=decimal(latest - step + budget.capacity(cost) / rate))
+    request = update.add(granted=int(cost)).item(table, scope.shard_key(shard))
+    return Grant(
+        {**request, "ReturnValues": "UPDATED_NEW", "ReturnValuesOnConditionCheckFailure": "ALL_OLD"}, starts_at, idle
+    )
 
 
-def refund(table: str, budget: Budget, tokens: float, now: float, scope: Scope = HOME) -> dict[str, Any]:
-    """Give unused tokens back: `tat` moves back by tokens / rate. `granted − returned`
+def started(budget: Budget, cost: int, now: float, tat: float) -> float:
+    """When a granted call may start, from the `tat` its grant stored (the answer's UPDATED_NEW)."""
+    return max(now, tat - budget.capacity(cost) / budget.rate(now))
+
+
+def refund(
+    table: str, budget: Budget, tokens: float, now: float, scope: Scope = HOME, *, shard: int = 0
+) -> dict[str, Any]:
+    """Give unused tokens back to the shard that granted them: `tat` moves back by tokens at the
+    budget's fastest rate (`full_rate`: never more time than the grant took). `granted − returned`
     is what was spent (the counters make that checkable)."""
-    update = Update().add(tat=decimal(-tokens / budget.rate(now)), returned=int(tokens))
-    return update.when("attribute_exists({tat})").item(table, scope.budget_key)
+    update = Update().add(tat=decimal(-tokens / budget.full_rate), returned=int(tokens))
+    return update.when("attribute_exists({tat})").item(table, scope.shard_key(shard))
 
 
-def overdraw(table: str, budget: Budget, tokens: float, now: float, scope: Scope = HOME) -> dict[str, Any]:
+def overdraw(
+    table: str, budget: Budget, tokens: float, now: float, scope: Scope = HOME, *, shard: int = 0
+) -> dict[str, Any]:
     """Charge what calls used beyond the lease (a real prompt count above the estimate)."""
-    return Update().add(tat=decimal(tokens / budget.rate(now)), granted=int(tokens)).item(table, scope.budget_key)
+    update = Update().add(tat=decimal(tokens / budget.rate(now)), granted=int(tokens))
+    return update.item(table, scope.shard_key(shard))
+
+
+def refunds(back: int, taken: Mapping[int, int], last: int) -> dict[int, int]:
+    """Where a lease's `back` unused tokens go: to the shards that granted them (`taken`: tokens
+    each shard granted to the lease), the last one first, never more to a shard than it granted,
+    so borrowing from other shards never creates tokens. Tokens beyond what was taken (none, as
+    leases count) are not given back anywhere."""
+    order = sorted(taken, key=lambda shard: (shard != last, -taken[shard], shard))
+    out: dict[int, int] = {}
+    for shard in order:
+        part = min(back, max(0, int(taken[shard])))
+        if part > 0:
+            out[shard] = part
+            back -= part
+    return out
 
 
 def usage_slice(now: float, window_seconds: float) -> int:
@@ -299,16 +403,25 @@ def usage_slice(now: float, window_seconds: float) -> int:
     return int(now // width)
 
 
-def add_usage(table: str, tokens: float, now: float, window_seconds: float, scope: Scope = HOME) -> dict[str, Any]:
-    """Count tokens sent to the model in the current sixth of a window."""
+def add_usage(
+    table: str, tokens: float, now: float, window_seconds: float, scope: Scope = HOME, *, shard: int = 0
+) -> dict[str, Any]:
+    """Count tokens sent to the model in the current sixth of a window (on one of
+    COUNTER_SHARDS items per slice: the writer's shard's)."""
     update = Update().add(tokens=int(round(tokens))).set(expires_at=int(now + 10 * window_seconds))
-    return update.item(table, {"pk": scope.pk(USAGE_PK), "sk": f"{usage_slice(now, window_seconds):012d}"})
+    key = {"pk": scope.pk(USAGE_PK, shard % COUNTER_SHARDS), "sk": f"{usage_slice(now, window_seconds):012d}"}
+    return update.item(table, key)
 
 
 def usage_keys(now: float, window_seconds: float, scope: Scope = HOME) -> list[dict[str, str]]:
-    """The slices of the last window (the current one included)."""
+    """The slices of the last window (the current one included), on every counter shard
+    (COUNTER_SHARDS × USAGE_SLICES keys: one BatchGetItem)."""
     current = usage_slice(now, window_seconds)
-    return [{"pk": scope.pk(USAGE_PK), "sk": f"{s:012d}"} for s in range(current - USAGE_SLICES + 1, current + 1)]
+    return [
+        {"pk": scope.pk(USAGE_PK, shard), "sk": f"{s:012d}"}
+        for shard in range(COUNTER_SHARDS)
+        for s in range(current - USAGE_SLICES + 1, current + 1)
+    ]
 
 
 def usage_tokens(items: list[dict[str, Any]]) -> int:
@@ -351,11 +464,16 @@ def renew(
     leased: int,
     committed: int,
     reported: int,
+    shard: int = 0,
 ) -> dict[str, Any]:
-    """Before a call: extend the lease and add what was taken, committed and counted as used."""
+    """Before a call: extend the lease and add what was taken (from `shard`: `taken_<shard>`, so
+    whoever closes or reclaims it gives unused tokens back where they came from), committed and
+    counted as used."""
     expires = now + lease_seconds
     update = Update().set(expires_at=decimal(expires), open_until=decimal(expires))
     update.add(leased=int(leased), committed=int(committed), reported=int(reported))
+    if leased:
+        update.add(**{f"taken_{shard}": int(leased)})
     return update.when("{holder} = :me", me=holder).item(table, lease_key(validation_id, slot))
 
 
@@ -380,6 +498,7 @@ class LeaseRecord:
     committed: int = 0
     reported: int = 0
     budget: str = BUDGET_PK  # its budget item's pk (a lease without one: the configured model's)
+    taken: Mapping[int, int] = dataclasses.field(default_factory=dict)  # shard → tokens it granted to the lease
 
     @property
     def slot(self) -> int:
@@ -403,11 +522,14 @@ class LeaseRecord:
             committed=int(item.get("committed", 0)),
             reported=int(item.get("reported", 0)),
             budget=str(item.get("budget") or BUDGET_PK),
+            taken={int(k.removeprefix("taken_")): int(v) for k, v in item.items() if k.startswith("taken_")}
+            or {0: int(item.get("leased", 0))},  # a lease from before shards: all from shard 0
         )
 
 
 def reclaim(table: str, lease: LeaseRecord) -> dict[str, Any]:
-    """Delete an expired lease, only if nobody renewed or reclaimed it since it was read."""
+    """Delete an expired lease, only if nobody renewed or reclaimed it since it was read: the
+    deletion is what entitles its deleter to give back its tokens (one deleter, one refund)."""
     return {
         "TableName": table,
         "Key": typed({"pk": lease.pk, "sk": lease.sk}),
@@ -425,35 +547,51 @@ STATS_KEY = HOME.stats_key
 
 
 def record_calls(
-    table: str, calls: int, seconds: float, tokens: float, now: float, scope: Scope = HOME
+    table: str, calls: int, seconds: float, tokens: float, now: float, scope: Scope = HOME, *, shard: int = 0
 ) -> dict[str, Any]:
-    """A closing lease's average call (duration, tokens charged): the controller plans with it."""
+    """A closing lease's average call (duration, tokens charged): the controller plans with the
+    freshest of the COUNTER_SHARDS items."""
     update = Update().set(call_seconds=decimal(seconds / calls), call_tokens=decimal(tokens / calls))
-    return update.set(updated_at=decimal(now)).item(table, scope.stats_key)
+    return update.set(updated_at=decimal(now)).item(table, scope.stats_key_of(shard))
 
 
-def penalize(table: str, budget: Budget, now: float, pause_seconds: float, scope: Scope = HOME) -> dict[str, Any]:
+def stats_keys(scope: Scope = HOME) -> list[dict[str, str]]:
+    return [scope.stats_key_of(shard) for shard in range(COUNTER_SHARDS)]
+
+
+def freshest(items: list[dict[str, Any]]) -> dict[str, Any]:
+    """Of the call statistics' items (plain), the last written; {} when none."""
+    return max(items, key=lambda item: float(item.get("updated_at", 0)), default={})
+
+
+# Feedback is written to every shard of the budget (a 429 at most once per PENALTY_SPACING of a
+# window, headers rarely): each shard's grants read only their own item.
+
+
+def penalize(
+    table: str, budget: Budget, now: float, pause_seconds: float, scope: Scope = HOME, *, shard: int = 0
+) -> dict[str, Any]:
     """After a 429: lower the factor (once per PENALTY_SPACING of a window)."""
     lowered = max(MIN_FACTOR, budget.factor(now) * DECREASE)
     recent = decimal(now - PENALTY_SPACING * budget.window_seconds)
     update = Update().set(factor=decimal(lowered), penalized_at=decimal(now))
     update.when("attribute_not_exists({penalized_at}) OR {penalized_at} < :recent", recent=recent)
-    return update.item(table, scope.budget_key)
+    return update.item(table, scope.shard_key(shard))
 
 
-def pause(table: str, budget: Budget, until: float, scope: Scope = HOME) -> dict[str, Any]:
+def pause(table: str, budget: Budget, until: float, scope: Scope = HOME, *, shard: int = 0) -> dict[str, Any]:
     """No grants before `until`: `tat` moves forward, never back."""
     at = until + budget.capacity(0) / budget.rate(until)  # the burst is not kept either
     update = Update().set_to("tat", ":until").when("attribute_not_exists({tat}) OR {tat} < :until", until=decimal(at))
-    return update.item(table, scope.budget_key)
+    return update.item(table, scope.shard_key(shard))
 
 
-def lower_upstream(table: str, field: str, limit: int, scope: Scope = HOME) -> dict[str, Any]:
+def lower_upstream(table: str, field: str, limit: int, scope: Scope = HOME, *, shard: int = 0) -> dict[str, Any]:
     """Remember a lower upstream limit (`upstream_tpm` or `upstream_rpm`) than the configured
     target (headers never raise it)."""
     update = Update().set_to(field, ":limit")
     update.when(f"attribute_not_exists({{{field}}}) OR {{{field}}} <> :limit", limit=int(limit))
-    return update.item(table, scope.budget_key)
+    return update.item(table, scope.shard_key(shard))
 
 
 # --- the live parameters' mirror ------------------------------------------------------------

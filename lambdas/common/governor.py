@@ -15,18 +15,21 @@ invocation:
         lease.close()                          # slot freed, unused tokens back
 
 `reserve` writes once per call (the lease item: renewal plus what is committed) and
-touches the budget item only when the lease runs out of tokens.
+touches the budget only when the lease runs out of tokens: then one conditional UpdateItem on
+one shard of the budget (core/governor.py, "Shards" and "One update per grant"), the lease's
+renewal after it, and the usage slice after that. No transactions: `close` and a reclaim
+delete the lease first (conditionally) and give its tokens back after.
 
 One Governor per model's budget (core/governor.Scope): a validator leases from the budget of
 its validation's model. A lease names its budget, so a sweep that reclaims another model's dead
 lease gives the tokens back to that budget (`limits_of` prices them).
 
 Fair share (core/fairness.py, SSM `fair-share` on): a lease made for a `Tenant` also
-charges the user's account for the window in the grant's transaction (conditional on the
-user being under its share when it queues ahead), renews the user's demand record in that
-transaction when due, and waits instead when it may neither queue nor take slack. The
-demand records are read once per `DEMAND_REFRESH` of a window per process, shared by every
-lease of the process.
+charges the user's account for the window on the grant's shard, before the grant (conditional
+on the user being under its share when it queues ahead; taken back if the grant is then
+refused), renews the user's demand record when due, and waits instead when it may neither
+queue nor take slack. The demand records are read once per `DEMAND_REFRESH` of a window per
+process, shared by every lease of the process.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ import random
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,7 +49,6 @@ from botocore.exceptions import ClientError
 from core import fairness as fair
 from core import governor as g
 from core.dynamo import decimal, from_item, typed
-from core.steps import cancellation_reasons
 from lambdas.common.errors import CapacityUnavailable, is_condition_failure
 from lambdas.common.observability import count
 
@@ -76,7 +78,9 @@ class Governor:
     scope: g.Scope = g.HOME  # whose budget: one model's
     # Another model's limits, to give a reclaimed lease's tokens back to its budget (None: ours).
     limits_of: Callable[[g.Scope], g.Limits] | None = None
-    state: g.BudgetState = field(default_factory=g.BudgetState)  # last known; refreshed by failures
+    shards: int = g.SHARDS  # GOVERNOR_SHARDS: the most shards the budget is split over (core/governor.py)
+    # Each shard's state as last known (shard → state), refreshed by grants' answers and refusals.
+    states: dict[int, g.BudgetState] = field(default_factory=dict)
     _swept_at: float = 0.0
     _lock: threading.Lock = field(default_factory=threading.Lock)
     granting: threading.Lock = field(default_factory=threading.Lock)  # one grant attempt at a time (Lease._take)
@@ -86,20 +90,41 @@ class Governor:
     _beats: dict[tuple[str, str], float] = field(default_factory=dict)
     _accounts: dict[str, dict[int, float]] = field(default_factory=dict)
 
-    def budget(self) -> g.Budget:
-        return g.Budget(self.limits(), self.state, self.window_seconds)
+    @property
+    def state(self) -> g.BudgetState:
+        """Shard 0's state: the whole budget's factor and lowered limits (feedback reaches every shard)."""
+        return self.states.get(0, g.BudgetState())
 
-    def read_budget(self) -> g.Budget:
-        key = typed(self.scope.budget_key)
+    def shard_count(self) -> int:
+        """The shards the budget is split over now (core/governor.Budget.shard_count)."""
+        return self.budget().shard_count(self.shards)
+
+    def budget(self, shard: int | None = None) -> g.Budget:
+        """The whole budget (shard None: what the controller plans with), or one shard's."""
+        whole = g.Budget(self.limits(), self.state, self.window_seconds)
+        if shard is None:
+            return whole
+        return whole.shard(whole.shard_count(self.shards), self.states.get(shard, g.BudgetState()))
+
+    def read_budget(self, shard: int | None = None) -> g.Budget:
+        """One consistent read of a shard (None: shard 0, as the whole budget)."""
+        key = typed(self.scope.shard_key(shard or 0))
         item = self.client.get_item(TableName=self.table, Key=key, ConsistentRead=True).get("Item")
-        self.learn(item)
-        return self.budget()
+        self.learn(item, shard or 0)
+        return self.budget(shard)
 
-    def learn(self, item: dict[str, Any] | None) -> None:
-        """The stored budget (typed, as DynamoDB returned it); `tat` kept exact for compare-and-set."""
+    def learn(self, item: dict[str, Any] | None, shard: int = 0) -> None:
+        """A shard's stored state (typed, as DynamoDB returned it)."""
         if item:
             state = g.BudgetState.of(from_item(item))
-            self.state = dataclasses.replace(state, tat_exact=item["tat"]["N"] if "tat" in item else None)
+            with self._lock:
+                self.states[shard] = dataclasses.replace(state, tat_exact=item["tat"]["N"] if "tat" in item else None)
+
+    def granted(self, shard: int, tat: str) -> None:
+        """A grant's answer: the shard's `tat` as stored now."""
+        with self._lock:
+            known = self.states.get(shard, g.BudgetState())
+            self.states[shard] = dataclasses.replace(known, tat=float(tat), tat_exact=tat)
 
     def lease(self, validation_id: str, cap: Callable[[], int], tenant: fair.Tenant | None = None) -> Lease:
         """A lease for one invocation; with a `tenant`, its grants follow fair share (when on)."""
@@ -150,19 +175,21 @@ class Governor:
             self.client.update_item(**fair.heartbeat(self.table, tenant, now, self.window_seconds, self.scope))
             self.beaten(tenant, now)
 
-    def accounts(self, user_id: str, now: float) -> dict[int, float]:
-        """What the user's accounts are known to hold, per window (recent windows only)."""
+    def accounts(self, user_id: str, now: float, shard: int = 0) -> dict[int, float]:
+        """What the user's accounts (on a shard) are known to hold, per window (recent windows only)."""
         current = fair.window_of(now, self.window_seconds)
         with self._lock:
-            known = self._accounts.setdefault(user_id, {})
+            known = self._accounts.setdefault(f"{user_id}{g.SHARD_MARK}{shard}", {})
             for window in [w for w in known if w < current - 1]:
                 del known[window]
             return dict(known)
 
-    def counted(self, user_id: str, window: int, *, tokens: float = 0.0, at_least: float | None = None) -> None:
+    def counted(
+        self, user_id: str, window: int, *, tokens: float = 0.0, at_least: float | None = None, shard: int = 0
+    ) -> None:
         """Learn an account: `tokens` added by us, or the stored value a refusal returned."""
         with self._lock:
-            known = self._accounts.setdefault(user_id, {})
+            known = self._accounts.setdefault(f"{user_id}{g.SHARD_MARK}{shard}", {})
             value = known.get(window, 0.0) + tokens
             known[window] = max(value, at_least) if at_least is not None else value
 
@@ -171,21 +198,39 @@ class Governor:
         """A 429 of either limit: lower the factor and pause everyone for its wait (`retry-after`,
         else the reset of the limit that ran out: lambdas/common/model.call_model; 1 s if absent)."""
         now, budget = self.clock(), self.read_budget()
-        self._update_quietly(g.penalize(self.table, budget, now, retry_after or 1.0, self.scope))
         until = now + min(retry_after or 1.0, self.window_seconds / 4)
-        self._update_quietly(g.pause(self.table, budget, until, self.scope))
+        for shard in range(budget.shard_count(self.shards)):
+            self._update_quietly(g.penalize(self.table, budget, now, retry_after or 1.0, self.scope, shard=shard))
+            self._update_quietly(g.pause(self.table, budget, until, self.scope, shard=shard))
 
     def observed(self, headers: dict[str, str], estimate: int) -> None:
         """An answer's `x-ratelimit-*` headers (tokens and requests): only ever slow the budget down."""
-        feedback = g.read_headers(headers, self.budget(), estimate, self.clock())
+        budget = self.budget()
+        feedback = g.read_headers(headers, budget, estimate, self.clock())
+        shards = range(budget.shard_count(self.shards))
         if feedback.upstream_tpm:
             log.warning("upstream TPM limit %s is below the configured target", feedback.upstream_tpm)
-            self._update_quietly(g.lower_upstream(self.table, "upstream_tpm", feedback.upstream_tpm, self.scope))
+            for shard in shards:
+                request = g.lower_upstream(self.table, "upstream_tpm", feedback.upstream_tpm, self.scope, shard=shard)
+                self._update_quietly(request)
         if feedback.upstream_rpm:
             log.warning("upstream RPM limit %s is below the configured target", feedback.upstream_rpm)
-            self._update_quietly(g.lower_upstream(self.table, "upstream_rpm", feedback.upstream_rpm, self.scope))
+            for shard in shards:
+                request = g.lower_upstream(self.table, "upstream_rpm", feedback.upstream_rpm, self.scope, shard=shard)
+                self._update_quietly(request)
         if feedback.pause_until:
-            self._update_quietly(g.pause(self.table, self.budget(), feedback.pause_until, self.scope))
+            for shard in shards:
+                self._update_quietly(g.pause(self.table, budget, feedback.pause_until, self.scope, shard=shard))
+        if feedback.upstream_tpm or feedback.upstream_rpm:
+            # Known now: the next answers' same headers write nothing (a refused write costs a unit too).
+            with self._lock:
+                for shard in {0, *shards}:
+                    known = self.states.get(shard, g.BudgetState())
+                    self.states[shard] = dataclasses.replace(
+                        known,
+                        upstream_tpm=feedback.upstream_tpm or known.upstream_tpm,
+                        upstream_rpm=feedback.upstream_rpm or known.upstream_rpm,
+                    )
 
     def _update_quietly(self, request: dict[str, Any]) -> None:
         try:
@@ -196,28 +241,38 @@ class Governor:
 
     # --- dead leases --------------------------------------------------------------------------
     def priced(self, scope: g.Scope) -> g.Budget:
-        """A budget to price tokens given back to `scope`'s schedule: ours, or another model's
-        (a reclaimed lease), at its limits and without a factor (so never more time than was taken)."""
+        """A shard of `scope`'s budget, to price tokens given back to it (at its fastest rate,
+        `Budget.full_rate`): ours, or another model's (a reclaimed lease)."""
         if scope == self.scope:
-            return self.budget()
+            return self.budget(0)
         limits = self.limits_of(scope) if self.limits_of is not None else self.limits()
-        return g.Budget(limits, g.BudgetState(), self.window_seconds)
+        whole = g.Budget(limits, g.BudgetState(), self.window_seconds)
+        return whole.shard(whole.shard_count(self.shards))
+
+    def give_back(self, scope: g.Scope, back: int, taken: dict[int, int] | Any, last: int, now: float) -> None:
+        """Unused tokens back to the shards that granted them (core/governor.refunds)."""
+        budget = self.priced(scope)
+        for shard, tokens in g.refunds(back, taken, last).items():
+            self._update_quietly(g.refund(self.table, budget, tokens, now, scope, shard=shard))
 
     def reclaim(self, lease: g.LeaseRecord) -> bool:
-        """Free an expired lease's slot, give back its unused tokens to its budget, count its used ones."""
+        """Free an expired lease's slot, give back its unused tokens to its budget, count its used ones.
+
+        The conditional delete comes first and alone: only its one winner gives the tokens back,
+        so no transaction is needed; a reclaimer that dies after it loses them (the budget runs
+        short by them, never over)."""
         back, used = g.leftover(lease)
         now, scope = self.clock(), lease.scope
-        items: list[dict[str, Any]] = [{"Delete": g.reclaim(self.table, lease)}]
-        if back:
-            items.append({"Update": g.refund(self.table, self.priced(scope), back, now, scope)})
-        if used:
-            items.append({"Update": g.add_usage(self.table, used, now, self.window_seconds, scope)})
         try:
-            self.client.transact_write_items(TransactItems=items)
+            self.client.delete_item(**g.reclaim(self.table, lease))
         except ClientError as exc:
             if not is_condition_failure(exc):
                 raise
             return False  # someone renewed or reclaimed it first
+        if back:
+            self.give_back(scope, back, lease.taken, -1, now)
+        if used:
+            self.client.update_item(**g.add_usage(self.table, used, now, self.window_seconds, scope))
         log.info("reclaimed lease %s/%s: %s tokens back, %s counted", lease.pk, lease.sk, back, used)
         return True
 
@@ -245,16 +300,20 @@ class Governor:
                     reclaimed += self.reclaim(lease)
         return reclaimed
 
+    def _batch_get(self, keys: list[dict[str, str]], consistent: bool) -> list[dict[str, Any]]:
+        request = {self.table: {"Keys": [typed(k) for k in keys], "ConsistentRead": consistent}}
+        items: list[dict[str, Any]] = []
+        while request:
+            answer = self.client.batch_get_item(RequestItems=request)
+            items.extend(answer["Responses"].get(self.table, []))
+            request = answer.get("UnprocessedKeys") or {}
+        return items
+
     def tokens_last_window(self) -> int:
-        keys = g.usage_keys(self.clock(), self.window_seconds, self.scope)
-        answer = self.client.batch_get_item(
-            RequestItems={self.table: {"Keys": [typed(k) for k in keys], "ConsistentRead": True}}
-        )
-        return g.usage_tokens(answer["Responses"].get(self.table, []))
+        return g.usage_tokens(self._batch_get(g.usage_keys(self.clock(), self.window_seconds, self.scope), True))
 
     def call_stats(self) -> dict[str, float]:
-        item = self.client.get_item(TableName=self.table, Key=typed(self.scope.stats_key)).get("Item")
-        return from_item(item) if item else {}
+        return g.freshest([from_item(item) for item in self._batch_get(g.stats_keys(self.scope), False)])
 
     def slots(self, validation_id: str) -> dict[int, g.LeaseRecord]:
         """The validation's leases by slot (an item that holds no lease leaves its slot free)."""
@@ -293,12 +352,17 @@ def governor_for(config: Any, client: Any, model: str | None = None) -> Governor
                 config.lease_seconds,
                 scope=scope,
                 limits_of=lambda other: live_config.budget_limits(config, other.name(config.openai_model)),
+                # GOVERNOR_SHARDS (app/settings.py, Terraform variable governor_shards).
+                shards=config.governor_shards,
             )
         return found
 
 
 _governors: dict[Any, Governor] = {}
 _governors_lock = threading.Lock()
+
+
+BORROW_AHEAD = fair.HORIZON  # of a window: a shard whose next place is further ahead is empty for now
 
 
 @dataclass
@@ -318,11 +382,19 @@ class Lease:
     charged: int = 0
     priced: g.Budget | None = None  # the budget as of the last reservation: what its call costs (Budget.cost)
     account_window: int | None = None  # the window of the last grant counted on the tenant's account...
-    account_slack: bool = False  # ...and whether it was slack
+    account_slack: bool = False  # ...whether it was slack...
+    account_shard: int = 0  # ...and on which shard's account
+    shard: int = 0  # the shard of the last grant: unused tokens go back there first
+    taken: dict[int, int] = field(default_factory=dict)  # shard → tokens it granted to this lease
 
     @property
     def available(self) -> int:
         return self.leased - self.committed
+
+    @property
+    def home(self) -> int:
+        """The lease's own shard, by hash (of its holder id: each worker of an invocation has one)."""
+        return int(self.holder, 16) % max(1, self.governor.shard_count())
 
     def reserve(self, estimate: int, deadline: float) -> None:
         """Hold a slot below the live cap and commit the next call's cost: its `estimate` of
@@ -338,13 +410,14 @@ class Lease:
                 self.close()  # max-parallelism went down: give this slot up
             if self.slot is None:
                 self._acquire_slot(cap, deadline)
-            budget = self.priced = gov.budget()
+            self.priced = gov.budget()
             cost = self._cost(estimate)
             try:
                 if self.available >= cost:
-                    self._write(cost, take=0, budget=None)
+                    self._write(cost, take=0)
                     return
-                take = budget.lease_size(cost, cost - self.available)
+                # A lease is sized by one shard's burst: the shard it will most likely come from.
+                take = gov.budget(self.home).lease_size(cost, cost - self.available)
                 starts_at = self._take(take, cost, deadline)
             except LeaseLost:
                 self._forget()
@@ -356,26 +429,30 @@ class Lease:
             return
 
     def _take(self, take: int, cost: int, deadline: float) -> float:
-        """Reserve `take` tokens in the budget's schedule and commit `cost`; when the call may start.
+        """Reserve `take` tokens on a shard of the budget and commit `cost`; when the call may start.
 
-        A refused compare-and-set returns the stored budget (ReturnValuesOnConditionCheckFailure),
-        so the next attempt needs no read. Raises CapacityUnavailable (lease closed) when the
-        next free place is beyond `deadline`. Under fair share the grant also charges the
-        tenant's account (core/fairness.py), or the lease waits for its turn.
+        The lease's own shard first; when it has no place within BORROW_AHEAD (or fair share
+        says wait there), the next shard that has one (borrowing), else the earliest place.
+        A refused grant returns the stored shard, so the next attempt needs no read. Raises
+        CapacityUnavailable (lease closed) when the next free place is beyond `deadline`.
+        Under fair share the grant also charges the tenant's account on that shard
+        (core/fairness.py), or the lease waits for its turn.
         """
         gov = self.governor
-        lost, waited = 0, False
+        lost, looked = 0, False
         while True:
-            pause, beat, granted = 0.0, None, False
+            pause, beat, starts_at = 0.0, None, None
             # One attempt at a time per process: the calls an invocation runs at once (core/headroom.py)
-            # take turns instead of racing each other for the budget's compare-and-set.
+            # take turns instead of racing each other for the same places.
             with gov.granting:
                 now = gov.clock()
-                # After a wait, one read (not a transaction bound to fail) says where the schedule is now.
-                budget = gov.read_budget() if waited else gov.budget()
-                grant = g.grant(gov.table, budget, take, now, gov.scope)
-                terms = self._fair_terms(budget, take, now) if self.tenant is not None else None
-                if terms is not None and terms.decision.kind == "wait":
+                shards = gov.shard_count()
+                if looked:  # after a wait, one read (not a write bound to fail) says where its shard is now
+                    gov.read_budget(self.home)
+                offer = self._choose(take, now, shards)
+                terms = offer.terms
+                if offer.grant is None:
+                    assert terms is not None
                     at = terms.decision.retry_at + random.uniform(0, terms.decision.spread)
                     if at > deadline:
                         self.close()
@@ -383,53 +460,126 @@ class Lease:
                             f"fair share: user {terms.tenant.user_id} may reserve again in {at - now:.1f}s, "
                             "past this invocation's wait"
                         )
-                    pause, beat, waited = max(0.0, at - now), terms.tenant, True
+                    pause, beat, looked = max(0.0, at - now), terms.tenant, True
+                elif offer.grant.starts_at > deadline:
+                    self.close()
+                    raise CapacityUnavailable(
+                        f"token budget: {take} tokens are free in {offer.grant.starts_at - now:.1f}s, "
+                        "past this invocation's wait"
+                    )
                 else:
-                    if grant.starts_at > deadline:
-                        self.close()
-                        raise CapacityUnavailable(
-                            f"token budget: {take} tokens are free in {grant.starts_at - now:.1f}s, "
-                            "past this invocation's wait"
-                        )
-                    waited = False
-                    try:
-                        self._write(cost, take=take, budget=grant.request, extra=terms.items if terms else ())
-                    except ClientError as exc:
-                        reasons = cancellation_reasons(exc.response, [grant.request])
-                        if reasons is None:
-                            raise
-                        if len(reasons) > 1 and _failed(reasons[1]):
-                            raise LeaseLost() from exc
-                        gov.learn(reasons[0].get("Item"))
-                        if terms is not None and len(reasons) > 2 and _failed(reasons[2]):  # over its share meanwhile
-                            stored = from_item(reasons[2].get("Item") or {}).get("tokens", terms.share)
-                            gov.counted(terms.tenant.user_id, terms.decision.window, at_least=float(stored))
+                    looked = False
+                    starts_at = self._grant(offer, take, cost, now)
+                    if starts_at is None:
                         lost += 1
                         if lost >= _ATTEMPTS:
                             self.close()
-                            raise CapacityUnavailable(
-                                f"token budget: {_ATTEMPTS} reservations in a row lost the race"
-                            ) from exc
+                            raise CapacityUnavailable(f"token budget: {_ATTEMPTS} reservations in a row were refused")
                         pause = random.uniform(0, 0.002 * lost)  # other processes reserve at this moment too
-                    else:
-                        gov.state = dataclasses.replace(gov.state, tat=grant.tat, tat_exact=grant.stored)
-                        if terms is not None:
-                            self.account_window, self.account_slack = terms.decision.window, terms.decision.apart
-                            if not self.account_slack:
-                                gov.counted(terms.tenant.user_id, terms.decision.window, tokens=take)
-                            if terms.beat:
-                                gov.beaten(terms.tenant, now)
-                        granted = True
-            if granted:
+            if starts_at is not None:
+                if terms is not None:
+                    gov.beat(terms.tenant, now)  # renews the tenant's demand when due
                 gov.sweep()
-                return grant.starts_at
+                return starts_at
             if beat is not None:
                 gov.beat(beat, now)
             gov.sleep(pause)
 
-    def _fair_terms(self, budget: g.Budget, take: int, now: float) -> _FairTerms | None:
-        """What fair share asks of this grant: its decision and the items it adds to the
-        grant's transaction (the account, and the demand renewal when due); None when off."""
+    def _choose(self, take: int, now: float, shards: int) -> _Offer:
+        """Where to reserve: the own shard when it has a place within BORROW_AHEAD, else the next
+        one that has (borrowing), else the earliest place; when fair share says wait on every
+        shard, the wait that ends first."""
+        gov, own = self.governor, self.home
+        offers = []
+        for i in range(shards):
+            shard = (own + i) % shards
+            budget = gov.budget(shard)
+            terms = self._fair_terms(budget, take, now, shard)
+            if terms is not None and terms.decision.kind == "wait":
+                offers.append(_Offer(shard, budget, None, terms))
+                continue
+            latest = self._latest(budget, take, now, terms)
+            grant = g.grant(gov.table, budget, take, now, gov.scope, shard=shard, latest=latest)
+            offer = _Offer(shard, budget, grant, terms)
+            if grant.starts_at <= now + BORROW_AHEAD * gov.window_seconds:
+                return offer
+            offers.append(offer)
+        placed = [o for o in offers if o.grant is not None]
+        if placed:
+            return min(placed, key=lambda o: o.grant.starts_at if o.grant else 0.0)
+        return min(offers, key=lambda o: o.terms.decision.retry_at if o.terms else 0.0)
+
+    def _latest(self, budget: g.Budget, take: int, now: float, terms: _FairTerms | None) -> float | None:
+        """The latest start the grant accepts (its update's condition): fair share's rule, checked
+        against the stored schedule itself (None: any, the caller's deadline checked before)."""
+        if terms is None:
+            return None
+        horizon = fair.HORIZON * budget.window_seconds
+        if terms.decision.kind == "queue":
+            return now + horizon
+        # Slack: only while the schedule is (nearly) idle, `tat ≤ now + SLACK × horizon`.
+        rate = budget.rate(now)
+        return now + fair.SLACK * horizon + take / rate - budget.capacity(take) / rate
+
+    def _grant(self, offer: _Offer, take: int, cost: int, now: float) -> float | None:
+        """The grant's writes, each one conditional UpdateItem: the account (fair share), the
+        shard, the lease. When the call may start; None when a condition refused it (what the
+        refusal returned is learned, and whatever was written before it is undone)."""
+        gov, terms, grant = self.governor, offer.terms, offer.grant
+        assert grant is not None
+        if terms is not None:
+            try:
+                gov.client.update_item(**terms.charge)
+            except ClientError as exc:
+                if not is_condition_failure(exc):
+                    raise
+                stored = from_item(exc.response.get("Item") or {}).get("tokens", terms.share)
+                gov.counted(terms.tenant.user_id, terms.decision.window, at_least=float(stored), shard=offer.shard)
+                return None  # over its share meanwhile
+        try:
+            answer = gov.client.update_item(**grant.request)
+        except ClientError as exc:
+            if not is_condition_failure(exc):
+                raise
+            gov.learn(exc.response.get("Item"), offer.shard)
+            self._uncharge(offer, take)
+            return None
+        tat = answer["Attributes"]["tat"]["N"]
+        gov.granted(offer.shard, tat)
+        try:
+            self._write(cost, take=take, shard=offer.shard)
+        except LeaseLost:
+            gov.give_back(gov.scope, take, {offer.shard: take}, offer.shard, gov.clock())
+            self._uncharge(offer, take)
+            raise
+        if terms is not None:
+            self.account_window, self.account_slack = terms.decision.window, terms.decision.apart
+            self.account_shard = offer.shard
+            if not self.account_slack:
+                gov.counted(terms.tenant.user_id, terms.decision.window, tokens=take, shard=offer.shard)
+        return g.started(offer.budget, take, now, float(tat))
+
+    def _uncharge(self, offer: _Offer, take: int) -> None:
+        """Take back an account charge whose grant did not happen."""
+        gov, terms = self.governor, offer.terms
+        if terms is None:
+            return
+        apart = terms.decision.apart
+        request = fair.charge(
+            gov.table,
+            terms.tenant.user_id,
+            terms.decision.window,
+            -take,
+            gov.window_seconds,
+            slack=apart,
+            scope=gov.scope,
+            shard=offer.shard,
+        )
+        gov.client.update_item(**request)
+
+    def _fair_terms(self, budget: g.Budget, take: int, now: float, shard: int) -> _FairTerms | None:
+        """What fair share asks of a grant on `shard` (a copy of the whole at its part of the
+        rate, so of every share): its decision and its account update; None when off."""
         gov, tenant = self.governor, self.tenant
         if tenant is None or not budget.limits.fair_share:
             return None
@@ -439,12 +589,11 @@ class Lease:
             budget,
             take,
             now,
-            gov.state.tat,
+            budget.state.tat,
             share=share,
-            accounts=gov.accounts(tenant.user_id, now),
+            accounts=gov.accounts(tenant.user_id, now, shard),
             outranked=fair.outranked(tenant, demands, now),
         )
-        slack = decision.apart  # an outranked validation's slack is counted apart from the share
         charge = fair.charge(
             gov.table,
             tenant.user_id,
@@ -452,23 +601,20 @@ class Lease:
             take,
             gov.window_seconds,
             room=decision.room,
-            slack=slack,
+            slack=decision.apart,  # an outranked validation's slack is counted apart from the share
             scope=gov.scope,
+            shard=shard,
         )
-        items = [{"Update": charge}]
-        beat = gov.beat_due(tenant, now)
-        if beat:
-            items.append({"Update": fair.heartbeat(gov.table, tenant, now, gov.window_seconds, gov.scope)})
-        return _FairTerms(tenant, share, decision, items, beat)
+        return _FairTerms(tenant, share, decision, charge)
 
-    def _write(
-        self, cost: int, *, take: int, budget: dict[str, Any] | None, extra: Sequence[dict[str, Any]] = ()
-    ) -> None:
+    def _write(self, cost: int, *, take: int, shard: int = 0) -> None:
+        """Renew the lease (one conditional UpdateItem) with what it took and commits; count the
+        usage reported with a grant (a write of its own, on the grant's counter shard)."""
         gov, slot = self.governor, self.slot
         assert slot is not None
         now = gov.clock()
         leased, committed = self.leased + take, self.committed + cost
-        report = committed - self.reported if budget is not None else 0  # usage is counted with budget writes
+        report = committed - self.reported if take else 0  # usage is counted with grants
         renew = g.renew(
             gov.table,
             self.validation_id,
@@ -479,21 +625,21 @@ class Lease:
             leased=leased - self.written[0],
             committed=committed - self.written[1],
             reported=report,
+            shard=shard,
         )
-        if budget is None:
-            try:
-                gov.client.update_item(**renew)
-            except ClientError as exc:
-                if is_condition_failure(exc):
-                    raise LeaseLost() from exc
-                raise
-        else:
-            items = [{"Update": budget}, {"Update": renew}, *extra]  # the account third (see _take)
-            if report:
-                items.append({"Update": g.add_usage(gov.table, report, now, gov.window_seconds, gov.scope)})
-            gov.client.transact_write_items(TransactItems=items)
+        try:
+            gov.client.update_item(**renew)
+        except ClientError as exc:
+            if is_condition_failure(exc):
+                raise LeaseLost() from exc
+            raise
+        if take:
+            self.taken[shard] = self.taken.get(shard, 0) + take
+            self.shard = shard
         self.leased, self.committed, self.reported = leased, committed, self.reported + report
         self.written = (self.leased, self.committed, self.reported)
+        if report:
+            gov.client.update_item(**g.add_usage(gov.table, report, now, gov.window_seconds, gov.scope, shard=shard))
 
     def holds_slot_below_cap(self) -> bool:
         """Right before a call: the slot is still below the live cap (it may have gone down
@@ -534,7 +680,8 @@ class Lease:
                     if is_condition_failure(exc):
                         continue
                     raise
-                self.slot, self.leased, self.committed, self.reported, self.written = index, 0, 0, 0, (0, 0, 0)
+                self._forget()
+                self.slot = index
                 return
             expiries = [lease.expires_at for i, lease in held.items() if i < cap]
             wait = min([0.25 + random.uniform(0, 0.25), *[max(0.05, e - now) for e in expiries]])
@@ -544,45 +691,58 @@ class Lease:
             gov.sleep(wait)
 
     def close(self) -> None:
-        """Free the slot, give back unused tokens, count the used ones. Safe to call twice."""
+        """Free the slot, give back unused tokens, count the used ones. Safe to call twice.
+
+        The conditional delete of the lease comes first and alone: it is what entitles this
+        holder (and not a reclaimer) to give its tokens back, so the writes after it need no
+        transaction; a holder that dies between them loses what they would have given back
+        (the budget runs short, never over)."""
         if self.slot is None:
             return
         gov = self.governor
         now = gov.clock()
         back, used = max(0, self.leased - self.committed), max(0, self.committed - self.reported)
         owed = max(0, self.committed - self.leased)
-        items: list[dict[str, Any]] = [{"Delete": g.release(gov.table, self.validation_id, self.slot, self.holder)}]
-        scope = gov.scope
-        if back:
-            items.append({"Update": g.refund(gov.table, gov.budget(), back, now, scope)})
-        if owed:
-            items.append({"Update": g.overdraw(gov.table, gov.budget(), owed, now, scope)})
-        if used:
-            items.append({"Update": g.add_usage(gov.table, used, now, gov.window_seconds, scope)})
-        if self.calls:
-            calls = g.record_calls(gov.table, self.calls, self.call_seconds, self.charged, now, scope)
-            items.append({"Update": calls})
-        account = None
-        if self.tenant is not None and self.account_window is not None and (back or owed):
-            # The account counts what the user really spent: unused tokens leave it with the budget's.
-            account = (self.tenant.user_id, self.account_window, owed - back)
-            charge = fair.charge(gov.table, *account, gov.window_seconds, slack=self.account_slack, scope=scope)
-            items.append({"Update": charge})
         try:
-            gov.client.transact_write_items(TransactItems=items)
+            gov.client.delete_item(**g.release(gov.table, self.validation_id, self.slot, self.holder))
         except ClientError as exc:
             if not is_condition_failure(exc):
                 raise
             log.warning("lease %s/%s was reclaimed before it was closed", self.validation_id, self.slot)
-        else:
-            if account is not None and not self.account_slack:
-                gov.counted(account[0], account[1], tokens=account[2])
+            self._forget()
+            return
+        scope, shard = gov.scope, self.shard
+        if back:
+            gov.give_back(scope, back, self.taken, shard, now)
+        if owed:
+            gov.client.update_item(**g.overdraw(gov.table, gov.budget(shard), owed, now, scope, shard=shard))
+        if used:
+            gov.client.update_item(**g.add_usage(gov.table, used, now, gov.window_seconds, scope, shard=shard))
+        if self.calls:
+            calls = g.record_calls(gov.table, self.calls, self.call_seconds, self.charged, now, scope, shard=shard)
+            gov.client.update_item(**calls)
+        if self.tenant is not None and self.account_window is not None and (back or owed):
+            # The account counts what the user really spent: unused tokens leave it with the budget's.
+            user, window, tokens = self.tenant.user_id, self.account_window, owed - back
+            charge = fair.charge(
+                gov.table,
+                user,
+                window,
+                tokens,
+                gov.window_seconds,
+                slack=self.account_slack,
+                scope=scope,
+                shard=self.account_shard,
+            )
+            gov.client.update_item(**charge)
+            if not self.account_slack:
+                gov.counted(user, window, tokens=tokens, shard=self.account_shard)
         self._forget()
 
     def _forget(self) -> None:
         self.slot, self.leased, self.committed, self.reported, self.written = None, 0, 0, 0, (0, 0, 0)
         self.calls, self.call_seconds, self.charged = 0, 0.0, 0
-        self.account_window = None
+        self.account_window, self.account_shard, self.shard, self.taken = None, 0, 0, {}
 
 
 @dataclass(frozen=True)
@@ -590,5 +750,14 @@ class _FairTerms:
     tenant: fair.Tenant
     share: float
     decision: fair.Decision
-    items: list[dict[str, Any]]  # the account update first: its refusal is the transaction's third reason
-    beat: bool  # the items renew the tenant's demand
+    charge: dict[str, Any]  # the account's update, written before the grant's
+
+
+@dataclass(frozen=True)
+class _Offer:
+    """A place on one shard: its grant (None: fair share says wait there) and fair share's terms."""
+
+    shard: int
+    budget: g.Budget
+    grant: g.Grant | None
+    terms: _FairTerms | None

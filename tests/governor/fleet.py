@@ -53,6 +53,14 @@ def deployment(aws: Aws, settings: Settings, parameters: dict[str, Any], **confi
     return config_from_environ(provisioner.function_environment()).model_copy(update=config)
 
 
+def spent(client: Any, table: str, scope: g.Scope = g.HOME) -> int:
+    """granted − returned over every shard of a model's budget: the tokens its validators sent
+    (or may still send)."""
+    keys = [{"pk": {"S": scope.pk(g.BUDGET_PK, s)}, "sk": {"S": "tokens"}} for s in range(g.SHARDS)]
+    items = client.batch_get_item(RequestItems={table: {"Keys": keys, "ConsistentRead": True}})["Responses"][table]
+    return sum(int(i.get("granted", {"N": "0"})["N"]) - int(i.get("returned", {"N": "0"})["N"]) for i in items)
+
+
 def one_part_file(index: int) -> tuple[list[dict[str, str]], int]:
     """A small file's one part call: (messages, prompt tokens)."""
     name, text = f"file-{index}.txt", lines_document(3).encode()

@@ -343,3 +343,106 @@ def test_the_plan_feeds_at_least_the_owners_share_of_a_busy_budget() -> None:
 
     assert first_come.parallelism == 3  # 1.25 × 9,000 × 0.25 ÷ 1,000 per slot
     assert newcomer.parallelism == 9  # 1.25 × 9,000 × 0.75 ÷ 1,000
+
+
+# --- a budget split over shards: each a copy of the whole at its part of the rate --------------
+
+# The request limit binds (60M tokens, 2,560 requests a minute: a request's worth is 23,437 tokens),
+# so the budget's burst holds enough calls for 3 shards (core/governor.Budget.shard_count).
+SHARDED = g.Budget(g.Limits(40, 60_000_000, 0.9, target_rpm=2_560), g.BudgetState(), WINDOW)
+SHARDS = SHARDED.shard_count(g.SHARDS)
+BORROW = fair.HORIZON  # lambdas/common/governor.BORROW_AHEAD
+
+
+def replay_sharded(users: list[User], windows: int, whole: g.Budget = SHARDED) -> list[Grant]:
+    """As `replay`, on a budget split over shards as lambdas/common/governor.Lease reserves: each
+    validator's own shard (by hash) when fair share lets it queue or take slack there within
+    BORROW_AHEAD, else the next shard that does (borrowing), else the earliest place, else the
+    wait that ends first; accounts per shard."""
+    n = whole.shard_count(g.SHARDS)
+    budget = whole.shard(n)
+    end = windows * WINDOW
+    tats = [0.0] * n
+    accounts: dict[tuple[str, int], dict[int, float]] = defaultdict(lambda: defaultdict(float))
+    demand: dict[str, fair.Demand] = {}
+    grants: list[Grant] = []
+    order, jitters = itertools.count(), random.Random(0)
+    events = [(u.arrives, next(order), u, v) for u in users for v in range(u.validators)]
+    heapq.heapify(events)
+    while events:
+        now, _, user, v = heapq.heappop(events)
+        if now >= end:
+            break
+        tenant = fair.Tenant(user.name, user.weight, user.priority)
+        renewed = {**(demand[user.name].until if user.name in demand else {})}
+        renewed[user.priority] = now + fair.DEMAND_LIFE * WINDOW
+        demand[user.name] = fair.Demand(user.name, user.weight, renewed)
+        demands = list(demand.values())
+        cost = budget.cost(user.cost)
+        share = fair.share(tenant, demands, budget.tokens_per_window(now), now)
+        offers = []
+        for i in range(n):
+            shard = (v + i) % n  # the validator's own shard, then the next ones
+            decision = fair.decide(
+                budget,
+                cost,
+                now,
+                tats[shard],
+                share=share,
+                accounts=accounts[(user.name, shard)],
+                outranked=fair.outranked(tenant, demands, now),
+            )
+            offers.append((decision, shard))
+            if decision.kind != "wait" and decision.starts_at <= now + BORROW * WINDOW:
+                break
+        placed = [o for o in offers if o[0].kind != "wait"]
+        if not placed:
+            retry = min(d.retry_at + jitters.uniform(0, d.spread) for d, _ in offers)
+            assert retry > now
+            heapq.heappush(events, (retry, next(order), user, v))
+            continue
+        decision, shard = placed[-1] if placed[-1] is offers[-1] else min(placed, key=lambda o: o[0].starts_at)
+        tats[shard], starts_at = budget.schedule(cost, now, tats[shard])
+        assert starts_at == decision.starts_at >= now
+        if not decision.apart:
+            accounts[(user.name, shard)][decision.window] += cost
+        grants.append((starts_at, user, cost))
+        heapq.heappush(events, (starts_at + user.call_seconds, next(order), user, v))
+    return grants
+
+
+def _sharded_user(name: str, draw: st.DrawFn) -> User:
+    return User(
+        name,
+        weight=draw(st.sampled_from([0.5, 1.0, 1.0, 2.0, 3.0])),
+        validators=draw(st.integers(min_value=SHARDS, max_value=4 * SHARDS)),
+        call_seconds=draw(st.floats(min_value=0.5, max_value=6.0)),
+        cost=draw(st.integers(min_value=400, max_value=4_000)),
+        arrives=draw(st.floats(min_value=0.0, max_value=WINDOW)),
+    )
+
+
+sharded_users = st.composite(lambda draw: [_sharded_user(f"u{i}", draw) for i in range(draw(st.integers(2, 3)))])
+
+
+@settings(max_examples=5, deadline=None, derandomize=True)
+@given(users=sharded_users())
+def test_on_shards_no_window_exceeds_the_limit_and_no_backlogged_user_gets_less_than_its_share_beyond_one_burst(
+    users: list[User],
+) -> None:
+    assert SHARDS > 1
+    windows = 4
+    grants = replay_sharded(users, windows)
+    starts = sorted(t for t, _, _ in grants)
+    for i, start in enumerate(starts):  # every sliding window [start, start + WINDOW): requests
+        inside = sum(1 for t in starts[i : i + 3_000] if t < start + WINDOW)
+        assert inside <= (SHARDED.limits.target_rpm or 0)
+    requests = per_window(grants, windows)
+    steady = range(int(max(u.arrives for u in users) // WINDOW) + 1, windows)
+    total_weight = sum(u.weight for u in users)
+    per_window_requests = (SHARDED.requests_per_window(0) or 0) * SHARDED.cost(0)
+    for k in steady:
+        for user in users:
+            if user.backlogged_in(SHARDED):
+                share = per_window_requests * user.weight / total_weight
+                assert requests[k][user.name] >= share - SHARDED.capacity(0), (k, user, dict(requests[k]))

@@ -22,6 +22,7 @@ from core import lambda_env
 from lambdas.validate_part.handler import lambda_handler
 from local.aws.provision import Provisioner
 from local.simulator.server import SimulatorServer
+from tests.governor.fleet import spent
 from tests.support.stack import (
     Aws,
     MakeApi,
@@ -50,18 +51,6 @@ def _events(aws: Aws, settings: Settings, validation_id: str) -> list[dict[str, 
         ExpressionAttributeValues={":v": {"S": validation_id}},
     )["Items"]
     return [{"type": i["type"]["S"], **json.loads(i["data"]["S"])} for i in items]
-
-
-def _budget_item(aws: Aws, settings: Settings) -> dict[str, Any]:
-    item: dict[str, Any] = aws.client("dynamodb").get_item(
-        TableName=settings.table("governor"), Key={"pk": {"S": "budget"}, "sk": {"S": "tokens"}}
-    )["Item"]
-    return item
-
-
-def _spent(budget: dict[str, Any]) -> int:
-    """granted − returned on the budget item: the tokens validators sent (or may still send)."""
-    return int(budget["granted"]["N"]) - int(budget.get("returned", {"N": "0"})["N"])
 
 
 @pytest.mark.slow(13)
@@ -140,16 +129,16 @@ def test_two_users_share_one_budget_and_the_upstream_limit_never_refuses_a_call(
     # refused nothing. (Arrival times are not the budget's schedule: on a loaded machine calls
     # can bunch by a few per cent in some 6 s window, which a bucket of a whole window absorbs.)
     assert simulator.stats.rate_limited == 0
-    budget = _budget_item(aws, settings)
+    sent = spent(aws.client("dynamodb"), settings.table("governor"))
     # Every token granted was sent, or given back. An attempt that failed without an answer (a
     # connection error on a loaded machine) keeps its grant: the governor cannot know whether the
     # request reached the upstream, which counts what arrives, so it stays charged — at most one
     # call's tokens per such attempt, never more.
     unanswered = sum(d["usage"]["attempts"] - d["usage"]["model_calls"] for d in done)
     largest_call = max(c for _, c in admitted)
-    assert total <= _spent(budget) <= total + unanswered * 2 * largest_call, (unanswered, largest_call)
+    assert total <= sent <= total + unanswered * 2 * largest_call, (unanswered, largest_call)
     if unanswered == 0:
-        assert _spent(budget) == total
+        assert sent == total
 
 
 @pytest.mark.slow(12)
@@ -292,9 +281,9 @@ def test_a_killed_validators_slot_and_unused_tokens_come_back_after_its_lease(
     assert first_new_call_wall >= expires_at - 0.05  # clocks read apart: 50 ms
     # Tokens: everything granted was sent or given back; the killed call counts as sent, at
     # the estimate it committed (its real charge was never reported back).
-    budget = _budget_item(aws, settings)
+    sent = spent(aws.client("dynamodb"), settings.table("governor"))
     victim_charge = min(simulator.stats.admitted)[1]
-    assert _spent(budget) == sum(c for _, c in simulator.stats.admitted) - victim_charge + committed
+    assert sent == sum(c for _, c in simulator.stats.admitted) - victim_charge + committed
     lease_items = aws.client("dynamodb").query(
         TableName=settings.table("governor"),
         KeyConditionExpression="pk = :p",

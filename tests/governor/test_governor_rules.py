@@ -35,24 +35,49 @@ def test_grants_in_any_window_stay_within_the_target(costs: list[int], gaps: lis
         tat, starts_at = budget.schedule(cost, now, tat)
         assert starts_at >= now
         calls.append((starts_at, cost))  # the validator sleeps until its place, then calls
-    headroom = limits.target_tpm * (1 - threshold) / 2
+    burst = limits.target_tpm * (1 - threshold) / 2
+    room = limits.target_tpm * (1 - threshold)  # what the threshold leaves
     for start, _ in calls:
         in_window = sum(c for t, c in calls if start <= t < start + window)
-        assert in_window <= threshold * limits.target_tpm + max(max(costs), headroom) + 1
-        if max(costs) <= headroom:
-            assert in_window <= limits.target_tpm
+        # A window holds the rate's tokens and one burst or one call, whichever is larger...
+        assert in_window <= threshold * limits.target_tpm + max(max(costs), burst) + 1
+        if max(costs) <= room:  # ...so the target holds while the largest call fits the room left
+            assert in_window <= limits.target_tpm + 1
 
 
-def test_a_grant_is_a_compare_and_set_on_the_exact_stored_number() -> None:
-    budget = _budget(g.BudgetState(tat=1_700_000_100.123456, tat_exact="1700000100.123456"))
-    reserved = g.grant("governor", budget, 900, now=1_700_000_000.0)
-    values = reserved.request["ExpressionAttributeValues"]
-    assert reserved.request["ConditionExpression"] == "#tat = :seen"
-    assert values[":seen"] == {"N": "1700000100.123456"}
-    assert values[":set_tat"] == {"N": reserved.stored} and reserved.stored == "1700000101.123456"
-    assert reserved.starts_at == pytest.approx(reserved.tat - budget.capacity(900) / budget.rate(0))
+def test_a_call_larger_than_the_room_the_threshold_leaves_can_take_a_window_past_the_target() -> None:
+    """The bound above is reached: calls of 1,336 tokens always waiting, at a threshold of 0.95 of
+    20,000 tokens per 20 s (room: 1,000): some window holds 15 calls, 20,040 tokens. No schedule
+    at a rate keeps such calls under the target at 0.95 of it: that needs the rate at most
+    target − largest call (0.933 here)."""
+    limits, window, cost = g.Limits(8, 20_000, 0.95), 20.0, 1_336
+    budget = g.Budget(limits, g.BudgetState(), window)
+    now, tat, starts = 0.0, 0.0, []
+    for _ in range(60):
+        tat, starts_at = budget.schedule(cost, now, tat)
+        starts.append(starts_at)
+        now = starts_at  # the next one asks as this one starts: always waiting
+    peak = max(sum(cost for t in starts if s <= t < s + window) for s in starts)
+    assert peak == 15 * cost > limits.target_tpm
+
+
+def test_a_grant_is_one_conditional_update_in_one_of_two_shapes() -> None:
+    busy = _budget(g.BudgetState(tat=1_700_000_100.5, tat_exact="1700000100.5"))
+    reserved = g.grant("governor", busy, 900, now=1_700_000_000.0, shard=3, latest=1_700_000_090.0)
+    request, values = reserved.request, reserved.request["ExpressionAttributeValues"]
+    # Behind the stored schedule: an ADD (grants made at once all land, one after the other), only
+    # while the shard is still busy and the call can still start by `latest`.
+    assert request["UpdateExpression"] == "ADD #tat :add_tat, #granted :add_granted"
+    assert request["ConditionExpression"] == "(#tat > :now) AND (#tat <= :latest)"
+    step, burst = 900 / busy.rate(0), busy.capacity(900) / busy.rate(0)
+    assert float(values[":add_tat"]["N"]) == pytest.approx(step)
+    assert float(values[":latest"]["N"]) == pytest.approx(1_700_000_090.0 - step + burst)
+    assert request["Key"]["pk"] == {"S": "budget~3"} and request["ReturnValues"] == "UPDATED_NEW"
+    assert request["ReturnValuesOnConditionCheckFailure"] == "ALL_OLD"  # a refusal needs no read
+    assert g.started(busy, 900, 1_700_000_000.0, 1_700_000_101.5) == pytest.approx(1_700_000_101.5 - burst)
     idle = g.grant("governor", _budget(), 900, now=1_700_000_000.0)
     assert idle.request["ConditionExpression"] == "attribute_not_exists(#tat) OR #tat <= :now"
+    assert idle.request["Key"]["pk"] == {"S": "budget"}  # shard 0 keeps the unsharded key
     assert idle.starts_at == 1_700_000_000.0
 
 
@@ -145,10 +170,14 @@ def test_a_lease_item_is_typed_at_the_boundary_and_an_item_without_a_holder_is_n
 
     lease = g.LeaseRecord.of(item)
 
-    assert lease == g.LeaseRecord("lease#v1", "03", "h", 12.5, 40, 25, 10) and lease.slot == 3
+    assert lease == g.LeaseRecord("lease#v1", "03", "h", 12.5, 40, 25, 10, taken={0: 40}) and lease.slot == 3
     assert g.leftover(lease) == (15, 15)  # unspent back to the budget, committed but unreported counted as used
     assert g.LeaseRecord.of({"pk": "lease#v1", "sk": "03", "expires_at": 12.5}) is None
     assert g.reclaim("governor", lease)["ExpressionAttributeValues"][":exp"] == {"N": "12.5"}
+    sharded = g.LeaseRecord.of({**item, "taken_2": 30, "taken_5": 10})  # tokens from two shards (borrowed)
+    assert sharded is not None and sharded.taken == {2: 30, 5: 10}
+    renewed = g.renew("governor", "v1", 3, "h", 0.0, 90.0, leased=30, committed=0, reported=0, shard=2)
+    assert "#taken_2 :add_taken_2" in renewed["UpdateExpression"]
 
 
 # --- one budget per model ---------------------------------------------------------------------
@@ -170,7 +199,11 @@ def test_each_model_has_keys_of_its_own_and_the_configured_model_keeps_the_unsuf
     }
     assert {name: r["Key"]["pk"]["S"] for name, r in requests.items()} == dict.fromkeys(requests, "budget#o4-mini")
     assert g.add_usage("t", 5, 0.0, 60.0, other)["Key"]["pk"] == {"S": "usage#o4-mini"}
-    assert {k["pk"] for k in g.usage_keys(0.0, 60.0, other)} == {"usage#o4-mini"}
+    assert {k["pk"] for k in g.usage_keys(0.0, 60.0, other)} == {
+        "usage#o4-mini",
+        *(f"usage#o4-mini~{s}" for s in range(1, g.COUNTER_SHARDS)),
+    }
+    assert g.Scope.of_budget("budget#o4-mini~3") == other and g.Scope.of_budget("budget~3") == g.HOME
     assert g.record_calls("t", 1, 1.0, 100, 0.0, other)["Key"]["pk"] == {"S": "stats#o4-mini"}
     assert fair.account_key("alice", 7, other)["pk"] == "share#alice#o4-mini"
     assert fair.account_key("alice", 7)["pk"] == "share#alice"
@@ -373,3 +406,126 @@ def test_the_live_parameters_mirror_copies_only_newer_versions() -> None:
         "attribute_not_exists(#live_target_rpm_version) OR #live_target_rpm_version <= :v_live_target_rpm"
     )
     assert request["ReturnValuesOnConditionCheckFailure"] == "ALL_OLD"
+
+
+# --- shards: the budget split over items, each a GCRA at its part of the rate -----------------
+
+TOP_TIER = g.Limits(8, 150_000_000, 0.95, target_rpm=30_000)
+
+
+def test_the_top_tier_is_split_over_the_default_shards_and_small_budgets_stay_whole() -> None:
+    top = _budget(limits=TOP_TIER)
+    assert top.shard_count(g.SHARDS) == g.SHARDS
+    assert top.shard_count(1) == 1  # GOVERNOR_SHARDS=1: the budget as one item
+    shard = top.shard(g.SHARDS)
+    assert shard.rate(0) * g.SHARDS == pytest.approx(top.rate(0))
+    assert shard.capacity(0) >= g.SHARD_MIN_BURST_CALLS * g.SHARD_CALL_TOKENS
+    assert _budget(limits=g.Limits(8, 20_000, 0.95, target_rpm=300)).shard_count(g.SHARDS) == 1
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    tpm=st.integers(min_value=1_000, max_value=10**9),
+    threshold=st.floats(min_value=0.5, max_value=0.99),
+    configured=st.integers(min_value=1, max_value=64),
+)
+def test_a_shard_is_split_only_while_its_burst_holds_large_calls(tpm: int, threshold: float, configured: int) -> None:
+    whole = _budget(limits=g.Limits(8, tpm, threshold))
+    n = whole.shard_count(configured)
+    assert 1 <= n <= configured
+    if n > 1:
+        assert whole.shard(n).capacity(0) >= g.SHARD_MIN_BURST_CALLS * g.SHARD_CALL_TOKENS
+
+
+def _sharded_replay(
+    limits: g.Limits, shards: int, calls: list[tuple[int, float, int, float]], window: float
+) -> list[tuple[float, int]]:
+    """Workers reserving as lambdas/common/governor.Lease does: the own shard (by hash) when it
+    has a place within BORROW_AHEAD, else the next that has (borrowing), else the earliest. Each
+    shard moves as its conditional update moves it (idle: from now; busy: behind `tat`); part of a
+    grant may come back (a call charged less than its estimate) to the shard that granted it, at
+    the budget's fastest rate. (start, tokens sent) per call."""
+    whole = g.Budget(limits, g.BudgetState(), window)
+    n = whole.shard_count(shards)
+    budget = whole.shard(n)
+    tats = [0.0] * n
+    now, sent = 1_000.0, []
+    for cost, gap, worker, unused in calls:
+        now += gap
+        own, offers = worker % n, []
+        for i in range(n):
+            shard = (own + i) % n
+            tat, starts_at = budget.schedule(cost, now, tats[shard])
+            offers.append((starts_at, shard, tat))
+            if starts_at <= now + BORROW * window:
+                break
+        starts_at, shard, tats[shard] = offers[-1] if offers[-1][0] <= now + BORROW * window else min(offers)
+        back = int(cost * unused)
+        for where, tokens in g.refunds(back, {shard: cost}, shard).items():
+            tats[where] -= tokens / budget.full_rate
+        sent.append((starts_at, cost - back))
+    return sent
+
+
+BORROW = fair.HORIZON  # lambdas/common/governor.BORROW_AHEAD
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    calls=st.lists(
+        st.tuples(
+            st.integers(min_value=500, max_value=8_192),
+            st.floats(min_value=0.0, max_value=0.004),
+            st.integers(min_value=0, max_value=10_000),
+            st.sampled_from([0.0, 0.0, 0.1, 0.5]),
+        ),
+        min_size=50,
+        max_size=600,
+    ),
+    shards=st.integers(min_value=1, max_value=16),
+    threshold=st.floats(min_value=0.8, max_value=0.97),
+)
+def test_summed_over_shards_no_window_holds_more_than_the_target(
+    calls: list[tuple[int, float, int, float]], shards: int, threshold: float
+) -> None:
+    """At the top tier's scale (a window of 6 s, so a few hundred calls fill several): whatever
+    shard each call comes from, its own or borrowed, the tokens sent in any window summed over
+    every shard stay below target_tpm."""
+    window = 6.0
+    limits = g.Limits(8, 15_000_000, threshold, target_rpm=3_000)
+    sent = _sharded_replay(limits, shards, calls, window)
+    starts = sorted(sent)
+    end, tokens, most = 0, 0, 0
+    for start, t in starts:
+        while end < len(starts) and starts[end][0] < start + window:
+            tokens += starts[end][1]
+            end += 1
+        most = max(most, tokens)
+        tokens -= t
+    assert most <= limits.target_tpm
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    taken=st.dictionaries(st.integers(min_value=0, max_value=15), st.integers(min_value=0, max_value=50_000)),
+    unused=st.floats(min_value=0.0, max_value=1.0),
+    last=st.integers(min_value=-1, max_value=15),
+    factor=st.floats(min_value=0.25, max_value=1.0),
+    upstream=st.one_of(st.none(), st.integers(min_value=1_000, max_value=60_000)),
+)
+def test_borrowing_never_creates_tokens(
+    taken: dict[int, int], unused: float, last: int, factor: float, upstream: int | None
+) -> None:
+    """A lease's unused tokens go back only to shards that granted them, never more than each
+    granted, and a refund moves a shard's schedule back by no more time than the grant took,
+    whatever the 429 factor or the lowered limit when it was made."""
+    back = int(sum(taken.values()) * unused)
+    given_back = g.refunds(back, taken, last)
+    assert sum(given_back.values()) == back
+    assert all(0 < tokens <= taken[shard] for shard, tokens in given_back.items())
+    if last in taken and taken[last] > 0:
+        assert given_back.get(last, 0) == min(back, taken[last])  # the last grant's shard first
+    state = g.BudgetState(factor=factor, penalized_at=1_000.0, upstream_tpm=upstream)
+    budget = _budget(state, limits=g.Limits(8, 60_000, 0.9)).shard(4)
+    for tokens in given_back.values():
+        assert tokens / budget.full_rate <= tokens / budget.rate(1_000.0)

@@ -5,24 +5,21 @@ of max-parallelism that reaches invocations running several calls at once."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 import pytest
 
 from app.settings import Settings
 from lambdas.validate_part.handler import lambda_handler  # noqa: F401 - imported here once, not by 24 threads at once
 from local.simulator.server import SimulatorServer
+from tests.governor.fleet import spent
 from tests.support.stack import Aws, HeldCalls, MakeApi, lines_document, set_parallelism, wait_for, wait_for_status
 
 NO_SECRET = {"id": "no-secret", "text": "No line may contain the word secret."}
 
 
 def _budget_spent(aws: Aws, settings: Settings) -> int:
-    """granted − returned on the governor's budget item: the tokens validators sent."""
-    item: dict[str, Any] = aws.client("dynamodb").get_item(
-        TableName=settings.table("governor"), Key={"pk": {"S": "budget"}, "sk": {"S": "tokens"}}, ConsistentRead=True
-    )["Item"]
-    return int(item["granted"]["N"]) - int(item.get("returned", {"N": "0"})["N"])
+    """granted − returned over the governor's budget shards: the tokens validators sent."""
+    return spent(aws.client("dynamodb"), settings.table("governor"))
 
 
 @pytest.mark.slow(20)

@@ -32,7 +32,7 @@ from lambdas.common.governor import Governor
 from lambdas.common.live_config import LiveConfig
 from local.simulator.limits import RateLimits
 from local.simulator.server import SimulatorServer
-from tests.governor.fleet import Fleet, Outcome, deployment
+from tests.governor.fleet import Fleet, Outcome, deployment, spent
 from tests.support.stack import Aws, wait_for
 
 WINDOW = 2.0  # seconds standing for a minute
@@ -125,11 +125,6 @@ def _budget(aws: Aws, config: LambdaConfig, pk: str) -> dict[str, Any]:
     return from_item(aws.client("dynamodb").get_item(TableName=config.governor_table, Key=key)["Item"])
 
 
-def _spent(budget: dict[str, Any]) -> int:
-    """granted − returned: the tokens the budget let through."""
-    return int(budget["granted"]) - int(budget.get("returned", 0))
-
-
 def _run(fleet: Fleet, files: int, into: dict[str, Outcome]) -> threading.Thread:
     def work() -> None:
         into[fleet.model] = fleet.run(files)
@@ -159,8 +154,8 @@ def test_a_full_budget_on_one_model_does_not_slow_the_other_and_neither_exceeds_
     assert outcomes[OTHER].waits == 0  # never waited for a place: its budget is its own
     assert outcomes[configured].waits > 0
     # Each budget let through exactly what its model was sent.
-    assert _spent(_budget(aws, config, "budget")) == upstream.tokens_of(configured)
-    assert _spent(_budget(aws, config, f"budget#{OTHER}")) == upstream.tokens_of(OTHER)
+    assert spent(aws.client("dynamodb"), config.governor_table) == upstream.tokens_of(configured)
+    assert spent(aws.client("dynamodb"), config.governor_table, g.Scope(OTHER)) == upstream.tokens_of(OTHER)
 
 
 @pytest.mark.slow(8)
