@@ -224,6 +224,7 @@ class Lane:
             self.store.batches.end(self.validation_id, batch, BatchStatus.FAILED.value, "not created")
             raise
         self.store.batches.created(self.validation_id, key, created.id, cursor)
+        count("BatchesSubmitted")
         if then is None:
             self.record["batch_cursor"] = f"{self.run}|{last}"
         log.info(
@@ -365,6 +366,8 @@ class Lane:
             u for u in output.unanswered + errors.unanswered if u.code != EXPIRED_CODE and u.code != "batch_cancelled"
         ]
         malformed = output.malformed + errors.malformed
+        count("BatchRequestsLeft", malformed + len(failed))
+        count("BatchRequestsExpired", len(expired))
         if malformed:
             log.warning(
                 "batch %s of %s: %d malformed result lines; those parts are asked synchronously",

@@ -132,6 +132,17 @@ METRICS: dict[str, MetricSpec] = {
         _counter(
             "FilesRejected", "validation_files_rejected", "Uploaded files the plan step refused (not text, empty)"
         ),
+        _counter("BatchesSubmitted", "validation_batches_submitted", "Batches created at the Batch API (batch lane)"),
+        _counter(
+            "BatchRequestsLeft",
+            "validation_batch_requests_left",
+            "Batched requests answered with an error or a malformed line: asked synchronously instead",
+        ),
+        _counter(
+            "BatchRequestsExpired",
+            "validation_batch_requests_expired",
+            "Batched requests a batch's 24 h window left unexecuted (resubmitted once, then failed)",
+        ),
         _counter(
             "FindingsChecked",
             "validation_findings_checked",

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from app.settings import Settings
 from core import pricing
+from lambdas.common import observability
 from local.simulator.server import SimulatorServer
 from tests.support.stack import MakeApi, all_results, lines_document, wait_for, wait_for_status
 
@@ -42,6 +44,12 @@ def verdicts(api: Any, validation_id: str) -> dict[str, list[bool]]:
     return {r["file"]: [rule["passed"] for rule in r["rules"]] for r in all_results(api, validation_id)}
 
 
+def counted(documents: list[dict[str, Any]], name: str) -> float:
+    """A counter summed over the Lambdas' metric documents (one value, or a list of them, per document)."""
+    values = [d.get(name, 0) for d in documents]
+    return sum(sum(v) if isinstance(v, list) else v for v in values)
+
+
 def run(api: Any, payload: dict[str, Any]) -> dict[str, Any]:
     created = api.post("/validations", json=payload)
     assert created.status_code == 202, created.text
@@ -73,18 +81,23 @@ def test_a_batch_validation_succeeds_with_the_standard_verdicts_at_half_the_pric
 
 
 def test_parts_past_the_batch_request_limit_are_split_into_several_batches(
-    make_api: MakeApi, simulator: SimulatorServer
+    make_api: MakeApi, simulator: SimulatorServer, settings: Settings
 ) -> None:
     api = make_api(batch_max_requests=2, **FAST)
     simulator.reconfigure(batch_completion_seconds=1)
-
-    ended = run(api, body(5))
+    documents: list[dict[str, Any]] = []  # the Lambdas' metric documents (EMF) of this deployment
+    remove = observability.add_sink(settings.name_prefix, documents.append)
+    try:
+        ended = run(api, body(5))
+    finally:
+        remove()
 
     stats = simulator.stats.snapshot()
     assert ended["status"] == "SUCCEEDED" and ended["progress"]["succeeded"] == 5
     assert stats["batches"]["created"] == 3 == ended["batch"]["batches"]  # 2 + 2 + 1
     assert stats["batch_requests"]["completed"] == 5 and stats["requests"] == 0  # nothing asked synchronously
     assert ended["batch"]["request_counts"] == {"total": 5, "completed": 5, "failed": 0}
+    assert counted(documents, "BatchesSubmitted") == 3 and counted(documents, "BatchRequestsLeft") == 0
 
 
 def test_batches_wait_for_room_in_the_models_queue_and_never_pass_its_limit(
