@@ -1,15 +1,20 @@
 """The API's Prometheus families and the listener that serves them.
 
 One registry per app (not prometheus-client's global one: tests build many apps in one
-process). The listener is prometheus-client's own HTTP server on `METRICS_PORT`, a port of
+process). The listener serves prometheus-client's WSGI app on `METRICS_PORT`, a port of
 its own: /metrics is never routed through the public app.
 """
 
 from __future__ import annotations
 
+import socket
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from socketserver import ThreadingMixIn
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
 from prometheus_client import (
     CollectorRegistry,
@@ -17,7 +22,7 @@ from prometheus_client import (
     Gauge,
     Histogram,
     disable_created_metrics,
-    start_http_server,
+    make_wsgi_app,
 )
 
 # No `_created` series beside every counter: twice the series for a timestamp Prometheus does not need.
@@ -53,10 +58,37 @@ class ApiMetrics:
         )
 
 
+# How often the listener's loop looks for a stop: `shutdown()` waits up to this long. prometheus-client's
+# `start_http_server` serves with socketserver's default 0.5 s, which every stop of the API waited out.
+_STOP_POLL_SECONDS = 0.05
+
+
+class _QuietHandler(WSGIRequestHandler):
+    """No access-log line per scrape (on stderr, outside the JSON logs)."""
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+class _Listener(ThreadingMixIn, WSGIServer):
+    daemon_threads = True  # a scrape in flight does not hold up the stop
+
+    def __init__(self, host: str, port: int) -> None:
+        # IPv4 or IPv6, as `host` resolves (HOST may be `::`).
+        family, _, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+        self.address_family = family
+        super().__init__((str(address[0]), port), _QuietHandler)
+
+
 @contextmanager
 def listening(registry: CollectorRegistry, host: str, port: int) -> Iterator[int]:
     """Serve `registry` at http://host:port/metrics (port 0: a free one) until the block ends; yields the port."""
-    server, thread = start_http_server(port, addr=host, registry=registry)
+    server = _Listener(host, port)
+    server.set_app(make_wsgi_app(registry))
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": _STOP_POLL_SECONDS}, name="metrics", daemon=True
+    )
+    thread.start()
     try:
         yield int(server.server_port)
     finally:

@@ -1,27 +1,26 @@
-"""What the upload endpoints (and a validation built from uploads) ask for, and the one
-presigning client the router's lifespan opens."""
+"""What the upload endpoints (and a validation built from uploads) ask for, and the presigning
+client (opened with the app's other AWS clients) the router's lifespan hands out."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import asynccontextmanager
 from typing import Annotated
 
 from fastapi import Depends, FastAPI, Path, Request
 
 from app.deps import ClientsDep, SettingsDep
-from app.uploads.objects import UploadObjects, open_presigner
+from app.uploads.objects import UploadObjects
 from app.uploads.service import Clock, UploadService
 from app.uploads.store import UploadStore
 
 
 @asynccontextmanager
 async def presigning(app: FastAPI) -> AsyncIterator[None]:
-    """Runs inside the app's lifespan (so with its effective settings): one SigV4 presigner per process."""
-    async with AsyncExitStack() as stack:
-        app.state.presigner = await open_presigner(stack, app.state.settings)
-        yield
+    """Runs inside the app's lifespan, once its clients are open: the page reads `app.state.presigner` too."""
+    app.state.presigner = app.state.clients.presigner
+    yield
 
 
 def get_clock() -> Clock:

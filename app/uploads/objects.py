@@ -7,16 +7,12 @@ S3 errors are translated here, once: a missing object is None, a refused complet
 
 from __future__ import annotations
 
-from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from typing import Any
 
-import aioboto3
-from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from app.aws.errors import error_code
-from app.settings import Settings
 
 # Every new upload's object carries this tag until a validation takes it: the bucket's lifecycle
 # deletes tagged objects under uploads/ a day after they were written (never-used uploads).
@@ -52,18 +48,6 @@ class PartsRefused(Exception):
 
 class MultipartGone(Exception):
     """S3 no longer knows the multipart upload: completed before, or aborted."""
-
-
-async def open_presigner(stack: AsyncExitStack, settings: Settings) -> Any:
-    """An S3 client that presigns with SigV4, opened once per process (with the app's lifespan).
-
-    botocore presigns S3 URLs with the legacy SigV2 unless told otherwise; SigV4 is what signs
-    `content-length` and `x-amz-checksum-sha256` into the URL (S3 then refuses other bytes), and
-    what SSE-KMS buckets require."""
-    kwargs: dict[str, Any] = {"region_name": settings.aws_region, "config": Config(signature_version="s3v4")}
-    if settings.aws_endpoint_url:
-        kwargs.update(endpoint_url=settings.aws_endpoint_url, aws_access_key_id="local", aws_secret_access_key="local")
-    return await stack.enter_async_context(aioboto3.Session().client("s3", **kwargs))
 
 
 class UploadObjects:

@@ -502,6 +502,44 @@ def _abort_at_once_on_stop() -> None:
     Execution.stop = stop  # type: ignore[method-assign]
 
 
+# The parse trees kept (~1.2 MB each for the validation machine): a deployment's or a test's few
+# machines, not every one a test process makes.
+PARSED_DEFINITIONS = 16
+
+
+def _parse_each_definition_once() -> None:
+    """Every execution parses its state machine's definition again, with ANTLR in pure Python.
+
+    Defect (cost): CreateStateMachine parses the definition to validate it, and each execution's
+    worker parses it again before its first state: ~0.1 s of CPU for the validation machine's
+    16 KB of ASL, each time (8% of the CPU of the end-to-end tests went to the executions' parses).
+    The parse tree depends on the text alone and the preprocessor only reads it, so the trees of
+    the last few definitions are kept; every parse still builds its own evaluation components
+    from the tree, as before. A definition that does not parse is never kept: it raises every time.
+    """
+    asl_parser = importlib.import_module("moto.stepfunctions.parser.asl.parse.asl_parser")
+    original = asl_parser.AmazonStateLanguageParser.parse
+    trees: collections.OrderedDict[str, Any] = collections.OrderedDict()
+    trees_lock = threading.Lock()
+
+    def parse(definition: str) -> tuple[Any, Any]:
+        with trees_lock:
+            tree = trees.get(definition)
+            if tree is not None:
+                trees.move_to_end(definition)
+        if tree is not None:
+            return asl_parser.Preprocessor().visit(tree), tree
+        program, tree = original(definition)
+        with trees_lock:
+            trees[definition] = tree
+            while len(trees) > PARSED_DEFINITIONS:
+                trees.popitem(last=False)
+        return program, tree
+
+    functools.update_wrapper(parse, original)
+    asl_parser.AmazonStateLanguageParser.parse = staticmethod(parse)
+
+
 _FIXES = (
     _keep_stopped_executions_aborted,
     _name_executions_like_aws,
@@ -516,6 +554,7 @@ _FIXES = (
     _skip_backend_lock_for_known_accounts,
     _abort_executions_parked_on_a_task_token,
     _abort_at_once_on_stop,
+    _parse_each_definition_once,
 )
 # Fixes of moto's CPU cost, not of its behaviour: bench/local_stack.py measures them against
 # moto as it is (`apply(without=...)`).

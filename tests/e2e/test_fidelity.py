@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections import Counter
 from typing import Any
 
@@ -81,9 +82,16 @@ def perfect(files: list[CorpusFile]) -> list[dict[str, Any]]:
 # --- the corpus --------------------------------------------------------------------------------------
 
 
+@functools.cache
+def corpus_once(seed: int, files: int, max_lines: int) -> tuple[CorpusFile, ...]:
+    """The corpus of `corpus(seed, files, max_lines=...)`, generated once per test process: the bench's
+    takes ~1 s, and the tests below only read it (test_the_same_seed_gives_the_same_bytes generates afresh)."""
+    return tuple(corpus(seed, files, max_lines=max_lines))
+
+
 @pytest.mark.parametrize("seed, files, max_lines", [(SEED, SMALL, SMALL_LINES), BENCH])
 def test_ground_truth_matches_an_independent_recount_of_the_text(seed: int, files: int, max_lines: int) -> None:
-    for file in corpus(seed, files, max_lines=max_lines):
+    for file in corpus_once(seed, files, max_lines):
         verdicts, findings = recount(file)
         assert (file.verdicts, list(file.findings)) == (verdicts, findings), file.name
         assert file.lines == len(physical_lines(file.content)), file.name
@@ -91,7 +99,7 @@ def test_ground_truth_matches_an_independent_recount_of_the_text(seed: int, file
 
 @pytest.mark.parametrize("seed, files, max_lines", [(SEED, SMALL, SMALL_LINES), BENCH])
 def test_every_kind_and_variant_appears(seed: int, files: int, max_lines: int) -> None:
-    generated = corpus(seed, files, max_lines=max_lines)
+    generated = corpus_once(seed, files, max_lines)
     lengths = [f.lines for f in generated]
 
     assert {f.kind for f in generated} == set(KINDS)
@@ -108,7 +116,7 @@ def test_every_kind_and_variant_appears(seed: int, files: int, max_lines: int) -
 
 
 def test_about_a_tenth_of_files_lack_copyright_and_the_rest_hold_it_on_exactly_one_line() -> None:
-    generated = corpus(*BENCH[:2], max_lines=BENCH[2])
+    generated = corpus_once(*BENCH)
     holders = [
         [n for n, line in enumerate(physical_lines(f.content), 1) if "copyright" in line.lower()] for f in generated
     ]
@@ -119,7 +127,7 @@ def test_about_a_tenth_of_files_lack_copyright_and_the_rest_hold_it_on_exactly_o
 
 
 def test_markers_sit_in_short_lines_never_in_a_header_row() -> None:
-    for file in corpus(*BENCH[:2], max_lines=BENCH[2]):
+    for file in corpus_once(*BENCH):
         lines = physical_lines(file.content)
         if file.kind in ("csv", "tsv"):
             assert not any(word in lines[0].lower() for word in MARKERS.values()), file.name

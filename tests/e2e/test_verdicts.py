@@ -109,7 +109,7 @@ def test_a_csv_header_is_context_for_every_part_and_never_a_later_parts_finding(
 def test_invalid_answers_are_retried_and_every_attempt_is_charged(
     make_api: MakeApi, simulator: SimulatorServer
 ) -> None:
-    api = make_api(sfn_retry_max_attempts=6)
+    api = make_api(sfn_retry_max_attempts=6, sfn_retry_max_delay_seconds=1)  # four retries, none waits over 1 s
     _, user = make_user(api, quota={"capacity_tokens": 1_000_000, "refill_tokens_per_minute": 1_000, "max_running": 5})
     simulator.reconfigure(faults=["part:malformed", "part:repeat_rule", "part:string_passed", "part:no_finding"])
 

@@ -456,3 +456,39 @@ def test_an_update_copies_the_item_only_for_what_reads_the_copy(aws: Aws, monkey
     assert add_one("ALL_OLD") == ({"pk": {"S": "item"}, "n": {"N": "3"}, "keep": {"S": "k"}}, 1)
     assert add_one("UPDATED_OLD") == ({"n": {"N": "4"}}, 1)
     assert add_one("UPDATED_NEW") == ({"n": {"N": "6"}}, 1)
+
+
+def test_a_definition_is_parsed_once_for_its_creation_and_every_execution(
+    aws: Aws, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from moto.stepfunctions.parser.asl.antlr.runtime.ASLParser import ASLParser
+
+    parses: list[str] = []
+    state_machine = ASLParser.state_machine  # the grammar's start rule: one call per parse
+
+    def counted(self: ASLParser) -> Any:
+        parses.append("parse")
+        return state_machine(self)
+
+    monkeypatch.setattr(ASLParser, "state_machine", counted)
+    tag = uuid.uuid4().hex  # a definition no earlier test made
+    choose = {"Variable": "$.n", "NumericGreaterThan": 1, "Next": "Big"}
+    machine = aws.state_machine(
+        {
+            "StartAt": "Tag",
+            "States": {
+                "Tag": {"Type": "Pass", "Result": tag, "ResultPath": "$.tag", "Next": "Choose"},
+                "Choose": {"Type": "Choice", "Choices": [choose], "Default": "Small"},
+                "Big": {"Type": "Pass", "Result": "big", "ResultPath": "$.size", "End": True},
+                "Small": {"Type": "Pass", "Result": "small", "ResultPath": "$.size", "End": True},
+            },
+        }
+    )
+    outputs = [json.loads(aws.wait_until(aws.start(machine, {"n": n}))["output"]) for n in (1, 2)]
+
+    assert outputs == [{"n": 1, "tag": tag, "size": "small"}, {"n": 2, "tag": tag, "size": "big"}]
+    assert parses == ["parse"]  # at CreateStateMachine; moto parsed again for each execution
+    bad = json.dumps({"StartAt": "A", "States": {"A": {"Type": "Nope", "Comment": tag}}})
+    for _ in range(2):  # a definition that does not parse is refused every time, never kept
+        with pytest.raises(ClientError, match="Nope"):
+            aws.client("stepfunctions").create_state_machine(name=f"bad-{tag[:8]}", definition=bad, roleArn=aws.role())

@@ -9,13 +9,14 @@ import logging
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
+import httpx
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sse_starlette import EventSourceResponse
 
 from app.observability import install, logs
-from app.observability.metrics import ApiMetrics
+from app.observability.metrics import ApiMetrics, listening
 from app.observability.state import Queue, Snapshot, families, queue_of
 from core.clock import epoch_of
 
@@ -87,6 +88,17 @@ def test_an_open_event_stream_is_counted_until_it_ends(app: Any) -> None:
         assert "event: end" in answer.read().decode()
     assert seen == [{"open_streams": 1.0}]
     assert metrics.registry.get_sample_value("sse_open_streams") == 0
+
+
+def test_the_listener_serves_its_registry_until_its_block_ends() -> None:
+    metrics = ApiMetrics()
+    metrics.open_streams.set(3)
+    with listening(metrics.registry, "127.0.0.1", 0) as port:
+        scraped = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10)
+    assert scraped.status_code == 200
+    assert "sse_open_streams 3.0" in scraped.text.splitlines()
+    with pytest.raises(httpx.ConnectError):  # closed with the block, not left serving
+        httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10)
 
 
 def _format(formatter: logging.Formatter, record: logging.LogRecord) -> str:

@@ -4,13 +4,15 @@ submitting and waiting. The fixtures that build them are tests/conftest.py's."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import io
 import json
 import threading
 import time
 import uuid
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import boto3
@@ -149,6 +151,12 @@ class Aws:
         return described
 
 
+@functools.cache
+def aws_at(endpoint_url: str) -> Aws:
+    """One `Aws` per endpoint for the helpers of the test process, so they build each boto3 client once."""
+    return Aws(endpoint_url)
+
+
 def wait_for(
     condition: Callable[[], Any], *, timeout: float = 30, interval: float = 0.05, what: str = "condition"
 ) -> Any:
@@ -239,12 +247,25 @@ def local_settings(endpoint_url: str, simulator: SimulatorServer, letter: str = 
 def target_the_simulators_limit(endpoint_url: str, settings: Settings, simulator: SimulatorServer) -> None:
     """The governor's target-tpm and target-rpm parameters at the simulator's limits (provisioning keeps a
     parameter that exists)."""
-    ssm = Aws(endpoint_url).client("ssm")
+    ssm = aws_at(endpoint_url).client("ssm")
     for name, value in (("target-tpm", simulator.simulator.config.tpm), ("target-rpm", simulator.simulator.config.rpm)):
         ssm.put_parameter(Name=f"{settings.ssm_prefix}/{name}", Value=str(value), Type="String", Overwrite=True)
 
 
 MakeApi = Callable[..., Any]  # make_api(**overrides) -> the API's TestClient
+
+
+@contextmanager
+def running_api(settings: Settings, **overrides: Any) -> Iterator[Any]:
+    """The API in this process (a TestClient: its lifespan provisions `settings`' deployment), with
+    `overrides` applied to the settings, calling as the admin; stopped when the block ends."""
+    from fastapi.testclient import TestClient
+
+    from app.main import create_app
+
+    with TestClient(create_app(settings.model_copy(update=overrides))) as client:
+        client.headers.update(ADMIN)
+        yield client
 
 
 def set_parallelism(aws: Aws, settings: Settings, value: int) -> None:

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
 
 from app.settings import Settings
-from tests.support.stack import Aws, MakeApi
+from local.aws.server import EmbeddedAWS
+from local.simulator.app import SimulatorConfig
+from local.simulator.server import SimulatorServer
+from tests.support.stack import Aws, MakeApi, local_settings, running_api
 
 
 def stored(aws: Aws, settings: Settings) -> dict[str, int]:
@@ -164,17 +169,37 @@ CASES = [
 ]
 
 
+@dataclass(frozen=True)
+class Limited:
+    api: Any  # the API's TestClient, calling as the admin
+    settings: Settings
+
+
+# The tests of `limited` share its API: one worker runs them, one after the other.
+SHARES_LIMITED = pytest.mark.xdist_group("intake-limited")
+
+
+@pytest.fixture(scope="module")
+def limited(embedded_aws: EmbeddedAWS) -> Iterator[Limited]:
+    """One API with SMALL_LIMITS for the tests whose requests it refuses: each compares what is stored
+    before and after its own request, so they need no deployment of their own (~1 s each to provision)."""
+    with SimulatorServer(SimulatorConfig(latency_seconds=0.01)) as simulator:
+        settings = local_settings(embedded_aws.endpoint_url, simulator)
+        with running_api(settings, **SMALL_LIMITS) as api:
+            yield Limited(api, settings)
+
+
+@SHARES_LIMITED
 @pytest.mark.parametrize("request_kwargs,status,problem,member", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
 def test_bad_input_is_a_problem_and_stores_nothing(
-    make_api: MakeApi,
+    limited: Limited,
     aws: Aws,
-    settings: Settings,
     request_kwargs: dict[str, Any],
     status: int,
     problem: str,
     member: tuple[str, str] | None,
 ) -> None:
-    api = make_api(**SMALL_LIMITS)
+    api, settings = limited.api, limited.settings
     before = stored(aws, settings)
 
     answer = api.post("/validations", **request_kwargs)
@@ -189,8 +214,9 @@ def test_bad_input_is_a_problem_and_stores_nothing(
     assert stored(aws, settings) == before
 
 
-def test_no_api_key_is_401_with_a_bearer_challenge(make_api: MakeApi) -> None:
-    api = make_api()
+@SHARES_LIMITED
+def test_no_api_key_is_401_with_a_bearer_challenge(limited: Limited) -> None:
+    api = limited.api
     answer = api.post("/validations", headers={"Authorization": ""}, json={"documents": [], "rules": []})
     assert answer.status_code == 401
     assert answer.headers["www-authenticate"].startswith("Bearer")
@@ -198,8 +224,9 @@ def test_no_api_key_is_401_with_a_bearer_challenge(make_api: MakeApi) -> None:
     assert api.get("/validations", headers={"Authorization": "Bearer wrong"}).status_code == 401
 
 
-def test_unknown_validation_is_404(api: Any) -> None:
-    answer = api.get("/validations/doesnotexist")
+@SHARES_LIMITED
+def test_unknown_validation_is_404(limited: Limited) -> None:
+    answer = limited.api.get("/validations/doesnotexist")
     assert answer.status_code == 404
     assert answer.json()["type"].endswith("/not-found")
 
