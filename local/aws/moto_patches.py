@@ -549,7 +549,8 @@ def _fail_distributed_maps_past_their_tolerated_failures() -> None:
                 env=env,
                 error_name=name,
                 event_type=HistoryEventType.MapRunFailed,
-                event_details=EventDetails(mapRunFailedEventDetails=details),
+                # moto declares EventDetails total but builds it with one key, as here.
+                event_details=EventDetails(mapRunFailedEventDetails=details),  # type: ignore[typeddict-item]
             )
         )
 

@@ -94,7 +94,7 @@ def test_a_validation_past_the_inline_maps_limits_survives_a_cancel_and_a_retry_
     manifest = json.loads(
         aws.client("s3").get_object(Bucket=settings.bucket, Key=manifest_key(vid, run))["Body"].read()
     )
-    assert 0 < len(manifest) and all(set(item) == {"first", "last"} for item in manifest)
+    assert len(manifest) > 0 and all(set(item) == {"first", "last"} for item in manifest)
     assert len(manifest) >= (total - done_before) / PARTS_PER_ITEM
 
     # The same file through the inline Map: the same verdicts.
