@@ -367,6 +367,19 @@ class Settings(BaseSettings):
     map_concurrency_ceiling: int = Field(
         default=10, ge=1, le=40, description="Raising `max-parallelism` live reaches up to this on running validations."
     )
+    inline_map_max_items: int = Field(
+        default=100,
+        ge=1,
+        le=1000,
+        description="Items the inline parts' Map may have (an item spending every retry writes ~100 of the "
+        "execution's 25,000 history events); a validation with more is validated by a Distributed Map.",
+    )
+    parts_per_item: int = Field(
+        default=8,
+        ge=1,
+        description="Parts of one Map item per call it runs at once (rounds of ~3 s calls within the validator's "
+        "120 s); a validation whose inline items hold more is validated by a Distributed Map with items this size.",
+    )
 
     # Webhooks (app/webhooks, lambdas/notify, statemachine/notify.asl.json).
     webhooks_table: str | None = Field(default=None, description=_table("webhooks"))

@@ -23,6 +23,7 @@ locals {
   }
   bucket_actions = {
     r  = ["s3:GetObject"]
+    w  = ["s3:PutObject"] # the controller's Distributed Map manifests (core/part_ranges.py)
     rw = ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"]
   }
   ssm_actions = {
@@ -208,6 +209,36 @@ data "aws_iam_policy_document" "state_machine" {
     sid       = "InvokeFunctions"
     actions   = ["lambda:InvokeFunction"]
     resources = flatten([for f in aws_lambda_function.this : [f.arn, "${f.arn}:*"]])
+  }
+
+  # The parts' Distributed Map (ValidatePartRanges): its ItemReader reads the controller's
+  # manifest, and each item runs as a child execution of this state machine, which Step
+  # Functions starts, describes and stops (on a cancel) as this role.
+  statement {
+    sid       = "ReadMapItems"
+    actions   = ["s3:GetObject"]
+    resources = ["${aws_s3_bucket.uploads.arn}/validations/*/map-items/*"]
+  }
+
+  dynamic "statement" {
+    for_each = var.kms_key_arn == null ? [] : [var.kms_key_arn]
+    content {
+      sid       = "ReadMapItemsKey" # the manifest is encrypted with the bucket's key
+      actions   = ["kms:Decrypt"]
+      resources = [statement.value]
+    }
+  }
+
+  statement {
+    sid       = "StartMapChildren"
+    actions   = ["states:StartExecution"]
+    resources = [local.state_machine_arn]
+  }
+
+  statement {
+    sid       = "ManageMapChildren"
+    actions   = ["states:DescribeExecution", "states:StopExecution"]
+    resources = ["arn:${data.aws_partition.current.partition}:states:${var.region}:${data.aws_caller_identity.current.account_id}:execution:${var.name_prefix}-validation/*"]
   }
 
   dynamic "statement" {

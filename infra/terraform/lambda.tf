@@ -25,6 +25,8 @@ locals {
       GOVERNOR_SHARDS           = tostring(var.governor_shards)
       CONFIG_CACHE_SECONDS      = tostring(var.config_cache_seconds)
       MAP_CONCURRENCY_CEILING   = tostring(var.map_concurrency_ceiling)
+      INLINE_MAP_MAX_ITEMS      = tostring(var.inline_map_max_items)
+      PARTS_PER_ITEM            = tostring(var.parts_per_item)
       RECONCILE_GRACE_SECONDS   = tostring(var.reconcile_grace_seconds)
       RETENTION_DAYS            = tostring(var.upload_expiration_days) # records expire with their uploads
       NOTIFY_STATE_MACHINE_ARN  = local.notify_machine_arn

@@ -261,6 +261,23 @@ variable "map_concurrency_ceiling" {
   default     = 10
 }
 
+variable "inline_map_max_items" {
+  description = "Items the inline parts' Map may have: an item spending every retry writes ~100 of an execution's 25,000 history events (docs/architecture/state-machine.md). A validation with more is validated by a Distributed Map over part ranges in S3."
+  type        = number
+  default     = 100
+
+  validation {
+    condition     = var.inline_map_max_items >= 1 && var.inline_map_max_items <= 1000
+    error_message = "inline_map_max_items must be between 1 and 1000."
+  }
+}
+
+variable "parts_per_item" {
+  description = "Parts of one Map item per call it runs at once: rounds of ~3 s calls that end within validate_part's 120 s. Inline items holding more send the validation to the Distributed Map, whose items hold this many."
+  type        = number
+  default     = 8
+}
+
 # ---- the API on ECS Fargate (optional) -----------------------------------------------------
 
 variable "deploy_api" {

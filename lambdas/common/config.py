@@ -25,6 +25,13 @@ class LambdaConfig(BaseModel, frozen=True):
     lease_seconds: float = 90.0  # must exceed openai_timeout_seconds: a lease is renewed before each call
     config_cache_seconds: float = 5.0
     map_concurrency_ceiling: int = 10
+    # The inline parts' Map (core/part_ranges.py): at most this many items (the parent's history:
+    # ~100 events for an item that spends every retry, 25,000 per execution), each holding at most
+    # `parts_per_item` parts per call it runs at once (rounds of ~3 s calls within validate_part's
+    # 120 s); a validation past either bound is validated by a Distributed Map over ranges of
+    # `parts_per_item` parts read from S3.
+    inline_map_max_items: int = 100
+    parts_per_item: int = 8
     capacity_wait_seconds: float = 30.0  # wait this long for a slot or tokens, then let Step Functions retry
     governor_shards: int = 8  # the most items a model's budget is split over (core/governor.py)
     # The queue (core/queue.py): the shortest timed wait for the token bucket's refill.

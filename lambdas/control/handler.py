@@ -8,21 +8,29 @@ higher, so that raising max-parallelism later reaches this validation too
 (`batch`). It plans from the budget of the validation's model (its targets,
 usage and call statistics: one budget per model). It also sweeps expired leases, so tokens
 held by dead validators are back before the plan counts them.
+
+It also chooses the parts' Map (core/part_ranges.py): the inline one with the items in the
+state, or — when the validation has more items than the inline Map holds, or items longer than
+an invocation — a Distributed Map over ranges of `parts_per_item` parts written to S3.
 """
 
 from __future__ import annotations
 
+import logging
 import time
+from dataclasses import replace
 from typing import Any
 
 from core import governor as g
-from core import headroom
+from core import headroom, part_ranges
 from lambdas.common import live_config
 from lambdas.common.config import LambdaConfig, load_config
 from lambdas.common.fairness import owner_share
 from lambdas.common.governor import governor_for
 from lambdas.common.observability import gauge, observed
 from lambdas.common.stores import Store, store_for
+
+log = logging.getLogger(__name__)
 
 DEFAULT_CALL_SECONDS = 3.0  # before any call was measured
 
@@ -33,11 +41,14 @@ def control(
     validation_id: str,
     batches: list[dict[str, str]],
     combine: int = 0,
+    run: int = 0,
 ) -> dict[str, Any]:
-    """The plan, saved on the validation; the parts' Map items (`batches`, merged when an
-    invocation may run more calls at once than an item has parts: core/headroom.py)."""
+    """The plan, saved on the validation; the parts' Map items: inline (`batches`, merged when an
+    invocation may run more calls at once than an item has parts: core/headroom.py), or in a
+    manifest for the Distributed Map (`distributed`, `manifest`); and whether the Batch API lane
+    comes first (`batch`)."""
     v = store.validations.get(
-        validation_id, "run_cost", "total_parts", "succeeded", "owner", "priority", "model", "tier"
+        validation_id, "run_cost", "total_parts", "succeeded", "owner", "priority", "model", "tier", "files"
     )
     model = str(v.get("model") or config.openai_model)
     # A model no longer listed is planned at the default's limits; its validators refuse the parts.
@@ -66,13 +77,30 @@ def control(
         parts=max(pending, len(batches), combine),  # calls that could run at once
         other_items=combine,
     )
+    parts_per_file = [int(f.get("parts", 0)) for f in v.get("files") or []]
+    items = headroom.regroup(batches, plan.group)
+    manifest = None
+    if part_ranges.distributed(
+        part_ranges.count(items, parts_per_file),
+        max_items=config.inline_map_max_items,
+        parts_per_item=config.parts_per_item * plan.calls_per_invocation,
+    ):
+        # A Distributed Map runs up to 10,000 child executions at once, not 40 iterations: the
+        # reach needs no calls beside each other in one invocation (core/headroom.py), so one
+        # call per invocation and the Map as wide as the reach.
+        plan = replace(plan, map_concurrency=plan.map_concurrency * plan.calls_per_invocation, calls_per_invocation=1)
+        ranges = part_ranges.split(batches, parts_per_file, config.parts_per_item)
+        manifest, items = store.files.put_map_items(validation_id, run, ranges), []
+        log.info("validation %s run %d: %d part ranges for the Distributed Map", validation_id, run, len(ranges))
     store.validations.save_plan(validation_id, plan.as_dict())
     return {
         "map_concurrency": plan.map_concurrency,
         "parallelism": plan.parallelism,
         "reason": plan.reason,
         "calls_per_invocation": plan.calls_per_invocation,
-        "batches": headroom.regroup(batches, plan.group),
+        "batches": items,
+        "distributed": manifest is not None,
+        "manifest": manifest,
         "batch": v.get("tier") == "batch",  # the Batch API lane first (lambdas/batch), then the Map
     }
 
@@ -82,4 +110,5 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     config = load_config()
     # The same Map width serves the parts' Map and the combine step's Map, whichever has more items.
     batches = event.get("batches") or []
-    return control(store_for(config), config, event["validation_id"], batches, len(event.get("combine") or []))
+    combine = len(event.get("combine") or [])
+    return control(store_for(config), config, event["validation_id"], batches, combine, int(event.get("run", 0)))

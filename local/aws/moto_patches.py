@@ -540,6 +540,61 @@ def _parse_each_definition_once() -> None:
     asl_parser.AmazonStateLanguageParser.parse = staticmethod(parse)
 
 
+def _fail_distributed_maps_past_their_tolerated_failures() -> None:
+    """A Distributed Map succeeds however many of its child executions failed.
+
+    Defect: moto counts a Map Run's failed and timed-out items but never compares them with
+    ToleratedFailureCount / ToleratedFailurePercentage (it logs that they "have no effect"): the
+    Map succeeds, a failed item's output null. On AWS a Map Run past its threshold (0 by default)
+    fails with States.ExceedToleratedFailureThreshold, which the Map state's Catch sees: the
+    parts' Distributed Map relies on it to end a validation whose child failed (its part was not
+    recorded). Here the Map Run is judged once its items have run (AWS fails it as soon as the
+    threshold is passed); a failure must pass both thresholds (AWS: either of those declared).
+    """
+    from moto.stepfunctions.parser.api import HistoryEventType, MapRunFailedEventDetails
+    from moto.stepfunctions.parser.asl.component.common.error_name.failure_event import (
+        FailureEvent,
+        FailureEventException,
+    )
+    from moto.stepfunctions.parser.asl.component.common.error_name.states_error_name import StatesErrorName
+    from moto.stepfunctions.parser.asl.component.common.error_name.states_error_name_type import (
+        StatesErrorNameType,
+    )
+    from moto.stepfunctions.parser.asl.component.state.exec.state_map.iteration.distributed_iteration_component import (
+        DistributedIterationComponent,
+    )
+    from moto.stepfunctions.parser.asl.eval.event.event_detail import EventDetails
+
+    original = DistributedIterationComponent._map_run
+
+    @functools.wraps(original)
+    def map_run(self: Any, env: Any, eval_input: Any) -> None:
+        original(self, env, eval_input)
+        record = eval_input.map_run_record
+        counts = record.item_counter
+        failed, total = counts.failed.get() + counts.timed_out.get(), max(1, counts.total.get())
+        within = failed <= (record.tolerated_failure_count or 0) or 100.0 * failed / total <= (
+            record.tolerated_failure_percentage or 0.0
+        )
+        if not env.is_running() or not failed or within:
+            return
+        name = StatesErrorName(typ=StatesErrorNameType.StatesExceedToleratedFailureThreshold)
+        details = MapRunFailedEventDetails(
+            error=name.error_name, cause="The specified tolerated failure threshold was exceeded"
+        )
+        raise FailureEventException(
+            FailureEvent(
+                env=env,
+                error_name=name,
+                event_type=HistoryEventType.MapRunFailed,
+                # moto declares EventDetails total but builds it with one key, as here.
+                event_details=EventDetails(mapRunFailedEventDetails=details),  # type: ignore[typeddict-item]
+            )
+        )
+
+    DistributedIterationComponent._map_run = map_run  # type: ignore[method-assign]
+
+
 _FIXES = (
     _keep_stopped_executions_aborted,
     _name_executions_like_aws,
@@ -555,6 +610,7 @@ _FIXES = (
     _abort_executions_parked_on_a_task_token,
     _abort_at_once_on_stop,
     _parse_each_definition_once,
+    _fail_distributed_maps_past_their_tolerated_failures,
 )
 # Fixes of moto's CPU cost, not of its behaviour: bench/local_stack.py measures them against
 # moto as it is (`apply(without=...)`).

@@ -221,6 +221,8 @@ class Provisioner:
             "GOVERNOR_SHARDS": str(s.governor_shards),
             "CONFIG_CACHE_SECONDS": str(s.config_cache_seconds),
             "MAP_CONCURRENCY_CEILING": str(s.map_concurrency_ceiling),
+            "INLINE_MAP_MAX_ITEMS": str(s.inline_map_max_items),
+            "PARTS_PER_ITEM": str(s.parts_per_item),
             "RECONCILE_GRACE_SECONDS": str(s.reconcile_grace_seconds),
             "RETENTION_DAYS": str(s.retention_days),
             "QUEUE_MIN_WAIT_SECONDS": str(s.queue_min_wait_seconds),

@@ -492,3 +492,61 @@ def test_a_definition_is_parsed_once_for_its_creation_and_every_execution(
     for _ in range(2):  # a definition that does not parse is refused every time, never kept
         with pytest.raises(ClientError, match="Nope"):
             aws.client("stepfunctions").create_state_machine(name=f"bad-{tag[:8]}", definition=bad, roleArn=aws.role())
+
+
+def _distributed_map_machine(aws: Aws, **tolerance: float) -> str:
+    """A Distributed Map over its input's items whose item 2 fails; the Map's failure is caught."""
+    return aws.state_machine(
+        {
+            "StartAt": "Items",
+            "States": {
+                "Items": {
+                    "Type": "Map",
+                    "ItemsPath": "$.items",
+                    "MaxConcurrency": 2,
+                    **tolerance,
+                    "ItemProcessor": {
+                        "ProcessorConfig": {"Mode": "DISTRIBUTED", "ExecutionType": "STANDARD"},
+                        "StartAt": "Which",
+                        "States": {
+                            "Which": {
+                                "Type": "Choice",
+                                "Choices": [{"Variable": "$", "NumericEquals": 2, "Next": "Broken"}],
+                                "Default": "Fine",
+                            },
+                            "Broken": {"Type": "Fail", "Error": "Broken", "Cause": "item 2"},
+                            "Fine": {"Type": "Succeed"},
+                        },
+                    },
+                    "ResultPath": None,
+                    "Catch": [{"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": "Caught"}],
+                    "End": True,
+                },
+                "Caught": {"Type": "Pass", "End": True},
+            },
+        }
+    )
+
+
+@pytest.mark.parametrize(
+    ("tolerance", "caught"),
+    [
+        ({"ToleratedFailurePercentage": 0.0}, True),
+        ({}, True),  # AWS's default: no failure tolerated
+        ({"ToleratedFailurePercentage": 25.0}, False),  # one item of four
+        ({"ToleratedFailureCount": 1}, False),
+    ],
+)
+def test_a_distributed_map_past_its_tolerated_failures_fails(
+    aws: Aws, tolerance: dict[str, float], caught: bool
+) -> None:
+    machine = _distributed_map_machine(aws, **tolerance)
+
+    result = aws.wait_until(aws.start(machine, {"items": [1, 2, 3, 4]}))
+
+    assert result["status"] == "SUCCEEDED"
+    output = json.loads(result["output"])
+    if caught:
+        assert output["error"]["Error"] == "States.ExceedToleratedFailureThreshold"
+    else:
+        assert "error" not in output

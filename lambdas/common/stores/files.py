@@ -1,11 +1,15 @@
-"""The uploads bucket, as the validators read it: a part's text by its byte range."""
+"""The uploads bucket, as the Lambdas use it: a part's text by its byte range; the manifest of a
+Distributed Map's items."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from core.lines import decode_part
+from core.part_ranges import manifest_key
 from lambdas.common.stores.base import Clients
 
 
@@ -38,3 +42,11 @@ class Files:
         """The CSV/TSV header row given to a later part as context (core/parts.py), or None."""
         header = part.get("header")
         return self._text(part["key"], int(header["start_byte"]), int(header["end_byte"])) if header else None
+
+    def put_map_items(self, validation_id: str, run: int, items: Sequence[dict[str, str]]) -> dict[str, str]:
+        """The items of a run's Distributed Map as one JSON array (its ItemReader's input); where it is.
+        Written again by a retried Plan: the same key, the same items."""
+        bucket, key = self.clients.config.uploads_bucket, manifest_key(validation_id, run)
+        body = json.dumps(list(items), separators=(",", ":")).encode()
+        self.clients.s3.put_object(Bucket=bucket, Key=key, Body=body, ContentType="application/json")
+        return {"bucket": bucket, "key": key}
