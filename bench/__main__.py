@@ -19,6 +19,7 @@ BENCHMARKS = [
     "bench.headroom",
     "bench.local_stack",
     "bench.ceiling",
+    "bench.lanes",
 ]
 
 
