@@ -175,7 +175,9 @@ def summary(batches: Sequence[dict[str, Any]]) -> dict[str, Any]:
     for b in batches:
         for key in counts:
             counts[key] += int((b.get("request_counts") or {}).get(key, 0))
-    open_ = [BatchStatus(b["status"]) for b in batches if BatchStatus(b["status"]) not in ENDED]
+    # A record ended by us (`ended`: collected, or given up while the provider was still cancelling) is
+    # not open, whatever status the provider last showed.
+    open_ = [BatchStatus(b["status"]) for b in batches if not b.get("ended") and BatchStatus(b["status"]) not in ENDED]
     if open_:
         status = min(open_, key=_ADVANCE.index)
     elif batches:

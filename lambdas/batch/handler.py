@@ -4,7 +4,8 @@
     {"action": "submit", "validation_id", "run", "poll": {"first", "max"}}
     {"action": "poll",   "validation_id", "run", "poll": {"first", "max"}, "wait_seconds": <last wait>}
         -> {"done": bool, "wait_seconds": <the next Wait's seconds>}
-    {"action": "cancel", "validation_id"}   (the API, after StopExecution)
+    {"action": "cancel", "validation_id", "run"?}   (the API after StopExecution: the current run;
+        the state machine's CloseBatches before MarkFailed: the failing run)
         -> {"cancelled", "collected", "left"}
 """
 
@@ -27,7 +28,7 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     action = event.get("action", "poll")
     with transient_aws_errors_retried():
         if action == "cancel":
-            run = int(store.validations.get(event["validation_id"], "run")["run"])
+            run = int(event.get("run") or store.validations.get(event["validation_id"], "run")["run"])
             lane = Lane.of(store, config, event["validation_id"], run, context.get_remaining_time_in_millis)
             return lane.cancel()
         lane = Lane.of(store, config, event["validation_id"], int(event["run"]), context.get_remaining_time_in_millis)

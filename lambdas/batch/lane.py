@@ -17,7 +17,7 @@ back to the queue:
 - an answer that needs nothing more is the part's result, exactly as the validator stores one
   (lambdas/validate_part: `settle_answered`), its tokens counted at the `batch` tier;
 - an answer with a failing rule the text does not back is kept on the part (`batch_answer`):
-  ValidatePart asks only the re-ask, synchronously at the standard tier;
+  ValidatePart asks only the re-ask, synchronously at the validation's `batch_sync_tier`;
 - an answer off the schema or cut, a per-request error (error file), a malformed output line,
   a batch that failed: the part stays PENDING and ValidatePart asks it synchronously (and it
   fails with the reason after that path's retries);
@@ -36,13 +36,15 @@ answered before the cancel is collected (and counted) before the run is settled.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import IO, Any
 
 import openai
 
@@ -74,6 +76,8 @@ from lambdas.validate_part.validator import part_view, prompt_tokens_estimate, s
 log = logging.getLogger(__name__)
 
 LAST_PART = "99999-~"  # above every part id (core/records.part_id)
+SPOOL_BYTES = 16 * 1024 * 1024  # a batch's JSONL kept in memory up to this, then in /tmp
+UPLOAD_MARGIN_MILLIS = 60_000  # building a batch stops this long before the reserve: time to upload and create it
 TOKEN_MARGIN = 16  # per request, above the intake's count: the nonce and message framing may take a few more
 
 
@@ -125,6 +129,10 @@ class Lane:
     def _time_left(self) -> bool:
         return self.remaining_millis() > self.config.reserve_millis
 
+    def _time_to_build(self) -> bool:
+        """Time to add a request to the batch being built and still upload and create it."""
+        return self.remaining_millis() > self.config.reserve_millis + UPLOAD_MARGIN_MILLIS
+
     # --- submit -----------------------------------------------------------------------------
     def submit(self) -> bool:
         """Submit what fits; True when everything of the run is submitted (or settled)."""
@@ -162,16 +170,29 @@ class Lane:
         self, parts: list[dict[str, Any]], attempt: int, then: dict[str, Any] | None, *, whole: bool
     ) -> bool:
         """One batch of the leading parts that fit; True when one was made (or nothing was left to ask).
-        `whole`: a held resubmission, made only when all of it fits (it is marked submitted by `then`)."""
+        `whole`: a held resubmission, made only when all of it fits (it is marked submitted by `then`).
+        The JSONL is spooled to the function's /tmp past SPOOL_BYTES: a 200 MB batch is never held in
+        memory, let alone twice."""
+        with tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES) as lines:
+            return self._submit_spooled(lines, parts, attempt, then, whole=whole)
+
+    def _submit_spooled(
+        self, lines: IO[bytes], parts: list[dict[str, Any]], attempt: int, then: dict[str, Any] | None, *, whole: bool
+    ) -> bool:
         enqueued = self.store.batches.enqueued(self.model)
         limit = self.config.batch_queue_limit_tokens
         filling = Filling(
             Limits(self.config.batch_max_requests, self.config.batch_max_bytes, max(0, limit - enqueued)),
             queue_empty=enqueued <= 0,
         )
-        lines: list[bytes] = []
+        requests = 0
         taken: list[dict[str, Any]] = []
         for part in parts:
+            if requests and not self._time_to_build():  # what is built so far goes; the rest next poll
+                break
+            if part.get("batch_answer"):  # answered by an earlier run's batch: ValidatePart finishes it
+                taken.append(part)
+                continue
             line, tokens = self._line(part)
             if line is None:  # answered by a stored verdict: settled, no request
                 taken.append(part)
@@ -179,7 +200,8 @@ class Lane:
             if not filling.fits(len(line), tokens):
                 break
             filling.add(len(line), tokens)
-            lines.append(line)
+            lines.write(line)
+            requests += 1
             taken.append(part)
         if whole and len(taken) < len(parts):
             return False  # waits until the whole resubmission fits
@@ -187,7 +209,7 @@ class Lane:
             return False  # the queue has no room: wait
         last = taken[-1]["part_id"]
         cursor = then or self.store.batches.cursor_item(self.validation_id, self.run, last)
-        if not lines:  # every taken part was reused
+        if not requests:  # every taken part was reused
             self.store.clients.transact([cursor])
             if then is None:
                 self.record["batch_cursor"] = f"{self.run}|{last}"
@@ -195,7 +217,7 @@ class Lane:
         batches = self.store.batches.of_run(self.validation_id, self.run)
         seq = len(batches) + 1
         key = batch_key(self.run, seq)
-        fields = {"first": taken[0]["part_id"], "last": last, "requests": len(lines), "attempt": attempt}
+        fields = {"first": taken[0]["part_id"], "last": last, "requests": requests, "attempt": attempt}
         if not self.store.batches.reserve(self.validation_id, self.run, seq, self.model, filling.tokens, limit, fields):
             return False  # another submission took the room meanwhile: wait
         batch = {"part_id": key, "tokens": filling.tokens, "model": self.model}
@@ -204,8 +226,9 @@ class Lane:
             return False
         try:
             with provider_errors():
+                lines.seek(0)
                 upload = self.client.files.create(
-                    file=(f"{self.validation_id}-{self.run}-{seq}.jsonl", b"".join(lines)), purpose="batch"
+                    file=(f"{self.validation_id}-{self.run}-{seq}.jsonl", lines), purpose="batch"
                 )
                 created = self.client.batches.create(
                     input_file_id=upload.id,
@@ -223,7 +246,13 @@ class Lane:
         except Exception:
             self.store.batches.end(self.validation_id, batch, BatchStatus.FAILED.value, "not created")
             raise
-        self.store.batches.created(self.validation_id, key, created.id, cursor)
+        if not self.store.batches.created(self.validation_id, key, created.id, cursor):
+            # A cancel ended the record while the batch was being created: cancel the batch too, so
+            # that nothing runs (and bills) unseen.
+            with contextlib.suppress(ModelRejected, ModelUnavailable, RateLimited, UpstreamTimeout), provider_errors():
+                self.client.batches.cancel(created.id)
+            log.warning("batch %s of %s was created after its record ended: cancelled", created.id, self.validation_id)
+            return False
         count("BatchesSubmitted")
         if then is None:
             self.record["batch_cursor"] = f"{self.run}|{last}"
@@ -232,7 +261,7 @@ class Lane:
             seq,
             created.id,
             self.validation_id,
-            len(lines),
+            requests,
             filling.tokens,
         )
         return True
@@ -303,9 +332,21 @@ class Lane:
             self.store.batches.seen(self.validation_id, batch["part_id"], found.status, counts)
         if BatchStatus(found.status) not in ENDED:
             return False
-        self._collect(batch, found)
-        self.store.batches.end(self.validation_id, batch, found.status, _errors_of(found))
+        if not self._collect(batch, found):  # time ran short: the next poll collects the rest
+            return False
+        if self.store.batches.end(self.validation_id, batch, found.status, _errors_of(found)):
+            self._forget_files(found)
         return True
+
+    def _forget_files(self, found: Any) -> None:
+        """An ended batch's files deleted at the provider (best effort: they also expire there)."""
+        for file_id in (found.input_file_id, found.output_file_id, found.error_file_id):
+            if file_id:
+                try:
+                    with provider_errors():
+                        self.client.files.delete(file_id)
+                except (ModelRejected, ModelUnavailable, RateLimited, UpstreamTimeout) as exc:
+                    log.info("file %s of batch %s not deleted: %s", file_id, found.id, exc)
 
     def _file(self, file_id: str | None) -> Read:
         if not file_id:
@@ -314,7 +355,9 @@ class Lane:
             content = self.client.files.content(file_id).read()
         return read_results(content)
 
-    def _collect(self, batch: dict[str, Any], found: Any) -> None:
+    def _collect(self, batch: dict[str, Any], found: Any) -> bool:
+        """The ended batch's answers stored (each once: conditional writes); False when the invocation's
+        time ran short first (what is stored stays; the next poll goes on)."""
         output, errors = self._file(found.output_file_id), self._file(found.error_file_id)
         if found.status == BatchStatus.FAILED:
             log.warning(
@@ -329,6 +372,10 @@ class Lane:
             part = parts.get(answered.part_id)
             if part is None or part["status"] != PartStatus.PENDING:
                 continue
+            if not self._time_left():
+                log.info("batch %s of %s: time short, %d answers stored; the next poll goes on", found.id,
+                         self.validation_id, settled)  # fmt: skip
+                return False
             answer = _answer_of(answered.body)
             note = {
                 "batch": found.id,
@@ -338,8 +385,8 @@ class Lane:
                 "model": answer.model,
                 "finish_reason": answer.finish_reason,
             }
-            if self.store.parts.keep_batch_answer(self.validation_id, answered.part_id, note):
-                self.store.validations.count_attempt(self.validation_id, answer.usage, "batch", answer.model)
+            attempt = self.store.validations.attempt_item(self.validation_id, answer.usage, "batch", answer.model)
+            if self.store.parts.keep_batch_answer(self.validation_id, answered.part_id, note, attempt):
                 count("ModelCalls")
                 count("PromptTokens", answer.usage["prompt_tokens"])
                 count("CompletionTokens", answer.usage["completion_tokens"])
@@ -407,6 +454,7 @@ class Lane:
             kept,
             settled,
         )
+        return True
 
     def show(self) -> None:
         """The validation's batch summary; a progress event when it changed."""
@@ -440,8 +488,13 @@ class Lane:
         while waiting:
             still = []
             for batch in waiting:
-                with provider_errors():
-                    found = self.client.batches.retrieve(batch["batch_id"])
+                try:
+                    with provider_errors():
+                        found = self.client.batches.retrieve(batch["batch_id"])
+                except ModelRejected as refused:  # the provider refuses to say (a revoked key): nothing to collect
+                    self.store.batches.end(self.validation_id, batch, BatchStatus.CANCELLING.value, str(refused)[:500])
+                    log.warning("batch %s of %s: %s; given up", batch["batch_id"], self.validation_id, refused)
+                    continue
                 if self._seen(batch, found):
                     collected += 1
                 else:

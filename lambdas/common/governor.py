@@ -449,7 +449,7 @@ class Lease:
                 shards = gov.shard_count()
                 if looked:  # after a wait, one read (not a write bound to fail) says where its shard is now
                     gov.read_budget(self.home)
-                offer = self._choose(take, now, shards)
+                offer = self._choose(take, now, shards, deadline)
                 terms = offer.terms
                 if offer.grant is None:
                     assert terms is not None
@@ -485,7 +485,7 @@ class Lease:
                 gov.beat(beat, now)
             gov.sleep(pause)
 
-    def _choose(self, take: int, now: float, shards: int) -> _Offer:
+    def _choose(self, take: int, now: float, shards: int, deadline: float) -> _Offer:
         """Where to reserve: the own shard when it has a place within BORROW_AHEAD, else the next
         one that has (borrowing), else the earliest place; when fair share says wait on every
         shard, the wait that ends first."""
@@ -498,7 +498,7 @@ class Lease:
             if terms is not None and terms.decision.kind == "wait":
                 offers.append(_Offer(shard, budget, None, terms))
                 continue
-            latest = self._latest(budget, take, now, terms)
+            latest = self._latest(budget, take, now, terms, deadline)
             grant = g.grant(gov.table, budget, take, now, gov.scope, shard=shard, latest=latest)
             offer = _Offer(shard, budget, grant, terms)
             if grant.starts_at <= now + BORROW_AHEAD * gov.window_seconds:
@@ -509,17 +509,19 @@ class Lease:
             return min(placed, key=lambda o: o.grant.starts_at if o.grant else 0.0)
         return min(offers, key=lambda o: o.terms.decision.retry_at if o.terms else 0.0)
 
-    def _latest(self, budget: g.Budget, take: int, now: float, terms: _FairTerms | None) -> float | None:
-        """The latest start the grant accepts (its update's condition): fair share's rule, checked
-        against the stored schedule itself (None: any, the caller's deadline checked before)."""
+    def _latest(self, budget: g.Budget, take: int, now: float, terms: _FairTerms | None, deadline: float) -> float:
+        """The latest start the grant accepts (its update's condition), checked against the stored
+        schedule itself: the caller's deadline, and fair share's rule when it applies. A busy shard's
+        grant adds to the stored `tat`, which may be further ahead than the cached one: without this
+        condition the call could be granted a start past the invocation's wait."""
         if terms is None:
-            return None
+            return deadline
         horizon = fair.HORIZON * budget.window_seconds
         if terms.decision.kind == "queue":
-            return now + horizon
+            return min(deadline, now + horizon)
         # Slack: only while the schedule is (nearly) idle, `tat ≤ now + SLACK × horizon`.
         rate = budget.rate(now)
-        return now + fair.SLACK * horizon + take / rate - budget.capacity(take) / rate
+        return min(deadline, now + fair.SLACK * horizon + take / rate - budget.capacity(take) / rate)
 
     def _grant(self, offer: _Offer, take: int, cost: int, now: float) -> float | None:
         """The grant's writes, each one conditional UpdateItem: the account (fair share), the

@@ -16,9 +16,10 @@ slot and lease of its own (lambdas/common/calls.py, core/headroom.py).
 
 On the batch lane (lambdas/batch) the Batch API answers first; what it left comes here: a part
 whose batch answer needs a re-ask keeps that answer (`batch_answer`) and only the re-ask is asked,
-at the standard tier; a part the batch did not answer (or answered off the schema, or cut) is
-asked as on any lane. `settle_answered` is how the batch Lambda stores a batch answer that needs
-nothing more: the same grounding, reuse and accounting as an answer asked here.
+at the validation's `batch_sync_tier`; a part the batch did not answer (or answered off the schema)
+is asked as on any lane, and one whose answer was cut is asked with twice the completion
+allowance. `settle_answered` is how the batch Lambda stores a batch answer that needs nothing
+more: the same grounding, reuse and accounting as an answer asked here.
 """
 
 from __future__ import annotations

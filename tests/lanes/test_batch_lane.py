@@ -6,11 +6,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from app.settings import Settings
 from core import pricing
+from lambdas.batch import lane
 from lambdas.common import observability
 from local.simulator.server import SimulatorServer
-from tests.support.stack import MakeApi, all_results, lines_document, wait_for, wait_for_status
+from tests.support.stack import Aws, MakeApi, all_results, lines_document, wait_for, wait_for_status
 
 RULES = ['must not contain "secret"']
 # Short polls (the Wait state's spacing is templated like the retry intervals) and a quick batch.
@@ -70,6 +73,8 @@ def test_a_batch_validation_succeeds_with_the_standard_verdicts_at_half_the_pric
     assert verdicts(api, batch["id"]) == verdicts(api, standard["id"])
     assert stats["batches"]["created"] == 1 and stats["batches"]["completed"] == 1
     assert stats["batch_requests"]["completed"] == 3 == batch["usage"]["model_calls"]
+    # Its files deleted at the provider once it ended: the input uploaded, the output the provider wrote.
+    assert stats["files"] == {"uploaded": 1, "written": 1, "deleted": 2}
     assert batch["batch"] == {
         "status": "completed",
         "request_counts": {"total": 3, "completed": 3, "failed": 0},
@@ -272,3 +277,47 @@ def test_a_cut_batch_answer_is_asked_anew_with_twice_the_room(make_api: MakeApi,
     assert standard["usage"]["model_calls"] == 3
     assert batch["usage"]["model_calls"] == 3  # d1: the batch's cut answer, then one call at twice ROOM
     assert simulator.stats.snapshot()["batch_requests"]["completed"] == 2
+
+
+def test_a_run_that_fails_while_its_batches_are_open_cancels_them_and_frees_the_models_queue(
+    make_api: MakeApi, simulator: SimulatorServer, aws: Aws, settings: Settings
+) -> None:
+    """PollBatches fails for good (the provider refuses the key: 401, not retried): the failure goes
+    through CloseBatches before MarkFailed, so the open batch's record ends and its tokens leave the
+    model's queue, instead of holding the queue's room forever."""
+    api = make_api(**FAST)
+    simulator.reconfigure(batch_completion_seconds=300)  # open for the whole test
+    created = api.post("/validations", json=body(2)).json()
+    wait_for(lambda: (api.get(f"/validations/{created['id']}").json().get("batch") or {}).get("open") == 1)
+    queue = {"pk": {"S": "batch-queue#simulator"}, "sk": {"S": "enqueued"}}
+    governor = aws.client("dynamodb")
+
+    def enqueued() -> int:
+        item = governor.get_item(TableName=settings.table("governor"), Key=queue, ConsistentRead=True).get("Item")
+        return int(item["enqueued"]["N"]) if item else 0
+
+    assert enqueued() > 0
+    simulator.reconfigure(api_key="another-key")  # every call from now on: 401
+
+    ended = wait_for_status(api, created["id"])
+
+    assert ended["status"] == "FAILED"
+    assert ended["batch"]["open"] == 0  # the record ended: no batch left open on the validation
+    assert enqueued() == 0  # its tokens back in the model's queue
+
+
+def test_a_batch_is_cut_where_the_invocation_would_run_out_of_time_to_build_it(
+    make_api: MakeApi, simulator: SimulatorServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Building a batch stops UPLOAD_MARGIN_MILLIS before the invocation's reserve, so the upload and
+    the create always have time: with no time at all to build, every batch holds its first request
+    only, and the rest go in the next polls' batches."""
+    monkeypatch.setattr(lane, "UPLOAD_MARGIN_MILLIS", 10**9)  # the embedded Lambdas run in this process
+    api = make_api(**FAST)
+    simulator.reconfigure(batch_completion_seconds=1)
+
+    ended = run(api, body(3))
+
+    stats = simulator.stats.snapshot()
+    assert ended["status"] == "SUCCEEDED" and stats["batches"]["created"] == 3 == ended["batch"]["batches"]
+    assert stats["batch_requests"]["completed"] == 3 and stats["requests"] == 0

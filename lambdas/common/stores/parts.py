@@ -101,9 +101,12 @@ class Parts:
         fields = {"rules": rules, "model": model, "reused": digest, "finished_at": now_iso()}
         return self._settle(validation_id, part, PartStatus.SUCCEEDED, fields, {"succeeded": 1, "reused_parts": 1})
 
-    def keep_batch_answer(self, validation_id: str, part_id: str, answer: dict[str, Any]) -> bool:
-        """Keep a PENDING part's Batch API answer (lambdas/batch) for ValidatePart, once per batch:
-        False when the part settled, or this batch's answer is kept already (a retried poll)."""
+    def keep_batch_answer(
+        self, validation_id: str, part_id: str, answer: dict[str, Any], counted: dict[str, Any]
+    ) -> bool:
+        """Keep a PENDING part's Batch API answer (lambdas/batch) for ValidatePart, once per batch, in
+        one transaction with `counted` (the attempt on the validation's usage: counted exactly when
+        kept): False when the part settled, or this batch's answer is kept already (a retried poll)."""
         update = (
             Update()
             .set(batch_answer=answer)
@@ -112,9 +115,10 @@ class Parts:
                 pending=PartStatus.PENDING.value,
                 batch=answer["batch"],
             )
+            .item(self.clients.config.parts_table, {"validation_id": validation_id, "part_id": part_id}, None)
         )
         try:
-            self._table.update_item(Key={"validation_id": validation_id, "part_id": part_id}, **update.request())
+            self.clients.transact([{"Update": update}, {"Update": counted}])
         except ClientError as exc:
             if is_condition_failure(exc):
                 return False

@@ -34,6 +34,22 @@ class Settled:
         return self.done
 
 
+def attempt_update(usage: dict[str, int] | None, tier: Tier, model: str | None) -> Update:
+    """One model attempt on a validation's usage (Validations.count_attempt)."""
+    counters = {"attempts": 1}
+    update = Update()
+    if usage is not None:
+        counters.update(model_calls=1)
+        counters.update(
+            pricing.counters(
+                tier, usage["prompt_tokens"], usage.get("cached_prompt_tokens", 0), usage["completion_tokens"]
+            )
+        )
+        if model:
+            update.set_to("served_model", "if_not_exists({served_model}, :served)", served=model)
+    return update.add(**counters)
+
+
 @dataclass(frozen=True)
 class Validations:
     clients: Clients
@@ -75,18 +91,13 @@ class Validations:
         """Every model attempt on the validation's usage, as soon as it returns: answered ones with
         their tokens by the tier that served them (what the owner is charged at settlement, and
         priced at), refused or failed ones as attempts. The first answer names the served model."""
-        counters = {"attempts": 1}
-        update = Update()
-        if usage is not None:
-            counters.update(model_calls=1)
-            counters.update(
-                pricing.counters(
-                    tier, usage["prompt_tokens"], usage.get("cached_prompt_tokens", 0), usage["completion_tokens"]
-                )
-            )
-            if model:
-                update.set_to("served_model", "if_not_exists({served_model}, :served)", served=model)
-        self._update(validation_id, update.add(**counters))
+        self._update(validation_id, attempt_update(usage, tier, model))
+
+    def attempt_item(self, validation_id: str, usage: dict[str, int], tier: Tier, model: str) -> dict[str, Any]:
+        """`count_attempt`'s write as a transaction's Update (with another item's write: counted once)."""
+        return attempt_update(usage, tier, model).item(
+            self.clients.config.validations_table, {"id": validation_id}, None
+        )
 
     def finish(
         self,
