@@ -30,6 +30,7 @@ Family = Literal["chat", "reasoning"]
 MAX_MODELS = 20
 TPM_RANGE = (1_000, 100_000_000)  # as PATCH /admin/parallelism checks target_tpm
 RPM_RANGE = (1, 10_000_000)
+BATCH_QUEUE_RANGE = (1_000, 100_000_000_000)  # enqueued tokens: OpenAI's tiers go from ~10^5 to ~10^10
 # OpenAI's names (`gpt-4o-mini`, `o4-mini-2025-04-16`, `ft:gpt-4o-mini:org::id`) and those of
 # OpenAI-compatible servers (`meta-llama/Llama-3.1-8B`); never `#`, which separates governor keys.
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,127}$")
@@ -116,6 +117,7 @@ class ModelEntry:
     target_rpm: int | None  # None: its requests are not governed (a deployment without `target-rpm`)
     tiers: tuple[Tier, ...] = TIERS
     default: bool = False
+    batch_queue_tokens: int | None = None  # its Batch API queue limit (None: BATCH_QUEUE_LIMIT_TOKENS)
 
     @property
     def family(self) -> Family:
@@ -125,24 +127,28 @@ class ModelEntry:
         return tier in self.tiers
 
     def as_dict(self) -> dict[str, Any]:
-        return {
+        values: dict[str, Any] = {
             "name": self.name,
             "target_tpm": self.target_tpm,
             "target_rpm": self.target_rpm,
             "tiers": list(self.tiers),
             "default": self.default,
         }
+        if self.batch_queue_tokens is not None:  # else the deployment's BATCH_QUEUE_LIMIT_TOKENS
+            values["batch_queue_tokens"] = self.batch_queue_tokens
+        return values
 
     @classmethod
     def of(cls, values: Mapping[str, Any]) -> ModelEntry:
         """From a plain mapping (a request body's entry, or a stored one with its targets)."""
-        rpm = values.get("target_rpm")
+        rpm, queue = values.get("target_rpm"), values.get("batch_queue_tokens")
         return cls(
             str(values["name"]),
             int(values["target_tpm"]),
             int(rpm) if rpm is not None else None,
             cast("tuple[Tier, ...]", tuple(values.get("tiers") or TIERS)),
             bool(values.get("default", False)),
+            int(queue) if queue is not None else None,
         )
 
 
@@ -169,6 +175,11 @@ def check(entries: Sequence[ModelEntry]) -> None:
             raise ModelListError(f"{at}.target_tpm", f"target_tpm is {TPM_RANGE[0]:,}-{TPM_RANGE[1]:,}")
         if entry.target_rpm is not None and not _in(entry.target_rpm, RPM_RANGE):
             raise ModelListError(f"{at}.target_rpm", f"target_rpm is {RPM_RANGE[0]:,}-{RPM_RANGE[1]:,}")
+        if entry.batch_queue_tokens is not None and not _in(entry.batch_queue_tokens, BATCH_QUEUE_RANGE):
+            raise ModelListError(
+                f"{at}.batch_queue_tokens",
+                f"batch_queue_tokens is {BATCH_QUEUE_RANGE[0]:,}-{BATCH_QUEUE_RANGE[1]:,}",
+            )
         if not entry.tiers or len(set(entry.tiers)) != len(entry.tiers) or not set(entry.tiers) <= set(TIERS):
             raise ModelListError(f"{at}.tiers", f"tiers: one or more of {', '.join(TIERS)}, each once")
         if entry.default:

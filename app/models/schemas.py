@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from core.models import MAX_MODELS, RPM_RANGE, TPM_RANGE, Family, ModelEntry
+from core.models import BATCH_QUEUE_RANGE, MAX_MODELS, RPM_RANGE, TPM_RANGE, Family, ModelEntry
 from core.pricing import Tier
 
 
@@ -21,9 +21,17 @@ class ModelIn(BaseModel):
     target_rpm: int = Field(ge=RPM_RANGE[0], le=RPM_RANGE[1], description="Its requests-per-minute limit")
     tiers: list[Tier] = Field(min_length=1, description="The tiers it may be asked at: standard, flex, batch")
     default: bool = Field(default=False, description="The model of a validation that names none; exactly one is")
+    batch_queue_tokens: int | None = Field(
+        default=None,
+        ge=BATCH_QUEUE_RANGE[0],
+        le=BATCH_QUEUE_RANGE[1],
+        description="Its Batch API queue limit: prompt tokens in batches not ended (null: BATCH_QUEUE_LIMIT_TOKENS)",
+    )
 
     def entry(self) -> ModelEntry:
-        return ModelEntry(self.name, self.target_tpm, self.target_rpm, tuple(self.tiers), self.default)
+        return ModelEntry(
+            self.name, self.target_tpm, self.target_rpm, tuple(self.tiers), self.default, self.batch_queue_tokens
+        )
 
 
 class ModelsPatch(BaseModel):
@@ -53,6 +61,9 @@ class ModelOut(BaseModel):
     target_rpm: int | None = Field(description="null: its requests are not governed")
     tiers: list[Tier]
     default: bool
+    batch_queue_tokens: int | None = Field(
+        default=None, description="Its Batch API queue limit (null: the deployment's BATCH_QUEUE_LIMIT_TOKENS)"
+    )
     family: Family = Field(
         description="How it is asked: `reasoning` (o-series, gpt-5: max_completion_tokens, no temperature) or `chat`"
     )

@@ -64,7 +64,7 @@ from core.batching import (
     summary,
 )
 from core.records import PartStatus
-from lambdas.common import model_key
+from lambdas.common import live_config, model_key
 from lambdas.common.config import LambdaConfig
 from lambdas.common.errors import ModelRejected, ModelUnavailable, RateLimited, UpstreamTimeout
 from lambdas.common.model import Answer, completion_parameters, model_client
@@ -180,7 +180,7 @@ class Lane:
         self, lines: IO[bytes], parts: list[dict[str, Any]], attempt: int, then: dict[str, Any] | None, *, whole: bool
     ) -> bool:
         enqueued = self.store.batches.enqueued(self.model)
-        limit = self.config.batch_queue_limit_tokens
+        limit = live_config.batch_queue_limit(self.config, self.model)
         filling = Filling(
             Limits(self.config.batch_max_requests, self.config.batch_max_bytes, max(0, limit - enqueued)),
             queue_empty=enqueued <= 0,

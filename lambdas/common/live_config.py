@@ -197,6 +197,16 @@ def limits(config: LambdaConfig, model: str | None = None) -> g.Limits:
     return view_for(config).limits(model)
 
 
+def batch_queue_limit(config: LambdaConfig, model: str) -> int:
+    """`model`'s Batch API queue limit: its entry's `batch_queue_tokens`, else BATCH_QUEUE_LIMIT_TOKENS
+    (also for a model no longer listed)."""
+    try:
+        listed = view_for(config).catalog().resolve(model).batch_queue_tokens
+    except UnknownModel:
+        listed = None
+    return listed if listed is not None else config.batch_queue_limit_tokens
+
+
 def budget_limits(config: LambdaConfig, model: str) -> g.Limits:
     """`model`'s limits, or, for a model no longer in the list, the default model's: what a budget
     is priced at when its tokens are given back (a reclaimed lease, the controller's plan). Its

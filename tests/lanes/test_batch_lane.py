@@ -321,3 +321,25 @@ def test_a_batch_is_cut_where_the_invocation_would_run_out_of_time_to_build_it(
     stats = simulator.stats.snapshot()
     assert ended["status"] == "SUCCEEDED" and stats["batches"]["created"] == 3 == ended["batch"]["batches"]
     assert stats["batch_requests"]["completed"] == 3 and stats["requests"] == 0
+
+
+def test_a_models_own_batch_queue_limit_from_the_models_list_holds_its_batches(
+    make_api: MakeApi, simulator: SimulatorServer
+) -> None:
+    """The deployment's BATCH_QUEUE_LIMIT_TOKENS is the default; a model's `batch_queue_tokens` in the
+    admin's list replaces it for that model (here 1,000: two parts at once, so five parts take three
+    batches where the deployment's limit would take one)."""
+    api = make_api(**FAST)
+    simulator.reconfigure(batch_completion_seconds=1, batch_enqueued_token_limit=1000)
+    listed = {"name": "simulator", "target_tpm": 2_000_000, "target_rpm": 10_000, "default": True}
+    changed = api.patch(
+        "/admin/models", json={"models": [{**listed, "tiers": ["standard", "batch"], "batch_queue_tokens": 1000}]}
+    )
+    refused = api.patch("/admin/models", json={"models": [{**listed, "tiers": ["batch"], "batch_queue_tokens": 5}]})
+
+    ended = run(api, body(5))
+
+    assert changed.status_code == 200 and changed.json()["models"][0]["batch_queue_tokens"] == 1000
+    assert refused.status_code == 422 and refused.json()["errors"][0]["field"] == "body.models.0.batch_queue_tokens"
+    stats = simulator.stats.snapshot()
+    assert ended["status"] == "SUCCEEDED" and stats["batches"]["created"] == 3 and stats["batches"]["failed"] == 0
