@@ -63,6 +63,7 @@ from core.batching import (
     request_line,
     summary,
 )
+from core.clock import epoch_of
 from core.records import PartStatus
 from lambdas.common import live_config, model_key
 from lambdas.common.config import LambdaConfig
@@ -77,6 +78,7 @@ log = logging.getLogger(__name__)
 
 LAST_PART = "99999-~"  # above every part id (core/records.part_id)
 SPOOL_BYTES = 16 * 1024 * 1024  # a batch's JSONL kept in memory up to this, then in /tmp
+ADOPT_SLACK_SECONDS = 300  # a batch is looked for among those created since its record, less this
 UPLOAD_MARGIN_MILLIS = 60_000  # building a batch stops this long before the reserve: time to upload and create it
 TOKEN_MARGIN = 16  # per request, above the intake's count: the nonce and message framing may take a few more
 
@@ -108,6 +110,7 @@ class Lane:
     record: dict[str, Any] = field(default_factory=dict)
     client: Any = None
     _headers: dict[int, str | None] = field(default_factory=dict)
+    _held_key: str | None = None  # the held resubmission being submitted (its record names it: `_adopt`)
 
     @classmethod
     def of(cls, store: Store, config: LambdaConfig, validation_id: str, run: int, remaining: Callable[[], int]) -> Lane:
@@ -143,10 +146,12 @@ class Lane:
             if not parts:  # settled meanwhile: nothing to resubmit
                 self.store.clients.transact([self.store.batches.submitted_item(self.validation_id, item["part_id"])])
                 continue
+            self._held_key = item["part_id"]
             if not self._submit_some(
                 parts, 2, self.store.batches.submitted_item(self.validation_id, item["part_id"]), whole=True
             ):
                 return False
+        self._held_key = None
         while self._time_left():
             parts = [p for p in self._pending(self._cursor(), LAST_PART) if p["part_id"] > self._cursor()]
             if not parts:
@@ -218,6 +223,8 @@ class Lane:
         seq = len(batches) + 1
         key = batch_key(self.run, seq)
         fields = {"first": taken[0]["part_id"], "last": last, "requests": requests, "attempt": attempt}
+        if then is not None and self._held_key:
+            fields["held"] = self._held_key  # what recording the batch marks submitted (`_adopt`)
         if not self.store.batches.reserve(self.validation_id, self.run, seq, self.model, filling.tokens, limit, fields):
             return False  # another submission took the room meanwhile: wait
         batch = {"part_id": key, "tokens": filling.tokens, "model": self.model}
@@ -243,6 +250,8 @@ class Lane:
                 self.record["batch_cursor"] = f"{self.run}|{last}"
             log.warning("batch %s of %s refused: %s", seq, self.validation_id, exc)
             return True
+        except (UpstreamTimeout, ModelUnavailable):
+            raise  # the provider may have made it: the record stays `submitting`, the next poll looks (`_adopt`)
         except Exception:
             self.store.batches.end(self.validation_id, batch, BatchStatus.FAILED.value, "not created")
             raise
@@ -303,9 +312,11 @@ class Lane:
         for batch in self.store.batches.of_run(self.validation_id, self.run):
             if batch.get("ended"):
                 continue
-            if not batch.get("batch_id"):  # recorded, never created (a crash between the two)
-                self.store.batches.end(self.validation_id, batch, BatchStatus.FAILED.value, "not created")
-                continue
+            if not batch.get("batch_id"):  # recorded, then the invocation died: created or not?
+                adopted = self._adopt(batch)
+                if adopted is None:
+                    continue
+                batch = adopted
             with provider_errors():
                 found = self.client.batches.retrieve(batch["batch_id"])
             if not self._seen(batch, found):
@@ -317,6 +328,38 @@ class Lane:
             and not open_
             and not any(not b.get("ended") for b in self.store.batches.of_run(self.validation_id, self.run))
         )
+
+    def _adopt(self, batch: dict[str, Any]) -> dict[str, Any] | None:
+        """A batch recorded `submitting` by an invocation that died (or whose create call failed
+        ambiguously): the provider's batch with its metadata (validation, run, sequence), recorded now
+        with what its creation would have moved; else the record ended as never created (its tokens
+        back in the queue, its parts submitted again). The record as it now is, or None."""
+        since = epoch_of(str(batch["created_at"])) - ADOPT_SLACK_SECONDS
+        wanted = {"validation_id": self.validation_id, "run": str(self.run), "seq": str(batch["seq"])}
+        found = None
+        with provider_errors():
+            for listed in self.client.batches.list(limit=100):  # newest first, pages followed
+                if listed.created_at < since:
+                    break
+                if (listed.metadata or {}) == wanted:
+                    found = listed
+                    break
+        if found is None:
+            self.store.batches.end(self.validation_id, batch, BatchStatus.FAILED.value, "not created")
+            return None
+        held = batch.get("held")
+        then = (
+            self.store.batches.submitted_item(self.validation_id, str(held))
+            if held
+            else self.store.batches.cursor_item(self.validation_id, self.run, str(batch["last"]))
+        )
+        if not self.store.batches.created(self.validation_id, batch["part_id"], found.id, then):
+            return None  # another poll recorded (or ended) it meanwhile
+        if not held:
+            self.record["batch_cursor"] = f"{self.run}|{batch['last']}"
+        count("BatchesSubmitted")
+        log.info("batch %s of %s was created but not recorded: adopted", found.id, self.validation_id)
+        return {**batch, "batch_id": found.id, "status": BatchStatus.VALIDATING.value}
 
     def _running(self) -> bool:
         state = self.store.validations.get(self.validation_id, "status", "run")
@@ -474,9 +517,11 @@ class Lane:
         for batch in self.store.batches.of_run(self.validation_id, self.run):
             if batch.get("ended"):
                 continue
-            if not batch.get("batch_id"):
-                self.store.batches.end(self.validation_id, batch, BatchStatus.CANCELLED.value, "not created")
-                continue
+            if not batch.get("batch_id"):  # created or not? (an invocation died before recording it)
+                adopted = self._adopt(batch)
+                if adopted is None:
+                    continue
+                batch = adopted
             try:
                 with provider_errors():
                     self.client.batches.cancel(batch["batch_id"])

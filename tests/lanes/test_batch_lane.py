@@ -4,7 +4,7 @@ malformed output and per-request errors; the simulator's batch clock and knobs d
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -12,6 +12,8 @@ from app.settings import Settings
 from core import pricing
 from lambdas.batch import lane
 from lambdas.common import observability
+from lambdas.common.errors import StoreUnavailable
+from lambdas.common.stores.batches import Batches
 from local.simulator.server import SimulatorServer
 from tests.support.stack import Aws, MakeApi, all_results, lines_document, wait_for, wait_for_status
 
@@ -343,3 +345,29 @@ def test_a_models_own_batch_queue_limit_from_the_models_list_holds_its_batches(
     assert refused.status_code == 422 and refused.json()["errors"][0]["field"] == "body.models.0.batch_queue_tokens"
     stats = simulator.stats.snapshot()
     assert ended["status"] == "SUCCEEDED" and stats["batches"]["created"] == 3 and stats["batches"]["failed"] == 0
+
+
+def test_a_batch_created_but_not_recorded_is_found_by_its_metadata_and_adopted(
+    make_api: MakeApi, simulator: SimulatorServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The batch Lambda dies between the provider's create and recording the batch's id: the retried
+    task's poll finds the batch by its metadata (validation, run, sequence) and records it, so its
+    parts are not submitted again in a second batch (billed twice, the first never collected)."""
+    original, failures = Batches.created, cast("list[tuple[Any, ...]]", [])
+
+    def dies_once(self: Batches, *args: Any, **kwargs: Any) -> bool:
+        if not failures:
+            failures.append(args)
+            raise StoreUnavailable("the invocation died here")
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Batches, "created", dies_once)  # the embedded Lambdas run in this process
+    api = make_api(**FAST)
+    simulator.reconfigure(batch_completion_seconds=1)
+
+    ended = run(api, body(3))
+
+    stats = simulator.stats.snapshot()
+    assert len(failures) == 1 and ended["status"] == "SUCCEEDED"
+    assert stats["batches"]["created"] == 1 and stats["batch_requests"]["completed"] == 3  # no second batch
+    assert ended["usage"]["model_calls"] == 3 and ended["batch"]["batches"] == 1
