@@ -59,6 +59,8 @@ OVERRIDES = {
     "retry_max_attempts": 4,
     "retry_max_delay_seconds": 2,
     "queue_min_wait_seconds": 1,
+    # The proof's first validation (three parts, three Map items) takes the Distributed Map's path.
+    "inline_map_max_items": 2,
     # The batch lane's poll spacing (a Wait state): short, like the retries.
     "batch_poll_first_seconds": 1,
     "batch_poll_max_seconds": 1,
@@ -413,6 +415,16 @@ def _run_a_validation_through_the_api(environment: dict[str, str], log: Any) -> 
         )
         assert final["status"] == "SUCCEEDED", final
         log(f"validation {validation_id}: {final['status']} ({final['progress']})")
+        # Its parts went through the Distributed Map (a Map Run over the manifest in the bucket).
+        kinds, cursor = [], None
+        while True:
+            page = api.get(
+                f"/validations/{validation_id}/history", params={"limit": 100, **({"cursor": cursor} if cursor else {})}
+            ).json()
+            kinds += [e.get("type") for e in page["events"]]
+            if not (cursor := page["next_cursor"]):
+                break
+        assert "MapRunStarted" in kinds, kinds
         results = {r["file"]: r for r in api.get(f"/validations/{validation_id}/results").json()["items"]}
         assert results["clean.csv"]["rules"][0]["passed"] is True
         leaky = results["leaky.md"]["rules"][0]
