@@ -15,6 +15,11 @@ file's reports need more than one call, each group's answer is a report of its o
 (stored as an intermediate node) and the next level combines those, until one remains:
 the file's verdict. Every node is stored once, so a retried invocation resumes where the
 last stopped; every call goes through the TPM governor like a part call.
+
+A tree larger than one invocation finishes (a gigabyte file's tree is tens of thousands of
+calls): when time runs short after this invocation stored some of it, the answer says `more`
+and the state machine invokes again (CombineMore), for as many invocations as the tree needs;
+an invocation that stored nothing raises BatchIncomplete, which the Retry limits.
 """
 
 from __future__ import annotations
@@ -29,6 +34,14 @@ from lambdas.common.errors import BatchIncomplete, InvalidAnswer
 from lambdas.common.governor import Governor
 from lambdas.common.model import Asker, Stopped, ask_grounded, asker_for, prompt_estimate_without_tokenizer
 from lambdas.common.stores import Store
+
+
+class TreeIncomplete(BatchIncomplete):
+    """Time ran short in a file's tree after `calls` calls of this invocation (their nodes stored)."""
+
+    def __init__(self, message: str, calls: int) -> None:
+        super().__init__(message)
+        self.calls = calls
 
 
 def _report(item: dict[str, Any]) -> prompt.Report:
@@ -70,7 +83,12 @@ def combine_files(
                     store, config, asker, validation_id, index, file, parts, rules, remaining_millis, checks, reuse
                 )
             except Stopped:
-                return {"combined": combined, "skipped": skipped, "calls": calls, "stopped": True}
+                return {"combined": combined, "skipped": skipped, "calls": calls, "stopped": True, "more": False}
+            except TreeIncomplete as short:
+                if not (combined or calls or short.calls):
+                    raise  # nothing stored by this invocation: the Retry's business
+                calls += short.calls
+                return {"combined": combined, "skipped": skipped, "calls": calls, "stopped": False, "more": True}
             calls += made
             fields = {
                 "rules": verdict.verdicts,
@@ -83,7 +101,7 @@ def combine_files(
             store.events.report_file(validation_id, run, index, current)
     finally:
         asker.lease.close()
-    return {"combined": combined, "skipped": skipped, "calls": calls, "stopped": False}
+    return {"combined": combined, "skipped": skipped, "calls": calls, "stopped": False, "more": False}
 
 
 def _ask_combine(
@@ -142,7 +160,7 @@ def _combine_file(
                 next_level.append(_report(stored))
                 continue
             if remaining_millis() < config.reserve_millis:
-                raise BatchIncomplete(f"file {index}: time running out during the combine step")
+                raise TreeIncomplete(f"file {index}: time running out during the combine step", calls)
             digest = (
                 prompt.question_digest(
                     prompt.combine_messages(file["name"], last_line, group, rules, prompt.ESTIMATE_NONCE),
