@@ -110,7 +110,6 @@ class Lane:
     record: dict[str, Any] = field(default_factory=dict)
     client: Any = None
     _headers: dict[int, str | None] = field(default_factory=dict)
-    _held_key: str | None = None  # the held resubmission being submitted (its record names it: `_adopt`)
 
     @classmethod
     def of(cls, store: Store, config: LambdaConfig, validation_id: str, run: int, remaining: Callable[[], int]) -> Lane:
@@ -144,14 +143,10 @@ class Lane:
             wanted = set(item["parts"])
             parts = [p for p in self._pending(min(wanted), max(wanted)) if p["part_id"] in wanted]
             if not parts:  # settled meanwhile: nothing to resubmit
-                self.store.clients.transact([self.store.batches.submitted_item(self.validation_id, item["part_id"])])
+                self.store.clients.transact([self._moves(item["part_id"], "")])
                 continue
-            self._held_key = item["part_id"]
-            if not self._submit_some(
-                parts, 2, self.store.batches.submitted_item(self.validation_id, item["part_id"]), whole=True
-            ):
+            if not self._submit_some(parts, 2, item["part_id"], whole=True):
                 return False
-        self._held_key = None
         while self._time_left():
             parts = [p for p in self._pending(self._cursor(), LAST_PART) if p["part_id"] > self._cursor()]
             if not parts:
@@ -159,6 +154,18 @@ class Lane:
             if not self._submit_some(parts, 1, None, whole=False):
                 return False
         return False
+
+    def _moves(self, held: str | None, last: str) -> dict[str, Any]:
+        """The transaction item a batch's parts move once taken: the held resubmission marked
+        submitted, or (fresh parts) the run's cursor to `last`."""
+        if held:
+            return self.store.batches.submitted_item(self.validation_id, held)
+        return self.store.batches.cursor_item(self.validation_id, self.run, last)
+
+    def _moved(self, held: str | None, last: str) -> None:
+        """The same move on this invocation's copy of the record."""
+        if not held:
+            self.record["batch_cursor"] = f"{self.run}|{last}"
 
     def _cursor(self) -> str:
         run, _, part = str(self.record.get("batch_cursor") or "").partition("|")
@@ -171,18 +178,17 @@ class Lane:
             if p["status"] == PartStatus.PENDING
         ]
 
-    def _submit_some(
-        self, parts: list[dict[str, Any]], attempt: int, then: dict[str, Any] | None, *, whole: bool
-    ) -> bool:
+    def _submit_some(self, parts: list[dict[str, Any]], attempt: int, held: str | None, *, whole: bool) -> bool:
         """One batch of the leading parts that fit; True when one was made (or nothing was left to ask).
-        `whole`: a held resubmission, made only when all of it fits (it is marked submitted by `then`).
+        `held`: the held resubmission these parts are (None: fresh parts, after the run's cursor);
+        `whole`: made only when all of it fits.
         The JSONL is spooled to the function's /tmp past SPOOL_BYTES: a 200 MB batch is never held in
         memory, let alone twice."""
         with tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES) as lines:
-            return self._submit_spooled(lines, parts, attempt, then, whole=whole)
+            return self._submit_spooled(lines, parts, attempt, held, whole=whole)
 
     def _submit_spooled(
-        self, lines: IO[bytes], parts: list[dict[str, Any]], attempt: int, then: dict[str, Any] | None, *, whole: bool
+        self, lines: IO[bytes], parts: list[dict[str, Any]], attempt: int, held: str | None, *, whole: bool
     ) -> bool:
         enqueued = self.store.batches.enqueued(self.model)
         limit = live_config.batch_queue_limit(self.config, self.model)
@@ -213,18 +219,17 @@ class Lane:
         if not taken:
             return False  # the queue has no room: wait
         last = taken[-1]["part_id"]
-        cursor = then or self.store.batches.cursor_item(self.validation_id, self.run, last)
+        cursor = self._moves(held, last)
         if not requests:  # every taken part was reused
             self.store.clients.transact([cursor])
-            if then is None:
-                self.record["batch_cursor"] = f"{self.run}|{last}"
+            self._moved(held, last)
             return True
         batches = self.store.batches.of_run(self.validation_id, self.run)
         seq = len(batches) + 1
         key = batch_key(self.run, seq)
         fields = {"first": taken[0]["part_id"], "last": last, "requests": requests, "attempt": attempt}
-        if then is not None and self._held_key:
-            fields["held"] = self._held_key  # what recording the batch marks submitted (`_adopt`)
+        if held:
+            fields["held"] = held  # what recording the batch marks submitted (also for `_adopt`)
         if not self.store.batches.reserve(self.validation_id, self.run, seq, self.model, filling.tokens, limit, fields):
             return False  # another submission took the room meanwhile: wait
         batch = {"part_id": key, "tokens": filling.tokens, "model": self.model}
@@ -246,8 +251,7 @@ class Lane:
         except ModelRejected as exc:  # refused for good: these parts go the synchronous way
             self.store.batches.end(self.validation_id, batch, BatchStatus.FAILED.value, str(exc)[:500])
             self.store.clients.transact([cursor])
-            if then is None:
-                self.record["batch_cursor"] = f"{self.run}|{last}"
+            self._moved(held, last)
             log.warning("batch %s of %s refused: %s", seq, self.validation_id, exc)
             return True
         except (UpstreamTimeout, ModelUnavailable):
@@ -263,8 +267,7 @@ class Lane:
             log.warning("batch %s of %s was created after its record ended: cancelled", created.id, self.validation_id)
             return False
         count("BatchesSubmitted")
-        if then is None:
-            self.record["batch_cursor"] = f"{self.run}|{last}"
+        self._moved(held, last)
         log.info(
             "batch %s (%s) of %s: %d requests, %d tokens",
             seq,
@@ -347,16 +350,10 @@ class Lane:
         if found is None:
             self.store.batches.end(self.validation_id, batch, BatchStatus.FAILED.value, "not created")
             return None
-        held = batch.get("held")
-        then = (
-            self.store.batches.submitted_item(self.validation_id, str(held))
-            if held
-            else self.store.batches.cursor_item(self.validation_id, self.run, str(batch["last"]))
-        )
-        if not self.store.batches.created(self.validation_id, batch["part_id"], found.id, then):
+        held, last = batch.get("held"), str(batch["last"])
+        if not self.store.batches.created(self.validation_id, batch["part_id"], found.id, self._moves(held, last)):
             return None  # another poll recorded (or ended) it meanwhile
-        if not held:
-            self.record["batch_cursor"] = f"{self.run}|{batch['last']}"
+        self._moved(held, last)
         count("BatchesSubmitted")
         log.info("batch %s of %s was created but not recorded: adopted", found.id, self.validation_id)
         return {**batch, "batch_id": found.id, "status": BatchStatus.VALIDATING.value}
