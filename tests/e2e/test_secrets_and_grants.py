@@ -28,7 +28,7 @@ from local.simulator.app import SimulatorConfig
 from local.simulator.server import SimulatorServer
 from tests.infra import grants
 from tests.servers import free_port, process
-from tests.support.stack import lines_document, wait_for
+from tests.support.stack import lines_document, wait_for_status
 from tests.webhooks.receiver import receiver
 
 pytestmark = pytest.mark.stack  # a whole run with servers of its own
@@ -117,23 +117,10 @@ def test_a_whole_run_logs_no_key_reads_the_model_key_from_ssm_and_stays_within_i
                 assert submitted.status_code == 202, submitted.text
                 validation_id = submitted.json()["id"]
 
-                def ended() -> dict[str, Any]:
-                    status: dict[str, Any] = wait_for(
-                        lambda: (
-                            (v := api.get(f"/validations/{validation_id}", headers=user).json())["status"]
-                            in {"SUCCEEDED", "FAILED", "CANCELLED"}
-                            and v
-                        ),
-                        timeout=120,
-                        interval=0.2,
-                        what=f"validation {validation_id} to end",
-                    )
-                    return status
-
-                first = ended()
+                first = wait_for_status(api, validation_id, headers=user)
                 assert (first["status"], first["error"]["type"]) == ("FAILED", "combine_failed"), first
                 assert api.post(f"/validations/{validation_id}/retry", headers=user).status_code == 202
-                final = ended()
+                final = wait_for_status(api, validation_id, headers=user)
                 assert final["status"] == "SUCCEEDED", final
                 results = api.get(f"/validations/{validation_id}/results", headers=user).json()["items"]
                 assert {r["file"]: r["rules"][0]["passed"] for r in results} == {
@@ -157,16 +144,7 @@ def test_a_whole_run_logs_no_key_reads_the_model_key_from_ssm_and_stays_within_i
                     },
                 )
                 assert on_batch.status_code == 202, on_batch.text
-                batched = wait_for(
-                    lambda: (
-                        (v := api.get(f"/validations/{on_batch.json()['id']}", headers=admin).json())["status"]
-                        in {"SUCCEEDED", "FAILED", "CANCELLED"}
-                        and v
-                    ),
-                    timeout=120,
-                    interval=0.2,
-                    what="the batch validation to end",
-                )
+                batched = wait_for_status(api, on_batch.json()["id"], headers=admin)
                 assert batched["status"] == "SUCCEEDED" and batched["batch"]["status"] == "completed", batched
                 # The reconciler's grants too (one pass; the purge of the API's deletes on events).
                 assert api.post("/admin/reconcile", headers=admin).status_code == 200

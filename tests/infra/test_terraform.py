@@ -40,7 +40,7 @@ from local.simulator.server import SimulatorServer
 from tests.infra import grants
 from tests.infra.terraform import Terraform, find_plugin_dir, missing_tools
 from tests.servers import embedded_aws_process, free_port, process
-from tests.support.stack import settings_of, wait_for
+from tests.support.stack import settings_of, wait_for, wait_for_status
 from tests.webhooks.receiver import receiver
 from tests.webhooks.verify import verify
 
@@ -404,15 +404,7 @@ def _run_a_validation_through_the_api(environment: dict[str, str], log: Any) -> 
         )
         assert answer.status_code == 202, answer.text
         validation_id = answer.json()["id"]
-        final = wait_for(
-            lambda: (
-                (v := api.get(f"/validations/{validation_id}").json())["status"] in {"SUCCEEDED", "FAILED", "CANCELLED"}
-                and v
-            ),
-            timeout=120,
-            interval=0.3,
-            what=f"validation {validation_id} to end",
-        )
+        final = wait_for_status(api, validation_id)
         assert final["status"] == "SUCCEEDED", final
         log(f"validation {validation_id}: {final['status']} ({final['progress']})")
         # Its parts went through the Distributed Map (a Map Run over the manifest in the bucket).
@@ -464,16 +456,7 @@ def _run_a_validation_through_the_api(environment: dict[str, str], log: Any) -> 
             },
         )
         assert on_batch.status_code == 202, on_batch.text
-        batched = wait_for(
-            lambda: (
-                (v := api.get(f"/validations/{on_batch.json()['id']}").json())["status"]
-                in {"SUCCEEDED", "FAILED", "CANCELLED"}
-                and v
-            ),
-            timeout=120,
-            interval=0.3,
-            what="the batch validation to end",
-        )
+        batched = wait_for_status(api, on_batch.json()["id"])
         assert batched["status"] == "SUCCEEDED" and batched["batch"]["status"] == "completed", batched
         assert batched["batch"]["request_counts"]["completed"] == 1 == batched["usage"]["model_calls"]
         log(f"batch validation {batched['id']}: {batched['status']} ({batched['batch']})")

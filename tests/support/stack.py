@@ -286,10 +286,16 @@ def submit(api: Any, documents: dict[str, str], rules: list[Any], **kwargs: Any)
 
 
 def wait_for_status(
-    api: Any, validation_id: str, statuses: tuple[str, ...] = ("SUCCEEDED", "FAILED", "CANCELLED"), timeout: float = 120
+    api: Any,
+    validation_id: str,
+    statuses: tuple[str, ...] = ("SUCCEEDED", "FAILED", "CANCELLED"),
+    timeout: float = 120,
+    headers: dict[str, str] | None = None,
 ) -> dict[str, Any]:
+    """The validation's view once its status is one of `statuses` (`headers`: the caller's, if the
+    client has none of its own)."""
     ended: dict[str, Any] = wait_for(
-        lambda: (v := api.get(f"/validations/{validation_id}").json())["status"] in statuses and v,
+        lambda: (v := api.get(f"/validations/{validation_id}", headers=headers).json())["status"] in statuses and v,
         timeout=timeout,
         interval=0.2,
         what=f"validation {validation_id} in {statuses}",
