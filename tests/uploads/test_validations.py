@@ -31,11 +31,11 @@ def validate(api: Any, user: User, body: dict[str, Any]) -> dict[str, Any]:
 
 
 def ended(api: Any, user: User, validation_id: str) -> dict[str, Any]:
-    return wait_for_status(_as(api, user), validation_id)
+    return wait_for_status(api, validation_id, headers=user[1])
 
 
 class _as:
-    """The API as `user` (wait_for_status reads with the client's own headers)."""
+    """The API as `user` (all_results reads with the client's own headers)."""
 
     def __init__(self, api: Any, user: User) -> None:
         self.api, self.user = api, user
