@@ -543,7 +543,6 @@ class ValidationService:
             total_combines=sum(f["parts"] > 1 for f in files),
             estimated_tokens=estimate,
             files=tuple(StoredFile.of(f) for f in files),
-            file_settled={str(i): 0 for i in range(len(files))},
             rules=[{"id": r.id, "text": r.text} for r in submission.rules],
             reuse=submission.reuse,
             budget_key=reservation[0] if reservation else None,
@@ -1035,8 +1034,6 @@ class ValidationService:
                 "run_queued_at": queue_key.split("#", 1)[0],
                 # The execution this run will have: from here on, the reconciler can tell it never started.
                 "execution_arn": self.executions.arn_of(self._execution_name(validation_id, run)),
-                "failed": 0,
-                "combine_failed": 0,
             },
             expect={"status": status, "run": validation.run},
             remove=("error", "finished_at", ends.MARKER),
@@ -1058,8 +1055,6 @@ class ValidationService:
                 {
                     "status": status,
                     "run": validation.run,
-                    "failed": validation.failed,
-                    "combine_failed": validation.combine_failed,
                     "execution_arn": validation.execution_arn,
                     **({"error": validation.error} if validation.error else {}),
                     **({"finished_at": validation.finished_at} if validation.finished_at else {}),

@@ -15,7 +15,8 @@ from app.aws.steps import drive
 from app.limits import ByteGate
 from app.settings import Settings
 from app.validations.records import Part, Validation
-from core import ends
+from core import ends, tallies
+from core.clock import expiry
 from core.dynamo import Update, from_item, to_item
 from core.records import PartStatus, file_range, parts_query, verdict_id, verdict_range
 from core.steps import cancellation_reasons, query_all
@@ -37,6 +38,7 @@ class ValidationStore:
         self._bucket = settings.bucket
         self._idempotency_ttl = settings.idempotency_ttl_hours * 3600
         self._claim_seconds = int(settings.idempotency_claim_seconds)
+        self._retention_days = settings.retention_days
 
     # --- the reuse cache (read by estimates; the validators write it) ----------------------
     async def reusable(self, digests: list[str]) -> set[str]:
@@ -61,10 +63,15 @@ class ValidationStore:
 
     # --- validations -----------------------------------------------------------------
     async def get(self, validation_id: str) -> Validation | None:
+        """The record with its counters (core/tallies.py), or None."""
         answer = await self._db.get_item(
             TableName=self._validations, Key=to_item({"id": validation_id}), ConsistentRead=True
         )
-        return Validation.of(from_item(answer["Item"])) if "Item" in answer else None
+        return await self._counted(from_item(answer["Item"])) if "Item" in answer else None
+
+    async def _counted(self, record: dict[str, Any]) -> Validation:
+        counts = await drive(self._db, query_all(tallies.query(self._parts_table, record["id"])))
+        return Validation.of(tallies.merge(record, counts))
 
     async def delete(self, validation_id: str) -> None:
         await self._db.delete_item(TableName=self._validations, Key=to_item({"id": validation_id}))
@@ -115,7 +122,7 @@ class ValidationStore:
             kwargs["ExclusiveStartKey"] = to_item(start_key)
         page = await self._db.query(**kwargs)
         last = from_item(page["LastEvaluatedKey"]) if "LastEvaluatedKey" in page else None
-        return [Validation.of(from_item(i)) for i in page["Items"]], last
+        return list(await asyncio.gather(*(self._counted(from_item(i)) for i in page["Items"]))), last
 
     async def queued_of(self, owner: str) -> list[str]:
         """Ids of `owner`'s validations still in the queue (the `queue_by_owner` index), oldest first."""
@@ -172,15 +179,18 @@ class ValidationStore:
         return {v.file_index: v for v in await self._parts(validation_id, first, last)}
 
     async def reset_failed_verdict(self, validation_id: str, file_index: int) -> bool:
-        """A file whose combine step failed is combined again by the next run."""
+        """A file whose combine step failed is combined again by the next run: its verdict goes,
+        and with it one `combine_failed` of the validation's count."""
+        delete = {
+            "TableName": self._parts_table,
+            "Key": to_item({"validation_id": validation_id, "part_id": verdict_id(file_index)}),
+            "ConditionExpression": "#status = :failed",
+            "ExpressionAttributeNames": {"#status": "status"},
+            "ExpressionAttributeValues": to_item({":failed": PartStatus.FAILED.value}),
+        }
+        count = self._tally(validation_id, {"combine_failed": -1})
         try:
-            await self._db.delete_item(
-                TableName=self._parts_table,
-                Key=to_item({"validation_id": validation_id, "part_id": verdict_id(file_index)}),
-                ConditionExpression="#status = :failed",
-                ExpressionAttributeNames={"#status": "status"},
-                ExpressionAttributeValues=to_item({":failed": PartStatus.FAILED.value}),
-            )
+            await self._db.transact_write_items(TransactItems=[{"Delete": delete}, {"Update": count}])
         except ClientError as exc:
             if condition_failed(exc):
                 return False
@@ -189,8 +199,8 @@ class ValidationStore:
 
     async def reset_failed_parts(self, validation_id: str, parts: list[tuple[str, int]]) -> int:
         """FAILED parts (part id, file index) back to PENDING for a retry, each batch in one
-        transaction with the validation's per-file settled counts (`file_settled`), so a crash
-        between batches leaves counts that match the parts. How many were reset: a part that is
+        transaction with the validation's counts (`failed`, and per file the parts settled), so a
+        crash between batches leaves counts that match the parts. How many were reset: a part that is
         not FAILED any more is left out (its batch is sent again without it)."""
         reset = 0
         for i in range(0, len(parts), _RESET_BATCH):
@@ -220,12 +230,20 @@ class ValidationStore:
         return update.item(self._parts_table, {"validation_id": validation_id, "part_id": part_id}, to_item)
 
     def _unsettle(self, validation_id: str, per_file: dict[int, int]) -> dict[str, Any]:
-        """The reset parts' files count them as unsettled again."""
-        update = Update()
-        for i, n in per_file.items():
-            settled = f"{{file_settled}}.{{{i}}}"  # file_settled.<index>
-            update.set_to(settled, f"{settled} - :n{i}", **{f"n{i}": n})
-        return update.item(self._validations, {"id": validation_id}, to_item)
+        """The reset parts are FAILED no more, and their files count them as unsettled again (on
+        one tally: the sums are what count)."""
+        counters = {"failed": -sum(per_file.values())}
+        settled = {i: -n for i, n in per_file.items()}
+        return self._tally(validation_id, counters, settled)
+
+    def _tally(
+        self, validation_id: str, counters: dict[str, int], settled: dict[int, int] | None = None
+    ) -> dict[str, Any]:
+        """A change of the validation's counts by the API (a retry's resets), on one of its tallies."""
+        expires_at = expiry(self._retention_days)
+        return tallies.update(
+            self._parts_table, validation_id, "reset", counters, settled=settled, expires_at=expires_at, marshal=to_item
+        )
 
     async def delete_parts(self, validation_id: str, part_ids: list[str]) -> None:
         for i in range(0, len(part_ids), 25):
@@ -238,7 +256,8 @@ class ValidationStore:
                 requests = answer.get("UnprocessedItems", {}).get(self._parts_table, [])
 
     async def part_ids(self, validation_id: str) -> list[str]:
-        """Every item of the validation in the parts table: parts, combine nodes, file verdicts."""
+        """Every item of the validation in the parts table: parts, combine nodes, file verdicts (not
+        its tallies: its counts stay with its record, core/tallies.py)."""
         kwargs: dict[str, Any] = {
             "TableName": self._parts_table,
             "KeyConditionExpression": "validation_id = :v",
@@ -248,7 +267,7 @@ class ValidationStore:
         ids: list[str] = []
         while True:
             page = await self._db.query(**kwargs)
-            ids.extend(from_item(i)["part_id"] for i in page["Items"])
+            ids.extend(p for i in page["Items"] if not tallies.is_tally(p := from_item(i)["part_id"]))
             if "LastEvaluatedKey" not in page:
                 return ids
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]

@@ -47,7 +47,7 @@ class Decision:
 
 def attempt(store: Store, config: LambdaConfig, validation_id: str, run: int) -> Decision:
     """One admission attempt, and what to do when it fails."""
-    v = store.validations.get(
+    v = store.validations.counted(
         validation_id, "status", "run", "owner", "queue_key", "run_cost", "prompt_tokens", "completion_tokens"
     )
     if v["run"] != run or v["status"] not in ("QUEUED", "RUNNING"):

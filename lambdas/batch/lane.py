@@ -295,7 +295,8 @@ class Lane:
             stored = self.store.answers.stored(digest)
             if stored is not None:
                 if self.store.parts.record_reused(self.validation_id, part, stored["rules"], stored["model"], digest):
-                    self.store.events.after_part(self.validation_id, self.run, part)
+                    file = files[part["file_index"]]
+                    self.store.events.after_part(self.validation_id, self.run, part, file, [r["id"] for r in rules])
                 return None, 0
         nonce = prompt.new_nonce()
         messages = prompt.part_messages(view, text, rules, nonce)
@@ -425,7 +426,9 @@ class Lane:
                 "model": answer.model,
                 "finish_reason": answer.finish_reason,
             }
-            attempt = self.store.validations.attempt_item(self.validation_id, answer.usage, "batch", answer.model)
+            attempt = self.store.validations.attempt_item(
+                self.validation_id, answered.part_id, answer.usage, "batch", answer.model
+            )
             if self.store.parts.keep_batch_answer(self.validation_id, answered.part_id, note, attempt):
                 count("ModelCalls")
                 count("PromptTokens", answer.usage["prompt_tokens"])
@@ -442,6 +445,7 @@ class Lane:
                 part,
                 view,
                 text,
+                self.record["files"][part["file_index"]],
                 self.record["rules"],
                 answer,
                 self.model,

@@ -88,7 +88,7 @@ def notify_ended(config: LambdaConfig, store: Store, validation_id: str, run: in
     retried after writing the status starts it then, at the latest)."""
     if not config.notify_state_machine_arn or not config.webhooks_table:
         return None  # a deployment (or a test's hand-made function) without webhooks
-    record = store.validations.get(validation_id, *webhooks.RECORD_FIELDS)
+    record = store.validations.counted(validation_id, *webhooks.RECORD_FIELDS)
     payload = webhooks.notification(record, run)
     if payload is None or not webhook_tables_for(config).registered(str(record["owner"])):
         return None

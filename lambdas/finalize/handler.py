@@ -36,7 +36,7 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
             error = {"type": "execution_failed", "detail": f"{reason['type']}: {reason['message']}"}
         status = ValidationStatus.FAILED
     else:
-        counts = store.validations.get(validation_id, "total_parts", "succeeded", "total_combines", "combined")
+        counts = store.validations.counted(validation_id, "total_parts", "succeeded", "total_combines", "combined")
         total, succeeded = counts["total_parts"], counts.get("succeeded", 0)
         files, combined = counts.get("total_combines", 0), counts.get("combined", 0)
         if succeeded >= total and combined >= files:

@@ -18,11 +18,13 @@ from lambdas.common.stores import Store, store_for
 def record_part_failures(
     store: Store, validation_id: str, run: int, parts: dict[str, str], reason: dict[str, str]
 ) -> int:
+    record = store.validations.get(validation_id, "files", "rules")
+    rule_ids = [r["id"] for r in record["rules"]]
     failed = 0
     for part in store.parts.in_range(validation_id, parts["first"], parts["last"]):
         if part["status"] == PartStatus.PENDING and store.parts.record_failure(validation_id, part, reason):
             failed += 1
-            store.events.after_part(validation_id, run, part)
+            store.events.after_part(validation_id, run, part, record["files"][part["file_index"]], rule_ids)
     return failed
 
 

@@ -64,6 +64,7 @@ def validate_batch(
 ) -> dict[str, Any]:
     current = store.validations.get(validation_id, "rules", "files", "reuse")
     rules, files = current["rules"], current["files"]
+    rule_ids = [r["id"] for r in rules]
     reuse = bool(current.get("reuse", True)) and bool(config.reuse_table)
     askers = askers_for(store, config, validation_id, run, remaining_millis, governor)
     headers: dict[int, str | None] = {}  # a file's later parts share one header row
@@ -93,7 +94,7 @@ def validate_batch(
         if digest and stored is not None:  # judged before: the stored verdict, no call, no tokens
             if store.parts.record_reused(validation_id, part, stored["rules"], stored["model"], digest):
                 counted("validated")
-                store.events.after_part(validation_id, run, part)
+                store.events.after_part(validation_id, run, part, files[part["file_index"]], rule_ids)
             else:
                 counted("skipped")
             return
@@ -111,7 +112,8 @@ def validate_batch(
             earlier,
             2 * config.completion_max_tokens if cut else None,
         )
-        counted("validated" if record_judged(store, validation_id, run, part, judged, digest) else "skipped")
+        settled = record_judged(store, validation_id, run, part, files[part["file_index"]], rules, judged, digest)
+        counted("validated" if settled else "skipped")
 
     todo = []
     for part in store.parts.in_range(validation_id, parts["first"], parts["last"]):  # records only, no text
@@ -124,7 +126,14 @@ def validate_batch(
 
 
 def record_judged(
-    store: Store, validation_id: str, run: int, part: dict[str, Any], judged: Judged, digest: str | None
+    store: Store,
+    validation_id: str,
+    run: int,
+    part: dict[str, Any],
+    file: dict[str, Any],
+    rules: list[dict[str, str]],
+    judged: Judged,
+    digest: str | None,
 ) -> bool:
     """A judged part stored as its result (and, grounded, for reuse), its progress told; False when a
     duplicate invocation settled it first."""
@@ -133,7 +142,7 @@ def record_judged(
     if store.parts.record_success(
         validation_id, part, judged.grounded.verdicts, judged.usage, judged.model, judged.counters()
     ):
-        store.events.after_part(validation_id, run, part)
+        store.events.after_part(validation_id, run, part, file, [r["id"] for r in rules])
         return True
     return False
 
@@ -193,6 +202,7 @@ def settle_answered(
     part: dict[str, Any],
     view: prompt.PartView,
     text: str,
+    file: dict[str, Any],
     rules: list[dict[str, str]],
     answer: Answer,
     model: str,
@@ -211,7 +221,8 @@ def settle_answered(
         return False
     count_grounding(grounded, answer.model)
     digest = prompt.part_digest(view, text, rules, model) if reuse else None
-    return record_judged(store, validation_id, run, part, Judged(grounded, dict(answer.usage), answer.model, 1), digest)
+    judged = Judged(grounded, dict(answer.usage), answer.model, 1)
+    return record_judged(store, validation_id, run, part, file, rules, judged, digest)
 
 
 def prompt_tokens_estimate(part: dict[str, Any], messages: list[dict[str, str]], config: LambdaConfig) -> int:

@@ -135,7 +135,8 @@ class FakeStore(Fake):
     Mimicked: consistent reads, copies in and out (a test's dicts are never aliased);
     `update` applies only when every `expect` field holds that value (else False), and without
     `expect` creates a missing item as UpdateItem does; `reset_failed_parts` and
-    `reset_failed_verdict` touch FAILED items only (with `file_settled`); `clear_end_marker`
+    `reset_failed_verdict` touch FAILED items only, and take them off the counts (`failed`,
+    `file_settled`, `combine_failed`: the record here is the record with its tallies); `clear_end_marker`
     clears only run `run`'s marker; claims are `pending` with a lease, then `done`; an expired
     claim is claimed anew, a held one is answered; a take-over succeeds only on the lease read.
     Not mimicked: a batch write failing half-way (a failure writes nothing; with `lost=True`,
@@ -237,12 +238,15 @@ class FakeStore(Fake):
             if verdict is None or verdict.get("status") != PartStatus.FAILED:
                 return False
             del items[verdict_id(file_index)]
+            record = self.validations.get(validation_id, {})
+            record["combine_failed"] = record.get("combine_failed", 0) - 1
             return True
 
     async def reset_failed_parts(self, validation_id: str, parts: list[tuple[str, int]]) -> int:
         with self._call("reset_failed_parts", validation_id, parts):
             items = self.parts.get(validation_id, {})
-            settled = self.validations.get(validation_id, {}).get("file_settled", {})
+            record = self.validations.get(validation_id, {})
+            settled = record.setdefault("file_settled", {})
             reset = 0
             for part_id, file_index in parts:
                 part = items.get(part_id)
@@ -252,6 +256,7 @@ class FakeStore(Fake):
                 part.pop("error", None)
                 part.pop("finished_at", None)
                 settled[str(file_index)] = settled.get(str(file_index), 0) - 1
+                record["failed"] = record.get("failed", 0) - 1
                 reset += 1
             return reset
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from app.settings import Settings
+from core import tallies
 from core.dynamo import from_item
 from tests.support.stack import Aws
 
@@ -18,6 +19,13 @@ def item(aws: Aws, table: str, key: dict[str, str]) -> dict[str, Any]:
     return from_item(stored)
 
 
+def counted(aws: Aws, settings: Settings, validation_id: str) -> dict[str, Any]:
+    """A validation's record with its tallies' counts added (core/tallies.py), as the API shows it."""
+    record = item(aws, settings.table("validations"), {"id": validation_id})
+    found = aws.client("dynamodb").query(**tallies.query(settings.table("parts"), validation_id))["Items"]
+    return tallies.merge(record, [from_item(i) for i in found])
+
+
 def running(aws: Aws, settings: Settings, user_id: str) -> int:
     return int(item(aws, settings.table("buckets"), {"user_id": user_id})["running"])
 
@@ -27,7 +35,7 @@ def settled_once(
 ) -> dict[str, Any]:
     """The current run's settlement: what it reserved and did not use came back, what it used was
     charged (`refunded` and `charged_tokens` add up over runs: compared with `before` this run)."""
-    record = item(aws, settings.table("validations"), {"id": validation_id})
+    record = counted(aws, settings, validation_id)
     assert record["settled_run"] == record["reserved_run"] == record["run"], record
     earlier = before or {}
     used = (

@@ -116,7 +116,7 @@ def test_the_reconciler_ends_runs_without_a_live_execution_and_refunds_each_once
     aws.client("stepfunctions").stop_execution(executionArn=arn, error="States.Timeout", cause="test")
     held.release()  # the validator that was mid-call records its part (and its tokens), then nothing follows
     wait_for(
-        lambda: int(_item(aws, settings.table("validations"), {"id": died["id"]}).get("succeeded", 0)) == 1,
+        lambda: api.get(f"/validations/{died['id']}", headers=auth).json()["progress"]["succeeded"] == 1,
         timeout=60,
         what="the last part's result",
     )

@@ -38,7 +38,7 @@ from fastapi.testclient import TestClient
 
 from app.main import create_app
 from app.settings import Settings
-from core import ends
+from core import ends, tallies
 from core.dynamo import from_item
 from core.lambda_env import reset, use
 from core.quota import Quota
@@ -205,7 +205,13 @@ class Lab:
                 ExpressionAttributeValues={":o": {"S": owner}},
             )
         )
-        return [from_item(i) for page in pages for i in page["Items"]]
+        return [self.counted(from_item(i)) for page in pages for i in page["Items"]]
+
+    def counted(self, record: dict[str, Any]) -> dict[str, Any]:
+        """The record with its tallies' counts (core/tallies.py), as the API shows it."""
+        request = tallies.query(self.settings.table("parts"), record["id"])
+        found = self.aws.client("dynamodb").query(**request)["Items"]
+        return tallies.merge(record, [from_item(i) for i in found])
 
     def settled_parts(self, validation_id: str) -> dict[str, int]:
         """Per file, the parts with a result or a failure (what `file_settled` must count)."""
@@ -273,8 +279,8 @@ class Lab:
         for v in records:
             where = f"{case.label}: {v['id']} {v['status']} run {v['run']}"
             if v.get("files"):  # each file counts its parts with a result or failure (not purged)
-                settled = {k: n for k, n in v["file_settled"].items() if n}
-                assert settled == self.settled_parts(v["id"]), f"{where}: file_settled {v['file_settled']}"
+                settled = {k: n for k, n in v.get("file_settled", {}).items() if n}
+                assert settled == self.settled_parts(v["id"]), f"{where}: file_settled {v.get('file_settled')}"
             if v["status"] in TERMINAL:
                 assert ends.MARKER not in v, f"{where}: its end was never announced"
                 if not v.get("purged_at"):

@@ -34,13 +34,26 @@ class Events:
     def emit_status(self, validation_id: str) -> None:
         self.emit(validation_id, events.STATUS, events.status_of)
 
-    def after_part(self, validation_id: str, run: int, part: dict[str, Any]) -> None:
-        """Progress, and a single-part file's result once its part settled. A multi-part file's
-        result comes from the combine step, which decides its verdict."""
-        record = self.emit(validation_id, events.PROGRESS, events.progress_of)
-        index = part["file_index"]
-        if record["files"][index]["parts"] == 1:
-            self.report_file(validation_id, run, index, record)
+    def after_part(
+        self, validation_id: str, run: int, part: dict[str, Any], file: dict[str, Any], rule_ids: list[str]
+    ) -> None:
+        """Progress, and the result of `file` (the part's file record) when the part is its only one,
+        with one write on the validation's record (core/events.append_all_steps). Only the invocation
+        that settled the part calls this, so a single-part file's result is written once per run
+        without a claim. A multi-part file's result comes from the combine step, which decides its
+        verdict."""
+        config = self.clients.config
+        built: list[tuple[str, events.Builder]] = [(events.PROGRESS, events.progress_of)]
+        if int(file["parts"]) == 1:
+            index = int(part["file_index"])
+            parts = self.parts.of_file(validation_id, index)
+            result = file_result(file["name"], parts, rule_ids, None, file.get("error"))
+            built.append((events.RESULT, lambda _: result))
+        self.clients.drive(
+            events.append_all_steps(
+                config.validations_table, config.events_table, validation_id, built, config.parts_table
+            )
+        )
 
     def report_file(self, validation_id: str, run: int, index: int, record: dict[str, Any] | None = None) -> None:
         """The file's `result` event, written once per file and run."""

@@ -9,6 +9,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from core import tallies
 from core.clock import expiry, now_iso
 from core.dynamo import Update, plain
 from core.records import PartStatus, file_range, parts_query, verdict_id
@@ -52,7 +53,8 @@ class Parts:
         fields: dict[str, Any],
         counters: dict[str, int],
     ) -> bool:
-        """Move a PENDING part to its final status and bump the validation's counters, atomically.
+        """Move a PENDING part to its final status and bump the validation's counters (its tally,
+        core/tallies.py), atomically.
 
         False when the part had already settled (a retried or duplicated invocation).
         """
@@ -63,14 +65,11 @@ class Parts:
             .when("{status} = :pending", pending=PartStatus.PENDING.value)
             .item(config.parts_table, {"validation_id": validation_id, "part_id": part["part_id"]}, None)
         )
-        # Per-file settled counts tell the event writer when a file is complete without
-        # reading the file's parts after every part.
-        settled = f"{{file_settled}}.{{{part['file_index']}}}"  # file_settled.<index>
-        count = (
-            Update()
-            .add(**counters)
-            .set_to(settled, f"{settled} + :one", one=1)
-            .item(config.validations_table, {"id": validation_id}, None)
+        # Per-file settled counts tell a client's per-file progress without reading the file's parts.
+        settled = {int(part["file_index"]): 1}
+        key, expires_at = part["part_id"], part.get("expires_at") or expiry(config.retention_days)
+        count = tallies.update(
+            config.parts_table, validation_id, key, counters, settled=settled, expires_at=expires_at, marshal=None
         )
         try:
             self.clients.transact([{"Update": settle}, {"Update": count}])
@@ -180,7 +179,9 @@ class Parts:
         }
         counters = {"combine_failed" if failed else "combined": 1, **_counters(checks)}
         put = {"TableName": config.parts_table, "Item": item, "ConditionExpression": "attribute_not_exists(part_id)"}
-        count = Update().add(**counters).item(config.validations_table, {"id": validation_id}, None)
+        count = tallies.update(
+            config.parts_table, validation_id, verdict_id(index), counters, expires_at=item["expires_at"], marshal=None
+        )
         try:
             self.clients.transact([{"Put": put}, {"Update": count}])
         except ClientError as exc:

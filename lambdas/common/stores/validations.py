@@ -1,8 +1,9 @@
-"""The validations table, as the Lambdas read and write it: the record, its usage counters,
-its terminal status (with the end's marker, core/ends.py), its plan, and settlement."""
+"""The validations table, as the Lambdas read and write it: the record, its counters (kept on
+its tallies, core/tallies.py), its terminal status (with the end's marker, core/ends.py), its plan, and settlement."""
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
 from decimal import Decimal
@@ -10,8 +11,8 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from core import ends, pricing
-from core.clock import now_iso
+from core import ends, pricing, tallies
+from core.clock import expiry, now_iso
 from core.dynamo import Update, plain
 from core.pricing import Tier
 from core.quota import settle_steps
@@ -34,10 +35,9 @@ class Settled:
         return self.done
 
 
-def attempt_update(usage: dict[str, int] | None, tier: Tier, model: str | None) -> Update:
-    """One model attempt on a validation's usage (Validations.count_attempt)."""
+def attempt_counters(usage: dict[str, int] | None, tier: Tier) -> dict[str, int]:
+    """What one model attempt adds to a validation's usage (Validations.count_attempt)."""
     counters = {"attempts": 1}
-    update = Update()
     if usage is not None:
         counters.update(model_calls=1)
         counters.update(
@@ -45,9 +45,7 @@ def attempt_update(usage: dict[str, int] | None, tier: Tier, model: str | None) 
                 tier, usage["prompt_tokens"], usage.get("cached_prompt_tokens", 0), usage["completion_tokens"]
             )
         )
-        if model:
-            update.set_to("served_model", "if_not_exists({served_model}, :served)", served=model)
-    return update.add(**counters)
+    return counters
 
 
 @dataclass(frozen=True)
@@ -81,6 +79,12 @@ class Validations:
             raise
         return True
 
+    def counted(self, validation_id: str, *attributes: str) -> dict[str, Any]:
+        """The record (only `attributes`, when given) with its counters (core/tallies.py) added."""
+        record = self.get(validation_id, *attributes)
+        config = self.clients.config
+        return tallies.merge(record, self.clients.drive(query_all(tallies.query(config.parts_table, validation_id))))
+
     def count_attempt(
         self,
         validation_id: str,
@@ -90,13 +94,29 @@ class Validations:
     ) -> None:
         """Every model attempt on the validation's usage, as soon as it returns: answered ones with
         their tokens by the tier that served them (what the owner is charged at settlement, and
-        priced at), refused or failed ones as attempts. The first answer names the served model."""
-        self._update(validation_id, attempt_update(usage, tier, model))
+        priced at), refused or failed ones as attempts. The first answer names the served model.
+        One write on one of the validation's tallies (any: attempts are not retried writes)."""
+        config = self.clients.config
+        request = tallies.update(
+            config.parts_table,
+            validation_id,
+            secrets.token_hex(4),
+            attempt_counters(usage, tier),
+            served_model=model if usage is not None else None,
+            expires_at=expiry(config.retention_days),
+        )
+        self.clients.client.update_item(**request)
 
-    def attempt_item(self, validation_id: str, usage: dict[str, int], tier: Tier, model: str) -> dict[str, Any]:
-        """`count_attempt`'s write as a transaction's Update (with another item's write: counted once)."""
-        return attempt_update(usage, tier, model).item(
-            self.clients.config.validations_table, {"id": validation_id}, None
+    def attempt_item(
+        self, validation_id: str, key: str, usage: dict[str, int], tier: Tier, model: str
+    ) -> dict[str, Any]:
+        """`count_attempt`'s write as a transaction's Update, on the tally of `key` (with another
+        item's write: counted once)."""
+        counters = attempt_counters(usage, tier)
+        config = self.clients.config
+        expires_at = expiry(config.retention_days)
+        return tallies.update(
+            config.parts_table, validation_id, key, counters, served_model=model, expires_at=expires_at, marshal=None
         )
 
     def finish(
@@ -207,7 +227,7 @@ class Validations:
             "budget_key",
             "budget_reserved",
         )
-        record = self.get(validation_id, *fields)
+        record = self.counted(validation_id, *fields)
         quota = self.users.quota_of(record["owner"])
         config = self.clients.config
         steps = settle_steps(config.validations_table, config.buckets_table, record, quota, config.spend_table)

@@ -1,0 +1,110 @@
+"""A validation's record is not a hot item: the model calls of its run write it at most once each
+(counted, through the real stack), and its counters live on its tallies (core/tallies.py)."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any
+
+import botocore.client
+import pytest
+
+from app.settings import Settings
+from core import lambda_env, tallies
+from local.simulator.server import SimulatorServer
+from tests.support.stack import Aws, MakeApi, make_user, wait_for_status
+from tests.validations.ledger import counted
+
+RULES = [{"id": "R1", "text": "Every row has a value."}, {"id": "R2", "text": "No row is empty."}]
+LONG = "".join(f"row {i}: a value worth checking on its own line\n" for i in range(60))  # several parts
+SHORT = [{"name": f"f{i}.txt", "content": f"row one of {i}\nrow two\n"} for i in range(8)]
+
+
+class _RecordWrites:
+    """Writes (a transaction's items one by one) on one table's items, by the function making them."""
+
+    def __init__(self, table: str) -> None:
+        self.table, self.lock = table, threading.Lock()
+        self.by_function: Counter[tuple[str, str]] = Counter()  # (function, validation id)
+
+    def _one(self, request: dict[str, Any]) -> None:
+        if request.get("TableName") != self.table or "Key" not in request:
+            return
+        key = request["Key"]["id"]
+        validation_id = key["S"] if isinstance(key, dict) else str(key)
+        function = lambda_env.current().get("AWS_LAMBDA_FUNCTION_NAME", "api").rsplit("-", 1)[-1]
+        self.by_function[(function, validation_id)] += 1
+
+    def record(self, operation: str, params: dict[str, Any]) -> None:
+        with self.lock:
+            if operation in ("UpdateItem", "PutItem", "DeleteItem"):
+                self._one(params)
+            elif operation == "TransactWriteItems":
+                for entry in params.get("TransactItems", []):
+                    for kind, request in entry.items():
+                        if kind != "ConditionCheck":
+                            self._one(request)
+
+    def of(self, validation_id: str, *functions: str) -> int:
+        return sum(n for (f, v), n in self.by_function.items() if v == validation_id and f in functions)
+
+    def all_of(self, validation_id: str) -> int:
+        return sum(n for (_, v), n in self.by_function.items() if v == validation_id)
+
+
+@pytest.fixture
+def record_writes(monkeypatch: pytest.MonkeyPatch, settings: Settings) -> Iterator[_RecordWrites]:
+    """Every DynamoDB write on the validations table of the Lambdas (boto3, in this process)."""
+    counted_writes = _RecordWrites(settings.table("validations"))
+    call = botocore.client.BaseClient._make_api_call
+
+    def recording(self: Any, operation: str, params: dict[str, Any]) -> Any:
+        if self.meta.service_model.service_name == "dynamodb":
+            counted_writes.record(operation, params)
+        return call(self, operation, params)
+
+    monkeypatch.setattr(botocore.client.BaseClient, "_make_api_call", recording)
+    yield counted_writes
+
+
+@pytest.mark.slow(6)
+def test_a_runs_model_calls_write_the_validation_record_at_most_once_each(
+    make_api: MakeApi, aws: Aws, settings: Settings, simulator: SimulatorServer, record_writes: _RecordWrites
+) -> None:
+    api = make_api(part_max_tokens=120)
+    _, auth = make_user(api, quota={"capacity_tokens": 10**7, "refill_tokens_per_minute": 10**7, "max_running": 2})
+    documents = [*SHORT, {"name": "long.txt", "content": LONG}]
+    created = api.post("/validations", json={"documents": documents, "rules": RULES, "reuse": False}, headers=auth)
+    assert created.status_code == 202, created.text
+    validation_id = created.json()["id"]
+
+    shown = wait_for_status(api, validation_id, headers=auth)
+
+    assert shown["status"] == "SUCCEEDED", shown
+    calls = simulator.stats.part_calls + simulator.stats.combine_calls
+    parts = shown["progress"]["total"]
+    assert parts > len(documents) and simulator.stats.combine_calls >= 1  # the long file took several parts
+    assert shown["usage"]["model_calls"] == calls and shown["progress"]["succeeded"] == parts
+    # The calls' writes on the record: one per settled part (its progress event's number, with
+    # the result of the file it completes) and one per file whose verdict the combine step
+    # decides (its claim and its result's number); the effective parallelism when it first shows.
+    in_calls = record_writes.of(validation_id, "part", "file")  # validate-part, combine-file
+    assert in_calls <= parts + 2 + 1, record_writes.by_function  # here 17 parts: 17 + 2 writes
+    assert in_calls <= calls + 3
+    # Whatever the run's size, the rest is a bounded number of writes per run: intake, plan,
+    # admission, the run's end and its announcement.
+    assert record_writes.all_of(validation_id) - in_calls <= 12, record_writes.by_function
+    # The counts the record once held live on its tallies, and add up to what was shown.
+    record = counted(aws, settings, validation_id)
+    stored = aws.client("dynamodb").get_item(
+        TableName=settings.table("validations"), Key={"id": {"S": validation_id}}, ConsistentRead=True
+    )["Item"]
+    assert not {"succeeded", "model_calls", "attempts", "prompt_tokens"} & {
+        k for k, v in stored.items() if v != {"N": "0"}
+    }
+    assert record["model_calls"] == calls and record["succeeded"] == parts
+    assert sum(record["file_settled"].values()) == parts
+    found = aws.client("dynamodb").query(**tallies.query(settings.table("parts"), validation_id))["Items"]
+    assert 1 < len(found) <= tallies.SHARDS  # the writes spread over several small items
