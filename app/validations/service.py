@@ -52,7 +52,7 @@ from app.validations.ports import (
     Users,
 )
 from app.validations.records import QueuePosition, StoredFile, Validation
-from core import ends, pricing, spend, webhooks
+from core import detail, ends, pricing, spend, webhooks
 from core.bounds import file_cost_floor, size_cost_floor
 from core.clock import expiry, iso_of, now_iso
 from core.planning import plan_file, size_guess
@@ -571,6 +571,7 @@ class ValidationService:
                 {f["key"]: d.content for f, d in zip(files[:inline], submission.documents, strict=True)}
             )
             await self.store.put_parts([{**c, "expires_at": record["expires_at"]} for c in parts])
+            record = await self.store.put_detail(record)  # the files and rules, off the record (core/detail.py)
             await self.quotas.enqueue(record, principal.quota)  # counted in the owner's queue: 429 past max_queued
             await self._admit_or_refuse(principal, validation)
             arn = await self._start_execution(
@@ -586,7 +587,7 @@ class ValidationService:
         except Exception as exc:
             # Nothing half-written: undo in reverse order (the reservation and running slot
             # first, while the record that holds them exists), then report.
-            await self._undo(validation_id, keys, [c["part_id"] for c in parts], principal, reservation)
+            await self._undo(validation_id, keys, [*(c["part_id"] for c in parts), detail.KEY], principal, reservation)
             if isinstance(exc, AppError):
                 raise _NotStarted(exc) from None
             error = aws_failure(exc) or UpstreamError(f"Could not store or start the validation: {type(exc).__name__}")

@@ -15,7 +15,7 @@ from app.aws.steps import drive
 from app.limits import ByteGate
 from app.settings import Settings
 from app.validations.records import Part, Validation
-from core import ends, tallies
+from core import detail, ends, tallies
 from core.clock import expiry
 from core.dynamo import Update, from_item, to_item
 from core.records import PartStatus, file_range, parts_query, verdict_id, verdict_range
@@ -69,9 +69,43 @@ class ValidationStore:
         )
         return await self._counted(from_item(answer["Item"])) if "Item" in answer else None
 
-    async def _counted(self, record: dict[str, Any]) -> Validation:
-        counts = await drive(self._db, query_all(tallies.query(self._parts_table, record["id"])))
-        return Validation.of(tallies.merge(record, counts))
+    async def _counted(self, record: dict[str, Any], held: dict[str, Any] | None = None) -> Validation:
+        """The record with its counters (core/tallies.py) and its files and rules (core/detail.py;
+        `held`: read already)."""
+        counts_read = drive(self._db, query_all(tallies.query(self._parts_table, record["id"])))
+        if held is None:
+            counts, found = await asyncio.gather(
+                counts_read, self._db.get_item(**detail.get(self._parts_table, record["id"]))
+            )
+            held = from_item(found["Item"]) if "Item" in found else None
+        else:
+            counts = await counts_read
+        return Validation.of(tallies.merge(detail.merge(record, held), counts))
+
+    async def _details(self, validation_ids: list[str]) -> dict[str, dict[str, Any]]:
+        """The detail items of several validations (BatchGetItem, 100 keys at a time), by id."""
+        found: dict[str, dict[str, Any]] = {}
+        for start in range(0, len(validation_ids), 100):
+            request: dict[str, Any] = {
+                self._parts_table: {
+                    "Keys": [to_item(detail.key(v)) for v in validation_ids[start : start + 100]],
+                    "ConsistentRead": True,
+                }
+            }
+            while request:
+                answer = await self._db.batch_get_item(RequestItems=request)
+                for item in answer["Responses"].get(self._parts_table, []):
+                    values = from_item(item)
+                    found[values["validation_id"]] = values
+                request = answer.get("UnprocessedKeys") or {}
+        return found
+
+    async def put_detail(self, record: dict[str, Any]) -> dict[str, Any]:
+        """Store a new validation's files and rules on their own item (core/detail.py); the record
+        without them."""
+        slim, item = detail.split(record)
+        await self._db.put_item(TableName=self._parts_table, Item=to_item(item))
+        return slim
 
     async def delete(self, validation_id: str) -> None:
         await self._db.delete_item(TableName=self._validations, Key=to_item({"id": validation_id}))
@@ -122,7 +156,10 @@ class ValidationStore:
             kwargs["ExclusiveStartKey"] = to_item(start_key)
         page = await self._db.query(**kwargs)
         last = from_item(page["LastEvaluatedKey"]) if "LastEvaluatedKey" in page else None
-        return list(await asyncio.gather(*(self._counted(from_item(i)) for i in page["Items"]))), last
+        records = [from_item(i) for i in page["Items"]]
+        held = await self._details([r["id"] for r in records])
+        counted = await asyncio.gather(*(self._counted(r, held.get(r["id"], {})) for r in records))
+        return list(counted), last
 
     async def queued_of(self, owner: str) -> list[str]:
         """Ids of `owner`'s validations still in the queue (the `queue_by_owner` index), oldest first."""

@@ -47,7 +47,7 @@ def control(
     invocation may run more calls at once than an item has parts: core/headroom.py), or in a
     manifest for the Distributed Map (`distributed`, `manifest`); and whether the Batch API lane
     comes first (`batch`)."""
-    v = store.validations.get(
+    v = store.validations.counted(
         validation_id, "run_cost", "total_parts", "succeeded", "owner", "priority", "model", "tier", "files"
     )
     model = str(v.get("model") or config.openai_model)

@@ -29,7 +29,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from core import text
+from core import detail, text
 from core.planning import plan_file
 from core.quota import plan_correction
 from core.records import MAX_MAP_ITEMS, batches, file_batches, part_id
@@ -163,11 +163,11 @@ def gather(
             "Split the batch or ask an admin for a larger quota."
         )
     sets = {
-        "files": files,
         "total_parts": int(v.get("total_parts", 0)) + added_parts,
         "total_combines": sum(int(f.get("parts", 0)) > 1 for f in files),
     }
     items = plan_correction(config.validations_table, config.buckets_table, v, quota, estimate, sets)
+    items.append({"Update": detail.set_files(config.parts_table, validation_id, files)})  # with the record
     try:
         store.clients.client.transact_write_items(TransactItems=items)
     except ClientError as exc:

@@ -64,7 +64,7 @@ def _held_validation(api: Any, aws: Aws, settings: Settings, model: str) -> tupl
         KeyConditionExpression="validation_id = :v",
         ExpressionAttributeValues={":v": {"S": vid}},
     )["Items"]
-    ids = sorted(p["part_id"]["S"] for p in parts)
+    ids = sorted(p["part_id"]["S"] for p in parts if p["part_id"]["S"][0].isdigit())  # not its ~detail or tallies
     return vid, {"first": ids[0], "last": ids[-1]}, len(ids)
 
 

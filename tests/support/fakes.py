@@ -218,6 +218,11 @@ class FakeStore(Fake):
             for part in parts:
                 self.parts.setdefault(part["validation_id"], {})[part["part_id"]] = copy.deepcopy(part)
 
+    async def put_detail(self, record: dict[str, Any]) -> dict[str, Any]:
+        """The files and rules stay on the record here (it stands for the record with its detail)."""
+        with self._call("put_detail", record):
+            return dict(record)
+
     def _between(self, validation_id: str, first: str, last: str) -> list[Part]:
         items = self.parts.get(validation_id, {})
         return [Part.of(copy.deepcopy(items[c])) for c in sorted(items) if first <= c <= last]

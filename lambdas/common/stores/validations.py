@@ -11,9 +11,9 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from core import ends, pricing, tallies
+from core import detail, ends, pricing, tallies
 from core.clock import expiry, now_iso
-from core.dynamo import Update, plain
+from core.dynamo import Update, from_item, plain
 from core.pricing import Tier
 from core.quota import settle_steps
 from core.records import ValidationStatus
@@ -58,7 +58,8 @@ class Validations:
         return self.clients.table(self.clients.config.validations_table)
 
     def get(self, validation_id: str, *attributes: str) -> dict[str, Any]:
-        """The record (only `attributes`, when given), read consistently; LookupError when missing."""
+        """The record (only `attributes`, when given), read consistently, with its files and rules
+        from its detail (core/detail.py) when asked for; LookupError when missing."""
         kwargs: dict[str, Any] = {"Key": {"id": validation_id}, "ConsistentRead": True}
         if attributes:
             kwargs["ProjectionExpression"] = ", ".join(f"#{a}" for a in attributes)
@@ -67,6 +68,9 @@ class Validations:
         if item is None:
             raise LookupError(f"validation {validation_id} does not exist")
         record: dict[str, Any] = plain(item)
+        if wanted := detail.wanted(attributes):
+            found = self.clients.client.get_item(**detail.get(self.clients.config.parts_table, validation_id, wanted))
+            record = detail.merge(record, from_item(found["Item"]) if "Item" in found else None, wanted)
         return record
 
     def _update(self, validation_id: str, update: Update) -> bool:
