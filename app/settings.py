@@ -374,6 +374,30 @@ class Settings(BaseSettings):
         description="Items the inline parts' Map may have (an item spending every retry writes ~100 of the "
         "execution's 25,000 history events); a validation with more is validated by a Distributed Map.",
     )
+    plan_range_bytes: int = Field(
+        default=8 * 1024**2,
+        ge=4096,
+        description="The plan step reads an uploaded text, JSON Lines, CSV or TSV file in ranges of this many "
+        "bytes (its memory is about a range), over as many invocations as it takes.",
+    )
+    plan_invocation_bytes: int = Field(
+        default=2 * 1024**3,
+        ge=4096,
+        description="Bytes one plan step invocation reads before it hands its cursor to the next; it also stops "
+        "when its time runs short.",
+    )
+    plan_max_line_bytes: int = Field(
+        default=16 * 1024**2,
+        ge=4096,
+        description="The longest line an uploaded line-oriented file may hold (a range grows to hold a line); "
+        "a longer one refuses the file (`line_too_long`).",
+    )
+    plan_whole_file_max_bytes: int = Field(
+        default=256 * 1024**2,
+        ge=1,
+        description="JSON and Markdown uploads are planned whole, in the plan function's memory: up to this "
+        "many bytes; a bigger one is refused (`too_large`).",
+    )
     parts_per_item: int = Field(
         default=8,
         ge=1,

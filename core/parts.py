@@ -28,14 +28,23 @@ import json
 import re
 from bisect import bisect_right
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from itertools import accumulate, islice, pairwise
 from pathlib import PurePosixPath
 
 from core.lines import BOM, LINE_BREAK, iter_lines, split_lines
 from core.tokens import count_tokens
 
-__all__ = ["Header", "PartSpan", "file_kind", "prefix_tokens", "split_file"]
+__all__ = [
+    "WHOLE_FILE_KINDS",
+    "Header",
+    "PartSpan",
+    "TableSniff",
+    "file_kind",
+    "prefix_tokens",
+    "split_file",
+    "suffix_kind",
+]
 
 
 @dataclass(frozen=True)
@@ -76,18 +85,27 @@ _SUFFIX_KINDS = {
     ".markdown": "markdown",
 }
 _SNIFFED_SUFFIXES = {"", ".txt", ".dat"}
+# Kinds whose units need the whole document (JSON containers, Markdown sections); the others are
+# line-oriented and can be split range by range (core/part_stream.py).
+WHOLE_FILE_KINDS = frozenset({"json", "markdown"})
 _SNIFF_RECORDS = 10  # look at up to this many first records
 _MIN_SNIFF_RECORDS = 3
 
 
-def file_kind(name: str, text: str) -> str:
-    """How to split a file: by its name's suffix; .txt, .dat and suffix-less files are sniffed for CSV/TSV."""
+def suffix_kind(name: str) -> str | None:
+    """How to split a file, by its name alone; None when its first records decide (`file_kind`)."""
     suffix = PurePosixPath(name).suffix.lower()
     if suffix in _SUFFIX_KINDS:
         return _SUFFIX_KINDS[suffix]
-    if suffix in _SNIFFED_SUFFIXES:
+    return None if suffix in _SNIFFED_SUFFIXES else "text"
+
+
+def file_kind(name: str, text: str) -> str:
+    """How to split a file: by its name's suffix; .txt, .dat and suffix-less files are sniffed for CSV/TSV."""
+    kind = suffix_kind(name)
+    if kind is None:
         return _sniff_table(text.removeprefix(BOM)) or "text"
-    return "text"
+    return kind
 
 
 def split_file(name: str, content: bytes, budget: int) -> list[PartSpan]:
@@ -245,6 +263,67 @@ def _sniff_table(text: str) -> str | None:
         if len(counts) == 1 and counts.pop() >= 2:
             return kind
     return None
+
+
+@dataclass
+class TableSniff:
+    """`_sniff_table` over text fed in pieces (a file read in ranges), holding only counts: the
+    first records' field counts, and the record in progress (its quote parity and delimiters
+    outside quotes so far). Its fields are plain values, so a sniff can stop and resume."""
+
+    tabs: list[int] = field(default_factory=list)  # field counts of the complete records
+    commas: list[int] = field(default_factory=list)
+    quotes: int = 0  # quote parity of the record in progress
+    open_tabs: int = 0  # its delimiters outside quotes so far
+    open_commas: int = 0
+    in_line: bool = False  # text seen since the last line break
+    after_cr: bool = False  # the last piece ended with CR: a LF opening the next one completes a CRLF
+
+    @property
+    def done(self) -> bool:
+        return len(self.tabs) >= _SNIFF_RECORDS
+
+    def feed(self, text: str, final: bool) -> None:
+        if self.after_cr and text.startswith("\n"):
+            text = text[1:]
+        self.after_cr = text.endswith("\r")
+        start = 0
+        for match in LINE_BREAK.finditer(text):
+            self._content(text[start : match.start()])
+            self._line_end()
+            start = match.end()
+            if self.done:
+                return
+        self._content(text[start:])
+        if final and self.in_line:
+            self._line_end()
+
+    def kind(self) -> str | None:
+        """What `_sniff_table` answers for the records fed."""
+        if len(self.tabs) < _MIN_SNIFF_RECORDS:
+            return None
+        for counts, kind in ((self.tabs, "tsv"), (self.commas, "csv")):
+            if len(set(counts)) == 1 and counts[0] >= 2:
+                return kind
+        return None
+
+    def _content(self, text: str) -> None:
+        if not text:
+            return
+        self.in_line = True
+        # `_field_count` drops each "..." pair: a delimiter counts when an even number of quotes precede it.
+        for i, run in enumerate(text.split('"')):
+            if (self.quotes + i) % 2 == 0:
+                self.open_tabs += run.count("\t")
+                self.open_commas += run.count(",")
+        self.quotes = (self.quotes + text.count('"')) % 2
+
+    def _line_end(self) -> None:
+        self.in_line = False
+        if self.quotes == 0:
+            self.tabs.append(self.open_tabs + 1)
+            self.commas.append(self.open_commas + 1)
+            self.open_tabs = self.open_commas = 0
 
 
 def _table_units(index: _Index, budget: int) -> tuple[list[_Unit], _Unit | None]:
@@ -421,23 +500,34 @@ class _Draft:
         self.last_label = unit.label or self.last_label
 
 
-def _pack(units: Iterable[_Unit], first_budget: int, rest_budget: int) -> list[_Draft]:
-    """Greedy: units join the current part while it stays within budget, else start the next."""
-    drafts: list[_Draft] = []
-    current: _Draft | None = None
-    for unit in units:
+class _Packer:
+    """Greedy: units join the current part while it stays within budget, else start the next.
+    Fed one unit at a time, so a file read in ranges is packed as one read whole (core/part_stream.py)."""
+
+    def __init__(self, first_budget: int, rest_budget: int, current: _Draft | None = None, done: int = 0) -> None:
+        self.first_budget, self.rest_budget = first_budget, rest_budget
+        self.current = current  # the part being filled
+        self.done = done  # parts finished before it
+
+    def add(self, unit: _Unit) -> _Draft | None:
+        """Pack `unit`; the part it finished, if any."""
+        current = self.current
         if current is not None:
-            budget = rest_budget if drafts else first_budget
+            budget = self.rest_budget if self.done else self.first_budget
             # A unit continuing the part's last line shares that line's prefix.
             tokens = unit.tokens - (prefix_tokens(unit.first_line) if unit.first_line == current.last_line else 0)
             if not unit.break_before and current.tokens + tokens <= budget:
                 current.add(unit, tokens)
-                continue
-            drafts.append(current)
-        current = _Draft.of(unit)
-    if current is not None:
-        drafts.append(current)
-    return drafts
+                return None
+            self.done += 1
+        self.current = _Draft.of(unit)
+        return current
+
+
+def _pack(units: Iterable[_Unit], first_budget: int, rest_budget: int) -> list[_Draft]:
+    packer = _Packer(first_budget, rest_budget)
+    drafts = [draft for unit in units if (draft := packer.add(unit)) is not None]
+    return drafts if packer.current is None else [*drafts, packer.current]
 
 
 def _spans(drafts: list[_Draft], content: bytes, text: str, kind: str, header: _Unit | None) -> list[PartSpan]:

@@ -11,12 +11,12 @@ Lambda measures the real ones).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from core import prompt
 from core.bounds import line_count
-from core.parts import split_file
+from core.parts import PartSpan, split_file
 from core.records import PartStatus, part_id
 from core.tokens import count_tokens
 
@@ -58,49 +58,42 @@ class FilePlan:
     estimate: int
 
 
-def plan_file(
-    validation_id: str,
-    index: int,
-    name: str,
-    key: str,
-    content: bytes,
-    rules: list[dict[str, str]],
-    budget: int,
-    completion_tokens: int,
-) -> FilePlan:
-    spans = split_file(name, content, budget)
-    multi = len(spans) > 1
-    overhead = prompt.part_overhead_tokens(name, rules, multi=multi)
-    with_header = prompt.part_overhead_tokens(name, rules, multi=multi, header=True) if multi else overhead
-    combine_count, combine_prompt = combine_plan(name, len(spans), rules, budget)
-    combine = combine_prompt + combine_count * completion_tokens
-    file = {
-        "name": name,
-        "key": key,
-        "size": len(content),
-        "parts": len(spans),
-        "kind": spans[0].kind,
-        "last_line": max(1, line_count(content)),  # a BOM holds no line break
-        "combine_estimate": combine,
-        "combine_calls": combine_count,  # not stored: the dry run and the budget read it
-    }
-    parts, estimate = [], combine
-    for position, span in enumerate(spans):
+@dataclass(frozen=True)
+class PartCosts:
+    """What a file's parts are estimated at: the same for a file split whole and one split range
+    by range (lambdas/plan_files), which knows whether it has several parts once it has two."""
+
+    validation_id: str
+    index: int
+    name: str
+    key: str
+    rules: list[dict[str, str]]
+    completion_tokens: int
+    _overheads: dict[tuple[bool, bool], int] = field(default_factory=dict, compare=False, repr=False)
+
+    def _overhead(self, multi: bool, header: bool) -> int:
+        key = (multi, header)
+        if key not in self._overheads:  # a prompt's tokens, counted once per file, not once per part
+            self._overheads[key] = prompt.part_overhead_tokens(self.name, self.rules, multi=multi, header=header)
+        return self._overheads[key]
+
+    def record(self, position: int, span: PartSpan, multi: bool) -> dict[str, Any]:
+        """The part's record, PENDING, with its estimate."""
+        overhead = self._overhead(multi, span.header is not None)
         context = (span.header.tokens if span.header else 0) + (
             count_tokens(span.json_path) + 8 if span.json_path else 0
         )
-        cost = (with_header if span.header else overhead) + context + span.tokens + completion_tokens
         record: dict[str, Any] = {
-            "validation_id": validation_id,
-            "part_id": part_id(index, position),
-            "file_index": index,
-            "key": key,
+            "validation_id": self.validation_id,
+            "part_id": part_id(self.index, position),
+            "file_index": self.index,
+            "key": self.key,
             "start_byte": span.start_byte,
             "end_byte": span.end_byte,
             "first_line": span.first_line,
             "last_line": span.last_line,
             "tokens": span.tokens,
-            "estimate": cost,
+            "estimate": overhead + context + span.tokens + self.completion_tokens,
             "status": PartStatus.PENDING.value,
         }
         if span.header is not None:
@@ -113,9 +106,39 @@ def plan_file(
             }
         if span.json_path:
             record["json_path"] = span.json_path
-        parts.append(record)
-        estimate += cost
-    return FilePlan(file, parts, estimate)
+        return record
+
+    def combine(self, parts: int, budget: int) -> tuple[int, int]:
+        """(calls, tokens) of the file's combine step, completions included."""
+        calls, prompt_tokens = combine_plan(self.name, parts, self.rules, budget)
+        return calls, prompt_tokens + calls * self.completion_tokens
+
+
+def plan_file(
+    validation_id: str,
+    index: int,
+    name: str,
+    key: str,
+    content: bytes,
+    rules: list[dict[str, str]],
+    budget: int,
+    completion_tokens: int,
+) -> FilePlan:
+    spans = split_file(name, content, budget)
+    costs = PartCosts(validation_id, index, name, key, rules, completion_tokens)
+    combine_count, combine = costs.combine(len(spans), budget)
+    file = {
+        "name": name,
+        "key": key,
+        "size": len(content),
+        "parts": len(spans),
+        "kind": spans[0].kind,
+        "last_line": max(1, line_count(content)),  # a BOM holds no line break
+        "combine_estimate": combine,
+        "combine_calls": combine_count,  # not stored: the dry run and the budget read it
+    }
+    parts = [costs.record(position, span, len(spans) > 1) for position, span in enumerate(spans)]
+    return FilePlan(file, parts, combine + sum(int(p["estimate"]) for p in parts))
 
 
 def size_guess(

@@ -27,6 +27,10 @@ locals {
       MAP_CONCURRENCY_CEILING   = tostring(var.map_concurrency_ceiling)
       INLINE_MAP_MAX_ITEMS      = tostring(var.inline_map_max_items)
       PARTS_PER_ITEM            = tostring(var.parts_per_item)
+      PLAN_RANGE_BYTES          = tostring(var.plan_range_bytes)
+      PLAN_INVOCATION_BYTES     = tostring(var.plan_invocation_bytes)
+      PLAN_MAX_LINE_BYTES       = tostring(var.plan_max_line_bytes)
+      PLAN_WHOLE_FILE_MAX_BYTES = tostring(var.plan_whole_file_max_bytes)
       RECONCILE_GRACE_SECONDS   = tostring(var.reconcile_grace_seconds)
       RETENTION_DAYS            = tostring(var.upload_expiration_days) # records expire with their uploads
       NOTIFY_STATE_MACHINE_ARN  = local.notify_machine_arn

@@ -272,6 +272,30 @@ variable "inline_map_max_items" {
   }
 }
 
+variable "plan_range_bytes" {
+  description = "The plan step reads an uploaded text, JSON Lines, CSV or TSV file in ranges of this many bytes: the plan function's memory holds about one range."
+  type        = number
+  default     = 8388608 # 8 MiB
+}
+
+variable "plan_invocation_bytes" {
+  description = "Bytes one plan step invocation reads before it hands its cursor to the next (it also stops when its time runs short)."
+  type        = number
+  default     = 2147483648 # 2 GiB
+}
+
+variable "plan_max_line_bytes" {
+  description = "The longest line an uploaded line-oriented file may hold; a longer one refuses the file (line_too_long)."
+  type        = number
+  default     = 16777216 # 16 MiB
+}
+
+variable "plan_whole_file_max_bytes" {
+  description = "JSON and Markdown uploads are planned whole in the plan function's memory (3,008 MB), up to this many bytes; a bigger one is refused (too_large)."
+  type        = number
+  default     = 268435456 # 256 MiB
+}
+
 variable "parts_per_item" {
   description = "Parts of one Map item per call it runs at once: rounds of ~3 s calls that end within validate_part's 120 s. Inline items holding more send the validation to the Distributed Map, whose items hold this many."
   type        = number

@@ -58,6 +58,14 @@ class LambdaConfig(BaseModel, frozen=True):
     completion_max_tokens: int = 512
     completion_max_tokens_cap: int = 4096  # a cut answer is asked again with twice the allowance, up to this
     part_max_tokens: int = 1500  # a combine call's reports stay within this, as a part's text does
+    # Planning an uploaded file (lambdas/plan_files): line-oriented files are read in ranges of
+    # this many bytes, an invocation reading at most `plan_invocation_bytes` before it hands on a
+    # cursor; a line may be up to `plan_max_line_bytes` (a range grows to hold it). JSON and
+    # Markdown files are planned whole, in memory, up to `plan_whole_file_max_bytes`.
+    plan_range_bytes: int = 8 * 1024 * 1024
+    plan_invocation_bytes: int = 2 * 1024 * 1024 * 1024
+    plan_max_line_bytes: int = 16 * 1024 * 1024
+    plan_whole_file_max_bytes: int = 256 * 1024 * 1024
     # Records the Lambdas create (combine nodes, file verdicts) expire this long after (DynamoDB TTL).
     retention_days: float = 30.0
     # The reconciler leaves a validation without an execution alone this long after its run was

@@ -7,9 +7,13 @@ each uploaded file here, with the code that plans inline files at submission:
 
 - `PlanFile` reads the object (exactly the bytes confirmed at upload: GetObject IfMatch its
   ETag), checks the SHA-256 declared for a multipart upload (S3 checked only its parts),
-  checks it is text (core/text.py: the inline path's rules), splits it into parts
-  (core/planning.plan_file) and writes their records, PENDING. A file that fails a check
-  gets no parts; it answers why, and its result says it (FAILED, with `error`).
+  checks it is text (core/text.py: the inline path's rules), splits it into parts (the
+  inline path's split) and writes their records, PENDING. A file that fails a check gets no
+  parts; it answers why, and its result says it (FAILED, with `error`). A line-oriented file
+  (text, JSONL, CSV, TSV) is read in ranges, over as many invocations as it takes
+  (lambdas/plan_files/ranges.py): an invocation that stops early answers `more` with its
+  cursor, and `PlanMore` invokes it again with it. A JSON or Markdown file is read whole
+  (core/planning.plan_file), up to `plan_whole_file_max_bytes`; a bigger one is refused.
 - `Planned` gathers the files' answers in one transaction (core/quota.plan_correction): the
   files' records, the parts' count, the estimate, and the reservation corrected from the
   guess (refunded or charged). It answers the execution's input with the new parts' id
@@ -25,11 +29,14 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from botocore.exceptions import ClientError
 
-from core import detail, text
+from core import text
+from core.detail import set_files
+from core.parts import WHOLE_FILE_KINDS, suffix_kind
 from core.planning import plan_file
 from core.quota import plan_correction
 from core.records import MAX_MAP_ITEMS, batches, file_batches, part_id
@@ -37,6 +44,7 @@ from lambdas.common.config import LambdaConfig, load_config
 from lambdas.common.errors import FilesRejected, OverCapacity, aws_error_code, is_condition_failure
 from lambdas.common.observability import count, observed
 from lambdas.common.stores import Store, store_for
+from lambdas.plan_files.ranges import MIB, new_cursor, plan_in_ranges
 
 log = logging.getLogger(__name__)
 
@@ -45,13 +53,59 @@ def _rejected(kind: str, detail: str) -> dict[str, Any]:
     return {"rejected": {"type": kind, "detail": detail}}
 
 
-def plan_one(store: Store, config: LambdaConfig, validation_id: str, run: int, index: int) -> dict[str, Any]:
-    """Plan the uploaded file at `index`: its parts written, and what `Planned` needs of it."""
+def plan_one(
+    store: Store,
+    config: LambdaConfig,
+    validation_id: str,
+    run: int,
+    index: int,
+    cursor: dict[str, Any] | None = None,
+    remaining_millis: Callable[[], int] = lambda: 900_000,
+) -> dict[str, Any]:
+    """Plan the uploaded file at `index` (further, from `cursor`): its parts written, and what
+    `Planned` needs of it; or `more` with the cursor the next invocation goes on from."""
     v = store.validations.get(validation_id, "run", "status", "files", "rules", "expires_at")
     answer: dict[str, Any] = {"file_index": index}
     if v["run"] != run or v["status"] not in ("QUEUED", "RUNNING"):
         return {**answer, "gone": True}
     file = v["files"][index]
+    rules = [{"id": r["id"], "text": r["text"]} for r in v["rules"]]
+    if suffix_kind(file["name"]) in WHOLE_FILE_KINDS:
+        return {**answer, **_plan_whole(store, config, validation_id, index, file, rules, int(v["expires_at"]))}
+    planned = plan_in_ranges(
+        store,
+        config,
+        validation_id,
+        index,
+        file,
+        rules,
+        int(v["expires_at"]),
+        cursor or new_cursor(config),
+        remaining_millis,
+    )
+    if planned.get("more"):  # the next PlanFile invocation's input (PlanMore)
+        return {"validation_id": validation_id, "run": run, **answer, **planned}
+    return {**answer, **planned}
+
+
+def _plan_whole(
+    store: Store,
+    config: LambdaConfig,
+    validation_id: str,
+    index: int,
+    file: dict[str, Any],
+    rules: list[dict[str, str]],
+    expires_at: int,
+) -> dict[str, Any]:
+    """A JSON or Markdown file, whose units need the whole document: read and planned in memory,
+    up to `plan_whole_file_max_bytes` (the function's memory and time bound it)."""
+    limit = config.plan_whole_file_max_bytes
+    if int(file["size"]) > limit:
+        return _rejected(
+            "too_large",
+            f"File {file['name']!r} is {int(file['size']) / MIB:.0f} MiB: a JSON or Markdown file is planned "
+            f"whole, up to {limit / MIB:.0f} MiB. Split it, or upload its records as JSON Lines.",
+        )
     try:
         content = store.files.whole(file["key"], file.get("etag"))
     except ClientError as exc:
@@ -62,33 +116,32 @@ def plan_one(store: Store, config: LambdaConfig, validation_id: str, run: int, i
             if aws_error_code(exc) == "PreconditionFailed"
             else f"File {file['name']!r} is no longer stored."
         )
-        return {**answer, **_rejected("file_changed", detail)}
+        return _rejected("file_changed", detail)
     if len(content) != int(file["size"]):
-        return {**answer, **_rejected("file_changed", f"File {file['name']!r} does not hold the bytes uploaded.")}
+        return _rejected("file_changed", f"File {file['name']!r} does not hold the bytes uploaded.")
     if file.get("sha256") and hashlib.sha256(content).hexdigest() != file["sha256"]:
         # A multipart upload's parts are checked by S3 one by one, the whole file only here.
-        return {**answer, **_rejected("sha256_mismatch", f"File {file['name']!r} does not match its declared SHA-256.")}
+        return _rejected("sha256_mismatch", f"File {file['name']!r} does not match its declared SHA-256.")
     try:
         text.check(file["name"], content)
     except text.NotText as refused:
-        return {**answer, **_rejected("not_text", str(refused))}
+        return _rejected("not_text", str(refused))
     if text.blank(content):
-        return {**answer, **_rejected("empty", f"File {file['name']!r} is empty: nothing to validate.")}
+        return _rejected("empty", f"File {file['name']!r} is empty: nothing to validate.")
     planned = plan_file(
         validation_id,
         index,
         file["name"],
         file["key"],
         content,
-        [{"id": r["id"], "text": r["text"]} for r in v["rules"]],
+        rules,
         config.part_max_tokens,
         config.completion_max_tokens,
     )
     del content
-    store.parts.put_planned(planned.parts, int(v["expires_at"]))
+    store.parts.put_planned(planned.parts, expires_at)
     f = planned.file
     return {
-        **answer,
         "parts": f["parts"],
         "kind": f["kind"],
         "last_line": f["last_line"],
@@ -167,7 +220,7 @@ def gather(
         "total_combines": sum(int(f.get("parts", 0)) > 1 for f in files),
     }
     items = plan_correction(config.validations_table, config.buckets_table, v, quota, estimate, sets)
-    items.append({"Update": detail.set_files(config.parts_table, validation_id, files)})  # with the record
+    items.append({"Update": set_files(config.parts_table, validation_id, files)})  # with the record
     try:
         store.clients.client.transact_write_items(TransactItems=items)
     except ClientError as exc:
@@ -198,5 +251,6 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     store = store_for(config)
     validation_id, run = event["validation_id"], int(event["run"])
     if "file_index" in event:
-        return plan_one(store, config, validation_id, run, int(event["file_index"]))
+        index, cursor = int(event["file_index"]), event.get("cursor")
+        return plan_one(store, config, validation_id, run, index, cursor, context.get_remaining_time_in_millis)
     return gather(store, config, validation_id, run, event["planned"])

@@ -35,6 +35,17 @@ class Files:
         ].read()
         return body
 
+    def range(self, key: str, start: int, end: int, etag: str | None = None) -> tuple[bytes, int]:
+        """Bytes start..end-1 of a stored file (fewer at its end) and the file's size; with `etag`,
+        of exactly the object confirmed at upload (else 412 PreconditionFailed)."""
+        kwargs = {"IfMatch": f'"{etag}"'} if etag else {}
+        answer = self.clients.s3.get_object(
+            Bucket=self.clients.config.uploads_bucket, Key=key, Range=f"bytes={start}-{end - 1}", **kwargs
+        )
+        body: bytes = answer["Body"].read()
+        size = answer.get("ContentRange", "").rpartition("/")[2]  # "bytes 0-99/1234"
+        return body, int(size) if size.isdigit() else start + len(body)
+
     def part_text(self, part: dict[str, Any]) -> str:
         return self._text(part["key"], int(part["start_byte"]), int(part["end_byte"]))
 
