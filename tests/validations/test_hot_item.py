@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from collections import Counter
 from collections.abc import Iterator
@@ -13,6 +14,7 @@ import pytest
 
 from app.settings import Settings
 from core import lambda_env, tallies
+from core.dynamo import from_item
 from local.simulator.server import SimulatorServer
 from tests.support.stack import Aws, MakeApi, make_user, wait_for_status
 from tests.validations.ledger import counted
@@ -108,3 +110,34 @@ def test_a_runs_model_calls_write_the_validation_record_at_most_once_each(
     assert sum(record["file_settled"].values()) == parts
     found = aws.client("dynamodb").query(**tallies.query(settings.table("parts"), validation_id))["Items"]
     assert 1 < len(found) <= tallies.SHARDS  # the writes spread over several small items
+
+
+def _size(item: dict[str, Any]) -> int:
+    """About what DynamoDB bills an item at: its attribute names and values (as JSON text)."""
+    return sum(len(name.encode()) + len(json.dumps(value, separators=(",", ":"))) for name, value in item.items())
+
+
+def test_the_record_stays_small_whatever_the_submission(make_api: MakeApi, aws: Aws, settings: Settings) -> None:
+    """Files and rules live on the validation's `~detail` item (core/detail.py): a submission
+    of many files and long rules leaves its record the size of a small one's."""
+    api = make_api()
+    _, auth = make_user(api, quota={"capacity_tokens": 10**7, "refill_tokens_per_minute": 10**7, "max_running": 2})
+    rules = [{"id": f"R{i}", "text": f"Rule {i}: " + "every row names its owner and its date. " * 20} for i in range(8)]
+    small = {"documents": SHORT[:1], "rules": RULES[:1], "reuse": False}
+    large = {"documents": [{**d, "name": f"{n}-{d['name']}"} for n in range(5) for d in SHORT], "rules": rules}
+    sizes, shown = [], []
+    for body in (small, {**large, "reuse": False}):
+        created = api.post("/validations", json=body, headers=auth)
+        assert created.status_code == 202, created.text
+        validation_id = created.json()["id"]
+        shown.append(wait_for_status(api, validation_id, headers=auth))
+        stored = aws.client("dynamodb").get_item(
+            TableName=settings.table("validations"), Key={"id": {"S": validation_id}}, ConsistentRead=True
+        )["Item"]
+        sizes.append(_size(from_item(stored)))
+
+    assert [s["status"] for s in shown] == ["SUCCEEDED", "SUCCEEDED"]
+    assert len(shown[1]["files"]) == 40 and len(shown[1]["rules"]) == 8  # read back from the detail
+    assert sum(len(r["text"]) for r in rules) > 6_000
+    # About 1 KB (measured: 1,086 and 1,116 bytes): 40 files and 6 KB of rules add a few digits.
+    assert sizes[0] < 1_280 and sizes[1] - sizes[0] < 128, sizes
