@@ -139,7 +139,9 @@ def _item(request: dict[str, Any]) -> str:
     shown = []
     for name, typed in sorted(key.items()):
         value = _value(typed)
-        if name in ("validation_id", "part_id", "id", "seq"):
+        if name == "part_id" and value.startswith(("tally~", "~")):
+            pass  # one item per validation (core/tallies.py, core/detail.py): told apart
+        elif name in ("validation_id", "part_id", "id", "seq"):
             value = "<validation>" if name in ("id", "validation_id") else "*"
         elif value.startswith("lease#"):  # a validation's call slots: one row per slot number
             value = "lease#*"
@@ -247,8 +249,10 @@ def ceilings(result: dict[str, Any]) -> list[tuple[str, str, float]]:
     """(quota, what binds it per model call, calls/s at which it binds)."""
     tally: Tally = result["tally"]
     calls = result["calls"]
-    hottest_w, wcu = tally.wcu.most_common(1)[0]
-    hottest_r, rcu = tally.rcu.most_common(1)[0]
+    # A key with `*` stands for many items (each part, each event, each validation's slot row): shown,
+    # never the one item that binds.
+    hottest_w, wcu = max(((k, n) for k, n in tally.wcu.items() if "*" not in k), key=lambda kv: kv[1])
+    hottest_r, rcu = max(((k, n) for k, n in tally.rcu.items() if "*" not in k), key=lambda kv: kv[1])
     # Reads made inside the validators (each warm process reads for itself) scale with the fleet;
     # the API's and the reconciler's do not (one per deployment). The model key (GetParameter) is
     # cached MODEL_KEY_SECONDS per process: counted at that steady rate, not at this short run's.
