@@ -7,10 +7,12 @@ validation reaches `map_concurrency × k` calls in flight. The controller (`plan
 core/governor.py) wants some reach R — max-parallelism (up to `MAX_PARALLELISM`), or the
 MAP_CONCURRENCY_CEILING, never more than the parts left — and shapes it here:
 
-- `k = ⌈R ÷ min(40, items, R)⌉` calls per invocation, the fewest that reach R through a
-  Map of at most 40 iterations and no more iterations than items;
-- `map_concurrency = ⌈R ÷ k⌉`, so `map_concurrency × k ≥ R` with fewer than k calls to
-  spare (a spare call is an idle worker waiting for a slot);
+- the Map no wider than `width`, the planned parallelism p (and 40, and its items): at the
+  planned cap every invocation's first call has a slot, so none starts only to wait for one;
+- `k = ⌈R ÷ widest⌉` calls per invocation, the fewest that reach R through that Map (at most
+  MAX_CALLS: a Map w wide reaches at most 13 w);
+- of the widths that reach R with that k, the one with the fewest workers to spare at the
+  planned cap (none with a Map p wide: one worker each), then at R;
 - an invocation can run only as many calls at once as its item has parts, so neighbouring
   batches (part-id ranges, core/records.batches) are merged `group` at a time until an item
   holds at least k parts — and, when there are at most `MAX_ROUNDS` rounds of k calls per
@@ -19,7 +21,8 @@ MAP_CONCURRENCY_CEILING, never more than the parts left — and shapes it here:
   width, so the width and k are computed again from the merged items (and k made up for a
   short last item when the Map runs every item at once).
 
-With R ≤ 40 (max-parallelism ≤ 40, the default 5) nothing changes: k = 1, no merging.
+With R ≤ p (the cap is the reach) and enough items: k = 1, no merging. At the defaults (p = 5,
+the ceiling 10): a Map 5 wide, k = 2, one-part batches merged in pairs.
 
 Live, an invocation runs `workers(cap)` calls at once: its part of the validation's live
 parallelism (`⌈cap ÷ map_concurrency⌉`, never more than k), so lowering max-parallelism
