@@ -9,14 +9,13 @@ from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
-import botocore.client
 import pytest
 
 from app.settings import Settings
 from core import governor as g
 from local.simulator.server import SimulatorServer
 from tests.governor.fleet import Fleet, deployment, spent
-from tests.support.stack import Aws
+from tests.support.stack import Aws, record_dynamodb_calls
 
 WINDOW = 6.0  # seconds standing for a minute
 TPM, RPM = 10**9, 10**7  # a budget whose burst holds thousands of calls: split over every shard
@@ -42,14 +41,7 @@ class _Writes:
 @pytest.fixture
 def writes(monkeypatch: pytest.MonkeyPatch, settings: Settings) -> Iterator[_Writes]:
     counted = _Writes(settings.table("governor"))
-    call = botocore.client.BaseClient._make_api_call
-
-    def recording(self: Any, operation: str, params: dict[str, Any]) -> Any:
-        if self.meta.service_model.service_name == "dynamodb":
-            counted.record(operation, params)
-        return call(self, operation, params)
-
-    monkeypatch.setattr(botocore.client.BaseClient, "_make_api_call", recording)
+    record_dynamodb_calls(monkeypatch, counted.record)
     yield counted
 
 

@@ -329,3 +329,18 @@ def make_user(api: Any, user_id: str | None = None, **fields: Any) -> tuple[str,
     answer = api.post("/admin/users", json={"user_id": user_id, **fields})
     assert answer.status_code == 201, answer.text
     return user_id, {"Authorization": f"Bearer {answer.json()['api_key']}"}
+
+
+def record_dynamodb_calls(monkeypatch: Any, record: Callable[[str, dict[str, Any]], None]) -> None:
+    """`record(operation, params)` before every DynamoDB call boto3 makes in this process (the
+    in-process Lambdas' included; the API's aiobotocore calls are not seen), until the test ends."""
+    import botocore.client
+
+    call = botocore.client.BaseClient._make_api_call
+
+    def recording(self: Any, operation: str, params: dict[str, Any]) -> Any:
+        if self.meta.service_model.service_name == "dynamodb":
+            record(operation, params)
+        return call(self, operation, params)
+
+    monkeypatch.setattr(botocore.client.BaseClient, "_make_api_call", recording)

@@ -9,14 +9,13 @@ from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
-import botocore.client
 import pytest
 
 from app.settings import Settings
 from core import lambda_env, tallies
 from core.dynamo import from_item
 from local.simulator.server import SimulatorServer
-from tests.support.stack import Aws, MakeApi, make_user, wait_for_status
+from tests.support.stack import Aws, MakeApi, make_user, record_dynamodb_calls, wait_for_status
 from tests.validations.ledger import counted
 
 RULES = [{"id": "R1", "text": "Every row has a value."}, {"id": "R2", "text": "No row is empty."}]
@@ -60,14 +59,7 @@ class _RecordWrites:
 def record_writes(monkeypatch: pytest.MonkeyPatch, settings: Settings) -> Iterator[_RecordWrites]:
     """Every DynamoDB write on the validations table of the Lambdas (boto3, in this process)."""
     counted_writes = _RecordWrites(settings.table("validations"))
-    call = botocore.client.BaseClient._make_api_call
-
-    def recording(self: Any, operation: str, params: dict[str, Any]) -> Any:
-        if self.meta.service_model.service_name == "dynamodb":
-            counted_writes.record(operation, params)
-        return call(self, operation, params)
-
-    monkeypatch.setattr(botocore.client.BaseClient, "_make_api_call", recording)
+    record_dynamodb_calls(monkeypatch, counted_writes.record)
     yield counted_writes
 
 
