@@ -308,6 +308,12 @@ def test_stop_execution_aborts_an_execution_parked_on_a_task_token(aws: Aws) -> 
     first_thread = len(TMP_THREADS)
     execution = aws.start(aws.parking_machine(), {"probe": name})
     wait_for(lambda: parked_tokens[name], what="the task's Lambda to get its token")
+    # Parked means the engine has recorded the task as submitted: the Lambda holding its token is
+    # not enough (the engine appends TaskSubmitted after the Lambda returns).
+    wait_for(
+        lambda: sfn.get_execution_history(executionArn=execution)["events"][-1]["type"] == "TaskSubmitted",
+        what="the task to be parked",
+    )
 
     sfn.stop_execution(executionArn=execution, error="Cancelled", cause="test")
     # Without the fix the execution stays RUNNING until the task's 7-day timeout.
