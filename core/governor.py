@@ -822,7 +822,10 @@ def plan(
         if parallelism == parts
         else "token_budget"
     )
-    shaped = headroom.shape(max(parallelism, ceiling, limits.max_parallelism), batches, parts, other_items)
+    # The Map no wider than the planned parallelism (at that cap each invocation's first call has
+    # a slot: none starts only to wait); the rest of the reach is calls per invocation.
+    reach = max(parallelism, ceiling, limits.max_parallelism)
+    shaped = headroom.shape(reach, batches, parts, other_items, width=parallelism)
     return Plan(
         min(parallelism, shaped.reach),
         shaped.map_concurrency,

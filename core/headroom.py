@@ -7,10 +7,12 @@ validation reaches `map_concurrency × k` calls in flight. The controller (`plan
 core/governor.py) wants some reach R — max-parallelism (up to `MAX_PARALLELISM`), or the
 MAP_CONCURRENCY_CEILING, never more than the parts left — and shapes it here:
 
-- `k = ⌈R ÷ min(40, items, R)⌉` calls per invocation, the fewest that reach R through a
-  Map of at most 40 iterations and no more iterations than items;
-- `map_concurrency = ⌈R ÷ k⌉`, so `map_concurrency × k ≥ R` with fewer than k calls to
-  spare (a spare call is an idle worker waiting for a slot);
+- the Map no wider than `width`, the planned parallelism p (and 40, and its items): at the
+  planned cap every invocation's first call has a slot, so none starts only to wait for one;
+- `k = ⌈R ÷ widest⌉` calls per invocation, the fewest that reach R through that Map (at most
+  MAX_CALLS: a Map w wide reaches at most 13 w);
+- of the widths that reach R with that k, the one with the fewest workers to spare at the
+  planned cap (none with a Map p wide: one worker each), then at R;
 - an invocation can run only as many calls at once as its item has parts, so neighbouring
   batches (part-id ranges, core/records.batches) are merged `group` at a time until an item
   holds at least k parts — and, when there are at most `MAX_ROUNDS` rounds of k calls per
@@ -19,7 +21,8 @@ MAP_CONCURRENCY_CEILING, never more than the parts left — and shapes it here:
   width, so the width and k are computed again from the merged items (and k made up for a
   short last item when the Map runs every item at once).
 
-With R ≤ 40 (max-parallelism ≤ 40, the default 5) nothing changes: k = 1, no merging.
+With R ≤ p (the cap is the reach) and enough items: k = 1, no merging. At the defaults (p = 5,
+the ceiling 10): a Map 5 wide, k = 2, one-part batches merged in pairs.
 
 Live, an invocation runs `workers(cap)` calls at once: its part of the validation's live
 parallelism (`⌈cap ÷ map_concurrency⌉`, never more than k), so lowering max-parallelism
@@ -54,30 +57,37 @@ class Shape:
         return self.map_concurrency * self.calls_per_invocation
 
 
-def shape(reach: int, batches: int, parts: int, other_items: int = 0) -> Shape:
+def shape(reach: int, batches: int, parts: int, other_items: int = 0, width: int = MAP_LIMIT) -> Shape:
     """The Map's width, calls per invocation and batch grouping for `reach` calls in flight.
 
     `batches`: the parts' Map items as submitted; `parts`: the part calls they hold (at
     least one per item); `other_items`: the combine step's Map items, which share the Map
-    width (`$.plan.map_concurrency` serves both Maps) and are never merged.
+    width (`$.plan.map_concurrency` serves both Maps) and are never merged; `width`: the
+    widest the Map may be (the planned parallelism, so that no invocation of a run at its
+    planned cap starts only to wait for a call slot; at most 40).
     """
     batches = max(1, batches)
     parts = max(parts, batches)
-    reach = max(1, min(reach, MAX_PARALLELISM, max(parts, other_items)))
-    if reach <= MAP_LIMIT:  # the inline Map alone, as before headroom: one call per iteration
-        return Shape(min(MAP_LIMIT, max(batches, other_items), reach), 1, 1)
+    cap, limit = max(1, width), max(1, min(MAP_LIMIT, width))
+    # An invocation runs at most MAX_CALLS calls, so a Map `limit` wide reaches at most limit × MAX_CALLS.
+    reach = max(1, min(reach, MAX_PARALLELISM, max(parts, other_items), limit * MAX_CALLS))
+    if reach <= min(limit, batches):  # the Map alone: one call per iteration
+        return Shape(reach, 1, 1)
     size = math.ceil(parts / batches)  # parts per batch: batches() makes them equal but the last
-    best: tuple[tuple[int, int, int], Shape] | None = None
+    best: tuple[tuple[int, ...], Shape] | None = None
     for group in range(1, batches + 1):
-        shaped = _grouped(reach, batches, parts, size, group, other_items)
+        shaped = _grouped(reach, batches, parts, size, group, other_items, cap)
         merged, k = math.ceil(batches / group), shaped.calls_per_invocation
         rounds = math.ceil(group * size / k)  # of k calls, per invocation
         if group > 1 and rounds > MAX_ROUNDS:
             break  # larger groups: longer invocations still
         # The calls in flight it reaches (up to the reach), then the time in rounds of calls
-        # (waves of the Map × rounds per item), then idle workers (spare calls).
+        # (waves of the Map × rounds per item), then idle workers (spare calls) at the planned
+        # cap, then at the reach.
         waves = math.ceil(merged / shaped.map_concurrency)
-        cost = (-min(reach, _at_once(shaped, batches, parts, size)), waves * rounds, shaped.reach - reach)
+        m = shaped.map_concurrency
+        idle = (spare(m, k, cap), shaped.reach - reach)
+        cost = (-min(reach, _at_once(shaped, batches, parts, size)), waves * rounds, *idle)
         if best is None or cost < best[0]:
             best = (cost, shaped)
         if merged == 1:
@@ -86,13 +96,19 @@ def shape(reach: int, batches: int, parts: int, other_items: int = 0) -> Shape:
     return best[1]
 
 
-def _grouped(reach: int, batches: int, parts: int, size: int, group: int, other_items: int) -> Shape:
-    """The width and k for `reach` with batches merged `group` at a time: the widest Map the
-    items allow, k no more than an item holds (or MAX_CALLS), then the Map as narrow as that
-    k allows (fewer than k calls to spare)."""
+def _grouped(reach: int, batches: int, parts: int, size: int, group: int, other_items: int, cap: int) -> Shape:
+    """The width and k for `reach` with batches merged `group` at a time: k the fewest calls
+    per invocation that reach it through the widest Map the items and `cap` allow (no more
+    than an item holds, or MAX_CALLS), then of the widths that reach it with that k the one
+    with the fewest workers to spare at the live cap `cap` (none at a Map `cap` wide: each
+    invocation runs one call), then at the reach."""
     merged, full = math.ceil(batches / group), group * size
-    k = min(MAX_CALLS, full, math.ceil(reach / min(MAP_LIMIT, max(merged, other_items))))
-    width = min(MAP_LIMIT, max(merged, other_items), math.ceil(reach / k))
+    widest = min(MAP_LIMIT, cap, max(merged, other_items))
+    k = min(MAX_CALLS, full, math.ceil(reach / widest))
+    width = min(
+        range(min(widest, math.ceil(reach / k)), widest + 1),
+        key=lambda w: (spare(w, k, cap), w * k - reach),
+    )
     # Every merged item holds `full` parts but the last; when the Map runs them all at once, a
     # short last item is made up for.
     shaped = Shape(width, k, group)
@@ -100,6 +116,12 @@ def _grouped(reach: int, batches: int, parts: int, size: int, group: int, other_
         k += 1
         shaped = Shape(width, k, group)
     return shaped
+
+
+def spare(width: int, k: int, cap: int) -> int:
+    """Workers a Map `width` wide of k calls per invocation runs beyond a live `cap` (each
+    invocation runs `workers(cap)`): a spare one finds no slot, gives its part back and leaves."""
+    return max(0, width * min(k, math.ceil(cap / width)) - cap)
 
 
 def _at_once(shaped: Shape, batches: int, parts: int, size: int) -> int:

@@ -689,6 +689,7 @@ class Lease:
             wait = min([0.25 + random.uniform(0, 0.25), *[max(0.05, e - now) for e in expiries]])
             if now + wait > deadline:
                 raise CapacityUnavailable(f"all {cap} call slots of this validation are busy")
+            count("SlotWaits")
             waited(wait)
             gov.sleep(wait)
 

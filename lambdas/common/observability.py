@@ -167,6 +167,11 @@ METRICS: dict[str, MetricSpec] = {
         ),
         _counter("LeaseWaitSeconds", "validation_lease_wait_seconds", "Time spent in those waits", "Seconds"),
         _counter(
+            "SlotWaits",
+            "validation_slot_waits",
+            "Of those waits, the ones for a call slot of the validation (none while its live cap is the planned one)",
+        ),
+        _counter(
             "CapacityUnavailable",
             "validation_capacity_unavailable",
             "Invocations that found no call slot or no tokens within their wait (retried by Step Functions)",

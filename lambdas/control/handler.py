@@ -2,12 +2,13 @@
 
 From the SSM values (max-parallelism, target-tpm, throttle-threshold) and the current
 consumption (tokens sent in the last window, the average call seen lately), it computes
-how many concurrent calls this validation gets at first, and the Map's concurrency —
-higher, so that raising max-parallelism later reaches this validation too
-(core/governor.py `plan`). It says whether the validation takes the Batch API lane first
-(`batch`). It plans from the budget of the validation's model (its targets,
-usage and call statistics: one budget per model). It also sweeps expired leases, so tokens
-held by dead validators are back before the plan counts them.
+how many concurrent calls this validation gets at first, the Map's concurrency (no wider
+than that, so no invocation starts only to wait for a slot) and the calls per invocation that
+let a later raise of max-parallelism reach this validation too (core/governor.py `plan`).
+It says whether the validation takes the Batch API lane first (`batch`). It plans from the
+budget of the validation's model (its targets, usage and call statistics: one budget per
+model). It also sweeps expired leases, so tokens held by dead validators are back before the
+plan counts them.
 
 It also chooses the parts' Map (core/part_ranges.py): the inline one with the items in the
 state, or — when the validation has more items than the inline Map holds, or items longer than
@@ -87,7 +88,8 @@ def control(
     ):
         # A Distributed Map runs up to 10,000 child executions at once, not 40 iterations: the
         # reach needs no calls beside each other in one invocation (core/headroom.py), so one
-        # call per invocation and the Map as wide as the reach.
+        # call per invocation and the Map as wide as the reach. Below the reach, the children
+        # above the cap wait for a slot (UpdateMapRun could narrow the Map Run; moto ignores it).
         plan = replace(plan, map_concurrency=plan.map_concurrency * plan.calls_per_invocation, calls_per_invocation=1)
         ranges = part_ranges.split(batches, parts_per_file, config.parts_per_item)
         manifest, items = store.files.put_map_items(validation_id, run, ranges), []

@@ -139,14 +139,16 @@ def test_the_plan_follows_max_parallelism_batches_and_the_free_budget() -> None:
     budget = _budget(limits=g.Limits(8, 2_000_000, 0.9))
     common: dict[str, Any] = {"call_tokens": 1_000, "call_seconds": 1.0, "ceiling": 10, "now": 0.0}
     roomy = g.plan(budget.limits, budget, batches=100, tokens_last_window=0, **common)
-    assert (roomy.parallelism, roomy.map_concurrency, roomy.reason) == (8, 10, "max_parallelism")
+    # The Map as wide as the plan, two calls per invocation to reach the ceiling's 10 at a raise.
+    assert (roomy.parallelism, roomy.map_concurrency, roomy.calls_per_invocation) == (8, 8, 2)
+    assert roomy.reason == "max_parallelism"
     few = g.plan(budget.limits, budget, batches=3, tokens_last_window=0, **common)
     assert (few.parallelism, few.map_concurrency, few.reason) == (3, 3, "batches")
     small = _budget(limits=g.Limits(8, 60_000, 0.9))  # 900 tokens/s feeds one 1,000-token call per second
     fed = g.plan(small.limits, small, batches=100, tokens_last_window=0, **common)
     busy = g.plan(small.limits, small, batches=100, tokens_last_window=54_000 * 0.9, **common)
     assert (fed.parallelism, fed.reason) == (2, "token_budget")
-    assert busy.parallelism == 1 and busy.map_concurrency == 10
+    assert (busy.parallelism, busy.map_concurrency, busy.calls_per_invocation) == (1, 1, 10)
 
 
 def test_effective_parallelism_is_the_plan_until_an_admin_changes_max_parallelism() -> None:

@@ -4,11 +4,13 @@ of max-parallelism that reaches invocations running several calls at once."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
 from app.settings import Settings
+from lambdas.common import observability
 from lambdas.validate_part.handler import lambda_handler  # noqa: F401 - imported here once, not by 24 threads at once
 from local.simulator.server import SimulatorServer
 from tests.governor.fleet import spent
@@ -92,3 +94,86 @@ def test_one_validation_holds_more_than_forty_calls_in_flight_and_lowering_shrin
         timeout=30,
         what="every grant sent or given back",
     )
+
+
+class SlotWaits:
+    """The validators' metric documents (the sink the EMF documents go to in local mode): how
+    many of their invocations waited for a call slot, and how many ended without one."""
+
+    def __init__(self) -> None:
+        self.documents: list[dict[str, Any]] = []
+
+    def receive(self, document: dict[str, Any]) -> None:
+        self.documents.append(document)
+
+    def invocations(self, name: str) -> int:
+        """Invocations whose document counts `name` (EMF: one value or a list of them)."""
+
+        def counted(value: Any) -> float:
+            return sum(map(float, value)) if isinstance(value, list) else float(value or 0)
+
+        return sum(1 for d in list(self.documents) if counted(d.get(name)) > 0)
+
+
+@pytest.fixture
+def slot_waits(settings: Settings) -> Iterator[SlotWaits]:
+    waits = SlotWaits()
+    remove = observability.add_sink(settings.name_prefix, waits.receive)
+    yield waits
+    remove()
+
+
+def _one_part_files(count: int) -> list[dict[str, str]]:
+    return [{"name": f"file-{i}.txt", "content": lines_document(3)} for i in range(count)]
+
+
+@pytest.mark.slow(15)
+def test_at_the_planned_cap_no_invocation_starts_only_to_wait_for_a_slot(
+    api: Any, simulator: SimulatorServer, slot_waits: SlotWaits
+) -> None:
+    # The defaults: max-parallelism 5, MAP_CONCURRENCY_CEILING 10. The Map is 5 wide (two parts
+    # an item, two calls an invocation at a raise), so each of its invocations finds a slot.
+    answer = api.post("/validations", json={"documents": _one_part_files(20), "rules": [NO_SECRET], "reuse": False})
+    assert answer.status_code == 202, answer.text
+    vid = answer.json()["id"]
+    wait_for_status(api, vid, statuses=("SUCCEEDED",))
+
+    shown = api.get(f"/validations/{vid}").json()["parallelism"]
+    assert (shown["planned"], shown["map_concurrency"], shown["calls_per_invocation"]) == (5, 5, 2)
+    assert slot_waits.invocations("ModelCalls") >= 10  # the validators' documents were seen
+    assert slot_waits.invocations("SlotWaits") == 0
+    assert slot_waits.invocations("CapacityUnavailable") == 0
+    assert simulator.stats.peak_in_flight <= 5
+
+
+@pytest.mark.slow(20)
+def test_a_raise_reaches_a_running_validation_through_more_calls_per_invocation_and_a_lower_bounds_it(
+    make_api: MakeApi, simulator: SimulatorServer, slot_waits: SlotWaits, hold_calls: Callable[[int], HeldCalls]
+) -> None:
+    api = make_api(config_cache_seconds=1)
+    calls = hold_calls(0)  # every call waits at the model until released: the slots alone decide how many
+    answer = api.post("/validations", json={"documents": _one_part_files(20), "rules": [NO_SECRET], "reuse": False})
+    assert answer.status_code == 202, answer.text
+    vid = answer.json()["id"]
+    wait_for(lambda: calls.waiting == 5, timeout=60, what="five calls held: the planned cap")
+    assert slot_waits.invocations("SlotWaits") == 0  # five invocations, five slots
+
+    # Raised while every call is still held: the running invocations take their second part.
+    assert api.patch("/admin/parallelism", json={"max_parallelism": 10}).status_code == 200
+    wait_for(lambda: calls.waiting == 10, timeout=30, what="ten calls held after the raise, none ended")
+    assert calls.arrived == 10
+
+    # Lowered while they are held: once they end, at most two are in flight.
+    assert api.patch("/admin/parallelism", json={"max_parallelism": 2}).status_code == 200
+    calls.release()
+    wait_for(
+        lambda: api.get(f"/validations/{vid}").json()["parallelism"]["effective"] == 2,
+        timeout=30,
+        what="parallelism 2 shown",
+    )
+    wait_for(lambda: simulator.stats.in_flight <= 2, timeout=30, what="the calls started before the change to end")
+    simulator.simulator.reset_peak()
+    wait_for_status(api, vid, statuses=("SUCCEEDED",))
+
+    assert calls.peak_waiting == 10  # the raise reached the running validation, never more
+    assert simulator.stats.peak_in_flight <= 2
