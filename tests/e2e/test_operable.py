@@ -20,6 +20,9 @@ from tests.servers import free_port, process
 from tests.support.stack import HeldCalls, wait_for
 
 pytestmark = pytest.mark.stack  # a whole run with servers of its own
+# At a cap of one the reach (the Map concurrency ceiling, 10) is 10 calls of one invocation: 12
+# one-part files make two inline items, so the Distributed Map (`INLINE_MAP_MAX_ITEMS` 1).
+FILES = 12
 
 
 def _scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -50,6 +53,10 @@ def test_a_contended_run_logs_json_lines_without_tracebacks_and_metrics_count_wh
         # A validator gives up waiting for a call slot after 1 s (CapacityUnavailable) and
         # Step Functions retries it (the Lambdas read their settings from the process in local mode).
         "CAPACITY_WAIT_SECONDS": "1",
+        # The Distributed Map (two items of the inline Map are too many): one call per child and as
+        # wide as the reach, so at a cap of one a child waits for the other's slot. (The inline Map
+        # is no wider than the planned cap: its invocations do not wait.)
+        "INLINE_MAP_MAX_ITEMS": "1",
     }
     headers = {"Authorization": "Bearer k"}
     gets = 0
@@ -62,7 +69,8 @@ def test_a_contended_run_logs_json_lines_without_tracebacks_and_metrics_count_wh
             created = api.post(
                 "/validations",
                 json={
-                    "documents": [{"name": "a.txt", "content": "one\n"}, {"name": "b.txt", "content": "a secret\n"}],
+                    "documents": [{"name": f"f{i}.txt", "content": "one\n"} for i in range(FILES - 1)]
+                    + [{"name": "b.txt", "content": "a secret\n"}],
                     "rules": ['must not contain "secret"'],
                 },
                 headers={"X-Request-ID": "submit-1"},
@@ -71,7 +79,7 @@ def test_a_contended_run_logs_json_lines_without_tracebacks_and_metrics_count_wh
             assert created.headers["X-Request-ID"] == "submit-1"  # accepted and echoed
             vid = created.json()["id"]
 
-            # One file's call holds the only slot at the simulator; the other file's validator
+            # One child's call holds the only slot at the simulator; the other child's validator
             # gives up its wait, again and again, until the call is released.
             during = wait_for(
                 lambda: (s := _scrape(metrics)) and _sample(s, "validation_capacity_unavailable_total") >= 1 and s,
@@ -96,7 +104,7 @@ def test_a_contended_run_logs_json_lines_without_tracebacks_and_metrics_count_wh
 
     # /metrics counted what happened.
     stats = simulator.stats
-    assert _sample(after, "validation_model_calls_total") == stats.part_calls + stats.combine_calls == 2
+    assert _sample(after, "validation_model_calls_total") == stats.part_calls + stats.combine_calls == FILES
     tokens = _sample(after, "validation_prompt_tokens_total") + _sample(after, "validation_completion_tokens_total")
     assert tokens == stats.billed_tokens
     assert (

@@ -130,15 +130,17 @@ def test_parallelism_is_read_and_changed_in_ssm_range_checked_and_audited(
         e for e in history if e["type"] == "TaskStateExited" and e["stateExitedEventDetails"]["name"] == "Plan"
     )
     plan = json.loads(planned["stateExitedEventDetails"]["output"])["plan"]
+    # The Map no wider than the 8 planned (core/headroom.py): 4 invocations of up to 3 calls reach
+    # the 12 parts; at the cap of 8 each runs 2.
     assert {k: plan[k] for k in ("map_concurrency", "parallelism", "calls_per_invocation")} == {
-        "map_concurrency": 10,
+        "map_concurrency": 4,
         "parallelism": 8,
-        "calls_per_invocation": 1,
+        "calls_per_invocation": 3,
     }
     assert api.get(f"/validations/{vid}").json()["parallelism"] == {
         "effective": 8,
         "planned": 8,
-        "map_concurrency": 10,
+        "map_concurrency": 4,
         "reason": "max_parallelism",
-        "calls_per_invocation": 1,
+        "calls_per_invocation": 3,
     }
