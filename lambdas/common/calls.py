@@ -20,6 +20,14 @@ back and leaves: it was a worker more than the live cap needed (fewer than one p
 invocation, core/headroom.workers); only when none is left calling does the invocation
 raise it.
 
+A part refused with 429 (RateLimited) in an invocation that holds other parts goes back to
+the end of its list, up to `REQUEUES` times, and is asked again when its turn comes (the
+governor already paused every grant for the 429's wait): Step Functions' Retry budget is the
+item's, and without this the parts of one item would share it, so an item of n parts would
+fail n times as often as a part alone. Past that, RateLimited ends the invocation as before
+(Step Functions retries it with backoff). An invocation of one part keeps Step Functions'
+retries as its only ones.
+
 Threads run in a copy of the invocation's context: its environment (core/lambda_env), its log
 keys and its metrics. With k = 1, everything runs in the invocation's own thread, as before.
 """
@@ -32,20 +40,29 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Generic, TypeVar
 
-from lambdas.common.errors import CapacityUnavailable
+from lambdas.common.errors import CapacityUnavailable, RateLimited
 from lambdas.common.model import Asker, Askers, Stopped
 
 T = TypeVar("T")
 POLL_SECONDS = 0.5  # how often the live cap is looked at (it is cached CONFIG_CACHE_SECONDS anyway)
+REQUEUES = 2  # a rate-limited part asked again within its invocation, at most (3 tries in all)
 
 
 def handle_all(items: Sequence[T], handle: Callable[[Asker, T], None], askers: Askers) -> bool:
     """`handle(asker, item)` for every item, up to `askers.workers()` at once; True when stopped."""
     if askers.limit <= 1 or len(items) <= 1:
         asker = askers.new()
+        todo = collections.deque((i, item) for i, item in enumerate(items))
+        refused: collections.Counter[int] = collections.Counter()
         try:
-            for item in items:
-                handle(asker, item)
+            while todo:
+                i, item = todo.popleft()
+                try:
+                    handle(asker, item)
+                except RateLimited:
+                    if not _requeue(refused, i, len(items)):
+                        raise
+                    todo.append((i, item))
         except Stopped:
             return True
         finally:
@@ -54,10 +71,21 @@ def handle_all(items: Sequence[T], handle: Callable[[Asker, T], None], askers: A
     return _Workers(items, handle, askers).run()
 
 
+def _requeue(refused: collections.Counter[int], index: int, items: int) -> bool:
+    """Whether the item at `index`, just refused with 429, goes back to the invocation's list
+    (counted here): only in an invocation of several items, at most REQUEUES times each."""
+    if items <= 1 or refused[index] >= REQUEUES:
+        return False
+    refused[index] += 1
+    return True
+
+
 class _Workers(Generic[T]):
     def __init__(self, items: Sequence[T], handle: Callable[[Asker, T], None], askers: Askers) -> None:
         self._handle, self._askers = handle, askers
-        self._todo = collections.deque(items)  # items not taken yet (or given back)
+        self._todo = collections.deque(enumerate(items))  # items not taken yet (or given back), by index
+        self._count = len(items)
+        self._refused: collections.Counter[int] = collections.Counter()  # 429s per item (REQUEUES)
         self._changed = threading.Condition()
         self._active = 0  # workers running
         self._starting = 0  # workers started that have not taken an item yet
@@ -97,7 +125,7 @@ class _Workers(Generic[T]):
         self._threads.append(thread)
         thread.start()
 
-    def _take(self, first: bool) -> list[T]:
+    def _take(self, first: bool) -> list[tuple[int, T]]:
         """[the item to handle next], or []: this worker leaves (and is counted out here)."""
         allowed = self._askers.workers()  # before each part: a lowered cap reaches this worker now
         with self._changed:
@@ -113,12 +141,19 @@ class _Workers(Generic[T]):
     def _work(self) -> None:
         asker: Asker | None = None
         counted_out, first = False, True
-        item: list[T] = []
+        item: list[tuple[int, T]] = []
         try:
             asker = self._askers.new()
             while item := self._take(first):
                 first = False
-                self._handle(asker, item[0])
+                index, taken = item[0]
+                try:
+                    self._handle(asker, taken)
+                except RateLimited:
+                    with self._changed:
+                        if not _requeue(self._refused, index, self._count):
+                            raise
+                        self._todo.append(item[0])  # asked again when its turn comes
             first, counted_out = False, True
         except Stopped:
             with self._changed:

@@ -60,6 +60,9 @@ def test_a_validation_past_the_inline_maps_limits_survives_a_cancel_and_a_retry_
         inline_map_max_items=INLINE_MAP_MAX_ITEMS,
         parts_per_item=PARTS_PER_ITEM,
         cancel_settle_seconds=0,
+        # The reach is the cap (one call per invocation, items as planned), so that the retry's
+        # hundreds of pending parts are past the inline Map's limits too, as the first run's are.
+        map_concurrency_ceiling=4,
     )
     set_parallelism(aws, settings, 4)
     document = lines_document(700, marker_every=97)

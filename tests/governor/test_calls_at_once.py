@@ -13,7 +13,7 @@ import pytest
 
 from core import lambda_env
 from lambdas.common import calls
-from lambdas.common.errors import CapacityUnavailable, InvalidAnswer
+from lambdas.common.errors import CapacityUnavailable, InvalidAnswer, RateLimited
 from lambdas.common.model import Asker, Askers, Stopped
 
 WAIT = 30  # seconds: a bound on a broken test, never a measurement
@@ -217,3 +217,49 @@ def test_capacity_missing_for_every_worker_ends_the_invocation() -> None:
 
     with pytest.raises(CapacityUnavailable):
         calls.handle_all(list(range(4)), _handler(running, body), askers.askers)
+
+
+@pytest.mark.parametrize(("k", "allowed"), [(1, 1), (2, 1), (3, 3)])  # one thread, one worker of two, three
+def test_a_rate_limited_part_is_asked_again_after_the_others_and_its_item_succeeds(k: int, allowed: int) -> None:
+    askers, running = _Askers(k=k, allowed=allowed), _Running()
+    refusals = {1: calls.REQUEUES, 3: 1}  # item → 429s before it is answered
+
+    def body(item: int) -> None:
+        if refusals.get(item, 0) > 0:
+            refusals[item] -= 1
+            raise RateLimited("429", retry_after=None)
+
+    stopped = calls.handle_all(list(range(5)), _handler(running, body), askers.askers)
+
+    assert stopped is False
+    assert sorted(set(running.done)) == list(range(5))
+    # Items 1 and 3 went to the end: asked 3 and 2 times, after the ones not refused.
+    assert running.done.count(1) == calls.REQUEUES + 1 and running.done.count(3) == 2
+    assert running.done.index(4) < len(running.done) - 1 - running.done[::-1].index(1)
+
+
+@pytest.mark.parametrize(("k", "allowed"), [(1, 1), (2, 2)])
+def test_a_part_refused_past_its_requeues_ends_the_invocation_with_rate_limited(k: int, allowed: int) -> None:
+    askers, running = _Askers(k=k, allowed=allowed), _Running()
+
+    def body(item: int) -> None:
+        if item == 0:
+            raise RateLimited("429", retry_after=None)
+
+    with pytest.raises(RateLimited):
+        calls.handle_all(list(range(3)), _handler(running, body), askers.askers)
+
+    assert running.done.count(0) == calls.REQUEUES + 1
+    assert sorted(set(running.done)) == [0, 1, 2]  # the others were asked meanwhile
+
+
+def test_an_invocation_of_one_part_leaves_a_429_to_step_functions() -> None:
+    askers, running = _Askers(k=2, allowed=2), _Running()
+
+    def body(item: int) -> None:
+        raise RateLimited("429", retry_after=None)
+
+    with pytest.raises(RateLimited):
+        calls.handle_all([0], _handler(running, body), askers.askers)
+
+    assert running.done == [0]  # asked once: the item's Retry budget is this part's alone
