@@ -402,7 +402,8 @@ class Settings(BaseSettings):
         default=8,
         ge=1,
         description="Parts of one Map item per call it runs at once (rounds of ~3 s calls within the validator's "
-        "120 s); a validation whose inline items hold more is validated by a Distributed Map with items this size.",
+        "120 s); a validation whose inline items hold more is validated by a Distributed Map with items this size "
+        "per call a child runs at once.",
     )
 
     # Webhooks (app/webhooks, lambdas/notify, statemachine/notify.asl.json).

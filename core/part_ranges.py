@@ -7,7 +7,8 @@ history (~7 events an item, ~100 when an item spends every retry), so it holds a
 within the Lambda timeout, so it holds at most `parts_per_item` parts per call it runs at once
 (rounds of ~3 s calls). A validation whose inline items break either bound is validated by a
 Distributed Map instead: its items are written to a JSON manifest in the uploads bucket, each
-a range {first, last} of at most `parts_per_item` part ids, which the validator resolves with
+a range {first, last} of at most `parts_per_item` rounds of k part ids (`shape`), which the
+validator resolves with
 the Query it uses for any batch (a range stays ~45 bytes whatever it holds; a list of ids
 would grow with the item).
 
@@ -17,8 +18,11 @@ may span files; its parts are counted from each file's number of parts, never re
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 
+from core import headroom
 from core.records import file_index_of, part_id, part_index_of
 
 
@@ -63,6 +67,33 @@ def distributed(item_parts: Sequence[int], *, max_items: int, parts_per_item: in
     for the parent's history, or one too long for an invocation (`parts_per_item` already
     multiplied by the calls an invocation runs at once)."""
     return len(item_parts) > max_items or max(item_parts, default=0) > parts_per_item
+
+
+@dataclass(frozen=True)
+class Shaped:
+    """A Distributed Map's plan: its width, the calls each child runs at once, and its items."""
+
+    map_concurrency: int
+    calls_per_invocation: int
+    items: list[dict[str, str]]
+
+
+def shape(
+    ranges: Sequence[Mapping[str, str]], parts_per_file: Sequence[int], width: int, k: int, parts_per_item: int
+) -> Shaped:
+    """The Distributed Map shaped as the inline Map would be (core/headroom.py): no wider than
+    `width` (the planned parallelism), so no child at the planned cap starts only to wait for a
+    call slot, and `k` calls per child, so a raised cap reaches running children as workers.
+    Items hold at most `parts_per_item` rounds of k parts, and no more than makes one item per
+    child of the width (each at least k parts); when there are fewer items than the width, the
+    Map is as wide as the items and each child runs more calls, for the same reach."""
+    width, k = max(1, width), max(1, k)
+    size = min(parts_per_item * k, math.ceil(sum(count(ranges, parts_per_file)) / width))
+    items = split(ranges, parts_per_file, max(k, size))
+    if 0 < len(items) < width:
+        k = min(headroom.MAX_CALLS, math.ceil(width * k / len(items)))
+        width = len(items)
+    return Shaped(width, k, items)
 
 
 def manifest_key(validation_id: str, run: int) -> str:

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 from pathlib import Path
 
-from core import part_ranges
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from core import headroom, part_ranges
 from core.records import batches, part_id
 from local.aws.provision import render_template
 
@@ -56,6 +60,37 @@ def test_a_gibibyte_log_becomes_items_of_a_few_parts_in_a_manifest_of_a_few_mega
     manifest = json.dumps(items, separators=(",", ":")).encode()
     assert len(manifest) < 2 * 1024 * 1024
     assert max(len(json.dumps(item)) for item in items) < 64  # a child's item, far below 256 KiB
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    parts_per_file=st.lists(st.integers(0, 400), min_size=1, max_size=5),
+    width=st.integers(1, 40),
+    k=st.integers(1, headroom.MAX_CALLS),
+    parts_per_item=st.integers(1, 10),
+)
+def test_a_distributed_maps_shape_never_starts_a_child_only_to_wait_and_keeps_its_reach(
+    parts_per_file: list[int], width: int, k: int, parts_per_item: int
+) -> None:
+    ids = [part_id(f, p) for f, n in enumerate(parts_per_file) for p in range(n)]
+    ranges = batches(ids, max_items=7) if ids else []
+
+    shaped = part_ranges.shape(ranges, parts_per_file, width, k, parts_per_item)
+
+    assert _ids(shaped.items, parts_per_file) == ids  # every part once, in order
+    counts = part_ranges.count(shaped.items, parts_per_file)
+    assert max(counts, default=0) <= parts_per_item * k  # rounds of k calls, as the inline Map's items
+    assert shaped.map_concurrency <= width  # no wider than the planned parallelism
+    if not ids:
+        return
+    # As wide as planned, or as the items when fewer: every child of the width has an item.
+    assert shaped.map_concurrency == min(width, len(shaped.items))
+    # The reach is kept (up to what an invocation may run): a raised cap reaches the children as workers.
+    reach = shaped.map_concurrency * shaped.calls_per_invocation
+    assert reach >= min(width * k, shaped.map_concurrency * headroom.MAX_CALLS)
+    assert shaped.calls_per_invocation <= headroom.MAX_CALLS
+    # No item longer than makes one per child of the width (or than k parts, which one child runs at once).
+    assert max(counts) <= max(k, math.ceil(len(ids) / width))
 
 
 def test_the_inline_map_holds_up_to_its_item_count_and_item_length() -> None:

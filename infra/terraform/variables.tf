@@ -297,7 +297,7 @@ variable "plan_whole_file_max_bytes" {
 }
 
 variable "parts_per_item" {
-  description = "Parts of one Map item per call it runs at once: rounds of ~3 s calls that end within validate_part's 120 s. Inline items holding more send the validation to the Distributed Map, whose items hold this many."
+  description = "Parts of one Map item per call it runs at once: rounds of ~3 s calls that end within validate_part's 120 s. Inline items holding more send the validation to the Distributed Map, whose items hold this many per call a child runs at once."
   type        = number
   default     = 8
 }

@@ -29,7 +29,7 @@ class LambdaConfig(BaseModel, frozen=True):
     # ~100 events for an item that spends every retry, 25,000 per execution), each holding at most
     # `parts_per_item` parts per call it runs at once (rounds of ~3 s calls within validate_part's
     # 120 s); a validation past either bound is validated by a Distributed Map over ranges of
-    # `parts_per_item` parts read from S3.
+    # `parts_per_item` parts per call a child runs at once, read from S3.
     inline_map_max_items: int = 100
     parts_per_item: int = 8
     capacity_wait_seconds: float = 30.0  # wait this long for a slot or tokens, then let Step Functions retry

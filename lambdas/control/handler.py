@@ -12,7 +12,8 @@ plan counts them.
 
 It also chooses the parts' Map (core/part_ranges.py): the inline one with the items in the
 state, or — when the validation has more items than the inline Map holds, or items longer than
-an invocation — a Distributed Map over ranges of `parts_per_item` parts written to S3.
+an invocation — a Distributed Map over ranges of `parts_per_item` × k parts written to S3, shaped as the
+inline Map would be (core/headroom.py).
 """
 
 from __future__ import annotations
@@ -86,12 +87,12 @@ def control(
         max_items=config.inline_map_max_items,
         parts_per_item=config.parts_per_item * plan.calls_per_invocation,
     ):
-        # A Distributed Map runs up to 10,000 child executions at once, not 40 iterations: the
-        # reach needs no calls beside each other in one invocation (core/headroom.py), so one
-        # call per invocation and the Map as wide as the reach. Below the reach, the children
-        # above the cap wait for a slot (UpdateMapRun could narrow the Map Run; moto ignores it).
-        plan = replace(plan, map_concurrency=plan.map_concurrency * plan.calls_per_invocation, calls_per_invocation=1)
-        ranges = part_ranges.split(batches, parts_per_file, config.parts_per_item)
+        # Shaped as the inline Map would be: no child at the planned cap starts only to wait.
+        shaped = part_ranges.shape(
+            batches, parts_per_file, plan.map_concurrency, plan.calls_per_invocation, config.parts_per_item
+        )
+        plan = replace(plan, map_concurrency=shaped.map_concurrency, calls_per_invocation=shaped.calls_per_invocation)
+        ranges = shaped.items
         manifest, items = store.files.put_map_items(validation_id, run, ranges), []
         log.info("validation %s run %d: %d part ranges for the Distributed Map", validation_id, run, len(ranges))
     store.validations.save_plan(validation_id, plan.as_dict())

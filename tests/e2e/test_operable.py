@@ -6,6 +6,7 @@ own port counts what happened.
 
 from __future__ import annotations
 
+import functools
 import json
 import tempfile
 from collections.abc import Callable
@@ -20,8 +21,8 @@ from tests.servers import free_port, process
 from tests.support.stack import HeldCalls, wait_for
 
 pytestmark = pytest.mark.stack  # a whole run with servers of its own
-# At a cap of one the reach (the Map concurrency ceiling, 10) is 10 calls of one invocation: 12
-# one-part files make two inline items, so the Distributed Map (`INLINE_MAP_MAX_ITEMS` 1).
+# At a cap of two the Map is two wide: 12 one-part files make more than one inline item, so the
+# Distributed Map (`INLINE_MAP_MAX_ITEMS` 1), two children of six parts.
 FILES = 12
 
 
@@ -53,10 +54,8 @@ def test_a_contended_run_logs_json_lines_without_tracebacks_and_metrics_count_wh
         # A validator gives up waiting for a call slot after 1 s (CapacityUnavailable) and
         # Step Functions retries it (the Lambdas read their settings from the process in local mode).
         "CAPACITY_WAIT_SECONDS": "1",
-        # The Distributed Map (two items of the inline Map are too many): one call per child and as
-        # wide as the reach, so at a cap of one a child waits for the other's slot. (The inline Map
-        # is no wider than the planned cap: its invocations do not wait.)
         "INLINE_MAP_MAX_ITEMS": "1",
+        "CONFIG_CACHE_SECONDS": "0",  # a PATCH of max-parallelism reaches the next read of it
     }
     headers = {"Authorization": "Bearer k"}
     gets = 0
@@ -65,7 +64,7 @@ def test_a_contended_run_logs_json_lines_without_tracebacks_and_metrics_count_wh
             process(["-m", "app"], f"{base}/healthz", env=env, stderr_to=stderr),
             httpx.Client(base_url=base, headers=headers, timeout=30) as api,
         ):
-            assert api.patch("/admin/parallelism", json={"max_parallelism": 1}).status_code == 200
+            assert api.patch("/admin/parallelism", json={"max_parallelism": 2}).status_code == 200
             created = api.post(
                 "/validations",
                 json={
@@ -79,13 +78,26 @@ def test_a_contended_run_logs_json_lines_without_tracebacks_and_metrics_count_wh
             assert created.headers["X-Request-ID"] == "submit-1"  # accepted and echoed
             vid = created.json()["id"]
 
-            # One child's call holds the only slot at the simulator; the other child's validator
-            # gives up its wait, again and again, until the call is released.
-            during = wait_for(
-                lambda: (s := _scrape(metrics)) and _sample(s, "validation_capacity_unavailable_total") >= 1 and s,
-                timeout=60,
-                what="a CapacityUnavailable",
-            )
+            # Each child's call is held at the simulator; the cap goes down to one. The child that
+            # held the slot above the cap gives it up after its call and waits for the other's,
+            # again and again (CapacityUnavailable, retried), until that call is released. Which
+            # slot is above the cap is the governor's choice: calls are released one at a time,
+            # the oldest first, until one child waits.
+            wait_for(lambda: held.waiting == 2, what="both children's calls held")
+            assert api.patch("/admin/parallelism", json={"max_parallelism": 1}).status_code == 200
+
+            def next_step(arrived: int) -> str | None:
+                if _sample(_scrape(metrics), "validation_capacity_unavailable_total") >= 1:
+                    return "waited"
+                return "held" if held.arrived > arrived else None
+
+            for _ in range(FILES):
+                arrived = held.arrived
+                held.release_one()
+                step = wait_for(functools.partial(next_step, arrived), timeout=60, what="a wait, or the next call held")
+                if step == "waited":
+                    break
+            during = _scrape(metrics)
             assert _sample(during, "validations", status="RUNNING") == 1
             assert _sample(during, "governor_calls_in_flight") == 1
             held.release()

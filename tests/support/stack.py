@@ -4,6 +4,7 @@ submitting and waiting. The fixtures that build them are tests/conftest.py's."""
 from __future__ import annotations
 
 import asyncio
+import collections
 import functools
 import io
 import json
@@ -171,7 +172,8 @@ def wait_for(
 
 
 class HeldCalls:
-    """Model calls after the first `passing` wait at the simulator until `release()`.
+    """Model calls after the first `passing` wait at the simulator until released: all of them
+    and every later one (`release()`), or the one held longest (`release_one()`).
 
     The test, not the clock, decides when they answer: while calls are held, the validators
     that made them are known to be mid-call. `arrived` counts every call that reached the
@@ -183,33 +185,42 @@ class HeldCalls:
         self._passing = passing
         self._released = threading.Event()
         self._lock = threading.Lock()
-        # Held calls wait on an event of the simulator's loop, set from the test's thread (no polling).
+        # Each held call waits on an event of the simulator's loop, set from the test's thread (no polling).
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._opened: asyncio.Event | None = None
+        self._held: collections.deque[asyncio.Event] = collections.deque()
         self.arrived = 0
         self.waiting = 0
         self.peak_waiting = 0  # the most calls held at once: that many validators were mid-call together
 
     async def complete(self, body: dict[str, Any]) -> Any:
+        opened: asyncio.Event | None = None
         with self._lock:
             self.arrived += 1
-            hold = self.arrived > self._passing and not self._released.is_set()
-            self.waiting += hold
-            self.peak_waiting = max(self.peak_waiting, self.waiting)
-            if hold and self._opened is None:
-                self._loop, self._opened = asyncio.get_running_loop(), asyncio.Event()
-            opened = self._opened
-        if hold and opened is not None:
+            if self.arrived > self._passing and not self._released.is_set():
+                self._loop, opened = asyncio.get_running_loop(), asyncio.Event()
+                self._held.append(opened)
+                self.waiting += 1
+                self.peak_waiting = max(self.peak_waiting, self.waiting)
+        if opened is not None:
             await opened.wait()
             with self._lock:
                 self.waiting -= 1
         return await self._complete(body)
 
+    def release_one(self) -> None:
+        """The call held longest answers; later calls are still held."""
+        with self._lock:
+            self._open(self._held.popleft())
+
     def release(self) -> None:
         with self._lock:
             self._released.set()
-            if self._loop is not None and self._opened is not None and not self._loop.is_closed():
-                self._loop.call_soon_threadsafe(self._opened.set)
+            while self._held:
+                self._open(self._held.popleft())
+
+    def _open(self, event: asyncio.Event) -> None:
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(event.set)
 
 
 ADMIN_KEY = "admin-test-key"
