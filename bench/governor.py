@@ -6,7 +6,7 @@ Workload: three validations from two users at once, documents of mixed line leng
 and sizes (so part sizes vary), run twice on fresh simulators in the same process:
 
 - service: the whole stack (API, Step Functions, validator Lambdas, the governor) with
-  target-tpm = the limit, throttle-threshold 0.95, max-parallelism 8;
+  target-tpm = the limit, throttle-threshold 0.96, max-parallelism 8;
 - baseline: the openai-cookbook `api_request_parallel_processor.py` kind: the same
   requests from 8 workers, request and token buckets refilling continuously at 75% of
   the limit, prompt + max_tokens reserved per request, a pause of 15 s (scaled: a
@@ -19,7 +19,10 @@ the most tokens admitted in any sliding window ÷ limit; largest = the largest c
 A schedule of grants at a rate (GCRA, per shard or whole) holds any window to rate × window
 plus the largest call that starts in it (core/governor.py), so the service's peak is bounded
 by threshold + largest: at or below 1.00 only while the largest call fits the room the
-threshold leaves (1 − threshold). The row "bound" prints it for the calls measured.
+threshold leaves (1 − threshold). The row "bound" prints it for the calls measured. The
+limit is a real minute's, 60,000 tokens: calls of ~1,300 tokens are 2% of it (at OpenAI's
+tiers a call is a far smaller share of a minute's tokens still), so the threshold's room holds
+the largest call and a threshold of 0.96 gives both U ≥ 0.95 and a peak ≤ 1.00.
 """
 
 from __future__ import annotations
@@ -41,19 +44,18 @@ from local.aws.server import EmbeddedAWS
 from local.simulator.app import SimulatorConfig
 from local.simulator.server import SimulatorServer
 
-WINDOW = 20.0
+WINDOW = 60.0
 # Sized under the embedded engine's ceiling: every call costs ~0.3 s of CPU in this one
 # process (Step Functions interpreter, moto, boto3 on both sides), so ~3 calls/s at most;
-# this limit needs ~1 call/s. A 20 s window (a minute scaled by 1/3) keeps the run under
-# 3 minutes with 5+ full windows.
-LIMIT_TOKENS = 20_000  # per window
-LIMIT_REQUESTS = 300
+# this limit needs ~0.8 call/s. The workload fills 7+ windows (~8 minutes a run).
+LIMIT_TOKENS = 60_000  # per window
+LIMIT_REQUESTS = 900
 LATENCY = 1.0
 PARALLELISM = 8
 PART_TOKENS = 300
 MAX_TOKENS = 512
 BASELINE_SHARE = 0.75
-THRESHOLD = 0.95
+THRESHOLD = 0.96
 RULES = [
     {"id": "no-secret", "text": "No line may contain the word secret."},
     {"id": "numbers", "text": "Every value must be a number."},
@@ -67,9 +69,9 @@ def documents() -> list[tuple[str, dict[str, str]]]:
         return "".join(f"row {i}: value {i * 7} " + "x" * ((i * 13) % width) + "\n" for i in range(1, lines + 1))
 
     return [
-        ("alice", {"short-lines.txt": text(1_200, 8), "tiny.txt": text(12, 4)}),
-        ("alice", {"long-lines.csv": text(650, 120)}),
-        ("bob", {"medium.txt": text(1_000, 40), "small.txt": text(90, 60)}),
+        ("alice", {"short-lines.txt": text(2_600, 8), "tiny.txt": text(12, 4)}),
+        ("alice", {"long-lines.csv": text(1_450, 120)}),
+        ("bob", {"medium.txt": text(2_200, 40), "small.txt": text(90, 60)}),
     ]
 
 
@@ -167,7 +169,7 @@ def _run_service() -> dict[str, float]:
                 )
                 assert answer.status_code == 202, answer.text
                 ids.append(answer.json()["id"])
-            deadline = time.monotonic() + 600
+            deadline = time.monotonic() + 1_800
             while time.monotonic() < deadline:
                 states = [api.get(f"/validations/{v}").json()["status"] for v in ids]
                 if all(s in ("SUCCEEDED", "FAILED", "CANCELLED") for s in states):
