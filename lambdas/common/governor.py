@@ -17,8 +17,10 @@ invocation:
 `reserve` writes once per call (the lease item: renewal plus what is committed) and
 touches the budget only when the lease runs out of tokens: then one conditional UpdateItem on
 one shard of the budget (core/governor.py, "Shards" and "One update per grant"), the lease's
-renewal after it, and the usage slice after that. No transactions: `close` and a reclaim
-delete the lease first (conditionally) and give its tokens back after.
+renewal after it, and the usage slice after that; after a wait for its place longer than a
+quarter of LEASE_SECONDS, one more renewal, so the lease outlives the call that follows. No
+transactions: `close` and a reclaim delete the lease first (conditionally) and give its tokens
+back after.
 
 One Governor per model's budget (core/governor.Scope): a validator leases from the budget of
 its validation's model. A lease names its budget, so a sweep that reclaims another model's dead
@@ -60,6 +62,9 @@ def _failed(reason: dict[str, Any]) -> bool:
 
 
 _ATTEMPTS = 25
+# A wait for a place in the schedule longer than this share of LEASE_SECONDS renews the lease
+# again before the call (one more write, only after such a wait).
+RENEW_AFTER_WAIT = 0.25
 
 
 class LeaseLost(Exception):
@@ -426,6 +431,16 @@ class Lease:
             if wait > 0:
                 waited(wait)
                 gov.sleep(wait)  # our place in the budget's schedule
+                if wait > gov.lease_seconds * RENEW_AFTER_WAIT:
+                    # Renewed before the wait, the lease would have to outlive the wait and the
+                    # call together: renewed again, it outlives the call (a reclaimer would free
+                    # the slot of a holder mid-call). Lost meanwhile: this call's tokens were
+                    # counted spent by the reclaimer; a slot and tokens are reserved anew.
+                    try:
+                        self._write(0, take=0)
+                    except LeaseLost:
+                        self._forget()
+                        continue
             return
 
     def _take(self, take: int, cost: int, deadline: float) -> float:

@@ -45,6 +45,35 @@ def test_grants_in_any_window_stay_within_the_target(costs: list[int], gaps: lis
             assert in_window <= limits.target_tpm + 1
 
 
+@settings(max_examples=60, deadline=None)
+@given(
+    costs=st.lists(st.integers(min_value=200, max_value=1_800), min_size=150, max_size=150),
+    threshold=st.floats(min_value=0.9, max_value=0.97),
+)
+def test_a_busy_budget_fills_every_window_to_its_threshold_and_never_past_the_target(
+    costs: list[int], threshold: float
+) -> None:
+    """Calls that always wait (demand above the limit), each within the room the threshold leaves
+    (calls of up to 1,800 tokens, 3% of 60,000: at OpenAI's tiers a call is a far smaller share):
+    every window holds at most the target and, past the first, at least the threshold's tokens
+    less one call. So U ≥ threshold − largest call and peak ≤ 1.00 together (bench/governor.py)."""
+    limits, window = g.Limits(8, 60_000, threshold), 60.0
+    budget = _budget(g.BudgetState(), limits, window)
+    now, tat, calls = 0.0, 0.0, []
+    for cost in costs:
+        tat, starts_at = budget.schedule(cost, now, tat)
+        calls.append((starts_at, cost))
+        now = starts_at  # the next one asks as this one starts
+    end = calls[-1][0]
+    largest = max(costs)
+    assert largest <= limits.target_tpm * (1 - threshold)
+    for start in [t for t, _ in calls] + [window * k for k in range(int(end // window))]:
+        in_window = sum(c for t, c in calls if start <= t < start + window)
+        assert in_window <= limits.target_tpm + 1  # the peak
+        if window <= start and start + window <= end:  # a full window past the first
+            assert in_window >= threshold * limits.target_tpm - largest - 1  # U
+
+
 def test_a_call_larger_than_the_room_the_threshold_leaves_can_take_a_window_past_the_target() -> None:
     """The bound above is reached: calls of 1,336 tokens always waiting, at a threshold of 0.95 of
     20,000 tokens per 20 s (room: 1,000): some window holds 15 calls, 20,040 tokens. No schedule
