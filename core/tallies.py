@@ -97,7 +97,7 @@ def is_tally(part_id: str) -> bool:
 def merge(record: Mapping[str, Any], tallies: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     """The record with its tallies' counters added (and their per-file settled counts in
     `file_settled`, a map of file index to count, for every file the record lists)."""
-    merged = dict(record)
+    merged = {**dict.fromkeys(COUNTERS, 0), **record}  # a record stores no counter at 0
     settled: dict[str, int] = {str(k): int(v) for k, v in (record.get("file_settled") or {}).items()}
     files = record.get("files")
     if isinstance(files, list):

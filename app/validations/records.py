@@ -11,7 +11,7 @@ from dataclasses import dataclass, fields
 from decimal import Decimal
 from typing import Any, Self
 
-from core import pricing
+from core import pricing, tallies
 from core.fairness import Priority
 from core.records import PartStatus, ValidationStatus
 
@@ -178,11 +178,13 @@ class Validation:
         return cls(**values)
 
     def to_item(self) -> dict[str, Any]:
-        """The record as stored (None fields left out; `queue` is computed on read, never stored)."""
+        """The record as stored (None fields left out, and counters at 0: they are counted on the
+        validation's tallies, core/tallies.py, and read as 0 when absent; `queue` is computed on
+        read, never stored)."""
         item: dict[str, Any] = {}
         for f in fields(self):
             value = getattr(self, f.name)
-            if value is None or f.name == "queue":
+            if value is None or f.name == "queue" or (f.name in tallies.COUNTERS and value == 0):
                 continue
             if f.name == "files":
                 value = [file.to_item() for file in value]
