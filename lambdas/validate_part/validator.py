@@ -12,7 +12,10 @@ Its findings are held to the part's text (core/grounding.py): moved to the line 
 their quote, or set aside as ungrounded; a failing rule left without a grounded finding is
 asked once more, then undecided.
 An invocation validates up to `calls_per_invocation` of its parts at once, each call on a
-slot and lease of its own (lambdas/common/calls.py, core/headroom.py).
+slot and lease of its own (lambdas/common/calls.py, core/headroom.py). An item longer than one
+invocation: when its time runs short after it settled parts, the invocation answers `more` and
+the state machine invokes it again (`ValidateMore`), as many rounds as the item needs, so the
+Retry budget is kept for errors; an invocation that settled nothing raises BatchIncomplete.
 
 On the batch lane (lambdas/batch) the Batch API answers first; what it left comes here: a part
 whose batch answer needs a re-ask keeps that answer (`batch_answer`) and only the re-ask is asked,
@@ -121,8 +124,14 @@ def validate_batch(
             todo.append(part)
         else:
             tally["skipped"] += 1
-    stopped = calls.handle_all(todo, validate, askers)
-    return {**tally, "stopped": stopped}
+    try:
+        stopped = calls.handle_all(todo, validate, askers)
+    except BatchIncomplete:
+        if not tally["validated"]:
+            raise  # no time for even one part: Step Functions' Retry bounds this
+        log.info("%d parts validated, time running out: more in the next round", tally["validated"])
+        return {**tally, "stopped": False, "more": True}
+    return {**tally, "stopped": stopped, "more": False}
 
 
 def record_judged(
