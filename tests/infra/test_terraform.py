@@ -163,7 +163,16 @@ def test_terraform_apply_runs_a_validation_then_plans_clean_and_destroys(
 
             _plan_the_api_on_fargate(tf, log, outputs["table_names"])
         finally:
-            tf.run("destroy", "-auto-approve", "-parallelism=20")
+            destroyed = tf.run("destroy", "-auto-approve", "-parallelism=20", ok_codes=(0, 1))
+            if destroyed.returncode:
+                # Seen once in many runs on a loaded machine: a DeleteTable the provider sent again
+                # after the embedded AWS had deleted the table answered ResourceNotFoundException.
+                # Anything else fails the test; that error alone is settled by destroying again
+                # (the refresh finds the table gone), and the checks below see nothing is left.
+                errors = re.findall(r"Error: (.*)", destroyed.stdout + destroyed.stderr)
+                assert errors and all("ResourceNotFoundException" in e for e in errors), destroyed.stderr[-4000:]
+                log(f"destroy: {len(errors)} delete(s) of what was already gone; destroying again")
+                tf.run("destroy", "-auto-approve", "-parallelism=20")
         assert client("dynamodb").list_tables()["TableNames"] == []
         assert client("stepfunctions").list_state_machines()["stateMachines"] == []
         assert client("lambda").list_functions()["Functions"] == []
