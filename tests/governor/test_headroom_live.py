@@ -19,6 +19,18 @@ from tests.support.stack import Aws, HeldCalls, MakeApi, lines_document, set_par
 NO_SECRET = {"id": "no-secret", "text": "No line may contain the word secret."}
 
 
+def _lowered_to_two(api: Any, vid: str, simulator: SimulatorServer) -> None:
+    """Once max-parallelism went down to 2: the validation shows it, the calls started before the
+    change have ended, and the simulator's peak counts from here."""
+    wait_for(
+        lambda: api.get(f"/validations/{vid}").json()["parallelism"]["effective"] == 2,
+        timeout=60,
+        what="parallelism 2 shown",
+    )
+    wait_for(lambda: simulator.stats.in_flight <= 2, timeout=60, what="the calls started before the change to end")
+    simulator.simulator.reset_peak()
+
+
 def _budget_spent(aws: Aws, settings: Settings) -> int:
     """granted − returned over the governor's budget shards: the tokens validators sent."""
     return spent(aws.client("dynamodb"), settings.table("governor"))
@@ -60,13 +72,7 @@ def test_one_validation_holds_more_than_forty_calls_in_flight_and_lowering_shrin
         return int(api.get(f"/validations/{vid}").json()["progress"]["succeeded"])
 
     # Within a cache period plus a call, invocations shrink to one call each and the slots to two.
-    wait_for(
-        lambda: api.get(f"/validations/{vid}").json()["parallelism"]["effective"] == 2,
-        timeout=60,
-        what="parallelism 2 shown",
-    )
-    wait_for(lambda: simulator.stats.in_flight <= 2, timeout=60, what="the calls started before the change to end")
-    simulator.simulator.reset_peak()
+    _lowered_to_two(api, vid, simulator)
     before = succeeded()
     wait_for(lambda: succeeded() >= before + 4, timeout=60, what="four more parts at the new limit")
     peak_after = simulator.stats.peak_in_flight
@@ -166,13 +172,7 @@ def test_a_raise_reaches_a_running_validation_through_more_calls_per_invocation_
     # Lowered while they are held: once they end, at most two are in flight.
     assert api.patch("/admin/parallelism", json={"max_parallelism": 2}).status_code == 200
     calls.release()
-    wait_for(
-        lambda: api.get(f"/validations/{vid}").json()["parallelism"]["effective"] == 2,
-        timeout=30,
-        what="parallelism 2 shown",
-    )
-    wait_for(lambda: simulator.stats.in_flight <= 2, timeout=30, what="the calls started before the change to end")
-    simulator.simulator.reset_peak()
+    _lowered_to_two(api, vid, simulator)
     wait_for_status(api, vid, statuses=("SUCCEEDED",))
 
     assert calls.peak_waiting == 10  # the raise reached the running validation, never more
