@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
 
 from core import headroom
 from core.records import file_index_of, part_id, part_index_of
@@ -69,31 +68,23 @@ def distributed(item_parts: Sequence[int], *, max_items: int, parts_per_item: in
     return len(item_parts) > max_items or max(item_parts, default=0) > parts_per_item
 
 
-@dataclass(frozen=True)
-class Shaped:
-    """A Distributed Map's plan: its width, the calls each child runs at once, and its items."""
-
-    map_concurrency: int
-    calls_per_invocation: int
-    items: list[dict[str, str]]
-
-
 def shape(
     ranges: Sequence[Mapping[str, str]], parts_per_file: Sequence[int], width: int, k: int, parts_per_item: int
-) -> Shaped:
+) -> tuple[headroom.Shape, list[dict[str, str]]]:
     """The Distributed Map shaped as the inline Map would be (core/headroom.py): no wider than
     `width` (the planned parallelism), so no child at the planned cap starts only to wait for a
     call slot, and `k` calls per child, so a raised cap reaches running children as workers.
     Items hold at most `parts_per_item` rounds of k parts, and no more than makes one item per
     child of the width (each at least k parts); when there are fewer items than the width, the
-    Map is as wide as the items and each child runs more calls, for the same reach."""
+    Map is as wide as the items and each child runs more calls, for the same reach. Returns the
+    Map's shape (its items are never merged: `group` 1) and the items."""
     width, k = max(1, width), max(1, k)
     size = min(parts_per_item * k, math.ceil(sum(count(ranges, parts_per_file)) / width))
     items = split(ranges, parts_per_file, max(k, size))
     if 0 < len(items) < width:
         k = min(headroom.MAX_CALLS, math.ceil(width * k / len(items)))
         width = len(items)
-    return Shaped(width, k, items)
+    return headroom.Shape(width, k, 1), items
 
 
 def manifest_key(validation_id: str, run: int) -> str:

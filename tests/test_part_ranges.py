@@ -75,16 +75,16 @@ def test_a_distributed_maps_shape_never_starts_a_child_only_to_wait_and_keeps_it
     ids = [part_id(f, p) for f, n in enumerate(parts_per_file) for p in range(n)]
     ranges = batches(ids, max_items=7) if ids else []
 
-    shaped = part_ranges.shape(ranges, parts_per_file, width, k, parts_per_item)
+    shaped, items = part_ranges.shape(ranges, parts_per_file, width, k, parts_per_item)
 
-    assert _ids(shaped.items, parts_per_file) == ids  # every part once, in order
-    counts = part_ranges.count(shaped.items, parts_per_file)
+    assert _ids(items, parts_per_file) == ids  # every part once, in order
+    counts = part_ranges.count(items, parts_per_file)
     assert max(counts, default=0) <= parts_per_item * k  # rounds of k calls, as the inline Map's items
     assert shaped.map_concurrency <= width  # no wider than the planned parallelism
     if not ids:
         return
     # As wide as planned, or as the items when fewer: every child of the width has an item.
-    assert shaped.map_concurrency == min(width, len(shaped.items))
+    assert shaped.map_concurrency == min(width, len(items))
     # The reach is kept (up to what an invocation may run): a raised cap reaches the children as workers.
     reach = shaped.map_concurrency * shaped.calls_per_invocation
     assert reach >= min(width * k, shaped.map_concurrency * headroom.MAX_CALLS)

@@ -88,11 +88,10 @@ def control(
         parts_per_item=config.parts_per_item * plan.calls_per_invocation,
     ):
         # Shaped as the inline Map would be: no child at the planned cap starts only to wait.
-        shaped = part_ranges.shape(
+        shaped, ranges = part_ranges.shape(
             batches, parts_per_file, plan.map_concurrency, plan.calls_per_invocation, config.parts_per_item
         )
         plan = replace(plan, map_concurrency=shaped.map_concurrency, calls_per_invocation=shaped.calls_per_invocation)
-        ranges = shaped.items
         manifest, items = store.files.put_map_items(validation_id, run, ranges), []
         log.info("validation %s run %d: %d part ranges for the Distributed Map", validation_id, run, len(ranges))
     store.validations.save_plan(validation_id, plan.as_dict())

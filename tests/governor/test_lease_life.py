@@ -6,7 +6,6 @@ which its sleep moves forward, against the embedded DynamoDB."""
 from __future__ import annotations
 
 import time
-from typing import Any
 
 from app.settings import Settings
 from core import governor as g
@@ -51,7 +50,7 @@ def test_a_lease_renewed_before_a_long_wait_is_renewed_again_before_its_call(aws
     dynamodb = aws.new_client("dynamodb")
     live = LiveConfig(dynamodb, aws.new_client("ssm"), config.governor_table, config.ssm_prefix, 60)
     clock = _Clock(time.time())
-    governor: Any = Governor(
+    governor = Governor(
         dynamodb, config.governor_table, live.limits, WINDOW, LEASE_SECONDS, sleep=clock.sleep, clock=clock
     )
     first = governor.lease("v-first", lambda: 2)
