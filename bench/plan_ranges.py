@@ -109,6 +109,7 @@ def plan_ranges(path: Path) -> dict[str, Any]:
         "seconds": time.perf_counter() - started,
         "parts": store.parts.count,
         "estimate": answer["estimate"],
+        "last_line": answer["last_line"],
         "invocations": invocations,
         "longest_invocation_seconds": longest,
         "ranges": store.files.ranges,

@@ -60,9 +60,7 @@ from starlette.routing import Route
 from app.settings import Settings
 from bench import aws_client, set_parameters, stack_settings
 from bench.hostile import CLIENTS, GIB, HEADERS, MIB, PeakRss, Row, healthz_latencies, max_size_upload, p99, scenario
-from core import headroom, text
-from core.planning import plan_file
-from core.records import MAX_MAP_ITEMS, batches
+from core import headroom, part_ranges, planning
 from lambdas.common.config import LambdaConfig
 from lambdas.plan_files.handler import _routes as planned_state  # what `Planned` answers: the state from then on
 from local.aws.provision import load_resources
@@ -76,6 +74,7 @@ TERMINAL = ("SUCCEEDED", "FAILED", "CANCELLED")
 STATE_BYTES = 256 * 1024  # an execution's input, a state's input or output
 HISTORY_EVENTS = 25_000
 LAMBDA_MAX_SECONDS = 900
+API_NICE = -10  # the API's own CPU, in the isolated placement
 DEFAULT_QUOTA_CAPACITY = 1_000_000  # tokens: a user's default quota capacity (docs/guide/uploads.md)
 RETRY_EVENTS = 3  # a Task retried: TaskFailed, then TaskScheduled and TaskStarted again
 # The Lambdas' settings as deployed by default (the names play no part here).
@@ -157,15 +156,37 @@ def write_log(path: Path, size: int, seed: int = 1) -> None:
 _complete_lock: Lock | None = None
 
 
-def _worker_init(lock: Lock, nice: int) -> None:
+def _worker_init(lock: Lock, nice: int, started: multiprocessing.Queue[int]) -> None:
     global _complete_lock
     _complete_lock = lock
     os.nice(nice)  # a client: on AWS it is not on the API's CPU
+    started.put(os.getpid())
 
 
 def _worker_ready() -> int:
     time.sleep(0.5)  # busy long enough that the pool starts a process for every warm-up call
     return os.getpid()
+
+
+def _inline(base: str, max_request_bytes: int, seed: int) -> tuple[int, int]:
+    """bench/hostile.py's maximum-size submission, from a client process of its own (its sending
+    shares no GIL with the /healthz probe)."""
+    return asyncio.run(max_size_upload(base, max_request_bytes, seed))
+
+
+def place(pid: int, cpus: set[int], nice: int) -> None:
+    """Every thread of a process on `cpus` at `nice` (on Linux both are a thread's; threads it
+    starts later inherit them). A nice below 0 needs root: without it the nice is left as is."""
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with contextlib.suppress(ProcessLookupError):
+            os.sched_setaffinity(int(tid), cpus)
+            with contextlib.suppress(PermissionError):
+                os.setpriority(os.PRIO_PROCESS, int(tid), nice)
+
+
+def cpus_of(pid: int) -> str:
+    with open(f"/proc/{pid}/status") as status:
+        return next(line.split(":", 1)[1].strip() for line in status if line.startswith("Cpus_allowed_list"))
 
 
 def _chunks(file: BinaryIO, offset: int, size: int) -> Iterator[bytes]:
@@ -271,13 +292,15 @@ async def measured(
 
 @dataclass
 class History:
-    """Events of two validations of one uploaded multi-part file each, differing only in their
-    parts' Map items: what one item adds, and the rest (plan step, combine step, the states)."""
+    """Events of two validations of one uploaded multi-part file each through the inline Map,
+    differing only in their parts' Map items (what one item adds, and the rest: plan step,
+    combine step, the states), and of the larger one through the Distributed Map (the parent's)."""
 
     items: tuple[int, int]
     events: tuple[int, int]
     item_types: list[str]
     failed: int  # Task attempts that failed (retries): none expected
+    distributed_parent: int  # the parent execution's events on the distributed path
 
     @property
     def per_item(self) -> float:
@@ -289,10 +312,13 @@ class History:
 
 
 def history(settings: Settings, base: str, tmp: Path) -> History:
-    """Two small uploaded log files validated through the embedded engine; their histories compared."""
-    sizes = (6 * 1024, 18 * 1024)
+    """Two small uploaded log files validated through the embedded engine, then the larger one
+    then a larger one with the control function's `INLINE_MAP_MAX_ITEMS` and `PARTS_PER_ITEM` at 1 (the
+    Distributed Map); their histories compared."""
+    sizes = (12 * 1024, 36 * 1024)
     items, counts = [], []
-    sfn = aws_client("stepfunctions", str(settings.aws_endpoint_url))
+    endpoint = str(settings.aws_endpoint_url)
+    sfn, lam = aws_client("stepfunctions", endpoint), aws_client("lambda", endpoint)
     machine = next(
         m["stateMachineArn"]
         for m in sfn.list_state_machines()["stateMachines"]
@@ -303,42 +329,75 @@ def history(settings: Settings, base: str, tmp: Path) -> History:
         # uploaded files end without a final status (the plan step's transaction expects QUEUED).
         key = admin.post("/admin/users", json={"user_id": "history"}).json()["api_key"]
     auth = {"Authorization": f"Bearer {key}"}
+    # A Map as wide as the items, one part an item: the items differ as the parts do.
+    set_parameters(settings, {"max-parallelism": headroom.MAP_LIMIT})
+
+    def validate(api: httpx.Client, path: Path) -> tuple[int, Counter[str]]:
+        status, upload_id = upload(base, str(path), path.name, auth)
+        assert status == 200, status
+        created = api.post("/validations", json={"rules": RULES, "uploads": [upload_id], "reuse": False})
+        assert created.status_code == 202, created.text
+        vid = created.json()["id"]
+        deadline = time.monotonic() + 300
+        while (v := api.get(f"/validations/{vid}").json())["status"] not in TERMINAL:
+            assert time.monotonic() < deadline, f"validation {vid} still {v['status']}"
+            time.sleep(0.3)
+        assert v["status"] == "SUCCEEDED", v
+        arn = f"{machine.replace(':stateMachine:', ':execution:', 1)}:{vid}"
+        pages = sfn.get_paginator("get_execution_history").paginate(executionArn=arn)
+        return int(v["files"][0]["parts"]), Counter(e["type"] for page in pages for e in page["events"])
+
     with httpx.Client(base_url=base, headers=auth, timeout=60) as api:
         for n, size in enumerate(sizes):
             path = tmp / f"small-{n}.log"
             write_log(path, size, seed=10 + n)
-            status, upload_id = upload(base, str(path), path.name, auth)
-            assert status == 200, status
-            created = api.post("/validations", json={"rules": RULES, "uploads": [upload_id], "reuse": False})
-            assert created.status_code == 202, created.text
-            vid = created.json()["id"]
-            deadline = time.monotonic() + 300
-            while (v := api.get(f"/validations/{vid}").json())["status"] not in TERMINAL:
-                assert time.monotonic() < deadline, f"validation {vid} still {v['status']}"
-                time.sleep(0.3)
-            assert v["status"] == "SUCCEEDED", v
-            parts = int(v["files"][0]["parts"])
-            items.append(len(batches([f"{i:06d}" for i in range(parts)])))
-            arn = f"{machine.replace(':stateMachine:', ':execution:', 1)}:{vid}"
-            pages = sfn.get_paginator("get_execution_history").paginate(executionArn=arn)
-            counts.append(Counter(e["type"] for page in pages for e in page["events"]))
+            parts, events = validate(api, path)
+            # The parts' Map items as the plan shaped them: every iteration but the plan step's (one
+            # for the one file) and the combine step's (one for a multi-part file).
+            items.append(events["MapIterationStarted"] - 1 - (parts > 1))
+            counts.append(events)
+        control = next(
+            f for f in lam.list_functions()["Functions"] if f["FunctionName"] == f"{settings.name_prefix}-control"
+        )
+        variables = control["Environment"]["Variables"]
+        lam.update_function_configuration(
+            FunctionName=control["FunctionName"],
+            Environment={"Variables": {**variables, "INLINE_MAP_MAX_ITEMS": "1", "PARTS_PER_ITEM": "1"}},
+        )
+        try:  # more parts than one item's calls at once (at most 10 here): more than one item
+            large = tmp / "small-distributed.log"
+            write_log(large, 96 * 1024, seed=12)
+            _, distributed = validate(api, large)
+        finally:
+            restored = {"Variables": variables}
+            lam.update_function_configuration(FunctionName=control["FunctionName"], Environment=restored)
     assert items[0] != items[1], items
+    assert distributed["MapRunStarted"] == 1, distributed  # the Distributed Map ran
     grew = counts[1] - counts[0]
     step = items[1] - items[0]
     return History(
         (items[0], items[1]),
         (sum(counts[0].values()), sum(counts[1].values())),
         [f"{kind} ×{n // step}" if n != step else kind for kind, n in sorted(grew.items(), key=lambda kv: kv[0])],
-        sum(c["TaskFailed"] + c["LambdaFunctionFailed"] for c in counts),
+        sum(c["TaskFailed"] + c["LambdaFunctionFailed"] for c in (*counts, distributed)),
+        sum(distributed.values()),
     )
 
 
 @dataclass
-class LatencyRun:
+class Pass:
+    """The two scenarios with one placement of the processes on the CPUs."""
+
+    placement: str
     idle: float
     bare_idle: float
     uploads: Measured
     inline: Measured
+
+
+@dataclass
+class LatencyRun:
+    passes: list[Pass]
     history: History
 
 
@@ -372,31 +431,29 @@ def api_latency(log: Path, tmp: Path, max_request_bytes: int, load_nice: int) ->
             "MAX_REQUEST_BYTES": str(max_request_bytes),
             "MAX_FILE_BYTES": str(max_request_bytes // 10),
         }
-        lock = multiprocessing.get_context("spawn").Lock()
+        spawn = multiprocessing.get_context("spawn")
+        lock, started = spawn.Lock(), spawn.Queue()
         bare_port = free_port()
         bare = f"http://127.0.0.1:{bare_port}"
         with (
             process(["-m", "app"], f"{base}/readyz", env=env, timeout=120) as api,
-            process(["-c", f"from bench.uploads import serve_bare; serve_bare({bare_port})"], f"{bare}/healthz"),
-            ProcessPoolExecutor(CLIENTS, multiprocessing.get_context("spawn"), _worker_init, (lock, load_nice)) as pool,
+            process(["-c", f"from bench.uploads import serve_bare; serve_bare({bare_port})"], f"{bare}/healthz") as ctl,
+            ProcessPoolExecutor(CLIENTS, spawn, _worker_init, (lock, load_nice, started)) as pool,
         ):
             # The governor aims at the simulator's limit, as local mode sets it (the history's validations).
             set_parameters(settings, {"target-tpm": simulator.simulator.config.tpm})
 
-            async def run() -> tuple[float, float, Measured, Measured]:
+            async def one_pass(placement: str) -> Pass:
                 loop = asyncio.get_running_loop()
-                # Warm up: the client processes started, the API's first upload and submission.
-                await asyncio.gather(*(loop.run_in_executor(pool, _worker_ready) for _ in range(CLIENTS)))
-                warm = tmp / "warm.log"
-                write_log(warm, MIB)
-                await loop.run_in_executor(pool, upload, base, str(warm), warm.name)
-                await max_size_upload(base, MIB, 99)
                 idle = p99(await healthz_latencies(base, asyncio.Event(), count=500))
                 bare_idle = p99(await healthz_latencies(bare, asyncio.Event(), count=500))
 
                 async def straight(i: int) -> tuple[int, int]:
                     status, _ = await loop.run_in_executor(pool, upload, base, str(log), f"app-{i}.log")
                     return status, log.stat().st_size
+
+                async def inline_client(i: int) -> tuple[int, int]:
+                    return await loop.run_in_executor(pool, _inline, base, max_request_bytes, i)
 
                 size = log.stat().st_size
                 parts = max(1, math.ceil(size / Settings.model_fields["upload_part_bytes"].default))
@@ -414,13 +471,48 @@ def api_latency(log: Path, tmp: Path, max_request_bytes: int, load_nice: int) ->
                     aws.pid,
                     base,
                     bare,
-                    lambda i: max_size_upload(base, max_request_bytes, i),
+                    inline_client,
                 )
-                return idle, bare_idle, uploads, inline
+                return Pass(placement, idle, bare_idle, uploads, inline)
 
-            idle, bare_idle, uploads, inline = asyncio.run(run())
+            async def run() -> list[Pass]:
+                loop = asyncio.get_running_loop()
+                # Warm up: the client processes started, the API's first upload and submission.
+                await asyncio.gather(*(loop.run_in_executor(pool, _worker_ready) for _ in range(CLIENTS)))
+                clients = {started.get(timeout=60) for _ in range(CLIENTS)}  # each worker's pid, once started
+                warm = tmp / "warm.log"
+                write_log(warm, MIB)
+                await loop.run_in_executor(pool, upload, base, str(warm), warm.name)
+                await max_size_upload(base, MIB, 99)
+                passes = [await one_pass("shared: every process on every CPU, the load at low priority")]
+                cpus = sorted(os.sched_getaffinity(0))
+                if len(cpus) >= 2:
+                    # On AWS the API's task has a CPU of its own: S3 and the clients are elsewhere.
+                    # Here the API, the bare control and this process (the probes) get the first
+                    # CPU at a high priority (what else runs on this shared machine does not leave
+                    # it), and the load (the embedded AWS, the clients) the others at nice 19.
+                    api_cpus, rest = {cpus[0]}, set(cpus[1:])
+                    for pid in (api.pid, ctl.pid, os.getpid()):
+                        place(pid, api_cpus, API_NICE)
+                    for pid in (aws.pid, *clients):
+                        place(pid, rest, load_nice)
+                    try:
+                        passes.append(
+                            await one_pass(
+                                f"isolated: the API, the control and the probes on CPU {cpus_of(api.pid)} at nice "
+                                f"{os.getpriority(os.PRIO_PROCESS, api.pid)}, the load on CPU {cpus_of(aws.pid)}"
+                            )
+                        )
+                    finally:
+                        for pid in (api.pid, ctl.pid, os.getpid()):
+                            place(pid, set(cpus), 0)
+                        for pid in (aws.pid, *clients):
+                            place(pid, set(cpus), load_nice)
+                return passes
+
+            passes = asyncio.run(run())
             events = history(settings, base, tmp)
-    return LatencyRun(idle, bare_idle, uploads, inline, events)
+    return LatencyRun(passes, events)
 
 
 # --- 2. the 1 GiB log file planned ------------------------------------------------------------
@@ -433,41 +525,31 @@ class Planned:
     parts: int
     estimate: int
     combine_calls: int
-    check_seconds: float
-    plan_seconds: float
-    peak_growth: int  # the file's bytes included, as the Lambda holds them
-    part_ids: list[str]
+    seconds: float
+    invocations: int
+    longest_invocation: float
+    peak_rss: float  # MiB, the planning process's high-water mark (interpreter and tokenizer included)
 
 
-async def plan_log(log: Path) -> Planned:
-    config = LAMBDA_DEFAULTS
-    async with PeakRss(os.getpid()) as peak:  # from before the file is read: its bytes count
-        content = await asyncio.to_thread(log.read_bytes)
-        started = time.perf_counter()
-        await asyncio.to_thread(text.check, log.name, content)
-        checked = time.perf_counter()
-        planned = await asyncio.to_thread(
-            plan_file,
-            "0" * 32,
-            0,
-            log.name,
-            "uploads/owner/upload",
-            content,
-            [{"id": f"r{i}", "text": r} for i, r in enumerate(RULES)],
-            config.part_max_tokens,
-            config.completion_max_tokens,
-        )
-        ended = time.perf_counter()
+def plan_log(log: Path) -> Planned:
+    """The log planned as `PlanFile` plans a line-oriented upload (bench/plan_ranges.py: ranged
+    reads, a check pass then a split pass, as many invocations as the timeout needs), in a
+    process of its own; the combine tree's calls as the plan step counts them."""
+    from bench import plan_ranges  # it imports this module's log generator
+
+    result = plan_ranges.run("ranges", log)
+    rules = [{"id": f"r{i}", "text": r} for i, r in enumerate(RULES)]
+    calls, _ = planning.combine_plan(log.name, result["parts"], rules, LAMBDA_DEFAULTS.part_max_tokens)
     return Planned(
-        len(content),
-        int(planned.file["last_line"]),
-        len(planned.parts),
-        planned.estimate,
-        int(planned.file["combine_calls"]),
-        checked - started,
-        ended - checked,
-        peak.growth_bytes,
-        [p["part_id"] for p in planned.parts],
+        log.stat().st_size,
+        int(result["last_line"]),
+        int(result["parts"]),
+        int(result["estimate"]),
+        calls,
+        float(result["seconds"]),
+        int(result["invocations"]),
+        float(result["longest_invocation_seconds"]),
+        float(result["peak_rss_mib"]),
     )
 
 
@@ -479,29 +561,34 @@ class Limit:
     ratio: float | None = None
 
 
+def _json_bytes(value: Any) -> int:
+    return len(json.dumps(value, separators=(",", ":")))
+
+
 def limits(planned: Planned, events: History, call_seconds: float) -> list[Limit]:
-    """What validating the planned file would need, against each limit."""
+    """What validating the planned file takes on the path the service gives it (planning in
+    ranges, the Distributed Map, the combine step in rounds), against each limit."""
     resources = load_resources()
     functions = resources["functions"]
     config = LAMBDA_DEFAULTS
-    retries = Settings.model_fields["sfn_retry_max_attempts"].default
-    items = batches(planned.part_ids, MAX_MAP_ITEMS)
-    state = planned_state("0" * 32, 1, [{"parts": planned.parts}])
-    per_item = math.ceil(planned.parts / len(items))
+    plan_timeout, plan_memory = functions["plan_files"]["timeout"], functions["plan_files"]["memory"]
     rows = [
         Limit("file: bytes, lines", f"{planned.size:,} B, {planned.lines:,} lines"),
-        Limit("text check (`core/text.check`)", f"{planned.check_seconds:.1f} s"),
         Limit(
-            "plan (`core/planning.plan_file`): seconds on this machine",
-            f"{planned.plan_seconds:.0f} s",
-            f"{functions['plan_files']['timeout']} s (plan_files timeout)",
-            planned.plan_seconds / functions["plan_files"]["timeout"],
+            f"plan in ranges: `PlanFile` invocations ({planned.seconds:.0f} s in all on this machine)",
+            f"{planned.invocations}",
         ),
         Limit(
-            "plan: peak RSS growth, the file's bytes included",
-            f"{planned.peak_growth / MIB:,.0f} MiB",
-            f"{functions['plan_files']['memory']:,} MB (plan_files memory; Lambda allows 10,240)",
-            planned.peak_growth / (functions["plan_files"]["memory"] * 10**6),
+            "… the longest invocation",
+            f"{planned.longest_invocation:.0f} s",
+            f"{plan_timeout} s (plan_files timeout)",
+            planned.longest_invocation / plan_timeout,
+        ),
+        Limit(
+            "… peak RSS of the planning process (interpreter and tokenizer included)",
+            f"{planned.peak_rss:,.0f} MiB",
+            f"{plan_memory:,} MB (plan_files memory)",
+            planned.peak_rss * MIB / (plan_memory * 10**6),
         ),
         Limit(f"parts (budget {config.part_max_tokens:,} tokens)", f"{planned.parts:,}"),
         Limit(
@@ -510,93 +597,88 @@ def limits(planned: Planned, events: History, call_seconds: float) -> list[Limit
             f"{DEFAULT_QUOTA_CAPACITY:,} (default quota capacity)",
             planned.estimate / DEFAULT_QUOTA_CAPACITY,
         ),
-        Limit(
-            "Map items (`core/records.batches`)",
-            f"{len(items):,}",
-            f"{MAX_MAP_ITEMS:,} (`MAX_MAP_ITEMS`)",
-            len(items) / MAX_MAP_ITEMS,
-        ),
-        Limit("parts per Map item", f"{per_item:,}"),
     ]
-    # The state from `Planned` on, and after `Plan` (its ResultSelector keeps the batches a second time).
-    after_planned = len(json.dumps(state, separators=(",", ":")))
-    max_parallelism = int(resources["parameters"]["max-parallelism"])
-    shapes = {
-        f"max-parallelism {p}": headroom.shape(max(p, config.map_concurrency_ceiling), len(items), planned.parts, 1)
-        for p in (max_parallelism, headroom.MAX_PARALLELISM)
-    }
-    default = shapes[f"max-parallelism {max_parallelism}"]
-    plan = {
-        "map_concurrency": default.map_concurrency,
-        "parallelism": max_parallelism,
-        "calls_per_invocation": default.calls_per_invocation,
-        "batches": headroom.regroup(state["batches"], default.group),
-    }
-    after_plan = len(json.dumps({**state, "plan": plan}, separators=(",", ":")))
+    # The execution's state once the file is planned (what `Planned` answers), then after `Plan`.
+    files = [{"parts": planned.parts}]
+    state = planned_state("0" * 32, 1, files)
     limit = f"{STATE_BYTES:,} B"
-    rows += [
-        Limit("state from `Planned` on", f"{after_planned:,} B", limit, after_planned / STATE_BYTES),
-        Limit("… after `Plan` (the batches twice)", f"{after_plan:,} B", limit, after_plan / STATE_BYTES),
-    ]
-    history_events = events.fixed + events.per_item * len(items)
-    rows.append(
-        Limit(
-            f"history events ({events.fixed:.0f} + {events.per_item:g} per Map item)",
-            f"{history_events:,.0f}",
-            f"{HISTORY_EVENTS:,}",
-            history_events / HISTORY_EVENTS,
-        )
-    )
+    rows.append(Limit("state from `Planned` on", f"{_json_bytes(state):,} B", limit, _json_bytes(state) / STATE_BYTES))
     timeout = functions["validate_part"]["timeout"]
-    attempt = timeout - config.reserve_millis / 1000  # a validator stops with this much left (BatchIncomplete)
-    for label, shaped in shapes.items():
-        k, parts_per_item = shaped.calls_per_invocation, per_item * shaped.group
-        seconds = math.ceil(parts_per_item / k) * call_seconds
-        attempts = math.ceil(seconds / attempt)
+    attempt = timeout - config.reserve_millis / 1000  # a validator answers `more` with this much left
+    combine_timeout = functions["combine_file"]["timeout"]
+    combine_attempt = combine_timeout - config.reserve_millis / 1000
+    max_parallelism = int(resources["parameters"]["max-parallelism"])
+    for parallelism in (max_parallelism, headroom.MAX_PARALLELISM):
+        reach = max(parallelism, config.map_concurrency_ceiling)
+        inline = headroom.shape(reach, len(state["batches"]), planned.parts, len(state["combine"]), parallelism)
+        width, k = inline.map_concurrency, inline.calls_per_invocation
+        shaped, items = part_ranges.shape(state["batches"], [planned.parts], width, k, config.parts_per_item)
+        k, width = shaped.calls_per_invocation, shaped.map_concurrency
+        after_plan = {
+            **state,
+            "plan": {
+                "map_concurrency": width,
+                "parallelism": parallelism,
+                "calls_per_invocation": k,
+                "batches": [],
+                "distributed": True,
+                "manifest": {"bucket": "validation-uploads", "key": f"validations/{'0' * 32}/map-items/run-1.json"},
+            },
+        }
+        largest = max(part_ranges.count(items, [planned.parts]))
+        item_input = {"validation_id": "0" * 32, "run": 1, "parts": items[0], "calls_per_invocation": k}
+        item_seconds = math.ceil(largest / k) * call_seconds
+        rounds = math.ceil(item_seconds / attempt)
+        label = f"max-parallelism {parallelism} (reach {reach}): a Map {width} wide, {k} calls at once"
         rows += [
+            Limit(f"**{label}**", ""),
             Limit(
-                f"one Map item at {label}: {parts_per_item:,} parts, {k} call{'s' if k > 1 else ''} at once, "
-                f"{call_seconds:g} s a call",
-                f"{seconds:,.0f} s",
-                f"{LAMBDA_MAX_SECONDS} s (Lambda's longest timeout)",
-                seconds / LAMBDA_MAX_SECONDS,
+                "… state after `Plan` (the manifest's key, no items)",
+                f"{_json_bytes(after_plan):,} B",
+                limit,
+                _json_bytes(after_plan) / STATE_BYTES,
             ),
             Limit(
-                f"… in validate_part invocations of {attempt:.0f} s ({timeout} s timeout less the reserve)",
-                f"{attempts:,}",
-                f"{1 + retries} (1 + {retries} retries)",
-                attempts / (1 + retries),
+                f"… Distributed Map items (`core/part_ranges.shape`), ≤ {largest} parts each",
+                f"{len(items):,}",
+                "none binds (Distributed Map)",
+            ),
+            Limit("… the manifest in S3", f"{_json_bytes(items):,} B"),
+            Limit("… one item's input", f"{_json_bytes(item_input)} B", limit, _json_bytes(item_input) / STATE_BYTES),
+            Limit(
+                f"… one item: ⌈{largest} ÷ {k}⌉ calls of {call_seconds:g} s",
+                f"{item_seconds:,.0f} s",
+                f"{attempt:.0f} s (validate_part's {timeout} s less the reserve)",
+                item_seconds / attempt,
+            ),
+            Limit(
+                f"… a child's history ({events.per_item:g} events a round, measured inline, + its start and end)",
+                f"{events.per_item * rounds + 2:,.0f}",
+                f"{HISTORY_EVENTS:,}",
+                (events.per_item * rounds + 2) / HISTORY_EVENTS,
+            ),
+            Limit(
+                f"… the parts: {planned.parts:,} calls, {width * k} at once",
+                f"{math.ceil(planned.parts / (width * k)) * call_seconds / 3600:,.1f} h",
             ),
         ]
-        if attempts > 1:
-            retried = history_events + len(items) * RETRY_EVENTS * (attempts - 1)
-            rows.append(
-                Limit(
-                    f"… history events with those retries ({RETRY_EVENTS} per retry)",
-                    f"{retried:,.0f}",
-                    f"{HISTORY_EVENTS:,}",
-                    retried / HISTORY_EVENTS,
-                )
-            )
-    combine = planned.combine_calls * call_seconds
-    rows.append(
+    # The combine step: one item for the file, in rounds of one invocation (CombineMore).
+    combine_rounds = math.ceil(planned.combine_calls * call_seconds / combine_attempt)
+    parent = events.distributed_parent + combine_rounds * events.per_item
+    rows += [
         Limit(
-            f"the combine Map item: {planned.combine_calls:,} calls one at a time, {call_seconds:g} s a call",
-            f"{combine:,.0f} s",
-            f"{LAMBDA_MAX_SECONDS} s",
-            combine / LAMBDA_MAX_SECONDS,
-        )
-    )
-    combine_timeout = functions["combine_file"]["timeout"]
-    combine_attempts = math.ceil(combine / (combine_timeout - config.reserve_millis / 1000))
-    rows.append(
+            f"combine step: {planned.combine_calls:,} calls one at a time, {call_seconds:g} s a call",
+            f"{planned.combine_calls * call_seconds / 3600:,.1f} h in {combine_rounds:,} rounds "
+            f"of {combine_attempt:.0f} s",
+        ),
         Limit(
-            f"… in combine_file invocations ({combine_timeout} s timeout less the reserve)",
-            f"{combine_attempts:,}",
-            f"{1 + retries} (1 + {retries} retries)",
-            combine_attempts / (1 + retries),
-        )
-    )
+            f"the parent's history ({events.distributed_parent} measured on the distributed path, "
+            f"+ {events.per_item:g} a combine round)",
+            f"{parent:,.0f}",
+            f"{HISTORY_EVENTS:,}",
+            parent / HISTORY_EVENTS,
+        ),
+    ]
     return rows
 
 
@@ -611,24 +693,28 @@ def latency_table(run: LatencyRun, max_request_bytes: int) -> list[str]:
     def answers(row: Row) -> str:
         return ", ".join(f"{s} × {row.statuses.count(s)}" for s in sorted(set(row.statuses)))
 
-    up, inline = run.uploads, run.inline
     lines = [
-        "| scenario | answers | seconds | API CPU s | API peak RSS growth | goal | `/healthz` p99 | ÷ idle p99 | goal "
-        "| bare process: p99 ÷ its idle p99 |",
-        "|---|---|---:|---:|---:|---|---:|---:|---|---:|",
-        f"| idle (baseline) | | | | | | {run.idle * 1000:.1f} ms | 1.00 | | {run.bare_idle * 1000:.1f} ms: 1.00 |",
+        "| placement | scenario | answers | seconds | API CPU s | API peak RSS growth | goal | `/healthz` p99 "
+        "| ÷ idle p99 | goal | bare process: p99 ÷ its idle p99 |",
+        "|---|---|---|---:|---:|---:|---|---:|---:|---|---:|",
     ]
-    for m, rss_limit, rss_goal in (
-        (up, 16 * MIB, "≤ 16 MiB"),
-        (inline, 2 * max_request_bytes, "≤ 2 × `max_request_bytes`"),
-    ):
-        ratio = m.row.p99 / run.idle
+    for run_pass in run.passes:
+        placement = run_pass.placement.split(":", 1)[0]
         lines.append(
-            f"| {m.row.scenario} | {answers(m.row)} | {m.seconds:.1f} | {m.api_cpu:.1f} "
-            f"| {m.row.growth / MIB:.1f} MiB | {rss_goal}: {_goal(m.row.growth <= rss_limit)} "
-            f"| {m.row.p99 * 1000:.1f} ms | {ratio:.2f} | ≤ 3: {_goal(ratio <= 3)} "
-            f"| {m.bare_p99 * 1000:.1f} ms: {m.bare_p99 / run.bare_idle:.2f} |"
+            f"| {placement} | idle (baseline) | | | | | | {run_pass.idle * 1000:.1f} ms | 1.00 | "
+            f"| {run_pass.bare_idle * 1000:.1f} ms: 1.00 |"
         )
+        for m, rss_limit, rss_goal in (
+            (run_pass.uploads, 16 * MIB, "≤ 16 MiB"),
+            (run_pass.inline, 2 * max_request_bytes, "≤ 2 × `max_request_bytes`"),
+        ):
+            ratio = m.row.p99 / run_pass.idle
+            lines.append(
+                f"| {placement} | {m.row.scenario} | {answers(m.row)} | {m.seconds:.1f} | {m.api_cpu:.1f} "
+                f"| {m.row.growth / MIB:.1f} MiB | {rss_goal}: {_goal(m.row.growth <= rss_limit)} "
+                f"| {m.row.p99 * 1000:.1f} ms | {ratio:.2f} | ≤ 3: {_goal(ratio <= 3)} "
+                f"| {m.bare_p99 * 1000:.1f} ms: {m.bare_p99 / run_pass.bare_idle:.2f} |"
+            )
     return lines
 
 
@@ -646,7 +732,7 @@ def main() -> None:
         write_log(log, int(upload_gib * GIB))
         generated, log_size = time.perf_counter() - started, log.stat().st_size
         run = api_latency(log, tmp, max_request_bytes, load_nice)
-        planned = asyncio.run(plan_log(log))
+        planned = plan_log(log)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     machine = f"{os.cpu_count()} cores, {_cpu_model()}, load average {load:.1f} before, {os.getloadavg()[0]:.1f} after"
@@ -656,17 +742,22 @@ def main() -> None:
         f"{CLIENTS} clients at once, max_request_bytes = {max_request_mib} MiB; the embedded AWS and the "
         f"clients at nice {load_nice}"
     )
+    for run_pass in run.passes:
+        print(f"- {run_pass.placement}")
     print("\n".join(latency_table(run, max_request_bytes)))
-    up, size = run.uploads, log_size
-    print(
-        f"\nStraight to S3: {CLIENTS * size / MIB / up.seconds:,.0f} MiB/s in all; the embedded AWS process "
-        f"used {up.aws_cpu:.1f} CPU s and grew {up.aws_growth / MIB:,.0f} MiB at its peak (inline: "
-        f"{run.inline.aws_cpu:.1f} CPU s, {run.inline.aws_growth / MIB:,.0f} MiB)"
-    )
+    for run_pass in run.passes:
+        up, inline = run_pass.uploads, run_pass.inline
+        print(
+            f"\n{run_pass.placement.split(':', 1)[0]}: straight to S3 "
+            f"{CLIENTS * log_size / MIB / up.seconds:,.0f} MiB/s in all; the embedded AWS process used "
+            f"{up.aws_cpu:.1f} CPU s and grew {up.aws_growth / MIB:,.0f} MiB at its peak "
+            f"(inline: {inline.aws_cpu:.1f} CPU s, {inline.aws_growth / MIB:,.0f} MiB)"
+        )
     h = run.history
     print(
-        f"\nhistory: {h.events[0]} and {h.events[1]} events for {h.items[0]} and {h.items[1]} Map items "
-        f"(failed attempts: {h.failed}); one Map item adds {h.per_item:g}: {', '.join(h.item_types)}"
+        f"\nhistory: {h.events[0]} and {h.events[1]} events for {h.items[0]} and {h.items[1]} inline Map items "
+        f"(failed attempts: {h.failed}); one Map item adds {h.per_item:g}: {', '.join(h.item_types)}; "
+        f"the larger through the Distributed Map: {h.distributed_parent} events in the parent"
     )
     print(f"\nA {planned.size / GIB:g} GiB log file planned; {call_seconds:g} s a model call")
     print("| measure | used | limit | used ÷ limit | fits |")
