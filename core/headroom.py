@@ -27,7 +27,10 @@ the ceiling 10): a Map 5 wide, k = 2, one-part batches merged in pairs.
 Live, an invocation runs `workers(cap)` calls at once: its part of the validation's live
 parallelism (`⌈cap ÷ map_concurrency⌉`, never more than k), so lowering max-parallelism
 shrinks running invocations too; each call still needs a slot below the cap, which is what
-bounds the validation exactly (lambdas/common/governor.py).
+bounds the validation exactly (lambdas/common/governor.py). The combine step's Map shares the
+width and k; its invocations count their part over the invocations that run at once, the
+width or its items when fewer (`combine_items` in the plan: a file's tree levels are asked k
+at a time, lambdas/combine_file/combiner.py).
 """
 
 from __future__ import annotations
@@ -152,9 +155,15 @@ def calls_per_invocation(plan: Mapping[str, Any] | None) -> int:
     return max(1, int((plan or {}).get("calls_per_invocation", 1)))
 
 
-def workers(cap: int, plan: Mapping[str, Any] | None) -> int:
-    """Calls one invocation may run at once now: its part of the live cap, at most k."""
+def workers(cap: int, plan: Mapping[str, Any] | None, items: int | None = None) -> int:
+    """Calls one invocation may run at once now: its part of the live cap, at most k. The cap is
+    shared by the Map's invocations that run at once: its width, or its `items` when fewer (the
+    combine step's Map, whose items — one per range of multi-part files — are often fewer than
+    the width: a gigabyte file is one item, which may then run k calls at the planned cap)."""
     k = calls_per_invocation(plan)
     if k <= 1 or not plan:
         return 1
-    return max(1, min(k, math.ceil(cap / max(1, int(plan["map_concurrency"])))))
+    running = int(plan["map_concurrency"])
+    if items is not None and int(items) > 0:
+        running = min(running, int(items))
+    return max(1, min(k, math.ceil(cap / max(1, running))))

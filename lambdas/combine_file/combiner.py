@@ -16,6 +16,18 @@ file's reports need more than one call, each group's answer is a report of its o
 the file's verdict. Every node is stored once, so a retried invocation resumes where the
 last stopped; every call goes through the TPM governor like a part call.
 
+A level's groups not stored yet are asked side by side, up to k at once (the plan's
+`calls_per_invocation`, core/headroom.py), exactly as the validator asks its parts
+(lambdas/common/calls.py): each worker with an Asker of its own (its own call slot below the
+validation's live parallelism, its own grants), the live cap read again as they go, each
+group's node stored as soon as it is answered; the first error stops new calls, and is
+raised once the calls in flight are answered and stored. The next level is built only when
+every group of this one is stored. The combine Map often runs fewer invocations than its
+width (a gigabyte file is one item), so a combine invocation's part of the live cap is
+counted over the invocations that run at once (`headroom.workers` with the plan's
+`combine_items`). With k = 1 the groups are asked one at a time in the invocation's own
+thread, with one Asker for the whole invocation.
+
 A tree larger than one invocation finishes (a gigabyte file's tree is tens of thousands of
 calls): when time runs short after this invocation stored some of it, the answer says `more`
 and the state machine invokes again (CombineMore), for as many invocations as the tree needs;
@@ -24,15 +36,18 @@ an invocation that stored nothing raises BatchIncomplete, which the Retry limits
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from core import grounding, prompt
+from core import grounding, headroom, prompt
 from core.records import PartStatus, combine_node_id
+from lambdas.common import calls as calls_at_once
 from lambdas.common.config import LambdaConfig
 from lambdas.common.errors import BatchIncomplete, InvalidAnswer
 from lambdas.common.governor import Governor
-from lambdas.common.model import Asker, Stopped, ask_grounded, asker_for, prompt_estimate_without_tokenizer
+from lambdas.common.model import Asker, Askers, Stopped, ask_grounded, askers_for, prompt_estimate_without_tokenizer
 from lambdas.common.stores import Store
 
 
@@ -44,8 +59,42 @@ class TreeIncomplete(BatchIncomplete):
         self.calls = calls
 
 
+class _OutOfTime(Exception):
+    """A group found too little time left to be asked (TreeIncomplete once the calls in flight ended)."""
+
+
 def _report(item: dict[str, Any]) -> prompt.Report:
     return prompt.Report(int(item["first_line"]), int(item["last_line"]), list(item.get("rules") or []))
+
+
+@dataclass(frozen=True)
+class CombineAskers(Askers):
+    """The invocation's Askers, its workers counted as a combine invocation's part of the live cap:
+    over the combine Map's invocations that run at once (its width, or its items when fewer)."""
+
+    def workers(self) -> int:
+        return headroom.workers(self.cap(), self.plan, self.plan.get("combine_items"))
+
+
+class _Callers:
+    """How one invocation asks a level's groups: up to k at once (calls.handle_all), or with k = 1
+    one at a time in the invocation's thread, with one Asker for the whole invocation."""
+
+    def __init__(self, askers: Askers) -> None:
+        self.askers = askers
+        self._one = askers.new() if askers.limit <= 1 else None
+
+    def each(self, items: Sequence[int], handle: Callable[[Asker, int], None]) -> None:
+        """`handle(asker, item)` for every item; raises Stopped, or the first error (after the calls in flight)."""
+        if self._one is not None:
+            for item in items:
+                handle(self._one, item)
+        elif calls_at_once.handle_all(items, handle, self.askers):
+            raise Stopped()
+
+    def close(self) -> None:
+        if self._one is not None:
+            self._one.lease.close()
 
 
 def combine_files(
@@ -60,7 +109,8 @@ def combine_files(
     current = store.validations.get(validation_id, "rules", "files", "reuse")
     rules, file_records = current["rules"], current["files"]
     reuse = bool(current.get("reuse", True)) and bool(config.reuse_table)
-    asker = asker_for(store, config, validation_id, run, remaining_millis, governor)
+    askers = askers_for(store, config, validation_id, run, remaining_millis, governor)
+    callers = _Callers(CombineAskers(askers.new, askers.cap, askers.plan, askers.model))
     combined = skipped = calls = 0
     try:
         for index in range(int(files["first"]), int(files["last"]) + 1):
@@ -80,7 +130,7 @@ def combine_files(
             checks = {"relocated": 0, "ungrounded": 0, "reasked": 0}
             try:
                 verdict, made = _combine_file(
-                    store, config, asker, validation_id, index, file, parts, rules, remaining_millis, checks, reuse
+                    store, config, callers, validation_id, index, file, parts, rules, remaining_millis, checks, reuse
                 )
             except Stopped:
                 return {"combined": combined, "skipped": skipped, "calls": calls, "stopped": True, "more": False}
@@ -100,7 +150,7 @@ def combine_files(
                 combined += 1
             store.events.report_file(validation_id, run, index, current)
     finally:
-        asker.lease.close()
+        callers.close()
     return {"combined": combined, "skipped": skipped, "calls": calls, "stopped": False, "more": False}
 
 
@@ -112,10 +162,10 @@ def _ask_combine(
     file: dict[str, Any],
     level: int,
     last_line: int,
-    checks: dict[str, int],
-) -> tuple[prompt.Report, int]:
+) -> tuple[prompt.Report, int, dict[str, int]]:
     """One combine node's report, its added findings and evidence held to the reports' grounded
-    quotes (core/grounding.py); a rule left unbacked is asked once more, then undecided."""
+    quotes (core/grounding.py); a rule left unbacked is asked once more, then undecided.
+    (report, calls made, what the check did: relocated, ungrounded, reasked)."""
     span = (group[0].first_line, group[-1].last_line)
     what = f"file {file['name']!r}, combine level {level}"
 
@@ -128,15 +178,88 @@ def _ask_combine(
 
     estimate = prompt_estimate_without_tokenizer(messages)
     judged = ask_grounded(asker, messages, prompt.COMBINE_RESPONSE_FORMAT, estimate, ground, what)
-    for key, value in judged.counters().items():
-        checks[key] += value
-    return prompt.Report(span[0], span[1], judged.grounded.verdicts), judged.calls
+    return prompt.Report(span[0], span[1], judged.grounded.verdicts), judged.calls, judged.counters()
+
+
+@dataclass
+class _Tree:
+    """One file's tree in one invocation: its levels' groups asked (or found stored), and what
+    this invocation's calls made and their checks counted (from every worker, under `lock`)."""
+
+    store: Store
+    config: LambdaConfig
+    callers: _Callers
+    validation_id: str
+    index: int
+    file: dict[str, Any]
+    rules: list[dict[str, str]]
+    remaining_millis: Callable[[], int]
+    checks: dict[str, int]
+    reuse: bool
+    last_line: int
+    calls: int = 0
+
+    def __post_init__(self) -> None:
+        self.lock = threading.Lock()
+
+    def level(self, level: int, grouped: list[list[prompt.Report]]) -> list[prompt.Report]:
+        """The level's reports, in the groups' order: stored ones read, the others asked (up to k at
+        once) and stored as each is answered. A single group is the file's verdict, not stored."""
+        answered: dict[int, prompt.Report] = {}
+
+        def combine(asker: Asker, position: int) -> None:
+            report = self._group(asker, level, position, grouped)
+            with self.lock:
+                answered[position] = report
+
+        try:
+            self.callers.each(range(len(grouped)), combine)
+        except _OutOfTime:
+            raise TreeIncomplete(f"file {self.index}: time running out during the combine step", self.calls) from None
+        return [answered[position] for position in range(len(grouped))]
+
+    def _group(self, asker: Asker, level: int, position: int, grouped: list[list[prompt.Report]]) -> prompt.Report:
+        group, top = grouped[position], len(grouped) == 1
+        node = combine_node_id(self.index, level, position)
+        stored = None if top else self.store.parts.combine_node(self.validation_id, node)
+        if stored is not None:
+            return _report(stored)
+        if self.remaining_millis() < self.config.reserve_millis:
+            raise _OutOfTime()
+        name, rules = self.file["name"], self.rules
+        digest = (
+            prompt.question_digest(
+                prompt.combine_messages(name, self.last_line, group, rules, prompt.ESTIMATE_NONCE),
+                self.callers.askers.model,
+            )
+            if self.reuse
+            else None
+        )
+        kept = self.store.answers.stored(digest) if digest else None
+        if kept is not None:  # the same reports were combined before: that answer, no call
+            report = prompt.Report(int(kept["first_line"]), int(kept["last_line"]), list(kept["rules"]))
+        else:
+            messages = prompt.combine_messages(name, self.last_line, group, rules, prompt.new_nonce())
+            report, made, counters = _ask_combine(asker, messages, rules, group, self.file, level, self.last_line)
+            with self.lock:
+                self.calls += made
+                for key, value in counters.items():
+                    self.checks[key] += value
+            if digest and report.verdicts and not any(v.get("passed") is None for v in report.verdicts):
+                self.store.answers.store(  # only grounded answers are reused
+                    digest,
+                    {"rules": report.verdicts, "first_line": report.first_line, "last_line": report.last_line},
+                )
+        if top:
+            return report
+        item = {"rules": report.verdicts, "first_line": report.first_line, "last_line": report.last_line}
+        return _report(self.store.parts.put_combine_node(self.validation_id, node, self.index, item))
 
 
 def _combine_file(
     store: Store,
     config: LambdaConfig,
-    asker: Asker,
+    callers: _Callers,
     validation_id: str,
     index: int,
     file: dict[str, Any],
@@ -148,41 +271,11 @@ def _combine_file(
 ) -> tuple[prompt.Report, int]:
     """The file's verdict through the tree; (verdict, calls made by this invocation)."""
     last_line = int(file.get("last_line") or parts[-1]["last_line"])
-    reports = [_report(p) for p in parts]
-    level, calls = 1, 0
+    tree = _Tree(store, config, callers, validation_id, index, file, rules, remaining_millis, checks, reuse, last_line)
+    reports, level = [_report(p) for p in parts], 1
     while True:
         grouped = prompt.combine_groups(reports, config.part_max_tokens)
-        next_level: list[prompt.Report] = []
-        for position, group in enumerate(grouped):
-            node = combine_node_id(index, level, position)
-            stored = store.parts.combine_node(validation_id, node) if len(grouped) > 1 else None
-            if stored is not None:
-                next_level.append(_report(stored))
-                continue
-            if remaining_millis() < config.reserve_millis:
-                raise TreeIncomplete(f"file {index}: time running out during the combine step", calls)
-            digest = (
-                prompt.question_digest(
-                    prompt.combine_messages(file["name"], last_line, group, rules, prompt.ESTIMATE_NONCE),
-                    asker.model_name,
-                )
-                if reuse
-                else None
-            )
-            kept = store.answers.stored(digest) if digest else None
-            if kept is not None:  # the same reports were combined before: that answer, no call
-                report = prompt.Report(int(kept["first_line"]), int(kept["last_line"]), list(kept["rules"]))
-            else:
-                messages = prompt.combine_messages(file["name"], last_line, group, rules, prompt.new_nonce())
-                report, made = _ask_combine(asker, messages, rules, group, file, level, last_line, checks)
-                calls += made
-                if digest and report.verdicts and not any(v.get("passed") is None for v in report.verdicts):
-                    store.answers.store(  # only grounded answers are reused
-                        digest,
-                        {"rules": report.verdicts, "first_line": report.first_line, "last_line": report.last_line},
-                    )
-            if len(grouped) == 1:
-                return report, calls
-            item = {"rules": report.verdicts, "first_line": report.first_line, "last_line": report.last_line}
-            next_level.append(_report(store.parts.put_combine_node(validation_id, node, index, item)))
-        reports, level = next_level, level + 1
+        reports = tree.level(level, grouped)
+        if len(grouped) == 1:
+            return reports[0], tree.calls
+        level += 1

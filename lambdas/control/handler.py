@@ -94,7 +94,8 @@ def control(
         plan = replace(plan, map_concurrency=shaped.map_concurrency, calls_per_invocation=shaped.calls_per_invocation)
         manifest, items = store.files.put_map_items(validation_id, run, ranges), []
         log.info("validation %s run %d: %d part ranges for the Distributed Map", validation_id, run, len(ranges))
-    store.validations.save_plan(validation_id, plan.as_dict())
+    # The combine step's items: its invocations share the live cap among as many (core/headroom.workers).
+    store.validations.save_plan(validation_id, {**plan.as_dict(), "combine_items": combine})
     return {
         "map_concurrency": plan.map_concurrency,
         "parallelism": plan.parallelism,
