@@ -13,18 +13,25 @@ planning a 1 GiB log file asks of Lambda and Step Functions.
      multipart form, bench/hostile.py's maximum-size submission.
    Measured as bench/hostile.py measures (its helpers): the API's peak RSS growth (the kernel's
    high-water mark, reset before each scenario) and /healthz p99 during the scenario ÷ p99 on
-   the idle API, in the same run; beside it a bare Starlette /healthz, a process of its own,
-   probed the same way over the same time (what this machine's scheduling alone does to a
-   latency). The embedded AWS and the client processes run at nice `BENCH_LOAD_NICE` (default
-   19): on AWS neither S3 nor the clients share the API's CPU, and at the lowest priority here
-   they take only what the API and the probes leave, so the ratio is the API's own work (0 puts
-   them on equal terms, the machine's contention included). Then two small validations of
-   uploaded files (by a user with the default quota) run through the embedded engine, simulator
-   answering, and the difference between their histories gives the events one Map item adds.
-2. The same log file planned in this process with the plan step's code (core/text.check, then
-   core/planning.plan_file with the default part budget and completion allowance, as
-   lambdas/plan_files runs them), no part validated: its parts, seconds and peak RSS, and what
-   the validation would need against Step Functions' and Lambda's limits.
+   the idle API, in the same run and placement; beside it a bare Starlette /healthz, a process
+   of its own, probed the same way over the same time (what this machine's scheduling alone
+   does to a latency). The inline clients are processes of their own too. Both scenarios run
+   in two placements of the processes on the CPUs:
+   - shared: every process on every CPU, the embedded AWS and the clients at nice
+     `BENCH_LOAD_NICE` (default 19; 0 puts them on equal terms);
+   - isolated (two CPUs or more): the API, the bare control and this process's probes on the
+     first CPU at nice -10 (a CPU of the API's own, as its task has on AWS, where neither S3 nor
+     the clients run beside it), the embedded AWS and the clients on the others.
+   Then two small validations of uploaded files (by a user with the default quota, a Map as
+   wide as their parts) run through the embedded engine, simulator answering, and the
+   difference between their histories gives the events one Map item adds; a third, with the
+   control function's `INLINE_MAP_MAX_ITEMS` and `PARTS_PER_ITEM` at 1, goes through the
+   Distributed Map and gives the parent's events.
+2. The same log file planned as `PlanFile` plans a line-oriented upload (bench/plan_ranges.py:
+   in ranges, in a process of its own), no part validated: its parts, invocations, seconds and
+   peak RSS, then what its validation takes on the Distributed Map (`core/part_ranges.shape`
+   at the default and the highest max-parallelism: items, manifest, state, a child's history,
+   hours of calls) and in the combine step's rounds, against Step Functions' and Lambda's limits.
 
 Temporary files (the log file, the embedded S3's spooled objects) live in one temporary
 directory, removed at the end.
@@ -662,23 +669,24 @@ def limits(planned: Planned, events: History, call_seconds: float) -> list[Limit
                 f"{math.ceil(planned.parts / (width * k)) * call_seconds / 3600:,.1f} h",
             ),
         ]
-    # The combine step: one item for the file, in rounds of one invocation (CombineMore).
-    combine_rounds = math.ceil(planned.combine_calls * call_seconds / combine_attempt)
-    parent = events.distributed_parent + combine_rounds * events.per_item
-    rows += [
-        Limit(
-            f"combine step: {planned.combine_calls:,} calls one at a time, {call_seconds:g} s a call",
-            f"{planned.combine_calls * call_seconds / 3600:,.1f} h in {combine_rounds:,} rounds "
-            f"of {combine_attempt:.0f} s",
-        ),
-        Limit(
-            f"the parent's history ({events.distributed_parent} measured on the distributed path, "
-            f"+ {events.per_item:g} a combine round)",
-            f"{parent:,.0f}",
-            f"{HISTORY_EVENTS:,}",
-            parent / HISTORY_EVENTS,
-        ),
-    ]
+        # The combine step: the file's one item, in rounds of one invocation (CombineMore), each
+        # level's calls k at a time (the invocation is the combine Map's only one: k workers).
+        combine_rounds = math.ceil(planned.combine_calls * call_seconds / k / combine_attempt)
+        parent = events.distributed_parent + combine_rounds * events.per_item
+        rows += [
+            Limit(
+                f"… combine step: {planned.combine_calls:,} calls, {k} at once, {call_seconds:g} s a call",
+                f"{planned.combine_calls * call_seconds / k / 3600:,.1f} h in {combine_rounds:,} rounds "
+                f"of {combine_attempt:.0f} s",
+            ),
+            Limit(
+                f"… the parent's history ({events.distributed_parent} measured on the distributed path, "
+                f"+ {events.per_item:g} a combine round)",
+                f"{parent:,.0f}",
+                f"{HISTORY_EVENTS:,}",
+                parent / HISTORY_EVENTS,
+            ),
+        ]
     return rows
 
 
