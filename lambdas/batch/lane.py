@@ -67,12 +67,12 @@ from core.clock import epoch_of
 from core.records import PartStatus
 from lambdas.common import live_config, model_key
 from lambdas.common.config import LambdaConfig
-from lambdas.common.errors import ModelRejected, ModelUnavailable, RateLimited, UpstreamTimeout
+from lambdas.common.errors import FileChanged, ModelRejected, ModelUnavailable, RateLimited, UpstreamTimeout
 from lambdas.common.model import Answer, completion_parameters, model_client
 from lambdas.common.observability import count
 from lambdas.common.stores import Store
 from lambdas.common.stores.batches import batch_key
-from lambdas.validate_part.validator import part_view, prompt_tokens_estimate, settle_answered
+from lambdas.validate_part.validator import part_view, prompt_tokens_estimate, record_file_changed, settle_answered
 
 log = logging.getLogger(__name__)
 
@@ -283,13 +283,18 @@ class Lane:
             return None
         index = int(part["file_index"])
         if index not in self._headers:
-            self._headers[index] = self.store.files.header_text(part)
+            self._headers[index] = self.store.files.header_text(part, self.record["files"][index].get("etag"))
         return self._headers[index]
 
     def _line(self, part: dict[str, Any]) -> tuple[bytes | None, int]:
         """The part's request line and its tokens; (None, 0) when a stored verdict answered it."""
         rules, files = self.record["rules"], self.record["files"]
-        view, text = part_view(files, part, self._header(part)), self.store.files.part_text(part)
+        file = files[part["file_index"]]
+        try:
+            view, text = part_view(files, part, self._header(part)), self.store.files.part_text(part, file.get("etag"))
+        except FileChanged as exc:  # nothing to ask: the part fails as the validator would fail it
+            record_file_changed(self.store, self.validation_id, self.run, part, file, [r["id"] for r in rules], exc)
+            return None, 0
         if self.reuse:
             digest = prompt.part_digest(view, text, rules, self.model)
             stored = self.store.answers.stored(digest)
@@ -436,8 +441,14 @@ class Lane:
             elif (part.get("batch_answer") or {}).get("batch") != found.id:
                 continue  # settled meanwhile
             kept += 1
-            view = part_view(self.record["files"], part, self._header(part))
-            text = self.store.files.part_text(part)
+            file = self.record["files"][part["file_index"]]
+            try:
+                view = part_view(self.record["files"], part, self._header(part))
+                text = self.store.files.part_text(part, file.get("etag"))
+            except FileChanged as exc:  # the answer is kept (and paid); its text is gone: the part fails
+                rule_ids = [r["id"] for r in self.record["rules"]]
+                record_file_changed(self.store, self.validation_id, self.run, part, file, rule_ids, exc)
+                continue
             if settle_answered(
                 self.store,
                 self.validation_id,

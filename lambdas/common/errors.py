@@ -37,6 +37,12 @@ class BatchIncomplete(Exception):
     """The invocation ran low on time; parts left are done by the retry (done ones are skipped)."""
 
 
+class FileChanged(Exception):
+    """An uploaded file's object was overwritten (or deleted) after the plan step read it: its
+    parts' byte ranges no longer hold the text planned. The part fails with `file_changed`, not
+    retried (the validator records it and goes on with the invocation's other parts)."""
+
+
 class ModelRejected(Exception):
     """The model API refused the request (4xx other than 429). Not retried: the part fails."""
 

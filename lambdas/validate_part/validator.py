@@ -11,11 +11,17 @@ which Step Functions retries; after the retries the part ends FAILED with that r
 Its findings are held to the part's text (core/grounding.py): moved to the line holding
 their quote, or set aside as ungrounded; a failing rule left without a grounded finding is
 asked once more, then undecided.
+An uploaded file's parts are read from exactly the object the plan step read (If-Match its
+ETag): one overwritten since fails with `file_changed` (FileChanged), recorded here and not
+retried, while the invocation's other parts go on.
 An invocation validates up to `calls_per_invocation` of its parts at once, each call on a
 slot and lease of its own (lambdas/common/calls.py, core/headroom.py). An item longer than one
 invocation: when its time runs short after it settled parts, the invocation answers `more` and
 the state machine invokes it again (`ValidateMore`), as many rounds as the item needs, so the
 Retry budget is kept for errors; an invocation that settled nothing raises BatchIncomplete.
+So does one whose wait for a call slot or tokens gave up (CapacityUnavailable) after it settled
+parts: a wait is bounded by the invocation's time left, so the next round waits again, whole;
+one that settled nothing raises it, for the Retry's backoff.
 
 On the batch lane (lambdas/batch) the Batch API answers first; what it left comes here: a part
 whose batch answer needs a re-ask keeps that answer (`batch_answer`) and only the re-ask is asked,
@@ -36,7 +42,7 @@ from core import grounding, prompt
 from core.records import PartStatus
 from lambdas.common import calls
 from lambdas.common.config import LambdaConfig
-from lambdas.common.errors import BatchIncomplete, InvalidAnswer
+from lambdas.common.errors import BatchIncomplete, CapacityUnavailable, FileChanged, InvalidAnswer
 from lambdas.common.governor import Governor
 from lambdas.common.model import (
     Answer,
@@ -56,6 +62,24 @@ def part_view(files: list[dict[str, Any]], part: dict[str, Any], header_text: st
     return prompt.view_of(files[part["file_index"]], part, header_text)
 
 
+def record_file_changed(
+    store: Store,
+    validation_id: str,
+    run: int,
+    part: dict[str, Any],
+    file: dict[str, Any],
+    rule_ids: list[str],
+    exc: FileChanged,
+) -> bool:
+    """A part whose uploaded file changed after it was planned: FAILED `file_changed` (a retry
+    would read the same bytes), its progress told; False when it had settled meanwhile."""
+    reason = {"type": "file_changed", "message": f"File {file['name']!r}: {exc}"}
+    if store.parts.record_failure(validation_id, part, reason):
+        store.events.after_part(validation_id, run, part, file, rule_ids)
+        return True
+    return False
+
+
 def validate_batch(
     store: Store,
     config: LambdaConfig,
@@ -72,7 +96,7 @@ def validate_batch(
     askers = askers_for(store, config, validation_id, run, remaining_millis, governor)
     headers: dict[int, str | None] = {}  # a file's later parts share one header row
     lock = threading.Lock()
-    tally = {"validated": 0, "skipped": 0}
+    tally = {"validated": 0, "skipped": 0, "failed": 0}
 
     def counted(name: str) -> None:
         with lock:
@@ -84,14 +108,22 @@ def validate_batch(
         with lock:
             if part["file_index"] in headers:
                 return headers[part["file_index"]]
-        text = store.files.header_text(part)  # one S3 read per file and batch (two workers may both read it)
+        # One S3 read per file and batch (two workers may both read it).
+        text = store.files.header_text(part, files[part["file_index"]].get("etag"))
         with lock:
             return headers.setdefault(part["file_index"], text)
 
     def validate(asker: Asker, part: dict[str, Any]) -> None:
         if remaining_millis() < config.reserve_millis:
             raise BatchIncomplete(f"{tally['validated']} parts validated, time running out")
-        view, text = part_view(files, part, header_of(part)), store.files.part_text(part)
+        file = files[part["file_index"]]
+        try:
+            view, text = part_view(files, part, header_of(part)), store.files.part_text(part, file.get("etag"))
+        except FileChanged as exc:
+            counted(
+                "failed" if record_file_changed(store, validation_id, run, part, file, rule_ids, exc) else "skipped"
+            )
+            return
         digest = prompt.part_digest(view, text, rules, askers.model) if reuse else None
         stored = store.answers.stored(digest) if digest else None
         if digest and stored is not None:  # judged before: the stored verdict, no call, no tokens
@@ -126,10 +158,13 @@ def validate_batch(
             tally["skipped"] += 1
     try:
         stopped = calls.handle_all(todo, validate, askers)
-    except BatchIncomplete:
-        if not tally["validated"]:
-            raise  # no time for even one part: Step Functions' Retry bounds this
-        log.info("%d parts validated, time running out: more in the next round", tally["validated"])
+    except (BatchIncomplete, CapacityUnavailable) as short:
+        if not (tally["validated"] or tally["failed"]):
+            raise  # no time, or no capacity, for even one part: Step Functions' Retry bounds this
+        # A wait for a slot or tokens is bounded by the invocation's time left: one that gave up
+        # late in an invocation that settled parts is had again, whole, by the next round.
+        why = "time running out" if isinstance(short, BatchIncomplete) else "no capacity within the wait left"
+        log.info("%d parts settled, %s: more in the next round", tally["validated"] + tally["failed"], why)
         return {**tally, "stopped": False, "more": True}
     return {**tally, "stopped": stopped, "more": False}
 

@@ -1,5 +1,5 @@
-"""The uploads bucket, as the Lambdas use it: a part's text by its byte range; the manifest of a
-Distributed Map's items."""
+"""The uploads bucket, as the Lambdas use it: a part's text by its byte range (of exactly the
+object planned, for an uploaded file); the manifest of a Distributed Map's items."""
 
 from __future__ import annotations
 
@@ -8,8 +8,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from botocore.exceptions import ClientError
+
 from core.lines import decode_part
 from core.part_ranges import manifest_key
+from lambdas.common.errors import FileChanged, aws_error_code
 from lambdas.common.stores.base import Clients
 
 
@@ -17,13 +20,23 @@ from lambdas.common.stores.base import Clients
 class Files:
     clients: Clients
 
-    def _text(self, key: str, start: int, end: int) -> str:
-        """Bytes start..end-1 of a stored file as text (core/lines.decode_part: a leading BOM is not text)."""
+    def _text(self, key: str, start: int, end: int, etag: str | None = None) -> str:
+        """Bytes start..end-1 of a stored file as text (core/lines.decode_part: a leading BOM is not
+        text); with `etag`, of exactly the object planned, else FileChanged."""
         if end <= start:
             return ""
-        body = self.clients.s3.get_object(
-            Bucket=self.clients.config.uploads_bucket, Key=key, Range=f"bytes={start}-{end - 1}"
-        )["Body"].read()
+        kwargs = {"IfMatch": f'"{etag}"'} if etag else {}
+        try:
+            body = self.clients.s3.get_object(
+                Bucket=self.clients.config.uploads_bucket, Key=key, Range=f"bytes={start}-{end - 1}", **kwargs
+            )["Body"].read()
+        except ClientError as exc:
+            code = aws_error_code(exc)
+            if code == "PreconditionFailed":
+                raise FileChanged("The uploaded file was overwritten after it was planned.") from None
+            if etag and code in ("NoSuchKey", "404"):
+                raise FileChanged("The uploaded file is no longer stored.") from None
+            raise
         return decode_part(body, start)
 
     def whole(self, key: str, etag: str | None = None) -> bytes:
@@ -46,13 +59,14 @@ class Files:
         size = answer.get("ContentRange", "").rpartition("/")[2]  # "bytes 0-99/1234"
         return body, int(size) if size.isdigit() else start + len(body)
 
-    def part_text(self, part: dict[str, Any]) -> str:
-        return self._text(part["key"], int(part["start_byte"]), int(part["end_byte"]))
+    def part_text(self, part: dict[str, Any], etag: str | None = None) -> str:
+        """The part's text; `etag`: an uploaded file's, as planned (FileChanged if overwritten since)."""
+        return self._text(part["key"], int(part["start_byte"]), int(part["end_byte"]), etag)
 
-    def header_text(self, part: dict[str, Any]) -> str | None:
+    def header_text(self, part: dict[str, Any], etag: str | None = None) -> str | None:
         """The CSV/TSV header row given to a later part as context (core/parts.py), or None."""
         header = part.get("header")
-        return self._text(part["key"], int(header["start_byte"]), int(header["end_byte"])) if header else None
+        return self._text(part["key"], int(header["start_byte"]), int(header["end_byte"]), etag) if header else None
 
     def put_map_items(self, validation_id: str, run: int, items: Sequence[dict[str, str]]) -> dict[str, str]:
         """The items of a run's Distributed Map as one JSON array (its ItemReader's input); where it is.
