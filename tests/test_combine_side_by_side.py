@@ -19,7 +19,7 @@ from core.grounding import absence_finding, text_finding
 from core.records import PartStatus, combine_node_id
 from lambdas.combine_file import combiner
 from lambdas.common.config import LambdaConfig
-from lambdas.common.errors import BatchIncomplete, ModelUnavailable
+from lambdas.common.errors import BatchIncomplete, CapacityUnavailable, ModelUnavailable
 from lambdas.common.model import Answer, Asker, Askers, Stopped
 from lambdas.common.stores import Store
 from local.simulator.app import answer as simulated_answer
@@ -395,6 +395,44 @@ def test_a_stop_ends_the_invocation_quietly_with_what_it_stored(monkeypatch: pyt
     assert done["stopped"] is True and done["more"] is False and done["combined"] == 0
     assert len(store.nodes) == len(model.spans) == 2
     assert FILE not in store.verdicts
+
+
+class _NoCapacity(_Model):
+    """Answers `answered` calls; every later one finds no slot or tokens within its wait (what the
+    Asker raises when the governor's wait gives up)."""
+
+    def __init__(self, answered: int) -> None:
+        super().__init__()
+        self.answered = answered
+
+    def ask(self, lease: _Lease, messages: list[dict[str, str]], response_format: dict[str, Any]) -> Answer:
+        with self.changed:
+            self.answered -= 1
+            refused = self.answered < 0
+        if refused:
+            raise CapacityUnavailable("no call slot within the wait left")
+        return super().ask(lease, messages, response_format)
+
+
+@pytest.mark.parametrize("k", [1, 3])
+def test_no_capacity_after_stored_nodes_is_another_round_and_with_none_the_retrys(
+    k: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = _Store(PARTS)
+    with pytest.raises(CapacityUnavailable):  # nothing stored: Step Functions retries with backoff
+        _combine(store, _NoCapacity(0), k, monkeypatch)
+    assert store.nodes == {}
+
+    first = _NoCapacity(2)
+    done, _ = _combine(store, first, k, monkeypatch)
+
+    assert done == {"combined": 0, "skipped": 0, "calls": 2, "stopped": False, "more": True}
+    assert len(store.nodes) == 2
+    second = _Model()
+    done, _ = _combine(store, second, k, monkeypatch)
+    asked = [s for level in _levels(PARTS) for s in level]
+    assert done == {"combined": 1, "skipped": 0, "calls": len(asked) - 2, "stopped": False, "more": False}
+    assert not set(second.spans) & set(first.spans)  # the stored ones are not asked again
 
 
 def test_a_combine_invocation_s_part_of_the_cap_counts_the_invocations_that_run_at_once() -> None:

@@ -31,7 +31,9 @@ thread, with one Asker for the whole invocation.
 A tree larger than one invocation finishes (a gigabyte file's tree is tens of thousands of
 calls): when time runs short after this invocation stored some of it, the answer says `more`
 and the state machine invokes again (CombineMore), for as many invocations as the tree needs;
-an invocation that stored nothing raises BatchIncomplete, which the Retry limits.
+an invocation that stored nothing raises BatchIncomplete, which the Retry limits. A wait for a
+call slot or tokens that gives up (CapacityUnavailable) is treated alike: with nodes stored by
+this invocation it answers `more` (the next round waits again, whole), without it raises.
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ from core import grounding, headroom, prompt
 from core.records import PartStatus, combine_node_id
 from lambdas.common import calls as calls_at_once
 from lambdas.common.config import LambdaConfig
-from lambdas.common.errors import BatchIncomplete, InvalidAnswer
+from lambdas.common.errors import BatchIncomplete, CapacityUnavailable, InvalidAnswer
 from lambdas.common.governor import Governor
 from lambdas.common.model import Asker, Askers, Stopped, ask_grounded, askers_for, prompt_estimate_without_tokenizer
 from lambdas.common.stores import Store
@@ -134,6 +136,10 @@ def combine_files(
                 )
             except Stopped:
                 return {"combined": combined, "skipped": skipped, "calls": calls, "stopped": True, "more": False}
+            except CapacityUnavailable:
+                if not (combined or calls):
+                    raise  # nothing stored by this invocation: the Retry's backoff
+                return {"combined": combined, "skipped": skipped, "calls": calls, "stopped": False, "more": True}
             except TreeIncomplete as short:
                 if not (combined or calls or short.calls):
                     raise  # nothing stored by this invocation: the Retry's business
@@ -216,6 +222,11 @@ class _Tree:
             self.callers.each(range(len(grouped)), combine)
         except _OutOfTime:
             raise TreeIncomplete(f"file {self.index}: time running out during the combine step", self.calls) from None
+        except CapacityUnavailable:
+            if not self.calls:
+                raise
+            # A wait is bounded by the invocation's time left: the next round waits again, whole.
+            raise TreeIncomplete(f"file {self.index}: no capacity within the wait left", self.calls) from None
         return [answered[position] for position in range(len(grouped))]
 
     def _group(self, asker: Asker, level: int, position: int, grouped: list[list[prompt.Report]]) -> prompt.Report:
