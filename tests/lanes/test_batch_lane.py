@@ -4,8 +4,10 @@ malformed output and per-request errors; the simulator's batch clock and knobs d
 
 from __future__ import annotations
 
+import time
 from typing import Any, cast
 
+import httpx
 import pytest
 
 from app.settings import Settings
@@ -14,8 +16,10 @@ from lambdas.batch import lane
 from lambdas.common import observability
 from lambdas.common.errors import StoreUnavailable
 from lambdas.common.stores.batches import Batches
+from local.aws import upload_patches
 from local.simulator.server import SimulatorServer
 from tests.support.stack import Aws, MakeApi, all_results, lines_document, wait_for, wait_for_status
+from tests.uploads.test_api import declare
 
 RULES = ['must not contain "secret"']
 # Short polls (the Wait state's spacing is templated like the retry intervals) and a quick batch.
@@ -371,3 +375,44 @@ def test_a_batch_created_but_not_recorded_is_found_by_its_metadata_and_adopted(
     assert len(failures) == 1 and ended["status"] == "SUCCEEDED"
     assert stats["batches"]["created"] == 1 and stats["batch_requests"]["completed"] == 3  # no second batch
     assert ended["usage"]["model_calls"] == 3 and ended["batch"]["batches"] == 1
+
+
+class _BatchClock:
+    """The simulator's batch clock, moved by the test: a batch answers when the test says so."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def __call__(self) -> float:
+        return time.monotonic() + self.offset
+
+
+def test_an_upload_overwritten_while_its_batch_runs_fails_its_parts_with_file_changed(
+    make_api: MakeApi, simulator: SimulatorServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    upload_patches.apply()  # once per process; a no-op where the embedded AWS applies it itself
+    clock = _BatchClock()
+    monkeypatch.setattr(simulator.simulator.batches, "_clock", clock)
+    simulator.reconfigure(batch_completion_seconds=600)  # in progress until the clock moves
+    api = make_api(part_max_tokens=100, **FAST)
+    planned = "".join(f"row {i:03d}: {'secret' if i == 5 else 'public'} value\n" for i in range(1, 61)).encode()
+    (ticket,) = declare(api, ("admin", {}), {"name": "app.log", "size": len(planned)})
+    assert httpx.put(ticket["url"], content=planned, headers=ticket["headers"]).status_code == 200
+    created = api.post(
+        "/validations", json={"uploads": [ticket["upload_id"]], "rules": RULES, "tier": "batch", "reuse": False}
+    )
+    assert created.status_code == 202, created.text
+    vid = created.json()["id"]
+    wait_for(lambda: (api.get(f"/validations/{vid}").json().get("batch") or {}).get("open") == 1)
+
+    overwritten = planned.replace(b"public", b"secret")  # the same size, other bytes
+    assert httpx.put(ticket["url"], content=overwritten, headers=ticket["headers"]).status_code == 200
+    clock.offset = 10_000  # the batch answers: its answers are collected against the object planned
+    ended = wait_for_status(api, vid)
+
+    total = ended["progress"]["total"]
+    assert ended["status"] == "FAILED" and total >= 3
+    assert ended["progress"]["failed"] == total  # every part's text changed before its answer was grounded
+    assert ended["usage"]["model_calls"] == total and simulator.stats.requests == 0  # kept, none asked again
+    (result,) = all_results(api, vid)
+    assert result["error"]["type"] == "file_changed", result["error"]
