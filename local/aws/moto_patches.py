@@ -362,6 +362,80 @@ def _copy_updated_items_only_for_a_reader() -> None:
     models.DynamoDBBackend.update_item = update_item
 
 
+def _query_only_the_partition_it_names() -> None:
+    """A Query lists the whole table and sizes every item of the partition it names.
+
+    Defect (cost): `Table.query` of a table's own keys takes `all_items()` (every item of the
+    table, sorted), keeps the partition's, then computes `Item.size()` (a walk of every
+    attribute) of each of them before it checks the sort-key condition. A validation's Map
+    items each query their range of the validation's parts, so each query sized every part:
+    quadratic in the parts, ~15% of the CPU of a validation of 200 parts. Here such a Query
+    starts from the partition's items that meet the sort-key condition, found by the
+    partition's key; moto's loop then sorts, pages and filters them as before, and its 1 MB
+    page counts the items the key condition reads (DynamoDB's limit), not the partition's.
+    Index queries and the legacy QueryFilter (`filter_kwargs`) go moto's way.
+    """
+    table_module = importlib.import_module("moto.dynamodb.models.table")
+    Table = table_module.Table
+    original_query = Table.query
+    original_all_items = Table.all_items
+    narrowed = threading.local()  # (table, items): what `all_items` answers inside this thread's query
+
+    def all_items(self: Any) -> Any:
+        found = getattr(narrowed, "found", None)
+        if found is not None and found[0] is self:
+            return found[1]
+        return original_all_items(self)
+
+    def query(
+        self: Any,
+        hash_key: Any,
+        range_comparison: str | None,
+        range_objs: list[Any],
+        limit: int,
+        exclusive_start_key: Any,
+        scan_index_forward: bool,
+        projection_expressions: Any,
+        index_name: str | None = None,
+        consistent_read: bool = False,
+        filter_expression: Any = None,
+        hash_key_conditions: Any = None,
+        range_key_conditions: Any = None,
+        **filter_kwargs: Any,
+    ) -> Any:
+        args = (hash_key, range_comparison, range_objs, limit, exclusive_start_key, scan_index_forward)
+        kwargs = {
+            "projection_expressions": projection_expressions,
+            "index_name": index_name,
+            "consistent_read": consistent_read,
+            "filter_expression": filter_expression,
+            "hash_key_conditions": hash_key_conditions,
+            "range_key_conditions": range_key_conditions,
+            **filter_kwargs,
+        }
+        # One sort-key condition at most, on the table's sort key (what moto then compares).
+        on_the_sort_key = not range_key_conditions or [c[0] for c in range_key_conditions] == [self.range_key_attr]
+        if index_name or filter_kwargs or hash_key is None or not self.range_key_attr or not on_the_sort_key:
+            return original_query(self, *args, **kwargs)
+        partition = self.items.get(hash_key) or {}  # keyed by DynamoType, whose hash follows its equality
+        items = [
+            item
+            for item in partition.values()
+            if isinstance(item, table_module.Item)
+            and (not range_comparison or item.range_key.compare(range_comparison, range_objs))
+        ]
+        narrowed.found = (self, items)
+        try:
+            return original_query(self, *args, **kwargs)
+        finally:
+            narrowed.found = None
+
+    functools.update_wrapper(query, original_query)
+    functools.update_wrapper(all_items, original_all_items)
+    Table.query = query
+    Table.all_items = all_items
+
+
 def _list_service_modules_once() -> None:
     """Every request to moto's server lists moto's package directory, under a global lock.
 
@@ -604,6 +678,7 @@ _FIXES = (
     _copy_updated_items_only_for_a_reader,  # after the line above: wraps models' `copy` again
     _serialize_attribute_values_in_one_pass,
     _project_items_from_one_conversion,
+    _query_only_the_partition_it_names,
     _list_service_modules_once,
     _serialize_dynamodb_writes,
     _skip_backend_lock_for_known_accounts,
@@ -618,6 +693,7 @@ COST_FIXES = (
     _copy_updated_items_only_for_a_reader.__name__,
     _serialize_attribute_values_in_one_pass.__name__,
     _project_items_from_one_conversion.__name__,
+    _query_only_the_partition_it_names.__name__,
 )
 
 

@@ -6,11 +6,14 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +72,8 @@ class Terraform:
     workdir: Path
     plugin_dir: Path
     log: Any  # callable(str)
+    # TF_REATTACH_PROVIDERS while `serving_the_provider()` runs: every command uses that one provider process.
+    reattach: str | None = field(default=None, init=False)
 
     @classmethod
     def copy_module(cls, scratch: Path, plugin_dir: Path, log: Any) -> Terraform:
@@ -85,6 +90,7 @@ class Terraform:
             "TF_IN_AUTOMATION": "1",
             "TF_INPUT": "0",
             "CHECKPOINT_DISABLE": "1",
+            **({"TF_REATTACH_PROVIDERS": self.reattach} if self.reattach else {}),
         }
 
     def run(self, *args: str, ok_codes: tuple[int, ...] = (0,)) -> subprocess.CompletedProcess[str]:
@@ -107,6 +113,46 @@ class Terraform:
 
     def init(self) -> None:
         self.run("init", f"-plugin-dir={self.plugin_dir}")
+
+    @contextmanager
+    def serving_the_provider(self) -> Iterator[None]:
+        """One AWS provider process for every command in the block, attached to through
+        TF_REATTACH_PROVIDERS, as the provider's own acceptance tests run it (terraform-plugin-testing
+        attaches each command to a provider it serves): the binary `init` installed, in its debug mode.
+
+        Otherwise each command starts the 700 MB provider again, two or three times (schemas, plan,
+        apply), ~3 s of CPU each before it makes a call: ~35 s of CPU over the proof's commands.
+        """
+        (binary,) = (self.workdir / ".terraform" / "providers" / PROVIDER).glob(
+            f"*/{_os_arch()}/terraform-provider-aws*"
+        )
+        output = self.workdir.parent / "provider.log"
+        # Without AWS_CA_BUNDLE (set on some machines): the provider wraps its HTTP client for a bundle
+        # once per process, and a second configuration in one process fails ("unable to add custom
+        # RootCAs HTTPClient"). The proof speaks plain HTTP to loopback: no certificate is read.
+        env = {name: value for name, value in os.environ.items() if name != "AWS_CA_BUNDLE"}
+        with open(output, "wb") as log_file:
+            provider = subprocess.Popen(
+                [str(binary), "-debug"], stdout=log_file, stderr=subprocess.STDOUT, env=env, cwd=self.workdir
+            )
+        try:
+            deadline = time.monotonic() + 120
+            while not (found := re.search(r"TF_REATTACH_PROVIDERS='(\{.*\})'", output.read_text(errors="replace"))):
+                if provider.poll() is not None or time.monotonic() > deadline:
+                    raise AssertionError(f"the provider did not start:\n{output.read_text(errors='replace')[-4000:]}")
+                time.sleep(0.1)
+            self.reattach = found.group(1)
+            json.loads(self.reattach)  # what terraform will parse
+            self.log(f"provider {binary.name} serving (pid {provider.pid})")
+            yield
+        finally:
+            self.reattach = None
+            provider.terminate()
+            try:
+                provider.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                provider.kill()
+                provider.wait()
 
     def outputs(self) -> dict[str, Any]:
         return {name: o["value"] for name, o in json.loads(self.run("output", "-json").stdout).items()}

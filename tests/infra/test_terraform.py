@@ -112,14 +112,15 @@ def test_terraform_apply_runs_a_validation_then_plans_clean_and_destroys(
     tf = Terraform.copy_module(tmp_path, plugin_dir, log)
     tf.init()
     tf.run("fmt", "-check", "-recursive", "-diff")
-    tf.run("validate")
 
     with (
+        tf.serving_the_provider(),  # one provider process for the commands below
         SimulatorServer(
             SimulatorConfig(latency_seconds=0.01, api_key=OPENAI_KEY, batch_completion_seconds=0.5)
         ) as simulator,
         embedded_aws_process() as endpoint,
     ):
+        tf.run("validate")
         client = _clients(endpoint)
         tfvars = {
             **OVERRIDES,

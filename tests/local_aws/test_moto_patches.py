@@ -464,6 +464,51 @@ def test_an_update_copies_the_item_only_for_what_reads_the_copy(aws: Aws, monkey
     assert add_one("UPDATED_NEW") == ({"n": {"N": "6"}}, 1)
 
 
+def test_a_query_sizes_only_the_items_its_key_condition_reads(aws: Aws, monkeypatch: pytest.MonkeyPatch) -> None:
+    from moto.dynamodb.models.table import Item
+
+    table = aws.table("ranges", range_key=True)
+    db = aws.client("dynamodb")
+    for pk in ("mine", "other"):
+        for i in range(40):
+            db.put_item(TableName=table, Item={"pk": {"S": pk}, "sk": {"S": f"{i:03d}"}, "v": {"N": str(i)}})
+    sized = [0]
+    size = Item.size
+
+    def counted_size(self: Item) -> int:
+        sized[0] += 1
+        return size(self)
+
+    monkeypatch.setattr(Item, "size", counted_size)
+
+    def query(condition: str, values: dict[str, Any], **more: Any) -> tuple[list[str], Any, int]:
+        sized[0] = 0
+        answer = db.query(
+            TableName=table,
+            KeyConditionExpression=f"pk = :pk{condition}",
+            ExpressionAttributeValues={":pk": {"S": "mine"}, **values},
+            **more,
+        )
+        return [item["sk"]["S"] for item in answer["Items"]], answer.get("LastEvaluatedKey"), sized[0]
+
+    between = " AND sk BETWEEN :a AND :b"
+    bounds = {":a": {"S": "010"}, ":b": {"S": "012"}}
+    # Sized twice each (moto's page check, then its page total): the 3 items read (moto: the partition's 40 too).
+    assert query(between, bounds) == (["010", "011", "012"], None, 6)
+    # Pages, order and the other conditions as before.
+    first, last, _ = query(between, bounds, Limit=2)
+    assert (first, last) == (["010", "011"], {"pk": {"S": "mine"}, "sk": {"S": "011"}})
+    assert query(between, bounds, Limit=2, ExclusiveStartKey=last)[:2] == (["012"], None)
+    assert query(between, bounds, ScanIndexForward=False)[0] == ["012", "011", "010"]
+    assert query(" AND begins_with(sk, :p)", {":p": {"S": "03"}})[0] == [f"{i:03d}" for i in range(30, 40)]
+    assert query(" AND sk < :b", {":b": {"S": "002"}})[0] == ["000", "001"]
+    assert query("", {})[0] == [f"{i:03d}" for i in range(40)]
+    absent = db.query(
+        TableName=table, KeyConditionExpression="pk = :pk", ExpressionAttributeValues={":pk": {"S": "none"}}
+    )
+    assert absent["Items"] == []
+
+
 def test_a_definition_is_parsed_once_for_its_creation_and_every_execution(
     aws: Aws, monkeypatch: pytest.MonkeyPatch
 ) -> None:
