@@ -7,7 +7,7 @@ import math
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from core import governor as g
@@ -84,6 +84,7 @@ def test_the_plan_spreads_max_parallelism_over_the_map_and_its_invocations(
     ceiling=st.integers(1, 40),
     fed=st.integers(1, headroom.MAX_PARALLELISM),
 )
+@example(max_parallelism=241, parts=241, ceiling=1, fed=19)  # batches of 2 parts: items of 12, not 13
 def test_any_parallelism_is_reachable_through_a_map_no_wider_than_the_planned_one(
     max_parallelism: int, parts: int, ceiling: int, fed: int
 ) -> None:
@@ -105,9 +106,11 @@ def test_any_parallelism_is_reachable_through_a_map_no_wider_than_the_planned_on
 
     # Items are whole batches and an invocation runs at most 13 calls: where the batches' sizes
     # do not divide the reach well, it is reached up to a few per cent (480 of 498 with 142
-    # batches of 4 parts: 40 items of 12).
+    # batches of 4 parts: 40 items of 12), or up to a batch less one part per item (228 of 241
+    # with 121 batches of 2 parts, a Map 19 wide: 19 items of 12; items of 14 would be 18).
+    size = math.ceil(parts / len(batches([part_id(0, i) for i in range(parts)], MAX_MAP_ITEMS)))
     if k == headroom.MAX_CALLS or k >= max(sizes):
-        assert at_once(k) >= 0.95 * reach
+        assert at_once(k) >= min(0.95 * reach, reach - m * (size - 1))
     else:
         assert at_once(k) >= reach
     assert k == 1 or at_once(k - 1) < reach
