@@ -33,6 +33,8 @@ planning a 1 GiB log file asks of Lambda and Step Functions.
    at the default and the highest max-parallelism: items, manifest, state, a child's history,
    hours of calls) and in the combine step's rounds, against Step Functions' and Lambda's limits.
 
+`BENCH_ONLY=latency` runs the placements' table alone (no history, no plan).
+
 Temporary files (the log file, the embedded S3's spooled objects) live in one temporary
 directory, removed at the end.
 """
@@ -405,10 +407,10 @@ class Pass:
 @dataclass
 class LatencyRun:
     passes: list[Pass]
-    history: History
+    history: History | None  # None with BENCH_ONLY=latency
 
 
-def api_latency(log: Path, tmp: Path, max_request_bytes: int, load_nice: int) -> LatencyRun:
+def api_latency(log: Path, tmp: Path, max_request_bytes: int, load_nice: int, with_history: bool = True) -> LatencyRun:
     aws_port = free_port()
     endpoint = f"http://127.0.0.1:{aws_port}"
     spool = tmp / "aws"
@@ -519,7 +521,7 @@ def api_latency(log: Path, tmp: Path, max_request_bytes: int, load_nice: int) ->
 
             passes = asyncio.run(run())
             place(aws.pid, os.sched_getaffinity(0), 0)  # the history's validations are not a load
-            events = history(settings, base, tmp)
+            events = history(settings, base, tmp) if with_history else None
     return LatencyRun(passes, events)
 
 
@@ -732,6 +734,7 @@ def main() -> None:
     max_request_mib = int(os.environ.get("BENCH_MAX_REQUEST_MIB", "50"))
     call_seconds = float(os.environ.get("BENCH_CALL_SECONDS", "2"))
     load_nice = int(os.environ.get("BENCH_LOAD_NICE", "19"))  # 0: the load competes with the API as equals
+    only_latency = os.environ.get("BENCH_ONLY") == "latency"  # the placements' table alone
     max_request_bytes = max_request_mib * MIB
     load = os.getloadavg()[0]
     tmp = Path(tempfile.mkdtemp(prefix="bench-uploads-"))
@@ -740,8 +743,8 @@ def main() -> None:
         started = time.perf_counter()
         write_log(log, int(upload_gib * GIB))
         generated, log_size = time.perf_counter() - started, log.stat().st_size
-        run = api_latency(log, tmp, max_request_bytes, load_nice)
-        planned = plan_log(log)
+        run = api_latency(log, tmp, max_request_bytes, load_nice, with_history=not only_latency)
+        planned = None if only_latency else plan_log(log)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     machine = f"{os.cpu_count()} cores, {_cpu_model()}, load average {load:.1f} before, {os.getloadavg()[0]:.1f} after"
@@ -763,6 +766,8 @@ def main() -> None:
             f"(inline: {inline.aws_cpu:.1f} CPU s, {inline.aws_growth / MIB:,.0f} MiB)"
         )
     h = run.history
+    if h is None or planned is None:
+        return
     print(
         f"\nhistory: {h.events[0]} and {h.events[1]} events for {h.items[0]} and {h.items[1]} inline Map items "
         f"(failed attempts: {h.failed}); one Map item adds {h.per_item:g}: {', '.join(h.item_types)}; "
