@@ -85,6 +85,9 @@ def test_a_whole_run_logs_no_key_reads_the_model_key_from_ssm_and_stays_within_i
                 Type="String",
                 Overwrite=True,
             )
+            # One call at a time: the combine step's first two calls are the two faults (a tree
+            # level's calls side by side would spend both on one attempt).
+            aws("ssm").put_parameter(Name=f"{SSM_PREFIX}/max-parallelism", Value="1", Type="String", Overwrite=True)
             with httpx.Client(base_url=base, timeout=30) as api:
                 admin = {"Authorization": f"Bearer {admin_key}"}
                 created = api.post("/admin/users", json={"user_id": "alice"}, headers=admin)
