@@ -12,6 +12,7 @@ import pytest
 from app.settings import Settings
 from core.part_ranges import manifest_key
 from local.simulator.server import SimulatorServer
+from tests.events.sse import Message, parse
 from tests.support.stack import (
     Aws,
     HeldCalls,
@@ -87,6 +88,23 @@ def test_a_validation_past_the_inline_maps_limits_survives_a_cancel_and_a_retry_
     assert done["status"] == "SUCCEEDED", done
     assert done["progress"] == {"total": total, "succeeded": total, "failed": 0, "pending": 0}
     assert simulator.stats.part_calls == total  # every part asked once: the retry skipped the settled ones
+    # The event stream tells both runs as on the inline path: replayed from the start, then `end`.
+    messages: list[Message] = []
+    with api.stream("GET", f"/validations/{vid}/events") as stream:
+        assert stream.status_code == 200
+        for item in parse(stream.iter_lines()):
+            if isinstance(item, Message):
+                messages.append(item)
+                if item.event == "end":
+                    break
+    statuses = [m.data["status"] for m in messages if m.event == "status"]
+    assert statuses == ["RUNNING", "CANCELLED", "RUNNING", "SUCCEEDED"], statuses
+    succeeded = [m.data["succeeded"] for m in messages if m.event == "progress"]
+    assert succeeded == sorted(succeeded) and succeeded[-1] == total  # never backwards, across the retry
+    assert [m.data["file"] for m in messages if m.event == "result"] == ["big.log"]
+    assert messages[-1].event == "end" and messages[-1].data == {"status": "SUCCEEDED"}
+    ids = [int(m.id or 0) for m in messages[:-1]]
+    assert ids == list(range(1, len(ids) + 1))  # no gap, no duplicate
     # Both runs went through the Distributed Map, its items read from the manifest in S3.
     for r in (1, run):
         history = _history(aws, settings, vid, r)
