@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 
 from app.settings import PROJECT_ROOT
-from tests.servers import free_port
+from tests.servers import free_port, stop
 
 FILES = 20
 ROWS = 12
@@ -98,12 +98,7 @@ def first_run(target_tpm: int | None) -> dict[str, float]:
                 target = client.get("/admin/parallelism").json()["target_tpm"]
             return {"ready": ready_seconds, "batch": batch_seconds, "target_tpm": target}
         finally:
-            api.terminate()
-            try:
-                api.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                api.kill()
-                api.wait()
+            stop(api, timeout=15)
 
 
 def main() -> None:

@@ -61,12 +61,17 @@ def process(
                 raise AssertionError(f"{args} exited: {stderr.read().decode(errors='replace')[-2000:]}")
             yield proc
         finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop(proc)
+
+
+def stop(proc: subprocess.Popen[Any], timeout: float = 10) -> None:
+    """Terminate a process and reap it; killed if it has not ended within `timeout` seconds."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 @contextmanager

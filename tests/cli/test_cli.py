@@ -25,7 +25,7 @@ from app.settings import PROJECT_ROOT, Settings
 from local.simulator.app import SimulatorConfig
 from tests.cli.conftest import VALIDATE, Invoke, cli_env, run_cli
 from tests.cli.proxy import CuttingProxy
-from tests.servers import free_port
+from tests.servers import free_port, stop
 from tests.support.stack import ADMIN, ADMIN_KEY, Aws, HeldCalls, set_parallelism, wait_for
 
 pytestmark = pytest.mark.stack  # runs `make run`
@@ -74,12 +74,7 @@ def make_run() -> Iterator[FirstRun]:
             assert url and key, text[-3000:]
             yield FirstRun(url[1], key[1], text)
         finally:
-            api.terminate()
-            try:
-                api.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                api.kill()
-                api.wait()
+            stop(api, timeout=15)
 
 
 @pytest.mark.slow(12)

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from app.settings import PROJECT_ROOT
+from tests.servers import stop
 
 TERRAFORM_DIR = PROJECT_ROOT / "infra" / "terraform"
 PROVIDER = Path("registry.terraform.io") / "hashicorp" / "aws"
@@ -147,12 +148,7 @@ class Terraform:
             yield
         finally:
             self.reattach = None
-            provider.terminate()
-            try:
-                provider.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                provider.kill()
-                provider.wait()
+            stop(provider)
 
     def outputs(self) -> dict[str, Any]:
         return {name: o["value"] for name, o in json.loads(self.run("output", "-json").stdout).items()}
