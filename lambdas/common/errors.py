@@ -38,9 +38,13 @@ class BatchIncomplete(Exception):
 
 
 class FileChanged(Exception):
-    """An uploaded file's object was overwritten (or deleted) after the plan step read it: its
-    parts' byte ranges no longer hold the text planned. The part fails with `file_changed`, not
-    retried (the validator records it and goes on with the invocation's other parts)."""
+    """An uploaded file's object is not the one read before (S3's 412 on `If-Match` its ETag), or
+    is gone (`gone`). The plan step refuses the file; a validator fails the part with
+    `file_changed`, not retried (it records it and goes on with the invocation's other parts)."""
+
+    def __init__(self, gone: bool = False) -> None:
+        super().__init__("is no longer stored" if gone else "was overwritten")
+        self.gone = gone
 
 
 class ModelRejected(Exception):

@@ -41,7 +41,7 @@ from core.planning import plan_file
 from core.quota import plan_correction
 from core.records import MAX_MAP_ITEMS, batches, file_batches, part_id
 from lambdas.common.config import LambdaConfig, load_config
-from lambdas.common.errors import FilesRejected, OverCapacity, aws_error_code, is_condition_failure
+from lambdas.common.errors import FileChanged, FilesRejected, OverCapacity, aws_error_code, is_condition_failure
 from lambdas.common.observability import count, observed
 from lambdas.common.stores import Store, store_for
 from lambdas.plan_files.ranges import MIB, new_cursor, plan_in_ranges
@@ -108,15 +108,9 @@ def _plan_whole(
         )
     try:
         content = store.files.whole(file["key"], file.get("etag"))
-    except ClientError as exc:
-        if aws_error_code(exc) not in ("PreconditionFailed", "NoSuchKey", "404"):
-            raise
-        detail = (
-            f"File {file['name']!r} was overwritten after it was uploaded."
-            if aws_error_code(exc) == "PreconditionFailed"
-            else f"File {file['name']!r} is no longer stored."
-        )
-        return _rejected("file_changed", detail)
+    except FileChanged as changed:
+        after = "" if changed.gone else " after it was uploaded"
+        return _rejected("file_changed", f"File {file['name']!r} {changed}{after}.")
     if len(content) != int(file["size"]):
         return _rejected("file_changed", f"File {file['name']!r} does not hold the bytes uploaded.")
     if file.get("sha256") and hashlib.sha256(content).hexdigest() != file["sha256"]:

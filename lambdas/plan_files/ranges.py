@@ -26,14 +26,12 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from botocore.exceptions import ClientError
-
 from core import text
 from core.part_stream import SplitState, StreamSplitter, whole_lines
 from core.parts import TableSniff, suffix_kind
 from core.planning import PartCosts
 from lambdas.common.config import LambdaConfig
-from lambdas.common.errors import aws_error_code
+from lambdas.common.errors import FileChanged
 from lambdas.common.stores import Store
 
 log = logging.getLogger(__name__)
@@ -67,13 +65,9 @@ class _Reader:
         name = self.file["name"]
         try:
             data, size = self.store.files.range(self.file["key"], start, end, self.file.get("etag"))
-        except ClientError as exc:
-            code = aws_error_code(exc)
-            if code == "PreconditionFailed":
-                raise Refused("file_changed", f"File {name!r} was overwritten after it was uploaded.") from None
-            if code in ("NoSuchKey", "404"):
-                raise Refused("file_changed", f"File {name!r} is no longer stored.") from None
-            raise
+        except FileChanged as changed:
+            after = "" if changed.gone else " after it was uploaded"
+            raise Refused("file_changed", f"File {name!r} {changed}{after}.") from None
         if size != self.size or len(data) != end - start:
             raise Refused("file_changed", f"File {name!r} does not hold the bytes uploaded.")
         self.read_bytes += len(data)

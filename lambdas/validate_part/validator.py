@@ -73,7 +73,8 @@ def record_file_changed(
 ) -> bool:
     """A part whose uploaded file changed after it was planned: FAILED `file_changed` (a retry
     would read the same bytes), its progress told; False when it had settled meanwhile."""
-    reason = {"type": "file_changed", "message": f"File {file['name']!r}: {exc}"}
+    after = "" if exc.gone else " after it was planned"
+    reason = {"type": "file_changed", "message": f"File {file['name']!r} {exc}{after}."}
     if store.parts.record_failure(validation_id, part, reason):
         store.events.after_part(validation_id, run, part, file, rule_ids)
         return True
@@ -147,7 +148,7 @@ def validate_batch(
             earlier,
             2 * config.completion_max_tokens if cut else None,
         )
-        settled = record_judged(store, validation_id, run, part, files[part["file_index"]], rules, judged, digest)
+        settled = record_judged(store, validation_id, run, part, file, rules, judged, digest)
         counted("validated" if settled else "skipped")
 
     todo = []

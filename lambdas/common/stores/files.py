@@ -20,41 +20,38 @@ from lambdas.common.stores.base import Clients
 class Files:
     clients: Clients
 
+    def _get(self, key: str, etag: str | None, **kwargs: str) -> dict[str, Any]:
+        """GetObject; with `etag`, of exactly that object (If-Match): FileChanged when it was
+        overwritten or deleted since."""
+        if etag:
+            kwargs["IfMatch"] = f'"{etag}"'
+        try:
+            answer: dict[str, Any] = self.clients.s3.get_object(
+                Bucket=self.clients.config.uploads_bucket, Key=key, **kwargs
+            )
+        except ClientError as exc:
+            code = aws_error_code(exc)
+            if etag and code in ("PreconditionFailed", "NoSuchKey", "404"):
+                raise FileChanged(gone=code != "PreconditionFailed") from None
+            raise
+        return answer
+
     def _text(self, key: str, start: int, end: int, etag: str | None = None) -> str:
         """Bytes start..end-1 of a stored file as text (core/lines.decode_part: a leading BOM is not
         text); with `etag`, of exactly the object planned, else FileChanged."""
         if end <= start:
             return ""
-        kwargs = {"IfMatch": f'"{etag}"'} if etag else {}
-        try:
-            body = self.clients.s3.get_object(
-                Bucket=self.clients.config.uploads_bucket, Key=key, Range=f"bytes={start}-{end - 1}", **kwargs
-            )["Body"].read()
-        except ClientError as exc:
-            code = aws_error_code(exc)
-            if code == "PreconditionFailed":
-                raise FileChanged("The uploaded file was overwritten after it was planned.") from None
-            if etag and code in ("NoSuchKey", "404"):
-                raise FileChanged("The uploaded file is no longer stored.") from None
-            raise
-        return decode_part(body, start)
+        return decode_part(self._get(key, etag, Range=f"bytes={start}-{end - 1}")["Body"].read(), start)
 
     def whole(self, key: str, etag: str | None = None) -> bytes:
-        """A stored file's bytes; with `etag`, exactly the object confirmed then (S3 answers 412
-        PreconditionFailed when it was overwritten since)."""
-        kwargs = {"IfMatch": f'"{etag}"'} if etag else {}
-        body: bytes = self.clients.s3.get_object(Bucket=self.clients.config.uploads_bucket, Key=key, **kwargs)[
-            "Body"
-        ].read()
+        """A stored file's bytes; with `etag`, exactly the object confirmed then, else FileChanged."""
+        body: bytes = self._get(key, etag)["Body"].read()
         return body
 
     def range(self, key: str, start: int, end: int, etag: str | None = None) -> tuple[bytes, int]:
         """Bytes start..end-1 of a stored file (fewer at its end) and the file's size; with `etag`,
-        of exactly the object confirmed at upload (else 412 PreconditionFailed)."""
-        kwargs = {"IfMatch": f'"{etag}"'} if etag else {}
-        answer = self.clients.s3.get_object(
-            Bucket=self.clients.config.uploads_bucket, Key=key, Range=f"bytes={start}-{end - 1}", **kwargs
-        )
+        of exactly the object confirmed at upload, else FileChanged."""
+        answer = self._get(key, etag, Range=f"bytes={start}-{end - 1}")
         body: bytes = answer["Body"].read()
         size = answer.get("ContentRange", "").rpartition("/")[2]  # "bytes 0-99/1234"
         return body, int(size) if size.isdigit() else start + len(body)
