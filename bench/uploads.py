@@ -79,13 +79,11 @@ from tests.servers import free_port, process
 
 RULES = ["No line contains a password"]
 TERMINAL = ("SUCCEEDED", "FAILED", "CANCELLED")
-# Step Functions' quotas (standard workflows) and Lambda's longest timeout.
+# Step Functions' quotas (standard workflows).
 STATE_BYTES = 256 * 1024  # an execution's input, a state's input or output
 HISTORY_EVENTS = 25_000
-LAMBDA_MAX_SECONDS = 900
 API_NICE = -10  # the API's own CPU, in the isolated placement
 DEFAULT_QUOTA_CAPACITY = 1_000_000  # tokens: a user's default quota capacity (docs/guide/uploads.md)
-RETRY_EVENTS = 3  # a Task retried: TaskFailed, then TaskScheduled and TaskStarted again
 # The Lambdas' settings as deployed by default (the names play no part here).
 LAMBDA_DEFAULTS = LambdaConfig(validations_table="", parts_table="", uploads_bucket="")
 
@@ -315,15 +313,11 @@ class History:
     def per_item(self) -> float:
         return (self.events[1] - self.events[0]) / (self.items[1] - self.items[0])
 
-    @property
-    def fixed(self) -> float:
-        return self.events[0] - self.per_item * self.items[0]
-
 
 def history(settings: Settings, base: str, tmp: Path) -> History:
-    """Two small uploaded log files validated through the embedded engine, then the larger one
-    then a larger one with the control function's `INLINE_MAP_MAX_ITEMS` and `PARTS_PER_ITEM` at 1 (the
-    Distributed Map); their histories compared."""
+    """Two small uploaded log files validated through the embedded engine, then a larger one with
+    the control function's `INLINE_MAP_MAX_ITEMS` and `PARTS_PER_ITEM` at 1 (the Distributed
+    Map); their histories compared."""
     sizes = (12 * 1024, 36 * 1024)
     items, counts = [], []
     endpoint = str(settings.aws_endpoint_url)
@@ -382,11 +376,12 @@ def history(settings: Settings, base: str, tmp: Path) -> History:
             lam.update_function_configuration(FunctionName=control["FunctionName"], Environment=restored)
     assert items[0] != items[1], items
     assert distributed["MapRunStarted"] == 1, distributed  # the Distributed Map ran
-    grew = counts[1] - counts[0]
-    step = items[1] - items[0]
+    fewer, more = sorted(range(2), key=lambda i: items[i])  # which validation had more Map items
+    grew = counts[more] - counts[fewer]
+    step = items[more] - items[fewer]
     return History(
-        (items[0], items[1]),
-        (sum(counts[0].values()), sum(counts[1].values())),
+        (items[fewer], items[more]),
+        (sum(counts[fewer].values()), sum(counts[more].values())),
         [f"{kind} ×{n // step}" if n != step else kind for kind, n in sorted(grew.items(), key=lambda kv: kv[0])],
         sum(c["TaskFailed"] + c["LambdaFunctionFailed"] for c in (*counts, distributed)),
         sum(distributed.values()),
